@@ -1,0 +1,95 @@
+"""Loss balancing: fixed weights (W1, W2, β) or SoftAdapt re-weighting from recent history.
+
+SoftAdapt comes from the ``softadapt`` package (Keras 3). It is imported only when a
+SoftAdapt balancer is built, with ``KERAS_BACKEND=torch`` set first, because the import
+takes seconds and selects Keras's backend for the whole process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+SOFTADAPT_VARIANTS = {"loss-weighted": "LossWeightedSoftAdapt", "normalized": "NormalizedSoftAdapt",
+                      "original": "SoftAdapt"}
+# The thesis's SoftAdapt β per family (SPEC, "Loss balancing").
+DEFAULT_SOFTADAPT_BETA = {"vae": 1e-4, "vq-vae": 5e-3}
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    """How the named loss terms are weighted.
+
+    Fixed: recon·w1 + recon_cond·w2 + latent·beta. SoftAdapt: the package's convex weights,
+    recomputed every ``update_every`` steps from the last ``window`` values of each term
+    (uniform until the first update).
+    """
+
+    w1: float = 1.0
+    w2: float = 1.0
+    beta: float = 1.0
+    softadapt: bool = False
+    variant: str = "loss-weighted"
+    softadapt_beta: float = 1e-4
+    update_every: int = 100
+    window: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("w1", "w2", "beta"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"loss weight {name} must be >= 0, got {value}")
+        if self.variant not in SOFTADAPT_VARIANTS:
+            raise ValueError(f"unknown SoftAdapt variant {self.variant!r}; "
+                             f"choose one of: {', '.join(SOFTADAPT_VARIANTS)}")
+        if self.update_every < 1 or self.window < 2:
+            raise ValueError("SoftAdapt needs update_every >= 1 and window >= 2")
+
+    def fixed_weights(self, terms: tuple[str, ...]) -> dict[str, float]:
+        table = {"recon": self.w1, "recon_cond": self.w2, "latent": self.beta}
+        return {name: table[name] for name in terms}
+
+
+def load_softadapt(variant: str):
+    """The package's SoftAdapt class for ``variant`` (imports Keras on the torch backend)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    if os.environ["KERAS_BACKEND"] != "torch":
+        raise RuntimeError(f"SoftAdapt needs KERAS_BACKEND=torch, found {os.environ['KERAS_BACKEND']!r}")
+    import softadapt
+
+    return getattr(softadapt, SOFTADAPT_VARIANTS[variant])
+
+
+class LossBalancer:
+    """Combines named loss terms into the training loss and tracks the weights used."""
+
+    def __init__(self, config: BalanceConfig, terms: tuple[str, ...]) -> None:
+        self.config, self.terms = config, terms
+        self._algorithm = None
+        if config.softadapt:
+            self.weights = {name: 1.0 / len(terms) for name in terms}
+            self._algorithm = load_softadapt(config.variant)(beta=config.softadapt_beta)
+            self._history: list[torch.Tensor] = []
+            self._step = 0
+        else:
+            self.weights = config.fixed_weights(terms)
+
+    def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted sum of the terms; with SoftAdapt, records them and updates the weights."""
+        loss = sum(self.weights[name] * terms[name] for name in self.terms)
+        if self._algorithm is not None:
+            self._history.append(torch.stack([terms[name].detach() for name in self.terms]))
+            self._history = self._history[-self.config.window:]
+            self._step += 1
+            if self._step % self.config.update_every == 0 and len(self._history) >= 2:
+                self._update()
+        return loss
+
+    def _update(self) -> None:
+        history = torch.stack(self._history).float().cpu()  # one sync per update, not per step
+        new = self._algorithm.get_component_weights(*history.unbind(dim=1), verbose=False)
+        new = torch.as_tensor(new).tolist()
+        if all(map(lambda w: w == w, new)):  # keep the old weights if SoftAdapt returns NaN
+            self.weights = dict(zip(self.terms, new))

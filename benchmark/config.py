@@ -1,0 +1,115 @@
+"""Configuration dataclasses: what is trained (model × method) and how (training settings)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
+from benchmark.conditioning import SAMPLINGS, PixelSampler
+from benchmark.models import FAMILY_TITLES, METHODS, model_config
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A method and its conditioning and loss-balancing parameters.
+
+    Multidecoder: sampling in {exact, uniform}, a constant count (default: the exact grid's).
+    Single decoder: sampling in {uniform, gaussian}, power-law counts with ``exponent``.
+    """
+
+    method: str = "baseline"
+    sampling: str | None = None
+    exponent: float | None = None
+    count: int | None = None
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.method == "baseline":
+            if self.sampling is not None or self.exponent is not None:
+                raise ValueError("the baseline takes no sampling or exponent")
+            return
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling {self.sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+        if self.method == "single" and self.exponent is None:
+            raise ValueError("the single decoder needs a power-law exponent")
+        if self.method == "multidecoder" and self.exponent is not None:
+            raise ValueError("the multidecoder uses a constant count, not a power-law exponent")
+
+    def sampler(self, image_size: int) -> PixelSampler | None:
+        if self.method == "baseline":
+            return None
+        return PixelSampler(self.sampling, image_size, count=self.count, exponent=self.exponent)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One row of the thesis grid: a model family and config trained with one method."""
+
+    family: str
+    config: int
+    method: MethodConfig = field(default_factory=MethodConfig)
+
+    def __post_init__(self) -> None:
+        model_config(self.family, self.config)  # validates family and config
+
+    @property
+    def id(self) -> str:
+        """Stable, human-readable key, e.g. ``vq-vae/1/single/gaussian/a=40``."""
+        m, b = self.method, self.method.balance
+        parts = [self.family, str(self.config), m.method]
+        if m.sampling:
+            parts.append(m.sampling)
+        if m.exponent is not None:
+            parts.append(f"a={m.exponent:g}")
+        if m.count is not None:
+            parts.append(f"k={m.count}")
+        if b.softadapt:
+            parts.append("softadapt" if b.variant == "loss-weighted" else f"softadapt-{b.variant}")
+        elif (b.w1, b.w2, b.beta) != (1.0, 1.0, 1.0):
+            parts.append(f"w={b.w1:g},{b.w2:g},{b.beta:g}")
+        return "/".join(parts)
+
+    @property
+    def title(self) -> str:
+        return f"{FAMILY_TITLES[self.family]} {self.config} {self.id.split('/', 2)[2]}"
+
+    def flat(self) -> dict:
+        """Flat dict of every parameter, for tables and storage."""
+        m, b = self.method, self.method.balance
+        return {"config_id": self.id, "family": self.family, "config": self.config, "method": m.method,
+                "sampling": m.sampling or "", "exponent": m.exponent, "count": m.count,
+                "softadapt": b.softadapt, "w1": b.w1, "w2": b.w2, "beta": b.beta,
+                "softadapt_beta": b.softadapt_beta if b.softadapt else None}
+
+
+def default_balance(family: str, softadapt: bool = False, **weights: float) -> BalanceConfig:
+    """Balance settings with the thesis's SoftAdapt β for the family."""
+    return BalanceConfig(softadapt=softadapt, softadapt_beta=DEFAULT_SOFTADAPT_BETA[family], **weights)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one fold is trained (the thesis: AdamW, lr 1e-3, batch 128, 100 epochs)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}, cuda:N")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,52 @@
+"""Model registry: the SPEC's configurations of each family, combined with a method."""
+
+from __future__ import annotations
+
+from benchmark.models.gaussian import GaussianConfig, GaussianLatent
+from benchmark.models.latent import LatentCode
+from benchmark.models.methods import METHODS, ModelOutput, MultitaskVAE
+from benchmark.models.vq import VQConfig, VQLatent, VectorQuantizer
+
+FAMILIES = ("vae", "vq-vae")
+FAMILY_TITLES = {"vae": "Gaussian VAE", "vq-vae": "VQ-VAE"}
+
+MODEL_CONFIGS: dict[str, dict[int, GaussianConfig | VQConfig]] = {
+    "vae": {
+        1: GaussianConfig(latent_dim=16, widths=(32, 64, 128, 256)),
+        2: GaussianConfig(latent_dim=64, widths=(32, 64, 128, 256)),
+    },
+    "vq-vae": {
+        1: VQConfig(num_codes=128, code_dim=16, widths=(32, 64), residual_layers=0),
+        2: VQConfig(num_codes=128, code_dim=32, widths=(128, 256), residual_layers=2),
+        3: VQConfig(num_codes=256, code_dim=64, widths=(128, 256), residual_layers=4),
+    },
+}
+
+
+def model_config(family: str, config: int) -> GaussianConfig | VQConfig:
+    """The SPEC table's configuration ``config`` of ``family``."""
+    if family not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {family!r}; choose one of: {', '.join(FAMILIES)}")
+    configs = MODEL_CONFIGS[family]
+    if config not in configs:
+        raise ValueError(f"unknown {family} config {config!r}; choose one of: {', '.join(map(str, configs))}")
+    return configs[config]
+
+
+def build_model(family: str, config: int, method: str, channels: int = 1, image_size: int = 32) -> MultitaskVAE:
+    """A ``MultitaskVAE`` for images of shape (channels, image_size, image_size)."""
+    cfg = model_config(family, config)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    factor = 2 ** len(cfg.widths)
+    if image_size < factor or image_size % factor:
+        raise ValueError(f"image size {image_size} does not fit {family} config {config}: "
+                         f"it must be a positive multiple of {factor} (the total downsampling)")
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    latent = GaussianLatent(cfg, channels, image_size) if family == "vae" else VQLatent(cfg, channels, image_size)
+    return MultitaskVAE(latent, method, channels, image_size)
+
+
+__all__ = ["FAMILIES", "FAMILY_TITLES", "METHODS", "MODEL_CONFIGS", "GaussianConfig", "LatentCode",
+           "ModelOutput", "MultitaskVAE", "VQConfig", "VectorQuantizer", "build_model", "model_config"]

@@ -1,0 +1,52 @@
+"""Gaussian VAE family: conv encoder → (μ, log σ²) → reparameterised z, KL to N(0, I)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmark.models.blocks import Decoder, LatentInput, conv_encoder, upsampling_stack
+from benchmark.models.latent import LatentCode
+
+
+@dataclass(frozen=True)
+class GaussianConfig:
+    latent_dim: int = 16
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) summed over latent dims, averaged over the batch."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+
+
+class GaussianLatent(nn.Module):
+    """Encoder and latent of a Gaussian VAE; decoders are made by ``make_decoder``.
+
+    Training scale (the thesis code's ELBO): squared error summed over an image's pixels.
+    In eval mode z = μ, so validation metrics are deterministic.
+    """
+
+    recon_reduction = "sum"
+
+    def __init__(self, config: GaussianConfig, channels: int, image_size: int) -> None:
+        super().__init__()
+        self.config, self.channels = config, channels
+        side = image_size // 2 ** len(config.widths)
+        self.feature_shape = (config.widths[-1], side, side)
+        self.encoder = conv_encoder(channels, config.widths)
+        flat = config.widths[-1] * side * side
+        self.fc_mu = nn.Linear(flat, config.latent_dim)
+        self.fc_logvar = nn.Linear(flat, config.latent_dim)
+
+    def encode(self, x: torch.Tensor) -> LatentCode:
+        h = self.encoder(x).flatten(1)
+        mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return LatentCode(z=z, latent=kl_to_standard_normal(mu, logvar), parts={"mu": mu, "logvar": logvar})
+
+    def make_decoder(self, cond_dim: int = 0) -> Decoder:
+        latent_input = LatentInput((self.config.latent_dim,), self.feature_shape, cond_dim)
+        return Decoder(latent_input, upsampling_stack(self.config.widths, self.channels))

@@ -1,0 +1,126 @@
+"""Pixel samplers and m = [mask, x ⊙ mask]."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from benchmark.conditioning import PixelSampler, conditioning, exact_grid
+from benchmark.config import MethodConfig
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_exact_grid_is_identical_across_calls_and_not_the_thesis_16_pixels():
+    sampler = PixelSampler("exact", 32)
+    a, b = sampler.sample(3, gen(0), "cpu"), sampler.sample(5, gen(1), "cpu")
+    assert torch.equal(a[0], b[4]) and torch.equal(a[0], a[2])
+    assert a.shape == (3, 1, 32, 32)
+    assert int(a[0].sum()) == 64 == sampler.fixed_count  # stride 4 on 32x32: an 8x8 grid
+    assert int(PixelSampler("exact", 64).sample(1, gen(), "cpu").sum()) == 256
+    assert exact_grid(32, 4)[2, 2] and not exact_grid(32, 4)[0, 0]
+
+
+@pytest.mark.parametrize("k", [0, 1, 50, 1024])
+def test_uniform_gives_exactly_k_distinct_locations(k):
+    masks = PixelSampler("uniform", 32, count=k).sample(64, gen(), "cpu")
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert (masks.flatten(1).sum(1) == k).all()
+
+
+def test_uniform_is_new_at_every_call():
+    sampler = PixelSampler("uniform", 32, count=20)
+    g = gen()
+    assert not torch.equal(sampler.sample(4, g, "cpu"), sampler.sample(4, g, "cpu"))
+
+
+def test_multidecoder_uniform_defaults_to_the_exact_grid_count():
+    assert PixelSampler("uniform", 32).fixed_count == PixelSampler("exact", 32).fixed_count == 64
+
+
+def test_gaussian_is_centre_weighted_with_duplicates():
+    sampler = PixelSampler("gaussian", 32, count=200)
+    masks = sampler.sample(256, gen(), "cpu")
+    per_image = masks.flatten(1).sum(1)
+    assert (per_image <= 200).all() and (per_image < 200).any()  # with replacement: duplicates merge
+    centre = masks[..., 12:20, 12:20].mean()
+    corner = masks[..., :8, :8].mean()
+    assert centre > 10 * corner
+
+
+@pytest.mark.parametrize("a", [2.0, 20.0, 40.0, 60.0])
+def test_power_law_mean_count_matches_d_over_a_plus_1(a):
+    sampler = PixelSampler("uniform", 32, exponent=a)
+    counts = sampler.sample_counts(200_000, gen(), torch.device("cpu")).double()
+    # floor() lowers the mean of (1 - X)·D by about one half.
+    assert counts.mean().item() == pytest.approx(1024 / (a + 1) - 0.5, rel=0.03)
+    assert counts.min() >= 0 and counts.max() <= 1024
+
+
+def test_power_law_produces_empty_masks_and_masks_match_counts():
+    sampler = PixelSampler("uniform", 32, exponent=40.0)
+    masks = sampler.sample(2000, gen(), "cpu")
+    per_image = masks.flatten(1).sum(1)
+    assert (per_image == 0).any()
+    assert (per_image > 0).any()
+
+
+def test_the_exponent_given_is_the_exponent_used():
+    # The thesis's code never passed the exponent on (every run used 40).
+    means = {}
+    for a in (20.0, 60.0):
+        sampler = MethodConfig("single", "gaussian", exponent=a).sampler(32)
+        assert sampler.exponent == a
+        means[a] = sampler.sample_counts(100_000, gen(), torch.device("cpu")).double().mean().item()
+    assert means[20.0] / means[60.0] == pytest.approx((60 + 1) / (20 + 1), rel=0.05)
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("sampling", ["exact", "uniform", "gaussian"])
+def test_masks_are_made_without_a_per_sample_loop(sampling):
+    sampler = PixelSampler(sampling, 32, exponent=None if sampling == "exact" else 30.0)
+    counts = []
+    for batch in (2, 256):
+        with CountOps() as ops:
+            sampler.sample(batch, gen(), "cpu")
+        counts.append(ops.calls)
+    assert counts[0] == counts[1]  # the number of tensor ops does not grow with the batch
+
+
+def test_masks_are_on_the_input_device():
+    x = torch.rand(3, 1, 32, 32)
+    mask = PixelSampler("gaussian", 32, count=10).sample(3, gen(), x.device)
+    assert mask.device == x.device
+
+
+def test_conditioning_concatenates_mask_and_masked_image():
+    x = torch.rand(2, 3, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 1, 2] = 1
+    m = conditioning(x, mask)
+    assert m.shape == (2, 4, 8, 8)
+    assert torch.equal(m[:, :1], mask)
+    assert torch.equal(m[:, 1:, 1, 2], x[:, :, 1, 2])
+    assert m[:, 1:].abs().sum().item() == pytest.approx(x[:, :, 1, 2].abs().sum().item())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sampling="random", image_size=32), "exact, uniform, gaussian"),
+    (dict(sampling="uniform", image_size=32, exponent=-1.0), "exponent"),
+    (dict(sampling="uniform", image_size=32, exponent=0.0), "exponent"),
+    (dict(sampling="uniform", image_size=32, count=1025), r"\[0, 1024\]"),
+    (dict(sampling="uniform", image_size=32, count=-1), r"\[0, 1024\]"),
+])
+def test_bad_sampler_input_raises_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PixelSampler(**kwargs)

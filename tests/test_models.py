@@ -1,0 +1,135 @@
+"""Models: shapes and named loss terms, hand-computed KL and VQ terms, straight-through gradients."""
+
+import math
+
+import pytest
+import torch
+
+from benchmark.conditioning import PixelSampler
+from benchmark.models import MODEL_CONFIGS, VectorQuantizer, build_model
+from benchmark.models.gaussian import kl_to_standard_normal
+
+GRID = [(family, config) for family, configs in MODEL_CONFIGS.items() for config in configs]
+
+
+def mask_for(method: str, batch: int, size: int) -> torch.Tensor | None:
+    if method == "baseline":
+        return None
+    sampler = PixelSampler("uniform", size, exponent=20.0) if method == "single" else PixelSampler("exact", size)
+    return sampler.sample(batch, torch.Generator().manual_seed(0), "cpu")
+
+
+@pytest.mark.parametrize("family, config", GRID)
+@pytest.mark.parametrize("method", ["baseline", "multidecoder", "single"])
+@pytest.mark.parametrize("channels, size", [(1, 32), (3, 64)])
+def test_shapes_and_named_terms(family, config, method, channels, size):
+    torch.manual_seed(0)
+    model = build_model(family, config, method, channels, size)
+    x = torch.rand(2, channels, size, size)
+    out = model(x, mask_for(method, 2, size))
+    expected = {"recon", "latent"} | ({"recon_cond"} if method == "multidecoder" else set())
+    assert set(out.terms) == expected
+    assert all(t.shape == () and torch.isfinite(t) for t in out.terms.values())
+    assert out.x_hat.shape == x.shape and 0 <= out.x_hat.min() and out.x_hat.max() <= 1
+    if method == "multidecoder":
+        assert out.x_hat_cond.shape == x.shape
+    # per-pixel MSE = training-scale reconstruction × recon_scale
+    direct = (out.x_hat - x).pow(2).mean()
+    assert (out.terms["recon"] * model.recon_scale).item() == pytest.approx(direct.item(), rel=1e-5)
+    del model
+
+
+def test_gaussian_recon_is_summed_over_pixels_and_vq_recon_is_a_mean():
+    x = torch.rand(3, 1, 32, 32)
+    vae, vq = build_model("vae", 1, "baseline"), build_model("vq-vae", 1, "baseline")
+    for model, factor in ((vae, 1024), (vq, 1)):
+        model.eval()
+        out = model(x)
+        assert out.terms["recon"].item() == pytest.approx(((out.x_hat - x) ** 2).mean().item() * factor, rel=1e-5)
+
+
+def test_kl_against_hand_calculation():
+    mu = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    # image 1: 0.5·(1 + 1 − 1 − 0) + 0.5·(0 + 2 − 1 − ln 2); image 2: 0; mean over the batch
+    expected = (0.5 + 0.5 * (1 - math.log(2.0))) / 2
+    assert kl_to_standard_normal(mu, logvar).item() == pytest.approx(expected)
+
+
+def test_vq_terms_against_hand_calculation():
+    quantizer = VectorQuantizer(num_codes=2, code_dim=2, commitment=0.25)
+    quantizer.codebook.weight.data = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    z_e = torch.tensor([0.9, 0.8]).view(1, 2, 1, 1)
+    out = quantizer(z_e)
+    assert out.parts["codes"].tolist() == [[[1]]]
+    assert torch.allclose(out.z, torch.ones(1, 2, 1, 1))
+    assert out.parts["codebook"].item() == pytest.approx((0.01 + 0.04) / 2)
+    assert out.parts["commitment"].item() == pytest.approx((0.01 + 0.04) / 2)
+    assert out.latent.item() == pytest.approx(0.025 + 0.25 * 0.025)
+
+
+def test_straight_through_estimator_copies_decoder_gradients_to_the_encoder():
+    torch.manual_seed(0)
+    model = build_model("vq-vae", 1, "baseline")
+    x = torch.rand(4, 1, 32, 32)
+    out = model(x)
+    out.terms["recon"].backward()  # reconstruction only: the encoder is reached through z_q alone
+    first_conv = model.latent_model.encoder[0][0]
+    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
+    assert model.latent_model.quantizer.codebook.weight.grad is None or \
+        model.latent_model.quantizer.codebook.weight.grad.abs().sum() == 0
+
+
+def test_codebook_is_trained_by_the_codebook_loss():
+    model = build_model("vq-vae", 1, "baseline")
+    model(torch.rand(4, 1, 32, 32)).terms["latent"].backward()
+    assert model.latent_model.quantizer.codebook.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", ["vae", "vq-vae"])
+def test_multidecoder_has_two_decoders_sharing_z_and_both_are_trained(family):
+    # The thesis's VQ code ran both outputs through one decoder; here decoder 2 is real.
+    torch.manual_seed(0)
+    model = build_model(family, 1, "multidecoder")
+    assert model.decoder is not model.decoder_cond
+    x = torch.rand(4, 1, 32, 32)
+    out = model(x, mask_for("multidecoder", 4, 32))
+    assert not torch.allclose(out.x_hat, out.x_hat_cond)
+    out.terms["recon_cond"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder_cond.parameters())
+
+
+def test_conditioned_decoder_merges_z_and_m_through_one_linear_layer():
+    model = build_model("vq-vae", 1, "single")
+    merge = model.decoder.latent_input.linear
+    assert isinstance(merge, torch.nn.Linear)
+    assert merge.in_features == 16 * 8 * 8 + 2 * 32 * 32  # flatten(z_q) ⊕ flatten(m)
+
+
+def test_single_decoder_with_empty_mask_is_the_unconditioned_decoder():
+    torch.manual_seed(0)
+    model = build_model("vae", 1, "single").eval()
+    x = torch.rand(2, 1, 32, 32)
+    z = model.encode(x).z
+    empty = torch.zeros(2, 1, 32, 32)
+    assert torch.allclose(model.decode(z), model.decode(z, x, empty, conditioned=True))
+    full = torch.ones(2, 1, 32, 32)
+    assert not torch.allclose(model.decode(z), model.decode(z, x, full, conditioned=True))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: build_model("gan", 1, "baseline"), "vae, vq-vae"),
+    (lambda: build_model("vae", 3, "baseline"), "1, 2"),
+    (lambda: build_model("vae", 1, "triple"), "baseline, multidecoder, single"),
+    (lambda: build_model("vae", 1, "baseline", 1, 30), "multiple of 16"),
+    (lambda: build_model("vq-vae", 1, "baseline", 1, 2), "multiple of 4"),
+])
+def test_bad_model_input_raises_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_conditioned_methods_need_a_mask():
+    with pytest.raises(ValueError, match="needs a mask"):
+        build_model("vae", 1, "multidecoder")(torch.rand(2, 1, 32, 32))
