@@ -1,0 +1,115 @@
+"""Command line: parse arguments, build configurations, call the library. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.store import StoreConfig
+from benchmark.suites import builtin_suites, get_suite
+
+# Rough training cost on a 2-core laptop CPU, in images per second, measured with batch 128.
+CPU_IMAGES_PER_SECOND = {("vae", 1): 900, ("vae", 2): 900, ("vq-vae", 1): 700, ("vq-vae", 2): 120, ("vq-vae", 3): 70}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
+                                          "e.g. postgresql://user:pass@host/db to share work across machines")
+    parser.add_argument("--studies-dir", type=Path, default=Path("studies"), help="where SQLite studies live")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported")
+
+
+def _store(args: argparse.Namespace) -> StoreConfig:
+    return StoreConfig(storage=args.storage, studies_dir=args.studies_dir, results_dir=args.results_dir,
+                       heartbeat_interval=getattr(args, "heartbeat", 10),
+                       grace_period=max(3 * getattr(args, "heartbeat", 10), 3))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__ and
+                                     "Cross-validation benchmark suite for multitask VAEs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train every configuration of a suite over its folds (resumable)",
+                         description="Train every (configuration, fold) of a suite. Units live in an Optuna "
+                                     "study: rerun the same command to resume; point several processes or "
+                                     "machines at one --storage to share the work.")
+    run.add_argument("--suite", required=True, help="smoke | quick | full, or a path to a suite .toml file")
+    run.add_argument("--dataset", help="mnist5k | digits | mnist | cifar10 | celeba | folder:PATH")
+    run.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
+    run.add_argument("--epochs", type=int, help="override the suite's epochs per fold")
+    run.add_argument("--folds", type=int, help="override the number of folds (>= 2)")
+    run.add_argument("--seed", type=int, help="override the suite seed (folds and per-unit seeds)")
+    run.add_argument("--limit", type=int, help="use at most this many training images")
+    run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    run.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_store_arguments(run)
+
+    sub.add_parser("suites", help="list the built-in suites with their size and estimated cost")
+    return parser
+
+
+def _resolve_suite(args: argparse.Namespace):
+    suite = get_suite(args.suite).override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
+                                           folds=args.folds, seed=args.seed, limit=args.limit, device=args.device)
+    from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
+
+    if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
+        raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
+    return suite
+
+
+def estimate_cpu_minutes(suite) -> float:
+    images = suite.limit or 4000
+    per_fold = images * (suite.folds - 1) / suite.folds * suite.train.epochs
+    seconds = sum(per_fold / CPU_IMAGES_PER_SECOND[(c.family, c.config)] * (2 if c.method.method == "multidecoder" else 1.3
+                  if c.method.method == "single" else 1) for c in suite.configurations) * suite.folds * suite.repeats
+    return seconds / 60
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
+    for suite in builtin_suites().values():
+        minutes = estimate_cpu_minutes(suite)
+        cost = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h"
+        print(f"{suite.name:8} {len(suite.configurations):7} {suite.folds:5} {suite.units:5} {suite.train.epochs:6} "
+              f"{suite.limit or 'all':>6}  {cost:>15}  {suite.description}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner import run_suite
+
+    suite = _resolve_suite(args)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    print(f"suite {suite.name}: {len(suite.configurations)} configurations × {suite.folds} folds = {suite.units} units, "
+          f"{suite.train.epochs} epoch(s) on {suite.dataset}", file=sys.stderr)
+    summary = run_suite(suite, _store(args), workers=args.workers, show_progress=not args.quiet)
+    print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {suite.units} units "
+          f"in {summary.seconds:.0f} s; results: {summary.results}")
+    for key, reason in summary.errors.items():
+        print(f"  failed {key}: {reason}")
+    return 0 if summary.missing == 0 else 1
+
+
+COMMANDS = {"run": cmd_run, "suites": cmd_suites}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, CliError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished units are stored; run the same command again to resume", file=sys.stderr)
+        return 130

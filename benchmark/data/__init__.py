@@ -1,0 +1,12 @@
+"""Benchmark datasets as in-memory float tensors in [0, 1].
+
+>>> from benchmark.data import load_dataset
+>>> data = load_dataset("mnist5k", limit=200)   # embedded, no download
+>>> data.train.shape, data.channels, data.image_size
+(torch.Size([200, 1, 32, 32]), 1, 32)
+"""
+
+from .dataset import Dataset, DatasetNotFoundError
+from .registry import DATASET_NAMES, FOLDER_PREFIX, load_dataset
+
+__all__ = ["DATASET_NAMES", "FOLDER_PREFIX", "Dataset", "DatasetNotFoundError", "load_dataset"]

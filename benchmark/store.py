@@ -1,0 +1,196 @@
+"""The Optuna study as the store of units of work: one trial per (configuration, fold).
+
+Optuna owns the bookkeeping: RDB storage (SQLite by default, any URL such as PostgreSQL),
+trial states, heartbeats that turn a killed worker's trial into FAIL and re-enqueue it, and
+the artifact store that keeps each unit's best-epoch weights.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from benchmark.models import MultitaskVAE, build_model
+from benchmark.suites import Suite
+
+UNIT_PARAM = "unit"
+METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train")
+
+
+class StoreError(ValueError):
+    """The storage cannot be used as asked (unreachable, or holds a different suite)."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where units, results and checkpoints live."""
+
+    storage: str | None = None          # Optuna storage URL; default sqlite:///<studies_dir>/<suite>.db
+    studies_dir: Path = Path("studies")
+    results_dir: Path = Path("results")
+    artifacts_dir: Path | None = None   # default <results_dir>/<suite>/artifacts
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+
+    def url(self, suite: str) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.studies_dir / f'{suite}.db').as_posix()}"
+
+    def artifacts(self, suite: str) -> Path:
+        return self.artifacts_dir or self.results_dir / suite / "artifacts"
+
+
+def unit_key(config_id: str, fold: int) -> str:
+    return f"{config_id}#{fold}"
+
+
+def parse_unit(key: str) -> tuple[str, int]:
+    config_id, fold = key.rsplit("#", 1)
+    return config_id, int(fold)
+
+
+def unit_keys(suite: Suite) -> list[str]:
+    return [unit_key(c.id, f) for c in suite.configurations for f in range(suite.folds * suite.repeats)]
+
+
+def open_storage(url: str, config: StoreConfig) -> RDBStorage:
+    """An RDB storage with heartbeats; a stale trial becomes FAIL and is enqueued again."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+                          grace_period=config.grace_period,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+    except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StoreError(f"cannot open storage {url!r}: {reason}") from None
+
+
+def study_name(suite: Suite) -> str:
+    return f"suite-{suite.name}"
+
+
+def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> optuna.Study:
+    """Create or load the suite's study; refuse one made with other settings, touching nothing."""
+    storage = open_storage(config.url(suite.name), config)
+    name = study_name(suite)
+    settings = json.loads(json.dumps(suite.settings()))
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        if not create:
+            raise StoreError(f"no study {name!r} in {config.url(suite.name)}") from None
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+        if "settings" not in study.user_attrs:
+            study.set_user_attr("settings", settings)
+    stored = study.user_attrs.get("settings")
+    if stored is not None and stored != settings:
+        differing = sorted(k for k in settings if stored.get(k) != settings[k])
+        raise StoreError(f"study {name!r} in {config.url(suite.name)} was made with other settings "
+                         f"({', '.join(differing)}); use another --storage or remove that study to start over")
+    return study
+
+
+def _unit_of(trial: FrozenTrial) -> str | None:
+    return trial.params.get(UNIT_PARAM) or trial.system_attrs.get("fixed_params", {}).get(UNIT_PARAM)
+
+
+def unit_states(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
+    """Trials of each unit, oldest first."""
+    by_unit: dict[str, list[FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        key = _unit_of(trial)
+        if key is not None:
+            by_unit.setdefault(key, []).append(trial)
+    return by_unit
+
+
+def is_settled(trials: list[FrozenTrial]) -> bool:
+    """Done (COMPLETE), failed for a recorded reason (diverged), or already queued or running."""
+    return any(t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+               or (t.state == TrialState.FAIL and "error" in t.user_attrs) for t in trials)
+
+
+def enqueue_missing(study: optuna.Study, keys: list[str]) -> int:
+    """Enqueue every unit that is neither done, failed for a reason, queued nor running.
+
+    This covers a fresh suite, an enqueue that was interrupted, and trials that ended FAIL
+    without a reason (Ctrl-C). Concurrent callers may enqueue a unit twice; the claim check
+    in the runner makes sure it is still trained once.
+    """
+    states = unit_states(study)
+    missing = [k for k in keys if not is_settled(states.get(k, []))]
+    for key in missing:
+        study.enqueue_trial({UNIT_PARAM: key})
+    return len(missing)
+
+
+def save_checkpoint(trial: optuna.Trial, artifacts: Path, model_state: dict, info: dict) -> str:
+    """Upload the best-epoch weights to Optuna's artifact store; returns the artifact id."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model_state, "info": info}, buffer)
+    tmp = artifacts / f".upload-{trial.number}-{trial._trial_id}.pt"
+    tmp.write_bytes(buffer.getvalue())
+    try:
+        return optuna.artifacts.upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)),
+                                                file_path=str(tmp), study_or_trial=trial)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE, dict]:
+    """A unit's best-epoch model (in eval mode) and its info (configuration, image shape, metrics)."""
+    payload = torch.load(path, map_location=device, weights_only=False)
+    info = payload["info"]
+    channels, size = info["image_shape"][0], info["image_shape"][-1]
+    model = build_model(info["family"], info["config"], info["method"], channels, size)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), info
+
+
+def export(study: optuna.Study, suite: Suite, config: StoreConfig) -> tuple[Path, Path]:
+    """Write results/<suite>.csv (one row per unit), <suite>_history.csv and <suite>_meta.json."""
+    by_id = {c.id: c for c in suite.configurations}
+    states = unit_states(study)
+    rows, history = [], []
+    for key in unit_keys(suite):
+        config_id, fold = parse_unit(key)
+        trials = states.get(key, [])
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        failed = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
+        pending = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        trial = (complete or failed or pending or [None])[-1 if not complete else 0]
+        row = {**by_id[config_id].flat(), "fold": fold, "repeat": fold // suite.folds,
+               "state": trial.state.name if trial else "MISSING", "trial": trial.number if trial else None}
+        attrs = trial.user_attrs if trial else {}
+        metrics = attrs.get("metrics", {})
+        row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})
+        row.update({"seconds": attrs.get("seconds", math.nan), "n_train": attrs.get("n_train"),
+                    "n_val": attrs.get("n_val"), "error": attrs.get("error", ""),
+                    "checkpoint": str(config.artifacts(suite.name) / attrs["artifact"]) if "artifact" in attrs else "",
+                    "params_from": attrs.get("params_from", "")})
+        rows.append(row)
+        for epoch_row in attrs.get("history", []):
+            history.append({"config_id": config_id, "fold": fold, **epoch_row})
+    config.results_dir.mkdir(parents=True, exist_ok=True)
+    results_path = config.results_dir / f"{suite.name}.csv"
+    history_path = config.results_dir / f"{suite.name}_history.csv"
+    pd.DataFrame(rows).to_csv(results_path, index=False)
+    pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None).to_csv(history_path, index=False)
+    meta = {**suite.settings(), "data_root": suite.data_root, "study": study.study_name,
+            "storage": config.url(suite.name)}
+    (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
+    return results_path, history_path

@@ -1,0 +1,151 @@
+"""Suites as data: smoke / quick / full, TOML suite files, and expanding the thesis grid."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.models import MODEL_CONFIGS
+
+THESIS_EXPONENTS = (20.0, 40.0)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named set of configurations with the data and training they share."""
+
+    name: str
+    configurations: tuple[Configuration, ...]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dataset: str = "mnist5k"
+    data_root: str | None = None
+    limit: int | None = None
+    folds: int = 5
+    repeats: int = 1
+    seed: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.configurations:
+            raise ValueError(f"suite {self.name!r} has no configurations")
+        if self.folds < 2:
+            raise ValueError(f"--folds must be >= 2 for cross-validation, got {self.folds}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        ids = [c.id for c in self.configurations]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"suite {self.name!r} lists a configuration twice")
+
+    @property
+    def units(self) -> int:
+        return len(self.configurations) * self.folds * self.repeats
+
+    def settings(self) -> dict:
+        """What decides the results; a study created with other settings cannot be resumed."""
+        return {"suite": self.name, "dataset": self.dataset, "limit": self.limit, "folds": self.folds,
+                "repeats": self.repeats, "seed": self.seed, "epochs": self.train.epochs,
+                "batch_size": self.train.batch_size, "lr": self.train.lr,
+                "weight_decay": self.train.weight_decay, "configurations": [c.id for c in self.configurations]}
+
+    def override(self, **values) -> Suite:
+        """A copy with command-line overrides applied (None means keep the suite's value)."""
+        train_keys = {"epochs", "device", "batch_size", "lr"}
+        train = replace(self.train, **{k: v for k, v in values.items() if k in train_keys and v is not None})
+        rest = {k: v for k, v in values.items() if k not in train_keys and v is not None}
+        return replace(self, train=train, **rest)
+
+
+def thesis_grid(family: str, config: int, exponents: tuple[float, ...] = THESIS_EXPONENTS) -> list[Configuration]:
+    """The thesis's 9 configurations of one model: baseline; Multidecoder × {exact, uniform} ×
+    {fixed weights, SoftAdapt}; Single decoder × {uniform, gaussian} × exponents."""
+    grid = [Configuration(family, config, MethodConfig("baseline", balance=default_balance(family)))]
+    for sampling in ("exact", "uniform"):
+        for softadapt in (False, True):
+            method = MethodConfig("multidecoder", sampling, balance=default_balance(family, softadapt))
+            grid.append(Configuration(family, config, method))
+    for sampling in ("uniform", "gaussian"):
+        for exponent in exponents:
+            method = MethodConfig("single", sampling, exponent=exponent, balance=default_balance(family))
+            grid.append(Configuration(family, config, method))
+    return grid
+
+
+def full_grid() -> tuple[Configuration, ...]:
+    return tuple(c for family, configs in MODEL_CONFIGS.items() for config in configs
+                 for c in thesis_grid(family, config))
+
+
+def smoke_configurations() -> tuple[Configuration, ...]:
+    """Every family and every method once, config 1."""
+    out = []
+    for family in MODEL_CONFIGS:
+        out.append(Configuration(family, 1, MethodConfig("baseline", balance=default_balance(family))))
+        out.append(Configuration(family, 1, MethodConfig("multidecoder", "uniform", balance=default_balance(family))))
+        out.append(Configuration(family, 1, MethodConfig("single", "gaussian", exponent=40.0,
+                                                         balance=default_balance(family))))
+    return tuple(out)
+
+
+def builtin_suites() -> dict[str, Suite]:
+    return {
+        "smoke": Suite("smoke", smoke_configurations(), TrainConfig(epochs=1), limit=400,
+                       description="every family and method once (config 1), 1 epoch on 400 mnist5k images"),
+        "quick": Suite("quick", full_grid(), TrainConfig(epochs=2), limit=1000,
+                       description="the thesis grid, 2 epochs on 1,000 mnist5k images"),
+        "full": Suite("full", full_grid(), TrainConfig(epochs=100, batch_size=128, lr=1e-3),
+                      description="the thesis grid with the thesis's training (100 epochs); meant for a GPU"),
+    }
+
+
+def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
+    known = {"family", "config", "method", "sampling", "exponent", "count", "softadapt", "w1", "w2", "beta",
+             "softadapt_beta", "variant"}
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+    family, config = table.get("family"), table.get("config")
+    if family is None or config is None:
+        raise ValueError(f"{where}: needs 'family' and 'config'")
+    if "method" not in table:
+        return thesis_grid(family, int(config))
+    balance = default_balance(family, bool(table.get("softadapt", False)),
+                              **{k: float(table[k]) for k in ("w1", "w2", "beta") if k in table})
+    if "softadapt_beta" in table or "variant" in table:
+        balance = replace(balance, softadapt_beta=float(table.get("softadapt_beta", balance.softadapt_beta)),
+                          variant=table.get("variant", balance.variant))
+    exponent = table.get("exponent")
+    method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
+                          table.get("count"), balance)
+    return [Configuration(family, int(config), method)]
+
+
+def load_suite_file(path: Path) -> Suite:
+    """A suite from TOML: top-level name/dataset/limit/folds/seed, [train], [[configurations]].
+
+    A configuration without ``method`` expands to that model's thesis grid.
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as err:
+        raise ValueError(f"cannot read suite file {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
+    tables = data.get("configurations", [])
+    if not isinstance(tables, list) or not tables:
+        raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
+    configurations = [c for i, t in enumerate(tables) for c in _configuration_from_table(t, f"{path} configuration {i + 1}")]
+    train = TrainConfig(**data.get("train", {}))
+    top = {k: data[k] for k in ("dataset", "data_root", "limit", "folds", "repeats", "seed", "description") if k in data}
+    return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
+
+
+def get_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a suite TOML file by path."""
+    suites = builtin_suites()
+    if name_or_path in suites:
+        return suites[name_or_path]
+    if name_or_path.endswith(".toml") or Path(name_or_path).exists():
+        return load_suite_file(Path(name_or_path))
+    raise ValueError(f"unknown suite {name_or_path!r}; choose one of: {', '.join(suites)}, or a path to a .toml file")
