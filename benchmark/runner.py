@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.data import load_dataset
-from benchmark.store import (UNIT_PARAM, StoreConfig, enqueue_missing, export, open_suite_study, parse_unit,
+from benchmark.store import (UNIT_PARAM, StoreConfig, enqueue_missing, export, fail_stale_trials, open_suite_study, parse_unit,
                              save_checkpoint, unit_keys, unit_states)
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, train_fold
@@ -107,7 +107,7 @@ class _Worker:
         """Claim and train units until none is waiting or running anywhere."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         while True:
-            optuna.storages.fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
+            fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
             enqueue_missing(self.study, self.keys)
             settled, waiting, running = self._counts()
             self.bar.n = settled

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,9 +71,11 @@ def open_storage(url: str, config: StoreConfig) -> RDBStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
-                          grace_period=config.grace_period,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+        with warnings.catch_warnings():  # heartbeats are marked experimental, but are what resume rests on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+                              grace_period=config.grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StoreError(f"cannot open storage {url!r}: {reason}") from None
@@ -105,6 +108,13 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
 
 def _unit_of(trial: FrozenTrial) -> str | None:
     return trial.params.get(UNIT_PARAM) or trial.system_attrs.get("fixed_params", {}).get(UNIT_PARAM)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Turn trials of workers that stopped beating into FAIL; the callback enqueues them again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def unit_states(study: optuna.Study) -> dict[str, list[FrozenTrial]]:

@@ -1,0 +1,159 @@
+"""The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from benchmark.cli import main
+from benchmark.store import StoreConfig, open_suite_study, unit_states
+from benchmark.suites import get_suite
+
+METRICS = ["best_epoch", "recon", "latent", "recon_cond", "total"]
+
+
+def run_cli(cwd: Path, *args: str) -> int:
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return main(["run", *args, "--quiet"])
+    finally:
+        os.chdir(old)
+
+
+def study_of(cwd: Path, suite: str) -> optuna.Study:
+    return optuna.load_study(study_name=f"suite-{suite}", storage=f"sqlite:///{cwd / 'studies' / f'{suite}.db'}")
+
+
+def complete_per_unit(study: optuna.Study) -> dict[str, int]:
+    return {k: sum(t.state == TrialState.COMPLETE for t in ts) for k, ts in unit_states(study).items()}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("smoke")
+    assert run_cli(cwd, "--suite", "smoke", "--heartbeat", "1") == 0
+    return cwd
+
+
+def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
+    suite = get_suite("smoke")
+    study = study_of(smoke_run, "smoke")
+    counts = complete_per_unit(study)
+    assert len(counts) == 30 and set(counts.values()) == {1}
+    table = pd.read_csv(smoke_run / "results" / "smoke.csv")
+    assert len(table) == 30
+    assert (table.groupby("config_id")["fold"].nunique() == 5).all()
+    assert set(table["config_id"]) == {c.id for c in suite.configurations}
+    assert (table["state"] == "COMPLETE").all()
+    assert table["recon"].between(0, 1).all()
+    assert (table["n_train"] == 4 * table["n_val"]).all()  # train and validation are not swapped
+    history = pd.read_csv(smoke_run / "results" / "smoke_history.csv")
+    assert len(history) == 30 and {"recon", "latent", "recon_cond", "total"} <= set(history.columns)
+    assert all(Path(smoke_run / p).exists() for p in table["checkpoint"])
+
+
+def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path):
+    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", "smoke", "--heartbeat", "1", "--quiet"]
+    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "studies" / "smoke.db"
+    deadline = time.time() + 300
+    done = 0
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=30) as con:
+                    done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if done >= 8:
+                break
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    study = study_of(tmp_path, "smoke")
+    finished_before = {k for k, n in complete_per_unit(study).items() if n == 1}
+    assert 8 <= len(finished_before) < 30
+
+    assert run_cli(tmp_path, "--suite", "smoke", "--heartbeat", "1") == 0
+    study = study_of(tmp_path, "smoke")
+    states = unit_states(study)
+    assert set(complete_per_unit(study).values()) == {1} and len(states) == 30
+    for key in finished_before:  # finished units are never retrained
+        assert len(states[key]) == 1
+    resumed = pd.read_csv(tmp_path / "results" / "smoke.csv").sort_values(["config_id", "fold"])
+    straight = pd.read_csv(smoke_run / "results" / "smoke.csv").sort_values(["config_id", "fold"])
+    pd.testing.assert_frame_equal(resumed[["config_id", "fold", *METRICS]].reset_index(drop=True),
+                                  straight[["config_id", "fold", *METRICS]].reset_index(drop=True),
+                                  rtol=1e-4)
+
+
+SMALL_SUITE = """
+name = "small"
+limit = 120
+folds = {folds}
+[train]
+epochs = 1
+[[configurations]]
+family = "vq-vae"
+config = 1
+method = "baseline"
+[[configurations]]
+family = "vae"
+config = 1
+method = "multidecoder"
+sampling = "exact"
+w1 = {w1}
+"""
+
+
+def test_two_workers_share_a_suite_without_duplicates(tmp_path):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=5, w1=1.0))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "2", "--heartbeat", "1") == 0
+    study = study_of(tmp_path, "small")
+    assert set(complete_per_unit(study).values()) == {1} and len(complete_per_unit(study)) == 10
+    trained = [t for t in study.get_trials() if "metrics" in t.user_attrs]
+    assert len(trained) == 10  # no unit trained by both workers
+    assert len(pd.read_csv(tmp_path / "results" / "small.csv")) == 10
+
+
+def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
+    (tmp_path / "nan.toml").write_text(SMALL_SUITE.format(folds=2, w1="inf").replace('"small"', '"nan"'))
+    assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 0
+    table = pd.read_csv(tmp_path / "results" / "nan.csv")
+    failed = table[table["config_id"].str.startswith("vae/")]
+    assert (failed["state"] == "FAIL").all() and failed["error"].str.contains("diverged").all()
+    assert (table[table["config_id"].str.startswith("vq-vae/")]["state"] == "COMPLETE").all()
+    # a rerun does not retry a unit that failed for a reason
+    before = len(study_of(tmp_path, "nan").get_trials())
+    assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 0
+    assert len(study_of(tmp_path, "nan").get_trials()) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "nope"], "unknown suite 'nope'; choose one of: smoke, quick, full"),
+    (["--suite", "smoke", "--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of: mnist5k"),
+    (["--suite", "missing.toml"], "cannot read suite file missing.toml"),
+    (["--suite", "broken.toml"], "is not valid TOML"),
+    (["--suite", "smoke", "--folds", "1"], "--folds must be >= 2"),
+    (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
+    (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
+])
+def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_path, capsys, args, message):
+    (smoke_run / "broken.toml").write_text("name = [unclosed")
+    db = smoke_run / "studies" / "smoke.db"
+    before = (db.stat().st_mtime_ns, db.read_bytes())
+    assert run_cli(smoke_run, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert len([line for line in err if line.startswith("error")]) == 1
+    assert (db.stat().st_mtime_ns, db.read_bytes()) == before
