@@ -1,4 +1,4 @@
-"""Command line: parse arguments, build configurations, call the library. Nothing else."""
+"""`run` and `suites`: train a suite over its folds; list the built-in suites."""
 
 from __future__ import annotations
 
@@ -13,28 +13,20 @@ from benchmark.suites import builtin_suites, get_suite
 CPU_IMAGES_PER_SECOND = {("vae", 1): 900, ("vae", 2): 900, ("vq-vae", 1): 700, ("vq-vae", 2): 120, ("vq-vae", 3): 70}
 
 
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
-def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
                                           "e.g. postgresql://user:pass@host/db to share work across machines")
     parser.add_argument("--studies-dir", type=Path, default=Path("studies"), help="where SQLite studies live")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported")
 
 
-def _store(args: argparse.Namespace) -> StoreConfig:
+def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(storage=args.storage, studies_dir=args.studies_dir, results_dir=args.results_dir,
                        heartbeat_interval=getattr(args, "heartbeat", 10),
                        grace_period=max(3 * getattr(args, "heartbeat", 10), 3))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__ and
-                                     "Cross-validation benchmark suite for multitask VAEs.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="train every configuration of a suite over its folds (resumable)",
                          description="Train every (configuration, fold) of a suite. Units live in an Optuna "
                                      "study: rerun the same command to resume; point several processes or "
@@ -50,13 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     run.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_store_arguments(run)
+    add_store_arguments(run)
+    run.set_defaults(handler=cmd_run)
 
-    sub.add_parser("suites", help="list the built-in suites with their size and estimated cost")
-    return parser
+    suites = sub.add_parser("suites", help="list the built-in suites with their size and estimated cost")
+    suites.set_defaults(handler=cmd_suites)
 
 
-def _resolve_suite(args: argparse.Namespace):
+def resolve_suite(args: argparse.Namespace):
     suite = get_suite(args.suite).override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                                            folds=args.folds, seed=args.seed, limit=args.limit, device=args.device)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
@@ -87,29 +80,14 @@ def cmd_suites(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_suite
 
-    suite = _resolve_suite(args)
+    suite = resolve_suite(args)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     print(f"suite {suite.name}: {len(suite.configurations)} configurations × {suite.folds} folds = {suite.units} units, "
           f"{suite.train.epochs} epoch(s) on {suite.dataset}", file=sys.stderr)
-    summary = run_suite(suite, _store(args), workers=args.workers, show_progress=not args.quiet)
+    summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet)
     print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {suite.units} units "
           f"in {summary.seconds:.0f} s; results: {summary.results}")
     for key, reason in summary.errors.items():
         print(f"  failed {key}: {reason}")
     return 0 if summary.missing == 0 else 1
-
-
-COMMANDS = {"run": cmd_run, "suites": cmd_suites}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (ValueError, CliError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished units are stored; run the same command again to resume", file=sys.stderr)
-        return 130

@@ -1,0 +1,33 @@
+"""Command line: parse arguments, build configurations, call the library. Nothing else.
+
+Each command lives in its own module with ``add_parsers(subparsers)``; handlers return an
+exit code. User errors (``ValueError``) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmark.cli import run, search
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark",
+                                     description="Cross-validation benchmark suite for multitask VAEs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (run, search):
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
+        return 130

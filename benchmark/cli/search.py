@@ -1,0 +1,138 @@
+"""`search` (Optuna search of the exponent and loss weights) and `studies` (list / show / plot)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.search import DEFAULT_STORAGE
+
+SEARCH_EPILOG = """\
+searched parameters and default ranges (one trial = one k-fold cross-validation):
+  exponent        single decoder only        1 .. 100, log-uniform (the thesis tried 20..60)
+  w1, w2          multidecoder only          0.1 .. 10, log-uniform
+  beta            every method, no SoftAdapt 0.1 .. 10, log-uniform (KL weight; VQ loss weight)
+  softadapt_beta  with --softadapt           1e-5 .. 1e-1, log-uniform (W1, W2, beta stay 1)
+override with --range NAME=LOW:HIGH[:log|linear], e.g. --range exponent=10:60:linear
+
+The objective is the mean validation recon (per-pixel MSE) over the folds; with
+--objectives recon,latent Optuna keeps a Pareto front and nothing is pruned (Optuna cannot
+prune multi-objective trials). Rerun the same command to continue the study until it has
+--trials trials (complete + pruned + failed + running); point several processes or machines
+at one --storage (e.g. postgresql+psycopg2://user:pass@host/db) to share one study.
+
+examples:
+  python -m benchmark search --model vq-vae --config 1 --method single --sampling gaussian --trials 50
+  python -m benchmark search --model vae --config 2 --method multidecoder --sampling uniform --softadapt
+  python -m benchmark studies show search-vq-vae-1-single-gaussian
+"""
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    search = sub.add_parser("search", help="Optuna search of the power-law exponent and loss weights (resumable)",
+                            description="Tune the power-law exponent and the loss weights of one model config "
+                                        "and method with Optuna; every trial is a k-fold cross-validation on the "
+                                        "same folds as `run`.",
+                            epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    search.add_argument("--model", required=True, help="vae | vq-vae")
+    search.add_argument("--config", required=True, type=int, help="model config (vae: 1-2, vq-vae: 1-3)")
+    search.add_argument("--method", required=True, help="multidecoder | single | baseline")
+    search.add_argument("--sampling", help="exact | uniform | gaussian (required except for the baseline)")
+    search.add_argument("--softadapt", action="store_true", help="balance the losses with SoftAdapt; tune its beta")
+    search.add_argument("--objectives", default="recon", help="recon (default) or recon,latent for a Pareto front")
+    search.add_argument("--range", action="append", default=[], metavar="NAME=LOW:HIGH[:log|linear]",
+                        help="override a parameter's range (repeatable)")
+    search.add_argument("--trials", type=int, default=50, help="trials the study should have in total (default 50)")
+    search.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    search.add_argument("--pruner", default="median", help="median (default) | none")
+    search.add_argument("--pruner-startup", type=int, default=5,
+                        help="complete trials before the median pruner may prune (default 5)")
+    search.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | mnist | cifar10 | celeba | folder:PATH")
+    search.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
+    search.add_argument("--limit", type=int, help="use at most this many training images")
+    search.add_argument("--epochs", type=int, default=100, help="epochs per fold (default 100, as the full suite)")
+    search.add_argument("--folds", type=int, default=5, help="folds per trial (default 5)")
+    search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
+    search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    search.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
+    search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    search.add_argument("--study-name", help="default: search-<model>-<config>-<method>[-<sampling>][-softadapt]")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    search.set_defaults(handler=cmd_search)
+
+    studies = sub.add_parser("studies", help="list, show or plot Optuna studies",
+                             description="Inspect Optuna studies (default: list the search studies).")
+    studies.set_defaults(handler=cmd_list, storage=DEFAULT_STORAGE)
+    actions = studies.add_subparsers(dest="action", metavar="ACTION")
+    listing = actions.add_parser("list", help="name, direction(s), trial counts and best value of every study")
+    show = actions.add_parser("show", help="best parameters, top-5 trials and per-fold values of the best trial")
+    show.add_argument("name", help="study name (see `studies list`)")
+    plot = actions.add_parser("plot", help="Optuna's plots as PNG files in reports/studies/NAME/")
+    plot.add_argument("name", help="study name (see `studies list`)")
+    plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="folder for the plot folders")
+    for parser, handler in ((listing, cmd_list), (show, cmd_show), (plot, cmd_plot)):
+        parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                            help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+        parser.set_defaults(handler=handler)
+
+
+def _settings(args: argparse.Namespace):
+    from benchmark.search import SearchSettings, parse_range
+
+    ranges = dict(parse_range(text) for text in args.range)
+    objectives = tuple(o.strip() for o in args.objectives.split(","))
+    return SearchSettings(family=args.model, config=args.config, method=args.method, sampling=args.sampling,
+                          softadapt=args.softadapt, dataset=args.dataset, limit=args.limit, epochs=args.epochs,
+                          folds=args.folds, seed=args.seed, objectives=objectives, ranges=ranges)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from benchmark.search import SearchOptions, run_search
+
+    settings = _settings(args)
+    options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
+                            pruner_startup=args.pruner_startup, workers=args.workers, device=args.device,
+                            data_root=args.data_root, heartbeat=args.heartbeat, show_progress=not args.quiet)
+    name = args.study_name or settings.default_study_name()
+    if settings.multi_objective and args.pruner != "none":
+        print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
+    summary = run_search(settings, args.storage, name, options)
+    counts = summary.counts
+    print(f"study {name}: {sum(counts.values())} trials (complete {counts.get('COMPLETE', 0)}, pruned "
+          f"{counts.get('PRUNED', 0)}, failed {counts.get('FAIL', 0)}) in {summary.seconds:.0f} s")
+    best = summary.best
+    if best is not None:
+        values = ", ".join(f"{o}={v:.6g}" for o, v in zip(settings.objectives, best.values))
+        params = ", ".join(f"{k}={v:.6g}" for k, v in best.params.items())
+        print(f"best trial #{best.number}: {values}; {params} ({best.user_attrs.get('config_id', '')})")
+    print(f"inspect: python -m benchmark studies show {name}"
+          + (f" --storage {args.storage}" if args.storage != DEFAULT_STORAGE else ""))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.studies import format_study_list, list_studies
+
+    print(format_study_list(list_studies(args.storage), args.storage))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from benchmark.studies import describe_study, load_existing_study
+
+    print(describe_study(load_existing_study(args.storage, args.name)))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from benchmark.studies import load_existing_study, plot_dir, plot_study
+
+    study = load_existing_study(args.storage, args.name)
+    written, notes = plot_study(study, plot_dir(args.out, args.name))
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
+    for path in written:
+        print(path)
+    return 0 if written else 1

@@ -1,0 +1,236 @@
+"""Report figures (matplotlib, Agg), each saved as ``<stem>.png`` and ``<stem>.pdf``.
+
+- ``validation_curves``: per model config, with vs without each method (thesis Fig. 4.2,
+  4.4–4.6) from the history CSV; mean over folds with a min–max band.
+- ``reconstruction_grid``: input | decoder 1 | decoder 2 (conditioned) | mask.
+- ``sampling_types``: exact / uniform / gaussian masks on one image (thesis Fig. 3.6).
+- ``error_vs_observed``: conditioned per-pixel MSE against the number of observed pixels.
+
+Functions that need a model take the model and images as arguments; reading checkpoints is
+the caller's job (see ``benchmark.report.write_report(load_model=...)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are built on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from benchmark.conditioning import PixelSampler  # noqa: E402
+from benchmark.models import FAMILY_TITLES, MultitaskVAE  # noqa: E402
+from benchmark.stats import METHOD_TITLES, completed, parameter_text  # noqa: E402
+
+LATENT_LABELS = {"vae": "KL divergence", "vq-vae": "VQ loss"}
+FORMATS = ("png", "pdf")
+
+
+def _stem(path: Path | str) -> Path:
+    """``path`` without a .png/.pdf suffix: callers may name the figure either way."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix.lower() in (".png", ".pdf") else path
+
+
+def save_figure(fig: plt.Figure, stem: Path | str) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf``, close it, return both paths."""
+    stem = _stem(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _fold_band(history: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Mean, min and max of ``column`` over folds, per epoch."""
+    return history.groupby("epoch")[column].agg(["mean", "min", "max"]).sort_index()
+
+
+def _plot_configuration(axes: Sequence[plt.Axes], runs: pd.DataFrame, label: str, color: object,
+                        style: str = "-") -> None:
+    for ax, column in zip(axes, ("latent", "recon")):
+        band = _fold_band(runs, column).dropna()
+        if band.empty:
+            continue
+        ax.plot(band.index, band["mean"], style, color=color, label=label, linewidth=1.5)
+        ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.2, linewidth=0)
+
+
+def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Validation curves, one figure per (family, config, method): baseline vs each
+    configuration of that method; left panel latent loss, right panel unconditioned recon.
+
+    history: the ``<suite>_history.csv`` frame; results: the ``<suite>.csv`` frame (parameters,
+    and which (config, fold) units are COMPLETE — partial histories of failed units are left
+    out). Writes ``curves_<family>-<config>_<method>.{png,pdf}`` under ``out_dir``.
+    """
+    done = completed(results)[["config_id", "fold"]]
+    history = history.merge(done, on=["config_id", "fold"])
+    params = results.drop_duplicates("config_id").set_index("config_id")
+    paths: list[Path] = []
+    for (family, config), configs in params.groupby(["family", "config"], sort=False):
+        baselines = [c for c in configs.index[configs["method"] == "baseline"] if (history["config_id"] == c).any()]
+        methods = [m for m in pd.unique(configs["method"]) if m != "baseline"] or ["baseline"]
+        for method in methods:
+            members = [c for c in configs.index[configs["method"] == method] if c not in baselines]
+            members = [c for c in members if (history["config_id"] == c).any()]
+            if not members and not baselines:
+                continue
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+            for config_id in baselines:
+                _plot_configuration(axes, history[history["config_id"] == config_id], "baseline", "black", "--")
+            colors = plt.get_cmap("tab10")
+            for i, config_id in enumerate(members):
+                label = f"{METHOD_TITLES.get(method, method)}: {parameter_text(params.loc[config_id])}"
+                _plot_configuration(axes, history[history["config_id"] == config_id], label, colors(i % 10))
+            title = f"{FAMILY_TITLES.get(family, family)} {config}"
+            axes[0].set(xlabel="epoch", ylabel=LATENT_LABELS.get(family, "latent loss"), title=f"{title}: latent")
+            axes[1].set(xlabel="epoch", ylabel="reconstruction (per-pixel MSE)",
+                        title=f"{title}: decoder 1 reconstruction")
+            axes[1].legend(fontsize="small", loc="upper right")
+            for ax in axes:
+                ax.grid(alpha=0.3)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            fig.tight_layout()
+            paths += save_figure(fig, out_dir / f"curves_{family}-{config}_{method}")
+    return paths
+
+
+def _show_grid(tiles: torch.Tensor, columns: Sequence[str], stem: Path, row_height: float = 1.0) -> list[Path]:
+    """Lay (rows·cols, C, H, W) tiles out row-major with column titles and save them."""
+    grid = make_grid(tiles.detach().float().cpu().clamp(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
+    rows = len(tiles) // len(columns)
+    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 0.5, row_height * rows + 0.6))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    step = grid.shape[-1] / len(columns)
+    ax.set_xticks([step * (i + 0.5) for i in range(len(columns))], list(columns), fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return save_figure(fig, stem)
+
+
+def _channels(mask: torch.Tensor, channels: int) -> torch.Tensor:
+    return mask.expand(-1, channels, -1, -1)
+
+
+@torch.no_grad()
+def reconstruction_grid(model: MultitaskVAE, images: torch.Tensor, mask_sampler: PixelSampler | None,
+                        path: Path, *, seed: int = 0) -> list[Path]:
+    """Rows = images (N, C, H, W) in [0, 1]; columns input | decoder 1 | decoder 2 | mask.
+
+    Decoder 1 is the unconditioned output (the single decoder with an empty mask), decoder 2
+    the conditioned one under a mask from ``mask_sampler`` (seeded). A baseline shows only
+    input | decoder 1. The model is run in eval mode and its mode restored. Returns the paths.
+    """
+    if model.conditioned and mask_sampler is None:
+        raise ValueError(f"a {model.method} model needs a mask sampler for its conditioned decoder")
+    device = next(model.parameters()).device
+    x = images.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        z = model.encode(x).z
+        tiles = [x, model.decode(z)]
+        columns = ["input", "decoder 1"]
+        if model.conditioned:
+            mask = mask_sampler.sample(len(x), torch.Generator(device=device).manual_seed(seed), device)
+            tiles += [model.decode(z, x, mask, conditioned=True), _channels(mask, x.shape[1])]
+            columns += ["decoder 2", "mask"]
+    finally:
+        model.train(was_training)
+    # Interleave so that each row holds one image's columns.
+    stacked = torch.stack(tiles, dim=1).flatten(0, 1)
+    return _show_grid(stacked, columns, _stem(path))
+
+
+def sampling_types(images: torch.Tensor, image_size: int, path: Path, *, count: int | None = None,
+                   seed: int = 0) -> list[Path]:
+    """Thesis Fig. 3.6: rows exact / uniform / gaussian on the first image; columns
+    original | mask | masked image. ``count`` pixels for uniform and gaussian (default: the
+    exact grid's count, so all three rows observe about as many pixels)."""
+    x = images[:1].float().cpu()
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        raise ValueError(f"images are {tuple(x.shape[-2:])}, expected {image_size}x{image_size}")
+    generator = torch.Generator().manual_seed(seed)
+    tiles = []
+    for sampling in ("exact", "uniform", "gaussian"):
+        mask = PixelSampler(sampling, image_size, count=None if sampling == "exact" else count).sample(
+            1, generator, "cpu")
+        tiles += [x, _channels(mask, x.shape[1]), x * mask]
+    return _show_grid(torch.cat(tiles), ["original", "mask", "masked"], _stem(path))
+
+
+def default_counts(pixels: int) -> list[int]:
+    """0, 1, 2, 4, … up to and including ``pixels``."""
+    counts = [0] + [2 ** i for i in range(int(math.log2(pixels)) + 1)]
+    return sorted(set(min(c, pixels) for c in counts) | {pixels})
+
+
+@torch.no_grad()
+def observed_error(model: MultitaskVAE, images: torch.Tensor, sampling: str = "uniform",
+                   counts: Sequence[int] | None = None, *, seed: int = 0) -> pd.DataFrame:
+    """Per-pixel MSE of the conditioned decoder with k observed pixels, for each k in ``counts``
+    (masks from a seeded ``PixelSampler(sampling, count=k)``), next to decoder 1's MSE.
+    Returns columns ``count, recon_cond, recon``."""
+    if not model.conditioned:
+        raise ValueError("the baseline has no conditioned decoder")
+    if sampling not in ("uniform", "gaussian"):
+        raise ValueError(f"sampling must be uniform or gaussian (the exact grid has one count), got {sampling!r}")
+    size = images.shape[-1]
+    counts = default_counts(size * size) if counts is None else list(counts)
+    device = next(model.parameters()).device
+    x = images.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        z = model.encode(x).z
+        recon = float((model.decode(z) - x).pow(2).mean())
+        rows = []
+        for k in counts:
+            mask = PixelSampler(sampling, size, count=int(k)).sample(
+                len(x), torch.Generator(device=device).manual_seed(seed), device)
+            cond = float((model.decode(z, x, mask, conditioned=True) - x).pow(2).mean())
+            rows.append({"count": int(k), "recon_cond": cond, "recon": recon})
+    finally:
+        model.train(was_training)
+    return pd.DataFrame(rows)
+
+
+def error_vs_observed(model: MultitaskVAE, images: torch.Tensor, sampling: str, path: Path,
+                      counts: Sequence[int] | None = None, *, seed: int = 0) -> list[Path]:
+    """Plot ``observed_error`` (log-ish x axis) with decoder 1 as a reference line; also writes
+    the numbers to ``<stem>.csv``. Returns the PNG, PDF and CSV paths."""
+    table = observed_error(model, images, sampling, counts, seed=seed)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(table["count"], table["recon_cond"], "o-", label=f"decoder 2 ({sampling} mask)")
+    ax.axhline(table["recon"].iloc[0], color="black", linestyle="--", label="decoder 1 (unconditioned)")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(0, max(1, int(table["count"].max())) * 1.3)
+    ax.set(xlabel="observed pixels k", ylabel="reconstruction (per-pixel MSE)",
+           title="Conditioned reconstruction vs observed pixels")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    stem = _stem(path)
+    paths = save_figure(fig, stem)
+    csv = stem.with_name(f"{stem.name}.csv")
+    table.to_csv(csv, index=False)
+    return [*paths, csv]
+
+
+__all__ = ["default_counts", "error_vs_observed", "observed_error", "reconstruction_grid",
+           "sampling_types", "save_figure", "validation_curves"]

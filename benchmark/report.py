@@ -1,0 +1,429 @@
+"""The report: results/<suite>{.csv,_history.csv,_meta.json} → reports/<suite>/.
+
+Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``, ``index.md``,
+``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
+is validated before anything is written, so an unknown or empty suite leaves no files.
+
+Checkpoint figures (reconstruction grids, error vs observed pixels) need a model loader
+and some images, which the caller supplies::
+
+    from benchmark.store import load_checkpoint
+    write_report(results_dir, suite, out_dir, images=val_images[:8],
+                 load_model=lambda path: load_checkpoint(path)[0])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
+from benchmark.stats import (METHOD_TITLES, METRICS, compare_with_baseline, comparison_wide, completed,
+                             format_mean_var, parameter_text, summarise)
+
+if TYPE_CHECKING:
+    import torch
+
+    from benchmark.models import MultitaskVAE
+
+REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon", "latent")
+TEXT_COLUMNS = ("sampling", "error", "checkpoint", "params_from")
+NUMERIC_COLUMNS = ("exponent", "count", "w1", "w2", "beta", "softadapt_beta", "best_epoch", "recon", "latent",
+                   "recon_cond", "total", "recon_train", "recon_cond_train", "seconds", "n_train", "n_val")
+METRIC_TITLES = {"recon": "Reconstruction loss", "latent": "KL / VQ loss", "recon_cond": "Conditioned reconstruction"}
+# Two-line LaTeX headers keep the eight columns within a page.
+TEX_TITLES = {"Reconstruction loss": r"\shortstack{Reconstruction\\loss}", "KL / VQ loss": r"\shortstack{KL / VQ\\loss}",
+              "Conditioned reconstruction": r"\shortstack{Conditioned\\reconstruction}"}
+INDEX_TITLES = ("Model", "Config", "Method", "Parameters")
+SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
+FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*")
+FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
+            "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
+            "methods of one model config, per metric. Bold: lowest mean within a model config. "
+            "Cells: mean ± population variance over folds; reconstruction as per-pixel MSE; "
+            "KL summed over latent dimensions (Gaussian VAE), VQ loss (VQ-VAE).")
+
+
+class ReportError(ValueError):
+    """A suite that cannot be reported (unknown, empty, malformed); the message is one line."""
+
+
+@dataclass(frozen=True)
+class MissingUnits:
+    """A configuration with fewer COMPLETE folds than the suite expects."""
+
+    config_id: str
+    complete: int
+    expected: int
+    failed: tuple[tuple[int, str], ...] = ()     # (fold, error) of FAIL units
+    pending: tuple[tuple[int, str], ...] = ()    # (fold, state) of RUNNING / WAITING units
+
+    def describe(self) -> str:
+        parts = [f"{self.config_id}: {self.complete}/{self.expected} folds complete"]
+        if self.complete == 0 and not self.failed and not self.pending:
+            parts.append("not in the results")
+        parts += [f"fold {fold} FAIL: {error or 'no error recorded'}" for fold, error in self.failed]
+        parts += [f"fold {fold} {state}" for fold, state in self.pending]
+        return "; ".join(parts)
+
+
+@dataclass
+class ReportSummary:
+    """What ``write_report`` wrote and what it could not report."""
+
+    suite: str
+    out_dir: Path
+    files: list[Path]
+    configurations: list[str]
+    missing: list[MissingUnits]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+@dataclass(frozen=True)
+class SuiteResults:
+    suite: str
+    results: pd.DataFrame
+    history: pd.DataFrame | None
+    meta: dict
+
+    @property
+    def expected_folds(self) -> int:
+        return int(self.meta["folds"]) * int(self.meta.get("repeats", 1) or 1)
+
+
+def _as_bool(value: object) -> bool:
+    return str(value).strip().lower() in ("true", "1", "1.0", "yes")
+
+
+def available_suites(results_dir: Path) -> list[str]:
+    """Suites with a results CSV in ``results_dir``."""
+    return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith("_history"))
+
+
+def load_suite(results_dir: Path, suite: str) -> SuiteResults:
+    """Read the runner's three files for ``suite``; raises ``ReportError`` when the suite is
+    unknown, empty, has no COMPLETE unit or lacks required columns."""
+    results_dir = Path(results_dir)
+    path = results_dir / f"{suite}.csv"
+    if not path.is_file():
+        known = ", ".join(available_suites(results_dir)) or "none yet"
+        raise ReportError(f"no results for suite {suite!r} in {results_dir} (suites with results: {known}); "
+                          f"run `python -m benchmark run --suite {suite}` first")
+    try:
+        results = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        results = pd.DataFrame()
+    if results.empty:
+        raise ReportError(f"suite {suite!r} has no results yet ({path} is empty)")
+    absent = [c for c in REQUIRED if c not in results.columns]
+    if absent:
+        raise ReportError(f"{path} lacks the columns {', '.join(absent)}; is it a results export?")
+    for column in TEXT_COLUMNS:
+        results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
+    for column in NUMERIC_COLUMNS:
+        results[column] = pd.to_numeric(results[column], errors="coerce") if column in results else math.nan
+    results["softadapt"] = results["softadapt"].map(_as_bool) if "softadapt" in results else False
+    results["config"] = results["config"].astype(int)
+    results["fold"] = results["fold"].astype(int)
+    if not (results["state"] == "COMPLETE").any():
+        states = results["state"].value_counts().to_dict()
+        first = next((e for e in results.get("error", []) if e), "")
+        raise ReportError(f"suite {suite!r} has no completed units yet ({states})"
+                          + (f"; first error: {first}" if first else ""))
+
+    meta_path = results_dir / f"{suite}_meta.json"
+    meta: dict = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ReportError(f"{meta_path} is not valid JSON: {error}") from None
+    meta.setdefault("suite", suite)
+    meta.setdefault("folds", int(results["fold"].max()) + 1)
+    meta.setdefault("repeats", 1)
+    meta.setdefault("configurations", list(pd.unique(results["config_id"])))
+    history_path = results_dir / f"{suite}_history.csv"
+    history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
+    return SuiteResults(suite, results, history, meta)
+
+
+def find_missing(suite: SuiteResults) -> list[MissingUnits]:
+    """Configurations (from the meta list, then any extra in the results) short of COMPLETE folds."""
+    results, expected = suite.results, suite.expected_folds
+    done = completed(results).groupby("config_id")["fold"].nunique()
+    ids = list(dict.fromkeys([*suite.meta["configurations"], *results["config_id"]]))
+    missing = []
+    for config_id in ids:
+        count = int(done.get(config_id, 0))
+        if count >= expected:
+            continue
+        rows = results[results["config_id"] == config_id]
+        finished = set(rows.loc[rows["state"] == "COMPLETE", "fold"])
+        open_rows = rows[~rows["fold"].isin(finished)].drop_duplicates("fold", keep="last").sort_values("fold")
+        failed = tuple((int(r.fold), str(r.error)) for r in open_rows.itertuples() if r.state == "FAIL")
+        pending = tuple((int(r.fold), str(r.state)) for r in open_rows.itertuples() if r.state != "FAIL")
+        missing.append(MissingUnits(config_id, count, expected, failed, pending))
+    return missing
+
+
+def build_table(suite: SuiteResults) -> pd.DataFrame:
+    """One row per configuration in the results, in thesis order (model → config → method →
+    parameters): parameters, ``<metric>_{mean,var,std,n}``, and ``<metric>_<field>`` of the
+    comparison with the baseline (see ``benchmark.stats.compare_with_baseline``)."""
+    summary = summarise(suite.results)
+    repeats = int(suite.meta.get("repeats", 1) or 1)
+    comparison = comparison_wide(compare_with_baseline(suite.results, k=int(suite.meta["folds"]), repeats=repeats))
+    table = summary.merge(comparison, on="config_id", how="left")
+    table.insert(1, "model", table["family"].map(lambda f: FAMILY_TITLES.get(f, f)))
+    table.insert(table.columns.get_loc("params_from"), "parameters", table.apply(parameter_text, axis=1))
+    # Rows must be told apart in the LaTeX/Markdown tables even when the label does not show
+    # the difference (e.g. only the SoftAdapt β differs): then the label names the config id.
+    same = table.duplicated(["family", "config", "method", "parameters"], keep=False)
+    table.loc[same, "parameters"] += " (" + table.loc[same, "config_id"] + ")"
+    keys = pd.DataFrame({
+        "family": table["family"].map(lambda f: FAMILIES.index(f) if f in FAMILIES else len(FAMILIES)),
+        "config": table["config"],
+        "method": table["method"].map(lambda m: METHODS.index(m) if m in METHODS else len(METHODS)),
+        "sampling": table["sampling"].map(lambda s: SAMPLING_ORDER.index(s) if s in SAMPLING_ORDER else 9),
+        "softadapt": table["softadapt"].astype(bool),
+        "exponent": table["exponent"], "count": table["count"], "parameters": table["parameters"]})
+    order = keys.sort_values(list(keys.columns), kind="stable", na_position="first").index
+    return table.loc[order].reset_index(drop=True)
+
+
+def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
+    """True where the row has the lowest ``metric`` mean of its (family, config)."""
+    means = table[f"{metric}_mean"]
+    best = means.groupby([table["family"], table["config"]]).transform("min")
+    return means.notna() & (means == best)
+
+
+def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Formatted cells (``mean ± var`` + ``†``) indexed by (Model, Config, Method, Parameters),
+    and a same-shaped boolean frame marking the bold (best) cells."""
+    index = pd.MultiIndex.from_arrays([table["model"], table["config"].astype(str),
+                                       table["method"].map(lambda m: METHOD_TITLES.get(m, m)),
+                                       table["parameters"]], names=list(INDEX_TITLES))
+    cells, bold = {}, {}
+    for metric in METRICS:
+        text = [format_mean_var(m, v) for m, v in zip(table[f"{metric}_mean"], table[f"{metric}_var"])]
+        flag = table.get(f"{metric}_significant", pd.Series(False, index=table.index)).fillna(False).astype(bool)
+        cells[METRIC_TITLES[metric]] = [t + ("†" if f else "") for t, f in zip(text, flag)]
+        bold[METRIC_TITLES[metric]] = _best_rows(table, metric).to_list()
+    cells["n"] = table["n"].astype(str).to_list()
+    bold["n"] = [False] * len(table)
+    return pd.DataFrame(cells, index=index), pd.DataFrame(bold, index=index)
+
+
+# Characters LaTeX treats specially, and the few symbols the report's plain text uses.
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$", ">": "$>$",
+        "±": r"$\pm$", "†": r"$^\dagger$", "β": r"$\beta$", "W₁": r"$W_1$", "W₂": r"$W_2$", "–": "--"}
+_TEX_PATTERN = re.compile("|".join(re.escape(k) for k in sorted(_TEX, key=len, reverse=True)))
+
+
+def tex(text: str) -> str:
+    """Plain report text (ASCII plus ± † β W₁ W₂ –) as LaTeX, in one pass."""
+    return _TEX_PATTERN.sub(lambda match: _TEX[match.group()], text)
+
+
+def latex_table(table: pd.DataFrame, caption: str) -> str:
+    """A booktabs ``table`` float with \\multirow groups, bold best cells and a † footnote."""
+    cells, bold = display_table(table)
+    cells = cells.map(tex)
+    cells.index = cells.index.set_levels([level.map(tex) for level in cells.index.levels])
+    styler = cells.style.apply(lambda _: bold.map(lambda b: "font-weight: bold" if b else "").to_numpy(), axis=None)
+    styler.hide(names=True, axis="index")
+    styler.set_table_styles([{"selector": "small", "props": ":;"},
+                             {"selector": "setlength", "props": ":{\\tabcolsep}{4pt};"}], overwrite=False)
+    spec = "llll" + "r" * cells.shape[1]
+    latex = styler.to_latex(column_format=spec, hrules=True, multirow_align="t",
+                            convert_css=True, position="htbp", position_float="centering",
+                            caption=tex(caption), label="tab:cross-validation")
+    lines = latex.splitlines()
+    top = lines.index(r"\toprule")
+    # One header row naming the index columns (pandas leaves them blank when names are hidden).
+    lines[top + 1] = " & ".join([*INDEX_TITLES, *(TEX_TITLES.get(c, tex(c)) for c in cells.columns)]) + r" \\"
+    start, end = lines.index(r"\midrule", top) + 1, lines.index(r"\bottomrule")
+    if end - start == len(table):  # one line per row: mark where a model / a config begins
+        rules = []
+        for i in range(len(table)):
+            if i and table["family"].iat[i] != table["family"].iat[i - 1]:
+                rules.append((start + i, r"\midrule"))
+            elif i and table["config"].iat[i] != table["config"].iat[i - 1]:
+                rules.append((start + i, rf"\cmidrule(l){{2-{4 + cells.shape[1]}}}"))
+        for position, rule in reversed(rules):
+            lines.insert(position, rule)
+    # The full grid is wider than an article's text: centre it over the margins instead of
+    # letting it run into the right one (plain LaTeX, no extra package).
+    lines.insert(lines.index(r"\begin{tabular}" + f"{{{spec}}}"), r"\makebox[\linewidth][c]{%")
+    close = lines.index(r"\end{tabular}")
+    lines[close] += "}"
+    lines.insert(close + 1, r"\par\smallskip\parbox{\linewidth}{\footnotesize " + tex(FOOTNOTE) + "}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """GitHub Markdown with blank repeated group cells, **bold** best cells and † marks."""
+    cells, bold = display_table(table)
+    header = [*INDEX_TITLES, *cells.columns]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([" --- "] * len(INDEX_TITLES) + [" ---: "] * cells.shape[1]) + "|"]
+    previous: tuple = ()
+    for (labels, row), (_, marks) in zip(cells.iterrows(), bold.iterrows()):
+        # Repeat a group label only where its group starts (model, then config, then method).
+        shown = [label if labels[:i + 1] != previous[:i + 1] else "" for i, label in enumerate(labels[:3])]
+        previous = labels
+        values = [f"**{v}**" if b else v for v, b in zip(row, marks)]
+        lines.append("| " + " | ".join([*shown, labels[3], *values]).replace("\n", " ") + " |")
+    return "\n".join(lines) + "\n\n" + FOOTNOTE + "\n"
+
+
+def _caption(suite: SuiteResults) -> str:
+    meta = suite.meta
+    repeats = int(meta.get("repeats", 1) or 1)
+    folds = f"{meta['folds']} folds" + (f" × {repeats} repeats" if repeats > 1 else "")
+    dataset = f" on {meta['dataset']}" if meta.get("dataset") else ""
+    return f"Cross-validation results of suite {suite.suite}{dataset} ({folds}): mean ± variance over folds."
+
+
+def _clear_figures(directory: Path) -> None:
+    """Remove figures of a previous report, so that none of a removed configuration lingers."""
+    for pattern in FIGURE_PATTERNS:
+        for path in directory.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, images: torch.Tensor,
+                        load_model: Callable[[str], MultitaskVAE]) -> tuple[list[Path], list[str]]:
+    """Reconstruction grid (and error vs observed pixels for conditioned models) of the first
+    COMPLETE fold with a checkpoint of every configuration; failures become warnings."""
+    from benchmark.conditioning import PixelSampler
+    from benchmark.figures import error_vs_observed, reconstruction_grid
+
+    paths, warnings = [], []
+    done = completed(suite.results)
+    done = done[done["checkpoint"] != ""].sort_values("fold")
+    first = done.drop_duplicates("config_id").set_index("config_id")
+    size = images.shape[-1]
+    for config_id in [c for c in order if c in first.index]:  # the table's order
+        row = first.loc[config_id]
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", config_id)  # a plain file name
+        try:
+            model = load_model(row["checkpoint"])
+            sampler = None
+            if row["method"] != "baseline":
+                count = None if math.isnan(row["count"]) else int(row["count"])
+                exponent = None if math.isnan(row["exponent"]) else float(row["exponent"])
+                sampler = PixelSampler(row["sampling"], size, count=count, exponent=exponent)
+            paths += reconstruction_grid(model, images[:8], sampler, directory / f"reconstruction_{name}")
+            if model.conditioned:
+                sampling = row["sampling"] if row["sampling"] in ("uniform", "gaussian") else "uniform"
+                paths += error_vs_observed(model, images, sampling, directory / f"error_vs_observed_{name}")
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            warnings.append(f"{config_id}: no checkpoint figures ({type(error).__name__}: {error})")
+    return paths, warnings
+
+
+def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],
+           warnings: list[str]) -> str:
+    """README of the report directory: what the run was, each file, what is missing."""
+    meta = suite.meta
+    described = {"table.csv": "tidy numbers: one row per configuration; parameters, `<metric>_mean/var/std/n` "
+                              "(variance ddof=0), `<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/"
+                              "significant/n_pairs` against the baseline",
+                 "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",
+                 "table.md": "the same table in Markdown",
+                 "missing.txt": "configurations short of complete folds, with the errors of failed units"}
+    repeats = int(meta.get("repeats", 1) or 1)
+    total = len(meta["configurations"])
+    lines = [f"# Report of suite `{suite.suite}`", "",
+             f"Dataset `{meta.get('dataset', '?')}`, {meta['folds']} folds"
+             + (f" × {repeats} repeats" if repeats > 1 else "")
+             + f", seed {meta.get('seed', '?')}, {meta.get('epochs', '?')} epochs; "
+             f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
+             "configurations complete.", "", "## Tables", ""]
+    figures: dict[str, list[str]] = {}
+    for path in files:
+        relative = path.relative_to(out_dir).as_posix()
+        if relative in described:
+            lines.append(f"- [`{relative}`]({relative}): {described[relative]}")
+        else:  # one line per figure, linking its formats
+            figures.setdefault(path.stem, []).append(f"[{path.suffix[1:]}]({relative})")
+    if figures:
+        lines += ["", "## Figures", ""] + [f"- `{stem}`: {' · '.join(links)}" for stem, links in figures.items()]
+    if missing:
+        lines += ["", f"## Missing ({len(missing)} configurations)", ""] + [f"- {m.describe()}" for m in missing]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True,
+                 images: torch.Tensor | None = None,
+                 load_model: Callable[[str], MultitaskVAE] | None = None) -> ReportSummary:
+    """Read ``results_dir/<suite>{.csv,_history.csv,_meta.json}`` and write the report to ``out_dir``.
+
+    figures: draw the validation curves (and, given ``images`` (N, C, H, W) in [0, 1], the
+    sampling types; given also ``load_model(checkpoint_path) -> model``, reconstruction grids
+    and error-vs-observed plots per configuration). Raises ``ReportError`` before writing
+    anything when the suite is unknown or empty. Returns what was written and what is missing.
+    """
+    data = load_suite(results_dir, suite)
+    table = build_table(data)
+    missing = find_missing(data)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, warnings = [], []
+    if "dataset" not in data.meta:
+        warnings.append(f"no {suite}_meta.json: expected folds and configurations guessed from the results")
+
+    table.to_csv(out_dir / "table.csv", index=False)
+    (out_dir / "table.tex").write_text(latex_table(table, _caption(data)))
+    (out_dir / "table.md").write_text(markdown_table(table))
+    files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
+    missing_path = out_dir / "missing.txt"
+    if missing:
+        header = (f"# suite {suite}: {len(missing)} of {len(data.meta['configurations'])} configurations "
+                  f"short of {data.expected_folds} COMPLETE folds")
+        missing_path.write_text("\n".join([header, *(m.describe() for m in missing)]) + "\n")
+        files.append(missing_path)
+    elif missing_path.exists():
+        missing_path.unlink()  # stale from an earlier, partial report
+
+    if figures:
+        from benchmark.figures import sampling_types, validation_curves
+
+        directory = out_dir / "figures"
+        directory.mkdir(exist_ok=True)
+        _clear_figures(directory)
+        if data.history is not None and not data.history.empty:
+            files += validation_curves(data.history, data.results, directory)
+        else:
+            warnings.append(f"no {suite}_history.csv: validation curves skipped")
+        if images is not None:
+            files += sampling_types(images, images.shape[-1], directory / "sampling_types")
+            if load_model is not None:
+                paths, problems = _checkpoint_figures(data, list(table["config_id"]), directory, images, load_model)
+                files += paths
+                warnings += problems
+
+    (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings))
+    files.append(out_dir / "index.md")
+    return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings)
+
+
+__all__ = ["MissingUnits", "ReportError", "ReportSummary", "SuiteResults", "available_suites", "build_table",
+           "find_missing", "latex_table", "load_suite", "markdown_table", "write_report"]

@@ -1,0 +1,357 @@
+"""Report: statistics by hand, tables (CSV / LaTeX / Markdown), figures, partial and unknown suites."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from scipy import stats as sps
+
+from benchmark.figures import error_vs_observed, reconstruction_grid
+from benchmark.models import build_model
+from benchmark.report import ReportError, write_report
+from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm
+
+FOLDS, N_TRAIN, N_VAL = 5, 400, 100
+# (config_id, family, config, method, sampling, exponent, softadapt); the config ids follow the runner.
+CONFIGS = [
+    ("vae/1/baseline", "vae", 1, "baseline", "", None, False),
+    ("vae/1/multidecoder/exact/softadapt", "vae", 1, "multidecoder", "exact", None, True),
+    ("vae/1/single/uniform/a=40", "vae", 1, "single", "uniform", 40.0, False),
+    ("vq-vae/1/baseline", "vq-vae", 1, "baseline", "", None, False),
+    ("vq-vae/1/multidecoder/uniform", "vq-vae", 1, "multidecoder", "uniform", None, False),
+    ("vq-vae/1/single/gaussian/a=20", "vq-vae", 1, "single", "gaussian", 20.0, False),
+]
+# Per-family scale of (recon, latent) and each method's shift of them (thesis-like magnitudes).
+SCALE = {"vae": (0.030, 13.0), "vq-vae": (0.0025, 0.008)}
+SHIFT = {"baseline": (0.0, 0.0), "multidecoder": (-0.10, 0.25), "single": (0.08, -0.30)}
+
+
+def make_rows(seed: int = 0) -> pd.DataFrame:
+    """Per-fold rows with a shared fold effect (so that the pairing matters) and method shifts."""
+    rng = np.random.default_rng(seed)
+    fold_effect = {family: rng.normal(0, 0.05, FOLDS) for family in SCALE}
+    rows = []
+    for config_id, family, config, method, sampling, exponent, softadapt in CONFIGS:
+        recon0, latent0 = SCALE[family]
+        for fold in range(FOLDS):
+            wobble = rng.normal(0, 0.005, 2)
+            recon = recon0 * (1 + SHIFT[method][0] + fold_effect[family][fold] + wobble[0])
+            latent = latent0 * (1 + SHIFT[method][1] + fold_effect[family][fold] + wobble[1])
+            rows.append({
+                "config_id": config_id, "family": family, "config": config, "method": method,
+                "sampling": sampling, "exponent": exponent, "count": None, "softadapt": softadapt,
+                "w1": 1.0, "w2": 1.0, "beta": 1.0, "softadapt_beta": 1e-4 if softadapt else None,
+                "fold": fold, "state": "COMPLETE", "best_epoch": 3, "recon": recon, "latent": latent,
+                "recon_cond": recon * 0.5 if method != "baseline" else None, "total": recon + latent,
+                "recon_train": recon * 1024, "recon_cond_train": None, "seconds": 1.5, "n_train": N_TRAIN,
+                "n_val": N_VAL, "error": "", "checkpoint": "", "params_from": ""})
+    return pd.DataFrame(rows)
+
+
+def make_history(rows: pd.DataFrame, epochs: int = 3) -> pd.DataFrame:
+    history = []
+    for row in rows.itertuples():
+        for epoch in range(1, epochs + 1):
+            decay = 1 + 0.5 * (epochs - epoch) + 0.02 * row.fold
+            history.append({"config_id": row.config_id, "fold": row.fold, "epoch": epoch,
+                            "train_total": row.total * decay, "recon": row.recon * decay,
+                            "latent": row.latent * decay, "recon_cond": row.recon_cond, "total": row.total * decay,
+                            "recon_train": row.recon_train * decay, "recon_cond_train": None,
+                            "w_recon": 1.0, "w_recon_cond": 1.0, "w_latent": 1.0})
+    return pd.DataFrame(history)
+
+
+def write_suite(directory: Path, rows: pd.DataFrame, suite: str = "demo",
+                configurations: list[str] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(directory / f"{suite}.csv", index=False)
+    make_history(rows[rows["state"] == "COMPLETE"]).to_csv(directory / f"{suite}_history.csv", index=False)
+    meta = {"suite": suite, "dataset": "mnist5k", "data_root": None, "folds": FOLDS, "repeats": 1, "seed": 0,
+            "epochs": 3, "configurations": configurations or [c[0] for c in CONFIGS]}
+    (directory / f"{suite}_meta.json").write_text(json.dumps(meta))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    return make_rows()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, rows):
+    """A complete suite reported without figures: (summary, out_dir)."""
+    results = write_suite(tmp_path_factory.mktemp("results"), rows)
+    out = tmp_path_factory.mktemp("reports") / "demo"
+    return write_report(results, "demo", out, figures=False), out
+
+
+# ---------------------------------------------------------------- statistics
+
+def test_corrected_ttest_equals_hand_computation_and_is_more_conservative():
+    d = np.array([0.10, 0.30, -0.05, 0.20, 0.15])
+    result = corrected_resampled_ttest(d, n_train=400, n_val=100, k=5)
+    se = np.sqrt((1 / 5 + 100 / 400) * d.var(ddof=1))
+    t = d.mean() / se
+    assert result.t == pytest.approx(t)
+    assert result.p == pytest.approx(2 * sps.t.sf(abs(t), 4))
+    half = sps.t.ppf(0.975, 4) * se
+    assert (result.ci_low, result.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert result.mean == pytest.approx(0.14) and result.df == 4
+    naive = sps.ttest_rel(d, np.zeros_like(d)).pvalue
+    assert result.p > naive
+
+
+def test_corrected_ttest_with_repeats_uses_one_over_k_times_r():
+    d = np.linspace(-0.1, 0.5, 10)
+    result = corrected_resampled_ttest(d, n_train=400, n_val=100, k=5, repeats=2)
+    t = d.mean() / np.sqrt((1 / 10 + 0.25) * d.var(ddof=1))
+    assert result.t == pytest.approx(t) and result.df == 9
+    assert result.p == pytest.approx(2 * sps.t.sf(abs(t), 9))
+
+
+def test_corrected_ttest_degenerate_cases_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = corrected_resampled_ttest([0.0] * 5, 400, 100, 5)
+        shifted = corrected_resampled_ttest([-0.2] * 5, 400, 100, 5)
+        single = corrected_resampled_ttest([0.3], 400, 100, 5)
+        empty = corrected_resampled_ttest([], 400, 100, 5)
+    assert same.p == 1.0 and same.t == 0.0
+    assert shifted.p == 0.0 and shifted.t == -np.inf and shifted.ci_low == shifted.ci_high == -0.2
+    assert np.isnan(single.p) and np.isnan(single.t) and single.mean == 0.3
+    assert np.isnan(empty.p) and np.isnan(empty.mean)
+
+
+def test_holm_step_down():
+    assert holm([0.01, 0.02, 0.03, 0.04, 0.05]) == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])
+    adjusted = holm([0.01, 0.04, 0.03, np.nan, 0.9])
+    assert adjusted[:3] == pytest.approx([0.04, 0.09, 0.09]) and np.isnan(adjusted[3]) and adjusted[4] == 0.9
+
+
+def test_format_mean_var_matches_the_thesis():
+    assert format_mean_var(0.0025, 6.5e-09) == "0.0025 ± 6.5e-09"
+    assert format_mean_var(13.9709, 0.92) == "13.9709 ± 9.2e-01"
+    assert format_mean_var(np.nan, np.nan) == "–"
+
+
+def test_compare_with_baseline_pairs_on_fold_and_adjusts_within_model_config(rows):
+    comparison = compare_with_baseline(rows, k=FOLDS)
+    assert len(comparison) == 4 * 2  # 4 non-baseline configurations × (recon, latent)
+    row = comparison.set_index(["config_id", "metric"]).loc[("vq-vae/1/multidecoder/uniform", "recon")]
+    method = rows[rows["config_id"] == "vq-vae/1/multidecoder/uniform"].sort_values("fold")
+    base = rows[rows["config_id"] == "vq-vae/1/baseline"].sort_values("fold")
+    d = method["recon"].to_numpy() - base["recon"].to_numpy()
+    expected = corrected_resampled_ttest(d, N_TRAIN, N_VAL, FOLDS)
+    assert row["mean_diff"] == pytest.approx(d.mean()) and row["p"] == pytest.approx(expected.p)
+    assert row["rel_change"] == pytest.approx(d.mean() / base["recon"].mean())
+    assert row["rel_change"] == pytest.approx(-0.10, abs=0.01)
+    assert bool(row["significant"])
+    group = comparison[(comparison["family"] == "vq-vae") & (comparison["metric"] == "recon")]
+    assert group["p_holm"].to_numpy() == pytest.approx(holm(group["p"].to_numpy()))
+
+
+# ---------------------------------------------------------------- tables
+
+def test_table_csv_has_one_row_per_configuration_with_hand_computed_statistics(report, rows):
+    summary, out = report
+    table = pd.read_csv(out / "table.csv")
+    assert sorted(table["config_id"]) == sorted(c[0] for c in CONFIGS) == sorted(summary.configurations)
+    assert (table["n"] == FOLDS).all() and summary.complete and not (out / "missing.txt").exists()
+    for config_id, group in rows.groupby("config_id"):
+        line = table.set_index("config_id").loc[config_id]
+        for metric in ("recon", "latent"):
+            values = group[metric].to_numpy()
+            assert line[f"{metric}_mean"] == pytest.approx(values.mean(), rel=1e-12)
+            assert line[f"{metric}_var"] == pytest.approx(values.var(ddof=0), rel=1e-9)
+            assert line[f"{metric}_std"] == pytest.approx(values.std(ddof=0), rel=1e-9)
+            assert line[f"{metric}_n"] == FOLDS
+    baseline = table.set_index("config_id").loc["vae/1/baseline"]
+    assert np.isnan(baseline["recon_cond_mean"]) and baseline["recon_cond_n"] == 0
+    assert np.isnan(baseline["recon_p"])  # no comparison of a baseline with itself
+    # Thesis order: model → config → method (baseline first).
+    assert list(table["config_id"][:3]) == [c[0] for c in CONFIGS[:3]]
+
+
+def _tabular_rows(latex: str) -> tuple[str, list[str]]:
+    spec = re.search(r"\\begin\{tabular\}\{([^}]*)\}", latex).group(1)
+    body = latex[latex.index(r"\toprule"):latex.index(r"\bottomrule")]
+    lines = [line for line in body.splitlines() if line.strip().endswith(r"\\")]
+    return spec, lines
+
+
+def test_table_tex_is_a_booktabs_tabular_with_marks(report):
+    _, out = report
+    latex = (out / "table.tex").read_text()
+    spec, lines = _tabular_rows(latex)
+    assert len(spec) == 8  # Model, Config, Method, Parameters + 3 metrics + n
+    assert len(lines) == 1 + len(CONFIGS)  # one header row and one row per configuration
+    assert all(line.count("&") == len(spec) - 1 for line in lines)
+    assert lines[0].startswith(r"Model & Config & Method & Parameters & \shortstack{Reconstruction\\loss}")
+    assert r"\multirow" in latex and r"\midrule" in latex and r"\bfseries" in latex
+    assert r"$^\dagger$" in latex and "Nadeau" in latex and "±" not in latex and "_" not in latex
+
+
+def test_table_tex_compiles_when_pdflatex_is_available(report, tmp_path):
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not on PATH")
+    _, out = report
+    document = tmp_path / "doc.tex"
+    document.write_text("\\documentclass{article}\n\\usepackage{booktabs,multirow}\n\\begin{document}\n"
+                        + (out / "table.tex").read_text() + "\\end{document}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_table_md_shows_the_same_numbers_and_marks(report):
+    _, out = report
+    table = pd.read_csv(out / "table.csv")
+    markdown = (out / "table.md").read_text()
+    latex = (out / "table.tex").read_text()
+    for line in table.itertuples():
+        assert format_mean_var(line.recon_mean, line.recon_var) in markdown
+        assert format_mean_var(line.latent_mean, line.latent_var) in markdown
+    significant = int(table["recon_significant"].fillna(False).astype(bool).sum()
+                      + table["latent_significant"].fillna(False).astype(bool).sum())
+    assert significant > 0
+    assert markdown.count("†") - 1 == latex.count(r"$^\dagger$") - 1 == significant  # minus the footnote
+    assert markdown.count("**") // 2 == latex.count(r"\bfseries") == 2 * 3  # best per model config × 3 metrics
+    best = table[table["family"] == "vq-vae"].sort_values("recon_mean").iloc[0]
+    assert f"**{format_mean_var(best.recon_mean, best.recon_var)}†**" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + len(CONFIGS) and all(r.count("|") == 9 for r in rows)
+
+
+# ---------------------------------------------------------------- figures
+
+def _assert_figure(path: Path) -> None:
+    if path.suffix == ".pdf":
+        assert path.read_bytes()[:4] == b"%PDF"
+    elif path.suffix == ".png":
+        assert path.stat().st_size > 5_000
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            low, high = image.convert("L").getextrema()
+            assert low < high, f"{path.name} is a single colour"
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    blobs = [torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.1) for cx, cy in [(0, 0), (0.4, -0.3), (-0.3, 0.4)]]
+    return torch.stack(blobs)[:, None].clamp(0, 1)
+
+
+def test_write_report_draws_every_figure(tmp_path, rows, images):
+    rows = rows.copy()
+    rows["checkpoint"] = "ckpt/" + rows["config_id"]
+    models = {}
+
+    def load_model(path: str):  # stands in for benchmark.store.load_checkpoint(path)[0]
+        family, config, method = path.removeprefix("ckpt/").split("/")[:3]
+        torch.manual_seed(0)
+        models[path] = build_model(family, int(config), method).eval()
+        return models[path]
+
+    results = write_suite(tmp_path / "results", rows)
+    summary = write_report(results, "demo", tmp_path / "out", images=images, load_model=load_model)
+    names = {p.name for p in summary.files}
+    for family in ("vae-1", "vq-vae-1"):
+        for method in ("multidecoder", "single"):
+            assert {f"curves_{family}_{method}.png", f"curves_{family}_{method}.pdf"} <= names
+    assert {"sampling_types.png", "sampling_types.pdf"} <= names
+    assert sum(n.startswith("reconstruction_") and n.endswith(".png") for n in names) == len(CONFIGS)
+    assert sum(n.startswith("error_vs_observed_") and n.endswith(".png") for n in names) == 4  # conditioned
+    assert len(models) == len(CONFIGS) and not summary.warnings
+    for path in summary.files:
+        assert path.is_file()
+        _assert_figure(path)
+    index = (tmp_path / "out" / "index.md").read_text()
+    assert "[png](figures/curves_vae-1_single.png)" in index and "[`table.tex`](table.tex)" in index
+
+
+def test_figure_functions_check_their_model(tmp_path, images):
+    baseline = build_model("vae", 1, "baseline")
+    paths = reconstruction_grid(baseline, images, None, tmp_path / "grid.png")
+    assert [p.name for p in paths] == ["grid.png", "grid.pdf"]
+    for path in paths:
+        _assert_figure(path)
+    with pytest.raises(ValueError, match="no conditioned decoder"):
+        error_vs_observed(baseline, images, "uniform", tmp_path / "err")
+    with pytest.raises(ValueError, match="mask sampler"):
+        reconstruction_grid(build_model("vae", 1, "multidecoder"), images, None, tmp_path / "grid2")
+
+
+# ---------------------------------------------------------------- partial and unknown suites
+
+def test_partial_suite_reports_what_is_there_and_lists_the_missing_units(tmp_path, rows):
+    partial = rows[~((rows["config_id"] == "vae/1/single/uniform/a=40") & (rows["fold"] >= 3))].copy()
+    failed = rows[(rows["config_id"] == "vae/1/single/uniform/a=40") & (rows["fold"] == 3)].copy()
+    failed[["state", "error", "recon", "latent"]] = ["FAIL", "loss diverged at epoch 2", np.nan, np.nan]
+    partial = pd.concat([partial, failed], ignore_index=True)
+    expected = [c[0] for c in CONFIGS] + ["vq-vae/2/baseline"]  # never started
+    results = write_suite(tmp_path / "results", partial, configurations=expected)
+    summary = write_report(results, "demo", tmp_path / "out", figures=False)
+
+    assert not summary.complete
+    missing = {m.config_id: m for m in summary.missing}
+    assert set(missing) == {"vae/1/single/uniform/a=40", "vq-vae/2/baseline"}
+    assert (missing["vae/1/single/uniform/a=40"].complete, missing["vae/1/single/uniform/a=40"].expected) == (3, 5)
+    assert missing["vae/1/single/uniform/a=40"].failed == ((3, "loss diverged at epoch 2"),)
+    text = (tmp_path / "out" / "missing.txt").read_text()
+    assert "3/5 folds complete" in text and "fold 3 FAIL: loss diverged at epoch 2" in text
+    assert "vq-vae/2/baseline: 0/5 folds complete; not in the results" in text
+    table = pd.read_csv(tmp_path / "out" / "table.csv").set_index("config_id")
+    assert table.loc["vae/1/single/uniform/a=40", "n"] == 3
+    kept = partial[(partial["config_id"] == "vae/1/single/uniform/a=40") & (partial["state"] == "COMPLETE")]
+    assert table.loc["vae/1/single/uniform/a=40", "recon_var"] == pytest.approx(kept["recon"].var(ddof=0))
+    assert table.loc["vae/1/single/uniform/a=40", "recon_n_pairs"] == 3
+    assert "Missing (2 configurations)" in (tmp_path / "out" / "index.md").read_text()
+
+
+def test_unknown_suite_raises_a_one_line_error_and_writes_nothing(tmp_path, rows):
+    results = write_suite(tmp_path / "results", rows)
+    with pytest.raises(ReportError, match="no results for suite 'nope'.*suites with results: demo") as error:
+        write_report(results, "nope", tmp_path / "out")
+    assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", ["", "header-only", "all-failed"])
+def test_empty_suite_raises(tmp_path, rows, content):
+    results = tmp_path / "results"
+    results.mkdir()
+    if content == "":
+        (results / "demo.csv").write_text("")
+    elif content == "header-only":
+        rows.iloc[:0].to_csv(results / "demo.csv", index=False)
+    else:
+        failed = rows.assign(state="FAIL", error="CUDA out of memory")
+        failed.to_csv(results / "demo.csv", index=False)
+    with pytest.raises(ReportError, match="suite 'demo' has no"):
+        write_report(results, "demo", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_rows_with_the_same_label_stay_apart(tmp_path, rows):
+    twin = rows[rows["config_id"] == "vae/1/multidecoder/exact/softadapt"].assign(
+        config_id="vae/1/multidecoder/exact/softadapt_beta=5e-3", softadapt_beta=5e-3)
+    results = write_suite(tmp_path / "results", pd.concat([rows, twin], ignore_index=True),
+                          configurations=[c[0] for c in CONFIGS] + [twin["config_id"].iloc[0]])
+    write_report(results, "demo", tmp_path / "out", figures=False)
+    _, lines = _tabular_rows((tmp_path / "out" / "table.tex").read_text())
+    assert len(lines) == 2 + len(CONFIGS)
+    assert r"exact, SoftAdapt (vae/1/multidecoder/exact/softadapt\_beta=5e-3)" in lines[3]
+    assert "exact, SoftAdapt (vae/1/multidecoder/exact/softadapt_beta=5e-3)" in (tmp_path / "out" / "table.md").read_text()
