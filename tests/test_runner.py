@@ -13,20 +13,11 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from benchmark.cli import main
+from conftest import run_cli
 from benchmark.store import StoreConfig, open_suite_study, unit_states
 from benchmark.suites import get_suite
 
 METRICS = ["best_epoch", "recon", "latent", "recon_cond", "total"]
-
-
-def run_cli(cwd: Path, *args: str) -> int:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return main(["run", *args, "--quiet"])
-    finally:
-        os.chdir(old)
 
 
 def study_of(cwd: Path, suite: str) -> optuna.Study:
@@ -35,13 +26,6 @@ def study_of(cwd: Path, suite: str) -> optuna.Study:
 
 def complete_per_unit(study: optuna.Study) -> dict[str, int]:
     return {k: sum(t.state == TrialState.COMPLETE for t in ts) for k, ts in unit_states(study).items()}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("smoke")
-    assert run_cli(cwd, "--suite", "smoke", "--heartbeat", "1") == 0
-    return cwd
 
 
 def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):

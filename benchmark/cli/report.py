@@ -1,0 +1,58 @@
+"""`report`: turn stored results into the thesis table and figures, without retraining."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="regenerate tables (CSV/LaTeX/Markdown) and figures from results",
+                            description="Read results/<suite>.csv (exported by `run`) and write reports/<suite>/: "
+                                        "table.csv, table.tex, table.md, index.md and figures. Safe to rerun.")
+    report.add_argument("--suite", action="append", help="suite name (repeatable; default: every suite in "
+                                                         "--results-dir)")
+    report.add_argument("--results-dir", type=Path, default=Path("results"))
+    report.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    report.add_argument("--no-figures", action="store_true", help="tables only")
+    report.add_argument("--no-checkpoints", action="store_true",
+                        help="skip figures that load trained models (reconstruction grids, error vs pixels)")
+    report.set_defaults(handler=cmd_report)
+
+
+def _images_for(results_dir: Path, suite: str):
+    """A few held-out test images of the suite's dataset, for the reconstruction figures."""
+    from benchmark.data import load_dataset
+
+    meta_path = results_dir / f"{suite}_meta.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    try:
+        return load_dataset(meta["dataset"], meta.get("data_root"), limit=meta.get("limit"),
+                            seed=meta.get("seed", 0)).test[:16]
+    except ValueError as err:
+        print(f"note: no reconstruction figures for {suite}: {err}", file=sys.stderr)
+        return None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.report import ReportError, available_suites, write_report
+    from benchmark.store import load_checkpoint
+
+    suites = args.suite or available_suites(args.results_dir)
+    if not suites:
+        raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
+    for suite in suites:
+        images = None if args.no_figures or args.no_checkpoints else _images_for(args.results_dir, suite)
+        summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
+                               images=images, load_model=None if images is None else
+                               (lambda path: load_checkpoint(path)[0]))
+        print(f"{suite}: {len(summary.configurations)} configurations, {len(summary.files)} files in {summary.out_dir}")
+        for missing in summary.missing:
+            print(f"  missing: {missing.describe()}")
+        for warning in summary.warnings:
+            print(f"  warning: {warning}")
+    return 0

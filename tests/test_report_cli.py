@@ -1,0 +1,50 @@
+"""`python -m benchmark report` on a real smoke run."""
+
+import os
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from benchmark.cli import main
+
+
+def report(cwd, *args):
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return main(["report", *args])
+    finally:
+        os.chdir(old)
+
+
+def test_report_on_a_smoke_run_matches_the_per_fold_results(smoke_run):
+    assert report(smoke_run, "--suite", "smoke") == 0
+    out = smoke_run / "reports" / "smoke"
+    table = pd.read_csv(out / "table.csv")
+    folds = pd.read_csv(smoke_run / "results" / "smoke.csv")
+    assert len(table) == 6 and (table["recon_n"] == 5).all()
+    for _, row in table.iterrows():
+        values = folds.loc[folds["config_id"] == row["config_id"], "recon"].to_numpy()
+        assert row["recon_mean"] == np.float64(values.mean())
+        assert np.isclose(row["recon_var"], values.var(ddof=0), rtol=1e-12)
+    markdown = (out / "table.md").read_text()
+    first = table.iloc[0]
+    assert f"{first['recon_mean']:.4f} ± {first['recon_var']:.1e}" in markdown
+    tex = (out / "table.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex
+    figures = list((out / "figures").glob("*.png"))
+    kinds = {p.name.split("_")[0] for p in figures}
+    assert {"curves", "reconstruction", "error", "sampling"} <= kinds
+    for path in figures:
+        with Image.open(path) as image:
+            low, high = image.convert("L").getextrema()
+            assert image.size[0] > 100 and high - low > 10
+        assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
+    assert report(tmp_path, "--suite", "nothing") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not (tmp_path / "reports" / "nothing").exists()
