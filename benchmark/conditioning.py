@@ -96,7 +96,9 @@ class PixelSampler:
             ranks = keys.argsort(dim=1).argsort(dim=1)
             flat = ranks < counts[:, None]
         else:
-            most = int(counts.max()) if batch else 0
+            # Draw enough points for the largest possible count, so that no host sync is
+            # needed to learn the batch's largest k; points past an image's k are ignored.
+            most = pixels if self.exponent is not None else self.fixed_count
             centre, std = (size - 1) / 2.0, size / 6.0
             rc = torch.randn(batch, most, 2, generator=generator, device=device) * std + centre
             rc = rc.round().clamp_(0, size - 1).long()

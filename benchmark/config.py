@@ -100,6 +100,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     device: str = "auto"
+    bf16: bool = True  # bf16 autocast for the training steps on CUDA (ignored on CPU)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import torch
+from sqlalchemy.engine import make_url
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -52,6 +53,14 @@ class StoreConfig:
         return self.artifacts_dir or self.results_dir / suite / "artifacts"
 
 
+def safe_url(url: str) -> str:
+    """The storage URL without its password, for messages and exported metadata."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: say nothing of it that could be secret
+        return url.split("@")[-1]
+
+
 def unit_key(config_id: str, fold: int) -> str:
     return f"{config_id}#{fold}"
 
@@ -78,7 +87,7 @@ def open_storage(url: str, config: StoreConfig) -> RDBStorage:
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StoreError(f"cannot open storage {url!r}: {reason}") from None
+        raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}") from None
 
 
 def study_name(suite: Suite) -> str:
@@ -94,14 +103,14 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         if not create:
-            raise StoreError(f"no study {name!r} in {config.url(suite.name)}") from None
+            raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
         if "settings" not in study.user_attrs:
             study.set_user_attr("settings", settings)
     stored = study.user_attrs.get("settings")
     if stored is not None and stored != settings:
         differing = sorted(k for k in settings if stored.get(k) != settings[k])
-        raise StoreError(f"study {name!r} in {config.url(suite.name)} was made with other settings "
+        raise StoreError(f"study {name!r} in {safe_url(config.url(suite.name))} was made with other settings "
                          f"({', '.join(differing)}); use another --storage or remove that study to start over")
     return study
 
@@ -201,6 +210,6 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig) -> tuple[Path
     pd.DataFrame(rows).to_csv(results_path, index=False)
     pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None).to_csv(history_path, index=False)
     meta = {**suite.settings(), "data_root": suite.data_root, "study": study.study_name,
-            "storage": config.url(suite.name)}
+            "storage": safe_url(config.url(suite.name))}
     (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
     return results_path, history_path

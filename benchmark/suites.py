@@ -90,8 +90,8 @@ def smoke_configurations() -> tuple[Configuration, ...]:
 
 def builtin_suites() -> dict[str, Suite]:
     return {
-        "smoke": Suite("smoke", smoke_configurations(), TrainConfig(epochs=1), limit=400,
-                       description="every family and method once (config 1), 1 epoch on 400 mnist5k images"),
+        "smoke": Suite("smoke", smoke_configurations(), TrainConfig(epochs=1, batch_size=32), limit=400,
+                       description="every family and method once (config 1), 1 epoch (batch 32) on 400 mnist5k images"),
         "quick": Suite("quick", full_grid(), TrainConfig(epochs=2), limit=1000,
                        description="the thesis grid, 2 epochs on 1,000 mnist5k images"),
         "full": Suite("full", full_grid(), TrainConfig(epochs=100, batch_size=128, lr=1e-3),

@@ -109,6 +109,7 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     mask_generator = _generator(device, seed + 1)
     order_generator = _generator(torch.device("cpu"), seed + 2)
     batch = train_config.batch_size
+    autocast = train_config.bf16 and device.type == "cuda"
 
     best_total, best_epoch, best_state, best_metrics = math.inf, -1, None, {}
     history: list[dict[str, float]] = []
@@ -119,7 +120,9 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
         for start in range(0, len(train_x), batch):
             x = train_x[order[start:start + batch]]
             mask = sampler.sample(len(x), mask_generator, device) if sampler is not None else None
-            loss = balancer.combine(model(x, mask).terms)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                terms = model(x, mask).terms
+            loss = balancer.combine(terms)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -56,7 +56,7 @@ class MultitaskVAE(nn.Module):
         return 1.0
 
     def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        squared = (x_hat - x).pow(2)
+        squared = (x_hat.float() - x).pow(2)  # float32 sums even when the decoder ran in bf16
         if self.latent_model.recon_reduction == "sum":
             return squared.flatten(1).sum(1).mean()
         return squared.mean()

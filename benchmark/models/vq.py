@@ -33,9 +33,10 @@ class VectorQuantizer(nn.Module):
     def codes(self, z_e: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for every position: (B, h, w) int64."""
         b, d, h, w = z_e.shape
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)
+        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, d)  # distances in float32 even under autocast
         weight = self.codebook.weight
-        distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ weight.t() + weight.pow(2).sum(1)
+        with torch.autocast(flat.device.type, enabled=False):
+            distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ weight.t() + weight.pow(2).sum(1)
         return distances.argmin(dim=1).view(b, h, w)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
@@ -43,6 +44,7 @@ class VectorQuantizer(nn.Module):
         return self.codebook(codes).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, z_e: torch.Tensor) -> LatentCode:
+        z_e = z_e.float()
         codes = self.codes(z_e)
         quantized = self.lookup(codes)
         codebook_loss = F.mse_loss(quantized, z_e.detach())
