@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from benchmark.data import load_dataset
 from benchmark.store import (UNIT_PARAM, StoreConfig, enqueue_missing, export, fail_stale_trials, open_suite_study, parse_unit,
                              save_checkpoint, unit_keys, unit_states)
 from benchmark.suites import Suite
-from benchmark.train import DivergedError, train_fold
+from benchmark.ensemble import train_folds_together
+from benchmark.train import DivergedError, FoldResult, resolve_device, train_fold
 
 
 @dataclass
@@ -29,11 +31,36 @@ class RunSummary:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+class Heartbeats:
+    """Keeps trials that this worker claimed directly (besides Optuna's own) marked alive."""
+
+    def __init__(self, storage, trial_ids: list[int], interval: int) -> None:
+        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Heartbeats:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class _Worker:
     """Trains the units it claims; one instance per process."""
 
-    def __init__(self, suite: Suite, store: StoreConfig, position: int = 0, show_progress: bool = True) -> None:
-        self.suite, self.store = suite, store
+    def __init__(self, suite: Suite, store: StoreConfig, position: int = 0, show_progress: bool = True,
+                 fold_parallel: bool = False) -> None:
+        self.suite, self.store, self.fold_parallel = suite, store, fold_parallel
         self.study = open_suite_study(suite, store)
         data = load_dataset(suite.dataset, suite.data_root, limit=suite.limit, seed=suite.seed)
         self.images = data.train
@@ -62,12 +89,26 @@ class _Worker:
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
         config_id, fold = parse_unit(key)
-        configuration = self.by_id[config_id]
-        train_idx, val_idx = self.folds[fold]
         trial.set_user_attr("config_id", config_id)
         trial.set_user_attr("fold", fold)
-        epochs = self.suite.train.epochs
-        index = self.order.index(config_id) + 1
+        siblings = self._claim_siblings(config_id, fold) if self.fold_parallel else []
+        if siblings:
+            return self._train_together(trial, config_id, fold, siblings)
+        try:
+            result = train_fold(self.by_id[config_id], *self._split(fold), self.suite.train,
+                                unit_seed(self.suite.seed, config_id, fold), self._progress(config_id, fold))
+        except DivergedError as err:
+            trial.set_user_attr("error", str(err))  # a reason marks the FAIL as final, not to retry
+            raise
+        self._record(trial._trial_id, config_id, fold, result)
+        return result.metrics["recon"]
+
+    def _split(self, fold: int) -> tuple:
+        train_idx, val_idx = self.folds[fold]
+        return self.images[train_idx], self.images[val_idx]
+
+    def _progress(self, config_id: str, fold: int):
+        index, epochs = self.order.index(config_id) + 1, self.suite.train.epochs
 
         def on_epoch(epoch: int, row: dict) -> None:
             self.bar.set_postfix_str(f"config {index}/{len(self.order)} {config_id} | fold {fold % self.suite.folds + 1}/"
@@ -75,23 +116,64 @@ class _Worker:
                                      f"latent {row['latent']:.4g}", refresh=True)
 
         on_epoch(0, {"recon": float("nan"), "latent": float("nan")})
-        try:
-            result = train_fold(configuration, self.images[train_idx], self.images[val_idx], self.suite.train,
-                                unit_seed(self.suite.seed, config_id, fold), on_epoch)
-        except DivergedError as err:
-            trial.set_user_attr("error", str(err))  # a reason marks the FAIL as final, not to retry
-            raise
-        info = {**configuration.flat(), "fold": fold, "image_shape": list(self.images.shape[1:]),
+        return on_epoch
+
+    def _record(self, trial_id: int, config_id: str, fold: int, result: FoldResult) -> None:
+        """Store a finished unit's metrics, history and best-epoch weights with its trial."""
+        storage = self.study._storage
+        info = {**self.by_id[config_id].flat(), "fold": fold, "image_shape": list(self.images.shape[1:]),
                 "metrics": result.metrics, "dataset": self.suite.dataset}
-        trial.set_user_attr("artifact", save_checkpoint(trial, self.store.artifacts(self.suite.name),
-                                                        result.state_dict, info))
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("history", result.history)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("seconds", result.seconds)
-        trial.set_user_attr("n_train", len(train_idx))
-        trial.set_user_attr("n_val", len(val_idx))
-        return result.metrics["recon"]
+        artifact = save_checkpoint(storage.get_trial(trial_id), storage, self.store.artifacts(self.suite.name),
+                                   result.state_dict, info)
+        train_idx, val_idx = self.folds[fold]
+        for name, value in {"artifact": artifact, "metrics": result.metrics, "history": result.history,
+                            "best_epoch": result.best_epoch, "seconds": result.seconds,
+                            "n_train": len(train_idx), "n_val": len(val_idx)}.items():
+            storage.set_trial_user_attr(trial_id, name, value)
+
+    def _claim_siblings(self, config_id: str, fold: int) -> list[tuple[int, int]]:
+        """Claim the waiting folds of the same configuration that can be stacked with ``fold``.
+
+        A WAITING → RUNNING state change is atomic in the storage, so two workers never
+        claim the same trial; claimed trials get heartbeats like any running trial.
+        """
+        size = len(self.folds[fold][0])
+        storage, claimed = self.study._storage, []
+        for other in unit_states(self.study).items():
+            key, trials = other
+            other_id, other_fold = parse_unit(key)
+            if other_id != config_id or other_fold == fold or len(self.folds[other_fold][0]) != size:
+                continue
+            for waiting in (t for t in trials if t.state == TrialState.WAITING):
+                if storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
+                    storage.set_trial_user_attr(waiting._trial_id, "config_id", config_id)
+                    storage.set_trial_user_attr(waiting._trial_id, "fold", other_fold)
+                    claimed.append((waiting._trial_id, other_fold))
+                    break
+        return claimed
+
+    def _train_together(self, trial: optuna.Trial, config_id: str, fold: int, siblings: list[tuple[int, int]]) -> float:
+        """Train ``fold`` and the claimed sibling folds as one vectorised ensemble."""
+        folds = [fold] + [f for _, f in siblings]
+        storage = self.study._storage
+        progress = {i: self._progress(config_id, f) for i, f in enumerate(folds)}
+        with Heartbeats(storage, [tid for tid, _ in siblings], self.store.heartbeat_interval):
+            results = train_folds_together(self.by_id[config_id], self.images, [self.folds[f] for f in folds],
+                                           self.suite.train, [unit_seed(self.suite.seed, config_id, f) for f in folds],
+                                           lambda i, epoch, row: progress[i](epoch, row))
+        for (trial_id, other_fold), result in zip(siblings, results[1:]):
+            if isinstance(result, DivergedError):
+                storage.set_trial_user_attr(trial_id, "error", str(result))
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            else:
+                self._record(trial_id, config_id, other_fold, result)
+                storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result.metrics["recon"]])
+            self.bar.update()
+        if isinstance(results[0], DivergedError):
+            trial.set_user_attr("error", str(results[0]))
+            raise results[0]
+        self._record(trial._trial_id, config_id, fold, results[0])
+        return results[0].metrics["recon"]
 
     def _counts(self) -> tuple[int, int, int]:
         """(settled units, waiting trials, running trials)."""
@@ -121,22 +203,32 @@ class _Worker:
         self.bar.close()
 
 
-def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool) -> None:
-    _Worker(suite, store, position, show_progress).work()
+def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
+                     fold_parallel: bool) -> None:
+    _Worker(suite, store, position, show_progress, fold_parallel).work()
 
 
-def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True) -> RunSummary:
-    """Train every unit of ``suite`` not yet done, with ``workers`` processes, then export results."""
+def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
+              fold_parallel: str = "auto") -> RunSummary:
+    """Train every unit of ``suite`` not yet done, with ``workers`` processes, then export results.
+
+    fold_parallel: ``on`` trains the waiting folds of a configuration together as one
+    vectorised ensemble, ``off`` one by one, ``auto`` together on CUDA only (on a CPU the
+    stacked kernels are not faster; spare cores are better used by ``workers``).
+    """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if fold_parallel not in ("auto", "on", "off"):
+        raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
+    together = fold_parallel == "on" or (fold_parallel == "auto" and resolve_device(suite.train.device).type == "cuda")
     started = time.perf_counter()
     study = open_suite_study(suite, store)
     enqueue_missing(study, unit_keys(suite))
     if workers == 1:
-        _Worker(suite, store, 0, show_progress).work()
+        _Worker(suite, store, 0, show_progress, together).work()
     else:
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_work_in_process, args=(suite, store, i, show_progress))
+        processes = [context.Process(target=_work_in_process, args=(suite, store, i, show_progress, together))
                      for i in range(workers)]
         for process in processes:
             process.start()

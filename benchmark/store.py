@@ -156,16 +156,17 @@ def enqueue_missing(study: optuna.Study, keys: list[str]) -> int:
     return len(missing)
 
 
-def save_checkpoint(trial: optuna.Trial, artifacts: Path, model_state: dict, info: dict) -> str:
-    """Upload the best-epoch weights to Optuna's artifact store; returns the artifact id."""
+def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, artifacts: Path,
+                    model_state: dict, info: dict) -> str:
+    """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id."""
     artifacts.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"state_dict": model_state, "info": info}, buffer)
-    tmp = artifacts / f".upload-{trial.number}-{trial._trial_id}.pt"
+    tmp = artifacts / f".upload-{trial._trial_id}.pt"
     tmp.write_bytes(buffer.getvalue())
     try:
         return optuna.artifacts.upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)),
-                                                file_path=str(tmp), study_or_trial=trial)
+                                                file_path=str(tmp), study_or_trial=trial, storage=storage)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -85,59 +84,98 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     }
 
 
+def new_model(configuration: Configuration, seed: int, channels: int, image_size: int,
+              device: torch.device) -> MultitaskVAE:
+    """The fold's model, its initial weights fixed by ``seed``."""
+    torch.manual_seed(seed)
+    return build_model(configuration.family, configuration.config, configuration.method.method,
+                       channels, image_size).to(device)
+
+
+class FoldRun:
+    """What one fold carries through training besides its weights.
+
+    Every source of randomness has its own generator derived from the fold's seed (batch
+    order, masks, reparameterisation noise), so a fold gives the same numbers whether it is
+    trained alone or stacked with other folds. Also tracks the history and the best epoch.
+    """
+
+    def __init__(self, configuration: Configuration, model: MultitaskVAE, train_images: torch.Tensor,
+                 val_images: torch.Tensor, train_config: TrainConfig, seed: int) -> None:
+        self.device = train_images.device
+        self.train_x, self.val_x, self.seed = train_images, val_images, seed
+        self.batch = train_config.batch_size
+        self.noise_dim = model.noise_dim
+        self.sampler = configuration.method.sampler(train_images.shape[-1])
+        terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
+        self.balancer = LossBalancer(configuration.method.balance, terms)
+        self.nominal = configuration.method.balance.fixed_weights(terms)
+        self.order_generator = _generator(torch.device("cpu"), seed + 2)
+        self.mask_generator = _generator(self.device, seed + 1)
+        self.noise_generator = _generator(self.device, seed + 4)
+        self.best_total, self.best_epoch, self.best_metrics = math.inf, -1, {}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+        self.started = time.perf_counter()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_x) / self.batch)
+
+    def batches(self):
+        """One epoch of (x, mask or None, noise or None), the whole batch made at once on the device."""
+        order = torch.randperm(len(self.train_x), generator=self.order_generator).to(self.device)
+        for start in range(0, len(self.train_x), self.batch):
+            x = self.train_x[order[start:start + self.batch]]
+            mask = self.sampler.sample(len(x), self.mask_generator, self.device) if self.sampler else None
+            noise = (torch.randn(len(x), self.noise_dim, generator=self.noise_generator, device=self.device)
+                     if self.noise_dim else None)
+            yield x, mask, noise
+
+    def end_epoch(self, epoch: int, train_loss: float, model: MultitaskVAE) -> dict[str, float]:
+        """Validate, record the epoch, keep the weights if it is the best so far."""
+        metrics = evaluate(model, self.val_x, self.sampler, self.nominal, seed=self.seed + 3)
+        if not all(math.isfinite(v) for v in (train_loss, metrics["total"])):
+            raise DivergedError(f"loss diverged at epoch {epoch} (train {train_loss}, validation {metrics['total']})")
+        row = {"epoch": epoch, "train_total": train_loss, **metrics,
+               **{f"w_{name}": weight for name, weight in self.balancer.weights.items()}}
+        self.history.append(row)
+        if metrics["total"] < self.best_total:
+            self.best_total, self.best_epoch, self.best_metrics = metrics["total"], epoch, metrics
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return row
+
+    def result(self) -> FoldResult:
+        return FoldResult(self.best_epoch, dict(self.best_metrics), self.history, self.best_state or {},
+                          time.perf_counter() - self.started)
+
+
 def train_fold(configuration: Configuration, train_images: torch.Tensor, val_images: torch.Tensor,
                train_config: TrainConfig, seed: int,
                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FoldResult:
     """Train ``configuration`` on one fold and return its best epoch.
 
-    The seed fixes the initial weights, the batch order and the training masks; validation
-    masks use a seed derived from it, so rerunning a fold on CPU gives the same numbers.
-    Raises ``DivergedError`` when a loss becomes NaN or infinite.
+    The seed fixes the initial weights, the batch order, the training masks and noise;
+    validation masks use a seed derived from it, so rerunning a fold on CPU gives the same
+    numbers. Raises ``DivergedError`` when a loss becomes NaN or infinite.
     """
-    started = time.perf_counter()
     device = resolve_device(train_config.device)
-    channels, image_size = train_images.shape[1], train_images.shape[-1]
-    torch.manual_seed(seed)
-    model = build_model(configuration.family, configuration.config, configuration.method.method,
-                        channels, image_size).to(device)
-    sampler = configuration.method.sampler(image_size)
-    terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-    balancer = LossBalancer(configuration.method.balance, terms)
-    nominal = configuration.method.balance.fixed_weights(terms)
+    model = new_model(configuration, seed, train_images.shape[1], train_images.shape[-1], device)
+    fold = FoldRun(configuration, model, train_images.to(device), val_images.to(device), train_config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    train_x, val_x = train_images.to(device), val_images.to(device)
-    mask_generator = _generator(device, seed + 1)
-    order_generator = _generator(torch.device("cpu"), seed + 2)
-    batch = train_config.batch_size
     autocast = train_config.bf16 and device.type == "cuda"
-
-    best_total, best_epoch, best_state, best_metrics = math.inf, -1, None, {}
-    history: list[dict[str, float]] = []
     for epoch in range(1, train_config.epochs + 1):
         model.train()
         running = torch.zeros((), device=device)
-        order = torch.randperm(len(train_x), generator=order_generator).to(device)
-        for start in range(0, len(train_x), batch):
-            x = train_x[order[start:start + batch]]
-            mask = sampler.sample(len(x), mask_generator, device) if sampler is not None else None
+        for x, mask, noise in fold.batches():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                terms = model(x, mask).terms
-            loss = balancer.combine(terms)
+                terms = model(x, mask, noise).terms
+            loss = fold.balancer.combine(terms)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             running += loss.detach()
-        train_loss = float(running) / math.ceil(len(train_x) / batch)  # one sync per epoch
-        metrics = evaluate(model, val_x, sampler, nominal, seed=seed + 3)
-        if not all(math.isfinite(v) for v in (train_loss, metrics["total"])):
-            raise DivergedError(f"loss diverged at epoch {epoch} (train {train_loss}, validation {metrics['total']})")
-        row = {"epoch": epoch, "train_total": train_loss, **metrics,
-               **{f"w_{name}": weight for name, weight in balancer.weights.items()}}
-        history.append(row)
-        if metrics["total"] < best_total:
-            best_total, best_epoch, best_metrics = metrics["total"], epoch, metrics
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        row = fold.end_epoch(epoch, float(running) / fold.steps_per_epoch, model)  # one sync per epoch
         if on_epoch is not None:
             on_epoch(epoch, row)
-    return FoldResult(best_epoch, dict(best_metrics), history, best_state or copy.deepcopy(model.state_dict()),
-                      time.perf_counter() - started)
+    return fold.result()

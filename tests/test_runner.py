@@ -141,3 +141,18 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_
     assert err[-1].startswith("error: ") and message in err[-1]
     assert len([line for line in err if line.startswith("error")]) == 1
     assert (db.stat().st_mtime_ns, db.read_bytes()) == before
+
+
+def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
+    suite = SMALL_SUITE.format(folds=3, w1=1.0).replace('"small"', '"par"').replace("limit = 120", "limit = 150")
+    (tmp_path / "par.toml").write_text(suite)
+    assert run_cli(tmp_path, "--suite", "par.toml", "--fold-parallel", "on", "--heartbeat", "1") == 0
+    assert run_cli(tmp_path, "--suite", "par.toml", "--fold-parallel", "off", "--heartbeat", "1",
+                   "--studies-dir", "seq", "--results-dir", "seq") == 0
+    study = study_of(tmp_path, "par")
+    assert set(complete_per_unit(study).values()) == {1} and len(study.get_trials()) == 6
+    together = pd.read_csv(tmp_path / "results" / "par.csv")
+    alone = pd.read_csv(tmp_path / "seq" / "par.csv")
+    assert (together["state"] == "COMPLETE").all() and together["checkpoint"].map(lambda p: (tmp_path / p).exists()).all()
+    pd.testing.assert_series_equal(together["recon"], alone["recon"], rtol=1e-3)
+    pd.testing.assert_series_equal(together["latent"], alone["latent"], rtol=2e-2)

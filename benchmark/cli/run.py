@@ -40,6 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    run.add_argument("--fold-parallel", choices=("auto", "on", "off"), default="auto",
+                     help="train the folds of a configuration together as one vectorised ensemble "
+                          "(auto: on CUDA only)")
     run.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     add_store_arguments(run)
@@ -85,7 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     print(f"suite {suite.name}: {len(suite.configurations)} configurations × {suite.folds} folds = {suite.units} units, "
           f"{suite.train.epochs} epoch(s) on {suite.dataset}", file=sys.stderr)
-    summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet)
+    summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
+                        fold_parallel=args.fold_parallel)
     print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {suite.units} units "
           f"in {summary.seconds:.0f} s; results: {summary.results}")
     for key, reason in summary.errors.items():

@@ -12,7 +12,10 @@ def conv_encoder(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
     """Conv 3x3 stride 2 + BatchNorm + LeakyReLU per hidden width (halves the side each time)."""
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.LeakyReLU()]
+        # No conv bias before BatchNorm: BN removes it, and Adam would turn its zero gradient's
+        # float noise into full-size steps.
+        layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                   nn.LeakyReLU()]
         in_channels = width
     return nn.Sequential(*layers)
 
@@ -22,7 +25,7 @@ def upsampling_stack(widths: tuple[int, ...], out_channels: int) -> nn.Sequentia
     mirrored = widths[::-1]
     layers: list[nn.Module] = []
     for width_in, width_out in zip(mirrored, mirrored[1:]):
-        layers += [nn.ConvTranspose2d(width_in, width_out, 4, stride=2, padding=1),
+        layers += [nn.ConvTranspose2d(width_in, width_out, 4, stride=2, padding=1, bias=False),
                    nn.BatchNorm2d(width_out), nn.LeakyReLU()]
     layers += [nn.ConvTranspose2d(mirrored[-1], out_channels, 4, stride=2, padding=1), nn.Sigmoid()]
     return nn.Sequential(*layers)

@@ -42,10 +42,21 @@ class GaussianLatent(nn.Module):
         self.fc_mu = nn.Linear(flat, config.latent_dim)
         self.fc_logvar = nn.Linear(flat, config.latent_dim)
 
-    def encode(self, x: torch.Tensor) -> LatentCode:
+    @property
+    def noise_dim(self) -> int:
+        return self.config.latent_dim
+
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> LatentCode:
+        """``noise``: ε ~ N(0, I) of shape (B, latent_dim) for the reparameterisation; drawn
+        here when not given. The trainer passes it from its own generator so that every source
+        of randomness of a fold is seeded (and can be vectorised over folds)."""
         h = self.encoder(x).flatten(1)
         mu, logvar = self.fc_mu(h), self.fc_logvar(h)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        if self.training:
+            noise = torch.randn_like(mu) if noise is None else noise.to(mu.dtype)
+            z = mu + noise * torch.exp(0.5 * logvar)
+        else:
+            z = mu
         return LatentCode(z=z, latent=kl_to_standard_normal(mu, logvar), parts={"mu": mu, "logvar": logvar})
 
     def make_decoder(self, cond_dim: int = 0) -> Decoder:

@@ -61,8 +61,13 @@ class MultitaskVAE(nn.Module):
             return squared.flatten(1).sum(1).mean()
         return squared.mean()
 
-    def encode(self, x: torch.Tensor) -> LatentCode:
-        return self.latent_model.encode(x)
+    @property
+    def noise_dim(self) -> int:
+        """Size of the per-image noise the encoder takes in training (0: none)."""
+        return self.latent_model.noise_dim
+
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> LatentCode:
+        return self.latent_model.encode(x, noise)
 
     def decode(self, z: torch.Tensor, x: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                conditioned: bool = False) -> torch.Tensor:
@@ -78,10 +83,11 @@ class MultitaskVAE(nn.Module):
             raise ValueError("the baseline has no conditioned decoder")
         return self.decoder_cond(z, conditioning(x, mask))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> ModelOutput:
         if self.conditioned and mask is None:
             raise ValueError(f"method {self.method!r} needs a mask")
-        code = self.encode(x)
+        code = self.encode(x, noise)
         terms = {"latent": code.latent}
         if self.method == "single":
             x_hat = self.decode(code.z, x, mask, conditioned=True)

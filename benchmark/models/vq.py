@@ -76,7 +76,9 @@ class VQLatent(nn.Module):
         )
         self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.commitment)
 
-    def encode(self, x: torch.Tensor) -> LatentCode:
+    noise_dim = 0  # deterministic encoder
+
+    def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> LatentCode:
         z_e = self.encoder(x)
         latent = self.quantizer(z_e)
         latent.parts["z_e"] = z_e
