@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -29,6 +30,12 @@ class RunSummary:
     seconds: float
     results: Path
     errors: dict[str, str] = field(default_factory=dict)
+
+
+def training_pool(suite: Suite) -> torch.Tensor:
+    """The images the suite's folds split (the dataset's training split)."""
+    return load_dataset(suite.dataset, suite.data_root, download=suite.download, limit=suite.limit,
+                        seed=suite.seed).train
 
 
 class Heartbeats:
@@ -59,11 +66,10 @@ class _Worker:
     """Trains the units it claims; one instance per process."""
 
     def __init__(self, suite: Suite, store: StoreConfig, position: int = 0, show_progress: bool = True,
-                 fold_parallel: bool = False) -> None:
+                 fold_parallel: bool = False, images: torch.Tensor | None = None) -> None:
         self.suite, self.store, self.fold_parallel = suite, store, fold_parallel
         self.study = open_suite_study(suite, store)
-        data = load_dataset(suite.dataset, suite.data_root, limit=suite.limit, seed=suite.seed)
-        self.images = data.train
+        self.images = training_pool(suite) if images is None else images
         self.folds = fold_indices(len(self.images), suite.folds, suite.seed, suite.repeats)
         self.keys = unit_keys(suite)
         self.by_id = {c.id: c for c in suite.configurations}
@@ -222,10 +228,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     together = fold_parallel == "on" or (fold_parallel == "auto" and resolve_device(suite.train.device).type == "cuda")
     started = time.perf_counter()
+    images = training_pool(suite)  # a missing dataset is reported before the study is touched
+    fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     study = open_suite_study(suite, store)
     enqueue_missing(study, unit_keys(suite))
     if workers == 1:
-        _Worker(suite, store, 0, show_progress, together).work()
+        _Worker(suite, store, 0, show_progress, together, images).work()
     else:
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_work_in_process, args=(suite, store, i, show_progress, together))

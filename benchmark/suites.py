@@ -26,6 +26,7 @@ class Suite:
     repeats: int = 1
     seed: int = 0
     description: str = ""
+    download: bool = False  # fetch torchvision datasets when missing (needs internet)
 
     def __post_init__(self) -> None:
         if not self.configurations:

@@ -128,6 +128,7 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
     (["--suite", "smoke", "--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of: mnist5k"),
     (["--suite", "missing.toml"], "cannot read suite file missing.toml"),
     (["--suite", "broken.toml"], "is not valid TOML"),
+    (["--suite", "smoke", "--dataset", "mnist", "--data-root", "nowhere"], "dataset files missing"),
     (["--suite", "smoke", "--folds", "1"], "--folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),

@@ -34,6 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--suite", required=True, help="smoke | quick | full, or a path to a suite .toml file")
     run.add_argument("--dataset", help="mnist5k | digits | mnist | cifar10 | celeba | folder:PATH")
     run.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
+    run.add_argument("--download", action="store_true", help="download mnist/cifar10/celeba into --data-root")
     run.add_argument("--epochs", type=int, help="override the suite's epochs per fold")
     run.add_argument("--folds", type=int, help="override the number of folds (>= 2)")
     run.add_argument("--seed", type=int, help="override the suite seed (folds and per-unit seeds)")
@@ -54,7 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def resolve_suite(args: argparse.Namespace):
     suite = get_suite(args.suite).override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
-                                           folds=args.folds, seed=args.seed, limit=args.limit, device=args.device)
+                                           folds=args.folds, seed=args.seed, limit=args.limit, device=args.device,
+                                           download=args.download or None)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
 
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
