@@ -73,6 +73,7 @@ class _Worker:
         self.folds = fold_indices(len(self.images), suite.folds, suite.seed, suite.repeats)
         self.keys = unit_keys(suite)
         self.by_id = {c.id: c for c in suite.configurations}
+        self.params_from = dict(suite.params_from)
         self.order = [c.id for c in suite.configurations]
         self.bar = tqdm(total=len(self.keys), position=position, unit="unit", dynamic_ncols=True,
                         desc=f"{suite.name}" + (f" w{position}" if position else ""), disable=not show_progress)
@@ -97,6 +98,8 @@ class _Worker:
         config_id, fold = parse_unit(key)
         trial.set_user_attr("config_id", config_id)
         trial.set_user_attr("fold", fold)
+        if config_id in self.params_from:
+            trial.set_user_attr("params_from", self.params_from[config_id])
         siblings = self._claim_siblings(config_id, fold) if self.fold_parallel else []
         if siblings:
             return self._train_together(trial, config_id, fold, siblings)
@@ -154,6 +157,8 @@ class _Worker:
                 if storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
                     storage.set_trial_user_attr(waiting._trial_id, "config_id", config_id)
                     storage.set_trial_user_attr(waiting._trial_id, "fold", other_fold)
+                    if config_id in self.params_from:
+                        storage.set_trial_user_attr(waiting._trial_id, "params_from", self.params_from[config_id])
                     claimed.append((waiting._trial_id, other_fold))
                     break
         return claimed

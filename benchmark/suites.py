@@ -27,6 +27,7 @@ class Suite:
     seed: int = 0
     description: str = ""
     download: bool = False  # fetch torchvision datasets when missing (needs internet)
+    params_from: tuple[tuple[str, str], ...] = ()  # (config id, Optuna study its parameters came from)
 
     def __post_init__(self) -> None:
         if not self.configurations:
@@ -48,7 +49,29 @@ class Suite:
         return {"suite": self.name, "dataset": self.dataset, "limit": self.limit, "folds": self.folds,
                 "repeats": self.repeats, "seed": self.seed, "epochs": self.train.epochs,
                 "batch_size": self.train.batch_size, "lr": self.train.lr,
-                "weight_decay": self.train.weight_decay, "configurations": [c.id for c in self.configurations]}
+                "weight_decay": self.train.weight_decay, "configurations": [c.id for c in self.configurations],
+                "params_from": dict(self.params_from)}
+
+    def with_best_params(self, best: dict[tuple, tuple[Configuration, str]]) -> Suite:
+        """The suite with each configuration that a search covers replaced by the search's best.
+
+        ``best`` maps (family, config, method, sampling, softadapt) to (configuration, study
+        name), as ``benchmark.search.best_configurations`` returns. Configurations that become
+        the same (e.g. the two exponents of a Single decoder grid) are kept once.
+        """
+        configurations, sources, seen = [], [], set()
+        for configuration in self.configurations:
+            m = configuration.method
+            key = (configuration.family, configuration.config, m.method, m.sampling, m.balance.softadapt)
+            if key in best:
+                configuration, study = best[key]
+                sources.append((configuration.id, study))
+            if configuration.id not in seen:
+                seen.add(configuration.id)
+                configurations.append(configuration)
+        if not sources:
+            raise ValueError("none of the suite's configurations is covered by the given studies")
+        return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations), params_from=tuple(sources))
 
     def override(self, **values) -> Suite:
         """A copy with command-line overrides applied (None means keep the suite's value)."""
@@ -91,8 +114,8 @@ def smoke_configurations() -> tuple[Configuration, ...]:
 
 def builtin_suites() -> dict[str, Suite]:
     return {
-        "smoke": Suite("smoke", smoke_configurations(), TrainConfig(epochs=1, batch_size=32), limit=400,
-                       description="every family and method once (config 1), 1 epoch (batch 32) on 400 mnist5k images"),
+        "smoke": Suite("smoke", smoke_configurations(), TrainConfig(epochs=2, batch_size=32), limit=400,
+                       description="every family and method once (config 1), 2 epochs (batch 32) on 400 mnist5k images"),
         "quick": Suite("quick", full_grid(), TrainConfig(epochs=2), limit=1000,
                        description="the thesis grid, 2 epochs on 1,000 mnist5k images"),
         "full": Suite("full", full_grid(), TrainConfig(epochs=100, batch_size=128, lr=1e-3),

@@ -40,6 +40,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, help="override the suite seed (folds and per-unit seeds)")
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    run.add_argument("--params-from", nargs="+", metavar="STUDY",
+                     help="use the best parameters of these `search` studies for the configurations they cover "
+                          "(the suite is then named <suite>-tuned)")
+    run.add_argument("--search-storage", default="sqlite:///studies/search.db",
+                     help="storage of the --params-from studies (default sqlite:///studies/search.db)")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     run.add_argument("--fold-parallel", choices=("auto", "on", "off"), default="auto",
                      help="train the folds of a configuration together as one vectorised ensemble "
@@ -57,6 +62,10 @@ def resolve_suite(args: argparse.Namespace):
     suite = get_suite(args.suite).override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                                            folds=args.folds, seed=args.seed, limit=args.limit, device=args.device,
                                            download=args.download or None)
+    if args.params_from:
+        from benchmark.search import best_configurations
+
+        suite = suite.with_best_params(best_configurations(args.params_from, args.search_storage))
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
 
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
