@@ -5,6 +5,7 @@
 - ``reconstruction_grid``: input | decoder 1 | decoder 2 (conditioned) | mask.
 - ``sampling_types``: exact / uniform / gaussian masks on one image (thesis Fig. 3.6).
 - ``error_vs_observed``: conditioned per-pixel MSE against the number of observed pixels.
+- ``generated_grid``: images decoded from samples of a VQ-VAE's prior (``benchmark.prior_stage``).
 
 Functions that need a model take the model and images as arguments; reading checkpoints is
 the caller's job (see ``benchmark.report.write_report(load_model=...)``).
@@ -108,8 +109,9 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
     return paths
 
 
-def _show_grid(tiles: torch.Tensor, columns: Sequence[str], stem: Path, row_height: float = 1.0) -> list[Path]:
-    """Lay (rows·cols, C, H, W) tiles out row-major with column titles and save them."""
+def _show_grid(tiles: torch.Tensor, columns: Sequence[str], stem: Path, row_height: float = 1.0,
+               row_labels: Sequence[str] | None = None, title: str | None = None) -> list[Path]:
+    """Lay (rows·cols, C, H, W) tiles out row-major with column titles (and row labels) and save them."""
     grid = make_grid(tiles.detach().float().cpu().clamp(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
     rows = len(tiles) // len(columns)
     fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 0.5, row_height * rows + 0.6))
@@ -118,7 +120,10 @@ def _show_grid(tiles: torch.Tensor, columns: Sequence[str], stem: Path, row_heig
     ax.set_xticks([step * (i + 0.5) for i in range(len(columns))], list(columns), fontsize=8)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
-    ax.set_yticks([])
+    step = grid.shape[-2] / rows
+    ax.set_yticks([step * (i + 0.5) for i in range(rows)] if row_labels else [], list(row_labels or []), fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9, pad=16)
     for spine in ax.spines.values():
         spine.set_visible(False)
     return save_figure(fig, stem)
@@ -173,6 +178,32 @@ def sampling_types(images: torch.Tensor, image_size: int, path: Path, *, count: 
             1, generator, "cpu")
         tiles += [x, _channels(mask, x.shape[1]), x * mask]
     return _show_grid(torch.cat(tiles), ["original", "mask", "masked"], _stem(path))
+
+
+def generated_grid(samples: torch.Tensor, path: Path, *, conditioned: torch.Tensor | None = None,
+                   real: torch.Tensor | None = None, masks: torch.Tensor | None = None,
+                   row_labels: Sequence[str] | None = None, title: str | None = None) -> list[Path]:
+    """Images generated from prior samples (see ``benchmark.prior_stage.draw_samples``).
+
+    Row 1: ``samples`` (n, C, H, W), the unconditioned decoder's images of n prior code maps.
+    With ``conditioned`` (r, n, C, H, W): one more row per real image ``real`` (r, C, H, W), the same
+    n code maps decoded by the conditioned decoder given the pixels ``masks`` (r, 1, H, W) of that
+    image; the first two columns then show the image and its mask (blank in row 1).
+    """
+    n, channels = samples.shape[:2]
+    columns = [f"sample {i + 1}" for i in range(n)]
+    if conditioned is None:
+        tiles = samples
+    else:
+        if real is None or masks is None or conditioned.shape[:2] != (len(real), n):
+            raise ValueError(f"conditioned rows {tuple(conditioned.shape[:2])} need r real images and masks "
+                             f"and n = {n} samples")
+        blank = torch.ones_like(samples[:1])  # white, like the grid's padding
+        rows = [torch.cat([blank, blank, samples])]
+        rows += [torch.cat([real[j:j + 1], _channels(masks[j:j + 1], channels), conditioned[j]])
+                 for j in range(len(real))]
+        tiles, columns = torch.cat(rows), ["image", "mask", *columns]
+    return _show_grid(tiles, columns, _stem(path), row_labels=row_labels, title=title)
 
 
 def default_counts(pixels: int) -> list[int]:
@@ -232,5 +263,5 @@ def error_vs_observed(model: MultitaskVAE, images: torch.Tensor, sampling: str, 
     return [*paths, csv]
 
 
-__all__ = ["default_counts", "error_vs_observed", "observed_error", "reconstruction_grid",
+__all__ = ["default_counts", "error_vs_observed", "generated_grid", "observed_error", "reconstruction_grid",
            "sampling_types", "save_figure", "validation_curves"]

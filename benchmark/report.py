@@ -3,6 +3,7 @@
 Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``, ``index.md``,
 ``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
 is validated before anything is written, so an unknown or empty suite leaves no files.
+After ``python -m benchmark prior``: a "Prior NLL" column and ``figures/generated_*`` (VQ-VAE).
 
 Checkpoint figures (reconstruction grids, error vs observed pixels) need a model loader
 and some images, which the caller supplies::
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
+from benchmark.prior_stage import merge_prior, prior_cells, prior_figures, read_prior
 from benchmark.stats import (METHOD_TITLES, METRICS, compare_with_baseline, comparison_wide, completed,
                              format_mean_var, parameter_text, summarise)
 
@@ -40,10 +42,11 @@ NUMERIC_COLUMNS = ("exponent", "count", "w1", "w2", "beta", "softadapt_beta", "b
 METRIC_TITLES = {"recon": "Reconstruction loss", "latent": "KL / VQ loss", "recon_cond": "Conditioned reconstruction"}
 # Two-line LaTeX headers keep the eight columns within a page.
 TEX_TITLES = {"Reconstruction loss": r"\shortstack{Reconstruction\\loss}", "KL / VQ loss": r"\shortstack{KL / VQ\\loss}",
-              "Conditioned reconstruction": r"\shortstack{Conditioned\\reconstruction}"}
+              "Conditioned reconstruction": r"\shortstack{Conditioned\\reconstruction}",
+              "Prior NLL (nats/code)": r"\shortstack{Prior NLL\\(nats/code)}"}
 INDEX_TITLES = ("Model", "Config", "Method", "Parameters")
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
-FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*")
+FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
             "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
             "methods of one model config, per metric. Bold: lowest mean within a model config. "
@@ -96,19 +99,16 @@ class SuiteResults:
     results: pd.DataFrame
     history: pd.DataFrame | None
     meta: dict
+    prior: pd.DataFrame | None = None   # <suite>_prior.csv, once the VQ-VAE prior stage has run
 
     @property
     def expected_folds(self) -> int:
         return int(self.meta["folds"]) * int(self.meta.get("repeats", 1) or 1)
 
 
-def _as_bool(value: object) -> bool:
-    return str(value).strip().lower() in ("true", "1", "1.0", "yes")
-
-
 def available_suites(results_dir: Path) -> list[str]:
     """Suites with a results CSV in ``results_dir``."""
-    return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith("_history"))
+    return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith(("_history", "_prior")))
 
 
 def load_suite(results_dir: Path, suite: str) -> SuiteResults:
@@ -133,7 +133,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
     for column in NUMERIC_COLUMNS:
         results[column] = pd.to_numeric(results[column], errors="coerce") if column in results else math.nan
-    results["softadapt"] = results["softadapt"].map(_as_bool) if "softadapt" in results else False
+    results["softadapt"] = (results["softadapt"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
+                            if "softadapt" in results else False)
     results["config"] = results["config"].astype(int)
     results["fold"] = results["fold"].astype(int)
     if not (results["state"] == "COMPLETE").any():
@@ -155,7 +156,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     meta.setdefault("configurations", list(pd.unique(results["config_id"])))
     history_path = results_dir / f"{suite}_history.csv"
     history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
-    return SuiteResults(suite, results, history, meta)
+    return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
 
 
 def find_missing(suite: SuiteResults) -> list[MissingUnits]:
@@ -179,8 +180,8 @@ def find_missing(suite: SuiteResults) -> list[MissingUnits]:
 
 def build_table(suite: SuiteResults) -> pd.DataFrame:
     """One row per configuration in the results, in thesis order (model → config → method →
-    parameters): parameters, ``<metric>_{mean,var,std,n}``, and ``<metric>_<field>`` of the
-    comparison with the baseline (see ``benchmark.stats.compare_with_baseline``)."""
+    parameters): parameters, ``<metric>_{mean,var,std,n}``, ``<metric>_<field>`` of the comparison
+    with the baseline (``stats.compare_with_baseline``), ``prior_*`` (``prior_stage.merge_prior``)."""
     summary = summarise(suite.results)
     repeats = int(suite.meta.get("repeats", 1) or 1)
     comparison = comparison_wide(compare_with_baseline(suite.results, k=int(suite.meta["folds"]), repeats=repeats))
@@ -199,7 +200,7 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
         "softadapt": table["softadapt"].astype(bool),
         "exponent": table["exponent"], "count": table["count"], "parameters": table["parameters"]})
     order = keys.sort_values(list(keys.columns), kind="stable", na_position="first").index
-    return table.loc[order].reset_index(drop=True)
+    return merge_prior(table.loc[order].reset_index(drop=True), suite.prior)
 
 
 def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
@@ -221,6 +222,8 @@ def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         flag = table.get(f"{metric}_significant", pd.Series(False, index=table.index)).fillna(False).astype(bool)
         cells[METRIC_TITLES[metric]] = [t + ("†" if f else "") for t, f in zip(text, flag)]
         bold[METRIC_TITLES[metric]] = _best_rows(table, metric).to_list()
+    if "prior_nll_nats" in table:  # VQ-VAE rows once `prior` has run; NLLs of other folds are not ranked
+        cells["Prior NLL (nats/code)"], bold["Prior NLL (nats/code)"] = prior_cells(table), [False] * len(table)
     cells["n"] = table["n"].astype(str).to_list()
     bold["n"] = [False] * len(table)
     return pd.DataFrame(cells, index=index), pd.DataFrame(bold, index=index)
@@ -343,7 +346,7 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
     meta = suite.meta
     described = {"table.csv": "tidy numbers: one row per configuration; parameters, `<metric>_mean/var/std/n` "
                               "(variance ddof=0), `<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/"
-                              "significant/n_pairs` against the baseline",
+                              "significant/n_pairs` against the baseline; `prior_*`: VQ-VAE prior NLL",
                  "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",
                  "table.md": "the same table in Markdown",
                  "missing.txt": "configurations short of complete folds, with the errors of failed units"}
@@ -419,6 +422,9 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
                 paths, problems = _checkpoint_figures(data, list(table["config_id"]), directory, images, load_model)
                 files += paths
                 warnings += problems
+        if data.prior is not None:  # images decoded from the prior samples that `prior` stored
+            paths, problems = prior_figures(Path(results_dir), suite, data.prior, list(table["config_id"]), directory)
+            files, warnings = files + paths, warnings + problems
 
     (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings))
     files.append(out_dir / "index.md")

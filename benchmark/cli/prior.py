@@ -1,0 +1,56 @@
+"""`prior`: the VQ-VAE second stage — a Gated PixelCNN prior per VQ-VAE configuration of a finished run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    prior = sub.add_parser(
+        "prior", help="train the Gated PixelCNN prior of each VQ-VAE configuration of a finished run",
+        description="For every VQ-VAE configuration of a finished run (or those named with --config): take the "
+                    "best fold's checkpoint, rebuild that fold's train/validation split, encode both into code "
+                    "maps, train a Gated PixelCNN on the training codes and score it on the validation codes. "
+                    "Writes results/<suite>/priors/<name>.pt and results/<suite>_prior.csv (rerunning replaces "
+                    "a configuration's row); `report` then adds a Prior NLL column and generated-image figures.")
+    prior.add_argument("--suite", required=True, help="a suite that `run` finished (its results CSV must exist)")
+    prior.add_argument("--config", dest="configs", nargs="+", action="extend", metavar="CONFIG_ID",
+                       help="only these VQ-VAE configurations, e.g. vq-vae/1/baseline (repeatable)")
+    prior.add_argument("--epochs", type=int, default=30, help="prior training epochs (default 30; the best "
+                                                              "epoch by validation NLL is kept)")
+    prior.add_argument("--batch-size", type=int, default=128, help="code maps per step (default 128)")
+    prior.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    prior.add_argument("--hidden", type=int, default=64, help="PixelCNN channels (default 64)")
+    prior.add_argument("--layers", type=int, default=8, help="gated layers (default 8)")
+    prior.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    prior.add_argument("--samples", type=int, default=8,
+                       help="images generated per configuration for the report's figures (default 8; 0: none)")
+    prior.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    prior.add_argument("--results-dir", type=Path, default=Path("results"))
+    prior.add_argument("--quiet", action="store_true", help="no progress bar")
+    prior.set_defaults(handler=cmd_prior)
+
+
+def cmd_prior(args: argparse.Namespace) -> int:
+    from benchmark.prior_stage import prior_dir, run_prior_stage
+
+    from tqdm.auto import tqdm
+
+    def show(row: dict) -> None:
+        # tqdm.write keeps the progress bar (on stderr) intact below the finished lines.
+        tqdm.write(f"{row['config_id']} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
+                   f"= {row['val_bits_per_dim']:.4f} bits/dim (uniform ln K = {row['uniform_nats']:.4f}); "
+                   f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train / {row['n_val']} val "
+                   f"code maps, {row['seconds']:.1f} s", file=sys.stdout)
+
+    summary = run_prior_stage(args.results_dir, args.suite, args.configs, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, device=args.device, samples=args.samples,
+                              temperature=args.temperature, hidden=args.hidden, layers=args.layers,
+                              show_progress=not args.quiet, on_result=show)
+    for reason in summary.skipped:
+        print(f"  skipped {reason}", file=sys.stderr)
+    if summary.rows:
+        print(f"results: {summary.csv}; priors in {prior_dir(args.results_dir, args.suite)}")
+    return 0 if summary.rows else 1

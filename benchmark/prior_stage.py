@@ -1,0 +1,467 @@
+"""The VQ-VAE's second stage on a finished run: a Gated PixelCNN prior per VQ-VAE configuration.
+
+A VQ-VAE is trained in two stages (thesis §2.2.2): encoder, codebook and decoder first, under an
+arbitrary prior; then an autoregressive prior p(z) over the discrete code maps (thesis §2.5.1,
+``benchmark.prior``).  For every VQ-VAE configuration of a suite that ``run`` finished, this module
+
+1. takes the best fold: lowest validation ``recon`` among the COMPLETE folds with a checkpoint;
+2. rebuilds that fold's train/validation split exactly as the runner did (the meta file's
+   dataset, limit and seed → ``load_dataset`` → ``fold_indices``), so the prior is scored on
+   images neither stage trained on;
+3. encodes both parts into code maps (N, h, w) with the trained VQ-VAE (eval mode, batched);
+4. fits the prior on the training codes and scores it on the validation codes (nats per code,
+   bits per dim; ln K is what a uniform prior scores);
+5. draws a few samples (prior → ``quantizer.lookup`` → decoder 1, and for conditioned methods the
+   conditioned decoder given 16 observed pixels of real validation images) on the same device;
+6. stores weights and samples in ``results/<suite>/priors/<name>.pt`` and one row per
+   configuration in ``results/<suite>_prior.csv`` (rerunning replaces that row).
+
+The report reads the CSV for its "Prior NLL" column and the stored samples for
+``figures/generated_<name>.{png,pdf}``; generating here keeps the report cheap and lets the
+sampling run on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.conditioning import PixelSampler
+from benchmark.cv import fold_indices, unit_seed
+from benchmark.models import MultitaskVAE
+from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
+
+PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_dim", "uniform_nats", "epochs", "best_epoch",
+                 "n_train", "n_val", "prior_path", "seconds")
+OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
+CONDITIONED_IMAGES = 3    # real validation images, one figure row each
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def safe_name(config_id: str) -> str:
+    """A configuration id as a plain file name (the report names its figures the same way)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", config_id)
+
+
+def prior_csv_path(results_dir: Path, suite: str) -> Path:
+    return Path(results_dir) / f"{suite}_prior.csv"
+
+
+def prior_dir(results_dir: Path, suite: str) -> Path:
+    return Path(results_dir) / suite / "priors"
+
+
+def _existing(stored: str, fallback: Path) -> Path:
+    """``stored`` (a path written relative to where a command ran) if it exists, else ``fallback``.
+
+    The fallback lets a results directory be moved or used from another working directory.
+    """
+    path = Path(stored)
+    return path if (stored and path.exists()) or not fallback.exists() else fallback
+
+
+# --------------------------------------------------------------------------- which fold, which data
+
+
+@dataclass(frozen=True)
+class PriorTarget:
+    """The fold of one VQ-VAE configuration whose checkpoint the prior is fitted to."""
+
+    config_id: str
+    method: str
+    fold: int
+    recon: float              # validation per-pixel MSE of that fold (the selection criterion)
+    checkpoint: Path
+    n_train: int | None       # as recorded by the runner, to check the rebuilt split against
+    n_val: int | None
+
+
+def _count(value: object) -> int | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
+def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None
+                   ) -> tuple[list[PriorTarget], list[str], dict]:
+    """The best fold of every VQ-VAE configuration of ``suite`` (or of those named).
+
+    Returns (targets in suite order, skipped configurations with the reason, the run's meta).
+    Raises ``ValueError`` (one line) for an unknown suite, a suite without VQ-VAE configurations,
+    an unknown configuration id, a named configuration without a usable fold, no usable fold at
+    all, or a missing checkpoint.  Unnamed configurations without any COMPLETE fold are skipped,
+    not fatal, so that a partly finished suite can still get its priors.
+    """
+    from benchmark.report import load_suite  # the report owns reading the runner's files
+    from benchmark.stats import completed
+
+    results_dir = Path(results_dir)
+    data = load_suite(results_dir, suite)
+    results, meta = data.results, data.meta
+    order = list(dict.fromkeys([*meta["configurations"], *results["config_id"]]))
+    family = results.drop_duplicates("config_id").set_index("config_id")["family"]
+    vq = [c for c in order if family.get(c, "vq-vae" if c.startswith("vq-vae/") else "") == "vq-vae"]
+    if not vq:
+        raise ValueError(f"suite {suite!r} has no VQ-VAE configuration (the prior is a VQ-VAE's second stage); "
+                         f"its configurations: {', '.join(order)}")
+    named = list(dict.fromkeys(config_ids or ()))
+    for config_id in named:
+        if config_id not in vq:
+            raise ValueError(f"unknown VQ-VAE configuration {config_id!r} in suite {suite!r}; "
+                             f"choose from: {', '.join(vq)}")
+    done = completed(results)
+    done = done[(done["checkpoint"] != "") & done["recon"].notna()]
+    targets, skipped = [], []
+    for config_id in [c for c in vq if not named or c in named]:
+        rows = done[done["config_id"] == config_id]
+        if rows.empty:
+            reason = (f"{config_id}: no COMPLETE fold with a checkpoint; "
+                      f"finish it with `python -m benchmark run --suite {suite}`")
+            if named:
+                raise ValueError(reason)
+            skipped.append(reason)
+            continue
+        best = rows.sort_values(["recon", "fold"], kind="stable").iloc[0]  # ties: the lowest fold
+        checkpoint = _existing(best["checkpoint"], results_dir / suite / "artifacts" / Path(best["checkpoint"]).name)
+        if not checkpoint.is_file():
+            raise ValueError(f"checkpoint of {config_id} fold {int(best['fold'])} is missing: {best['checkpoint']} "
+                             f"(run the command where `run` ran, or rerun `run --suite {suite}`)")
+        targets.append(PriorTarget(config_id, str(best["method"]), int(best["fold"]), float(best["recon"]),
+                                   checkpoint, _count(best.get("n_train")), _count(best.get("n_val"))))
+    if not targets:
+        raise ValueError(f"no VQ-VAE configuration of suite {suite!r} has a COMPLETE fold with a checkpoint yet "
+                         f"({', '.join(vq)}); finish them with `python -m benchmark run --suite {suite}`")
+    return targets, skipped, meta
+
+
+def training_pool(meta: dict) -> torch.Tensor:
+    """The images the runner split into folds: the training part of the run's dataset."""
+    from benchmark.data import load_dataset
+
+    if "dataset" not in meta:
+        raise ValueError(f"no {meta.get('suite', 'suite')}_meta.json next to the results: the folds cannot be rebuilt")
+    return load_dataset(meta["dataset"], meta.get("data_root"), limit=meta.get("limit"),
+                        seed=int(meta.get("seed", 0))).train
+
+
+def fold_split(pool: torch.Tensor, meta: dict, fold: int, expected: tuple[int | None, int | None] = (None, None)
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) images of ``fold``, split as the runner split them.
+
+    ``expected`` = the runner's (n_train, n_val); a mismatch means the data changed since the run,
+    and a prior scored on other images would be silently wrong, so it raises.
+    """
+    folds = fold_indices(len(pool), int(meta["folds"]), int(meta.get("seed", 0)), int(meta.get("repeats", 1) or 1))
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"fold {fold} does not exist: the run has {len(folds)} folds")
+    train_idx, val_idx = folds[fold]
+    for name, got, want in (("training", len(train_idx), expected[0]), ("validation", len(val_idx), expected[1])):
+        if want is not None and got != want:
+            raise ValueError(f"rebuilt fold {fold} has {got} {name} images but the run recorded {want}; "
+                             f"has the dataset {meta['dataset']!r} changed since the run?")
+    return pool[train_idx], pool[val_idx]
+
+
+# --------------------------------------------------------------------------- codes and samples
+
+
+def _quantizer(model: MultitaskVAE):
+    quantizer = getattr(model.latent_model, "quantizer", None)
+    if quantizer is None:
+        raise ValueError("a prior needs a VQ-VAE; this model has no codebook")
+    return quantizer
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_codes(model: MultitaskVAE, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Code maps (N, h, w) int64 on the CPU: the nearest code of every encoder output.
+
+    Runs in eval mode (BatchNorm must use its running statistics, as at validation) on the
+    model's device, ``batch_size`` images at a time; the model's mode is restored.
+    """
+    quantizer, device = _quantizer(model), _device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        maps = [quantizer.codes(model.latent_model.encoder(images[start:start + batch_size].to(device))).cpu()
+                for start in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(maps) if maps else torch.empty(0, *model.latent_model.code_shape[1:], dtype=torch.long)
+
+
+def _check_pair(model: MultitaskVAE, prior: GatedPixelCNN) -> None:
+    codes = _quantizer(model).codebook.num_embeddings
+    if prior.config.num_codes != codes:
+        raise ValueError(f"the prior models {prior.config.num_codes} codes but the VQ-VAE has {codes}")
+
+
+@torch.no_grad()
+def generate(model: MultitaskVAE, prior: GatedPixelCNN, n: int, *, seed: int = 0,
+             temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n new images: code maps drawn from the prior → ``quantizer.lookup`` → decoder 1.
+
+    All n maps are sampled together (h·w prior passes) and decoded in one batch, each model on
+    its own device.  The draws use a seeded CPU generator, so CPU and GPU give the same codes.
+    Returns codes (n, h, w) int64 in [0, K) and images (n, C, H, W) in [0, 1], on the CPU.
+    """
+    _check_pair(model, prior)
+    generator = torch.Generator().manual_seed(seed)
+    codes = prior.sample(n, tuple(model.latent_model.code_shape[1:]), generator=generator,
+                         device=_device(prior), temperature=temperature)
+    was_training = model.training
+    model.eval()
+    try:
+        images = model.decode(_quantizer(model).lookup(codes.to(_device(model))))
+    finally:
+        model.train(was_training)
+    return codes.cpu(), images.float().cpu()
+
+
+@torch.no_grad()
+def decode_conditioned(model: MultitaskVAE, codes: torch.Tensor, images: torch.Tensor,
+                       masks: torch.Tensor) -> torch.Tensor:
+    """Every code map decoded by the conditioned decoder given each real image's observed pixels.
+
+    codes (n, h, w); images (r, C, H, W) and masks (r, 1, H, W).  One batch of r·n decodes.
+    Returns (r, n, C, H, W) on the CPU: row j = all n samples steered by image j's pixels.
+    """
+    if not model.conditioned:
+        raise ValueError("the baseline has no conditioned decoder")
+    device, n, r = _device(model), len(codes), len(images)
+    was_training = model.training
+    model.eval()
+    try:
+        z = _quantizer(model).lookup(codes.to(device)).repeat(r, 1, 1, 1)   # block j holds all n maps
+        x = images.to(device).repeat_interleave(n, dim=0)                   # ... next to image j
+        out = model.decode(z, x, masks.to(device).repeat_interleave(n, dim=0), conditioned=True)
+    finally:
+        model.train(was_training)
+    return out.float().cpu().view(r, n, *images.shape[1:])
+
+
+def draw_samples(model: MultitaskVAE, prior: GatedPixelCNN, val_images: torch.Tensor, n: int = 8, *,
+                 seed: int = 0, temperature: float = 1.0, observed: int = OBSERVED_PIXELS,
+                 rows: int = CONDITIONED_IMAGES) -> dict[str, torch.Tensor]:
+    """What the report's generated-images figure shows, as CPU tensors.
+
+    ``codes``/``images``: ``generate``; for a conditioned method also ``real`` (``rows`` seeded
+    validation images), ``masks`` (``observed`` uniform pixels each) and ``conditioned``
+    (``decode_conditioned``).  Masks come from a CPU generator: the same on every device.
+    """
+    codes, images = generate(model, prior, n, seed=seed, temperature=temperature)
+    samples = {"codes": codes, "images": images}
+    if model.conditioned and len(val_images):
+        generator = torch.Generator().manual_seed(seed + 1)
+        real = val_images[torch.randperm(len(val_images), generator=generator)[:rows]].float().cpu()
+        side = real.shape[-1]
+        masks = PixelSampler("uniform", side, count=min(observed, side * side)).sample(len(real), generator, "cpu")
+        samples.update(real=real, masks=masks, conditioned=decode_conditioned(model, codes, real, masks))
+    return samples
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def save_prior(path: Path, result: PriorResult, info: dict, samples: dict[str, torch.Tensor] | None) -> Path:
+    """Weights, prior config, provenance and samples in one file (written whole, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+               "config": asdict(result.model.config), "info": info, "samples": samples or {}}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_prior(path: str | Path, device: str | torch.device = "cpu") -> tuple[GatedPixelCNN, dict]:
+    """A stored prior (eval mode) and its payload: ``config``, ``info`` and ``samples``."""
+    payload = torch.load(path, map_location=device, weights_only=True)  # tensors and plain data only
+    model = GatedPixelCNN(PriorConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload
+
+
+def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
+    """``<suite>_prior.csv`` as a frame, or None where the prior stage has not run."""
+    path = prior_csv_path(results_dir, suite)
+    if not path.is_file() or not path.stat().st_size:
+        return None
+    frame = pd.read_csv(path)
+    missing = [c for c in ("config_id", "fold", "val_nll_nats") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
+    frame["prior_path"] = frame["prior_path"].fillna("").astype(str) if "prior_path" in frame else ""
+    return frame
+
+
+def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str]) -> Path:
+    """Replace the rows of these configurations in ``<suite>_prior.csv`` (keep the others), in suite order."""
+    path = prior_csv_path(results_dir, suite)
+    old = read_prior(results_dir, suite)
+    new = pd.DataFrame(rows, columns=list(PRIOR_COLUMNS))
+    if old is not None:
+        new = pd.concat([old[~old["config_id"].isin(new["config_id"])], new], ignore_index=True)
+    rank = {c: i for i, c in enumerate(order)}
+    new = new.sort_values("config_id", key=lambda ids: ids.map(lambda c: rank.get(c, len(rank))), kind="stable")
+    tmp = path.with_name(f".{path.name}.tmp")
+    new.to_csv(tmp, index=False)
+    tmp.replace(path)  # a reader never sees half a file
+    return path
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class PriorStageSummary:
+    """What ``run_prior_stage`` did: the CSV, its new rows, and configurations it skipped."""
+
+    csv: Path
+    rows: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N as a torch device; ValueError for anything else or missing CUDA."""
+    from benchmark.train import resolve_device as resolve
+
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
+        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}, cuda:N")
+    return resolve(device)
+
+
+def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None, *, epochs: int = 30,
+                    batch_size: int = 128, lr: float = 1e-3, device: str = "auto", samples: int = 8,
+                    temperature: float = 1.0, hidden: int = 64, layers: int = 8, kernel: int = 5,
+                    show_progress: bool = True, on_result: Callable[[dict], None] | None = None) -> PriorStageSummary:
+    """Fit, score and store the prior of every VQ-VAE configuration of a finished run (see module doc).
+
+    Every argument and every target is checked before anything is trained or written.  The CSV
+    is updated after each configuration, so an interrupted stage keeps what it finished.
+    ``on_result`` receives each new CSV row as it is written.
+    """
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"need --epochs >= 1, --batch-size >= 1, --lr > 0; got {epochs}, {batch_size}, {lr}")
+    if samples < 0 or not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"need --samples >= 0 and a finite --temperature > 0; got {samples}, {temperature}")
+    PriorConfig(2, hidden, layers, kernel)  # validates the sizes now rather than after the first encoding
+    torch_device = resolve_device(device)
+    results_dir = Path(results_dir)
+    targets, skipped, meta = select_targets(results_dir, suite, config_ids)
+    summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
+    from benchmark.store import load_checkpoint
+
+    pool = training_pool(meta)
+    order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
+    bar = tqdm(total=len(targets), desc=f"prior {suite}", unit="config", dynamic_ncols=True, disable=not show_progress)
+    for index, target in enumerate(targets, start=1):
+        started = time.perf_counter()
+        prefix = f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})"
+        bar.set_postfix_str(f"{prefix} | encoding", refresh=True)
+        try:
+            model, info = load_checkpoint(target.checkpoint, device=str(torch_device))
+        except (RuntimeError, KeyError, OSError) as error:  # e.g. weights of an older model definition
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
+                             f"{reason}") from None
+        if info.get("config_id", target.config_id) != target.config_id:
+            raise ValueError(f"checkpoint {target.checkpoint} holds {info['config_id']}, not {target.config_id}")
+        train_x, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
+        train_codes, val_codes = encode_codes(model, train_x), encode_codes(model, val_x)
+        config = PriorConfig(_quantizer(model).codebook.num_embeddings, hidden, layers, kernel)
+        seed = unit_seed(int(meta.get("seed", 0)), f"prior:{target.config_id}", target.fold)
+
+        def on_epoch(record: dict, prefix: str = prefix) -> None:
+            bar.set_postfix_str(f"{prefix} | epoch {record['epoch']}/{epochs} | val NLL {record['val_nll']:.4f}",
+                                refresh=True)
+
+        result = train_prior(train_codes, val_codes, config, epochs=epochs, batch_size=batch_size, lr=lr,
+                             seed=seed, device=torch_device, on_epoch=on_epoch)
+        drawn = None
+        if samples:
+            bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
+            drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature)
+        best_epoch = min(result.history, key=lambda r: r["val_nll"])["epoch"]
+        path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
+        save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
+                                  "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": best_epoch,
+                                  "val_nll_nats": result.val_nll_nats, "temperature": temperature,
+                                  "code_shape": list(train_codes.shape[1:])}, drawn)
+        row = {"config_id": target.config_id, "fold": target.fold, "val_nll_nats": result.val_nll_nats,
+               "val_bits_per_dim": result.val_bits_per_dim, "uniform_nats": result.uniform_nats, "epochs": epochs,
+               "best_epoch": best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
+               "prior_path": str(path), "seconds": time.perf_counter() - started}
+        _update_csv(results_dir, suite, [row], order)
+        summary.rows.append(row)
+        if on_result is not None:
+            on_result(row)
+        bar.update(1)
+    bar.close()
+    return summary
+
+
+# --------------------------------------------------------------------------- for the report
+
+
+def merge_prior(table: pd.DataFrame, prior: pd.DataFrame | None) -> pd.DataFrame:
+    """The report table plus ``prior_{nll_nats,bits_per_dim,uniform_nats,fold,epochs}`` columns
+    (NaN for rows without a prior); unchanged when the prior stage has not run."""
+    if prior is None:
+        return table
+    names = {"val_nll_nats": "prior_nll_nats", "val_bits_per_dim": "prior_bits_per_dim",
+             "uniform_nats": "prior_uniform_nats", "fold": "prior_fold", "epochs": "prior_epochs"}
+    columns = prior.reindex(columns=["config_id", *names]).rename(columns=names)
+    return table.merge(columns.drop_duplicates("config_id", keep="last"), on="config_id", how="left")
+
+
+def prior_cells(table: pd.DataFrame) -> list[str]:
+    """"NLL (fold k)" in nats per code, blank for rows without a prior (Gaussian VAEs)."""
+    return ["" if pd.isna(nll) else f"{nll:.3f} (fold {int(fold)})"
+            for nll, fold in zip(table["prior_nll_nats"], table["prior_fold"])]
+
+
+def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: list[str],
+                  directory: Path) -> tuple[list[Path], list[str]]:
+    """``generated_<name>.{png,pdf}`` from the samples stored with each prior, in table order;
+    problems (a missing file, no samples stored) become warnings."""
+    from benchmark.figures import generated_grid
+
+    paths, warnings = [], []
+    rows = prior.drop_duplicates("config_id", keep="last").set_index("config_id")
+    for config_id in [c for c in order if c in rows.index]:
+        name = safe_name(config_id)
+        fallback = prior_dir(results_dir, suite) / f"{name}.pt"
+        try:
+            _, payload = load_prior(_existing(rows.loc[config_id, "prior_path"], fallback))
+            samples, method = payload.get("samples") or {}, payload["info"].get("method", "baseline")
+            if "images" not in samples:
+                warnings.append(f"{config_id}: no generated images stored (rerun `prior` with --samples > 0)")
+                continue
+            # Row labels say which decoder made the row; the single decoder has no "decoder 1".
+            first, cond = ("empty mask", "") if method == "single" else ("decoder 1", "decoder 2: ")
+            masks = samples.get("masks", [])
+            labels = [first] + [f"{cond}{int(m.sum())} px of image {j + 1}" for j, m in enumerate(masks)]
+            paths += generated_grid(samples["images"], directory / f"generated_{name}",
+                                    conditioned=samples.get("conditioned"), real=samples.get("real"),
+                                    masks=samples.get("masks"), row_labels=labels,
+                                    title=f"{config_id}: samples of the prior (fold {rows.loc[config_id, 'fold']})")
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            warnings.append(f"{config_id}: no generated images ({type(error).__name__}: {error})")
+    return paths, warnings
+
+
+__all__ = ["PRIOR_COLUMNS", "PriorStageSummary", "PriorTarget", "decode_conditioned", "draw_samples", "encode_codes",
+           "fold_split", "generate", "load_prior", "merge_prior", "prior_cells", "prior_csv_path", "prior_dir",
+           "prior_figures", "read_prior", "run_prior_stage", "safe_name", "save_prior", "select_targets",
+           "training_pool"]

@@ -1,0 +1,246 @@
+"""`python -m benchmark prior` (the VQ-VAE second stage) on the shared smoke run, and what the report makes of it.
+
+The prior itself (causality, NLL < ln K on real codes) is tested in test_prior.py; here: the right
+fold's codes, the stored results, generation, the report's column and figures, and bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.model_selection import KFold
+
+from benchmark.cli import main
+from benchmark.prior_stage import (decode_conditioned, draw_samples, encode_codes, fold_split, generate, load_prior,
+                                   safe_name, select_targets, training_pool)
+from benchmark.store import load_checkpoint
+
+# A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
+FAST = ("--epochs", "2", "--hidden", "16", "--layers", "3", "--samples", "4", "--quiet")
+K, CODE_SIDE, IMAGE_SIDE = 128, 8, 32   # VQ-VAE config 1 on 32×32 mnist5k: 128 codes on an 8×8 map
+
+
+def cli(cwd, *args: str) -> int:
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return main(list(args))
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def prior_run(smoke_run):
+    assert cli(smoke_run, "prior", "--suite", "smoke", *FAST) == 0
+    return smoke_run
+
+
+def read(run, name: str) -> pd.DataFrame:
+    return pd.read_csv(run / "results" / name)
+
+
+def best_folds(results: pd.DataFrame) -> pd.DataFrame:
+    """By hand: the COMPLETE fold with the lowest validation recon of each VQ-VAE configuration."""
+    vq = results[(results["family"] == "vq-vae") & (results["state"] == "COMPLETE")]
+    return vq.sort_values(["recon", "fold"]).drop_duplicates("config_id").set_index("config_id")
+
+
+def test_prior_csv_has_one_finite_row_per_vq_configuration_on_its_best_fold(prior_run):
+    prior = read(prior_run, "smoke_prior.csv").set_index("config_id")
+    best = best_folds(read(prior_run, "smoke.csv"))
+    assert sorted(prior.index) == sorted(best.index) and len(prior) == 3
+    assert np.isfinite(prior["val_nll_nats"]).all() and (prior["val_nll_nats"] > 0).all()
+    assert np.allclose(prior["val_bits_per_dim"], prior["val_nll_nats"] / math.log(2), rtol=1e-12)
+    assert np.allclose(prior["uniform_nats"], math.log(K))
+    assert (prior["epochs"] == 2).all() and prior["best_epoch"].between(1, 2).all()
+    for config_id, row in prior.iterrows():
+        assert row["fold"] == best.loc[config_id, "fold"]
+        # Code maps used for training / validation: as many as the fold's images in the run.
+        assert (row["n_train"], row["n_val"]) == (best.loc[config_id, "n_train"], best.loc[config_id, "n_val"])
+        path = prior_run / row["prior_path"]
+        assert path.name == f"{safe_name(config_id)}.pt" and path.parent == prior_run / "results" / "smoke" / "priors"
+        model, payload = load_prior(path)
+        assert model.config.num_codes == K and payload["info"]["fold"] == row["fold"]
+        assert payload["info"]["val_nll_nats"] == pytest.approx(row["val_nll_nats"])
+
+
+def test_codes_are_the_best_folds_training_and_validation_images(prior_run):
+    targets, skipped, meta = select_targets(prior_run / "results", "smoke")
+    results = read(prior_run, "smoke.csv")
+    best = best_folds(results)
+    assert not skipped and [t.config_id for t in targets] == [c for c in meta["configurations"] if c in best.index]
+    pool = training_pool(meta)
+    for target in targets:
+        model, _ = load_checkpoint(prior_run / target.checkpoint)
+        train_x, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
+        train_codes, val_codes = encode_codes(model, train_x, batch_size=100), encode_codes(model, val_x)
+        assert len(train_codes) == best.loc[target.config_id, "n_train"] == 320
+        assert len(val_codes) == best.loc[target.config_id, "n_val"] == 80
+        assert val_codes.shape[1:] == (CODE_SIDE, CODE_SIDE) and val_codes.dtype == torch.long
+        assert 0 <= int(train_codes.min()) and int(train_codes.max()) < K
+        # The split is scikit-learn's KFold(5, shuffle, seed) over the run's training pool (SPEC).
+        train_idx, val_idx = list(KFold(5, shuffle=True, random_state=meta["seed"]).split(np.arange(len(pool))))[
+            target.fold]
+        assert torch.equal(train_x, pool[train_idx]) and torch.equal(val_x, pool[val_idx])
+        # Decoding the validation codes reproduces the run's validation recon of exactly that fold
+        # (its best-epoch metric), and no other fold's validation images come close.
+        for fold in range(5):
+            images = val_x if fold == target.fold else fold_split(pool, meta, fold)[1]
+            with torch.no_grad():
+                decoded = model.decode(model.latent_model.quantizer.lookup(encode_codes(model, images)))
+            mse = float((decoded - images).pow(2).mean())
+            if fold == target.fold:
+                assert mse == pytest.approx(target.recon, rel=1e-6)
+            else:
+                assert abs(mse / target.recon - 1) > 1e-5
+
+
+def test_generation_gives_valid_codes_and_images_batched_and_seeded(prior_run):
+    prior_rows = read(prior_run, "smoke_prior.csv").set_index("config_id")
+    row = prior_rows.loc["vq-vae/1/multidecoder/uniform"]
+    checkpoint = best_folds(read(prior_run, "smoke.csv")).loc["vq-vae/1/multidecoder/uniform", "checkpoint"]
+    model, _ = load_checkpoint(prior_run / checkpoint)
+    prior, payload = load_prior(prior_run / row["prior_path"])
+    codes, images = generate(model, prior, 5, seed=3)
+    assert codes.shape == (5, CODE_SIDE, CODE_SIDE) and codes.dtype == torch.long
+    assert 0 <= int(codes.min()) and int(codes.max()) < K
+    assert images.shape == (5, 1, IMAGE_SIDE, IMAGE_SIDE) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert torch.equal(generate(model, prior, 5, seed=3)[0], codes)     # seeded
+    assert not torch.equal(generate(model, prior, 5, seed=4)[0], codes)
+
+    real = training_pool({"dataset": "mnist5k", "limit": 400, "seed": 0})[:10]
+    samples = draw_samples(model, prior, real, 4, seed=0)
+    assert samples["conditioned"].shape == (3, 4, 1, IMAGE_SIDE, IMAGE_SIDE)
+    assert 0 <= float(samples["conditioned"].min()) and float(samples["conditioned"].max()) <= 1
+    assert samples["masks"].shape == (3, 1, IMAGE_SIDE, IMAGE_SIDE)
+    assert (samples["masks"].flatten(1).sum(1) == 16).all()
+    # The batched r·n decode equals decoding one (code map, image) pair on its own.
+    with torch.no_grad():
+        one = model.decode(model.latent_model.quantizer.lookup(samples["codes"][1:2]), samples["real"][2:3],
+                           samples["masks"][2:3], conditioned=True)
+    assert torch.allclose(samples["conditioned"][2, 1], one[0], atol=1e-5)
+    assert torch.equal(decode_conditioned(model, samples["codes"], samples["real"], samples["masks"]),
+                       samples["conditioned"])
+    # What the stage stored for the report has the same layout.
+    stored = payload["samples"]
+    assert stored["images"].shape == (4, 1, IMAGE_SIDE, IMAGE_SIDE) and stored["conditioned"].shape[:2] == (3, 4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_generation_runs_on_the_gpu(prior_run):
+    row = read(prior_run, "smoke_prior.csv").iloc[0]
+    checkpoint = best_folds(read(prior_run, "smoke.csv")).loc[row["config_id"], "checkpoint"]
+    model, _ = load_checkpoint(prior_run / checkpoint, device="cuda")
+    prior, _ = load_prior(prior_run / row["prior_path"], device="cuda")
+    codes, images = generate(model, prior, 6, seed=0)
+    assert codes.shape == (6, CODE_SIDE, CODE_SIDE) and int(codes.max()) < K
+    assert 0 <= float(images.min()) and float(images.max()) <= 1
+
+
+def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
+    # Checkpoint figures are test_report_cli's business; the generated ones come from the stored samples.
+    assert cli(prior_run, "report", "--suite", "smoke", "--no-checkpoints") == 0
+    out = prior_run / "reports" / "smoke"
+    table = pd.read_csv(out / "table.csv").set_index("config_id")
+    prior = read(prior_run, "smoke_prior.csv").set_index("config_id")
+    markdown = (out / "table.md").read_text()
+    assert "Prior NLL" in markdown.splitlines()[0] and "Prior NLL" in (out / "table.tex").read_text()
+    for config_id, row in table.iterrows():
+        name = safe_name(config_id)
+        figure = out / "figures" / f"generated_{name}.png"
+        if row["family"] != "vq-vae":
+            assert math.isnan(row["prior_nll_nats"]) and not figure.exists()
+            continue
+        assert row["prior_nll_nats"] == prior.loc[config_id, "val_nll_nats"]
+        assert row["prior_bits_per_dim"] == prior.loc[config_id, "val_bits_per_dim"]
+        assert row["prior_fold"] == prior.loc[config_id, "fold"]
+        assert f"{row['prior_nll_nats']:.3f} (fold {int(row['prior_fold'])})" in markdown
+        with Image.open(figure) as image:
+            image.verify()
+        with Image.open(figure) as image:
+            low, high = image.convert("L").getextrema()
+            assert image.size[0] > 300 and high - low > 10
+        assert figure.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    # Gaussian VAE rows leave the cell blank: `| … | <conditioned> |  | 5 |`.
+    vae_lines = [line for line in markdown.splitlines() if line.startswith("| Gaussian VAE")]
+    assert vae_lines and all(line.split("|")[-3].strip() == "" for line in vae_lines)
+    if shutil.which("pdflatex"):  # the extra column must not break the LaTeX table
+        (out / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,multirow}\n\\begin{document}\n"
+                                     + (out / "table.tex").read_text() + "\\end{document}\n")
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=out,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout[-2000:]
+        for path in out.glob("doc.*"):
+            path.unlink()
+
+
+def test_rerunning_one_configuration_replaces_its_row(prior_run):
+    before = read(prior_run, "smoke_prior.csv")
+    args = ("--epochs", "1", "--hidden", "8", "--layers", "2", "--samples", "0", "--quiet")
+    assert cli(prior_run, "prior", "--suite", "smoke", "--config", "vq-vae/1/baseline", *args) == 0
+    after = read(prior_run, "smoke_prior.csv")
+    assert list(after["config_id"]) == list(before["config_id"])          # same rows, same order
+    changed = after["config_id"] == "vq-vae/1/baseline"
+    assert (after.loc[changed, "epochs"] == 1).all()
+    pd.testing.assert_frame_equal(after[~changed], before[~changed])
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
+    assert cli(tmp_path, "prior", "--suite", "nothing", "--quiet") == 2
+    assert "nothing" in one_line_error(capsys)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("config_id", ["vq-vae/9/nope", "vae/1/baseline"])
+def test_unknown_or_non_vq_config_lists_the_valid_ones(smoke_run, capsys, config_id):
+    csv = smoke_run / "results" / "smoke_prior.csv"
+    before = csv.read_bytes() if csv.exists() else None
+    assert cli(smoke_run, "prior", "--suite", "smoke", "--config", config_id, "--quiet") == 2
+    line = one_line_error(capsys)
+    assert config_id in line and "vq-vae/1/baseline" in line and "vq-vae/1/single/gaussian/a=40" in line
+    assert (csv.read_bytes() if csv.exists() else None) == before
+
+
+def copy_results(smoke_run, tmp_path, family: str) -> None:
+    """A results dir holding only the smoke run's ``family`` configurations (meta and rows)."""
+    (tmp_path / "results").mkdir()
+    results = read(smoke_run, "smoke.csv")
+    results[results["family"] == family].to_csv(tmp_path / "results" / "smoke.csv", index=False)
+    meta = json.loads((smoke_run / "results" / "smoke_meta.json").read_text())
+    meta["configurations"] = [c for c in meta["configurations"] if c.startswith(f"{family}/")]
+    (tmp_path / "results" / "smoke_meta.json").write_text(json.dumps(meta))
+
+
+def test_a_suite_without_vq_vae_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
+    copy_results(smoke_run, tmp_path, "vae")
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--quiet") == 2
+    assert "no VQ-VAE configuration" in one_line_error(capsys)
+    assert not (tmp_path / "results" / "smoke_prior.csv").exists()
+
+
+def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
+    copy_results(smoke_run, tmp_path, "vq-vae")  # the artifacts stay behind
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--quiet") == 2
+    assert "checkpoint" in one_line_error(capsys)
+    assert not (tmp_path / "results" / "smoke_prior.csv").exists()
+
+
+@pytest.mark.parametrize("args", [("--device", "tpu"), ("--epochs", "0"), ("--samples", "-1")])
+def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args):
+    assert cli(smoke_run, "prior", "--suite", "smoke", *args, "--quiet") == 2
+    one_line_error(capsys)
