@@ -65,7 +65,8 @@ def _plot_configuration(axes: Sequence[plt.Axes], runs: pd.DataFrame, label: str
         band = _fold_band(runs, column).dropna()
         if band.empty:
             continue
-        ax.plot(band.index, band["mean"], style, color=color, label=label, linewidth=1.5)
+        # Markers, so that a one-epoch run still shows as a point.
+        ax.plot(band.index, band["mean"], style, color=color, label=label, linewidth=1.5, marker="o", markersize=3)
         ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.2, linewidth=0)
 
 
