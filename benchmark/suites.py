@@ -116,8 +116,8 @@ def builtin_suites() -> dict[str, Suite]:
     return {
         "smoke": Suite("smoke", smoke_configurations(), TrainConfig(epochs=2, batch_size=32), limit=400,
                        description="every family and method once (config 1), 2 epochs (batch 32) on 400 mnist5k images"),
-        "quick": Suite("quick", full_grid(), TrainConfig(epochs=2), limit=1000,
-                       description="the thesis grid, 2 epochs on 1,000 mnist5k images"),
+        "quick": Suite("quick", full_grid(), TrainConfig(epochs=3), limit=1250,
+                       description="the thesis grid, 3 epochs on 1,250 mnist5k images"),
         "full": Suite("full", full_grid(), TrainConfig(epochs=100, batch_size=128, lr=1e-3),
                       description="the thesis grid with the thesis's training (100 epochs); meant for a GPU"),
     }
