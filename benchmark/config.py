@@ -68,7 +68,10 @@ class Configuration:
         if m.count is not None:
             parts.append(f"k={m.count}")
         if b.softadapt:
-            parts.append("softadapt" if b.variant == "loss-weighted" else f"softadapt-{b.variant}")
+            name = "softadapt" if b.variant == "loss-weighted" else f"softadapt-{b.variant}"
+            if b.softadapt_beta != DEFAULT_SOFTADAPT_BETA[self.family]:
+                name += f"(b={b.softadapt_beta:g})"
+            parts.append(name)
         elif (b.w1, b.w2, b.beta) != (1.0, 1.0, 1.0):
             parts.append(f"w={b.w1:g},{b.w2:g},{b.beta:g}")
         return "/".join(parts)

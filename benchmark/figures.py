@@ -22,9 +22,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are built on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from benchmark.conditioning import PixelSampler  # noqa: E402

@@ -27,8 +27,16 @@ import pandas as pd
 
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
 from benchmark.prior_stage import merge_prior, prior_cells, prior_figures, read_prior
-from benchmark.stats import (METHOD_TITLES, METRICS, compare_with_baseline, comparison_wide, completed,
-                             format_mean_var, parameter_text, summarise)
+from benchmark.stats import (
+    METHOD_TITLES,
+    METRICS,
+    compare_with_baseline,
+    comparison_wide,
+    completed,
+    format_mean_var,
+    parameter_text,
+    summarise,
+)
 
 if TYPE_CHECKING:
     import torch

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,11 +17,24 @@ from tqdm.auto import tqdm
 
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.data import load_dataset
-from benchmark.store import (UNIT_PARAM, StoreConfig, enqueue_missing, export, fail_stale_trials, open_suite_study, parse_unit,
-                             save_checkpoint, unit_keys, unit_states)
-from benchmark.suites import Suite
 from benchmark.ensemble import train_folds_together
+from benchmark.store import (
+    UNIT_PARAM,
+    StoreConfig,
+    enqueue_missing,
+    export,
+    fail_orphans,
+    fail_stale_trials,
+    open_suite_study,
+    parse_unit,
+    save_checkpoint,
+    unit_keys,
+    unit_states,
+)
+from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, resolve_device, train_fold
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -92,6 +107,7 @@ class _Worker:
     def objective(self, trial: optuna.Trial) -> float:
         if UNIT_PARAM not in trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {}):
             raise optuna.TrialPruned("no unit was waiting")  # a racing worker took the last one
+        trial.set_user_attr("worker", WORKER)  # first: a RUNNING trial without it lost its worker early
         key = trial.suggest_categorical(UNIT_PARAM, self.keys)
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
@@ -155,6 +171,7 @@ class _Worker:
                 continue
             for waiting in (t for t in trials if t.state == TrialState.WAITING):
                 if storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
+                    storage.set_trial_user_attr(waiting._trial_id, "worker", WORKER)
                     storage.set_trial_user_attr(waiting._trial_id, "config_id", config_id)
                     storage.set_trial_user_attr(waiting._trial_id, "fold", other_fold)
                     if config_id in self.params_from:
@@ -201,6 +218,7 @@ class _Worker:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         while True:
             fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
+            fail_orphans(self.study, self.store.grace_period)
             enqueue_missing(self.study, self.keys)
             settled, waiting, running = self._counts()
             self.bar.n = settled
@@ -215,7 +233,8 @@ class _Worker:
 
 
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
-                     fold_parallel: bool) -> None:
+                     fold_parallel: bool, threads: int) -> None:
+    torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     _Worker(suite, store, position, show_progress, fold_parallel).work()
 
 
@@ -241,7 +260,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         _Worker(suite, store, 0, show_progress, together, images).work()
     else:
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_work_in_process, args=(suite, store, i, show_progress, together))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        processes = [context.Process(target=_work_in_process,
+                                     args=(suite, store, i, show_progress, together, threads))
                      for i in range(workers)]
         for process in processes:
             process.start()

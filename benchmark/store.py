@@ -7,25 +7,31 @@ the artifact store that keeps each unit's best-epoch weights.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
+import random
+import time
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import torch
-from sqlalchemy.engine import make_url
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from benchmark.models import MultitaskVAE, build_model
 from benchmark.suites import Suite
 
 UNIT_PARAM = "unit"
+# What losing the race to create Optuna's tables looks like (PostgreSQL, SQLite).
+CREATION_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint", "IntegrityError")
 METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train")
 
 
@@ -74,8 +80,36 @@ def unit_keys(suite: Suite) -> list[str]:
     return [unit_key(c.id, f) for c in suite.configurations for f in range(suite.folds * suite.repeats)]
 
 
+def storage_driver_url(url: str) -> str:
+    """``postgresql://`` with the psycopg2 driver when psycopg (3) is missing.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the project installs psycopg2
+    (the ``dev`` extra), so without this the URL the README shows would fail to import a driver.
+    """
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def open_storage(url: str, config: StoreConfig) -> RDBStorage:
-    """An RDB storage with heartbeats; a stale trial becomes FAIL and is enqueued again."""
+    """An RDB storage with heartbeats; a stale trial becomes FAIL and is enqueued again.
+
+    Workers started together on an empty database race to create Optuna's tables; the losers
+    fail on a unique constraint or an existing table, and succeed once the winner is done.
+    """
+    url = storage_driver_url(url)
+    for attempt in range(5):
+        try:
+            return _open_storage_once(url, config)
+        except StoreError as err:
+            if attempt == 4 or not any(s in str(err) for s in CREATION_RACE):
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _open_storage_once(url: str, config: StoreConfig) -> RDBStorage:
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +158,25 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def fail_orphans(study: optuna.Study, grace_period: float) -> int:
+    """FAIL the RUNNING trials whose worker died before their objective started; returns how many.
+
+    Optuna's heartbeat check skips a trial that never recorded a heartbeat (a worker killed
+    between creating the trial and its first beat); without this, workers would wait for it
+    for ever. Such a trial has no ``worker`` attribute, which the objective sets first.
+    """
+    now, failed = datetime.now(), 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" not in trial.user_attrs and trial.datetime_start is not None \
+                and (now - trial.datetime_start).total_seconds() > grace_period:
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                failed += 1
+            except Exception:  # another worker failed it first
+                pass
+    return failed
 
 
 def unit_states(study: optuna.Study) -> dict[str, list[FrozenTrial]]:

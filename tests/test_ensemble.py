@@ -1,7 +1,6 @@
 """Folds trained together as one vectorised ensemble give the same results as alone."""
 
 import pytest
-import torch
 
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.cv import fold_indices

@@ -20,8 +20,17 @@ from PIL import Image
 from sklearn.model_selection import KFold
 
 from benchmark.cli import main
-from benchmark.prior_stage import (decode_conditioned, draw_samples, encode_codes, fold_split, generate, load_prior,
-                                   safe_name, select_targets, training_pool)
+from benchmark.prior_stage import (
+    decode_conditioned,
+    draw_samples,
+    encode_codes,
+    fold_split,
+    generate,
+    load_prior,
+    safe_name,
+    select_targets,
+    training_pool,
+)
 from benchmark.store import load_checkpoint
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.

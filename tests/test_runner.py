@@ -1,6 +1,5 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -11,10 +10,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import run_cli
 from optuna.trial import TrialState
 
-from conftest import run_cli
-from benchmark.store import StoreConfig, open_suite_study, unit_states
+from benchmark.store import unit_states
 from benchmark.suites import get_suite
 
 METRICS = ["best_epoch", "recon", "latent", "recon_cond", "total"]

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.cli import report, run, search
+from benchmark.cli import bench, prior, report, run, search
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark",
                                      description="Cross-validation benchmark suite for multitask VAEs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, report, search):
+    for module in (run, report, search, bench, prior):
         module.add_parsers(sub)
     return parser
 

@@ -34,9 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prior(args: argparse.Namespace) -> int:
-    from benchmark.prior_stage import prior_dir, run_prior_stage
-
     from tqdm.auto import tqdm
+
+    from benchmark.prior_stage import prior_dir, run_prior_stage
 
     def show(row: dict) -> None:
         # tqdm.write keeps the progress bar (on stderr) intact below the finished lines.

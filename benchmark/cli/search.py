@@ -19,8 +19,9 @@ override with --range NAME=LOW:HIGH[:log|linear], e.g. --range exponent=10:60:li
 The objective is the mean validation recon (per-pixel MSE) over the folds; with
 --objectives recon,latent Optuna keeps a Pareto front and nothing is pruned (Optuna cannot
 prune multi-objective trials). Rerun the same command to continue the study until it has
---trials trials (complete + pruned + failed + running); point several processes or machines
-at one --storage (e.g. postgresql+psycopg2://user:pass@host/db) to share one study.
+--trials trials (complete, pruned, running or diverged; a trial interrupted by Ctrl-C or a
+killed worker does not count). Point several processes or machines at one --storage
+(e.g. postgresql+psycopg2://user:pass@host/db) to share one study.
 
 examples:
   python -m benchmark search --model vq-vae --config 1 --method single --sampling gaussian --trials 50
@@ -90,14 +91,13 @@ def _settings(args: argparse.Namespace):
 
 def cmd_search(args: argparse.Namespace) -> int:
     from benchmark.search import SearchOptions, run_search
+    from benchmark.store import safe_url
 
     settings = _settings(args)
     options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
                             pruner_startup=args.pruner_startup, workers=args.workers, device=args.device,
                             data_root=args.data_root, heartbeat=args.heartbeat, show_progress=not args.quiet)
     name = args.study_name or settings.default_study_name()
-    if settings.multi_objective and args.pruner != "none":
-        print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
     summary = run_search(settings, args.storage, name, options)
     counts = summary.counts
     print(f"study {name}: {sum(counts.values())} trials (complete {counts.get('COMPLETE', 0)}, pruned "
@@ -107,8 +107,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         values = ", ".join(f"{o}={v:.6g}" for o, v in zip(settings.objectives, best.values))
         params = ", ".join(f"{k}={v:.6g}" for k, v in best.params.items())
         print(f"best trial #{best.number}: {values}; {params} ({best.user_attrs.get('config_id', '')})")
+    failed = [t for t in summary.failed if "error" in t.user_attrs]
+    for trial in failed[-5:]:  # the most recent reasons; `studies show` lists them all
+        print(f"  trial #{trial.number} failed: {trial.user_attrs['error']}")
     print(f"inspect: python -m benchmark studies show {name}"
-          + (f" --storage {args.storage}" if args.storage != DEFAULT_STORAGE else ""))
+          + (f" --storage {safe_url(args.storage)}" if args.storage != DEFAULT_STORAGE else ""))
+    if summary.worker_failures:
+        print(f"warning: {summary.worker_failures} of {options.workers} worker processes stopped with an error "
+              "(messages above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,441 @@
+"""Optuna search of the power-law exponent and the loss weights, one trial = one k-fold CV.
+
+A trial trains one configuration over the same folds as the suite runner
+(``fold_indices(len(train), folds, seed)``, per-fold seed ``unit_seed(seed, configuration.id,
+fold)``), so a configuration found here and then trained by ``run`` reproduces the trial's
+fold values. After each fold the trial reports the running mean of validation ``recon`` so
+that the pruner can stop poor trials early; the objective is the mean validation ``recon``
+over the folds (or ``recon`` and ``latent`` together: a Pareto front, without pruning,
+which Optuna does not offer for several objectives).
+
+Searched parameters, default ranges all log-uniform (``--range NAME=LOW:HIGH[:log|linear]``):
+``exponent`` (single decoder) 1…100 (the thesis tried 20–60); ``w1``, ``w2`` (multidecoder)
+0.1…10; ``beta`` (KL or VQ-loss weight, every method) 0.1…10; ``softadapt_beta`` (with
+``--softadapt``, instead of the weights) 1e-5…1e-1.
+
+With SoftAdapt the training weights come from SoftAdapt, so W1, W2 and β stay at 1 (they
+still define the validation total that picks the best epoch) and its β is searched instead.
+
+Storage: all search studies share one SQLite file, ``studies/search.db`` (one place for
+``studies list`` and ``optuna-dashboard``), or any Optuna storage URL (PostgreSQL: many
+machines, one study). Fold values are trial user attributes (``fold_recon``, ...); the
+search settings are the study's ``settings`` user attribute.
+
+Budget: a worker starts a trial only while fewer than ``trials`` trials are COMPLETE, PRUNED,
+RUNNING, or FAIL with a reason (a diverged fold: user attribute ``error``), so rerunning a
+finished command does nothing. A trial stopped by Ctrl-C, or by a killed worker (its
+heartbeat stops; it becomes FAIL and is queued again with the same parameters), does not
+count, so rerunning an interrupted command goes on where it stopped. Workers racing for the
+last slot can each start one: with W workers a study ends with ``trials`` to
+``trials + W - 1`` counted trials. A worker whose budget is used up waits for the trials
+still running, so that it can take over the trial of a worker that was killed.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.models import METHODS, model_config
+from benchmark.store import StoreConfig, StoreError, fail_orphans, fail_stale_trials, open_storage, safe_url
+from benchmark.studies import best_trial, load_existing_study
+
+DEFAULT_STORAGE = "sqlite:///studies/search.db"
+OBJECTIVES = ("recon", "latent", "recon_cond")
+PRUNERS = ("median", "none")
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """Where Optuna samples one parameter: [low, high], log-uniform or uniform."""
+
+    low: float
+    high: float
+    log: bool = True
+
+    def check(self, name: str) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
+            raise ValueError(f"empty range for {name}: {self.low:g}:{self.high:g} (low must be < high)")
+        positive = self.log or name in ("exponent", "softadapt_beta")  # log scale, or power(a) needs a > 0
+        if self.low < 0 or (positive and self.low == 0):
+            raise ValueError(f"range for {name} must be {'> 0' if positive else '>= 0'}"
+                             f"{' on a log scale' if self.log else ''}, got {self.low:g}:{self.high:g}")
+
+    def text(self) -> str:
+        return f"{self.low:g}:{self.high:g}:{'log' if self.log else 'linear'}"
+
+
+DEFAULT_RANGES = {"exponent": ParamRange(1.0, 100.0), "w1": ParamRange(0.1, 10.0), "w2": ParamRange(0.1, 10.0),
+                  "beta": ParamRange(0.1, 10.0), "softadapt_beta": ParamRange(1e-5, 1e-1)}
+
+
+def searched_parameters(method: str, softadapt: bool) -> tuple[str, ...]:
+    """The parameters a search of ``method`` tunes (see the module docstring)."""
+    names = ("exponent",) if method == "single" else ()
+    if softadapt:
+        return (*names, "softadapt_beta")
+    return (*names, *(("w1", "w2") if method == "multidecoder" else ()), "beta")
+
+
+def parse_range(text: str) -> tuple[str, ParamRange]:
+    """``NAME=LOW:HIGH[:log|linear]`` → (name, range); the scale defaults to log."""
+    name, sep, spec = text.partition("=")
+    parts = spec.split(":")
+    if not sep or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("log", "linear")):
+        raise ValueError(f"bad range {text!r}; write NAME=LOW:HIGH or NAME=LOW:HIGH:log|linear, e.g. exponent=10:60")
+    try:
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError(f"bad range {text!r}: LOW and HIGH must be numbers") from None
+    return name.strip(), ParamRange(low, high, log=len(parts) == 2 or parts[2] == "log")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What one search tunes and on which data; stored in the study, must match on resume."""
+
+    family: str
+    config: int
+    method: str
+    sampling: str | None = None
+    softadapt: bool = False
+    dataset: str = "mnist5k"
+    limit: int | None = None
+    epochs: int = 100
+    folds: int = 5
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+    objectives: tuple[str, ...] = ("recon",)
+    ranges: dict[str, ParamRange] = field(default_factory=dict)  # filled with the defaults
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        model_config(self.family, self.config)  # unknown model or config: one line listing the choices
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        wanted = searched_parameters(self.method, self.softadapt)
+        unknown = sorted(set(self.ranges) - set(wanted))
+        if unknown:
+            raise ValueError(f"no parameter {unknown[0]!r} in this search; it tunes: {', '.join(wanted)}")
+        ranges = {name: self.ranges.get(name, DEFAULT_RANGES[name]) for name in wanted}
+        for name, value in ranges.items():
+            value.check(name)
+        object.__setattr__(self, "ranges", ranges)
+        if self.method != "baseline" and self.sampling is None:
+            raise ValueError(f"the {self.method} method needs --sampling (exact, uniform or gaussian)")
+        if not self.objectives or len(set(self.objectives)) != len(self.objectives) or \
+                not set(self.objectives) <= set(OBJECTIVES):
+            raise ValueError(f"bad objectives {','.join(self.objectives)!r}; use recon or recon,latent "
+                             f"(names from: {', '.join(OBJECTIVES)})")
+        if "recon_cond" in self.objectives and self.method == "baseline":
+            raise ValueError("the baseline has no conditioned decoder: recon_cond cannot be an objective")
+        if self.folds < 2:
+            raise ValueError(f"--folds must be >= 2 for cross-validation, got {self.folds}")
+        self.train_config()  # validates epochs, batch size and learning rate
+        # Validates family, config, method and sampling at the middle of every range.
+        middle = {name: math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2 for name, r in ranges.items()}
+        configuration_for(self, middle).method.sampler(32)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def default_study_name(self) -> str:
+        """A readable name, e.g. ``search-vq-vae-1-single-gaussian``."""
+        parts = ["search", self.family, str(self.config), self.method, self.sampling or "",
+                 "softadapt" if self.softadapt else "", "-".join(self.objectives) if self.multi_objective else ""]
+        return "-".join(p for p in parts if p)
+
+    def train_config(self, device: str = "auto") -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored in the study's ``settings`` user attribute."""
+        data = asdict(self)
+        data["objectives"] = list(self.objectives)
+        data["ranges"] = {name: asdict(r) for name, r in self.ranges.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
+        values = dict(data)
+        values["ranges"] = {name: ParamRange(**r) for name, r in data.get("ranges", {}).items()}
+        values["objectives"] = tuple(data.get("objectives", ("recon",)))
+        return cls(**values)
+
+
+def configuration_for(settings: SearchSettings, params: dict[str, float]) -> Configuration:
+    """The configuration that a trial with ``params`` trains."""
+    weights = {name: float(params[name]) for name in ("w1", "w2", "beta") if name in params}
+    balance = default_balance(settings.family, settings.softadapt, **weights)
+    if "softadapt_beta" in params:
+        balance = replace(balance, softadapt_beta=float(params["softadapt_beta"]))
+    exponent = float(params["exponent"]) if "exponent" in params else None
+    method = MethodConfig(settings.method, settings.sampling, exponent=exponent, balance=balance)
+    return Configuration(settings.family, settings.config, method)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a search runs; none of this changes what a finished trial means."""
+
+    trials: int = 50
+    timeout: float | None = None        # seconds; no new trial starts after it
+    pruner: str = "median"
+    pruner_startup: int = 5             # complete trials before the median pruner acts
+    workers: int = 1
+    device: str = "auto"
+    data_root: str | None = None
+    heartbeat: int = 10
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if self.pruner_startup < 0:
+            raise ValueError(f"--pruner-startup must be >= 0, got {self.pruner_startup}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout}")
+
+
+def make_pruner(settings: SearchSettings, options: SearchOptions) -> optuna.pruners.BasePruner:
+    if options.pruner == "none" or settings.multi_objective:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=options.pruner_startup)
+
+
+def open_search_study(settings: SearchSettings, storage_url: str, study_name: str,
+                      options: SearchOptions = SearchOptions()) -> optuna.Study:
+    """Create or load the study; refuse one that was made with other settings."""
+    store = StoreConfig(storage=storage_url, heartbeat_interval=options.heartbeat,
+                        grace_period=max(3 * options.heartbeat, 3))
+    storage = open_storage(storage_url, store)
+    # The sampler is not seeded: workers on several machines must not propose the same points
+    # (training is seeded, so each trial is still reproducible from its parameters).
+    # constant_liar makes concurrent workers avoid the points others are evaluating.
+    sampler = optuna.samplers.TPESampler(constant_liar=True)
+    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
+                                pruner=make_pruner(settings, options),
+                                directions=["minimize"] * len(settings.objectives))
+    wanted = settings.to_dict()
+    if "settings" not in study.user_attrs:
+        try:
+            study.set_user_attr("settings", wanted)
+        except Exception:  # another worker created it at the same moment: compare with theirs below
+            pass
+    stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
+    if stored is not None and stored != wanted:
+        differing = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        raise StoreError(f"study {study_name!r} in {safe_url(storage_url)} was made with other settings "
+                         f"({', '.join(differing)}); use another --study-name or --storage")
+    return study
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Finished, running, or failed for a recorded reason; not interrupted (see the module docstring)."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) or (
+        trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+
+
+def budget_used(study: optuna.Study) -> int:
+    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
+
+
+class _Objective:
+    """Trains one trial's configuration over every fold; reports the running mean for pruning."""
+
+    def __init__(self, settings: SearchSettings, options: SearchOptions, images, bar) -> None:
+        from benchmark.cv import fold_indices
+
+        self.settings, self.images, self.bar = settings, images, bar
+        self.folds = fold_indices(len(images), settings.folds, settings.seed)
+        self.train_config = settings.train_config(options.device)
+        self.best = "–"
+
+    def suggest(self, trial: optuna.Trial) -> Configuration:
+        params = {name: trial.suggest_float(name, r.low, r.high, log=r.log)
+                  for name, r in self.settings.ranges.items()}
+        return configuration_for(self.settings, params)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        from benchmark.cv import unit_seed
+        from benchmark.train import DivergedError, train_fold
+
+        # First, so that a RUNNING trial without it is known to have lost its worker (see fail_orphans).
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        settings = self.settings
+        configuration = self.suggest(trial)
+        trial.set_user_attr("config_id", configuration.id)
+        values: dict[str, list[float]] = {name: [] for name in ("recon", "latent", "recon_cond", "best_epoch")}
+        for fold, (train_idx, val_idx) in enumerate(self.folds):
+            def on_epoch(epoch: int, row: dict[str, float], fold: int = fold) -> None:
+                self.bar.set_postfix_str(f"trial #{trial.number} | fold {fold + 1}/{len(self.folds)} | epoch "
+                                         f"{epoch}/{settings.epochs} | val recon {row['recon']:.4g} | "
+                                         f"best {self.best}", refresh=True)
+
+            try:
+                result = train_fold(configuration, self.images[train_idx], self.images[val_idx], self.train_config,
+                                    unit_seed(settings.seed, configuration.id, fold), on_epoch)
+            except DivergedError as err:
+                trial.set_user_attr("error", f"fold {fold}: {err}")  # FAIL with its reason; the search goes on
+                raise
+            for name in ("recon", "latent", "recon_cond"):
+                values[name].append(result.metrics[name])
+            values["best_epoch"].append(result.best_epoch)
+            for name, fold_values in values.items():  # after every fold, so a pruned trial keeps its folds
+                trial.set_user_attr(f"fold_{name}", fold_values)
+            if not settings.multi_objective:  # Optuna cannot prune multi-objective trials
+                running = sum(values[settings.objectives[0]]) / len(values[settings.objectives[0]])
+                trial.report(running, fold)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"running mean {running:.4g} after fold {fold + 1}")
+        means = tuple(sum(values[name]) / len(values[name]) for name in settings.objectives)
+        return means if settings.multi_objective else means[0]
+
+
+def _work(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
+          position: int = 0, images=None) -> None:
+    """One worker: start trials until the budget is used up or the timeout has passed."""
+    from tqdm.auto import tqdm
+
+    from benchmark.data import load_dataset
+    from benchmark.train import DivergedError
+
+    # Optuna would log every failed trial with a traceback (Ctrl-C included); the reasons are in
+    # the trials' user attributes and the summary, and unexpected errors still propagate.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_search_study(settings, storage_url, study_name, options)
+    if images is None:
+        images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
+    bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
+               desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
+    objective = _Objective(settings, options, images, bar)
+    deadline = time.monotonic() + options.timeout if options.timeout else math.inf
+    try:
+        while time.monotonic() < deadline:
+            fail_stale_trials(study)  # a killed worker's trial becomes FAIL and is queued again
+            fail_orphans(study, max(3 * options.heartbeat, 3))
+            trials = study.get_trials(deepcopy=False)
+            used = sum(counts_toward_budget(t) for t in trials)
+            bar.n = min(used, options.trials)
+            bar.refresh()
+            if used < options.trials:
+                study.optimize(objective, n_trials=1, catch=(DivergedError,))
+                best = best_trial(study)
+                objective.best = "–" if best is None else f"{best.values[0]:.4g}"
+            elif any(t.state == TrialState.RUNNING for t in trials):
+                # Running elsewhere, or on a worker that died: wait to know, and retry its trial if it died.
+                time.sleep(min(5, options.heartbeat))
+            else:
+                break
+    finally:
+        bar.close()
+
+
+def _work_in_process(*args: Any) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args[3].workers))  # share the cores among workers
+    try:
+        _work(*args)
+    except KeyboardInterrupt:  # Optuna has marked the trial FAIL; the parent reports the interruption
+        pass
+
+
+@dataclass
+class SearchSummary:
+    """Where a search stands after ``run_search``."""
+
+    study_name: str
+    storage_url: str
+    counts: dict[str, int]
+    best: FrozenTrial | None
+    seconds: float
+    failed: list[FrozenTrial] = field(default_factory=list)  # with user attribute ``error`` when diverged
+    worker_failures: int = 0  # worker processes that stopped with an error (it is on their stderr)
+
+
+def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, study_name: str | None = None,
+               options: SearchOptions = SearchOptions()) -> SearchSummary:
+    """Run (or continue) a search until its study has ``options.trials`` trials."""
+    from benchmark.data import load_dataset
+
+    started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress bar and summary say what matters
+    name = study_name or settings.default_study_name()
+    # Load the data first: a bad dataset name must not leave an empty study behind.
+    images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
+    if len(images) < settings.folds:
+        raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
+    study = open_search_study(settings, storage_url, name, options)
+    # Messages only after every check, so that an error stays the only line.
+    if settings.multi_objective and options.pruner != "none":
+        print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
+    if options.show_progress:
+        print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch(s) on {settings.dataset}"
+              f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings)}; "
+              f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
+    worker_failures = 0
+    if options.workers == 1:
+        _work(settings, storage_url, name, options, 0, images)
+    else:
+        context = multiprocessing.get_context("spawn")  # fork and torch threads do not mix
+        processes = [context.Process(target=_work_in_process, args=(settings, storage_url, name, options, i))
+                     for i in range(options.workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        worker_failures = sum(process.exitcode != 0 for process in processes)
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return SearchSummary(name, storage_url, dict(counts), best_trial(study),
+                         time.perf_counter() - started, study.get_trials(states=(TrialState.FAIL,)), worker_failures)
+
+
+def study_settings(study: optuna.Study) -> SearchSettings:
+    data = study.user_attrs.get("settings")
+    if not isinstance(data, dict) or "method" not in data:
+        raise ValueError(f"study {study.study_name!r} is not a search study (no search settings stored)")
+    return SearchSettings.from_dict(data)
+
+
+def best_configurations(study_names: list[str], storage_url: str
+                        ) -> dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]]:
+    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study).
+
+    For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken.
+    Raises ``ValueError`` for an unknown study, one without a complete trial, or two studies
+    that tune the same (family, config, method, sampling, softadapt).
+    """
+    found: dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]] = {}
+    for name in study_names:
+        study = load_existing_study(storage_url, name)
+        settings = study_settings(study)
+        trial = best_trial(study)
+        if trial is None:
+            raise ValueError(f"study {name!r} has no complete trial yet")
+        key = (settings.family, settings.config, settings.method, settings.sampling, settings.softadapt)
+        if key in found:
+            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {'/'.join(map(str, key))}")
+        found[key] = (configuration_for(settings, trial.params), name)
+    return found
+
+
+def describe_ranges(settings: SearchSettings) -> str:
+    return ", ".join(f"{name}={r.text()}" for name, r in settings.ranges.items())

@@ -1,0 +1,224 @@
+"""Inspect Optuna studies: list them, show one (best parameters, top trials, per-fold values), plot one.
+
+Works on any study in any Optuna storage; search studies (``benchmark.search``) also show
+their settings and per-fold values. Plots are Optuna's matplotlib visualisations, written
+as PNG files to ``reports/studies/<study>/``. Also here: the best trial of a study (for
+several objectives too).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from benchmark.store import StoreConfig, open_storage, safe_url
+
+TOP = 5
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial; for several objectives, the Pareto-front trial with the lowest first one."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return None
+    if len(study.directions) == 1:
+        return study.best_trial
+    return min(study.best_trials, key=lambda t: (t.values[0], t.number))
+
+
+def open_for_reading(url: str) -> RDBStorage | None:
+    """The storage at ``url``, or None for a SQLite file that does not exist (nothing is created)."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    return open_storage(url, StoreConfig(storage=url))
+
+
+def study_names(url: str) -> list[str]:
+    storage = open_for_reading(url)
+    return [] if storage is None else sorted(optuna.get_all_study_names(storage))
+
+
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """Load study ``name``; an unknown name raises a one-line ``ValueError`` listing the names there."""
+    storage = open_for_reading(url)
+    names = [] if storage is None else sorted(optuna.get_all_study_names(storage))
+    if name not in names:
+        available = ", ".join(names) if names else "none"
+        raise ValueError(f"no study {name!r} in {safe_url(url)}; available: {available}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    settings = study.user_attrs.get("settings")
+    names = settings.get("objectives") if isinstance(settings, dict) else None
+    if isinstance(names, list) and len(names) == len(study.directions):
+        return [str(n) for n in names]
+    return ["value"] if len(study.directions) == 1 else [f"value {i}" for i in range(len(study.directions))]
+
+
+def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials, best first (for several objectives: the Pareto front, by the first)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) > 1:
+        front = {t.number for t in study.best_trials}
+        complete = [t for t in complete if t.number in front]
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(complete, key=lambda t: (sign * t.values[0], t.number))
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One line of ``studies list``."""
+
+    name: str
+    directions: tuple[str, ...]
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best: tuple[float, ...] | None
+
+
+def list_studies(url: str) -> list[StudyRow]:
+    storage = open_for_reading(url)
+    if storage is None:
+        return []
+    rows = []
+    for name in sorted(optuna.get_all_study_names(storage)):
+        study = optuna.load_study(study_name=name, storage=storage)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        ranked = ranked_trials(study)
+        rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions),
+                             states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED),
+                             states.count(TrialState.FAIL), states.count(TrialState.RUNNING),
+                             tuple(ranked[0].values) if ranked else None))
+    return rows
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
+
+
+def format_study_list(rows: list[StudyRow], url: str) -> str:
+    if not rows:
+        return f"no studies in {safe_url(url)}"
+    width = max(len("study"), *(len(r.name) for r in rows))
+    lines = [f"{'study':{width}}  {'direction(s)':20} {'complete':>8} {'pruned':>6} {'failed':>6} "
+             f"{'running':>7}  best"]
+    for r in rows:
+        best = ", ".join(_number(v) for v in r.best) if r.best else "–"
+        lines.append(f"{r.name:{width}}  {','.join(r.directions):20} {r.complete:8} {r.pruned:6} {r.failed:6} "
+                     f"{r.running:7}  {best}")
+    return "\n".join(lines)
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def describe_study(study: optuna.Study) -> str:
+    """Settings, best parameters, the top trials and the per-fold values of the best trial."""
+    names = objective_names(study)
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    lines = [f"study {study.study_name}: {len(trials)} trials (complete {counts[TrialState.COMPLETE]}, pruned "
+             f"{counts[TrialState.PRUNED]}, failed {counts[TrialState.FAIL]}, running {counts[TrialState.RUNNING]}, "
+             f"waiting {counts[TrialState.WAITING]}); objective(s): "
+             + ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))]
+    settings = study.user_attrs.get("settings")
+    if isinstance(settings, dict):
+        lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "ranges"))
+        if isinstance(settings.get("ranges"), dict):
+            lines.append("ranges: " + ", ".join(f"{k}={r['low']:g}:{r['high']:g}{':log' if r['log'] else ''}"
+                                                for k, r in settings["ranges"].items()))
+    lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
+                 if t.state == TrialState.FAIL and "error" in t.user_attrs)
+    ranked = ranked_trials(study)
+    if not ranked:
+        lines.append("no complete trial yet")
+        return "\n".join(lines)
+    best = ranked[0]
+    label = "best trial" if len(names) == 1 else "best trial (Pareto front, lowest first objective)"
+    lines.append(f"{label}: #{best.number}  " + ", ".join(f"{n}={_number(v)}" for n, v in zip(names, best.values)))
+    lines.append(f"best parameters: {_params_text(best.params)}")
+    if "config_id" in best.user_attrs:
+        lines.append(f"configuration: {best.user_attrs['config_id']}")
+    lines.append("")
+    shown = min(TOP, len(ranked))
+    lines.append(f"top {shown} trial{'s' if shown > 1 else ''}" + (" on the Pareto front" if len(names) > 1 else "") + ":")
+    lines.append(f"{'trial':>6}  " + "  ".join(f"{n:>12}" for n in names) + "  parameters")
+    for t in ranked[:TOP]:
+        lines.append(f"{t.number:6}  " + "  ".join(f"{_number(v):>12}" for v in t.values) + f"  {_params_text(t.params)}")
+    folds = {k: best.user_attrs.get(f"fold_{k}") for k in ("recon", "latent", "recon_cond", "best_epoch")}
+    if folds["recon"]:
+        lines.append("")
+        lines.append(f"per-fold values of trial #{best.number}:")
+        lines.append(f"{'fold':>6}  {'recon':>12}  {'latent':>12}  {'recon_cond':>12}  {'best epoch':>10}")
+        for i, recon in enumerate(folds["recon"]):
+            row = [folds[k][i] if folds[k] and i < len(folds[k]) else None for k in ("latent", "recon_cond", "best_epoch")]
+            lines.append(f"{i:6}  {_number(recon):>12}  {_number(row[0]):>12}  {_number(row[1]):>12}  "
+                         f"{row[2] if row[2] is not None else '–':>10}")
+    return "\n".join(lines)
+
+
+def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Write Optuna's matplotlib plots of ``study`` as PNGs; returns (paths written, notes on skipped plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.visualization import matplotlib as vis
+
+    names = objective_names(study)
+    multi = len(names) > 1
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    params = sorted({p for t in complete for p in t.params})
+    # Several objectives: the single-value plots show the first objective.
+    target = {"target": (lambda t: t.values[0]), "target_name": names[0]} if multi else {"target_name": names[0]}
+    plots: dict[str, tuple] = {}
+    notes: list[str] = []
+    if not complete:
+        return [], [f"study {study.study_name!r} has no complete trial: nothing to plot"]
+    plots["history"] = (vis.plot_optimization_history, target)
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        plots["intermediate"] = (vis.plot_intermediate_values, {})
+    plots["slice"] = (vis.plot_slice, target)
+    if len(complete) >= 2 and len(params) >= 2:
+        plots["importances"] = (vis.plot_param_importances, target)
+    else:
+        notes.append(f"parameter importances skipped: need >= 2 complete trials and >= 2 parameters "
+                     f"(have {len(complete)} and {len(params)})")
+    if len(params) >= 2:
+        plots["contour"] = (vis.plot_contour, target)
+    else:
+        notes.append(f"contour skipped: needs >= 2 parameters (have {len(params)})")
+    if multi:
+        plots["pareto"] = (vis.plot_pareto_front, {"target_names": names})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (plot, kwargs) in plots.items():
+        with warnings.catch_warnings():  # Optuna marks its matplotlib backend experimental
+            warnings.simplefilter("ignore")
+            try:
+                axes = plot(study, **kwargs)
+            except (ValueError, RuntimeError) as err:  # e.g. importances when a parameter never varied
+                notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
+                continue
+        figure = np.ravel(axes)[0].figure
+        path = out_dir / f"{name}.png"
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        written.append(path)
+    return written, notes
+
+
+def plot_dir(root: Path, study_name: str) -> Path:
+    """``root/<study>``, with characters that cannot be in a folder name replaced."""
+    safe = "".join(c if c.isalnum() or c in "-_.=," else "_" for c in study_name)
+    return root / safe

@@ -1,0 +1,60 @@
+"""`run --params-from`: a suite trained with the best parameters of a search study."""
+
+import os
+
+import optuna
+import pandas as pd
+
+from benchmark.cli import main
+
+SUITE = """
+name = "tuned"
+limit = 150
+folds = 2
+[train]
+epochs = 1
+batch_size = 32
+[[configurations]]
+family = "vae"
+config = 1
+method = "single"
+sampling = "gaussian"
+exponent = 40
+[[configurations]]
+family = "vae"
+config = 1
+method = "baseline"
+"""
+
+
+def cli(cwd, *args):
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return main(list(args))
+    finally:
+        os.chdir(old)
+
+
+def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(tmp_path):
+    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
+               "--trials", "2", "--epochs", "1", "--limit", "150", "--folds", "2", "--pruner", "none",
+               "--quiet") == 0
+    name = "search-vae-1-single-gaussian"
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
+    best = study.best_trial.params
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", name, "--quiet") == 0
+    table = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv")
+    single = table[table["method"] == "single"]
+    assert len(single) == 2 and (single["state"] == "COMPLETE").all()
+    assert single["exponent"].iloc[0] == best["exponent"]
+    assert (single["beta"] == best["beta"]).all()
+    assert (single["params_from"] == name).all()
+    assert table.loc[table["method"] == "baseline", "params_from"].isna().all()
+
+
+def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "nope", "--quiet") == 2
+    assert capsys.readouterr().err.strip().startswith("error: ")

@@ -1,0 +1,316 @@
+"""Optuna search: k-fold trials, pruning, resume, studies list/show/plot, best configurations, bad input."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from benchmark.cli import main
+from benchmark.search import SearchSettings, best_configurations, parse_range
+from benchmark.train import DivergedError, FoldResult
+
+NAME = "search-vae-1-single-gaussian"
+SMALL = ["--limit", "200", "--epochs", "1", "--folds", "5", "--device", "cpu", "--quiet"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def cli(cwd: Path, *args: str) -> int:
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return main(list(args))
+    finally:
+        os.chdir(old)
+
+
+def search_cli(cwd: Path, *args: str) -> int:
+    return cli(cwd, "search", "--model", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
+               *SMALL, *args)
+
+
+def load(cwd: Path, name: str = NAME) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'studies' / 'search.db'}")
+
+
+@pytest.fixture
+def one_thread():
+    # Two shared cores: several torch threads per process slow these tiny models down many times.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """Three real trials (too few for the median pruner), then the worst one again with a pruner that may act."""
+    cwd = tmp_path_factory.mktemp("search")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert search_cli(cwd, "--trials", "3") == 0
+        study = load(cwd)
+        # The trial with the worst first fold, run again with the same parameters, gives the same first
+        # fold (training is seeded by the configuration): above the median of three, so it is pruned.
+        worst = max(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.intermediate_values[0])
+        study.enqueue_trial(worst.params)
+        assert search_cli(cwd, "--trials", "4", "--pruner-startup", "1") == 0
+    finally:
+        torch.set_num_threads(threads)
+    return cwd, worst
+
+
+def test_each_trial_is_a_five_fold_cross_validation(searched):
+    cwd, _ = searched
+    study = load(cwd)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3
+    for t in complete:
+        folds = t.user_attrs["fold_recon"]
+        assert len(folds) == 5 and len(t.user_attrs["fold_latent"]) == 5
+        assert t.value == pytest.approx(sum(folds) / 5)
+        assert all(0 < v < 1 for v in folds)
+        assert sorted(t.intermediate_values) == [0, 1, 2, 3, 4]  # a running mean reported after every fold
+        assert t.intermediate_values[4] == pytest.approx(t.value)
+        assert t.user_attrs["config_id"].startswith("vae/1/single/gaussian/a=")
+    assert study.user_attrs["settings"]["epochs"] == 1 and study.user_attrs["settings"]["limit"] == 200
+    assert set(study.user_attrs["settings"]["ranges"]) == {"exponent", "beta"}
+
+
+def test_worst_trial_is_pruned_after_its_first_fold(searched):
+    cwd, worst = searched
+    pruned = load(cwd).trials[3]
+    assert pruned.state == TrialState.PRUNED
+    assert pruned.params == worst.params
+    assert len(pruned.user_attrs["fold_recon"]) == 1  # stopped after one fold
+    assert pruned.intermediate_values[0] == pytest.approx(worst.intermediate_values[0])
+
+
+def test_rerunning_does_not_overshoot(searched, capsys):
+    cwd, _ = searched
+    assert search_cli(cwd, "--trials", "4") == 0
+    assert len(load(cwd).trials) == 4
+    assert "4 trials (complete 3, pruned 1, failed 0)" in capsys.readouterr().out
+
+
+def test_settings_must_match_to_resume(searched, capsys):
+    cwd, _ = searched
+    assert search_cli(cwd, "--trials", "5", "--epochs", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other settings (epochs)" in err
+    assert len(load(cwd).trials) == 4
+
+
+def test_studies_list_and_show_print_the_study(searched, capsys):
+    cwd, _ = searched
+    study = load(cwd)
+    assert cli(cwd, "studies", "list") == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith(NAME))
+    assert line.split() == [NAME, "minimize", "3", "1", "0", "0", f"{study.best_value:.6g}"]
+
+    assert cli(cwd, "studies", "show", NAME) == 0
+    out = capsys.readouterr().out
+    best = study.best_trial
+    assert f"best trial: #{best.number}  recon={best.value:.6g}" in out
+    assert f"best parameters: exponent={best.params['exponent']:.6g}, beta={best.params['beta']:.6g}" in out
+    ranked = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    top = out.split("top 3 trials:")[1].split("per-fold")[0].split("\n")[2:5]
+    assert [int(row.split()[0]) for row in top] == [t.number for t in ranked]
+    folds = out.split(f"per-fold values of trial #{best.number}:")[1].strip().splitlines()[1:]
+    assert [float(row.split()[1]) for row in folds] == pytest.approx(best.user_attrs["fold_recon"], rel=1e-5)
+    assert [float(row.split()[2]) for row in folds] == pytest.approx(best.user_attrs["fold_latent"], rel=1e-5)
+
+
+def test_studies_plot_writes_png_files(searched, capsys):
+    cwd, _ = searched
+    assert cli(cwd, "studies", "plot", NAME) == 0
+    printed = capsys.readouterr().out.split()
+    names = {Path(p).stem for p in printed}
+    assert {"history", "intermediate", "slice", "importances", "contour"} <= names
+    for path in printed:
+        assert Path(path).parent == Path("reports/studies") / NAME
+        assert (cwd / path).read_bytes()[:8] == PNG
+
+
+def test_best_configurations_rebuild_the_best_trial(searched):
+    cwd, _ = searched
+    url = f"sqlite:///{cwd / 'studies' / 'search.db'}"
+    found = best_configurations([NAME], url)
+    configuration, name = found[("vae", 1, "single", "gaussian", False)]
+    best = load(cwd).best_trial
+    assert name == NAME and configuration.id == best.user_attrs["config_id"]
+    assert configuration.method.exponent == best.params["exponent"]
+    assert configuration.method.balance.beta == best.params["beta"]
+    with pytest.raises(ValueError, match="available: " + NAME):
+        best_configurations(["nope"], url)
+
+
+def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
+    command = [sys.executable, "-m", "benchmark", "search", "--model", "vae", "--config", "1", "--method", "single",
+               "--sampling", "gaussian", *SMALL, "--trials", "2", "--heartbeat", "1"]
+    worker = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+        try:
+            running = load(tmp_path).get_trials(states=(TrialState.RUNNING,))
+        except Exception:  # the study does not exist yet
+            continue
+        # Kill mid-trial: after its first fold (it beats), with two folds to go (it cannot finish meanwhile).
+        if running and 1 <= len(running[0].user_attrs.get("fold_recon", [])) <= 3:
+            worker.send_signal(signal.SIGKILL)  # no chance to clean up
+            worker.wait()
+            killed = load(tmp_path).get_trials(states=(TrialState.RUNNING,))[0]
+    assert killed is not None, f"the worker never started a trial: {worker.communicate()[1]}"
+    assert search_cli(tmp_path, "--trials", "2", "--heartbeat", "1") == 0
+    trials = load(tmp_path).get_trials()
+    dead = trials[killed.number]
+    assert dead.state == TrialState.FAIL and "error" not in dead.user_attrs
+    retried = [t for t in trials if t.number > killed.number and t.params == killed.params]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the killed trial did not use the budget
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+# --- fast tests with a stand-in for training: the search logic, not the models ---
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """train_fold → deterministic metrics from the parameters, beta > 5 diverges; no real images."""
+    def train_fold(configuration, train_images, val_images, train_config, seed, on_epoch=None):
+        beta, exponent = configuration.method.balance.beta, configuration.method.exponent or 1.0
+        if beta > 5:
+            raise DivergedError("loss diverged at epoch 1 (train nan, validation nan)")
+        metrics = {"recon": 0.01 * math.log(exponent) + 1e-3 * (seed % 7), "latent": 1.0 / beta,
+                   "recon_cond": 0.02, "total": 1.0}
+        if on_epoch:
+            on_epoch(1, {"epoch": 1, **metrics})
+        return FoldResult(1, metrics, [], {}, 0.0)
+
+    monkeypatch.setattr("benchmark.train.train_fold", train_fold)
+    monkeypatch.setattr("benchmark.data.load_dataset",
+                        lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(20, 1, 32, 32)))
+
+
+def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, fake_training, capsys):
+    study_name = "diverging"
+    (tmp_path / "studies").mkdir()
+    study = optuna.create_study(study_name=study_name, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
+    study.tell(study.ask(), state=TrialState.FAIL)  # as Ctrl-C leaves a trial: FAIL without a reason
+    study.enqueue_trial({"exponent": 10.0, "beta": 8.0})  # diverges
+    args = ["--study-name", study_name, "--pruner", "none", "--range", "beta=0.1:10"]
+    assert search_cli(tmp_path, *args, "--trials", "4") == 0
+    trials = load(tmp_path, study_name).trials
+    assert len(trials) == 5  # the interrupted trial does not count, the diverged one does
+    assert trials[0].state == TrialState.FAIL and "error" not in trials[0].user_attrs
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["error"].startswith("fold 0: loss diverged")
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials[2:])
+    assert "trial #1 failed: fold 0: loss diverged" in capsys.readouterr().out
+    assert search_cli(tmp_path, *args, "--trials", "4") == 0  # nothing more to run
+    assert len(load(tmp_path, study_name).trials) == 5
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "show", study_name) == 0
+    assert "trial #1 failed: fold 0: loss diverged" in capsys.readouterr().out
+
+
+def test_two_objectives_give_a_pareto_front_without_pruning(tmp_path, fake_training, capsys):
+    assert search_cli(tmp_path, "--objectives", "recon,latent", "--trials", "4") == 0
+    name = NAME + "-recon-latent"
+    assert "cannot prune multi-objective" in capsys.readouterr().err
+    study = load(tmp_path, name)
+    assert len(study.directions) == 2 and len(study.trials) == 4
+    assert all(not t.intermediate_values for t in study.trials)
+    url = f"sqlite:///{tmp_path / 'studies' / 'search.db'}"
+    configuration, _ = best_configurations([name], url)[("vae", 1, "single", "gaussian", False)]
+    lowest = min(study.best_trials, key=lambda t: t.values[0])
+    assert configuration.method.exponent == lowest.params["exponent"]
+    assert cli(tmp_path, "studies", "plot", name) == 0
+    assert "pareto" in {Path(p).stem for p in capsys.readouterr().out.split()}
+    assert (tmp_path / "reports" / "studies" / name / "pareto.png").read_bytes()[:8] == PNG
+
+
+def test_multidecoder_with_softadapt_searches_its_beta(tmp_path, fake_training):
+    assert cli(tmp_path, "search", "--model", "vq-vae", "--config", "1", "--method", "multidecoder", "--sampling",
+               "uniform", "--softadapt", "--trials", "2", *SMALL) == 0
+    study = load(tmp_path, "search-vq-vae-1-multidecoder-uniform-softadapt")
+    assert all(set(t.params) == {"softadapt_beta"} and 1e-5 <= t.params["softadapt_beta"] <= 1e-1
+               for t in study.trials)
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path, fake_training):
+    (tmp_path / "studies").mkdir()
+    study = optuna.create_study(study_name=NAME, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
+    study.ask()  # RUNNING, no heartbeat, no worker: as a worker killed right after creating it leaves it
+    assert search_cli(tmp_path, "--trials", "2", "--heartbeat", "1") == 0  # must not wait for it for ever
+    trials = load(tmp_path).trials
+    assert trials[0].state == TrialState.FAIL
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2
+
+
+# --- bad input: one line, exit code 2, nothing written ---
+
+def one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--range", "exponent=60:10"], "empty range for exponent"),
+    (["--range", "beta=-1:10"], "must be > 0"),
+    (["--range", "exponent=10-60"], "bad range"),
+    (["--range", "w1=1:2"], "it tunes: exponent, beta"),
+    (["--objectives", "recon,nope"], "bad objectives"),
+    (["--dataset", "nope"], "unknown dataset"),
+])
+def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, bad, message):
+    assert search_cli(tmp_path, "--trials", "1", *bad) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "studies").exists()
+
+
+def test_unknown_names_are_one_line(tmp_path, capsys):
+    assert cli(tmp_path, "search", "--model", "gan", "--config", "1", "--method", "single") == 2
+    assert "vae, vq-vae" in one_line_error(capsys)
+    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single") == 2
+    assert "--sampling" in one_line_error(capsys)
+
+
+def test_unknown_study_lists_the_available_ones(searched, capsys):
+    cwd, _ = searched
+    for action in ("show", "plot"):
+        assert cli(cwd, "studies", action, "nope") == 2
+        assert f"available: {NAME}" in one_line_error(capsys)
+
+
+def test_unreachable_storage_is_one_line(tmp_path, capsys):
+    url = "postgresql://nobody@127.0.0.1:1/x"
+    for args in (["studies", "list", "--storage", url], ["studies", "show", "x", "--storage", url]):
+        assert cli(tmp_path, *args) == 2
+        line = one_line_error(capsys)
+        # The reason is the refused connection, not a missing driver (psycopg2 is used for postgresql://).
+        assert "cannot open storage" in line and "connection" in line.lower() and "import" not in line
+    assert search_cli(tmp_path, "--trials", "1", "--storage", url) == 2
+    assert "cannot open storage" in one_line_error(capsys)
+
+
+def test_parse_range_and_defaults():
+    assert parse_range("exponent=10:60") == ("exponent", parse_range("exponent=10:60:log")[1])
+    assert not parse_range("exponent=5:80:linear")[1].log
+    settings = SearchSettings("vae", 2, "multidecoder", "exact")
+    assert list(settings.ranges) == ["w1", "w2", "beta"]
+    assert SearchSettings.from_dict(settings.to_dict()) == settings
+    assert settings.default_study_name() == "search-vae-2-multidecoder-exact"
