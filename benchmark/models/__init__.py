@@ -5,7 +5,7 @@ from __future__ import annotations
 from benchmark.models.gaussian import GaussianConfig, GaussianLatent
 from benchmark.models.latent import LatentCode
 from benchmark.models.methods import METHODS, ModelOutput, MultitaskVAE
-from benchmark.models.vq import VQConfig, VQLatent, VectorQuantizer
+from benchmark.models.vq import VectorQuantizer, VQConfig, VQLatent
 
 FAMILIES = ("vae", "vq-vae")
 FAMILY_TITLES = {"vae": "Gaussian VAE", "vq-vae": "VQ-VAE"}
