@@ -1,0 +1,451 @@
+"""Training throughput: our training path against a naive reference loop, and against the matmul peak.
+
+For every selected model family/config and method this measures
+
+* ``ours``: images per second of the product's own training path, :func:`benchmark.train.train_fold`
+  (data on the device as one tensor batched by index, masks for the whole batch in one call,
+  one host sync per epoch). One untimed ``train_fold`` call of ``warmup`` steps comes first;
+  the timed call trains one epoch of ``steps`` batches on ``steps × batch`` images, and its
+  per-fold fixed costs (building the model, one validation pass over a tiny 32-image
+  validation set, one copy of the best weights) are included: they are part of the path
+  and cost about 0.5-2.5 % of the timed region at the default 20 steps (measured on CPU).
+* ``naive``: the same model (same seed, same initial weights), AdamW(lr=1e-3), the same number
+  of steps, written the plainest way: a ``DataLoader`` over a ``TensorDataset``
+  (shuffle, default collation), a Python loop over the batch building each image's mask
+  with numpy, default layouts, no autocast, ``loss.item()`` every step.
+* FLOPs per training image (forward + backward, ``torch.utils.flop_counter.FlopCounterMode`` over
+  one training step divided by the batch size: convolutions and matrix products only), the
+  achieved FLOP/s of ``ours`` and its fraction of the machine's dense-matmul peak, which is
+  measured in the same run (best of several square products, float32 and bfloat16, through
+  ``torch.mm`` and, on CPU, through a 1x1 convolution, i.e. oneDNN, the library the models'
+  convolutions use: on AVX-512 AMD CPUs MKL's ``torch.mm`` reaches only about half of it).
+  On CUDA, cuDNN convolutions use TF32 by default, so ``% peak`` (of true float32) can exceed 100.
+
+>>> result = run_bench(families=["vae:1"], methods=["baseline"], steps=5, warmup=1)  # doctest: +SKIP
+>>> print(format_table(result))                                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmark.balancing import LossBalancer
+from benchmark.conditioning import PixelSampler, exact_grid
+from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.models import METHODS, MODEL_CONFIGS, build_model
+from benchmark.train import resolve_device, train_fold
+
+# The conditioning each method is benchmarked with: the thesis grid's uniform sampler (the
+# costlier of its samplers: a random permutation per image), fixed loss weights.
+BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "uniform"}
+BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
+VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
+
+CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "params", "steps", "batch",
+               "flops_per_image", "ours_img_s", "naive_img_s", "speedup", "gflop_s", "pct_peak_fp32",
+               "pct_peak_bf16", "ours_seconds", "naive_seconds", "peak_gflop_s_fp32", "peak_gflop_s_bf16",
+               "peak_matmul_size")
+
+
+@dataclass(frozen=True)
+class MatmulPeak:
+    """The best dense-matmul rate seen on the device, in GFLOP/s (``bf16`` None when not measured).
+
+    ``rates`` holds every route measured, e.g. ``{"torch.mm float32": ..., "1x1 conv float32": ...}``;
+    ``fp32`` / ``bf16`` are the best route of each dtype.
+    """
+
+    device: str
+    size: int
+    fp32: float
+    bf16: float | None
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        routes = ", ".join(f"{name} {rate:,.0f}" for name, rate in self.rates.items())
+        bf16 = f", bfloat16 {self.bf16:,.0f} GFLOP/s" if self.bf16 else ""
+        return (f"matmul peak on {self.device}: float32 {self.fp32:,.0f} GFLOP/s{bf16} "
+                f"({self.size}x{self.size} products, best of several; {routes})")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    family: str
+    config: int
+    method: str
+    sampling: str
+    device: str
+    params: int
+    steps: int
+    batch: int
+    flops_per_image: float
+    ours_img_s: float
+    naive_img_s: float          # nan when the naive loop was skipped
+    speedup: float              # ours / naive
+    gflop_s: float              # achieved by ours
+    pct_peak_fp32: float        # gflop_s as a percentage of the float32 matmul peak
+    pct_peak_bf16: float
+    ours_seconds: float
+    naive_seconds: float
+    peak_gflop_s_fp32: float
+    peak_gflop_s_bf16: float
+    peak_matmul_size: int
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    rows: list[BenchRow]
+    peak: MatmulPeak
+    settings: dict
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection
+
+def parse_models(families: Iterable[str] | None) -> list[tuple[str, int]]:
+    """``["vae", "vq-vae:2"]`` → [("vae", 1), ("vae", 2), ("vq-vae", 2)]; None → every config."""
+    if not families:
+        return [(family, config) for family, configs in MODEL_CONFIGS.items() for config in configs]
+    models: list[tuple[str, int]] = []
+    for spec in families:
+        family, _, config = spec.partition(":")
+        if family not in MODEL_CONFIGS:
+            raise ValueError(f"unknown model family {family!r}; choose one of: {', '.join(MODEL_CONFIGS)} "
+                             f"(optionally FAMILY:CONFIG, e.g. vq-vae:2)")
+        if config:
+            if not config.isdigit() or int(config) not in MODEL_CONFIGS[family]:
+                raise ValueError(f"unknown {family} config {config!r}; choose one of: "
+                                 f"{', '.join(map(str, MODEL_CONFIGS[family]))}")
+            chosen = [int(config)]
+        else:
+            chosen = list(MODEL_CONFIGS[family])
+        models += [(family, c) for c in chosen if (family, c) not in models]
+    return models
+
+
+def parse_methods(methods: Iterable[str] | None) -> list[str]:
+    if not methods:
+        return list(METHODS)
+    chosen: list[str] = []
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        if method not in chosen:
+            chosen.append(method)
+    return chosen
+
+
+def bench_configuration(family: str, config: int, method: str) -> Configuration:
+    """The configuration benchmarked for (family, config, method): fixed loss weights of 1."""
+    sampling = BENCH_SAMPLING[method]
+    exponent = BENCH_EXPONENT if method == "single" else None
+    return Configuration(family, config, MethodConfig(method, sampling, exponent=exponent,
+                                                      balance=default_balance(family)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = None, repeats: int = 5,
+                        bf16: bool = True) -> MatmulPeak:
+    """Best dense n×n×n matrix-product rate (2·n³ FLOP each) on ``device``, float32 and bfloat16.
+
+    Routes: ``torch.mm`` (the BLAS: MKL on CPU, cuBLAS on CUDA) and, on CPU, the same product
+    as a 1x1 convolution, which runs on oneDNN like the models' convolutions (MKL's GEMM is
+    not the fastest route on every CPU, e.g. AVX-512 AMD ones). The peak is the best route.
+    """
+    device = torch.device(device)
+    size = size or (8192 if device.type == "cuda" else 2048)
+    inner = 20 if device.type == "cuda" else 3
+
+    def best(product, dtype: torch.dtype) -> float:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        run = product(a, b)
+        run()  # warm-up (library initialisation, kernel choice)
+        _sync(device)
+        rates = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(inner):
+                run()
+            _sync(device)
+            rates.append(2.0 * size ** 3 * inner / (time.perf_counter() - started) / 1e9)
+        return max(rates)
+
+    def mm(a, b):
+        return lambda: torch.mm(a, b)
+
+    def conv1x1(a, b):  # out[o, p] = Σ_i w[o, i] · x[i, p] over size pixels: the same product
+        x, w = b.view(1, size, 1, size), a.view(size, size, 1, 1)
+        return lambda: torch.nn.functional.conv2d(x, w)
+
+    routes = {"torch.mm": mm, **({"1x1 conv": conv1x1} if device.type == "cpu" else {})}
+    dtypes = {"float32": torch.float32, **({"bfloat16": torch.bfloat16} if bf16 else {})}
+    rates = {f"{route} {name}": best(product, dtype)
+             for name, dtype in dtypes.items() for route, product in routes.items()}
+    fp32 = max(rate for name, rate in rates.items() if name.endswith("float32"))
+    half = max((rate for name, rate in rates.items() if name.endswith("bfloat16")), default=None)
+    return MatmulPeak(str(device), size, fp32, half, rates)
+
+
+def training_flops(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
+                   loss_fn: Callable | None = None) -> int:
+    """FLOPs of one training step (forward + backward) on batch ``x``, as ``FlopCounterMode`` counts them.
+
+    ``loss_fn`` maps the model's output to the scalar loss (default: the sum of a
+    ``ModelOutput``'s terms, or of a plain tensor output).
+    """
+    def default_loss(output):
+        if isinstance(output, torch.Tensor):
+            return output.sum()
+        return sum(output.terms.values())
+
+    loss_fn = loss_fn or default_loss
+    counter = FlopCounterMode(display=False)
+    with counter:
+        output = model(x) if mask is None else model(x, mask)
+        loss_fn(output).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def naive_masks(sampler: PixelSampler, batch: int, rng: np.random.Generator) -> torch.Tensor:
+    """Masks the plain way: a Python loop over the batch, one numpy draw per image, on the CPU.
+
+    Same distribution as ``sampler.sample``: exact grid; uniform = k distinct pixels;
+    gaussian = k draws with replacement (std = side/6, rounded and clamped); k constant or
+    ``floor((1 - X)·D)`` with X from numpy's ``power(exponent)``.
+    """
+    size = sampler.image_size
+    pixels = size * size
+    masks = []
+    for _ in range(batch):
+        if sampler.exponent is None:
+            k = sampler.fixed_count
+        else:
+            k = math.floor((1.0 - rng.power(sampler.exponent)) * pixels)
+        mask = np.zeros(pixels, dtype=np.float32)
+        if sampler.sampling == "exact":
+            mask = exact_grid(size, sampler.grid_stride).numpy().astype(np.float32).ravel()
+        elif sampler.sampling == "uniform":
+            mask[rng.choice(pixels, size=k, replace=False)] = 1.0
+        else:
+            centre, std = (size - 1) / 2.0, size / 6.0
+            rows_cols = np.clip(np.round(rng.normal(centre, std, size=(k, 2))), 0, size - 1).astype(int)
+            mask[rows_cols[:, 0] * size + rows_cols[:, 1]] = 1.0
+        masks.append(torch.from_numpy(mask).view(1, size, size))
+    return torch.stack(masks)
+
+
+def _fixed_weight_loss(configuration: Configuration, model) -> Callable:
+    terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
+    weights = configuration.method.balance.fixed_weights(terms)
+    return lambda output: sum(weights[name] * output.terms[name] for name in terms)
+
+
+def naive_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
+                device: torch.device, seed: int = 0) -> float:
+    """Seconds for ``steps`` training steps of the plainest loop (after ``warmup`` untimed steps)."""
+    channels, size = images.shape[1], images.shape[-1]
+    torch.manual_seed(seed)
+    model = build_model(configuration.family, configuration.config, configuration.method.method,
+                        channels, size).to(device)
+    sampler = configuration.method.sampler(size)
+    loss_fn = _fixed_weight_loss(configuration, model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(images), batch_size=batch, shuffle=True)
+    rng = np.random.default_rng(seed)
+    model.train()
+    running, step, started = 0.0, 0, time.perf_counter()
+    while step < warmup + steps:
+        for (x,) in loader:
+            if step == warmup:
+                _sync(device)
+                started = time.perf_counter()
+            if step == warmup + steps:
+                break
+            x = x.to(device)
+            mask = naive_masks(sampler, len(x), rng).to(device) if sampler is not None else None
+            loss = loss_fn(model(x, mask))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+            step += 1
+    _sync(device)
+    return time.perf_counter() - started
+
+
+def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
+               device: torch.device, seed: int = 0) -> float:
+    """Seconds for one ``train_fold`` epoch of ``steps`` batches (after an untimed ``warmup``-step call)."""
+    config = TrainConfig(epochs=1, batch_size=batch, device=str(device))
+    val = images[:VAL_IMAGES]
+    if warmup:
+        train_fold(configuration, images[:warmup * batch], val, config, seed)
+    _sync(device)
+    started = time.perf_counter()
+    train_fold(configuration, images[:steps * batch], val, config, seed)
+    _sync(device)
+    return time.perf_counter() - started
+
+
+def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` images: the dataset repeated as often as needed."""
+    if len(images) >= count:
+        return images[:count].contiguous()
+    return images[torch.arange(count) % len(images)].contiguous()
+
+
+def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
+              device: torch.device, peak: MatmulPeak, naive: bool = True, seed: int = 0,
+              repeats: int = 1) -> BenchRow:
+    """One row: FLOPs per image, ours and (optionally) naive images/s (best of ``repeats``), achieved FLOP/s."""
+    channels, size = images.shape[1], images.shape[-1]
+    images = _tiled(images, max(steps, warmup) * batch)
+    torch.manual_seed(seed)
+    model = build_model(configuration.family, configuration.config, configuration.method.method,
+                        channels, size).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    sampler = configuration.method.sampler(size)
+    x = images[:batch].to(device)
+    mask = sampler.sample(batch, torch.Generator(device=device).manual_seed(seed), device) if sampler else None
+    terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
+    balancer = LossBalancer(configuration.method.balance, terms)
+    flops = training_flops(model, x, mask, lambda output: balancer.combine(output.terms)) / batch
+    del model
+
+    ours_s = naive_s = math.inf
+    for repeat in range(repeats):  # alternate the two loops, keep the best of each (load noise only slows)
+        ours_s = min(ours_s, ours_train(configuration, images, steps, warmup if repeat == 0 else 0, batch,
+                                        device, seed))
+        if naive:
+            naive_s = min(naive_s, naive_train(configuration, images, steps, warmup, batch, device, seed))
+    naive_s = naive_s if naive else math.nan
+    ours_ips = steps * batch / ours_s
+    naive_ips = steps * batch / naive_s
+    gflop_s = flops * ours_ips / 1e9
+    return BenchRow(
+        family=configuration.family, config=configuration.config, method=configuration.method.method,
+        sampling=configuration.method.sampling or "", device=str(device), params=params, steps=steps, batch=batch,
+        flops_per_image=flops, ours_img_s=ours_ips, naive_img_s=naive_ips, speedup=ours_ips / naive_ips,
+        gflop_s=gflop_s, pct_peak_fp32=100.0 * gflop_s / peak.fp32,
+        pct_peak_bf16=100.0 * gflop_s / peak.bf16 if peak.bf16 else math.nan,
+        ours_seconds=ours_s, naive_seconds=naive_s, peak_gflop_s_fp32=peak.fp32,
+        peak_gflop_s_bf16=peak.bf16 if peak.bf16 else math.nan, peak_matmul_size=peak.size)
+
+
+def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None, steps: int = 20,
+              warmup: int = 3, batch: int = 128, device: str = "auto", dataset: str = "mnist5k",
+              naive: bool = True, seed: int = 0, repeats: int = 1, peak_size: int | None = None,
+              progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Benchmark every selected (family, config) × method; see the module docstring.
+
+    ``families``: names, optionally with a config (``"vae"``, ``"vq-vae:2"``); default every
+    config of every family. ``methods``: subset of baseline / multidecoder / single.
+    Raises ``ValueError`` for unknown names or ``steps < 1``, ``warmup < 0``, ``batch < 1``.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    if peak_size is not None and peak_size < 1:
+        raise ValueError(f"peak matrix size must be >= 1, got {peak_size!r}")
+    models, chosen = parse_models(families), parse_methods(methods)
+    TrainConfig(batch_size=batch, device=device)  # validates the device name
+    torch_device = resolve_device(device)
+
+    from benchmark.data import load_dataset
+
+    images = load_dataset(dataset).train
+    peak = measure_matmul_peak(torch_device, peak_size)
+    if progress:
+        progress(peak.describe())
+    rows = []
+    total = len(models) * len(chosen)
+    for i, (family, config) in enumerate(models):
+        for j, method in enumerate(chosen):
+            configuration = bench_configuration(family, config, method)
+            if progress:
+                progress(f"[{i * len(chosen) + j + 1}/{total}] {family} {config} {method}: "
+                         f"{warmup} warm-up + {steps} timed steps of {batch}")
+            rows.append(bench_one(configuration, images, steps, warmup, batch, torch_device, peak, naive, seed,
+                                  repeats))
+    settings = {"dataset": dataset, "steps": steps, "warmup": warmup, "batch": batch, "repeats": repeats,
+                "device": str(torch_device),
+                "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    return BenchResult(rows, peak, settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+def _fmt(value: float, spec: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def format_table(result: BenchResult) -> str:
+    header = ("family", "config", "method", "params", "MFLOP/img", "ours img/s", "naive img/s", "speed-up",
+              "GFLOP/s", "% peak")
+    lines = [[r.family, str(r.config), r.method + (f" ({r.sampling})" if r.sampling else ""), f"{r.params:,}",
+              _fmt(r.flops_per_image / 1e6, ",.1f"), _fmt(r.ours_img_s, ",.0f"), _fmt(r.naive_img_s, ",.0f"),
+              _fmt(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""), _fmt(r.gflop_s, ",.1f"),
+              _fmt(r.pct_peak_fp32, ".1f")] for r in result.rows]
+    widths = [max(len(h), *(len(line[k]) for line in lines)) if lines else len(h) for k, h in enumerate(header)]
+    left = {0, 1, 2}
+
+    def render(cells):
+        return "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+
+    s = result.settings
+    out = [render(header), render(["-" * w for w in widths]), *map(render, lines), "",
+           result.peak.describe() + "; % peak is of the float32 peak",
+           (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
+            f"{s['dataset']}, device {s['device']}, {s['threads']} torch threads, torch {s['torch']}")]
+    return "\n".join(out)
+
+
+def write_csv(result: BenchResult, path: str | Path) -> Path:
+    """Write the rows as CSV (columns ``CSV_COLUMNS``), atomically: no half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert tuple(f.name for f in fields(BenchRow)) == CSV_COLUMNS
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in result.rows:
+                writer.writerow(asdict(row))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

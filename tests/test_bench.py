@@ -1,0 +1,164 @@
+"""The throughput benchmark: a tiny run end to end, FLOP counts against a hand count, naive masks."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from benchmark.bench import (
+    CSV_COLUMNS,
+    bench_configuration,
+    naive_masks,
+    run_bench,
+    training_flops,
+    write_csv,
+)
+from benchmark.cli import main
+from benchmark.conditioning import PixelSampler
+from benchmark.models import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    return run_bench(families=["vq-vae:1"], methods=["baseline", "single"], steps=2, warmup=1, batch=16,
+                     device="cpu", peak_size=128)
+
+
+def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
+    path = write_csv(tiny_result, tmp_path / "bench" / "throughput.csv")
+    with path.open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        rows = list(reader)
+    assert [(r["family"], r["config"], r["method"]) for r in rows] == [("vq-vae", "1", "baseline"),
+                                                                        ("vq-vae", "1", "single")]
+    for row in rows:
+        for column in ("params", "flops_per_image", "ours_img_s", "naive_img_s", "speedup", "gflop_s",
+                       "pct_peak_fp32", "ours_seconds", "naive_seconds", "peak_gflop_s_fp32"):
+            value = float(row[column])
+            assert math.isfinite(value) and value > 0, (column, row[column])
+        assert int(row["steps"]) == 2 and int(row["batch"]) == 16
+    assert tiny_result.peak.fp32 > 0
+    # the conditioned model has more parameters and more FLOPs than the baseline
+    base, single = tiny_result.rows
+    assert single.params > base.params and single.flops_per_image > base.flops_per_image
+    assert base.gflop_s == pytest.approx(base.flops_per_image * base.ours_img_s / 1e9)
+
+
+def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["bench", "--families", "vq-vae:1", "--methods", "baseline", "--steps", "1", "--warmup", "0",
+                 "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ours img/s" in printed and "matmul peak" in printed
+    rows = list(csv.DictReader((out / "throughput.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"
+
+
+def test_flops_of_a_single_linear_layer_match_hand_count():
+    batch, fan_in, fan_out = 8, 32, 10
+    model = nn.Linear(fan_in, fan_out)
+    # forward 2·in·out per image; backward only the weight gradient (the input needs none): 2·in·out
+    assert training_flops(model, torch.randn(batch, fan_in), None) == 4 * fan_in * fan_out * batch
+
+
+def _forward_hand_count(model, x):
+    """2·MACs of every Conv2d / ConvTranspose2d / Linear in one forward pass, from the layer shapes."""
+    counts = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Linear):
+            flops = 2 * module.in_features * module.out_features * inputs[0].shape[0]
+        elif isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            flops = 2 * module.in_channels * module.out_channels * k * output[0, 0].numel() * output.shape[0]
+        elif isinstance(module, nn.ConvTranspose2d):  # every input pixel scatters a k×k patch
+            k = module.kernel_size[0] * module.kernel_size[1]
+            flops = 2 * module.in_channels * module.out_channels * k * inputs[0][0, 0].numel() * inputs[0].shape[0]
+        else:
+            return
+        counts.append(flops)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return counts
+
+
+def test_flops_of_the_gaussian_vae_match_hand_count():
+    torch.manual_seed(0)
+    model = build_model("vae", 1, "baseline")
+    x = torch.rand(4, 1, 32, 32)
+    layers = _forward_hand_count(model, x)
+    forward = sum(layers)
+    # SPEC widths 32, 64, 128, 256 on 32x32: conv 1·32·9·16² + 32·64·9·8² + 64·128·9·4² + 128·256·9·2²,
+    # μ and log σ² 2·(1024·16), z → 1024, transposed convs 256·128·16·2² + 128·64·16·4² + 64·32·16·8² + 32·1·16·16²
+    per_image = 2 * (32 * 9 * 256 + 3 * 32 * 64 * 9 * 64 + 2 * 1024 * 16 + 16 * 1024 + 3 * 256 * 128 * 16 * 4
+                     + 32 * 16 * 256)
+    assert forward == per_image * len(x)
+    # backward = grad-input + grad-weight (2× forward), except the first conv, whose input needs no gradient
+    assert training_flops(model, x, None) == 3 * forward - layers[0]
+
+
+def test_naive_uniform_masks_have_exactly_k_pixels_like_the_sampler():
+    sampler = PixelSampler("uniform", 32)  # k = the exact grid's count
+    k = sampler.fixed_count
+    naive = naive_masks(sampler, 64, np.random.default_rng(0))
+    ours = sampler.sample(64, torch.Generator().manual_seed(0), "cpu")
+    assert naive.shape == ours.shape == (64, 1, 32, 32)
+    assert set(naive.unique().tolist()) == {0.0, 1.0}
+    assert (naive.flatten(1).sum(1) == k).all() and (ours.flatten(1).sum(1) == k).all()
+
+
+def test_naive_exact_masks_are_the_grid():
+    sampler = PixelSampler("exact", 32)
+    naive = naive_masks(sampler, 3, np.random.default_rng(0))
+    assert torch.equal(naive, sampler.sample(3, torch.Generator(), "cpu"))
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "gaussian"])
+def test_naive_power_law_counts_follow_the_samplers_distribution(sampling):
+    sampler = PixelSampler(sampling, 32, exponent=20.0)
+    n = 2000
+    naive = naive_masks(sampler, n, np.random.default_rng(1)).flatten(1).sum(1).numpy()
+    ours = sampler.sample(n, torch.Generator().manual_seed(1), "cpu").flatten(1).sum(1).numpy()
+    assert stats.ks_2samp(naive, ours).pvalue > 1e-3
+    if sampling == "uniform":  # E[k] = D / (a + 1)
+        assert abs(naive.mean() - 1024 / 21) < 4 and abs(ours.mean() - 1024 / 21) < 4
+
+
+def test_bench_configuration_conditions_every_method():
+    assert bench_configuration("vae", 1, "baseline").method.sampler(32) is None
+    assert bench_configuration("vae", 1, "multidecoder").method.sampler(32).sampling == "uniform"
+    assert bench_configuration("vq-vae", 2, "single").method.exponent == 40.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"families": ["gan"]}, "unknown model family"),
+    ({"families": ["vae:3"]}, "unknown vae config"),
+    ({"methods": ["triple"]}, "unknown method"),
+    ({"steps": 0}, "steps"),
+    ({"warmup": -1}, "warmup"),
+    ({"batch": 0}, "batch"),
+    ({"device": "tpu"}, "unknown device"),
+])
+def test_bad_input_raises_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_bench(**kwargs)
+
+
+@pytest.mark.parametrize("args", [["--families", "gan"], ["--methods", "triple"], ["--steps", "0"]])
+def test_cli_bad_input_exits_2_and_writes_nothing(args, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not out.exists()
