@@ -82,6 +82,18 @@ class PixelSampler:
         x = u.pow(1.0 / self.exponent)
         return torch.floor((1.0 - x) * self.pixels).long().clamp_(0, self.pixels)
 
+    def _most(self, counts: torch.Tensor) -> int:
+        """How many points to draw per image: enough for the batch's largest k.
+
+        On a GPU, reading the largest k would sync with the host every step, so the bound
+        D (or the fixed k) is used instead; on a CPU the read is free and saves work.
+        """
+        if self.exponent is None:
+            return self.fixed_count
+        if counts.device.type == "cpu":
+            return int(counts.max()) if len(counts) else 0
+        return self.pixels
+
     def sample(self, batch: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
         """Float mask (batch, 1, H, W) with 1 at observed pixels."""
         device = torch.device(device)
@@ -90,23 +102,19 @@ class PixelSampler:
             grid = exact_grid(size, self.grid_stride).to(device)
             return grid.expand(batch, 1, size, size).float()
         counts = self.sample_counts(batch, generator, device)
+        most = self._most(counts)
+        keep = torch.arange(most, device=device)[None, :] < counts[:, None]
         if self.sampling == "uniform":
-            # A random permutation per row: the k smallest random keys are k distinct pixels.
+            # The `most` smallest of D random keys per row are distinct pixels in random order.
             keys = torch.rand(batch, pixels, generator=generator, device=device)
-            ranks = keys.argsort(dim=1).argsort(dim=1)
-            flat = ranks < counts[:, None]
+            index = keys.topk(most, dim=1, largest=False).indices
         else:
-            # Draw enough points for the largest possible count, so that no host sync is
-            # needed to learn the batch's largest k; points past an image's k are ignored.
-            most = pixels if self.exponent is not None else self.fixed_count
             centre, std = (size - 1) / 2.0, size / 6.0
             rc = torch.randn(batch, most, 2, generator=generator, device=device) * std + centre
             rc = rc.round().clamp_(0, size - 1).long()
             index = rc[..., 0] * size + rc[..., 1]
-            keep = torch.arange(most, device=device)[None, :] < counts[:, None]
-            flat = torch.zeros(batch, pixels, device=device)
-            flat.scatter_add_(1, index, keep.float())
-            flat = flat > 0
+        # Add, then threshold: gaussian draws repeat pixels (with replacement).
+        flat = torch.zeros(batch, pixels, device=device).scatter_add_(1, index, keep.float()) > 0
         return flat.view(batch, 1, size, size).float()
 
 

@@ -160,9 +160,14 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     numbers. Raises ``DivergedError`` when a loss becomes NaN or infinite.
     """
     device = resolve_device(train_config.device)
+    # channels_last: the convolution kernels' preferred layout on CPU and GPU (measured faster);
+    # flatten() keeps the logical order, so the numbers do not change.
     model = new_model(configuration, seed, train_images.shape[1], train_images.shape[-1], device)
-    fold = FoldRun(configuration, model, train_images.to(device), val_images.to(device), train_config, seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    model = model.to(memory_format=torch.channels_last)
+    layout = {"device": device, "memory_format": torch.channels_last}
+    fold = FoldRun(configuration, model, train_images.to(**layout), val_images.to(**layout), train_config, seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,
+                                  fused=True)
     autocast = train_config.bf16 and device.type == "cuda"
     for epoch in range(1, train_config.epochs + 1):
         model.train()
