@@ -224,7 +224,7 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
                       options: SearchOptions = SearchOptions()) -> optuna.Study:
     """Create or load the study; refuse one that was made with other settings."""
     store = StoreConfig(storage=storage_url, heartbeat_interval=options.heartbeat,
-                        grace_period=max(3 * options.heartbeat, 3))
+                        grace_period=max(5 * options.heartbeat, 5))
     storage = open_storage(storage_url, store)
     # The sampler is not seeded: workers on several machines must not propose the same points
     # (training is seeded, so each trial is still reproducible from its parameters).
@@ -330,7 +330,7 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
     try:
         while time.monotonic() < deadline:
             fail_stale_trials(study)  # a killed worker's trial becomes FAIL and is queued again
-            fail_orphans(study, max(3 * options.heartbeat, 3))
+            fail_orphans(study, max(5 * options.heartbeat, 5))
             trials = study.get_trials(deepcopy=False)
             used = sum(counts_toward_budget(t) for t in trials)
             bar.n = min(used, options.trials)

@@ -165,12 +165,14 @@ def fail_orphans(study: optuna.Study, grace_period: float) -> int:
 
     Optuna's heartbeat check skips a trial that never recorded a heartbeat (a worker killed
     between creating the trial and its first beat); without this, workers would wait for it
-    for ever. Such a trial has no ``worker`` attribute, which the objective sets first.
+    for ever. Such a trial has no ``worker`` attribute, which the objective sets first. A live
+    worker sets it within moments, so only trials older than two grace periods are taken for
+    dead: a loaded machine must not see a live trial as an orphan.
     """
-    now, failed = datetime.now(), 0
+    now, failed, limit = datetime.now(), 0, 2 * grace_period
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if "worker" not in trial.user_attrs and trial.datetime_start is not None \
-                and (now - trial.datetime_start).total_seconds() > grace_period:
+                and (now - trial.datetime_start).total_seconds() > limit:
             try:
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 failed += 1

@@ -256,7 +256,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path
     assert search_cli(tmp_path, "--trials", "2", "--heartbeat", "1") == 0  # must not wait for it for ever
     trials = load(tmp_path).trials
     assert trials[0].state == TrialState.FAIL
-    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2, [(t.state, t.user_attrs, t.system_attrs) for t in trials]
 
 
 # --- bad input: one line, exit code 2, nothing written ---

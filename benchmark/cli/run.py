@@ -28,7 +28,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(storage=args.storage, studies_dir=args.studies_dir, results_dir=args.results_dir,
                        heartbeat_interval=getattr(args, "heartbeat", 10),
-                       grace_period=max(3 * getattr(args, "heartbeat", 10), 3))
+                       grace_period=max(5 * getattr(args, "heartbeat", 10), 5))
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
