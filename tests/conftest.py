@@ -8,13 +8,18 @@ import pytest
 from benchmark.cli import main
 
 
-def run_cli(cwd: Path, *args: str) -> int:
+def cli(cwd: Path, *args: str) -> int:
+    """``python -m benchmark ARGS`` run in-process from ``cwd``; returns the exit code."""
     old = Path.cwd()
     os.chdir(cwd)
     try:
-        return main(["run", *args, "--quiet"])
+        return main(list(args))
     finally:
         os.chdir(old)
+
+
+def run_cli(cwd: Path, *args: str) -> int:
+    return cli(cwd, "run", *args, "--quiet")
 
 
 @pytest.fixture(scope="session")

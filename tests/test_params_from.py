@@ -1,11 +1,9 @@
 """`run --params-from`: a suite trained with the best parameters of a search study."""
 
-import os
 
 import optuna
 import pandas as pd
-
-from benchmark.cli import main
+from conftest import cli
 
 SUITE = """
 name = "tuned"
@@ -25,15 +23,6 @@ family = "vae"
 config = 1
 method = "baseline"
 """
-
-
-def cli(cwd, *args):
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return main(list(args))
-    finally:
-        os.chdir(old)
 
 
 def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 
@@ -16,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import cli
 from PIL import Image
 from sklearn.model_selection import KFold
 
-from benchmark.cli import main
 from benchmark.prior_stage import (
     decode_conditioned,
     draw_samples,
@@ -36,15 +35,6 @@ from benchmark.store import load_checkpoint
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
 FAST = ("--epochs", "2", "--hidden", "16", "--layers", "3", "--samples", "4", "--quiet")
 K, CODE_SIDE, IMAGE_SIDE = 128, 8, 32   # VQ-VAE config 1 on 32×32 mnist5k: 128 codes on an 8×8 map
-
-
-def cli(cwd, *args: str) -> int:
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return main(list(args))
-    finally:
-        os.chdir(old)
 
 
 @pytest.fixture(scope="module")

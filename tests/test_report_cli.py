@@ -1,21 +1,14 @@
 """`python -m benchmark report` on a real smoke run."""
 
-import os
 
 import numpy as np
 import pandas as pd
+from conftest import cli
 from PIL import Image
-
-from benchmark.cli import main
 
 
 def report(cwd, *args):
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return main(["report", *args])
-    finally:
-        os.chdir(old)
+    return cli(cwd, "report", *args)
 
 
 def test_report_on_a_smoke_run_matches_the_per_fold_results(smoke_run):
