@@ -407,6 +407,13 @@ def _fmt(value: float, spec: str) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
+def _render_table(header: Sequence[str], lines: Sequence[Sequence[str]], left: int) -> list[str]:
+    """Plain-text table lines: the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(line[k]) for line in lines)) if lines else len(h) for k, h in enumerate(header)]
+    return ["  ".join(c.ljust(w) if k < left else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+            for cells in [header, ["-" * w for w in widths], *lines]]
+
+
 def format_table(result: BenchResult) -> str:
     header = ("family", "config", "method", "params", "MFLOP/img", "ours img/s", "naive img/s", "speed-up",
               "GFLOP/s", "% peak")
@@ -414,37 +421,123 @@ def format_table(result: BenchResult) -> str:
               _fmt(r.flops_per_image / 1e6, ",.1f"), _fmt(r.ours_img_s, ",.0f"), _fmt(r.naive_img_s, ",.0f"),
               _fmt(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""), _fmt(r.gflop_s, ",.1f"),
               _fmt(r.pct_peak_fp32, ".1f")] for r in result.rows]
-    widths = [max(len(h), *(len(line[k]) for line in lines)) if lines else len(h) for k, h in enumerate(header)]
-    left = {0, 1, 2}
-
-    def render(cells):
-        return "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
-
     s = result.settings
-    out = [render(header), render(["-" * w for w in widths]), *map(render, lines), "",
+    out = [*_render_table(header, lines, 3), "",
            result.peak.describe() + "; % peak is of the float32 peak",
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
             f"{s['dataset']}, device {s['device']}, {s['threads']} torch threads, torch {s['torch']}")]
     return "\n".join(out)
 
 
-def write_csv(result: BenchResult, path: str | Path) -> Path:
-    """Write the rows as CSV (columns ``CSV_COLUMNS``), atomically: no half-written file."""
+def write_csv(rows: Sequence[BenchRow | EnsembleRow], path: str | Path) -> Path:
+    """Write benchmark rows (one dataclass per row) as CSV, atomically: no half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    assert tuple(f.name for f in fields(BenchRow)) == CSV_COLUMNS
+    columns = [f.name for f in fields(rows[0])] if rows else []
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
-            for row in result.rows:
+            for row in rows:
                 writer.writerow(asdict(row))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Folds together: the vectorised ensemble against the same folds one after another
+
+@dataclass(frozen=True)
+class EnsembleRow:
+    family: str
+    config: int
+    method: str
+    sampling: str
+    device: str
+    folds: int
+    steps: int
+    batch: int
+    sequential_seconds: float  # ``folds`` train_fold calls, one after another
+    together_seconds: float    # one train_folds_together call over the same folds
+    speedup: float             # sequential / together
+
+
+def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int, steps: int, warmup: int,
+                 batch: int, device: torch.device, seed: int = 0) -> EnsembleRow:
+    """Time ``folds`` folds of ``steps`` batches trained one by one, then as one stacked ensemble.
+
+    Each fold trains one epoch on the same ``steps × batch`` images with its own seed, so
+    both ways do the same work; an untimed call of ``warmup`` steps precedes each way.
+    """
+    from benchmark.ensemble import train_folds_together
+
+    config = TrainConfig(epochs=1, batch_size=batch, device=str(device))
+    seeds = [seed + i for i in range(folds)]
+
+    def sequential(n: int) -> float:
+        pool = _tiled(images, n * batch + VAL_IMAGES)
+        _sync(device)
+        started = time.perf_counter()
+        for fold_seed in seeds:
+            train_fold(configuration, pool[:n * batch], pool[n * batch:], config, fold_seed)
+        _sync(device)
+        return time.perf_counter() - started
+
+    def together(n: int) -> float:
+        pool = _tiled(images, n * batch + VAL_IMAGES)
+        split = (np.arange(n * batch), np.arange(n * batch, n * batch + VAL_IMAGES))
+        _sync(device)
+        started = time.perf_counter()
+        results = train_folds_together(configuration, pool, [split] * folds, config, seeds)
+        _sync(device)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise failed[0]
+        return time.perf_counter() - started
+
+    if warmup:
+        sequential(warmup)
+        together(warmup)
+    sequential_s, together_s = sequential(steps), together(steps)
+    return EnsembleRow(configuration.family, configuration.config, configuration.method.method,
+                       configuration.method.sampling or "", str(device), folds, steps, batch, sequential_s,
+                       together_s, sequential_s / together_s)
+
+
+def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+                       folds: int = 5, steps: int = 20, warmup: int = 3, batch: int = 128, device: str = "auto",
+                       dataset: str = "mnist5k", seed: int = 0,
+                       progress: Callable[[str], None] | None = None) -> list[EnsembleRow]:
+    """:func:`ensemble_one` for every selected (family, config) × method."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"an ensemble needs at least 2 folds, got {folds!r}")
+    models, chosen = parse_models(families), parse_methods(methods)
+    TrainConfig(batch_size=batch, device=device)
+    torch_device = resolve_device(device)
+
+    from benchmark.data import load_dataset
+
+    images = load_dataset(dataset).train
+    rows = []
+    for family, config in models:
+        for method in chosen:
+            if progress:
+                progress(f"ensemble {family} {config} {method}: {folds} folds of {steps} steps, "
+                         f"one by one and stacked")
+            rows.append(ensemble_one(bench_configuration(family, config, method), images, folds, steps, warmup,
+                                     batch, torch_device, seed))
+    return rows
+
+
+def format_ensemble_table(rows: Sequence[EnsembleRow]) -> str:
+    header = ("family", "config", "method", "folds", "one by one s", "stacked s", "speed-up")
+    lines = [[r.family, str(r.config), r.method + (f" ({r.sampling})" if r.sampling else ""), str(r.folds),
+              f"{r.sequential_seconds:.2f}", f"{r.together_seconds:.2f}", f"{r.speedup:.2f}x"] for r in rows]
+    return "\n".join(_render_table(header, lines, 3))
 
 
 def _stderr(message: str) -> None:

@@ -29,7 +29,7 @@ def tiny_result():
 
 
 def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
-    path = write_csv(tiny_result, tmp_path / "bench" / "throughput.csv")
+    path = write_csv(tiny_result.rows, tmp_path / "bench" / "throughput.csv")
     with path.open() as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames) == CSV_COLUMNS
@@ -59,6 +59,26 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     assert "ours img/s" in printed and "matmul peak" in printed
     rows = list(csv.DictReader((out / "throughput.csv").open()))
     assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"
+
+
+def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["bench", "--families", "vae:1", "--methods", "single", "--steps", "2", "--warmup", "1",
+                 "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
+                 "--ensemble", "3", "--out", str(out)])
+    assert code == 0
+    assert "stacked s" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "ensemble.csv").open()))
+    assert [(r["family"], r["method"], r["folds"], r["steps"]) for r in rows] == [("vae", "single", "3", "2")]
+    row = rows[0]
+    assert float(row["sequential_seconds"]) > 0 and float(row["together_seconds"]) > 0
+    assert float(row["speedup"]) == pytest.approx(float(row["sequential_seconds"]) / float(row["together_seconds"]))
+
+
+def test_cli_bench_rejects_a_one_fold_ensemble_before_benchmarking(tmp_path, capsys):
+    assert main(["bench", "--ensemble", "1", "--out", str(tmp_path)]) == 2
+    assert "at least 2 folds" in capsys.readouterr().err
+    assert not (tmp_path / "throughput.csv").exists()
 
 
 def test_flops_of_a_single_linear_layer_match_hand_count():

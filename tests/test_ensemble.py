@@ -1,6 +1,7 @@
 """Folds trained together as one vectorised ensemble give the same results as alone."""
 
 import pytest
+import torch
 
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.cv import fold_indices
@@ -40,3 +41,15 @@ def test_folds_of_different_sizes_are_not_stacked(images):
     assert not can_stack(splits)
     with pytest.raises(ValueError, match="cannot be stacked"):
         train_folds_together(Configuration("vae", 1), images, splits, TrainConfig(epochs=1, device="cpu"), [1] * 5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_folds_stack_on_cuda_under_bf16_autocast(images):
+    # bf16 autocast (TrainConfig.bf16) is on for CUDA; vmapped batch norm must accept it
+    configuration = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", balance=default_balance("vae")))
+    splits = fold_indices(len(images), 5, seed=0)[:2]
+    settings = TrainConfig(epochs=2, batch_size=32, device="cuda")
+    together = train_folds_together(configuration, images, splits, settings, [11, 12])
+    for (train, val), seed, result in zip(splits, [11, 12], together):
+        alone = train_fold(configuration, images[train], images[val], settings, seed)
+        assert result.metrics["recon"] == pytest.approx(alone.metrics["recon"], rel=5e-2)

@@ -91,16 +91,18 @@ def test_codes_are_the_best_folds_training_and_validation_images(prior_run):
             target.fold]
         assert torch.equal(train_x, pool[train_idx]) and torch.equal(val_x, pool[val_idx])
         # Decoding the validation codes reproduces the run's validation recon of exactly that fold
-        # (its best-epoch metric), and no other fold's validation images come close.
+        # (its best-epoch metric), and no other fold's validation images come close. With CUDA the
+        # run measured on the GPU (TF32 convolutions) and this recomputes on the CPU.
+        tolerance = 1e-4 if torch.cuda.is_available() else 1e-6
         for fold in range(5):
             images = val_x if fold == target.fold else fold_split(pool, meta, fold)[1]
             with torch.no_grad():
                 decoded = model.decode(model.latent_model.quantizer.lookup(encode_codes(model, images)))
             mse = float((decoded - images).pow(2).mean())
             if fold == target.fold:
-                assert mse == pytest.approx(target.recon, rel=1e-6)
+                assert mse == pytest.approx(target.recon, rel=tolerance)
             else:
-                assert abs(mse / target.recon - 1) > 1e-5
+                assert abs(mse / target.recon - 1) > 10 * tolerance
 
 
 def test_generation_gives_valid_codes_and_images_batched_and_seeded(prior_run):

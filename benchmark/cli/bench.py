@@ -12,10 +12,13 @@ naive  = the same model and AdamW(lr=1e-3) in the plainest loop: DataLoader(Tens
          masks built per image in Python/numpy, loss.item() every step
 FLOPs  = FlopCounterMode over one forward+backward step / batch (convolutions and matmuls)
 % peak = achieved FLOP/s of ours / best float32 torch.mm rate measured in the same run
+--ensemble N: N folds of --steps batches each, trained one by one with train_fold and then stacked
+         with train_folds_together (torch.func.vmap); speed-up = one-by-one seconds / stacked seconds
 
 examples:
   python -m benchmark bench                                  # every family x config x method
   python -m benchmark bench --families vae vq-vae:1 --methods baseline --steps 10
+  python -m benchmark bench --device cuda --ensemble 5       # with the five-fold ensemble's speed-up
 """
 
 
@@ -41,19 +44,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                                      "CPU, 8192 on CUDA)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--no-naive", action="store_true", help="skip the naive reference loop")
+    bench.add_argument("--ensemble", type=int, metavar="FOLDS", default=0,
+                       help="also time FOLDS folds trained one by one against the same folds stacked as one "
+                            "vectorised ensemble (what `run --fold-parallel` does); writes OUT/ensemble.csv")
     bench.add_argument("--out", type=Path, default=Path("reports/bench"), help="folder for throughput.csv")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     bench.set_defaults(handler=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmark.bench import _stderr, format_table, run_bench, write_csv
+    from benchmark.bench import _stderr, format_ensemble_table, format_table, run_bench, run_ensemble_bench, write_csv
 
+    if args.ensemble and args.ensemble < 2:  # before the long main benchmark, not after it
+        raise ValueError(f"--ensemble needs at least 2 folds, got {args.ensemble}")
+    progress = None if args.quiet else _stderr
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
-                       seed=args.seed, repeats=args.repeats, peak_size=args.peak_size,
-                       progress=None if args.quiet else _stderr)
+                       seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, progress=progress)
     print(format_table(result))
-    path = write_csv(result, args.out / "throughput.csv")
-    print(f"wrote {path}")
+    print(f"wrote {write_csv(result.rows, args.out / 'throughput.csv')}")
+    if args.ensemble:
+        rows = run_ensemble_bench(families=args.families, methods=args.methods, folds=args.ensemble,
+                                  steps=args.steps, warmup=args.warmup, batch=args.batch, device=args.device,
+                                  dataset=args.dataset, seed=args.seed, progress=progress)
+        print()
+        print(format_ensemble_table(rows))
+        print(f"wrote {write_csv(rows, args.out / 'ensemble.csv')}")
     return 0

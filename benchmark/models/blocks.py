@@ -8,13 +8,24 @@ import torch
 from torch import nn
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that normalises in float32, also under bf16 autocast.
+
+    CUDA's batch norm, vectorised over stacked fold models (``torch.func.vmap``), rejects a
+    bf16 input with float32 running statistics; float32 statistics are the accurate choice anyway.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
+
+
 def conv_encoder(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
     """Conv 3x3 stride 2 + BatchNorm + LeakyReLU per hidden width (halves the side each time)."""
     layers: list[nn.Module] = []
     for width in widths:
         # No conv bias before BatchNorm: BN removes it, and Adam would turn its zero gradient's
         # float noise into full-size steps.
-        layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+        layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), BatchNorm2d(width),
                    nn.LeakyReLU()]
         in_channels = width
     return nn.Sequential(*layers)
@@ -26,7 +37,7 @@ def upsampling_stack(widths: tuple[int, ...], out_channels: int) -> nn.Sequentia
     layers: list[nn.Module] = []
     for width_in, width_out in zip(mirrored, mirrored[1:]):
         layers += [nn.ConvTranspose2d(width_in, width_out, 4, stride=2, padding=1, bias=False),
-                   nn.BatchNorm2d(width_out), nn.LeakyReLU()]
+                   BatchNorm2d(width_out), nn.LeakyReLU()]
     layers += [nn.ConvTranspose2d(mirrored[-1], out_channels, 4, stride=2, padding=1), nn.Sigmoid()]
     return nn.Sequential(*layers)
 
