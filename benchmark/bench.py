@@ -54,7 +54,7 @@ BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "unifor
 BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
 
-CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "params", "steps", "batch",
+CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "precision", "params", "steps", "batch",
                "flops_per_image", "ours_img_s", "naive_img_s", "speedup", "gflop_s", "pct_peak_fp32",
                "pct_peak_bf16", "ours_seconds", "naive_seconds", "peak_gflop_s_fp32", "peak_gflop_s_bf16",
                "peak_matmul_size")
@@ -88,6 +88,7 @@ class BenchRow:
     method: str
     sampling: str
     device: str
+    precision: str              # of ours (auto: bf16 autocast on CUDA only); naive is float32
     params: int
     steps: int
     batch: int
@@ -296,9 +297,9 @@ def naive_train(configuration: Configuration, images: torch.Tensor, steps: int, 
 
 
 def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
-               device: torch.device, seed: int = 0) -> float:
+               device: torch.device, seed: int = 0, precision: str = "auto") -> float:
     """Seconds for one ``train_fold`` epoch of ``steps`` batches (after an untimed ``warmup``-step call)."""
-    config = TrainConfig(epochs=1, batch_size=batch, device=str(device))
+    config = TrainConfig(epochs=1, batch_size=batch, device=str(device), precision=precision)
     val = images[:VAL_IMAGES]
     if warmup:
         train_fold(configuration, images[:warmup * batch], val, config, seed)
@@ -318,7 +319,7 @@ def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
 
 def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
               device: torch.device, peak: MatmulPeak, naive: bool = True, seed: int = 0,
-              repeats: int = 1) -> BenchRow:
+              repeats: int = 1, precision: str = "auto") -> BenchRow:
     """One row: FLOPs per image, ours and (optionally) naive images/s (best of ``repeats``), achieved FLOP/s."""
     channels, size = images.shape[1], images.shape[-1]
     images = _tiled(images, max(steps, warmup) * batch)
@@ -337,7 +338,7 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
     ours_s = naive_s = math.inf
     for repeat in range(repeats):  # alternate the two loops, keep the best of each (load noise only slows)
         ours_s = min(ours_s, ours_train(configuration, images, steps, warmup if repeat == 0 else 0, batch,
-                                        device, seed))
+                                        device, seed, precision))
         if naive:
             naive_s = min(naive_s, naive_train(configuration, images, steps, warmup, batch, device, seed))
     naive_s = naive_s if naive else math.nan
@@ -346,7 +347,7 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
     gflop_s = flops * ours_ips / 1e9
     return BenchRow(
         family=configuration.family, config=configuration.config, method=configuration.method.method,
-        sampling=configuration.method.sampling or "", device=str(device), params=params, steps=steps, batch=batch,
+        sampling=configuration.method.sampling or "", device=str(device), precision=precision, params=params, steps=steps, batch=batch,
         flops_per_image=flops, ours_img_s=ours_ips, naive_img_s=naive_ips, speedup=ours_ips / naive_ips,
         gflop_s=gflop_s, pct_peak_fp32=100.0 * gflop_s / peak.fp32,
         pct_peak_bf16=100.0 * gflop_s / peak.bf16 if peak.bf16 else math.nan,
@@ -357,7 +358,7 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
 def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None, steps: int = 20,
               warmup: int = 3, batch: int = 128, device: str = "auto", dataset: str = "mnist5k",
               naive: bool = True, seed: int = 0, repeats: int = 1, peak_size: int | None = None,
-              progress: Callable[[str], None] | None = None) -> BenchResult:
+              precision: str = "auto", progress: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark every selected (family, config) × method; see the module docstring.
 
     ``families``: names, optionally with a config (``"vae"``, ``"vq-vae:2"``); default every
@@ -375,7 +376,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
     if peak_size is not None and peak_size < 1:
         raise ValueError(f"peak matrix size must be >= 1, got {peak_size!r}")
     models, chosen = parse_models(families), parse_methods(methods)
-    TrainConfig(batch_size=batch, device=device)  # validates the device name
+    TrainConfig(batch_size=batch, device=device, precision=precision)  # validates the names
     torch_device = resolve_device(device)
 
     from benchmark.data import load_dataset
@@ -393,9 +394,9 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                 progress(f"[{i * len(chosen) + j + 1}/{total}] {family} {config} {method}: "
                          f"{warmup} warm-up + {steps} timed steps of {batch}")
             rows.append(bench_one(configuration, images, steps, warmup, batch, torch_device, peak, naive, seed,
-                                  repeats))
+                                  repeats, precision))
     settings = {"dataset": dataset, "steps": steps, "warmup": warmup, "batch": batch, "repeats": repeats,
-                "device": str(torch_device),
+                "device": str(torch_device), "precision": precision,
                 "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     return BenchResult(rows, peak, settings)
 
@@ -425,7 +426,7 @@ def format_table(result: BenchResult) -> str:
     out = [*_render_table(header, lines, 3), "",
            result.peak.describe() + "; % peak is of the float32 peak",
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
-            f"{s['dataset']}, device {s['device']}, {s['threads']} torch threads, torch {s['torch']}")]
+            f"{s['dataset']}, device {s['device']}, precision {s['precision']}, {s['threads']} torch threads, torch {s['torch']}")]
     return "\n".join(out)
 
 
@@ -458,6 +459,7 @@ class EnsembleRow:
     method: str
     sampling: str
     device: str
+    precision: str
     folds: int
     steps: int
     batch: int
@@ -467,7 +469,7 @@ class EnsembleRow:
 
 
 def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int, steps: int, warmup: int,
-                 batch: int, device: torch.device, seed: int = 0) -> EnsembleRow:
+                 batch: int, device: torch.device, seed: int = 0, precision: str = "auto") -> EnsembleRow:
     """Time ``folds`` folds of ``steps`` batches trained one by one, then as one stacked ensemble.
 
     Each fold trains one epoch on the same ``steps × batch`` images with its own seed, so
@@ -475,7 +477,7 @@ def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int,
     """
     from benchmark.ensemble import train_folds_together
 
-    config = TrainConfig(epochs=1, batch_size=batch, device=str(device))
+    config = TrainConfig(epochs=1, batch_size=batch, device=str(device), precision=precision)
     seeds = [seed + i for i in range(folds)]
 
     def sequential(n: int) -> float:
@@ -504,19 +506,19 @@ def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int,
         together(warmup)
     sequential_s, together_s = sequential(steps), together(steps)
     return EnsembleRow(configuration.family, configuration.config, configuration.method.method,
-                       configuration.method.sampling or "", str(device), folds, steps, batch, sequential_s,
+                       configuration.method.sampling or "", str(device), precision, folds, steps, batch, sequential_s,
                        together_s, sequential_s / together_s)
 
 
 def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                        folds: int = 5, steps: int = 20, warmup: int = 3, batch: int = 128, device: str = "auto",
-                       dataset: str = "mnist5k", seed: int = 0,
+                       dataset: str = "mnist5k", seed: int = 0, precision: str = "auto",
                        progress: Callable[[str], None] | None = None) -> list[EnsembleRow]:
     """:func:`ensemble_one` for every selected (family, config) × method."""
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"an ensemble needs at least 2 folds, got {folds!r}")
     models, chosen = parse_models(families), parse_methods(methods)
-    TrainConfig(batch_size=batch, device=device)
+    TrainConfig(batch_size=batch, device=device, precision=precision)
     torch_device = resolve_device(device)
 
     from benchmark.data import load_dataset
@@ -529,7 +531,7 @@ def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[
                 progress(f"ensemble {family} {config} {method}: {folds} folds of {steps} steps, "
                          f"one by one and stacked")
             rows.append(ensemble_one(bench_configuration(family, config, method), images, folds, steps, warmup,
-                                     batch, torch_device, seed))
+                                     batch, torch_device, seed, precision))
     return rows
 
 

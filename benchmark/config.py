@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
 from benchmark.conditioning import SAMPLINGS, PixelSampler
 from benchmark.models import FAMILY_TITLES, METHODS, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
+# auto: bf16 autocast on CUDA, float32 on CPU. bf16 on a CPU with AVX-512 BF16 (or AMX) trains
+# faster but changes the numbers, so there it is a choice, not the default.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     device: str = "auto"
-    bf16: bool = True  # bf16 autocast for the training steps on CUDA (ignored on CPU)
+    precision: str = "auto"  # training steps under bf16 autocast: auto (on CUDA only) | fp32 | bf16
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -114,6 +119,12 @@ class TrainConfig:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}, cuda:N")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+
+    def autocast(self, device: torch.device) -> bool:
+        """Whether the training steps run under bf16 autocast on ``device``."""
+        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -48,7 +48,7 @@ def train_folds_together(configuration: Configuration, images: torch.Tensor, spl
     evaluator = models[0]  # reused to hold one fold's weights at a time for validation
     optimizer = torch.optim.AdamW(params.values(), lr=train_config.lr, weight_decay=train_config.weight_decay,
                                   fused=True)  # as train_fold
-    autocast = train_config.bf16 and device.type == "cuda"
+    autocast = train_config.autocast(device)
     failed: dict[int, DivergedError] = {}
 
     def step_terms(p, b, x, mask, noise):

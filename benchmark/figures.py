@@ -30,6 +30,7 @@ from torchvision.utils import make_grid  # noqa: E402
 from benchmark.conditioning import PixelSampler  # noqa: E402
 from benchmark.models import FAMILY_TITLES, MultitaskVAE  # noqa: E402
 from benchmark.stats import METHOD_TITLES, completed, parameter_text  # noqa: E402
+from benchmark.train import eval_mode  # noqa: E402
 
 LATENT_LABELS = {"vae": "KL divergence", "vq-vae": "VQ loss"}
 FORMATS = ("png", "pdf")
@@ -147,9 +148,7 @@ def reconstruction_grid(model: MultitaskVAE, images: torch.Tensor, mask_sampler:
         raise ValueError(f"a {model.method} model needs a mask sampler for its conditioned decoder")
     device = next(model.parameters()).device
     x = images.to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         z = model.encode(x).z
         tiles = [x, model.decode(z)]
         columns = ["input", "decoder 1"]
@@ -157,8 +156,6 @@ def reconstruction_grid(model: MultitaskVAE, images: torch.Tensor, mask_sampler:
             mask = mask_sampler.sample(len(x), torch.Generator(device=device).manual_seed(seed), device)
             tiles += [model.decode(z, x, mask, conditioned=True), _channels(mask, x.shape[1])]
             columns += ["decoder 2", "mask"]
-    finally:
-        model.train(was_training)
     # Interleave so that each row holds one image's columns.
     stacked = torch.stack(tiles, dim=1).flatten(0, 1)
     return _show_grid(stacked, columns, _stem(path))
@@ -227,9 +224,7 @@ def observed_error(model: MultitaskVAE, images: torch.Tensor, sampling: str = "u
     counts = default_counts(size * size) if counts is None else list(counts)
     device = next(model.parameters()).device
     x = images.to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         z = model.encode(x).z
         recon = float((model.decode(z) - x).pow(2).mean())
         rows = []
@@ -238,8 +233,6 @@ def observed_error(model: MultitaskVAE, images: torch.Tensor, sampling: str = "u
                 len(x), torch.Generator(device=device).manual_seed(seed), device)
             cond = float((model.decode(z, x, mask, conditioned=True) - x).pow(2).mean())
             rows.append({"count": int(k), "recon_cond": cond, "recon": recon})
-    finally:
-        model.train(was_training)
     return pd.DataFrame(rows)
 
 

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.train import eval_mode
+
 __all__ = ["PriorConfig", "GatedPixelCNN", "PriorResult", "train_prior"]
 
 
@@ -143,16 +145,14 @@ class GatedPixelCNN(nn.Module):
         height, width = int(shape[0]), int(shape[1])
         device = torch.device(device) if device is not None else self.embedding.weight.device
         draw_device = generator.device if generator is not None else device
-        was_training = self.training
-        self.eval()
-        codes = torch.zeros(int(n), height, width, dtype=torch.long, device=device)
-        for i in range(height):
-            for j in range(width):
-                # Positions ≥ (i, j) are still placeholders; causality makes them irrelevant here.
-                probs = torch.softmax(self(codes)[:, :, i, j].float() / temperature, dim=1)
-                drawn = torch.multinomial(probs.to(draw_device), 1, generator=generator)
-                codes[:, i, j] = drawn.squeeze(1).to(device)
-        self.train(was_training)
+        with eval_mode(self):
+            codes = torch.zeros(int(n), height, width, dtype=torch.long, device=device)
+            for i in range(height):
+                for j in range(width):
+                    # Positions ≥ (i, j) are still placeholders; causality makes them irrelevant here.
+                    probs = torch.softmax(self(codes)[:, :, i, j].float() / temperature, dim=1)
+                    drawn = torch.multinomial(probs.to(draw_device), 1, generator=generator)
+                    codes[:, i, j] = drawn.squeeze(1).to(device)
         return codes
 
 

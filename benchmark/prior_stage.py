@@ -38,6 +38,7 @@ from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import MultitaskVAE
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
+from benchmark.train import eval_mode
 
 PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_dim", "uniform_nats", "epochs", "best_epoch",
                  "n_train", "n_val", "prior_path", "seconds")
@@ -190,13 +191,9 @@ def encode_codes(model: MultitaskVAE, images: torch.Tensor, batch_size: int = 25
     model's device, ``batch_size`` images at a time; the model's mode is restored.
     """
     quantizer, device = _quantizer(model), _device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         maps = [quantizer.codes(model.latent_model.encoder(images[start:start + batch_size].to(device))).cpu()
                 for start in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(maps) if maps else torch.empty(0, *model.latent_model.code_shape[1:], dtype=torch.long)
 
 
@@ -219,12 +216,8 @@ def generate(model: MultitaskVAE, prior: GatedPixelCNN, n: int, *, seed: int = 0
     generator = torch.Generator().manual_seed(seed)
     codes = prior.sample(n, tuple(model.latent_model.code_shape[1:]), generator=generator,
                          device=_device(prior), temperature=temperature)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         images = model.decode(_quantizer(model).lookup(codes.to(_device(model))))
-    finally:
-        model.train(was_training)
     return codes.cpu(), images.float().cpu()
 
 
@@ -239,14 +232,10 @@ def decode_conditioned(model: MultitaskVAE, codes: torch.Tensor, images: torch.T
     if not model.conditioned:
         raise ValueError("the baseline has no conditioned decoder")
     device, n, r = _device(model), len(codes), len(images)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         z = _quantizer(model).lookup(codes.to(device)).repeat(r, 1, 1, 1)   # block j holds all n maps
         x = images.to(device).repeat_interleave(n, dim=0)                   # ... next to image j
         out = model.decode(z, x, masks.to(device).repeat_interleave(n, dim=0), conditioned=True)
-    finally:
-        model.train(was_training)
     return out.float().cpu().view(r, n, *images.shape[1:])
 
 

@@ -49,7 +49,7 @@ class Suite:
         return {"suite": self.name, "dataset": self.dataset, "limit": self.limit, "folds": self.folds,
                 "repeats": self.repeats, "seed": self.seed, "epochs": self.train.epochs,
                 "batch_size": self.train.batch_size, "lr": self.train.lr,
-                "weight_decay": self.train.weight_decay, "configurations": [c.id for c in self.configurations],
+                "weight_decay": self.train.weight_decay, "precision": self.train.precision, "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
 
     def with_best_params(self, best: dict[tuple, tuple[Configuration, str]]) -> Suite:
@@ -75,7 +75,7 @@ class Suite:
 
     def override(self, **values) -> Suite:
         """A copy with command-line overrides applied (None means keep the suite's value)."""
-        train_keys = {"epochs", "device", "batch_size", "lr"}
+        train_keys = {"epochs", "device", "batch_size", "lr", "precision"}
         train = replace(self.train, **{k: v for k, v in values.items() if k in train_keys and v is not None})
         rest = {k: v for k, v in values.items() if k not in train_keys and v is not None}
         return replace(self, train=train, **rest)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +48,17 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 @torch.no_grad()
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode (BatchNorm on its running statistics) for the block; its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | None,
              weights: dict[str, float], batch_size: int = 512, seed: int = 0) -> dict[str, float]:
     """Validation metrics, every module in eval mode, masks from a fixed seed.
@@ -55,24 +67,22 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     latent: KL or VQ loss; total: the training objective at ``weights`` (training scale);
     recon_train / recon_cond_train: the reconstruction terms on the training scale.
     """
-    was_training = model.training
-    model.eval()
-    generator = _generator(images.device, seed)
-    sums = torch.zeros(4, device=images.device, dtype=torch.float64)
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        code = model.encode(x)
-        recon = model.reconstruction_loss(model.decode(code.z), x)
-        cond = torch.zeros((), device=x.device)
-        if model.conditioned:
-            mask = sampler.sample(len(x), generator, x.device)
-            cond = model.reconstruction_loss(model.decode(code.z, x, mask, conditioned=True), x)
-        # The training objective's terms: the single decoder trains on its conditioned output.
-        objective = {"recon": cond if model.method == "single" else recon, "recon_cond": cond, "latent": code.latent}
-        total = sum(weights[name] * objective[name] for name in weights)
-        sums += torch.stack([recon, code.latent, cond, total]).double() * len(x)
-    means = (sums / len(images)).tolist()
-    model.train(was_training)
+    with eval_mode(model):
+        generator = _generator(images.device, seed)
+        sums = torch.zeros(4, device=images.device, dtype=torch.float64)
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            code = model.encode(x)
+            recon = model.reconstruction_loss(model.decode(code.z), x)
+            cond = torch.zeros((), device=x.device)
+            if model.conditioned:
+                mask = sampler.sample(len(x), generator, x.device)
+                cond = model.reconstruction_loss(model.decode(code.z, x, mask, conditioned=True), x)
+            # The training objective's terms: the single decoder trains on its conditioned output.
+            objective = {"recon": cond if model.method == "single" else recon, "recon_cond": cond, "latent": code.latent}
+            total = sum(weights[name] * objective[name] for name in weights)
+            sums += torch.stack([recon, code.latent, cond, total]).double() * len(x)
+        means = (sums / len(images)).tolist()
     conditioned = model.method != "baseline"
     return {
         "recon": means[0] * model.recon_scale,
@@ -168,7 +178,7 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     fold = FoldRun(configuration, model, train_images.to(**layout), val_images.to(**layout), train_config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,
                                   fused=True)
-    autocast = train_config.bf16 and device.type == "cuda"
+    autocast = train_config.autocast(device)
     for epoch in range(1, train_config.epochs + 1):
         model.train()
         running = torch.zeros((), device=device)

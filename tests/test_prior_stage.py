@@ -93,7 +93,7 @@ def test_codes_are_the_best_folds_training_and_validation_images(prior_run):
         # Decoding the validation codes reproduces the run's validation recon of exactly that fold
         # (its best-epoch metric), and no other fold's validation images come close. With CUDA the
         # run measured on the GPU (TF32 convolutions) and this recomputes on the CPU.
-        tolerance = 1e-4 if torch.cuda.is_available() else 1e-6
+        tolerance, apart = (5e-5, 1e-4) if torch.cuda.is_available() else (1e-6, 1e-5)
         for fold in range(5):
             images = val_x if fold == target.fold else fold_split(pool, meta, fold)[1]
             with torch.no_grad():
@@ -102,7 +102,7 @@ def test_codes_are_the_best_folds_training_and_validation_images(prior_run):
             if fold == target.fold:
                 assert mse == pytest.approx(target.recon, rel=tolerance)
             else:
-                assert abs(mse / target.recon - 1) > 10 * tolerance
+                assert abs(mse / target.recon - 1) > apart
 
 
 def test_generation_gives_valid_codes_and_images_batched_and_seeded(prior_run):

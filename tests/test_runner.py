@@ -132,6 +132,7 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
     (["--suite", "smoke", "--folds", "1"], "--folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
+    (["--suite", "smoke", "--precision", "bf16"], "was made with other settings (precision"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_path, capsys, args, message):
     (smoke_run / "broken.toml").write_text("name = [unclosed")

@@ -37,6 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps before each run (default 3)")
     bench.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    bench.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="our training path's autocast: auto = bf16 on CUDA only (default); the naive loop "
+                            "stays float32")
     bench.add_argument("--dataset", default="mnist5k", help="dataset to train on (default mnist5k)")
     bench.add_argument("--repeats", type=int, default=1,
                        help="time ours and naive this many times, alternating, and keep the best (default 1)")
@@ -60,13 +63,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _stderr
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
-                       seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, progress=progress)
+                       seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, precision=args.precision,
+                       progress=progress)
     print(format_table(result))
     print(f"wrote {write_csv(result.rows, args.out / 'throughput.csv')}")
     if args.ensemble:
         rows = run_ensemble_bench(families=args.families, methods=args.methods, folds=args.ensemble,
                                   steps=args.steps, warmup=args.warmup, batch=args.batch, device=args.device,
-                                  dataset=args.dataset, seed=args.seed, progress=progress)
+                                  dataset=args.dataset, seed=args.seed, precision=args.precision,
+                                  progress=progress)
         print()
         print(format_ensemble_table(rows))
         print(f"wrote {write_csv(rows, args.out / 'ensemble.csv')}")

@@ -45,6 +45,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, help="override the suite seed (folds and per-unit seeds)")
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    run.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                     help="bf16 autocast for training: auto = on CUDA only (default); bf16 also on a CPU "
+                          "with AVX-512 BF16 or AMX (faster there, different numbers)")
     run.add_argument("--params-from", nargs="+", metavar="STUDY",
                      help="use the best parameters of these `search` studies for the configurations they cover "
                           "(the suite is then named <suite>-tuned)")
@@ -66,6 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def resolve_suite(args: argparse.Namespace):
     suite = get_suite(args.suite).override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                                            folds=args.folds, seed=args.seed, limit=args.limit, device=args.device,
+                                           precision=args.precision,
                                            download=args.download or None)
     if args.params_from:
         from benchmark.search import best_configurations
