@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import csv
 import math
+import multiprocessing
 import os
+import queue
 import sys
 import tempfile
 import time
@@ -54,7 +56,7 @@ BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "unifor
 BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
 
-CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "precision", "params", "steps", "batch",
+CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "precision", "workers", "params", "steps", "batch",
                "flops_per_image", "ours_img_s", "naive_img_s", "speedup", "gflop_s", "pct_peak_fp32",
                "pct_peak_bf16", "ours_seconds", "naive_seconds", "peak_gflop_s_fp32", "peak_gflop_s_bf16",
                "peak_matmul_size")
@@ -89,6 +91,7 @@ class BenchRow:
     sampling: str
     device: str
     precision: str              # of ours (auto: bf16 autocast on CUDA only); naive is float32
+    workers: int                # processes of ours training at once (naive: always one)
     params: int
     steps: int
     batch: int
@@ -147,6 +150,11 @@ def parse_methods(methods: Iterable[str] | None) -> list[str]:
         if method not in chosen:
             chosen.append(method)
     return chosen
+
+
+def _check_count(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def bench_configuration(family: str, config: int, method: str) -> Configuration:
@@ -310,6 +318,46 @@ def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, w
     return time.perf_counter() - started
 
 
+def _worker_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
+                  seed: int, precision: str, threads: int, barrier, spans) -> None:
+    """One of ``ours_parallel``'s processes: warm up, wait for the others, time one fold."""
+    torch.set_num_threads(threads)
+    config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
+    val = images[:VAL_IMAGES]
+    if warmup:
+        train_fold(configuration, images[:warmup * batch], val, config, seed)
+    barrier.wait()
+    started = time.time()  # wall clock: comparable across processes
+    train_fold(configuration, images[:steps * batch], val, config, seed)
+    spans.put((started, time.time()))
+
+
+def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
+                  workers: int, seed: int = 0, precision: str = "auto") -> float:
+    """Seconds for ``workers`` CPU processes, each with its share of the cores, to train one
+    ``train_fold`` epoch of ``steps`` batches each, all at once: what ``run --workers`` does."""
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    barrier, spans = context.Barrier(workers), context.Queue()
+    processes = [context.Process(target=_worker_train, args=(configuration, images, steps, warmup, batch, seed + i,
+                                                             precision, threads, barrier, spans))
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    times: list[tuple[float, float]] = []
+    while len(times) < workers:
+        try:
+            times.append(spans.get(timeout=1))
+        except queue.Empty:
+            if any(process.exitcode not in (None, 0) for process in processes):
+                for process in processes:
+                    process.kill()  # the others would wait at the barrier for ever
+                raise RuntimeError("a benchmark worker process failed; see its traceback above") from None
+    for process in processes:
+        process.join()
+    return max(end for _, end in times) - min(start for start, _ in times)
+
+
 def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
     """``count`` images: the dataset repeated as often as needed."""
     if len(images) >= count:
@@ -319,8 +367,11 @@ def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
 
 def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
               device: torch.device, peak: MatmulPeak, naive: bool = True, seed: int = 0,
-              repeats: int = 1, precision: str = "auto") -> BenchRow:
-    """One row: FLOPs per image, ours and (optionally) naive images/s (best of ``repeats``), achieved FLOP/s."""
+              repeats: int = 1, precision: str = "auto", workers: int = 1) -> BenchRow:
+    """One row: FLOPs per image, ours and (optionally) naive images/s (best of ``repeats``), achieved FLOP/s.
+
+    With ``workers`` > 1 (CPU), ours is that many processes training at once, as ``run --workers``.
+    """
     channels, size = images.shape[1], images.shape[-1]
     images = _tiled(images, max(steps, warmup) * batch)
     torch.manual_seed(seed)
@@ -337,17 +388,21 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
 
     ours_s = naive_s = math.inf
     for repeat in range(repeats):  # alternate the two loops, keep the best of each (load noise only slows)
-        ours_s = min(ours_s, ours_train(configuration, images, steps, warmup if repeat == 0 else 0, batch,
-                                        device, seed, precision))
+        if workers > 1:
+            ours_s = min(ours_s, ours_parallel(configuration, images, steps, warmup, batch, workers, seed, precision))
+        else:
+            ours_s = min(ours_s, ours_train(configuration, images, steps, warmup if repeat == 0 else 0, batch,
+                                            device, seed, precision))
         if naive:
             naive_s = min(naive_s, naive_train(configuration, images, steps, warmup, batch, device, seed))
     naive_s = naive_s if naive else math.nan
-    ours_ips = steps * batch / ours_s
+    ours_ips = workers * steps * batch / ours_s
     naive_ips = steps * batch / naive_s
     gflop_s = flops * ours_ips / 1e9
     return BenchRow(
         family=configuration.family, config=configuration.config, method=configuration.method.method,
-        sampling=configuration.method.sampling or "", device=str(device), precision=precision, params=params, steps=steps, batch=batch,
+        sampling=configuration.method.sampling or "", device=str(device), precision=precision, workers=workers,
+        params=params, steps=steps, batch=batch,
         flops_per_image=flops, ours_img_s=ours_ips, naive_img_s=naive_ips, speedup=ours_ips / naive_ips,
         gflop_s=gflop_s, pct_peak_fp32=100.0 * gflop_s / peak.fp32,
         pct_peak_bf16=100.0 * gflop_s / peak.bf16 if peak.bf16 else math.nan,
@@ -358,26 +413,24 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
 def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None, steps: int = 20,
               warmup: int = 3, batch: int = 128, device: str = "auto", dataset: str = "mnist5k",
               naive: bool = True, seed: int = 0, repeats: int = 1, peak_size: int | None = None,
-              precision: str = "auto", progress: Callable[[str], None] | None = None) -> BenchResult:
+              precision: str = "auto", workers: int = 1,
+              progress: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark every selected (family, config) × method; see the module docstring.
 
     ``families``: names, optionally with a config (``"vae"``, ``"vq-vae:2"``); default every
     config of every family. ``methods``: subset of baseline / multidecoder / single.
     Raises ``ValueError`` for unknown names or ``steps < 1``, ``warmup < 0``, ``batch < 1``.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    for name, value, minimum in (("steps", steps, 1), ("warmup", warmup, 0), ("batch", batch, 1),
+                                 ("repeats", repeats, 1), ("workers", workers, 1)):
+        _check_count(name, value, minimum)
     if peak_size is not None and peak_size < 1:
         raise ValueError(f"peak matrix size must be >= 1, got {peak_size!r}")
     models, chosen = parse_models(families), parse_methods(methods)
     TrainConfig(batch_size=batch, device=device, precision=precision)  # validates the names
     torch_device = resolve_device(device)
+    if workers > 1 and torch_device.type != "cpu":
+        raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
 
     from benchmark.data import load_dataset
 
@@ -394,9 +447,9 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                 progress(f"[{i * len(chosen) + j + 1}/{total}] {family} {config} {method}: "
                          f"{warmup} warm-up + {steps} timed steps of {batch}")
             rows.append(bench_one(configuration, images, steps, warmup, batch, torch_device, peak, naive, seed,
-                                  repeats, precision))
+                                  repeats, precision, workers))
     settings = {"dataset": dataset, "steps": steps, "warmup": warmup, "batch": batch, "repeats": repeats,
-                "device": str(torch_device), "precision": precision,
+                "device": str(torch_device), "precision": precision, "workers": workers,
                 "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     return BenchResult(rows, peak, settings)
 
@@ -426,7 +479,8 @@ def format_table(result: BenchResult) -> str:
     out = [*_render_table(header, lines, 3), "",
            result.peak.describe() + "; % peak is of the float32 peak",
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
-            f"{s['dataset']}, device {s['device']}, precision {s['precision']}, {s['threads']} torch threads, torch {s['torch']}")]
+            f"{s['dataset']}, device {s['device']}, precision {s['precision']}, "
+            f"{s['workers']} worker process(es) for ours, {s['threads']} torch threads, torch {s['torch']}")]
     return "\n".join(out)
 
 
@@ -515,8 +569,7 @@ def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[
                        dataset: str = "mnist5k", seed: int = 0, precision: str = "auto",
                        progress: Callable[[str], None] | None = None) -> list[EnsembleRow]:
     """:func:`ensemble_one` for every selected (family, config) × method."""
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"an ensemble needs at least 2 folds, got {folds!r}")
+    _check_count("folds of an ensemble", folds, 2)
     models, chosen = parse_models(families), parse_methods(methods)
     TrainConfig(batch_size=batch, device=device, precision=precision)
     torch_device = resolve_device(device)

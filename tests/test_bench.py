@@ -75,6 +75,24 @@ def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, ca
     assert float(row["speedup"]) == pytest.approx(float(row["sequential_seconds"]) / float(row["together_seconds"]))
 
 
+def test_cli_bench_times_worker_processes_training_at_once(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["bench", "--families", "vq-vae:1", "--methods", "baseline", "--steps", "2", "--warmup", "1",
+                 "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
+                 "--workers", "2", "--precision", "bf16", "--out", str(out)])
+    assert code == 0
+    assert "2 worker process(es) for ours" in capsys.readouterr().out
+    row = next(csv.DictReader((out / "throughput.csv").open()))
+    assert (row["workers"], row["precision"]) == ("2", "bf16")
+    # two processes each trained 2 steps of 8 images within the measured span
+    assert float(row["ours_img_s"]) == pytest.approx(2 * 2 * 8 / float(row["ours_seconds"]))
+
+
+def test_cli_bench_rejects_zero_workers(tmp_path, capsys):
+    assert main(["bench", "--workers", "0", "--out", str(tmp_path)]) == 2
+    assert "workers must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
 def test_cli_bench_rejects_a_one_fold_ensemble_before_benchmarking(tmp_path, capsys):
     assert main(["bench", "--ensemble", "1", "--out", str(tmp_path)]) == 2
     assert "at least 2 folds" in capsys.readouterr().err

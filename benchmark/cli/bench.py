@@ -40,6 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                        help="our training path's autocast: auto = bf16 on CUDA only (default); the naive loop "
                             "stays float32")
+    bench.add_argument("--workers", type=int, default=1,
+                       help="CPU: time ours as this many processes training at once, the cores split among "
+                            "them, as `run --workers` (default 1); the naive loop stays one process")
     bench.add_argument("--dataset", default="mnist5k", help="dataset to train on (default mnist5k)")
     bench.add_argument("--repeats", type=int, default=1,
                        help="time ours and naive this many times, alternating, and keep the best (default 1)")
@@ -64,6 +67,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
                        seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, precision=args.precision,
+                       workers=args.workers,
                        progress=progress)
     print(format_table(result))
     print(f"wrote {write_csv(result.rows, args.out / 'throughput.csv')}")
