@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
@@ -159,9 +159,21 @@ def load_suite_file(path: Path) -> Suite:
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
+    top_keys = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "description")
+    unknown = set(data) - {"name", "train", "configurations", *top_keys}
+    if unknown:
+        raise ValueError(f"suite file {path}: unknown keys {sorted(unknown)}; allowed: "
+                         f"{sorted({'name', 'train', 'configurations', *top_keys})}")
     configurations = [c for i, t in enumerate(tables) for c in _configuration_from_table(t, f"{path} configuration {i + 1}")]
-    train = TrainConfig(**data.get("train", {}))
-    top = {k: data[k] for k in ("dataset", "data_root", "limit", "folds", "repeats", "seed", "description") if k in data}
+    train_table = data.get("train", {})
+    allowed = {f.name for f in fields(TrainConfig)}
+    if not isinstance(train_table, dict) or set(train_table) - allowed:
+        raise ValueError(f"suite file {path}: [train] takes only {sorted(allowed)}")
+    try:
+        train = TrainConfig(**train_table)
+    except TypeError as err:  # e.g. epochs = "ten"
+        raise ValueError(f"suite file {path}: bad [train] value ({err})") from None
+    top = {k: data[k] for k in top_keys if k in data}
     return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
 
 

@@ -158,3 +158,17 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
     assert (together["state"] == "COMPLETE").all() and together["checkpoint"].map(lambda p: (tmp_path / p).exists()).all()
     pd.testing.assert_series_equal(together["recon"], alone["recon"], rtol=1e-3)
     pd.testing.assert_series_equal(together["latent"], alone["latent"], rtol=2e-2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('name = "t"\nfold = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "unknown keys ['fold']"),
+    ('name = "t"\n[train]\nepoch = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "[train] takes only"),
+    ('name = "t"\n[train]\nprecision = "fp16"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "unknown precision 'fp16'"),
+])
+def test_a_suite_file_with_a_typo_is_one_line_and_exit_2(tmp_path, capsys, text, message):
+    (tmp_path / "typo.toml").write_text(text)
+    assert run_cli(tmp_path, "--suite", "typo.toml") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (tmp_path / "studies").exists()
