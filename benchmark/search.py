@@ -117,6 +117,7 @@ class SearchSettings:
     seed: int = 0
     batch_size: int = 128
     lr: float = 1e-3
+    precision: str = "auto"  # as TrainConfig: bf16 autocast on CUDA only, or fp32 / bf16 everywhere
     objectives: tuple[str, ...] = ("recon",)
     ranges: dict[str, ParamRange] = field(default_factory=dict)  # filled with the defaults
 
@@ -143,7 +144,7 @@ class SearchSettings:
             raise ValueError("the baseline has no conditioned decoder: recon_cond cannot be an objective")
         if self.folds < 2:
             raise ValueError(f"--folds must be >= 2 for cross-validation, got {self.folds}")
-        self.train_config()  # validates epochs, batch size and learning rate
+        self.train_config()  # validates epochs, batch size, learning rate and precision
         # Validates family, config, method and sampling at the middle of every range.
         middle = {name: math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2 for name, r in ranges.items()}
         configuration_for(self, middle).method.sampler(32)
@@ -159,7 +160,8 @@ class SearchSettings:
         return "-".join(p for p in parts if p)
 
     def train_config(self, device: str = "auto") -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=device)
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=device,
+                           precision=self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as stored in the study's ``settings`` user attribute."""
@@ -240,6 +242,8 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
         except Exception:  # another worker created it at the same moment: compare with theirs below
             pass
     stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
+    if stored is not None:
+        stored = {"precision": "auto", **stored}  # studies made before the setting existed trained so
     if stored is not None and stored != wanted:
         differing = sorted(k for k in wanted if stored.get(k) != wanted[k])
         raise StoreError(f"study {study_name!r} in {safe_url(storage_url)} was made with other settings "

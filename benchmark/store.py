@@ -142,6 +142,8 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         if "settings" not in study.user_attrs:
             study.set_user_attr("settings", settings)
     stored = study.user_attrs.get("settings")
+    if stored is not None:
+        stored = {"precision": "auto", **stored}  # studies made before the setting existed trained so
     if stored is not None and stored != settings:
         differing = sorted(k for k in settings if stored.get(k) != settings[k])
         raise StoreError(f"study {name!r} in {safe_url(config.url(suite.name))} was made with other settings "

@@ -1,5 +1,6 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -172,3 +173,16 @@ def test_a_suite_file_with_a_typo_is_one_line_and_exit_2(tmp_path, capsys, text,
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not (tmp_path / "studies").exists()
+
+
+def test_a_study_made_before_the_precision_setting_still_resumes(smoke_run, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(smoke_run, old)
+    study = study_of(old, "smoke")
+    settings = dict(study.user_attrs["settings"])
+    del settings["precision"]  # as session-1 studies stored them
+    study.set_user_attr("settings", settings)
+    trials = len(study.get_trials())
+    assert run_cli(old, "--suite", "smoke", "--quiet") == 0
+    assert len(study_of(old, "smoke").get_trials()) == trials  # nothing retrained
+    assert run_cli(old, "--suite", "smoke", "--precision", "bf16", "--quiet") == 2  # bf16 is another setting

@@ -306,3 +306,11 @@ def test_parse_range_and_defaults():
     assert list(settings.ranges) == ["w1", "w2", "beta"]
     assert SearchSettings.from_dict(settings.to_dict()) == settings
     assert settings.default_study_name() == "search-vae-2-multidecoder-exact"
+
+
+def test_precision_is_a_search_setting():
+    settings = SearchSettings("vae", 1, "single", "gaussian", precision="bf16")
+    assert settings.train_config("cpu").autocast(torch.device("cpu"))
+    assert SearchSettings.from_dict(settings.to_dict()).precision == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        SearchSettings("vae", 1, "single", "gaussian", precision="half")

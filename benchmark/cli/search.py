@@ -56,6 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--folds", type=int, default=5, help="folds per trial (default 5)")
     search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
     search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    search.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="bf16 autocast for training: auto = on CUDA only (default); bf16 also on a CPU")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     search.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
@@ -86,7 +88,8 @@ def _settings(args: argparse.Namespace):
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     return SearchSettings(family=args.model, config=args.config, method=args.method, sampling=args.sampling,
                           softadapt=args.softadapt, dataset=args.dataset, limit=args.limit, epochs=args.epochs,
-                          folds=args.folds, seed=args.seed, objectives=objectives, ranges=ranges)
+                          folds=args.folds, seed=args.seed, precision=args.precision, objectives=objectives,
+                          ranges=ranges)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
