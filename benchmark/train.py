@@ -47,7 +47,6 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return generator
 
 
-@torch.no_grad()
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """The model in eval mode (BatchNorm on its running statistics) for the block; its mode restored after."""
@@ -59,6 +58,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.train(was_training)
 
 
+@torch.no_grad()
 def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | None,
              weights: dict[str, float], batch_size: int = 512, seed: int = 0) -> dict[str, float]:
     """Validation metrics, every module in eval mode, masks from a fixed seed.

@@ -86,6 +86,18 @@ def test_evaluation_puts_every_module_in_eval_mode_and_restores_training(digits)
     assert all(m.training for m in model.modules())  # back to training mode afterwards
 
 
+def test_evaluation_builds_no_autograd_graph(digits):
+    _, val = digits
+    model = build_model("vae", 1, "baseline")
+    tracked = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: tracked.append(o.requires_grad))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    evaluate(model, val[:64], None, {"recon": 1.0, "latent": 1.0})
+    for hook in hooks:
+        hook.remove()
+    assert tracked and not any(tracked)
+
+
 def test_validation_metrics_are_deterministic(digits):
     _, val = digits
     model = build_model("vae", 1, "single")
