@@ -48,7 +48,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.models import METHODS, model_config
-from benchmark.store import StoreConfig, StoreError, fail_orphans, fail_stale_trials, open_storage, safe_url
+from benchmark.store import (
+    StoreConfig,
+    StoreError,
+    fail_orphans,
+    fail_stale_trials,
+    grace_for,
+    open_storage,
+    safe_url,
+    settings_differ,
+)
 from benchmark.studies import best_trial, load_existing_study
 
 DEFAULT_STORAGE = "sqlite:///studies/search.db"
@@ -226,7 +235,7 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
                       options: SearchOptions = SearchOptions()) -> optuna.Study:
     """Create or load the study; refuse one that was made with other settings."""
     store = StoreConfig(storage=storage_url, heartbeat_interval=options.heartbeat,
-                        grace_period=max(5 * options.heartbeat, 5))
+                        grace_period=grace_for(options.heartbeat))
     storage = open_storage(storage_url, store)
     # The sampler is not seeded: workers on several machines must not propose the same points
     # (training is seeded, so each trial is still reproducible from its parameters).
@@ -242,10 +251,8 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
         except Exception:  # another worker created it at the same moment: compare with theirs below
             pass
     stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
-    if stored is not None:
-        stored = {"precision": "auto", **stored}  # studies made before the setting existed trained so
-    if stored is not None and stored != wanted:
-        differing = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    differing = settings_differ(stored, wanted)
+    if differing:
         raise StoreError(f"study {study_name!r} in {safe_url(storage_url)} was made with other settings "
                          f"({', '.join(differing)}); use another --study-name or --storage")
     return study
@@ -334,7 +341,7 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
     try:
         while time.monotonic() < deadline:
             fail_stale_trials(study)  # a killed worker's trial becomes FAIL and is queued again
-            fail_orphans(study, max(5 * options.heartbeat, 5))
+            fail_orphans(study, grace_for(options.heartbeat))
             trials = study.get_trials(deepcopy=False)
             used = sum(counts_toward_budget(t) for t in trials)
             bar.n = min(used, options.trials)

@@ -59,6 +59,20 @@ class StoreConfig:
         return self.artifacts_dir or self.results_dir / suite / "artifacts"
 
 
+def grace_for(heartbeat: int) -> int:
+    """Seconds without a heartbeat before a worker is taken for dead: several beats, so that a
+    loaded machine does not fail a live worker's trial."""
+    return max(5 * heartbeat, 5)
+
+
+def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
+    """The settings in which a study's stored ``settings`` differ from ``wanted`` (none if not stored yet)."""
+    if stored is None:
+        return []
+    stored = {"precision": "auto", **stored}  # studies made before the setting existed trained so
+    return sorted(k for k in {*stored, *wanted} if stored.get(k) != wanted.get(k))
+
+
 def safe_url(url: str) -> str:
     """The storage URL without its password, for messages and exported metadata."""
     try:
@@ -141,11 +155,8 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
         if "settings" not in study.user_attrs:
             study.set_user_attr("settings", settings)
-    stored = study.user_attrs.get("settings")
-    if stored is not None:
-        stored = {"precision": "auto", **stored}  # studies made before the setting existed trained so
-    if stored is not None and stored != settings:
-        differing = sorted(k for k in settings if stored.get(k) != settings[k])
+    differing = settings_differ(study.user_attrs.get("settings"), settings)
+    if differing:
         raise StoreError(f"study {name!r} in {safe_url(config.url(suite.name))} was made with other settings "
                          f"({', '.join(differing)}); use another --storage or remove that study to start over")
     return study

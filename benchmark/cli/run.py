@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.store import StoreConfig
+from benchmark.store import StoreConfig, grace_for
 from benchmark.suites import builtin_suites, get_suite
 
 # Training images per second on a 2-core laptop CPU at batch 128 (baseline; measured), and the
@@ -28,7 +28,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(storage=args.storage, studies_dir=args.studies_dir, results_dir=args.results_dir,
                        heartbeat_interval=getattr(args, "heartbeat", 10),
-                       grace_period=max(5 * getattr(args, "heartbeat", 10), 5))
+                       grace_period=grace_for(getattr(args, "heartbeat", 10)))
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
