@@ -304,18 +304,29 @@ def naive_train(configuration: Configuration, images: torch.Tensor, steps: int, 
     return time.perf_counter() - started
 
 
+def _timed_fold(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
+                config: TrainConfig, seed: int, ready: Callable[[], None] | None = None) -> tuple[float, float]:
+    """(start, end) on the wall clock of one ``train_fold`` epoch of ``steps`` batches, after an
+    untimed ``warmup``-step call and ``ready()``; the wall clock is comparable across processes."""
+    device = resolve_device(config.device)
+    val = images[:VAL_IMAGES]
+    if warmup:
+        train_fold(configuration, images[:warmup * batch], val, config, seed)
+    if ready is not None:
+        ready()
+    _sync(device)
+    started = time.time()
+    train_fold(configuration, images[:steps * batch], val, config, seed)
+    _sync(device)
+    return started, time.time()
+
+
 def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
                device: torch.device, seed: int = 0, precision: str = "auto") -> float:
     """Seconds for one ``train_fold`` epoch of ``steps`` batches (after an untimed ``warmup``-step call)."""
     config = TrainConfig(epochs=1, batch_size=batch, device=str(device), precision=precision)
-    val = images[:VAL_IMAGES]
-    if warmup:
-        train_fold(configuration, images[:warmup * batch], val, config, seed)
-    _sync(device)
-    started = time.perf_counter()
-    train_fold(configuration, images[:steps * batch], val, config, seed)
-    _sync(device)
-    return time.perf_counter() - started
+    started, ended = _timed_fold(configuration, images, steps, warmup, batch, config, seed)
+    return ended - started
 
 
 def _worker_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
@@ -323,13 +334,7 @@ def _worker_train(configuration: Configuration, images: torch.Tensor, steps: int
     """One of ``ours_parallel``'s processes: warm up, wait for the others, time one fold."""
     torch.set_num_threads(threads)
     config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
-    val = images[:VAL_IMAGES]
-    if warmup:
-        train_fold(configuration, images[:warmup * batch], val, config, seed)
-    barrier.wait()
-    started = time.time()  # wall clock: comparable across processes
-    train_fold(configuration, images[:steps * batch], val, config, seed)
-    spans.put((started, time.time()))
+    spans.put(_timed_fold(configuration, images, steps, warmup, batch, config, seed, barrier.wait))
 
 
 def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
@@ -410,6 +415,21 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
         peak_gflop_s_bf16=peak.bf16 if peak.bf16 else math.nan, peak_matmul_size=peak.size)
 
 
+def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, steps: int, warmup: int, batch: int,
+             device: str, precision: str, dataset: str) -> tuple[list[tuple[str, int]], list[str], torch.device,
+                                                                 torch.Tensor]:
+    """Check the shared settings; the selected models and methods, the device and the training images."""
+    for name, value, minimum in (("steps", steps, 1), ("warmup", warmup, 0), ("batch", batch, 1)):
+        _check_count(name, value, minimum)
+    models, chosen = parse_models(families), parse_methods(methods)
+    TrainConfig(batch_size=batch, device=device, precision=precision)  # validates the names
+    torch_device = resolve_device(device)
+
+    from benchmark.data import load_dataset
+
+    return models, chosen, torch_device, load_dataset(dataset).train
+
+
 def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None, steps: int = 20,
               warmup: int = 3, batch: int = 128, device: str = "auto", dataset: str = "mnist5k",
               naive: bool = True, seed: int = 0, repeats: int = 1, peak_size: int | None = None,
@@ -421,20 +441,14 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
     config of every family. ``methods``: subset of baseline / multidecoder / single.
     Raises ``ValueError`` for unknown names or ``steps < 1``, ``warmup < 0``, ``batch < 1``.
     """
-    for name, value, minimum in (("steps", steps, 1), ("warmup", warmup, 0), ("batch", batch, 1),
-                                 ("repeats", repeats, 1), ("workers", workers, 1)):
+    for name, value, minimum in (("repeats", repeats, 1), ("workers", workers, 1)):
         _check_count(name, value, minimum)
     if peak_size is not None and peak_size < 1:
         raise ValueError(f"peak matrix size must be >= 1, got {peak_size!r}")
-    models, chosen = parse_models(families), parse_methods(methods)
-    TrainConfig(batch_size=batch, device=device, precision=precision)  # validates the names
-    torch_device = resolve_device(device)
+    models, chosen, torch_device, images = _prepare(families, methods, steps, warmup, batch, device, precision,
+                                                    dataset)
     if workers > 1 and torch_device.type != "cpu":
         raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
-
-    from benchmark.data import load_dataset
-
-    images = load_dataset(dataset).train
     peak = measure_matmul_peak(torch_device, peak_size)
     if progress:
         progress(peak.describe())
@@ -570,13 +584,8 @@ def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[
                        progress: Callable[[str], None] | None = None) -> list[EnsembleRow]:
     """:func:`ensemble_one` for every selected (family, config) × method."""
     _check_count("folds of an ensemble", folds, 2)
-    models, chosen = parse_models(families), parse_methods(methods)
-    TrainConfig(batch_size=batch, device=device, precision=precision)
-    torch_device = resolve_device(device)
-
-    from benchmark.data import load_dataset
-
-    images = load_dataset(dataset).train
+    models, chosen, torch_device, images = _prepare(families, methods, steps, warmup, batch, device, precision,
+                                                    dataset)
     rows = []
     for family, config in models:
         for method in chosen:

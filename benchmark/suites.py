@@ -49,7 +49,8 @@ class Suite:
         return {"suite": self.name, "dataset": self.dataset, "limit": self.limit, "folds": self.folds,
                 "repeats": self.repeats, "seed": self.seed, "epochs": self.train.epochs,
                 "batch_size": self.train.batch_size, "lr": self.train.lr,
-                "weight_decay": self.train.weight_decay, "precision": self.train.precision, "configurations": [c.id for c in self.configurations],
+                "weight_decay": self.train.weight_decay, "precision": self.train.precision,
+                "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
 
     def with_best_params(self, best: dict[tuple, tuple[Configuration, str]]) -> Suite:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmark.config import PRECISIONS
+
 BENCH_EPILOG = """\
 ours   = benchmark.train.train_fold (one untimed warm-up call, then one timed epoch of --steps batches;
          its per-fold fixed costs, a 32-image validation pass included, are in the timing)
@@ -37,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps before each run (default 3)")
     bench.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    bench.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    bench.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="our training path's autocast: auto = bf16 on CUDA only (default); the naive loop "
                             "stays float32")
     bench.add_argument("--workers", type=int, default=1,

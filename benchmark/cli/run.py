@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.config import PRECISIONS
 from benchmark.store import StoreConfig, grace_for
 from benchmark.suites import builtin_suites, get_suite
 
@@ -45,7 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, help="override the suite seed (folds and per-unit seeds)")
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    run.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+    run.add_argument("--precision", choices=PRECISIONS,
                      help="bf16 autocast for training: auto = on CUDA only (default); bf16 also on a CPU "
                           "with AVX-512 BF16 or AMX (faster there, different numbers)")
     run.add_argument("--params-from", nargs="+", metavar="STUDY",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.config import PRECISIONS
 from benchmark.search import DEFAULT_STORAGE
 
 SEARCH_EPILOG = """\
@@ -56,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--folds", type=int, default=5, help="folds per trial (default 5)")
     search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
     search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    search.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    search.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="bf16 autocast for training: auto = on CUDA only (default); bf16 also on a CPU")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     search.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
