@@ -67,6 +67,17 @@ def test_vq_terms_against_hand_calculation():
     assert out.parts["commitment"].item() == pytest.approx((0.01 + 0.04) / 2)
     assert out.latent.item() == pytest.approx(0.025 + 0.25 * 0.025)
 
+def test_vq_codes_are_the_nearest_codes_by_euclidean_distance():
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(num_codes=64, code_dim=8)
+    quantizer.codebook.weight.data.normal_()
+    z_e = torch.randn(4, 8, 5, 5, requires_grad=True)
+    codes = quantizer.codes(z_e)
+    flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, 8)
+    expected = torch.cdist(flat, quantizer.codebook.weight.detach()).argmin(1).view(4, 5, 5)
+    assert torch.equal(codes, expected)
+
+
 
 def test_straight_through_estimator_copies_decoder_gradients_to_the_encoder():
     torch.manual_seed(0)

@@ -30,13 +30,18 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Embedding(num_codes, code_dim)
         self.codebook.weight.data.uniform_(-1.0 / num_codes, 1.0 / num_codes)
 
+    @torch.no_grad()
     def codes(self, z_e: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for every position: (B, h, w) int64."""
+        """Index of the nearest code for every position: (B, h, w) int64.
+
+        argmin_k ‖z - e_k‖² = argmin_k (‖e_k‖² - 2 z·e_k): ‖z‖² is the same for every code, so
+        one fused ``addmm`` gives the ranking (in float32, also under autocast).
+        """
         b, d, h, w = z_e.shape
-        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, d)  # distances in float32 even under autocast
-        weight = self.codebook.weight
+        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, d)
+        weight = self.codebook.weight.float()
         with torch.autocast(flat.device.type, enabled=False):
-            distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ weight.t() + weight.pow(2).sum(1)
+            distances = torch.addmm(weight.pow(2).sum(1), flat, weight.t(), alpha=-2.0)
         return distances.argmin(dim=1).view(b, h, w)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
