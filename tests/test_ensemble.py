@@ -43,12 +43,13 @@ def test_folds_of_different_sizes_are_not_stacked(images):
         train_folds_together(Configuration("vae", 1), images, splits, TrainConfig(epochs=1, device="cpu"), [1] * 5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_folds_stack_on_cuda_under_bf16_autocast(images):
-    # bf16 autocast (TrainConfig.bf16) is on for CUDA; vmapped batch norm must accept it
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_folds_stack_under_bf16_autocast(images, device):
+    # Vmapped batch norm must take bf16 activations with float32 statistics (CUDA's needs a cast, the CPU's not).
     configuration = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", balance=default_balance("vae")))
     splits = fold_indices(len(images), 5, seed=0)[:2]
-    settings = TrainConfig(epochs=2, batch_size=32, device="cuda")
+    settings = TrainConfig(epochs=2, batch_size=32, device=device, precision="bf16")
     together = train_folds_together(configuration, images, splits, settings, [11, 12])
     for (train, val), seed, result in zip(splits, [11, 12], together):
         alone = train_fold(configuration, images[train], images[val], settings, seed)
