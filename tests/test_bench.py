@@ -38,7 +38,7 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
                                                                         ("vq-vae", "1", "single")]
     for row in rows:
         for column in ("params", "flops_per_image", "ours_img_s", "naive_img_s", "speedup", "gflop_s",
-                       "pct_peak_fp32", "ours_seconds", "naive_seconds", "peak_gflop_s_fp32"):
+                       "pct_peak_fp32", "naive_pct_peak_fp32", "ours_seconds", "naive_seconds", "peak_gflop_s_fp32"):
             value = float(row[column])
             assert math.isfinite(value) and value > 0, (column, row[column])
         assert int(row["steps"]) == 2 and int(row["batch"]) == 16
@@ -47,6 +47,8 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
     base, single = tiny_result.rows
     assert single.params > base.params and single.flops_per_image > base.flops_per_image
     assert base.gflop_s == pytest.approx(base.flops_per_image * base.ours_img_s / 1e9)
+    peak = tiny_result.peak.fp32
+    assert base.naive_pct_peak_fp32 == pytest.approx(100 * base.flops_per_image * base.naive_img_s / 1e9 / peak)
 
 
 def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
