@@ -7,7 +7,9 @@ takes seconds and selects Keras's backend for the whole process.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +18,11 @@ SOFTADAPT_VARIANTS = {"loss-weighted": "LossWeightedSoftAdapt", "normalized": "N
                       "original": "SoftAdapt"}
 # The thesis's SoftAdapt β per family (SPEC, "Loss balancing").
 DEFAULT_SOFTADAPT_BETA = {"vae": 1e-4, "vq-vae": 5e-3}
+# The finite-difference order of SoftAdapt's loss slopes. Left unset, the package takes
+# len(history) - 1 = 99, which it rejects (odd orders above 5 are not defined there) and which
+# would amplify the noise of per-step losses enormously. 5 is the highest order the package
+# tabulates: the slope comes from the last 6 values, the loss weighting from the whole window.
+SOFTADAPT_ORDER = 5
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,18 @@ class BalanceConfig:
     def fixed_weights(self, terms: tuple[str, ...]) -> dict[str, float]:
         table = {"recon": self.w1, "recon_cond": self.w2, "latent": self.beta}
         return {name: table[name] for name in terms}
+
+
+def idle_softadapt_note(balances: Iterable[BalanceConfig], train_images: int, batch_size: int,
+                        epochs: int) -> str | None:
+    """A note when SoftAdapt would never re-weight: a fold trains fewer steps than its first update needs."""
+    steps = epochs * math.ceil(train_images / batch_size)
+    idle = sorted({b.update_every for b in balances if b.softadapt and b.update_every > steps})
+    if not idle:
+        return None
+    return (f"note: SoftAdapt re-weights every {idle[0]} steps, but a fold trains only {steps} steps here "
+            f"({epochs} epoch(s) of {train_images} images at batch {batch_size}): its configurations keep "
+            f"uniform weights")
 
 
 def load_softadapt(variant: str):
@@ -89,6 +108,7 @@ class LossBalancer:
 
     def _update(self) -> None:
         history = torch.stack(self._history).float().cpu()  # one sync per update, not per step
+        self._algorithm.accuracy_order = min(SOFTADAPT_ORDER, len(history) - 1)  # fewer values early on
         new = self._algorithm.get_component_weights(*history.unbind(dim=1), verbose=False)
         new = torch.as_tensor(new).tolist()
         if all(map(lambda w: w == w, new)):  # keep the old weights if SoftAdapt returns NaN

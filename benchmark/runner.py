@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from benchmark.balancing import idle_softadapt_note
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.data import load_dataset
 from benchmark.ensemble import train_folds_together
@@ -253,9 +255,15 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     together = fold_parallel == "on" or (fold_parallel == "auto" and resolve_device(suite.train.device).type == "cuda")
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
-    fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
+    folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
+    for configuration in suite.configurations:  # e.g. a pixel count k larger than these images have
+        configuration.method.sampler(images.shape[-1])
     study = open_suite_study(suite, store)
     enqueue_missing(study, unit_keys(suite))
+    note = idle_softadapt_note((c.method.balance for c in suite.configurations), min(len(t) for t, _ in folds),
+                               suite.train.batch_size, suite.train.epochs)
+    if note:
+        print(note, file=sys.stderr)
     if workers == 1:
         _Worker(suite, store, 0, show_progress, together, images).work()
     else:

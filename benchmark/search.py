@@ -46,6 +46,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from benchmark.balancing import idle_softadapt_note
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.models import METHODS, model_config
 from benchmark.store import (
@@ -386,6 +387,7 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials."""
     from benchmark.data import load_dataset
+    from benchmark.train import resolve_device
 
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress bar and summary say what matters
@@ -394,10 +396,16 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
     images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     if len(images) < settings.folds:
         raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
+    resolve_device(settings.train_config(options.device).device)  # a bad --device must not leave a study behind
     study = open_search_study(settings, storage_url, name, options)
     # Messages only after every check, so that an error stays the only line.
     if settings.multi_objective and options.pruner != "none":
         print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
+    train_images = len(images) - math.ceil(len(images) / settings.folds)  # the smallest training fold
+    note = idle_softadapt_note([default_balance(settings.family, settings.softadapt)], train_images,
+                               settings.batch_size, settings.epochs)
+    if note:
+        print(note + " (its β has no effect on the results)", file=sys.stderr)
     if options.show_progress:
         print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch(s) on {settings.dataset}"
               f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings)}; "

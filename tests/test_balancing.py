@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from benchmark.balancing import BalanceConfig, LossBalancer, load_softadapt
+from benchmark.balancing import BalanceConfig, LossBalancer, idle_softadapt_note, load_softadapt
 
 # The package's documented example (its README, "Example 1").
 LOSS_A = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
@@ -29,6 +29,32 @@ def test_balancer_feeds_its_history_to_softadapt_every_update():
     for a, b, c in zip(LOSS_A, LOSS_B, LOSS_C):
         balancer.combine({"recon": a, "recon_cond": b, "latent": c})
     assert list(balancer.weights.values()) == pytest.approx([8.7978e-01, 1.2022e-01, 7.1234e-20], rel=2e-3)
+
+
+@pytest.mark.parametrize("update_every", [100, 1])
+def test_softadapt_with_the_thesis_window_updates_past_its_first_hundred_steps(update_every):
+    # The thesis's settings: a window of 100 values, an update every 100 steps (and, with
+    # update_every=1, updates from a history still shorter than the finite-difference stencil).
+    config = BalanceConfig(softadapt=True, softadapt_beta=5e-3, update_every=update_every)
+    balancer = LossBalancer(config, ("recon", "recon_cond", "latent"))
+    generator = torch.Generator().manual_seed(0)
+    for step in range(250):
+        noise = 0.01 * torch.rand(3, generator=generator)
+        balancer.combine({"recon": 1.0 / (1 + step) + noise[0], "recon_cond": 1.0 - step / 1000 + noise[1],
+                          "latent": 0.1 + step / 500 + noise[2]})
+    weights = balancer.weights
+    assert sum(weights.values()) == pytest.approx(1.0)
+    # the loss-weighted variant at a small β weights the terms by their mean over the window
+    assert weights["recon_cond"] > weights["latent"] > 0.25 and weights["recon"] < 0.1
+
+
+def test_a_fold_too_short_for_a_softadapt_update_is_noted():
+    softadapt, fixed = BalanceConfig(softadapt=True), BalanceConfig()
+    # the quick suite: 3 epochs of 1,000 training images at batch 128 = 24 steps < 100
+    note = idle_softadapt_note([fixed, softadapt], train_images=1000, batch_size=128, epochs=3)
+    assert note is not None and "every 100 steps" in note and "only 24 steps" in note
+    assert idle_softadapt_note([fixed], train_images=1000, batch_size=128, epochs=3) is None
+    assert idle_softadapt_note([softadapt], train_images=1000, batch_size=128, epochs=13) is None  # 104 steps
 
 
 def test_fixed_weights_combine_the_named_terms():
