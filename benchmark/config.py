@@ -41,6 +41,12 @@ class MethodConfig:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
         if self.method == "single" and self.exponent is None:
             raise ValueError("the single decoder needs a power-law exponent")
+        if self.method == "single" and self.sampling == "exact":
+            raise ValueError("the single decoder draws a power-law count of pixels: use uniform or gaussian sampling, "
+                             "not the exact grid (its count is fixed)")
+        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)
+                                       or self.count < 0):
+            raise ValueError(f"pixel count k must be an integer >= 0, got {self.count!r}")
         if self.method == "multidecoder" and self.exponent is not None:
             raise ValueError("the multidecoder uses a constant count, not a power-law exponent")
 

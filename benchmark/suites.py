@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
-from benchmark.models import MODEL_CONFIGS
+from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
 
@@ -133,8 +133,11 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     family, config = table.get("family"), table.get("config")
     if family is None or config is None:
         raise ValueError(f"{where}: needs 'family' and 'config'")
+    if not isinstance(config, int):
+        raise ValueError(f"{where}: config must be an integer, got {config!r}")
+    model_config(family, config)  # an unknown family or config is named before anything else uses it
     if "method" not in table:
-        return thesis_grid(family, int(config))
+        return thesis_grid(family, config)
     balance = default_balance(family, bool(table.get("softadapt", False)),
                               **{k: float(table[k]) for k in ("w1", "w2", "beta") if k in table})
     if "softadapt_beta" in table or "variant" in table:
@@ -143,7 +146,7 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     exponent = table.get("exponent")
     method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
                           table.get("count"), balance)
-    return [Configuration(family, int(config), method)]
+    return [Configuration(family, config, method)]
 
 
 def load_suite_file(path: Path) -> Suite:

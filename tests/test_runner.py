@@ -166,6 +166,12 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
     ('name = "t"\n[train]\nepoch = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "[train] takes only"),
     ('name = "t"\n[train]\nprecision = "fp16"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
      "unknown precision 'fp16'"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae3"\nconfig = 1\n', "unknown model 'vae3'"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 7\nmethod = "baseline"\n', "unknown vae config 7"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nsampling = "exact"\n'
+     'exponent = 20\n', "not the exact grid"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\n'
+     'sampling = "uniform"\ncount = 5000\n', "pixel count k must be in [0, 1024]"),
 ])
 def test_a_suite_file_with_a_typo_is_one_line_and_exit_2(tmp_path, capsys, text, message):
     (tmp_path / "typo.toml").write_text(text)
@@ -186,3 +192,16 @@ def test_a_study_made_before_the_precision_setting_still_resumes(smoke_run, tmp_
     assert run_cli(old, "--suite", "smoke", "--quiet") == 0
     assert len(study_of(old, "smoke").get_trials()) == trials  # nothing retrained
     assert run_cli(old, "--suite", "smoke", "--precision", "bf16", "--quiet") == 2  # bf16 is another setting
+
+
+def test_repeated_kfold_trains_every_fold_of_every_repeat(tmp_path, capsys):
+    (tmp_path / "rep.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0).replace('"small"', '"rep"'))
+    assert run_cli(tmp_path, "--suite", "rep.toml", "--repeats", "2", "--heartbeat", "1") == 0
+    assert "2 folds × 2 repeats = 8 units" in capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "results" / "rep.csv")
+    assert (table["state"] == "COMPLETE").all() and len(table) == 8
+    assert sorted(table.groupby("config_id")["fold"].apply(sorted).iloc[0]) == [0, 1, 2, 3]
+    assert sorted(table["repeat"].unique()) == [0, 1]
+    # a repeat is a new shuffle: its validation split differs from the first repeat's
+    first, second = (table[(table["config_id"] == table["config_id"][0]) & (table["fold"] == f)] for f in (0, 2))
+    assert first["recon"].item() != second["recon"].item()

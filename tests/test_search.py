@@ -267,6 +267,7 @@ def one_line_error(capsys) -> str:
     (["--range", "w1=1:2"], "it tunes: exponent, beta"),
     (["--objectives", "recon,nope"], "bad objectives"),
     (["--dataset", "nope"], "unknown dataset"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, bad, message):
     assert search_cli(tmp_path, "--trials", "1", *bad) == 2

@@ -43,6 +43,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--download", action="store_true", help="download mnist/cifar10/celeba into --data-root")
     run.add_argument("--epochs", type=int, help="override the suite's epochs per fold")
     run.add_argument("--folds", type=int, help="override the number of folds (>= 2)")
+    run.add_argument("--repeats", type=int, help="repeat the k-fold split R times with new shuffles "
+                                                 "(scikit-learn RepeatedKFold; default 1)")
     run.add_argument("--seed", type=int, help="override the suite seed (folds and per-unit seeds)")
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -69,7 +71,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def resolve_suite(args: argparse.Namespace):
     suite = get_suite(args.suite).override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
-                                           folds=args.folds, seed=args.seed, limit=args.limit, device=args.device,
+                                           folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
                                            precision=args.precision,
                                            download=args.download or None)
     if args.params_from:
@@ -108,7 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = resolve_suite(args)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    print(f"suite {suite.name}: {len(suite.configurations)} configurations × {suite.folds} folds = {suite.units} units, "
+    folds = f"{suite.folds} folds" + (f" × {suite.repeats} repeats" if suite.repeats > 1 else "")
+    print(f"suite {suite.name}: {len(suite.configurations)} configurations × {folds} = {suite.units} units, "
           f"{suite.train.epochs} epoch(s) on {suite.dataset}", file=sys.stderr)
     summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
                         fold_parallel=args.fold_parallel)
