@@ -109,7 +109,7 @@ class LossBalancer:
     def _update(self) -> None:
         history = torch.stack(self._history).float().cpu()  # one sync per update, not per step
         self._algorithm.accuracy_order = min(SOFTADAPT_ORDER, len(history) - 1)  # fewer values early on
-        new = self._algorithm.get_component_weights(*history.unbind(dim=1), verbose=False)
+        new = self._algorithm.get_component_weights(*history.numpy().T, verbose=False)  # numpy: Keras warns on tensors
         new = torch.as_tensor(new).tolist()
         if all(map(lambda w: w == w, new)):  # keep the old weights if SoftAdapt returns NaN
             self.weights = dict(zip(self.terms, new))
