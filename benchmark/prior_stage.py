@@ -60,7 +60,7 @@ def prior_dir(results_dir: Path, suite: str) -> Path:
     return Path(results_dir) / suite / "priors"
 
 
-def _existing(stored: str, fallback: Path) -> Path:
+def existing_path(stored: str, fallback: Path) -> Path:
     """``stored`` (a path written relative to where a command ran) if it exists, else ``fallback``.
 
     The fallback lets a results directory be moved or used from another working directory.
@@ -129,7 +129,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
             skipped.append(reason)
             continue
         best = rows.sort_values(["recon", "fold"], kind="stable").iloc[0]  # ties: the lowest fold
-        checkpoint = _existing(best["checkpoint"], results_dir / suite / "artifacts" / Path(best["checkpoint"]).name)
+        checkpoint = existing_path(best["checkpoint"], results_dir / suite / "artifacts" / Path(best["checkpoint"]).name)
         if not checkpoint.is_file():
             raise ValueError(f"checkpoint of {config_id} fold {int(best['fold'])} is missing: {best['checkpoint']} "
                              f"(run the command where `run` ran, or rerun `run --suite {suite}`)")
@@ -432,7 +432,7 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
         name = safe_name(config_id)
         fallback = prior_dir(results_dir, suite) / f"{name}.pt"
         try:
-            _, payload = load_prior(_existing(rows.loc[config_id, "prior_path"], fallback))
+            _, payload = load_prior(existing_path(rows.loc[config_id, "prior_path"], fallback))
             samples, method = payload.get("samples") or {}, payload["info"].get("method", "baseline")
             if "images" not in samples:
                 warnings.append(f"{config_id}: no generated images stored (rerun `prior` with --samples > 0)")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
-from benchmark.prior_stage import merge_prior, prior_cells, prior_figures, read_prior
+from benchmark.prior_stage import existing_path, merge_prior, prior_cells, prior_figures, read_prior
 from benchmark.stats import (
     METHOD_TITLES,
     METRICS,
@@ -318,7 +318,7 @@ def _clear_figures(directory: Path) -> None:
 
 
 def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, images: torch.Tensor,
-                        load_model: Callable[[str], MultitaskVAE]) -> tuple[list[Path], list[str]]:
+                        load_model: Callable[[str], MultitaskVAE], results_dir: Path) -> tuple[list[Path], list[str]]:
     """Reconstruction grid (and error vs observed pixels for conditioned models) of the first
     COMPLETE fold with a checkpoint of every configuration; failures become warnings."""
     from benchmark.conditioning import PixelSampler
@@ -333,7 +333,8 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
         row = first.loc[config_id]
         name = re.sub(r"[^A-Za-z0-9.-]+", "_", config_id)  # a plain file name
         try:
-            model = load_model(row["checkpoint"])
+            artifacts = Path(results_dir) / suite.suite / "artifacts"  # the recorded path is relative to where `run` ran
+            model = load_model(str(existing_path(row["checkpoint"], artifacts / Path(row["checkpoint"]).name)))
             sampler = None
             if row["method"] != "baseline":
                 count = None if math.isnan(row["count"]) else int(row["count"])
@@ -427,7 +428,8 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         if images is not None:
             files += sampling_types(images, images.shape[-1], directory / "sampling_types")
             if load_model is not None:
-                paths, problems = _checkpoint_figures(data, list(table["config_id"]), directory, images, load_model)
+                paths, problems = _checkpoint_figures(data, list(table["config_id"]), directory, images, load_model,
+                                                        results_dir)
                 files += paths
                 warnings += problems
         if data.prior is not None:  # images decoded from the prior samples that `prior` stored

@@ -42,3 +42,13 @@ def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not (tmp_path / "reports" / "nothing").exists()
+
+
+def test_report_from_another_folder_finds_the_checkpoints(smoke_run, tmp_path, capsys):
+    # results/smoke.csv records checkpoint paths relative to where `run` ran
+    out = tmp_path / "elsewhere"
+    assert report(tmp_path, "--suite", "smoke", "--results-dir", str(smoke_run / "results"),
+                  "--reports-dir", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "no checkpoint figures" not in captured.out + captured.err
+    assert list((out / "smoke" / "figures").glob("reconstruction_*.png"))
