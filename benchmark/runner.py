@@ -217,7 +217,6 @@ class _Worker:
 
     def work(self) -> None:
         """Claim and train units until none is waiting or running anywhere."""
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         while True:
             fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
             fail_orphans(self.study, self.store.grace_period)
@@ -237,7 +236,11 @@ class _Worker:
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
                      fold_parallel: bool, threads: int) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
-    _Worker(suite, store, position, show_progress, fold_parallel).work()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        _Worker(suite, store, position, show_progress, fold_parallel).work()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches every worker; the parent exports and says so, once
 
 
 def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
@@ -254,6 +257,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     together = fold_parallel == "on" or (fold_parallel == "auto" and resolve_device(suite.train.device).type == "cuda")
     started = time.perf_counter()
+    # Optuna's own lines (study created, trial failed with a traceback) would bury the progress
+    # and the one-line messages; what they say is recorded in the study and in the summary.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     for configuration in suite.configurations:  # e.g. a pixel count k larger than these images have
@@ -264,19 +270,26 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                                suite.train.batch_size, suite.train.epochs)
     if note:
         print(note, file=sys.stderr)
-    if workers == 1:
-        _Worker(suite, store, 0, show_progress, together, images).work()
-    else:
-        context = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        processes = [context.Process(target=_work_in_process,
-                                     args=(suite, store, i, show_progress, together, threads))
-                     for i in range(workers)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-    results, _ = export(study, suite, store)
+    try:
+        if workers == 1:
+            _Worker(suite, store, 0, show_progress, together, images).work()
+        else:
+            context = multiprocessing.get_context("spawn")
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            processes = [context.Process(target=_work_in_process,
+                                         args=(suite, store, i, show_progress, together, threads))
+                         for i in range(workers)]
+            for process in processes:
+                process.start()
+            try:
+                for process in processes:
+                    process.join()
+            except KeyboardInterrupt:
+                for process in processes:  # Ctrl-C reached them too: let them stop before exporting
+                    process.join()
+                raise
+    finally:  # also when interrupted: the units finished so far are exported and can be reported
+        results, _ = export(study, suite, store)
     return summarise_run(study, suite, results, time.perf_counter() - started)
 
 

@@ -46,12 +46,12 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
     assert all(Path(smoke_run / p).exists() for p in table["checkpoint"])
 
 
-def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path):
-    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", "smoke", "--heartbeat", "1", "--quiet"]
-    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "studies" / "smoke.db"
+def smoke_run_until(cwd: Path, units: int, *args: str) -> subprocess.Popen:
+    """`run --suite smoke` in a subprocess, returned once ``units`` units are COMPLETE."""
+    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", "smoke", "--heartbeat", "1", "--quiet", *args]
+    process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = cwd / "studies" / "smoke.db"
     deadline = time.time() + 300
-    done = 0
     while time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
         if db.exists():
@@ -60,9 +60,14 @@ def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path):
                     done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
             except sqlite3.OperationalError:
                 continue
-            if done >= 8:
+            if done >= units:
                 break
-    assert process.poll() is None, "the run finished before it could be killed"
+    assert process.poll() is None, "the run finished before it could be stopped"
+    return process
+
+
+def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path):
+    process = smoke_run_until(tmp_path, 8)
     process.send_signal(signal.SIGKILL)
     process.wait()
     study = study_of(tmp_path, "smoke")
@@ -122,6 +127,17 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
     before = len(study_of(tmp_path, "nan").get_trials())
     assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 0
     assert len(study_of(tmp_path, "nan").get_trials()) == before
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, workers):
+    process = smoke_run_until(tmp_path, 4, "--workers", workers)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in err and err.count("interrupted: finished work is stored") == 1, err
+    table = pd.read_csv(tmp_path / "results" / "smoke.csv")  # exported: `report` can show the partial suite
+    assert (table["state"] == "COMPLETE").sum() >= 4
 
 
 @pytest.mark.parametrize("args, message", [
