@@ -37,6 +37,9 @@ class MethodConfig:
             if self.sampling is not None or self.exponent is not None:
                 raise ValueError("the baseline takes no sampling or exponent")
             return
+        if self.sampling is None:
+            choices = "uniform or gaussian" if self.method == "single" else "exact or uniform"
+            raise ValueError(f"method {self.method!r} needs a sampling: {choices}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
         if self.method == "single" and self.exponent is None:
@@ -117,6 +120,10 @@ class TrainConfig:
     precision: str = "auto"  # training steps under bf16 autocast: auto (on CUDA only) | fp32 | bf16
 
     def __post_init__(self) -> None:
+        for name, kind in (("epochs", int), ("batch_size", int), ("lr", (int, float)), ("weight_decay", (int, float))):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"{name} must be a number{'' if kind is not int else ' (an integer)'}, got {value!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

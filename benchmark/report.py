@@ -127,7 +127,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     if not path.is_file():
         known = ", ".join(available_suites(results_dir)) or "none yet"
         raise ReportError(f"no results for suite {suite!r} in {results_dir} (suites with results: {known}); "
-                          f"run `python -m benchmark run --suite {suite}` first")
+                          f"run the suite first (`python -m benchmark run --suite {suite}` for a built-in suite, "
+                          f"or with the path of its .toml file)")
     try:
         results = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -364,7 +365,7 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
     lines = [f"# Report of suite `{suite.suite}`", "",
              f"Dataset `{meta.get('dataset', '?')}`, {meta['folds']} folds"
              + (f" × {repeats} repeats" if repeats > 1 else "")
-             + f", seed {meta.get('seed', '?')}, {meta.get('epochs', '?')} epochs; "
+             + f", seed {meta.get('seed', '?')}, {meta.get('epochs', '?')} epoch(s); "
              f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
              "configurations complete.", "", "## Tables", ""]
     figures: dict[str, list[str]] = {}

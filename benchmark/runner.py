@@ -136,11 +136,13 @@ class _Worker:
 
     def _progress(self, config_id: str, fold: int):
         index, epochs = self.order.index(config_id) + 1, self.suite.train.epochs
+        repeats = self.suite.repeats
+        repeat = f" repeat {fold // self.suite.folds + 1}/{repeats}" if repeats > 1 else ""
 
         def on_epoch(epoch: int, row: dict | None) -> None:
             losses = f" | val recon {row['recon']:.4g} latent {row['latent']:.4g}" if row else ""
             self.bar.set_postfix_str(f"config {index}/{len(self.order)} {config_id} | fold {fold % self.suite.folds + 1}/"
-                                     f"{self.suite.folds} | epoch {epoch}/{epochs}{losses}", refresh=True)
+                                     f"{self.suite.folds}{repeat} | epoch {epoch}/{epochs}{losses}", refresh=True)
 
         on_epoch(0, None)  # the unit has started; no validation yet
         return on_epoch

@@ -50,6 +50,10 @@ class StoreConfig:
     heartbeat_interval: int = 10
     grace_period: int = 30
 
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval < 1:
+            raise ValueError(f"--heartbeat must be >= 1 second, got {self.heartbeat_interval}")
+
     def url(self, suite: str) -> str:
         if self.storage:
             return self.storage
@@ -158,7 +162,8 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
     differing = settings_differ(study.user_attrs.get("settings"), settings)
     if differing:
         raise StoreError(f"study {name!r} in {safe_url(config.url(suite.name))} was made with other settings "
-                         f"({', '.join(differing)}); use another --storage or remove that study to start over")
+                         f"({', '.join(differing)}); give the suite another name (a TOML file), or use another --storage "
+                         f"and --results-dir (its results would be overwritten), or remove that study to start over")
     return study
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -30,6 +31,8 @@ class Suite:
     params_from: tuple[tuple[str, str], ...] = ()  # (config id, Optuna study its parameters came from)
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ValueError(f"suite name {self.name!r} must be letters, digits, '.', '_' or '-' (it names files)")
         if not self.configurations:
             raise ValueError(f"suite {self.name!r} has no configurations")
         if self.folds < 2:
@@ -179,6 +182,11 @@ def load_suite_file(path: Path) -> Suite:
         raise ValueError(f"suite file {path}: bad [train] value ({err})") from None
     top = {k: data[k] for k in top_keys if k in data}
     return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
+
+
+def suite_name(name_or_path: str) -> str:
+    """The name a suite's results are filed under: a .toml file's ``name`` (or stem), else the name itself."""
+    return load_suite_file(Path(name_or_path)).name if name_or_path.endswith(".toml") else name_or_path
 
 
 def get_suite(name_or_path: str) -> Suite:

@@ -52,3 +52,10 @@ def test_report_from_another_folder_finds_the_checkpoints(smoke_run, tmp_path, c
     captured = capsys.readouterr()
     assert "no checkpoint figures" not in captured.out + captured.err
     assert list((out / "smoke" / "figures").glob("reconstruction_*.png"))
+
+
+def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path):
+    (tmp_path / "mine.toml").write_text('name = "smoke"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n')
+    assert report(tmp_path, "--suite", "mine.toml", "--results-dir", str(smoke_run / "results"),
+                  "--reports-dir", str(tmp_path / "out"), "--no-figures") == 0
+    assert (tmp_path / "out" / "smoke" / "table.csv").exists()

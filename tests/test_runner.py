@@ -118,14 +118,14 @@ def test_two_workers_share_a_suite_without_duplicates(tmp_path):
 
 def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
     (tmp_path / "nan.toml").write_text(SMALL_SUITE.format(folds=2, w1="inf").replace('"small"', '"nan"'))
-    assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 0
+    assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 1  # failed units: exit 1
     table = pd.read_csv(tmp_path / "results" / "nan.csv")
     failed = table[table["config_id"].str.startswith("vae/")]
     assert (failed["state"] == "FAIL").all() and failed["error"].str.contains("diverged").all()
     assert (table[table["config_id"].str.startswith("vq-vae/")]["state"] == "COMPLETE").all()
     # a rerun does not retry a unit that failed for a reason
     before = len(study_of(tmp_path, "nan").get_trials())
-    assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 0
+    assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 1
     assert len(study_of(tmp_path, "nan").get_trials()) == before
 
 
@@ -150,6 +150,7 @@ def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, wor
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
     (["--suite", "smoke", "--precision", "bf16"], "was made with other settings (precision"),
+    (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_path, capsys, args, message):
     (smoke_run / "broken.toml").write_text("name = [unclosed")
@@ -188,6 +189,11 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
      'exponent = 20\n', "not the exact grid"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\n'
      'sampling = "uniform"\ncount = 5000\n', "pixel count k must be in [0, 1024]"),
+    ('name = "../evil"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "suite name '../evil' must be"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nexponent = 20\n',
+     "method 'single' needs a sampling: uniform or gaussian"),
+    ('name = "t"\n[train]\nepochs = "one"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "epochs must be a number (an integer), got 'one'"),
 ])
 def test_a_suite_file_with_a_typo_is_one_line_and_exit_2(tmp_path, capsys, text, message):
     (tmp_path / "typo.toml").write_text(text)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.suites import suite_name
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     prior = sub.add_parser(
@@ -45,6 +47,7 @@ def cmd_prior(args: argparse.Namespace) -> int:
                    f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train / {row['n_val']} val "
                    f"code maps, {row['seconds']:.1f} s", file=sys.stdout)
 
+    args.suite = suite_name(args.suite)
     summary = run_prior_stage(args.results_dir, args.suite, args.configs, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, device=args.device, samples=args.samples,
                               temperature=args.temperature, hidden=args.hidden, layers=args.layers,

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmark.suites import suite_name
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="regenerate tables (CSV/LaTeX/Markdown) and figures from results",
@@ -42,7 +44,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import ReportError, available_suites, write_report
     from benchmark.store import load_checkpoint
 
-    suites = args.suite or available_suites(args.results_dir)
+    suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for suite in suites:
