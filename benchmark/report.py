@@ -367,7 +367,15 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
              + (f" × {repeats} repeats" if repeats > 1 else "")
              + f", seed {meta.get('seed', '?')}, {meta.get('epochs', '?')} epoch(s); "
              f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
-             "configurations complete.", "", "## Tables", ""]
+             "configurations complete.", ""]
+    tuned = meta.get("params_from") or {}
+    if tuned:
+        lines += ["## Tuned parameters", "",
+                  "These configurations use the best parameters of an Optuna search. The search chose them on "
+                  "the same folds (with the suite's seed), so their scores here are optimistic; run the suite "
+                  "with another `--seed` to evaluate them on new folds.", ""]
+        lines += [f"- `{config_id}`: from study `{study}`" for config_id, study in tuned.items()] + [""]
+    lines += ["## Tables", ""]
     figures: dict[str, list[str]] = {}
     for path in files:
         relative = path.relative_to(out_dir).as_posix()

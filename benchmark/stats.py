@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from benchmark.balancing import DEFAULT_SOFTADAPT_BETA
+
 METRICS = ("recon", "latent", "recon_cond")
 COMPARED = ("recon", "latent")          # the conditioned decoder has no baseline counterpart
 PARAMETERS = ("config_id", "family", "config", "method", "sampling", "exponent", "count", "softadapt",
@@ -208,8 +210,9 @@ def _number(value: object) -> float:
 def parameter_text(row: pd.Series | dict) -> str:
     """Short plain-text description of a configuration's method parameters.
 
-    e.g. ``exact, SoftAdapt``, ``gaussian, a=40``, ``uniform, W₁=1, W₂=0.5, β=1``; weights
-    are shown only when they differ from the defaults (all 1); ``–`` for a default baseline.
+    e.g. ``exact, SoftAdapt``, ``gaussian, a=40``, ``uniform, W₁=1, W₂=0.5, β=1``; weights and
+    SoftAdapt's β are shown only when they differ from the defaults (weights 1, the family's
+    SoftAdapt β); ``–`` for a default baseline.
     """
     method = str(row.get("method", ""))
     parts = [str(row["sampling"])] if isinstance(row.get("sampling"), str) and row.get("sampling") else []
@@ -219,7 +222,9 @@ def parameter_text(row: pd.Series | dict) -> str:
     if math.isfinite(exponent):
         parts.append(f"a={exponent:g}")
     if str(row.get("softadapt", False)).lower() in ("true", "1", "1.0"):
-        parts.append("SoftAdapt")
+        beta = _number(row.get("softadapt_beta"))
+        default = DEFAULT_SOFTADAPT_BETA.get(str(row.get("family")))
+        parts.append(f"SoftAdapt β={beta:g}" if math.isfinite(beta) and beta != default else "SoftAdapt")
     else:
         names = {"baseline": ("beta",), "single": ("w1", "beta")}.get(method, ("w1", "w2", "beta"))
         weights = {name: _number(row.get(name, 1.0)) for name in names}

@@ -43,6 +43,9 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert single["beta"].tolist() == pytest.approx([best["beta"]] * 2, rel=1e-12)
     assert (single["params_from"] == name).all()
     assert table.loc[table["method"] == "baseline", "params_from"].isna().all()
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
+    index = (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text()
+    assert f"`{single['config_id'].iloc[0]}`: from study `{name}`" in index and "optimistic" in index
 
 
 def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):

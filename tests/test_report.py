@@ -19,7 +19,7 @@ from scipy import stats as sps
 from benchmark.figures import error_vs_observed, reconstruction_grid
 from benchmark.models import build_model
 from benchmark.report import ReportError, write_report
-from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm
+from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
 # (config_id, family, config, method, sampling, exponent, softadapt); the config ids follow the runner.
@@ -346,12 +346,19 @@ def test_empty_suite_raises(tmp_path, rows, content):
 
 
 def test_rows_with_the_same_label_stay_apart(tmp_path, rows):
+    # SoftAdapt variants differ only in the config id: the label alone would not tell them apart
     twin = rows[rows["config_id"] == "vae/1/multidecoder/exact/softadapt"].assign(
-        config_id="vae/1/multidecoder/exact/softadapt_beta=5e-3", softadapt_beta=5e-3)
+        config_id="vae/1/multidecoder/exact/softadapt-normalized")
     results = write_suite(tmp_path / "results", pd.concat([rows, twin], ignore_index=True),
                           configurations=[c[0] for c in CONFIGS] + [twin["config_id"].iloc[0]])
     write_report(results, "demo", tmp_path / "out", figures=False)
     _, lines = _tabular_rows((tmp_path / "out" / "table.tex").read_text())
     assert len(lines) == 2 + len(CONFIGS)
-    assert r"exact, SoftAdapt (vae/1/multidecoder/exact/softadapt\_beta=5e-3)" in lines[3]
-    assert "exact, SoftAdapt (vae/1/multidecoder/exact/softadapt_beta=5e-3)" in (tmp_path / "out" / "table.md").read_text()
+    assert r"exact, SoftAdapt (vae/1/multidecoder/exact/softadapt-normalized)" in lines[3]
+    assert "exact, SoftAdapt (vae/1/multidecoder/exact/softadapt-normalized)" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_a_softadapt_beta_other_than_the_family_default_is_in_the_label():
+    row = {"family": "vq-vae", "method": "multidecoder", "sampling": "uniform", "softadapt": True}
+    assert parameter_text({**row, "softadapt_beta": 5e-3}) == "uniform, SoftAdapt"  # the VQ-VAE default
+    assert parameter_text({**row, "softadapt_beta": 0.01}) == "uniform, SoftAdapt β=0.01"
