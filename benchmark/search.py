@@ -351,6 +351,7 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
                 study.optimize(objective, n_trials=1, catch=(DivergedError,))
                 best = best_trial(study)
                 objective.best = "–" if best is None else f"{best.values[0]:.4g}"
+                bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now
             elif any(t.state == TrialState.RUNNING for t in trials):
                 # Running elsewhere, or on a worker that died: wait to know, and retry its trial if it died.
                 time.sleep(min(5, options.heartbeat))
