@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import threading
@@ -235,12 +236,37 @@ class _Worker:
         self.bar.close()
 
 
+def _work_until_interrupted(worker: _Worker) -> None:
+    """``worker.work()``; after Ctrl-C, whatever Optuna raises while unwinding is the interruption.
+
+    An interrupt can land while Optuna records the trial, which then fails as a second error
+    (seen: "Cannot tell a COMPLETE trial"); that is not a failure of the run.
+    """
+    interrupted = False
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        worker.work()
+    except Exception:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
                      fold_parallel: bool, threads: int) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        _Worker(suite, store, position, show_progress, fold_parallel).work()
+        _work_until_interrupted(_Worker(suite, store, position, show_progress, fold_parallel))
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches every worker; the parent exports and says so, once
 
@@ -274,7 +300,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         print(note, file=sys.stderr)
     try:
         if workers == 1:
-            _Worker(suite, store, 0, show_progress, together, images).work()
+            _work_until_interrupted(_Worker(suite, store, 0, show_progress, together, images))
         else:
             context = multiprocessing.get_context("spawn")
             threads = max(1, (os.cpu_count() or 1) // workers)

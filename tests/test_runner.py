@@ -1,5 +1,6 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -49,7 +50,9 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
 def smoke_run_until(cwd: Path, units: int, *args: str) -> subprocess.Popen:
     """`run --suite smoke` in a subprocess, returned once ``units`` units are COMPLETE."""
     cmd = [sys.executable, "-m", "benchmark", "run", "--suite", "smoke", "--heartbeat", "1", "--quiet", *args]
-    process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A session of its own, so that Ctrl-C can be sent to the whole process group, as a terminal does.
+    process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     db = cwd / "studies" / "smoke.db"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -62,7 +65,7 @@ def smoke_run_until(cwd: Path, units: int, *args: str) -> subprocess.Popen:
                 continue
             if done >= units:
                 break
-    assert process.poll() is None, "the run finished before it could be stopped"
+    assert process.poll() is None, f"the run finished before it could be stopped: {process.communicate()}"
     return process
 
 
@@ -132,7 +135,7 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, workers):
     process = smoke_run_until(tmp_path, 4, "--workers", workers)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
     assert "Traceback" not in err and err.count("interrupted: finished work is stored") == 1, err
