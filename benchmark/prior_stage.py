@@ -69,6 +69,13 @@ def existing_path(stored: str, fallback: Path) -> Path:
     return path if (stored and path.exists()) or not fallback.exists() else fallback
 
 
+def checkpoint_file(recorded: str, results_dir: Path, suite: str) -> Path:
+    """A checkpoint that ``results/<suite>.csv`` records, found also from another working folder."""
+    from benchmark.store import StoreConfig
+
+    return existing_path(recorded, StoreConfig(results_dir=Path(results_dir)).artifacts(suite) / Path(recorded).name)
+
+
 # --------------------------------------------------------------------------- which fold, which data
 
 
@@ -129,7 +136,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
             skipped.append(reason)
             continue
         best = rows.sort_values(["recon", "fold"], kind="stable").iloc[0]  # ties: the lowest fold
-        checkpoint = existing_path(best["checkpoint"], results_dir / suite / "artifacts" / Path(best["checkpoint"]).name)
+        checkpoint = checkpoint_file(best["checkpoint"], results_dir, suite)
         if not checkpoint.is_file():
             raise ValueError(f"checkpoint of {config_id} fold {int(best['fold'])} is missing: {best['checkpoint']} "
                              f"(run the command where `run` ran, or rerun `run --suite {suite}`)")

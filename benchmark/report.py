@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
-from benchmark.prior_stage import existing_path, merge_prior, prior_cells, prior_figures, read_prior
+from benchmark.prior_stage import checkpoint_file, merge_prior, prior_cells, prior_figures, read_prior
 from benchmark.stats import (
     METHOD_TITLES,
     METRICS,
@@ -334,8 +334,7 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
         row = first.loc[config_id]
         name = re.sub(r"[^A-Za-z0-9.-]+", "_", config_id)  # a plain file name
         try:
-            artifacts = Path(results_dir) / suite.suite / "artifacts"  # the recorded path is relative to where `run` ran
-            model = load_model(str(existing_path(row["checkpoint"], artifacts / Path(row["checkpoint"]).name)))
+            model = load_model(str(checkpoint_file(row["checkpoint"], results_dir, suite.suite)))
             sampler = None
             if row["method"] != "baseline":
                 count = None if math.isnan(row["count"]) else int(row["count"])
