@@ -120,10 +120,12 @@ class TrainConfig:
     precision: str = "auto"  # training steps under bf16 autocast: auto (on CUDA only) | fp32 | bf16
 
     def __post_init__(self) -> None:
-        for name, kind in (("epochs", int), ("batch_size", int), ("lr", (int, float)), ("weight_decay", (int, float))):
+        for name, kind, what in (("epochs", int, "a number (an integer)"), ("batch_size", int, "a number (an integer)"),
+                                 ("lr", (int, float), "a number"), ("weight_decay", (int, float), "a number"),
+                                 ("device", str, "a name"), ("precision", str, "a name")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(f"{name} must be a number{'' if kind is not int else ' (an integer)'}, got {value!r}")
+                raise ValueError(f"{name} must be {what}, got {value!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

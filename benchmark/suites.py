@@ -177,9 +177,9 @@ def load_suite_file(path: Path) -> Suite:
     if not isinstance(train_table, dict) or set(train_table) - allowed:
         raise ValueError(f"suite file {path}: [train] takes only {sorted(allowed)}")
     try:
-        train = TrainConfig(**train_table)
-    except TypeError as err:  # e.g. epochs = "ten"
-        raise ValueError(f"suite file {path}: bad [train] value ({err})") from None
+        train = TrainConfig(**train_table)  # checks each value's type and range
+    except ValueError as err:
+        raise ValueError(f"suite file {path}: [train] {err}") from None
     top = {k: data[k] for k in top_keys if k in data}
     return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
 
