@@ -4,7 +4,9 @@ For every selected model family/config and method this measures
 
 * ``ours``: images per second of the product's own training path, :func:`benchmark.train.train_fold`
   (data on the device as one tensor batched by index, masks for the whole batch in one call,
-  one host sync per epoch). One untimed ``train_fold`` call of ``warmup`` steps comes first;
+  one host sync per epoch; on the CPU, channels-last, the decoders' slow transposed
+  convolutions as matrix products (``benchmark.models.transposed``) and glibc keeping freed
+  memory (``benchmark.memory``)). One untimed ``train_fold`` call of ``warmup`` steps comes first;
   the timed call trains one epoch of ``steps`` batches on ``steps × batch`` images, and its
   per-fold fixed costs (building the model, one validation pass over a tiny 32-image
   validation set, one copy of the best weights) are included: they are part of the path
@@ -12,7 +14,8 @@ For every selected model family/config and method this measures
 * ``naive``: the same model (same seed, same initial weights), AdamW(lr=1e-3), the same number
   of steps, written the plainest way: a ``DataLoader`` over a ``TensorDataset``
   (shuffle, default collation), a Python loop over the batch building each image's mask
-  with numpy, default layouts, no autocast, ``loss.item()`` every step.
+  with numpy, default layouts and layers, no autocast, ``loss.item()`` every step, run in a
+  fresh Python process of its own with torch's default threads, as a user's script would be.
 * FLOPs per training image (forward + backward, ``torch.utils.flop_counter.FlopCounterMode`` over
   one training step divided by the batch size: convolutions and matrix products only), the
   achieved FLOP/s of ``ours`` and its fraction of the machine's dense-matmul peak, which is
@@ -36,6 +39,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -371,10 +376,17 @@ def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
     return images[torch.arange(count) % len(images)].contiguous()
 
 
+def plain_process() -> ProcessPoolExecutor:
+    """A fresh Python process for the naive loop: a user's own script, untouched by the process
+    settings our training path makes (``benchmark.memory.keep_freed_memory``)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
 def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
-              device: torch.device, peak: MatmulPeak, naive: bool = True, seed: int = 0,
+              device: torch.device, peak: MatmulPeak, naive: Executor | None = None, seed: int = 0,
               repeats: int = 1, precision: str = "auto", workers: int = 1) -> BenchRow:
-    """One row: FLOPs per image, ours and (optionally) naive images/s (best of ``repeats``), achieved FLOP/s.
+    """One row: FLOPs per image, ours and (when given ``naive``, the process to run it in, see
+    ``plain_process``) naive images/s (best of ``repeats``), achieved FLOP/s.
 
     With ``workers`` > 1 (CPU), ours is that many processes training at once, as ``run --workers``.
     """
@@ -399,9 +411,10 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
         else:
             ours_s = min(ours_s, ours_train(configuration, images, steps, warmup if repeat == 0 else 0, batch,
                                             device, seed, precision))
-        if naive:
-            naive_s = min(naive_s, naive_train(configuration, images, steps, warmup, batch, device, seed))
-    naive_s = naive_s if naive else math.nan
+        if naive is not None:
+            naive_s = min(naive_s, naive.submit(naive_train, configuration, images, steps, warmup, batch, device,
+                                                seed).result())
+    naive_s = naive_s if naive is not None else math.nan
     ours_ips = workers * steps * batch / ours_s
     naive_ips = steps * batch / naive_s
     gflop_s = flops * ours_ips / 1e9
@@ -456,14 +469,15 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
         progress(peak.describe())
     rows = []
     total = len(models) * len(chosen)
-    for i, (family, config) in enumerate(models):
-        for j, method in enumerate(chosen):
-            configuration = bench_configuration(family, config, method)
-            if progress:
-                progress(f"[{i * len(chosen) + j + 1}/{total}] {family} {config} {method}: "
-                         f"{warmup} warm-up + {steps} timed steps of {batch}")
-            rows.append(bench_one(configuration, images, steps, warmup, batch, torch_device, peak, naive, seed,
-                                  repeats, precision, workers))
+    with plain_process() if naive else nullcontext() as naive_process:
+        for i, (family, config) in enumerate(models):
+            for j, method in enumerate(chosen):
+                configuration = bench_configuration(family, config, method)
+                if progress:
+                    progress(f"[{i * len(chosen) + j + 1}/{total}] {family} {config} {method}: "
+                             f"{warmup} warm-up + {steps} timed steps of {batch}")
+                rows.append(bench_one(configuration, images, steps, warmup, batch, torch_device, peak, naive_process,
+                                      seed, repeats, precision, workers))
     settings = {"dataset": dataset, "steps": steps, "warmup": warmup, "batch": batch, "repeats": repeats,
                 "device": str(torch_device), "precision": precision, "workers": workers,
                 "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}

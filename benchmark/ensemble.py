@@ -16,6 +16,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from benchmark.config import Configuration, TrainConfig
+from benchmark.memory import keep_freed_memory
 from benchmark.train import DivergedError, FoldResult, FoldRun, new_model, resolve_device
 
 
@@ -38,6 +39,8 @@ def train_folds_together(configuration: Configuration, images: torch.Tensor, spl
     if len(seeds) != len(splits):
         raise ValueError(f"{len(splits)} folds need {len(splits)} seeds, got {len(seeds)}")
     device = resolve_device(train_config.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     channels, size = images.shape[1], images.shape[-1]
     data = images.to(device)
     models = [new_model(configuration, seed, channels, size, device) for seed in seeds]

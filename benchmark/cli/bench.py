@@ -11,7 +11,8 @@ BENCH_EPILOG = """\
 ours   = benchmark.train.train_fold (one untimed warm-up call, then one timed epoch of --steps batches;
          its per-fold fixed costs, a 32-image validation pass included, are in the timing)
 naive  = the same model and AdamW(lr=1e-3) in the plainest loop: DataLoader(TensorDataset, shuffle=True),
-         masks built per image in Python/numpy, loss.item() every step
+         masks built per image in Python/numpy, loss.item() every step, default layers and layouts,
+         in a fresh process of its own (none of our CPU process settings)
 FLOPs  = FlopCounterMode over one forward+backward step / batch (convolutions and matmuls)
 % peak = achieved FLOP/s of ours / best float32 torch.mm rate measured in the same run
 --ensemble N: N folds of --steps batches each, trained one by one with train_fold and then stacked
