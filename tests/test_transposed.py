@@ -89,33 +89,37 @@ def test_swap_leaves_layers_it_cannot_compute_alone():
 
 
 def test_keep_freed_memory_stops_page_faults_between_training_steps():
-    # A fresh process: the setting is process-wide. Minor page faults per bf16 training step of
-    # the Gaussian VAE, before and after; about a thousand before on Linux, almost none after.
+    # A fresh process: the setting is process-wide. Minor page faults of each bf16 training step
+    # of the Gaussian VAE, before and after: 1,000-3,000 a step before on Linux, none after once
+    # the heap has grown to the step's peak (a step now and then still grows it: the median).
     script = textwrap.dedent("""
-        import resource, torch
+        import resource, statistics, torch
         from benchmark.memory import keep_freed_memory
         from benchmark.models import build_model
         torch.manual_seed(0)
+        torch.set_num_threads(1)  # other threads have malloc arenas of their own
         model = build_model("vae", 1, "baseline")
         optimizer = torch.optim.AdamW(model.parameters())
         x = torch.rand(128, 1, 32, 32)
         def faults(steps):
-            start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            counts = []
             for _ in range(steps):
+                start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     loss = sum(model(x).terms.values())
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+                counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+            return statistics.median(counts)
         faults(3)
-        before = faults(5)
+        before = faults(7)
         assert keep_freed_memory()
-        faults(3)  # the heap grows to the step's peak once
-        print(before, faults(5))
+        faults(3)
+        print(before, faults(7))
     """)
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc's mallopt")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    before, after = map(int, out.stdout.split())
-    assert after * 5 < before, (before, after)
+    before, after = map(float, out.stdout.split())
+    assert before > 200 and after < 50, (before, after)
