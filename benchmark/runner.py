@@ -38,6 +38,7 @@ from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, resolve_device, train_fold
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+WORKER_GRACE = 3.0  # seconds workers get to stop on their own after Ctrl-C
 
 
 @dataclass
@@ -247,6 +248,8 @@ def _work_until_interrupted(worker: _Worker) -> None:
 
     def on_interrupt(signum, frame) -> None:
         nonlocal interrupted
+        if interrupted:  # a second one (e.g. forwarded by the parent) while unwinding the first
+            return
         interrupted = True
         raise KeyboardInterrupt
 
@@ -269,6 +272,19 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
         _work_until_interrupted(_Worker(suite, store, position, show_progress, fold_parallel))
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches every worker; the parent exports and says so, once
+
+
+def _stop_workers(processes: list[multiprocessing.process.BaseProcess], grace: float = WORKER_GRACE) -> None:
+    """After Ctrl-C: a terminal's reached the workers as well and they stop within ``grace``
+    seconds; a ``kill -INT`` of the parent alone did not, so it is passed on to them."""
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join()
 
 
 def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
@@ -313,8 +329,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                 for process in processes:
                     process.join()
             except KeyboardInterrupt:
-                for process in processes:  # Ctrl-C reached them too: let them stop before exporting
-                    process.join()
+                _stop_workers(processes)  # before exporting
                 raise
     finally:  # also when interrupted: the units finished so far are exported and can be reported
         results, _ = export(study, suite, store)

@@ -132,15 +132,18 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
     assert len(study_of(tmp_path, "nan").get_trials()) == before
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, workers):
+@pytest.mark.parametrize("workers, whom", [("1", "group"), ("2", "group"), ("2", "parent")])
+def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, workers, whom):
     process = smoke_run_until(tmp_path, 4, "--workers", workers)
-    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too
-    _, err = process.communicate(timeout=120)
+    if whom == "group":
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too
+    else:
+        process.send_signal(signal.SIGINT)  # `kill -INT`: the parent passes it on to its workers
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err and err.count("interrupted: finished work is stored") == 1, err
     table = pd.read_csv(tmp_path / "results" / "smoke.csv")  # exported: `report` can show the partial suite
-    assert (table["state"] == "COMPLETE").sum() >= 4
+    assert 4 <= (table["state"] == "COMPLETE").sum() < len(table) == 30  # and the workers did stop
 
 
 @pytest.mark.parametrize("args, message", [
