@@ -54,6 +54,20 @@ def test_bf16_autocast_matches_in_dtype_and_value(cin, cout, side, bias):
         assert got.is_contiguous(memory_format=torch.channels_last)
 
 
+def ops_run(module: nn.Module, x: torch.Tensor, bf16: bool) -> set[str]:
+    with torch.profiler.profile() as profile, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        module(x)
+    return {event.key for event in profile.key_averages()}
+
+
+def test_dense_route_only_off_float32():
+    # float32 products go to MKL, half as fast as oneDNN's convolution on AMD CPUs: keep the convolution.
+    fast = swapped(nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1, bias=False))
+    x = torch.randn(4, 256, 2, 2)
+    assert "aten::mm" not in ops_run(fast, x, bf16=False)
+    assert "aten::mm" in ops_run(fast, x, bf16=True)
+
+
 def test_tap_selector_by_hand():
     # 1x1 input, kernel 4, stride 2, padding 1: output 2x2 and output pixel (r, c) is tap (r+1, c+1).
     conv = nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1)

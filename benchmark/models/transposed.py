@@ -5,6 +5,8 @@ reaches a third of its usual rate in two places of the decoders:
 
 * an input of at most 4 pixels (the Gaussian VAE's first layer, 2x2 → 4x4): the layer is a
   small dense linear map, so it runs as one matrix product with that map (9.1 → 5.6 ms).
+  Not in float32: there ``torch.mm`` goes to MKL, which reaches half of oneDNN's rate on
+  AMD CPUs (14 → 23 ms); bf16 products go to oneDNN.
 * at most 4 output channels (every decoder's image layer, 32 → 1 channel): one matrix
   product per input pixel, then ``F.fold`` adds the overlapping 4x4 patches (4.3 → 2.3 ms).
 
@@ -46,10 +48,10 @@ class CPUConvTranspose2d(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         batch, _, height, width = x.shape
-        dense = height * width <= DENSE_MAX_PIXELS
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        dense = height * width <= DENSE_MAX_PIXELS and dtype != torch.float32
         if x.device.type != "cpu" or output_size is not None or not (dense or self.out_channels <= FOLD_MAX_CHANNELS):
             return super().forward(x, output_size)
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
         # (batch, pixels · channels) in channels-last order: free for a channels-last input.
         pixels = x.to(dtype).permute(0, 2, 3, 1).reshape(batch, height * width, self.in_channels)
         weight = self.weight.to(dtype)                                    # (in, out, kh, kw)
