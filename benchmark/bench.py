@@ -277,9 +277,13 @@ def _fixed_weight_loss(configuration: Configuration, model) -> Callable:
     return lambda output: sum(weights[name] * output.terms[name] for name in terms)
 
 
-def naive_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
-                device: torch.device, seed: int = 0) -> float:
-    """Seconds for ``steps`` training steps of the plainest loop (after ``warmup`` untimed steps)."""
+def naive_train(configuration: Configuration, images: torch.Tensor | np.ndarray, steps: int, warmup: int,
+                batch: int, device: torch.device, seed: int = 0) -> float:
+    """Seconds for ``steps`` training steps of the plainest loop (after ``warmup`` untimed steps).
+
+    ``images`` may be a numpy array: that is how ``bench_one`` sends them to the naive process.
+    """
+    images = torch.as_tensor(images)
     channels, size = images.shape[1], images.shape[-1]
     torch.manual_seed(seed)
     model = build_model(configuration.family, configuration.config, configuration.method.method,
@@ -412,8 +416,13 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
             ours_s = min(ours_s, ours_train(configuration, images, steps, warmup if repeat == 0 else 0, batch,
                                             device, seed, precision))
         if naive is not None:
-            naive_s = min(naive_s, naive.submit(naive_train, configuration, images, steps, warmup, batch, device,
-                                                seed).result())
+            # As a numpy array: pickling a large tensor shares its storage with a parallel copy run
+            # from the executor's feeder thread, which gives that thread an OpenMP team of its own;
+            # with more OpenMP threads than cores libgomp stops spinning, and every later parallel
+            # region of this process sleeps and wakes its threads (measured: our small models at
+            # half speed while the executor lives).
+            naive_s = min(naive_s, naive.submit(naive_train, configuration, images.numpy(), steps, warmup, batch,
+                                                device, seed).result())
     naive_s = naive_s if naive is not None else math.nan
     ours_ips = workers * steps * batch / ours_s
     naive_ips = steps * batch / naive_s

@@ -2,6 +2,9 @@
 
 import csv
 import math
+import os
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +14,11 @@ from torch import nn
 
 from benchmark.bench import (
     CSV_COLUMNS,
+    MatmulPeak,
     bench_configuration,
+    bench_one,
     naive_masks,
+    plain_process,
     run_bench,
     training_flops,
     write_csv,
@@ -49,6 +55,25 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
     assert base.gflop_s == pytest.approx(base.flops_per_image * base.ours_img_s / 1e9)
     peak = tiny_result.peak.fp32
     assert base.naive_pct_peak_fp32 == pytest.approx(100 * base.flops_per_image * base.naive_img_s / 1e9 / peak)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts this process's threads in Linux's /proc")
+def test_sending_images_to_the_naive_process_starts_no_thread_team_here():
+    """A tensor pickled for the naive process is copied in parallel on the executor's feeder thread,
+    which starts a second OpenMP team in this process: with more OpenMP threads than cores libgomp
+    stops spinning, and our timed loop ran at half speed (seen on 2 cores)."""
+    def native_threads() -> int:  # OS threads that are not Python threads: OpenMP's, among others
+        return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+    images = torch.rand(64, 1, 32, 32)  # 65,536 values: a parallel copy
+    configuration = bench_configuration("vq-vae", 1, "baseline")
+    torch.mm(torch.rand(256, 256), torch.rand(256, 256))  # this thread's own team exists before counting
+    with plain_process() as naive:
+        naive.submit(os.getpid).result()  # the executor's own threads exist before counting
+        before = native_threads()
+        row = bench_one(configuration, images, 1, 0, 64, torch.device("cpu"), MatmulPeak("cpu", 1, 1.0, None), naive)
+        assert native_threads() == before
+    assert math.isfinite(row.naive_img_s)
 
 
 def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
