@@ -48,7 +48,10 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
             value = float(row[column])
             assert math.isfinite(value) and value > 0, (column, row[column])
         assert int(row["steps"]) == 2 and int(row["batch"]) == 16
-    assert tiny_result.peak.fp32 > 0
+    peak = tiny_result.peak
+    assert set(peak.rates) == {f"{route} {dtype}" for route in ("torch.mm", "1x1 conv", "3x3 conv")
+                               for dtype in ("float32", "bfloat16")}
+    assert peak.fp32 == max(peak.rates[f"{route} float32"] for route in ("torch.mm", "1x1 conv", "3x3 conv")) > 0
     # the conditioned model has more parameters and more FLOPs than the baseline
     base, single = tiny_result.rows
     assert single.params > base.params and single.flops_per_image > base.flops_per_image
