@@ -14,7 +14,8 @@ naive  = the same model and AdamW(lr=1e-3) in the plainest loop: DataLoader(Tens
          masks built per image in Python/numpy, loss.item() every step, default layers and layouts,
          in a fresh process of its own (none of our CPU process settings)
 FLOPs  = FlopCounterMode over one forward+backward step / batch (convolutions and matmuls)
-% peak = achieved FLOP/s of ours / best float32 torch.mm rate measured in the same run
+% peak = achieved FLOP/s of ours / the best float32 dense-product rate measured in the same run
+         (torch.mm, a 1x1 and a 3x3 convolution)
 --ensemble N: N folds of --steps batches each, trained one by one with train_fold and then stacked
          with train_folds_together (torch.func.vmap); speed-up = one-by-one seconds / stacked seconds
 
