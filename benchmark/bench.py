@@ -69,6 +69,11 @@ CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "precision", 
                "peak_matmul_size")
 
 
+def conv3x3_channels(size: int) -> int:
+    """Channels of the peak's 3x3-convolution route for a matrix side of ``size``."""
+    return max(1, size // 8)
+
+
 @dataclass(frozen=True)
 class MatmulPeak:
     """The best dense-matmul rate seen on the device, in GFLOP/s (``bf16`` None when not measured).
@@ -87,7 +92,7 @@ class MatmulPeak:
         routes = ", ".join(f"{name} {rate:,.0f}" for name, rate in self.rates.items())
         bf16 = f", bfloat16 {self.bf16:,.0f} GFLOP/s" if self.bf16 else ""
         return (f"matmul peak on {self.device}: float32 {self.fp32:,.0f} GFLOP/s{bf16} "
-                f"(best of {self.size}x{self.size} products and a 3x3 convolution of {max(1, self.size // 8)} "
+                f"(best of {self.size}x{self.size} products and a 3x3 convolution of {conv3x3_channels(self.size)} "
                 f"channels; {routes})")
 
 
@@ -224,7 +229,7 @@ def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = N
         return (lambda: torch.nn.functional.conv2d(x, w)), 2.0 * size ** 3
 
     def conv3x3(dtype):
-        batch, channels, side = 128, max(1, size // 8), 16
+        batch, channels, side = 128, conv3x3_channels(size), 16
         layout = {"device": device, "dtype": dtype}
         x = torch.randn(batch, channels, side, side, **layout).to(memory_format=torch.channels_last)
         w = torch.randn(channels, channels, 3, 3, **layout).to(memory_format=torch.channels_last)
