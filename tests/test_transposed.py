@@ -12,8 +12,8 @@ from torch import nn
 from benchmark.models import build_model
 from benchmark.models.transposed import CPUConvTranspose2d, tap_selector, use_cpu_transposed
 
-# (in channels, out channels, input side, bias): the Gaussian VAE's first layer (dense route),
-# image layers of 1 and 3 channels (fold route), a 1x1 and an odd-sized input (dense), and a
+# (in channels, out channels, input side, bias): the Gaussian VAE's first layer (tap-sum route),
+# image layers of 1 and 3 channels (fold route), a 1x1 and an odd-sized input (tap sum), and a
 # layer that keeps oneDNN (8x8 input, 32 channels out).
 SHAPES = [(256, 128, 2, False), (32, 1, 16, True), (32, 3, 16, True), (64, 32, 1, True), (16, 2, 3, False),
           (64, 32, 8, False)]
@@ -50,7 +50,7 @@ def test_bf16_autocast_matches_in_dtype_and_value(cin, cout, side, bias):
         expected, got = conv(x), swapped(conv)(x)
     assert got.dtype == expected.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected.float(), rtol=0.02, atol=0.05)
-    if side * side <= 4:  # the dense route writes channels-last, the layout the next layer wants
+    if side * side <= 4:  # the tap-sum route writes channels-last, the layout the next layer wants
         assert got.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -60,7 +60,7 @@ def ops_run(module: nn.Module, x: torch.Tensor, bf16: bool) -> set[str]:
     return {event.key for event in profile.key_averages()}
 
 
-def test_dense_route_only_off_float32():
+def test_tap_sum_route_only_off_float32():
     # float32 products go to MKL, half as fast as oneDNN's convolution on AMD CPUs: keep the convolution.
     fast = swapped(nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1, bias=False))
     x = torch.randn(4, 256, 2, 2)

@@ -3,10 +3,13 @@
 Measured in a bf16 training step on one core (batch 128), oneDNN's transposed convolution
 reaches a third of its usual rate in two places of the decoders:
 
-* an input of at most 4 pixels (the Gaussian VAE's first layer, 2x2 → 4x4): the layer is a
-  small dense linear map, so it runs as one matrix product with that map (9.1 → 5.6 ms).
-  Not in float32: there ``torch.mm`` goes to MKL, which reaches half of oneDNN's rate on
-  AMD CPUs (14 → 23 ms); bf16 products go to oneDNN.
+* an input of at most 4 pixels (the Gaussian VAE's first layer, 2x2 → 4x4): one matrix
+  product takes every input pixel through every kernel tap, and a second sums, for each
+  output pixel, the (pixel, tap) pairs that land on it (0/1 selector; fwd + bwd 9.1 → 6.3 ms).
+  Building the layer's dense linear map instead, as an earlier version did, cost two copies
+  of a 2M-entry map and its einsum every step (fwd + bwd 9-16 ms). Not in float32: there
+  ``torch.mm`` goes to MKL, which reaches half of oneDNN's rate on AMD CPUs (14 → 23 ms);
+  bf16 products go to oneDNN.
 * at most 4 output channels (every decoder's image layer, 32 → 1 channel): one matrix
   product per input pixel, then ``F.fold`` adds the overlapping 4x4 patches (4.3 → 2.3 ms).
 
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DENSE_MAX_PIXELS = 4
+TAP_SUM_MAX_PIXELS = 4
 FOLD_MAX_CHANNELS = 4
 
 
@@ -49,21 +52,21 @@ class CPUConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         batch, _, height, width = x.shape
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        dense = height * width <= DENSE_MAX_PIXELS and dtype != torch.float32
-        if x.device.type != "cpu" or output_size is not None or not (dense or self.out_channels <= FOLD_MAX_CHANNELS):
+        tap_sum = height * width <= TAP_SUM_MAX_PIXELS and dtype != torch.float32
+        if x.device.type != "cpu" or output_size is not None or not (tap_sum or self.out_channels <= FOLD_MAX_CHANNELS):
             return super().forward(x, output_size)
         # (batch, pixels · channels) in channels-last order: free for a channels-last input.
         pixels = x.to(dtype).permute(0, 2, 3, 1).reshape(batch, height * width, self.in_channels)
-        weight = self.weight.to(dtype)                                    # (in, out, kh, kw)
         out_height = (height - 1) * self.stride[0] - 2 * self.padding[0] + self.kernel_size[0]
         out_width = (width - 1) * self.stride[1] - 2 * self.padding[1] + self.kernel_size[1]
-        if dense:
-            taps = tap_selector(height, width, self, x.device).to(dtype)
-            linear_map = torch.einsum("pqk,abk->paqb", taps, weight.flatten(2))
-            y = pixels.reshape(batch, -1) @ linear_map.reshape(height * width * self.in_channels, -1)
-            y = y.view(batch, out_height, out_width, self.out_channels).permute(0, 3, 1, 2)
+        if tap_sum:
+            weight = self.weight.to(dtype).permute(0, 2, 3, 1).reshape(self.in_channels, -1)  # (in, taps · out)
+            through_taps = (pixels.reshape(-1, self.in_channels) @ weight).view(batch, -1, self.out_channels)
+            # (out pixels, pixels · taps): which (pixel, tap) contributions each output pixel sums
+            selector = tap_selector(height, width, self, x.device).to(dtype).transpose(0, 1).flatten(1)
+            y = (selector @ through_taps).view(batch, out_height, out_width, self.out_channels).permute(0, 3, 1, 2)
         else:
-            patches = (pixels @ weight.flatten(1)).transpose(1, 2)       # (batch, out · kh · kw, pixels)
+            patches = (pixels @ self.weight.to(dtype).flatten(1)).transpose(1, 2)  # (batch, out · kh · kw, pixels)
             y = F.fold(patches, (out_height, out_width), self.kernel_size, stride=self.stride, padding=self.padding)
         return y if self.bias is None else y + self.bias.to(dtype).view(1, -1, 1, 1)
 
