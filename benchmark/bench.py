@@ -4,8 +4,8 @@ For every selected model family/config and method this measures
 
 * ``ours``: images per second of the product's own training path, :func:`benchmark.train.train_fold`
   (data on the device as one tensor batched by index, masks for the whole batch in one call,
-  one host sync per epoch; on the CPU, channels-last, the decoders' slow transposed
-  convolutions as matrix products (``benchmark.models.transposed``) and glibc keeping freed
+  one host sync per epoch; on the CPU, channels-last, the convolutions oneDNN runs slowly
+  as matrix products (``benchmark.models.cpu_convs``) and glibc keeping freed
   memory (``benchmark.memory``)). One untimed ``train_fold`` call of ``warmup`` steps comes first;
   the timed call trains one epoch of ``steps`` batches on ``steps × batch`` images, and its
   per-fold fixed costs (building the model, one validation pass over a tiny 32-image

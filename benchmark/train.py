@@ -15,7 +15,7 @@ from benchmark.conditioning import PixelSampler
 from benchmark.config import Configuration, TrainConfig
 from benchmark.memory import keep_freed_memory
 from benchmark.models import MultitaskVAE, build_model
-from benchmark.models.transposed import use_cpu_transposed
+from benchmark.models.cpu_convs import use_cpu_convs
 
 METRICS = ("recon", "latent", "recon_cond", "total")
 
@@ -175,10 +175,10 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     if device.type == "cpu":
         keep_freed_memory()
     # channels_last: the convolution kernels' preferred layout on CPU and GPU (measured faster);
-    # flatten() keeps the logical order, so the numbers do not change. The CPU transposed
-    # convolutions are the same layers computed another way (benchmark.models.transposed).
+    # flatten() keeps the logical order, so the numbers do not change. The CPU convolution
+    # routes are the same layers computed another way (benchmark.models.cpu_convs).
     model = new_model(configuration, seed, train_images.shape[1], train_images.shape[-1], device)
-    model = use_cpu_transposed(model).to(memory_format=torch.channels_last)
+    model = use_cpu_convs(model).to(memory_format=torch.channels_last)
     layout = {"device": device, "memory_format": torch.channels_last}
     fold = FoldRun(configuration, model, train_images.to(**layout), val_images.to(**layout), train_config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,

@@ -1,4 +1,4 @@
-"""The CPU transposed convolutions and the allocator setting of the CPU training path."""
+"""The CPU convolution routes and the allocator setting of the CPU training path."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.models import build_model
-from benchmark.models.transposed import CPUConvTranspose2d, tap_selector, use_cpu_transposed
+from benchmark.models.cpu_convs import CPUConv2d, CPUConvTranspose2d, tap_selector, use_cpu_convs
 
 # (in channels, out channels, input side, bias): the Gaussian VAE's first layer (tap-sum route),
 # image layers of 1 and 3 channels (fold route), a 1x1 and an odd-sized input (tap sum), and a
@@ -19,8 +19,48 @@ SHAPES = [(256, 128, 2, False), (32, 1, 16, True), (32, 3, 16, True), (64, 32, 1
           (64, 32, 8, False)]
 
 
-def swapped(conv: nn.ConvTranspose2d) -> nn.Module:
-    return use_cpu_transposed(nn.Sequential(conv))[0]
+# (in channels, out channels, input side, kernel, stride, padding, bias): the Gaussian VAE's last
+# encoder layer (gathering route), a stride-1 3x3 with bias, a 1x1, an odd-sized input and one
+# that keeps oneDNN (64 input pixels).
+CONV_SHAPES = [(128, 256, 4, 3, 2, 1, False), (8, 6, 4, 3, 1, 1, True), (8, 4, 2, 1, 1, 0, True),
+               (5, 7, 3, 3, 2, 1, False), (16, 32, 8, 3, 2, 1, False)]
+
+
+def swapped(conv: nn.Module) -> nn.Module:
+    return use_cpu_convs(nn.Sequential(conv))[0]
+
+
+@pytest.mark.parametrize("cin, cout, side, kernel, stride, padding, bias", CONV_SHAPES)
+def test_output_and_gradients_equal_conv2d(cin, cout, side, kernel, stride, padding, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=bias).double()
+    x = torch.randn(3, cin, side, side, dtype=torch.double, requires_grad=True)
+    expected = F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=padding)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, (x, *conv.parameters()), grad)
+
+    fast = swapped(conv)
+    assert isinstance(fast, CPUConv2d)
+    got = fast(x)
+    got_grads = torch.autograd.grad(got, (x, *fast.parameters()), grad)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_gathering_route_under_bf16_autocast():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(128, 256, 3, stride=2, padding=1, bias=False)
+    x = torch.randn(8, 128, 4, 4).contiguous(memory_format=torch.channels_last)
+    fast = swapped(conv)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = conv(x), fast(x)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0.02, atol=0.05)
+    assert "aten::bmm" in ops_run(fast, x, bf16=True)
+    assert "aten::bmm" not in ops_run(fast, x, bf16=False)  # float32 keeps oneDNN
 
 
 @pytest.mark.parametrize("cin, cout, side, bias", SHAPES)
@@ -71,10 +111,22 @@ def test_tap_sum_route_only_off_float32():
 def test_tap_selector_by_hand():
     # 1x1 input, kernel 4, stride 2, padding 1: output 2x2 and output pixel (r, c) is tap (r+1, c+1).
     conv = nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1)
-    taps = tap_selector(1, 1, conv, torch.device("cpu"))
+    taps = tap_selector((1, 1), (2, 2), conv, torch.device("cpu"))
     assert taps.shape == (1, 4, 16)
     assert taps[0].argmax(dim=1).tolist() == [1 * 4 + 1, 1 * 4 + 2, 2 * 4 + 1, 2 * 4 + 2]
     assert taps.sum().item() == 4
+
+
+def test_conv_tap_selector_by_hand():
+    # 3x3 kernel, stride 2, padding 1, 4x4 input → 2x2 output: output (0, 0) reads input rows and
+    # columns -1..1 (row and column -1 are padding), so input pixel (r, c) is tap (r+1, c+1).
+    conv = nn.Conv2d(1, 1, 3, stride=2, padding=1)
+    taps = tap_selector((2, 2), (4, 4), conv, torch.device("cpu"))
+    assert taps.shape == (4, 16, 9)
+    first = taps[0]
+    assert {(p, k) for p, k in first.nonzero().tolist()} == {(r * 4 + c, (r + 1) * 3 + c + 1)
+                                                          for r in range(2) for c in range(2)}
+    assert taps.sum().item() == 4 + 6 + 6 + 9  # corner, two edges, interior output pixel
 
 
 def test_swap_shares_parameters_and_keeps_checkpoints():
@@ -83,9 +135,10 @@ def test_swap_shares_parameters_and_keeps_checkpoints():
     plain = build_model("vae", 1, "multidecoder")
     plain.load_state_dict(model.state_dict())
     before = {name: p for name, p in model.named_parameters()}
-    use_cpu_transposed(model)
+    use_cpu_convs(model)
     swaps = [m for m in model.modules() if isinstance(m, CPUConvTranspose2d)]
     assert len(swaps) == 8  # four per decoder, two decoders
+    assert len([m for m in model.modules() if isinstance(m, CPUConv2d)]) == 4  # the encoder
     assert dict(model.named_parameters()) == before
     assert model.state_dict().keys() == plain.state_dict().keys()
     x = torch.rand(4, 1, 32, 32)
@@ -98,8 +151,10 @@ def test_swap_shares_parameters_and_keeps_checkpoints():
 def test_swap_leaves_layers_it_cannot_compute_alone():
     grouped = nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, groups=2)
     padded = nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, output_padding=1)
-    model = use_cpu_transposed(nn.Sequential(grouped, padded))
-    assert [type(m) for m in model] == [nn.ConvTranspose2d, nn.ConvTranspose2d]
+    dilated = nn.Conv2d(4, 4, 3, dilation=2)
+    reflect = nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+    model = use_cpu_convs(nn.Sequential(grouped, padded, dilated, reflect))
+    assert [type(m) for m in model] == [nn.ConvTranspose2d, nn.ConvTranspose2d, nn.Conv2d, nn.Conv2d]
 
 
 def test_keep_freed_memory_stops_page_faults_between_training_steps():

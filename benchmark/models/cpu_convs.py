@@ -1,0 +1,136 @@
+"""Convolutions as matrix products, for the shapes oneDNN runs slowly on the CPU.
+
+Measured in a bf16 training step on one core (batch 128), oneDNN runs three kinds of layer
+at a third to a half of its usual rate:
+
+* a transposed convolution with an input of at most 4 pixels (the Gaussian VAE's first
+  decoder layer, 2x2 → 4x4): one matrix product takes every input pixel through every kernel
+  tap, and a second sums, for each output pixel, the (pixel, tap) pairs that land on it
+  (a 0/1 selector; fwd + bwd 9.1 → 6.3 ms). Building the layer's dense linear map instead,
+  as an earlier version did, cost two copies of a 2M-entry map and its einsum every step
+  (fwd + bwd 9-16 ms).
+* a convolution with an input of at most 16 pixels (the Gaussian VAE's last encoder layer,
+  4x4 → 2x2): the mirror image. A selector product gathers each output pixel's (pixel, tap)
+  inputs, then one product with the weight (fwd + bwd 5.3 → 3.1 ms; oneDNN's weight gradient
+  alone took 2.5 ms). With 64 input pixels the gathering product costs more than it saves.
+* a transposed convolution with at most 4 output channels (every decoder's image layer,
+  32 → 1 channel): one matrix product per input pixel, then ``F.fold`` adds the overlapping
+  4x4 patches (4.3 → 2.3 ms).
+
+The two selector routes are not used in float32: there ``torch.mm`` goes to MKL, which reaches
+half of oneDNN's rate on AMD CPUs (14 → 23 ms); bf16 products go to oneDNN.
+
+``CPUConv2d`` and ``CPUConvTranspose2d`` keep their ``nn`` class's parameters, so checkpoints
+do not change; on other devices, and for every other shape, they are the ``nn`` layer. The
+trainer swaps them in (``use_cpu_convs``) like it picks channels-last: they are part of the
+training path, not of the model. The vmapped fold ensemble keeps the plain layers: CPU batch
+norm under ``vmap`` rejects the bf16 output these routes give under autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TAP_SUM_MAX_PIXELS = 4
+GATHER_MAX_PIXELS = 16
+FOLD_MAX_CHANNELS = 4
+
+
+def _taps_1d(small: int, large: int, kernel: int, stride: int, padding: int, device: torch.device) -> torch.Tensor:
+    """One-hot (small, large, kernel): tap k joins index i of the small side to index
+    ``stride·i - padding + k`` of the large side (a transposed convolution's input and output,
+    a convolution's output and input)."""
+    tap = torch.arange(large, device=device)[None, :] - stride * torch.arange(small, device=device)[:, None] + padding
+    valid = (tap >= 0) & (tap < kernel)
+    return F.one_hot(tap.clamp(0, kernel - 1), kernel) * valid[..., None]
+
+
+def tap_selector(small: tuple[int, int], large: tuple[int, int], layer: nn.modules.conv._ConvNd,
+                 device: torch.device) -> torch.Tensor:
+    """One-hot (small-side pixels, large-side pixels, kernel taps), pixels in row-major order."""
+    rows = _taps_1d(small[0], large[0], layer.kernel_size[0], layer.stride[0], layer.padding[0], device)
+    cols = _taps_1d(small[1], large[1], layer.kernel_size[1], layer.stride[1], layer.padding[1], device)
+    taps = torch.einsum("aok,bpl->abopkl", rows, cols)
+    return taps.reshape(small[0] * small[1], large[0] * large[1], -1)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+
+
+def _channels_last_pixels(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, pixels, channels): free for a channels-last input."""
+    batch, channels, height, width = x.shape
+    return x.to(dtype).permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+
+
+def _plain_layer(layer: nn.modules.conv._ConvNd) -> bool:
+    return layer.groups == 1 and layer.dilation == (1, 1) and layer.padding_mode == "zeros"
+
+
+class CPUConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (groups 1, dilation 1, zero padding) with the gathering route above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        dtype = _compute_dtype(x)
+        if (x.device.type != "cpu" or isinstance(self.padding, str) or height * width > GATHER_MAX_PIXELS
+                or dtype == torch.float32):
+            return super().forward(x)
+        out_height = (height + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
+        out_width = (width + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
+        # (out pixels · taps, in pixels): the inputs each output pixel reads through each tap
+        selector = tap_selector((out_height, out_width), (height, width), self, x.device)
+        selector = selector.to(dtype).transpose(1, 2).flatten(0, 1)
+        columns = (selector @ _channels_last_pixels(x, dtype)).view(batch * out_height * out_width, -1)
+        weight = self.weight.to(dtype).permute(0, 2, 3, 1).reshape(self.out_channels, -1)  # (out, taps · in)
+        y = columns @ weight.t()
+        if self.bias is not None:
+            y = y + self.bias.to(dtype)
+        return y.view(batch, out_height, out_width, self.out_channels).permute(0, 3, 1, 2)
+
+
+class CPUConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (groups 1, dilation 1, zero padding, no output padding) with the
+    tap-sum and fold routes above."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        dtype = _compute_dtype(x)
+        tap_sum = height * width <= TAP_SUM_MAX_PIXELS and dtype != torch.float32
+        if x.device.type != "cpu" or output_size is not None or not (tap_sum or self.out_channels <= FOLD_MAX_CHANNELS):
+            return super().forward(x, output_size)
+        pixels = _channels_last_pixels(x, dtype)
+        out_height = (height - 1) * self.stride[0] - 2 * self.padding[0] + self.kernel_size[0]
+        out_width = (width - 1) * self.stride[1] - 2 * self.padding[1] + self.kernel_size[1]
+        if tap_sum:
+            weight = self.weight.to(dtype).permute(0, 2, 3, 1).reshape(self.in_channels, -1)  # (in, taps · out)
+            through_taps = (pixels.reshape(-1, self.in_channels) @ weight).view(batch, -1, self.out_channels)
+            # (out pixels, in pixels · taps): which (pixel, tap) contributions each output pixel sums
+            selector = tap_selector((height, width), (out_height, out_width), self, x.device)
+            selector = selector.to(dtype).transpose(0, 1).flatten(1)
+            y = (selector @ through_taps).view(batch, out_height, out_width, self.out_channels).permute(0, 3, 1, 2)
+        else:
+            patches = (pixels @ self.weight.to(dtype).flatten(1)).transpose(1, 2)  # (batch, out · kh · kw, pixels)
+            y = F.fold(patches, (out_height, out_width), self.kernel_size, stride=self.stride, padding=self.padding)
+        return y if self.bias is None else y + self.bias.to(dtype).view(1, -1, 1, 1)
+
+
+def use_cpu_convs(model: nn.Module) -> nn.Module:
+    """Replace ``model``'s plain convolutions and transposed convolutions by ``CPUConv2d`` and
+    ``CPUConvTranspose2d`` sharing their parameters."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Conv2d and _plain_layer(child):
+                fast: nn.Module = CPUConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                            child.padding, bias=child.bias is not None, device="meta")
+            elif type(child) is nn.ConvTranspose2d and _plain_layer(child) and child.output_padding == (0, 0):
+                fast = CPUConvTranspose2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                          child.padding, bias=child.bias is not None, device="meta")
+            else:
+                continue
+            fast.weight, fast.bias = child.weight, child.bias
+            setattr(parent, name, fast)
+    return model
