@@ -18,7 +18,8 @@ at a third to a half of its usual rate:
   4x4 patches (4.3 → 2.3 ms).
 
 The two selector routes are not used in float32: there ``torch.mm`` goes to MKL, which reaches
-half of oneDNN's rate on AMD CPUs (14 → 23 ms); bf16 products go to oneDNN.
+half of oneDNN's rate on AMD CPUs, and they are slower than oneDNN (fwd + bwd 15.3 → 18.8 ms
+and 8.7 → 10.5 ms for the two VAE layers); bf16 products go to oneDNN.
 
 ``CPUConv2d`` and ``CPUConvTranspose2d`` keep their ``nn`` class's parameters, so checkpoints
 do not change; on other devices, and for every other shape, they are the ``nn`` layer. The
