@@ -24,7 +24,6 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from benchmark.models import MultitaskVAE, build_model
@@ -128,37 +127,19 @@ def open_storage(url: str, config: StoreConfig) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def _serialise_sqlite_transactions(storage: RDBStorage) -> None:
-    """Every SQLite transaction starts with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe).
-
-    Python's sqlite3 opens a transaction only at the first write, so Optuna's claim of a waiting
-    trial (read WAITING, then write RUNNING) could interleave in two processes and both would
-    train the unit; the slower one then failed with "Cannot tell a COMPLETE trial". With the
-    write lock taken at the start, the second claim reads RUNNING and moves on.
-    """
-    @event.listens_for(storage.engine, "begin")
-    def begin_immediate(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def _open_storage_once(url: str, config: StoreConfig) -> RDBStorage:
-    # isolation_level None: sqlite3 leaves transactions to SQLAlchemy, which begins them IMMEDIATE.
-    engine_kwargs = ({"connect_args": {"timeout": 60, "isolation_level": None}} if url.startswith("sqlite")
-                     else {"pool_pre_ping": True})
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental, but are what resume rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
-                                 grace_period=config.grace_period,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+                              grace_period=config.grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}") from None
-    if url.startswith("sqlite"):
-        _serialise_sqlite_transactions(storage)
-    return storage
 
 
 def study_name(suite: Suite) -> str:

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
 
-from benchmark.store import StoreConfig, open_storage, unit_states
+from benchmark.store import unit_states
 from benchmark.suites import get_suite
 
 METRICS = ["best_epoch", "recon", "latent", "recon_cond", "total"]
@@ -233,21 +233,3 @@ def test_repeated_kfold_trains_every_fold_of_every_repeat(tmp_path, capsys):
     # a repeat is a new shuffle: its validation split differs from the first repeat's
     first, second = (table[(table["config_id"] == table["config_id"][0]) & (table["fold"] == f)] for f in (0, 2))
     assert first["recon"].item() != second["recon"].item()
-
-
-def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path):
-    # Optuna claims a waiting trial by reading WAITING and then writing RUNNING. Python's sqlite3
-    # begins a transaction only at the first write, so two workers could both read WAITING and
-    # both train the unit (seen: a worker dying on "Cannot tell a COMPLETE trial"). A transaction
-    # that has only read must already hold the lock that keeps other writers out.
-    url = f"sqlite:///{tmp_path / 'claims.db'}"
-    storage = open_storage(url, StoreConfig(studies_dir=tmp_path))
-    other = sqlite3.connect(tmp_path / "claims.db", timeout=0.1)
-    with storage.engine.begin() as connection:
-        connection.exec_driver_sql("SELECT count(*) FROM trials").scalar()
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            other.execute("UPDATE trials SET state = state")
-            other.commit()
-    other.execute("UPDATE trials SET state = state")  # free again once the transaction ends
-    other.commit()
-    other.close()
