@@ -165,8 +165,8 @@ class _Worker:
     def _claim_siblings(self, config_id: str, fold: int) -> list[tuple[int, int]]:
         """Claim the waiting folds of the same configuration that can be stacked with ``fold``.
 
-        A WAITING → RUNNING state change is atomic in the storage, so two workers never
-        claim the same trial; claimed trials get heartbeats like any running trial.
+        A WAITING → RUNNING state change is atomic in the storage (``ClaimingStorage``), so
+        two workers never claim the same trial; claimed trials get heartbeats like any running trial.
         """
         size = len(self.folds[fold][0])
         storage, claimed = self.study._storage, []
@@ -240,8 +240,8 @@ class _Worker:
 def _work_until_interrupted(worker: _Worker) -> None:
     """``worker.work()``; after Ctrl-C, whatever Optuna raises while unwinding is the interruption.
 
-    An interrupt can land while Optuna records the trial, which then fails as a second error
-    (seen: "Cannot tell a COMPLETE trial"); that is not a failure of the run.
+    An interrupt can land while Optuna records the trial, which then fails as a second error;
+    that is not a failure of the run.
     """
     interrupted = False
     previous = signal.getsignal(signal.SIGINT)

@@ -14,6 +14,7 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,9 @@ import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb.models import TrialModel
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from benchmark.models import MultitaskVAE, build_model
@@ -98,6 +101,25 @@ def unit_keys(suite: Suite) -> list[str]:
     return [unit_key(c.id, f) for c in suite.configurations for f in range(suite.folds * suite.repeats)]
 
 
+class ClaimingStorage(RDBStorage):
+    """An RDB storage whose WAITING → RUNNING claim is one conditional ``UPDATE``.
+
+    Optuna reads the trial's state and then writes RUNNING; SQLite ignores the read's
+    ``FOR UPDATE`` and Python's ``sqlite3`` opens the transaction only at the write, so two
+    workers could both read WAITING and both train the unit (the slower one then died on
+    "Cannot tell a COMPLETE trial"). A single ``UPDATE … WHERE state = 'WAITING'`` is atomic
+    in every database: exactly one worker sees its row changed.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        claim = (update(TrialModel).where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
+                 .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
+        with self.engine.begin() as connection:
+            return connection.execute(claim).rowcount == 1
+
+
 def storage_driver_url(url: str) -> str:
     """``postgresql://`` with the psycopg2 driver when psycopg (3) is missing.
 
@@ -110,7 +132,7 @@ def storage_driver_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str, config: StoreConfig) -> RDBStorage:
+def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
     """An RDB storage with heartbeats; a stale trial becomes FAIL and is enqueued again.
 
     Workers started together on an empty database race to create Optuna's tables; the losers
@@ -127,16 +149,16 @@ def open_storage(url: str, config: StoreConfig) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def _open_storage_once(url: str, config: StoreConfig) -> RDBStorage:
+def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental, but are what resume rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
-                              grace_period=config.grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+            return ClaimingStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+                                   grace_period=config.grace_period,
+                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}") from None

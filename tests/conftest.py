@@ -1,11 +1,15 @@
-"""Shared fixtures: one real smoke run that several test modules inspect."""
+"""Shared fixtures and helpers: one real smoke run that several test modules inspect."""
 
+import collections
+import multiprocessing
 import os
 from pathlib import Path
 
+import optuna
 import pytest
 
 from benchmark.cli import main
+from benchmark.store import StoreConfig, open_storage
 
 
 def cli(cwd: Path, *args: str) -> int:
@@ -27,3 +31,28 @@ def smoke_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("smoke")
     assert run_cli(cwd, "--suite", "smoke", "--heartbeat", "1") == 0
     return cwd
+
+
+def _claim_until_none_waits(url: str, start: multiprocessing.Barrier, claimed: multiprocessing.Queue) -> None:
+    study = optuna.load_study(study_name="race", storage=open_storage(url, StoreConfig(storage=url)))
+    start.wait()
+    mine = []
+    while (trial_id := study._pop_waiting_trial_id()) is not None:  # what study.optimize claims with
+        mine.append(trial_id)
+    claimed.put(mine)
+
+
+def times_claimed(url: str, workers: int = 6, trials: int = 60) -> collections.Counter:
+    """How often each of ``trials`` waiting trials was claimed by ``workers`` racing processes."""
+    study = optuna.create_study(study_name="race", storage=open_storage(url, StoreConfig(storage=url)))
+    for i in range(trials):
+        study.enqueue_trial({"x": i})
+    context = multiprocessing.get_context("spawn")
+    start, claimed = context.Barrier(workers), context.Queue()
+    processes = [context.Process(target=_claim_until_none_waits, args=(url, start, claimed)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    counts = collections.Counter(trial_id for _ in processes for trial_id in claimed.get(timeout=120))
+    for process in processes:
+        process.join()
+    return counts

@@ -21,6 +21,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import times_claimed
+
 from benchmark.store import storage_driver_url
 
 TRIALS = 4
@@ -116,3 +118,9 @@ def test_two_workers_share_one_study_on_postgresql(postgres_url, tmp_path):
     assert study.best_value == min(t.value for t in complete)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes trained trials
     assert study.user_attrs["settings"]["method"] == "single"
+
+
+def test_racing_workers_claim_every_waiting_trial_exactly_once_on_postgresql(postgres_url):
+    counts = times_claimed(postgres_url)
+    assert len(counts) == 60
+    assert set(counts.values()) == {1}
