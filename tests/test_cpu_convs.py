@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.models import build_model
-from benchmark.models.cpu_convs import CPUConv2d, CPUConvTranspose2d, tap_selector, use_cpu_convs
+from benchmark.models.cpu_convs import CPUConv2d, CPUConvTranspose2d, product, tap_selector, use_cpu_convs
 
 # (in channels, out channels, input side, bias): the Gaussian VAE's first layer (tap-sum route),
 # image layers of 1 and 3 channels (fold route), a 1x1 and an odd-sized input (tap sum), and a
@@ -60,7 +60,6 @@ def test_conv_gathering_route_under_bf16_autocast():
     assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got.float(), expected.float(), rtol=0.02, atol=0.05)
     assert "aten::bmm" in ops_run(fast, x, bf16=True)
-    assert "aten::bmm" not in ops_run(fast, x, bf16=False)  # float32 keeps oneDNN
 
 
 @pytest.mark.parametrize("cin, cout, side, bias", SHAPES)
@@ -100,12 +99,42 @@ def ops_run(module: nn.Module, x: torch.Tensor, bf16: bool) -> set[str]:
     return {event.key for event in profile.key_averages()}
 
 
-def test_tap_sum_route_only_off_float32():
-    # float32 products go to MKL, half as fast as oneDNN's convolution on AMD CPUs: keep the convolution.
-    fast = swapped(nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1, bias=False))
-    x = torch.randn(4, 256, 2, 2)
-    assert "aten::mm" not in ops_run(fast, x, bf16=False)
-    assert "aten::mm" in ops_run(fast, x, bf16=True)
+@pytest.mark.parametrize("conv", [nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1, bias=False),
+                                  nn.Conv2d(128, 256, 3, stride=2, padding=1, bias=True)],
+                         ids=["tap-sum", "gathering"])
+def test_float32_routes_take_their_large_product_to_a_convolution(conv):
+    # float32 torch.mm goes to MKL, half as fast as oneDNN on AMD CPUs; a 1x1 convolution goes to oneDNN.
+    torch.manual_seed(0)
+    side = 2 if isinstance(conv, nn.ConvTranspose2d) else 4
+    x = torch.randn(8, conv.in_channels, side, side).contiguous(memory_format=torch.channels_last)
+    fast = swapped(conv).to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    expected = conv(x)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, (x, *conv.parameters()), grad)
+    got = fast(x)
+    got_grads = torch.autograd.grad(got, (x, *fast.parameters()), grad)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    ops = ops_run(fast, x, bf16=False)
+    assert "aten::mm" not in ops and "aten::convolution" in ops
+    assert "aten::mm" in ops_run(fast, x, bf16=True)  # bf16 products go to oneDNN as they are
+
+
+@pytest.mark.parametrize("rows", [64, 20])  # split into 16 images, and not
+@pytest.mark.parametrize("stored", ["(k, n)", "(n, k)"])
+def test_product_equals_matmul_for_either_weight_order(rows, stored):
+    torch.manual_seed(0)
+    a = torch.randn(rows, 24, requires_grad=True)
+    weight = torch.randn(24, 40) if stored == "(k, n)" else torch.randn(40, 24).t()
+    weight.requires_grad_()
+    expected = a @ weight
+    grad = torch.randn_like(expected)
+    got = product(a, weight)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for g, e in zip(torch.autograd.grad(got, (a, weight), grad), torch.autograd.grad(expected, (a, weight), grad)):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
 def test_tap_selector_by_hand():

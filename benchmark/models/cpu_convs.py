@@ -17,9 +17,10 @@ at a third to a half of its usual rate:
   32 → 1 channel): one matrix product per input pixel, then ``F.fold`` adds the overlapping
   4x4 patches (4.3 → 2.3 ms).
 
-The two selector routes are not used in float32: there ``torch.mm`` goes to MKL, which reaches
-half of oneDNN's rate on AMD CPUs, and they are slower than oneDNN (fwd + bwd 15.3 → 18.8 ms
-and 8.7 → 10.5 ms for the two VAE layers); bf16 products go to oneDNN.
+In float32 the large products of the two selector routes run as 1x1 convolutions (``product``):
+``torch.mm`` goes to MKL there, which on AMD CPUs reaches half of oneDNN's rate, and through
+it the routes were slower than oneDNN's own convolution (fwd + bwd 15.3 → 18.8 ms and
+8.7 → 10.5 ms for the two VAE layers); bf16 products go to oneDNN already.
 
 ``CPUConv2d`` and ``CPUConvTranspose2d`` keep their ``nn`` class's parameters, so checkpoints
 do not change; on other devices, and for every other shape, they are the ``nn`` layer. The
@@ -37,6 +38,8 @@ from torch import nn
 TAP_SUM_MAX_PIXELS = 4
 GATHER_MAX_PIXELS = 16
 FOLD_MAX_CHANNELS = 4
+# PyTorch gives a single-threaded 1x1 convolution to oneDNN only for a batch of at least 16.
+PRODUCT_IMAGES = 16
 
 
 def _taps_1d(small: int, large: int, kernel: int, stride: int, padding: int, device: torch.device) -> torch.Tensor:
@@ -67,6 +70,26 @@ def _channels_last_pixels(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype).permute(0, 2, 3, 1).reshape(batch, height * width, channels)
 
 
+def product(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``a @ weight`` for ``a`` (rows, k) and ``weight`` (k, n).
+
+    In float32 as a 1x1 convolution over the rows split into 16 images, which goes to oneDNN:
+    on one core of an AMD CPU, 145-165 GFLOP/s fwd + bwd for these routes' shapes, against 84
+    for ``torch.mm`` (MKL). A weight stored (n, k) is a convolution's, one stored (k, n) a
+    transposed convolution's: either reads it as it lies (a copy to the other order cost
+    1 ms per use).
+    """
+    rows, k = a.shape
+    if a.dtype != torch.float32 or rows % PRODUCT_IMAGES:
+        return a @ weight
+    images = a.reshape(PRODUCT_IMAGES, rows // PRODUCT_IMAGES, 1, k).permute(0, 3, 1, 2)  # channels-last
+    if weight.t().is_contiguous():
+        y = F.conv2d(images, weight.t()[:, :, None, None])
+    else:
+        y = F.conv_transpose2d(images, weight.contiguous()[:, :, None, None])
+    return y.permute(0, 2, 3, 1).reshape(rows, -1)
+
+
 def _plain_layer(layer: nn.modules.conv._ConvNd) -> bool:
     return layer.groups == 1 and layer.dilation == (1, 1) and layer.padding_mode == "zeros"
 
@@ -77,8 +100,7 @@ class CPUConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
         dtype = _compute_dtype(x)
-        if (x.device.type != "cpu" or isinstance(self.padding, str) or height * width > GATHER_MAX_PIXELS
-                or dtype == torch.float32):
+        if x.device.type != "cpu" or isinstance(self.padding, str) or height * width > GATHER_MAX_PIXELS:
             return super().forward(x)
         out_height = (height + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
         out_width = (width + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
@@ -87,7 +109,7 @@ class CPUConv2d(nn.Conv2d):
         selector = selector.to(dtype).transpose(1, 2).flatten(0, 1)
         columns = (selector @ _channels_last_pixels(x, dtype)).view(batch * out_height * out_width, -1)
         weight = self.weight.to(dtype).permute(0, 2, 3, 1).reshape(self.out_channels, -1)  # (out, taps · in)
-        y = columns @ weight.t()
+        y = product(columns, weight.t())
         if self.bias is not None:
             y = y + self.bias.to(dtype)
         return y.view(batch, out_height, out_width, self.out_channels).permute(0, 3, 1, 2)
@@ -100,7 +122,7 @@ class CPUConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         batch, _, height, width = x.shape
         dtype = _compute_dtype(x)
-        tap_sum = height * width <= TAP_SUM_MAX_PIXELS and dtype != torch.float32
+        tap_sum = height * width <= TAP_SUM_MAX_PIXELS
         if x.device.type != "cpu" or output_size is not None or not (tap_sum or self.out_channels <= FOLD_MAX_CHANNELS):
             return super().forward(x, output_size)
         pixels = _channels_last_pixels(x, dtype)
@@ -108,7 +130,7 @@ class CPUConvTranspose2d(nn.ConvTranspose2d):
         out_width = (width - 1) * self.stride[1] - 2 * self.padding[1] + self.kernel_size[1]
         if tap_sum:
             weight = self.weight.to(dtype).permute(0, 2, 3, 1).reshape(self.in_channels, -1)  # (in, taps · out)
-            through_taps = (pixels.reshape(-1, self.in_channels) @ weight).view(batch, -1, self.out_channels)
+            through_taps = product(pixels.reshape(-1, self.in_channels), weight).view(batch, -1, self.out_channels)
             # (out pixels, in pixels · taps): which (pixel, tap) contributions each output pixel sums
             selector = tap_selector((height, width), (out_height, out_width), self, x.device)
             selector = selector.to(dtype).transpose(0, 1).flatten(1)
