@@ -9,6 +9,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,39 @@ class Heartbeats:
         self._thread.join()
 
 
+class Interrupts:
+    """Ctrl-C in a worker: raised at once while it trains or waits, elsewhere at the next check.
+
+    Raised inside a storage call, a ``KeyboardInterrupt`` broke SQLAlchemy's clean-up ("Error
+    closing cursor" and a traceback on the terminal) or vanished in one of its callbacks and
+    left a run that did not stop (2 of 40 Ctrl-C tests). Outside the training and waiting
+    regions, where the storage is used, the interrupt is only noted; ``check`` raises it.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._immediate = False
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self._immediate:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def immediate(self) -> Iterator[None]:
+        """A region that an interrupt can cut short without leaving a storage call half done."""
+        self.check()
+        self._immediate = True
+        try:
+            yield
+        finally:
+            self._immediate = False
+
+
 class _Worker:
     """Trains the units it claims; one instance per process."""
 
@@ -94,6 +129,7 @@ class _Worker:
         self.by_id = {c.id: c for c in suite.configurations}
         self.params_from = dict(suite.params_from)
         self.order = [c.id for c in suite.configurations]
+        self.interrupts = Interrupts()
         self.bar = tqdm(total=len(self.keys), position=position, unit="unit", dynamic_ncols=True,
                         desc=f"{suite.name}" + (f" w{position}" if position else ""), disable=not show_progress)
 
@@ -124,8 +160,9 @@ class _Worker:
         if siblings:
             return self._train_together(trial, config_id, fold, siblings)
         try:
-            result = train_fold(self.by_id[config_id], *self._split(fold), self.suite.train,
-                                unit_seed(self.suite.seed, config_id, fold), self._progress(config_id, fold))
+            with self.interrupts.immediate():
+                result = train_fold(self.by_id[config_id], *self._split(fold), self.suite.train,
+                                    unit_seed(self.suite.seed, config_id, fold), self._progress(config_id, fold))
         except DivergedError as err:
             trial.set_user_attr("error", str(err))  # a reason marks the FAIL as final, not to retry
             raise
@@ -142,6 +179,7 @@ class _Worker:
         repeat = f" repeat {fold // self.suite.folds + 1}/{repeats}" if repeats > 1 else ""
 
         def on_epoch(epoch: int, row: dict | None) -> None:
+            self.interrupts.check()  # one that fell into a callback that swallows exceptions
             losses = f" | val recon {row['recon']:.4g} latent {row['latent']:.4g}" if row else ""
             self.bar.set_postfix_str(f"config {index}/{len(self.order)} {config_id} | fold {fold % self.suite.folds + 1}/"
                                      f"{self.suite.folds}{repeat} | epoch {epoch}/{epochs}{losses}", refresh=True)
@@ -191,7 +229,8 @@ class _Worker:
         folds = [fold] + [f for _, f in siblings]
         storage = self.study._storage
         progress = {i: self._progress(config_id, f) for i, f in enumerate(folds)}
-        with Heartbeats(storage, [tid for tid, _ in siblings], self.store.heartbeat_interval):
+        with (Heartbeats(storage, [tid for tid, _ in siblings], self.store.heartbeat_interval),
+              self.interrupts.immediate()):
             results = train_folds_together(self.by_id[config_id], self.images, [self.folds[f] for f in folds],
                                            self.suite.train, [unit_seed(self.suite.seed, config_id, f) for f in folds],
                                            lambda i, epoch, row: progress[i](epoch, row))
@@ -222,6 +261,7 @@ class _Worker:
     def work(self) -> None:
         """Claim and train units until none is waiting or running anywhere."""
         while True:
+            self.interrupts.check()
             fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
             fail_orphans(self.study, self.store.grace_period)
             enqueue_missing(self.study, self.keys)
@@ -231,35 +271,18 @@ class _Worker:
             if waiting:
                 self.study.optimize(self.objective, n_trials=1, catch=(DivergedError,))
             elif running:
-                time.sleep(min(5, self.store.heartbeat_interval))  # others are busy, or died: wait to know
+                with self.interrupts.immediate():
+                    time.sleep(min(5, self.store.heartbeat_interval))  # others are busy, or died: wait to know
             else:
                 break
         self.bar.close()
 
 
 def _work_until_interrupted(worker: _Worker) -> None:
-    """``worker.work()``; after Ctrl-C, whatever Optuna raises while unwinding is the interruption.
-
-    An interrupt can land while Optuna records the trial, which then fails as a second error;
-    that is not a failure of the run.
-    """
-    interrupted = False
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_interrupt(signum, frame) -> None:
-        nonlocal interrupted
-        if interrupted:  # a second one (e.g. forwarded by the parent) while unwinding the first
-            return
-        interrupted = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_interrupt)
+    """``worker.work()`` with Ctrl-C handled by ``worker.interrupts``."""
+    previous = signal.signal(signal.SIGINT, worker.interrupts.on_signal)
     try:
         worker.work()
-    except Exception:
-        if interrupted:
-            raise KeyboardInterrupt from None
-        raise
     finally:
         signal.signal(signal.SIGINT, previous)
 

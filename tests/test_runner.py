@@ -15,6 +15,7 @@ import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
 
+from benchmark.runner import Interrupts
 from benchmark.store import unit_states
 from benchmark.suites import get_suite
 
@@ -144,6 +145,29 @@ def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, wor
     assert "Traceback" not in err and err.count("interrupted: finished work is stored") == 1, err
     table = pd.read_csv(tmp_path / "results" / "smoke.csv")  # exported: `report` can show the partial suite
     assert 4 <= (table["state"] == "COMPLETE").sum() < len(table) == 30  # and the workers did stop
+
+
+def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        interrupts = Interrupts()
+        signal.signal(signal.SIGINT, interrupts.on_signal)
+        os.kill(os.getpid(), signal.SIGINT)  # as during a storage call: noted, not raised there
+        assert interrupts.requested
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+        with pytest.raises(KeyboardInterrupt):  # noted before the region: it does not start
+            with interrupts.immediate():
+                pytest.fail("the region ran after Ctrl-C")
+        interrupts = Interrupts()
+        signal.signal(signal.SIGINT, interrupts.on_signal)
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt), interrupts.immediate():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)  # training or waiting: cut short at once
+        assert time.monotonic() - started < 5
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("args, message", [
