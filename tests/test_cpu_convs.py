@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.models import build_model
-from benchmark.models.cpu_convs import CPUConv2d, CPUConvTranspose2d, product, tap_selector, use_cpu_convs
+from benchmark.models.cpu_convs import (
+    CPUConv2d,
+    CPUConvTranspose2d,
+    CPULinear,
+    product,
+    tap_selector,
+    use_cpu_convs,
+)
 
 # (in channels, out channels, input side, bias): the Gaussian VAE's first layer (tap-sum route),
 # image layers of 1 and 3 channels (fold route), a 1x1 and an odd-sized input (tap sum), and a
@@ -122,6 +129,26 @@ def test_float32_routes_take_their_large_product_to_a_convolution(conv):
     assert "aten::mm" in ops_run(fast, x, bf16=True)  # bf16 products go to oneDNN as they are
 
 
+@pytest.mark.parametrize("rows", [32, 20])  # the product's route, and torch.mm
+def test_large_linear_layer_equals_nn_linear_in_float32(rows):
+    torch.manual_seed(0)
+    linear = nn.Linear(1100, 1000)  # as large as the Gaussian VAE's conditioned decoder input
+    fast = swapped(linear)
+    assert isinstance(fast, CPULinear)
+    x = torch.randn(rows, 1100, requires_grad=True)
+    expected = linear(x)
+    grad = torch.randn_like(expected)
+    got = fast(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    for g, e in zip(torch.autograd.grad(got, (x, *fast.parameters()), grad),
+                    torch.autograd.grad(expected, (x, *linear.parameters()), grad)):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    if rows % 16 == 0:
+        assert "aten::convolution" in ops_run(fast, x, bf16=False)
+    assert "aten::convolution" not in ops_run(fast, x, bf16=True)  # under autocast: nn.Linear as it is
+    assert "aten::convolution" not in ops_run(swapped(nn.Linear(64, 32)), x[:, :64], bf16=False)  # small: as it is
+
+
 @pytest.mark.parametrize("rows", [64, 20])  # split into 16 images, and not
 @pytest.mark.parametrize("stored", ["(k, n)", "(n, k)"])
 def test_product_equals_matmul_for_either_weight_order(rows, stored):
@@ -168,6 +195,7 @@ def test_swap_shares_parameters_and_keeps_checkpoints():
     swaps = [m for m in model.modules() if isinstance(m, CPUConvTranspose2d)]
     assert len(swaps) == 8  # four per decoder, two decoders
     assert len([m for m in model.modules() if isinstance(m, CPUConv2d)]) == 4  # the encoder
+    assert len([m for m in model.modules() if isinstance(m, CPULinear)]) == 4  # μ, log σ², two decoder inputs
     assert dict(model.named_parameters()) == before
     assert model.state_dict().keys() == plain.state_dict().keys()
     x = torch.rand(4, 1, 32, 32)
