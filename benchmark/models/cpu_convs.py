@@ -27,8 +27,8 @@ weights) to oneDNN the same way.
 
 ``CPUConv2d``, ``CPUConvTranspose2d`` and ``CPULinear`` keep their ``nn`` class's parameters,
 so checkpoints do not change; on other devices, and for every other shape, they are the ``nn``
-layer. The trainer swaps them in (``use_cpu_convs``) like it picks channels-last: they are part of the
-training path, not of the model. The vmapped fold ensemble keeps the plain layers: CPU batch
+layer. The trainer swaps them in (``use_cpu_convs``) like it picks channels-last: they are part
+of the training path, not of the model. The vmapped fold ensemble keeps the plain layers: CPU batch
 norm under ``vmap`` rejects the bf16 output these routes give under autocast.
 """
 
@@ -171,7 +171,7 @@ class CPULinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
+        if (x.device.type != "cpu" or _compute_dtype(x) != torch.float32
                 or not LINEAR_MIN_WEIGHTS <= self.weight.numel() <= LINEAR_MAX_WEIGHTS):
             return super().forward(x)
         y = _LinearProduct.apply(x.reshape(-1, self.in_features), self.weight)
