@@ -55,7 +55,7 @@ from benchmark.balancing import LossBalancer
 from benchmark.conditioning import PixelSampler, exact_grid
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.models import METHODS, MODEL_CONFIGS, build_model
-from benchmark.train import resolve_device, train_fold
+from benchmark.train import native_bf16, resolve_device, train_fold, training_device
 
 # The conditioning each method is benchmarked with: the thesis grid's uniform sampler (the
 # costlier of its samplers: a random permutation per image), fixed loss weights.
@@ -468,8 +468,7 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
     for name, value, minimum in (("steps", steps, 1), ("warmup", warmup, 0), ("batch", batch, 1)):
         _check_count(name, value, minimum)
     models, chosen = parse_models(families), parse_methods(methods)
-    TrainConfig(batch_size=batch, device=device, precision=precision)  # validates the names
-    torch_device = resolve_device(device)
+    torch_device = training_device(TrainConfig(batch_size=batch, device=device, precision=precision))
 
     from benchmark.data import load_dataset
 
@@ -495,7 +494,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                                                     dataset)
     if workers > 1 and torch_device.type != "cpu":
         raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
-    peak = measure_matmul_peak(torch_device, peak_size)
+    peak = measure_matmul_peak(torch_device, peak_size, bf16=native_bf16(torch_device))
     if progress:
         progress(peak.describe())
     rows = []

@@ -17,7 +17,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from benchmark.config import Configuration, TrainConfig
 from benchmark.memory import keep_freed_memory
-from benchmark.train import DivergedError, FoldResult, FoldRun, new_model, resolve_device
+from benchmark.train import DivergedError, FoldResult, FoldRun, new_model, training_device
 
 
 def can_stack(splits: list[tuple]) -> bool:
@@ -38,7 +38,7 @@ def train_folds_together(configuration: Configuration, images: torch.Tensor, spl
         raise ValueError("folds with different training sizes cannot be stacked; train them one by one")
     if len(seeds) != len(splits):
         raise ValueError(f"{len(splits)} folds need {len(splits)} seeds, got {len(seeds)}")
-    device = resolve_device(train_config.device)
+    device = training_device(train_config)
     if device.type == "cpu":
         keep_freed_memory()
     channels, size = images.shape[1], images.shape[-1]

@@ -37,7 +37,7 @@ from benchmark.store import (
     unit_states,
 )
 from benchmark.suites import Suite
-from benchmark.train import DivergedError, FoldResult, resolve_device, train_fold
+from benchmark.train import DivergedError, FoldResult, train_fold, training_device
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 WORKER_GRACE = 3.0  # seconds workers get to stop on their own after Ctrl-C
@@ -322,7 +322,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if fold_parallel not in ("auto", "on", "off"):
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
-    together = fold_parallel == "on" or (fold_parallel == "auto" and resolve_device(suite.train.device).type == "cuda")
+    # A bad device or precision is reported before the study is touched.
+    together = fold_parallel == "on" or (fold_parallel == "auto" and training_device(suite.train).type == "cuda")
     started = time.perf_counter()
     # Optuna's own lines (study created, trial failed with a traceback) would bury the progress
     # and the one-line messages; what they say is recorded in the study and in the summary.

@@ -7,7 +7,7 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig, default_b
 from benchmark.cv import fold_indices
 from benchmark.data import load_dataset
 from benchmark.ensemble import can_stack, train_folds_together
-from benchmark.train import train_fold
+from benchmark.train import native_bf16, train_fold
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,9 @@ def test_folds_of_different_sizes_are_not_stacked(images):
         train_folds_together(Configuration("vae", 1), images, splits, TrainConfig(epochs=1, device="cpu"), [1] * 5)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="no CPU bf16 kernels")),
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
 def test_folds_stack_under_bf16_autocast(images, device):
     # Vmapped batch norm must take bf16 activations with float32 statistics (CUDA's needs a cast, the CPU's not).
     configuration = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", balance=default_balance("vae")))

@@ -179,7 +179,7 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--folds", "1"], "--folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
-    (["--suite", "smoke", "--precision", "bf16"], "was made with other settings (precision"),
+    (["--suite", "smoke", "--precision", "fp32"], "was made with other settings (precision"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_path, capsys, args, message):
@@ -233,6 +233,15 @@ def test_a_suite_file_with_a_typo_is_one_line_and_exit_2(tmp_path, capsys, text,
     assert not (tmp_path / "studies").exists()
 
 
+def test_run_refuses_bf16_on_a_cpu_without_bf16_kernels_before_making_a_study(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
+    assert run_cli(tmp_path, "--suite", "smoke", "--device", "cpu", "--precision", "bf16") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: precision bf16 asked for") and "use precision fp32" in err[-1]
+    assert len([line for line in err if line.startswith("error")]) == 1
+    assert not (tmp_path / "studies").exists()
+
+
 def test_a_study_made_before_the_precision_setting_still_resumes(smoke_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(smoke_run, old)
@@ -243,7 +252,7 @@ def test_a_study_made_before_the_precision_setting_still_resumes(smoke_run, tmp_
     trials = len(study.get_trials())
     assert run_cli(old, "--suite", "smoke", "--quiet") == 0
     assert len(study_of(old, "smoke").get_trials()) == trials  # nothing retrained
-    assert run_cli(old, "--suite", "smoke", "--precision", "bf16", "--quiet") == 2  # bf16 is another setting
+    assert run_cli(old, "--suite", "smoke", "--precision", "fp32", "--quiet") == 2  # fp32 is another setting
 
 
 def test_repeated_kfold_trains_every_fold_of_every_repeat(tmp_path, capsys):

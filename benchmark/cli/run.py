@@ -50,7 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--precision", choices=PRECISIONS,
                      help="bf16 autocast for training: auto = on CUDA only (default); bf16 also on a CPU "
-                          "with AVX-512 BF16 or AMX (faster there, different numbers)")
+                          "with AVX-512 BF16 or AMX (faster there, different numbers); refused on a CPU without AVX-512")
     run.add_argument("--params-from", nargs="+", metavar="STUDY",
                      help="use the best parameters of these `search` studies for the configurations they cover "
                           "(the suite is then named <suite>-tuned)")

@@ -17,13 +17,13 @@ at a third to a half of its usual rate:
   32 → 1 channel): one matrix product per input pixel, then ``F.fold`` adds the overlapping
   4x4 patches (4.3 → 2.3 ms).
 
-In float32 the large products of the two selector routes run as 1x1 convolutions (``product``):
-``torch.mm`` goes to MKL there, which on AMD CPUs reaches half of oneDNN's rate, and through
-it the routes were slower than oneDNN's own convolution (fwd + bwd 15.3 → 18.8 ms and
-8.7 → 10.5 ms for the two VAE layers); bf16 products go to oneDNN already.
-
+On a CPU with AVX-512, the large float32 products of the two selector routes run as 1x1
+convolutions (``product``): ``torch.mm`` goes to MKL there, which on AMD CPUs reaches half of
+oneDNN's rate, and through it the routes were slower than oneDNN's own convolution (fwd + bwd
+15.3 → 18.8 ms and 8.7 → 10.5 ms for the two VAE layers); bf16 products go to oneDNN already.
 ``CPULinear`` takes the product of the Gaussian VAE's conditioned decoder input (float32, 2M
-weights) to oneDNN the same way.
+weights) to oneDNN the same way. With AVX2 only, oneDNN's float32 products are the slow ones
+(see ``onednn_products``), and the routes use ``torch.mm``.
 
 ``CPUConv2d``, ``CPUConvTranspose2d`` and ``CPULinear`` keep their ``nn`` class's parameters,
 so checkpoints do not change; on other devices, and for every other shape, they are the ``nn``
@@ -74,17 +74,27 @@ def _channels_last_pixels(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype).permute(0, 2, 3, 1).reshape(batch, height * width, channels)
 
 
+def onednn_products() -> bool:
+    """Whether ``product`` takes float32 products to oneDNN: on CPUs with AVX-512 only.
+
+    One core of an AMD EPYC, a 2048² product: with AVX-512, oneDNN 145-200 GFLOP/s (fwd + bwd of
+    the routes' shapes) against MKL's 84-93; with AVX2, oneDNN 43 against MKL's 80, and the VAE's
+    selector layers ran faster through ``torch.mm`` than through either convolution.
+    ``ATEN_CPU_CAPABILITY=avx2`` turns the oneDNN route off on an AVX-512 CPU.
+    """
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def product(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``a @ weight`` for ``a`` (rows, k) and ``weight`` (k, n).
 
-    In float32 as a 1x1 convolution over the rows split into 16 images, which goes to oneDNN:
-    on one core of an AMD CPU, 145-165 GFLOP/s fwd + bwd for these routes' shapes, against 84
-    for ``torch.mm`` (MKL). A weight stored (n, k) is a convolution's, one stored (k, n) a
-    transposed convolution's: either reads it as it lies (a copy to the other order cost
-    1 ms per use).
+    In float32, where ``onednn_products``, as a 1x1 convolution over the rows split into 16
+    images, which goes to oneDNN. A weight stored (n, k) is a convolution's, one stored (k, n) a
+    transposed convolution's: either reads it as it lies (a copy to the other order cost 1 ms
+    per use).
     """
     rows, k = a.shape
-    if a.dtype != torch.float32 or rows % PRODUCT_IMAGES:
+    if a.dtype != torch.float32 or rows % PRODUCT_IMAGES or not onednn_products():
         return a @ weight
     images = a.reshape(PRODUCT_IMAGES, rows // PRODUCT_IMAGES, 1, k).permute(0, 3, 1, 2)  # channels-last
     if weight.t().is_contiguous():
@@ -163,7 +173,8 @@ class _LinearProduct(torch.autograd.Function):
 
 
 class CPULinear(nn.Linear):
-    """``nn.Linear`` with the product of a float32 CPU layer of 1-2.5M weights through oneDNN.
+    """``nn.Linear`` with the product of a float32 CPU layer of 1-2.5M weights through oneDNN
+    (where ``onednn_products``).
 
     That is the Gaussian VAE's conditioned decoder input (z ⊕ m, 2,064-2,112 → 1,024): fwd + bwd
     20.3 → 15.1 ms on one core. Smaller layers gain nothing; larger ones (the VQ-VAE decoder
@@ -171,7 +182,7 @@ class CPULinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or _compute_dtype(x) != torch.float32
+        if (x.device.type != "cpu" or _compute_dtype(x) != torch.float32 or not onednn_products()
                 or not LINEAR_MIN_WEIGHTS <= self.weight.numel() <= LINEAR_MAX_WEIGHTS):
             return super().forward(x)
         y = _LinearProduct.apply(x.reshape(-1, self.in_features), self.weight)
