@@ -397,7 +397,7 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
     images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     if len(images) < settings.folds:
         raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
-    training_device(settings.train_config(options.device))  # a bad --device or --precision must not leave a study behind
+    training_device(settings.train_config(options.device))  # a bad device or precision leaves no study
     study = open_search_study(settings, storage_url, name, options)
     # Messages only after every check, so that an error stays the only line.
     if settings.multi_objective and options.pruner != "none":
