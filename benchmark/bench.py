@@ -187,8 +187,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = None, repeats: int = 5,
-                        bf16: bool = True) -> MatmulPeak:
+def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = None, repeats: int = 5) -> MatmulPeak:
     """Best dense matrix-product rate on ``device``, float32 and bfloat16, over several routes.
 
     Routes: ``torch.mm`` of two n×n matrices (the BLAS: MKL on CPU, cuBLAS on CUDA); on CPU
@@ -197,6 +196,8 @@ def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = N
     convolution of n/8 channels on 16x16 maps, batch 128, channels-last: an implicit GEMM whose
     register blocking beats both square products on some CPUs (seen: 450 against 320 GFLOP/s),
     so without it the models' big convolutions ran "above the peak". The peak is the best route.
+    No bfloat16 rate where bf16 has no kernels (``native_bf16``): on an AVX2 CPU it took over 20
+    minutes and would mean nothing.
     """
     device = torch.device(device)
     size = size or (8192 if device.type == "cuda" else 2048)
@@ -236,7 +237,7 @@ def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = N
         return (lambda: torch.nn.functional.conv2d(x, w, padding=1)), 2.0 * 9 * batch * side * side * channels ** 2
 
     routes = {"torch.mm": mm, **({"1x1 conv": conv1x1} if device.type == "cpu" else {}), "3x3 conv": conv3x3}
-    dtypes = {"float32": torch.float32, **({"bfloat16": torch.bfloat16} if bf16 else {})}
+    dtypes = {"float32": torch.float32, **({"bfloat16": torch.bfloat16} if native_bf16(device) else {})}
     rates = {f"{route} {name}": best(make, dtype)
              for name, dtype in dtypes.items() for route, make in routes.items()}
     fp32 = max(rate for name, rate in rates.items() if name.endswith("float32"))
@@ -494,7 +495,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                                                     dataset)
     if workers > 1 and torch_device.type != "cpu":
         raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
-    peak = measure_matmul_peak(torch_device, peak_size, bf16=native_bf16(torch_device))
+    peak = measure_matmul_peak(torch_device, peak_size)
     if progress:
         progress(peak.describe())
     rows = []
