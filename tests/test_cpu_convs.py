@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,10 +114,22 @@ def onednn(request, monkeypatch) -> bool:
     return request.param
 
 
-def test_float32_products_go_to_onednn_on_avx512_cpus_only(monkeypatch):
-    for capability, expected in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-        assert cpu_convs.onednn_products() is expected
+@pytest.mark.parametrize("capability, vendor, expected", [
+    ("AVX512", "AuthenticAMD", True), ("AVX512", "", True), ("AVX512", "GenuineIntel", False),
+    ("AVX2", "AuthenticAMD", False), ("AVX2", "GenuineIntel", False), ("DEFAULT", "AuthenticAMD", False)])
+def test_float32_products_go_to_onednn_on_non_intel_avx512_cpus_only(monkeypatch, capability, vendor, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(cpu_convs, "cpu_vendor", lambda: vendor)
+    assert cpu_convs.onednn_products() is expected
+
+
+def test_cpu_vendor_reads_the_vendor_id_of_this_machine():
+    cpuinfo = Path("/proc/cpuinfo")
+    vendors = {line.split(":")[1].strip() for line in cpuinfo.read_text().splitlines()
+               if line.startswith("vendor_id")} if cpuinfo.exists() else set()
+    if not vendors:
+        pytest.skip("this system names no CPU vendor in /proc/cpuinfo")
+    assert {cpu_convs.cpu_vendor()} == vendors
 
 
 @pytest.mark.parametrize("conv", [nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1, bias=False),
