@@ -51,9 +51,12 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
 def smoke_run_until(cwd: Path, units: int, *args: str) -> subprocess.Popen:
     """`run --suite smoke` in a subprocess, returned once ``units`` units are COMPLETE."""
     cmd = [sys.executable, "-m", "benchmark", "run", "--suite", "smoke", "--heartbeat", "1", "--quiet", *args]
-    # A session of its own, so that Ctrl-C can be sent to the whole process group, as a terminal does.
+    # A session of its own, so that Ctrl-C can be sent to the whole process group, as a terminal
+    # does; and Ctrl-C's default action, which a shell takes away from a job it starts with `&`
+    # (Python then leaves SIGINT ignored, and the run would not stop).
     process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = cwd / "studies" / "smoke.db"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
