@@ -141,5 +141,9 @@ class TrainConfig:
         """Whether the training steps run under bf16 autocast on ``device``."""
         return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
 
+    def effective_precision(self, device: torch.device) -> str:
+        """``fp32`` or ``bf16``: the precision the training steps run in on ``device``."""
+        return "bf16" if self.autocast(device) else "fp32"
+
     def to_dict(self) -> dict:
         return asdict(self)

@@ -322,8 +322,11 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if fold_parallel not in ("auto", "on", "off"):
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
-    # A bad device or precision is reported before the study is touched.
-    together = fold_parallel == "on" or (fold_parallel == "auto" and training_device(suite.train).type == "cuda")
+    device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
+    together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
+    # The study stores the precision its folds train in, not "auto": a CPU worker joining a GPU's
+    # study is refused instead of adding float32 folds to bf16 ones.
+    suite = suite.override(precision=suite.train.effective_precision(device))
     started = time.perf_counter()
     # Optuna's own lines (study created, trial failed with a traceback) would bury the progress
     # and the one-line messages; what they say is recorded in the study and in the summary.

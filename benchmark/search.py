@@ -52,12 +52,14 @@ from benchmark.models import METHODS, model_config
 from benchmark.store import (
     StoreConfig,
     StoreError,
+    differing_settings_message,
     fail_orphans,
     fail_stale_trials,
     grace_for,
     open_storage,
     safe_url,
     settings_differ,
+    versioned,
 )
 from benchmark.studies import best_trial, load_existing_study
 
@@ -183,6 +185,7 @@ class SearchSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
         values = dict(data)
+        values.pop("metrics_version", None)
         values["ranges"] = {name: ParamRange(**r) for name, r in data.get("ranges", {}).items()}
         values["objectives"] = tuple(data.get("objectives", ("recon",)))
         return cls(**values)
@@ -245,7 +248,7 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
                                 pruner=make_pruner(settings, options),
                                 directions=["minimize"] * len(settings.objectives))
-    wanted = settings.to_dict()
+    wanted = versioned(settings.to_dict())
     if "settings" not in study.user_attrs:
         try:
             study.set_user_attr("settings", wanted)
@@ -254,8 +257,8 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
     differing = settings_differ(stored, wanted)
     if differing:
-        raise StoreError(f"study {study_name!r} in {safe_url(storage_url)} was made with other settings "
-                         f"({', '.join(differing)}); use another --study-name or --storage")
+        raise StoreError(differing_settings_message(study_name, storage_url, differing)
+                         + "; use another --study-name or --storage")
     return study
 
 
@@ -397,7 +400,9 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
     images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     if len(images) < settings.folds:
         raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
-    training_device(settings.train_config(options.device))  # a bad device or precision leaves no study
+    device = training_device(settings.train_config(options.device))  # a bad device or precision leaves no study
+    # Trials are stored with the precision they train in (see run_suite).
+    settings = replace(settings, precision=settings.train_config().effective_precision(device))
     study = open_search_study(settings, storage_url, name, options)
     # Messages only after every check, so that an error stays the only line.
     if settings.multi_objective and options.pruner != "none":

@@ -36,6 +36,10 @@ UNIT_PARAM = "unit"
 # What losing the race to create Optuna's tables looks like (PostgreSQL, SQLite).
 CREATION_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint", "IntegrityError")
 METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train")
+# Stored in every study's settings and raised when what validation measures changes, so that a
+# study's old folds are never mixed with new ones. 2: a Gaussian VAE's validation decodes a
+# sampled z (the ELBO's terms) instead of μ; precision is stored as trained (fp32 or bf16).
+METRICS_VERSION = 2
 
 
 class StoreError(ValueError):
@@ -72,12 +76,23 @@ def grace_for(heartbeat: int) -> int:
     return max(5 * heartbeat, 5)
 
 
+def versioned(settings: dict) -> dict:
+    """A study's settings as stored: JSON values, with the metrics version."""
+    return {**json.loads(json.dumps(settings)), "metrics_version": METRICS_VERSION}
+
+
 def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
     """The settings in which a study's stored ``settings`` differ from ``wanted`` (none if not stored yet)."""
     if stored is None:
         return []
-    stored = {"precision": "auto", **stored}  # studies made before the setting existed trained so
     return sorted(k for k in {*stored, *wanted} if stored.get(k) != wanted.get(k))
+
+
+def differing_settings_message(study: str, url: str, differing: list[str]) -> str:
+    if "metrics_version" in differing:
+        return (f"study {study!r} in {safe_url(url)} was made by an earlier version of mtvae-bench, whose "
+                "validation metrics are not comparable with this version's")
+    return f"study {study!r} in {safe_url(url)} was made with other settings ({', '.join(differing)})"
 
 
 def safe_url(url: str) -> str:
@@ -172,7 +187,7 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
     """Create or load the suite's study; refuse one made with other settings, touching nothing."""
     storage = open_storage(config.url(suite.name), config)
     name = study_name(suite)
-    settings = json.loads(json.dumps(suite.settings()))
+    settings = versioned(suite.settings())
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -183,9 +198,9 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
             study.set_user_attr("settings", settings)
     differing = settings_differ(study.user_attrs.get("settings"), settings)
     if differing:
-        raise StoreError(f"study {name!r} in {safe_url(config.url(suite.name))} was made with other settings "
-                         f"({', '.join(differing)}); give the suite another name (a TOML file), or use another --storage "
-                         f"and --results-dir (its results would be overwritten), or remove that study to start over")
+        raise StoreError(differing_settings_message(name, config.url(suite.name), differing)
+                         + "; give the suite another name (a TOML file), or use another --storage and --results-dir "
+                           "(its results would be overwritten), or remove that study to start over")
     return study
 
 
@@ -305,7 +320,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig) -> tuple[Path
     history_path = config.results_dir / f"{suite.name}_history.csv"
     pd.DataFrame(rows).to_csv(results_path, index=False)
     pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None).to_csv(history_path, index=False)
-    meta = {**suite.settings(), "data_root": suite.data_root, "study": study.study_name,
+    meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,
             "storage": safe_url(config.url(suite.name))}
     (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
     return results_path, history_path

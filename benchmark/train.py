@@ -81,7 +81,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 @torch.no_grad()
 def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | None,
              weights: dict[str, float], batch_size: int = 512, seed: int = 0) -> dict[str, float]:
-    """Validation metrics, every module in eval mode, masks from a fixed seed.
+    """Validation metrics, every module in eval mode, masks and reparameterisation noise from
+    fixed seeds (``seed``, ``seed + 2``), so the numbers are deterministic.
 
     recon / recon_cond: per-pixel MSE of the unconditioned / conditioned decoder;
     latent: KL or VQ loss; total: the training objective at ``weights`` (training scale);
@@ -89,10 +90,13 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     """
     with eval_mode(model):
         generator = _generator(images.device, seed)
+        noise_generator = _generator(images.device, seed + 2)
         sums = torch.zeros(4, device=images.device, dtype=torch.float64)
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
-            code = model.encode(x)
+            noise = (torch.randn(len(x), model.noise_dim, generator=noise_generator, device=x.device)
+                     if model.noise_dim else None)
+            code = model.encode(x, noise)
             recon = model.reconstruction_loss(model.decode(code.z), x)
             cond = torch.zeros((), device=x.device)
             if model.conditioned:

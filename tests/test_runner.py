@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 from conftest import run_cli
 from optuna.trial import TrialState
 
@@ -182,7 +183,7 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--folds", "1"], "--folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
-    (["--suite", "smoke", "--precision", "fp32"], "was made with other settings (precision"),
+    (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_path, capsys, args, message):
@@ -245,17 +246,31 @@ def test_run_refuses_bf16_on_a_cpu_without_bf16_kernels_before_making_a_study(tm
     assert not (tmp_path / "studies").exists()
 
 
-def test_a_study_made_before_the_precision_setting_still_resumes(smoke_run, tmp_path):
+def test_the_study_stores_the_precision_trained_in_and_refuses_a_worker_of_another(smoke_run, tmp_path, capsys):
+    """Under "auto", a CPU worker trains in float32 and a GPU worker in bf16: one study must not
+    get folds of both, so the study stores the precision its folds were really trained in."""
+    other = tmp_path / "other"
+    shutil.copytree(smoke_run, other)
+    study = study_of(other, "smoke")
+    trained = "bf16" if torch.cuda.is_available() else "fp32"  # smoke_run asked for auto
+    assert study.user_attrs["settings"]["precision"] == trained
+    other_precision = {"fp32": "bf16", "bf16": "fp32"}[trained]
+    study.set_user_attr("settings", {**study.user_attrs["settings"], "precision": other_precision})
+    assert run_cli(other, "--suite", "smoke", "--quiet") == 2
+    assert "was made with other settings (precision)" in capsys.readouterr().err
+
+
+def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(smoke_run, old)
     study = study_of(old, "smoke")
-    settings = dict(study.user_attrs["settings"])
-    del settings["precision"]  # as session-1 studies stored them
-    study.set_user_attr("settings", settings)
+    settings = {k: v for k, v in study.user_attrs["settings"].items() if k != "metrics_version"}
+    study.set_user_attr("settings", settings)  # as studies made before the metrics version stored them
     trials = len(study.get_trials())
-    assert run_cli(old, "--suite", "smoke", "--quiet") == 0
-    assert len(study_of(old, "smoke").get_trials()) == trials  # nothing retrained
-    assert run_cli(old, "--suite", "smoke", "--precision", "fp32", "--quiet") == 2  # fp32 is another setting
+    assert run_cli(old, "--suite", "smoke", "--quiet") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "made by an earlier version of mtvae-bench" in err[-1] and "remove that study to start over" in err[-1]
+    assert len(study_of(old, "smoke").get_trials()) == trials
 
 
 def test_repeated_kfold_trains_every_fold_of_every_repeat(tmp_path, capsys):

@@ -77,6 +77,7 @@ def test_each_trial_is_a_five_fold_cross_validation(searched):
         assert t.user_attrs["config_id"].startswith("vae/1/single/gaussian/a=")
     assert study.user_attrs["settings"]["epochs"] == 1 and study.user_attrs["settings"]["limit"] == 200
     assert set(study.user_attrs["settings"]["ranges"]) == {"exponent", "beta"}
+    assert study.user_attrs["settings"]["precision"] == ("bf16" if torch.cuda.is_available() else "fp32")  # auto
 
 
 def test_worst_trial_is_pruned_after_its_first_fold(searched):

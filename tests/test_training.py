@@ -8,7 +8,7 @@ import torch
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.data import load_dataset
 from benchmark.models import build_model
-from benchmark.train import evaluate, native_bf16, train_fold
+from benchmark.train import eval_mode, evaluate, native_bf16, train_fold
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,27 @@ def test_validation_metrics_are_deterministic(digits):
     sampler = MethodConfig("single", "uniform", exponent=20.0).sampler(32)
     weights = {"recon": 1.0, "latent": 1.0}
     assert evaluate(model, val, sampler, weights, seed=3) == evaluate(model, val, sampler, weights, seed=3)
+
+
+def test_gaussian_validation_decodes_a_sampled_z_as_the_elbo_does(digits):
+    """Validation measures the ELBO's reconstruction term, E_q[log p(x|z)], with seeded noise:
+    a narrow posterior gives the decode of μ, a wide one reconstructs worse and depends on the seed."""
+    x = digits[1][:128]
+    torch.manual_seed(0)
+    model = build_model("vae", 1, "baseline")
+    weights = {"recon": 1.0, "latent": 1.0}
+    with eval_mode(model), torch.no_grad():
+        at_mean = model.reconstruction_loss(model.decode(model.encode(x).z), x).item() * model.recon_scale
+    logvar_bias = model.latent_model.fc_logvar.bias
+    with torch.no_grad():
+        logvar_bias.fill_(-40.0)
+    assert evaluate(model, x, None, weights, seed=3)["recon"] == pytest.approx(at_mean, rel=1e-4)
+    with torch.no_grad():
+        logvar_bias.fill_(20.0)  # σ ≈ 22,000: the decoder saturates
+    wide = evaluate(model, x, None, weights, seed=3)
+    assert wide["recon"] > 1.2 * at_mean
+    assert wide == evaluate(model, x, None, weights, seed=3)
+    assert wide["recon"] != evaluate(model, x, None, weights, seed=4)["recon"]
 
 
 def test_bad_training_settings_raise_clear_errors():

@@ -27,7 +27,9 @@ class GaussianLatent(nn.Module):
     """Encoder and latent of a Gaussian VAE; decoders are made by ``make_decoder``.
 
     Training scale (the thesis code's ELBO): squared error summed over an image's pixels.
-    In eval mode z = μ, so validation metrics are deterministic.
+    z is sampled whenever noise is given (training, and validation with the trainer's seeded
+    noise, so that validation measures the ELBO's terms as the thesis's code did); in eval mode
+    without noise z = μ (reconstruction figures).
     """
 
     recon_reduction = "sum"
@@ -52,11 +54,9 @@ class GaussianLatent(nn.Module):
         of randomness of a fold is seeded (and can be vectorised over folds)."""
         h = self.encoder(x).flatten(1)
         mu, logvar = self.fc_mu(h), self.fc_logvar(h)
-        if self.training:
-            noise = torch.randn_like(mu) if noise is None else noise.to(mu.dtype)
-            z = mu + noise * torch.exp(0.5 * logvar)
-        else:
-            z = mu
+        if noise is None and self.training:
+            noise = torch.randn_like(mu)
+        z = mu if noise is None else mu + noise.to(mu.dtype) * torch.exp(0.5 * logvar)
         return LatentCode(z=z, latent=kl_to_standard_normal(mu, logvar), parts={"mu": mu, "logvar": logvar})
 
     def make_decoder(self, cond_dim: int = 0) -> Decoder:
