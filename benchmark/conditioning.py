@@ -54,6 +54,11 @@ class PixelSampler:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         exact_grid(self.image_size, self.grid_stride)  # validates the stride
         pixels = self.pixels
+        if self.count is not None and self.sampling == "exact":
+            raise ValueError("the exact grid observes a fixed set of pixels and takes no count k; "
+                             "use uniform or gaussian sampling for k pixels")
+        if self.count is not None and self.exponent is not None:
+            raise ValueError("a power-law exponent draws the count k of each image: give a count or an exponent, not both")
         if self.count is not None and not 0 <= self.count <= pixels:
             raise ValueError(f"pixel count k must be in [0, {pixels}] (D = H·W), got {self.count}")
         if self.exponent is not None:

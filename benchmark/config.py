@@ -34,8 +34,8 @@ class MethodConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         if self.method == "baseline":
-            if self.sampling is not None or self.exponent is not None:
-                raise ValueError("the baseline takes no sampling or exponent")
+            if self.sampling is not None or self.exponent is not None or self.count is not None:
+                raise ValueError("the baseline takes no sampling, exponent or count")
             return
         if self.sampling is None:
             choices = "uniform or gaussian" if self.method == "single" else "exact or uniform"
