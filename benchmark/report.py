@@ -57,7 +57,9 @@ SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
             "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
-            "methods of one model config, per metric. Bold: lowest mean within a model config. "
+            "methods of one model config, per metric. Bold: lowest mean within a model config; for the "
+            "conditioned reconstruction, among the rows that observe the same number of pixels (one "
+            "method with the same count k or power-law exponent). "
             "Cells: mean ± population variance over folds; reconstruction as per-pixel MSE; "
             "KL summed over latent dimensions (Gaussian VAE), VQ loss (VQ-VAE).")
 
@@ -213,10 +215,19 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
 
 
 def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
-    """True where the row has the lowest ``metric`` mean of its (family, config)."""
+    """True where the row has the lowest ``metric`` mean of its (family, config).
+
+    The conditioned reconstruction depends on how many pixels a decoder observes, so it is
+    ranked only among rows that observe the same number: one method with the same constant k
+    (Multidecoder) or power-law exponent (Single decoder), and only where there are two or more.
+    """
     means = table[f"{metric}_mean"]
-    best = means.groupby([table["family"], table["config"]]).transform("min")
-    return means.notna() & (means == best)
+    groups = [table["family"], table["config"]]
+    if metric == "recon_cond":
+        groups += [table["method"], table["count"].fillna(-1), table["exponent"].fillna(-1)]
+    grouped = means.groupby(groups)
+    comparable = grouped.transform("count") > 1 if metric == "recon_cond" else True
+    return means.notna() & (means == grouped.transform("min")) & comparable
 
 
 def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -137,7 +137,11 @@ def _set_sizes(rows: pd.DataFrame, k: int) -> tuple[float, float]:
 
 
 def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: int = 1) -> pd.DataFrame:
-    """Each non-baseline configuration against the baseline of its (family, config), paired on fold.
+    """Each configuration against the baseline of its (family, config), paired on fold.
+
+    The reference baseline of a (family, config) is its plain one (``<family>/<config>/baseline``,
+    default weights), or its first if a suite has only others; further baselines (other weights)
+    are compared with the reference like any method.
 
     Returns one row per (configuration, metric in ``COMPARED``) with ``config_id, family,
     config, method, metric`` and ``COMPARISON_FIELDS``: pairs used, baseline mean over those
@@ -151,8 +155,11 @@ def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: 
         k = max(2, results["fold"].nunique() // max(repeats, 1))
     rows: list[dict] = []
     for (family, config), group in done.groupby(["family", "config"], sort=False):
-        base = group[group["method"] == "baseline"]
-        for config_id, runs in group[group["method"] != "baseline"].groupby("config_id", sort=False):
+        baselines = list(group.loc[group["method"] == "baseline", "config_id"].unique())
+        reference = f"{family}/{config}/baseline" if f"{family}/{config}/baseline" in baselines else \
+            next(iter(baselines), None)
+        base = group[group["config_id"] == reference]
+        for config_id, runs in group[group["config_id"] != reference].groupby("config_id", sort=False):
             paired = runs.merge(base, on="fold", suffixes=("", "_base"))
             n_train, n_val = _set_sizes(paired, k)
             for metric in COMPARED:

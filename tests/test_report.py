@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid
 from benchmark.models import build_model
-from benchmark.report import ReportError, write_report
+from benchmark.report import ReportError, SuiteResults, build_table, display_table, write_report
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
@@ -160,6 +160,18 @@ def test_compare_with_baseline_pairs_on_fold_and_adjusts_within_model_config(row
     assert group["p_holm"].to_numpy() == pytest.approx(holm(group["p"].to_numpy()))
 
 
+def test_a_second_baseline_is_compared_with_the_plain_one_and_methods_stay_paired_fold_by_fold(rows):
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5")
+    other["recon"] *= 0.9
+    comparison = compare_with_baseline(pd.concat([other, rows]), k=FOLDS).set_index(["config_id", "metric"])
+    assert (comparison["n_pairs"] == FOLDS).all()
+    assert comparison.loc[("vae/1/baseline/w=1,1,0.5", "recon"), "rel_change"] == pytest.approx(-0.1)
+    assert ("vae/1/baseline", "recon") not in comparison.index
+    expected = compare_with_baseline(rows, k=FOLDS).set_index(["config_id", "metric"])
+    method = ("vae/1/single/uniform/a=40", "recon")
+    assert comparison.loc[method, "p"] == pytest.approx(expected.loc[method, "p"])
+
+
 # ---------------------------------------------------------------- tables
 
 def test_table_csv_has_one_row_per_configuration_with_hand_computed_statistics(report, rows):
@@ -225,11 +237,22 @@ def test_table_md_shows_the_same_numbers_and_marks(report):
                       + table["latent_significant"].fillna(False).astype(bool).sum())
     assert significant > 0
     assert markdown.count("†") - 1 == latex.count(r"$^\dagger$") - 1 == significant  # minus the footnote
-    assert markdown.count("**") // 2 == latex.count(r"\bfseries") == 2 * 3  # best per model config × 3 metrics
+    # Best per model config × 2 metrics; each conditioned decoder here observes its own number of pixels.
+    assert markdown.count("**") // 2 == latex.count(r"\bfseries") == 2 * 2
     best = table[table["family"] == "vq-vae"].sort_values("recon_mean").iloc[0]
     assert f"**{format_mean_var(best.recon_mean, best.recon_var)}†**" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(CONFIGS) and all(r.count("|") == 9 for r in rows)
+
+
+def test_conditioned_reconstruction_is_ranked_only_among_rows_observing_as_many_pixels(rows):
+    uniform = rows[rows["config_id"] == "vq-vae/1/multidecoder/uniform"]
+    exact = uniform.assign(config_id="vq-vae/1/multidecoder/exact", sampling="exact",
+                           recon_cond=uniform["recon_cond"] * 0.8)
+    table = build_table(SuiteResults("demo", pd.concat([rows, exact]), None, {"folds": FOLDS}))
+    bold = display_table(table)[1]["Conditioned reconstruction"].to_numpy()
+    assert dict(zip(table["config_id"], bold)) == {
+        **{c: False for c in table["config_id"]}, "vq-vae/1/multidecoder/exact": True}
 
 
 # ---------------------------------------------------------------- figures
