@@ -213,6 +213,8 @@ class _Worker:
             other_id, other_fold = parse_unit(key)
             if other_id != config_id or other_fold == fold or len(self.folds[other_fold][0]) != size:
                 continue
+            if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials):
+                continue  # a second trial of a unit enqueued twice: the unit is done or in training
             for waiting in (t for t in trials if t.state == TrialState.WAITING):
                 if storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
                     storage.set_trial_user_attr(waiting._trial_id, "worker", WORKER)

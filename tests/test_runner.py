@@ -16,8 +16,8 @@ import torch
 from conftest import run_cli
 from optuna.trial import TrialState
 
-from benchmark.runner import Interrupts
-from benchmark.store import unit_states
+from benchmark.runner import Interrupts, _Worker
+from benchmark.store import UNIT_PARAM, StoreConfig, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
 from benchmark.suites import get_suite
 
 METRICS = ["best_epoch", "recon", "latent", "recon_cond", "total"]
@@ -122,6 +122,29 @@ def test_two_workers_share_a_suite_without_duplicates(tmp_path):
     trained = [t for t in study.get_trials() if "metrics" in t.user_attrs]
     assert len(trained) == 10  # no unit trained by both workers
     assert len(pd.read_csv(tmp_path / "results" / "small.csv")) == 10
+
+
+def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once_done(tmp_path):
+    """Two machines starting a shared study at once can enqueue a unit twice; stacking folds
+    must not take its second trial when the first is already running or done."""
+    suite = get_suite("smoke").override(folds=4)
+    store = StoreConfig(studies_dir=tmp_path)
+    study = open_suite_study(suite, store)
+    enqueue_missing(study, unit_keys(suite))
+    config_id = suite.configurations[0].id
+    for fold in (1, 2):
+        study.enqueue_trial({UNIT_PARAM: unit_key(config_id, fold)})  # the other machine's copy
+    states = unit_states(study)
+    storage = study._storage
+    storage.set_trial_state_values(states[unit_key(config_id, 1)][0]._trial_id, TrialState.RUNNING)
+    storage.set_trial_state_values(states[unit_key(config_id, 2)][0]._trial_id, TrialState.RUNNING)
+    storage.set_trial_state_values(states[unit_key(config_id, 2)][0]._trial_id, TrialState.COMPLETE, [0.0])
+    worker = _Worker(suite, store, show_progress=False, fold_parallel=True, images=torch.rand(40, 1, 32, 32))
+    claimed = worker._claim_siblings(config_id, 0)
+    assert [fold for _, fold in claimed] == [3]
+    waiting = {k: [t.state for t in ts] for k, ts in unit_states(study).items() if k.startswith(config_id + "#")}
+    assert waiting[unit_key(config_id, 1)] == [TrialState.RUNNING, TrialState.WAITING]
+    assert waiting[unit_key(config_id, 2)] == [TrialState.COMPLETE, TrialState.WAITING]
 
 
 def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
