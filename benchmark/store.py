@@ -283,7 +283,7 @@ def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, ar
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE, dict]:
     """A unit's best-epoch model (in eval mode) and its info (configuration, image shape, metrics)."""
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = torch.load(path, map_location=device, weights_only=True)  # tensors and plain data only: no code runs on load
     info = payload["info"]
     channels, size = info["image_shape"][0], info["image_shape"][-1]
     model = build_model(info["family"], info["config"], info["method"], channels, size)
