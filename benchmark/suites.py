@@ -11,6 +11,13 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig, default_b
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
+# Training images per second on a 2-core laptop CPU at batch 128 (baseline; measured), and the
+# cost of each method relative to the baseline; plus a fixed cost per unit (storage, checkpoint).
+CPU_IMAGES_PER_SECOND = {("vae", 1): 1300, ("vae", 2): 1300, ("vq-vae", 1): 3000, ("vq-vae", 2): 250,
+                         ("vq-vae", 3): 145}
+METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.3}
+SECONDS_PER_UNIT = 1.0
+DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,14 @@ class Suite:
                 "weight_decay": self.train.weight_decay, "precision": self.train.precision,
                 "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
+
+    def unit_seconds(self) -> dict[str, float]:
+        """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;
+        their ratios also weight the progress ETA (a VQ-VAE 3 unit costs ten Gaussian VAE units)."""
+        images = self.limit or DATASET_IMAGES.get(self.dataset, 60_000)
+        per_fold = images * 0.8 * (self.folds - 1) / self.folds * self.train.epochs  # 0.8: the test split is held out
+        return {c.id: per_fold / CPU_IMAGES_PER_SECOND[(c.family, c.config)] * METHOD_COST[c.method.method]
+                + SECONDS_PER_UNIT for c in self.configurations}
 
     def with_best_params(self, best: dict[tuple, tuple[Configuration, str]]) -> Suite:
         """The suite with each configuration that a search covers replaced by the search's best.

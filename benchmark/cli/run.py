@@ -10,15 +10,6 @@ from benchmark.config import PRECISIONS
 from benchmark.store import StoreConfig, grace_for
 from benchmark.suites import builtin_suites, get_suite
 
-# Training images per second on a 2-core laptop CPU at batch 128 (baseline; measured), and the
-# cost of each method relative to the baseline; plus a fixed cost per unit (storage, checkpoint).
-CPU_IMAGES_PER_SECOND = {("vae", 1): 1300, ("vae", 2): 1300, ("vq-vae", 1): 3000, ("vq-vae", 2): 250,
-                         ("vq-vae", 3): 145}
-METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.3}
-SECONDS_PER_UNIT = 1.0
-DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
-
-
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
                                           "e.g. postgresql://user:pass@host/db to share work across machines")
@@ -87,11 +78,7 @@ def resolve_suite(args: argparse.Namespace):
 
 def estimate_cpu_minutes(suite) -> float:
     """Rough wall time of a suite on a 2-core laptop CPU, from measured training throughput."""
-    images = suite.limit or DATASET_IMAGES.get(suite.dataset, 60_000)
-    per_fold = images * 0.8 * (suite.folds - 1) / suite.folds * suite.train.epochs  # 0.8: the test split is held out
-    seconds = sum(per_fold / CPU_IMAGES_PER_SECOND[(c.family, c.config)] * METHOD_COST[c.method.method]
-                  + SECONDS_PER_UNIT for c in suite.configurations) * suite.folds * suite.repeats
-    return seconds / 60
+    return sum(suite.unit_seconds().values()) * suite.folds * suite.repeats / 60
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
