@@ -39,7 +39,6 @@ import os
 import socket
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -61,7 +60,7 @@ from benchmark.store import (
     settings_differ,
     versioned,
 )
-from benchmark.studies import best_trial, load_existing_study
+from benchmark.studies import best_trial, load_existing_study, status_counts, trial_status
 
 DEFAULT_STORAGE = "sqlite:///studies/search.db"
 OBJECTIVES = ("recon", "latent", "recon_cond")
@@ -147,7 +146,10 @@ class SearchSettings:
             value.check(name)
         object.__setattr__(self, "ranges", ranges)
         if self.method != "baseline" and self.sampling is None:
-            raise ValueError(f"the {self.method} method needs --sampling (exact, uniform or gaussian)")
+            try:
+                MethodConfig(self.method)  # its message names the samplings that this method accepts
+            except ValueError as err:
+                raise ValueError(f"{err} (give it with --sampling)") from None
         if not self.objectives or len(set(self.objectives)) != len(self.objectives) or \
                 not set(self.objectives) <= set(OBJECTIVES):
             raise ValueError(f"bad objectives {','.join(self.objectives)!r}; use recon or recon,latent "
@@ -264,8 +266,7 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
     """Finished, running, or failed for a recorded reason; not interrupted (see the module docstring)."""
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) or (
-        trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+    return trial_status(trial) in ("complete", "pruned", "running", "failed")
 
 
 def budget_used(study: optuna.Study) -> int:
@@ -380,10 +381,10 @@ class SearchSummary:
 
     study_name: str
     storage_url: str
-    counts: dict[str, int]
+    counts: dict[str, int]  # trials per status of ``benchmark.studies.STATUSES`` (failed vs interrupted)
     best: FrozenTrial | None
     seconds: float
-    failed: list[FrozenTrial] = field(default_factory=list)  # with user attribute ``error`` when diverged
+    failed: list[FrozenTrial] = field(default_factory=list)  # failed with a reason: user attribute ``error``
     worker_failures: int = 0  # worker processes that stopped with an error (it is on their stderr)
 
 
@@ -428,9 +429,9 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
         for process in processes:
             process.join()
         worker_failures = sum(process.exitcode != 0 for process in processes)
-    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    return SearchSummary(name, storage_url, dict(counts), best_trial(study),
-                         time.perf_counter() - started, study.get_trials(states=(TrialState.FAIL,)), worker_failures)
+    trials = study.get_trials()
+    return SearchSummary(name, storage_url, status_counts(trials), best_trial(study), time.perf_counter() - started,
+                         [t for t in trials if trial_status(t) == "failed"], worker_failures)
 
 
 def study_settings(study: optuna.Study) -> SearchSettings:

@@ -4,12 +4,19 @@ Works on any study in any Optuna storage; search studies (``benchmark.search``) 
 their settings and per-fold values. Plots are Optuna's matplotlib visualisations, written
 as PNG files to ``reports/studies/<study>/``. Also here: the best trial of a study (for
 several objectives too).
+
+Trials are counted by ``trial_status``: a FAIL trial is ``failed`` when it recorded why (user
+attribute ``error``: a diverged fold) and ``interrupted`` when it did not (Ctrl-C, a killed
+worker); an interrupted trial does not use up a search's ``--trials``, so a rerun trains
+another in its place.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +27,25 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.store import StoreConfig, open_storage, safe_url
 
 TOP = 5
+STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
+
+
+def trial_status(trial: FrozenTrial) -> str:
+    """One of ``STATUSES``: the trial's state, with FAIL split into ``failed`` and ``interrupted``.
+
+    ``failed``: FAIL with a recorded reason (user attribute ``error``, e.g. a diverged fold).
+    ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
+    to the worker's stderr); such a trial does not use up the search budget.
+    """
+    if trial.state == TrialState.FAIL:
+        return "failed" if "error" in trial.user_attrs else "interrupted"
+    return trial.state.name.lower()
+
+
+def status_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Number of trials of each status, in the order of ``STATUSES`` (zeros included)."""
+    counts = Counter(trial_status(t) for t in trials)
+    return {status: counts[status] for status in STATUSES}
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -79,7 +105,8 @@ class StudyRow:
     directions: tuple[str, ...]
     complete: int
     pruned: int
-    failed: int
+    failed: int        # with a recorded reason (diverged)
+    interrupted: int   # FAIL without a reason: Ctrl-C or a killed worker
     running: int
     best: tuple[float, ...] | None
 
@@ -91,11 +118,10 @@ def list_studies(url: str) -> list[StudyRow]:
     rows = []
     for name in sorted(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)
-        states = [t.state for t in study.get_trials(deepcopy=False)]
+        counts = status_counts(study.get_trials(deepcopy=False))
         ranked = ranked_trials(study)
-        rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions),
-                             states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED),
-                             states.count(TrialState.FAIL), states.count(TrialState.RUNNING),
+        rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
+                             counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
                              tuple(ranked[0].values) if ranked else None))
     return rows
 
@@ -109,11 +135,11 @@ def format_study_list(rows: list[StudyRow], url: str) -> str:
         return f"no studies in {safe_url(url)}"
     width = max(len("study"), *(len(r.name) for r in rows))
     lines = [f"{'study':{width}}  {'direction(s)':20} {'complete':>8} {'pruned':>6} {'failed':>6} "
-             f"{'running':>7}  best"]
+             f"{'interrupted':>11} {'running':>7}  best"]
     for r in rows:
         best = ", ".join(_number(v) for v in r.best) if r.best else "–"
         lines.append(f"{r.name:{width}}  {','.join(r.directions):20} {r.complete:8} {r.pruned:6} {r.failed:6} "
-                     f"{r.running:7}  {best}")
+                     f"{r.interrupted:11} {r.running:7}  {best}")
     return "\n".join(lines)
 
 
@@ -125,10 +151,8 @@ def describe_study(study: optuna.Study) -> str:
     """Settings, best parameters, the top trials and the per-fold values of the best trial."""
     names = objective_names(study)
     trials = study.get_trials(deepcopy=False)
-    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
-    lines = [f"study {study.study_name}: {len(trials)} trials (complete {counts[TrialState.COMPLETE]}, pruned "
-             f"{counts[TrialState.PRUNED]}, failed {counts[TrialState.FAIL]}, running {counts[TrialState.RUNNING]}, "
-             f"waiting {counts[TrialState.WAITING]}); objective(s): "
+    counts = ", ".join(f"{status} {n}" for status, n in status_counts(trials).items())
+    lines = [f"study {study.study_name}: {len(trials)} trials ({counts}); objective(s): "
              + ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))]
     settings = study.user_attrs.get("settings")
     if isinstance(settings, dict):
@@ -137,7 +161,7 @@ def describe_study(study: optuna.Study) -> str:
             lines.append("ranges: " + ", ".join(f"{k}={r['low']:g}:{r['high']:g}{':log' if r['log'] else ''}"
                                                 for k, r in settings["ranges"].items()))
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
-                 if t.state == TrialState.FAIL and "error" in t.user_attrs)
+                 if trial_status(t) == "failed")
     ranked = ranked_trials(study)
     if not ranked:
         lines.append("no complete trial yet")

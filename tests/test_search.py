@@ -1,4 +1,4 @@
-"""Optuna search: k-fold trials, pruning, resume, studies list/show/plot, best configurations, bad input."""
+"""Optuna search: k-fold trials, pruning, resume, studies list/show/plot, best configurations, bad input, help."""
 
 import math
 import os
@@ -15,7 +15,8 @@ import torch
 from conftest import cli
 from optuna.trial import TrialState
 
-from benchmark.search import SearchSettings, best_configurations, parse_range
+from benchmark.search import SearchSettings, best_configurations, counts_toward_budget, parse_range
+from benchmark.studies import status_counts, trial_status
 from benchmark.train import DivergedError, FoldResult
 
 NAME = "search-vae-1-single-gaussian"
@@ -93,7 +94,7 @@ def test_rerunning_does_not_overshoot(searched, capsys):
     cwd, _ = searched
     assert search_cli(cwd, "--trials", "4") == 0
     assert len(load(cwd).trials) == 4
-    assert "4 trials (complete 3, pruned 1, failed 0)" in capsys.readouterr().out
+    assert "4 trials (complete 3, pruned 1, failed 0, interrupted 0)" in capsys.readouterr().out
 
 
 def test_settings_must_match_to_resume(searched, capsys):
@@ -109,7 +110,7 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     study = load(cwd)
     assert cli(cwd, "studies", "list") == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith(NAME))
-    assert line.split() == [NAME, "minimize", "3", "1", "0", "0", f"{study.best_value:.6g}"]
+    assert line.split() == [NAME, "minimize", "3", "1", "0", "0", "0", f"{study.best_value:.6g}"]
 
     assert cli(cwd, "studies", "show", NAME) == 0
     out = capsys.readouterr().out
@@ -209,7 +210,11 @@ def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, f
     assert trials[0].state == TrialState.FAIL and "error" not in trials[0].user_attrs
     assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["error"].startswith("fold 0: loss diverged")
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials[2:])
-    assert "trial #1 failed: fold 0: loss diverged" in capsys.readouterr().out
+    complete, diverged = (sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.FAIL))
+    out = capsys.readouterr().out
+    # The interrupted trial is not reported as failed: failed counts the diverged ones only.
+    assert f"5 trials (complete {complete}, pruned 0, failed {diverged - 1}, interrupted 1)" in out
+    assert "trial #1 failed: fold 0: loss diverged" in out and "trial #0 failed" not in out
     assert search_cli(tmp_path, *args, "--trials", "4") == 0  # nothing more to run
     assert len(load(tmp_path, study_name).trials) == 5
     capsys.readouterr()
@@ -252,6 +257,57 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2, [(t.state, t.user_attrs, t.system_attrs) for t in trials]
 
 
+def interrupted_and_diverged_study(cwd: Path) -> optuna.Study:
+    """Trials 0 complete, 1 pruned, 2 diverged (FAIL with a reason), 3 interrupted (FAIL without), 4 running."""
+    (cwd / "studies").mkdir()
+    study = optuna.create_study(study_name=NAME, storage=f"sqlite:///{cwd / 'studies' / 'search.db'}")
+    study.tell(study.ask(), 0.5)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    diverged = study.ask()
+    diverged.set_user_attr("error", "fold 0: loss diverged at epoch 1")
+    study.tell(diverged, state=TrialState.FAIL)
+    study.tell(study.ask(), state=TrialState.FAIL)  # as Ctrl-C or a killed worker leaves a trial
+    study.ask()
+    return study
+
+
+def test_interrupted_trials_are_not_counted_as_failed(tmp_path):
+    trials = interrupted_and_diverged_study(tmp_path).get_trials()
+    assert [trial_status(t) for t in trials] == ["complete", "pruned", "failed", "interrupted", "running"]
+    assert status_counts(trials) == {"complete": 1, "pruned": 1, "failed": 1, "interrupted": 1, "running": 1,
+                                     "waiting": 0}
+    assert [counts_toward_budget(t) for t in trials] == [True, True, True, False, True]  # the same rule
+
+
+def test_studies_list_and_show_tell_interrupted_from_failed_trials(tmp_path, capsys):
+    interrupted_and_diverged_study(tmp_path)
+    assert cli(tmp_path, "studies", "list") == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split() == ["study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
+                              "best"]
+    assert line.split() == [NAME, "minimize", "1", "1", "1", "1", "1", "0.5"]
+    assert cli(tmp_path, "studies", "show", NAME) == 0
+    out = capsys.readouterr().out
+    assert ("5 trials (complete 1, pruned 1, failed 1, interrupted 1, running 1, waiting 0)"
+            in out.splitlines()[0])
+    assert "trial #2 failed: fold 0: loss diverged" in out and "trial #3" not in out
+
+
+def search_help(monkeypatch, capsys, tmp_path) -> str:
+    """``search --help`` as one line of words (the wrapping depends on the terminal width)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        cli(tmp_path, "search", "--help")
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_gives_the_default_study_name_with_several_objectives(tmp_path, monkeypatch, capsys):
+    text = search_help(monkeypatch, capsys, tmp_path)
+    name = SearchSettings("vae", 2, "multidecoder", "exact", objectives=("recon", "latent")).default_study_name()
+    assert name == "search-vae-2-multidecoder-exact-recon-latent"
+    assert f"-<objective> for each objective when --objectives names several, e.g. {name}" in text
+
+
 # --- bad input: one line, exit code 2, nothing written ---
 
 def one_line_error(capsys) -> str:
@@ -281,6 +337,27 @@ def test_unknown_names_are_one_line(tmp_path, capsys):
     assert "vae, vq-vae" in one_line_error(capsys)
     assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single") == 2
     assert "--sampling" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("method, offered, refused", [
+    ("single", ["uniform", "gaussian"], "exact"),
+    ("multidecoder", ["exact", "uniform"], "gaussian"),
+])
+def test_a_missing_sampling_names_only_those_the_method_accepts(tmp_path, monkeypatch, capsys, method, offered,
+                                                               refused):
+    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", method) == 2
+    line = one_line_error(capsys)
+    assert "--sampling" in line and " or ".join(offered) in line and refused not in line
+    for sampling in offered:  # each one offered is accepted
+        SearchSettings("vae", 1, method, sampling)
+    assert f"{method}: {' | '.join(offered)}" in search_help(monkeypatch, capsys, tmp_path)
+    assert not (tmp_path / "studies").exists()
+
+
+def test_the_single_decoder_refuses_the_exact_grid(tmp_path, capsys):
+    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single", "--sampling",
+               "exact") == 2
+    assert "use uniform or gaussian sampling" in one_line_error(capsys)
 
 
 def test_unknown_study_lists_the_available_ones(searched, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from benchmark.config import PRECISIONS
@@ -31,16 +32,24 @@ examples:
 """
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps option help at spaces only, so that names such as search-vae-1-single stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser("search", help="Optuna search of the power-law exponent and loss weights (resumable)",
                             description="Tune the power-law exponent and the loss weights of one model config "
                                         "and method with Optuna; every trial is a k-fold cross-validation on the "
                                         "same folds as `run`.",
-                            epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                            epilog=SEARCH_EPILOG, formatter_class=_HelpFormatter)
     search.add_argument("--model", required=True, help="vae | vq-vae")
     search.add_argument("--config", required=True, type=int, help="model config (vae: 1-2, vq-vae: 1-3)")
     search.add_argument("--method", required=True, help="multidecoder | single | baseline")
-    search.add_argument("--sampling", help="exact | uniform | gaussian (required except for the baseline)")
+    search.add_argument("--sampling", help="multidecoder: exact | uniform; single: uniform | gaussian "
+                                           "(none for the baseline)")
     search.add_argument("--softadapt", action="store_true", help="balance the losses with SoftAdapt; tune its beta")
     search.add_argument("--objectives", default="recon", help="recon (default) or recon,latent for a Pareto front")
     search.add_argument("--range", action="append", default=[], metavar="NAME=LOW:HIGH[:log|linear]",
@@ -63,7 +72,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     search.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
-    search.add_argument("--study-name", help="default: search-<model>-<config>-<method>[-<sampling>][-softadapt]")
+    search.add_argument("--study-name", help="default: search-<model>-<config>-<method>, then -<sampling> and "
+                                             "-softadapt when given, and -<objective> for each objective when "
+                                             "--objectives names several, e.g. "
+                                             "search-vae-2-multidecoder-exact-recon-latent")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(handler=cmd_search)
 
@@ -105,15 +117,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     name = args.study_name or settings.default_study_name()
     summary = run_search(settings, args.storage, name, options)
     counts = summary.counts
-    print(f"study {name}: {sum(counts.values())} trials (complete {counts.get('COMPLETE', 0)}, pruned "
-          f"{counts.get('PRUNED', 0)}, failed {counts.get('FAIL', 0)}) in {summary.seconds:.0f} s")
+    shown = ", ".join(f"{status} {n}" for status, n in counts.items()  # running, waiting: on other workers
+                      if n or status in ("complete", "pruned", "failed", "interrupted"))
+    print(f"study {name}: {sum(counts.values())} trials ({shown}) in {summary.seconds:.0f} s")
     best = summary.best
     if best is not None:
         values = ", ".join(f"{o}={v:.6g}" for o, v in zip(settings.objectives, best.values))
         params = ", ".join(f"{k}={v:.6g}" for k, v in best.params.items())
         print(f"best trial #{best.number}: {values}; {params} ({best.user_attrs.get('config_id', '')})")
-    failed = [t for t in summary.failed if "error" in t.user_attrs]
-    for trial in failed[-5:]:  # the most recent reasons; `studies show` lists them all
+    for trial in summary.failed[-5:]:  # the most recent reasons; `studies show` lists them all
         print(f"  trial #{trial.number} failed: {trial.user_attrs['error']}")
     print(f"inspect: python -m benchmark studies show {name}"
           + (f" --storage {safe_url(args.storage)}" if args.storage != DEFAULT_STORAGE else ""))
