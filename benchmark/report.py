@@ -57,7 +57,8 @@ SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
             "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
-            "methods of one model config, per metric. Bold: lowest mean within a model config; for the "
+            "methods of one model config, per metric. Bold: lowest mean within a model config, among "
+            "configurations with every fold done; for the "
             "conditioned reconstruction, among the rows that observe the same number of pixels (one "
             "method with the same count k or power-law exponent). "
             "Cells: mean ± population variance over folds; reconstruction as per-pixel MSE; "
@@ -197,6 +198,7 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
     repeats = int(suite.meta.get("repeats", 1) or 1)
     comparison = comparison_wide(compare_with_baseline(suite.results, k=int(suite.meta["folds"]), repeats=repeats))
     table = summary.merge(comparison, on="config_id", how="left")
+    table.insert(table.columns.get_loc("n") + 1, "complete", table["n"] == suite.expected_folds)
     table.insert(1, "model", table["family"].map(lambda f: FAMILY_TITLES.get(f, f)))
     table.insert(table.columns.get_loc("params_from"), "parameters", table.apply(parameter_text, axis=1))
     # Rows must be told apart in the LaTeX/Markdown tables even when the label does not show
@@ -220,8 +222,9 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
     The conditioned reconstruction depends on how many pixels a decoder observes, so it is
     ranked only among rows that observe the same number: one method with the same constant k
     (Multidecoder) or power-law exponent (Single decoder), and only where there are two or more.
+    Only configurations with every fold done are ranked: means over other folds do not compare.
     """
-    means = table[f"{metric}_mean"]
+    means = table[f"{metric}_mean"].where(table["complete"])
     groups = [table["family"], table["config"]]
     if metric == "recon_cond":
         groups += [table["method"], table["count"].fillna(-1), table["exponent"].fillna(-1)]
@@ -364,7 +367,8 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
            warnings: list[str]) -> str:
     """README of the report directory: what the run was, each file, what is missing."""
     meta = suite.meta
-    described = {"table.csv": "tidy numbers: one row per configuration; parameters, `<metric>_mean/var/std/n` "
+    described = {"table.csv": "tidy numbers: one row per configuration; parameters, `n` folds done and "
+                              "`complete` (all of them), `<metric>_mean/var/std/n` "
                               "(variance ddof=0), `<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/"
                               "significant/n_pairs` against the baseline; `prior_*`: VQ-VAE prior NLL",
                  "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",

@@ -342,6 +342,9 @@ def test_partial_suite_reports_what_is_there_and_lists_the_missing_units(tmp_pat
     assert table.loc["vae/1/single/uniform/a=40", "recon_var"] == pytest.approx(kept["recon"].var(ddof=0))
     assert table.loc["vae/1/single/uniform/a=40", "recon_n_pairs"] == 3
     assert "Missing (2 configurations)" in (tmp_path / "out" / "index.md").read_text()
+    assert not table.loc["vae/1/single/uniform/a=40", "complete"] and table["complete"].sum() == len(CONFIGS) - 1
+    row = next(line for line in (tmp_path / "out" / "table.md").read_text().splitlines() if "a=40" in line)
+    assert "**" not in row  # the lowest KL, but over 3 folds: not ranked against means over 5
 
 
 def test_unknown_suite_raises_a_one_line_error_and_writes_nothing(tmp_path, rows):

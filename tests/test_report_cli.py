@@ -1,5 +1,6 @@
 """`python -m benchmark report` on a real smoke run."""
 
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -59,3 +60,16 @@ def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path):
     assert report(tmp_path, "--suite", "mine.toml", "--results-dir", str(smoke_run / "results"),
                   "--reports-dir", str(tmp_path / "out"), "--no-figures") == 0
     assert (tmp_path / "out" / "smoke" / "table.csv").exists()
+
+
+def test_report_shows_a_few_missing_configurations_and_points_to_the_full_list(smoke_run, tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("smoke_meta.json", "smoke_history.csv"):
+        shutil.copy(smoke_run / "results" / name, results / name)
+    folds = pd.read_csv(smoke_run / "results" / "smoke.csv")
+    folds[folds["fold"] != 4].to_csv(results / "smoke.csv", index=False)  # every configuration short of a fold
+    assert report(tmp_path, "--suite", "smoke", "--results-dir", str(results), "--no-figures") == 0
+    out = capsys.readouterr().out
+    assert out.count("  missing: ") == 5 and "and 1 more configurations short of folds" in out
+    assert len((tmp_path / "reports" / "smoke" / "missing.txt").read_text().splitlines()) == 1 + 6

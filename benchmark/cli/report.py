@@ -9,6 +9,8 @@ from pathlib import Path
 
 from benchmark.suites import suite_name
 
+SHOWN_MISSING = 5  # on the terminal; missing.txt lists them all
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="regenerate tables (CSV/LaTeX/Markdown) and figures from results",
@@ -53,8 +55,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                                images=images, load_model=None if images is None else
                                (lambda path: load_checkpoint(path)[0]))
         print(f"{suite}: {len(summary.configurations)} configurations, {len(summary.files)} files in {summary.out_dir}")
-        for missing in summary.missing:
+        for missing in summary.missing[:SHOWN_MISSING]:
             print(f"  missing: {missing.describe()}")
+        if len(summary.missing) > SHOWN_MISSING:
+            print(f"  ... and {len(summary.missing) - SHOWN_MISSING} more configurations short of folds: "
+                  f"{summary.out_dir / 'missing.txt'}")
         for warning in summary.warnings:
             print(f"  warning: {warning}")
     return 0
