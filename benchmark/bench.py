@@ -38,7 +38,6 @@ import multiprocessing
 import os
 import queue
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -62,6 +61,7 @@ from benchmark.train import native_bf16, resolve_device, train_fold, training_de
 BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "uniform"}
 BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
+THROUGHPUT_CSV, ENSEMBLE_CSV = "throughput.csv", "ensemble.csv"  # the files `bench` writes into --out
 
 CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "precision", "workers", "params", "steps", "batch",
                "flops_per_image", "ours_img_s", "naive_img_s", "speedup", "gflop_s", "pct_peak_fp32",
@@ -546,22 +546,40 @@ def format_table(result: BenchResult) -> str:
 
 
 def write_csv(rows: Sequence[BenchRow | EnsembleRow], path: str | Path) -> Path:
-    """Write benchmark rows (one dataclass per row) as CSV, atomically: no half-written file."""
+    """Write benchmark rows (one dataclass per row) as CSV, atomically: no half-written file.
+
+    The file gets the permissions of a plain ``open``: 0666 less the umask (``tempfile.mkstemp``
+    would make it 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = [f.name for f in fields(rows[0])] if rows else []
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent runs do not clash
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
+        with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for row in rows:
                 writer.writerow(asdict(row))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_throughput(rows: Sequence[BenchRow], out: str | Path) -> tuple[Path, Path | None]:
+    """``out/throughput.csv``; an ``out/ensemble.csv`` of an earlier run is removed, so that the
+    folder never pairs the rows of two runs (``--ensemble`` writes a new one afterwards).
+
+    Returns (the CSV written, the stale ensemble CSV removed or None).
+    """
+    path = write_csv(rows, Path(out) / THROUGHPUT_CSV)
+    stale = Path(out) / ENSEMBLE_CSV
+    if stale.is_file():
+        stale.unlink()
+        return path, stale
+    return path, None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ class PriorResult:
 
     model: GatedPixelCNN
     val_nll_nats: float
-    val_bits_per_dim: float
+    val_bits_per_code: float
     uniform_nats: float
     history: list[dict] = field(default_factory=list)
 
@@ -184,7 +184,7 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
                 on_epoch: Callable[[dict], None] | None = None) -> PriorResult:
     """Fit a Gated PixelCNN prior to code maps by maximum likelihood (Adam), keeping the best epoch.
 
-    ``history`` holds one dict per epoch: epoch, train_nll (nats), val_nll (nats), val_bits_per_dim;
+    ``history`` holds one dict per epoch: epoch, train_nll (nats), val_nll (nats), val_bits_per_code;
     ``on_epoch`` receives the same dict (for logging or early pruning).  Seeded: initialisation and
     shuffling come from ``seed`` without touching the global RNG state.
     """
@@ -215,7 +215,7 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
             total += loss.item() * len(batch)
         val_nll = _mean_nll(model, val, batch_size, device)
         record = {"epoch": epoch, "train_nll": total / len(train), "val_nll": val_nll,
-                  "val_bits_per_dim": val_nll / math.log(2)}
+                  "val_bits_per_code": val_nll / math.log(2)}
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -223,5 +223,5 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
             best_nll, best_state = val_nll, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
-    return PriorResult(model=model, val_nll_nats=best_nll, val_bits_per_dim=best_nll / math.log(2),
+    return PriorResult(model=model, val_nll_nats=best_nll, val_bits_per_code=best_nll / math.log(2),
                        uniform_nats=math.log(config.num_codes), history=history)

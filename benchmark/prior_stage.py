@@ -9,8 +9,8 @@ arbitrary prior; then an autoregressive prior p(z) over the discrete code maps (
    dataset, limit and seed → ``load_dataset`` → ``fold_indices``), so the prior is scored on
    images neither stage trained on;
 3. encodes both parts into code maps (N, h, w) with the trained VQ-VAE (eval mode, batched);
-4. fits the prior on the training codes and scores it on the validation codes (nats per code,
-   bits per dim; ln K is what a uniform prior scores);
+4. fits the prior on the training codes and scores it on the validation codes (nats per code and
+   bits per code; a uniform prior scores ln K nats = log2 K bits);
 5. draws a few samples (prior → ``quantizer.lookup`` → decoder 1, and for conditioned methods the
    conditioned decoder given 16 observed pixels of real validation images) on the same device;
 6. stores weights and samples in ``results/<suite>/priors/<name>.pt`` and one row per
@@ -40,8 +40,9 @@ from benchmark.models import MultitaskVAE
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
 from benchmark.train import eval_mode
 
-PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_dim", "uniform_nats", "epochs", "best_epoch",
+PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "epochs", "best_epoch",
                  "n_train", "n_val", "prior_path", "seconds")
+OLD_NAMES = {"val_bits_per_dim": "val_bits_per_code"}  # columns renamed since: older CSVs are read as the new
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
 DEVICES = ("auto", "cpu", "cuda")
@@ -293,7 +294,7 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
     path = prior_csv_path(results_dir, suite)
     if not path.is_file() or not path.stat().st_size:
         return None
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path).rename(columns=OLD_NAMES)
     missing = [c for c in ("config_id", "fold", "val_nll_nats") if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
@@ -395,7 +396,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                                   "val_nll_nats": result.val_nll_nats, "temperature": temperature,
                                   "code_shape": list(train_codes.shape[1:])}, drawn)
         row = {"config_id": target.config_id, "fold": target.fold, "val_nll_nats": result.val_nll_nats,
-               "val_bits_per_dim": result.val_bits_per_dim, "uniform_nats": result.uniform_nats, "epochs": epochs,
+               "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats, "epochs": epochs,
                "best_epoch": best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
                "prior_path": str(path), "seconds": time.perf_counter() - started}
         _update_csv(results_dir, suite, [row], order)
@@ -411,11 +412,11 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
 
 
 def merge_prior(table: pd.DataFrame, prior: pd.DataFrame | None) -> pd.DataFrame:
-    """The report table plus ``prior_{nll_nats,bits_per_dim,uniform_nats,fold,epochs}`` columns
+    """The report table plus ``prior_{nll_nats,bits_per_code,uniform_nats,fold,epochs}`` columns
     (NaN for rows without a prior); unchanged when the prior stage has not run."""
     if prior is None:
         return table
-    names = {"val_nll_nats": "prior_nll_nats", "val_bits_per_dim": "prior_bits_per_dim",
+    names = {"val_nll_nats": "prior_nll_nats", "val_bits_per_code": "prior_bits_per_code",
              "uniform_nats": "prior_uniform_nats", "fold": "prior_fold", "epochs": "prior_epochs"}
     columns = prior.reindex(columns=["config_id", *names]).rename(columns=names)
     return table.merge(columns.drop_duplicates("config_id", keep="last"), on="config_id", how="left")

@@ -359,6 +359,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     for configuration in suite.configurations:  # e.g. a pixel count k larger than these images have
         configuration.method.sampler(images.shape[-1])
     study = open_suite_study(suite, store)
+    print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
     enqueue_missing(study, unit_keys(suite))
     note = idle_softadapt_note((c.method.balance for c in suite.configurations), min(len(t) for t, _ in folds),
                                suite.train.batch_size, suite.train.epochs)

@@ -43,7 +43,9 @@ class Suite:
         if not self.configurations:
             raise ValueError(f"suite {self.name!r} has no configurations")
         if self.folds < 2:
-            raise ValueError(f"--folds must be >= 2 for cross-validation, got {self.folds}")
+            raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit (training images) must be a number >= 1, got {self.limit!r}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         ids = [c.id for c in self.configurations]
@@ -62,6 +64,13 @@ class Suite:
                 "weight_decay": self.train.weight_decay, "precision": self.train.precision,
                 "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
+
+    def headline(self) -> str:
+        """One line saying what a run of this suite trains."""
+        folds = f"{self.folds} folds" + (f" × {self.repeats} repeats" if self.repeats > 1 else "")
+        configurations = len(self.configurations)
+        return (f"suite {self.name}: {configurations} configuration{'s' * (configurations != 1)} × {folds} = "
+                f"{self.units} units, {self.train.epochs} epoch(s) on {self.dataset}")
 
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;

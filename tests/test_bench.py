@@ -3,6 +3,7 @@
 import csv
 import math
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from benchmark.bench import (
     run_bench,
     training_flops,
     write_csv,
+    write_throughput,
 )
 from benchmark.cli import main
 from benchmark.conditioning import PixelSampler
@@ -82,16 +84,75 @@ def test_sending_images_to_the_naive_process_starts_no_thread_team_here():
     assert math.isfinite(row.naive_img_s)
 
 
+@pytest.mark.parametrize("umask", [None, 0o022, 0o027, 0o002])
+def test_csv_files_get_the_permissions_of_a_plain_open(tiny_result, tmp_path, umask):
+    """Written through a temporary file and a rename, yet 0666 less the umask like every other output
+    (``tempfile.mkstemp`` made them 0600); None = the umask the tests run under."""
+    old = os.umask(0o022 if umask is None else umask)
+    if umask is None:
+        os.umask(old)
+    try:
+        path = write_csv(tiny_result.rows, tmp_path / "throughput.csv")
+        plain = tmp_path / "plain.csv"
+        with plain.open("w"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.csv", "throughput.csv"]  # no temporary file left
+
+
+def test_a_new_throughput_csv_removes_the_ensemble_csv_of_an_earlier_run(tiny_result, tmp_path):
+    assert write_throughput(tiny_result.rows, tmp_path) == (tmp_path / "throughput.csv", None)
+    (tmp_path / "ensemble.csv").write_text("family,folds\nvae,5\n")
+    assert write_throughput(tiny_result.rows, tmp_path) == (tmp_path / "throughput.csv", tmp_path / "ensemble.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["throughput.csv"]
+
+
+def test_ctrl_c_before_the_csv_says_nothing_was_written(tmp_path, capsys, monkeypatch):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("benchmark.bench.run_bench", interrupted)
+    out = tmp_path / "out"
+    assert main(["bench", "--quiet", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"interrupted: nothing was written to {out}; bench keeps no partial timings, "
+                   f"so a rerun measures everything again"]
+    assert not out.exists()
+
+
+def test_ctrl_c_in_the_ensemble_says_only_throughput_csv_was_written(tiny_result, tmp_path, capsys, monkeypatch):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("benchmark.bench.run_bench", lambda **kwargs: tiny_result)
+    monkeypatch.setattr("benchmark.bench.run_ensemble_bench", interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ensemble.csv").write_text("family,folds\nvae,5\n")  # an earlier run's: it must not stay
+    assert main(["bench", "--quiet", "--ensemble", "3", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"interrupted: {out / 'throughput.csv'} was written; the ensemble timing was not, so there is "
+                   f"no ensemble.csv; bench keeps no partial timings, so a rerun measures everything again"]
+    assert sorted(p.name for p in out.iterdir()) == ["throughput.csv"]
+    assert len(list(csv.DictReader((out / "throughput.csv").open()))) == len(tiny_result.rows)
+
+
 def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "ensemble.csv").write_text("family,folds\nvae,5\n")  # an earlier --ensemble run's
     code = main(["bench", "--families", "vq-vae:1", "--methods", "baseline", "--steps", "1", "--warmup", "0",
                  "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
                  "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "ours img/s" in printed and "matmul peak" in printed
+    assert f"removed {out / 'ensemble.csv'} of an earlier run" in printed
     rows = list(csv.DictReader((out / "throughput.csv").open()))
     assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"
+    assert sorted(p.name for p in out.iterdir()) == ["throughput.csv"]  # the folder holds one run
 
 
 def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, capsys):

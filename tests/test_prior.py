@@ -105,7 +105,7 @@ def test_prior_on_mnist_codes_beats_uniform_and_unigram(mnist_prior):
     assert result.uniform_nats == pytest.approx(math.log(32))
     assert result.val_nll_nats < 0.45 * result.uniform_nats, result.history
     assert result.val_nll_nats < 0.85 * unigram, (result.val_nll_nats, unigram)
-    assert result.val_bits_per_dim == pytest.approx(result.val_nll_nats / math.log(2))
+    assert result.val_bits_per_code == pytest.approx(result.val_nll_nats / math.log(2))
     # The returned model is the best epoch, and its score can be reproduced.
     assert result.val_nll_nats == pytest.approx(min(r["val_nll"] for r in result.history))
     with torch.no_grad():

@@ -26,6 +26,7 @@ from benchmark.prior_stage import (
     fold_split,
     generate,
     load_prior,
+    read_prior,
     safe_name,
     select_targets,
     training_pool,
@@ -58,7 +59,7 @@ def test_prior_csv_has_one_finite_row_per_vq_configuration_on_its_best_fold(prio
     best = best_folds(read(prior_run, "smoke.csv"))
     assert sorted(prior.index) == sorted(best.index) and len(prior) == 3
     assert np.isfinite(prior["val_nll_nats"]).all() and (prior["val_nll_nats"] > 0).all()
-    assert np.allclose(prior["val_bits_per_dim"], prior["val_nll_nats"] / math.log(2), rtol=1e-12)
+    assert np.allclose(prior["val_bits_per_code"], prior["val_nll_nats"] / math.log(2), rtol=1e-12)
     assert np.allclose(prior["uniform_nats"], math.log(K))
     assert (prior["epochs"] == 2).all() and prior["best_epoch"].between(1, 2).all()
     for config_id, row in prior.iterrows():
@@ -162,7 +163,7 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
             assert math.isnan(row["prior_nll_nats"]) and not figure.exists()
             continue
         assert row["prior_nll_nats"] == prior.loc[config_id, "val_nll_nats"]
-        assert row["prior_bits_per_dim"] == prior.loc[config_id, "val_bits_per_dim"]
+        assert row["prior_bits_per_code"] == prior.loc[config_id, "val_bits_per_code"]
         assert row["prior_fold"] == prior.loc[config_id, "fold"]
         assert f"{row['prior_nll_nats']:.3f} (fold {int(row['prior_fold'])})" in markdown
         with Image.open(figure) as image:
@@ -193,6 +194,61 @@ def test_rerunning_one_configuration_replaces_its_row(prior_run):
     changed = after["config_id"] == "vq-vae/1/baseline"
     assert (after.loc[changed, "epochs"] == 1).all()
     pd.testing.assert_frame_equal(after[~changed], before[~changed])
+
+
+def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(tmp_path):
+    (tmp_path / "old_prior.csv").write_text("config_id,fold,val_nll_nats,val_bits_per_dim,uniform_nats,prior_path\n"
+                                            "vq-vae/1/baseline,2,3.0,4.328,4.852,p.pt\n")
+    frame = read_prior(tmp_path, "old")
+    assert "val_bits_per_dim" not in frame and frame.loc[0, "val_bits_per_code"] == 4.328
+
+
+def linked_results(smoke_run, tmp_path) -> None:
+    """A results dir of its own that shares the smoke run's checkpoints (a symlink, not a 280 MB copy)."""
+    (tmp_path / "results" / "smoke").mkdir(parents=True)
+    for name in ("smoke.csv", "smoke_meta.json"):
+        shutil.copy(smoke_run / "results" / name, tmp_path / "results" / name)
+    (tmp_path / "results" / "smoke" / "artifacts").symlink_to(smoke_run / "results" / "smoke" / "artifacts")
+
+
+@pytest.mark.parametrize("finished", [0, 1])
+def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, tmp_path, capsys, monkeypatch,
+                                                                      finished):
+    import benchmark.prior_stage
+
+    linked_results(smoke_run, tmp_path)
+    train = benchmark.prior_stage.train_prior
+    calls = []
+
+    def interrupted_after_some(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > finished:
+            raise KeyboardInterrupt
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark.prior_stage, "train_prior", interrupted_after_some)
+    args = ("--epochs", "1", "--hidden", "8", "--layers", "2", "--samples", "0", "--quiet")
+    assert cli(tmp_path, "prior", "--suite", "smoke", *args) == 130
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted: "), err
+    assert err[0].endswith("Running the same command again trains all its configurations anew; "
+                           "to train only the others, name them with --config")
+    csv = tmp_path / "results" / "smoke_prior.csv"
+    if not finished:
+        assert "no configuration finished, so no row of the prior CSV was written or replaced" in err[0]
+        assert not csv.exists() and out == ""
+        return
+    kept = read(tmp_path, "smoke_prior.csv")
+    assert len(kept) == 1 and len(list((tmp_path / "results" / "smoke" / "priors").glob("*.pt"))) == 1
+    config_id = kept.loc[0, "config_id"]
+    assert err[0].startswith(f"interrupted: the priors of {config_id} are stored (results/smoke_prior.csv, "
+                             f"results/smoke/priors); the one in progress is lost.")
+    # the finished line gives each value with the uniform prior's score in the same unit
+    row = kept.loc[0]
+    assert (f"{config_id} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
+            f"(uniform: ln K = {math.log(K):.4f}) = {row['val_bits_per_code']:.4f} bits/code "
+            f"(uniform: log2 K = 7.0000); ") in out
 
 
 def one_line_error(capsys) -> str:

@@ -233,7 +233,7 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "missing.toml"], "cannot read suite file missing.toml"),
     (["--suite", "broken.toml"], "is not valid TOML"),
     (["--suite", "smoke", "--dataset", "mnist", "--data-root", "nowhere"], "dataset files missing"),
-    (["--suite", "smoke", "--folds", "1"], "--folds must be >= 2"),
+    (["--suite", "smoke", "--folds", "1"], "folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),

@@ -1,7 +1,9 @@
 """Command line: parse arguments, build configurations, call the library. Nothing else.
 
 Each command lives in its own module with ``add_parsers(subparsers)``; handlers return an
-exit code. User errors (``ValueError``) print one line and exit with code 2.
+exit code. User errors (``ValueError``) print one line and exit with code 2. Ctrl-C exits with
+130 and one line saying what is kept: `run` and `search` store finished work and resume it;
+`bench` and `prior` keep less and catch the interrupt themselves to say so.
 """
 
 from __future__ import annotations

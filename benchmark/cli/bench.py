@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from benchmark.config import PRECISIONS
@@ -31,7 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            description="Train each model family/config and method for a fixed number of steps on "
                                        "a dataset and report images/s of our training path, of a naive reference "
                                        "loop, FLOPs per image and the fraction of the measured matmul peak. "
-                                       "Writes OUT/throughput.csv.",
+                                       "Writes OUT/throughput.csv and removes an OUT/ensemble.csv of an earlier "
+                                       "run (--ensemble writes a new one). Ctrl-C keeps no partial timings.",
                            epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--families", nargs="+", metavar="FAMILY[:CONFIG]",
                        help="vae | vq-vae, optionally with a config, e.g. vq-vae:2 (default: every config)")
@@ -57,13 +59,40 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--ensemble", type=int, metavar="FOLDS", default=0,
                        help="also time FOLDS folds trained one by one against the same folds stacked as one "
                             "vectorised ensemble (what `run --fold-parallel` does); writes OUT/ensemble.csv")
-    bench.add_argument("--out", type=Path, default=Path("reports/bench"), help="folder for throughput.csv")
+    bench.add_argument("--out", type=Path, default=Path("reports/bench"),
+                       help="folder for throughput.csv and ensemble.csv (default reports/bench)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     bench.set_defaults(handler=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmark.bench import _stderr, format_ensemble_table, format_table, run_bench, run_ensemble_bench, write_csv
+    """Nothing is stored until a stage finishes: Ctrl-C says which files (if any) this run wrote."""
+    written: list[Path] = []
+    try:
+        return _bench(args, written)
+    except KeyboardInterrupt:
+        if not written:
+            kept = f"nothing was written to {args.out}"
+        elif args.ensemble:
+            kept = f"{written[0]} was written; the ensemble timing was not, so there is no ensemble.csv"
+        else:
+            kept = f"{written[0]} was written"
+        print(f"interrupted: {kept}; bench keeps no partial timings, so a rerun measures everything again",
+              file=sys.stderr)
+        return 130
+
+
+def _bench(args: argparse.Namespace, written: list[Path]) -> int:
+    from benchmark.bench import (
+        ENSEMBLE_CSV,
+        _stderr,
+        format_ensemble_table,
+        format_table,
+        run_bench,
+        run_ensemble_bench,
+        write_csv,
+        write_throughput,
+    )
 
     if args.ensemble and args.ensemble < 2:  # before the long main benchmark, not after it
         raise ValueError(f"--ensemble needs at least 2 folds, got {args.ensemble}")
@@ -74,7 +103,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        workers=args.workers,
                        progress=progress)
     print(format_table(result))
-    print(f"wrote {write_csv(result.rows, args.out / 'throughput.csv')}")
+    path, stale = write_throughput(result.rows, args.out)
+    written.append(path)
+    print(f"wrote {path}" + (f" (removed {stale} of an earlier run)" if stale else ""))
     if args.ensemble:
         rows = run_ensemble_bench(families=args.families, methods=args.methods, folds=args.ensemble,
                                   steps=args.steps, warmup=args.warmup, batch=args.batch, device=args.device,
@@ -82,5 +113,5 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                   progress=progress)
         print()
         print(format_ensemble_table(rows))
-        print(f"wrote {write_csv(rows, args.out / 'ensemble.csv')}")
+        print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV)}")
     return 0

@@ -16,7 +16,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "best fold's checkpoint, rebuild that fold's train/validation split, encode both into code "
                     "maps, train a Gated PixelCNN on the training codes and score it on the validation codes. "
                     "Writes results/<suite>/priors/<name>.pt and results/<suite>_prior.csv (rerunning replaces "
-                    "a configuration's row); `report` then adds a Prior NLL column and generated-image figures.")
+                    "a configuration's row; Ctrl-C keeps the configurations finished, and a rerun trains every one "
+                    "anew unless --config names some); `report` then adds a Prior NLL column and generated-image "
+                    "figures.")
     prior.add_argument("--suite", required=True, help="a suite that `run` finished (its results CSV must exist)")
     prior.add_argument("--config", dest="configs", nargs="+", action="extend", metavar="CONFIG_ID",
                        help="only these VQ-VAE configurations, e.g. vq-vae/1/baseline (repeatable)")
@@ -36,18 +38,40 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prior(args: argparse.Namespace) -> int:
+    """Each configuration's prior and CSV row are stored as it finishes; Ctrl-C says which were."""
+    args.suite = suite_name(args.suite)
+    finished: list[str] = []
+    try:
+        return _prior(args, finished)
+    except KeyboardInterrupt:
+        if finished:  # prior_stage is loaded by then; before it is, importing torch again could take seconds
+            from benchmark.prior_stage import prior_csv_path, prior_dir
+
+            where = f"{prior_csv_path(args.results_dir, args.suite)}, {prior_dir(args.results_dir, args.suite)}"
+            kept = f"the priors of {', '.join(finished)} are stored ({where}); the one in progress is lost"
+        else:
+            kept = "no configuration finished, so no row of the prior CSV was written or replaced"
+        print(f"interrupted: {kept}. Running the same command again trains all its configurations anew; "
+              f"to train only the others, name them with --config", file=sys.stderr)
+        return 130
+
+
+def _prior(args: argparse.Namespace, finished: list[str]) -> int:
+    import math
+
     from tqdm.auto import tqdm
 
     from benchmark.prior_stage import prior_dir, run_prior_stage
 
     def show(row: dict) -> None:
+        finished.append(row["config_id"])
         # tqdm.write keeps the progress bar (on stderr) intact below the finished lines.
         tqdm.write(f"{row['config_id']} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
-                   f"= {row['val_bits_per_dim']:.4f} bits/dim (uniform ln K = {row['uniform_nats']:.4f}); "
+                   f"(uniform: ln K = {row['uniform_nats']:.4f}) = {row['val_bits_per_code']:.4f} bits/code "
+                   f"(uniform: log2 K = {row['uniform_nats'] / math.log(2):.4f}); "
                    f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train / {row['n_val']} val "
                    f"code maps, {row['seconds']:.1f} s", file=sys.stdout)
 
-    args.suite = suite_name(args.suite)
     summary = run_prior_stage(args.results_dir, args.suite, args.configs, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, device=args.device, samples=args.samples,
                               temperature=args.temperature, hidden=args.hidden, layers=args.layers,

@@ -97,9 +97,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = resolve_suite(args)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    folds = f"{suite.folds} folds" + (f" × {suite.repeats} repeats" if suite.repeats > 1 else "")
-    print(f"suite {suite.name}: {len(suite.configurations)} configurations × {folds} = {suite.units} units, "
-          f"{suite.train.epochs} epoch(s) on {suite.dataset}", file=sys.stderr)
     summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
                         fold_parallel=args.fold_parallel)
     print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {suite.units} units "
