@@ -54,6 +54,14 @@ class RunSummary:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, raised once the finished units are exported; carries the summary."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+
 def training_pool(suite: Suite) -> torch.Tensor:
     """The images the suite's folds split (the dataset's training split)."""
     return load_dataset(suite.dataset, suite.data_root, download=suite.download, limit=suite.limit,
@@ -283,22 +291,24 @@ class _Worker:
 
     def work(self) -> None:
         """Claim and train units until none is waiting or running anywhere."""
-        while True:
-            self.interrupts.check()
-            fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
-            fail_orphans(self.study, self.store.grace_period)
-            enqueue_missing(self.study, self.keys)
-            settled, waiting, running = self._counts()
-            self.bar.n = settled
-            self.bar.refresh()
-            if waiting:
-                self.study.optimize(self.objective, n_trials=1, catch=(DivergedError,))
-            elif running:
-                with self.interrupts.immediate():
-                    time.sleep(min(5, self.store.heartbeat_interval))  # others are busy, or died: wait to know
-            else:
-                break
-        self.bar.close()
+        try:
+            while True:
+                self.interrupts.check()
+                fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
+                fail_orphans(self.study, self.store.grace_period)
+                enqueue_missing(self.study, self.keys)
+                settled, waiting, running = self._counts()
+                self.bar.n = settled
+                self.bar.refresh()
+                if waiting:
+                    self.study.optimize(self.objective, n_trials=1, catch=(DivergedError,))
+                elif running:
+                    with self.interrupts.immediate():
+                        time.sleep(min(5, self.store.heartbeat_interval))  # others are busy, or died: wait to know
+                else:
+                    break
+        finally:
+            self.bar.close()  # also on Ctrl-C: the next message starts on a line of its own
 
 
 def _work_until_interrupted(worker: _Worker) -> None:
@@ -382,9 +392,16 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             except KeyboardInterrupt:
                 _stop_workers(processes)  # before exporting
                 raise
+    except KeyboardInterrupt:
+        interrupted = True
+    else:
+        interrupted = False
     finally:  # also when interrupted: the units finished so far are exported and can be reported
         results, _ = export(study, suite, store)
-    return summarise_run(study, suite, results, time.perf_counter() - started)
+    summary = summarise_run(study, suite, results, time.perf_counter() - started)
+    if interrupted:
+        raise RunInterrupted(summary)
+    return summary
 
 
 def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:

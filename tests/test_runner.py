@@ -197,11 +197,13 @@ def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, wor
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too
     else:
         process.send_signal(signal.SIGINT)  # `kill -INT`: the parent passes it on to its workers
-    _, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err and err.count("interrupted: finished work is stored") == 1, err
     table = pd.read_csv(tmp_path / "results" / "smoke.csv")  # exported: `report` can show the partial suite
-    assert 4 <= (table["state"] == "COMPLETE").sum() < len(table) == 30  # and the workers did stop
+    done = int((table["state"] == "COMPLETE").sum())
+    assert 4 <= done < len(table) == 30  # and the workers did stop
+    assert f"done {done}, failed 0, not finished {30 - done} of 30 units" in out  # the summary, as at the end
 
 
 def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():

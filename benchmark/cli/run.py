@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark.config import PRECISIONS
 from benchmark.store import StoreConfig, grace_for
 from benchmark.suites import builtin_suites, get_suite
+
+if TYPE_CHECKING:
+    from benchmark.runner import RunSummary
+
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
@@ -92,15 +97,24 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import run_suite
+    from benchmark.runner import RunInterrupted, run_suite
 
     suite = resolve_suite(args)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
-                        fold_parallel=args.fold_parallel)
-    print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {suite.units} units "
+    try:
+        summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
+                            fold_parallel=args.fold_parallel)
+    except RunInterrupted as stop:
+        print_summary(stop.summary, suite.units)
+        print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
+        return 130
+    print_summary(summary, suite.units)
+    return 0 if summary.missing == 0 and summary.failed == 0 else 1  # scripts can tell a clean run
+
+
+def print_summary(summary: RunSummary, units: int) -> None:
+    print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {units} units "
           f"in {summary.seconds:.0f} s; results: {summary.results}")
     for key, reason in summary.errors.items():
         print(f"  failed {key}: {reason}")
-    return 0 if summary.missing == 0 and summary.failed == 0 else 1  # scripts can tell a clean run
