@@ -367,7 +367,10 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     for configuration in suite.configurations:  # e.g. a pixel count k larger than these images have
-        configuration.method.sampler(images.shape[-1])
+        try:
+            configuration.method.sampler(images.shape[-1])
+        except ValueError as err:
+            raise ValueError(f"configuration {configuration.id}: {err}") from None
     study = open_suite_study(suite, store)
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
     enqueue_missing(study, unit_keys(suite))

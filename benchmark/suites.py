@@ -165,14 +165,17 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     model_config(family, config)  # an unknown family or config is named before anything else uses it
     if "method" not in table:
         return thesis_grid(family, config)
-    balance = default_balance(family, bool(table.get("softadapt", False)),
-                              **{k: float(table[k]) for k in ("w1", "w2", "beta") if k in table})
-    if "softadapt_beta" in table or "variant" in table:
-        balance = replace(balance, softadapt_beta=float(table.get("softadapt_beta", balance.softadapt_beta)),
-                          variant=table.get("variant", balance.variant))
-    exponent = table.get("exponent")
-    method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
-                          table.get("count"), balance)
+    try:
+        balance = default_balance(family, bool(table.get("softadapt", False)),
+                                  **{k: float(table[k]) for k in ("w1", "w2", "beta") if k in table})
+        if "softadapt_beta" in table or "variant" in table:
+            balance = replace(balance, softadapt_beta=float(table.get("softadapt_beta", balance.softadapt_beta)),
+                              variant=table.get("variant", balance.variant))
+        exponent = table.get("exponent")
+        method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
+                              table.get("count"), balance)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
     return [Configuration(family, config, method)]
 
 
@@ -205,7 +208,10 @@ def load_suite_file(path: Path) -> Suite:
     except ValueError as err:
         raise ValueError(f"suite file {path}: [train] {err}") from None
     top = {k: data[k] for k in top_keys if k in data}
-    return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
+    try:
+        return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
+    except ValueError as err:
+        raise ValueError(f"suite file {path}: {err}") from None
 
 
 def suite_name(name_or_path: str) -> str:

@@ -279,11 +279,13 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\n'
      'sampling = "uniform"\ncount = 5000\n', "pixel count k must be in [0, 1024]"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\ncount = 5\n',
-     "the baseline takes no sampling, exponent or count"),
+     "typo.toml configuration 1: the baseline takes no sampling, exponent or count"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\nsampling = "exact"\n'
      'count = 5\n', "takes no count k"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nsampling = "uniform"\n'
      'exponent = 40\ncount = 5\n', "a count or an exponent, not both"),
+    ('name = "t"\nfolds = 1\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "suite file typo.toml: folds must be >= 2"),
     ('name = "../evil"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "suite name '../evil' must be"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nexponent = 20\n',
      "method 'single' needs a sampling: uniform or gaussian"),
