@@ -37,6 +37,8 @@ from benchmark.store import (
     unit_keys,
     unit_states,
 )
+from benchmark.progress import CostEta
+from benchmark.studies import trial_status
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device
 
@@ -139,11 +141,8 @@ class _Worker:
         self.params_from = dict(suite.params_from)
         self.order = [c.id for c in suite.configurations]
         self.interrupts = Interrupts()
-        # tqdm's own ETA assumes units of equal cost and counts resumed units as done in no time;
-        # ours weights each unit by its estimated cost and counts only this session's work.
         seconds = suite.unit_seconds()
-        self.unit_cost = {key: seconds[parse_unit(key)[0]] for key in self.keys}
-        self.settled_cost, self.cost_at_start, self.started = 0.0, None, time.monotonic()
+        self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
         self.bar = tqdm(total=len(self.keys), position=position, unit="unit", dynamic_ncols=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
                         desc=f"{suite.name}" + (f" w{position}" if position else ""), disable=not show_progress)
@@ -196,8 +195,8 @@ class _Worker:
         def on_epoch(epoch: int, row: dict | None) -> None:
             self.interrupts.check()  # one that fell into a callback that swallows exceptions
             losses = f" | val recon {row['recon']:.4g} latent {row['latent']:.4g}" if row else ""
-            eta = self.eta(self.unit_cost[unit_key(config_id, fold)] * epoch / epochs)
-            self.bar.set_postfix_str(f"ETA {eta} | config {index}/{len(self.order)} {config_id} | fold "
+            self.eta.progress(unit_key(config_id, fold), epoch / epochs)
+            self.bar.set_postfix_str(f"ETA {self.eta} | config {index}/{len(self.order)} {config_id} | fold "
                                      f"{fold % self.suite.folds + 1}/{self.suite.folds}{repeat} | epoch {epoch}/{epochs}"
                                      f"{losses}", refresh=True)
 
@@ -267,24 +266,11 @@ class _Worker:
         self._record(trial._trial_id, config_id, fold, results[0])
         return results[0].metrics["recon"]
 
-    def eta(self, partial: float = 0.0) -> str:
-        """Time left at the rate of this session's work so far (``partial``: estimated cost of the
-        unit in training that is done), each unit weighted by its estimated cost."""
-        done = self.settled_cost - (self.cost_at_start or 0.0) + partial
-        if done <= 0:
-            return "?"
-        remaining = max(sum(self.unit_cost.values()) - self.settled_cost - partial, 0.0)
-        return tqdm.format_interval((time.monotonic() - self.started) / done * remaining)
-
     def _counts(self) -> tuple[int, int, int]:
-        """(settled units, waiting trials, running trials); updates the settled units' cost."""
+        """(settled units, waiting trials, running trials); tells the ETA which units are settled."""
         states = unit_states(self.study)
-        settled = [k for k in self.keys if any(
-            t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "error" in t.user_attrs)
-            for t in states.get(k, []))]
-        self.settled_cost = sum(self.unit_cost[k] for k in settled)
-        if self.cost_at_start is None:
-            self.cost_at_start = self.settled_cost
+        settled = [k for k in self.keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
+        self.eta.settle(settled)
         live = [t for ts in states.values() for t in ts]
         return (len(settled), sum(t.state == TrialState.WAITING for t in live),
                 sum(t.state == TrialState.RUNNING for t in live))

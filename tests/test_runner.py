@@ -15,7 +15,6 @@ import pytest
 import torch
 from conftest import run_cli
 from optuna.trial import TrialState
-from tqdm import tqdm
 
 from benchmark.runner import Interrupts, _Worker
 from benchmark.store import UNIT_PARAM, StoreConfig, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
@@ -146,35 +145,6 @@ def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once
     waiting = {k: [t.state for t in ts] for k, ts in unit_states(study).items() if k.startswith(config_id + "#")}
     assert waiting[unit_key(config_id, 1)] == [TrialState.RUNNING, TrialState.WAITING]
     assert waiting[unit_key(config_id, 2)] == [TrialState.COMPLETE, TrialState.WAITING]
-
-
-def test_the_eta_weights_units_by_their_cost_and_counts_only_this_sessions_work(tmp_path, monkeypatch):
-    suite = get_suite("quick").override(folds=2)
-    cheap, dear = (c.id for c in suite.configurations if c.id in ("vae/1/baseline", "vq-vae/3/baseline"))
-    costs = suite.unit_seconds()
-    assert costs[dear] > 5 * costs[cheap]
-    store = StoreConfig(studies_dir=tmp_path)
-    study = open_suite_study(suite, store)
-    enqueue_missing(study, unit_keys(suite))
-    storage, states = study._storage, unit_states(study)
-
-    def finish(key):
-        storage.set_trial_state_values(states[key][0]._trial_id, TrialState.RUNNING)
-        storage.set_trial_state_values(states[key][0]._trial_id, TrialState.COMPLETE, [0.0])
-
-    finish(unit_key(cheap, 0))  # done in an earlier session
-    clock = [100.0]
-    monkeypatch.setattr("benchmark.runner.time.monotonic", lambda: clock[0])
-    worker = _Worker(suite, store, show_progress=False, images=torch.rand(40, 1, 32, 32))
-    worker._counts()
-    assert worker.eta() == "?"  # nothing done in this session yet: no rate
-    finish(unit_key(cheap, 1))
-    clock[0] = 160.0
-    worker._counts()
-    total = sum(costs[c.id] for c in suite.configurations) * 2
-    assert worker.eta() == tqdm.format_interval(60 / costs[cheap] * (total - 2 * costs[cheap]))
-    assert worker.eta(partial=costs[dear]) == tqdm.format_interval(
-        60 / (costs[cheap] + costs[dear]) * (total - 2 * costs[cheap] - costs[dear]))
 
 
 def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):

@@ -1,0 +1,43 @@
+"""The run's ETA: units weighted by their estimated cost, only this session's work sets the rate."""
+
+import pytest
+from tqdm import tqdm
+
+from benchmark.progress import CostEta
+from benchmark.suites import get_suite
+
+
+@pytest.fixture
+def clock():
+    now = [100.0]
+    return now, lambda: now[0]
+
+
+def test_a_vq_vae_3_unit_is_estimated_to_cost_many_gaussian_vae_units():
+    costs = get_suite("quick").unit_seconds()
+    assert costs["vq-vae/3/baseline"] > 5 * costs["vae/1/baseline"]
+    assert costs["vae/1/multidecoder/exact"] > costs["vae/1/baseline"]
+
+
+def test_units_done_before_this_session_do_not_set_the_rate(clock):
+    now, tick = clock
+    eta = CostEta({"a": 1.0, "b": 1.0, "c": 8.0}, tick)
+    eta.settle({"a"})  # resumed: done in an earlier session
+    now[0] = 130.0
+    assert str(eta) == "?"  # nothing done here yet
+    eta.settle({"a", "b"})
+    assert str(eta) == tqdm.format_interval(30 / 1.0 * 8.0)  # 30 s for a cost of 1; 8 left
+
+
+def test_units_in_training_count_by_their_finished_epochs_and_once_settled_only_once(clock):
+    now, tick = clock
+    eta = CostEta({f"k#{fold}": 2.0 for fold in range(5)}, tick)
+    eta.settle(set())
+    now[0] = 110.0
+    for fold in range(5):  # five folds trained stacked, half done
+        eta.progress(f"k#{fold}", 0.5)
+    assert str(eta) == tqdm.format_interval(10 / 5.0 * 5.0)
+    eta.progress("k#0", 1.0)
+    eta.settle({"k#0"})  # the finished fold is no longer counted as in training
+    assert eta.in_training.keys() == {f"k#{fold}" for fold in range(1, 5)}
+    assert str(eta) == tqdm.format_interval(10 / 6.0 * 4.0)
