@@ -92,8 +92,10 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
             if not members and not baselines:
                 continue
             fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-            for config_id in baselines:
-                _plot_configuration(axes, history[history["config_id"] == config_id], "baseline", "black", "--")
+            for config_id, style in zip(baselines, ("--", ":", "-.") * len(baselines)):
+                text = parameter_text(params.loc[config_id])  # "–" for the plain baseline
+                label = "baseline" if text == "–" else f"baseline: {text}"
+                _plot_configuration(axes, history[history["config_id"] == config_id], label, "black", style)
             colors = plt.get_cmap("tab10")
             for i, config_id in enumerate(members):
                 label = f"{METHOD_TITLES.get(method, method)}: {parameter_text(params.loc[config_id])}"

@@ -361,50 +361,50 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
 
     pool = training_pool(meta)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
-    bar = tqdm(total=len(targets), desc=f"prior {suite}", unit="config", dynamic_ncols=True, disable=not show_progress)
-    for index, target in enumerate(targets, start=1):
-        started = time.perf_counter()
-        prefix = f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})"
-        bar.set_postfix_str(f"{prefix} | encoding", refresh=True)
-        try:
-            model, info = load_checkpoint(target.checkpoint, device=str(torch_device))
-        except (RuntimeError, KeyError, OSError) as error:  # e.g. weights of an older model definition
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
-                             f"{reason}") from None
-        if info.get("config_id", target.config_id) != target.config_id:
-            raise ValueError(f"checkpoint {target.checkpoint} holds {info['config_id']}, not {target.config_id}")
-        train_x, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
-        train_codes, val_codes = encode_codes(model, train_x), encode_codes(model, val_x)
-        config = PriorConfig(_quantizer(model).codebook.num_embeddings, hidden, layers, kernel)
-        seed = unit_seed(int(meta.get("seed", 0)), f"prior:{target.config_id}", target.fold)
+    with tqdm(total=len(targets), desc=f"prior {suite}", unit="config", dynamic_ncols=True,
+              disable=not show_progress) as bar:  # closed on Ctrl-C too: a message then starts a line
+        for index, target in enumerate(targets, start=1):
+            started = time.perf_counter()
+            prefix = f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})"
+            bar.set_postfix_str(f"{prefix} | encoding", refresh=True)
+            try:
+                model, info = load_checkpoint(target.checkpoint, device=str(torch_device))
+            except (RuntimeError, KeyError, OSError) as error:  # e.g. weights of an older model definition
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
+                                 f"{reason}") from None
+            if info.get("config_id", target.config_id) != target.config_id:
+                raise ValueError(f"checkpoint {target.checkpoint} holds {info['config_id']}, not {target.config_id}")
+            train_x, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
+            train_codes, val_codes = encode_codes(model, train_x), encode_codes(model, val_x)
+            config = PriorConfig(_quantizer(model).codebook.num_embeddings, hidden, layers, kernel)
+            seed = unit_seed(int(meta.get("seed", 0)), f"prior:{target.config_id}", target.fold)
 
-        def on_epoch(record: dict, prefix: str = prefix) -> None:
-            bar.set_postfix_str(f"{prefix} | epoch {record['epoch']}/{epochs} | val NLL {record['val_nll']:.4f}",
-                                refresh=True)
+            def on_epoch(record: dict, prefix: str = prefix) -> None:
+                bar.set_postfix_str(f"{prefix} | epoch {record['epoch']}/{epochs} | val NLL {record['val_nll']:.4f}",
+                                    refresh=True)
 
-        result = train_prior(train_codes, val_codes, config, epochs=epochs, batch_size=batch_size, lr=lr,
-                             seed=seed, device=torch_device, on_epoch=on_epoch)
-        drawn = None
-        if samples:
-            bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
-            drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature)
-        best_epoch = min(result.history, key=lambda r: r["val_nll"])["epoch"]
-        path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
-        save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
-                                  "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": best_epoch,
-                                  "val_nll_nats": result.val_nll_nats, "temperature": temperature,
-                                  "code_shape": list(train_codes.shape[1:])}, drawn)
-        row = {"config_id": target.config_id, "fold": target.fold, "val_nll_nats": result.val_nll_nats,
-               "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats, "epochs": epochs,
-               "best_epoch": best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
-               "prior_path": str(path), "seconds": time.perf_counter() - started}
-        _update_csv(results_dir, suite, [row], order)
-        summary.rows.append(row)
-        if on_result is not None:
-            on_result(row)
-        bar.update(1)
-    bar.close()
+            result = train_prior(train_codes, val_codes, config, epochs=epochs, batch_size=batch_size, lr=lr,
+                                 seed=seed, device=torch_device, on_epoch=on_epoch)
+            drawn = None
+            if samples:
+                bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
+                drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature)
+            best_epoch = min(result.history, key=lambda r: r["val_nll"])["epoch"]
+            path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
+            save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
+                                      "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": best_epoch,
+                                      "val_nll_nats": result.val_nll_nats, "temperature": temperature,
+                                      "code_shape": list(train_codes.shape[1:])}, drawn)
+            row = {"config_id": target.config_id, "fold": target.fold, "val_nll_nats": result.val_nll_nats,
+                   "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats, "epochs": epochs,
+                   "best_epoch": best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
+                   "prior_path": str(path), "seconds": time.perf_counter() - started}
+            _update_csv(results_dir, suite, [row], order)
+            summary.rows.append(row)
+            if on_result is not None:
+                on_result(row)
+            bar.update(1)
     return summary
 
 

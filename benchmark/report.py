@@ -387,8 +387,9 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
         lines += ["## Tuned parameters", "",
                   "These configurations use the best parameters of an Optuna search. The search chose them on "
                   "these images, so their scores here are optimistic (selection bias). Another `--seed` gives "
-                  "new folds of the same images, which lessens the bias but does not remove it; only images "
-                  "that the search never saw (nested cross-validation) would.", ""]
+                  "new folds (and, for datasets without an official test split or with `--limit`, a partly "
+                  "different training pool), which lessens the bias but does not remove it; only images that "
+                  "the search never saw (nested cross-validation) would.", ""]
         lines += [f"- `{config_id}`: from study `{study}`" for config_id, study in tuned.items()] + [""]
     lines += ["## Tables", ""]
     figures: dict[str, list[str]] = {}

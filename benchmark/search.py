@@ -259,7 +259,7 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
     differing = settings_differ(stored, wanted)
     if differing:
-        raise StoreError(differing_settings_message(study_name, storage_url, differing)
+        raise StoreError(differing_settings_message(study_name, storage_url, stored, differing)
                          + "; use another --study-name or --storage")
     return study
 

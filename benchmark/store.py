@@ -88,9 +88,10 @@ def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
     return sorted(k for k in {*stored, *wanted} if stored.get(k) != wanted.get(k))
 
 
-def differing_settings_message(study: str, url: str, differing: list[str]) -> str:
+def differing_settings_message(study: str, url: str, stored: dict, differing: list[str]) -> str:
     if "metrics_version" in differing:
-        return (f"study {study!r} in {safe_url(url)} was made by an earlier version of mtvae-bench, whose "
+        age = "an earlier" if stored.get("metrics_version", 1) < METRICS_VERSION else "a later"
+        return (f"study {study!r} in {safe_url(url)} was made by {age} version of mtvae-bench, whose "
                 "validation metrics are not comparable with this version's")
     return f"study {study!r} in {safe_url(url)} was made with other settings ({', '.join(differing)})"
 
@@ -196,9 +197,10 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
         if "settings" not in study.user_attrs:
             study.set_user_attr("settings", settings)
-    differing = settings_differ(study.user_attrs.get("settings"), settings)
+    stored = study.user_attrs.get("settings")
+    differing = settings_differ(stored, settings)
     if differing:
-        raise StoreError(differing_settings_message(name, config.url(suite.name), differing)
+        raise StoreError(differing_settings_message(name, config.url(suite.name), stored, differing)
                          + "; give the suite another name (a TOML file), or use another --storage and --results-dir "
                            "(its results would be overwritten), or remove that study to start over")
     return study
@@ -283,7 +285,8 @@ def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, ar
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE, dict]:
     """A unit's best-epoch model (in eval mode) and its info (configuration, image shape, metrics)."""
-    payload = torch.load(path, map_location=device, weights_only=True)  # tensors and plain data only: no code runs on load
+    # Tensors and plain data only: loading runs no code from the file.
+    payload = torch.load(path, map_location=device, weights_only=True)
     info = payload["info"]
     channels, size = info["image_shape"][0], info["image_shape"][-1]
     model = build_model(info["family"], info["config"], info["method"], channels, size)

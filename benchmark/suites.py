@@ -45,7 +45,7 @@ class Suite:
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
-            raise ValueError(f"limit (training images) must be a number >= 1, got {self.limit!r}")
+            raise ValueError(f"limit (training images) must be an integer >= 1, got {self.limit!r}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         ids = [c.id for c in self.configurations]

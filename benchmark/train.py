@@ -190,7 +190,7 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     """Train ``configuration`` on one fold and return its best epoch.
 
     The seed fixes the initial weights, the batch order, the training masks and noise;
-    validation masks use a seed derived from it, so rerunning a fold on CPU gives the same
+    validation masks and noise use seeds derived from it, so rerunning a fold on CPU gives the same
     numbers. Raises ``DivergedError`` when a loss becomes NaN or infinite.
     """
     device = training_device(train_config)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from scipy import stats as sps
 
-from benchmark.figures import error_vs_observed, reconstruction_grid
+from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import build_model
 from benchmark.report import ReportError, SuiteResults, build_table, display_table, write_report
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
@@ -256,6 +256,17 @@ def test_conditioned_reconstruction_is_ranked_only_among_rows_observing_as_many_
 
 
 # ---------------------------------------------------------------- figures
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the stub below draws nothing
+def test_curves_tell_a_second_baseline_from_the_plain_one(tmp_path, rows, monkeypatch):
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5", beta=0.5)
+    results = pd.concat([rows, other], ignore_index=True)
+    drawn = []
+    monkeypatch.setattr("benchmark.figures._plot_configuration",
+                        lambda axes, runs, label, color, style="-": drawn.append((label, style)))
+    validation_curves(make_history(results), results, tmp_path)
+    assert {("baseline", "--"), ("baseline: β=0.5", ":")} <= set(drawn)
+
 
 def _assert_figure(path: Path) -> None:
     if path.suffix == ".pdf":

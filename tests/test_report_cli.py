@@ -71,5 +71,5 @@ def test_report_shows_a_few_missing_configurations_and_points_to_the_full_list(s
     folds[folds["fold"] != 4].to_csv(results / "smoke.csv", index=False)  # every configuration short of a fold
     assert report(tmp_path, "--suite", "smoke", "--results-dir", str(results), "--no-figures") == 0
     out = capsys.readouterr().out
-    assert out.count("  missing: ") == 5 and "and 1 more configurations short of folds" in out
+    assert out.count("  missing: ") == 5 and "and 1 more configuration short of folds" in out
     assert len((tmp_path / "reports" / "smoke" / "missing.txt").read_text().splitlines()) == 1 + 6

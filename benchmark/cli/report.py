@@ -58,7 +58,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         for missing in summary.missing[:SHOWN_MISSING]:
             print(f"  missing: {missing.describe()}")
         if len(summary.missing) > SHOWN_MISSING:
-            print(f"  ... and {len(summary.missing) - SHOWN_MISSING} more configurations short of folds: "
+            more = len(summary.missing) - SHOWN_MISSING
+            print(f"  ... and {more} more configuration{'s' * (more != 1)} short of folds: "
                   f"{summary.out_dir / 'missing.txt'}")
         for warning in summary.warnings:
             print(f"  warning: {warning}")

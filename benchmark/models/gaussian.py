@@ -50,7 +50,8 @@ class GaussianLatent(nn.Module):
 
     def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> LatentCode:
         """``noise``: ε ~ N(0, I) of shape (B, latent_dim) for the reparameterisation; drawn
-        here when not given. The trainer passes it from its own generator so that every source
+        here when not given in training mode, and z = μ when not given in eval mode. The trainer
+        passes it, in training and validation, from generators of its own so that every source
         of randomness of a fold is seeded (and can be vectorised over folds)."""
         h = self.encoder(x).flatten(1)
         mu, logvar = self.fc_mu(h), self.fc_logvar(h)

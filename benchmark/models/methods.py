@@ -63,7 +63,7 @@ class MultitaskVAE(nn.Module):
 
     @property
     def noise_dim(self) -> int:
-        """Size of the per-image noise the encoder takes in training (0: none)."""
+        """Size of the per-image noise the encoder takes in training and validation (0: none)."""
         return self.latent_model.noise_dim
 
     def encode(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> LatentCode:
