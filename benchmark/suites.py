@@ -11,12 +11,13 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig, default_b
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
-# Training images per second on a 2-core laptop CPU at batch 128 (baseline; measured), and the
-# cost of each method relative to the baseline; plus a fixed cost per unit (storage, checkpoint).
-CPU_IMAGES_PER_SECOND = {("vae", 1): 1300, ("vae", 2): 1300, ("vq-vae", 1): 3000, ("vq-vae", 2): 250,
-                         ("vq-vae", 3): 145}
-METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.3}
-SECONDS_PER_UNIT = 1.0
+# Training images per second on a 2-core laptop CPU at batch 128 (baseline), the cost of each
+# method relative to the baseline, and a fixed cost per unit (validation, storage, checkpoint):
+# fitted to the seconds of each unit of a `quick` run on the Intel Xeon (AVX-512, float32).
+CPU_IMAGES_PER_SECOND = {("vae", 1): 2700, ("vae", 2): 3400, ("vq-vae", 1): 6400, ("vq-vae", 2): 250,
+                         ("vq-vae", 3): 150}
+METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.25}
+SECONDS_PER_UNIT = 0.1
 DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
 
 
@@ -75,8 +76,9 @@ class Suite:
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;
         their ratios also weight the progress ETA (a VQ-VAE 3 unit costs ten Gaussian VAE units)."""
-        images = self.limit or DATASET_IMAGES.get(self.dataset, 60_000)
-        per_fold = images * 0.8 * (self.folds - 1) / self.folds * self.train.epochs  # 0.8: the test split is held out
+        # --limit counts training images; without it, the test split (a fifth) is held out.
+        images = self.limit or DATASET_IMAGES.get(self.dataset, 60_000) * 0.8
+        per_fold = images * (self.folds - 1) / self.folds * self.train.epochs
         return {c.id: per_fold / CPU_IMAGES_PER_SECOND[(c.family, c.config)] * METHOD_COST[c.method.method]
                 + SECONDS_PER_UNIT for c in self.configurations}
 

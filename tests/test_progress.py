@@ -41,3 +41,12 @@ def test_units_in_training_count_by_their_finished_epochs_and_once_settled_only_
     eta.settle({"k#0"})  # the finished fold is no longer counted as in training
     assert eta.in_training.keys() == {f"k#{fold}" for fold in range(1, 5)}
     assert str(eta) == tqdm.format_interval(10 / 6.0 * 4.0)
+
+
+def test_the_estimates_match_a_measured_quick_run():
+    # Seconds per unit of a `quick` run on the Intel Xeon (float32, one process), baseline.
+    measured = {"vae/1/baseline": 1.21, "vae/2/baseline": 0.97, "vq-vae/1/baseline": 0.57,
+                "vq-vae/2/baseline": 12.03, "vq-vae/3/baseline": 19.96}
+    costs = get_suite("quick").unit_seconds()
+    for config_id, seconds in measured.items():
+        assert costs[config_id] == pytest.approx(seconds, rel=0.3)

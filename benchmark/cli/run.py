@@ -90,7 +90,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
     print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
     for suite in builtin_suites().values():
         minutes = estimate_cpu_minutes(suite)
-        cost = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h"
+        cost = f"{minutes * 60:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h"
         print(f"{suite.name:8} {len(suite.configurations):7} {suite.folds:5} {suite.units:5} {suite.train.epochs:6} "
               f"{suite.limit or 'all':>6}  {cost:>15}  {suite.description}")
     return 0
