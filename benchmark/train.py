@@ -67,6 +67,11 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return generator
 
 
+def _noise(batch: int, dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor | None:
+    """ε ~ N(0, I) of shape (batch, dim) for the reparameterisation; None for models without it."""
+    return torch.randn(batch, dim, generator=generator, device=device) if dim else None
+
+
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """The model in eval mode (BatchNorm on its running statistics) for the block; its mode restored after."""
@@ -94,9 +99,7 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
         sums = torch.zeros(4, device=images.device, dtype=torch.float64)
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
-            noise = (torch.randn(len(x), model.noise_dim, generator=noise_generator, device=x.device)
-                     if model.noise_dim else None)
-            code = model.encode(x, noise)
+            code = model.encode(x, _noise(len(x), model.noise_dim, noise_generator, x.device))
             recon = model.reconstruction_loss(model.decode(code.z), x)
             cond = torch.zeros((), device=x.device)
             if model.conditioned:
@@ -162,9 +165,7 @@ class FoldRun:
         for start in range(0, len(self.train_x), self.batch):
             x = self.train_x[order[start:start + self.batch]]
             mask = self.sampler.sample(len(x), self.mask_generator, self.device) if self.sampler else None
-            noise = (torch.randn(len(x), self.noise_dim, generator=self.noise_generator, device=self.device)
-                     if self.noise_dim else None)
-            yield x, mask, noise
+            yield x, mask, _noise(len(x), self.noise_dim, self.noise_generator, self.device)
 
     def end_epoch(self, epoch: int, train_loss: float, model: MultitaskVAE) -> dict[str, float]:
         """Validate, record the epoch, keep the weights if it is the best so far."""
