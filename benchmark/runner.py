@@ -33,12 +33,12 @@ from benchmark.store import (
     open_suite_study,
     parse_unit,
     save_checkpoint,
+    trial_status,
     unit_key,
     unit_keys,
     unit_states,
 )
 from benchmark.progress import CostEta
-from benchmark.studies import trial_status
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device
 
@@ -399,9 +399,10 @@ def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: flo
     errors: dict[str, str] = {}
     for key in unit_keys(suite):
         trials = states.get(key, [])
-        if any(t.state == TrialState.COMPLETE for t in trials):
+        statuses = [trial_status(t) for t in trials]
+        if "complete" in statuses:
             done += 1
-        elif reasons := [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]:
+        elif "failed" in statuses:
             failed += 1
-            errors[key] = reasons[-1]
+            errors[key] = [t.user_attrs["error"] for t in trials if trial_status(t) == "failed"][-1]
     return RunSummary(done, failed, suite.units - done - failed, seconds, results, errors)

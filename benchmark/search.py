@@ -58,9 +58,11 @@ from benchmark.store import (
     open_storage,
     safe_url,
     settings_differ,
+    status_counts,
+    trial_status,
     versioned,
 )
-from benchmark.studies import best_trial, load_existing_study, status_counts, trial_status
+from benchmark.studies import best_trial, load_existing_study
 
 DEFAULT_STORAGE = "sqlite:///studies/search.db"
 OBJECTIVES = ("recon", "latent", "recon_cond")
@@ -381,7 +383,7 @@ class SearchSummary:
 
     study_name: str
     storage_url: str
-    counts: dict[str, int]  # trials per status of ``benchmark.studies.STATUSES`` (failed vs interrupted)
+    counts: dict[str, int]  # trials per status of ``benchmark.store.STATUSES`` (failed vs interrupted)
     best: FrozenTrial | None
     seconds: float
     failed: list[FrozenTrial] = field(default_factory=list)  # failed with a reason: user attribute ``error``

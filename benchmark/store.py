@@ -14,7 +14,8 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from benchmark.models import MultitaskVAE, build_model
 from benchmark.suites import Suite
 
 UNIT_PARAM = "unit"
+STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
 # What losing the race to create Optuna's tables looks like (PostgreSQL, SQLite).
 CREATION_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint", "IntegrityError")
 METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train")
@@ -248,10 +250,27 @@ def unit_states(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
     return by_unit
 
 
+def trial_status(trial: FrozenTrial) -> str:
+    """One of ``STATUSES``: the trial's state, with FAIL split into ``failed`` and ``interrupted``.
+
+    ``failed``: FAIL with a recorded reason (user attribute ``error``, e.g. a diverged fold).
+    ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
+    to the worker's stderr); such a trial does not use up the search budget.
+    """
+    if trial.state == TrialState.FAIL:
+        return "failed" if "error" in trial.user_attrs else "interrupted"
+    return trial.state.name.lower()
+
+
+def status_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Number of trials of each status, in the order of ``STATUSES`` (zeros included)."""
+    counts = Counter(trial_status(t) for t in trials)
+    return {status: counts[status] for status in STATUSES}
+
+
 def is_settled(trials: list[FrozenTrial]) -> bool:
-    """Done (COMPLETE), failed for a recorded reason (diverged), or already queued or running."""
-    return any(t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-               or (t.state == TrialState.FAIL and "error" in t.user_attrs) for t in trials)
+    """Done, failed for a recorded reason (diverged), or already queued or running."""
+    return any(trial_status(t) in ("complete", "failed", "waiting", "running") for t in trials)
 
 
 def enqueue_missing(study: optuna.Study, keys: list[str]) -> int:

@@ -5,18 +5,16 @@ their settings and per-fold values. Plots are Optuna's matplotlib visualisations
 as PNG files to ``reports/studies/<study>/``. Also here: the best trial of a study (for
 several objectives too).
 
-Trials are counted by ``trial_status``: a FAIL trial is ``failed`` when it recorded why (user
-attribute ``error``: a diverged fold) and ``interrupted`` when it did not (Ctrl-C, a killed
-worker); an interrupted trial does not use up a search's ``--trials``, so a rerun trains
-another in its place.
+Trials are counted by ``benchmark.store.trial_status``: a FAIL trial is ``failed`` when it
+recorded why (user attribute ``error``: a diverged fold) and ``interrupted`` when it did not
+(Ctrl-C, a killed worker); an interrupted trial does not use up a search's ``--trials``, so a
+rerun trains another in its place.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,28 +22,9 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark.store import StoreConfig, open_storage, safe_url
+from benchmark.store import StoreConfig, open_storage, safe_url, status_counts, trial_status
 
 TOP = 5
-STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
-
-
-def trial_status(trial: FrozenTrial) -> str:
-    """One of ``STATUSES``: the trial's state, with FAIL split into ``failed`` and ``interrupted``.
-
-    ``failed``: FAIL with a recorded reason (user attribute ``error``, e.g. a diverged fold).
-    ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
-    to the worker's stderr); such a trial does not use up the search budget.
-    """
-    if trial.state == TrialState.FAIL:
-        return "failed" if "error" in trial.user_attrs else "interrupted"
-    return trial.state.name.lower()
-
-
-def status_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
-    """Number of trials of each status, in the order of ``STATUSES`` (zeros included)."""
-    counts = Counter(trial_status(t) for t in trials)
-    return {status: counts[status] for status in STATUSES}
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

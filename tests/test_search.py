@@ -16,7 +16,7 @@ from conftest import cli
 from optuna.trial import TrialState
 
 from benchmark.search import SearchSettings, best_configurations, counts_toward_budget, parse_range
-from benchmark.studies import status_counts, trial_status
+from benchmark.store import status_counts, trial_status
 from benchmark.train import DivergedError, FoldResult
 
 NAME = "search-vae-1-single-gaussian"
