@@ -57,11 +57,13 @@ SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
             "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
-            "methods of one model config, per metric. Bold: lowest mean within a model config, among "
+            "methods of one model config, per metric; tested only where both have every fold done. "
+            "Bold: lowest mean within a model config, among "
             "configurations with every fold done; for the "
             "conditioned reconstruction, among the rows that observe the same number of pixels (one "
             "method with the same count k or power-law exponent). "
-            "Cells: mean ± population variance over folds; reconstruction as per-pixel MSE; "
+            "Cells: mean ± population variance over folds, (n=…) where fewer folds have a value; "
+            "reconstruction as per-pixel MSE; "
             "KL summed over latent dimensions (Gaussian VAE), VQ loss (VQ-VAE).")
 
 
@@ -144,7 +146,17 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     for column in TEXT_COLUMNS:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
     for column in NUMERIC_COLUMNS:
-        results[column] = pd.to_numeric(results[column], errors="coerce") if column in results else math.nan
+        if column not in results:
+            results[column] = math.nan
+            continue
+        numbers = pd.to_numeric(results[column], errors="coerce")
+        # Empty cells are missing values; anything else that is not a number would silently
+        # drop a fold from the means, so it is an error.
+        bad = numbers.isna() & results[column].notna()
+        if bad.any():
+            rows = ", ".join(f"line {i + 2}: {results[column][i]!r}" for i in results.index[bad][:3])
+            raise ReportError(f"{path}: column {column!r} holds values that are not numbers ({rows})")
+        results[column] = numbers
     results["softadapt"] = (results["softadapt"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
                             if "softadapt" in results else False)
     results["config"] = results["config"].astype(int)
@@ -222,9 +234,10 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
     The conditioned reconstruction depends on how many pixels a decoder observes, so it is
     ranked only among rows that observe the same number: one method with the same constant k
     (Multidecoder) or power-law exponent (Single decoder), and only where there are two or more.
-    Only configurations with every fold done are ranked: means over other folds do not compare.
+    Only configurations with every fold done, each with a value, are ranked: means over other
+    folds do not compare.
     """
-    means = table[f"{metric}_mean"].where(table["complete"])
+    means = table[f"{metric}_mean"].where(table["complete"] & (table[f"{metric}_n"] == table["n"]))
     groups = [table["family"], table["config"]]
     if metric == "recon_cond":
         groups += [table["method"], table["count"].fillna(-1), table["exponent"].fillna(-1)]
@@ -241,7 +254,9 @@ def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                                        table["parameters"]], names=list(INDEX_TITLES))
     cells, bold = {}, {}
     for metric in METRICS:
-        text = [format_mean_var(m, v) for m, v in zip(table[f"{metric}_mean"], table[f"{metric}_var"])]
+        text = [format_mean_var(m, v if k > 1 else math.nan) + (f" (n={k})" if 0 < k < n else "")
+                for m, v, k, n in zip(table[f"{metric}_mean"], table[f"{metric}_var"], table[f"{metric}_n"],
+                                      table["n"])]
         flag = table.get(f"{metric}_significant", pd.Series(False, index=table.index)).fillna(False).astype(bool)
         cells[METRIC_TITLES[metric]] = [t + ("†" if f else "") for t, f in zip(text, flag)]
         bold[METRIC_TITLES[metric]] = _best_rows(table, metric).to_list()
@@ -369,8 +384,10 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
     meta = suite.meta
     described = {"table.csv": "tidy numbers: one row per configuration; parameters, `n` folds done and "
                               "`complete` (all of them), `<metric>_mean/var/std/n` "
-                              "(variance ddof=0), `<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/"
-                              "significant/n_pairs` against the baseline; `prior_*`: VQ-VAE prior NLL",
+                              "(variance ddof=0; `_n` finite values), `<metric>_mean_diff/ci_low/ci_high/t/p/"
+                              "p_holm/rel_change/significant/n_pairs` against the baseline (the 95% CI is per "
+                              "comparison, not Holm-adjusted; `p_holm` only with every fold paired); "
+                              "`prior_*`: VQ-VAE prior NLL",
                  "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",
                  "table.md": "the same table in Markdown",
                  "missing.txt": "configurations short of complete folds, with the errors of failed units"}

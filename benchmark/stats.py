@@ -149,13 +149,18 @@ def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: 
     Holm-adjusted p (over the methods of one family/config, per metric), relative change
     (mean_diff / baseline_mean) and ``significant`` (p_holm < 0.05). ``k`` defaults to the
     number of distinct folds divided by ``repeats``. Configurations without a baseline get NaN.
+    Only a comparison on all k·repeats folds gets ``p_holm`` and can be ``significant``; t, p
+    and the CI of one short of folds describe the folds that were done.
     """
     done = completed(results)
     if k is None:
         k = max(2, results["fold"].nunique() // max(repeats, 1))
     rows: list[dict] = []
     for (family, config), group in done.groupby(["family", "config"], sort=False):
-        baselines = list(group.loc[group["method"] == "baseline", "config_id"].unique())
+        # Chosen among all configurations, finished or not: when the plain baseline has no done
+        # fold, its comparisons are empty rather than silently made against another baseline.
+        every = results[(results["family"] == family) & (results["config"] == config)]
+        baselines = list(every.loc[every["method"] == "baseline", "config_id"].unique())
         reference = f"{family}/{config}/baseline" if f"{family}/{config}/baseline" in baselines else \
             next(iter(baselines), None)
         base = group[group["config_id"] == reference]
@@ -176,8 +181,13 @@ def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: 
     out = pd.DataFrame(rows, columns=columns)
     if out.empty:
         return out
-    out["p_holm"] = out.groupby(["family", "config", "metric"], sort=False)["p"].transform(
-        lambda p: pd.Series(holm(p.to_numpy()), index=p.index))
+    # A comparison short of folds (diverged, failed or unfinished) is tested only on the folds
+    # that survived, which biases it; it claims nothing, yet keeps its place in Holm's family
+    # (as p = 1) so that the others are not corrected for fewer comparisons than were made.
+    full = out["n_pairs"] == k * repeats
+    out["p_holm"] = out["p"].where(full, 1.0).groupby([out["family"], out["config"], out["metric"]],
+                                                       sort=False).transform(
+        lambda p: pd.Series(holm(p.to_numpy()), index=p.index)).where(full)
     out["significant"] = out["p_holm"] < ALPHA
     return out
 
@@ -198,13 +208,16 @@ def comparison_wide(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_mean_var(mean: float, var: float) -> str:
-    """Thesis number style: ``0.0025 ± 6.5e-09`` (mean to 4 decimals, variance to 2 significant
-    digits in scientific notation); ``–`` when the mean is missing."""
+    """Thesis number style: ``13.9709 ± 9.2e-01`` (variance to 2 significant digits in
+    scientific notation). The mean has 4 decimals from 0.1 up and 3 significant digits below
+    (``0.00250``, ``0.000736``), where 4 decimals would print different means alike; ``–`` when
+    the mean is missing, and the mean alone when the variance is (a single fold)."""
     if mean is None or not np.isfinite(mean):
         return "–"
+    text = f"{mean:.4f}" if abs(mean) >= 0.1 else f"{mean:#.3g}"
     if var is None or not np.isfinite(var):
-        return f"{mean:.4f}"
-    return f"{mean:.4f} ± {var:.1e}"
+        return text
+    return f"{text} ± {var:.1e}"
 
 
 def _number(value: object) -> float:

@@ -138,9 +138,13 @@ def test_holm_step_down():
     assert adjusted[:3] == pytest.approx([0.04, 0.09, 0.09]) and np.isnan(adjusted[3]) and adjusted[4] == 0.9
 
 
-def test_format_mean_var_matches_the_thesis():
-    assert format_mean_var(0.0025, 6.5e-09) == "0.0025 ± 6.5e-09"
+def test_format_mean_var_matches_the_thesis_and_keeps_small_means_apart():
     assert format_mean_var(13.9709, 0.92) == "13.9709 ± 9.2e-01"
+    assert format_mean_var(0.0025, 6.5e-09) == "0.00250 ± 6.5e-09"
+    # Four decimals would print all three as 0.0007.
+    assert [format_mean_var(m, 1.1e-9) for m in (0.000736, 0.000725, 0.000714)] == [
+        "0.000736 ± 1.1e-09", "0.000725 ± 1.1e-09", "0.000714 ± 1.1e-09"]
+    assert format_mean_var(0.0324, np.nan) == "0.0324"
     assert format_mean_var(np.nan, np.nan) == "–"
 
 
@@ -170,6 +174,46 @@ def test_a_second_baseline_is_compared_with_the_plain_one_and_methods_stay_paire
     expected = compare_with_baseline(rows, k=FOLDS).set_index(["config_id", "metric"])
     method = ("vae/1/single/uniform/a=40", "recon")
     assert comparison.loc[method, "p"] == pytest.approx(expected.loc[method, "p"])
+
+
+def test_methods_are_not_compared_with_another_baseline_when_the_plain_one_failed(rows):
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5")
+    other["recon"] *= 1.2
+    failed = rows["config_id"] == "vae/1/baseline"
+    results = pd.concat([rows.assign(state=np.where(failed, "FAIL", rows["state"])), other])
+    comparison = compare_with_baseline(results, k=FOLDS).set_index(["config_id", "metric"])
+    vae = comparison[comparison.index.get_level_values(0).str.startswith("vae/")]
+    assert (vae["n_pairs"] == 0).all() and vae["p"].isna().all() and not vae["significant"].any()
+
+
+def test_a_comparison_short_of_folds_claims_nothing_and_still_counts_in_holm(rows):
+    short = rows[~((rows["config_id"] == "vq-vae/1/single/gaussian/a=20") & (rows["fold"] >= 2))]
+    comparison = compare_with_baseline(short, k=FOLDS).set_index(["config_id", "metric"])
+    line = comparison.loc[("vq-vae/1/single/gaussian/a=20", "recon")]
+    assert line["n_pairs"] == 2 and np.isfinite(line["p"])  # described, on the folds that were done
+    assert np.isnan(line["p_holm"]) and not line["significant"]
+    full = comparison.loc[("vq-vae/1/multidecoder/uniform", "recon")]
+    assert full["p_holm"] == pytest.approx(min(1.0, 2 * full["p"]))  # Holm over both comparisons
+
+
+def test_a_fold_without_a_value_is_shown_and_the_row_is_not_ranked(rows):
+    gap = rows.copy()
+    gap.loc[(gap["config_id"] == "vq-vae/1/multidecoder/uniform") & (gap["fold"] == 2), "recon"] = np.nan
+    table = build_table(SuiteResults("demo", gap, None, {"folds": FOLDS}))
+    cells, bold = display_table(table)
+    line = table["config_id"].to_list().index("vq-vae/1/multidecoder/uniform")
+    assert cells["Reconstruction loss"].iat[line].endswith("(n=4)") and table["complete"].iat[line]
+    assert not bold["Reconstruction loss"].iat[line] and not table["recon_significant"].iat[line]
+    assert bold["KL / VQ loss"].to_numpy().sum() == 2  # the other metric still ranks it
+
+
+def test_a_value_that_is_not_a_number_is_an_error_not_a_missing_fold(tmp_path, rows):
+    results = write_suite(tmp_path / "results", rows)
+    corrupt = rows.astype({"recon": object})
+    corrupt.loc[7, "recon"] = "0.03O"
+    corrupt.to_csv(results / "demo.csv", index=False)
+    with pytest.raises(ReportError, match=r"column 'recon' holds values that are not numbers \(line 9: '0.03O'\)"):
+        write_report(results, "demo", tmp_path / "out", figures=False)
 
 
 # ---------------------------------------------------------------- tables
