@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -26,10 +26,14 @@ from benchmark.ensemble import train_folds_together
 from benchmark.store import (
     UNIT_PARAM,
     StoreConfig,
+    agree_heartbeat,
     enqueue_missing,
     export,
     fail_orphans,
     fail_stale_trials,
+    finished_elsewhere,
+    grace_for,
+    heartbeat_note,
     open_suite_study,
     parse_unit,
     save_checkpoint,
@@ -141,6 +145,7 @@ class _Worker:
         self.params_from = dict(suite.params_from)
         self.order = [c.id for c in suite.configurations]
         self.interrupts = Interrupts()
+        self.current: str | None = None  # the unit of the trial being run, once claimed
         seconds = suite.unit_seconds()
         self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
         self.bar = tqdm(total=len(self.keys), position=position, unit="unit", dynamic_ncols=True,
@@ -162,7 +167,7 @@ class _Worker:
         if UNIT_PARAM not in trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {}):
             raise optuna.TrialPruned("no unit was waiting")  # a racing worker took the last one
         trial.set_user_attr("worker", WORKER)  # first: a RUNNING trial without it lost its worker early
-        key = trial.suggest_categorical(UNIT_PARAM, self.keys)
+        key = self.current = trial.suggest_categorical(UNIT_PARAM, self.keys)
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
         config_id, fold = parse_unit(key)
@@ -253,18 +258,26 @@ class _Worker:
                                            self.suite.train, [unit_seed(self.suite.seed, config_id, f) for f in folds],
                                            lambda i, epoch, row: progress[i](epoch, row))
         for (trial_id, other_fold), result in zip(siblings, results[1:]):
-            if isinstance(result, DivergedError):
-                storage.set_trial_user_attr(trial_id, "error", str(result))
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            else:
-                self._record(trial_id, config_id, other_fold, result)
-                storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result.metrics["recon"]])
+            try:
+                if isinstance(result, DivergedError):
+                    storage.set_trial_user_attr(trial_id, "error", str(result))
+                    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                else:
+                    self._record(trial_id, config_id, other_fold, result)
+                    storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result.metrics["recon"]])
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._taken_over(unit_key(config_id, other_fold))
             self.bar.update()
         if isinstance(results[0], DivergedError):
             trial.set_user_attr("error", str(results[0]))
             raise results[0]
         self._record(trial._trial_id, config_id, fold, results[0])
         return results[0].metrics["recon"]
+
+    def _taken_over(self, key: str) -> None:
+        self.bar.write(f"unit {key}: another worker took it over, as this one sent no heartbeat for "
+                       f"{self.store.grace_period} s (was the machine paused or asleep?); this result is "
+                       "discarded", file=sys.stderr)
 
     def _counts(self) -> tuple[int, int, int]:
         """(settled units, waiting trials, running trials); tells the ETA which units are settled."""
@@ -287,8 +300,17 @@ class _Worker:
                 self.bar.n = settled
                 self.bar.refresh()
                 if waiting:
-                    self.study.optimize(self.objective, n_trials=1, catch=(DivergedError,))
+                    self.current = None
+                    try:
+                        self.study.optimize(self.objective, n_trials=1, catch=(DivergedError,))
+                    except Exception as err:
+                        if not (self.current and finished_elsewhere(err)):
+                            raise
+                        self._taken_over(self.current)
                 elif running:
+                    self.bar.set_postfix_str(
+                        f"waiting for {running} unit(s) in training elsewhere; a dead worker's unit is taken up "
+                        f"again after {self.store.grace_period} s without a heartbeat", refresh=True)
                     with self.interrupts.immediate():
                         time.sleep(min(5, self.store.heartbeat_interval))  # others are busy, or died: wait to know
                 else:
@@ -298,12 +320,22 @@ class _Worker:
 
 
 def _work_until_interrupted(worker: _Worker) -> None:
-    """``worker.work()`` with Ctrl-C handled by ``worker.interrupts``."""
-    previous = signal.signal(signal.SIGINT, worker.interrupts.on_signal)
+    """``worker.work()`` with Ctrl-C, and SIGTERM (``timeout``, Slurm, systemd), handled by
+    ``worker.interrupts``."""
+    previous = {sig: signal.signal(sig, worker.interrupts.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker.work()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_with_parent() -> None:
+    """Interrupt this worker process when its parent dies (``kill -9``): an orphan would train on
+    unseen, and nothing would export what it finishes; the next run takes its unit up again."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os.kill(os.getpid(), signal.SIGINT)), daemon=True).start()
 
 
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
@@ -311,9 +343,21 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        _work_until_interrupted(_Worker(suite, store, position, show_progress, fold_parallel))
+        worker = _Worker(suite, store, position, show_progress, fold_parallel)
+        _stop_with_parent()
+        _work_until_interrupted(worker)
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches every worker; the parent exports and says so, once
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the parent of worker processes as Ctrl-C does: workers stopped, units exported."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_workers(processes: list[multiprocessing.process.BaseProcess], grace: float = WORKER_GRACE) -> None:
@@ -358,7 +402,13 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         except ValueError as err:
             raise ValueError(f"configuration {configuration.id}: {err}") from None
     study = open_suite_study(suite, store)
+    heartbeat = agree_heartbeat(study, store.heartbeat_interval)
+    beat_note = heartbeat_note(study.study_name, heartbeat, store.heartbeat_interval)
+    store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
+    for line in (beat_note, _resume_line(study, suite)):
+        if line:
+            print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))
     note = idle_softadapt_note((c.method.balance for c in suite.configurations), min(len(t) for t, _ in folds),
                                suite.train.batch_size, suite.train.epochs)
@@ -373,14 +423,15 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             processes = [context.Process(target=_work_in_process,
                                          args=(suite, store, i, show_progress, together, threads))
                          for i in range(workers)]
-            for process in processes:
-                process.start()
-            try:
+            with _terminate_as_interrupt():
                 for process in processes:
-                    process.join()
-            except KeyboardInterrupt:
-                _stop_workers(processes)  # before exporting
-                raise
+                    process.start()
+                try:
+                    for process in processes:
+                        process.join()
+                except KeyboardInterrupt:
+                    _stop_workers(processes)  # before exporting
+                    raise
     except KeyboardInterrupt:
         interrupted = True
     else:
@@ -391,6 +442,15 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     if interrupted:
         raise RunInterrupted(summary)
     return summary
+
+
+def _resume_line(study: optuna.Study, suite: Suite) -> str | None:
+    """What an earlier run left, when it left anything."""
+    summary = summarise_run(study, suite, Path(), 0.0)
+    if not summary.done + summary.failed:
+        return None
+    failed = f", {summary.failed} failed for good" if summary.failed else ""
+    return f"resuming: {summary.done} of {suite.units} units already done{failed}; {summary.missing} to train"
 
 
 def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:

@@ -51,10 +51,14 @@ from benchmark.models import METHODS, model_config
 from benchmark.store import (
     StoreConfig,
     StoreError,
+    agree_heartbeat,
+    delete_hint,
     differing_settings_message,
     fail_orphans,
     fail_stale_trials,
+    finished_elsewhere,
     grace_for,
+    heartbeat_note,
     open_storage,
     safe_url,
     settings_differ,
@@ -261,8 +265,9 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
     differing = settings_differ(stored, wanted)
     if differing:
-        raise StoreError(differing_settings_message(study_name, storage_url, stored, differing)
-                         + "; use another --study-name or --storage")
+        raise StoreError(differing_settings_message(study_name, storage_url, stored, wanted, differing)
+                         + f"; use another --study-name or --storage, or remove that study: "
+                           f"{delete_hint(study_name, storage_url)}")
     return study
 
 
@@ -354,7 +359,14 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
             bar.n = min(used, options.trials)
             bar.refresh()
             if used < options.trials:
-                study.optimize(objective, n_trials=1, catch=(DivergedError,))
+                try:
+                    study.optimize(objective, n_trials=1, catch=(DivergedError,))
+                except Exception as err:
+                    if not finished_elsewhere(err):
+                        raise
+                    bar.write(f"a trial was taken over by another worker, as this one sent no heartbeat for "
+                              f"{grace_for(options.heartbeat)} s (was the machine paused or asleep?); its retry "
+                              "trains it again and this result is discarded", file=sys.stderr)
                 best = best_trial(study)
                 objective.best = "–" if best is None else f"{best.values[0]:.4g}"
                 bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now
@@ -407,7 +419,12 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
     # Trials are stored with the precision they train in (see run_suite).
     settings = replace(settings, precision=settings.train_config().effective_precision(device))
     study = open_search_study(settings, storage_url, name, options)
+    heartbeat = agree_heartbeat(study, options.heartbeat)
+    beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
+    options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
+    if beat_note:
+        print(beat_note, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":
         print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
     train_images = len(images) - math.ceil(len(images) / settings.folds)  # the smallest training fold

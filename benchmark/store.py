@@ -34,6 +34,7 @@ from benchmark.models import MultitaskVAE, build_model
 from benchmark.suites import Suite
 
 UNIT_PARAM = "unit"
+CONNECT_TIMEOUT = 10  # seconds to wait for a database server to answer
 STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
 # What losing the race to create Optuna's tables looks like (PostgreSQL, SQLite).
 CREATION_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint", "IntegrityError")
@@ -78,6 +79,38 @@ def grace_for(heartbeat: int) -> int:
     return max(5 * heartbeat, 5)
 
 
+def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
+    """The heartbeat interval of every worker of ``study``: the first worker's, kept with the study.
+
+    A worker takes a trial for dead after ``grace_for`` its own interval, so workers beating at
+    other intervals would take each other's live trials and train them twice. The study's
+    interval is set on ``study``'s storage (its beats and its grace period) and returned.
+    """
+    if "heartbeat" not in study.user_attrs:
+        study.set_user_attr("heartbeat", heartbeat)
+    agreed = int(study.user_attrs["heartbeat"])  # read back: of two first workers, the last write wins
+    study._storage.heartbeat_interval, study._storage.grace_period = agreed, grace_for(agreed)
+    return agreed
+
+
+def finished_elsewhere(error: BaseException) -> bool:
+    """Whether ``error`` is Optuna refusing to update a trial that is already finished: another
+    worker took this one for dead (no heartbeat for a grace period: a paused or sleeping
+    machine) and failed it, and the copy it queued is trained instead."""
+    return isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or (
+        isinstance(error, ValueError) and str(error).startswith("Cannot tell a "))
+
+
+def heartbeat_note(study: str, agreed: int, asked: int, work: str = "unit") -> str | None:
+    """One line when ``--heartbeat`` gives way to the study's interval, else None; ``work`` names
+    what workers run (unit, trial)."""
+    if agreed == asked:
+        return None
+    return (f"note: the workers of study {study!r} beat every {agreed} s, so this run does too (--heartbeat "
+            f"{asked} is not used: workers with other intervals would take each other's live {work}s); a dead "
+            f"worker's {work} is taken up again after {grace_for(agreed)} s")
+
+
 def versioned(settings: dict) -> dict:
     """A study's settings as stored: JSON values, with the metrics version."""
     return {**json.loads(json.dumps(settings)), "metrics_version": METRICS_VERSION}
@@ -90,12 +123,24 @@ def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
     return sorted(k for k in {*stored, *wanted} if stored.get(k) != wanted.get(k))
 
 
-def differing_settings_message(study: str, url: str, stored: dict, differing: list[str]) -> str:
+def differing_settings_message(study: str, url: str, stored: dict, wanted: dict, differing: list[str]) -> str:
     if "metrics_version" in differing:
         age = "an earlier" if stored.get("metrics_version", 1) < METRICS_VERSION else "a later"
         return (f"study {study!r} in {safe_url(url)} was made by {age} version of mtvae-bench, whose "
                 "validation metrics are not comparable with this version's")
-    return f"study {study!r} in {safe_url(url)} was made with other settings ({', '.join(differing)})"
+    changes = ", ".join(f"{key} {_setting(stored.get(key))} there, {_setting(wanted.get(key))} now"
+                        for key in differing)
+    return f"study {study!r} in {safe_url(url)} was made with other settings ({changes})"
+
+
+def _setting(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def delete_hint(study: str, url: str) -> str:
+    """The command that removes a study (Optuna's own CLI), for messages that suggest starting over."""
+    return f"`optuna delete-study --storage '{safe_url(url)}' --study-name {study}`"
 
 
 def safe_url(url: str) -> str:
@@ -168,7 +213,9 @@ def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
 
 
 def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    engine_kwargs: dict = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    if url.startswith("postgresql"):  # libpq waits for ever on a host that accepts and never answers
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -197,14 +244,16 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         if not create:
             raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
-        if "settings" not in study.user_attrs:
-            study.set_user_attr("settings", settings)
-    stored = study.user_attrs.get("settings")
+    if "settings" not in study.user_attrs:  # a new study, or one another worker has just created
+        study.set_user_attr("settings", settings)
+    stored = study.user_attrs["settings"]  # read back: of two first workers, the last write wins
     differing = settings_differ(stored, settings)
     if differing:
-        raise StoreError(differing_settings_message(name, config.url(suite.name), stored, differing)
+        url = config.url(suite.name)
+        raise StoreError(differing_settings_message(name, url, stored, settings, differing)
                          + "; give the suite another name (a TOML file), or use another --storage and --results-dir "
-                           "(its results would be overwritten), or remove that study to start over")
+                           f"(its results would be overwritten), or remove that study to start over: "
+                           f"{delete_hint(name, url)}")
     return study
 
 

@@ -160,13 +160,16 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
     assert len(study_of(tmp_path, "nan").get_trials()) == before
 
 
-@pytest.mark.parametrize("workers, whom", [("1", "group"), ("2", "group"), ("2", "parent")])
+@pytest.mark.parametrize("workers, whom", [("1", "group"), ("2", "group"), ("2", "parent"), ("1", "term"),
+                                           ("2", "term")])
 def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, workers, whom):
     process = smoke_run_until(tmp_path, 4, "--workers", workers)
     if whom == "group":
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the workers too
-    else:
+    elif whom == "parent":
         process.send_signal(signal.SIGINT)  # `kill -INT`: the parent passes it on to its workers
+    else:
+        process.send_signal(signal.SIGTERM)  # `timeout`, Slurm, systemd: stopped as by Ctrl-C
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err and err.count("interrupted: finished work is stored") == 1, err
@@ -174,6 +177,62 @@ def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, wor
     done = int((table["state"] == "COMPLETE").sum())
     assert 4 <= done < len(table) == 30  # and the workers did stop
     assert f"done {done}, failed 0, not finished {30 - done} of 30 units" in out  # the summary, as at the end
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_workers_stop_when_their_parent_is_killed(tmp_path):
+    process = smoke_run_until(tmp_path, 2, "--workers", "2")
+    children = [int(p) for p in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+    workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers kept training"
+    assert run_cli(tmp_path, "--suite", "smoke", "--heartbeat", "1") == 0  # and their units are taken up again
+    assert set(complete_per_unit(study_of(tmp_path, "smoke")).values()) == {1}
+
+
+def test_a_worker_whose_unit_was_taken_over_discards_its_result_and_goes_on(tmp_path, monkeypatch, capsys):
+    """A worker paused past the grace period (a sleeping laptop) finds its unit failed and
+    queued again by another; it must not crash on telling Optuna its result."""
+    from benchmark import runner
+
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    train, paused = runner.train_fold, []
+
+    def train_while_paused(*args, **kwargs):
+        if not paused:  # what another worker's stale check does to this worker's trial
+            study = study_of(tmp_path, "small")
+            running = study.get_trials(states=(TrialState.RUNNING,))
+            study._storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+            paused.append(running[0].params[UNIT_PARAM])
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_fold", train_while_paused)
+    assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
+    assert f"unit {paused[0]}: another worker took it over" in capsys.readouterr().err
+    study = study_of(tmp_path, "small")
+    assert set(complete_per_unit(study).values()) == {1} and len(complete_per_unit(study)) == 4
+    assert [t.state for t in unit_states(study)[paused[0]]] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_done(smoke_run, tmp_path, capsys):
+    again = tmp_path / "again"
+    shutil.copytree(smoke_run, again)
+    assert study_of(again, "smoke").user_attrs["heartbeat"] == 1
+    assert run_cli(again, "--suite", "smoke", "--heartbeat", "7") == 0
+    err = capsys.readouterr().err
+    assert "beat every 1 s, so this run does too (--heartbeat 7 is not used" in err
+    assert "resuming: 30 of 30 units already done; 0 to train" in err
 
 
 def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
@@ -290,7 +349,9 @@ def test_the_study_stores_the_precision_trained_in_and_refuses_a_worker_of_anoth
     other_precision = {"fp32": "bf16", "bf16": "fp32"}[trained]
     study.set_user_attr("settings", {**study.user_attrs["settings"], "precision": other_precision})
     assert run_cli(other, "--suite", "smoke", "--quiet") == 2
-    assert "was made with other settings (precision)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f'was made with other settings (precision "{other_precision}" there, "{trained}" now)' in err
+    assert "optuna delete-study --storage 'sqlite:///" in err and "--study-name suite-smoke`" in err
 
 
 def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run, tmp_path, capsys):
