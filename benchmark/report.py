@@ -422,7 +422,8 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
     if figures:
         lines += ["", "## Figures", ""] + [f"- `{stem}`: {' · '.join(links)}" for stem, links in figures.items()]
     if missing:
-        lines += ["", f"## Missing ({len(missing)} configurations)", ""] + [f"- {m.describe()}" for m in missing]
+        lines += ["", f"## Missing ({len(missing)} configuration{'s' * (len(missing) != 1)})", ""]
+        lines += [f"- {m.describe()}" for m in missing]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"

@@ -37,6 +37,7 @@ from benchmark.store import (
     open_suite_study,
     parse_unit,
     save_checkpoint,
+    taken_over_message,
     trial_status,
     unit_key,
     unit_keys,
@@ -275,9 +276,7 @@ class _Worker:
         return results[0].metrics["recon"]
 
     def _taken_over(self, key: str) -> None:
-        self.bar.write(f"unit {key}: another worker took it over, as this one sent no heartbeat for "
-                       f"{self.store.grace_period} s (was the machine paused or asleep?); this result is "
-                       "discarded", file=sys.stderr)
+        self.bar.write(taken_over_message(f"unit {key}", self.store.grace_period), file=sys.stderr)
 
     def _counts(self) -> tuple[int, int, int]:
         """(settled units, waiting trials, running trials); tells the ETA which units are settled."""
@@ -424,13 +423,13 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                                          args=(suite, store, i, show_progress, together, threads))
                          for i in range(workers)]
             with _terminate_as_interrupt():
-                for process in processes:
-                    process.start()
                 try:
+                    for process in processes:
+                        process.start()
                     for process in processes:
                         process.join()
                 except KeyboardInterrupt:
-                    _stop_workers(processes)  # before exporting
+                    _stop_workers([p for p in processes if p.pid is not None])  # before exporting
                     raise
     except KeyboardInterrupt:
         interrupted = True
@@ -444,25 +443,30 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     return summary
 
 
-def _resume_line(study: optuna.Study, suite: Suite) -> str | None:
-    """What an earlier run left, when it left anything."""
-    summary = summarise_run(study, suite, Path(), 0.0)
-    if not summary.done + summary.failed:
-        return None
-    failed = f", {summary.failed} failed for good" if summary.failed else ""
-    return f"resuming: {summary.done} of {suite.units} units already done{failed}; {summary.missing} to train"
-
-
-def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:
+def _settled_units(study: optuna.Study, suite: Suite) -> tuple[int, dict[str, str]]:
+    """(units done, the error of each unit failed for good)."""
     states = unit_states(study)
-    done = failed = 0
-    errors: dict[str, str] = {}
+    done, errors = 0, {}
     for key in unit_keys(suite):
         trials = states.get(key, [])
         statuses = [trial_status(t) for t in trials]
         if "complete" in statuses:
             done += 1
         elif "failed" in statuses:
-            failed += 1
             errors[key] = [t.user_attrs["error"] for t in trials if trial_status(t) == "failed"][-1]
-    return RunSummary(done, failed, suite.units - done - failed, seconds, results, errors)
+    return done, errors
+
+
+def _resume_line(study: optuna.Study, suite: Suite) -> str | None:
+    """What earlier runs left, when they left anything."""
+    done, errors = _settled_units(study, suite)
+    if not done + len(errors):
+        return None
+    failed = f", {len(errors)} failed for good" if errors else ""
+    return (f"resuming: {done} of {suite.units} units already done{failed}; "
+            f"{suite.units - done - len(errors)} not finished")
+
+
+def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:
+    done, errors = _settled_units(study, suite)
+    return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors)

@@ -63,6 +63,7 @@ from benchmark.store import (
     safe_url,
     settings_differ,
     status_counts,
+    taken_over_message,
     trial_status,
     versioned,
 )
@@ -265,7 +266,7 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
     differing = settings_differ(stored, wanted)
     if differing:
-        raise StoreError(differing_settings_message(study_name, storage_url, stored, wanted, differing)
+        raise StoreError(differing_settings_message(study_name, storage_url, stored, wanted)
                          + f"; use another --study-name or --storage, or remove that study: "
                            f"{delete_hint(study_name, storage_url)}")
     return study
@@ -290,13 +291,23 @@ class _Objective:
         self.folds = fold_indices(len(images), settings.folds, settings.seed)
         self.train_config = settings.train_config(options.device)
         self.best = "–"
+        self.number = -1            # the trial being run
+        self.interrupted = False    # Ctrl-C came during it
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        self.number = trial.number
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
 
     def suggest(self, trial: optuna.Trial) -> Configuration:
         params = {name: trial.suggest_float(name, r.low, r.high, log=r.log)
                   for name, r in self.settings.ranges.items()}
         return configuration_for(self.settings, params)
 
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         from benchmark.cv import unit_seed
         from benchmark.train import DivergedError, train_fold
 
@@ -362,11 +373,12 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
                 try:
                     study.optimize(objective, n_trials=1, catch=(DivergedError,))
                 except Exception as err:
+                    if objective.interrupted:  # Ctrl-C in a trial that was taken over: still a Ctrl-C
+                        raise KeyboardInterrupt from err
                     if not finished_elsewhere(err):
                         raise
-                    bar.write(f"a trial was taken over by another worker, as this one sent no heartbeat for "
-                              f"{grace_for(options.heartbeat)} s (was the machine paused or asleep?); its retry "
-                              "trains it again and this result is discarded", file=sys.stderr)
+                    bar.write(taken_over_message(f"trial #{objective.number}", grace_for(options.heartbeat)),
+                              file=sys.stderr)
                 best = best_trial(study)
                 objective.best = "–" if best is None else f"{best.values[0]:.4g}"
                 bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now

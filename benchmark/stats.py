@@ -156,15 +156,16 @@ def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: 
     if k is None:
         k = max(2, results["fold"].nunique() // max(repeats, 1))
     rows: list[dict] = []
-    for (family, config), group in done.groupby(["family", "config"], sort=False):
-        # Chosen among all configurations, finished or not: when the plain baseline has no done
-        # fold, its comparisons are empty rather than silently made against another baseline.
-        every = results[(results["family"] == family) & (results["config"] == config)]
+    # Every configuration in the results gets its comparisons, finished or not: the reference
+    # is never another baseline standing in for a plain one with no fold done, and one with no
+    # fold done stays in Holm's family.
+    for (family, config), every in results.groupby(["family", "config"], sort=False):
         baselines = list(every.loc[every["method"] == "baseline", "config_id"].unique())
         reference = f"{family}/{config}/baseline" if f"{family}/{config}/baseline" in baselines else \
             next(iter(baselines), None)
-        base = group[group["config_id"] == reference]
-        for config_id, runs in group[group["config_id"] != reference].groupby("config_id", sort=False):
+        base = done[done["config_id"] == reference]
+        for config_id, planned in every[every["config_id"] != reference].groupby("config_id", sort=False):
+            runs = done[done["config_id"] == config_id]
             paired = runs.merge(base, on="fold", suffixes=("", "_base"))
             n_train, n_val = _set_sizes(paired, k)
             for metric in COMPARED:
@@ -173,7 +174,7 @@ def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: 
                                                  max(n_val, 1), k, repeats)
                 base_mean = float(pair[f"{metric}_base"].mean()) if len(pair) else math.nan
                 rows.append({"config_id": config_id, "family": family, "config": config,
-                             "method": runs["method"].iloc[0], "metric": metric, "n_pairs": test.n,
+                             "method": planned["method"].iloc[0], "metric": metric, "n_pairs": test.n,
                              "baseline_mean": base_mean, "mean_diff": test.mean, "ci_low": test.ci_low,
                              "ci_high": test.ci_high, "t": test.t, "p": test.p,
                              "rel_change": test.mean / base_mean if base_mean else math.nan})

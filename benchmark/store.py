@@ -12,6 +12,7 @@ import io
 import json
 import math
 import random
+import shlex
 import time
 import warnings
 from collections import Counter
@@ -83,14 +84,13 @@ def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
     """The heartbeat interval of every worker of ``study``: the first worker's, kept with the study.
 
     A worker takes a trial for dead after ``grace_for`` its own interval, so workers beating at
-    other intervals would take each other's live trials and train them twice. The study's
-    interval is set on ``study``'s storage (its beats and its grace period) and returned.
+    other intervals would take each other's live trials and train them twice. Callers open
+    their workers' storages with the returned interval. (Two first workers starting at the same
+    moment with different intervals can still each keep their own.)
     """
     if "heartbeat" not in study.user_attrs:
         study.set_user_attr("heartbeat", heartbeat)
-    agreed = int(study.user_attrs["heartbeat"])  # read back: of two first workers, the last write wins
-    study._storage.heartbeat_interval, study._storage.grace_period = agreed, grace_for(agreed)
-    return agreed
+    return int(study.user_attrs["heartbeat"])  # read back, in case another worker wrote first
 
 
 def finished_elsewhere(error: BaseException) -> bool:
@@ -101,13 +101,19 @@ def finished_elsewhere(error: BaseException) -> bool:
         isinstance(error, ValueError) and str(error).startswith("Cannot tell a "))
 
 
+def taken_over_message(what: str, grace: int) -> str:
+    """What a worker says when ``finished_elsewhere``; ``what`` names its unit or trial."""
+    return (f"{what}: another worker took it over, as this one sent no heartbeat for {grace} s (was the "
+            "machine paused or asleep?); its copy is trained again and this result is discarded")
+
+
 def heartbeat_note(study: str, agreed: int, asked: int, work: str = "unit") -> str | None:
-    """One line when ``--heartbeat`` gives way to the study's interval, else None; ``work`` names
+    """One line when this run's heartbeat gives way to the study's, else None; ``work`` names
     what workers run (unit, trial)."""
     if agreed == asked:
         return None
-    return (f"note: the workers of study {study!r} beat every {agreed} s, so this run does too (--heartbeat "
-            f"{asked} is not used: workers with other intervals would take each other's live {work}s); a dead "
+    return (f"note: the workers of study {study!r} beat every {agreed} s, so this run does too, not every "
+            f"{asked} s: workers beating at other intervals would take each other's live {work}s; a dead "
             f"worker's {work} is taken up again after {grace_for(agreed)} s")
 
 
@@ -123,7 +129,8 @@ def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
     return sorted(k for k in {*stored, *wanted} if stored.get(k) != wanted.get(k))
 
 
-def differing_settings_message(study: str, url: str, stored: dict, wanted: dict, differing: list[str]) -> str:
+def differing_settings_message(study: str, url: str, stored: dict, wanted: dict) -> str:
+    differing = settings_differ(stored, wanted)
     if "metrics_version" in differing:
         age = "an earlier" if stored.get("metrics_version", 1) < METRICS_VERSION else "a later"
         return (f"study {study!r} in {safe_url(url)} was made by {age} version of mtvae-bench, whose "
@@ -140,7 +147,9 @@ def _setting(value: object) -> str:
 
 def delete_hint(study: str, url: str) -> str:
     """The command that removes a study (Optuna's own CLI), for messages that suggest starting over."""
-    return f"`optuna delete-study --storage '{safe_url(url)}' --study-name {study}`"
+    shown = safe_url(url)
+    password = " (with the password in place of ***)" if shown != url and "***" in shown else ""
+    return f"`optuna delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`{password}"
 
 
 def safe_url(url: str) -> str:
@@ -246,11 +255,11 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
     if "settings" not in study.user_attrs:  # a new study, or one another worker has just created
         study.set_user_attr("settings", settings)
-    stored = study.user_attrs["settings"]  # read back: of two first workers, the last write wins
+    stored = study.user_attrs["settings"]  # read back, in case another worker wrote first
     differing = settings_differ(stored, settings)
     if differing:
         url = config.url(suite.name)
-        raise StoreError(differing_settings_message(name, url, stored, settings, differing)
+        raise StoreError(differing_settings_message(name, url, stored, settings)
                          + "; give the suite another name (a TOML file), or use another --storage and --results-dir "
                            f"(its results would be overwritten), or remove that study to start over: "
                            f"{delete_hint(name, url)}")
@@ -373,9 +382,11 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig) -> tuple[Path
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         failed = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
         pending = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-        trial = (complete or failed or pending or [None])[-1 if not complete else 0]
+        interrupted = [t for t in trials if trial_status(t) == "interrupted"]  # to be trained again
+        trial = (complete or failed or pending or interrupted or [None])[-1 if not complete else 0]
+        state = "MISSING" if trial is None else "INTERRUPTED" if trial in interrupted else trial.state.name
         row = {**by_id[config_id].flat(), "fold": fold, "repeat": fold // suite.folds,
-               "state": trial.state.name if trial else "MISSING", "trial": trial.number if trial else None}
+               "state": state, "trial": trial.number if trial else None}
         attrs = trial.user_attrs if trial else {}
         metrics = attrs.get("metrics", {})
         row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})

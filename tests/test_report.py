@@ -188,12 +188,15 @@ def test_methods_are_not_compared_with_another_baseline_when_the_plain_one_faile
 
 def test_a_comparison_short_of_folds_claims_nothing_and_still_counts_in_holm(rows):
     short = rows[~((rows["config_id"] == "vq-vae/1/single/gaussian/a=20") & (rows["fold"] >= 2))]
-    comparison = compare_with_baseline(short, k=FOLDS).set_index(["config_id", "metric"])
+    diverged = rows[rows["config_id"] == "vq-vae/1/single/gaussian/a=20"].assign(
+        config_id="vq-vae/1/single/gaussian/a=10", state="FAIL", recon=np.nan, latent=np.nan)
+    comparison = compare_with_baseline(pd.concat([short, diverged]), k=FOLDS).set_index(["config_id", "metric"])
     line = comparison.loc[("vq-vae/1/single/gaussian/a=20", "recon")]
     assert line["n_pairs"] == 2 and np.isfinite(line["p"])  # described, on the folds that were done
     assert np.isnan(line["p_holm"]) and not line["significant"]
+    assert comparison.loc[("vq-vae/1/single/gaussian/a=10", "recon"), "n_pairs"] == 0
     full = comparison.loc[("vq-vae/1/multidecoder/uniform", "recon")]
-    assert full["p_holm"] == pytest.approx(min(1.0, 2 * full["p"]))  # Holm over both comparisons
+    assert full["p_holm"] == pytest.approx(min(1.0, 3 * full["p"]))  # Holm over all three comparisons
 
 
 def test_a_fold_without_a_value_is_shown_and_the_row_is_not_ranked(rows):

@@ -225,14 +225,19 @@ def test_a_worker_whose_unit_was_taken_over_discards_its_result_and_goes_on(tmp_
     assert [t.state for t in unit_states(study)[paused[0]]] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
-def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_done(smoke_run, tmp_path, capsys):
+def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_done(smoke_run, tmp_path, capsys,
+                                                                                    monkeypatch):
     again = tmp_path / "again"
     shutil.copytree(smoke_run, again)
     assert study_of(again, "smoke").user_attrs["heartbeat"] == 1
+    beats = []
+    monkeypatch.setattr(_Worker, "work", lambda self: beats.append(
+        (self.study._storage.get_heartbeat_interval(), self.store.grace_period)))
     assert run_cli(again, "--suite", "smoke", "--heartbeat", "7") == 0
+    assert beats == [(1, 5)]  # the worker beats, and judges others, at the study's interval
     err = capsys.readouterr().err
-    assert "beat every 1 s, so this run does too (--heartbeat 7 is not used" in err
-    assert "resuming: 30 of 30 units already done; 0 to train" in err
+    assert "beat every 1 s, so this run does too, not every 7 s" in err
+    assert "resuming: 30 of 30 units already done; 0 not finished" in err
 
 
 def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
@@ -351,7 +356,7 @@ def test_the_study_stores_the_precision_trained_in_and_refuses_a_worker_of_anoth
     assert run_cli(other, "--suite", "smoke", "--quiet") == 2
     err = capsys.readouterr().err
     assert f'was made with other settings (precision "{other_precision}" there, "{trained}" now)' in err
-    assert "optuna delete-study --storage 'sqlite:///" in err and "--study-name suite-smoke`" in err
+    assert "optuna delete-study --storage sqlite:///" in err and "--study-name suite-smoke`" in err
 
 
 def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run, tmp_path, capsys):

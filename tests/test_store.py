@@ -3,10 +3,22 @@
 import socket
 import time
 
+import pandas as pd
 import pytest
 from conftest import times_claimed
+from optuna.trial import TrialState
 
-from benchmark.store import StoreConfig, StoreError, open_storage
+from benchmark.store import (
+    UNIT_PARAM,
+    StoreConfig,
+    StoreError,
+    export,
+    open_storage,
+    open_suite_study,
+    unit_keys,
+    unit_states,
+)
+from benchmark.suites import get_suite
 
 
 def test_racing_workers_claim_every_waiting_trial_exactly_once_on_sqlite(tmp_path):
@@ -29,3 +41,16 @@ def test_a_database_server_that_never_answers_is_a_clear_error_not_a_hang(monkey
         with pytest.raises(StoreError, match=refused) as error:
             open_storage(url, StoreConfig(storage=url))
     assert time.monotonic() - started < 20 and "secret" not in str(error.value)
+
+
+def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
+    suite = get_suite("smoke").override(folds=2)
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    study = open_suite_study(suite, store)
+    keys = unit_keys(suite)
+    study.enqueue_trial({UNIT_PARAM: keys[0]})
+    trial_id = unit_states(study)[keys[0]][0]._trial_id
+    study._storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)  # Ctrl-C: a FAIL without a reason
+    table = pd.read_csv(export(study, suite, store)[0])
+    assert list(table["state"][:2]) == ["INTERRUPTED", "MISSING"]

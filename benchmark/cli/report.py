@@ -54,7 +54,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
                                images=images, load_model=None if images is None else
                                (lambda path: load_checkpoint(path)[0]))
-        print(f"{suite}: {len(summary.configurations)} configurations, {len(summary.files)} files in {summary.out_dir}")
+        count = len(summary.configurations)
+        print(f"{suite}: {count} configuration{'s' * (count != 1)}, {len(summary.files)} files in {summary.out_dir}")
         for missing in summary.missing[:SHOWN_MISSING]:
             print(f"  missing: {missing.describe()}")
         if len(summary.missing) > SHOWN_MISSING:

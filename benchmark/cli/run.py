@@ -57,8 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                      help="train the folds of a configuration together as one vectorised ensemble "
                           "(auto: on CUDA only)")
     run.add_argument("--heartbeat", type=int, default=10,
-                     help="seconds between worker heartbeats; a worker silent for five is taken for dead "
-                          "(default 10; a study keeps its first run's)")
+                     help="seconds between worker heartbeats; a worker silent for five beats is taken for "
+                          "dead (default 10; a study keeps its first run's)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     add_store_arguments(run)
     run.set_defaults(handler=cmd_run)

@@ -71,8 +71,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              "with AVX-512 (refused without it)")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     search.add_argument("--heartbeat", type=int, default=10,
-                        help="seconds between worker heartbeats; a worker silent for five is taken for dead "
-                             "(default 10; a study keeps its first run's)")
+                        help="seconds between worker heartbeats; a worker silent for five beats is taken for "
+                             "dead (default 10; a study keeps its first run's)")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
     search.add_argument("--study-name", help="default: search-<model>-<config>-<method>, then -<sampling> and "
                                              "-softadapt when given, and -<objective> for each objective when "
