@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -14,7 +15,8 @@ class CostEta:
     tqdm's own ETA assumes units of equal cost (a VQ-VAE 3 fold costs ten Gaussian VAE folds)
     and counts units finished in an earlier session as done in no time. Here each unit weighs
     its estimated cost, only this session's work sets the rate, and units in training count
-    in proportion to their finished epochs (all of them when folds train stacked).
+    in proportion to their finished epochs (all of them when folds train stacked). Time spent
+    ``waiting`` (for a dead worker's unit to be handed out again) does not set the rate.
     """
 
     def __init__(self, unit_cost: dict[str, float], clock: Callable[[], float] = time.monotonic) -> None:
@@ -23,6 +25,7 @@ class CostEta:
         self.settled = 0.0
         self.settled_at_start: float | None = None
         self.in_training: dict[str, float] = {}
+        self.idle = 0.0
 
     def settle(self, keys: Iterable[str]) -> None:
         """The units that are done (or failed for good) now, wherever they were trained."""
@@ -32,6 +35,15 @@ class CostEta:
             self.settled_at_start = self.settled
         for key in keys & set(self.in_training):
             del self.in_training[key]
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A stretch of time in which this worker trains nothing."""
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.idle += self.clock() - start
 
     def progress(self, key: str, fraction: float) -> None:
         """A unit in training here is ``fraction`` done."""
@@ -43,4 +55,4 @@ class CostEta:
         if done <= 0:
             return "?"
         remaining = max(sum(self.unit_cost.values()) - self.settled - partial, 0.0)
-        return tqdm.format_interval((self.clock() - self.started) / done * remaining)
+        return tqdm.format_interval((self.clock() - self.started - self.idle) / done * remaining)

@@ -310,7 +310,7 @@ class _Worker:
                     self.bar.set_postfix_str(
                         f"waiting for {running} unit(s) in training elsewhere; a dead worker's unit is taken up "
                         f"again after {self.store.grace_period} s without a heartbeat", refresh=True)
-                    with self.interrupts.immediate():
+                    with self.eta.waiting(), self.interrupts.immediate():
                         time.sleep(min(5, self.store.heartbeat_interval))  # others are busy, or died: wait to know
                 else:
                     break

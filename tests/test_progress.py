@@ -50,3 +50,13 @@ def test_the_estimates_match_a_measured_quick_run():
     costs = get_suite("quick").unit_seconds()
     for config_id, seconds in measured.items():
         assert costs[config_id] == pytest.approx(seconds, rel=0.3)
+
+
+def test_time_spent_waiting_for_a_dead_worker_s_unit_does_not_set_the_rate(clock):
+    now, tick = clock
+    eta = CostEta({"a": 1.0, "b": 1.0}, tick)
+    with eta.waiting():
+        now[0] += 50.0  # five beats of a dead worker's silence
+    now[0] += 10.0
+    eta.progress("a", 0.5)
+    assert str(eta) == tqdm.format_interval(10 / 0.5 * 1.5)
