@@ -233,7 +233,7 @@ def parameter_text(row: pd.Series | dict) -> str:
 
     e.g. ``exact, SoftAdapt``, ``gaussian, a=40``, ``uniform, W₁=1, W₂=0.5, β=1``; weights and
     SoftAdapt's β are shown only when they differ from the defaults (weights 1, the family's
-    SoftAdapt β); ``–`` for a default baseline.
+    SoftAdapt β), then ``tuned`` for parameters taken from a search; ``–`` for a default baseline.
     """
     method = str(row.get("method", ""))
     parts = [str(row["sampling"])] if isinstance(row.get("sampling"), str) and row.get("sampling") else []
@@ -252,6 +252,8 @@ def parameter_text(row: pd.Series | dict) -> str:
         if any(math.isfinite(v) and v != 1.0 for v in weights.values()):
             symbol = {"w1": "W₁", "w2": "W₂", "beta": "β"}
             parts += [f"{symbol[name]}={value:g}" for name, value in weights.items() if math.isfinite(value)]
+    if isinstance(row.get("params_from"), str) and row.get("params_from"):
+        parts.append("tuned")  # chosen by a search on these images: see the report's selection-bias note
     return ", ".join(parts) if parts else "–"
 
 

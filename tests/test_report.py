@@ -448,3 +448,9 @@ def test_a_softadapt_beta_other_than_the_family_default_is_in_the_label():
     row = {"family": "vq-vae", "method": "multidecoder", "sampling": "uniform", "softadapt": True}
     assert parameter_text({**row, "softadapt_beta": 5e-3}) == "uniform, SoftAdapt"  # the VQ-VAE default
     assert parameter_text({**row, "softadapt_beta": 0.01}) == "uniform, SoftAdapt β=0.01"
+
+
+def test_parameters_from_a_search_are_labelled_tuned():
+    row = {"family": "vae", "method": "single", "sampling": "gaussian", "exponent": 35.2, "w1": 1.0, "beta": 0.4}
+    assert parameter_text({**row, "params_from": "search-vae-1"}) == "gaussian, a=35.2, W₁=1, β=0.4, tuned"
+    assert parameter_text({**row, "params_from": float("nan")}) == "gaussian, a=35.2, W₁=1, β=0.4"
