@@ -449,11 +449,11 @@ def _settled_units(study: optuna.Study, suite: Suite) -> tuple[int, dict[str, st
     done, errors = 0, {}
     for key in unit_keys(suite):
         trials = states.get(key, [])
-        statuses = [trial_status(t) for t in trials]
-        if "complete" in statuses:
+        reasons = [t.user_attrs["error"] for t in trials if trial_status(t) == "failed"]
+        if any(trial_status(t) == "complete" for t in trials):
             done += 1
-        elif "failed" in statuses:
-            errors[key] = [t.user_attrs["error"] for t in trials if trial_status(t) == "failed"][-1]
+        elif reasons:
+            errors[key] = reasons[-1]
     return done, errors
 
 

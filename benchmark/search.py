@@ -50,10 +50,8 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig, default_b
 from benchmark.models import METHODS, model_config
 from benchmark.store import (
     StoreConfig,
-    StoreError,
     agree_heartbeat,
-    delete_hint,
-    differing_settings_message,
+    check_settings,
     fail_orphans,
     fail_stale_trials,
     finished_elsewhere,
@@ -61,7 +59,6 @@ from benchmark.store import (
     heartbeat_note,
     open_storage,
     safe_url,
-    settings_differ,
     status_counts,
     taken_over_message,
     trial_status,
@@ -257,18 +254,8 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
                                 pruner=make_pruner(settings, options),
                                 directions=["minimize"] * len(settings.objectives))
-    wanted = versioned(settings.to_dict())
-    if "settings" not in study.user_attrs:
-        try:
-            study.set_user_attr("settings", wanted)
-        except Exception:  # another worker created it at the same moment: compare with theirs below
-            pass
-    stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("settings")
-    differing = settings_differ(stored, wanted)
-    if differing:
-        raise StoreError(differing_settings_message(study_name, storage_url, stored, wanted)
-                         + f"; use another --study-name or --storage, or remove that study: "
-                           f"{delete_hint(study_name, storage_url)}")
+    check_settings(study, storage_url, versioned(settings.to_dict()),
+                   "use another --study-name or --storage, or remove that study")
     return study
 
 

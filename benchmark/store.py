@@ -88,9 +88,26 @@ def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
     their workers' storages with the returned interval. (Two first workers starting at the same
     moment with different intervals can still each keep their own.)
     """
-    if "heartbeat" not in study.user_attrs:
-        study.set_user_attr("heartbeat", heartbeat)
-    return int(study.user_attrs["heartbeat"])  # read back, in case another worker wrote first
+    return int(first_written(study, "heartbeat", heartbeat))
+
+
+def first_written(study: optuna.Study, key: str, value: object) -> object:
+    """The study's user attribute ``key``: set to ``value`` unless a worker set it before."""
+    if key not in study.user_attrs:
+        try:
+            study.set_user_attr(key, value)
+        except Exception:  # another worker wrote it at the same moment: theirs is read below
+            pass
+    return study.user_attrs[key]  # read back, in case another worker wrote first
+
+
+def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str) -> None:
+    """Store ``wanted`` as the settings of a new study; refuse a study made with other ones,
+    with ``advice`` on what to do instead and the command that removes the study."""
+    stored = first_written(study, "settings", wanted)
+    if settings_differ(stored, wanted):
+        raise StoreError(differing_settings_message(study.study_name, url, stored, wanted)
+                         + f"; {advice}: {delete_hint(study.study_name, url)}")
 
 
 def finished_elsewhere(error: BaseException) -> bool:
@@ -253,16 +270,9 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         if not create:
             raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
-    if "settings" not in study.user_attrs:  # a new study, or one another worker has just created
-        study.set_user_attr("settings", settings)
-    stored = study.user_attrs["settings"]  # read back, in case another worker wrote first
-    differing = settings_differ(stored, settings)
-    if differing:
-        url = config.url(suite.name)
-        raise StoreError(differing_settings_message(name, url, stored, settings)
-                         + "; give the suite another name (a TOML file), or use another --storage and --results-dir "
-                           f"(its results would be overwritten), or remove that study to start over: "
-                           f"{delete_hint(name, url)}")
+    check_settings(study, config.url(suite.name), settings,
+                   "give the suite another name (a TOML file), or use another --storage and --results-dir (its "
+                   "results would be overwritten), or remove that study to start over")
     return study
 
 
@@ -379,9 +389,9 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig) -> tuple[Path
     for key in unit_keys(suite):
         config_id, fold = parse_unit(key)
         trials = states.get(key, [])
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        failed = [t for t in trials if t.state == TrialState.FAIL and "error" in t.user_attrs]
-        pending = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        complete = [t for t in trials if trial_status(t) == "complete"]
+        failed = [t for t in trials if trial_status(t) == "failed"]
+        pending = [t for t in trials if trial_status(t) in ("running", "waiting")]
         interrupted = [t for t in trials if trial_status(t) == "interrupted"]  # to be trained again
         trial = (complete or failed or pending or interrupted or [None])[-1 if not complete else 0]
         state = "MISSING" if trial is None else "INTERRUPTED" if trial in interrupted else trial.state.name
