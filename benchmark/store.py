@@ -26,9 +26,10 @@ import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb.models import TrialModel
+from optuna.storages._rdb.models import StudyUserAttributeModel, TrialModel
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import update
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
 
 from benchmark.models import MultitaskVAE, build_model
@@ -85,20 +86,24 @@ def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
 
     A worker takes a trial for dead after ``grace_for`` its own interval, so workers beating at
     other intervals would take each other's live trials and train them twice. Callers open
-    their workers' storages with the returned interval. (Two first workers starting at the same
-    moment with different intervals can still each keep their own.)
+    their workers' storages with the returned interval.
     """
     return int(first_written(study, "heartbeat", heartbeat))
 
 
 def first_written(study: optuna.Study, key: str, value: object) -> object:
-    """The study's user attribute ``key``: set to ``value`` unless a worker set it before."""
+    """The study's user attribute ``key``: set to ``value`` unless a worker set it before.
+
+    Of workers that start together, exactly one writes and all read its value: the write is an
+    insert that the database refuses when the attribute exists, never an overwrite.
+    """
     if key not in study.user_attrs:
-        try:
+        storage = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
+        if isinstance(storage, ClaimingStorage):
+            storage.add_study_user_attr(study._study_id, key, value)
+        else:
             study.set_user_attr(key, value)
-        except Exception:  # another worker wrote it at the same moment: theirs is read below
-            pass
-    return study.user_attrs[key]  # read back, in case another worker wrote first
+    return study.user_attrs[key]
 
 
 def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str) -> None:
@@ -191,7 +196,8 @@ def unit_keys(suite: Suite) -> list[str]:
 
 
 class ClaimingStorage(RDBStorage):
-    """An RDB storage whose WAITING → RUNNING claim is one conditional ``UPDATE``.
+    """An RDB storage whose WAITING → RUNNING claim is one conditional ``UPDATE``, and whose
+    study attributes can be written once (``add_study_user_attr``).
 
     Optuna reads the trial's state and then writes RUNNING; SQLite ignores the read's
     ``FOR UPDATE`` and Python's ``sqlite3`` opens the transaction only at the write, so two
@@ -207,6 +213,17 @@ class ClaimingStorage(RDBStorage):
                  .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
         with self.engine.begin() as connection:
             return connection.execute(claim).rowcount == 1
+
+    def add_study_user_attr(self, study_id: int, key: str, value: object) -> bool:
+        """Store a study attribute unless it exists (the table's unique key refuses a second
+        insert); whether this call stored it. Optuna's own setter overwrites."""
+        row = insert(StudyUserAttributeModel).values(study_id=study_id, key=key, value_json=json.dumps(value))
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(row)
+            return True
+        except IntegrityError:
+            return False
 
 
 def storage_driver_url(url: str) -> str:

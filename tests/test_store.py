@@ -3,6 +3,7 @@
 import socket
 import time
 
+import optuna
 import pandas as pd
 import pytest
 from conftest import times_claimed
@@ -12,6 +13,7 @@ from benchmark.store import (
     UNIT_PARAM,
     StoreConfig,
     StoreError,
+    agree_heartbeat,
     export,
     open_storage,
     open_suite_study,
@@ -54,3 +56,22 @@ def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
     study._storage.set_trial_state_values(trial_id, TrialState.FAIL)  # Ctrl-C: a FAIL without a reason
     table = pd.read_csv(export(study, suite, store)[0])
     assert list(table["state"][:2]) == ["INTERRUPTED", "MISSING"]
+
+
+def test_of_two_workers_starting_together_the_first_heartbeat_holds_for_both(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'beat.db'}"
+    first = optuna.create_study(study_name="s", storage=open_storage(url, StoreConfig(storage=url)))
+    second = optuna.load_study(study_name="s", storage=open_storage(url, StoreConfig(storage=url)))
+    # The second worker looked before the first wrote, so it also finds no interval stored.
+    looked, attrs = [], optuna.Study.user_attrs
+
+    def stale_once(study):
+        if study is second and not looked:
+            looked.append(True)
+            return {}
+        return attrs.fget(study)
+
+    monkeypatch.setattr(optuna.Study, "user_attrs", property(stale_once))
+    assert agree_heartbeat(first, 10) == 10
+    assert agree_heartbeat(second, 30) == 10  # Optuna's setter would have overwritten it with 30
+    assert looked and first.user_attrs["heartbeat"] == 10
