@@ -73,3 +73,19 @@ def test_report_shows_a_few_missing_configurations_and_points_to_the_full_list(s
     out = capsys.readouterr().out
     assert out.count("  missing: ") == 5 and "and 1 more configuration short of folds" in out
     assert len((tmp_path / "reports" / "smoke" / "missing.txt").read_text().splitlines()) == 1 + 6
+
+
+def test_weights_go_to_the_artifacts_dir_and_the_report_finds_them(tmp_path, capsys):
+    (tmp_path / "one.toml").write_text('name = "one"\ndataset = "mnist5k"\nlimit = 100\nfolds = 2\n[train]\n'
+                                       'epochs = 1\nbatch_size = 32\n[[configurations]]\nfamily = "vq-vae"\n'
+                                       'config = 1\nmethod = "baseline"\n')
+    shared = tmp_path / "shared" / "weights"
+    assert cli(tmp_path, "run", "--suite", "one.toml", "--artifacts-dir", str(shared), "--quiet") == 0
+    folds = pd.read_csv(tmp_path / "results" / "one.csv")
+    stored = [p for p in shared.iterdir() if p.is_file()]
+    assert len(stored) == 2 and not (tmp_path / "results" / "one" / "artifacts").exists()
+    assert sorted(folds["checkpoint"]) == sorted(str(p) for p in stored)
+    assert report(tmp_path, "--suite", "one") == 0
+    captured = capsys.readouterr()
+    assert "no checkpoint figures" not in captured.out + captured.err
+    assert list((tmp_path / "reports" / "one" / "figures").glob("reconstruction_*.png"))

@@ -20,10 +20,14 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
                                           "e.g. postgresql://user:pass@host/db to share work across machines")
     parser.add_argument("--studies-dir", type=Path, default=Path("studies"), help="where SQLite studies live")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported")
+    parser.add_argument("--artifacts-dir", type=Path,
+                        help="where best-epoch weights go (default <results-dir>/<suite>/artifacts); a folder "
+                             "every machine sees, when machines keep their own --results-dir")
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(storage=args.storage, studies_dir=args.studies_dir, results_dir=args.results_dir,
+                       artifacts_dir=args.artifacts_dir,
                        heartbeat_interval=getattr(args, "heartbeat", 10),
                        grace_period=grace_for(getattr(args, "heartbeat", 10)))
 
