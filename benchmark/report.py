@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from benchmark.conditioning import PixelSampler
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
 from benchmark.prior_stage import checkpoint_file, merge_prior, prior_cells, prior_figures, read_prior
 from benchmark.stats import (
@@ -214,6 +215,7 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
     table.insert(table.columns.get_loc("n") + 1, "complete", table["n"] == suite.expected_folds)
     table.insert(1, "model", table["family"].map(lambda f: FAMILY_TITLES.get(f, f)))
     table.insert(table.columns.get_loc("params_from"), "parameters", table.apply(parameter_text, axis=1))
+    table.insert(table.columns.get_loc("count") + 1, "observed", observed_pixels(table, suite.meta.get("image_size")))
     # Rows must be told apart in the LaTeX/Markdown tables even when the label does not show
     # the difference (e.g. only the SoftAdapt β differs): then the label names the config id.
     same = table.duplicated(["family", "config", "method", "parameters"], keep=False)
@@ -229,6 +231,14 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
     return merge_prior(table.loc[order].reset_index(drop=True), suite.prior)
 
 
+def observed_pixels(table: pd.DataFrame, image_size: int | None) -> pd.Series:
+    """The constant number of pixels k a Multidecoder's conditioned decoder observes: the
+    count given, else the exact grid's for ``image_size`` (unknown without it); NaN for other methods."""
+    default = PixelSampler("exact", int(image_size)).fixed_count if image_size else math.nan
+    constant = table["method"] == "multidecoder"
+    return table["count"].where(constant).mask(constant & table["count"].isna(), default)
+
+
 def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
     """True where the row has the lowest ``metric`` mean of its (family, config).
 
@@ -242,7 +252,7 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
     means = table[f"{metric}_mean"].where(table["complete"] & (table[f"{metric}_n"] == table["n"]))
     groups = [table["family"], table["config"]]
     if metric == "recon_cond":
-        groups += [table["method"], table["count"].fillna(-1), table["exponent"].fillna(-1)]
+        groups += [table["method"], table["observed"].fillna(-1), table["exponent"].fillna(-1)]
     grouped = means.groupby(groups)
     comparable = grouped.transform("count") > 1 if metric == "recon_cond" else True
     ranked = table["family"] != "vae" if metric == "latent" else True

@@ -398,8 +398,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE
     return model.to(device).eval(), info
 
 
-def export(study: optuna.Study, suite: Suite, config: StoreConfig) -> tuple[Path, Path]:
-    """Write results/<suite>.csv (one row per unit), <suite>_history.csv and <suite>_meta.json."""
+def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_size: int | None = None) -> tuple[Path, Path]:
+    """Write results/<suite>.csv (one row per unit), <suite>_history.csv and <suite>_meta.json
+    (with ``image_size``, the side of the suite's images, when given)."""
     by_id = {c.id: c for c in suite.configurations}
     states = unit_states(study)
     rows, history = [], []
@@ -430,6 +431,6 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig) -> tuple[Path
     pd.DataFrame(rows).to_csv(results_path, index=False)
     pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None).to_csv(history_path, index=False)
     meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,
-            "storage": safe_url(config.url(suite.name))}
+            "storage": safe_url(config.url(suite.name)), "image_size": image_size}
     (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
     return results_path, history_path

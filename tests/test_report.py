@@ -454,3 +454,20 @@ def test_parameters_from_a_search_are_labelled_tuned():
     row = {"family": "vae", "method": "single", "sampling": "gaussian", "exponent": 35.2, "w1": 1.0, "beta": 0.4}
     assert parameter_text({**row, "params_from": "search-vae-1"}) == "gaussian, a=35.2, W₁=1, β=0.4, tuned"
     assert parameter_text({**row, "params_from": float("nan")}) == "gaussian, a=35.2, W₁=1, β=0.4"
+
+
+def test_a_multidecoder_given_the_default_count_is_ranked_with_one_that_leaves_it_implicit(rows):
+    uniform = rows[rows["config_id"] == "vq-vae/1/multidecoder/uniform"]
+    explicit = uniform.assign(config_id="vq-vae/1/multidecoder/uniform/k=49", count=49,
+                              recon_cond=uniform["recon_cond"] * 0.8)
+    both = pd.concat([rows, explicit])
+    # 49 is the 7 × 7 grid of a 28-pixel image; without the image size the default is unknown.
+    for size, observed in ((28, 49), (None, None)):
+        table = build_table(SuiteResults("demo", both, None, {"folds": FOLDS, "image_size": size}))
+        by_id = table.set_index("config_id")
+        implicit = {"vae/1/multidecoder/exact/softadapt": 49, "vq-vae/1/multidecoder/uniform": 49}
+        assert by_id["observed"].dropna().to_dict() == {"vq-vae/1/multidecoder/uniform/k=49": 49,
+                                                        **(implicit if observed else {})}
+        bold = dict(zip(table["config_id"], display_table(table)[1]["Conditioned reconstruction"]))
+        assert bold["vq-vae/1/multidecoder/uniform/k=49"] is (observed is not None)
+        assert not bold["vq-vae/1/multidecoder/uniform"]

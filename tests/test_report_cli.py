@@ -1,5 +1,6 @@
 """`python -m benchmark report` on a real smoke run."""
 
+import json
 import shutil
 
 import numpy as np
@@ -85,6 +86,7 @@ def test_weights_go_to_the_artifacts_dir_and_the_report_finds_them(tmp_path, cap
     stored = [p for p in shared.iterdir() if p.is_file()]
     assert len(stored) == 2 and not (tmp_path / "results" / "one" / "artifacts").exists()
     assert sorted(folds["checkpoint"]) == sorted(str(p) for p in stored)
+    assert json.loads((tmp_path / "results" / "one_meta.json").read_text())["image_size"] == 32  # MNIST padded to 32 × 32
     assert report(tmp_path, "--suite", "one") == 0
     captured = capsys.readouterr()
     assert "no checkpoint figures" not in captured.out + captured.err
