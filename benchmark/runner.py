@@ -43,12 +43,12 @@ from benchmark.store import (
     unit_keys,
     unit_states,
 )
+from benchmark.processes import run_workers, stop_with_parent
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-WORKER_GRACE = 3.0  # seconds workers get to stop on their own after Ctrl-C
 
 
 @dataclass
@@ -329,47 +329,16 @@ def _work_until_interrupted(worker: _Worker) -> None:
             signal.signal(sig, handler)
 
 
-def _stop_with_parent() -> None:
-    """Interrupt this worker process when its parent dies (``kill -9``): an orphan would train on
-    unseen, and nothing would export what it finishes; the next run takes its unit up again."""
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=lambda: (parent.join(), os.kill(os.getpid(), signal.SIGINT)), daemon=True).start()
-
-
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
                      fold_parallel: bool, threads: int) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         worker = _Worker(suite, store, position, show_progress, fold_parallel)
-        _stop_with_parent()
+        stop_with_parent()
         _work_until_interrupted(worker)
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches every worker; the parent exports and says so, once
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the parent of worker processes as Ctrl-C does: workers stopped, units exported."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _stop_workers(processes: list[multiprocessing.process.BaseProcess], grace: float = WORKER_GRACE) -> None:
-    """After Ctrl-C: a terminal's reached the workers as well and they stop within ``grace``
-    seconds; a ``kill -INT`` of the parent alone did not, so it is passed on to them."""
-    deadline = time.monotonic() + grace
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            os.kill(process.pid, signal.SIGINT)
-    for process in processes:
-        process.join()
 
 
 def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
@@ -422,15 +391,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             processes = [context.Process(target=_work_in_process,
                                          args=(suite, store, i, show_progress, together, threads))
                          for i in range(workers)]
-            with _terminate_as_interrupt():
-                try:
-                    for process in processes:
-                        process.start()
-                    for process in processes:
-                        process.join()
-                except KeyboardInterrupt:
-                    _stop_workers([p for p in processes if p.pid is not None])  # before exporting
-                    raise
+            run_workers(processes)  # stopped before the export below
     except KeyboardInterrupt:
         interrupted = True
     else:

@@ -48,6 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.balancing import idle_softadapt_note
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.models import METHODS, model_config
+from benchmark.processes import run_workers, stop_with_parent, terminate_as_interrupt
 from benchmark.store import (
     StoreConfig,
     agree_heartbeat,
@@ -64,7 +65,7 @@ from benchmark.store import (
     trial_status,
     versioned,
 )
-from benchmark.studies import best_trial, load_existing_study
+from benchmark.studies import best_trial, lead_objective, load_existing_study
 
 DEFAULT_STORAGE = "sqlite:///studies/search.db"
 OBJECTIVES = ("recon", "latent", "recon_cond")
@@ -344,7 +345,9 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
     study = open_search_study(settings, storage_url, study_name, options)
     if images is None:
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
-    bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
+    # Trials done before this run start the bar, so that they do not count in its rate and ETA.
+    bar = tqdm(total=options.trials, initial=min(budget_used(study), options.trials), position=position,
+               unit="trial", dynamic_ncols=True,
                desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
     objective = _Objective(settings, options, images, bar)
     deadline = time.monotonic() + options.timeout if options.timeout else math.inf
@@ -367,7 +370,7 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
                     bar.write(taken_over_message(f"trial #{objective.number}", grace_for(options.heartbeat)),
                               file=sys.stderr)
                 best = best_trial(study)
-                objective.best = "–" if best is None else f"{best.values[0]:.4g}"
+                objective.best = "–" if best is None else f"{best.values[lead_objective(study)]:.4g}"
                 bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now
             elif any(t.state == TrialState.RUNNING for t in trials):
                 # Running elsewhere, or on a worker that died: wait to know, and retry its trial if it died.
@@ -383,7 +386,9 @@ def _work_in_process(*args: Any) -> None:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args[3].workers))  # share the cores among workers
     try:
-        _work(*args)
+        stop_with_parent()
+        with terminate_as_interrupt():
+            _work(*args)
     except KeyboardInterrupt:  # Optuna has marked the trial FAIL; the parent reports the interruption
         pass
 
@@ -437,15 +442,13 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
               f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures = 0
     if options.workers == 1:
-        _work(settings, storage_url, name, options, 0, images)
+        with terminate_as_interrupt():  # SIGTERM: the trial is interrupted now, not taken for dead 5 beats later
+            _work(settings, storage_url, name, options, 0, images)
     else:
         context = multiprocessing.get_context("spawn")  # fork and torch threads do not mix
         processes = [context.Process(target=_work_in_process, args=(settings, storage_url, name, options, i))
                      for i in range(options.workers)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
+        run_workers(processes)
         worker_failures = sum(process.exitcode != 0 for process in processes)
     trials = study.get_trials()
     return SearchSummary(name, storage_url, status_counts(trials), best_trial(study), time.perf_counter() - started,

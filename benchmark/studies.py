@@ -28,12 +28,10 @@ TOP = 5
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial; for several objectives, the Pareto-front trial with the lowest first one."""
-    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-        return None
-    if len(study.directions) == 1:
-        return study.best_trial
-    return min(study.best_trials, key=lambda t: (t.values[0], t.number))
+    """The best complete trial; for several objectives, the Pareto-front trial best in the
+    ``lead_objective`` (``recon``, in whatever order the objectives were given)."""
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else None
 
 
 def open_for_reading(url: str) -> RDBStorage | None:
@@ -66,14 +64,32 @@ def objective_names(study: optuna.Study) -> list[str]:
     return ["value"] if len(study.directions) == 1 else [f"value {i}" for i in range(len(study.directions))]
 
 
+def suite_of(study: optuna.Study) -> str | None:
+    """The suite whose units ``study`` holds (a ``run`` study), or None (a ``search`` study)."""
+    settings = study.user_attrs.get("settings")
+    return settings.get("suite") if isinstance(settings, dict) else None
+
+
+def suite_note(suite: str) -> str:
+    return (f"a suite study: each trial is one (configuration, fold) unit of suite {suite!r}, not a point of a "
+            f"search, so no trial is best; its table: python -m benchmark report --suite {suite}")
+
+
+def lead_objective(study: optuna.Study) -> int:
+    """The index of the objective that ranks a Pareto front: ``recon`` where it is one, else the first."""
+    names = objective_names(study)
+    return names.index("recon") if "recon" in names else 0
+
+
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials, best first (for several objectives: the Pareto front, by the first)."""
+    """Complete trials, best first (for several objectives: the Pareto front, by the ``lead_objective``)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(study.directions) > 1:
         front = {t.number for t in study.best_trials}
         complete = [t for t in complete if t.number in front]
-    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return sorted(complete, key=lambda t: (sign * t.values[0], t.number))
+    lead = lead_objective(study)
+    sign = -1.0 if study.directions[lead] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(complete, key=lambda t: (sign * t.values[lead], t.number))
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,7 @@ def list_studies(url: str) -> list[StudyRow]:
     for name in sorted(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)
         counts = status_counts(study.get_trials(deepcopy=False))
-        ranked = ranked_trials(study)
+        ranked = [] if suite_of(study) else ranked_trials(study)
         rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
                              counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
                              tuple(ranked[0].values) if ranked else None))
@@ -137,16 +153,20 @@ def describe_study(study: optuna.Study) -> str:
     if isinstance(settings, dict):
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "ranges"))
         if isinstance(settings.get("ranges"), dict):
-            lines.append("ranges: " + ", ".join(f"{k}={r['low']:g}:{r['high']:g}{':log' if r['log'] else ''}"
-                                                for k, r in settings["ranges"].items()))
+            from benchmark.search import ParamRange  # search imports this module
+
+            # As --range takes them, so that a shown range can be pasted (without a scale it is log).
+            lines.append("ranges: " + ", ".join(f"{k}={ParamRange(**r).text()}" for k, r in settings["ranges"].items()))
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
                  if trial_status(t) == "failed")
+    if suite_of(study):
+        return "\n".join([*lines, suite_note(suite_of(study))])
     ranked = ranked_trials(study)
     if not ranked:
         lines.append("no complete trial yet")
         return "\n".join(lines)
     best = ranked[0]
-    label = "best trial" if len(names) == 1 else "best trial (Pareto front, lowest first objective)"
+    label = "best trial" if len(names) == 1 else f"best trial (Pareto front, lowest {names[lead_objective(study)]})"
     lines.append(f"{label}: #{best.number}  " + ", ".join(f"{n}={_number(v)}" for n, v in zip(names, best.values)))
     lines.append(f"best parameters: {_params_text(best.params)}")
     if "config_id" in best.user_attrs:
@@ -182,10 +202,13 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     multi = len(names) > 1
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     params = sorted({p for t in complete for p in t.params})
-    # Several objectives: the single-value plots show the first objective.
-    target = {"target": (lambda t: t.values[0]), "target_name": names[0]} if multi else {"target_name": names[0]}
+    # Several objectives: the single-value plots show the one that picks the best trial.
+    lead = lead_objective(study)
+    target = {"target": (lambda t: t.values[lead]), "target_name": names[lead]} if multi else {"target_name": names[0]}
     plots: dict[str, tuple] = {}
     notes: list[str] = []
+    if suite_of(study):
+        return [], [suite_note(suite_of(study))]
     if not complete:
         return [], [f"study {study.study_name!r} has no complete trial: nothing to plot"]
     plots["history"] = (vis.plot_optimization_history, target)

@@ -3,6 +3,7 @@
 import collections
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -31,6 +32,27 @@ def smoke_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("smoke")
     assert run_cli(cwd, "--suite", "smoke", "--heartbeat", "1") == 0
     return cwd
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes (multiprocessing's spawn) of process ``parent``."""
+    children = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+    return [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def stopped(pids: list[int], timeout: float = 60) -> bool:
+    """Whether every process of ``pids`` has ended within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return not any(_alive(pid) for pid in pids)
 
 
 def _claim_until_none_waits(url: str, start: multiprocessing.Barrier, claimed: multiprocessing.Queue) -> None:

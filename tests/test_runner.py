@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, stopped, worker_pids
 from optuna.trial import TrialState
 
 from benchmark.runner import Interrupts, _Worker
@@ -179,24 +179,13 @@ def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, wor
     assert f"done {done}, failed 0, not finished {30 - done} of 30 units" in out  # the summary, as at the end
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 def test_workers_stop_when_their_parent_is_killed(tmp_path):
     process = smoke_run_until(tmp_path, 2, "--workers", "2")
-    children = [int(p) for p in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
-    workers = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    workers = worker_pids(process.pid)
     assert len(workers) == 2
     process.send_signal(signal.SIGKILL)
     process.wait()
-    deadline = time.monotonic() + 60
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(_alive(pid) for pid in workers), "orphaned workers kept training"
+    assert stopped(workers), "orphaned workers kept training"
     assert run_cli(tmp_path, "--suite", "smoke", "--heartbeat", "1") == 0  # and their units are taken up again
     assert set(complete_per_unit(study_of(tmp_path, "smoke")).values()) == {1}
 

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, stopped, worker_pids
 from optuna.trial import TrialState
 
-from benchmark.search import SearchSettings, best_configurations, counts_toward_budget, parse_range
+from benchmark.search import SearchSettings, best_configurations, counts_toward_budget, parse_range, study_settings
 from benchmark.store import status_counts, trial_status
 from benchmark.train import DivergedError, FoldResult
 
@@ -186,6 +186,34 @@ def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+@pytest.mark.parametrize("stop", ["term", "kill"])
+def test_search_workers_stop_with_their_parent_and_their_trials_are_not_left_running(tmp_path, stop):
+    command = [sys.executable, "-m", "benchmark", "search", "--model", "vae", "--config", "1", "--method", "single",
+               "--sampling", "gaussian", *SMALL, "--trials", "1000", "--heartbeat", "1", "--workers", "2"]
+    parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # signals reach the parent alone, as `kill` or Slurm send them
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+        try:
+            running = load(tmp_path).get_trials(states=(TrialState.RUNNING,))
+        except Exception:  # the study does not exist yet
+            continue
+        if any(t.user_attrs.get("fold_recon") for t in running):  # a worker is mid-trial
+            break
+    workers = worker_pids(parent.pid)
+    assert len(workers) == 2, parent.communicate()[1]
+    if stop == "term":  # `timeout`, Slurm, systemd: as Ctrl-C
+        parent.send_signal(signal.SIGTERM)
+        err = parent.communicate(timeout=60)[1]
+        assert parent.returncode == 130 and "Traceback" not in err, err
+    else:  # the OOM killer: the workers must not train on unseen
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert stopped(workers), "orphaned workers kept training"
+    assert not load(tmp_path).get_trials(states=(TrialState.RUNNING,))  # interrupted, so a rerun redoes them
+
+
 # --- fast tests with a stand-in for training: the search logic, not the models ---
 
 @pytest.fixture
@@ -245,6 +273,26 @@ def test_two_objectives_give_a_pareto_front_without_pruning(tmp_path, fake_train
     assert cli(tmp_path, "studies", "plot", name) == 0
     assert "pareto" in {Path(p).stem for p in capsys.readouterr().out.split()}
     assert (tmp_path / "reports" / "studies" / name / "pareto.png").read_bytes()[:8] == PNG
+
+
+def test_the_best_of_a_pareto_front_is_its_lowest_recon_whatever_the_order_of_the_objectives(
+        tmp_path, fake_training, capsys):
+    assert search_cli(tmp_path, "--objectives", "latent,recon", "--trials", "1") == 0
+    name = NAME + "-latent-recon"
+    study = load(tmp_path, name)
+    # fake_training: recon grows with the exponent, latent falls with beta; a front of two or more
+    for exponent, beta in ((1.5, 0.2), (50.0, 4.5)):
+        study.enqueue_trial({"exponent": exponent, "beta": beta})
+    assert search_cli(tmp_path, "--objectives", "latent,recon", "--trials", "3") == 0
+    assert len(study.best_trials) > 1
+    lowest = min(study.best_trials, key=lambda t: (t.values[1], t.number))
+    url = f"sqlite:///{tmp_path / 'studies' / 'search.db'}"
+    configuration, _ = best_configurations([name], url)[("vae", 1, "single", "gaussian", False)]
+    assert (configuration.method.exponent, configuration.method.balance.beta) == (
+        lowest.params["exponent"], lowest.params["beta"])
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "show", name) == 0
+    assert f"best trial (Pareto front, lowest recon): #{lowest.number} " in capsys.readouterr().out
 
 
 def test_multidecoder_with_softadapt_searches_its_beta(tmp_path, fake_training):
@@ -390,6 +438,15 @@ def test_unreachable_storage_is_one_line(tmp_path, capsys):
 def test_parse_range_and_defaults():
     assert parse_range("exponent=10:60") == ("exponent", parse_range("exponent=10:60:log")[1])
     assert not parse_range("exponent=5:80:linear")[1].log
+
+
+def test_studies_show_gives_ranges_as_search_takes_them(tmp_path, fake_training, capsys):
+    assert search_cli(tmp_path, "--range", "exponent=5:80:linear", "--trials", "1") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "show", NAME) == 0
+    shown = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ranges: "))
+    ranges = dict(parse_range(text) for text in shown.removeprefix("ranges: ").split(", "))
+    assert ranges == study_settings(load(tmp_path)).ranges and not ranges["exponent"].log
     settings = SearchSettings("vae", 2, "multidecoder", "exact")
     assert list(settings.ranges) == ["w1", "w2", "beta"]
     assert SearchSettings.from_dict(settings.to_dict()) == settings
@@ -402,3 +459,16 @@ def test_precision_is_a_search_setting():
     assert SearchSettings.from_dict(settings.to_dict()).precision == "bf16"
     with pytest.raises(ValueError, match="unknown precision 'half'"):
         SearchSettings("vae", 1, "single", "gaussian", precision="half")
+
+
+def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, capsys):
+    url = f"sqlite:///{smoke_run / 'studies' / 'smoke.db'}"
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "list", "--storage", url) == 0
+    listed = capsys.readouterr().out.splitlines()[1].split()
+    assert listed[0] == "suite-smoke" and listed[2] == "30" and listed[-1] == "–"  # no best unit
+    assert cli(tmp_path, "studies", "show", "suite-smoke", "--storage", url) == 0
+    shown = capsys.readouterr().out
+    assert "a suite study" in shown and "report --suite smoke" in shown and "best trial" not in shown
+    assert cli(tmp_path, "studies", "plot", "suite-smoke", "--storage", url) == 1
+    assert "a suite study" in capsys.readouterr().err and not (tmp_path / "reports").exists()
