@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from benchmark.balancing import idle_softadapt_note
 from benchmark.cv import fold_indices, unit_seed
-from benchmark.data import load_dataset
+from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import train_folds_together
 from benchmark.store import (
     UNIT_PARAM,
@@ -374,7 +374,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     beat_note = heartbeat_note(study.study_name, heartbeat, store.heartbeat_interval)
     store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
-    for line in (beat_note, _resume_line(study, suite)):
+    for line in (limit_note(suite.dataset, suite.limit, len(images)), beat_note, _resume_line(study, suite)):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))

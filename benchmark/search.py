@@ -409,7 +409,7 @@ class SearchSummary:
 def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, study_name: str | None = None,
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials."""
-    from benchmark.data import load_dataset
+    from benchmark.data import limit_note, load_dataset
     from benchmark.train import training_device
 
     started = time.perf_counter()
@@ -427,8 +427,9 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
-    if beat_note:
-        print(beat_note, file=sys.stderr)
+    for line in (limit_note(settings.dataset, settings.limit, len(images)), beat_note):
+        if line:
+            print(line, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":
         print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
     train_images = len(images) - math.ceil(len(images) / settings.folds)  # the smallest training fold

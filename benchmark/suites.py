@@ -43,6 +43,14 @@ class Suite:
             raise ValueError(f"suite name {self.name!r} must be letters, digits, '.', '_' or '-' (it names files)")
         if not self.configurations:
             raise ValueError(f"suite {self.name!r} has no configurations")
+        for key, kind, what in (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
+                                ("folds", int, "an integer"), ("repeats", int, "an integer"),
+                                ("seed", int, "an integer"), ("description", str, "text")):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"{key} must be {what}, got {value!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
@@ -154,6 +162,8 @@ def builtin_suites() -> dict[str, Suite]:
 
 
 def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: must be a [[configurations]] table, got {table!r}")
     known = {"family", "config", "method", "sampling", "exponent", "count", "softadapt", "w1", "w2", "beta",
              "softadapt_beta", "variant"}
     unknown = set(table) - known
@@ -162,13 +172,19 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     family, config = table.get("family"), table.get("config")
     if family is None or config is None:
         raise ValueError(f"{where}: needs 'family' and 'config'")
-    if not isinstance(config, int):
+    if isinstance(config, bool) or not isinstance(config, int):
         raise ValueError(f"{where}: config must be an integer, got {config!r}")
     model_config(family, config)  # an unknown family or config is named before anything else uses it
     if "method" not in table:
+        ignored = sorted(set(table) - {"family", "config"})
+        if ignored:  # the grid brings its own parameters: these would be dropped unseen
+            raise ValueError(f"{where}: {', '.join(ignored)} need(s) a method; without one, the table stands for "
+                             "the thesis's 9 configurations of the model, with their own parameters")
         return thesis_grid(family, config)
+    if not isinstance(table.get("softadapt", False), bool):
+        raise ValueError(f"{where}: softadapt must be true or false, got {table['softadapt']!r}")
     try:
-        balance = default_balance(family, bool(table.get("softadapt", False)),
+        balance = default_balance(family, table.get("softadapt", False),
                                   **{k: float(table[k]) for k in ("w1", "w2", "beta") if k in table})
         if "softadapt_beta" in table or "variant" in table:
             balance = replace(balance, softadapt_beta=float(table.get("softadapt_beta", balance.softadapt_beta)),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from test_data import write_mnist
 from torch import nn
 
 from benchmark.bench import (
@@ -153,6 +154,17 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     rows = list(csv.DictReader((out / "throughput.csv").open()))
     assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"
     assert sorted(p.name for p in out.iterdir()) == ["throughput.csv"]  # the folder holds one run
+
+
+def test_cli_bench_reads_a_torchvision_dataset_from_data_root(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    write_mnist(tmp_path / "data", rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), np.arange(16) % 10,
+                rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), np.arange(4))
+    code = main(["bench", "--dataset", "mnist", "--data-root", str(tmp_path / "data"), "--families", "vq-vae:1",
+                 "--methods", "baseline", "--steps", "1", "--warmup", "0", "--batch", "8", "--device", "cpu",
+                 "--peak-size", "64", "--no-naive", "--quiet", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    assert len(list(csv.DictReader((tmp_path / "out" / "throughput.csv").open()))) == 1
 
 
 def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, capsys):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.data import DATASET_NAMES, Dataset, DatasetNotFoundError, load_dataset
+from benchmark.data import DATASET_NAMES, Dataset, DatasetNotFoundError, limit_note, load_dataset
 from benchmark.data.splits import subset_indices
 
 
@@ -422,6 +422,7 @@ def test_torchvision_datasets_need_data_root(name: str) -> None:
         ({"test_fraction": 0.0}, r"\(0, 1\)"),
         ({"test_fraction": 1.0}, r"\(0, 1\)"),
         ({"image_size": 64}, "fixed image size"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 2\^32\), got -1"),
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
@@ -433,3 +434,9 @@ def test_dataset_rejects_wrong_dtype() -> None:
     images = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
     with pytest.raises(ValueError, match="float32"):
         Dataset("x", images, images, None)
+
+
+def test_a_limit_above_the_dataset_is_noted_once_all_images_are_used() -> None:
+    assert limit_note("digits", 100_000, 1_437) == (
+        "note: limit 100,000 is more than the 1,437 training images of digits; all of them are used")
+    assert limit_note("digits", 1_437, 1_437) is None and limit_note("digits", None, 10) is None

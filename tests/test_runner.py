@@ -263,6 +263,7 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
+    (["--suite", "smoke", "--seed", "-1"], "seed must be >= 0, got -1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_path, capsys, args, message):
     (smoke_run / "broken.toml").write_text("name = [unclosed")
@@ -314,6 +315,24 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
      "method 'single' needs a sampling: uniform or gaussian"),
     ('name = "t"\n[train]\nepochs = "one"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
      "epochs must be a number (an integer), got 'one'"),
+    # Values of the wrong kind: one line, not a traceback from deep inside.
+    ('name = "t"\nfolds = "5"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "folds must be an integer, got '5'"),
+    ('name = "t"\nrepeats = 2.0\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "repeats must be an integer"),
+    ('name = "t"\nseed = -1\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "seed must be >= 0, got -1"),
+    ('name = "t"\ndataset = 5\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "dataset must be a name, got 5"),
+    ('name = "t"\ndata_root = 5\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "data_root must be a path"),
+    ('name = "t"\nconfigurations = [1, 2]\n', "configuration 1: must be a [[configurations]] table"),
+    ('name = "t"\n[train]\nweight_decay = -1\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "[train] weight_decay must be a finite number >= 0, got -1"),
+    ('name = "t"\n[train]\nlr = inf\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "[train] learning rate must be a finite number > 0, got inf"),
+    # Values that would otherwise train something else than written.
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\nsampling = "uniform"\n'
+     'softadapt = "false"\n', "softadapt must be true or false, got 'false'"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = true\nmethod = "baseline"\n',
+     "config must be an integer, got True"),
+    ('name = "t"\n[[configurations]]\nfamily = "vq-vae"\nconfig = 1\nsampling = "gaussian"\nexponent = 30\n',
+     "exponent, sampling need(s) a method; without one, the table stands for the thesis's 9 configurations"),
 ])
 def test_a_suite_file_with_a_typo_is_one_line_and_exit_2(tmp_path, capsys, text, message):
     (tmp_path / "typo.toml").write_text(text)
@@ -372,3 +391,12 @@ def test_repeated_kfold_trains_every_fold_of_every_repeat(tmp_path, capsys):
     # a repeat is a new shuffle: its validation split differs from the first repeat's
     first, second = (table[(table["config_id"] == table["config_id"][0]) & (table["fold"] == f)] for f in (0, 2))
     assert first["recon"].item() != second["recon"].item()
+
+
+def test_a_limit_above_the_dataset_says_that_all_images_are_used(tmp_path, capsys):
+    (tmp_path / "all.toml").write_text('name = "all"\ndataset = "digits"\nlimit = 100000\nfolds = 2\n[train]\n'
+                                       'epochs = 1\n[[configurations]]\nfamily = "vq-vae"\nconfig = 1\n'
+                                       'method = "baseline"\n')
+    assert run_cli(tmp_path, "--suite", "all.toml", "--heartbeat", "1") == 0
+    assert "note: limit 100,000 is more than the 1,438 training images of digits" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "results" / "all.csv")[["n_train", "n_val"]].sum(axis=1).eq(1_438).all()

@@ -7,6 +7,6 @@
 """
 
 from .dataset import Dataset, DatasetNotFoundError
-from .registry import DATASET_NAMES, FOLDER_PREFIX, load_dataset
+from .registry import DATASET_NAMES, FOLDER_PREFIX, limit_note, load_dataset
 
-__all__ = ["DATASET_NAMES", "FOLDER_PREFIX", "Dataset", "DatasetNotFoundError", "load_dataset"]
+__all__ = ["DATASET_NAMES", "FOLDER_PREFIX", "Dataset", "DatasetNotFoundError", "limit_note", "load_dataset"]

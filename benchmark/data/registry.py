@@ -22,7 +22,7 @@ def _choices() -> str:
     return ", ".join((*DATASET_NAMES, FOLDER_PREFIX + "PATH"))
 
 
-def _check_arguments(limit: int | None, test_fraction: float, image_size: int | None) -> None:
+def _check_arguments(limit: int | None, test_fraction: float, image_size: int | None, seed: int) -> None:
     # bool is an int subclass; limit=True is a bug, not "one image".
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer (>= 1) or None, got {limit!r}")
@@ -30,6 +30,8 @@ def _check_arguments(limit: int | None, test_fraction: float, image_size: int | 
         raise ValueError(f"test_fraction must be in the open interval (0, 1), got {test_fraction!r}")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive integer (>= 1) or None, got {image_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:  # numpy's seed range
+        raise ValueError(f"seed must be an integer in [0, 2^32), got {seed!r}")
 
 
 def load_dataset(
@@ -59,7 +61,7 @@ def load_dataset(
     Raises ``ValueError`` for bad arguments and :class:`DatasetNotFoundError` (a
     ``ValueError``) when a dataset's files are missing, with a one-line explanation.
     """
-    _check_arguments(limit, test_fraction, image_size)
+    _check_arguments(limit, test_fraction, image_size, seed)
 
     if name.startswith(FOLDER_PREFIX):
         folder = name[len(FOLDER_PREFIX):]
@@ -98,3 +100,10 @@ def load_dataset(
     if name == "cifar10":
         return load_cifar10(root, download=download, limit=limit, seed=seed)
     return load_celeba(root, download=download, limit=limit, seed=seed, image_size=image_size)
+
+
+def limit_note(dataset: str, limit: int | None, used: int) -> str | None:
+    """One line when ``limit`` asked for more training images than ``dataset`` has (all ``used``)."""
+    if limit is None or used >= limit:
+        return None
+    return f"note: limit {limit:,} is more than the {used:,} training images of {dataset}; all of them are used"
