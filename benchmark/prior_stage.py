@@ -4,7 +4,9 @@ A VQ-VAE is trained in two stages (thesis §2.2.2): encoder, codebook and decode
 arbitrary prior; then an autoregressive prior p(z) over the discrete code maps (thesis §2.5.1,
 ``benchmark.prior``).  For every VQ-VAE configuration of a suite that ``run`` finished, this module
 
-1. takes the best fold: lowest validation ``recon`` among the COMPLETE folds with a checkpoint;
+1. takes one fold for every configuration: the lowest fold COMPLETE (with a checkpoint) in all of
+   the suite's VQ-VAE configurations, or the one asked for. The priors are then scored on the
+   same validation images, and no fold is chosen for a good score (which would flatter it);
 2. rebuilds that fold's train/validation split exactly as the runner did (the meta file's
    dataset, limit and seed → ``load_dataset`` → ``fold_indices``), so the prior is scored on
    images neither stage trained on;
@@ -14,7 +16,8 @@ arbitrary prior; then an autoregressive prior p(z) over the discrete code maps (
 5. draws a few samples (prior → ``quantizer.lookup`` → decoder 1, and for conditioned methods the
    conditioned decoder given 16 observed pixels of real validation images) on the same device;
 6. stores weights and samples in ``results/<suite>/priors/<name>.pt`` and one row per
-   configuration in ``results/<suite>_prior.csv`` (rerunning replaces that row).
+   configuration in ``results/<suite>_prior.csv`` with the settings it was made with (rerunning
+   replaces that row; rows made with other settings are not mixed in, see ``check_kept_rows``).
 
 The report reads the CSV for its "Prior NLL" column and the stored samples for
 ``figures/generated_<name>.{png,pdf}``; generating here keeps the report cheap and lets the
@@ -40,8 +43,10 @@ from benchmark.models import MultitaskVAE
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
 from benchmark.train import eval_mode
 
+# What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
+SETTINGS = ("fold", "epochs", "batch_size", "lr", "hidden", "layers", "kernel")
 PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "epochs", "best_epoch",
-                 "n_train", "n_val", "prior_path", "seconds")
+                 "n_train", "n_val", "prior_path", "seconds", "batch_size", "lr", "hidden", "layers", "kernel")
 OLD_NAMES = {"val_bits_per_dim": "val_bits_per_code"}  # columns renamed since: older CSVs are read as the new
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
@@ -87,7 +92,7 @@ class PriorTarget:
     config_id: str
     method: str
     fold: int
-    recon: float              # validation per-pixel MSE of that fold (the selection criterion)
+    recon: float              # validation per-pixel MSE of that fold, as the run measured it
     checkpoint: Path
     n_train: int | None       # as recorded by the runner, to check the rebuilt split against
     n_val: int | None
@@ -97,15 +102,17 @@ def _count(value: object) -> int | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
 
 
-def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None
-                   ) -> tuple[list[PriorTarget], list[str], dict]:
-    """The best fold of every VQ-VAE configuration of ``suite`` (or of those named).
+def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None,
+                   fold: int | None = None) -> tuple[list[PriorTarget], list[str], dict]:
+    """One fold of every VQ-VAE configuration of ``suite`` (or of those named): ``fold``, or by
+    default the lowest fold COMPLETE in every VQ-VAE configuration of the suite that has one
+    (named or not, so that a rerun of some takes the fold of the others).
 
     Returns (targets in suite order, skipped configurations with the reason, the run's meta).
     Raises ``ValueError`` (one line) for an unknown suite, a suite without VQ-VAE configurations,
-    an unknown configuration id, a named configuration without a usable fold, no usable fold at
-    all, or a missing checkpoint.  Unnamed configurations without any COMPLETE fold are skipped,
-    not fatal, so that a partly finished suite can still get its priors.
+    an unknown configuration id, no fold common to the configurations, a named configuration
+    without that fold, no usable fold at all, or a missing checkpoint.  Unnamed configurations
+    without the fold are skipped, not fatal, so that a partly finished suite can still get its priors.
     """
     from benchmark.report import load_suite  # the report owns reading the runner's files
     from benchmark.stats import completed
@@ -126,17 +133,26 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
                              f"choose from: {', '.join(vq)}")
     done = completed(results)
     done = done[(done["checkpoint"] != "") & done["recon"].notna()]
+    folds = {c: set(done.loc[done["config_id"] == c, "fold"].astype(int)) for c in vq}
+    if fold is None:
+        started = [f for c, f in folds.items() if f]
+        common = set.intersection(*started) if started else set()
+        if started and not common:
+            have = "; ".join(f"{c}: {', '.join(map(str, sorted(f))) or 'none'}" for c, f in folds.items())
+            raise ValueError(f"no fold is COMPLETE in every VQ-VAE configuration of suite {suite!r} ({have}); "
+                             "choose one with --fold (configurations without it are skipped)")
+        fold = min(common, default=0)
     targets, skipped = [], []
     for config_id in [c for c in vq if not named or c in named]:
-        rows = done[done["config_id"] == config_id]
+        rows = done[(done["config_id"] == config_id) & (done["fold"] == fold)]
         if rows.empty:
-            reason = (f"{config_id}: no COMPLETE fold with a checkpoint; "
+            reason = (f"{config_id}: fold {fold} is not COMPLETE with a checkpoint; "
                       f"finish it with `python -m benchmark run --suite {suite}`")
             if named:
                 raise ValueError(reason)
             skipped.append(reason)
             continue
-        best = rows.sort_values(["recon", "fold"], kind="stable").iloc[0]  # ties: the lowest fold
+        best = rows.iloc[0]
         checkpoint = checkpoint_file(best["checkpoint"], results_dir, suite)
         if not checkpoint.is_file():
             raise ValueError(f"checkpoint of {config_id} fold {int(best['fold'])} is missing: {best['checkpoint']} "
@@ -144,7 +160,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
         targets.append(PriorTarget(config_id, str(best["method"]), int(best["fold"]), float(best["recon"]),
                                    checkpoint, _count(best.get("n_train")), _count(best.get("n_val"))))
     if not targets:
-        raise ValueError(f"no VQ-VAE configuration of suite {suite!r} has a COMPLETE fold with a checkpoint yet "
+        raise ValueError(f"no VQ-VAE configuration of suite {suite!r} has fold {fold} COMPLETE with a checkpoint yet "
                          f"({', '.join(vq)}); finish them with `python -m benchmark run --suite {suite}`")
     return targets, skipped, meta
 
@@ -302,6 +318,21 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
     return frame
 
 
+def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], settings: dict) -> None:
+    """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
+    were made with other ones: the Prior NLL column would compare them as if alike."""
+    old = read_prior(results_dir, suite)
+    if old is None:
+        return
+    kept = old[~old["config_id"].isin(list(replaced))]
+    differing = [f"{key} {', '.join(f'{v:g}' for v in sorted(set(kept[key])))} there, {settings[key]:g} now"
+                 for key in SETTINGS if key in kept and kept[key].notna().all() and (kept[key] != settings[key]).any()]
+    if differing:
+        raise ValueError(f"{prior_csv_path(results_dir, suite)} holds priors of {', '.join(kept['config_id'])} made "
+                         f"with other settings ({'; '.join(differing)}); rerun without --config to replace every "
+                         "configuration's, or give these the same settings")
+
+
 def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str]) -> Path:
     """Replace the rows of these configurations in ``<suite>_prior.csv`` (keep the others), in suite order."""
     path = prior_csv_path(results_dir, suite)
@@ -341,7 +372,8 @@ def resolve_device(device: str) -> torch.device:
 def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None, *, epochs: int = 30,
                     batch_size: int = 128, lr: float = 1e-3, device: str = "auto", samples: int = 8,
                     temperature: float = 1.0, hidden: int = 64, layers: int = 8, kernel: int = 5,
-                    show_progress: bool = True, on_result: Callable[[dict], None] | None = None) -> PriorStageSummary:
+                    fold: int | None = None, show_progress: bool = True,
+                    on_result: Callable[[dict], None] | None = None) -> PriorStageSummary:
     """Fit, score and store the prior of every VQ-VAE configuration of a finished run (see module doc).
 
     Every argument and every target is checked before anything is trained or written.  The CSV
@@ -355,7 +387,12 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     PriorConfig(2, hidden, layers, kernel)  # validates the sizes now rather than after the first encoding
     torch_device = resolve_device(device)
     results_dir = Path(results_dir)
-    targets, skipped, meta = select_targets(results_dir, suite, config_ids)
+    if fold is not None and fold < 0:
+        raise ValueError(f"need --fold >= 0; got {fold}")
+    targets, skipped, meta = select_targets(results_dir, suite, config_ids, fold)
+    settings = {"fold": targets[0].fold, "epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden,
+                "layers": layers, "kernel": kernel}
+    check_kept_rows(results_dir, suite, [t.config_id for t in targets], settings)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     from benchmark.store import load_checkpoint
 
@@ -399,7 +436,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             row = {"config_id": target.config_id, "fold": target.fold, "val_nll_nats": result.val_nll_nats,
                    "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats, "epochs": epochs,
                    "best_epoch": best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
-                   "prior_path": str(path), "seconds": time.perf_counter() - started}
+                   "prior_path": str(path), "seconds": time.perf_counter() - started, **settings}
             _update_csv(results_dir, suite, [row], order)
             summary.rows.append(row)
             if on_result is not None:

@@ -12,16 +12,19 @@ from benchmark.suites import suite_name
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     prior = sub.add_parser(
         "prior", help="train the Gated PixelCNN prior of each VQ-VAE configuration of a finished run",
-        description="For every VQ-VAE configuration of a finished run (or those named with --config): take the "
-                    "best fold's checkpoint, rebuild that fold's train/validation split, encode both into code "
+        description="For every VQ-VAE configuration of a finished run (or those named with --config): take one "
+                    "fold's checkpoint (the same fold for every configuration, so that their priors are scored on "
+                    "the same images), rebuild that fold's train/validation split, encode both into code "
                     "maps, train a Gated PixelCNN on the training codes and score it on the validation codes. "
                     "Writes results/<suite>/priors/<name>.pt and results/<suite>_prior.csv (rerunning replaces "
-                    "a configuration's row; Ctrl-C keeps the configurations finished, and a rerun trains every one "
+                    "a configuration's row, and refuses to mix rows made with other settings; Ctrl-C keeps the configurations finished, and a rerun trains every one "
                     "anew unless --config names some); `report` then adds a Prior NLL column and generated-image "
                     "figures.")
     prior.add_argument("--suite", required=True, help="a suite that `run` finished (its results CSV must exist)")
     prior.add_argument("--config", dest="configs", nargs="+", action="extend", metavar="CONFIG_ID",
                        help="only these VQ-VAE configurations, e.g. vq-vae/1/baseline (repeatable)")
+    prior.add_argument("--fold", type=int, help="the fold to use (default: the lowest fold COMPLETE in every VQ-VAE "
+                                                "configuration of the suite)")
     prior.add_argument("--epochs", type=int, default=30, help="prior training epochs (default 30; the best "
                                                               "epoch by validation NLL is kept)")
     prior.add_argument("--batch-size", type=int, default=128, help="code maps per step (default 128)")
@@ -75,7 +78,7 @@ def _prior(args: argparse.Namespace, finished: list[str]) -> int:
     summary = run_prior_stage(args.results_dir, args.suite, args.configs, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, device=args.device, samples=args.samples,
                               temperature=args.temperature, hidden=args.hidden, layers=args.layers,
-                              show_progress=not args.quiet, on_result=show)
+                              fold=args.fold, show_progress=not args.quiet, on_result=show)
     for reason in summary.skipped:
         print(f"  skipped {reason}", file=sys.stderr)
     if summary.rows:
