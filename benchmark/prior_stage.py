@@ -11,8 +11,9 @@ arbitrary prior; then an autoregressive prior p(z) over the discrete code maps (
    dataset, limit and seed → ``load_dataset`` → ``fold_indices``), so the prior is scored on
    images neither stage trained on;
 3. encodes both parts into code maps (N, h, w) with the trained VQ-VAE (eval mode, batched);
-4. fits the prior on the training codes and scores it on the validation codes (nats per code and
-   bits per code; a uniform prior scores ln K nats = log2 K bits);
+4. fits the prior on the training codes (its epoch chosen on a tenth of them, held out) and scores
+   it on the validation codes (nats per code and bits per code; a uniform prior scores ln K nats =
+   log2 K bits);
 5. draws a few samples (prior → ``quantizer.lookup`` → decoder 1, and for conditioned methods the
    conditioned decoder given 16 observed pixels of real validation images) on the same device;
 6. stores weights and samples in ``results/<suite>/priors/<name>.pt`` and one row per
@@ -427,7 +428,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             if samples:
                 bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
                 drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature)
-            best_epoch = min(result.history, key=lambda r: r["val_nll"])["epoch"]
+            best_epoch = result.best_epoch
             path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
             save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
                                       "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": best_epoch,

@@ -106,8 +106,9 @@ def test_prior_on_mnist_codes_beats_uniform_and_unigram(mnist_prior):
     assert result.val_nll_nats < 0.45 * result.uniform_nats, result.history
     assert result.val_nll_nats < 0.85 * unigram, (result.val_nll_nats, unigram)
     assert result.val_bits_per_code == pytest.approx(result.val_nll_nats / math.log(2))
-    # The returned model is the best epoch, and its score can be reproduced.
-    assert result.val_nll_nats == pytest.approx(min(r["val_nll"] for r in result.history))
+    # The returned model is the epoch best on the held-out training maps, and its score can be reproduced.
+    chosen = min(result.history, key=lambda r: r["held_out_nll"])
+    assert (result.best_epoch, result.val_nll_nats) == (chosen["epoch"], chosen["val_nll"])
     with torch.no_grad():
         assert float(result.model.nll(torch.from_numpy(val))) == pytest.approx(result.val_nll_nats, rel=1e-4)
 
@@ -183,13 +184,16 @@ def test_training_is_seeded():
     assert runs[0].history == runs[1].history and runs[0].history != runs[2].history
 
 
-def test_best_epoch_is_kept_when_validation_gets_worse():
-    # Few random training maps and a large step size: the prior overfits, validation NLL rises.
-    codes = torch.randint(0, 4, (24, 4, 4), generator=torch.Generator().manual_seed(0))
+def test_the_epoch_is_chosen_on_held_out_training_maps_not_on_the_validation_maps():
+    # Few random training maps and a large step size: the prior overfits, held-out NLL rises.
+    codes = torch.randint(0, 4, (40, 4, 4), generator=torch.Generator().manual_seed(0))
     config = PriorConfig(num_codes=4, hidden=16, layers=2, kernel=3)
-    result = train_prior(codes[:8], codes[8:], config, epochs=12, batch_size=8, lr=3e-2, seed=0)
-    val_curve = [r["val_nll"] for r in result.history]
-    assert val_curve[-1] > min(val_curve) + 1e-3, "setup should overfit; otherwise the test is vacuous"
-    assert result.val_nll_nats == pytest.approx(min(val_curve))
+    result = train_prior(codes[:10], codes[10:], config, epochs=12, batch_size=8, lr=3e-2, seed=0, held_out=0.2)
+    held = [r["held_out_nll"] for r in result.history]
+    assert held[-1] > min(held) + 1e-3, "setup should overfit; otherwise the test is vacuous"
+    chosen = result.history[result.best_epoch - 1]
+    assert chosen["held_out_nll"] == min(held) and result.val_nll_nats == chosen["val_nll"]
     with torch.no_grad():
-        assert float(result.model.nll(codes[8:])) == pytest.approx(min(val_curve), rel=1e-5)
+        assert float(result.model.nll(codes[10:])) == pytest.approx(chosen["val_nll"], rel=1e-5)
+    with pytest.raises(ValueError, match="need at least two training code maps"):
+        train_prior(codes[:1], codes[10:], config, epochs=1)

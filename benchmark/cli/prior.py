@@ -25,8 +25,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="only these VQ-VAE configurations, e.g. vq-vae/1/baseline (repeatable)")
     prior.add_argument("--fold", type=int, help="the fold to use (default: the lowest fold COMPLETE in every VQ-VAE "
                                                 "configuration of the suite)")
-    prior.add_argument("--epochs", type=int, default=30, help="prior training epochs (default 30; the best "
-                                                              "epoch by validation NLL is kept)")
+    prior.add_argument("--epochs", type=int, default=30,
+                       help="prior training epochs (default 30; the epoch kept is the one with the lowest NLL on a "
+                            "tenth of the training codes, held out, so that the validation NLL is not flattered)")
     prior.add_argument("--batch-size", type=int, default=128, help="code maps per step (default 128)")
     prior.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     prior.add_argument("--hidden", type=int, default=64, help="PixelCNN channels (default 64)")
