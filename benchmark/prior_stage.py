@@ -153,13 +153,13 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
                 raise ValueError(reason)
             skipped.append(reason)
             continue
-        best = rows.iloc[0]
-        checkpoint = checkpoint_file(best["checkpoint"], results_dir, suite)
+        row = rows.iloc[0]
+        checkpoint = checkpoint_file(row["checkpoint"], results_dir, suite)
         if not checkpoint.is_file():
-            raise ValueError(f"checkpoint of {config_id} fold {int(best['fold'])} is missing: {best['checkpoint']} "
+            raise ValueError(f"checkpoint of {config_id} fold {fold} is missing: {row['checkpoint']} "
                              f"(run the command where `run` ran, or rerun `run --suite {suite}`)")
-        targets.append(PriorTarget(config_id, str(best["method"]), int(best["fold"]), float(best["recon"]),
-                                   checkpoint, _count(best.get("n_train")), _count(best.get("n_val"))))
+        targets.append(PriorTarget(config_id, str(row["method"]), fold, float(row["recon"]),
+                                   checkpoint, _count(row.get("n_train")), _count(row.get("n_val"))))
     if not targets:
         raise ValueError(f"no VQ-VAE configuration of suite {suite!r} has fold {fold} COMPLETE with a checkpoint yet "
                          f"({', '.join(vq)}); finish them with `python -m benchmark run --suite {suite}`")
@@ -326,12 +326,18 @@ def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], sett
     if old is None:
         return
     kept = old[~old["config_id"].isin(list(replaced))]
+    if kept.empty:
+        return
+    if not all(key in kept and kept[key].notna().all() for key in SETTINGS):
+        raise ValueError(f"{prior_csv_path(results_dir, suite)} holds priors of {', '.join(kept['config_id'])} made "
+                         "by an earlier version, which chose each one's fold and epoch on its validation score; "
+                         "rerun without --config to replace every configuration's, or remove that file")
     differing = [f"{key} {', '.join(f'{v:g}' for v in sorted(set(kept[key])))} there, {settings[key]:g} now"
-                 for key in SETTINGS if key in kept and kept[key].notna().all() and (kept[key] != settings[key]).any()]
+                 for key in SETTINGS if (kept[key] != settings[key]).any()]
     if differing:
         raise ValueError(f"{prior_csv_path(results_dir, suite)} holds priors of {', '.join(kept['config_id'])} made "
-                         f"with other settings ({'; '.join(differing)}); rerun without --config to replace every "
-                         "configuration's, or give these the same settings")
+                         f"with other settings ({'; '.join(differing)}); give these the same settings, rerun "
+                         "without --config to replace every configuration's, or remove that file")
 
 
 def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str]) -> Path:

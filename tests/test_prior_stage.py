@@ -20,6 +20,7 @@ from PIL import Image
 from sklearn.model_selection import KFold
 
 from benchmark.prior_stage import (
+    check_kept_rows,
     decode_conditioned,
     draw_samples,
     encode_codes,
@@ -199,8 +200,8 @@ def test_rerunning_one_configuration_replaces_its_row_and_keeps_the_settings_of_
 
 
 def test_the_fold_is_common_to_the_configurations_and_can_be_chosen(smoke_run, tmp_path):
+    linked_results(smoke_run, tmp_path)
     results = tmp_path / "results"
-    shutil.copytree(smoke_run / "results", results)
     table = read(tmp_path, "smoke.csv")
     table.loc[(table["config_id"] == "vq-vae/1/baseline") & (table["fold"] < 2), "state"] = "FAIL"
     table.to_csv(results / "smoke.csv", index=False)
@@ -221,6 +222,11 @@ def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(tmp_pat
                                             "vq-vae/1/baseline,2,3.0,4.328,4.852,p.pt\n")
     frame = read_prior(tmp_path, "old")
     assert "val_bits_per_dim" not in frame and frame.loc[0, "val_bits_per_code"] == 4.328
+    # Its rows record no settings: priors made now are not mixed with them.
+    settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
+    check_kept_rows(tmp_path, "old", ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
+    with pytest.raises(ValueError, match="made by an earlier version.*rerun without --config"):
+        check_kept_rows(tmp_path, "old", ["vq-vae/1/single/gaussian/a=40"], settings)
 
 
 def linked_results(smoke_run, tmp_path) -> None:
