@@ -208,7 +208,7 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     shuffle = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=shuffle)
-    held = max(1, round(held_out * len(train)))
+    held = min(len(train) - 1, max(1, round(held_out * len(train))))
     train, selection = train[order[held:]], train[order[:held]]
 
     history: list[dict] = []
@@ -231,7 +231,7 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if best is None or record["held_out_nll"] < best["held_out_nll"]:
+        if best is None or record["held_out_nll"] < best["held_out_nll"] or not math.isfinite(best["held_out_nll"]):
             best, best_state = record, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()

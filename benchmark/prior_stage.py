@@ -311,7 +311,7 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
     path = prior_csv_path(results_dir, suite)
     if not path.is_file() or not path.stat().st_size:
         return None
-    frame = pd.read_csv(path).rename(columns=OLD_NAMES)
+    frame = pd.read_csv(path, dtype={"prior_path": str}).rename(columns=OLD_NAMES)
     missing = [c for c in ("config_id", "fold", "val_nll_nats") if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
@@ -321,23 +321,29 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
 
 def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], settings: dict) -> None:
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
-    were made with other ones: the Prior NLL column would compare them as if alike."""
+    were made with other ones: the Prior NLL column would compare them as if alike. Rows about
+    to be replaced that were made with other settings are removed now, so that an interrupted
+    stage does not leave them next to new ones."""
     old = read_prior(results_dir, suite)
     if old is None:
         return
-    kept = old[~old["config_id"].isin(list(replaced))]
-    if kept.empty:
-        return
-    if not all(key in kept and kept[key].notna().all() for key in SETTINGS):
-        raise ValueError(f"{prior_csv_path(results_dir, suite)} holds priors of {', '.join(kept['config_id'])} made "
-                         "by an earlier version, which chose each one's fold and epoch on its validation score; "
-                         "rerun without --config to replace every configuration's, or remove that file")
+    path, replaced = prior_csv_path(results_dir, suite), old["config_id"].isin(list(replaced))
+    kept = old[~replaced]
+    if not kept.empty and not all(key in kept and kept[key].notna().all() for key in SETTINGS):
+        raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made by an earlier version, which "
+                         "chose each one's fold and epoch on its validation score; rerun without --config to replace "
+                         "every configuration's, or remove that file")
     differing = [f"{key} {', '.join(f'{v:g}' for v in sorted(set(kept[key])))} there, {settings[key]:g} now"
-                 for key in SETTINGS if (kept[key] != settings[key]).any()]
+                 for key in SETTINGS if not kept.empty and (kept[key] != settings[key]).any()]
     if differing:
-        raise ValueError(f"{prior_csv_path(results_dir, suite)} holds priors of {', '.join(kept['config_id'])} made "
-                         f"with other settings ({'; '.join(differing)}); give these the same settings, rerun "
-                         "without --config to replace every configuration's, or remove that file")
+        raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made with other settings "
+                         f"({'; '.join(differing)}); give these the same settings, rerun without --config to replace "
+                         "every configuration's, or remove that file")
+    alike = pd.Series(True, index=old.index)
+    for key in SETTINGS:
+        alike &= old[key].eq(settings[key]) if key in old else False
+    if (replaced & ~alike).any():
+        _write_csv(old[~(replaced & ~alike)], path)
 
 
 def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str]) -> Path:
@@ -348,11 +354,15 @@ def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str
     if old is not None:
         new = pd.concat([old[~old["config_id"].isin(new["config_id"])], new], ignore_index=True)
     rank = {c: i for i, c in enumerate(order)}
-    new = new.sort_values("config_id", key=lambda ids: ids.map(lambda c: rank.get(c, len(rank))), kind="stable")
-    tmp = path.with_name(f".{path.name}.tmp")
-    new.to_csv(tmp, index=False)
-    tmp.replace(path)  # a reader never sees half a file
+    _write_csv(new.sort_values("config_id", key=lambda ids: ids.map(lambda c: rank.get(c, len(rank))), kind="stable"),
+               path)
     return path
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)  # a reader never sees half a file
 
 
 # --------------------------------------------------------------------------- the stage

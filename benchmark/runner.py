@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -43,7 +40,7 @@ from benchmark.store import (
     unit_keys,
     unit_states,
 )
-from benchmark.processes import run_workers, stop_with_parent
+from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device
@@ -97,39 +94,6 @@ class Heartbeats:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-
-
-class Interrupts:
-    """Ctrl-C in a worker: raised at once while it trains or waits, elsewhere at the next check.
-
-    Raised inside a storage call, a ``KeyboardInterrupt`` broke SQLAlchemy's clean-up ("Error
-    closing cursor" and a traceback on the terminal) or vanished in one of its callbacks and
-    left a run that did not stop (2 of 40 Ctrl-C tests). Outside the training and waiting
-    regions, where the storage is used, the interrupt is only noted; ``check`` raises it.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._immediate = False
-
-    def on_signal(self, signum: int, frame: object) -> None:
-        self.requested = True
-        if self._immediate:
-            raise KeyboardInterrupt
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def immediate(self) -> Iterator[None]:
-        """A region that an interrupt can cut short without leaving a storage call half done."""
-        self.check()
-        self._immediate = True
-        try:
-            yield
-        finally:
-            self._immediate = False
 
 
 class _Worker:
@@ -321,12 +285,8 @@ class _Worker:
 def _work_until_interrupted(worker: _Worker) -> None:
     """``worker.work()`` with Ctrl-C, and SIGTERM (``timeout``, Slurm, systemd), handled by
     ``worker.interrupts``."""
-    previous = {sig: signal.signal(sig, worker.interrupts.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with worker.interrupts.handling():
         worker.work()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,

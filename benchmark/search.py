@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.balancing import idle_softadapt_note
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
 from benchmark.models import METHODS, model_config
-from benchmark.processes import run_workers, stop_with_parent, terminate_as_interrupt
+from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.store import (
     StoreConfig,
     agree_heartbeat,
@@ -89,7 +89,8 @@ class ParamRange:
                              f"{' on a log scale' if self.log else ''}, got {self.low:g}:{self.high:g}")
 
     def text(self) -> str:
-        return f"{self.low:g}:{self.high:g}:{'log' if self.log else 'linear'}"
+        """As ``--range`` takes it, exactly (a rounded range would be another search's)."""
+        return f"{self.low!r}:{self.high!r}:{'log' if self.log else 'linear'}"
 
 
 DEFAULT_RANGES = {"exponent": ParamRange(1.0, 100.0), "w1": ParamRange(0.1, 10.0), "w2": ParamRange(0.1, 10.0),
@@ -272,10 +273,10 @@ def budget_used(study: optuna.Study) -> int:
 class _Objective:
     """Trains one trial's configuration over every fold; reports the running mean for pruning."""
 
-    def __init__(self, settings: SearchSettings, options: SearchOptions, images, bar) -> None:
+    def __init__(self, settings: SearchSettings, options: SearchOptions, images, bar, interrupts: Interrupts) -> None:
         from benchmark.cv import fold_indices
 
-        self.settings, self.images, self.bar = settings, images, bar
+        self.settings, self.images, self.bar, self.interrupts = settings, images, bar, interrupts
         self.folds = fold_indices(len(images), settings.folds, settings.seed)
         self.train_config = settings.train_config(options.device)
         self.best = "–"
@@ -312,8 +313,9 @@ class _Objective:
                                          f"best {self.best}", refresh=True)
 
             try:
-                result = train_fold(configuration, self.images[train_idx], self.images[val_idx], self.train_config,
-                                    unit_seed(settings.seed, configuration.id, fold), on_epoch)
+                with self.interrupts.immediate():  # Ctrl-C in a storage call is raised at the next fold
+                    result = train_fold(configuration, self.images[train_idx], self.images[val_idx],
+                                        self.train_config, unit_seed(settings.seed, configuration.id, fold), on_epoch)
             except DivergedError as err:
                 trial.set_user_attr("error", f"fold {fold}: {err}")  # FAIL with its reason; the search goes on
                 raise
@@ -333,7 +335,15 @@ class _Objective:
 
 def _work(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
           position: int = 0, images=None) -> None:
-    """One worker: start trials until the budget is used up or the timeout has passed."""
+    """One worker: start trials until the budget is used up or the timeout has passed; Ctrl-C and
+    SIGTERM stop it (a ``KeyboardInterrupt``) while it trains or waits, never inside a storage call."""
+    interrupts = Interrupts()
+    with interrupts.handling():
+        _work_handling(settings, storage_url, study_name, options, position, images, interrupts)
+
+
+def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
+                   position: int, images, interrupts: Interrupts) -> None:
     from tqdm.auto import tqdm
 
     from benchmark.data import load_dataset
@@ -345,23 +355,25 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
     study = open_search_study(settings, storage_url, study_name, options)
     if images is None:
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
-    # Trials done before this run start the bar, so that they do not count in its rate and ETA.
-    bar = tqdm(total=options.trials, initial=min(budget_used(study), options.trials), position=position,
-               unit="trial", dynamic_ncols=True,
+    bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
                desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
-    objective = _Objective(settings, options, images, bar)
+    objective = _Objective(settings, options, images, bar, interrupts)
     deadline = time.monotonic() + options.timeout if options.timeout else math.inf
     try:
         while time.monotonic() < deadline:
+            interrupts.check()
             fail_stale_trials(study)  # a killed worker's trial becomes FAIL and is queued again
             fail_orphans(study, grace_for(options.heartbeat))
             trials = study.get_trials(deepcopy=False)
-            used = sum(counts_toward_budget(t) for t in trials)
-            bar.n = min(used, options.trials)
+            used = min(sum(counts_toward_budget(t) for t in trials), options.trials)
+            # Trials counted at this worker's first look (or lost since: a dead worker's) are not in its rate or ETA.
+            bar.initial = used if bar.n == 0 else min(bar.initial, used)
+            bar.n = used
             bar.refresh()
             if used < options.trials:
                 try:
                     study.optimize(objective, n_trials=1, catch=(DivergedError,))
+                    interrupts.check()  # one that came while Optuna stored the trial
                 except Exception as err:
                     if objective.interrupted:  # Ctrl-C in a trial that was taken over: still a Ctrl-C
                         raise KeyboardInterrupt from err
@@ -374,7 +386,8 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
                 bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now
             elif any(t.state == TrialState.RUNNING for t in trials):
                 # Running elsewhere, or on a worker that died: wait to know, and retry its trial if it died.
-                time.sleep(min(5, options.heartbeat))
+                with interrupts.immediate():
+                    time.sleep(min(5, options.heartbeat))
             else:
                 break
     finally:
@@ -387,8 +400,7 @@ def _work_in_process(*args: Any) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args[3].workers))  # share the cores among workers
     try:
         stop_with_parent()
-        with terminate_as_interrupt():
-            _work(*args)
+        _work(*args)
     except KeyboardInterrupt:  # Optuna has marked the trial FAIL; the parent reports the interruption
         pass
 
@@ -443,8 +455,7 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
               f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures = 0
     if options.workers == 1:
-        with terminate_as_interrupt():  # SIGTERM: the trial is interrupted now, not taken for dead 5 beats later
-            _work(settings, storage_url, name, options, 0, images)
+        _work(settings, storage_url, name, options, 0, images)
     else:
         context = multiprocessing.get_context("spawn")  # fork and torch threads do not mix
         processes = [context.Process(target=_work_in_process, args=(settings, storage_url, name, options, i))

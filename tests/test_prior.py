@@ -197,3 +197,4 @@ def test_the_epoch_is_chosen_on_held_out_training_maps_not_on_the_validation_map
         assert float(result.model.nll(codes[10:])) == pytest.approx(chosen["val_nll"], rel=1e-5)
     with pytest.raises(ValueError, match="need at least two training code maps"):
         train_prior(codes[:1], codes[10:], config, epochs=1)
+    assert train_prior(codes[:2], codes[10:], config, epochs=1, held_out=0.9).best_epoch == 1  # one map trains

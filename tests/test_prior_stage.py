@@ -224,9 +224,9 @@ def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(tmp_pat
     assert "val_bits_per_dim" not in frame and frame.loc[0, "val_bits_per_code"] == 4.328
     # Its rows record no settings: priors made now are not mixed with them.
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
-    check_kept_rows(tmp_path, "old", ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
     with pytest.raises(ValueError, match="made by an earlier version.*rerun without --config"):
         check_kept_rows(tmp_path, "old", ["vq-vae/1/single/gaussian/a=40"], settings)
+    check_kept_rows(tmp_path, "old", ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
 
 
 def linked_results(smoke_run, tmp_path) -> None:
@@ -328,3 +328,15 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
 def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args):
     assert cli(smoke_run, "prior", "--suite", "smoke", *args, "--quiet") == 2
     one_line_error(capsys)
+
+
+def test_a_full_rerun_with_other_settings_removes_the_old_rows_first(tmp_path):
+    old = pd.DataFrame({"config_id": ["a", "b"], "fold": [0, 0], "val_nll_nats": [3.0, 3.1], "prior_path": ["", ""],
+                        "epochs": [30, 30], "batch_size": [128, 128], "lr": [1e-3, 1e-3], "hidden": [64, 64],
+                        "layers": [8, 8], "kernel": [5, 5]})
+    old.to_csv(tmp_path / "s_prior.csv", index=False)
+    settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
+    check_kept_rows(tmp_path, "s", ["a", "b"], settings)  # the same settings: rows kept until replaced
+    assert list(read_prior(tmp_path, "s")["config_id"]) == ["a", "b"]
+    check_kept_rows(tmp_path, "s", ["a", "b"], {**settings, "hidden": 32})  # a Ctrl-C now leaves no old row
+    assert read_prior(tmp_path, "s").empty

@@ -331,6 +331,10 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
      'softadapt = "false"\n', "softadapt must be true or false, got 'false'"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = true\nmethod = "baseline"\n',
      "config must be an integer, got True"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\nbeta = true\n',
+     "beta must be a number, got True"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nsampling = "uniform"\n'
+     'exponent = "30"\n', "exponent must be a number, got '30'"),
     ('name = "t"\n[[configurations]]\nfamily = "vq-vae"\nconfig = 1\nsampling = "gaussian"\nexponent = 30\n',
      "exponent, sampling need(s) a method; without one, the table stands for the thesis's 9 configurations"),
 ])

@@ -27,7 +27,8 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(storage=args.storage, studies_dir=args.studies_dir, results_dir=args.results_dir,
-                       artifacts_dir=args.artifacts_dir,
+                       # Absolute: the results record where each checkpoint is, for `report` run elsewhere.
+                       artifacts_dir=args.artifacts_dir.absolute() if args.artifacts_dir else None,
                        heartbeat_interval=getattr(args, "heartbeat", 10),
                        grace_period=grace_for(getattr(args, "heartbeat", 10)))
 
