@@ -17,7 +17,8 @@ arbitrary prior; then an autoregressive prior p(z) over the discrete code maps (
 5. draws a few samples (prior → ``quantizer.lookup`` → decoder 1, and for conditioned methods the
    conditioned decoder given 16 observed pixels of real validation images) on the same device;
 6. stores weights and samples in ``results/<suite>/priors/<name>.pt`` and one row per
-   configuration in ``results/<suite>_prior.csv`` with the settings it was made with (rerunning
+   configuration in ``results/<suite>_prior.csv`` (``n_train``: the fold's training code maps, a
+   tenth of them held out) with the settings it was made with (rerunning
    replaces that row; rows made with other settings are not mixed in, see ``check_kept_rows``).
 
 The report reads the CSV for its "Prior NLL" column and the stored samples for

@@ -395,7 +395,8 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
            warnings: list[str]) -> str:
     """README of the report directory: what the run was, each file, what is missing."""
     meta = suite.meta
-    described = {"table.csv": "tidy numbers: one row per configuration; parameters, `n` folds done and "
+    described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
+                              "Multidecoder's conditioned decoder sees, given or default), `n` folds done and "
                               "`complete` (all of them), `<metric>_mean/var/std/n` "
                               "(variance ddof=0; `_n` finite values), `<metric>_mean_diff/ci_low/ci_high/t/p/"
                               "p_holm/rel_change/significant/n_pairs` against the baseline (the 95% CI is per "

@@ -478,7 +478,7 @@ def best_configurations(study_names: list[str], storage_url: str
                         ) -> dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]]:
     """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study).
 
-    For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken.
+    For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
     Raises ``ValueError`` for an unknown study, one without a complete trial, or two studies
     that tune the same (family, config, method, sampling, softadapt).
     """
