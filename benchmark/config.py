@@ -17,6 +17,15 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]) -> None:
+    """A one-line ``ValueError`` for the first (field, kind, what it must be) that ``instance``
+    breaks; a bool is not a number, though Python counts it as an int."""
+    for name, kind, what in kinds:
+        value = getattr(instance, name)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """A method and its conditioning and loss-balancing parameters.
@@ -121,12 +130,9 @@ class TrainConfig:
     precision: str = "auto"  # training steps under bf16 autocast: auto (on CUDA only) | fp32 | bf16
 
     def __post_init__(self) -> None:
-        for name, kind, what in (("epochs", int, "a number (an integer)"), ("batch_size", int, "a number (an integer)"),
-                                 ("lr", (int, float), "a number"), ("weight_decay", (int, float), "a number"),
-                                 ("device", str, "a name"), ("precision", str, "a name")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(f"{name} must be {what}, got {value!r}")
+        check_kinds(self, (("epochs", int, "a number (an integer)"), ("batch_size", int, "a number (an integer)"),
+                           ("lr", (int, float), "a number"), ("weight_decay", (int, float), "a number"),
+                           ("device", str, "a name"), ("precision", str, "a name")))
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

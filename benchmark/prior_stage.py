@@ -445,16 +445,15 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             if samples:
                 bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
                 drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature)
-            best_epoch = result.best_epoch
             path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
             save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
-                                      "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": best_epoch,
+                                      "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": result.best_epoch,
                                       "val_nll_nats": result.val_nll_nats, "temperature": temperature,
                                       "code_shape": list(train_codes.shape[1:])}, drawn)
-            row = {"config_id": target.config_id, "fold": target.fold, "val_nll_nats": result.val_nll_nats,
-                   "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats, "epochs": epochs,
-                   "best_epoch": best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
-                   "prior_path": str(path), "seconds": time.perf_counter() - started, **settings}
+            row = {"config_id": target.config_id, "val_nll_nats": result.val_nll_nats,
+                   "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats,
+                   "best_epoch": result.best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
+                   "prior_path": str(path), "seconds": time.perf_counter() - started, **settings}  # with fold, epochs
             _update_csv(results_dir, suite, [row], order)
             summary.rows.append(row)
             if on_result is not None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 WORKER_GRACE = 3.0  # seconds workers get to stop on their own after Ctrl-C
+WORKER_PATIENCE = 60.0  # seconds after which a worker whose interrupt was lost is ended
 
 
 class Interrupts:
@@ -62,7 +63,7 @@ class Interrupts:
                 signal.signal(sig, handler)
 
 
-def stop_with_parent(patience: float = 60.0) -> None:
+def stop_with_parent(patience: float = WORKER_PATIENCE) -> None:
     """Interrupt this worker process (as Ctrl-C) when its parent dies; end it after ``patience``
     seconds if the interrupt was lost (the trial it leaves RUNNING is taken up by heartbeat)."""
     parent = multiprocessing.parent_process()
@@ -89,7 +90,7 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess], grace: float = WORKER_GRACE,
-                 patience: float = 60.0) -> None:
+                 patience: float = WORKER_PATIENCE) -> None:
     """After Ctrl-C: a terminal's reached the workers as well and they stop within ``grace``
     seconds; a ``kill -INT`` of the parent alone did not, so it is passed on to them, and a
     worker still running ``patience`` seconds later is killed."""

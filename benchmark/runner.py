@@ -20,6 +20,7 @@ from benchmark.balancing import idle_softadapt_note
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import train_folds_together
+from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.store import (
     UNIT_PARAM,
     StoreConfig,
@@ -40,7 +41,6 @@ from benchmark.store import (
     unit_keys,
     unit_states,
 )
-from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device

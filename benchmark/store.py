@@ -95,14 +95,12 @@ def first_written(study: optuna.Study, key: str, value: object) -> object:
     """The study's user attribute ``key``: set to ``value`` unless a worker set it before.
 
     Of workers that start together, exactly one writes and all read its value: the write is an
-    insert that the database refuses when the attribute exists, never an overwrite.
+    insert that the database refuses when the attribute exists, never an overwrite. ``study`` is
+    opened on an ``open_storage`` storage.
     """
     if key not in study.user_attrs:
-        storage = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
-        if isinstance(storage, ClaimingStorage):
-            storage.add_study_user_attr(study._study_id, key, value)
-        else:
-            study.set_user_attr(key, value)
+        storage: ClaimingStorage = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
+        storage.add_study_user_attr(study._study_id, key, value)
     return study.user_attrs[key]
 
 
@@ -214,16 +212,15 @@ class ClaimingStorage(RDBStorage):
         with self.engine.begin() as connection:
             return connection.execute(claim).rowcount == 1
 
-    def add_study_user_attr(self, study_id: int, key: str, value: object) -> bool:
+    def add_study_user_attr(self, study_id: int, key: str, value: object) -> None:
         """Store a study attribute unless it exists (the table's unique key refuses a second
-        insert); whether this call stored it. Optuna's own setter overwrites."""
+        insert). Optuna's own setter overwrites."""
         row = insert(StudyUserAttributeModel).values(study_id=study_id, key=key, value_json=json.dumps(value))
         try:
             with self.engine.begin() as connection:
                 connection.execute(row)
-            return True
-        except IntegrityError:
-            return False
+        except IntegrityError:  # another worker stored it first
+            pass
 
 
 def storage_driver_url(url: str) -> str:

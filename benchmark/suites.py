@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.config import Configuration, MethodConfig, TrainConfig, check_kinds, default_balance
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
@@ -43,12 +43,9 @@ class Suite:
             raise ValueError(f"suite name {self.name!r} must be letters, digits, '.', '_' or '-' (it names files)")
         if not self.configurations:
             raise ValueError(f"suite {self.name!r} has no configurations")
-        for key, kind, what in (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
-                                ("folds", int, "an integer"), ("repeats", int, "an integer"),
-                                ("seed", int, "an integer"), ("description", str, "text")):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(f"{key} must be {what}, got {value!r}")
+        check_kinds(self, (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
+                           ("folds", int, "an integer"), ("repeats", int, "an integer"),
+                           ("seed", int, "an integer"), ("description", str, "text")))
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.folds < 2:

@@ -17,9 +17,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "the same images), rebuild that fold's train/validation split, encode both into code "
                     "maps, train a Gated PixelCNN on the training codes and score it on the validation codes. "
                     "Writes results/<suite>/priors/<name>.pt and results/<suite>_prior.csv (rerunning replaces "
-                    "a configuration's row, and refuses to mix rows made with other settings; Ctrl-C keeps the configurations finished, and a rerun trains every one "
-                    "anew unless --config names some); `report` then adds a Prior NLL column and generated-image "
-                    "figures.")
+                    "a configuration's row, and refuses to mix rows made with other settings; Ctrl-C keeps the "
+                    "configurations finished, and a rerun trains every one anew unless --config names some); "
+                    "`report` then adds a Prior NLL column and generated-image figures.")
     prior.add_argument("--suite", required=True, help="a suite that `run` finished (its results CSV must exist)")
     prior.add_argument("--config", dest="configs", nargs="+", action="extend", metavar="CONFIG_ID",
                        help="only these VQ-VAE configurations, e.g. vq-vae/1/baseline (repeatable)")
