@@ -451,7 +451,7 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
         print(note + " (its β has no effect on the results)", file=sys.stderr)
     if options.show_progress:
         print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch(s) on {settings.dataset}"
-              f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings)}; "
+              f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
               f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures = 0
     if options.workers == 1:
@@ -496,5 +496,6 @@ def best_configurations(study_names: list[str], storage_url: str
     return found
 
 
-def describe_ranges(settings: SearchSettings) -> str:
-    return ", ".join(f"{name}={r.text()}" for name, r in settings.ranges.items())
+def describe_ranges(ranges: dict[str, ParamRange]) -> str:
+    """``NAME=LOW:HIGH:SCALE, ...`` as ``--range`` takes them, so that a shown range can be pasted back."""
+    return ", ".join(f"{name}={r.text()}" for name, r in ranges.items())

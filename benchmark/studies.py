@@ -153,10 +153,9 @@ def describe_study(study: optuna.Study) -> str:
     if isinstance(settings, dict):
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "ranges"))
         if isinstance(settings.get("ranges"), dict):
-            from benchmark.search import ParamRange  # search imports this module
+            from benchmark.search import ParamRange, describe_ranges  # search imports this module
 
-            # As --range takes them, so that a shown range can be pasted (without a scale it is log).
-            lines.append("ranges: " + ", ".join(f"{k}={ParamRange(**r).text()}" for k, r in settings["ranges"].items()))
+            lines.append("ranges: " + describe_ranges({k: ParamRange(**r) for k, r in settings["ranges"].items()}))
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
                  if trial_status(t) == "failed")
     if suite_of(study):
