@@ -3,7 +3,8 @@
 A trial trains one configuration over the same folds as the suite runner
 (``fold_indices(len(train), folds, seed)``, per-fold seed ``unit_seed(seed, configuration.id,
 fold)``), so a configuration found here and then trained by ``run`` reproduces the trial's
-fold values. After each fold the trial reports the running mean of validation ``recon`` so
+fold values (exactly on the same device and CPU thread count, as ``--workers`` sets it; up to
+float noise otherwise). After each fold the trial reports the running mean of validation ``recon`` so
 that the pruner can stop poor trials early; the objective is the mean validation ``recon``
 over the folds (or ``recon`` and ``latent`` together: a Pareto front, without pruning,
 which Optuna does not offer for several objectives).

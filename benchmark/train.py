@@ -191,8 +191,9 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     """Train ``configuration`` on one fold and return its best epoch.
 
     The seed fixes the initial weights, the batch order, the training masks and noise;
-    validation masks and noise use seeds derived from it, so rerunning a fold on CPU gives the same
-    numbers. Raises ``DivergedError`` when a loss becomes NaN or infinite.
+    validation masks and noise use seeds derived from it, so rerunning a fold on the same CPU with
+    the same thread count gives the same numbers (another thread count, as under ``--workers``,
+    sums in another order: float noise). Raises ``DivergedError`` when a loss becomes NaN or infinite.
     """
     device = training_device(train_config)
     if device.type == "cpu":
