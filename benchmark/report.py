@@ -67,6 +67,8 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "Cells: mean ± population variance over folds, (n=…) where fewer folds have a value; "
             "reconstruction as per-pixel MSE; "
             "KL summed over latent dimensions (Gaussian VAE), VQ loss (VQ-VAE).")
+TUNED_NOTE = (" Tuned: parameters chosen by a search on these images, so the row's scores and its "
+              "test against the baseline are optimistic (selection bias).")
 
 
 class ReportError(ValueError):
@@ -292,6 +294,12 @@ def tex(text: str) -> str:
     return _TEX_PATTERN.sub(lambda match: _TEX[match.group()], text)
 
 
+def footnote(table: pd.DataFrame) -> str:
+    """The tables' footnote; with the selection-bias caveat when a row's parameters were tuned."""
+    tuned = table["params_from"].fillna("").astype(str).str.len().gt(0).any()
+    return FOOTNOTE + (TUNED_NOTE if tuned else "")
+
+
 def latex_table(table: pd.DataFrame, caption: str) -> str:
     """A booktabs ``table`` float with \\multirow groups, bold best cells and a † footnote."""
     cells, bold = display_table(table)
@@ -324,7 +332,7 @@ def latex_table(table: pd.DataFrame, caption: str) -> str:
     lines.insert(lines.index(r"\begin{tabular}" + f"{{{spec}}}"), r"\makebox[\linewidth][c]{%")
     close = lines.index(r"\end{tabular}")
     lines[close] += "}"
-    lines.insert(close + 1, r"\par\smallskip\parbox{\linewidth}{\footnotesize " + tex(FOOTNOTE) + "}")
+    lines.insert(close + 1, r"\par\smallskip\parbox{\linewidth}{\footnotesize " + tex(footnote(table)) + "}")
     return "\n".join(lines) + "\n"
 
 
@@ -341,7 +349,7 @@ def markdown_table(table: pd.DataFrame) -> str:
         previous = labels
         values = [f"**{v}**" if b else v for v, b in zip(row, marks)]
         lines.append("| " + " | ".join([*shown, labels[3], *values]).replace("\n", " ") + " |")
-    return "\n".join(lines) + "\n\n" + FOOTNOTE + "\n"
+    return "\n".join(lines) + "\n\n" + footnote(table) + "\n"
 
 
 def _caption(suite: SuiteResults) -> str:

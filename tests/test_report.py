@@ -18,7 +18,8 @@ from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import build_model
-from benchmark.report import ReportError, SuiteResults, build_table, display_table, write_report
+from benchmark.report import (ReportError, SuiteResults, build_table, display_table, latex_table, markdown_table,
+                              write_report)
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
@@ -454,6 +455,16 @@ def test_parameters_from_a_search_are_labelled_tuned():
     row = {"family": "vae", "method": "single", "sampling": "gaussian", "exponent": 35.2, "w1": 1.0, "beta": 0.4}
     assert parameter_text({**row, "params_from": "search-vae-1"}) == "gaussian, a=35.2, W₁=1, β=0.4, tuned"
     assert parameter_text({**row, "params_from": float("nan")}) == "gaussian, a=35.2, W₁=1, β=0.4"
+
+
+def test_the_tables_warn_that_a_tuned_rows_test_is_optimistic(rows):
+    plain = build_table(SuiteResults("demo", rows, None, {"folds": FOLDS}))
+    tuned = rows.assign(params_from=np.where(rows["method"] == "single", "search-vq", ""))
+    table = build_table(SuiteResults("demo", tuned, None, {"folds": FOLDS}))
+    for text in (markdown_table(table), latex_table(table, "demo")):
+        assert "test against the baseline are optimistic" in text
+    for text in (markdown_table(plain), latex_table(plain, "demo")):
+        assert "optimistic" not in text
 
 
 def test_a_multidecoder_given_the_default_count_is_ranked_with_one_that_leaves_it_implicit(rows):
