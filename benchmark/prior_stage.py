@@ -473,12 +473,13 @@ def merge_prior(table: pd.DataFrame, prior: pd.DataFrame | None) -> pd.DataFrame
     names = {"val_nll_nats": "prior_nll_nats", "val_bits_per_code": "prior_bits_per_code",
              "uniform_nats": "prior_uniform_nats", "fold": "prior_fold", "epochs": "prior_epochs"}
     columns = prior.reindex(columns=["config_id", *names]).rename(columns=names)
-    return table.merge(columns.drop_duplicates("config_id", keep="last"), on="config_id", how="left")
+    merged = table.merge(columns.drop_duplicates("config_id", keep="last"), on="config_id", how="left")
+    return merged.astype({"prior_fold": "Int64", "prior_epochs": "Int64"})
 
 
 def prior_cells(table: pd.DataFrame) -> list[str]:
-    """"NLL (fold k)" in nats per code, blank for rows without a prior (Gaussian VAEs)."""
-    return ["" if pd.isna(nll) else f"{nll:.3f} (fold {int(fold)})"
+    """"NLL (fold k)" in nats per code, "–" for rows without a prior (Gaussian VAEs)."""
+    return ["–" if pd.isna(nll) else f"{nll:.3f} (fold {int(fold)})"
             for nll, fold in zip(table["prior_nll_nats"], table["prior_fold"])]
 
 

@@ -1,7 +1,7 @@
 """The report: results/<suite>{.csv,_history.csv,_meta.json} → reports/<suite>/.
 
-Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``, ``index.md``,
-``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
+Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``, ``comparison.{md,tex}``
+(each method against its baseline), ``index.md``, ``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
 is validated before anything is written, so an unknown or empty suite leaves no files.
 After ``python -m benchmark prior``: a "Prior NLL" column and ``figures/generated_*`` (VQ-VAE).
 
@@ -29,6 +29,7 @@ from benchmark.conditioning import PixelSampler
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
 from benchmark.prior_stage import checkpoint_file, merge_prior, prior_cells, prior_figures, read_prior
 from benchmark.stats import (
+    COMPARED,
     METHOD_TITLES,
     METRICS,
     compare_with_baseline,
@@ -56,17 +57,37 @@ TEX_TITLES = {"Reconstruction loss": r"\shortstack{Reconstruction\\loss}", "KL /
 INDEX_TITLES = ("Model", "Config", "Method", "Parameters")
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
+FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
+    "curves_": "Validation curves of each method's configurations against the baseline (mean over folds, "
+               "band: min–max over folds).",
+    "reconstruction_": "Held-out test images: input | decoder 1 | decoder 2 | mask, from the first fold's "
+                       "best-epoch weights.",
+    "error_vs_observed_": "The conditioned decoder's error against the number of observed pixels (the numbers "
+                          "in the CSV).",
+    "sampling_types": "The three mask samplers (exact, uniform, gaussian) on one image.",
+    "generated_": "Images decoded from samples of each VQ-VAE's prior.",
+}
 FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
             "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
             "methods of one model config, per metric; tested only where both have every fold done. "
-            "Bold: lowest mean within a model config, among "
+            "Bold: lowest mean within a model config, among two or more "
             "configurations with every fold done; for the "
             "conditioned reconstruction, among the rows that observe the same number of pixels (one "
             "method with the same count k or power-law exponent); a Gaussian VAE's KL is not ranked "
             "(the lowest KL is not the best model). "
-            "Cells: mean ± population variance over folds, (n=…) where fewer folds have a value; "
+            "Cells: mean ± population variance over folds, each fold at its epoch of lowest validation "
+            "total loss, (n=…) where fewer folds have a value; "
             "reconstruction as per-pixel MSE; "
             "KL summed over latent dimensions (Gaussian VAE), VQ loss (VQ-VAE).")
+COMPARISON_TITLES = ("Difference", "95% interval", "Change", "p (Holm)", "Folds")
+COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline of the same model and config, paired "
+                   "on fold; negative is a lower loss. 95% interval and p: corrected resampled t-test "
+                   "(Nadeau & Bengio, 2003), the interval per comparison, p Holm-adjusted over the methods "
+                   "of one model config per metric, and only where both have every fold done (– otherwise). "
+                   "Change: the difference relative to the baseline's mean. † p (Holm) < 0.05.")
+PRIOR_NOTE = (" Prior NLL: validation negative log-likelihood of a VQ-VAE's code maps under a Gated "
+              "PixelCNN prior fitted to the training codes of one fold, the same fold for every row "
+              "(nats per code, lower is better; a uniform prior scores ln K).")
 TUNED_NOTE = (" Tuned: parameters chosen by a search on these images, so the row's scores and its "
               "test against the baseline are optimistic (selection bias).")
 
@@ -214,6 +235,10 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
     repeats = int(suite.meta.get("repeats", 1) or 1)
     comparison = comparison_wide(compare_with_baseline(suite.results, k=int(suite.meta["folds"]), repeats=repeats))
     table = summary.merge(comparison, on="config_id", how="left")
+    for metric in COMPARED:  # no baseline, or no fold paired: no test, so no claim either way
+        untested = table[f"{metric}_n_pairs"].fillna(0) == 0
+        table[f"{metric}_n_pairs"] = table[f"{metric}_n_pairs"].astype("Int64").mask(untested)
+        table[f"{metric}_significant"] = table[f"{metric}_significant"].astype("boolean").mask(untested)
     table.insert(table.columns.get_loc("n") + 1, "complete", table["n"] == suite.expected_folds)
     table.insert(1, "model", table["family"].map(lambda f: FAMILY_TITLES.get(f, f)))
     table.insert(table.columns.get_loc("params_from"), "parameters", table.apply(parameter_text, axis=1))
@@ -238,7 +263,7 @@ def observed_pixels(table: pd.DataFrame, image_size: int | None) -> pd.Series:
     count given, else the exact grid's for ``image_size`` (unknown without it); NaN for other methods."""
     default = PixelSampler("exact", int(image_size)).fixed_count if image_size else math.nan
     constant = table["method"] == "multidecoder"
-    return table["count"].where(constant).mask(constant & table["count"].isna(), default)
+    return table["count"].where(constant).mask(constant & table["count"].isna(), default).astype("Int64")
 
 
 def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
@@ -246,8 +271,8 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
 
     The conditioned reconstruction depends on how many pixels a decoder observes, so it is
     ranked only among rows that observe the same number: one method with the same constant k
-    (Multidecoder) or power-law exponent (Single decoder), and only where there are two or more.
-    Only configurations with every fold done, each with a value, are ranked: means over other
+    (Multidecoder) or power-law exponent (Single decoder). A row is bold only beside another
+    ranked one. Only configurations with every fold done, each with a value, are ranked: means over other
     folds do not compare. A Gaussian VAE's KL is not ranked: the lowest is a collapsed
     posterior, not the best model.
     """
@@ -256,7 +281,7 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
     if metric == "recon_cond":
         groups += [table["method"], table["observed"].fillna(-1), table["exponent"].fillna(-1)]
     grouped = means.groupby(groups)
-    comparable = grouped.transform("count") > 1 if metric == "recon_cond" else True
+    comparable = grouped.transform("count") > 1  # the best of one is no finding
     ranked = table["family"] != "vae" if metric == "latent" else True
     return means.notna() & (means == grouped.transform("min")) & comparable & ranked
 
@@ -295,9 +320,10 @@ def tex(text: str) -> str:
 
 
 def footnote(table: pd.DataFrame) -> str:
-    """The tables' footnote; with the selection-bias caveat when a row's parameters were tuned."""
+    """The tables' footnote; with the prior's column explained when it is there, and the
+    selection-bias caveat when a row's parameters were tuned."""
     tuned = table["params_from"].fillna("").astype(str).str.len().gt(0).any()
-    return FOOTNOTE + (TUNED_NOTE if tuned else "")
+    return FOOTNOTE + (PRIOR_NOTE if "prior_nll_nats" in table else "") + (TUNED_NOTE if tuned else "")
 
 
 def latex_table(table: pd.DataFrame, caption: str) -> str:
@@ -336,20 +362,82 @@ def latex_table(table: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """GitHub Markdown with blank repeated group cells, **bold** best cells and † marks."""
-    cells, bold = display_table(table)
-    header = [*INDEX_TITLES, *cells.columns]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join([" --- "] * len(INDEX_TITLES) + [" ---: "] * cells.shape[1]) + "|"]
+def _markdown(cells: pd.DataFrame, bold: pd.DataFrame, grouped: int) -> list[str]:
+    """Markdown lines of ``cells`` (text indexed by labels), **bold** where ``bold``; the first
+    ``grouped`` index levels are shown only where their group starts."""
+    names = list(cells.index.names)
+    lines = ["| " + " | ".join([*names, *cells.columns]) + " |",
+             "|" + "|".join([" --- "] * len(names) + [" ---: "] * cells.shape[1]) + "|"]
     previous: tuple = ()
     for (labels, row), (_, marks) in zip(cells.iterrows(), bold.iterrows()):
-        # Repeat a group label only where its group starts (model, then config, then method).
-        shown = [label if labels[:i + 1] != previous[:i + 1] else "" for i, label in enumerate(labels[:3])]
+        shown = [label if labels[:i + 1] != previous[:i + 1] else "" for i, label in enumerate(labels[:grouped])]
         previous = labels
         values = [f"**{v}**" if b else v for v, b in zip(row, marks)]
-        lines.append("| " + " | ".join([*shown, labels[3], *values]).replace("\n", " ") + " |")
-    return "\n".join(lines) + "\n\n" + footnote(table) + "\n"
+        lines.append("| " + " | ".join([*shown, *labels[grouped:], *values]).replace("\n", " ") + " |")
+    return lines
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """GitHub Markdown with blank repeated group cells (model, config, method), **bold** best
+    cells and † marks."""
+    cells, bold = display_table(table)
+    return "\n".join(_markdown(cells, bold, 3)) + "\n\n" + footnote(table) + "\n"
+
+
+def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """Each method against its baseline, one row per (configuration, compared metric) with a
+    test: the mean difference, its 95% interval, the relative change, Holm's p and the pairs."""
+    rows, index = [], []
+    for _, row in table.iterrows():
+        for metric in COMPARED:
+            pairs = row[f"{metric}_n_pairs"]
+            if pd.isna(pairs):
+                continue
+            p_holm, significant = row[f"{metric}_p_holm"], row[f"{metric}_significant"]
+            index.append((row["model"], str(row["config"]), METHOD_TITLES.get(row["method"], row["method"]),
+                          row["parameters"], METRIC_TITLES[metric]))
+            mark = "†" if pd.notna(significant) and significant else ""
+            rows.append({"Difference": f"{row[f'{metric}_mean_diff']:+.3g}{mark}",
+                         "95% interval": f"[{row[f'{metric}_ci_low']:+.3g}, {row[f'{metric}_ci_high']:+.3g}]",
+                         "Change": f"{100 * row[f'{metric}_rel_change']:+.1f}%",
+                         "p (Holm)": "–" if pd.isna(p_holm) else f"{p_holm:.3g}",
+                         "Folds": str(int(pairs))})
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=[*INDEX_TITLES, "Metric"])
+                        if index else pd.MultiIndex.from_tuples([], names=[*INDEX_TITLES, "Metric"]),
+                        columns=list(COMPARISON_TITLES))
+
+
+def comparison_markdown(table: pd.DataFrame) -> str:
+    """``comparison_cells`` as GitHub Markdown, with its note."""
+    cells = comparison_cells(table)
+    bold = pd.DataFrame(False, index=cells.index, columns=cells.columns)
+    return "\n".join(_markdown(cells, bold, 4)) + "\n\n" + COMPARISON_NOTE + "\n"
+
+
+def comparison_latex(table: pd.DataFrame, caption: str) -> str:
+    """``comparison_cells`` as a booktabs ``table`` float, with its note."""
+    cells = comparison_cells(table).map(tex)
+    cells.index = pd.MultiIndex.from_tuples([tuple(tex(str(v)) for v in labels) for labels in cells.index],
+                                            names=cells.index.names)
+    styler = cells.style.hide(names=True, axis="index")
+    latex = styler.to_latex(column_format="lllll" + "r" * cells.shape[1], hrules=True, multirow_align="t",
+                            position="htbp", position_float="centering", caption=tex(caption),
+                            label="tab:comparison")
+    lines = latex.splitlines()
+    top = lines.index(r"\toprule")
+    lines[top + 1] = " & ".join([*cells.index.names, *(tex(c) for c in cells.columns)]) + r" \\"
+    close = lines.index(r"\end{tabular}")
+    lines.insert(close + 1, r"\par\smallskip\parbox{\linewidth}{\footnotesize " + tex(COMPARISON_NOTE) + "}")
+    return "\n".join(lines) + "\n"
+
+
+def _training_text(suite: SuiteResults) -> str:
+    """``1,000 training images per fold, 3 epochs, batch 32``: a smoke run must not read as a full one."""
+    meta, done = suite.meta, completed(suite.results)
+    parts = [f"{round(done['n_train'].mean()):,} training images per fold" if done["n_train"].notna().any() else "",
+             f"{meta['epochs']} epoch{'s' * (meta['epochs'] != 1)}" if meta.get("epochs") else "",
+             f"batch {meta['batch_size']}" if meta.get("batch_size") else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def _caption(suite: SuiteResults) -> str:
@@ -357,7 +445,9 @@ def _caption(suite: SuiteResults) -> str:
     repeats = int(meta.get("repeats", 1) or 1)
     folds = f"{meta['folds']} folds" + (f" × {repeats} repeats" if repeats > 1 else "")
     dataset = f" on {meta['dataset']}" if meta.get("dataset") else ""
-    return f"Cross-validation results of suite {suite.suite}{dataset} ({folds}): mean ± variance over folds."
+    training = _training_text(suite)
+    return (f"Cross-validation results of suite {suite.suite}{dataset} ({folds}"
+            f"{'; ' + training if training else ''}): mean ± variance over folds.")
 
 
 def _clear_figures(directory: Path) -> None:
@@ -412,13 +502,16 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
                               "`prior_*`: VQ-VAE prior NLL",
                  "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",
                  "table.md": "the same table in Markdown",
+                 "comparison.md": "each method against its baseline: mean difference, 95% interval, relative "
+                                  "change, Holm-adjusted p (the same numbers as table.csv's comparison columns)",
+                 "comparison.tex": "the comparison as a booktabs table",
                  "missing.txt": "configurations short of complete folds, with the errors of failed units"}
     repeats = int(meta.get("repeats", 1) or 1)
     total = len(meta["configurations"])
     lines = [f"# Report of suite `{suite.suite}`", "",
              f"Dataset `{meta.get('dataset', '?')}`, {meta['folds']} folds"
              + (f" × {repeats} repeats" if repeats > 1 else "")
-             + f", seed {meta.get('seed', '?')}, {meta.get('epochs', '?')} epoch(s); "
+             + f", seed {meta.get('seed', '?')}; {_training_text(suite) or 'training size unknown'}; "
              f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
              "configurations complete.", ""]
     tuned = meta.get("params_from") or {}
@@ -429,7 +522,8 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
                   "new folds (and, for datasets without an official test split or with `--limit`, a partly "
                   "different training pool), which lessens the bias but does not remove it; only images that "
                   "the search never saw (nested cross-validation) would.", ""]
-        lines += [f"- `{config_id}`: from study `{study}`" for config_id, study in tuned.items()] + [""]
+        lines += [f"- `{config_id}`: from study `{study}` (its Optuna plots: "
+                  f"`python -m benchmark studies plot {study}`)" for config_id, study in tuned.items()] + [""]
     lines += ["## Tables", ""]
     figures: dict[str, list[str]] = {}
     for path in files:
@@ -439,7 +533,11 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
         else:  # one line per figure, linking its formats
             figures.setdefault(path.stem, []).append(f"[{path.suffix[1:]}]({relative})")
     if figures:
-        lines += ["", "## Figures", ""] + [f"- `{stem}`: {' · '.join(links)}" for stem, links in figures.items()]
+        lines += ["", "## Figures"]
+        for prefix, text in FIGURE_KINDS.items():
+            stems = [stem for stem in figures if stem.startswith(prefix)]
+            if stems:
+                lines += ["", text, ""] + [f"- `{stem}`: {' · '.join(figures[stem])}" for stem in stems]
     if missing:
         lines += ["", f"## Missing ({len(missing)} configuration{'s' * (len(missing) != 1)})", ""]
         lines += [f"- {m.describe()}" for m in missing]
@@ -470,7 +568,10 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     table.to_csv(out_dir / "table.csv", index=False)
     (out_dir / "table.tex").write_text(latex_table(table, _caption(data)))
     (out_dir / "table.md").write_text(markdown_table(table))
-    files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
+    (out_dir / "comparison.tex").write_text(comparison_latex(table, "Each method against its baseline, suite "
+                                                                    f"{suite}."))
+    (out_dir / "comparison.md").write_text(comparison_markdown(table))
+    files += [out_dir / name for name in ("table.csv", "table.tex", "table.md", "comparison.tex", "comparison.md")]
     missing_path = out_dir / "missing.txt"
     if missing:
         header = (f"# suite {suite}: {len(missing)} of {len(data.meta['configurations'])} configurations "
@@ -507,4 +608,5 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
 
 
 __all__ = ["MissingUnits", "ReportError", "ReportSummary", "SuiteResults", "available_suites", "build_table",
-           "find_missing", "latex_table", "load_suite", "markdown_table", "write_report"]
+           "comparison_cells", "comparison_latex", "comparison_markdown", "find_missing", "latex_table", "load_suite",
+           "markdown_table", "write_report"]

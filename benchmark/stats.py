@@ -40,7 +40,8 @@ def completed(results: pd.DataFrame) -> pd.DataFrame:
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Per configuration: the parameters, then for each metric ``<m>_mean``, ``<m>_var``
     (ddof=0), ``<m>_std`` (= sqrt of that variance) and ``<m>_n`` (finite COMPLETE values),
-    plus ``n`` (COMPLETE folds) and ``seconds_mean``.
+    plus ``n`` (COMPLETE folds), ``seconds_mean`` and ``best_epoch_min``/``_max`` (the epochs the
+    folds kept: each fold's lowest validation total).
 
     Every configuration in ``results`` gets a row, in order of first appearance; one with no
     COMPLETE fold has n = 0 and NaN statistics.
@@ -59,9 +60,15 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         columns[f"{metric}_n"] = values.count()
     if "seconds" in done.columns:
         columns["seconds_mean"] = grouped["seconds"].mean()
+    if "best_epoch" in done.columns:
+        columns["best_epoch_min"] = grouped["best_epoch"].min()
+        columns["best_epoch_max"] = grouped["best_epoch"].max()
     stats = pd.DataFrame(columns).reindex(order)
     for name in ["n", *(f"{m}_n" for m in METRICS)]:
         stats[name] = stats[name].fillna(0).astype(int)
+    for name in ("best_epoch_min", "best_epoch_max"):
+        if name in stats:
+            stats[name] = stats[name].astype("Int64")
     out = table.join(stats)
     out.index.name = "config_id"
     return out.reset_index()

@@ -154,6 +154,7 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
     prior = read(prior_run, "smoke_prior.csv").set_index("config_id")
     markdown = (out / "table.md").read_text()
     assert "Prior NLL" in markdown.splitlines()[0] and "Prior NLL" in (out / "table.tex").read_text()
+    assert "Gated PixelCNN" in markdown  # the footnote says what the column is
     for config_id, row in table.iterrows():
         name = safe_name(config_id)
         figure = out / "figures" / f"generated_{name}.png"
@@ -170,9 +171,12 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
             low, high = image.convert("L").getextrema()
             assert image.size[0] > 300 and high - low > 10
         assert figure.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
-    # Gaussian VAE rows leave the cell blank: `| … | <conditioned> |  | 5 |`.
+    # Gaussian VAE rows have no prior: `| … | <conditioned> | – | 5 |`.
     vae_lines = [line for line in markdown.splitlines() if line.startswith("| Gaussian VAE")]
-    assert vae_lines and all(line.split("|")[-3].strip() == "" for line in vae_lines)
+    assert vae_lines and all(line.split("|")[-3].strip() == "–" for line in vae_lines)
+    # --no-checkpoints skips the figures of trained models, not the sampling types.
+    assert (out / "figures" / "sampling_types.png").exists()
+    assert not list((out / "figures").glob("reconstruction_*"))
     if shutil.which("pdflatex"):  # the extra column must not break the LaTeX table
         (out / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,multirow}\n\\begin{document}\n"
                                      + (out / "table.tex").read_text() + "\\end{document}\n")

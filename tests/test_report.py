@@ -18,8 +18,8 @@ from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import build_model
-from benchmark.report import (ReportError, SuiteResults, build_table, display_table, latex_table, markdown_table,
-                              write_report)
+from benchmark.report import (FIGURE_KINDS, ReportError, SuiteResults, build_table, display_table, latex_table,
+                              markdown_table, write_report)
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
@@ -238,8 +238,49 @@ def test_table_csv_has_one_row_per_configuration_with_hand_computed_statistics(r
     baseline = table.set_index("config_id").loc["vae/1/baseline"]
     assert np.isnan(baseline["recon_cond_mean"]) and baseline["recon_cond_n"] == 0
     assert np.isnan(baseline["recon_p"])  # no comparison of a baseline with itself
+    # Untested: neither significant nor not, and no pairs (not 0 of them).
+    assert np.isnan(baseline["recon_n_pairs"]) and np.isnan(baseline["recon_significant"])
+    assert (baseline["best_epoch_min"], baseline["best_epoch_max"]) == (3, 3)
+    # Counts are written as integers.
+    header, line = (out / "table.csv").read_text().splitlines()[:2]
+    assert dict(zip(header.split(","), line.split(",")))["best_epoch_min"] == "3"
     # Thesis order: model → config → method (baseline first).
     assert list(table["config_id"][:3]) == [c[0] for c in CONFIGS[:3]]
+
+
+def test_comparison_tables_give_each_methods_difference_interval_and_holm_p(report):
+    _, out = report
+    table = pd.read_csv(out / "table.csv").set_index("config_id")
+    markdown, latex = (out / "comparison.md").read_text(), (out / "comparison.tex").read_text()
+    compared = table[table["method"] != "baseline"]
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")][2:]  # less the header rows
+    assert len(lines) == 2 * len(compared)  # recon and latent, against the baseline
+    for config_id, row in compared.iterrows():
+        for metric in ("recon", "latent"):
+            assert f"{row[f'{metric}_mean_diff']:+.3g}" in markdown
+            assert f"[{row[f'{metric}_ci_low']:+.3g}, {row[f'{metric}_ci_high']:+.3g}]" in markdown
+            assert f"{100 * row[f'{metric}_rel_change']:+.1f}%" in markdown
+            assert f"{row[f'{metric}_p_holm']:.3g}" in markdown
+    significant = int(compared[["recon_significant", "latent_significant"]].astype(bool).sum().sum())
+    assert markdown.count("†") - 1 == latex.count(r"$^\dagger$") - 1 == significant  # minus the note
+    spec, rows = _tabular_rows(latex)
+    assert len(rows) == 1 + 2 * len(compared) and all(r.count("&") == len(spec) - 1 for r in rows)
+    assert "Holm" in latex and "_" not in latex and "−" not in latex
+
+
+def test_a_lone_complete_row_is_not_bold(rows):
+    # The best of one is no finding: a model config whose other rows are short of folds.
+    alone = rows[(rows["family"] == "vq-vae") & ((rows["method"] == "baseline") | (rows["fold"] < 2))]
+    table = build_table(SuiteResults("demo", pd.concat([rows[rows["family"] == "vae"], alone]), None,
+                                     {"folds": FOLDS}))
+    bold = display_table(table)[1].set_axis(table["config_id"])
+    assert not bold.loc["vq-vae/1/baseline"].any()
+    assert bold.loc["vae/1/multidecoder/exact/softadapt", "Reconstruction loss"]
+
+
+def test_the_caption_says_how_much_the_suite_trained(report):
+    _, out = report
+    assert f"{N_TRAIN} training images per fold, 3 epochs" in (out / "table.tex").read_text()
 
 
 def _tabular_rows(latex: str) -> tuple[str, list[str]]:
@@ -363,6 +404,8 @@ def test_write_report_draws_every_figure(tmp_path, rows, images):
         _assert_figure(path)
     index = (tmp_path / "out" / "index.md").read_text()
     assert "[png](figures/curves_vae-1_single.png)" in index and "[`table.tex`](table.tex)" in index
+    assert "[`comparison.md`](comparison.md)" in index
+    assert all(text in index for kind, text in FIGURE_KINDS.items() if kind != "generated_")  # no prior here
 
 
 def test_figure_functions_check_their_model(tmp_path, images):

@@ -50,10 +50,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for suite in suites:
-        images = None if args.no_figures or args.no_checkpoints else _images_for(args.results_dir, suite)
+        images = None if args.no_figures else _images_for(args.results_dir, suite)
+        load_model = None if images is None or args.no_checkpoints else (lambda path: load_checkpoint(path)[0])
         summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                               images=images, load_model=None if images is None else
-                               (lambda path: load_checkpoint(path)[0]))
+                               images=images, load_model=load_model)
         count = len(summary.configurations)
         print(f"{suite}: {count} configuration{'s' * (count != 1)}, {len(summary.files)} files in {summary.out_dir}")
         for missing in summary.missing[:SHOWN_MISSING]:
