@@ -43,14 +43,16 @@ def _stem(path: Path | str) -> Path:
 
 
 def save_figure(fig: plt.Figure, stem: Path | str) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` and ``stem.pdf``, close it, return both paths."""
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (TrueType fonts), close it, return both paths."""
     stem = _stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in FORMATS:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        paths.append(path)
+    # Type 42 (TrueType) fonts: Type 3 fonts are bitmaps to some viewers and rejected by journals.
+    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
+        for fmt in FORMATS:
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+            paths.append(path)
     plt.close(fig)
     return paths
 
