@@ -2,9 +2,9 @@
 
 - ``validation_curves``: per model config, with vs without each method (thesis Fig. 4.2,
   4.4–4.6) from the history CSV; mean over folds with a min–max band.
-- ``reconstruction_grid``: input | decoder 1 | decoder 2 (conditioned) | mask.
+- ``reconstruction_grid``: input | decoder 1 | decoder 2 (conditioned) | mask, one test image a row.
 - ``sampling_types``: exact / uniform / gaussian masks on one image (thesis Fig. 3.6).
-- ``error_vs_observed``: conditioned per-pixel MSE against the number of observed pixels.
+- ``error_vs_observed``: conditioned per-pixel MSE against the number of distinct observed pixels.
 - ``generated_grid``: images decoded from samples of a VQ-VAE's prior (``benchmark.prior_stage``).
 
 Functions that need a model take the model and images as arguments; reading checkpoints is
@@ -24,7 +24,7 @@ matplotlib.use("Agg")  # headless: reports are built on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from benchmark.conditioning import PixelSampler  # noqa: E402
@@ -141,28 +141,33 @@ def _channels(mask: torch.Tensor, channels: int) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruction_grid(model: MultitaskVAE, images: torch.Tensor, mask_sampler: PixelSampler | None,
-                        path: Path, *, seed: int = 0) -> list[Path]:
+                        path: Path, *, seed: int = 0, title: str | None = None, fold: int | None = None) -> list[Path]:
     """Rows = images (N, C, H, W) in [0, 1]; columns input | decoder 1 | decoder 2 | mask.
 
-    Decoder 1 is the unconditioned output (the single decoder with an empty mask), decoder 2
-    the conditioned one under a mask from ``mask_sampler`` (seeded). A baseline shows only
-    input | decoder 1. The model is run in eval mode and its mode restored. Returns the paths.
+    Decoder 1 is the unconditioned output, decoder 2 the conditioned one under a mask from
+    ``mask_sampler`` (seeded); for the single decoder they are "empty mask" and "conditioned".
+    Rows are labelled with the pixels their mask observes. A baseline shows only input |
+    decoder 1. title: the configuration (``configuration_title``); fold: the checkpoint's fold.
+    The model is run in eval mode and its mode restored. Returns the paths.
     """
     if model.conditioned and mask_sampler is None:
         raise ValueError(f"a {model.method} model needs a mask sampler for its conditioned decoder")
     device = next(model.parameters()).device
     x = images.to(device)
+    unconditioned, conditioned = _output_names(model)
+    labels = None
     with eval_mode(model):
         z = model.encode(x).z
         tiles = [x, model.decode(z)]
-        columns = ["input", "decoder 1"]
+        columns = ["input", unconditioned]
         if model.conditioned:
             mask = mask_sampler.sample(len(x), torch.Generator(device=device).manual_seed(seed), device)
             tiles += [model.decode(z, x, mask, conditioned=True), _channels(mask, x.shape[1])]
-            columns += ["decoder 2", "mask"]
+            columns += [conditioned, "mask"]
+            labels = [f"{int(n)} px observed" for n in mask.flatten(1).sum(1)]  # distinct: Gaussian draws repeat
     # Interleave so that each row holds one image's columns.
     stacked = torch.stack(tiles, dim=1).flatten(0, 1)
-    return _show_grid(stacked, columns, _stem(path))
+    return _show_grid(stacked, columns, _stem(path), row_labels=labels, title=_title(model, title, fold, len(x)))
 
 
 def sampling_types(images: torch.Tensor, image_size: int, path: Path, *, count: int | None = None,
@@ -214,46 +219,111 @@ def default_counts(pixels: int) -> list[int]:
     return sorted(set(min(c, pixels) for c in counts) | {pixels})
 
 
+def _distinct(mask: torch.Tensor) -> float:
+    """Mean number of observed pixels per mask (B, 1, H, W): repeated Gaussian draws count once."""
+    return float(mask.flatten(1).sum(1).mean())
+
+
 @torch.no_grad()
 def observed_error(model: MultitaskVAE, images: torch.Tensor, sampling: str = "uniform",
-                   counts: Sequence[int] | None = None, *, seed: int = 0) -> pd.DataFrame:
+                   counts: Sequence[int] | None = None, *, seed: int = 0, exact: bool = False) -> pd.DataFrame:
     """Per-pixel MSE of the conditioned decoder with k observed pixels, for each k in ``counts``
-    (masks from a seeded ``PixelSampler(sampling, count=k)``), next to decoder 1's MSE; a
-    Gaussian VAE decodes μ. Returns columns ``count, recon_cond, recon``."""
+    (masks from a seeded ``PixelSampler(sampling, count=k)``), next to the unconditioned MSE
+    (decoder 1, or the single decoder with an empty mask); a Gaussian VAE decodes μ.
+
+    With ``exact``, one more row under the exact grid's masks. Returns columns ``sampling``,
+    ``count`` (k asked for), ``distinct_pixels`` (mean over the images of the pixels the masks
+    observe: fewer than k for Gaussian draws, which repeat pixels), ``recon_cond``, ``recon``."""
     if not model.conditioned:
         raise ValueError("the baseline has no conditioned decoder")
     if sampling not in ("uniform", "gaussian"):
         raise ValueError(f"sampling must be uniform or gaussian (the exact grid has one count), got {sampling!r}")
     size = images.shape[-1]
     counts = default_counts(size * size) if counts is None else list(counts)
+    samplers = [PixelSampler(sampling, size, count=int(k)) for k in counts]
+    samplers += [PixelSampler("exact", size)] if exact else []
     device = next(model.parameters()).device
     x = images.to(device)
     with eval_mode(model):
         z = model.encode(x).z
         recon = float((model.decode(z) - x).pow(2).mean())
         rows = []
-        for k in counts:
-            mask = PixelSampler(sampling, size, count=int(k)).sample(
-                len(x), torch.Generator(device=device).manual_seed(seed), device)
+        for sampler in samplers:
+            mask = sampler.sample(len(x), torch.Generator(device=device).manual_seed(seed), device)
             cond = float((model.decode(z, x, mask, conditioned=True) - x).pow(2).mean())
-            rows.append({"count": int(k), "recon_cond": cond, "recon": recon})
+            rows.append({"sampling": sampler.sampling, "count": sampler.fixed_count, "distinct_pixels": _distinct(mask),
+                         "recon_cond": cond, "recon": recon})
     return pd.DataFrame(rows)
 
 
+def configuration_title(row: pd.Series | dict) -> str:
+    """"Gaussian VAE 1 · Single decoder: gaussian, a=40" for a row of the results (family, config,
+    method and its parameters), as the figures' titles name a configuration."""
+    family, method = str(row["family"]), str(row["method"])
+    text = f"{FAMILY_TITLES.get(family, family)} {int(row['config'])} · {METHOD_TITLES.get(method, method)}"
+    parameters = parameter_text(row)
+    return text if parameters == "–" else f"{text}: {parameters}"
+
+
+def _title(model: MultitaskVAE, title: str | None, fold: int | None, images: int) -> str:
+    """``title`` over a line saying which model and images made the figure."""
+    used = ([f"fold {fold} model"] if fold is not None else []) + [f"{images} test image{'s' * (images != 1)}"]
+    # The table's Gaussian VAE numbers decode a sampled z; the figures decode μ, and say so.
+    used += ["z = μ"] if model.noise_dim else []
+    return "\n".join([*([title] if title else []), ", ".join(used)])
+
+
+def _output_names(model: MultitaskVAE) -> tuple[str, str]:
+    """Names of the unconditioned and conditioned outputs: the single decoder has no decoder 1 or 2."""
+    return ("empty mask", "conditioned") if model.method == "single" else ("decoder 1", "decoder 2")
+
+
+def _training_mark(trained: PixelSampler, seed: int, samples: int = 1000) -> tuple[float, str]:
+    """Where the masks a model was trained with sit on the distinct-pixel axis, and a label."""
+    if trained.exponent is None:
+        k = trained.fixed_count
+        text = f"trained: {'exact grid, ' if trained.sampling == 'exact' else ''}k = {k}"
+    else:
+        k = trained.pixels / (trained.exponent + 1)
+        text = f"training mean E[k] = D/(a+1) = {k:.3g}"
+    if trained.sampling != "gaussian":
+        return float(k), text
+    # Gaussian draws repeat pixels: the line goes where the training masks' distinct pixels lie.
+    distinct = _distinct(trained.sample(samples, torch.Generator().manual_seed(seed), "cpu"))
+    return distinct, f"{text} draws ≈ {distinct:.3g} distinct"
+
+
 def error_vs_observed(model: MultitaskVAE, images: torch.Tensor, sampling: str, path: Path,
-                      counts: Sequence[int] | None = None, *, seed: int = 0) -> list[Path]:
-    """Plot ``observed_error`` (log-ish x axis) with decoder 1 as a reference line; also writes
-    the numbers to ``<stem>.csv``. Returns the PNG, PDF and CSV paths."""
-    table = observed_error(model, images, sampling, counts, seed=seed)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(table["count"], table["recon_cond"], "o-", label=f"decoder 2 ({sampling} mask)")
-    ax.axhline(table["recon"].iloc[0], color="black", linestyle="--", label="decoder 1 (unconditioned)")
+                      counts: Sequence[int] | None = None, *, seed: int = 0, trained: PixelSampler | None = None,
+                      title: str | None = None, fold: int | None = None) -> list[Path]:
+    """Plot ``observed_error`` against the mean number of distinct observed pixels (log-ish x axis),
+    with the unconditioned output as a reference line; also writes the numbers to ``<stem>.csv``.
+
+    trained: the model's training sampler; marks its pixel count k (the power law's mean for
+    the single decoder) and, for a model trained on the exact grid, adds the exact grid's error
+    as a star. title: the configuration (``configuration_title``); fold: the checkpoint's fold,
+    named in the title. Returns the PNG, PDF and CSV paths.
+    """
+    exact = trained is not None and trained.sampling == "exact"
+    table = observed_error(model, images, sampling, counts, seed=seed, exact=exact)
+    sweep = table[table["sampling"] == sampling]
+    unconditioned, conditioned = _output_names(model)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.plot(sweep["distinct_pixels"], sweep["recon_cond"], "o-", label=f"{conditioned} ({sampling} mask)")
+    if exact:
+        grid = table[table["sampling"] == "exact"].iloc[0]
+        ax.plot(grid["distinct_pixels"], grid["recon_cond"], "*", color="C3", markersize=13,
+                label=f"{conditioned} (exact grid, k={grid['count']})")
+    ax.axhline(table["recon"].iloc[0], color="black", linestyle="--", label=f"{unconditioned} (unconditioned)")
+    if trained is not None:
+        x, text = _training_mark(trained, seed)
+        ax.axvline(x, color="C2", linestyle=":", linewidth=1.5, label=text)
     ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(0, max(1, int(table["count"].max())) * 1.3)
-    # The table's Gaussian VAE numbers decode a sampled z; this figure decodes μ, and says so.
-    code = ", z = μ" if model.noise_dim else ""
-    ax.set(xlabel="observed pixels k", ylabel=f"reconstruction (per-pixel MSE{code})",
-           title="Conditioned reconstruction vs observed pixels")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # Left of 0, so that the marker at k = 0 shows whole.
+    ax.set_xlim(-0.15, max(1.0, float(table["distinct_pixels"].max())) * 1.3)
+    ax.set(xlabel="distinct observed pixels (mean over the images)", ylabel="reconstruction (per-pixel MSE)")
+    ax.set_title(_title(model, title, fold, len(images)), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     stem = _stem(path)
@@ -263,5 +333,5 @@ def error_vs_observed(model: MultitaskVAE, images: torch.Tensor, sampling: str, 
     return [*paths, csv]
 
 
-__all__ = ["default_counts", "error_vs_observed", "generated_grid", "observed_error", "reconstruction_grid",
-           "sampling_types", "save_figure", "validation_curves"]
+__all__ = ["configuration_title", "default_counts", "error_vs_observed", "generated_grid", "observed_error",
+           "reconstruction_grid", "sampling_types", "save_figure", "validation_curves"]

@@ -463,7 +463,7 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
     """Reconstruction grid (and error vs observed pixels for conditioned models) of the first
     COMPLETE fold with a checkpoint of every configuration; failures become warnings."""
     from benchmark.conditioning import PixelSampler
-    from benchmark.figures import error_vs_observed, reconstruction_grid
+    from benchmark.figures import configuration_title, error_vs_observed, reconstruction_grid
 
     paths, warnings = [], []
     done = completed(suite.results)
@@ -480,10 +480,12 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
                 count = None if math.isnan(row["count"]) else int(row["count"])
                 exponent = None if math.isnan(row["exponent"]) else float(row["exponent"])
                 sampler = PixelSampler(row["sampling"], size, count=count, exponent=exponent)
-            paths += reconstruction_grid(model, images[:8], sampler, directory / f"reconstruction_{name}")
+            named = {"title": configuration_title(row), "fold": int(row["fold"])}
+            paths += reconstruction_grid(model, images[:8], sampler, directory / f"reconstruction_{name}", **named)
             if model.conditioned:
                 sampling = row["sampling"] if row["sampling"] in ("uniform", "gaussian") else "uniform"
-                paths += error_vs_observed(model, images, sampling, directory / f"error_vs_observed_{name}")
+                paths += error_vs_observed(model, images, sampling, directory / f"error_vs_observed_{name}",
+                                           trained=sampler, **named)
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             warnings.append(f"{config_id}: no checkpoint figures ({type(error).__name__}: {error})")
     return paths, warnings

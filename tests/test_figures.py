@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 import torch
 
-from benchmark.figures import save_figure
+from benchmark.conditioning import PixelSampler
+from benchmark.figures import configuration_title, error_vs_observed, observed_error, reconstruction_grid, save_figure
+from benchmark.models import build_model
+from benchmark.report import SuiteResults, _checkpoint_figures
 
 SIDE = 16  # the smallest images both families take: tests stay fast
+GRID = PixelSampler("exact", SIDE).fixed_count  # 16 pixels on a 16 x 16 image
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +25,144 @@ def images() -> torch.Tensor:
     centres = [(0, 0), (0.4, -0.3), (-0.3, 0.4), (0.2, 0.2)]
     return torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 0.1) for x, y in centres])[:, None]
 
+
+def model(family: str, method: str):
+    torch.manual_seed(0)
+    return build_model(family, 1, method, 1, SIDE).eval()
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """The figures the figure functions would save, by file name, instead of saving them."""
+    figures: dict[str, plt.Figure] = {}
+
+    def capture(fig: plt.Figure, stem: Path) -> list[Path]:
+        figures[Path(stem).name] = fig
+        return [Path(stem)]
+
+    monkeypatch.setattr("benchmark.figures.save_figure", capture)
+    yield figures
+    for fig in figures.values():
+        plt.close(fig)
+
+
+def legend_texts(fig: plt.Figure) -> list[str]:
+    return [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+
+
+# ---------------------------------------------------------------- error vs observed pixels
+
+def test_the_x_axis_counts_distinct_pixels_which_gaussian_draws_repeat(images):
+    counts = [0, 4, 64, 256]
+    gaussian = observed_error(model("vq-vae", "multidecoder"), images, "gaussian", counts)
+    uniform = observed_error(model("vq-vae", "multidecoder"), images, "uniform", counts)
+    assert list(gaussian["count"]) == counts and (gaussian["sampling"] == "gaussian").all()
+    assert (gaussian["distinct_pixels"] <= gaussian["count"]).all()
+    assert (gaussian["distinct_pixels"].iloc[2:] < gaussian["count"].iloc[2:]).all()  # draws repeat at large k
+    assert gaussian["distinct_pixels"].iloc[-1] < 0.8 * SIDE * SIDE
+    assert list(uniform["distinct_pixels"]) == counts  # uniform pixels are distinct
+
+
+def test_a_model_trained_on_the_exact_grid_gets_an_exact_row_and_star(tmp_path, images, saved):
+    trained = PixelSampler("exact", SIDE)
+    paths = error_vs_observed(model("vae", "multidecoder"), images, "uniform", tmp_path / "err", [0, 8, 64],
+                              trained=trained)
+    table = pd.read_csv(paths[-1])
+    exact = table[table["sampling"] == "exact"]
+    assert len(exact) == 1 and exact["count"].item() == GRID and exact["distinct_pixels"].item() == GRID
+    assert list(table.loc[table["sampling"] == "uniform", "count"]) == [0, 8, 64]
+    star = [line for line in saved["err"].axes[0].get_lines() if line.get_marker() == "*"]
+    assert len(star) == 1 and list(star[0].get_xdata()) == [GRID]
+    assert f"decoder 2 (exact grid, k={GRID})" in legend_texts(saved["err"])
+
+    uniform = error_vs_observed(model("vae", "multidecoder"), images, "uniform", tmp_path / "other", [0, 8],
+                                trained=PixelSampler("uniform", SIDE, count=8))
+    assert set(pd.read_csv(uniform[-1])["sampling"]) == {"uniform"}
+
+
+def test_the_title_names_the_configuration_fold_and_images(tmp_path, images, saved):
+    title = configuration_title({"family": "vae", "config": 1, "method": "single", "sampling": "uniform",
+                                 "exponent": 40.0})
+    assert title == "Gaussian VAE 1 · Single decoder: uniform, a=40"
+    error_vs_observed(model("vae", "single"), images, "uniform", tmp_path / "err", [0, 4], title=title, fold=3)
+    shown = saved["err"].axes[0].get_title()
+    assert title in shown and "fold 3 model" in shown and "4 test images" in shown and "z = μ" in shown
+    error_vs_observed(model("vq-vae", "single"), images, "uniform", tmp_path / "vq", [0, 4])
+    assert "z = μ" not in saved["vq"].axes[0].get_title()  # a VQ-VAE has no μ
+
+
+def test_the_single_decoder_has_no_decoder_1_or_2_and_its_training_mean_is_marked(tmp_path, images, saved):
+    trained = PixelSampler("uniform", SIDE, exponent=15.0)
+    error_vs_observed(model("vae", "single"), images, "uniform", tmp_path / "single", [0, 4, 16], trained=trained)
+    labels = legend_texts(saved["single"])
+    assert labels[:2] == ["conditioned (uniform mask)", "empty mask (unconditioned)"]
+    assert not any("decoder" in label for label in labels)
+    assert "training mean E[k] = D/(a+1) = 16" in labels
+    ax = saved["single"].axes[0]
+    line = next(line for line in ax.get_lines() if line.get_linestyle() == ":")
+    assert set(line.get_xdata()) == {SIDE * SIDE / 16}
+    assert ax.get_xlim()[0] < 0  # the marker at 0 shows whole
+
+    error_vs_observed(model("vae", "multidecoder"), images, "uniform", tmp_path / "multi", [0, 4],
+                      trained=PixelSampler("uniform", SIDE))
+    labels = legend_texts(saved["multi"])
+    assert labels[:2] == ["decoder 2 (uniform mask)", "decoder 1 (unconditioned)"]
+    assert f"trained: k = {GRID}" in labels  # no count given: the exact grid's
+
+
+def test_gaussian_training_is_marked_where_its_distinct_pixels_lie(tmp_path, images, saved):
+    trained = PixelSampler("gaussian", SIDE, count=128)
+    error_vs_observed(model("vq-vae", "multidecoder"), images, "gaussian", tmp_path / "err", [0, 128],
+                      trained=trained)
+    line = next(line for line in saved["err"].axes[0].get_lines() if line.get_linestyle() == ":")
+    x = line.get_xdata()[0]
+    assert 0 < x < 128 and any(label.startswith("trained: k = 128 draws ≈") for label in legend_texts(saved["err"]))
+
+
+# ---------------------------------------------------------------- reconstruction grids
+
+def _grid_labels(fig: plt.Figure) -> tuple[list[str], list[str]]:
+    ax = fig.axes[0]
+    return [t.get_text() for t in ax.get_xticklabels()], [t.get_text() for t in ax.get_yticklabels()]
+
+
+def test_reconstruction_grid_names_the_outputs_and_each_rows_observed_pixels(tmp_path, images, saved):
+    sampler = PixelSampler("uniform", SIDE, exponent=3.0)
+    reconstruction_grid(model("vae", "single"), images, sampler, tmp_path / "single", title="Gaussian VAE 1 · X",
+                        fold=2)
+    columns, rows = _grid_labels(saved["single"])
+    assert columns == ["input", "empty mask", "conditioned", "mask"]
+    masks = sampler.sample(len(images), torch.Generator().manual_seed(0), "cpu")
+    assert rows == [f"{int(n)} px observed" for n in masks.flatten(1).sum(1)]
+    assert len(set(rows)) > 1  # the power law draws k per image
+    title = saved["single"].axes[0].get_title()
+    assert "Gaussian VAE 1 · X" in title and "fold 2 model" in title and "4 test images, z = μ" in title
+
+    reconstruction_grid(model("vq-vae", "multidecoder"), images, PixelSampler("exact", SIDE), tmp_path / "multi")
+    columns, rows = _grid_labels(saved["multi"])
+    assert columns == ["input", "decoder 1", "decoder 2", "mask"] and rows == [f"{GRID} px observed"] * len(images)
+
+
+def test_checkpoint_figures_name_the_configuration_and_fold(tmp_path, images, saved):
+    rows = pd.DataFrame([
+        {"config_id": "vae/1/multidecoder/exact", "family": "vae", "config": 1, "method": "multidecoder",
+         "sampling": "exact", "count": float("nan"), "exponent": float("nan"), "fold": 1},
+        {"config_id": "vq-vae/1/single/gaussian/a=20", "family": "vq-vae", "config": 1, "method": "single",
+         "sampling": "gaussian", "count": float("nan"), "exponent": 20.0, "fold": 0}]).assign(
+        state="COMPLETE", checkpoint=lambda frame: frame["family"] + "+" + frame["method"], softadapt=False,
+        params_from="")
+    suite = SuiteResults("demo", rows, None, {"folds": 2})
+    paths, warnings = _checkpoint_figures(suite, list(rows["config_id"]), tmp_path, images,
+                                          lambda path: model(*Path(path).name.split("+")), tmp_path)
+    assert not warnings
+    exact = saved["error_vs_observed_vae_1_multidecoder_exact"]
+    assert exact.axes[0].get_title().startswith("Gaussian VAE 1 · Multidecoder: exact\nfold 1 model")
+    assert "exact" in set(pd.read_csv(tmp_path / "error_vs_observed_vae_1_multidecoder_exact.csv")["sampling"])
+    single = saved["reconstruction_vq-vae_1_single_gaussian_a_20"].axes[0].get_title()
+    assert single.startswith("VQ-VAE 1 · Single decoder: gaussian, a=20\nfold 0 model")
+
+
+# ---------------------------------------------------------------- saving
 
 def test_pdfs_embed_truetype_fonts_not_type3(tmp_path):
     before = plt.rcParams["pdf.fonttype"]
