@@ -33,6 +33,7 @@ from benchmark.stats import METHOD_TITLES, completed, parameter_text  # noqa: E4
 from benchmark.train import eval_mode  # noqa: E402
 
 LATENT_LABELS = {"vae": "KL divergence", "vq-vae": "VQ loss"}
+UNOBSERVED = (0.35, 0.55, 0.85)  # a blue no grey or black pixel of an image can be mistaken for
 FORMATS = ("png", "pdf")
 
 
@@ -172,19 +173,26 @@ def reconstruction_grid(model: MultitaskVAE, images: torch.Tensor, mask_sampler:
 
 def sampling_types(images: torch.Tensor, image_size: int, path: Path, *, count: int | None = None,
                    seed: int = 0) -> list[Path]:
-    """Thesis Fig. 3.6: rows exact / uniform / gaussian on the first image; columns
-    original | mask | masked image. ``count`` pixels for uniform and gaussian (default: the
-    exact grid's count, so all three rows observe about as many pixels)."""
+    """Thesis Fig. 3.6: rows exact / uniform / gaussian on the first image, labelled with the
+    sampler and its pixels; columns original | mask | masked image, unobserved pixels of the
+    masked image in ``UNOBSERVED``. ``count`` pixels for uniform and gaussian (default: the
+    exact grid's count, so all three rows draw as many pixels; Gaussian draws repeat some)."""
     x = images[:1].float().cpu()
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         raise ValueError(f"images are {tuple(x.shape[-2:])}, expected {image_size}x{image_size}")
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # RGB, for the colour of unobserved pixels
+    unobserved = torch.tensor(UNOBSERVED).view(1, 3, 1, 1)
     generator = torch.Generator().manual_seed(seed)
-    tiles = []
+    tiles, labels = [], []
     for sampling in ("exact", "uniform", "gaussian"):
-        mask = PixelSampler(sampling, image_size, count=None if sampling == "exact" else count).sample(
-            1, generator, "cpu")
-        tiles += [x, _channels(mask, x.shape[1]), x * mask]
-    return _show_grid(torch.cat(tiles), ["original", "mask", "masked"], _stem(path))
+        sampler = PixelSampler(sampling, image_size, count=None if sampling == "exact" else count)
+        mask = sampler.sample(1, generator, "cpu")
+        tiles += [x, _channels(mask, 3), torch.where(mask.bool(), x, unobserved)]
+        pixels, k = int(mask.sum()), sampler.fixed_count
+        labels.append({"exact": f"exact grid\n{pixels} px", "uniform": f"uniform\nk = {k} px",
+                       "gaussian": f"gaussian\nk = {k} draws,\n{pixels} distinct px"}[sampling])
+    return _show_grid(torch.cat(tiles), ["original", "mask", "masked\n(blue: unobserved)"], _stem(path),
+                      row_labels=labels)
 
 
 def generated_grid(samples: torch.Tensor, path: Path, *, conditioned: torch.Tensor | None = None,

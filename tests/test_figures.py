@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from benchmark.conditioning import PixelSampler
-from benchmark.figures import configuration_title, error_vs_observed, observed_error, reconstruction_grid, save_figure
+from benchmark.figures import (UNOBSERVED, configuration_title, error_vs_observed, observed_error, reconstruction_grid,
+                               sampling_types, save_figure)
 from benchmark.models import build_model
 from benchmark.report import SuiteResults, _checkpoint_figures
 
@@ -160,6 +161,25 @@ def test_checkpoint_figures_name_the_configuration_and_fold(tmp_path, images, sa
     assert "exact" in set(pd.read_csv(tmp_path / "error_vs_observed_vae_1_multidecoder_exact.csv")["sampling"])
     single = saved["reconstruction_vq-vae_1_single_gaussian_a_20"].axes[0].get_title()
     assert single.startswith("VQ-VAE 1 · Single decoder: gaussian, a=20\nfold 0 model")
+
+
+# ---------------------------------------------------------------- sampling types
+
+def test_sampling_types_show_unobserved_pixels_in_colour_and_name_each_sampler(tmp_path, images, monkeypatch):
+    shown = {}
+    monkeypatch.setattr("benchmark.figures._show_grid", lambda tiles, columns, stem, **labels: shown.update(
+        tiles=tiles, columns=columns, **labels))
+    sampling_types(images, SIDE, tmp_path / "types", count=64)
+    tiles = shown["tiles"].view(3, 3, 3, SIDE, SIDE)  # rows exact / uniform / gaussian; original | mask | masked
+    for original, mask, masked in tiles:
+        observed = mask[0].bool()
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}  # the mask stays black and white
+        assert torch.equal(masked[:, observed], original[:, observed])
+        assert torch.equal(masked[:, ~observed], torch.tensor(UNOBSERVED)[:, None].expand(3, int((~observed).sum())))
+    pixels = [int(mask[0].sum()) for mask in tiles[:, 1]]
+    assert shown["row_labels"] == [f"exact grid\n{GRID} px", "uniform\nk = 64 px",
+                                   f"gaussian\nk = 64 draws,\n{pixels[2]} distinct px"]
+    assert pixels[1] == 64 and pixels[2] < 64
 
 
 # ---------------------------------------------------------------- saving
