@@ -24,6 +24,7 @@ matplotlib.use("Agg")  # headless: reports are built on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
@@ -33,6 +34,8 @@ from benchmark.stats import METHOD_TITLES, completed, parameter_text  # noqa: E4
 from benchmark.train import eval_mode  # noqa: E402
 
 LATENT_LABELS = {"vae": "KL divergence", "vq-vae": "VQ loss"}
+CURVES_NOTE = ("mean over folds; band: min–max over folds; × marks each fold's selected "
+               "(best validation total) epoch")
 UNOBSERVED = (0.35, 0.55, 0.85)  # a blue no grey or black pixel of an image can be mistaken for
 FORMATS = ("png", "pdf")
 
@@ -74,16 +77,27 @@ def _plot_configuration(axes: Sequence[plt.Axes], runs: pd.DataFrame, label: str
         ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.2, linewidth=0)
 
 
+def _mark_best_epochs(axes: Sequence[plt.Axes], runs: pd.DataFrame, epochs: Sequence[int], color: object) -> None:
+    """× on the mean curves at the epochs that some fold selected as its best."""
+    for ax, column in zip(axes, ("latent", "recon")):
+        band = _fold_band(runs, column).dropna()
+        chosen = band.index.intersection(epochs)
+        ax.plot(chosen, band.loc[chosen, "mean"], "x", color=color, markersize=9, markeredgewidth=2, zorder=3)
+
+
 def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Validation curves, one figure per (family, config, method): baseline vs each
     configuration of that method; left panel latent loss, right panel unconditioned recon.
+    Each curve is the mean over folds with a min–max band, × at the epochs folds selected.
 
     history: the ``<suite>_history.csv`` frame; results: the ``<suite>.csv`` frame (parameters,
-    and which (config, fold) units are COMPLETE — partial histories of failed units are left
-    out). Writes ``curves_<family>-<config>_<method>.{png,pdf}`` under ``out_dir``.
+    each fold's ``best_epoch``, and which (config, fold) units are COMPLETE — partial histories
+    of failed units are left out). Writes ``curves_<family>-<config>_<method>.{png,pdf}`` under ``out_dir``.
     """
-    done = completed(results)[["config_id", "fold"]]
-    history = history.merge(done, on=["config_id", "fold"])
+    done = completed(results)
+    history = history.merge(done[["config_id", "fold"]], on=["config_id", "fold"])
+    best = done.dropna(subset=["best_epoch"]).groupby("config_id")["best_epoch"].agg(
+        lambda epochs: sorted(set(epochs.astype(int))))
     params = results.drop_duplicates("config_id").set_index("config_id")
     paths: list[Path] = []
     for (family, config), configs in params.groupby(["family", "config"], sort=False):
@@ -95,23 +109,37 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
             if not members and not baselines:
                 continue
             fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+            drawn = []
             for config_id, style in zip(baselines, ("--", ":", "-.") * len(baselines)):
                 text = parameter_text(params.loc[config_id])  # "–" for the plain baseline
-                label = "baseline" if text == "–" else f"baseline: {text}"
-                _plot_configuration(axes, history[history["config_id"] == config_id], label, "black", style)
+                drawn.append((config_id, "baseline" if text == "–" else f"baseline: {text}", "black", style))
             colors = plt.get_cmap("tab10")
-            for i, config_id in enumerate(members):
-                label = f"{METHOD_TITLES.get(method, method)}: {parameter_text(params.loc[config_id])}"
-                _plot_configuration(axes, history[history["config_id"] == config_id], label, colors(i % 10))
+            drawn += [(config_id, f"{METHOD_TITLES.get(method, method)}: {parameter_text(params.loc[config_id])}",
+                       colors(i % 10), "-") for i, config_id in enumerate(members)]
+            for config_id, label, color, style in drawn:
+                runs = history[history["config_id"] == config_id]
+                _plot_configuration(axes, runs, label, color, style)
+                _mark_best_epochs(axes, runs, best.get(config_id, []), color)
             title = f"{FAMILY_TITLES.get(family, family)} {config}"
-            axes[0].set(xlabel="epoch", ylabel=LATENT_LABELS.get(family, "latent loss"), title=f"{title}: latent")
-            axes[1].set(xlabel="epoch", ylabel="reconstruction (per-pixel MSE)",
-                        title=f"{title}: decoder 1 reconstruction")
-            axes[1].legend(fontsize="small", loc="upper right")
+            compared = f" · {METHOD_TITLES.get(method, method)} vs baseline" if method != "baseline" else ""
+            fig.suptitle(f"{title}{compared}: validation curves")
+            recon = {"multidecoder": "decoder 1 (unconditioned)", "single": "empty mask (unconditioned)"}
+            axes[0].set(xlabel="epoch", ylabel=f"validation {LATENT_LABELS.get(family, 'latent loss')}",
+                        title="latent")
+            axes[1].set(xlabel="epoch", ylabel="validation reconstruction (per-pixel MSE)",
+                        title=f"reconstruction, {recon[method]}" if method in recon else "reconstruction")
             for ax in axes:
                 ax.grid(alpha=0.3)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                for band in ax.collections:  # overlapping bands stay readable
+                    band.set_alpha(min(0.2, 0.5 / len(drawn)))
             fig.tight_layout()
+            handles, labels = axes[0].get_legend_handles_labels()
+            handles.append(Line2D([], [], color="grey", marker="x", markersize=8, markeredgewidth=2, linestyle=""))
+            labels.append("selected epoch of a fold")
+            # Below the panels, so that it never covers a band.
+            fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(labels)),
+                       fontsize="small", frameon=False, title=CURVES_NOTE, title_fontsize="small")
             paths += save_figure(fig, out_dir / f"curves_{family}-{config}_{method}")
     return paths
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmark.conditioning import PixelSampler
-from benchmark.figures import (UNOBSERVED, configuration_title, error_vs_observed, observed_error, reconstruction_grid,
-                               sampling_types, save_figure)
+from benchmark.figures import (CURVES_NOTE, UNOBSERVED, configuration_title, error_vs_observed, observed_error,
+                               reconstruction_grid, sampling_types, save_figure, validation_curves)
 from benchmark.models import build_model
 from benchmark.report import SuiteResults, _checkpoint_figures
 
@@ -49,6 +49,42 @@ def saved(monkeypatch):
 
 def legend_texts(fig: plt.Figure) -> list[str]:
     return [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+
+
+# ---------------------------------------------------------------- validation curves
+
+def curves_suite(exponents: tuple[float, ...], epochs: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history, results) of a baseline and one single decoder per exponent, 3 folds; fold f selects epoch 2 + f % 2."""
+    results, history = [], []
+    for i, exponent in enumerate((None, *exponents)):
+        method = "baseline" if exponent is None else "single"
+        config_id = "vae/1/baseline" if exponent is None else f"vae/1/single/uniform/a={exponent:g}"
+        for fold in range(3):
+            results.append({"config_id": config_id, "family": "vae", "config": 1, "method": method,
+                            "sampling": "" if exponent is None else "uniform", "exponent": exponent, "fold": fold,
+                            "state": "COMPLETE", "best_epoch": 2 + fold % 2})
+            history += [{"config_id": config_id, "fold": fold, "epoch": epoch, "latent": 1 + 0.1 * (epoch + fold + i),
+                         "recon": 1 / (epoch + fold + i)} for epoch in range(1, epochs + 1)]
+    return pd.DataFrame(history), pd.DataFrame(results)
+
+
+def test_curves_keep_the_legend_off_the_panels_and_mark_each_folds_selected_epoch(tmp_path, saved):
+    history, results = curves_suite((10.0, 20.0, 30.0, 40.0))
+    validation_curves(history, results, tmp_path)
+    fig = saved["curves_vae-1_single"]
+    assert [ax.get_legend() for ax in fig.axes] == [None, None] and len(fig.legends) == 1
+    legend = fig.legends[0]
+    assert legend.get_title().get_text() == CURVES_NOTE and "min–max over folds" in CURVES_NOTE
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "baseline", *(f"Single decoder: uniform, a={a}" for a in (10, 20, 30, 40)), "selected epoch of a fold"]
+    fig.canvas.draw()
+    top = legend.get_window_extent().y1
+    assert all(top <= ax.get_tightbbox().y0 for ax in fig.axes)  # below the panels and their labels
+    for ax in fig.axes:
+        assert ax.get_ylabel().startswith("validation ")
+        crosses = [line for line in ax.get_lines() if line.get_marker() == "x" and len(line.get_xdata())]
+        assert len(crosses) == 5 and all(list(line.get_xdata()) == [2, 3] for line in crosses)
+        assert all(band.get_alpha() < 0.2 for band in ax.collections)  # five bands overlap
 
 
 # ---------------------------------------------------------------- error vs observed pixels
