@@ -15,7 +15,8 @@ arbitrary prior; then an autoregressive prior p(z) over the discrete code maps (
    it on the validation codes (nats per code and bits per code; a uniform prior scores ln K nats =
    log2 K bits);
 5. draws a few samples (prior → ``quantizer.lookup`` → decoder 1, and for conditioned methods the
-   conditioned decoder given 16 observed pixels of real validation images) on the same device;
+   conditioned decoder given 16 observed pixels of real validation images, the same images and
+   masks for every configuration) on the same device;
 6. stores weights and samples in ``results/<suite>/priors/<name>.pt`` and one row per
    configuration in ``results/<suite>_prior.csv`` (``n_train``: the fold's training code maps, a
    tenth of them held out) with the settings it was made with (rerunning
@@ -267,17 +268,18 @@ def decode_conditioned(model: MultitaskVAE, codes: torch.Tensor, images: torch.T
 
 def draw_samples(model: MultitaskVAE, prior: GatedPixelCNN, val_images: torch.Tensor, n: int = 8, *,
                  seed: int = 0, temperature: float = 1.0, observed: int = OBSERVED_PIXELS,
-                 rows: int = CONDITIONED_IMAGES) -> dict[str, torch.Tensor]:
+                 rows: int = CONDITIONED_IMAGES, conditioning_seed: int | None = None) -> dict[str, torch.Tensor]:
     """What the report's generated-images figure shows, as CPU tensors.
 
-    ``codes``/``images``: ``generate``; for a conditioned method also ``real`` (``rows`` seeded
-    validation images), ``masks`` (``observed`` uniform pixels each) and ``conditioned``
-    (``decode_conditioned``).  Masks come from a CPU generator: the same on every device.
+    ``codes``/``images``: ``generate``; for a conditioned method also ``real`` (``rows``
+    validation images), ``masks`` (``observed`` uniform pixels each), both drawn with
+    ``conditioning_seed`` (default ``seed + 1``), and ``conditioned`` (``decode_conditioned``).
+    Masks come from a CPU generator: the same on every device.
     """
     codes, images = generate(model, prior, n, seed=seed, temperature=temperature)
     samples = {"codes": codes, "images": images}
     if model.conditioned and len(val_images):
-        generator = torch.Generator().manual_seed(seed + 1)
+        generator = torch.Generator().manual_seed(seed + 1 if conditioning_seed is None else conditioning_seed)
         real = val_images[torch.randperm(len(val_images), generator=generator)[:rows]].float().cpu()
         side = real.shape[-1]
         masks = PixelSampler("uniform", side, count=min(observed, side * side)).sample(len(real), generator, "cpu")
@@ -444,7 +446,10 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             drawn = None
             if samples:
                 bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
-                drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature)
+                # One seed for the suite's fold: every configuration's rows show the same images and masks.
+                shared = unit_seed(int(meta.get("seed", 0)), "prior:conditioning", target.fold)
+                drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature,
+                                     conditioning_seed=shared)
             path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
             save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
                                       "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": result.best_epoch,

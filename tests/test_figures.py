@@ -13,6 +13,8 @@ from benchmark.conditioning import PixelSampler
 from benchmark.figures import (CURVES_NOTE, UNOBSERVED, configuration_title, error_vs_observed, observed_error,
                                reconstruction_grid, sampling_types, save_figure, validation_curves)
 from benchmark.models import build_model
+from benchmark.prior import GatedPixelCNN, PriorConfig
+from benchmark.prior_stage import draw_samples
 from benchmark.report import SuiteResults, _checkpoint_figures
 
 SIDE = 16  # the smallest images both families take: tests stay fast
@@ -216,6 +218,20 @@ def test_sampling_types_show_unobserved_pixels_in_colour_and_name_each_sampler(t
     assert shown["row_labels"] == [f"exact grid\n{GRID} px", "uniform\nk = 64 px",
                                    f"gaussian\nk = 64 draws,\n{pixels[2]} distinct px"]
     assert pixels[1] == 64 and pixels[2] < 64
+
+
+# ---------------------------------------------------------------- generated images
+
+def test_generated_rows_of_every_configuration_show_the_same_real_images_and_masks(images):
+    drawn = []
+    for method, seed in (("multidecoder", 11), ("single", 12)):  # run_prior_stage seeds each configuration
+        vq = model("vq-vae", method)
+        torch.manual_seed(0)
+        prior = GatedPixelCNN(PriorConfig(vq.latent_model.quantizer.codebook.num_embeddings, 8, 1, 3)).eval()
+        drawn.append(draw_samples(vq, prior, images, 2, seed=seed, rows=2, conditioning_seed=5))
+    assert torch.equal(drawn[0]["real"], drawn[1]["real"]) and torch.equal(drawn[0]["masks"], drawn[1]["masks"])
+    other = draw_samples(vq, prior, images, 2, seed=12, rows=2)  # the default: seed + 1
+    assert not torch.equal(other["masks"], drawn[1]["masks"])
 
 
 # ---------------------------------------------------------------- saving
