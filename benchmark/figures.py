@@ -1,7 +1,7 @@
 """Report figures (matplotlib, Agg), each saved as ``<stem>.png`` and ``<stem>.pdf``.
 
 - ``validation_curves``: per model config, with vs without each method (thesis Fig. 4.2,
-  4.4–4.6) from the history CSV; mean over folds with a min–max band.
+  4.4–4.6) from the history CSV; mean over folds with a min–max band, × at each fold's selected epoch.
 - ``reconstruction_grid``: input | decoder 1 | decoder 2 (conditioned) | mask, one test image a row.
 - ``sampling_types``: exact / uniform / gaussian masks on one image (thesis Fig. 3.6).
 - ``error_vs_observed``: conditioned per-pixel MSE against the number of distinct observed pixels.
