@@ -324,9 +324,8 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
 
 def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], settings: dict) -> None:
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
-    were made with other ones: the Prior NLL column would compare them as if alike. Rows about
-    to be replaced that were made with other settings are removed now, so that an interrupted
-    stage does not leave them next to new ones."""
+    were made with other ones: the Prior NLL column would compare them as if alike. (Rows about
+    to be replaced that were made with other settings go with the first new row, ``_update_csv``.)"""
     old = read_prior(results_dir, suite)
     if old is None:
         return
@@ -342,20 +341,24 @@ def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], sett
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made with other settings "
                          f"({'; '.join(differing)}); give these the same settings, rerun without --config to replace "
                          "every configuration's, or remove that file")
-    alike = pd.Series(True, index=old.index)
-    for key in SETTINGS:
-        alike &= old[key].eq(settings[key]) if key in old else False
-    if (replaced & ~alike).any():
-        _write_csv(old[~(replaced & ~alike)], path)
 
 
-def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str]) -> Path:
-    """Replace the rows of these configurations in ``<suite>_prior.csv`` (keep the others), in suite order."""
+def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str], replaced: Iterable[str],
+                settings: dict) -> Path:
+    """Replace the rows of these configurations in ``<suite>_prior.csv`` (keep the others), in suite order.
+
+    Rows of the stage's other configurations (``replaced``) made with other settings go now: an
+    interrupted stage leaves no old row next to new ones, and one interrupted before its first
+    row loses nothing."""
     path = prior_csv_path(results_dir, suite)
     old = read_prior(results_dir, suite)
     new = pd.DataFrame(rows, columns=list(PRIOR_COLUMNS))
     if old is not None:
-        new = pd.concat([old[~old["config_id"].isin(new["config_id"])], new], ignore_index=True)
+        alike = pd.Series(True, index=old.index)
+        for key in SETTINGS:
+            alike &= old[key].eq(settings[key]) if key in old else False
+        stale = old["config_id"].isin(list(replaced)) & ~alike
+        new = pd.concat([old[~old["config_id"].isin(new["config_id"]) & ~stale], new], ignore_index=True)
     rank = {c: i for i, c in enumerate(order)}
     _write_csv(new.sort_values("config_id", key=lambda ids: ids.map(lambda c: rank.get(c, len(rank))), kind="stable"),
                path)
@@ -459,7 +462,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                    "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats,
                    "best_epoch": result.best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
                    "prior_path": str(path), "seconds": time.perf_counter() - started, **settings}  # with fold, epochs
-            _update_csv(results_dir, suite, [row], order)
+            _update_csv(results_dir, suite, [row], order, [t.config_id for t in targets], settings)
             summary.rows.append(row)
             if on_result is not None:
                 on_result(row)

@@ -20,6 +20,7 @@ from PIL import Image
 from sklearn.model_selection import KFold
 
 from benchmark.prior_stage import (
+    _update_csv,
     check_kept_rows,
     decode_conditioned,
     draw_samples,
@@ -334,13 +335,19 @@ def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args):
     one_line_error(capsys)
 
 
-def test_a_full_rerun_with_other_settings_removes_the_old_rows_first(tmp_path):
+def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_row(tmp_path):
     old = pd.DataFrame({"config_id": ["a", "b"], "fold": [0, 0], "val_nll_nats": [3.0, 3.1], "prior_path": ["", ""],
                         "epochs": [30, 30], "batch_size": [128, 128], "lr": [1e-3, 1e-3], "hidden": [64, 64],
                         "layers": [8, 8], "kernel": [5, 5]})
     old.to_csv(tmp_path / "s_prior.csv", index=False)
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
-    check_kept_rows(tmp_path, "s", ["a", "b"], settings)  # the same settings: rows kept until replaced
-    assert list(read_prior(tmp_path, "s")["config_id"]) == ["a", "b"]
-    check_kept_rows(tmp_path, "s", ["a", "b"], {**settings, "hidden": 32})  # a Ctrl-C now leaves no old row
-    assert read_prior(tmp_path, "s").empty
+    other = {**settings, "hidden": 32}
+    for new in (settings, other):  # checking writes nothing: a Ctrl-C before the first row loses nothing
+        check_kept_rows(tmp_path, "s", ["a", "b"], new)
+        assert list(read_prior(tmp_path, "s")["config_id"]) == ["a", "b"]
+    row = {"config_id": "b", "fold": 0, "val_nll_nats": 2.0, "prior_path": ""}
+    _update_csv(tmp_path, "s", [{**row, **settings}], ["a", "b"], ["a", "b"], settings)
+    assert read_prior(tmp_path, "s").set_index("config_id")["val_nll_nats"].to_dict() == {"a": 3.0, "b": 2.0}
+    # Other settings: the first new row takes the other old one with it (a Ctrl-C now leaves no old row).
+    _update_csv(tmp_path, "s", [{**row, **other}], ["a", "b"], ["a", "b"], other)
+    assert list(read_prior(tmp_path, "s")["config_id"]) == ["b"]
