@@ -463,7 +463,7 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
 
 
 def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, steps: int, warmup: int, batch: int,
-             device: str, precision: str, dataset: str, data_root: str | None = None
+             device: str, precision: str, dataset: str, data_root: str | None = None, download: bool = False
              ) -> tuple[list[tuple[str, int]], list[str], torch.device, torch.Tensor]:
     """Check the shared settings; the selected models and methods, the device and the training images."""
     for name, value, minimum in (("steps", steps, 1), ("warmup", warmup, 0), ("batch", batch, 1)):
@@ -473,13 +473,13 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
 
     from benchmark.data import load_dataset
 
-    return models, chosen, torch_device, load_dataset(dataset, data_root).train
+    return models, chosen, torch_device, load_dataset(dataset, data_root, download=download).train
 
 
 def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None, steps: int = 20,
               warmup: int = 3, batch: int = 128, device: str = "auto", dataset: str = "mnist5k",
               naive: bool = True, seed: int = 0, repeats: int = 1, peak_size: int | None = None,
-              precision: str = "auto", workers: int = 1, data_root: str | None = None,
+              precision: str = "auto", workers: int = 1, data_root: str | None = None, download: bool = False,
               progress: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark every selected (family, config) × method; see the module docstring.
 
@@ -492,7 +492,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
     if peak_size is not None and peak_size < 1:
         raise ValueError(f"peak matrix size must be >= 1, got {peak_size!r}")
     models, chosen, torch_device, images = _prepare(families, methods, steps, warmup, batch, device, precision,
-                                                    dataset, data_root)
+                                                    dataset, data_root, download)
     if workers > 1 and torch_device.type != "cpu":
         raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
     peak = measure_matmul_peak(torch_device, peak_size)
@@ -646,11 +646,12 @@ def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int,
 def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                        folds: int = 5, steps: int = 20, warmup: int = 3, batch: int = 128, device: str = "auto",
                        dataset: str = "mnist5k", seed: int = 0, precision: str = "auto",
-                       data_root: str | None = None, progress: Callable[[str], None] | None = None) -> list[EnsembleRow]:
+                       data_root: str | None = None, download: bool = False,
+                       progress: Callable[[str], None] | None = None) -> list[EnsembleRow]:
     """:func:`ensemble_one` for every selected (family, config) × method."""
     _check_count("folds of an ensemble", folds, 2)
     models, chosen, torch_device, images = _prepare(families, methods, steps, warmup, batch, device, precision,
-                                                    dataset, data_root)
+                                                    dataset, data_root, download)
     rows = []
     for family, config in models:
         for method in chosen:

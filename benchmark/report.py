@@ -187,7 +187,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     results["config"] = results["config"].astype(int)
     results["fold"] = results["fold"].astype(int)
     if not (results["state"] == "COMPLETE").any():
-        states = results["state"].value_counts().to_dict()
+        states = ", ".join(f"{n} {state}" for state, n in results["state"].value_counts().items())
         first = next((e for e in results.get("error", []) if e), "")
         raise ReportError(f"suite {suite!r} has no completed units yet ({states})"
                           + (f"; first error: {first}" if first else ""))

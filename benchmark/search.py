@@ -222,6 +222,7 @@ class SearchOptions:
     workers: int = 1
     device: str = "auto"
     data_root: str | None = None
+    download: bool = False              # mnist/cifar10/celeba into data_root, before the workers start
     heartbeat: int = 10
     show_progress: bool = True
 
@@ -354,7 +355,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
     # the trials' user attributes and the summary, and unexpected errors still propagate.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_search_study(settings, storage_url, study_name, options)
-    if images is None:
+    if images is None:  # a worker process: the parent has loaded (and downloaded) the data already
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
                desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
@@ -429,7 +430,8 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress bar and summary say what matters
     name = study_name or settings.default_study_name()
     # Load the data first: a bad dataset name must not leave an empty study behind.
-    images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
+    images = load_dataset(settings.dataset, options.data_root, download=options.download, limit=settings.limit,
+                          seed=settings.seed).train
     if len(images) < settings.folds:
         raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
     device = training_device(settings.train_config(options.device))  # a bad device or precision leaves no study

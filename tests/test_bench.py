@@ -160,8 +160,9 @@ def test_cli_bench_reads_a_torchvision_dataset_from_data_root(tmp_path, capsys):
     rng = np.random.default_rng(0)
     write_mnist(tmp_path / "data", rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), np.arange(16) % 10,
                 rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), np.arange(4))
-    code = main(["bench", "--dataset", "mnist", "--data-root", str(tmp_path / "data"), "--families", "vq-vae:1",
-                 "--methods", "baseline", "--steps", "1", "--warmup", "0", "--batch", "8", "--device", "cpu",
+    # --download, as the missing-files message advises; with the files there torchvision fetches nothing
+    code = main(["bench", "--dataset", "mnist", "--data-root", str(tmp_path / "data"), "--download",
+                 "--families", "vq-vae:1", "--methods", "baseline", "--steps", "1", "--warmup", "0", "--batch", "8", "--device", "cpu",
                  "--peak-size", "64", "--no-naive", "--quiet", "--out", str(tmp_path / "out")])
     assert code == 0, capsys.readouterr().err
     assert len(list(csv.DictReader((tmp_path / "out" / "throughput.csv").open()))) == 1

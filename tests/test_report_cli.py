@@ -91,3 +91,21 @@ def test_weights_go_to_the_artifacts_dir_and_the_report_finds_them(tmp_path, cap
     captured = capsys.readouterr()
     assert "no checkpoint figures" not in captured.out + captured.err
     assert list((tmp_path / "reports" / "one" / "figures").glob("reconstruction_*.png"))
+
+
+def test_report_of_every_suite_skips_one_with_nothing_done_yet(smoke_run, tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("smoke.csv", "smoke_meta.json", "smoke_history.csv"):
+        shutil.copy(smoke_run / "results" / name, results / name)
+    waiting = pd.read_csv(smoke_run / "results" / "smoke.csv").assign(state="WAITING")
+    waiting.to_csv(results / "started.csv", index=False)  # e.g. `run --suite full` stopped in its first unit
+    assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 0
+    captured = capsys.readouterr()
+    assert "started: skipped: suite 'started' has no completed units yet (30 WAITING)" in captured.err
+    assert (tmp_path / "reports" / "smoke" / "table.csv").exists()
+    # Named, it is an error; alone, there is nothing to report.
+    assert report(tmp_path, "--results-dir", str(results), "--suite", "started", "--no-figures") == 2
+    (results / "smoke.csv").unlink()
+    assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 2
+    assert "nothing to report" in capsys.readouterr().err

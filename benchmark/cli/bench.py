@@ -51,6 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "them, as `run --workers` (default 1); the naive loop stays one process")
     bench.add_argument("--dataset", default="mnist5k", help="dataset to train on (default mnist5k)")
     bench.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
+    bench.add_argument("--download", action="store_true", help="download mnist/cifar10/celeba into --data-root")
     bench.add_argument("--repeats", type=int, default=1,
                        help="time ours and naive this many times, alternating, and keep the best (default 1)")
     bench.add_argument("--peak-size", type=int, help="side of the square matmul for the peak (default 2048 on "
@@ -101,7 +102,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
                        seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, precision=args.precision,
-                       workers=args.workers, data_root=args.data_root,
+                       workers=args.workers, data_root=args.data_root, download=args.download,
                        progress=progress)
     print(format_table(result))
     path, stale = write_throughput(result.rows, args.out)
@@ -111,7 +112,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
         rows = run_ensemble_bench(families=args.families, methods=args.methods, folds=args.ensemble,
                                   steps=args.steps, warmup=args.warmup, batch=args.batch, device=args.device,
                                   dataset=args.dataset, seed=args.seed, precision=args.precision,
-                                  data_root=args.data_root, progress=progress)
+                                  data_root=args.data_root, progress=progress)  # downloaded by now
         print()
         print(format_ensemble_table(rows))
         print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV)}")

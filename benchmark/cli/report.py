@@ -49,11 +49,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
+    skipped: list[str] = []
     for suite in suites:
         images = None if args.no_figures else _images_for(args.results_dir, suite)
         load_model = None if images is None or args.no_checkpoints else (lambda path: load_checkpoint(path)[0])
-        summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                               images=images, load_model=load_model)
+        try:
+            summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
+                                   images=images, load_model=load_model)
+        except ReportError as error:
+            if args.suite:  # asked for by name: an error
+                raise
+            # Every suite in the folder: one that has nothing to report yet must not stop the others.
+            print(f"{suite}: skipped: {error}", file=sys.stderr)
+            skipped.append(suite)
+            continue
         count = len(summary.configurations)
         print(f"{suite}: {count} configuration{'s' * (count != 1)}, {len(summary.files)} files in {summary.out_dir}")
         for missing in summary.missing[:SHOWN_MISSING]:
@@ -64,4 +73,6 @@ def cmd_report(args: argparse.Namespace) -> int:
                   f"{summary.out_dir / 'missing.txt'}")
         for warning in summary.warnings:
             print(f"  warning: {warning}")
+    if len(skipped) == len(suites):
+        raise ReportError(f"nothing to report: no suite in {args.results_dir}/ has a completed unit yet")
     return 0

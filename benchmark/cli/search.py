@@ -61,6 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="complete trials before the median pruner may prune (default 5)")
     search.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | mnist | cifar10 | celeba | folder:PATH")
     search.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
+    search.add_argument("--download", action="store_true", help="download mnist/cifar10/celeba into --data-root")
     search.add_argument("--limit", type=int, help="use at most this many training images")
     search.add_argument("--epochs", type=int, default=100, help="epochs per fold (default 100, as the full suite)")
     search.add_argument("--folds", type=int, default=5, help="folds per trial (default 5)")
@@ -115,7 +116,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = _settings(args)
     options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
                             pruner_startup=args.pruner_startup, workers=args.workers, device=args.device,
-                            data_root=args.data_root, heartbeat=args.heartbeat, show_progress=not args.quiet)
+                            data_root=args.data_root, download=args.download, heartbeat=args.heartbeat, show_progress=not args.quiet)
     name = args.study_name or settings.default_study_name()
     summary = run_search(settings, args.storage, name, options)
     counts = summary.counts
