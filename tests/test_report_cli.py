@@ -109,3 +109,11 @@ def test_report_of_every_suite_skips_one_with_nothing_done_yet(smoke_run, tmp_pa
     (results / "smoke.csv").unlink()
     assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 2
     assert "nothing to report" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_is_a_file_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    assert report(tmp_path, "--results-dir", str(smoke_run / "results"), "--reports-dir",
+                  str(tmp_path / "notes.txt"), "--no-figures") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: Not a directory: {tmp_path / 'notes.txt' / 'smoke'}"]

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        # A folder option naming a file, or a place this user cannot write: the path says which.
+        print(f"error: {err.strerror}: {err.filename}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
         return 130
