@@ -583,12 +583,13 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     elif missing_path.exists():
         missing_path.unlink()  # stale from an earlier, partial report
 
+    directory = out_dir / "figures"
+    if directory.is_dir():
+        _clear_figures(directory)  # an earlier report's: index.md must not leave them unlisted and stale
     if figures:
         from benchmark.figures import sampling_types, validation_curves
 
-        directory = out_dir / "figures"
         directory.mkdir(exist_ok=True)
-        _clear_figures(directory)
         if data.history is not None and not data.history.empty:
             files += validation_curves(data.history, data.results, directory)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -163,9 +164,7 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
         raise ValueError(f"{where}: must be a [[configurations]] table, got {table!r}")
     known = {"family", "config", "method", "sampling", "exponent", "count", "softadapt", "w1", "w2", "beta",
              "softadapt_beta", "variant"}
-    unknown = set(table) - known
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+    _check_keys(table, known, where)
     family, config = table.get("family"), table.get("config")
     if family is None or config is None:
         raise ValueError(f"{where}: needs 'family' and 'config'")
@@ -197,6 +196,15 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     return [Configuration(family, config, method)]
 
 
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    """Refuse keys a table does not take, naming each with the allowed key it most resembles."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        hints = [f"{key!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(key, allowed, 1))
+                 for key in unknown]
+        raise ValueError(f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(hints)}; allowed: {sorted(allowed)}")
+
+
 def load_suite_file(path: Path) -> Suite:
     """A suite from TOML: top-level name/dataset/limit/folds/seed, [train], [[configurations]].
 
@@ -208,19 +216,17 @@ def load_suite_file(path: Path) -> Suite:
         raise ValueError(f"cannot read suite file {path}: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
+    top_keys = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "description")
+    _check_keys(data, {"name", "train", "configurations", *top_keys}, f"suite file {path}")
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
-    top_keys = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "description")
-    unknown = set(data) - {"name", "train", "configurations", *top_keys}
-    if unknown:
-        raise ValueError(f"suite file {path}: unknown keys {sorted(unknown)}; allowed: "
-                         f"{sorted({'name', 'train', 'configurations', *top_keys})}")
     configurations = [c for i, t in enumerate(tables) for c in _configuration_from_table(t, f"{path} configuration {i + 1}")]
     train_table = data.get("train", {})
     allowed = {f.name for f in fields(TrainConfig)}
-    if not isinstance(train_table, dict) or set(train_table) - allowed:
-        raise ValueError(f"suite file {path}: [train] takes only {sorted(allowed)}")
+    if not isinstance(train_table, dict):
+        raise ValueError(f"suite file {path}: [train] must be a table, got {train_table!r}")
+    _check_keys(train_table, allowed, f"suite file {path}: [train]")
     try:
         train = TrainConfig(**train_table)  # checks each value's type and range
     except ValueError as err:

@@ -406,6 +406,10 @@ def test_write_report_draws_every_figure(tmp_path, rows, images):
     assert "[png](figures/curves_vae-1_single.png)" in index and "[`table.tex`](table.tex)" in index
     assert "[`comparison.md`](comparison.md)" in index
     assert all(text in index for kind, text in FIGURE_KINDS.items() if kind != "generated_")  # no prior here
+    # Tables only, later: the earlier figures go rather than stay unlisted and stale.
+    (tmp_path / "out" / "figures" / "mine.png").write_bytes(b"not ours")
+    write_report(results, "demo", tmp_path / "out", figures=False)
+    assert [p.name for p in (tmp_path / "out" / "figures").iterdir()] == ["mine.png"]
 
 
 def test_figure_functions_check_their_model(tmp_path, images):

@@ -292,8 +292,12 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ('name = "t"\nfold = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "unknown keys ['fold']"),
-    ('name = "t"\n[train]\nepoch = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "[train] takes only"),
+    ('name = "t"\nfold = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "unknown key 'fold' (did you mean 'folds'?)"),
+    ('name = "t"\n[train]\nepoch = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "[train]: unknown key 'epoch' (did you mean 'epochs'?)"),
+    ('name = "t"\n[[configuration]]\nfamily = "vae"\nconfig = 1\n',
+     "unknown key 'configuration' (did you mean 'configurations'?)"),
     ('name = "t"\n[train]\nprecision = "fp16"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
      "unknown precision 'fp16'"),
     ('name = "t"\n[[configurations]]\nfamily = "vae3"\nconfig = 1\n', "unknown model 'vae3'"),
