@@ -155,9 +155,22 @@ def differing_settings_message(study: str, url: str, stored: dict, wanted: dict)
         age = "an earlier" if stored.get("metrics_version", 1) < METRICS_VERSION else "a later"
         return (f"study {study!r} in {safe_url(url)} was made by {age} version of mtvae-bench, whose "
                 "validation metrics are not comparable with this version's")
-    changes = ", ".join(f"{key} {_setting(stored.get(key))} there, {_setting(wanted.get(key))} now"
-                        for key in differing)
+    changes = ", ".join(change for key in differing for change in _changes(key, stored.get(key), wanted.get(key)))
     return f"study {study!r} in {safe_url(url)} was made with other settings ({changes})"
+
+
+def _changes(key: str, there: object, now: object) -> list[str]:
+    """What differs in one setting; in a table or a list only the entries that differ, so that a
+    long value does not hide its difference behind the cut."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        return [change for sub in sorted({*there, *now}, key=str) if there.get(sub) != now.get(sub)
+                for change in _changes(f"{key}.{sub}", there.get(sub), now.get(sub))]
+    if isinstance(there, list) and isinstance(now, list):
+        only_there, only_now = [v for v in there if v not in now], [v for v in now if v not in there]
+        changes = ([f"{key} {_setting(only_there)} there only"] if only_there else []) + \
+                  ([f"{key} {_setting(only_now)} now only"] if only_now else [])
+        return changes or [f"{key} in another order"]
+    return [f"{key} {_setting(there)} there, {_setting(now)} now"]
 
 
 def _setting(value: object) -> str:

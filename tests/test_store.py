@@ -14,6 +14,7 @@ from benchmark.store import (
     StoreConfig,
     StoreError,
     agree_heartbeat,
+    differing_settings_message,
     export,
     open_storage,
     open_suite_study,
@@ -75,3 +76,17 @@ def test_of_two_workers_starting_together_the_first_heartbeat_holds_for_both(tmp
     assert agree_heartbeat(first, 10) == 10
     assert agree_heartbeat(second, 30) == 10  # Optuna's setter would have overwritten it with 30
     assert looked and first.user_attrs["heartbeat"] == 10
+
+
+def test_a_settings_mismatch_names_the_entries_that_differ_not_a_cut_long_value():
+    ranges = {"w1": {"low": 0.1, "high": 10.0, "log": True}, "w2": {"low": 0.5, "high": 20.0, "log": True}}
+    stored = {"ranges": ranges, "configurations": ["vae/1/baseline", "vae/1/single/uniform/a=40"], "epochs": 3}
+    wanted = {"ranges": {**ranges, "w2": {**ranges["w2"], "high": 3.0}},
+              "configurations": ["vae/1/baseline", "vae/1/single/gaussian/a=20"], "epochs": 3}
+    message = differing_settings_message("s", "sqlite:///x.db", stored, wanted)
+    assert message == ("study 's' in sqlite:///x.db was made with other settings ("
+                       'configurations ["vae/1/single/uniform/a=40"] there only, '
+                       'configurations ["vae/1/single/gaussian/a=20"] now only, ranges.w2.high 20.0 there, 3.0 now)')
+    reordered = {**stored, "configurations": stored["configurations"][::-1]}
+    assert message.startswith("study") and "(configurations in another order)" in differing_settings_message(
+        "s", "sqlite:///x.db", stored, reordered)
