@@ -159,7 +159,8 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
         checkpoint = checkpoint_file(row["checkpoint"], results_dir, suite)
         if not checkpoint.is_file():
             raise ValueError(f"checkpoint of {config_id} fold {fold} is missing: {row['checkpoint']} "
-                             f"(run the command where `run` ran, or rerun `run --suite {suite}`)")
+                             f"(looked for as recorded and in {checkpoint.parent}): run the command where `run` "
+                             "ran, or put the weights back; `run` does not train a finished unit again")
         targets.append(PriorTarget(config_id, str(row["method"]), fold, float(row["recon"]),
                                    checkpoint, _count(row.get("n_train")), _count(row.get("n_val"))))
     if not targets:

@@ -159,8 +159,8 @@ class SearchSettings:
                 raise ValueError(f"{err} (give it with --sampling)") from None
         if not self.objectives or len(set(self.objectives)) != len(self.objectives) or \
                 not set(self.objectives) <= set(OBJECTIVES):
-            raise ValueError(f"bad objectives {','.join(self.objectives)!r}; use recon or recon,latent "
-                             f"(names from: {', '.join(OBJECTIVES)})")
+            raise ValueError(f"bad objectives {','.join(self.objectives)!r}; give one or more of "
+                             f"{', '.join(OBJECTIVES)}, comma-separated and each once, e.g. recon,latent")
         if "recon_cond" in self.objectives and self.method == "baseline":
             raise ValueError("the baseline has no conditioned decoder: recon_cond cannot be an objective")
         if self.folds < 2:
@@ -177,7 +177,7 @@ class SearchSettings:
     def default_study_name(self) -> str:
         """A readable name, e.g. ``search-vq-vae-1-single-gaussian``."""
         parts = ["search", self.family, str(self.config), self.method, self.sampling or "",
-                 "softadapt" if self.softadapt else "", "-".join(self.objectives) if self.multi_objective else ""]
+                 "softadapt" if self.softadapt else "", "-".join(self.objectives) if self.objectives != ("recon",) else ""]
         return "-".join(p for p in parts if p)
 
     def train_config(self, device: str = "auto") -> TrainConfig:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -451,6 +452,8 @@ def test_studies_show_gives_ranges_as_search_takes_them(tmp_path, fake_training,
     assert list(settings.ranges) == ["w1", "w2", "beta"]
     assert SearchSettings.from_dict(settings.to_dict()) == settings
     assert settings.default_study_name() == "search-vae-2-multidecoder-exact"
+    # Another single objective is another study, not the recon one's.
+    assert replace(settings, objectives=("latent",)).default_study_name() == "search-vae-2-multidecoder-exact-latent"
 
 
 def test_precision_is_a_search_setting():

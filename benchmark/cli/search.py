@@ -51,7 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--sampling", help="multidecoder: exact | uniform; single: uniform | gaussian "
                                            "(none for the baseline)")
     search.add_argument("--softadapt", action="store_true", help="balance the losses with SoftAdapt; tune its beta")
-    search.add_argument("--objectives", default="recon", help="recon (default) or recon,latent for a Pareto front")
+    search.add_argument("--objectives", default="recon", help="recon (default), latent or recon_cond; several, e.g. recon,latent, for a Pareto front")
     search.add_argument("--range", action="append", default=[], metavar="NAME=LOW:HIGH[:log|linear]",
                         help="override a parameter's range (repeatable)")
     search.add_argument("--trials", type=int, default=50, help="trials the study should have in total (default 50)")
