@@ -27,6 +27,7 @@ from benchmark.store import (
     agree_heartbeat,
     enqueue_missing,
     export,
+    export_note,
     fail_orphans,
     fail_stale_trials,
     finished_elsewhere,
@@ -334,7 +335,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     beat_note = heartbeat_note(study.study_name, heartbeat, store.heartbeat_interval)
     store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
-    for line in (limit_note(suite.dataset, suite.limit, len(images)), beat_note, _resume_line(study, suite)):
+    for line in (limit_note(suite.dataset, suite.limit, len(images)), beat_note, export_note(suite, store),
+                 _resume_line(study, suite)):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))

@@ -408,6 +408,22 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE
     return model.to(device).eval(), info
 
 
+def export_note(suite: Suite, config: StoreConfig) -> str | None:
+    """One line when ``results/<suite>.csv`` holds the export of a study in another storage, which
+    this run's export replaces (the other study keeps its units: a run on it exports them back)."""
+    path = config.results_dir / f"{suite.name}_meta.json"
+    try:
+        earlier = json.loads(path.read_text()).get("storage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    now = safe_url(config.url(suite.name))
+    if not earlier or earlier == now:
+        return None
+    return (f"note: {config.results_dir / suite.name}.csv holds the results of the study in {earlier}; this run "
+            f"exports the one in {now} over them (a run with --storage {shlex.quote(earlier)} exports those "
+            f"back; --results-dir keeps the two apart)")
+
+
 def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_size: int | None = None) -> tuple[Path, Path]:
     """Write results/<suite>.csv (one row per unit), <suite>_history.csv and <suite>_meta.json
     (with ``image_size``, the side of the suite's images, when given)."""

@@ -16,6 +16,7 @@ from benchmark.store import (
     agree_heartbeat,
     differing_settings_message,
     export,
+    export_note,
     open_storage,
     open_suite_study,
     unit_keys,
@@ -57,6 +58,18 @@ def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
     study._storage.set_trial_state_values(trial_id, TrialState.FAIL)  # Ctrl-C: a FAIL without a reason
     table = pd.read_csv(export(study, suite, store)[0])
     assert list(table["state"][:2]) == ["INTERRUPTED", "MISSING"]
+
+
+def test_a_run_on_another_storage_says_that_its_export_replaces_the_others(tmp_path):
+    suite = get_suite("smoke").override(folds=2)
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    assert export_note(suite, store) is None  # nothing exported yet
+    export(open_suite_study(suite, store), suite, store)
+    assert export_note(suite, store) is None  # the same storage: its own export
+    other = StoreConfig(storage=f"sqlite:///{tmp_path / 'other.db'}", results_dir=tmp_path)
+    note = export_note(suite, other)
+    assert note.startswith(f"note: {tmp_path / 'smoke'}.csv holds the results of the study in "
+                           f"sqlite:///{tmp_path.as_posix()}/smoke.db; this run exports the one in ")
 
 
 def test_of_two_workers_starting_together_the_first_heartbeat_holds_for_both(tmp_path, monkeypatch):
