@@ -236,7 +236,7 @@ def fake_training(monkeypatch):
 
 
 def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, fake_training, capsys):
-    study_name = "diverging"
+    study_name = "diverging run"  # a space: the printed `inspect:` line must still paste into a shell
     (tmp_path / "studies").mkdir()
     study = optuna.create_study(study_name=study_name, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
     study.tell(study.ask(), state=TrialState.FAIL)  # as Ctrl-C leaves a trial: FAIL without a reason
@@ -253,6 +253,7 @@ def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, f
     # The interrupted trial is not reported as failed: failed counts the diverged ones only.
     assert f"5 trials (complete {complete}, pruned 0, failed {diverged - 1}, interrupted 1)" in out
     assert "trial #1 failed: fold 0: loss diverged" in out and "trial #0 failed" not in out
+    assert "inspect: python -m benchmark studies show 'diverging run'" in out
     assert search_cli(tmp_path, *args, "--trials", "4") == 0  # nothing more to run
     assert len(load(tmp_path, study_name).trials) == 5
     capsys.readouterr()

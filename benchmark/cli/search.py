@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -130,8 +131,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"best trial #{best.number}: {values}; {params} ({best.user_attrs.get('config_id', '')})")
     for trial in summary.failed[-5:]:  # the most recent reasons; `studies show` lists them all
         print(f"  trial #{trial.number} failed: {trial.user_attrs['error']}")
-    print(f"inspect: python -m benchmark studies show {name}"
-          + (f" --storage {safe_url(args.storage)}" if args.storage != DEFAULT_STORAGE else ""))
+    print(f"inspect: python -m benchmark studies show {shlex.quote(name)}"  # a line to paste into a shell
+          + (f" --storage {shlex.quote(safe_url(args.storage))}" if args.storage != DEFAULT_STORAGE else ""))
     if summary.worker_failures:
         print(f"warning: {summary.worker_failures} of {options.workers} worker processes stopped with an error "
               "(messages above)", file=sys.stderr)
