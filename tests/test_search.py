@@ -391,6 +391,14 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, bad, 
     assert not (tmp_path / "studies").exists()
 
 
+@pytest.mark.parametrize("args", [("search", "--trials", "abc"), ("nope",), ("run",)])
+def test_argument_errors_are_one_line_without_the_usage_block(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as stop:
+        cli(tmp_path, *args)
+    assert stop.value.code == 2
+    assert one_line_error(capsys).endswith("--help`)")
+
+
 def test_unknown_names_are_one_line(tmp_path, capsys):
     assert cli(tmp_path, "search", "--model", "gan", "--config", "1", "--method", "single") == 2
     assert "vae, vq-vae" in one_line_error(capsys)

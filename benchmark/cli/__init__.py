@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from benchmark.cli import bench, prior, report, run, search
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line like the commands' own (no usage block above them)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark",
-                                     description="Cross-validation benchmark suite for multitask VAEs.")
+    parser = _Parser(prog="python -m benchmark", description="Cross-validation benchmark suite for multitask VAEs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, report, search, bench, prior):
         module.add_parsers(sub)
