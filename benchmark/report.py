@@ -1,7 +1,8 @@
 """The report: results/<suite>{.csv,_history.csv,_meta.json} → reports/<suite>/.
 
-Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``, ``comparison.{md,tex}``
-(each method against its baseline), ``index.md``, ``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
+Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``,
+``comparison.{md,tex}`` (each method against its baseline, when a suite has one), ``index.md``,
+``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
 is validated before anything is written, so an unknown or empty suite leaves no files.
 After ``python -m benchmark prior``: a "Prior NLL" column and ``figures/generated_*`` (VQ-VAE).
 
@@ -60,10 +61,10 @@ FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampl
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
     "curves_": "Validation curves of each method's configurations against the baseline (mean over folds, "
                "band: min–max over folds).",
-    "reconstruction_": "Held-out test images: input | decoder 1 | decoder 2 | mask, from the first fold's "
-                       "best-epoch weights.",
-    "error_vs_observed_": "The conditioned decoder's error against the number of observed pixels (the numbers "
-                          "in the CSV).",
+    "reconstruction_": "Held-out test images: input | unconditioned | conditioned output | mask, from the "
+                       "first fold's best-epoch weights.",
+    "error_vs_observed_": "The conditioned output's error against the number of distinct observed pixels, the "
+                          "training condition marked (the numbers in the CSV).",
     "sampling_types": "The three mask samplers (exact, uniform, gaussian) on one image.",
     "generated_": "Images decoded from samples of each VQ-VAE's prior.",
 }
@@ -399,7 +400,8 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
             mark = "†" if pd.notna(significant) and significant else ""
             rows.append({"Difference": f"{row[f'{metric}_mean_diff']:+.3g}{mark}",
                          "95% interval": f"[{row[f'{metric}_ci_low']:+.3g}, {row[f'{metric}_ci_high']:+.3g}]",
-                         "Change": f"{100 * row[f'{metric}_rel_change']:+.1f}%",
+                         "Change": "–" if pd.isna(row[f"{metric}_rel_change"])
+                                   else f"{100 * row[f'{metric}_rel_change']:+.1f}%",
                          "p (Holm)": "–" if pd.isna(p_holm) else f"{p_holm:.3g}",
                          "Folds": str(int(pairs))})
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=[*INDEX_TITLES, "Metric"])
@@ -570,10 +572,16 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     table.to_csv(out_dir / "table.csv", index=False)
     (out_dir / "table.tex").write_text(latex_table(table, _caption(data)))
     (out_dir / "table.md").write_text(markdown_table(table))
-    (out_dir / "comparison.tex").write_text(comparison_latex(table, "Each method against its baseline, suite "
-                                                                    f"{suite}."))
-    (out_dir / "comparison.md").write_text(comparison_markdown(table))
-    files += [out_dir / name for name in ("table.csv", "table.tex", "table.md", "comparison.tex", "comparison.md")]
+    files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
+    compared = not comparison_cells(table).empty  # baselines only: no comparison (nor an earlier report's)
+    for path, write in ((out_dir / "comparison.tex",
+                         lambda: comparison_latex(table, f"Each method against its baseline, suite {suite}.")),
+                        (out_dir / "comparison.md", lambda: comparison_markdown(table))):
+        if compared:
+            path.write_text(write())
+            files.append(path)
+        else:
+            path.unlink(missing_ok=True)
     missing_path = out_dir / "missing.txt"
     if missing:
         header = (f"# suite {suite}: {len(missing)} of {len(data.meta['configurations'])} configurations "

@@ -268,6 +268,17 @@ def test_comparison_tables_give_each_methods_difference_interval_and_holm_p(repo
     assert "Holm" in latex and "_" not in latex and "−" not in latex
 
 
+def test_a_suite_of_baselines_has_no_comparison_files(tmp_path, rows):
+    out = tmp_path / "out"
+    write_report(write_suite(tmp_path / "all", rows), "demo", out, figures=False)
+    assert (out / "comparison.md").exists()
+    baselines = rows[rows["method"] == "baseline"]
+    results = write_suite(tmp_path / "baselines", baselines, configurations=list(baselines["config_id"].unique()))
+    summary = write_report(results, "demo", out, figures=False)
+    assert not (out / "comparison.md").exists() and not (out / "comparison.tex").exists()
+    assert "comparison.md" not in (out / "index.md").read_text() and all(p.exists() for p in summary.files)
+
+
 def test_a_lone_complete_row_is_not_bold(rows):
     # The best of one is no finding: a model config whose other rows are short of folds.
     alone = rows[(rows["family"] == "vq-vae") & ((rows["method"] == "baseline") | (rows["fold"] < 2))]
