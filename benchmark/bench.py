@@ -542,6 +542,10 @@ def format_table(result: BenchResult) -> str:
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
             f"{s['dataset']}, device {s['device']}, precision {s['precision']}, "
             f"{s['workers']} worker process(es) for ours, {s['threads']} torch threads, torch {s['torch']}")]
+    if any(r.pct_peak_fp32 > 100 for r in result.rows):
+        out.append("note: a rate above the float32 peak means bf16, or a peak measured low on a busy machine; "
+                   + ("rerun with --repeats 2 or more, which keeps the best of each" if s["repeats"] == 1
+                      else "rerun on an idle machine"))
     return "\n".join(out)
 
 

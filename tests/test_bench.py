@@ -5,6 +5,7 @@ import math
 import os
 import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from benchmark.bench import (
     MatmulPeak,
     bench_configuration,
     bench_one,
+    format_table,
     naive_masks,
     plain_process,
     run_bench,
@@ -138,6 +140,14 @@ def test_ctrl_c_in_the_ensemble_says_only_throughput_csv_was_written(tiny_result
                    f"no ensemble.csv; bench keeps no partial timings, so a rerun measures everything again"]
     assert sorted(p.name for p in out.iterdir()) == ["throughput.csv"]
     assert len(list(csv.DictReader((out / "throughput.csv").open()))) == len(tiny_result.rows)
+
+
+def test_a_rate_above_the_peak_is_explained(tiny_result):
+    within = replace(tiny_result, rows=[replace(tiny_result.rows[0], pct_peak_fp32=46.6)])
+    assert "above the float32 peak" not in format_table(within)
+    fast = replace(tiny_result, rows=[replace(tiny_result.rows[0], pct_peak_fp32=146.6)])
+    assert "note: a rate above the float32 peak means bf16, or a peak measured low on a busy machine; rerun with " \
+           "--repeats 2" in format_table(fast)
 
 
 def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
