@@ -337,7 +337,7 @@ def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], sett
                          "chose each one's fold and epoch on its validation score; rerun without --config to replace "
                          "every configuration's, or remove that file")
     differing = [f"{key} {', '.join(f'{v:g}' for v in sorted(set(kept[key])))} there, {settings[key]:g} now"
-                 for key in SETTINGS if not kept.empty and (kept[key] != settings[key]).any()]
+                 for key in SETTINGS if not _made_with(kept, {key: settings[key]}).all()]
     if differing:
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made with other settings "
                          f"({'; '.join(differing)}); give these the same settings, rerun without --config to replace "
@@ -355,15 +355,20 @@ def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str
     old = read_prior(results_dir, suite)
     new = pd.DataFrame(rows, columns=list(PRIOR_COLUMNS))
     if old is not None:
-        alike = pd.Series(True, index=old.index)
-        for key in SETTINGS:
-            alike &= old[key].eq(settings[key]) if key in old else False
-        stale = old["config_id"].isin(list(replaced)) & ~alike
+        stale = old["config_id"].isin(list(replaced)) & ~_made_with(old, settings)
         new = pd.concat([old[~old["config_id"].isin(new["config_id"]) & ~stale], new], ignore_index=True)
     rank = {c: i for i, c in enumerate(order)}
     _write_csv(new.sort_values("config_id", key=lambda ids: ids.map(lambda c: rank.get(c, len(rank))), kind="stable"),
                path)
     return path
+
+
+def _made_with(rows: pd.DataFrame, settings: dict) -> pd.Series:
+    """Which prior rows record these settings (a row of an earlier version records none)."""
+    alike = pd.Series(True, index=rows.index)
+    for key, value in settings.items():
+        alike &= rows[key].eq(value) if key in rows else False
+    return alike
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -416,7 +421,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     targets, skipped, meta = select_targets(results_dir, suite, config_ids, fold)
     settings = {"fold": targets[0].fold, "epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden,
                 "layers": layers, "kernel": kernel}
-    check_kept_rows(results_dir, suite, [t.config_id for t in targets], settings)
+    replaced = [t.config_id for t in targets]
+    check_kept_rows(results_dir, suite, replaced, settings)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     from benchmark.store import load_checkpoint
 
@@ -463,7 +469,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                    "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats,
                    "best_epoch": result.best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
                    "prior_path": str(path), "seconds": time.perf_counter() - started, **settings}  # with fold, epochs
-            _update_csv(results_dir, suite, [row], order, [t.config_id for t in targets], settings)
+            _update_csv(results_dir, suite, [row], order, replaced, settings)
             summary.rows.append(row)
             if on_result is not None:
                 on_result(row)

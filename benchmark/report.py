@@ -409,16 +409,15 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
                         columns=list(COMPARISON_TITLES))
 
 
-def comparison_markdown(table: pd.DataFrame) -> str:
+def comparison_markdown(cells: pd.DataFrame) -> str:
     """``comparison_cells`` as GitHub Markdown, with its note."""
-    cells = comparison_cells(table)
     bold = pd.DataFrame(False, index=cells.index, columns=cells.columns)
     return "\n".join(_markdown(cells, bold, 4)) + "\n\n" + COMPARISON_NOTE + "\n"
 
 
-def comparison_latex(table: pd.DataFrame, caption: str) -> str:
+def comparison_latex(cells: pd.DataFrame, caption: str) -> str:
     """``comparison_cells`` as a booktabs ``table`` float, with its note."""
-    cells = comparison_cells(table).map(tex)
+    cells = cells.map(tex)
     cells.index = pd.MultiIndex.from_tuples([tuple(tex(str(v)) for v in labels) for labels in cells.index],
                                             names=cells.index.names)
     styler = cells.style.hide(names=True, axis="index")
@@ -573,15 +572,15 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     (out_dir / "table.tex").write_text(latex_table(table, _caption(data)))
     (out_dir / "table.md").write_text(markdown_table(table))
     files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
-    compared = not comparison_cells(table).empty  # baselines only: no comparison (nor an earlier report's)
-    for path, write in ((out_dir / "comparison.tex",
-                         lambda: comparison_latex(table, f"Each method against its baseline, suite {suite}.")),
-                        (out_dir / "comparison.md", lambda: comparison_markdown(table))):
-        if compared:
-            path.write_text(write())
-            files.append(path)
-        else:
+    comparison = comparison_cells(table)
+    texts = {out_dir / "comparison.tex": comparison_latex(comparison, f"Each method against its baseline, suite {suite}."),
+             out_dir / "comparison.md": comparison_markdown(comparison)}
+    for path, text in texts.items():
+        if comparison.empty:  # baselines only: no comparison (nor an earlier report's)
             path.unlink(missing_ok=True)
+        else:
+            path.write_text(text)
+            files.append(path)
     missing_path = out_dir / "missing.txt"
     if missing:
         header = (f"# suite {suite}: {len(missing)} of {len(data.meta['configurations'])} configurations "

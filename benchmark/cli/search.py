@@ -52,7 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--sampling", help="multidecoder: exact | uniform; single: uniform | gaussian "
                                            "(none for the baseline)")
     search.add_argument("--softadapt", action="store_true", help="balance the losses with SoftAdapt; tune its beta")
-    search.add_argument("--objectives", default="recon", help="recon (default), latent or recon_cond; several, e.g. recon,latent, for a Pareto front")
+    search.add_argument("--objectives", default="recon",
+                        help="recon (default), latent or recon_cond; several, e.g. recon,latent, for a Pareto front")
     search.add_argument("--range", action="append", default=[], metavar="NAME=LOW:HIGH[:log|linear]",
                         help="override a parameter's range (repeatable)")
     search.add_argument("--trials", type=int, default=50, help="trials the study should have in total (default 50)")
@@ -117,7 +118,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = _settings(args)
     options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
                             pruner_startup=args.pruner_startup, workers=args.workers, device=args.device,
-                            data_root=args.data_root, download=args.download, heartbeat=args.heartbeat, show_progress=not args.quiet)
+                            data_root=args.data_root, download=args.download, heartbeat=args.heartbeat,
+                            show_progress=not args.quiet)
     name = args.study_name or settings.default_study_name()
     summary = run_search(settings, args.storage, name, options)
     counts = summary.counts
