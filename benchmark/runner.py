@@ -130,8 +130,6 @@ class _Worker:
         return False
 
     def objective(self, trial: optuna.Trial) -> float:
-        if UNIT_PARAM not in trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {}):
-            raise optuna.TrialPruned("no unit was waiting")  # a racing worker took the last one
         trial.set_user_attr("worker", WORKER)  # first: a RUNNING trial without it lost its worker early
         key = self.current = trial.suggest_categorical(UNIT_PARAM, self.keys)
         if self._claim_is_duplicate(trial, key):
@@ -159,17 +157,18 @@ class _Worker:
         return self.images[train_idx], self.images[val_idx]
 
     def _progress(self, config_id: str, fold: int):
-        index, epochs = self.order.index(config_id) + 1, self.suite.train.epochs
-        repeats = self.suite.repeats
-        repeat = f" repeat {fold // self.suite.folds + 1}/{repeats}" if repeats > 1 else ""
+        index, epochs, folds = self.order.index(config_id) + 1, self.suite.train.epochs, self.suite.folds
+        # The number that the CSVs, `missing.txt` and `prior --fold` use, then its place among the folds.
+        where = f"{fold % folds + 1}/{folds}" + (f", repeat {fold // folds + 1}/{self.suite.repeats}"
+                                                 if self.suite.repeats > 1 else "")
+        fold_text = f"fold {fold} ({where})"
 
         def on_epoch(epoch: int, row: dict | None) -> None:
             self.interrupts.check()  # one that fell into a callback that swallows exceptions
             losses = f" | val recon {row['recon']:.4g} latent {row['latent']:.4g}" if row else ""
             self.eta.progress(unit_key(config_id, fold), epoch / epochs)
-            self.bar.set_postfix_str(f"ETA {self.eta} | config {index}/{len(self.order)} {config_id} | fold "
-                                     f"{fold % self.suite.folds + 1}/{self.suite.folds}{repeat} | epoch {epoch}/{epochs}"
-                                     f"{losses}", refresh=True)
+            self.bar.set_postfix_str(f"ETA {self.eta} | config {index}/{len(self.order)} {config_id} | {fold_text} "
+                                     f"| epoch {epoch}/{epochs}{losses}", refresh=True)
 
         on_epoch(0, None)  # the unit has started; no validation yet
         return on_epoch
@@ -195,8 +194,7 @@ class _Worker:
         """
         size = len(self.folds[fold][0])
         storage, claimed = self.study._storage, []
-        for other in unit_states(self.study).items():
-            key, trials = other
+        for key, trials in unit_states(self.study).items():
             other_id, other_fold = parse_unit(key)
             if other_id != config_id or other_fold == fold or len(self.folds[other_fold][0]) != size:
                 continue
@@ -212,6 +210,34 @@ class _Worker:
                     claimed.append((waiting._trial_id, other_fold))
                     break
         return claimed
+
+    def _claim_next(self) -> int | None:
+        """Claim the oldest waiting trial of the first unit in suite order; its id, or None if none is left.
+
+        Optuna's ``optimize`` would take the oldest waiting trial, and a unit queued again after
+        an interruption would wait behind the whole suite, its configuration a fold short until then.
+        """
+        states, storage = unit_states(self.study), self.study._storage
+        waiting = (t for key in self.keys for t in states.get(key, []) if t.state == TrialState.WAITING)
+        return next((t._trial_id for t in waiting if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)),
+                    None)
+
+    def _train_claimed(self, trial_id: int) -> None:
+        """Run ``objective`` on a trial this worker claimed, and tell the study how it ended."""
+        trial = optuna.Trial(self.study, trial_id)
+        with Heartbeats(self.study._storage, [trial_id], self.store.heartbeat_interval):
+            try:
+                value = self.objective(trial)
+            except optuna.TrialPruned:
+                self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                return
+            except DivergedError:  # its reason is recorded: the unit stays failed
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                return
+            except BaseException:  # Ctrl-C, or an error that `work` reports: the unit is queued again
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+        self.study.tell(trial, value)
 
     def _train_together(self, trial: optuna.Trial, config_id: str, fold: int, siblings: list[tuple[int, int]]) -> float:
         """Train ``fold`` and the claimed sibling folds as one vectorised ensemble."""
@@ -263,14 +289,16 @@ class _Worker:
                 settled, waiting, running = self._counts()
                 self.bar.n = settled
                 self.bar.refresh()
-                if waiting:
+                if waiting and (trial_id := self._claim_next()) is not None:
                     self.current = None
                     try:
-                        self.study.optimize(self.objective, n_trials=1, catch=(DivergedError,))
+                        self._train_claimed(trial_id)
                     except Exception as err:
                         if not (self.current and finished_elsewhere(err)):
                             raise
                         self._taken_over(self.current)
+                elif waiting:
+                    continue  # other workers claimed them since the count: count again
                 elif running:
                     self.bar.set_postfix_str(
                         f"waiting for {running} unit(s) in training elsewhere; a dead worker's unit is taken up "

@@ -147,6 +147,36 @@ def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once
     assert waiting[unit_key(config_id, 2)] == [TrialState.COMPLETE, TrialState.WAITING]
 
 
+def test_an_interrupted_unit_is_trained_again_before_the_units_after_it(tmp_path):
+    """Its new trial is the newest in the study; taking the oldest waiting trial, as Optuna
+    does, would leave its configuration a fold short until the whole suite had run."""
+    suite = get_suite("smoke").override(folds=2)
+    store = StoreConfig(studies_dir=tmp_path)
+    study = open_suite_study(suite, store)
+    keys = unit_keys(suite)
+    enqueue_missing(study, keys)
+    first = unit_states(study)[keys[0]][0]._trial_id
+    study._storage.set_trial_state_values(first, TrialState.RUNNING)
+    study._storage.set_trial_state_values(first, TrialState.FAIL)  # Ctrl-C: no reason recorded
+    assert enqueue_missing(study, keys) == 1
+    requeued = unit_states(study)[keys[0]][1]
+    assert requeued.state == TrialState.WAITING and requeued.number == len(keys)  # last in the study
+    worker = _Worker(suite, store, show_progress=False, images=torch.rand(40, 1, 32, 32))
+    claimed = [worker._claim_next() for _ in range(3)]
+    assert claimed[0] == requeued._trial_id
+    unit_of = {t._trial_id: (key, t.state) for key, ts in unit_states(study).items() for t in ts}
+    assert [unit_of[i] for i in claimed] == [(key, TrialState.RUNNING) for key in keys[:3]]
+
+
+def test_the_progress_line_names_a_fold_by_the_number_its_files_use(tmp_path):
+    suite = get_suite("smoke").override(folds=5, repeats=2)
+    worker = _Worker(suite, StoreConfig(studies_dir=tmp_path), show_progress=False, images=torch.rand(40, 1, 32, 32))
+    config_id = suite.configurations[1].id
+    worker._progress(config_id, 7)(3, {"recon": 0.25, "latent": 1.5})
+    assert f"config 2/{len(suite.configurations)} {config_id} | fold 7 (3/5, repeat 2/2) | epoch 3/" in worker.bar.postfix
+    assert worker.bar.postfix.endswith("val recon 0.25 latent 1.5")
+
+
 def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
     (tmp_path / "nan.toml").write_text(SMALL_SUITE.format(folds=2, w1="inf").replace('"small"', '"nan"'))
     assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 1  # failed units: exit 1
