@@ -298,7 +298,7 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
             raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
     check_settings(study, config.url(suite.name), settings,
-                   "give the suite another name (a TOML file), or use another --storage and --results-dir (its "
+                   "give the run another name (--name), or use another --storage and --results-dir (its "
                    "results would be overwritten), or remove that study to start over")
     return study
 

@@ -291,6 +291,8 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--folds", "1"], "folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
+    (["--suite", "smoke", "--epochs", "3"], "give the run another name (--name)"),
+    (["--suite", "smoke", "--name", "smoke 3"], "suite name 'smoke 3' must be letters, digits"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
     (["--suite", "smoke", "--seed", "-1"], "seed must be >= 0, got -1"),
@@ -304,6 +306,19 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_
     assert err[-1].startswith("error: ") and message in err[-1]
     assert len([line for line in err if line.startswith("error")]) == 1
     assert (db.stat().st_mtime_ns, db.read_bytes()) == before
+
+
+def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
+    first = (tmp_path / "results" / "small.csv").read_bytes()
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--heartbeat", "1") == 2  # other settings
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2", "--heartbeat", "1") == 0
+    assert (tmp_path / "results" / "small.csv").read_bytes() == first
+    variant = pd.read_csv(tmp_path / "results" / "small-e2.csv")
+    assert len(variant) == 4 and (variant["state"] == "COMPLETE").all() and (variant["best_epoch"] <= 2).all()
+    assert study_of(tmp_path, "small-e2").user_attrs["settings"]["epochs"] == 2
+    assert len(pd.read_csv(tmp_path / "results" / "small-e2_history.csv")) == 4 * 2
 
 
 def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):

@@ -52,9 +52,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--precision", choices=PRECISIONS,
                      help="bf16 autocast for training: auto = on CUDA only (default); bf16 also on a CPU "
                           "with AVX-512 BF16 or AMX (faster there, different numbers); refused on a CPU without AVX-512")
+    run.add_argument("--name", help="file the run under this name instead of the suite's (its study, "
+                                    "results/<name>.csv, `report --suite <name>`): a variant made with other "
+                                    "options then keeps its own results beside the suite's")
     run.add_argument("--params-from", nargs="+", metavar="STUDY",
                      help="use the best parameters of these `search` studies for the configurations they cover "
-                          "(the suite is then named <suite>-tuned)")
+                          "(the run is then named <suite>-tuned, unless --name is given)")
     run.add_argument("--search-storage", default="sqlite:///studies/search.db",
                      help="storage of the --params-from studies (default sqlite:///studies/search.db)")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
@@ -81,6 +84,7 @@ def resolve_suite(args: argparse.Namespace):
         from benchmark.search import best_configurations
 
         suite = suite.with_best_params(best_configurations(args.params_from, args.search_storage))
+    suite = suite.override(name=args.name)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
 
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
