@@ -420,6 +420,14 @@ class SearchSummary:
     worker_failures: int = 0  # worker processes that stopped with an error (it is on their stderr)
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a search, raised once the workers have stopped; carries the summary."""
+
+    def __init__(self, summary: SearchSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+
 def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, study_name: str | None = None,
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials."""
@@ -457,17 +465,25 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
               f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
               f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures = 0
-    if options.workers == 1:
-        _work(settings, storage_url, name, options, 0, images)
-    else:
-        context = multiprocessing.get_context("spawn")  # fork and torch threads do not mix
-        processes = [context.Process(target=_work_in_process, args=(settings, storage_url, name, options, i))
-                     for i in range(options.workers)]
-        run_workers(processes)
-        worker_failures = sum(process.exitcode != 0 for process in processes)
-    trials = study.get_trials()
-    return SearchSummary(name, storage_url, status_counts(trials), best_trial(study), time.perf_counter() - started,
-                         [t for t in trials if trial_status(t) == "failed"], worker_failures)
+
+    def summary() -> SearchSummary:
+        trials = study.get_trials()
+        return SearchSummary(name, storage_url, status_counts(trials), best_trial(study),
+                             time.perf_counter() - started, [t for t in trials if trial_status(t) == "failed"],
+                             worker_failures)
+
+    try:
+        if options.workers == 1:
+            _work(settings, storage_url, name, options, 0, images)
+        else:
+            context = multiprocessing.get_context("spawn")  # fork and torch threads do not mix
+            processes = [context.Process(target=_work_in_process, args=(settings, storage_url, name, options, i))
+                         for i in range(options.workers)]
+            run_workers(processes)
+            worker_failures = sum(process.exitcode != 0 for process in processes)
+    except KeyboardInterrupt:
+        raise SearchInterrupted(summary()) from None
+    return summary()
 
 
 def study_settings(study: optuna.Study) -> SearchSettings:

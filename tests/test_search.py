@@ -16,6 +16,7 @@ import torch
 from conftest import cli, stopped, worker_pids
 from optuna.trial import TrialState
 
+import benchmark.train
 from benchmark.search import SearchSettings, best_configurations, counts_toward_budget, parse_range, study_settings
 from benchmark.store import status_counts, trial_status
 from benchmark.train import DivergedError, FoldResult
@@ -191,7 +192,7 @@ def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
 def test_search_workers_stop_with_their_parent_and_their_trials_are_not_left_running(tmp_path, stop):
     command = [sys.executable, "-m", "benchmark", "search", "--model", "vae", "--config", "1", "--method", "single",
                "--sampling", "gaussian", *SMALL, "--trials", "1000", "--heartbeat", "1", "--workers", "2"]
-    parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # signals reach the parent alone, as `kill` or Slurm send them
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and parent.poll() is None:
@@ -206,8 +207,9 @@ def test_search_workers_stop_with_their_parent_and_their_trials_are_not_left_run
     assert len(workers) == 2, parent.communicate()[1]
     if stop == "term":  # `timeout`, Slurm, systemd: as Ctrl-C
         parent.send_signal(signal.SIGTERM)
-        err = parent.communicate(timeout=60)[1]
+        out, err = parent.communicate(timeout=60)
         assert parent.returncode == 130 and "Traceback" not in err, err
+        assert f"study {NAME}: " in out and "interrupted 0)" not in out  # where it stands, with the trials cut short
     else:  # the OOM killer: the workers must not train on unseen
         parent.send_signal(signal.SIGKILL)
         parent.wait()
@@ -233,6 +235,27 @@ def fake_training(monkeypatch):
     monkeypatch.setattr("benchmark.train.train_fold", train_fold)
     monkeypatch.setattr("benchmark.data.load_dataset",
                         lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(20, 1, 32, 32)))
+
+
+def test_ctrl_c_prints_where_the_search_stands(tmp_path, fake_training, monkeypatch, capsys):
+    train_fold, calls = benchmark.train.train_fold, []
+
+    def interrupted_in_the_third_trial(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2 * 5 + 3:  # Ctrl-C in fold 3 of trial 2
+            raise KeyboardInterrupt
+        return train_fold(*args, **kwargs)
+
+    monkeypatch.setattr("benchmark.train.train_fold", interrupted_in_the_third_trial)
+    assert search_cli(tmp_path, "--pruner", "none", "--range", "beta=0.1:2", "--trials", "10") == 130
+    trials = load(tmp_path).trials
+    assert [trial_status(t) for t in trials] == ["complete", "complete", "interrupted"]
+    best = min(trials[:2], key=lambda t: t.value)
+    captured = capsys.readouterr()
+    assert "3 trials (complete 2, pruned 0, failed 0, interrupted 1)" in captured.out
+    assert f"best trial #{best.number}: recon={best.value:.6g}; " in captured.out
+    assert f"inspect: python -m benchmark studies show {NAME}" in captured.out
+    assert "run the same command again to continue" in captured.err
 
 
 def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, fake_training, capsys):

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from benchmark.config import PRECISIONS
-from benchmark.search import DEFAULT_STORAGE
+from benchmark.search import DEFAULT_STORAGE, SearchSummary
 
 SEARCH_EPILOG = """\
 searched parameters and default ranges (one trial = one k-fold cross-validation):
@@ -112,34 +112,45 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from benchmark.search import SearchOptions, run_search
-    from benchmark.store import safe_url
+    from benchmark.search import SearchInterrupted, SearchOptions, run_search
 
     settings = _settings(args)
     options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
                             pruner_startup=args.pruner_startup, workers=args.workers, device=args.device,
                             data_root=args.data_root, download=args.download, heartbeat=args.heartbeat,
                             show_progress=not args.quiet)
-    name = args.study_name or settings.default_study_name()
-    summary = run_search(settings, args.storage, name, options)
-    counts = summary.counts
-    shown = ", ".join(f"{status} {n}" for status, n in counts.items()  # running, waiting: on other workers
-                      if n or status in ("complete", "pruned", "failed", "interrupted"))
-    print(f"study {name}: {sum(counts.values())} trials ({shown}) in {summary.seconds:.0f} s")
-    best = summary.best
-    if best is not None:
-        values = ", ".join(f"{o}={v:.6g}" for o, v in zip(settings.objectives, best.values))
-        params = ", ".join(f"{k}={v:.6g}" for k, v in best.params.items())
-        print(f"best trial #{best.number}: {values}; {params} ({best.user_attrs.get('config_id', '')})")
-    for trial in summary.failed[-5:]:  # the most recent reasons; `studies show` lists them all
-        print(f"  trial #{trial.number} failed: {trial.user_attrs['error']}")
-    print(f"inspect: python -m benchmark studies show {shlex.quote(name)}"  # a line to paste into a shell
-          + (f" --storage {shlex.quote(safe_url(args.storage))}" if args.storage != DEFAULT_STORAGE else ""))
+    try:
+        summary = run_search(settings, args.storage, args.study_name or settings.default_study_name(), options)
+    except SearchInterrupted as stop:
+        _print_summary(stop.summary, settings.objectives)
+        print("interrupted: finished trials are stored; run the same command again to continue the study",
+              file=sys.stderr)
+        return 130
+    _print_summary(summary, settings.objectives)
     if summary.worker_failures:
         print(f"warning: {summary.worker_failures} of {options.workers} worker processes stopped with an error "
               "(messages above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
+    from benchmark.store import safe_url
+
+    counts = summary.counts
+    shown = ", ".join(f"{status} {n}" for status, n in counts.items()  # running, waiting: on other workers
+                      if n or status in ("complete", "pruned", "failed", "interrupted"))
+    print(f"study {summary.study_name}: {sum(counts.values())} trials ({shown}) in {summary.seconds:.0f} s")
+    best = summary.best
+    if best is not None:
+        values = ", ".join(f"{o}={v:.6g}" for o, v in zip(objectives, best.values))
+        params = ", ".join(f"{k}={v:.6g}" for k, v in best.params.items())
+        print(f"best trial #{best.number}: {values}; {params} ({best.user_attrs.get('config_id', '')})")
+    for trial in summary.failed[-5:]:  # the most recent reasons; `studies show` lists them all
+        print(f"  trial #{trial.number} failed: {trial.user_attrs['error']}")
+    storage = summary.storage_url
+    print(f"inspect: python -m benchmark studies show {shlex.quote(summary.study_name)}"  # a line to paste
+          + (f" --storage {shlex.quote(safe_url(storage))}" if storage != DEFAULT_STORAGE else ""))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
