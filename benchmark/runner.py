@@ -74,7 +74,7 @@ def training_pool(suite: Suite) -> torch.Tensor:
 
 
 class Heartbeats:
-    """Keeps trials that this worker claimed directly (besides Optuna's own) marked alive."""
+    """Keeps the trials that this worker claimed marked alive (see ``fail_stale_trials``, ``fail_orphans``)."""
 
     def __init__(self, storage, trial_ids: list[int], interval: int) -> None:
         self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
@@ -130,7 +130,7 @@ class _Worker:
         return False
 
     def objective(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", WORKER)  # first: a RUNNING trial without it lost its worker early
+        trial.set_user_attr("worker", WORKER)
         key = self.current = trial.suggest_categorical(UNIT_PARAM, self.keys)
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
@@ -200,15 +200,16 @@ class _Worker:
                 continue
             if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials):
                 continue  # a second trial of a unit enqueued twice: the unit is done or in training
-            for waiting in (t for t in trials if t.state == TrialState.WAITING):
-                if storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
-                    storage.set_trial_user_attr(waiting._trial_id, "worker", WORKER)
-                    storage.set_trial_user_attr(waiting._trial_id, "config_id", config_id)
-                    storage.set_trial_user_attr(waiting._trial_id, "fold", other_fold)
-                    if config_id in self.params_from:
-                        storage.set_trial_user_attr(waiting._trial_id, "params_from", self.params_from[config_id])
-                    claimed.append((waiting._trial_id, other_fold))
-                    break
+            # Its oldest waiting trial only: a newer one is a copy (enqueued twice), which the
+            # worker that wins the oldest would be training as well.
+            waiting = next((t for t in trials if t.state == TrialState.WAITING), None)
+            if waiting is not None and storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
+                storage.set_trial_user_attr(waiting._trial_id, "worker", WORKER)
+                storage.set_trial_user_attr(waiting._trial_id, "config_id", config_id)
+                storage.set_trial_user_attr(waiting._trial_id, "fold", other_fold)
+                if config_id in self.params_from:
+                    storage.set_trial_user_attr(waiting._trial_id, "params_from", self.params_from[config_id])
+                claimed.append((waiting._trial_id, other_fold))
         return claimed
 
     def _claim_next(self) -> int | None:

@@ -302,7 +302,6 @@ class _Objective:
         from benchmark.cv import unit_seed
         from benchmark.train import DivergedError, train_fold
 
-        # First, so that a RUNNING trial without it is known to have lost its worker (see fail_orphans).
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         settings = self.settings
         configuration = self.suggest(trial)

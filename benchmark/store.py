@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb.models import StudyUserAttributeModel, TrialModel
+from optuna.storages._rdb.models import StudyUserAttributeModel, TrialHeartbeatModel, TrialModel
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
 
@@ -225,6 +225,12 @@ class ClaimingStorage(RDBStorage):
         with self.engine.begin() as connection:
             return connection.execute(claim).rowcount == 1
 
+    def beating(self, trial_ids: Iterable[int]) -> set[int]:
+        """The trials of ``trial_ids`` that have sent a heartbeat."""
+        query = select(TrialHeartbeatModel.trial_id).where(TrialHeartbeatModel.trial_id.in_(list(trial_ids)))
+        with self.engine.connect() as connection:
+            return set(connection.execute(query).scalars())
+
     def add_study_user_attr(self, study_id: int, key: str, value: object) -> None:
         """Store a study attribute unless it exists (the table's unique key refuses a second
         insert). Optuna's own setter overwrites."""
@@ -315,18 +321,22 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 
 def fail_orphans(study: optuna.Study, grace_period: float) -> int:
-    """FAIL the RUNNING trials whose worker died before their objective started; returns how many.
+    """FAIL the RUNNING trials whose worker died before their first heartbeat; returns how many.
 
     Optuna's heartbeat check skips a trial that never recorded a heartbeat (a worker killed
-    between creating the trial and its first beat); without this, workers would wait for it
-    for ever. Such a trial has no ``worker`` attribute, which the objective sets first. A live
-    worker sets it within moments, so only trials older than two grace periods are taken for
-    dead: a loaded machine must not see a live trial as an orphan.
+    between claiming the trial and its first beat); without this, workers would wait for it
+    for ever. A live worker beats within moments of its claim, so only trials older than two
+    grace periods are taken for dead: a loaded machine must not see a live trial as an orphan.
     """
     now, failed, limit = datetime.now(), 0, 2 * grace_period
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if "worker" not in trial.user_attrs and trial.datetime_start is not None \
-                and (now - trial.datetime_start).total_seconds() > limit:
+    old = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+           if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > limit]
+    if not old:
+        return 0
+    storage: ClaimingStorage = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
+    beating = storage.beating(t._trial_id for t in old)
+    for trial in old:
+        if trial._trial_id not in beating:
             try:
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 failed += 1

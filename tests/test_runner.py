@@ -147,6 +147,24 @@ def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once
     assert waiting[unit_key(config_id, 2)] == [TrialState.COMPLETE, TrialState.WAITING]
 
 
+def test_a_sibling_claim_that_loses_a_units_trial_does_not_take_its_copy(tmp_path, monkeypatch):
+    """Another worker claims the unit's oldest trial after this one read the study: the copy
+    enqueued beside it would be the same unit trained twice."""
+    suite = get_suite("smoke").override(folds=3)
+    store = StoreConfig(studies_dir=tmp_path)
+    study = open_suite_study(suite, store)
+    enqueue_missing(study, unit_keys(suite))
+    config_id = suite.configurations[0].id
+    study.enqueue_trial({UNIT_PARAM: unit_key(config_id, 1)})  # the other machine's copy
+    read_before = unit_states(study)
+    study._storage.set_trial_state_values(read_before[unit_key(config_id, 1)][0]._trial_id, TrialState.RUNNING)
+    monkeypatch.setattr("benchmark.runner.unit_states", lambda _: read_before)
+    worker = _Worker(suite, store, show_progress=False, fold_parallel=True, images=torch.rand(30, 1, 32, 32))
+    assert [fold for _, fold in worker._claim_siblings(config_id, 0)] == [2]
+    monkeypatch.undo()
+    assert [t.state for t in unit_states(study)[unit_key(config_id, 1)]] == [TrialState.RUNNING, TrialState.WAITING]
+
+
 def test_an_interrupted_unit_is_trained_again_before_the_units_after_it(tmp_path):
     """Its new trial is the newest in the study; taking the oldest waiting trial, as Optuna
     does, would leave its configuration a fold short until the whole suite had run."""

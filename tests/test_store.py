@@ -17,6 +17,7 @@ from benchmark.store import (
     differing_settings_message,
     export,
     export_note,
+    fail_orphans,
     open_storage,
     open_suite_study,
     unit_keys,
@@ -31,6 +32,19 @@ def test_racing_workers_claim_every_waiting_trial_exactly_once_on_sqlite(tmp_pat
     counts = times_claimed(f"sqlite:///{tmp_path / 'race.db'}")
     assert len(counts) == 60
     assert set(counts.values()) == {1}
+
+
+def test_a_trial_that_never_beat_is_failed_once_old_even_with_a_worker_recorded(tmp_path):
+    """A retried trial copies its predecessor's user attributes, ``worker`` among them: only the
+    missing heartbeat tells that the worker which claimed it died before its first beat."""
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}", StoreConfig(heartbeat_interval=1)))
+    beating, orphan = study.ask(), study.ask()
+    orphan.set_user_attr("worker", "host:123")
+    study._storage.record_heartbeat(beating._trial_id)
+    time.sleep(0.3)
+    study.ask()  # no beat yet either, but too young to tell
+    assert fail_orphans(study, grace_period=0.1) == 1
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.FAIL, TrialState.RUNNING]
 
 
 def test_a_database_server_that_never_answers_is_a_clear_error_not_a_hang(monkeypatch):
