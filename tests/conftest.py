@@ -59,7 +59,8 @@ def _claim_until_none_waits(url: str, start: multiprocessing.Barrier, claimed: m
     study = optuna.load_study(study_name="race", storage=open_storage(url, StoreConfig(storage=url)))
     start.wait()
     mine = []
-    while (trial_id := study._pop_waiting_trial_id()) is not None:  # what study.optimize claims with
+    # What Optuna's optimize claims with (`search`); `run` claims through the same storage update.
+    while (trial_id := study._pop_waiting_trial_id()) is not None:
         mine.append(trial_id)
     claimed.put(mine)
 
