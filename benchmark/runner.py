@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -332,12 +333,13 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
 
 
 def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
-              fold_parallel: str = "auto") -> RunSummary:
+              fold_parallel: str = "auto", notes: Iterable[str] = ()) -> RunSummary:
     """Train every unit of ``suite`` not yet done, with ``workers`` processes, then export results.
 
     fold_parallel: ``on`` trains the waiting folds of a configuration together as one
     vectorised ensemble, ``off`` one by one, ``auto`` together on CUDA only (on a CPU the
     stacked kernels are not faster; spare cores are better used by ``workers``).
+    notes: the caller's lines for stderr, printed with the run's own once every check has passed.
     """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
@@ -364,7 +366,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     beat_note = heartbeat_note(study.study_name, heartbeat, store.heartbeat_interval)
     store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
-    for line in (limit_note(suite.dataset, suite.limit, len(images)), beat_note, export_note(suite, store),
+    for line in (*notes, limit_note(suite.dataset, suite.limit, len(images)), beat_note, export_note(suite, store),
                  _resume_line(study, suite)):
         if line:
             print(line, file=sys.stderr)

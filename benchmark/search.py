@@ -67,6 +67,7 @@ from benchmark.store import (
     versioned,
 )
 from benchmark.studies import best_trial, lead_objective, load_existing_study
+from benchmark.suites import Suite
 
 DEFAULT_STORAGE = "sqlite:///studies/search.db"
 OBJECTIVES = ("recon", "latent", "recon_cond")
@@ -512,6 +513,26 @@ def best_configurations(study_names: list[str], storage_url: str
             raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {'/'.join(map(str, key))}")
         found[key] = (configuration_for(settings, trial.params), name)
     return found
+
+
+def tuning_notes(study_names: list[str], storage_url: str, suite: Suite) -> list[str]:
+    """A note for each study that searched with other training than ``suite`` gets: its best
+    parameters were chosen for that training, and need not be the best for this one."""
+    here = {"dataset": suite.dataset, "limit": suite.limit, "epochs": suite.train.epochs,
+            "batch_size": suite.train.batch_size, "lr": suite.train.lr}
+    notes = []
+    for name in study_names:
+        there = asdict(study_settings(load_existing_study(storage_url, name)))
+        changes = [f"{key} {_shown(there[key])} there, {_shown(value)} here" for key, value in here.items()
+                   if there[key] != value]
+        if changes:
+            notes.append(f"note: study {name!r} searched with other training ({', '.join(changes)}); its best "
+                         "parameters were chosen for that training")
+    return notes
+
+
+def _shown(value: object) -> str:
+    return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def describe_ranges(ranges: dict[str, ParamRange]) -> str:

@@ -26,7 +26,7 @@ method = "baseline"
 """
 
 
-def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(tmp_path):
+def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(tmp_path, capsys):
     assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
                "--trials", "2", "--epochs", "1", "--limit", "150", "--folds", "2", "--pruner", "none",
                "--quiet") == 0
@@ -34,7 +34,11 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
     best = study.best_trial.params
     (tmp_path / "tuned.toml").write_text(SUITE)
+    capsys.readouterr()
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", name, "--quiet") == 0
+    # The search trained with its default batch of 128, the suite with 32: its best need not be best here.
+    assert (f"note: study {name!r} searched with other training (batch_size 128 there, 32 here); its best "
+            "parameters were chosen for that training") in capsys.readouterr().err
     table = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv")
     single = table[table["method"] == "single"]
     assert len(single) == 2 and (single["state"] == "COMPLETE").all()

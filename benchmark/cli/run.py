@@ -113,9 +113,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = resolve_suite(args)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    notes = []
+    if args.params_from:
+        from benchmark.search import tuning_notes
+
+        notes = tuning_notes(args.params_from, args.search_storage, suite)
     try:
         summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
-                            fold_parallel=args.fold_parallel)
+                            fold_parallel=args.fold_parallel, notes=notes)
     except RunInterrupted as stop:
         print_summary(stop.summary, suite.units)
         print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
