@@ -28,3 +28,11 @@ def unit_seed(suite_seed: int, config_id: str, fold: int) -> int:
     """A seed derived from (suite seed, configuration, fold), stable across processes and machines."""
     digest = hashlib.sha256(f"{suite_seed}/{config_id}/{fold}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF
+
+
+def fold_label(fold: int, folds: int, repeats: int = 1) -> str:
+    """A fold for progress lines: the number that results and ``prior --fold`` use, then its place
+    among the folds (and its ``repeat``, as the results' column numbers it)."""
+    place = fold % folds + 1
+    ordinal = f"{place}{'th' if 10 <= place % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(place % 10, 'th')}"
+    return f"fold {fold} ({ordinal} of {folds}" + (f" in repeat {fold // folds})" if repeats > 1 else ")")

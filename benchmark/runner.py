@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from benchmark.balancing import idle_softadapt_note
-from benchmark.cv import fold_indices, unit_seed
+from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import train_folds_together
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
@@ -158,11 +158,8 @@ class _Worker:
         return self.images[train_idx], self.images[val_idx]
 
     def _progress(self, config_id: str, fold: int):
-        index, epochs, folds = self.order.index(config_id) + 1, self.suite.train.epochs, self.suite.folds
-        # The number that the CSVs, `missing.txt` and `prior --fold` use, then its place among the folds.
-        where = f"{fold % folds + 1}/{folds}" + (f", repeat {fold // folds + 1}/{self.suite.repeats}"
-                                                 if self.suite.repeats > 1 else "")
-        fold_text = f"fold {fold} ({where})"
+        index, epochs = self.order.index(config_id) + 1, self.suite.train.epochs
+        fold_text = fold_label(fold, self.suite.folds, self.suite.repeats)
 
         def on_epoch(epoch: int, row: dict | None) -> None:
             self.interrupts.check()  # one that fell into a callback that swallows exceptions

@@ -300,7 +300,7 @@ class _Objective:
         return configuration_for(self.settings, params)
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        from benchmark.cv import unit_seed
+        from benchmark.cv import fold_label, unit_seed
         from benchmark.train import DivergedError, train_fold
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -310,7 +310,7 @@ class _Objective:
         values: dict[str, list[float]] = {name: [] for name in ("recon", "latent", "recon_cond", "best_epoch")}
         for fold, (train_idx, val_idx) in enumerate(self.folds):
             def on_epoch(epoch: int, row: dict[str, float], fold: int = fold) -> None:
-                self.bar.set_postfix_str(f"trial #{trial.number} | fold {fold + 1}/{len(self.folds)} | epoch "
+                self.bar.set_postfix_str(f"trial #{trial.number} | {fold_label(fold, len(self.folds))} | epoch "
                                          f"{epoch}/{settings.epochs} | val recon {row['recon']:.4g} | "
                                          f"best {self.best}", refresh=True)
 
@@ -472,6 +472,11 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
                              time.perf_counter() - started, [t for t in trials if trial_status(t) == "failed"],
                              worker_failures)
 
+    used = budget_used(study)
+    if used >= options.trials:  # no worker to start: say why nothing ran, also with --quiet
+        print(f"note: study {name} already has {used} trials (--trials {options.trials}); raise --trials to run "
+              "more", file=sys.stderr)
+        return summary()
     try:
         if options.workers == 1:
             _work(settings, storage_url, name, options, 0, images)
@@ -523,11 +528,14 @@ def tuning_notes(study_names: list[str], storage_url: str, suite: Suite) -> list
     notes = []
     for name in study_names:
         there = asdict(study_settings(load_existing_study(storage_url, name)))
-        changes = [f"{key} {_shown(there[key])} there, {_shown(value)} here" for key, value in here.items()
-                   if there[key] != value]
-        if changes:
-            notes.append(f"note: study {name!r} searched with other training ({', '.join(changes)}); its best "
-                         "parameters were chosen for that training")
+        differ = [key for key, value in here.items() if there[key] != value]
+        if differ:
+            changes = ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in differ)
+            flags = [f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None]
+            flags += ["without --limit"] if "limit" in differ and here["limit"] is None else []
+            notes.append(f"note: study {name!r} searched with other training than this run's ({changes}); its best "
+                         f"parameters were chosen for that training. A search with {' '.join(flags)} tunes them "
+                         "for this one")
     return notes
 
 

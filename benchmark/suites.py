@@ -42,6 +42,8 @@ class Suite:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise ValueError(f"suite name {self.name!r} must be letters, digits, '.', '_' or '-' (it names files)")
+        if self.name.endswith(".toml"):  # `--suite NAME` would read it as a file
+            raise ValueError(f"suite name {self.name!r} must not end in .toml")
         if not self.configurations:
             raise ValueError(f"suite {self.name!r} has no configurations")
         check_kinds(self, (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
@@ -105,8 +107,9 @@ class Suite:
             if configuration.id not in seen:
                 seen.add(configuration.id)
                 configurations.append(configuration)
-        if not sources:
-            raise ValueError("none of the suite's configurations is covered by the given studies")
+        unused = sorted({study for _, study in best.values()} - {study for _, study in sources})
+        if unused:  # named for a reason: a study that changes nothing is a mistake
+            raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes")
         return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations), params_from=tuple(sources))
 
     def override(self, **values) -> Suite:

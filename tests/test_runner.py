@@ -16,6 +16,7 @@ import torch
 from conftest import run_cli, stopped, worker_pids
 from optuna.trial import TrialState
 
+from benchmark.cv import fold_label
 from benchmark.runner import Interrupts, _Worker
 from benchmark.store import UNIT_PARAM, StoreConfig, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
 from benchmark.suites import get_suite
@@ -191,8 +192,16 @@ def test_the_progress_line_names_a_fold_by_the_number_its_files_use(tmp_path):
     worker = _Worker(suite, StoreConfig(studies_dir=tmp_path), show_progress=False, images=torch.rand(40, 1, 32, 32))
     config_id = suite.configurations[1].id
     worker._progress(config_id, 7)(3, {"recon": 0.25, "latent": 1.5})
-    assert f"config 2/{len(suite.configurations)} {config_id} | fold 7 (3/5, repeat 2/2) | epoch 3/" in worker.bar.postfix
+    assert f"config 2/{len(suite.configurations)} {config_id} | fold 7 (3rd of 5 in repeat 1) | epoch 3/" in worker.bar.postfix
     assert worker.bar.postfix.endswith("val recon 0.25 latent 1.5")
+
+
+@pytest.mark.parametrize("fold, folds, repeats, label", [
+    (0, 5, 1, "fold 0 (1st of 5)"), (1, 5, 1, "fold 1 (2nd of 5)"), (2, 5, 1, "fold 2 (3rd of 5)"),
+    (3, 5, 1, "fold 3 (4th of 5)"), (10, 20, 1, "fold 10 (11th of 20)"), (11, 20, 1, "fold 11 (12th of 20)"),
+    (20, 25, 1, "fold 20 (21st of 25)"), (21, 25, 1, "fold 21 (22nd of 25)"), (5, 5, 2, "fold 5 (1st of 5 in repeat 1)")])
+def test_fold_labels_name_the_results_numbers_and_the_place(fold, folds, repeats, label):
+    assert fold_label(fold, folds, repeats) == label
 
 
 def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
@@ -311,6 +320,8 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
     (["--suite", "smoke", "--epochs", "3"], "give the run another name (--name)"),
     (["--suite", "smoke", "--name", "smoke 3"], "suite name 'smoke 3' must be letters, digits"),
+    (["--suite", "smoke", "--name", "s.toml"], "suite name 's.toml' must not end in .toml"),
+    (["--suite", "smoke", "--epochs", "3", "--name", "quick"], "--name quick is a built-in suite's name"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
     (["--suite", "smoke", "--seed", "-1"], "seed must be >= 0, got -1"),
@@ -326,13 +337,15 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_
     assert (db.stat().st_mtime_ns, db.read_bytes()) == before
 
 
-def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path):
+def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, capsys):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
     first = (tmp_path / "results" / "small.csv").read_bytes()
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--heartbeat", "1") == 2  # other settings
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2", "--heartbeat", "1") == 0
     assert (tmp_path / "results" / "small.csv").read_bytes() == first
+    assert run_cli(tmp_path, "--suite", "small-e2") == 2
+    assert "a run named with --name goes on with the command that started it" in capsys.readouterr().err
     variant = pd.read_csv(tmp_path / "results" / "small-e2.csv")
     assert len(variant) == 4 and (variant["state"] == "COMPLETE").all() and (variant["best_epoch"] <= 2).all()
     assert study_of(tmp_path, "small-e2").user_attrs["settings"]["epochs"] == 2

@@ -17,8 +17,16 @@ from conftest import cli, stopped, worker_pids
 from optuna.trial import TrialState
 
 import benchmark.train
-from benchmark.search import SearchSettings, best_configurations, counts_toward_budget, parse_range, study_settings
+from benchmark.search import (
+    SearchSettings,
+    best_configurations,
+    counts_toward_budget,
+    parse_range,
+    study_settings,
+    tuning_notes,
+)
 from benchmark.store import status_counts, trial_status
+from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult
 
 NAME = "search-vae-1-single-gaussian"
@@ -158,6 +166,26 @@ def test_best_configurations_rebuild_the_best_trial(searched):
     assert configuration.method.balance.beta == best.params["beta"]
     with pytest.raises(ValueError, match="available: " + NAME):
         best_configurations(["nope"], url)
+    smoke = get_suite("smoke")
+    tuned = smoke.with_best_params(found)
+    assert tuned.name == "smoke-tuned" and dict(tuned.params_from) == {configuration.id: NAME}
+    assert len(tuned.configurations) == len(smoke.configurations)
+    baselines = replace(smoke, configurations=tuple(c for c in smoke.configurations if c.method.method == "baseline"))
+    with pytest.raises(ValueError, match=f"has no configuration that study '{NAME}' tunes"):
+        baselines.with_best_params(found)  # named, and it would change nothing: a mistake
+
+
+def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that_matches(monkeypatch):
+    searched = SearchSettings("vae", 1, "single", "gaussian", limit=200, epochs=1, lr=1e-2)
+    monkeypatch.setattr("benchmark.search.load_existing_study", lambda url, name: None)
+    monkeypatch.setattr("benchmark.search.study_settings", lambda study: searched)
+    suite = get_suite("full")  # all images, 100 epochs, batch 128, lr 1e-3
+    assert tuning_notes(["s"], "sqlite:///x.db", suite) == [
+        "note: study 's' searched with other training than this run's (limit 200 → all, epochs 1 → 100, "
+        "lr 0.01 → 0.001); its best parameters were chosen for that training. A search with --epochs 100 "
+        "--lr 0.001 without --limit tunes them for this one"]
+    monkeypatch.setattr("benchmark.search.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
+    assert tuning_notes(["s"], "sqlite:///x.db", suite) == []
 
 
 def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
@@ -279,6 +307,7 @@ def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, f
     assert "inspect: python -m benchmark studies show 'diverging run'" in out
     assert search_cli(tmp_path, *args, "--trials", "4") == 0  # nothing more to run
     assert len(load(tmp_path, study_name).trials) == 5
+    assert "already has 4 trials (--trials 4); raise --trials to run more" in capsys.readouterr().err
     capsys.readouterr()
     assert cli(tmp_path, "studies", "show", study_name) == 0
     assert "trial #1 failed: fold 0: loss diverged" in capsys.readouterr().out

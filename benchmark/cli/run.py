@@ -76,7 +76,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_suite(args: argparse.Namespace):
-    suite = get_suite(args.suite).override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
+    try:
+        suite = get_suite(args.suite)
+    except ValueError as err:
+        if (args.studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
+            raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named with --name goes "
+                             f"on with the command that started it (its --suite and options, and --name "
+                             f"{args.suite})") from None
+        raise
+    suite = suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                                            folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
                                            precision=args.precision,
                                            download=args.download or None)
@@ -84,6 +92,8 @@ def resolve_suite(args: argparse.Namespace):
         from benchmark.search import best_configurations
 
         suite = suite.with_best_params(best_configurations(args.params_from, args.search_storage))
+    if args.name in builtin_suites() and args.name != args.suite:
+        raise ValueError(f"--name {args.name} is a built-in suite's name; give the run a name of its own")
     suite = suite.override(name=args.name)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
 
