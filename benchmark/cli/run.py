@@ -84,10 +84,9 @@ def resolve_suite(args: argparse.Namespace):
                              f"on with the command that started it (its --suite and options, and --name "
                              f"{args.suite})") from None
         raise
-    suite = suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
-                                           folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
-                                           precision=args.precision,
-                                           download=args.download or None)
+    suite = suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs, folds=args.folds,
+                           repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
+                           precision=args.precision, download=args.download or None)
     if args.params_from:
         from benchmark.search import best_configurations
 

@@ -66,7 +66,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--download", action="store_true", help="download mnist/cifar10/celeba into --data-root")
     search.add_argument("--limit", type=int, help="use at most this many training images")
     search.add_argument("--epochs", type=int, default=100, help="epochs per fold (default 100, as the full suite)")
-    search.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128, as the full suite)")
+    search.add_argument("--batch-size", type=int, default=128,
+                        help="training batch size (default 128, as the full suite)")
     search.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3, as the full suite)")
     search.add_argument("--folds", type=int, default=5, help="folds per trial (default 5)")
     search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
@@ -109,8 +110,8 @@ def _settings(args: argparse.Namespace):
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     return SearchSettings(family=args.model, config=args.config, method=args.method, sampling=args.sampling,
                           softadapt=args.softadapt, dataset=args.dataset, limit=args.limit, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, folds=args.folds, seed=args.seed, precision=args.precision, objectives=objectives,
-                          ranges=ranges)
+                          batch_size=args.batch_size, lr=args.lr, folds=args.folds, seed=args.seed,
+                          precision=args.precision, objectives=objectives, ranges=ranges)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
