@@ -473,9 +473,10 @@ def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, stu
                              worker_failures)
 
     used = budget_used(study)
-    if used >= options.trials:  # no worker to start: say why nothing ran, also with --quiet
-        print(f"note: study {name} already has {used} trials (--trials {options.trials}); raise --trials to run "
-              "more", file=sys.stderr)
+    # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over): say so, also with --quiet.
+    if used >= options.trials and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        print(f"note: study {name} already has {used} trials that count toward --trials {options.trials}; raise "
+              "--trials to run more", file=sys.stderr)
         return summary()
     try:
         if options.workers == 1:
@@ -531,16 +532,17 @@ def tuning_notes(study_names: list[str], storage_url: str, suite: Suite) -> list
         differ = [key for key, value in here.items() if there[key] != value]
         if differ:
             changes = ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in differ)
-            flags = [f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None]
-            flags += ["without --limit"] if "limit" in differ and here["limit"] is None else []
+            flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)
+            if "limit" in differ and here["limit"] is None:
+                flags = f"{flags} and no --limit" if flags else "no --limit"
             notes.append(f"note: study {name!r} searched with other training than this run's ({changes}); its best "
-                         f"parameters were chosen for that training. A search with {' '.join(flags)} tunes them "
-                         "for this one")
+                         f"parameters were chosen for that training. A search with {flags}, under a new "
+                         "--study-name, tunes them for this one")
     return notes
 
 
 def _shown(value: object) -> str:
-    return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return "all" if value is None else str(value)  # a float as it round-trips
 
 
 def describe_ranges(ranges: dict[str, ParamRange]) -> str:

@@ -103,10 +103,11 @@ class Suite:
             key = (configuration.family, configuration.config, m.method, m.sampling, m.balance.softadapt)
             if key in best:
                 configuration, study = best[key]
-                sources.append((configuration.id, study))
             if configuration.id not in seen:
                 seen.add(configuration.id)
                 configurations.append(configuration)
+                if key in best:
+                    sources.append((configuration.id, study))
         unused = sorted({study for _, study in best.values()} - {study for _, study in sources})
         if unused:  # named for a reason: a study that changes nothing is a mistake
             raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes")

@@ -38,7 +38,8 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", name, "--quiet") == 0
     # The search trained with its default batch of 128, the suite with 32: its best need not be best here.
     assert (f"note: study {name!r} searched with other training than this run's (batch_size 128 → 32); its best "
-            "parameters were chosen for that training. A search with --batch-size 32 tunes them for this one"
+            "parameters were chosen for that training. A search with --batch-size 32, under a new --study-name, tunes "
+            "them for this one"
             ) in capsys.readouterr().err
     table = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv")
     single = table[table["method"] == "single"]

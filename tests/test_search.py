@@ -183,7 +183,14 @@ def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that
     assert tuning_notes(["s"], "sqlite:///x.db", suite) == [
         "note: study 's' searched with other training than this run's (limit 200 → all, epochs 1 → 100, "
         "lr 0.01 → 0.001); its best parameters were chosen for that training. A search with --epochs 100 "
-        "--lr 0.001 without --limit tunes them for this one"]
+        "--lr 0.001 and no --limit, under a new --study-name, tunes them for this one"]
+    monkeypatch.setattr("benchmark.search.study_settings", lambda study: replace(searched, epochs=100, lr=1e-3))
+    assert "(limit 200 → all); its best parameters were chosen for that training. A search with no --limit, " \
+        "under a new --study-name," in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
+    monkeypatch.setattr("benchmark.search.study_settings",
+                        lambda study: replace(searched, limit=None, epochs=100, lr=1.2345678e-4))
+    assert "A search with --lr 0.001, under" in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
+    assert "(lr 0.00012345678 → 0.001)" in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
     monkeypatch.setattr("benchmark.search.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
     assert tuning_notes(["s"], "sqlite:///x.db", suite) == []
 
@@ -307,7 +314,7 @@ def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, f
     assert "inspect: python -m benchmark studies show 'diverging run'" in out
     assert search_cli(tmp_path, *args, "--trials", "4") == 0  # nothing more to run
     assert len(load(tmp_path, study_name).trials) == 5
-    assert "already has 4 trials (--trials 4); raise --trials to run more" in capsys.readouterr().err
+    assert "already has 4 trials that count toward --trials 4; raise --trials to run more" in capsys.readouterr().err
     capsys.readouterr()
     assert cli(tmp_path, "studies", "show", study_name) == 0
     assert "trial #1 failed: fold 0: loss diverged" in capsys.readouterr().out
@@ -366,6 +373,16 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path
     trials = load(tmp_path).trials
     assert trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2, [(t.state, t.user_attrs, t.system_attrs) for t in trials]
+
+
+def test_a_rerun_with_the_budget_used_still_takes_over_a_dead_workers_trial(tmp_path, fake_training, capsys):
+    args = ("--heartbeat", "1", "--range", "beta=0.1:5", "--pruner", "none")
+    assert search_cli(tmp_path, "--trials", "2", *args) == 0
+    load(tmp_path).ask()  # RUNNING and counted: a worker killed in the last trial of the budget
+    capsys.readouterr()
+    assert search_cli(tmp_path, "--trials", "2", *args) == 0  # waits it out instead of stopping at once
+    assert [t.state for t in load(tmp_path).trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+    assert "already has" not in capsys.readouterr().err
 
 
 def interrupted_and_diverged_study(cwd: Path) -> optuna.Study:

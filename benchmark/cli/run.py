@@ -80,9 +80,9 @@ def resolve_suite(args: argparse.Namespace):
         suite = get_suite(args.suite)
     except ValueError as err:
         if (args.studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
-            raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named with --name goes "
-                             f"on with the command that started it (its --suite and options, and --name "
-                             f"{args.suite})") from None
+            raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named by --name or "
+                             "--params-from goes on with the command that started it (its --suite, options, "
+                             "--params-from and --name)") from None
         raise
     suite = suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs, folds=args.folds,
                            repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
@@ -91,7 +91,10 @@ def resolve_suite(args: argparse.Namespace):
         from benchmark.search import best_configurations
 
         suite = suite.with_best_params(best_configurations(args.params_from, args.search_storage))
-    if args.name in builtin_suites() and args.name != args.suite:
+    if args.name and args.name.endswith(".toml"):
+        raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
+                         "a suite file's run is filed under the file's `name`)")
+    if args.name in builtin_suites() and args.name != suite.name:
         raise ValueError(f"--name {args.name} is a built-in suite's name; give the run a name of its own")
     suite = suite.override(name=args.name)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
