@@ -345,7 +345,7 @@ def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, cap
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2", "--heartbeat", "1") == 0
     assert (tmp_path / "results" / "small.csv").read_bytes() == first
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
-    assert "a run named with --name goes on with the command that started it" in capsys.readouterr().err
+    assert "a run named by --name or --params-from goes on with the command that started it" in capsys.readouterr().err
     variant = pd.read_csv(tmp_path / "results" / "small-e2.csv")
     assert len(variant) == 4 and (variant["state"] == "COMPLETE").all() and (variant["best_epoch"] <= 2).all()
     assert study_of(tmp_path, "small-e2").user_attrs["settings"]["epochs"] == 2
