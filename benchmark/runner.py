@@ -210,13 +210,14 @@ class _Worker:
                 claimed.append((waiting._trial_id, other_fold))
         return claimed
 
-    def _claim_next(self) -> int | None:
-        """Claim the oldest waiting trial of the first unit in suite order; its id, or None if none is left.
+    def _claim_next(self, states: dict[str, list[optuna.trial.FrozenTrial]]) -> int | None:
+        """Claim the oldest waiting trial of the first unit in suite order, as ``states``
+        (``unit_states``) last saw them; its id, or None if none is left.
 
         Optuna's ``optimize`` would take the oldest waiting trial, and a unit queued again after
         an interruption would wait behind the whole suite, its configuration a fold short until then.
         """
-        states, storage = unit_states(self.study), self.study._storage
+        storage = self.study._storage
         waiting = (t for key in self.keys for t in states.get(key, []) if t.state == TrialState.WAITING)
         return next((t._trial_id for t in waiting if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)),
                     None)
@@ -268,9 +269,9 @@ class _Worker:
     def _taken_over(self, key: str) -> None:
         self.bar.write(taken_over_message(f"unit {key}", self.store.grace_period), file=sys.stderr)
 
-    def _counts(self) -> tuple[int, int, int]:
-        """(settled units, waiting trials, running trials); tells the ETA which units are settled."""
-        states = unit_states(self.study)
+    def _counts(self, states: dict[str, list[optuna.trial.FrozenTrial]]) -> tuple[int, int, int]:
+        """(settled units, waiting trials, running trials) in ``states`` (``unit_states``); tells
+        the ETA which units are settled."""
         settled = [k for k in self.keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
         self.eta.settle(settled)
         live = [t for ts in states.values() for t in ts]
@@ -285,10 +286,11 @@ class _Worker:
                 fail_stale_trials(self.study)  # a killed worker's unit goes back to the queue
                 fail_orphans(self.study, self.store.grace_period)
                 enqueue_missing(self.study, self.keys)
-                settled, waiting, running = self._counts()
+                states = unit_states(self.study)
+                settled, waiting, running = self._counts(states)
                 self.bar.n = settled
                 self.bar.refresh()
-                if waiting and (trial_id := self._claim_next()) is not None:
+                if waiting and (trial_id := self._claim_next(states)) is not None:
                     self.current = None
                     try:
                         self._train_claimed(trial_id)

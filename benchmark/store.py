@@ -99,8 +99,7 @@ def first_written(study: optuna.Study, key: str, value: object) -> object:
     opened on an ``open_storage`` storage.
     """
     if key not in study.user_attrs:
-        storage: ClaimingStorage = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
-        storage.add_study_user_attr(study._study_id, key, value)
+        _claiming_storage(study).add_study_user_attr(study._study_id, key, value)
     return study.user_attrs[key]
 
 
@@ -204,6 +203,12 @@ def parse_unit(key: str) -> tuple[str, int]:
 
 def unit_keys(suite: Suite) -> list[str]:
     return [unit_key(c.id, f) for c in suite.configurations for f in range(suite.folds * suite.repeats)]
+
+
+def _claiming_storage(study: optuna.Study) -> "ClaimingStorage":
+    """The ``ClaimingStorage`` under a study opened on an ``open_storage`` storage: Optuna wraps
+    RDB storages in a cache, which passes on only the calls it knows."""
+    return getattr(study._storage, "_backend", study._storage)
 
 
 class ClaimingStorage(RDBStorage):
@@ -333,8 +338,7 @@ def fail_orphans(study: optuna.Study, grace_period: float) -> int:
            if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > limit]
     if not old:
         return 0
-    storage: ClaimingStorage = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
-    beating = storage.beating(t._trial_id for t in old)
+    beating = _claiming_storage(study).beating(t._trial_id for t in old)
     for trial in old:
         if trial._trial_id not in beating:
             try:

@@ -181,7 +181,8 @@ def test_an_interrupted_unit_is_trained_again_before_the_units_after_it(tmp_path
     requeued = unit_states(study)[keys[0]][1]
     assert requeued.state == TrialState.WAITING and requeued.number == len(keys)  # last in the study
     worker = _Worker(suite, store, show_progress=False, images=torch.rand(40, 1, 32, 32))
-    claimed = [worker._claim_next() for _ in range(3)]
+    seen = unit_states(study)  # one snapshot, gone stale after the first claim, as in `work`
+    claimed = [worker._claim_next(seen) for _ in range(3)]
     assert claimed[0] == requeued._trial_id
     unit_of = {t._trial_id: (key, t.state) for key, ts in unit_states(study).items() for t in ts}
     assert [unit_of[i] for i in claimed] == [(key, TrialState.RUNNING) for key in keys[:3]]
