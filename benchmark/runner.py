@@ -32,6 +32,7 @@ from benchmark.store import (
     fail_orphans,
     fail_stale_trials,
     finished_elsewhere,
+    first_written,
     grace_for,
     heartbeat_note,
     open_suite_study,
@@ -332,13 +333,15 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
 
 
 def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
-              fold_parallel: str = "auto", notes: Iterable[str] = ()) -> RunSummary:
+              fold_parallel: str = "auto", notes: Iterable[str] = (), command: str | None = None) -> RunSummary:
     """Train every unit of ``suite`` not yet done, with ``workers`` processes, then export results.
 
     fold_parallel: ``on`` trains the waiting folds of a configuration together as one
     vectorised ensemble, ``off`` one by one, ``auto`` together on CUDA only (on a CPU the
     stacked kernels are not faster; spare cores are better used by ``workers``).
     notes: the caller's lines for stderr, printed with the run's own once every check has passed.
+    command: the command line that started the run, kept in the study (its first run's) and in
+    ``<suite>_meta.json``: a run filed under a name of its own resumes only with its options.
     """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
@@ -362,6 +365,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             raise ValueError(f"configuration {configuration.id}: {err}") from None
     study = open_suite_study(suite, store)
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
+    if command:
+        first_written(study, "command", command)
     beat_note = heartbeat_note(study.study_name, heartbeat, store.heartbeat_interval)
     store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line

@@ -293,8 +293,9 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}") from None
 
 
-def study_name(suite: Suite) -> str:
-    return f"suite-{suite.name}"
+def study_name(suite: Suite | str) -> str:
+    """The study of the run filed under a suite's name (or under ``suite`` itself, a name)."""
+    return f"suite-{suite if isinstance(suite, str) else suite.name}"
 
 
 def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> optuna.Study:
@@ -471,6 +472,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_size: i
     pd.DataFrame(rows).to_csv(results_path, index=False)
     pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None).to_csv(history_path, index=False)
     meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,
-            "storage": safe_url(config.url(suite.name)), "image_size": image_size}
+            "storage": safe_url(config.url(suite.name)), "image_size": image_size,
+            "command": study.user_attrs.get("command")}
     (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
     return results_path, history_path

@@ -159,6 +159,8 @@ def describe_study(study: optuna.Study) -> str:
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
                  if trial_status(t) == "failed")
     if suite_of(study):
+        if study.user_attrs.get("command"):
+            lines.append(f"started by: {study.user_attrs['command']}")
         return "\n".join([*lines, suite_note(suite_of(study))])
     ranked = ranked_trials(study)
     if not ranked:

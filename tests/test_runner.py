@@ -1,6 +1,7 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -13,9 +14,10 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import run_cli, stopped, worker_pids
+from conftest import cli, run_cli, stopped, worker_pids
 from optuna.trial import TrialState
 
+from benchmark.cli.run import command_line
 from benchmark.cv import fold_label
 from benchmark.runner import Interrupts, _Worker
 from benchmark.store import UNIT_PARAM, StoreConfig, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
@@ -345,12 +347,30 @@ def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, cap
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--heartbeat", "1") == 2  # other settings
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2", "--heartbeat", "1") == 0
     assert (tmp_path / "results" / "small.csv").read_bytes() == first
+    started = "python -m benchmark run --suite small.toml --epochs 2 --name small-e2 --heartbeat 1 --quiet"
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
+    assert f"A run filed under 'small-e2' was started by: {started} (" in capsys.readouterr().err
+    (tmp_path / "results" / "small-e2_meta.json").unlink()  # as a run stopped before its first export leaves it
+    assert run_cli(tmp_path, "--suite", "small-e2") == 2
+    assert f"was started by: {started} (" in capsys.readouterr().err  # from the study
+    assert cli(tmp_path, *shlex.split(started)[3:]) == 0  # the command shown resumes it
+    assert "resuming: 4 of 4 units already done" in capsys.readouterr().err
+    (tmp_path / "results" / "small-e2_meta.json").unlink()
+    assert run_cli(tmp_path, "--suite", "small-e2", "--studies-dir", "elsewhere") == 2  # only its results here
     assert "a run named by --name or --params-from goes on with the command that started it" in capsys.readouterr().err
     variant = pd.read_csv(tmp_path / "results" / "small-e2.csv")
     assert len(variant) == 4 and (variant["state"] == "COMPLETE").all() and (variant["best_epoch"] <= 2).all()
     assert study_of(tmp_path, "small-e2").user_attrs["settings"]["epochs"] == 2
     assert len(pd.read_csv(tmp_path / "results" / "small-e2_history.csv")) == 4 * 2
+
+
+def test_the_recorded_command_hides_storage_passwords_and_quotes_for_the_shell():
+    argv = ["run", "--suite", "my suite.toml", "--storage", "postgresql://me:s3cret@db/bench",
+            "--search-storage=postgresql://me:s3cret@db/search"]
+    command = command_line(argv)
+    assert "s3cret" not in command
+    assert shlex.split(command)[3:] == ["run", "--suite", "my suite.toml", "--storage", "postgresql://me:***@db/bench",
+                                        "--search-storage=postgresql://me:***@db/search"]
 
 
 def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):

@@ -551,5 +551,6 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     assert cli(tmp_path, "studies", "show", "suite-smoke", "--storage", url) == 0
     shown = capsys.readouterr().out
     assert "a suite study" in shown and "report --suite smoke" in shown and "best trial" not in shown
+    assert "started by: python -m benchmark run --suite smoke --heartbeat 1 --quiet" in shown
     assert cli(tmp_path, "studies", "plot", "suite-smoke", "--storage", url) == 1
     assert "a suite study" in capsys.readouterr().err and not (tmp_path / "reports").exists()

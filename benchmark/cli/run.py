@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
+
 from benchmark.config import PRECISIONS
-from benchmark.store import StoreConfig, grace_for
+from benchmark.store import StoreConfig, grace_for, safe_url, study_name
+from benchmark.studies import open_for_reading
 from benchmark.suites import builtin_suites, get_suite
 
 if TYPE_CHECKING:
@@ -79,6 +84,9 @@ def resolve_suite(args: argparse.Namespace):
     try:
         suite = get_suite(args.suite)
     except ValueError as err:
+        if command := recorded_command(args.suite, store_config(args)):
+            raise ValueError(f"{err}. A run filed under {args.suite!r} was started by: {command} (run that "
+                             "command to resume it)") from None
         if (args.studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
             raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named by --name or "
                              "--params-from goes on with the command that started it (its --suite, options, "
@@ -102,6 +110,31 @@ def resolve_suite(args: argparse.Namespace):
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
         raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
     return suite
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as a shell command, with the password of any storage URL in it hidden."""
+    def shown(arg: str) -> str:
+        option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        return option + equals + safe_url(value) if "://" in value else arg
+
+    return "python -m benchmark " + shlex.join(shown(arg) for arg in argv)
+
+
+def recorded_command(name: str, store: StoreConfig) -> str | None:
+    """The command that started the run filed under ``name``: from its exported metadata, or from
+    its study when the run was stopped before its first export."""
+    try:
+        command = json.loads((store.results_dir / f"{name}_meta.json").read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        command = None
+    if command:
+        return command
+    try:
+        storage = open_for_reading(store.url(name))
+        return None if storage is None else optuna.load_study(study_name=study_name(name), storage=storage).user_attrs.get("command")
+    except Exception:  # no such study there, or a storage that cannot be reached: there is nothing to tell
+        return None
 
 
 def estimate_cpu_minutes(suite) -> float:
@@ -132,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         notes = tuning_notes(args.params_from, args.search_storage, suite)
     try:
         summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
-                            fold_parallel=args.fold_parallel, notes=notes)
+                            fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
     except RunInterrupted as stop:
         print_summary(stop.summary, suite.units)
         print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
