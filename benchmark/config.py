@@ -17,13 +17,17 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def check_kind(name: str, value: object, kind: type | tuple[type, ...], what: str) -> None:
+    """A one-line ``ValueError`` when ``value`` is not of ``kind`` (``what`` it must be); a bool
+    is not a number, though Python counts it as an int."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
 def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]) -> None:
-    """A one-line ``ValueError`` for the first (field, kind, what it must be) that ``instance``
-    breaks; a bool is not a number, though Python counts it as an int."""
+    """``check_kind`` for each (field, kind, what it must be) of ``instance``, in order."""
     for name, kind, what in kinds:
-        value = getattr(instance, name)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ValueError(f"{name} must be {what}, got {value!r}")
+        check_kind(name, getattr(instance, name), kind, what)
 
 
 @dataclass(frozen=True)

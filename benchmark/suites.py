@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from benchmark.config import Configuration, MethodConfig, TrainConfig, check_kinds, default_balance
+from benchmark.config import Configuration, MethodConfig, TrainConfig, check_kind, check_kinds, default_balance
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
@@ -183,10 +183,10 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
         return thesis_grid(family, config)
     if not isinstance(table.get("softadapt", False), bool):
         raise ValueError(f"{where}: softadapt must be true or false, got {table['softadapt']!r}")
-    for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
-        if key in table and (isinstance(table[key], bool) or not isinstance(table[key], (int, float))):
-            raise ValueError(f"{where}: {key} must be a number, got {table[key]!r}")
     try:
+        for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
+            if key in table:
+                check_kind(key, table[key], (int, float), "a number")
         balance = default_balance(family, table.get("softadapt", False),
                                   **{k: float(table[k]) for k in ("w1", "w2", "beta") if k in table})
         if "softadapt_beta" in table or "variant" in table:
