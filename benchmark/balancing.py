@@ -29,9 +29,11 @@ SOFTADAPT_ORDER = 5
 class BalanceConfig:
     """How the named loss terms are weighted.
 
-    Fixed: recon·w1 + recon_cond·w2 + latent·beta. SoftAdapt: the package's convex weights,
+    Fixed: recon·w1 + recon_cond·w2 + latent. SoftAdapt: the package's convex weights,
     recomputed every ``update_every`` steps from the last ``window`` values of each term
-    (uniform until the first update).
+    (uniform until the first update). ``beta`` is inside the latent term (the model trains it:
+    β·KL, or codebook + β·commitment for a VQ-VAE); its default here is the Gaussian VAE's, and
+    ``config.default_balance`` gives each family its own.
     """
 
     w1: float = 1.0
@@ -55,7 +57,7 @@ class BalanceConfig:
             raise ValueError("SoftAdapt needs update_every >= 1 and window >= 2")
 
     def fixed_weights(self, terms: tuple[str, ...]) -> dict[str, float]:
-        table = {"recon": self.w1, "recon_cond": self.w2, "latent": self.beta}
+        table = {"recon": self.w1, "recon_cond": self.w2, "latent": 1.0}  # β: in the latent term
         return {name: table[name] for name in terms}
 
 

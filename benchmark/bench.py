@@ -53,8 +53,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmark.balancing import LossBalancer
 from benchmark.conditioning import PixelSampler, exact_grid
 from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
-from benchmark.models import METHODS, MODEL_CONFIGS, build_model
-from benchmark.train import native_bf16, resolve_device, train_fold, training_device
+from benchmark.models import METHODS, MODEL_CONFIGS
+from benchmark.train import native_bf16, new_model, resolve_device, train_fold, training_device
 
 # The conditioning each method is benchmarked with: the thesis grid's uniform sampler (the
 # costlier of its samplers: a random permutation per image), fixed loss weights.
@@ -308,9 +308,7 @@ def naive_train(configuration: Configuration, images: torch.Tensor | np.ndarray,
     """
     images = torch.as_tensor(images)
     channels, size = images.shape[1], images.shape[-1]
-    torch.manual_seed(seed)
-    model = build_model(configuration.family, configuration.config, configuration.method.method,
-                        channels, size).to(device)
+    model = new_model(configuration, seed, channels, size, device)
     sampler = configuration.method.sampler(size)
     loss_fn = _fixed_weight_loss(configuration, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -419,9 +417,7 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
     """
     channels, size = images.shape[1], images.shape[-1]
     images = _tiled(images, max(steps, warmup) * batch)
-    torch.manual_seed(seed)
-    model = build_model(configuration.family, configuration.config, configuration.method.method,
-                        channels, size).to(device)
+    model = new_model(configuration, seed, channels, size, device)
     params = sum(p.numel() for p in model.parameters())
     sampler = configuration.method.sampler(size)
     x = images[:batch].to(device)

@@ -9,7 +9,7 @@ import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
 from benchmark.conditioning import SAMPLINGS, PixelSampler
-from benchmark.models import FAMILY_TITLES, METHODS, model_config
+from benchmark.models import DEFAULT_BETA, FAMILY_TITLES, METHODS, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
 # auto: bf16 autocast on CUDA, float32 on CPU. bf16 on a CPU with AVX-512 BF16 (or AMX) trains
@@ -100,7 +100,7 @@ class Configuration:
             if b.softadapt_beta != DEFAULT_SOFTADAPT_BETA[self.family]:
                 name += f"(b={b.softadapt_beta:g})"
             parts.append(name)
-        elif (b.w1, b.w2, b.beta) != (1.0, 1.0, 1.0):
+        elif (b.w1, b.w2, b.beta) != (1.0, 1.0, DEFAULT_BETA[self.family]):
             parts.append(f"w={b.w1:g},{b.w2:g},{b.beta:g}")
         return "/".join(parts)
 
@@ -118,8 +118,9 @@ class Configuration:
 
 
 def default_balance(family: str, softadapt: bool = False, **weights: float) -> BalanceConfig:
-    """Balance settings with the thesis's SoftAdapt β for the family."""
-    return BalanceConfig(softadapt=softadapt, softadapt_beta=DEFAULT_SOFTADAPT_BETA[family], **weights)
+    """Balance settings with the family's β and the thesis's SoftAdapt β for the family."""
+    return BalanceConfig(softadapt=softadapt, softadapt_beta=DEFAULT_SOFTADAPT_BETA[family],
+                         **{"beta": DEFAULT_BETA[family], **weights})
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,9 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "Cells: mean ± population variance over folds, each fold at its epoch of lowest validation "
             "total loss, (n=…) where fewer folds have a value; "
             "reconstruction as per-pixel MSE; "
-            "KL summed over latent dimensions (Gaussian VAE), VQ loss (VQ-VAE).")
+            "KL summed over latent dimensions (Gaussian VAE); VQ loss (VQ-VAE): codebook + 0.25 × "
+            "commitment, squared distances averaged over the code map's elements (the thesis table's "
+            "scale), at 0.25 whatever β trained.")
 COMPARISON_TITLES = ("Difference", "95% interval", "Change", "p (Holm)", "Folds")
 COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline of the same model and config, paired "
                    "on fold; negative is a lower loss. 95% interval and p: corrected resampled t-test "

@@ -11,11 +11,12 @@ which Optuna does not offer for several objectives).
 
 Searched parameters, default ranges all log-uniform (``--range NAME=LOW:HIGH[:log|linear]``):
 ``exponent`` (single decoder) 1…100 (the thesis tried 20–60); ``w1``, ``w2`` (multidecoder)
-0.1…10; ``beta`` (KL or VQ-loss weight, every method) 0.1…10; ``softadapt_beta`` (with
-``--softadapt``, instead of the weights) 1e-5…1e-1.
+0.1…10; ``beta`` (every method) 0.1…10 as a Gaussian VAE's KL weight, 0.025…2.5 as a VQ-VAE's
+commitment weight (centred on the paper's 0.25); ``softadapt_beta`` (with ``--softadapt``,
+instead of the weights) 1e-5…1e-1.
 
-With SoftAdapt the training weights come from SoftAdapt, so W1, W2 and β stay at 1 (they
-still define the validation total that picks the best epoch) and its β is searched instead.
+With SoftAdapt the training weights come from SoftAdapt, so W1, W2 and β stay at their defaults
+(they still define the validation total that picks the best epoch) and its β is searched instead.
 
 Storage: all search studies share one SQLite file, ``studies/search.db`` (one place for
 ``studies list`` and ``optuna-dashboard``), or any Optuna storage URL (PostgreSQL: many
@@ -97,6 +98,13 @@ class ParamRange:
 
 DEFAULT_RANGES = {"exponent": ParamRange(1.0, 100.0), "w1": ParamRange(0.1, 10.0), "w2": ParamRange(0.1, 10.0),
                   "beta": ParamRange(0.1, 10.0), "softadapt_beta": ParamRange(1e-5, 1e-1)}
+# A VQ-VAE's β weighs the commitment term: two decades around the paper's 0.25, which takes in the
+# 0.1…2 over which the paper found results robust.
+VQ_BETA_RANGE = ParamRange(0.025, 2.5)
+
+
+def default_range(name: str, family: str) -> ParamRange:
+    return VQ_BETA_RANGE if (name, family) == ("beta", "vq-vae") else DEFAULT_RANGES[name]
 
 
 def searched_parameters(method: str, softadapt: bool) -> tuple[str, ...]:
@@ -149,7 +157,7 @@ class SearchSettings:
         unknown = sorted(set(self.ranges) - set(wanted))
         if unknown:
             raise ValueError(f"no parameter {unknown[0]!r} in this search; it tunes: {', '.join(wanted)}")
-        ranges = {name: self.ranges.get(name, DEFAULT_RANGES[name]) for name in wanted}
+        ranges = {name: self.ranges.get(name, default_range(name, self.family)) for name in wanted}
         for name, value in ranges.items():
             value.check(name)
         object.__setattr__(self, "ranges", ranges)

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA
+from benchmark.models import DEFAULT_BETA
 
 METRICS = ("recon", "latent", "recon_cond")
 COMPARED = ("recon", "latent")          # the conditioned decoder has no baseline counterpart
@@ -239,8 +240,8 @@ def parameter_text(row: pd.Series | dict) -> str:
     """Short plain-text description of a configuration's method parameters.
 
     e.g. ``exact, SoftAdapt``, ``gaussian, a=40``, ``uniform, W₁=1, W₂=0.5, β=1``; weights and
-    SoftAdapt's β are shown only when they differ from the defaults (weights 1, the family's
-    SoftAdapt β), then ``tuned`` for parameters taken from a search; ``–`` for a default baseline.
+    SoftAdapt's β are shown only when they differ from the defaults (weights 1, the family's β
+    and SoftAdapt β), then ``tuned`` for parameters taken from a search; ``–`` for a default baseline.
     """
     method = str(row.get("method", ""))
     parts = [str(row["sampling"])] if isinstance(row.get("sampling"), str) and row.get("sampling") else []
@@ -255,8 +256,9 @@ def parameter_text(row: pd.Series | dict) -> str:
         parts.append(f"SoftAdapt β={beta:g}" if math.isfinite(beta) and beta != default else "SoftAdapt")
     else:
         names = {"baseline": ("beta",), "single": ("w1", "beta")}.get(method, ("w1", "w2", "beta"))
-        weights = {name: _number(row.get(name, 1.0)) for name in names}
-        if any(math.isfinite(v) and v != 1.0 for v in weights.values()):
+        defaults = {"w1": 1.0, "w2": 1.0, "beta": DEFAULT_BETA.get(str(row.get("family")), 1.0)}
+        weights = {name: _number(row.get(name, defaults[name])) for name in names}
+        if any(math.isfinite(v) and v != defaults[name] for name, v in weights.items()):
             symbol = {"w1": "W₁", "w2": "W₂", "beta": "β"}
             parts += [f"{symbol[name]}={value:g}" for name, value in weights.items() if math.isfinite(value)]
     if isinstance(row.get("params_from"), str) and row.get("params_from"):

@@ -191,13 +191,12 @@ def describe_study(study: optuna.Study) -> str:
 
 
 def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Write Optuna's matplotlib plots of ``study`` as PNGs; returns (paths written, notes on skipped plots)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
+    """Write Optuna's matplotlib plots of ``study`` as PNG and PDF, as the report's figures;
+    returns (paths written, notes on skipped plots)."""
     import numpy as np
     from optuna.visualization import matplotlib as vis
+
+    from benchmark.figures import save_figure
 
     names = objective_names(study)
     multi = len(names) > 1
@@ -237,11 +236,7 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
             except (ValueError, RuntimeError) as err:  # e.g. importances when a parameter never varied
                 notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
                 continue
-        figure = np.ravel(axes)[0].figure
-        path = out_dir / f"{name}.png"
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(figure)
-        written.append(path)
+        written += save_figure(np.ravel(axes)[0].figure, out_dir / name)
     return written, notes
 
 

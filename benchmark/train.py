@@ -90,7 +90,8 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     fixed seeds (``seed``, ``seed + 2``), so the numbers are deterministic.
 
     recon / recon_cond: per-pixel MSE of the unconditioned / conditioned decoder;
-    latent: KL or VQ loss; total: the training objective at ``weights`` (training scale);
+    latent: KL, or VQ loss at the paper's β (whatever β trains: one scale for every row);
+    total: the training objective at ``weights`` and the model's β (training scale);
     recon_train / recon_cond_train: the reconstruction terms on the training scale.
     """
     with eval_mode(model):
@@ -106,7 +107,8 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
                 mask = sampler.sample(len(x), generator, x.device)
                 cond = model.reconstruction_loss(model.decode(code.z, x, mask, conditioned=True), x)
             # The training objective's terms: the single decoder trains on its conditioned output.
-            objective = {"recon": cond if model.method == "single" else recon, "recon_cond": cond, "latent": code.latent}
+            objective = {"recon": cond if model.method == "single" else recon, "recon_cond": cond,
+                         "latent": code.objective(model.beta)}
             total = sum(weights[name] * objective[name] for name in weights)
             sums += torch.stack([recon, code.latent, cond, total]).double() * len(x)
         means = (sums / len(images)).tolist()
@@ -126,7 +128,7 @@ def new_model(configuration: Configuration, seed: int, channels: int, image_size
     """The fold's model, its initial weights fixed by ``seed``."""
     torch.manual_seed(seed)
     return build_model(configuration.family, configuration.config, configuration.method.method,
-                       channels, image_size).to(device)
+                       channels, image_size, configuration.method.balance.beta).to(device)
 
 
 class FoldRun:

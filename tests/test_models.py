@@ -91,6 +91,36 @@ def test_straight_through_estimator_copies_decoder_gradients_to_the_encoder():
         model.latent_model.quantizer.codebook.weight.grad.abs().sum() == 0
 
 
+def test_a_vq_vaes_beta_weighs_the_commitment_term_alone():
+    """The thesis's VQ loss, codebook + β·commitment: β scales the encoder's pull towards its code,
+    not the codebook's towards the encoder; the VQ loss is reported at the paper's β = 0.25."""
+    x = torch.rand(4, 1, 32, 32)
+    grads, latents = {}, {}
+    for beta in (0.25, 2.0):
+        torch.manual_seed(0)
+        model = build_model("vq-vae", 1, "baseline", beta=beta)
+        code = model.encode(x)
+        quantizer = model.latent_model.quantizer
+        distance = (code.parts["z_e"] - quantizer.lookup(code.parts["codes"])).pow(2).mean().item()
+        terms = model(x).terms
+        assert terms["latent"].item() == pytest.approx((1 + beta) * distance, rel=1e-5)
+        assert code.latent.item() == pytest.approx(1.25 * distance, rel=1e-5)
+        terms["latent"].backward()
+        grads[beta] = (quantizer.codebook.weight.grad.clone(), model.latent_model.encoder[-1].weight.grad.clone())
+        latents[beta] = code.latent.item()
+    assert latents[0.25] == latents[2.0]
+    torch.testing.assert_close(grads[2.0][0], grads[0.25][0])
+    torch.testing.assert_close(grads[2.0][1], grads[0.25][1] * 8.0)
+
+
+def test_a_gaussian_vaes_beta_weighs_the_kl():
+    torch.manual_seed(0)
+    model = build_model("vae", 1, "baseline", beta=3.0)
+    x, noise = torch.rand(4, 1, 32, 32), torch.randn(4, 16)
+    kl = model.encode(x, noise).latent
+    assert model(x, noise=noise).terms["latent"].item() == pytest.approx(3.0 * kl.item(), rel=1e-6)
+
+
 def test_codebook_is_trained_by_the_codebook_loss():
     model = build_model("vq-vae", 1, "baseline")
     model(torch.rand(4, 1, 32, 32)).terms["latent"].backward()

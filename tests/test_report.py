@@ -17,7 +17,7 @@ from PIL import Image
 from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
-from benchmark.models import build_model
+from benchmark.models import DEFAULT_BETA, build_model
 from benchmark.report import (FIGURE_KINDS, ReportError, SuiteResults, build_table, display_table, latex_table,
                               markdown_table, write_report)
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
@@ -51,7 +51,7 @@ def make_rows(seed: int = 0) -> pd.DataFrame:
             rows.append({
                 "config_id": config_id, "family": family, "config": config, "method": method,
                 "sampling": sampling, "exponent": exponent, "count": None, "softadapt": softadapt,
-                "w1": 1.0, "w2": 1.0, "beta": 1.0, "softadapt_beta": 1e-4 if softadapt else None,
+                "w1": 1.0, "w2": 1.0, "beta": DEFAULT_BETA[family], "softadapt_beta": 1e-4 if softadapt else None,
                 "fold": fold, "state": "COMPLETE", "best_epoch": 3, "recon": recon, "latent": latent,
                 "recon_cond": recon * 0.5 if method != "baseline" else None, "total": recon + latent,
                 "recon_train": recon * 1024, "recon_cond_train": None, "seconds": 1.5, "n_train": N_TRAIN,
@@ -507,6 +507,13 @@ def test_a_softadapt_beta_other_than_the_family_default_is_in_the_label():
     row = {"family": "vq-vae", "method": "multidecoder", "sampling": "uniform", "softadapt": True}
     assert parameter_text({**row, "softadapt_beta": 5e-3}) == "uniform, SoftAdapt"  # the VQ-VAE default
     assert parameter_text({**row, "softadapt_beta": 0.01}) == "uniform, SoftAdapt β=0.01"
+
+
+def test_beta_is_in_the_label_when_it_is_not_the_familys():
+    row = {"method": "baseline", "w1": 1.0, "w2": 1.0}
+    assert parameter_text({**row, "family": "vq-vae", "beta": 0.25}) == "–"
+    assert parameter_text({**row, "family": "vq-vae", "beta": 1.0}) == "β=1"
+    assert parameter_text({**row, "family": "vae", "beta": 1.0}) == "–"
 
 
 def test_parameters_from_a_search_are_labelled_tuned():

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 import benchmark.train
 from benchmark.search import (
+    ParamRange,
     SearchSettings,
     best_configurations,
     counts_toward_budget,
@@ -144,15 +145,17 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     assert [float(row.split()[2]) for row in folds] == pytest.approx(best.user_attrs["fold_latent"], rel=1e-5)
 
 
-def test_studies_plot_writes_png_files(searched, capsys):
+def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
     cwd, _ = searched
     assert cli(cwd, "studies", "plot", NAME) == 0
     printed = capsys.readouterr().out.split()
     names = {Path(p).stem for p in printed}
     assert {"history", "intermediate", "slice", "importances", "contour"} <= names
+    assert sorted(Path(p).name for p in printed) == sorted(f"{n}.{fmt}" for n in names for fmt in ("png", "pdf"))
     for path in printed:
         assert Path(path).parent == Path("reports/studies") / NAME
-        assert (cwd / path).read_bytes()[:8] == PNG
+        magic = PNG if path.endswith(".png") else b"%PDF-"
+        assert (cwd / path).read_bytes()[:len(magic)] == magic
 
 
 def test_best_configurations_rebuild_the_best_trial(searched):
@@ -517,6 +520,10 @@ def test_unreachable_storage_is_one_line(tmp_path, capsys):
 def test_parse_range_and_defaults():
     assert parse_range("exponent=10:60") == ("exponent", parse_range("exponent=10:60:log")[1])
     assert not parse_range("exponent=5:80:linear")[1].log
+    # β: a Gaussian VAE's KL weight around 1, a VQ-VAE's commitment weight around the paper's 0.25
+    assert SearchSettings("vae", 1, "baseline").ranges["beta"] == ParamRange(0.1, 10.0)
+    vq = SearchSettings("vq-vae", 1, "baseline").ranges["beta"]
+    assert vq == ParamRange(0.025, 2.5) and math.sqrt(vq.low * vq.high) == pytest.approx(0.25)
 
 
 def test_studies_show_gives_ranges_as_search_takes_them(tmp_path, fake_training, capsys):

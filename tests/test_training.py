@@ -86,6 +86,26 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_refused(digits, monkeypatch):
                                                                             precision="fp32"), seed=0).metrics
 
 
+def test_a_configurations_beta_default_is_its_familys():
+    vq, vae = (Configuration(family, 1, MethodConfig("baseline", balance=default_balance(family)))
+               for family in ("vq-vae", "vae"))
+    assert (vq.method.balance.beta, vae.method.balance.beta) == (0.25, 1.0)
+    assert (vq.id, vae.id) == ("vq-vae/1/baseline", "vae/1/baseline")
+    weighted = Configuration("vq-vae", 1, MethodConfig("baseline", balance=default_balance("vq-vae", beta=1.0)))
+    assert weighted.id == "vq-vae/1/baseline/w=1,1,1"
+
+
+def test_validation_reports_the_vq_loss_at_one_beta_and_totals_at_the_trained_one(digits):
+    val = digits[1][:64]
+    metrics = {}
+    for beta in (0.25, 2.0):
+        torch.manual_seed(0)
+        metrics[beta] = evaluate(build_model("vq-vae", 1, "baseline", beta=beta), val, None, {"recon": 1.0, "latent": 1.0})
+    assert metrics[2.0]["latent"] == metrics[0.25]["latent"]  # codebook + 0.25·commitment = 1.25·distance
+    distance = metrics[0.25]["latent"] / 1.25
+    assert metrics[2.0]["total"] - metrics[0.25]["total"] == pytest.approx(1.75 * distance, rel=1e-4)
+
+
 def test_evaluation_puts_every_module_in_eval_mode_and_restores_training(digits):
     # The thesis's code put the conditioned decoder back in training mode during validation.
     _, val = digits

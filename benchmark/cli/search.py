@@ -15,8 +15,9 @@ SEARCH_EPILOG = """\
 searched parameters and default ranges (one trial = one k-fold cross-validation):
   exponent        single decoder only        1 .. 100, log-uniform (the thesis tried 20..60)
   w1, w2          multidecoder only          0.1 .. 10, log-uniform
-  beta            every method, no SoftAdapt 0.1 .. 10, log-uniform (KL weight; VQ loss weight)
-  softadapt_beta  with --softadapt           1e-5 .. 1e-1, log-uniform (W1, W2, beta stay 1)
+  beta            every method, no SoftAdapt 0.1 .. 10, log-uniform: a Gaussian VAE's KL weight;
+                                             0.025 .. 2.5, log-uniform: a VQ-VAE's commitment weight
+  softadapt_beta  with --softadapt           1e-5 .. 1e-1, log-uniform (W1, W2, beta stay at defaults)
 override with --range NAME=LOW:HIGH[:log|linear], e.g. --range exponent=10:60:linear
 
 The objective is the mean validation recon (per-pixel MSE) over the folds; with
@@ -94,7 +95,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="name, direction(s), trial counts and best value of every study")
     show = actions.add_parser("show", help="best parameters, top-5 trials and per-fold values of the best trial")
     show.add_argument("name", help="study name (see `studies list`)")
-    plot = actions.add_parser("plot", help="Optuna's plots as PNG files in reports/studies/NAME/")
+    plot = actions.add_parser("plot", help="Optuna's plots as PNG and PDF files in reports/studies/NAME/")
     plot.add_argument("name", help="study name (see `studies list`)")
     plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="folder for the plot folders")
     for parser, handler in ((listing, cmd_list), (show, cmd_show), (plot, cmd_plot)):

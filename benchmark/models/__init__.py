@@ -9,6 +9,9 @@ from benchmark.models.vq import VectorQuantizer, VQConfig, VQLatent
 
 FAMILIES = ("vae", "vq-vae")
 FAMILY_TITLES = {"vae": "Gaussian VAE", "vq-vae": "VQ-VAE"}
+# β of the latent term: the KL weight of a Gaussian VAE, the commitment weight of a VQ-VAE
+# (the VQ-VAE paper's 0.25).
+DEFAULT_BETA = {"vae": 1.0, "vq-vae": 0.25}
 
 MODEL_CONFIGS: dict[str, dict[int, GaussianConfig | VQConfig]] = {
     "vae": {
@@ -33,8 +36,10 @@ def model_config(family: str, config: int) -> GaussianConfig | VQConfig:
     return configs[config]
 
 
-def build_model(family: str, config: int, method: str, channels: int = 1, image_size: int = 32) -> MultitaskVAE:
-    """A ``MultitaskVAE`` for images of shape (channels, image_size, image_size)."""
+def build_model(family: str, config: int, method: str, channels: int = 1, image_size: int = 32,
+                beta: float | None = None) -> MultitaskVAE:
+    """A ``MultitaskVAE`` for images of shape (channels, image_size, image_size), training its
+    latent term at ``beta`` (default: the family's, ``DEFAULT_BETA``)."""
     cfg = model_config(family, config)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -45,8 +50,8 @@ def build_model(family: str, config: int, method: str, channels: int = 1, image_
     if channels < 1:
         raise ValueError(f"channels must be >= 1, got {channels}")
     latent = GaussianLatent(cfg, channels, image_size) if family == "vae" else VQLatent(cfg, channels, image_size)
-    return MultitaskVAE(latent, method, channels, image_size)
+    return MultitaskVAE(latent, method, channels, image_size, DEFAULT_BETA[family] if beta is None else beta)
 
 
-__all__ = ["FAMILIES", "FAMILY_TITLES", "METHODS", "MODEL_CONFIGS", "GaussianConfig", "LatentCode",
+__all__ = ["DEFAULT_BETA", "FAMILIES", "FAMILY_TITLES", "METHODS", "MODEL_CONFIGS", "GaussianConfig", "LatentCode",
            "ModelOutput", "MultitaskVAE", "VQConfig", "VectorQuantizer", "build_model", "model_config"]

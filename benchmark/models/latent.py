@@ -10,5 +10,12 @@ import torch
 @dataclass
 class LatentCode:
     z: torch.Tensor                 # fed to every decoder: z (Gaussian) or z_q (VQ)
-    latent: torch.Tensor            # KL (Gaussian) or codebook + β·commitment (VQ), scalar
+    latent: torch.Tensor            # as reported: KL (Gaussian) or the VQ loss at the paper's β = 0.25, scalar
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def objective(self, beta: float) -> torch.Tensor:
+        """The latent term of the training loss at β, as the thesis writes it: β·KL, or for a
+        quantized code codebook + β·commitment (a VQ-VAE's β weighs the commitment alone)."""
+        if "commitment" in self.parts:
+            return self.parts["codebook"] + beta * self.parts["commitment"]
+        return beta * self.latent

@@ -21,7 +21,7 @@ METHODS = ("baseline", "multidecoder", "single")
 class ModelOutput:
     """Named loss terms on the model's training scale, plus the reconstructions."""
 
-    terms: dict[str, torch.Tensor]      # "recon", "latent", and "recon_cond" for Multidecoder
+    terms: dict[str, torch.Tensor]      # "recon", "latent" (at the model's β), and "recon_cond" for Multidecoder
     x_hat: torch.Tensor                 # decoder 1 (or the single decoder under its mask)
     x_hat_cond: torch.Tensor | None = None
 
@@ -34,11 +34,12 @@ class MultitaskVAE(nn.Module):
     single:        x → z → decoder(z, m); an all-zero mask makes it the unconditioned decoder
     """
 
-    def __init__(self, latent: nn.Module, method: str, channels: int, image_size: int) -> None:
+    def __init__(self, latent: nn.Module, method: str, channels: int, image_size: int, beta: float) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
         self.method, self.channels, self.image_size = method, channels, image_size
+        self.beta = beta  # of the latent term in the training loss (LatentCode.objective)
         self.latent_model = latent
         cond_dim = (channels + 1) * image_size * image_size
         self.decoder = latent.make_decoder(cond_dim if method == "single" else 0)
@@ -88,7 +89,7 @@ class MultitaskVAE(nn.Module):
         if self.conditioned and mask is None:
             raise ValueError(f"method {self.method!r} needs a mask")
         code = self.encode(x, noise)
-        terms = {"latent": code.latent}
+        terms = {"latent": code.objective(self.beta)}
         if self.method == "single":
             x_hat = self.decode(code.z, x, mask, conditioned=True)
             terms["recon"] = self.reconstruction_loss(x_hat, x)

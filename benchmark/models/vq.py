@@ -18,7 +18,7 @@ class VQConfig:
     code_dim: int = 16
     widths: tuple[int, ...] = (32, 64)
     residual_layers: int = 0
-    commitment: float = 0.25  # β of the VQ-VAE paper
+    commitment: float = 0.25  # the VQ-VAE paper's β: the VQ loss is reported at it, whatever β trains
 
 
 class VectorQuantizer(nn.Module):
@@ -49,6 +49,8 @@ class VectorQuantizer(nn.Module):
         return self.codebook(codes).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, z_e: torch.Tensor) -> LatentCode:
+        """Quantize; both losses are squared distances averaged over every element of the code map
+        (the scale of the thesis's table), and ``latent`` is the VQ loss at ``commitment``."""
         z_e = z_e.float()
         codes = self.codes(z_e)
         quantized = self.lookup(codes)
