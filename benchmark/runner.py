@@ -305,9 +305,12 @@ class _Worker:
                     self.bar.set_postfix_str(
                         f"waiting for {running} unit(s) in training elsewhere; a dead worker's unit is taken up "
                         f"again after {self.store.grace_period} s without a heartbeat", refresh=True)
+                    # Others are busy, or died: look again soon, so that the run ends within a second of
+                    # its last unit (one query of the study per second and waiting worker, at the tail only).
                     with self.eta.waiting(), self.interrupts.immediate():
-                        time.sleep(min(5, self.store.heartbeat_interval))  # others are busy, or died: wait to know
+                        time.sleep(1)
                 else:
+                    self.bar.set_postfix_str("no unit left to train", refresh=True)  # not a stale "waiting for"
                     break
         finally:
             self.bar.close()  # also on Ctrl-C: the next message starts on a line of its own
