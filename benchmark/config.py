@@ -34,7 +34,8 @@ def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...
 class MethodConfig:
     """A method and its conditioning and loss-balancing parameters.
 
-    Multidecoder: sampling in {exact, uniform}, a constant count (default: the exact grid's).
+    Multidecoder: any sampling (the thesis grid: exact, uniform), a constant count (default: the
+    exact grid's).
     Single decoder: sampling in {uniform, gaussian}, power-law counts with ``exponent``.
     """
 
@@ -52,7 +53,7 @@ class MethodConfig:
                 raise ValueError("the baseline takes no sampling, exponent or count")
             return
         if self.sampling is None:
-            choices = "uniform or gaussian" if self.method == "single" else "exact or uniform"
+            choices = "uniform or gaussian" if self.method == "single" else "exact, uniform or gaussian"
             raise ValueError(f"method {self.method!r} needs a sampling: {choices}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of: {', '.join(SAMPLINGS)}")

@@ -39,6 +39,14 @@ def test_multidecoder_uniform_defaults_to_the_exact_grid_count():
     assert PixelSampler("uniform", 32).fixed_count == PixelSampler("exact", 32).fixed_count == 64
 
 
+def test_a_multidecoder_may_sample_gaussian_locations_at_its_constant_count():
+    # Outside the thesis grid, but meaningful: k draws from the centred Gaussian, duplicates merged.
+    sampler = MethodConfig("multidecoder", "gaussian").sampler(32)
+    assert sampler.fixed_count == 64 and sampler.exponent is None
+    per_image = sampler.sample(64, gen(), "cpu").flatten(1).sum(1)
+    assert (per_image <= 64).all() and per_image.float().mean() > 48
+
+
 def test_gaussian_is_centre_weighted_with_duplicates():
     sampler = PixelSampler("gaussian", 32, count=200)
     masks = sampler.sample(256, gen(), "cpu")

@@ -50,7 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--model", required=True, help="vae | vq-vae")
     search.add_argument("--config", required=True, type=int, help="model config (vae: 1-2, vq-vae: 1-3)")
     search.add_argument("--method", required=True, help="multidecoder | single | baseline")
-    search.add_argument("--sampling", help="multidecoder: exact | uniform; single: uniform | gaussian "
+    search.add_argument("--sampling", help="multidecoder: exact | uniform | gaussian; single: uniform | gaussian "
                                            "(none for the baseline)")
     search.add_argument("--softadapt", action="store_true", help="balance the losses with SoftAdapt; tune its beta")
     search.add_argument("--objectives", default="recon",
