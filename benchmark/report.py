@@ -322,11 +322,19 @@ def tex(text: str) -> str:
     return _TEX_PATTERN.sub(lambda match: _TEX[match.group()], text)
 
 
+def _tuned(table: pd.DataFrame) -> bool:
+    return bool(table["params_from"].fillna("").astype(str).str.len().gt(0).any())
+
+
 def footnote(table: pd.DataFrame) -> str:
     """The tables' footnote; with the prior's column explained when it is there, and the
     selection-bias caveat when a row's parameters were tuned."""
-    tuned = table["params_from"].fillna("").astype(str).str.len().gt(0).any()
-    return FOOTNOTE + (PRIOR_NOTE if "prior_nll_nats" in table else "") + (TUNED_NOTE if tuned else "")
+    return FOOTNOTE + (PRIOR_NOTE if "prior_nll_nats" in table else "") + (TUNED_NOTE if _tuned(table) else "")
+
+
+def comparison_note(table: pd.DataFrame) -> str:
+    """The comparison tables' note; with the selection-bias caveat when a row's parameters were tuned."""
+    return COMPARISON_NOTE + (TUNED_NOTE if _tuned(table) else "")
 
 
 def latex_table(table: pd.DataFrame, caption: str) -> str:
@@ -401,7 +409,8 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
                           row["parameters"], METRIC_TITLES[metric]))
             mark = "†" if pd.notna(significant) and significant else ""
             rows.append({"Difference": f"{row[f'{metric}_mean_diff']:+.3g}{mark}",
-                         "95% interval": f"[{row[f'{metric}_ci_low']:+.3g}, {row[f'{metric}_ci_high']:+.3g}]",
+                         "95% interval": "–" if pd.isna(row[f"{metric}_ci_low"])  # one pair: no spread
+                                         else f"[{row[f'{metric}_ci_low']:+.3g}, {row[f'{metric}_ci_high']:+.3g}]",
                          "Change": "–" if pd.isna(row[f"{metric}_rel_change"])
                                    else f"{100 * row[f'{metric}_rel_change']:+.1f}%",
                          "p (Holm)": "–" if pd.isna(p_holm) else f"{p_holm:.3g}",
@@ -411,13 +420,13 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
                         columns=list(COMPARISON_TITLES))
 
 
-def comparison_markdown(cells: pd.DataFrame) -> str:
+def comparison_markdown(cells: pd.DataFrame, note: str = COMPARISON_NOTE) -> str:
     """``comparison_cells`` as GitHub Markdown, with its note."""
     bold = pd.DataFrame(False, index=cells.index, columns=cells.columns)
-    return "\n".join(_markdown(cells, bold, 4)) + "\n\n" + COMPARISON_NOTE + "\n"
+    return "\n".join(_markdown(cells, bold, 4)) + "\n\n" + note + "\n"
 
 
-def comparison_latex(cells: pd.DataFrame, caption: str) -> str:
+def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_NOTE) -> str:
     """``comparison_cells`` as a booktabs ``table`` float, with its note."""
     cells = cells.map(tex)
     cells.index = pd.MultiIndex.from_tuples([tuple(tex(str(v)) for v in labels) for labels in cells.index],
@@ -430,7 +439,7 @@ def comparison_latex(cells: pd.DataFrame, caption: str) -> str:
     top = lines.index(r"\toprule")
     lines[top + 1] = " & ".join([*cells.index.names, *(tex(c) for c in cells.columns)]) + r" \\"
     close = lines.index(r"\end{tabular}")
-    lines.insert(close + 1, r"\par\smallskip\parbox{\linewidth}{\footnotesize " + tex(COMPARISON_NOTE) + "}")
+    lines.insert(close + 1, r"\par\smallskip\parbox{\linewidth}{\footnotesize " + tex(note) + "}")
     return "\n".join(lines) + "\n"
 
 
@@ -575,8 +584,10 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     (out_dir / "table.md").write_text(markdown_table(table))
     files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
     comparison = comparison_cells(table)
-    texts = {out_dir / "comparison.tex": comparison_latex(comparison, f"Each method against its baseline, suite {suite}."),
-             out_dir / "comparison.md": comparison_markdown(comparison)}
+    note = comparison_note(table)
+    texts = {out_dir / "comparison.tex": comparison_latex(comparison, f"Each method against its baseline, suite {suite}.",
+                                                          note),
+             out_dir / "comparison.md": comparison_markdown(comparison, note)}
     for path, text in texts.items():
         if comparison.empty:  # baselines only: no comparison (nor an earlier report's)
             path.unlink(missing_ok=True)

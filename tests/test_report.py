@@ -18,8 +18,9 @@ from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model
-from benchmark.report import (FIGURE_KINDS, ReportError, SuiteResults, build_table, display_table, latex_table,
-                              markdown_table, write_report)
+from benchmark.report import (FIGURE_KINDS, ReportError, SuiteResults, build_table, comparison_cells, comparison_latex,
+                              comparison_markdown, comparison_note, display_table, latex_table, markdown_table,
+                              write_report)
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
@@ -530,6 +531,18 @@ def test_the_tables_warn_that_a_tuned_rows_test_is_optimistic(rows):
         assert "test against the baseline are optimistic" in text
     for text in (markdown_table(plain), latex_table(plain, "demo")):
         assert "optimistic" not in text
+    # and the comparison, which holds those tests
+    assert "optimistic" in comparison_markdown(comparison_cells(table), comparison_note(table))
+    assert "optimistic" in comparison_latex(comparison_cells(table), "demo", comparison_note(table))
+    assert "optimistic" not in comparison_markdown(comparison_cells(plain), comparison_note(plain))
+
+
+def test_a_comparison_of_one_pair_has_no_interval(rows):
+    one = rows[(rows["method"] != "single") | (rows["fold"] == 0)]
+    cells = comparison_cells(build_table(SuiteResults("demo", one, None, {"folds": FOLDS})))
+    lone = cells[cells["Folds"] == "1"]
+    assert not lone.empty and (lone["95% interval"] == "–").all() and (lone["p (Holm)"] == "–").all()
+    assert "nan" not in comparison_markdown(cells)
 
 
 def test_a_multidecoder_given_the_default_count_is_ranked_with_one_that_leaves_it_implicit(rows):

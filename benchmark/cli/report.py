@@ -20,9 +20,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                                          "--results-dir)")
     report.add_argument("--results-dir", type=Path, default=Path("results"))
     report.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    report.add_argument("--no-figures", action="store_true", help="tables only")
+    report.add_argument("--no-figures", action="store_true",
+                        help="tables only (an earlier report's figures are removed, so none is left stale)")
     report.add_argument("--no-checkpoints", action="store_true",
-                        help="skip figures that load trained models (reconstruction grids, error vs pixels)")
+                        help="skip figures that load trained models (reconstruction grids, error vs pixels); "
+                             "an earlier report's are removed, so none is left stale")
     report.set_defaults(handler=cmd_report)
 
 

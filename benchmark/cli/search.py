@@ -83,7 +83,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
     search.add_argument("--study-name", help="default: search-<model>-<config>-<method>, then -<sampling> and "
                                              "-softadapt when given, and -<objective> for each objective when "
-                                             "--objectives names several, e.g. "
+                                             "--objectives is other than recon, e.g. "
                                              "search-vae-2-multidecoder-exact-recon-latent")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(handler=cmd_search)
