@@ -129,6 +129,9 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     if not vq:
         raise ValueError(f"suite {suite!r} has no VQ-VAE configuration (the prior is a VQ-VAE's second stage); "
                          f"its configurations: {', '.join(order)}")
+    units = int(meta.get("folds") or 0) * int(meta.get("repeats") or 1)
+    if fold is not None and units and fold >= units:  # one that no run of the suite will ever finish
+        raise ValueError(f"fold {fold} does not exist: suite {suite!r} has folds 0 to {units - 1}")
     named = list(dict.fromkeys(config_ids or ()))
     for config_id in named:
         if config_id not in vq:
