@@ -16,9 +16,11 @@ and some images, which the caller supplies::
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,10 +160,18 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     results_dir = Path(results_dir)
     path = results_dir / f"{suite}.csv"
     if not path.is_file():
-        known = ", ".join(available_suites(results_dir)) or "none yet"
-        raise ReportError(f"no results for suite {suite!r} in {results_dir} (suites with results: {known}); "
-                          f"run the suite first (`python -m benchmark run --suite {suite}` for a built-in suite, "
-                          f"or with the path of its .toml file)")
+        from benchmark.suites import builtin_suites
+
+        available = available_suites(results_dir)
+        known = f"suites with results: {', '.join(available) or 'none yet'}"
+        close = difflib.get_close_matches(suite, available, n=1)
+        if close and suite not in builtin_suites():  # a typo, most likely
+            raise ReportError(f"no results for suite {suite!r} in {results_dir}; did you mean {close[0]!r}? ({known})")
+        where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
+        how = (f"`python -m benchmark run --suite {suite}{where}`" if suite in builtin_suites() else
+               f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with `--name {suite}` "
+               "for a variant of a built-in suite")
+        raise ReportError(f"no results for suite {suite!r} in {results_dir} ({known}); run it first: {how}")
     try:
         results = pd.read_csv(path)
     except pd.errors.EmptyDataError:

@@ -207,8 +207,8 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     target = {"target": (lambda t: t.values[lead]), "target_name": names[lead]} if multi else {"target_name": names[0]}
     plots: dict[str, tuple] = {}
     notes: list[str] = []
-    if suite_of(study):
-        return [], [suite_note(suite_of(study))]
+    if suite_of(study):  # a request that cannot be met: an error, not a note
+        raise ValueError(f"no Optuna plots for {suite_note(suite_of(study))}")
     if not complete:
         return [], [f"study {study.study_name!r} has no complete trial: nothing to plot"]
     plots["history"] = (vis.plot_optimization_history, target)

@@ -432,11 +432,12 @@ def search_help(monkeypatch, capsys, tmp_path) -> str:
     return " ".join(capsys.readouterr().out.split())
 
 
-def test_help_gives_the_default_study_name_with_several_objectives(tmp_path, monkeypatch, capsys):
+def test_help_gives_the_default_study_name_with_other_objectives(tmp_path, monkeypatch, capsys):
     text = search_help(monkeypatch, capsys, tmp_path)
     name = SearchSettings("vae", 2, "multidecoder", "exact", objectives=("recon", "latent")).default_study_name()
     assert name == "search-vae-2-multidecoder-exact-recon-latent"
-    assert f"-<objective> for each objective when --objectives names several, e.g. {name}" in text
+    assert f"-<objective> for each objective when --objectives is other than recon, e.g. {name}" in text
+    assert SearchSettings("vae", 1, "baseline", objectives=("latent",)).default_study_name() == "search-vae-1-baseline-latent"
 
 
 # --- bad input: one line, exit code 2, nothing written ---
@@ -469,6 +470,22 @@ def test_argument_errors_are_one_line_without_the_usage_block(tmp_path, capsys, 
         cli(tmp_path, *args)
     assert stop.value.code == 2
     assert one_line_error(capsys).endswith("--help`)")
+
+
+@pytest.mark.parametrize("args, helped", [(("report", "--suite", "smoke", "smoke"), "report"),
+                                          (("studies", "list", "--nope"), "studies list"),
+                                          (("run", "--suite", "smoke", "--nope", "1"), "run")])
+def test_an_unrecognized_argument_points_to_its_commands_help(tmp_path, capsys, args, helped):
+    with pytest.raises(SystemExit) as stop:
+        cli(tmp_path, *args)
+    assert stop.value.code == 2
+    assert one_line_error(capsys).endswith(f"(see `python -m benchmark {helped} --help`)")
+
+
+def test_version(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli(tmp_path, "--version")
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("mtvae-bench ")
 
 
 def test_unknown_names_are_one_line(tmp_path, capsys):
@@ -555,9 +572,11 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     assert cli(tmp_path, "studies", "list", "--storage", url) == 0
     listed = capsys.readouterr().out.splitlines()[1].split()
     assert listed[0] == "suite-smoke" and listed[2] == "30" and listed[-1] == "–"  # no best unit
+    assert cli(tmp_path, "studies", "--storage", url) == 0  # the default action, listing, at another storage
+    assert capsys.readouterr().out.splitlines()[1].split() == listed
     assert cli(tmp_path, "studies", "show", "suite-smoke", "--storage", url) == 0
     shown = capsys.readouterr().out
     assert "a suite study" in shown and "report --suite smoke" in shown and "best trial" not in shown
     assert "started by: python -m benchmark run --suite smoke --heartbeat 1 --quiet" in shown
-    assert cli(tmp_path, "studies", "plot", "suite-smoke", "--storage", url) == 1
-    assert "a suite study" in capsys.readouterr().err and not (tmp_path / "reports").exists()
+    assert cli(tmp_path, "studies", "plot", "suite-smoke", "--storage", url) == 2
+    assert "a suite study" in one_line_error(capsys) and not (tmp_path / "reports").exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from importlib.metadata import version
 from typing import NoReturn
 
 from benchmark.cli import bench, prior, report, run, search
@@ -22,16 +24,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every (sub)command parser under ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield command
+                yield from _commands(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m benchmark", description="Cross-validation benchmark suite for multitask VAEs.")
+    parser.add_argument("--version", action="version", version=f"mtvae-bench {version('mtvae-bench')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, report, search, bench, prior):
         module.add_parsers(sub)
+    for command in _commands(parser):  # the innermost command's default wins: its errors point to its help
+        command.set_defaults(parser=command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # argparse would name the top-level help; the command's own help lists its options
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `run` records the command that started it
     try:
         return args.handler(args)

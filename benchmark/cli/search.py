@@ -90,7 +90,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     studies = sub.add_parser("studies", help="list, show or plot Optuna studies",
                              description="Inspect Optuna studies (default: list the search studies).")
-    studies.set_defaults(handler=cmd_list, storage=DEFAULT_STORAGE)
+    studies.set_defaults(handler=cmd_list)
+    storage_help = f"Optuna storage URL (default {DEFAULT_STORAGE})"
+    studies.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
     actions = studies.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="name, direction(s), trial counts and best value of every study")
     show = actions.add_parser("show", help="best parameters, top-5 trials and per-fold values of the best trial")
@@ -99,8 +101,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("name", help="study name (see `studies list`)")
     plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="folder for the plot folders")
     for parser, handler in ((listing, cmd_list), (show, cmd_show), (plot, cmd_plot)):
-        parser.add_argument("--storage", default=DEFAULT_STORAGE,
-                            help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+        # SUPPRESS: given before or after the action, and not reset by the action's default
+        parser.add_argument("--storage", default=argparse.SUPPRESS, help=storage_help)
         parser.set_defaults(handler=handler)
 
 
