@@ -443,6 +443,8 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_size: i
     """Write results/<suite>.csv (one row per unit), <suite>_history.csv and <suite>_meta.json
     (with ``image_size``, the side of the suite's images, when given)."""
     by_id = {c.id: c for c in suite.configurations}
+    # from the suite, not the trials: a tuned row is labelled before any fold of it has run
+    tuned = dict(suite.params_from)
     states = unit_states(study)
     rows, history = [], []
     for key in unit_keys(suite):
@@ -462,7 +464,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_size: i
         row.update({"seconds": attrs.get("seconds", math.nan), "n_train": attrs.get("n_train"),
                     "n_val": attrs.get("n_val"), "error": attrs.get("error", ""),
                     "checkpoint": str(config.artifacts(suite.name) / attrs["artifact"]) if "artifact" in attrs else "",
-                    "params_from": attrs.get("params_from", "")})
+                    "params_from": tuned.get(config_id, "")})
         rows.append(row)
         for epoch_row in attrs.get("history", []):
             history.append({"config_id": config_id, "fold": fold, **epoch_row})

@@ -1,5 +1,6 @@
 """The store: the claim of a waiting unit (one worker, never two) and opening a storage."""
 
+import dataclasses
 import socket
 import time
 
@@ -72,6 +73,16 @@ def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
     study._storage.set_trial_state_values(trial_id, TrialState.FAIL)  # Ctrl-C: a FAIL without a reason
     table = pd.read_csv(export(study, suite, store)[0])
     assert list(table["state"][:2]) == ["INTERRUPTED", "MISSING"]
+
+
+def test_a_tuned_configuration_is_labelled_before_any_of_its_folds_ran(tmp_path):
+    smoke = get_suite("smoke").override(folds=2)
+    tuned = dataclasses.replace(smoke, name="smoke-tuned", params_from=((smoke.configurations[2].id, "search-x"),))
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    table = pd.read_csv(export(open_suite_study(tuned, store), tuned, store)[0]).fillna("")
+    assert (table["state"] == "MISSING").all()
+    assert table.groupby("config_id", sort=False)["params_from"].unique().map(list).tolist() == \
+        [[""], [""], ["search-x"], [""], [""], [""]]
 
 
 def test_a_run_on_another_storage_says_that_its_export_replaces_the_others(tmp_path):
