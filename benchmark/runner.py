@@ -374,7 +374,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
     for line in (*notes, limit_note(suite.dataset, suite.limit, len(images)), beat_note, export_note(suite, store),
-                 _resume_line(study, suite)):
+                 _resume_line(study, suite, store.grace_period)):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))
@@ -418,14 +418,20 @@ def _settled_units(study: optuna.Study, suite: Suite) -> tuple[int, dict[str, st
     return done, errors
 
 
-def _resume_line(study: optuna.Study, suite: Suite) -> str | None:
-    """What earlier runs left, when they left anything."""
+def _resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str | None:
+    """What earlier runs left, when they left anything; units in training say why the run may wait
+    for them (a killed worker's unit is only known dead once its heartbeat is old)."""
     done, errors = _settled_units(study, suite)
-    if not done + len(errors):
+    states = unit_states(study)
+    running = sum(not any(trial_status(t) == "complete" for t in trials) and
+                  any(t.state == TrialState.RUNNING for t in trials) for trials in states.values())
+    if not done + len(errors) + running:
         return None
     failed = f", {len(errors)} failed for good" if errors else ""
+    live = (f" ({running} in training elsewhere, or on a worker that died: such a unit is taken up again "
+            f"{grace_period:g} s after its last heartbeat)") if running else ""
     return (f"resuming: {done} of {suite.units} units already done{failed}; "
-            f"{suite.units - done - len(errors)} not finished")
+            f"{suite.units - done - len(errors)} not finished{live}")
 
 
 def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:

@@ -77,15 +77,20 @@ def smoke_run_until(cwd: Path, units: int, *args: str) -> subprocess.Popen:
     return process
 
 
-def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path):
+def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path, capsys):
     process = smoke_run_until(tmp_path, 8)
     process.send_signal(signal.SIGKILL)
     process.wait()
     study = study_of(tmp_path, "smoke")
     finished_before = {k for k, n in complete_per_unit(study).items() if n == 1}
     assert 8 <= len(finished_before) < 30
+    killed_in_training = any(t.state == TrialState.RUNNING for t in study.trials)
 
+    capsys.readouterr()
     assert run_cli(tmp_path, "--suite", "smoke", "--heartbeat", "1") == 0
+    # a quiet run says why it may wait for the killed worker's unit
+    said = "1 in training elsewhere, or on a worker that died: such a unit is taken up again 5 s after"
+    assert (said in capsys.readouterr().err) == killed_in_training
     study = study_of(tmp_path, "smoke")
     states = unit_states(study)
     assert set(complete_per_unit(study).values()) == {1} and len(states) == 30
