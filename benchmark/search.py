@@ -18,9 +18,9 @@ instead of the weights) 1e-5…1e-1.
 With SoftAdapt the training weights come from SoftAdapt, so W1, W2 and β stay at their defaults
 (they still define the validation total that picks the best epoch) and its β is searched instead.
 
-Storage: all search studies share one SQLite file, ``studies/search.db`` (one place for
-``studies list`` and ``optuna-dashboard``), or any Optuna storage URL (PostgreSQL: many
-machines, one study). Fold values are trial user attributes (``fold_recon``, ...); the
+Storage: each search study has a SQLite file of its own, ``studies/<study>.db`` (a study that
+an earlier version put in the shared ``studies/search.db`` stays there: ``studies.default_storage``),
+or any Optuna storage URL (PostgreSQL: many machines, one study). Fold values are trial user attributes (``fold_recon``, ...); the
 search settings are the study's ``settings`` user attribute.
 
 Budget: a worker starts a trial only while fewer than ``trials`` trials are COMPLETE, PRUNED,
@@ -67,10 +67,9 @@ from benchmark.store import (
     trial_status,
     versioned,
 )
-from benchmark.studies import best_trial, lead_objective, load_existing_study
+from benchmark.studies import best_trial, default_storage, lead_objective, load_existing_study
 from benchmark.suites import Suite
 
-DEFAULT_STORAGE = "sqlite:///studies/search.db"
 OBJECTIVES = ("recon", "latent", "recon_cond")
 PRUNERS = ("median", "none")
 
@@ -436,15 +435,17 @@ class SearchInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-def run_search(settings: SearchSettings, storage_url: str = DEFAULT_STORAGE, study_name: str | None = None,
+def run_search(settings: SearchSettings, storage_url: str | None = None, study_name: str | None = None,
                options: SearchOptions = SearchOptions()) -> SearchSummary:
-    """Run (or continue) a search until its study has ``options.trials`` trials."""
+    """Run (or continue) a search until its study has ``options.trials`` trials; in
+    ``storage_url``, by default the study's own SQLite file (``studies.default_storage``)."""
     from benchmark.data import limit_note, load_dataset
     from benchmark.train import training_device
 
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress bar and summary say what matters
     name = study_name or settings.default_study_name()
+    storage_url = storage_url or default_storage(name)
     # Load the data first: a bad dataset name must not leave an empty study behind.
     images = load_dataset(settings.dataset, options.data_root, download=options.download, limit=settings.limit,
                           seed=settings.seed).train
@@ -507,9 +508,10 @@ def study_settings(study: optuna.Study) -> SearchSettings:
     return SearchSettings.from_dict(data)
 
 
-def best_configurations(study_names: list[str], storage_url: str
+def best_configurations(study_names: list[str], storage_url: str | None = None
                         ) -> dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]]:
-    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study).
+    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
+    the studies read from ``storage_url`` (None: each from its ``studies.default_storage``).
 
     For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
     Raises ``ValueError`` for an unknown study, one without a complete trial, or two studies
@@ -529,7 +531,7 @@ def best_configurations(study_names: list[str], storage_url: str
     return found
 
 
-def tuning_notes(study_names: list[str], storage_url: str, suite: Suite) -> list[str]:
+def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) -> list[str]:
     """A note for each study that searched with other training than ``suite`` gets: its best
     parameters were chosen for that training, and need not be the best for this one."""
     here = {"dataset": suite.dataset, "limit": suite.limit, "epochs": suite.train.epochs,

@@ -25,6 +25,8 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.store import StoreConfig, open_storage, safe_url, status_counts, trial_status
 
 TOP = 5
+# Where studies live by default: one SQLite file per suite (``<suite>.db``) and per search (``<study>.db``).
+STUDIES_DIR = Path("studies")
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -46,13 +48,41 @@ def study_names(url: str) -> list[str]:
     return [] if storage is None else sorted(optuna.get_all_study_names(storage))
 
 
-def load_existing_study(url: str, name: str) -> optuna.Study:
-    """Load study ``name``; an unknown name raises a one-line ``ValueError`` listing the names there."""
-    storage = open_for_reading(url)
+def file_name(study_name: str) -> str:
+    """``study_name`` with the characters that cannot be in a file or folder name replaced."""
+    return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in study_name)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.as_posix()}"
+
+
+def study_files(studies_dir: Path = STUDIES_DIR) -> list[str]:
+    """The URLs of the SQLite files under ``studies_dir``."""
+    return [sqlite_url(p) for p in sorted(studies_dir.glob("*.db"))] if studies_dir.is_dir() else []
+
+
+def default_storage(study_name: str, studies_dir: Path = STUDIES_DIR) -> str:
+    """Where study ``study_name`` lives without ``--storage``: the SQLite file under ``studies_dir``
+    that holds it (a suite's ``<suite>.db``; ``search.db``, where searches went before they had
+    files of their own), else its own file, ``<study_name>.db``."""
+    own = studies_dir / f"{file_name(study_name)}.db"
+    if not own.exists():
+        holding = (url for url in study_files(studies_dir) if study_name in study_names(url))
+        return next(holding, sqlite_url(own))
+    return sqlite_url(own)
+
+
+def load_existing_study(url: str | None, name: str) -> optuna.Study:
+    """Load study ``name`` from ``url`` (None: ``default_storage``); an unknown name raises a
+    one-line ``ValueError`` listing the names there."""
+    storage = open_for_reading(url or default_storage(name))
     names = [] if storage is None else sorted(optuna.get_all_study_names(storage))
     if name not in names:
+        if url is None:
+            names = sorted({n for file in study_files() for n in study_names(file)})
         available = ", ".join(names) if names else "none"
-        raise ValueError(f"no study {name!r} in {safe_url(url)}; available: {available}")
+        raise ValueError(f"no study {name!r} in {safe_url(url) if url else f'{STUDIES_DIR}/'}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -106,7 +136,10 @@ class StudyRow:
     best: tuple[float, ...] | None
 
 
-def list_studies(url: str) -> list[StudyRow]:
+def list_studies(url: str | None) -> list[StudyRow]:
+    """A row per study at ``url``; None: in every SQLite file under ``studies/``."""
+    if url is None:
+        return [row for file in study_files() for row in list_studies(file)]
     storage = open_for_reading(url)
     if storage is None:
         return []
@@ -125,9 +158,9 @@ def _number(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
 
 
-def format_study_list(rows: list[StudyRow], url: str) -> str:
+def format_study_list(rows: list[StudyRow], url: str | None) -> str:
     if not rows:
-        return f"no studies in {safe_url(url)}"
+        return f"no studies in {safe_url(url) if url else f'{STUDIES_DIR}/'}"
     width = max(len("study"), *(len(r.name) for r in rows))
     lines = [f"{'study':{width}}  {'direction(s)':20} {'complete':>8} {'pruned':>6} {'failed':>6} "
              f"{'interrupted':>11} {'running':>7}  best"]
@@ -242,5 +275,4 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
 
 def plot_dir(root: Path, study_name: str) -> Path:
     """``root/<study>``, with characters that cannot be in a folder name replaced."""
-    safe = "".join(c if c.isalnum() or c in "-_.=," else "_" for c in study_name)
-    return root / safe
+    return root / file_name(study_name)

@@ -31,7 +31,7 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
                "--trials", "2", "--epochs", "1", "--limit", "150", "--folds", "2", "--pruner", "none",
                "--quiet") == 0
     name = "search-vae-1-single-gaussian"
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / name}.db")
     best = study.best_trial.params
     (tmp_path / "tuned.toml").write_text(SUITE)
     capsys.readouterr()

@@ -27,6 +27,7 @@ from benchmark.search import (
     tuning_notes,
 )
 from benchmark.store import status_counts, trial_status
+from benchmark.studies import file_name
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult
 
@@ -40,8 +41,13 @@ def search_cli(cwd: Path, *args: str) -> int:
                *SMALL, *args)
 
 
-def load(cwd: Path, name: str = NAME) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'studies' / 'search.db'}")
+def db(cwd: Path, name: str = NAME) -> str:
+    """The URL of the study's own SQLite file, where `search` puts it by default."""
+    return f"sqlite:///{cwd / 'studies' / file_name(name)}.db"
+
+
+def load(cwd: Path, name: str = NAME, url: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url or db(cwd, name))
 
 
 @pytest.fixture
@@ -121,7 +127,7 @@ def test_settings_must_match_to_resume(searched, capsys):
     assert search_cli(cwd, "--trials", "5", "--epochs", "2") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "other settings (epochs 1 there, 2 now)" in err
-    assert f"optuna delete-study --storage sqlite:///studies/search.db --study-name {NAME}" in err
+    assert f"optuna delete-study --storage sqlite:///studies/{NAME}.db --study-name {NAME}" in err
     assert len(load(cwd).trials) == 4
 
 
@@ -158,17 +164,20 @@ def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
         assert (cwd / path).read_bytes()[:len(magic)] == magic
 
 
-def test_best_configurations_rebuild_the_best_trial(searched):
+def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     cwd, _ = searched
-    url = f"sqlite:///{cwd / 'studies' / 'search.db'}"
-    found = best_configurations([NAME], url)
+    found = best_configurations([NAME], db(cwd))
     configuration, name = found[("vae", 1, "single", "gaussian", False)]
     best = load(cwd).best_trial
     assert name == NAME and configuration.id == best.user_attrs["config_id"]
     assert configuration.method.exponent == best.params["exponent"]
     assert configuration.method.balance.beta == best.params["beta"]
     with pytest.raises(ValueError, match="available: " + NAME):
-        best_configurations(["nope"], url)
+        best_configurations(["nope"], db(cwd))
+    monkeypatch.chdir(cwd)  # by default, each study is looked up by its name under studies/
+    assert best_configurations([NAME]) == found
+    with pytest.raises(ValueError, match=f"no study 'nope' in studies/; available: {NAME}$"):
+        best_configurations(["nope"])
     smoke = get_suite("smoke")
     tuned = smoke.with_best_params(found)
     assert tuned.name == "smoke-tuned" and dict(tuned.params_from) == {configuration.id: NAME}
@@ -299,12 +308,14 @@ def test_ctrl_c_prints_where_the_search_stands(tmp_path, fake_training, monkeypa
 def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, fake_training, capsys):
     study_name = "diverging run"  # a space: the printed `inspect:` line must still paste into a shell
     (tmp_path / "studies").mkdir()
-    study = optuna.create_study(study_name=study_name, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
+    # in the file that every search shared before each had its own: found there by name, by default
+    shared = f"sqlite:///{tmp_path / 'studies' / 'search.db'}"
+    study = optuna.create_study(study_name=study_name, storage=shared)
     study.tell(study.ask(), state=TrialState.FAIL)  # as Ctrl-C leaves a trial: FAIL without a reason
     study.enqueue_trial({"exponent": 10.0, "beta": 8.0})  # diverges
     args = ["--study-name", study_name, "--pruner", "none", "--range", "beta=0.1:10"]
     assert search_cli(tmp_path, *args, "--trials", "4") == 0
-    trials = load(tmp_path, study_name).trials
+    trials = load(tmp_path, study_name, shared).trials
     assert len(trials) == 5  # the interrupted trial does not count, the diverged one does
     assert trials[0].state == TrialState.FAIL and "error" not in trials[0].user_attrs
     assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["error"].startswith("fold 0: loss diverged")
@@ -316,7 +327,8 @@ def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, f
     assert "trial #1 failed: fold 0: loss diverged" in out and "trial #0 failed" not in out
     assert "inspect: python -m benchmark studies show 'diverging run'" in out
     assert search_cli(tmp_path, *args, "--trials", "4") == 0  # nothing more to run
-    assert len(load(tmp_path, study_name).trials) == 5
+    assert len(load(tmp_path, study_name, shared).trials) == 5
+    assert not (tmp_path / "studies" / "diverging_run.db").exists()
     assert "already has 4 trials that count toward --trials 4; raise --trials to run more" in capsys.readouterr().err
     capsys.readouterr()
     assert cli(tmp_path, "studies", "show", study_name) == 0
@@ -330,8 +342,7 @@ def test_two_objectives_give_a_pareto_front_without_pruning(tmp_path, fake_train
     study = load(tmp_path, name)
     assert len(study.directions) == 2 and len(study.trials) == 4
     assert all(not t.intermediate_values for t in study.trials)
-    url = f"sqlite:///{tmp_path / 'studies' / 'search.db'}"
-    configuration, _ = best_configurations([name], url)[("vae", 1, "single", "gaussian", False)]
+    configuration, _ = best_configurations([name], db(tmp_path, name))[("vae", 1, "single", "gaussian", False)]
     lowest = min(study.best_trials, key=lambda t: t.values[0])
     assert configuration.method.exponent == lowest.params["exponent"]
     assert cli(tmp_path, "studies", "plot", name) == 0
@@ -350,8 +361,7 @@ def test_the_best_of_a_pareto_front_is_its_lowest_recon_whatever_the_order_of_th
     assert search_cli(tmp_path, "--objectives", "latent,recon", "--trials", "3") == 0
     assert len(study.best_trials) > 1
     lowest = min(study.best_trials, key=lambda t: (t.values[1], t.number))
-    url = f"sqlite:///{tmp_path / 'studies' / 'search.db'}"
-    configuration, _ = best_configurations([name], url)[("vae", 1, "single", "gaussian", False)]
+    configuration, _ = best_configurations([name], db(tmp_path, name))[("vae", 1, "single", "gaussian", False)]
     assert (configuration.method.exponent, configuration.method.balance.beta) == (
         lowest.params["exponent"], lowest.params["beta"])
     capsys.readouterr()
@@ -369,7 +379,7 @@ def test_multidecoder_with_softadapt_searches_its_beta(tmp_path, fake_training):
 
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path, fake_training):
     (tmp_path / "studies").mkdir()
-    study = optuna.create_study(study_name=NAME, storage=f"sqlite:///{tmp_path / 'studies' / 'search.db'}")
+    study = optuna.create_study(study_name=NAME, storage=db(tmp_path))
     study.ask()  # RUNNING, no heartbeat, no worker: as a worker killed right after creating it leaves it
     # beta below 5: the fake training diverges above it, and this test is about the orphan only
     assert search_cli(tmp_path, "--trials", "2", "--heartbeat", "1", "--range", "beta=0.1:5") == 0  # no endless wait
@@ -391,7 +401,7 @@ def test_a_rerun_with_the_budget_used_still_takes_over_a_dead_workers_trial(tmp_
 def interrupted_and_diverged_study(cwd: Path) -> optuna.Study:
     """Trials 0 complete, 1 pruned, 2 diverged (FAIL with a reason), 3 interrupted (FAIL without), 4 running."""
     (cwd / "studies").mkdir()
-    study = optuna.create_study(study_name=NAME, storage=f"sqlite:///{cwd / 'studies' / 'search.db'}")
+    study = optuna.create_study(study_name=NAME, storage=db(cwd))
     study.tell(study.ask(), 0.5)
     study.tell(study.ask(), state=TrialState.PRUNED)
     diverged = study.ask()
@@ -497,13 +507,13 @@ def test_unknown_names_are_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("method, offered, refused", [
     ("single", ["uniform", "gaussian"], "exact"),
-    ("multidecoder", ["exact", "uniform"], "gaussian"),
+    ("multidecoder", ["exact", "uniform", "gaussian"], None),
 ])
 def test_a_missing_sampling_names_only_those_the_method_accepts(tmp_path, monkeypatch, capsys, method, offered,
                                                                refused):
     assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", method) == 2
     line = one_line_error(capsys)
-    assert "--sampling" in line and " or ".join(offered) in line and refused not in line
+    assert "--sampling" in line and all(s in line for s in offered) and (refused is None or refused not in line)
     for sampling in offered:  # each one offered is accepted
         SearchSettings("vae", 1, method, sampling)
     assert f"{method}: {' | '.join(offered)}" in search_help(monkeypatch, capsys, tmp_path)
@@ -573,6 +583,8 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     listed = capsys.readouterr().out.splitlines()[1].split()
     assert listed[0] == "suite-smoke" and listed[2] == "30" and listed[-1] == "–"  # no best unit
     assert cli(tmp_path, "studies", "--storage", url) == 0  # the default action, listing, at another storage
+    assert capsys.readouterr().out.splitlines()[1].split() == listed
+    assert cli(smoke_run, "studies") == 0  # by default, every file under studies/: the suite's too
     assert capsys.readouterr().out.splitlines()[1].split() == listed
     assert cli(tmp_path, "studies", "show", "suite-smoke", "--storage", url) == 0
     shown = capsys.readouterr().out

@@ -63,8 +63,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--params-from", nargs="+", metavar="STUDY",
                      help="use the best parameters of these `search` studies for the configurations they cover "
                           "(the run is then named <suite>-tuned, unless --name is given)")
-    run.add_argument("--search-storage", default="sqlite:///studies/search.db",
-                     help="storage of the --params-from studies (default sqlite:///studies/search.db)")
+    run.add_argument("--search-storage",
+                     help="storage of the --params-from studies (default: each study's SQLite file under studies/, "
+                          "as `search` made it)")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     run.add_argument("--fold-parallel", choices=("auto", "on", "off"), default="auto",
                      help="train the folds of a configuration together as one vectorised ensemble "

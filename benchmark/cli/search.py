@@ -9,7 +9,10 @@ import textwrap
 from pathlib import Path
 
 from benchmark.config import PRECISIONS
-from benchmark.search import DEFAULT_STORAGE, SearchSummary
+from benchmark.search import SearchSummary
+
+STORAGE_HELP = ("Optuna storage URL (default: the study's own SQLite file, studies/NAME.db, or the file under "
+                "studies/ that already holds it)")
 
 SEARCH_EPILOG = """\
 searched parameters and default ranges (one trial = one k-fold cross-validation):
@@ -80,7 +83,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--heartbeat", type=int, default=10,
                         help="seconds between worker heartbeats; a worker silent for five beats is taken for "
                              "dead (default 10; a study keeps its first run's)")
-    search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    search.add_argument("--storage", help=STORAGE_HELP)
     search.add_argument("--study-name", help="default: search-<model>-<config>-<method>, then -<sampling> and "
                                              "-softadapt when given, and -<objective> for each objective when "
                                              "--objectives is other than recon, e.g. "
@@ -89,10 +92,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.set_defaults(handler=cmd_search)
 
     studies = sub.add_parser("studies", help="list, show or plot Optuna studies",
-                             description="Inspect Optuna studies (default: list the search studies).")
+                             description="Inspect Optuna studies (default: list every study under studies/, suites and searches).")
     studies.set_defaults(handler=cmd_list)
-    storage_help = f"Optuna storage URL (default {DEFAULT_STORAGE})"
-    studies.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    studies.add_argument("--storage", help=f"{STORAGE_HELP}; list: every SQLite file under studies/")
     actions = studies.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="name, direction(s), trial counts and best value of every study")
     show = actions.add_parser("show", help="best parameters, top-5 trials and per-fold values of the best trial")
@@ -102,7 +104,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="folder for the plot folders")
     for parser, handler in ((listing, cmd_list), (show, cmd_show), (plot, cmd_plot)):
         # SUPPRESS: given before or after the action, and not reset by the action's default
-        parser.add_argument("--storage", default=argparse.SUPPRESS, help=storage_help)
+        parser.add_argument("--storage", default=argparse.SUPPRESS,
+                            help=f"{STORAGE_HELP}; list: every SQLite file under studies/")
         parser.set_defaults(handler=handler)
 
 
@@ -142,6 +145,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
     from benchmark.store import safe_url
+    from benchmark.studies import default_storage
 
     counts = summary.counts
     shown = ", ".join(f"{status} {n}" for status, n in counts.items()  # running, waiting: on other workers
@@ -156,7 +160,7 @@ def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
         print(f"  trial #{trial.number} failed: {trial.user_attrs['error']}")
     storage = summary.storage_url
     print(f"inspect: python -m benchmark studies show {shlex.quote(summary.study_name)}"  # a line to paste
-          + (f" --storage {shlex.quote(safe_url(storage))}" if storage != DEFAULT_STORAGE else ""))
+          + (f" --storage {shlex.quote(safe_url(storage))}" if storage != default_storage(summary.study_name) else ""))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
