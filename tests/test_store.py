@@ -79,7 +79,7 @@ def test_a_tuned_configuration_is_labelled_before_any_of_its_folds_ran(tmp_path)
     smoke = get_suite("smoke").override(folds=2)
     tuned = dataclasses.replace(smoke, name="smoke-tuned", params_from=((smoke.configurations[2].id, "search-x"),))
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
-    table = pd.read_csv(export(open_suite_study(tuned, store), tuned, store)[0]).fillna("")
+    table = pd.read_csv(export(open_suite_study(tuned, store), tuned, store)[0], keep_default_na=False)
     assert (table["state"] == "MISSING").all()
     assert table.groupby("config_id", sort=False)["params_from"].unique().map(list).tolist() == \
         [[""], [""], ["search-x"], [""], [""], [""]]
