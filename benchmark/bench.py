@@ -172,7 +172,7 @@ def _check_count(name: str, value: object, minimum: int) -> None:
 
 
 def bench_configuration(family: str, config: int, method: str) -> Configuration:
-    """The configuration benchmarked for (family, config, method): fixed loss weights of 1."""
+    """The configuration benchmarked for (family, config, method): the family's default fixed loss weights."""
     sampling = BENCH_SAMPLING[method]
     exponent = BENCH_EXPONENT if method == "single" else None
     return Configuration(family, config, MethodConfig(method, sampling, exponent=exponent,

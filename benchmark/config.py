@@ -101,6 +101,8 @@ class Configuration:
             if b.softadapt_beta != DEFAULT_SOFTADAPT_BETA[self.family]:
                 name += f"(b={b.softadapt_beta:g})"
             parts.append(name)
+            if b.beta != DEFAULT_BETA[self.family]:  # inside the latent term that SoftAdapt weighs
+                parts.append(f"beta={b.beta:g}")
         elif (b.w1, b.w2, b.beta) != (1.0, 1.0, DEFAULT_BETA[self.family]):
             parts.append(f"w={b.w1:g},{b.w2:g},{b.beta:g}")
         return "/".join(parts)

@@ -65,6 +65,7 @@ from benchmark.store import (
     status_counts,
     taken_over_message,
     trial_status,
+    version_problem,
     versioned,
 )
 from benchmark.studies import best_trial, default_storage, lead_objective, load_existing_study
@@ -521,6 +522,9 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
     for name in study_names:
         study = load_existing_study(storage_url, name)
         settings = study_settings(study)
+        problem = version_problem(name, storage_url or default_storage(name), study.user_attrs["settings"])
+        if problem:
+            raise ValueError(f"{problem}: search again, under a new --study-name")
         trial = best_trial(study)
         if trial is None:
             raise ValueError(f"study {name!r} has no complete trial yet")

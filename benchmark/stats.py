@@ -254,6 +254,9 @@ def parameter_text(row: pd.Series | dict) -> str:
         beta = _number(row.get("softadapt_beta"))
         default = DEFAULT_SOFTADAPT_BETA.get(str(row.get("family")))
         parts.append(f"SoftAdapt β={beta:g}" if math.isfinite(beta) and beta != default else "SoftAdapt")
+        latent_beta = _number(row.get("beta"))  # the model's β, inside the latent term that SoftAdapt weighs
+        if math.isfinite(latent_beta) and latent_beta != DEFAULT_BETA.get(str(row.get("family")), 1.0):
+            parts.append(f"β={latent_beta:g}")
     else:
         names = {"baseline": ("beta",), "single": ("w1", "beta")}.get(method, ("w1", "w2", "beta"))
         defaults = {"w1": 1.0, "w2": 1.0, "beta": DEFAULT_BETA.get(str(row.get("family")), 1.0)}

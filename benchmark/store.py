@@ -44,7 +44,9 @@ METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon
 # Stored in every study's settings and raised when what validation measures changes, so that a
 # study's old folds are never mixed with new ones. 2: a Gaussian VAE's validation decodes a
 # sampled z (the ELBO's terms) instead of μ; precision is stored as trained (fp32 or bf16).
-METRICS_VERSION = 2
+# 3: a VQ-VAE's β weighs the commitment term alone, not the whole VQ loss; a version 2 study
+# that this does not touch carries on (``upgraded``).
+METRICS_VERSION = 3
 
 
 class StoreError(ValueError):
@@ -103,10 +105,34 @@ def first_written(study: optuna.Study, key: str, value: object) -> object:
     return study.user_attrs[key]
 
 
+def upgraded(stored: dict) -> dict:
+    """A study's stored settings as this version reads them: a version 2 study that trains no
+    VQ-VAE at loss weights of its own is unchanged by version 3, so it counts as one."""
+    if stored.get("metrics_version") != 2:
+        return stored
+    if "family" in stored:  # a search: it tunes β unless SoftAdapt balances the losses
+        touched = stored["family"] == "vq-vae" and not stored.get("softadapt")
+    else:  # a suite: a configuration's id names its weights when they are not the defaults
+        touched = any(str(c).startswith("vq-vae/") and "/w=" in str(c) for c in stored.get("configurations", []))
+    return stored if touched else {**stored, "metrics_version": METRICS_VERSION}
+
+
+def version_problem(study: str, url: str, stored: dict) -> str | None:
+    """Why a study made by another version of mtvae-bench cannot be used, or None."""
+    version = upgraded(stored).get("metrics_version", 1)
+    if version == METRICS_VERSION:
+        return None
+    why = ("whose validation metrics are not comparable with this version's" if version != 2 else
+           "in which a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its "
+           "weights mean something else now")
+    return (f"study {study!r} in {safe_url(url)} was made by {'an earlier' if version < METRICS_VERSION else 'a later'} "
+            f"version of mtvae-bench, {why}")
+
+
 def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str) -> None:
     """Store ``wanted`` as the settings of a new study; refuse a study made with other ones,
     with ``advice`` on what to do instead and the command that removes the study."""
-    stored = first_written(study, "settings", wanted)
+    stored = upgraded(first_written(study, "settings", wanted))
     if settings_differ(stored, wanted):
         raise StoreError(differing_settings_message(study.study_name, url, stored, wanted)
                          + f"; {advice}: {delete_hint(study.study_name, url)}")
@@ -149,11 +175,10 @@ def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
 
 
 def differing_settings_message(study: str, url: str, stored: dict, wanted: dict) -> str:
+    stored = upgraded(stored)
     differing = settings_differ(stored, wanted)
     if "metrics_version" in differing:
-        age = "an earlier" if stored.get("metrics_version", 1) < METRICS_VERSION else "a later"
-        return (f"study {study!r} in {safe_url(url)} was made by {age} version of mtvae-bench, whose "
-                "validation metrics are not comparable with this version's")
+        return version_problem(study, url, stored)
     changes = ", ".join(change for key in differing for change in _changes(key, stored.get(key), wanted.get(key)))
     return f"study {study!r} in {safe_url(url)} was made with other settings ({changes})"
 
@@ -418,7 +443,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE
     payload = torch.load(path, map_location=device, weights_only=True)
     info = payload["info"]
     channels, size = info["image_shape"][0], info["image_shape"][-1]
-    model = build_model(info["family"], info["config"], info["method"], channels, size)
+    model = build_model(info["family"], info["config"], info["method"], channels, size, info.get("beta"))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), info
 

@@ -520,6 +520,10 @@ def test_beta_is_in_the_label_when_it_is_not_the_familys():
     assert parameter_text({**row, "family": "vq-vae", "beta": 0.25}) == "–"
     assert parameter_text({**row, "family": "vq-vae", "beta": 1.0}) == "β=1"
     assert parameter_text({**row, "family": "vae", "beta": 1.0}) == "–"
+    balanced = {"family": "vq-vae", "method": "multidecoder", "sampling": "uniform", "softadapt": True,
+                "softadapt_beta": 5e-3}
+    assert parameter_text({**balanced, "beta": 0.25}) == "uniform, SoftAdapt"
+    assert parameter_text({**balanced, "beta": 1.0}) == "uniform, SoftAdapt, β=1"
 
 
 def test_parameters_from_a_search_are_labelled_tuned():

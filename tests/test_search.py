@@ -377,6 +377,21 @@ def test_multidecoder_with_softadapt_searches_its_beta(tmp_path, fake_training):
                for t in study.trials)
 
 
+@pytest.mark.parametrize("family, refused", [("vq-vae", True), ("vae", False)])
+def test_params_from_refuses_a_vq_search_made_when_beta_weighed_the_whole_vq_loss(tmp_path, family, refused):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    study = optuna.create_study(study_name="old", storage=url)
+    study.set_user_attr("settings", {**SearchSettings(family, 1, "baseline").to_dict(), "metrics_version": 2})
+    study.add_trial(optuna.trial.create_trial(params={"beta": 2.0}, value=0.1,
+                                              distributions={"beta": optuna.distributions.FloatDistribution(0.01, 10)}))
+    if refused:
+        with pytest.raises(ValueError, match="β weighed the whole VQ loss.*search again, under a new --study-name"):
+            best_configurations(["old"], url)
+    else:
+        configuration, _ = best_configurations(["old"], url)[(family, 1, "baseline", None, False)]
+        assert configuration.method.balance.beta == 2.0
+
+
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path, fake_training):
     (tmp_path / "studies").mkdir()
     study = optuna.create_study(study_name=NAME, storage=db(tmp_path))

@@ -23,6 +23,8 @@ from benchmark.store import (
     open_suite_study,
     unit_keys,
     unit_states,
+    upgraded,
+    version_problem,
 )
 from benchmark.suites import get_suite
 
@@ -128,3 +130,24 @@ def test_a_settings_mismatch_names_the_entries_that_differ_not_a_cut_long_value(
     reordered = {**stored, "configurations": stored["configurations"][::-1]}
     assert message.startswith("study") and "(configurations in another order)" in differing_settings_message(
         "s", "sqlite:///x.db", stored, reordered)
+
+
+@pytest.mark.parametrize("settings, touched", [
+    ({"suite": "s", "configurations": ["vae/1/baseline/w=1,1,2", "vq-vae/1/baseline"]}, False),
+    ({"suite": "s", "configurations": ["vq-vae/1/baseline/w=1,1,0.5"]}, True),
+    ({"family": "vq-vae", "method": "single", "softadapt": False}, True),   # a search tunes β
+    ({"family": "vq-vae", "method": "single", "softadapt": True}, False),   # β stays at the default
+    ({"family": "vae", "method": "single", "softadapt": False}, False),
+])
+def test_a_version_2_study_is_refused_only_where_a_vq_vaes_beta_changed_meaning(settings, touched):
+    """Version 3 made a VQ-VAE's β the commitment weight: a study at default VQ weights trains the same."""
+    stored = {**settings, "metrics_version": 2}
+    assert (upgraded(stored)["metrics_version"] == 2) == touched
+    problem = version_problem("s", "sqlite:///x.db", stored)
+    assert (problem is not None) == touched
+    if touched:
+        assert "made by an earlier version" in problem and "β weighed the whole VQ loss" in problem
+        message = differing_settings_message("s", "sqlite:///x.db", stored, {**settings, "metrics_version": 3})
+        assert message == problem
+    assert version_problem("s", "sqlite:///x.db", {**settings, "metrics_version": 1}).endswith("not comparable "
+                                                                                             "with this version's")

@@ -93,6 +93,10 @@ def test_a_configurations_beta_default_is_its_familys():
     assert (vq.id, vae.id) == ("vq-vae/1/baseline", "vae/1/baseline")
     weighted = Configuration("vq-vae", 1, MethodConfig("baseline", balance=default_balance("vq-vae", beta=1.0)))
     assert weighted.id == "vq-vae/1/baseline/w=1,1,1"
+    # under SoftAdapt β is still inside the latent term that it weighs: another configuration
+    balanced = Configuration("vq-vae", 1, MethodConfig("multidecoder", "uniform",
+                                                       balance=default_balance("vq-vae", True, beta=1.0)))
+    assert balanced.id == "vq-vae/1/multidecoder/uniform/softadapt/beta=1"
 
 
 def test_validation_reports_the_vq_loss_at_one_beta_and_totals_at_the_trained_one(digits):
