@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from benchmark.conditioning import PixelSampler
-from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
+from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, VQConfig
 from benchmark.prior_stage import checkpoint_file, merge_prior, prior_cells, prior_figures, read_prior
 from benchmark.stats import (
     COMPARED,
@@ -81,9 +81,9 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "Cells: mean ± population variance over folds, each fold at its epoch of lowest validation "
             "total loss, (n=…) where fewer folds have a value; "
             "reconstruction as per-pixel MSE; "
-            "KL summed over latent dimensions (Gaussian VAE); VQ loss (VQ-VAE): codebook + 0.25 × "
-            "commitment, squared distances averaged over the code map's elements (the thesis table's "
-            "scale), at 0.25 whatever β trained.")
+            "KL summed over latent dimensions (Gaussian VAE); VQ loss (VQ-VAE): codebook + "
+            f"{VQConfig.commitment:g} × commitment, squared distances averaged over the code map's elements "
+            f"(the thesis table's scale), at {VQConfig.commitment:g} whatever β trained.")
 COMPARISON_TITLES = ("Difference", "95% interval", "Change", "p (Holm)", "Folds")
 COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline of the same model and config, paired "
                    "on fold; negative is a lower loss. 95% interval and p: corrected resampled t-test "
@@ -164,11 +164,12 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
 
         available = available_suites(results_dir)
         known = f"suites with results: {', '.join(available) or 'none yet'}"
+        builtin = suite in builtin_suites()
         close = difflib.get_close_matches(suite, available, n=1)
-        if close and suite not in builtin_suites():  # a typo, most likely
+        if close and not builtin:  # a typo, most likely
             raise ReportError(f"no results for suite {suite!r} in {results_dir}; did you mean {close[0]!r}? ({known})")
         where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
-        how = (f"`python -m benchmark run --suite {suite}{where}`" if suite in builtin_suites() else
+        how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with `--name {suite}` "
                "for a variant of a built-in suite")
         raise ReportError(f"no results for suite {suite!r} in {results_dir} ({known}); run it first: {how}")

@@ -404,9 +404,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     return summary
 
 
-def _settled_units(study: optuna.Study, suite: Suite) -> tuple[int, dict[str, str]]:
-    """(units done, the error of each unit failed for good)."""
-    states = unit_states(study)
+def _settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> tuple[int, dict[str, str]]:
+    """(units done, the error of each unit failed for good) in ``states`` (``unit_states``)."""
     done, errors = 0, {}
     for key in unit_keys(suite):
         trials = states.get(key, [])
@@ -421,8 +420,8 @@ def _settled_units(study: optuna.Study, suite: Suite) -> tuple[int, dict[str, st
 def _resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str | None:
     """What earlier runs left, when they left anything; units in training say why the run may wait
     for them (a killed worker's unit is only known dead once its heartbeat is old)."""
-    done, errors = _settled_units(study, suite)
     states = unit_states(study)
+    done, errors = _settled_units(states, suite)
     running = sum(not any(trial_status(t) == "complete" for t in trials) and
                   any(t.state == TrialState.RUNNING for t in trials) for trials in states.values())
     if not done + len(errors) + running:
@@ -435,5 +434,5 @@ def _resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str 
 
 
 def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:
-    done, errors = _settled_units(study, suite)
+    done, errors = _settled_units(unit_states(study), suite)
     return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors)

@@ -244,6 +244,7 @@ def parameter_text(row: pd.Series | dict) -> str:
     and SoftAdapt β), then ``tuned`` for parameters taken from a search; ``–`` for a default baseline.
     """
     method = str(row.get("method", ""))
+    default_beta = DEFAULT_BETA.get(str(row.get("family")), 1.0)
     parts = [str(row["sampling"])] if isinstance(row.get("sampling"), str) and row.get("sampling") else []
     count, exponent = _number(row.get("count")), _number(row.get("exponent"))
     if math.isfinite(count):
@@ -255,11 +256,11 @@ def parameter_text(row: pd.Series | dict) -> str:
         default = DEFAULT_SOFTADAPT_BETA.get(str(row.get("family")))
         parts.append(f"SoftAdapt β={beta:g}" if math.isfinite(beta) and beta != default else "SoftAdapt")
         latent_beta = _number(row.get("beta"))  # the model's β, inside the latent term that SoftAdapt weighs
-        if math.isfinite(latent_beta) and latent_beta != DEFAULT_BETA.get(str(row.get("family")), 1.0):
+        if math.isfinite(latent_beta) and latent_beta != default_beta:
             parts.append(f"β={latent_beta:g}")
     else:
         names = {"baseline": ("beta",), "single": ("w1", "beta")}.get(method, ("w1", "w2", "beta"))
-        defaults = {"w1": 1.0, "w2": 1.0, "beta": DEFAULT_BETA.get(str(row.get("family")), 1.0)}
+        defaults = {"w1": 1.0, "w2": 1.0, "beta": default_beta}
         weights = {name: _number(row.get(name, defaults[name])) for name in names}
         if any(math.isfinite(v) and v != defaults[name] for name, v in weights.items()):
             symbol = {"w1": "W₁", "w2": "W₂", "beta": "β"}

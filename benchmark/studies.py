@@ -57,6 +57,11 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
 
 
+def _place(url: str | None) -> str:
+    """Where studies were looked for: ``url``, or by default every file under ``studies/``."""
+    return safe_url(url) if url else f"{STUDIES_DIR}/"
+
+
 def study_files(studies_dir: Path = STUDIES_DIR) -> list[str]:
     """The URLs of the SQLite files under ``studies_dir``."""
     return [sqlite_url(p) for p in sorted(studies_dir.glob("*.db"))] if studies_dir.is_dir() else []
@@ -82,7 +87,7 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
         if url is None:
             names = sorted({n for file in study_files() for n in study_names(file)})
         available = ", ".join(names) if names else "none"
-        raise ValueError(f"no study {name!r} in {safe_url(url) if url else f'{STUDIES_DIR}/'}; available: {available}")
+        raise ValueError(f"no study {name!r} in {_place(url)}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -160,7 +165,7 @@ def _number(value: float | None) -> str:
 
 def format_study_list(rows: list[StudyRow], url: str | None) -> str:
     if not rows:
-        return f"no studies in {safe_url(url) if url else f'{STUDIES_DIR}/'}"
+        return f"no studies in {_place(url)}"
     width = max(len("study"), *(len(r.name) for r in rows))
     lines = [f"{'study':{width}}  {'direction(s)':20} {'complete':>8} {'pruned':>6} {'failed':>6} "
              f"{'interrupted':>11} {'running':>7}  best"]

@@ -13,6 +13,7 @@ from benchmark.search import SearchSummary
 
 STORAGE_HELP = ("Optuna storage URL (default: the study's own SQLite file, studies/NAME.db, or the file under "
                 "studies/ that already holds it)")
+STUDIES_STORAGE_HELP = f"{STORAGE_HELP}; list: every SQLite file under studies/"
 
 SEARCH_EPILOG = """\
 searched parameters and default ranges (one trial = one k-fold cross-validation):
@@ -94,7 +95,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     studies = sub.add_parser("studies", help="list, show or plot Optuna studies",
                              description="Inspect Optuna studies (default: list every study under studies/, suites and searches).")
     studies.set_defaults(handler=cmd_list)
-    studies.add_argument("--storage", help=f"{STORAGE_HELP}; list: every SQLite file under studies/")
+    studies.add_argument("--storage", help=STUDIES_STORAGE_HELP)
     actions = studies.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="name, direction(s), trial counts and best value of every study")
     show = actions.add_parser("show", help="best parameters, top-5 trials and per-fold values of the best trial")
@@ -104,8 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="folder for the plot folders")
     for parser, handler in ((listing, cmd_list), (show, cmd_show), (plot, cmd_plot)):
         # SUPPRESS: given before or after the action, and not reset by the action's default
-        parser.add_argument("--storage", default=argparse.SUPPRESS,
-                            help=f"{STORAGE_HELP}; list: every SQLite file under studies/")
+        parser.add_argument("--storage", default=argparse.SUPPRESS, help=STUDIES_STORAGE_HELP)
         parser.set_defaults(handler=handler)
 
 

@@ -10,8 +10,8 @@ from benchmark.models.vq import VectorQuantizer, VQConfig, VQLatent
 FAMILIES = ("vae", "vq-vae")
 FAMILY_TITLES = {"vae": "Gaussian VAE", "vq-vae": "VQ-VAE"}
 # β of the latent term: the KL weight of a Gaussian VAE, the commitment weight of a VQ-VAE
-# (the VQ-VAE paper's 0.25).
-DEFAULT_BETA = {"vae": 1.0, "vq-vae": 0.25}
+# (the VQ-VAE paper's, at which the VQ loss is also reported).
+DEFAULT_BETA = {"vae": 1.0, "vq-vae": VQConfig.commitment}
 
 MODEL_CONFIGS: dict[str, dict[int, GaussianConfig | VQConfig]] = {
     "vae": {
