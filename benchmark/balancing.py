@@ -32,23 +32,24 @@ class BalanceConfig:
     Fixed: recon·w1 + recon_cond·w2 + latent. SoftAdapt: the package's convex weights,
     recomputed every ``update_every`` steps from the last ``window`` values of each term
     (uniform until the first update). ``beta`` is inside the latent term (the model trains it:
-    β·KL, or codebook + β·commitment for a VQ-VAE); its default here is the Gaussian VAE's, and
-    ``config.default_balance`` gives each family its own.
+    β·KL, or codebook + β·commitment for a VQ-VAE). ``beta`` and ``softadapt_beta`` left unset
+    (None) mean the family's (``DEFAULT_BETA``, ``DEFAULT_SOFTADAPT_BETA``), which a
+    ``Configuration`` fills in: one default could not fit both families.
     """
 
     w1: float = 1.0
     w2: float = 1.0
-    beta: float = 1.0
+    beta: float | None = None
     softadapt: bool = False
     variant: str = "loss-weighted"
-    softadapt_beta: float = 1e-4
+    softadapt_beta: float | None = None
     update_every: int = 100
     window: int = 100
 
     def __post_init__(self) -> None:
         for name in ("w1", "w2", "beta"):
             value = getattr(self, name)
-            if not value >= 0:
+            if value is not None and not value >= 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {value}")
         if self.variant not in SOFTADAPT_VARIANTS:
             raise ValueError(f"unknown SoftAdapt variant {self.variant!r}; "
@@ -91,6 +92,9 @@ class LossBalancer:
         self._algorithm = None
         if config.softadapt:
             self.weights = {name: 1.0 / len(terms) for name in terms}
+            if config.softadapt_beta is None:
+                raise ValueError("SoftAdapt's β is unset: a Configuration fills in its family's "
+                                 "(config.family_balance), or pass softadapt_beta")
             self._algorithm = load_softadapt(config.variant)(beta=config.softadapt_beta)
             self._history: list[torch.Tensor] = []
             self._step = 0

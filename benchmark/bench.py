@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.balancing import LossBalancer
 from benchmark.conditioning import PixelSampler, exact_grid
-from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.models import METHODS, MODEL_CONFIGS
 from benchmark.train import native_bf16, new_model, resolve_device, train_fold, training_device
 
@@ -175,8 +175,7 @@ def bench_configuration(family: str, config: int, method: str) -> Configuration:
     """The configuration benchmarked for (family, config, method): the family's default fixed loss weights."""
     sampling = BENCH_SAMPLING[method]
     exponent = BENCH_EXPONENT if method == "single" else None
-    return Configuration(family, config, MethodConfig(method, sampling, exponent=exponent,
-                                                      balance=default_balance(family)))
+    return Configuration(family, config, MethodConfig(method, sampling, exponent=exponent))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -84,6 +84,9 @@ class Configuration:
 
     def __post_init__(self) -> None:
         model_config(self.family, self.config)  # validates family and config
+        balance = family_balance(self.method.balance, self.family)
+        if balance != self.method.balance:  # frozen: the family's defaults fill the unset β's once, here
+            object.__setattr__(self, "method", replace(self.method, balance=balance))
 
     @property
     def id(self) -> str:
@@ -120,10 +123,12 @@ class Configuration:
                 "softadapt_beta": b.softadapt_beta if b.softadapt else None}
 
 
-def default_balance(family: str, softadapt: bool = False, **weights: float) -> BalanceConfig:
-    """Balance settings with the family's β and the thesis's SoftAdapt β for the family."""
-    return BalanceConfig(softadapt=softadapt, softadapt_beta=DEFAULT_SOFTADAPT_BETA[family],
-                         **{"beta": DEFAULT_BETA[family], **weights})
+def family_balance(balance: BalanceConfig, family: str) -> BalanceConfig:
+    """``balance`` with its unset β and SoftAdapt β taken from the family's defaults."""
+    return replace(balance, beta=DEFAULT_BETA[family] if balance.beta is None else balance.beta,
+                   softadapt_beta=(DEFAULT_SOFTADAPT_BETA[family] if balance.softadapt_beta is None
+                                   else balance.softadapt_beta))
+
 
 
 @dataclass(frozen=True)

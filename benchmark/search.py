@@ -47,8 +47,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark.balancing import idle_softadapt_note
-from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.balancing import BalanceConfig, idle_softadapt_note
+from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.models import METHODS, model_config
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.store import (
@@ -211,10 +211,8 @@ class SearchSettings:
 
 def configuration_for(settings: SearchSettings, params: dict[str, float]) -> Configuration:
     """The configuration that a trial with ``params`` trains."""
-    weights = {name: float(params[name]) for name in ("w1", "w2", "beta") if name in params}
-    balance = default_balance(settings.family, settings.softadapt, **weights)
-    if "softadapt_beta" in params:
-        balance = replace(balance, softadapt_beta=float(params["softadapt_beta"]))
+    weights = {name: float(params[name]) for name in ("w1", "w2", "beta", "softadapt_beta") if name in params}
+    balance = BalanceConfig(softadapt=settings.softadapt, **weights)
     exponent = float(params["exponent"]) if "exponent" in params else None
     method = MethodConfig(settings.method, settings.sampling, exponent=exponent, balance=balance)
     return Configuration(settings.family, settings.config, method)
@@ -466,7 +464,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     if settings.multi_objective and options.pruner != "none":
         print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
     train_images = len(images) - math.ceil(len(images) / settings.folds)  # the smallest training fold
-    note = idle_softadapt_note([default_balance(settings.family, settings.softadapt)], train_images,
+    note = idle_softadapt_note([BalanceConfig(softadapt=settings.softadapt)], train_images,
                                settings.batch_size, settings.epochs)
     if note:
         print(note + " (its β has no effect on the results)", file=sys.stderr)

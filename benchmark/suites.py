@@ -8,7 +8,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from benchmark.config import Configuration, MethodConfig, TrainConfig, check_kind, check_kinds, default_balance
+from benchmark.balancing import BalanceConfig
+from benchmark.config import Configuration, MethodConfig, TrainConfig, check_kind, check_kinds
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
@@ -124,15 +125,14 @@ class Suite:
 def thesis_grid(family: str, config: int, exponents: tuple[float, ...] = THESIS_EXPONENTS) -> list[Configuration]:
     """The thesis's 9 configurations of one model: baseline; Multidecoder × {exact, uniform} ×
     {fixed weights, SoftAdapt}; Single decoder × {uniform, gaussian} × exponents."""
-    grid = [Configuration(family, config, MethodConfig("baseline", balance=default_balance(family)))]
+    grid = [Configuration(family, config, MethodConfig("baseline"))]
     for sampling in ("exact", "uniform"):
         for softadapt in (False, True):
-            method = MethodConfig("multidecoder", sampling, balance=default_balance(family, softadapt))
+            method = MethodConfig("multidecoder", sampling, balance=BalanceConfig(softadapt=softadapt))
             grid.append(Configuration(family, config, method))
     for sampling in ("uniform", "gaussian"):
         for exponent in exponents:
-            method = MethodConfig("single", sampling, exponent=exponent, balance=default_balance(family))
-            grid.append(Configuration(family, config, method))
+            grid.append(Configuration(family, config, MethodConfig("single", sampling, exponent=exponent)))
     return grid
 
 
@@ -145,10 +145,9 @@ def smoke_configurations() -> tuple[Configuration, ...]:
     """Every family and every method once, config 1."""
     out = []
     for family in MODEL_CONFIGS:
-        out.append(Configuration(family, 1, MethodConfig("baseline", balance=default_balance(family))))
-        out.append(Configuration(family, 1, MethodConfig("multidecoder", "uniform", balance=default_balance(family))))
-        out.append(Configuration(family, 1, MethodConfig("single", "gaussian", exponent=40.0,
-                                                         balance=default_balance(family))))
+        out.append(Configuration(family, 1, MethodConfig("baseline")))
+        out.append(Configuration(family, 1, MethodConfig("multidecoder", "uniform")))
+        out.append(Configuration(family, 1, MethodConfig("single", "gaussian", exponent=40.0)))
     return tuple(out)
 
 
@@ -187,11 +186,9 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
         for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
             if key in table:
                 check_kind(key, table[key], (int, float), "a number")
-        balance = default_balance(family, table.get("softadapt", False),
-                                  **{k: float(table[k]) for k in ("w1", "w2", "beta") if k in table})
-        if "softadapt_beta" in table or "variant" in table:
-            balance = replace(balance, softadapt_beta=float(table.get("softadapt_beta", balance.softadapt_beta)),
-                              variant=table.get("variant", balance.variant))
+        balance = BalanceConfig(softadapt=table.get("softadapt", False),
+                                **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta") if k in table},
+                                **{k: table[k] for k in ("variant",) if k in table})
         exponent = table.get("exponent")
         method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
                               table.get("count"), balance)

@@ -64,6 +64,11 @@ def test_fixed_weights_combine_the_named_terms():
     assert loss.item() == pytest.approx(2.0 + 2.0 + 2.0)
 
 
+def test_softadapt_without_its_beta_says_where_to_take_it():
+    with pytest.raises(ValueError, match="SoftAdapt's β is unset"):
+        LossBalancer(BalanceConfig(softadapt=True), ("recon", "latent"))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(variant="fancy"), "loss-weighted, normalized, original"),
     (dict(w1=-1.0), "w1"),

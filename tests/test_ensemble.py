@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.balancing import BalanceConfig
+from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.cv import fold_indices
 from benchmark.data import load_dataset
 from benchmark.ensemble import can_stack, train_folds_together
@@ -16,7 +17,7 @@ def images():
 
 
 @pytest.mark.parametrize("configuration, rtol", [
-    (Configuration("vq-vae", 1, MethodConfig("multidecoder", "uniform", balance=default_balance("vq-vae", True))), 1e-3),
+    (Configuration("vq-vae", 1, MethodConfig("multidecoder", "uniform", balance=BalanceConfig(softadapt=True))), 1e-3),
     # The Gaussian VAE's small KL amplifies float reassociation over the steps (alone runs
     # channels_last kernels, the ensemble vmapped ones); its reconstruction still agrees to 1e-2.
     (Configuration("vae", 1, MethodConfig("single", "gaussian", exponent=30.0)), 1e-1),
@@ -48,7 +49,7 @@ def test_folds_of_different_sizes_are_not_stacked(images):
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
 def test_folds_stack_under_bf16_autocast(images, device):
     # Vmapped batch norm must take bf16 activations with float32 statistics (CUDA's needs a cast, the CPU's not).
-    configuration = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", balance=default_balance("vae")))
+    configuration = Configuration("vae", 1, MethodConfig("multidecoder", "uniform"))
     splits = fold_indices(len(images), 5, seed=0)[:2]
     settings = TrainConfig(epochs=2, batch_size=32, device=device, precision="bf16")
     together = train_folds_together(configuration, images, splits, settings, [11, 12])

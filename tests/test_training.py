@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from benchmark.config import Configuration, MethodConfig, TrainConfig, default_balance
+from benchmark.balancing import BalanceConfig
+from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import load_dataset
 from benchmark.models import build_model
 from benchmark.train import eval_mode, evaluate, native_bf16, train_fold
@@ -19,11 +20,11 @@ def digits():
 
 def configurations():
     for family in ("vae", "vq-vae"):
-        yield Configuration(family, 1, MethodConfig("baseline", balance=default_balance(family)))
-        yield Configuration(family, 1, MethodConfig("multidecoder", "exact", balance=default_balance(family)))
-        yield Configuration(family, 1, MethodConfig("multidecoder", "uniform", balance=default_balance(family, True)))
-        yield Configuration(family, 1, MethodConfig("single", "uniform", exponent=20.0, balance=default_balance(family)))
-        yield Configuration(family, 1, MethodConfig("single", "gaussian", exponent=40.0, balance=default_balance(family)))
+        yield Configuration(family, 1, MethodConfig("baseline"))
+        yield Configuration(family, 1, MethodConfig("multidecoder", "exact"))
+        yield Configuration(family, 1, MethodConfig("multidecoder", "uniform", balance=BalanceConfig(softadapt=True)))
+        yield Configuration(family, 1, MethodConfig("single", "uniform", exponent=20.0))
+        yield Configuration(family, 1, MethodConfig("single", "gaussian", exponent=40.0))
 
 
 @pytest.mark.parametrize("configuration", list(configurations()), ids=lambda c: c.id)
@@ -64,8 +65,7 @@ def test_bf16_is_autocast_on_cuda_by_default_and_on_the_cpu_when_asked():
 @pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no bf16 kernels (AVX-512)")
 def test_bf16_precision_trains_under_autocast_on_cpu_and_learns_as_float32_does(digits):
     train, val = digits
-    configuration = Configuration("vq-vae", 1, MethodConfig("multidecoder", "uniform",
-                                                            balance=default_balance("vq-vae")))
+    configuration = Configuration("vq-vae", 1, MethodConfig("multidecoder", "uniform",))
     runs = {precision: train_fold(configuration, train, val, TrainConfig(epochs=2, batch_size=64, device="cpu",
                                                                          precision=precision), seed=3)
             for precision in ("fp32", "bf16")}
@@ -87,15 +87,19 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_refused(digits, monkeypatch):
 
 
 def test_a_configurations_beta_default_is_its_familys():
-    vq, vae = (Configuration(family, 1, MethodConfig("baseline", balance=default_balance(family)))
+    # a bare MethodConfig() once gave a VQ-VAE the Gaussian VAE's β = 1 and SoftAdapt β = 1e-4
+    vq, vae = (Configuration(family, 1, MethodConfig("baseline", balance=BalanceConfig(softadapt=True)))
                for family in ("vq-vae", "vae"))
     assert (vq.method.balance.beta, vae.method.balance.beta) == (0.25, 1.0)
+    assert (vq.method.balance.softadapt_beta, vae.method.balance.softadapt_beta) == (5e-3, 1e-4)
+    assert Configuration("vq-vae", 1) == Configuration("vq-vae", 1, MethodConfig(balance=BalanceConfig(beta=0.25)))
+    vq, vae = Configuration("vq-vae", 1), Configuration("vae", 1)
     assert (vq.id, vae.id) == ("vq-vae/1/baseline", "vae/1/baseline")
-    weighted = Configuration("vq-vae", 1, MethodConfig("baseline", balance=default_balance("vq-vae", beta=1.0)))
+    weighted = Configuration("vq-vae", 1, MethodConfig("baseline", balance=BalanceConfig(beta=1.0)))
     assert weighted.id == "vq-vae/1/baseline/w=1,1,1"
     # under SoftAdapt β is still inside the latent term that it weighs: another configuration
     balanced = Configuration("vq-vae", 1, MethodConfig("multidecoder", "uniform",
-                                                       balance=default_balance("vq-vae", True, beta=1.0)))
+                                                       balance=BalanceConfig(softadapt=True, beta=1.0)))
     assert balanced.id == "vq-vae/1/multidecoder/uniform/softadapt/beta=1"
 
 
