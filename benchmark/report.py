@@ -76,8 +76,8 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "Bold: lowest mean within a model config, among two or more "
             "configurations with every fold done; for the "
             "conditioned reconstruction, among the rows that observe the same number of pixels (one "
-            "method with the same count k or power-law exponent); a Gaussian VAE's KL is not ranked "
-            "(the lowest KL is not the best model). "
+            "method with the same count k or power-law exponent); KL and VQ loss are not ranked "
+            "(the lowest is not the best model: a collapsed posterior, or codes bought with worse reconstruction). "
             "Cells: mean ± population variance over folds, each fold at its epoch of lowest validation "
             "total loss, (n=…) where fewer folds have a value; "
             "reconstruction as per-pixel MSE; "
@@ -87,7 +87,8 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
 COMPARISON_TITLES = ("Difference", "95% interval", "Change", "p (Holm)", "Folds")
 COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline of the same model and config, paired "
                    "on fold; negative is a lower loss. 95% interval and p: corrected resampled t-test "
-                   "(Nadeau & Bengio, 2003), the interval per comparison, p Holm-adjusted over the methods "
+                   "(Nadeau & Bengio, 2003), the interval per comparison (not adjusted: one that excludes 0 "
+                   "beside a p (Holm) of 0.05 or more is not significant), p Holm-adjusted over the methods "
                    "of one model config per metric, and only where both have every fold done (– otherwise). "
                    "Change: the difference relative to the baseline's mean. † p (Holm) < 0.05.")
 PRIOR_NOTE = (" Prior NLL: validation negative log-likelihood of a VQ-VAE's code maps under a Gated "
@@ -287,8 +288,8 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
     ranked only among rows that observe the same number: one method with the same constant k
     (Multidecoder) or power-law exponent (Single decoder). A row is bold only beside another
     ranked one. Only configurations with every fold done, each with a value, are ranked: means over other
-    folds do not compare. A Gaussian VAE's KL is not ranked: the lowest is a collapsed
-    posterior, not the best model.
+    folds do not compare. The latent term is not ranked: the lowest KL is a collapsed posterior,
+    and the lowest VQ loss can come with a far worse reconstruction (the thesis's SoftAdapt rows).
     """
     means = table[f"{metric}_mean"].where(table["complete"] & (table[f"{metric}_n"] == table["n"]))
     groups = [table["family"], table["config"]]
@@ -296,8 +297,7 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
         groups += [table["method"], table["observed"].fillna(-1), table["exponent"].fillna(-1)]
     grouped = means.groupby(groups)
     comparable = grouped.transform("count") > 1  # the best of one is no finding
-    ranked = table["family"] != "vae" if metric == "latent" else True
-    return means.notna() & (means == grouped.transform("min")) & comparable & ranked
+    return means.notna() & (means == grouped.transform("min")) & comparable & (metric != "latent")
 
 
 def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -324,12 +324,13 @@ def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 # Characters LaTeX treats specially, and the few symbols the report's plain text uses.
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$", ">": "$>$",
-        "±": r"$\pm$", "†": r"$^\dagger$", "β": r"$\beta$", "W₁": r"$W_1$", "W₂": r"$W_2$", "–": "--"}
+        "±": r"$\pm$", "†": r"$^\dagger$", "β": r"$\beta$", "W₁": r"$W_1$", "W₂": r"$W_2$", "–": "--",
+        "×": r"$\times$", "…": r"\ldots{}"}
 _TEX_PATTERN = re.compile("|".join(re.escape(k) for k in sorted(_TEX, key=len, reverse=True)))
 
 
 def tex(text: str) -> str:
-    """Plain report text (ASCII plus ± † β W₁ W₂ –) as LaTeX, in one pass."""
+    """Plain report text (ASCII plus ± † β W₁ W₂ – × …) as LaTeX, in one pass."""
     return _TEX_PATTERN.sub(lambda match: _TEX[match.group()], text)
 
 
@@ -419,9 +420,9 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
             index.append((row["model"], str(row["config"]), METHOD_TITLES.get(row["method"], row["method"]),
                           row["parameters"], METRIC_TITLES[metric]))
             mark = "†" if pd.notna(significant) and significant else ""
-            rows.append({"Difference": f"{row[f'{metric}_mean_diff']:+.3g}{mark}",
+            rows.append({"Difference": f"{row[f'{metric}_mean_diff']:+#.3g}{mark}",
                          "95% interval": "–" if pd.isna(row[f"{metric}_ci_low"])  # one pair: no spread
-                                         else f"[{row[f'{metric}_ci_low']:+.3g}, {row[f'{metric}_ci_high']:+.3g}]",
+                                         else f"[{row[f'{metric}_ci_low']:+#.3g}, {row[f'{metric}_ci_high']:+#.3g}]",
                          "Change": "–" if pd.isna(row[f"{metric}_rel_change"])
                                    else f"{100 * row[f'{metric}_rel_change']:+.1f}%",
                          "p (Holm)": "–" if pd.isna(p_holm) else f"{p_holm:.3g}",
