@@ -12,7 +12,7 @@ from benchmark.conditioning import SAMPLINGS, PixelSampler
 from benchmark.models import DEFAULT_BETA, FAMILY_TITLES, METHODS, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
-# auto: bf16 autocast on CUDA, float32 on CPU. bf16 on a CPU with AVX-512 BF16 (or AMX) trains
+# auto: bf16 autocast on CUDA (Ampere and later), float32 on CPU. bf16 on a CPU with AVX-512 BF16 (or AMX) trains
 # faster but changes the numbers, so there it is a choice, not the default.
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -161,7 +161,9 @@ class TrainConfig:
 
     def autocast(self, device: torch.device) -> bool:
         """Whether the training steps run under bf16 autocast on ``device``."""
-        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+        # auto: only where the GPU has bf16 kernels; emulated bf16 on an older one would be slower
+        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"
+                                            and torch.cuda.is_bf16_supported(including_emulation=False))
 
     def effective_precision(self, device: torch.device) -> str:
         """``fp32`` or ``bf16``: the precision the training steps run in on ``device``."""

@@ -25,6 +25,18 @@ def can_stack(splits: list[tuple]) -> bool:
     return len({len(train) for train, _ in splits}) == 1
 
 
+def stacking_problem(train_config: TrainConfig, device: torch.device) -> str | None:
+    """Why folds trained with ``train_config`` on ``device`` must not be stacked, or None.
+
+    CPU autocast has no rule for the ops that ``vmap`` turns convolutions and linear layers into,
+    so there stacked bf16 folds would train those in float32: not as each fold trains alone.
+    """
+    if device.type == "cpu" and train_config.autocast(device):
+        return ("bf16 folds are not stacked on a CPU: its autocast leaves the vectorised convolutions in "
+                "float32, so they would not train as alone")
+    return None
+
+
 def train_folds_together(configuration: Configuration, images: torch.Tensor, splits: list[tuple],
                          train_config: TrainConfig, seeds: list[int],
                          on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
@@ -39,6 +51,9 @@ def train_folds_together(configuration: Configuration, images: torch.Tensor, spl
     if len(seeds) != len(splits):
         raise ValueError(f"{len(splits)} folds need {len(splits)} seeds, got {len(seeds)}")
     device = training_device(train_config)
+    problem = stacking_problem(train_config, device)
+    if problem:
+        raise ValueError(f"{problem}; train them one by one, or in float32")
     if device.type == "cpu":
         keep_freed_memory()
     channels, size = images.shape[1], images.shape[-1]

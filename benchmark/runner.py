@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from benchmark.balancing import idle_softadapt_note
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
-from benchmark.ensemble import train_folds_together
+from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.store import (
     UNIT_PARAM,
@@ -352,6 +352,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
     together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
+    problem = stacking_problem(suite.train, device) if fold_parallel == "on" else None
+    if problem:
+        raise ValueError(f"{problem}; use --fold-parallel off, or --precision fp32")
     # The study stores the precision its folds train in, not "auto": a CPU worker joining a GPU's
     # study is refused instead of adding float32 folds to bf16 ones.
     suite = suite.override(precision=suite.train.effective_precision(device))

@@ -35,8 +35,10 @@ def resolve_device(device: str) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast has real kernels on ``device``. On a CPU, oneDNN's bf16 needs
     AVX-512; without it PyTorch falls back to plain loops: a 1024² product at 1 GFLOP/s on an
-    AVX2 core, against 80 in float32."""
-    return device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    AVX2 core, against 80 in float32. On a GPU, bf16 needs compute capability 8.0 (Ampere)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def training_device(train_config: TrainConfig) -> torch.device:
@@ -44,6 +46,9 @@ def training_device(train_config: TrainConfig) -> torch.device:
     for bf16 on a CPU without bf16 kernels (a run that would take a hundred times longer)."""
     device = resolve_device(train_config.device)
     if train_config.autocast(device) and not native_bf16(device):
+        if device.type == "cuda":
+            raise ValueError(f"precision bf16 asked for, but this GPU ({torch.cuda.get_device_name(device)}) has no "
+                             "bfloat16 kernels (they need compute capability 8.0); use precision fp32")
         raise ValueError(f"precision bf16 asked for, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has no "
                          "bfloat16 kernels (oneDNN's need AVX-512): bf16 would train about 100x slower than "
                          "float32; use precision fp32")
@@ -198,13 +203,14 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     sums in another order: float noise). Raises ``DivergedError`` when a loss becomes NaN or infinite.
     """
     device = training_device(train_config)
-    if device.type == "cpu":
-        keep_freed_memory()
     # channels_last: the convolution kernels' preferred layout on CPU and GPU (measured faster);
     # flatten() keeps the logical order, so the numbers do not change. The CPU convolution
     # routes are the same layers computed another way (benchmark.models.cpu_convs).
     model = new_model(configuration, seed, train_images.shape[1], train_images.shape[-1], device)
-    model = use_cpu_convs(model).to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        keep_freed_memory()
+        model = use_cpu_convs(model)
+    model = model.to(memory_format=torch.channels_last)
     layout = {"device": device, "memory_format": torch.channels_last}
     fold = FoldRun(configuration, model, train_images.to(**layout), val_images.to(**layout), train_config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,

@@ -22,6 +22,7 @@ from benchmark.cv import fold_label
 from benchmark.runner import Interrupts, _Worker
 from benchmark.store import UNIT_PARAM, StoreConfig, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
 from benchmark.suites import get_suite
+from benchmark.train import native_bf16
 
 METRICS = ["best_epoch", "recon", "latent", "recon_cond", "total"]
 
@@ -333,6 +334,8 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
     (["--suite", "smoke", "--seed", "-1"], "seed must be >= 0, got -1"),
+    (["--suite", "smoke", "--name", "s16", "--precision", "bf16", "--fold-parallel", "on"],
+     "not stacked on a CPU" if native_bf16(torch.device("cpu")) else "has no bfloat16 kernels"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_path, capsys, args, message):
     (smoke_run / "broken.toml").write_text("name = [unclosed")

@@ -56,10 +56,14 @@ def test_same_seed_gives_the_same_fold_on_cpu(digits):
     assert a.metrics != c.metrics
 
 
-def test_bf16_is_autocast_on_cuda_by_default_and_on_the_cpu_when_asked():
-    cpu = torch.device("cpu")
+def test_bf16_is_autocast_on_cuda_by_default_and_on_the_cpu_when_asked(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert not TrainConfig(device="cpu").autocast(cpu) and TrainConfig(precision="bf16").autocast(cpu)
-    assert TrainConfig().autocast(torch.device("cuda")) and not TrainConfig(precision="fp32").autocast(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert TrainConfig().autocast(cuda) and not TrainConfig(precision="fp32").autocast(cuda)
+    # a GPU older than Ampere emulates bf16 (slower than float32): auto trains it in float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not TrainConfig().autocast(cuda) and TrainConfig(precision="bf16").autocast(cuda)
 
 
 @pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no bf16 kernels (AVX-512)")

@@ -55,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--precision", choices=PRECISIONS,
-                     help="bf16 autocast for training: auto = on CUDA only (default); bf16 also on a CPU "
+                     help="bf16 autocast for training: auto = on a GPU with bf16 (Ampere or later; default); bf16 also on a CPU "
                           "with AVX-512 BF16 or AMX (faster there, different numbers); refused on a CPU without AVX-512")
     run.add_argument("--name", help="file the run under this name instead of the suite's (its study, "
                                     "results/<name>.csv, `report --suite <name>`): a variant made with other "
@@ -69,7 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     run.add_argument("--fold-parallel", choices=("auto", "on", "off"), default="auto",
                      help="train the folds of a configuration together as one vectorised ensemble "
-                          "(auto: on CUDA only)")
+                          "(auto: on CUDA only; not with bf16 on a CPU)")
     run.add_argument("--heartbeat", type=int, default=10,
                      help="seconds between worker heartbeats; a worker silent for five beats is taken for "
                           "dead (default 10; a study keeps its first run's)")

@@ -13,8 +13,9 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     CUDA's batch norm, vectorised over stacked fold models (``torch.func.vmap``), rejects a
     bf16 input with float32 running statistics, so on CUDA the input is cast to float32.
-    The CPU kernel takes the mix as it is (it accumulates in float32), and the two casts per
-    layer would cost about a tenth of a bf16 training step of the small models there.
+    The CPU kernel takes the mix as it is outside vmap (it accumulates in float32), and the two
+    casts per layer would cost about a tenth of a bf16 training step of the small models there;
+    bf16 folds are not stacked on a CPU (``ensemble.stacking_problem``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
