@@ -33,8 +33,8 @@ class BalanceConfig:
     recomputed every ``update_every`` steps from the last ``window`` values of each term
     (uniform until the first update). ``beta`` is inside the latent term (the model trains it:
     β·KL, or codebook + β·commitment for a VQ-VAE). ``beta`` and ``softadapt_beta`` left unset
-    (None) mean the family's (``DEFAULT_BETA``, ``DEFAULT_SOFTADAPT_BETA``), which a
-    ``Configuration`` fills in: one default could not fit both families.
+    (None) mean the family's (``DEFAULT_BETA``, ``DEFAULT_SOFTADAPT_BETA``), which
+    ``Configuration.balance`` fills in: one default could not fit both families.
     """
 
     w1: float = 1.0
@@ -93,8 +93,8 @@ class LossBalancer:
         if config.softadapt:
             self.weights = {name: 1.0 / len(terms) for name in terms}
             if config.softadapt_beta is None:
-                raise ValueError("SoftAdapt's β is unset: a Configuration fills in its family's "
-                                 "(config.family_balance), or pass softadapt_beta")
+                raise ValueError("SoftAdapt's β is unset: Configuration.balance fills in its family's, "
+                                 "or pass softadapt_beta")
             self._algorithm = load_softadapt(config.variant)(beta=config.softadapt_beta)
             self._history: list[torch.Tensor] = []
             self._step = 0

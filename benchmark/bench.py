@@ -295,7 +295,7 @@ def naive_masks(sampler: PixelSampler, batch: int, rng: np.random.Generator) -> 
 
 def _fixed_weight_loss(configuration: Configuration, model) -> Callable:
     terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-    weights = configuration.method.balance.fixed_weights(terms)
+    weights = configuration.balance.fixed_weights(terms)
     return lambda output: sum(weights[name] * output.terms[name] for name in terms)
 
 
@@ -422,7 +422,7 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
     x = images[:batch].to(device)
     mask = sampler.sample(batch, torch.Generator(device=device).manual_seed(seed), device) if sampler else None
     terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-    balancer = LossBalancer(configuration.method.balance, terms)
+    balancer = LossBalancer(configuration.balance, terms)
     flops = training_flops(model, x, mask, lambda output: balancer.combine(output.terms)) / batch
     del model
 

@@ -84,14 +84,17 @@ class Configuration:
 
     def __post_init__(self) -> None:
         model_config(self.family, self.config)  # validates family and config
-        balance = family_balance(self.method.balance, self.family)
-        if balance != self.method.balance:  # frozen: the family's defaults fill the unset β's once, here
-            object.__setattr__(self, "method", replace(self.method, balance=balance))
+
+    @property
+    def balance(self) -> BalanceConfig:
+        """The loss balance that trains: the method's, its unset β's the family's. Resolved on
+        each use, not stored, so a method reused for another family takes that family's."""
+        return family_balance(self.method.balance, self.family)
 
     @property
     def id(self) -> str:
         """Stable, human-readable key, e.g. ``vq-vae/1/single/gaussian/a=40``."""
-        m, b = self.method, self.method.balance
+        m, b = self.method, self.balance
         parts = [self.family, str(self.config), m.method]
         if m.sampling:
             parts.append(m.sampling)
@@ -116,7 +119,7 @@ class Configuration:
 
     def flat(self) -> dict:
         """Flat dict of every parameter, for tables and storage."""
-        m, b = self.method, self.method.balance
+        m, b = self.method, self.balance
         return {"config_id": self.id, "family": self.family, "config": self.config, "method": m.method,
                 "sampling": m.sampling or "", "exponent": m.exponent, "count": m.count,
                 "softadapt": b.softadapt, "w1": b.w1, "w2": b.w2, "beta": b.beta,

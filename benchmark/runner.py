@@ -381,7 +381,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))
-    note = idle_softadapt_note((c.method.balance for c in suite.configurations), min(len(t) for t, _ in folds),
+    note = idle_softadapt_note((c.balance for c in suite.configurations), min(len(t) for t, _ in folds),
                                suite.train.batch_size, suite.train.epochs)
     if note:
         print(note, file=sys.stderr)

@@ -130,10 +130,11 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
 
 def new_model(configuration: Configuration, seed: int, channels: int, image_size: int,
               device: torch.device) -> MultitaskVAE:
-    """The fold's model, its initial weights fixed by ``seed``."""
-    torch.manual_seed(seed)
-    return build_model(configuration.family, configuration.config, configuration.method.method,
-                       channels, image_size, configuration.method.balance.beta).to(device)
+    """The fold's model, its initial weights fixed by ``seed`` (the caller's random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):  # the model is built on the CPU, from its generator alone
+        torch.default_generator.manual_seed(seed)
+        return build_model(configuration.family, configuration.config, configuration.method.method,
+                           channels, image_size, configuration.balance.beta).to(device)
 
 
 class FoldRun:
@@ -152,8 +153,8 @@ class FoldRun:
         self.noise_dim = model.noise_dim
         self.sampler = configuration.method.sampler(train_images.shape[-1])
         terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-        self.balancer = LossBalancer(configuration.method.balance, terms)
-        self.nominal = configuration.method.balance.fixed_weights(terms)
+        self.balancer = LossBalancer(configuration.balance, terms)
+        self.nominal = configuration.balance.fixed_weights(terms)
         self.order_generator = _generator(torch.device("cpu"), seed + 2)
         self.mask_generator = _generator(self.device, seed + 1)
         self.noise_generator = _generator(self.device, seed + 4)

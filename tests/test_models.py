@@ -157,6 +157,10 @@ def test_single_decoder_with_empty_mask_is_the_unconditioned_decoder():
     assert torch.allclose(model.decode(z), model.decode(z, x, empty, conditioned=True))
     full = torch.ones(2, 1, 32, 32)
     assert not torch.allclose(model.decode(z), model.decode(z, x, full, conditioned=True))
+    with pytest.raises(ValueError, match="only with conditioned=True"):
+        model.decode(z, x, full)  # would be the empty-mask output, whatever the mask
+    with pytest.raises(ValueError, match="needs the images x and their mask"):
+        model.decode(z, conditioned=True)
 
 
 @pytest.mark.parametrize("call, match", [

@@ -171,7 +171,7 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     best = load(cwd).best_trial
     assert name == NAME and configuration.id == best.user_attrs["config_id"]
     assert configuration.method.exponent == best.params["exponent"]
-    assert configuration.method.balance.beta == best.params["beta"]
+    assert configuration.balance.beta == best.params["beta"]
     with pytest.raises(ValueError, match="available: " + NAME):
         best_configurations(["nope"], db(cwd))
     monkeypatch.chdir(cwd)  # by default, each study is looked up by its name under studies/
@@ -270,7 +270,7 @@ def test_search_workers_stop_with_their_parent_and_their_trials_are_not_left_run
 def fake_training(monkeypatch):
     """train_fold → deterministic metrics from the parameters, beta > 5 diverges; no real images."""
     def train_fold(configuration, train_images, val_images, train_config, seed, on_epoch=None):
-        beta, exponent = configuration.method.balance.beta, configuration.method.exponent or 1.0
+        beta, exponent = configuration.balance.beta, configuration.method.exponent or 1.0
         if beta > 5:
             raise DivergedError("loss diverged at epoch 1 (train nan, validation nan)")
         metrics = {"recon": 0.01 * math.log(exponent) + 1e-3 * (seed % 7), "latent": 1.0 / beta,
@@ -362,7 +362,7 @@ def test_the_best_of_a_pareto_front_is_its_lowest_recon_whatever_the_order_of_th
     assert len(study.best_trials) > 1
     lowest = min(study.best_trials, key=lambda t: (t.values[1], t.number))
     configuration, _ = best_configurations([name], db(tmp_path, name))[("vae", 1, "single", "gaussian", False)]
-    assert (configuration.method.exponent, configuration.method.balance.beta) == (
+    assert (configuration.method.exponent, configuration.balance.beta) == (
         lowest.params["exponent"], lowest.params["beta"])
     capsys.readouterr()
     assert cli(tmp_path, "studies", "show", name) == 0
@@ -389,7 +389,7 @@ def test_params_from_refuses_a_vq_search_made_when_beta_weighed_the_whole_vq_los
             best_configurations(["old"], url)
     else:
         configuration, _ = best_configurations(["old"], url)[(family, 1, "baseline", None, False)]
-        assert configuration.method.balance.beta == 2.0
+        assert configuration.balance.beta == 2.0
 
 
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path, fake_training):

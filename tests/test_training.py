@@ -1,6 +1,7 @@
 """One-fold training on real MNIST digits: it learns, it is reproducible, validation is in eval mode."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from benchmark.balancing import BalanceConfig
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import load_dataset
 from benchmark.models import build_model
+from benchmark.suites import thesis_grid
 from benchmark.train import eval_mode, evaluate, native_bf16, train_fold
 
 
@@ -49,7 +51,11 @@ def test_same_seed_gives_the_same_fold_on_cpu(digits):
     train, val = digits
     configuration = Configuration("vae", 1, MethodConfig("single", "gaussian", exponent=30.0))
     settings = TrainConfig(epochs=1, batch_size=64, device="cpu")
+    torch.manual_seed(1)
     a = train_fold(configuration, train, val, settings, seed=7)
+    after = torch.rand(3)  # the caller's random stream goes on as if no fold had trained
+    torch.manual_seed(1)
+    assert torch.equal(after, torch.rand(3))
     b = train_fold(configuration, train, val, settings, seed=7)
     c = train_fold(configuration, train, val, settings, seed=8)
     assert a.metrics == b.metrics
@@ -94,9 +100,13 @@ def test_a_configurations_beta_default_is_its_familys():
     # a bare MethodConfig() once gave a VQ-VAE the Gaussian VAE's β = 1 and SoftAdapt β = 1e-4
     vq, vae = (Configuration(family, 1, MethodConfig("baseline", balance=BalanceConfig(softadapt=True)))
                for family in ("vq-vae", "vae"))
-    assert (vq.method.balance.beta, vae.method.balance.beta) == (0.25, 1.0)
-    assert (vq.method.balance.softadapt_beta, vae.method.balance.softadapt_beta) == (5e-3, 1e-4)
-    assert Configuration("vq-vae", 1) == Configuration("vq-vae", 1, MethodConfig(balance=BalanceConfig(beta=0.25)))
+    assert (vq.balance.beta, vae.balance.beta) == (0.25, 1.0)
+    assert (vq.balance.softadapt_beta, vae.balance.softadapt_beta) == (5e-3, 1e-4)
+    explicit = Configuration("vq-vae", 1, MethodConfig(balance=BalanceConfig(beta=0.25)))
+    assert (explicit.id, explicit.balance) == (Configuration("vq-vae", 1).id, Configuration("vq-vae", 1).balance)
+    # nor does a Gaussian VAE's method reused for a VQ-VAE carry its β along
+    moved = [replace(c, family="vq-vae") for c in thesis_grid("vae", 1)]
+    assert {c.balance.beta for c in moved} == {0.25} and {c.id for c in moved} == {c.id for c in thesis_grid("vq-vae", 1)}
     vq, vae = Configuration("vq-vae", 1), Configuration("vae", 1)
     assert (vq.id, vae.id) == ("vq-vae/1/baseline", "vae/1/baseline")
     weighted = Configuration("vq-vae", 1, MethodConfig("baseline", balance=BalanceConfig(beta=1.0)))

@@ -73,6 +73,11 @@ class MultitaskVAE(nn.Module):
     def decode(self, z: torch.Tensor, x: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                conditioned: bool = False) -> torch.Tensor:
         """Unconditioned reconstruction, or the conditioned one when ``conditioned`` (needs x, mask)."""
+        if conditioned and (x is None or mask is None):
+            raise ValueError("the conditioned decode needs the images x and their mask")
+        if not conditioned and (x is not None or mask is not None):
+            raise ValueError("x and mask condition the decode only with conditioned=True; without it the "
+                             "unconditioned reconstruction ignores them")
         if self.method == "single":
             if not conditioned:  # an empty mask observes nothing, so m is all zeros
                 side = self.image_size
