@@ -47,10 +47,13 @@ class BalanceConfig:
     window: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("w1", "w2", "beta"):
+        if not isinstance(self.softadapt, bool):  # "no" would be true
+            raise ValueError(f"softadapt must be True or False, got {self.softadapt!r}")
+        for name in ("w1", "w2", "beta", "softadapt_beta"):
             value = getattr(self, name)
-            if value is not None and not value >= 0:
-                raise ValueError(f"loss weight {name} must be >= 0, got {value}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < math.inf):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.variant not in SOFTADAPT_VARIANTS:
             raise ValueError(f"unknown SoftAdapt variant {self.variant!r}; "
                              f"choose one of: {', '.join(SOFTADAPT_VARIANTS)}")

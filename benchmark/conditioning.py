@@ -30,6 +30,25 @@ def exact_grid(image_size: int, stride: int) -> torch.Tensor:
     return grid
 
 
+def check_sampling(sampling: str, count: int | None = None, exponent: float | None = None) -> None:
+    """The checks of a sampler's settings that need no image size (a ``ValueError`` each)."""
+    _check_choice("sampling", sampling, SAMPLINGS)
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"pixel count k must be an integer >= 0, got {count!r}")
+        if sampling == "exact":
+            raise ValueError("the exact grid observes a fixed set of pixels and takes no count k; "
+                             "use uniform or gaussian sampling for k pixels")
+        if exponent is not None:
+            raise ValueError("a power-law exponent draws the count k of each image: give a count or an exponent, not both")
+    if exponent is not None:
+        if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not (
+                math.isfinite(exponent) and exponent > 0):
+            raise ValueError(f"power-law exponent must be a finite number > 0, got {exponent!r}")
+        if sampling == "exact":
+            raise ValueError("the exact grid has a fixed count; use uniform or gaussian with an exponent")
+
+
 @dataclass(frozen=True)
 class PixelSampler:
     """Chooses which pixels of each image are observed.
@@ -49,23 +68,12 @@ class PixelSampler:
     grid_stride: int = 4
 
     def __post_init__(self) -> None:
-        _check_choice("sampling", self.sampling, SAMPLINGS)
+        check_sampling(self.sampling, self.count, self.exponent)
         if self.image_size < 1:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         exact_grid(self.image_size, self.grid_stride)  # validates the stride
-        pixels = self.pixels
-        if self.count is not None and self.sampling == "exact":
-            raise ValueError("the exact grid observes a fixed set of pixels and takes no count k; "
-                             "use uniform or gaussian sampling for k pixels")
-        if self.count is not None and self.exponent is not None:
-            raise ValueError("a power-law exponent draws the count k of each image: give a count or an exponent, not both")
-        if self.count is not None and not 0 <= self.count <= pixels:
-            raise ValueError(f"pixel count k must be in [0, {pixels}] (D = H·W), got {self.count}")
-        if self.exponent is not None:
-            if not (math.isfinite(self.exponent) and self.exponent > 0):
-                raise ValueError(f"power-law exponent must be a finite number > 0, got {self.exponent}")
-            if self.sampling == "exact":
-                raise ValueError("the exact grid has a fixed count; use uniform or gaussian with an exponent")
+        if self.count is not None and self.count > self.pixels:
+            raise ValueError(f"pixel count k must be in [0, {self.pixels}] (D = H·W), got {self.count}")
 
     @property
     def pixels(self) -> int:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
-from benchmark.conditioning import SAMPLINGS, PixelSampler
+from benchmark.conditioning import PixelSampler, check_sampling
 from benchmark.models import DEFAULT_BETA, FAMILY_TITLES, METHODS, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -48,6 +48,12 @@ class MethodConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        b = self.balance
+        if b.softadapt and (b.w1, b.w2) != (1.0, 1.0):  # else ignored in training, yet used to pick the best epoch
+            raise ValueError("SoftAdapt weighs the loss terms itself: w1 and w2 are for fixed weights "
+                             "(β stays: it is inside the latent term)")
+        if self.method != "multidecoder" and b.w2 != 1.0:
+            raise ValueError(f"w2 weighs the Multidecoder's conditioned decoder, which the {self.method} has not")
         if self.method == "baseline":
             if self.sampling is not None or self.exponent is not None or self.count is not None:
                 raise ValueError("the baseline takes no sampling, exponent or count")
@@ -55,18 +61,17 @@ class MethodConfig:
         if self.sampling is None:
             choices = "uniform or gaussian" if self.method == "single" else "exact, uniform or gaussian"
             raise ValueError(f"method {self.method!r} needs a sampling: {choices}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"unknown sampling {self.sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
-        if self.method == "single" and self.exponent is None:
-            raise ValueError("the single decoder needs a power-law exponent")
-        if self.method == "single" and self.sampling == "exact":
-            raise ValueError("the single decoder draws a power-law count of pixels: use uniform or gaussian sampling, "
-                             "not the exact grid (its count is fixed)")
-        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)
-                                       or self.count < 0):
-            raise ValueError(f"pixel count k must be an integer >= 0, got {self.count!r}")
-        if self.method == "multidecoder" and self.exponent is not None:
+        if self.method == "single":
+            if self.exponent is None:
+                raise ValueError("the single decoder needs a power-law exponent")
+            if self.count is not None:
+                raise ValueError("the single decoder draws each image's count k from its power law: it takes no count")
+            if self.sampling == "exact":
+                raise ValueError("the single decoder draws a power-law count of pixels: use uniform or gaussian "
+                                 "sampling, not the exact grid (its count is fixed)")
+        elif self.exponent is not None:
             raise ValueError("the multidecoder uses a constant count, not a power-law exponent")
+        check_sampling(self.sampling, self.count, self.exponent)
 
     def sampler(self, image_size: int) -> PixelSampler | None:
         if self.method == "baseline":

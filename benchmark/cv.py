@@ -13,6 +13,8 @@ def fold_indices(n: int, folds: int = 5, seed: int = 0, repeats: int = 1) -> lis
 
     With ``repeats`` > 1, scikit-learn's ``RepeatedKFold`` gives folds·repeats splits.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):  # None would split anew on every call
+        raise ValueError(f"the folds' seed must be an integer, got {seed!r}")
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
     if repeats < 1:

@@ -17,7 +17,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from benchmark.config import Configuration, TrainConfig
 from benchmark.memory import keep_freed_memory
-from benchmark.train import DivergedError, FoldResult, FoldRun, new_model, training_device
+from benchmark.train import DivergedError, FoldResult, FoldRun, check_images, new_model, training_device
 
 
 def can_stack(splits: list[tuple]) -> bool:
@@ -46,6 +46,7 @@ def train_folds_together(configuration: Configuration, images: torch.Tensor, spl
     Returns, per fold, its ``FoldResult`` or the ``DivergedError`` that stopped it (the other
     folds go on). ``on_epoch(fold_index, epoch, row)`` reports each fold's epoch.
     """
+    check_images("images", images)
     if not can_stack(splits):
         raise ValueError("folds with different training sizes cannot be stacked; train them one by one")
     if len(seeds) != len(splits):

@@ -259,7 +259,7 @@ def parameter_text(row: pd.Series | dict) -> str:
         if math.isfinite(latent_beta) and latent_beta != default_beta:
             parts.append(f"β={latent_beta:g}")
     else:
-        names = {"baseline": ("beta",), "single": ("w1", "beta")}.get(method, ("w1", "w2", "beta"))
+        names = ("w1", "w2", "beta") if method == "multidecoder" else ("w1", "beta")  # w2: its second decoder
         defaults = {"w1": 1.0, "w2": 1.0, "beta": default_beta}
         weights = {name: _number(row.get(name, defaults[name])) for name in names}
         if any(math.isfinite(v) and v != defaults[name] for name, v in weights.items()):

@@ -65,6 +65,9 @@ class StoreConfig:
     grace_period: int = 30
 
     def __post_init__(self) -> None:
+        for name in ("studies_dir", "results_dir", "artifacts_dir"):  # frozen: a str becomes a Path once, here
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if self.heartbeat_interval < 1:
             raise ValueError(f"--heartbeat must be >= 1 second, got {self.heartbeat_interval}")
 

@@ -116,7 +116,7 @@ class Suite:
 
     def override(self, **values) -> Suite:
         """A copy with command-line overrides applied (None means keep the suite's value)."""
-        train_keys = {"epochs", "device", "batch_size", "lr", "precision"}
+        train_keys = {f.name for f in fields(TrainConfig)}
         train = replace(self.train, **{k: v for k, v in values.items() if k in train_keys and v is not None})
         rest = {k: v for k, v in values.items() if k not in train_keys and v is not None}
         return replace(self, train=train, **rest)

@@ -66,6 +66,23 @@ class FoldResult:
     seconds: float = 0.0
 
 
+def check_images(name: str, images: torch.Tensor, like: torch.Tensor | None = None) -> None:
+    """A one-line ``ValueError`` for images the models cannot take as they are: they need a
+    non-empty float32 (N, C, H, W) tensor with values in [0, 1] (the decoders end in a sigmoid),
+    shaped like ``like``'s images when given."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.float32 or images.dim() != 4 or not len(images):
+        got = (f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+               else type(images).__name__)
+        raise ValueError(f"{name} must be a non-empty float32 tensor (N, C, H, W) in [0, 1], got {got}")
+    if like is not None and images.shape[1:] != like.shape[1:]:
+        raise ValueError(f"{name} are {tuple(images.shape[1:])} images, the training images "
+                         f"{tuple(like.shape[1:])}")
+    low, high = torch.aminmax(images)
+    if not (low >= 0 and high <= 1):  # NaN fails too
+        raise ValueError(f"{name} must lie in [0, 1] (the decoders end in a sigmoid), got values in "
+                         f"[{low.item():.4g}, {high.item():.4g}]; 8-bit images: divide by 255")
+
+
 def _generator(device: torch.device, seed: int) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
@@ -99,6 +116,7 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     total: the training objective at ``weights`` and the model's β (training scale);
     recon_train / recon_cond_train: the reconstruction terms on the training scale.
     """
+    check_images("validation images", images)
     with eval_mode(model):
         generator = _generator(images.device, seed)
         noise_generator = _generator(images.device, seed + 2)
@@ -203,6 +221,8 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
     the same thread count gives the same numbers (another thread count, as under ``--workers``,
     sums in another order: float noise). Raises ``DivergedError`` when a loss becomes NaN or infinite.
     """
+    check_images("training images", train_images)
+    check_images("validation images", val_images, like=train_images)
     device = training_device(train_config)
     # channels_last: the convolution kernels' preferred layout on CPU and GPU (measured faster);
     # flatten() keeps the logical order, so the numbers do not change. The CPU convolution

@@ -529,8 +529,9 @@ def test_a_softadapt_beta_other_than_the_family_default_is_in_the_label():
 def test_beta_is_in_the_label_when_it_is_not_the_familys():
     row = {"method": "baseline", "w1": 1.0, "w2": 1.0}
     assert parameter_text({**row, "family": "vq-vae", "beta": 0.25}) == "–"
-    assert parameter_text({**row, "family": "vq-vae", "beta": 1.0}) == "β=1"
+    assert parameter_text({**row, "family": "vq-vae", "beta": 1.0}) == "W₁=1, β=1"  # the two weights it trains with
     assert parameter_text({**row, "family": "vae", "beta": 1.0}) == "–"
+    assert parameter_text({**row, "family": "vae", "w1": 2.0}) == "W₁=2, β=1"  # a baseline trains with W1 too
     balanced = {"family": "vq-vae", "method": "multidecoder", "sampling": "uniform", "softadapt": True,
                 "softadapt_beta": 5e-3}
     assert parameter_text({**balanced, "beta": 0.25}) == "uniform, SoftAdapt"

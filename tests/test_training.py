@@ -183,6 +183,48 @@ def test_gaussian_validation_decodes_a_sampled_z_as_the_elbo_does(digits):
     assert wide["recon"] != evaluate(model, x, None, weights, seed=4)["recon"]
 
 
+@pytest.mark.parametrize("make, match", [
+    (lambda: MethodConfig("single", "uniform", exponent=40.0, count=5), "single decoder .* takes no count"),
+    (lambda: MethodConfig("multidecoder", "exact", count=5), "exact grid observes a fixed set"),
+    (lambda: MethodConfig("single", "uniform", exponent=-1.0), "exponent must be a finite number > 0"),
+    (lambda: MethodConfig("single", "uniform", exponent="40"), "exponent must be a finite number > 0, got '40'"),
+    (lambda: MethodConfig("multidecoder", "uniform", balance=BalanceConfig(softadapt=True, w1=2.0)),
+     "SoftAdapt weighs the loss terms itself"),
+    (lambda: MethodConfig("single", "uniform", exponent=40.0, balance=BalanceConfig(w2=0.5)),
+     "w2 weighs the Multidecoder's conditioned decoder, which the single has not"),
+    (lambda: BalanceConfig(softadapt="no"), "softadapt must be True or False"),
+    (lambda: BalanceConfig(w1=math.inf), "w1 must be a finite number >= 0"),
+    (lambda: BalanceConfig(w1="2"), "w1 must be a finite number >= 0, got '2'"),
+    (lambda: BalanceConfig(softadapt_beta=-1.0), "softadapt_beta must be a finite number >= 0"),
+])
+def test_bad_method_input_is_refused_where_it_is_given(make, match):
+    # each was accepted, then ignored or failing deep inside training
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("images, match", [
+    (lambda x: x * 255, r"must lie in \[0, 1\].*got values in \[0, 255\]; 8-bit images: divide by 255"),
+    (lambda x: x.to(torch.uint8), "float32 tensor .* got torch.uint8"),
+    (lambda x: x.double(), "got torch.float64"),
+    (lambda x: x[:, 0], r"\(N, C, H, W\) .* of shape \(64, 32, 32\)"),
+    (lambda x: x[:0], "non-empty"),
+])
+def test_images_the_models_cannot_take_are_refused_with_one_line(digits, images, match):
+    train, val = digits
+    settings = TrainConfig(epochs=1, batch_size=64, device="cpu")
+    with pytest.raises(ValueError, match="training images .*" + match):
+        train_fold(Configuration("vae", 1), images(train[:64]), val, settings, seed=0)
+    with pytest.raises(ValueError, match="validation images .*" + match):
+        evaluate(build_model("vae", 1, "baseline"), images(val[:64]), None, {"recon": 1.0, "latent": 1.0})
+
+
+def test_validation_images_of_another_size_are_refused(digits):
+    train, val = digits
+    with pytest.raises(ValueError, match=r"validation images are \(1, 16, 16\) images, the training images \(1, 32, 32\)"):
+        train_fold(Configuration("vae", 1), train, val[:, :, :16, :16], TrainConfig(epochs=1, device="cpu"), seed=0)
+
+
 def test_bad_training_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
