@@ -109,7 +109,9 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | None,
              weights: dict[str, float], batch_size: int = 512, seed: int = 0) -> dict[str, float]:
     """Validation metrics, every module in eval mode, masks and reparameterisation noise from
-    fixed seeds (``seed``, ``seed + 2``), so the numbers are deterministic.
+    fixed seeds (``seed``, ``seed + 2``), so the numbers are deterministic (``train_fold``
+    validates with ``seed`` = its own seed + 3). ``weights``: the fixed weight of each training
+    term (``BalanceConfig.fixed_weights``), for ``total``.
 
     recon / recon_cond: per-pixel MSE of the unconditioned / conditioned decoder;
     latent: KL, or VQ loss at the paper's β (whatever β trains: one scale for every row);
@@ -117,6 +119,12 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     recon_train / recon_cond_train: the reconstruction terms on the training scale.
     """
     check_images("validation images", images)
+    if model.conditioned and sampler is None:
+        raise ValueError(f"the {model.method} model's conditioned decoder needs a sampler for its validation masks")
+    unknown = set(weights) - {"recon", "recon_cond", "latent"}
+    if unknown:
+        raise ValueError(f"unknown loss term(s) {', '.join(sorted(unknown))} in weights; the terms: recon, "
+                         "recon_cond, latent")
     with eval_mode(model):
         generator = _generator(images.device, seed)
         noise_generator = _generator(images.device, seed + 2)

@@ -378,7 +378,7 @@ def test_curves_tell_a_second_baseline_from_the_plain_one(tmp_path, rows, monkey
     monkeypatch.setattr("benchmark.figures._plot_configuration",
                         lambda axes, runs, label, color, style="-": drawn.append((label, style)))
     validation_curves(make_history(results), results, tmp_path)
-    assert {("baseline", "--"), ("baseline: β=0.5", ":")} <= set(drawn)
+    assert {("baseline", "--"), ("baseline: W₁=1, β=0.5", ":")} <= set(drawn)
 
 
 def _assert_figure(path: Path) -> None:

@@ -219,6 +219,14 @@ def test_images_the_models_cannot_take_are_refused_with_one_line(digits, images,
         evaluate(build_model("vae", 1, "baseline"), images(val[:64]), None, {"recon": 1.0, "latent": 1.0})
 
 
+def test_evaluate_names_a_missing_sampler_and_an_unknown_term(digits):
+    _, val = digits
+    with pytest.raises(ValueError, match="multidecoder model's conditioned decoder needs a sampler"):
+        evaluate(build_model("vae", 1, "multidecoder"), val, None, {"recon": 1.0})
+    with pytest.raises(ValueError, match="unknown loss term.* latnt in weights"):
+        evaluate(build_model("vae", 1, "baseline"), val, None, {"recon": 1.0, "latnt": 1.0})
+
+
 def test_validation_images_of_another_size_are_refused(digits):
     train, val = digits
     with pytest.raises(ValueError, match=r"validation images are \(1, 16, 16\) images, the training images \(1, 32, 32\)"):
