@@ -40,7 +40,8 @@ def check_sampling(sampling: str, count: int | None = None, exponent: float | No
             raise ValueError("the exact grid observes a fixed set of pixels and takes no count k; "
                              "use uniform or gaussian sampling for k pixels")
         if exponent is not None:
-            raise ValueError("a power-law exponent draws the count k of each image: give a count or an exponent, not both")
+            raise ValueError("a power-law exponent draws the count k of each image: give a count or an exponent, "
+                             "not both")
     if exponent is not None:
         if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not (
                 math.isfinite(exponent) and exponent > 0):
