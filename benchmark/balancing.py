@@ -8,10 +8,12 @@ takes seconds and selects Keras's backend for the whole process.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 SOFTADAPT_VARIANTS = {"loss-weighted": "LossWeightedSoftAdapt", "normalized": "NormalizedSoftAdapt",
@@ -47,18 +49,24 @@ class BalanceConfig:
     window: int = 100
 
     def __post_init__(self) -> None:
-        if not isinstance(self.softadapt, bool):  # "no" would be true
+        # frozen: values are checked and made plain Python (a NumPy scalar from a grid, too) once, here
+        if not isinstance(self.softadapt, (bool, np.bool_)):  # "no" would be true
             raise ValueError(f"softadapt must be True or False, got {self.softadapt!r}")
+        object.__setattr__(self, "softadapt", bool(self.softadapt))
         for name in ("w1", "w2", "beta", "softadapt_beta"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 <= value < math.inf):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if self.variant not in SOFTADAPT_VARIANTS:
             raise ValueError(f"unknown SoftAdapt variant {self.variant!r}; "
                              f"choose one of: {', '.join(SOFTADAPT_VARIANTS)}")
         if self.update_every < 1 or self.window < 2:
             raise ValueError("SoftAdapt needs update_every >= 1 and window >= 2")
+        if not self.softadapt and (self.softadapt_beta is not None or self.variant != "loss-weighted"):
+            raise ValueError("softadapt_beta and variant are SoftAdapt's settings: they need softadapt=True")
 
     def fixed_weights(self, terms: tuple[str, ...]) -> dict[str, float]:
         table = {"recon": self.w1, "recon_cond": self.w2, "latent": 1.0}  # β: in the latent term

@@ -103,7 +103,7 @@ class BenchRow:
     method: str
     sampling: str
     device: str
-    precision: str              # of ours (auto: bf16 autocast on CUDA only); naive is float32
+    precision: str              # of ours (auto: bf16 autocast on an Ampere or later GPU); naive is float32
     workers: int                # processes of ours training at once (naive: always one)
     params: int
     steps: int

@@ -8,6 +8,7 @@ batch in one vectorised call on the input's device; randomness comes from an exp
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,7 @@ def check_sampling(sampling: str, count: int | None = None, exponent: float | No
     """The checks of a sampler's settings that need no image size (a ``ValueError`` each)."""
     _check_choice("sampling", sampling, SAMPLINGS)
     if count is not None:
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
             raise ValueError(f"pixel count k must be an integer >= 0, got {count!r}")
         if sampling == "exact":
             raise ValueError("the exact grid observes a fixed set of pixels and takes no count k; "
@@ -43,7 +44,7 @@ def check_sampling(sampling: str, count: int | None = None, exponent: float | No
             raise ValueError("a power-law exponent draws the count k of each image: give a count or an exponent, "
                              "not both")
     if exponent is not None:
-        if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not (
+        if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real) or not (
                 math.isfinite(exponent) and exponent > 0):
             raise ValueError(f"power-law exponent must be a finite number > 0, got {exponent!r}")
         if sampling == "exact":

@@ -50,8 +50,9 @@ class MethodConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         b = self.balance
         if b.softadapt and (b.w1, b.w2) != (1.0, 1.0):  # else ignored in training, yet used to pick the best epoch
-            raise ValueError("SoftAdapt weighs the loss terms itself: w1 and w2 are for fixed weights "
-                             "(β stays: it is inside the latent term)")
+            raise ValueError("SoftAdapt weighs the loss terms itself: w1 and w2 are for fixed weights (β stays: it "
+                             "is inside the latent term); a study trained with them picked its best epochs by "
+                             "their weighted total, so give the run without them a new --name")
         if self.method != "multidecoder" and b.w2 != 1.0:
             raise ValueError(f"w2 weighs the Multidecoder's conditioned decoder, which the {self.method} has not")
         if self.method == "baseline":
@@ -72,6 +73,11 @@ class MethodConfig:
         elif self.exponent is not None:
             raise ValueError("the multidecoder uses a constant count, not a power-law exponent")
         check_sampling(self.sampling, self.count, self.exponent)
+        # frozen: plain Python numbers (a NumPy scalar from a grid, too), as ids and storage print them
+        if self.count is not None:
+            object.__setattr__(self, "count", int(self.count))
+        if self.exponent is not None:
+            object.__setattr__(self, "exponent", float(self.exponent))
 
     def sampler(self, image_size: int) -> PixelSampler | None:
         if self.method == "baseline":
@@ -132,11 +138,12 @@ class Configuration:
 
 
 def family_balance(balance: BalanceConfig, family: str) -> BalanceConfig:
-    """``balance`` with its unset β and SoftAdapt β taken from the family's defaults."""
+    """``balance`` with its unset β, and under SoftAdapt its unset SoftAdapt β, the family's."""
+    softadapt_beta = balance.softadapt_beta
+    if balance.softadapt and softadapt_beta is None:
+        softadapt_beta = DEFAULT_SOFTADAPT_BETA[family]
     return replace(balance, beta=DEFAULT_BETA[family] if balance.beta is None else balance.beta,
-                   softadapt_beta=(DEFAULT_SOFTADAPT_BETA[family] if balance.softadapt_beta is None
-                                   else balance.softadapt_beta))
-
+                   softadapt_beta=softadapt_beta)
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     device: str = "auto"
-    precision: str = "auto"  # training steps under bf16 autocast: auto (on CUDA only) | fp32 | bf16
+    precision: str = "auto"  # training steps under bf16 autocast: auto (on an Ampere or later GPU) | fp32 | bf16
 
     def __post_init__(self) -> None:
         check_kinds(self, (("epochs", int, "a number (an integer)"), ("batch_size", int, "a number (an integer)"),
@@ -169,9 +176,9 @@ class TrainConfig:
 
     def autocast(self, device: torch.device) -> bool:
         """Whether the training steps run under bf16 autocast on ``device``."""
-        # auto: only where the GPU has bf16 kernels; emulated bf16 on an older one would be slower
+        # auto: only on a GPU with bf16 units (compute capability 8.0, Ampere); older ones emulate it, slower
         return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"
-                                            and torch.cuda.is_bf16_supported(including_emulation=False))
+                                            and torch.cuda.get_device_capability(device)[0] >= 8)
 
     def effective_precision(self, device: torch.device) -> str:
         """``fp32`` or ``bf16``: the precision the training steps run in on ``device``."""

@@ -407,6 +407,11 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(_markdown(cells, bold, 3)) + "\n\n" + footnote(table) + "\n"
 
 
+def _signed(value: float) -> str:
+    """3 significant digits with the sign, trailing zeros kept (``-0.00290``), no bare point (``+100``)."""
+    return f"{value:+#.3g}".rstrip(".")
+
+
 def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
     """Each method against its baseline, one row per (configuration, compared metric) with a
     test: the mean difference, its 95% interval, the relative change, Holm's p and the pairs."""
@@ -420,9 +425,9 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
             index.append((row["model"], str(row["config"]), METHOD_TITLES.get(row["method"], row["method"]),
                           row["parameters"], METRIC_TITLES[metric]))
             mark = "†" if pd.notna(significant) and significant else ""
-            rows.append({"Difference": f"{row[f'{metric}_mean_diff']:+#.3g}{mark}",
+            rows.append({"Difference": f"{_signed(row[f'{metric}_mean_diff'])}{mark}",
                          "95% interval": "–" if pd.isna(row[f"{metric}_ci_low"])  # one pair: no spread
-                                         else f"[{row[f'{metric}_ci_low']:+#.3g}, {row[f'{metric}_ci_high']:+#.3g}]",
+                                         else f"[{_signed(row[f'{metric}_ci_low'])}, {_signed(row[f'{metric}_ci_high'])}]",
                          "Change": "–" if pd.isna(row[f"{metric}_rel_change"])
                                    else f"{100 * row[f'{metric}_rel_change']:+.1f}%",
                          "p (Holm)": "–" if pd.isna(p_holm) else f"{p_holm:.3g}",

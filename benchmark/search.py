@@ -144,7 +144,7 @@ class SearchSettings:
     seed: int = 0
     batch_size: int = 128
     lr: float = 1e-3
-    precision: str = "auto"  # as TrainConfig: bf16 autocast on CUDA only, or fp32 / bf16 everywhere
+    precision: str = "auto"  # as TrainConfig: bf16 autocast on an Ampere or later GPU, or fp32 / bf16 everywhere
     objectives: tuple[str, ...] = ("recon",)
     ranges: dict[str, ParamRange] = field(default_factory=dict)  # filled with the defaults
 

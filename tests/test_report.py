@@ -18,9 +18,9 @@ from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model
-from benchmark.report import (FIGURE_KINDS, ReportError, SuiteResults, build_table, comparison_cells, comparison_latex,
-                              comparison_markdown, comparison_note, display_table, latex_table, markdown_table,
-                              write_report)
+from benchmark.report import (FIGURE_KINDS, ReportError, SuiteResults, _signed, build_table, comparison_cells,
+                              comparison_latex, comparison_markdown, comparison_note, display_table, latex_table,
+                              markdown_table, write_report)
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
@@ -258,8 +258,8 @@ def test_comparison_tables_give_each_methods_difference_interval_and_holm_p(repo
     assert len(lines) == 2 * len(compared)  # recon and latent, against the baseline
     for config_id, row in compared.iterrows():
         for metric in ("recon", "latent"):
-            assert f"{row[f'{metric}_mean_diff']:+#.3g}" in markdown
-            assert f"[{row[f'{metric}_ci_low']:+#.3g}, {row[f'{metric}_ci_high']:+#.3g}]" in markdown
+            assert _signed(row[f'{metric}_mean_diff']) in markdown
+            assert f"[{_signed(row[f'{metric}_ci_low'])}, {_signed(row[f'{metric}_ci_high'])}]" in markdown
             assert f"{100 * row[f'{metric}_rel_change']:+.1f}%" in markdown
             assert f"{row[f'{metric}_p_holm']:.3g}" in markdown
     significant = int(compared[["recon_significant", "latent_significant"]].astype(bool).sum().sum())
@@ -288,6 +288,11 @@ def test_a_lone_complete_row_is_not_bold(rows):
     bold = display_table(table)[1].set_axis(table["config_id"])
     assert not bold.loc["vq-vae/1/baseline"].any()
     assert bold.loc["vae/1/multidecoder/exact/softadapt", "Reconstruction loss"]
+
+
+def test_differences_keep_three_significant_digits_and_their_sign():
+    assert [_signed(v) for v in (-0.0029, 0.0022, 100.0, -123.4, 0.0, 1234.5)] == [
+        "-0.00290", "+0.00220", "+100", "-123", "+0.00", "+1.23e+03"]
 
 
 def test_the_latent_column_is_never_bold(rows):

@@ -3,6 +3,7 @@
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,10 +66,10 @@ def test_same_seed_gives_the_same_fold_on_cpu(digits):
 def test_bf16_is_autocast_on_cuda_by_default_and_on_the_cpu_when_asked(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert not TrainConfig(device="cpu").autocast(cpu) and TrainConfig(precision="bf16").autocast(cpu)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
     assert TrainConfig().autocast(cuda) and not TrainConfig(precision="fp32").autocast(cuda)
     # a GPU older than Ampere emulates bf16 (slower than float32): auto trains it in float32
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))  # a V100
     assert not TrainConfig().autocast(cuda) and TrainConfig(precision="bf16").autocast(cuda)
 
 
@@ -196,11 +197,24 @@ def test_gaussian_validation_decodes_a_sampled_z_as_the_elbo_does(digits):
     (lambda: BalanceConfig(w1=math.inf), "w1 must be a finite number >= 0"),
     (lambda: BalanceConfig(w1="2"), "w1 must be a finite number >= 0, got '2'"),
     (lambda: BalanceConfig(softadapt_beta=-1.0), "softadapt_beta must be a finite number >= 0"),
+    (lambda: BalanceConfig(softadapt_beta=0.01), "SoftAdapt's settings: they need softadapt=True"),
+    (lambda: BalanceConfig(variant="normalized"), "SoftAdapt's settings: they need softadapt=True"),
 ])
 def test_bad_method_input_is_refused_where_it_is_given(make, match):
     # each was accepted, then ignored or failing deep inside training
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_numpy_numbers_from_a_grid_are_taken_as_plain_ones():
+    configurations = [Configuration("vq-vae", 1, MethodConfig("single", "uniform", exponent=a,
+                                                               balance=BalanceConfig(w1=np.float32(0.5))))
+                      for a in np.linspace(20, 40, 2)]
+    assert [c.id for c in configurations] == ["vq-vae/1/single/uniform/a=20/w=0.5,1,0.25",
+                                              "vq-vae/1/single/uniform/a=40/w=0.5,1,0.25"]
+    assert type(configurations[0].method.exponent) is float and type(configurations[0].balance.w1) is float
+    counted = MethodConfig("multidecoder", "uniform", count=np.int64(16), balance=BalanceConfig(softadapt=np.True_))
+    assert (type(counted.count), counted.balance.softadapt) == (int, True)
 
 
 @pytest.mark.parametrize("images, match", [

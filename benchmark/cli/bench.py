@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     bench.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="our training path's autocast: auto = bf16 on a GPU with bf16 (Ampere or later; default); the naive loop "
+                       help="our training path's autocast: auto = bf16 on an Ampere or later GPU (default); the naive loop "
                             "stays float32")
     bench.add_argument("--workers", type=int, default=1,
                        help="CPU: time ours as this many processes training at once, the cores split among "
@@ -97,13 +97,13 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     )
     from benchmark.config import TrainConfig
     from benchmark.ensemble import stacking_problem
-    from benchmark.train import resolve_device
+    from benchmark.train import training_device
 
     if args.ensemble and args.ensemble < 2:  # before the long main benchmark, not after it
         raise ValueError(f"--ensemble needs at least 2 folds, got {args.ensemble}")
     if args.ensemble:
-        problem = stacking_problem(TrainConfig(device=args.device, precision=args.precision),
-                                   resolve_device(args.device))
+        settings = TrainConfig(device=args.device, precision=args.precision)
+        problem = stacking_problem(settings, training_device(settings))  # bf16 without kernels: that error first
         if problem:
             raise ValueError(f"{problem}; leave out --ensemble, or use --precision fp32")
     progress = None if args.quiet else _stderr

@@ -55,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--precision", choices=PRECISIONS,
-                     help="bf16 autocast for training: auto = on a GPU with bf16 (Ampere or later; default); bf16 also on a CPU "
+                     help="bf16 autocast for training: auto = on an Ampere or later GPU (default); bf16 also on a CPU "
                           "with AVX-512 BF16 or AMX (faster there, different numbers); refused on a CPU without AVX-512")
     run.add_argument("--name", help="file the run under this name instead of the suite's (its study, "
                                     "results/<name>.csv, `report --suite <name>`): a variant made with other "

@@ -78,7 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
     search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     search.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="bf16 autocast for training: auto = on a GPU with bf16 (Ampere or later; default); bf16 also on a CPU "
+                        help="bf16 autocast for training: auto = on an Ampere or later GPU (default); bf16 also on a CPU "
                              "with AVX-512 (refused without it)")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     search.add_argument("--heartbeat", type=int, default=10,
