@@ -36,6 +36,7 @@ from benchmark.store import (
     grace_for,
     heartbeat_note,
     open_suite_study,
+    optuna_errors_only,
     parse_unit,
     save_checkpoint,
     taken_over_message,
@@ -335,6 +336,7 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
         pass  # Ctrl-C reaches every worker; the parent exports and says so, once
 
 
+@optuna_errors_only()
 def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
               fold_parallel: str = "auto", notes: Iterable[str] = (), command: str | None = None) -> RunSummary:
     """Train every unit of ``suite`` not yet done, with ``workers`` processes, then export results.
@@ -359,9 +361,6 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     # study is refused instead of adding float32 folds to bf16 ones.
     suite = suite.override(precision=suite.train.effective_precision(device))
     started = time.perf_counter()
-    # Optuna's own lines (study created, trial failed with a traceback) would bury the progress
-    # and the one-line messages; what they say is recorded in the study and in the summary.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     for configuration in suite.configurations:  # e.g. a pixel count k larger than these images have

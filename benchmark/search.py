@@ -61,6 +61,7 @@ from benchmark.store import (
     grace_for,
     heartbeat_note,
     open_storage,
+    optuna_errors_only,
     safe_url,
     status_counts,
     taken_over_message,
@@ -434,6 +435,7 @@ class SearchInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
+@optuna_errors_only()
 def run_search(settings: SearchSettings, storage_url: str | None = None, study_name: str | None = None,
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials; in
@@ -442,7 +444,6 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     from benchmark.train import training_device
 
     started = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress bar and summary say what matters
     name = study_name or settings.default_study_name()
     storage_url = storage_url or default_storage(name)
     # Load the data first: a bad dataset name must not leave an empty study behind.

@@ -16,7 +16,8 @@ import shlex
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +79,21 @@ class StoreConfig:
 
     def artifacts(self, suite: str) -> Path:
         return self.artifacts_dir or self.results_dir / suite / "artifacts"
+
+
+@contextmanager
+def optuna_errors_only() -> Iterator[None]:
+    """Optuna logs errors only inside the block (a decorator too), its earlier level restored after.
+
+    Its own lines (study created, trial failed with a traceback) would bury the progress and the
+    one-line messages; what they say is recorded in the study and in the summary.
+    """
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 def grace_for(heartbeat: int) -> int:

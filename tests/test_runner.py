@@ -350,7 +350,11 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_
 
 def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, capsys):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    optuna.logging.set_verbosity(optuna.logging.INFO)
     assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert level == optuna.logging.INFO  # Optuna is quiet during the run only: a script's level is its own
     first = (tmp_path / "results" / "small.csv").read_bytes()
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--heartbeat", "1") == 2  # other settings
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2", "--heartbeat", "1") == 0
