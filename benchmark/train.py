@@ -62,6 +62,9 @@ class FoldResult:
     seconds: float = 0.0
 
 
+VAL_BATCH = 512  # validation images per forward pass: no gradients, so larger than a training batch
+
+
 def check_images(name: str, images: torch.Tensor, like: torch.Tensor | None = None) -> None:
     """A one-line ``ValueError`` for images the models cannot take as they are: they need a
     non-empty float32 (N, C, H, W) tensor with values in [0, 1] (the decoders end in a sigmoid),
@@ -101,9 +104,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.train(was_training)
 
 
-@torch.no_grad()
 def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | None,
-             weights: dict[str, float], batch_size: int = 512, seed: int = 0) -> dict[str, float]:
+             weights: dict[str, float], batch_size: int = VAL_BATCH, seed: int = 0) -> dict[str, float]:
     """Validation metrics, every module in eval mode, masks and reparameterisation noise from
     fixed seeds (``seed``, ``seed + 2``), so the numbers are deterministic (``train_fold``
     validates with ``seed`` = its own seed + 3). ``weights``: the fixed weight of each training
@@ -121,6 +123,13 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     if unknown:
         raise ValueError(f"unknown loss term(s) {', '.join(sorted(unknown))} in weights; the terms: recon, "
                          "recon_cond, latent")
+    return _validation_metrics(model, images, sampler, weights, batch_size, seed)
+
+
+@torch.no_grad()
+def _validation_metrics(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | None,
+                        weights: dict[str, float], batch_size: int, seed: int) -> dict[str, float]:
+    """``evaluate`` on input already checked: a fold validates every epoch, on images checked once."""
     with eval_mode(model):
         generator = _generator(images.device, seed)
         noise_generator = _generator(images.device, seed + 2)
@@ -199,7 +208,7 @@ class FoldRun:
 
     def end_epoch(self, epoch: int, train_loss: float, model: MultitaskVAE) -> dict[str, float]:
         """Validate, record the epoch, keep the weights if it is the best so far."""
-        metrics = evaluate(model, self.val_x, self.sampler, self.nominal, seed=self.seed + 3)
+        metrics = _validation_metrics(model, self.val_x, self.sampler, self.nominal, VAL_BATCH, self.seed + 3)
         if not all(math.isfinite(v) for v in (train_loss, metrics["total"])):
             raise DivergedError(f"loss diverged at epoch {epoch} (train {train_loss}, validation {metrics['total']})")
         row = {"epoch": epoch, "train_total": train_loss, **metrics,
