@@ -180,10 +180,9 @@ class _Worker:
                 "metrics": result.metrics, "dataset": self.suite.dataset}
         artifact = save_checkpoint(storage.get_trial(trial_id), storage, self.store.artifacts(self.suite.name),
                                    result.state_dict, info)
-        train_idx, val_idx = self.folds[fold]
         for name, value in {"artifact": artifact, "metrics": result.metrics, "history": result.history,
                             "best_epoch": result.best_epoch, "seconds": result.seconds,
-                            "n_train": len(train_idx), "n_val": len(val_idx)}.items():
+                            "n_train": result.n_train, "n_val": result.n_val}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _claim_siblings(self, config_id: str, fold: int) -> list[tuple[int, int]]:

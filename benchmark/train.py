@@ -53,12 +53,16 @@ def training_device(train_config: TrainConfig) -> torch.device:
 
 @dataclass
 class FoldResult:
-    """Per-fold outcome: metrics at the best epoch, the per-epoch history and the best weights."""
+    """Per-fold outcome: metrics at the best epoch, the per-epoch history, the best weights, and
+    how many images the fold trained and validated on (what the results record, so a swapped
+    split shows there)."""
 
     best_epoch: int
     metrics: dict[str, float]
     history: list[dict[str, float]]
     state_dict: dict[str, torch.Tensor] = field(repr=False)
+    n_train: int
+    n_val: int
     seconds: float = 0.0
 
 
@@ -221,7 +225,7 @@ class FoldRun:
 
     def result(self) -> FoldResult:
         return FoldResult(self.best_epoch, dict(self.best_metrics), self.history, self.best_state or {},
-                          time.perf_counter() - self.started)
+                          len(self.train_x), len(self.val_x), time.perf_counter() - self.started)
 
 
 def train_fold(configuration: Configuration, train_images: torch.Tensor, val_images: torch.Tensor,

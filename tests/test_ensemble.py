@@ -30,6 +30,7 @@ def test_each_fold_matches_training_it_alone(images, configuration, rtol):
     for (train, val), seed, result in zip(splits, seeds, together):
         alone = train_fold(configuration, images[train], images[val], settings, seed)
         assert result.best_epoch == alone.best_epoch
+        assert (result.n_train, result.n_val) == (alone.n_train, alone.n_val) == (len(train), len(val))
         for metric in ("recon", "recon_cond"):
             assert result.metrics[metric] == pytest.approx(alone.metrics[metric], rel=max(rtol / 10, 1e-3))
         assert result.metrics["latent"] == pytest.approx(alone.metrics["latent"], rel=rtol)

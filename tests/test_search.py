@@ -277,7 +277,7 @@ def fake_training(monkeypatch):
                    "recon_cond": 0.02, "total": 1.0}
         if on_epoch:
             on_epoch(1, {"epoch": 1, **metrics})
-        return FoldResult(1, metrics, [], {}, 0.0)
+        return FoldResult(1, metrics, [], {}, len(train_images), len(val_images))
 
     monkeypatch.setattr("benchmark.train.train_fold", train_fold)
     monkeypatch.setattr("benchmark.data.load_dataset",

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from benchmark.balancing import BalanceConfig
+from benchmark.conditioning import PixelSampler
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import load_dataset
-from benchmark.models import build_model
+from benchmark.models import MultitaskVAE, build_model
 from benchmark.suites import thesis_grid
 from benchmark.train import eval_mode, evaluate, native_bf16, train_fold
 
@@ -141,6 +142,48 @@ def test_evaluation_puts_every_module_in_eval_mode_and_restores_training(digits)
     assert seen and not any(seen)
     assert model.decoder_cond in list(model.modules())
     assert all(m.training for m in model.modules())  # back to training mode afterwards
+
+
+def test_a_fold_trains_every_module_in_training_mode_and_validates_in_eval_mode(digits, monkeypatch):
+    # The thesis's code left its VQ decoder in eval mode after the first step, and put the
+    # conditioned decoder back in training mode during validation.
+    train, val = digits
+    decode, modes = MultitaskVAE.decode, []
+
+    def recording(model, *args, **kwargs):
+        modes.append(tuple(m.training for m in model.modules()))
+        return decode(model, *args, **kwargs)
+
+    monkeypatch.setattr(MultitaskVAE, "decode", recording)
+    result = train_fold(Configuration("vq-vae", 1, MethodConfig("multidecoder", "exact")), train[:64], val[:32],
+                        TrainConfig(epochs=2, batch_size=32, device="cpu"), seed=0)
+    training = [all(m) for m in modes]
+    validating = [not any(m) for m in modes]
+    assert all(t or v for t, v in zip(training, validating))  # never some modules in one mode, some in the other
+    # each of 2 epochs: 2 steps and 1 validation batch, each decoding twice (decoder 1, then decoder 2)
+    assert (sum(training), sum(validating)) == (8, 4)
+    assert training == [True] * 4 + [False] * 2 + [True] * 4 + [False] * 2
+    assert (result.n_train, result.n_val) == (64, 32)
+
+
+@pytest.mark.parametrize("exponent", [20.0, 60.0])
+def test_a_single_decoder_trains_under_the_exponent_it_is_given(digits, exponent, monkeypatch):
+    # The thesis's code never passed the exponent to the count sampler: every run used 40.
+    train, val = digits
+    sample_counts, counts = PixelSampler.sample_counts, []
+
+    def recording(sampler, *args, **kwargs):
+        drawn = sample_counts(sampler, *args, **kwargs)
+        counts.append(drawn)
+        return drawn
+
+    monkeypatch.setattr(PixelSampler, "sample_counts", recording)
+    train_fold(Configuration("vae", 1, MethodConfig("single", "uniform", exponent=exponent)), train[:512], val[:32],
+               TrainConfig(epochs=1, batch_size=64, device="cpu"), seed=0)
+    drawn = torch.cat(counts).double()
+    assert len(drawn) == 512 + 32  # the training masks and the validation ones
+    # E[k] = D/(a+1): 48.8 pixels of 1,024 at a = 20, 16.8 at 60 (40 would give 25.0)
+    assert drawn.mean().item() == pytest.approx(1024 / (exponent + 1), rel=0.15)
 
 
 def test_evaluation_builds_no_autograd_graph(digits):
