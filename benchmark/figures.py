@@ -1,4 +1,4 @@
-"""Report figures (matplotlib, Agg), each saved as ``<stem>.png`` and ``<stem>.pdf``.
+"""Report figures (matplotlib), each saved as ``<stem>.png`` and ``<stem>.pdf``.
 
 - ``validation_curves``: per model config, with vs without each method (thesis Fig. 4.2,
   4.4–4.6) from the history CSV; mean over folds with a min–max band, × at each fold's selected epoch.
@@ -18,20 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from torchvision.utils import make_grid
 
-matplotlib.use("Agg")  # headless: reports are built on servers and in CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
-
-from benchmark.conditioning import PixelSampler  # noqa: E402
-from benchmark.models import FAMILY_TITLES, MultitaskVAE  # noqa: E402
-from benchmark.stats import METHOD_TITLES, completed, parameter_text  # noqa: E402
-from benchmark.train import eval_mode  # noqa: E402
+from benchmark.conditioning import PixelSampler
+from benchmark.models import FAMILY_TITLES, MultitaskVAE
+from benchmark.stats import METHOD_TITLES, completed, parameter_text
+from benchmark.train import eval_mode
 
 LATENT_LABELS = {"vae": "KL divergence", "vq-vae": "VQ loss"}
 CURVES_NOTE = ("mean over folds; band: min–max over folds; × marks each fold's selected "
@@ -46,8 +44,8 @@ def _stem(path: Path | str) -> Path:
     return path.with_suffix("") if path.suffix.lower() in (".png", ".pdf") else path
 
 
-def save_figure(fig: plt.Figure, stem: Path | str) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (TrueType fonts), close it, return both paths."""
+def save_figure(fig: Figure, stem: Path | str) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (TrueType fonts), return both paths."""
     stem = _stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -57,7 +55,6 @@ def save_figure(fig: plt.Figure, stem: Path | str) -> list[Path]:
             path = stem.with_name(f"{stem.name}.{fmt}")
             fig.savefig(path, dpi=150, bbox_inches="tight")
             paths.append(path)
-    plt.close(fig)
     return paths
 
 
@@ -66,7 +63,7 @@ def _fold_band(history: pd.DataFrame, column: str) -> pd.DataFrame:
     return history.groupby("epoch")[column].agg(["mean", "min", "max"]).sort_index()
 
 
-def _plot_configuration(axes: Sequence[plt.Axes], runs: pd.DataFrame, label: str, color: object,
+def _plot_configuration(axes: Sequence[Axes], runs: pd.DataFrame, label: str, color: object,
                         style: str = "-") -> None:
     for ax, column in zip(axes, ("latent", "recon")):
         band = _fold_band(runs, column).dropna()
@@ -77,7 +74,7 @@ def _plot_configuration(axes: Sequence[plt.Axes], runs: pd.DataFrame, label: str
         ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.2, linewidth=0)
 
 
-def _mark_best_epochs(axes: Sequence[plt.Axes], runs: pd.DataFrame, epochs: Sequence[int], color: object) -> None:
+def _mark_best_epochs(axes: Sequence[Axes], runs: pd.DataFrame, epochs: Sequence[int], color: object) -> None:
     """× on the mean curves at the epochs that some fold selected as its best."""
     for ax, column in zip(axes, ("latent", "recon")):
         band = _fold_band(runs, column).dropna()
@@ -108,12 +105,13 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
             members = [c for c in members if (history["config_id"] == c).any()]
             if not members and not baselines:
                 continue
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+            fig = Figure(figsize=(10, 3.8))
+            axes = fig.subplots(1, 2)
             drawn = []
             for config_id, style in zip(baselines, ("--", ":", "-.") * len(baselines)):
                 text = parameter_text(params.loc[config_id])  # "–" for the plain baseline
                 drawn.append((config_id, "baseline" if text == "–" else f"baseline: {text}", "black", style))
-            colors = plt.get_cmap("tab10")
+            colors = matplotlib.colormaps["tab10"]
             drawn += [(config_id, f"{METHOD_TITLES.get(method, method)}: {parameter_text(params.loc[config_id])}",
                        colors(i % 10), "-") for i, config_id in enumerate(members)]
             for config_id, label, color, style in drawn:
@@ -149,7 +147,8 @@ def _show_grid(tiles: torch.Tensor, columns: Sequence[str], stem: Path, row_heig
     """Lay (rows·cols, C, H, W) tiles out row-major with column titles (and row labels) and save them."""
     grid = make_grid(tiles.detach().float().cpu().clamp(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
     rows = len(tiles) // len(columns)
-    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 0.5, row_height * rows + 0.6))
+    fig = Figure(figsize=(1.2 * len(columns) + 0.5, row_height * rows + 0.6))
+    ax = fig.subplots()
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     step = grid.shape[-1] / len(columns)
     ax.set_xticks([step * (i + 0.5) for i in range(len(columns))], list(columns), fontsize=8)
@@ -344,7 +343,8 @@ def error_vs_observed(model: MultitaskVAE, images: torch.Tensor, sampling: str, 
     table = observed_error(model, images, sampling, counts, seed=seed, exact=exact)
     sweep = table[table["sampling"] == sampling]
     unconditioned, conditioned = _output_names(model)
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     ax.plot(sweep["distinct_pixels"], sweep["recon_cond"], "o-", label=f"{conditioned} ({sampling} mask)")
     if exact:
         grid = table[table["sampling"] == "exact"].iloc[0]

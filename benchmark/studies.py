@@ -231,6 +231,7 @@ def describe_study(study: optuna.Study) -> str:
 def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
     """Write Optuna's matplotlib plots of ``study`` as PNG and PDF, as the report's figures;
     returns (paths written, notes on skipped plots)."""
+    import matplotlib.pyplot as plt
     import numpy as np
     from optuna.visualization import matplotlib as vis
 
@@ -274,7 +275,9 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
             except (ValueError, RuntimeError) as err:  # e.g. importances when a parameter never varied
                 notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
                 continue
-        written += save_figure(np.ravel(axes)[0].figure, out_dir / name)
+        figure = np.ravel(axes)[0].figure
+        written += save_figure(figure, out_dir / name)
+        plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
     return written, notes
 
 

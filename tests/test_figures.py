@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
 import pandas as pd
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from benchmark.conditioning import PixelSampler
 from benchmark.figures import (CURVES_NOTE, UNOBSERVED, configuration_title, error_vs_observed, observed_error,
@@ -37,19 +40,17 @@ def model(family: str, method: str):
 @pytest.fixture
 def saved(monkeypatch):
     """The figures the figure functions would save, by file name, instead of saving them."""
-    figures: dict[str, plt.Figure] = {}
+    figures: dict[str, Figure] = {}
 
-    def capture(fig: plt.Figure, stem: Path) -> list[Path]:
+    def capture(fig: Figure, stem: Path) -> list[Path]:
         figures[Path(stem).name] = fig
         return [Path(stem)]
 
     monkeypatch.setattr("benchmark.figures.save_figure", capture)
-    yield figures
-    for fig in figures.values():
-        plt.close(fig)
+    return figures
 
 
-def legend_texts(fig: plt.Figure) -> list[str]:
+def legend_texts(fig: Figure) -> list[str]:
     return [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
 
 
@@ -160,7 +161,7 @@ def test_gaussian_training_is_marked_where_its_distinct_pixels_lie(tmp_path, ima
 
 # ---------------------------------------------------------------- reconstruction grids
 
-def _grid_labels(fig: plt.Figure) -> tuple[list[str], list[str]]:
+def _grid_labels(fig: Figure) -> tuple[list[str], list[str]]:
     ax = fig.axes[0]
     return [t.get_text() for t in ax.get_xticklabels()], [t.get_text() for t in ax.get_yticklabels()]
 
@@ -237,10 +238,19 @@ def test_generated_rows_of_every_configuration_show_the_same_real_images_and_mas
 # ---------------------------------------------------------------- saving
 
 def test_pdfs_embed_truetype_fonts_not_type3(tmp_path):
-    before = plt.rcParams["pdf.fonttype"]
-    fig, ax = plt.subplots()
+    before = matplotlib.rcParams["pdf.fonttype"]
+    fig = Figure()
+    ax = fig.subplots()
     ax.set(title="μ and β in a title", xlabel="observed pixels")
     pdf = save_figure(fig, tmp_path / "fonts")[1]
     data = pdf.read_bytes()
     assert b"/Subtype /Type3" not in data and b"/FontFile2" in data  # FontFile2: embedded TrueType
-    assert plt.rcParams["pdf.fonttype"] == before  # only the saving changed it
+    assert matplotlib.rcParams["pdf.fonttype"] == before  # only the saving changed it
+
+
+def test_importing_the_report_leaves_a_notebooks_matplotlib_backend_alone():
+    # The figures are drawn on Figure objects of their own; the backend is the caller's choice.
+    code = ("import matplotlib; matplotlib.use('svg'); import benchmark.figures, benchmark.report, benchmark.studies; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg"

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from typing import NoReturn
 
+import matplotlib
+
 from benchmark.cli import bench, prior, report, run, search
 
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # argparse would name the top-level help; the command's own help lists its options
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `run` records the command that started it
+    matplotlib.use("Agg")  # figures go to files, never to a window (Optuna's plots draw through pyplot)
     try:
         return args.handler(args)
     except ValueError as err:
