@@ -27,9 +27,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from torchvision.utils import make_grid
 
 from benchmark.conditioning import PixelSampler
-from benchmark.models import FAMILY_TITLES, MultitaskVAE
+from benchmark.models import FAMILY_TITLES, MultitaskVAE, eval_mode
 from benchmark.stats import METHOD_TITLES, completed, parameter_text
-from benchmark.train import eval_mode
 
 LATENT_LABELS = {"vae": "KL divergence", "vq-vae": "VQ loss"}
 CURVES_NOTE = ("mean over folds; band: min–max over folds; × marks each fold's selected "

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.train import eval_mode
+from benchmark.models import eval_mode
+
 
 __all__ = ["PriorConfig", "GatedPixelCNN", "PriorResult", "train_prior"]
 

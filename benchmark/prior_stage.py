@@ -42,47 +42,29 @@ from tqdm.auto import tqdm
 
 from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
-from benchmark.models import MultitaskVAE
+from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
-from benchmark.train import eval_mode
+from benchmark.results import checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, safe_name
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
 SETTINGS = ("fold", "epochs", "batch_size", "lr", "hidden", "layers", "kernel")
 PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "epochs", "best_epoch",
                  "n_train", "n_val", "prior_path", "seconds", "batch_size", "lr", "hidden", "layers", "kernel")
-OLD_NAMES = {"val_bits_per_dim": "val_bits_per_code"}  # columns renamed since: older CSVs are read as the new
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def safe_name(config_id: str) -> str:
-    """A configuration id as a plain file name (the report names its figures the same way)."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", config_id)
 
 
-def prior_csv_path(results_dir: Path, suite: str) -> Path:
-    return Path(results_dir) / f"{suite}_prior.csv"
 
 
 def prior_dir(results_dir: Path, suite: str) -> Path:
     return Path(results_dir) / suite / "priors"
 
 
-def existing_path(stored: str, fallback: Path) -> Path:
-    """``stored`` (a path written relative to where a command ran) if it exists, else ``fallback``.
-
-    The fallback lets a results directory be moved or used from another working directory.
-    """
-    path = Path(stored)
-    return path if (stored and path.exists()) or not fallback.exists() else fallback
 
 
-def checkpoint_file(recorded: str, results_dir: Path, suite: str) -> Path:
-    """A checkpoint that ``results/<suite>.csv`` records, found also from another working folder."""
-    from benchmark.store import StoreConfig
-
-    return existing_path(recorded, StoreConfig(results_dir=Path(results_dir)).artifacts(suite) / Path(recorded).name)
 
 
 # --------------------------------------------------------------------------- which fold, which data
@@ -117,7 +99,6 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     without that fold, no usable fold at all, or a missing checkpoint.  Unnamed configurations
     without the fold are skipped, not fatal, so that a partly finished suite can still get its priors.
     """
-    from benchmark.report import load_suite  # the report owns reading the runner's files
     from benchmark.stats import completed
 
     results_dir = Path(results_dir)
@@ -313,17 +294,6 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ga
     return model.to(device).eval(), payload
 
 
-def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
-    """``<suite>_prior.csv`` as a frame, or None where the prior stage has not run."""
-    path = prior_csv_path(results_dir, suite)
-    if not path.is_file() or not path.stat().st_size:
-        return None
-    frame = pd.read_csv(path, dtype={"prior_path": str}).rename(columns=OLD_NAMES)
-    missing = [c for c in ("config_id", "fold", "val_nll_nats") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
-    frame["prior_path"] = frame["prior_path"].fillna("").astype(str) if "prior_path" in frame else ""
-    return frame
 
 
 def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], settings: dict) -> None:
@@ -483,22 +453,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
 # --------------------------------------------------------------------------- for the report
 
 
-def merge_prior(table: pd.DataFrame, prior: pd.DataFrame | None) -> pd.DataFrame:
-    """The report table plus ``prior_{nll_nats,bits_per_code,uniform_nats,fold,epochs}`` columns
-    (NaN for rows without a prior); unchanged when the prior stage has not run."""
-    if prior is None:
-        return table
-    names = {"val_nll_nats": "prior_nll_nats", "val_bits_per_code": "prior_bits_per_code",
-             "uniform_nats": "prior_uniform_nats", "fold": "prior_fold", "epochs": "prior_epochs"}
-    columns = prior.reindex(columns=["config_id", *names]).rename(columns=names)
-    merged = table.merge(columns.drop_duplicates("config_id", keep="last"), on="config_id", how="left")
-    return merged.astype({"prior_fold": "Int64", "prior_epochs": "Int64"})
 
 
-def prior_cells(table: pd.DataFrame) -> list[str]:
-    """"NLL (fold k)" in nats per code, "–" for rows without a prior (Gaussian VAEs)."""
-    return ["–" if pd.isna(nll) else f"{nll:.3f} (fold {int(fold)})"
-            for nll, fold in zip(table["prior_nll_nats"], table["prior_fold"])]
 
 
 def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: list[str],
@@ -532,6 +488,5 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
 
 
 __all__ = ["PRIOR_COLUMNS", "PriorStageSummary", "PriorTarget", "decode_conditioned", "draw_samples", "encode_codes",
-           "fold_split", "generate", "load_prior", "merge_prior", "prior_cells", "prior_csv_path", "prior_dir",
-           "prior_figures", "read_prior", "run_prior_stage", "safe_name", "save_prior", "select_targets",
-           "training_pool"]
+           "fold_split", "generate", "load_prior", "prior_dir", "prior_figures", "run_prior_stage", "save_prior",
+           "select_targets", "training_pool"]

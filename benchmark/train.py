@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -14,7 +13,7 @@ from benchmark.balancing import LossBalancer
 from benchmark.conditioning import PixelSampler
 from benchmark.config import Configuration, TrainConfig
 from benchmark.memory import keep_freed_memory
-from benchmark.models import MultitaskVAE, build_model
+from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.models.cpu_convs import use_cpu_convs
 
 METRICS = ("recon", "latent", "recon_cond", "total")
@@ -95,17 +94,6 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 def _noise(batch: int, dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor | None:
     """ε ~ N(0, I) of shape (batch, dim) for the reparameterisation; None for models without it."""
     return torch.randn(batch, dim, generator=generator, device=device) if dim else None
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model in eval mode (BatchNorm on its running statistics) for the block; its mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | None,

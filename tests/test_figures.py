@@ -18,7 +18,8 @@ from benchmark.figures import (CURVES_NOTE, UNOBSERVED, configuration_title, err
 from benchmark.models import build_model
 from benchmark.prior import GatedPixelCNN, PriorConfig
 from benchmark.prior_stage import draw_samples
-from benchmark.report import SuiteResults, _checkpoint_figures
+from benchmark.report import _checkpoint_figures
+from benchmark.results import SuiteResults
 
 SIDE = 16  # the smallest images both families take: tests stay fast
 GRID = PixelSampler("exact", SIDE).fixed_count  # 16 pixels on a 16 x 16 image

@@ -28,11 +28,10 @@ from benchmark.prior_stage import (
     fold_split,
     generate,
     load_prior,
-    read_prior,
-    safe_name,
     select_targets,
     training_pool,
 )
+from benchmark.results import read_prior, safe_name
 from benchmark.store import load_checkpoint
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.

@@ -18,9 +18,10 @@ from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model
-from benchmark.report import (FIGURE_KINDS, ReportError, SuiteResults, _signed, build_table, comparison_cells,
-                              comparison_latex, comparison_markdown, comparison_note, display_table, latex_table,
-                              markdown_table, write_report)
+from benchmark.report import FIGURE_KINDS, build_table, write_report
+from benchmark.results import ReportError, SuiteResults
+from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
+                              display_table, latex_table, markdown_table)
 from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100

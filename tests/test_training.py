@@ -11,9 +11,9 @@ from benchmark.balancing import BalanceConfig
 from benchmark.conditioning import PixelSampler
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import load_dataset
-from benchmark.models import MultitaskVAE, build_model
+from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.suites import thesis_grid
-from benchmark.train import eval_mode, evaluate, native_bf16, train_fold
+from benchmark.train import evaluate, native_bf16, train_fold
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,8 @@ def cmd_prior(args: argparse.Namespace) -> int:
         return _prior(args, finished)
     except KeyboardInterrupt:
         if finished:  # prior_stage is loaded by then; before it is, importing torch again could take seconds
-            from benchmark.prior_stage import prior_csv_path, prior_dir
+            from benchmark.prior_stage import prior_dir
+            from benchmark.results import prior_csv_path
 
             where = f"{prior_csv_path(args.results_dir, args.suite)}, {prior_dir(args.results_dir, args.suite)}"
             kept = f"the priors of {', '.join(finished)} are stored ({where}); the one in progress is lost"

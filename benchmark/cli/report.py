@@ -45,7 +45,8 @@ def _images_for(results_dir: Path, suite: str):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from benchmark.report import ReportError, available_suites, write_report
+    from benchmark.report import write_report
+    from benchmark.results import ReportError, available_suites
     from benchmark.store import load_checkpoint
 
     suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)

@@ -1,4 +1,4 @@
-"""`run` and `suites`: train a suite over its folds; list the built-in suites."""
+"""`run` and `suites`: train a suite over its folds; list suites with their size and estimated cost."""
 
 from __future__ import annotations
 
@@ -77,7 +77,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_store_arguments(run)
     run.set_defaults(handler=cmd_run)
 
-    suites = sub.add_parser("suites", help="list the built-in suites with their size and estimated cost")
+    suites = sub.add_parser("suites", help="list the built-in suites (or the suites named) with their size and "
+                                           "estimated cost")
+    suites.add_argument("suites", nargs="*", metavar="SUITE", help="a built-in suite or a suite TOML file "
+                                                                   "(default: every built-in suite)")
     suites.set_defaults(handler=cmd_suites)
 
 
@@ -144,8 +147,9 @@ def estimate_cpu_minutes(suite) -> float:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
+    listed = [get_suite(name) for name in args.suites] or list(builtin_suites().values())
     print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
-    for suite in builtin_suites().values():
+    for suite in listed:
         minutes = estimate_cpu_minutes(suite)
         cost = f"{minutes * 60:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h"
         print(f"{suite.name:8} {len(suite.configurations):7} {suite.folds:5} {suite.units:5} {suite.train.epochs:6} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmark.models.blocks import eval_mode
 from benchmark.models.gaussian import GaussianConfig, GaussianLatent
 from benchmark.models.latent import LatentCode
 from benchmark.models.methods import METHODS, ModelOutput, MultitaskVAE
@@ -54,4 +55,4 @@ def build_model(family: str, config: int, method: str, channels: int = 1, image_
 
 
 __all__ = ["DEFAULT_BETA", "FAMILIES", "FAMILY_TITLES", "METHODS", "MODEL_CONFIGS", "GaussianConfig", "LatentCode",
-           "ModelOutput", "MultitaskVAE", "VQConfig", "VectorQuantizer", "build_model", "model_config"]
+           "ModelOutput", "MultitaskVAE", "VQConfig", "VectorQuantizer", "build_model", "eval_mode", "model_config"]

@@ -1,8 +1,11 @@
-"""Building blocks shared by both model families: conv stacks, residual layers, the z ⊕ m merge."""
+"""Building blocks shared by both model families: conv stacks, residual layers, the z ⊕ m merge;
+and ``eval_mode``, for validating any of them (or the prior)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -100,3 +103,14 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(self.latent_input(z, m))
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode (BatchNorm on its running statistics) for the block; its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

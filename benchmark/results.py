@@ -1,0 +1,192 @@
+"""Reading what a run exported: ``results/<suite>.csv`` (one row per unit), ``<suite>_history.csv``,
+``<suite>_meta.json`` and, after ``python -m benchmark prior``, ``<suite>_prior.csv``; and finding
+the checkpoints those rows record.
+
+``load_suite`` validates everything a report needs before anything is written, so an unknown or
+empty suite gives one ``ReportError`` line; ``find_missing`` says which configurations are short of
+folds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.stats import completed
+from benchmark.store import StoreConfig
+from benchmark.suites import builtin_suites
+
+REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon", "latent")
+TEXT_COLUMNS = ("sampling", "error", "checkpoint", "params_from")
+NUMERIC_COLUMNS = ("exponent", "count", "w1", "w2", "beta", "softadapt_beta", "best_epoch", "recon", "latent",
+                   "recon_cond", "total", "recon_train", "recon_cond_train", "seconds", "n_train", "n_val")
+OLD_NAMES = {"val_bits_per_dim": "val_bits_per_code"}  # columns renamed since: older CSVs are read as the new
+
+
+class ReportError(ValueError):
+    """A suite that cannot be reported (unknown, empty, malformed); the message is one line."""
+
+
+@dataclass(frozen=True)
+class MissingUnits:
+    """A configuration with fewer COMPLETE folds than the suite expects."""
+
+    config_id: str
+    complete: int
+    expected: int
+    failed: tuple[tuple[int, str], ...] = ()     # (fold, error) of FAIL units
+    pending: tuple[tuple[int, str], ...] = ()    # (fold, state) of RUNNING / WAITING units
+
+    def describe(self) -> str:
+        parts = [f"{self.config_id}: {self.complete}/{self.expected} folds complete"]
+        if self.complete == 0 and not self.failed and not self.pending:
+            parts.append("not in the results")
+        parts += [f"fold {fold} FAIL: {error or 'no error recorded'}" for fold, error in self.failed]
+        parts += [f"fold {fold} {state}" for fold, state in self.pending]
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class SuiteResults:
+    suite: str
+    results: pd.DataFrame
+    history: pd.DataFrame | None
+    meta: dict
+    prior: pd.DataFrame | None = None   # <suite>_prior.csv, once the VQ-VAE prior stage has run
+
+    @property
+    def expected_folds(self) -> int:
+        return int(self.meta["folds"]) * int(self.meta.get("repeats", 1) or 1)
+
+
+def available_suites(results_dir: Path) -> list[str]:
+    """Suites with a results CSV in ``results_dir``."""
+    return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith(("_history", "_prior")))
+
+
+def load_suite(results_dir: Path, suite: str) -> SuiteResults:
+    """Read the runner's three files for ``suite``; raises ``ReportError`` when the suite is
+    unknown, empty, has no COMPLETE unit or lacks required columns."""
+    results_dir = Path(results_dir)
+    path = results_dir / f"{suite}.csv"
+    if not path.is_file():
+        available = available_suites(results_dir)
+        known = f"suites with results: {', '.join(available) or 'none yet'}"
+        builtin = suite in builtin_suites()
+        close = difflib.get_close_matches(suite, available, n=1)
+        if close and not builtin:  # a typo, most likely
+            raise ReportError(f"no results for suite {suite!r} in {results_dir}; did you mean {close[0]!r}? ({known})")
+        where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
+        how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
+               f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with `--name {suite}` "
+               "for a variant of a built-in suite")
+        raise ReportError(f"no results for suite {suite!r} in {results_dir} ({known}); run it first: {how}")
+    try:
+        results = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        results = pd.DataFrame()
+    if results.empty:
+        raise ReportError(f"suite {suite!r} has no results yet ({path} is empty)")
+    absent = [c for c in REQUIRED if c not in results.columns]
+    if absent:
+        raise ReportError(f"{path} lacks the columns {', '.join(absent)}; is it a results export?")
+    for column in TEXT_COLUMNS:
+        results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
+    for column in NUMERIC_COLUMNS:
+        if column not in results:
+            results[column] = math.nan
+            continue
+        numbers = pd.to_numeric(results[column], errors="coerce")
+        # Empty cells are missing values; anything else that is not a number would silently
+        # drop a fold from the means, so it is an error.
+        bad = numbers.isna() & results[column].notna()
+        if bad.any():
+            rows = ", ".join(f"line {i + 2}: {results[column][i]!r}" for i in results.index[bad][:3])
+            raise ReportError(f"{path}: column {column!r} holds values that are not numbers ({rows})")
+        results[column] = numbers
+    results["softadapt"] = (results["softadapt"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
+                            if "softadapt" in results else False)
+    results["config"] = results["config"].astype(int)
+    results["fold"] = results["fold"].astype(int)
+    if not (results["state"] == "COMPLETE").any():
+        states = ", ".join(f"{n} {state}" for state, n in results["state"].value_counts().items())
+        first = next((e for e in results.get("error", []) if e), "")
+        raise ReportError(f"suite {suite!r} has no completed units yet ({states})"
+                          + (f"; first error: {first}" if first else ""))
+
+    meta_path = results_dir / f"{suite}_meta.json"
+    meta: dict = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ReportError(f"{meta_path} is not valid JSON: {error}") from None
+    meta.setdefault("suite", suite)
+    meta.setdefault("folds", int(results["fold"].max()) + 1)
+    meta.setdefault("repeats", 1)
+    meta.setdefault("configurations", list(pd.unique(results["config_id"])))
+    history_path = results_dir / f"{suite}_history.csv"
+    history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
+    return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
+
+
+def find_missing(suite: SuiteResults) -> list[MissingUnits]:
+    """Configurations (from the meta list, then any extra in the results) short of COMPLETE folds."""
+    results, expected = suite.results, suite.expected_folds
+    done = completed(results).groupby("config_id")["fold"].nunique()
+    ids = list(dict.fromkeys([*suite.meta["configurations"], *results["config_id"]]))
+    missing = []
+    for config_id in ids:
+        count = int(done.get(config_id, 0))
+        if count >= expected:
+            continue
+        rows = results[results["config_id"] == config_id]
+        finished = set(rows.loc[rows["state"] == "COMPLETE", "fold"])
+        open_rows = rows[~rows["fold"].isin(finished)].drop_duplicates("fold", keep="last").sort_values("fold")
+        failed = tuple((int(r.fold), str(r.error)) for r in open_rows.itertuples() if r.state == "FAIL")
+        pending = tuple((int(r.fold), str(r.state)) for r in open_rows.itertuples() if r.state != "FAIL")
+        missing.append(MissingUnits(config_id, count, expected, failed, pending))
+    return missing
+
+
+def safe_name(config_id: str) -> str:
+    """A configuration id as a plain file name (the report names its figures the same way)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", config_id)
+
+
+def prior_csv_path(results_dir: Path, suite: str) -> Path:
+    return Path(results_dir) / f"{suite}_prior.csv"
+
+
+def existing_path(stored: str, fallback: Path) -> Path:
+    """``stored`` (a path written relative to where a command ran) if it exists, else ``fallback``.
+
+    The fallback lets a results directory be moved or used from another working directory.
+    """
+    path = Path(stored)
+    return path if (stored and path.exists()) or not fallback.exists() else fallback
+
+
+def checkpoint_file(recorded: str, results_dir: Path, suite: str) -> Path:
+    """A checkpoint that ``results/<suite>.csv`` records, found also from another working folder."""
+    return existing_path(recorded, StoreConfig(results_dir=Path(results_dir)).artifacts(suite) / Path(recorded).name)
+
+
+def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
+    """``<suite>_prior.csv`` as a frame, or None where the prior stage has not run."""
+    path = prior_csv_path(results_dir, suite)
+    if not path.is_file() or not path.stat().st_size:
+        return None
+    frame = pd.read_csv(path, dtype={"prior_path": str}).rename(columns=OLD_NAMES)
+    missing = [c for c in ("config_id", "fold", "val_nll_nats") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
+    frame["prior_path"] = frame["prior_path"].fillna("").astype(str) if "prior_path" in frame else ""
+    return frame
