@@ -1,0 +1,214 @@
+"""The built-in suites (smoke, quick, full), the `suites` command that lists them, and the seeds
+and folds that resuming a suite and reproducing a search rely on never changing."""
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli
+
+from benchmark.cli.run import estimate_cpu_minutes
+from benchmark.cv import fold_indices, unit_seed
+from benchmark.models import DEFAULT_BETA
+from benchmark.suites import builtin_suites, get_suite
+
+# The thesis grid of one model (SPEC.md, "The full suite"; thesis section 4.3: 9 rows per model
+# and config): (method, sampling, SoftAdapt, exponent). The section 4.3 table does not print the
+# exponents (its Parameters column reads ", UNIFORM" / ", GAUSSIAN", two rows of each per model);
+# section 4.2.2 names the range explored, 20, 30, 40, 50, 60. The suite uses 20 and 40.
+THESIS_EXPONENTS_EXPLORED = {20.0, 30.0, 40.0, 50.0, 60.0}
+GRID = [("baseline", None, False, None),
+        ("multidecoder", "exact", False, None), ("multidecoder", "exact", True, None),
+        ("multidecoder", "uniform", False, None), ("multidecoder", "uniform", True, None),
+        ("single", "uniform", False, 20.0), ("single", "uniform", False, 40.0),
+        ("single", "gaussian", False, 20.0), ("single", "gaussian", False, 40.0)]
+MODELS = [("vae", 1), ("vae", 2), ("vq-vae", 1), ("vq-vae", 2), ("vq-vae", 3)]
+SOFTADAPT_BETA = {"vae": 1e-4, "vq-vae": 5e-3}  # the thesis's SoftAdapt β (SPEC.md)
+
+
+def described(configuration):
+    m = configuration.method
+    return (configuration.family, configuration.config, m.method, m.sampling, m.balance.softadapt, m.exponent)
+
+
+def suites_table(capsys) -> dict[str, list[str]]:
+    """`python -m benchmark suites`, run in-process: its rows by suite name, split into columns."""
+    assert cli(Path.cwd(), "suites") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:7] == ["suite", "configs", "folds", "units", "epochs", "images", "est."]
+    rows = {}
+    for line in out[1:]:
+        name, configs, folds, units, epochs, images, amount, unit, description = line.split(maxsplit=8)
+        rows[name] = [configs, folds, units, epochs, images, amount, unit, description]
+    return rows
+
+
+# ---------------------------------------------------------------- the `suites` command
+
+
+def test_suites_lists_smoke_quick_and_full_with_their_sizes(capsys):
+    rows = suites_table(capsys)
+    assert list(rows) == ["smoke", "quick", "full"]
+    # configurations, folds, units, epochs, training images (limit)
+    assert rows["smoke"][:5] == ["6", "5", "30", "2", "400"]
+    assert rows["quick"][:5] == ["45", "5", "225", "3", "1250"]
+    assert rows["full"][:5] == ["45", "5", "225", "100", "all"]
+    assert rows["smoke"][7] == "every family and method once (config 1), 2 epochs (batch 32) on 400 mnist5k images"
+    assert rows["quick"][7].startswith("the thesis grid, 3 epochs on 1,250 mnist5k images")
+    assert rows["full"][7].startswith("the thesis grid with the thesis's training (100 epochs)")
+
+
+def test_suites_estimates_match_what_the_readme_says(capsys):
+    rows = suites_table(capsys)
+    # README: smoke "(`suites` estimates the training alone: 10 s)"; quick measured 35–37 min;
+    # full "about 3 days (`suites` estimate)".
+    assert rows["smoke"][5:7] == ["10", "s"]
+    assert rows["quick"][6] == "min" and 30 <= int(rows["quick"][5]) <= 45
+    assert rows["full"][6] == "h" and 2 * 24 <= int(rows["full"][5]) <= 4 * 24
+
+
+def test_estimate_cpu_minutes_of_smoke_by_hand():
+    # smoke: 400 images, 5 folds → 320 training images a fold, × 2 epochs = 640 images a unit.
+    # Throughput (images/s): VAE 1 2,700, VQ-VAE 1 6,400; method cost baseline 1, Multidecoder 1.7,
+    # Single decoder 1.25; 0.1 s fixed cost a unit.
+    per_fold = 640 / 2700 * (1 + 1.7 + 1.25) + 640 / 6400 * (1 + 1.7 + 1.25) + 6 * 0.1
+    smoke = get_suite("smoke")
+    assert estimate_cpu_minutes(smoke) == pytest.approx(per_fold * 5 / 60, rel=1e-9)
+    assert estimate_cpu_minutes(smoke.override(repeats=3)) == pytest.approx(3 * per_fold * 5 / 60, rel=1e-9)
+    # 10 folds: 360 training images a fold instead of 320, and twice the units
+    assert estimate_cpu_minutes(smoke.override(folds=10)) == pytest.approx(
+        ((per_fold - 0.6) * 360 / 320 + 0.6) * 10 / 60, rel=1e-9)
+
+
+def test_suites_takes_no_suite_file(tmp_path, capsys):
+    (tmp_path / "mine.toml").write_text('name = "mine"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n')
+    with pytest.raises(SystemExit) as exit:  # argparse's exit: one line naming the argument, no traceback
+        cli(tmp_path, "suites", "mine.toml")
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: unrecognized arguments: mine.toml (see `python -m benchmark suites --help`)")
+
+
+# ---------------------------------------------------------------- the full suite = the thesis grid
+
+
+def test_the_full_suite_is_the_thesis_grid():
+    full = get_suite("full")
+    expected = [(family, config, *row) for family, config in MODELS for row in GRID]
+    assert len(expected) == 45
+    assert sorted(map(described, full.configurations), key=repr) == sorted(expected, key=repr)
+    ids = [c.id for c in full.configurations]
+    assert len(set(ids)) == 45
+    assert "vq-vae/3/single/gaussian/a=40" in ids and "vae/2/multidecoder/exact/softadapt" in ids
+    exponents = {c.method.exponent for c in full.configurations if c.method.method == "single"}
+    assert exponents == {20.0, 40.0} and exponents <= THESIS_EXPONENTS_EXPLORED
+    for c in full.configurations:  # the thesis's loss balance: fixed weights 1, or SoftAdapt with its β
+        b = c.balance
+        assert (b.w1, b.w2, b.beta) == (1.0, 1.0, DEFAULT_BETA[c.family]), c.id
+        assert b.softadapt_beta == (SOFTADAPT_BETA[c.family] if b.softadapt else None), c.id
+        assert c.method.count is None, c.id  # Multidecoder: the exact grid's count for exact and uniform alike
+        if b.softadapt:
+            assert (b.variant, b.update_every, b.window) == ("loss-weighted", 100, 100), c.id
+
+
+def test_the_full_suite_trains_as_the_thesis_did():
+    full = get_suite("full")
+    assert (full.folds, full.repeats, full.units) == (5, 1, 225)
+    assert full.limit is None  # all of the dataset
+    assert (full.train.epochs, full.train.batch_size, full.train.lr) == (100, 128, 1e-3)
+    assert full.dataset == "mnist5k" and full.seed == 0
+
+
+def test_the_full_suite_trains_with_adamw_at_its_learning_rate(monkeypatch):
+    """The optimizer a fold of the full suite builds: AdamW, lr 1e-3 (stopped before the first step)."""
+    from benchmark.train import train_fold
+
+    made = []
+
+    class Stop(Exception):
+        pass
+
+    def adamw(params, **options):
+        made.append(options)
+        raise Stop
+
+    monkeypatch.setattr(torch.optim, "AdamW", adamw)
+    full = get_suite("full")
+    images = torch.rand(4, 1, 32, 32)
+    with pytest.raises(Stop):
+        train_fold(full.configurations[0], images, images, replace(full.train, device="cpu"), seed=0)
+    assert len(made) == 1 and made[0]["lr"] == 1e-3
+
+
+# ---------------------------------------------------------------- quick and smoke (README's suite table)
+
+
+def test_the_quick_suite_is_the_thesis_grid_on_1250_images_for_3_epochs():
+    quick, full = get_suite("quick"), get_suite("full")
+    assert [c.id for c in quick.configurations] == [c.id for c in full.configurations]  # 45 configurations
+    assert (quick.folds, quick.repeats, quick.units) == (5, 1, 225)
+    assert (quick.train.epochs, quick.limit, quick.dataset) == (3, 1250, "mnist5k")
+    assert (quick.train.batch_size, quick.train.lr) == (128, 1e-3)
+    # README: "its folds train 24 steps" (1,000 training images a fold, batches of 128, 3 epochs)
+    assert math.ceil(quick.limit * (quick.folds - 1) / quick.folds / quick.train.batch_size) * quick.train.epochs == 24
+
+
+def test_the_smoke_suite_is_every_family_and_method_once_on_config_1():
+    smoke = get_suite("smoke")
+    assert [c.id for c in smoke.configurations] == [
+        "vae/1/baseline", "vae/1/multidecoder/uniform", "vae/1/single/gaussian/a=40",
+        "vq-vae/1/baseline", "vq-vae/1/multidecoder/uniform", "vq-vae/1/single/gaussian/a=40"]
+    assert (smoke.folds, smoke.repeats, smoke.units) == (5, 1, 30)
+    assert (smoke.train.epochs, smoke.train.batch_size, smoke.limit, smoke.dataset) == (2, 32, 400, "mnist5k")
+
+
+def test_builtin_suites_are_smoke_quick_full_and_unknown_names_list_them():
+    assert list(builtin_suites()) == ["smoke", "quick", "full"]
+    with pytest.raises(ValueError, match=r"unknown suite 'fulll'; choose one of: smoke, quick, full, or a path"):
+        get_suite("fulll")
+
+
+# ---------------------------------------------------------------- seeds and folds never change
+
+UNIT_SEEDS = {(0, "vae/1/baseline", 0): 716240444,
+              (0, "vq-vae/3/single/gaussian/a=40", 4): 1565707092,
+              (7, "vae/2/multidecoder/exact/softadapt", 2): 1308418581}
+FOLDS_10_5_0 = [([0, 1, 3, 4, 5, 6, 7, 9], [2, 8]), ([0, 1, 2, 3, 5, 6, 7, 8], [4, 9]),
+                ([0, 2, 3, 4, 5, 7, 8, 9], [1, 6]), ([0, 1, 2, 4, 5, 6, 8, 9], [3, 7]),
+                ([1, 2, 3, 4, 6, 7, 8, 9], [0, 5])]
+FOLDS_6_2_1_REPEATS_2 = [([0, 3, 5], [1, 2, 4]), ([1, 2, 4], [0, 3, 5]), ([1, 3, 5], [0, 2, 4]), ([0, 2, 4], [1, 3, 5])]
+
+
+def as_lists(folds):
+    return [(train.tolist(), val.tolist()) for train, val in folds]
+
+
+def test_unit_seed_golden_values():
+    for (seed, config_id, fold), value in UNIT_SEEDS.items():
+        assert unit_seed(seed, config_id, fold) == value
+    assert all(0 <= v < 2**31 for v in UNIT_SEEDS.values())  # a torch / numpy seed
+    base = unit_seed(0, "vae/1/baseline", 0)  # each input changes the seed
+    assert len({base, unit_seed(1, "vae/1/baseline", 0), unit_seed(0, "vae/2/baseline", 0),
+                unit_seed(0, "vae/1/baseline", 1)}) == 4
+
+
+def test_fold_indices_golden_values():
+    assert as_lists(fold_indices(10, 5, seed=0)) == FOLDS_10_5_0
+    assert as_lists(fold_indices(6, 2, seed=1, repeats=2)) == FOLDS_6_2_1_REPEATS_2
+
+
+def test_unit_seed_and_folds_are_the_same_in_a_fresh_process_with_another_hash_seed():
+    code = ("from benchmark.cv import fold_indices, unit_seed\n"
+            f"print([unit_seed(*k) for k in {list(UNIT_SEEDS)!r}])\n"
+            "print([(t.tolist(), v.tolist()) for t, v in fold_indices(10, 5, seed=0)])\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONHASHSEED": "4242", "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    seeds, folds = out.splitlines()
+    assert seeds == repr(list(UNIT_SEEDS.values()))
+    assert folds == repr([tuple(f) for f in FOLDS_10_5_0])
