@@ -5,7 +5,7 @@ import math
 import os
 import stat
 import threading
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ from test_data import write_mnist
 from torch import nn
 
 from benchmark.bench import (
-    CSV_COLUMNS,
+    BenchRow,
+    EnsembleRow,
     MatmulPeak,
     bench_configuration,
     bench_one,
@@ -44,7 +45,7 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
     path = write_csv(tiny_result.rows, tmp_path / "bench" / "throughput.csv")
     with path.open() as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        assert reader.fieldnames == [f.name for f in fields(BenchRow)]
         rows = list(reader)
     assert [(r["family"], r["config"], r["method"]) for r in rows] == [("vq-vae", "1", "baseline"),
                                                                         ("vq-vae", "1", "single")]
@@ -185,7 +186,9 @@ def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, ca
                  "--ensemble", "3", "--out", str(out)])
     assert code == 0
     assert "stacked s" in capsys.readouterr().out
-    rows = list(csv.DictReader((out / "ensemble.csv").open()))
+    reader = csv.DictReader((out / "ensemble.csv").open())
+    assert reader.fieldnames == [f.name for f in fields(EnsembleRow)]
+    rows = list(reader)
     assert [(r["family"], r["method"], r["folds"], r["steps"]) for r in rows] == [("vae", "single", "3", "2")]
     row = rows[0]
     assert float(row["sequential_seconds"]) > 0 and float(row["together_seconds"]) > 0

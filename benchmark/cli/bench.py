@@ -87,7 +87,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     from benchmark.bench import (
         ENSEMBLE_CSV,
-        _stderr,
         format_ensemble_table,
         format_table,
         run_bench,
@@ -125,3 +124,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
         print(format_ensemble_table(rows))
         print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV)}")
     return 0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

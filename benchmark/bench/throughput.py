@@ -32,29 +32,30 @@ For every selected model family/config and method this measures
 
 from __future__ import annotations
 
-import csv
 import math
 import multiprocessing
 import os
 import queue
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+import pandas as pd
 import torch
-from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.balancing import LossBalancer
-from benchmark.conditioning import PixelSampler, exact_grid
+from benchmark.bench.naive import naive_train, plain_process
+from benchmark.bench.peak import MatmulPeak, _sync, measure_matmul_peak, training_flops
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.models import METHODS, MODEL_CONFIGS
-from benchmark.train import native_bf16, new_model, resolve_device, train_fold, training_device
+from benchmark.train import new_model, resolve_device, train_fold, training_device
+
+if TYPE_CHECKING:  # folds imports this module; write_csv only names its row type
+    from benchmark.bench.folds import EnsembleRow
 
 # The conditioning each method is benchmarked with: the thesis grid's uniform sampler (the
 # costlier of its samplers: a random permutation per image), fixed loss weights.
@@ -62,38 +63,6 @@ BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "unifor
 BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
 THROUGHPUT_CSV, ENSEMBLE_CSV = "throughput.csv", "ensemble.csv"  # the files `bench` writes into --out
-
-CSV_COLUMNS = ("family", "config", "method", "sampling", "device", "precision", "workers", "params", "steps", "batch",
-               "flops_per_image", "ours_img_s", "naive_img_s", "speedup", "gflop_s", "pct_peak_fp32",
-               "pct_peak_bf16", "naive_pct_peak_fp32", "ours_seconds", "naive_seconds", "peak_gflop_s_fp32", "peak_gflop_s_bf16",
-               "peak_matmul_size")
-
-
-def conv3x3_channels(size: int) -> int:
-    """Channels of the peak's 3x3-convolution route for a matrix side of ``size``."""
-    return max(1, size // 8)
-
-
-@dataclass(frozen=True)
-class MatmulPeak:
-    """The best dense-matmul rate seen on the device, in GFLOP/s (``bf16`` None when not measured).
-
-    ``rates`` holds every route measured, e.g. ``{"torch.mm float32": ..., "1x1 conv float32": ...}``;
-    ``fp32`` / ``bf16`` are the best route of each dtype.
-    """
-
-    device: str
-    size: int
-    fp32: float
-    bf16: float | None
-    rates: dict[str, float] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        routes = ", ".join(f"{name} {rate:,.0f}" for name, rate in self.rates.items())
-        bf16 = f", bfloat16 {self.bf16:,.0f} GFLOP/s" if self.bf16 else ""
-        return (f"matmul peak on {self.device}: float32 {self.fp32:,.0f} GFLOP/s{bf16} "
-                f"(best of {self.size}x{self.size} products and a 3x3 convolution of {conv3x3_channels(self.size)} "
-                f"channels; {routes})")
 
 
 @dataclass(frozen=True)
@@ -181,159 +150,6 @@ def bench_configuration(family: str, config: int, method: str) -> Configuration:
 # ---------------------------------------------------------------------------------------------
 # Measurements
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = None, repeats: int = 5) -> MatmulPeak:
-    """Best dense matrix-product rate on ``device``, float32 and bfloat16, over several routes.
-
-    Routes: ``torch.mm`` of two n×n matrices (the BLAS: MKL on CPU, cuBLAS on CUDA); on CPU
-    the same product as a 1x1 convolution, which runs on oneDNN like the models' convolutions
-    (MKL's GEMM is not the fastest route on every CPU, e.g. AVX-512 AMD ones); and a 3x3
-    convolution of n/8 channels on 16x16 maps, batch 128, channels-last: an implicit GEMM whose
-    register blocking beats both square products on some CPUs (seen: 450 against 320 GFLOP/s),
-    so without it the models' big convolutions ran "above the peak". The peak is the best route.
-    No bfloat16 rate where bf16 has no kernels (``native_bf16``): on an AVX2 CPU it took over 20
-    minutes and would mean nothing.
-    """
-    device = torch.device(device)
-    size = size or (8192 if device.type == "cuda" else 2048)
-    inner = 20 if device.type == "cuda" else 3
-
-    def best(route: Callable[[torch.dtype], tuple[Callable[[], object], float]], dtype: torch.dtype) -> float:
-        run, flops = route(dtype)
-        run()  # warm-up (library initialisation, kernel choice)
-        _sync(device)
-        rates = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for _ in range(inner):
-                run()
-            _sync(device)
-            rates.append(flops * inner / (time.perf_counter() - started) / 1e9)
-        return max(rates)
-
-    def square(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.randn(size, size, device=device, dtype=dtype),
-                torch.randn(size, size, device=device, dtype=dtype))
-
-    def mm(dtype):
-        a, b = square(dtype)
-        return (lambda: torch.mm(a, b)), 2.0 * size ** 3
-
-    def conv1x1(dtype):  # out[o, p] = Σ_i w[o, i] · x[i, p] over size pixels: the same product
-        a, b = square(dtype)
-        x, w = b.view(1, size, 1, size), a.view(size, size, 1, 1)
-        return (lambda: torch.nn.functional.conv2d(x, w)), 2.0 * size ** 3
-
-    def conv3x3(dtype):
-        batch, channels, side = 128, conv3x3_channels(size), 16
-        layout = {"device": device, "dtype": dtype}
-        x = torch.randn(batch, channels, side, side, **layout).to(memory_format=torch.channels_last)
-        w = torch.randn(channels, channels, 3, 3, **layout).to(memory_format=torch.channels_last)
-        return (lambda: torch.nn.functional.conv2d(x, w, padding=1)), 2.0 * 9 * batch * side * side * channels ** 2
-
-    routes = {"torch.mm": mm, **({"1x1 conv": conv1x1} if device.type == "cpu" else {}), "3x3 conv": conv3x3}
-    dtypes = {"float32": torch.float32, **({"bfloat16": torch.bfloat16} if native_bf16(device) else {})}
-    rates = {f"{route} {name}": best(make, dtype)
-             for name, dtype in dtypes.items() for route, make in routes.items()}
-    fp32 = max(rate for name, rate in rates.items() if name.endswith("float32"))
-    half = max((rate for name, rate in rates.items() if name.endswith("bfloat16")), default=None)
-    return MatmulPeak(str(device), size, fp32, half, rates)
-
-
-def training_flops(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
-                   loss_fn: Callable | None = None) -> int:
-    """FLOPs of one training step (forward + backward) on batch ``x``, as ``FlopCounterMode`` counts them.
-
-    ``loss_fn`` maps the model's output to the scalar loss (default: the sum of a
-    ``ModelOutput``'s terms, or of a plain tensor output).
-    """
-    def default_loss(output):
-        if isinstance(output, torch.Tensor):
-            return output.sum()
-        return sum(output.terms.values())
-
-    loss_fn = loss_fn or default_loss
-    counter = FlopCounterMode(display=False)
-    with counter:
-        output = model(x) if mask is None else model(x, mask)
-        loss_fn(output).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
-
-
-def naive_masks(sampler: PixelSampler, batch: int, rng: np.random.Generator) -> torch.Tensor:
-    """Masks the plain way: a Python loop over the batch, one numpy draw per image, on the CPU.
-
-    Same distribution as ``sampler.sample``: exact grid; uniform = k distinct pixels;
-    gaussian = k draws with replacement (std = side/6, rounded and clamped); k constant or
-    ``floor((1 - X)·D)`` with X from numpy's ``power(exponent)``.
-    """
-    size = sampler.image_size
-    pixels = size * size
-    masks = []
-    for _ in range(batch):
-        if sampler.exponent is None:
-            k = sampler.fixed_count
-        else:
-            k = math.floor((1.0 - rng.power(sampler.exponent)) * pixels)
-        mask = np.zeros(pixels, dtype=np.float32)
-        if sampler.sampling == "exact":
-            mask = exact_grid(size, sampler.grid_stride).numpy().astype(np.float32).ravel()
-        elif sampler.sampling == "uniform":
-            mask[rng.choice(pixels, size=k, replace=False)] = 1.0
-        else:
-            centre, std = (size - 1) / 2.0, size / 6.0
-            rows_cols = np.clip(np.round(rng.normal(centre, std, size=(k, 2))), 0, size - 1).astype(int)
-            mask[rows_cols[:, 0] * size + rows_cols[:, 1]] = 1.0
-        masks.append(torch.from_numpy(mask).view(1, size, size))
-    return torch.stack(masks)
-
-
-def _fixed_weight_loss(configuration: Configuration, model) -> Callable:
-    terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-    weights = configuration.balance.fixed_weights(terms)
-    return lambda output: sum(weights[name] * output.terms[name] for name in terms)
-
-
-def naive_train(configuration: Configuration, images: torch.Tensor | np.ndarray, steps: int, warmup: int,
-                batch: int, device: torch.device, seed: int = 0) -> float:
-    """Seconds for ``steps`` training steps of the plainest loop (after ``warmup`` untimed steps).
-
-    ``images`` may be a numpy array: that is how ``bench_one`` sends them to the naive process.
-    """
-    images = torch.as_tensor(images)
-    channels, size = images.shape[1], images.shape[-1]
-    model = new_model(configuration, seed, channels, size, device)
-    sampler = configuration.method.sampler(size)
-    loss_fn = _fixed_weight_loss(configuration, model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loader = DataLoader(TensorDataset(images), batch_size=batch, shuffle=True)
-    rng = np.random.default_rng(seed)
-    model.train()
-    running, step, started = 0.0, 0, time.perf_counter()
-    while step < warmup + steps:
-        for (x,) in loader:
-            if step == warmup:
-                _sync(device)
-                started = time.perf_counter()
-            if step == warmup + steps:
-                break
-            x = x.to(device)
-            mask = naive_masks(sampler, len(x), rng).to(device) if sampler is not None else None
-            loss = loss_fn(model(x, mask))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            running += loss.item()
-            step += 1
-    _sync(device)
-    return time.perf_counter() - started
-
-
 def _timed_fold(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
                 config: TrainConfig, seed: int, ready: Callable[[], None] | None = None) -> tuple[float, float]:
     """(start, end) on the wall clock of one ``train_fold`` epoch of ``steps`` batches, after an
@@ -398,12 +214,6 @@ def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
     if len(images) >= count:
         return images[:count].contiguous()
     return images[torch.arange(count) % len(images)].contiguous()
-
-
-def plain_process() -> ProcessPoolExecutor:
-    """A fresh Python process for the naive loop: a user's own script, untouched by the process
-    settings our training path makes (``benchmark.memory.keep_freed_memory``)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
@@ -552,14 +362,10 @@ def write_csv(rows: Sequence[BenchRow | EnsembleRow], path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = [f.name for f in fields(rows[0])] if rows else []
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent runs do not clash
     try:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(asdict(row))
+        # "nan" and CRLF as the csv module wrote them: the files of earlier runs compare byte for byte
+        pd.DataFrame(map(asdict, rows)).to_csv(tmp, index=False, na_rep="nan", lineterminator="\r\n")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -579,95 +385,3 @@ def write_throughput(rows: Sequence[BenchRow], out: str | Path) -> tuple[Path, P
         stale.unlink()
         return path, stale
     return path, None
-
-
-# ---------------------------------------------------------------------------------------------
-# Folds together: the vectorised ensemble against the same folds one after another
-
-@dataclass(frozen=True)
-class EnsembleRow:
-    family: str
-    config: int
-    method: str
-    sampling: str
-    device: str
-    precision: str
-    folds: int
-    steps: int
-    batch: int
-    sequential_seconds: float  # ``folds`` train_fold calls, one after another
-    together_seconds: float    # one train_folds_together call over the same folds
-    speedup: float             # sequential / together
-
-
-def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int, steps: int, warmup: int,
-                 batch: int, device: torch.device, seed: int = 0, precision: str = "auto") -> EnsembleRow:
-    """Time ``folds`` folds of ``steps`` batches trained one by one, then as one stacked ensemble.
-
-    Each fold trains one epoch on the same ``steps × batch`` images with its own seed, so
-    both ways do the same work; an untimed call of ``warmup`` steps precedes each way.
-    """
-    from benchmark.ensemble import train_folds_together
-
-    config = TrainConfig(epochs=1, batch_size=batch, device=str(device), precision=precision)
-    seeds = [seed + i for i in range(folds)]
-
-    def sequential(n: int) -> float:
-        pool = _tiled(images, n * batch + VAL_IMAGES)
-        _sync(device)
-        started = time.perf_counter()
-        for fold_seed in seeds:
-            train_fold(configuration, pool[:n * batch], pool[n * batch:], config, fold_seed)
-        _sync(device)
-        return time.perf_counter() - started
-
-    def together(n: int) -> float:
-        pool = _tiled(images, n * batch + VAL_IMAGES)
-        split = (np.arange(n * batch), np.arange(n * batch, n * batch + VAL_IMAGES))
-        _sync(device)
-        started = time.perf_counter()
-        results = train_folds_together(configuration, pool, [split] * folds, config, seeds)
-        _sync(device)
-        failed = [r for r in results if isinstance(r, Exception)]
-        if failed:
-            raise failed[0]
-        return time.perf_counter() - started
-
-    if warmup:
-        sequential(warmup)
-        together(warmup)
-    sequential_s, together_s = sequential(steps), together(steps)
-    return EnsembleRow(configuration.family, configuration.config, configuration.method.method,
-                       configuration.method.sampling or "", str(device), precision, folds, steps, batch, sequential_s,
-                       together_s, sequential_s / together_s)
-
-
-def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None,
-                       folds: int = 5, steps: int = 20, warmup: int = 3, batch: int = 128, device: str = "auto",
-                       dataset: str = "mnist5k", seed: int = 0, precision: str = "auto",
-                       data_root: str | None = None, download: bool = False,
-                       progress: Callable[[str], None] | None = None) -> list[EnsembleRow]:
-    """:func:`ensemble_one` for every selected (family, config) × method."""
-    _check_count("folds of an ensemble", folds, 2)
-    models, chosen, torch_device, images = _prepare(families, methods, steps, warmup, batch, device, precision,
-                                                    dataset, data_root, download)
-    rows = []
-    for family, config in models:
-        for method in chosen:
-            if progress:
-                progress(f"ensemble {family} {config} {method}: {folds} folds of {steps} steps, "
-                         f"one by one and stacked")
-            rows.append(ensemble_one(bench_configuration(family, config, method), images, folds, steps, warmup,
-                                     batch, torch_device, seed, precision))
-    return rows
-
-
-def format_ensemble_table(rows: Sequence[EnsembleRow]) -> str:
-    header = ("family", "config", "method", "folds", "one by one s", "stacked s", "speed-up")
-    lines = [[r.family, str(r.config), r.method + (f" ({r.sampling})" if r.sampling else ""), str(r.folds),
-              f"{r.sequential_seconds:.2f}", f"{r.together_seconds:.2f}", f"{r.speedup:.2f}x"] for r in rows]
-    return "\n".join(_render_table(header, lines, 3))
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
