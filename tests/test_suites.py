@@ -85,13 +85,15 @@ def test_estimate_cpu_minutes_of_smoke_by_hand():
         ((per_fold - 0.6) * 360 / 320 + 0.6) * 10 / 60, rel=1e-9)
 
 
-def test_suites_takes_no_suite_file(tmp_path, capsys):
-    (tmp_path / "mine.toml").write_text('name = "mine"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n')
-    with pytest.raises(SystemExit) as exit:  # argparse's exit: one line naming the argument, no traceback
-        cli(tmp_path, "suites", "mine.toml")
-    assert exit.value.code == 2
+def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
+    (tmp_path / "mine.toml").write_text('name = "mine"\nlimit = 2000\n[train]\nepochs = 10\n'
+                                        '[[configurations]]\nfamily = "vae"\nconfig = 1\n')
+    assert cli(tmp_path, "suites", "mine.toml", "smoke") == 0
+    rows = [line.split()[:6] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [["mine", "9", "5", "45", "10", "2000"], ["smoke", "6", "5", "30", "2", "400"]]
+    assert cli(tmp_path, "suites", "smokee") == 2
     assert capsys.readouterr().err.strip() == (
-        "error: unrecognized arguments: mine.toml (see `python -m benchmark suites --help`)")
+        "error: unknown suite 'smokee'; choose one of: smoke, quick, full, or a path to a .toml file")
 
 
 # ---------------------------------------------------------------- the full suite = the thesis grid
