@@ -60,7 +60,7 @@ class PixelSampler:
     count: fixed number of pixels k for ``uniform``/``gaussian``; ``None`` means the exact
         grid's count, so that exact and uniform observe the same number of pixels.
     exponent: when set, k is drawn per image from the power law k = floor((1 - X)·D),
-        X ~ Power(exponent), so E[k] = D / (exponent + 1) (Single decoder method).
+        X ~ Power(exponent), so E[k] ≈ D / (exponent + 1) (Single decoder method; ``mean_count``).
     """
 
     sampling: str
@@ -87,6 +87,15 @@ class PixelSampler:
         if self.count is not None:
             return self.count
         return int(exact_grid(self.image_size, self.grid_stride).sum())
+
+    @property
+    def mean_count(self) -> float:
+        """E[k]: the constant k, or the power law's mean Σ_{j=1..D} P(k ≥ j) = Σ (1 − j/D)^a, which
+        the floor puts about half a pixel below D/(a+1)."""
+        if self.exponent is None:
+            return float(self.fixed_count)
+        j = torch.arange(1, self.pixels + 1, dtype=torch.float64)
+        return float(((1 - j / self.pixels) ** self.exponent).sum())
 
     def sample_counts(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         """Number of observed pixels per image, int64 (batch,)."""

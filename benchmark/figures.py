@@ -318,8 +318,8 @@ def _training_mark(trained: PixelSampler, seed: int, samples: int = 1000) -> tup
         k = trained.fixed_count
         text = f"trained: {'exact grid, ' if trained.sampling == 'exact' else ''}k = {k}"
     else:
-        k = trained.pixels / (trained.exponent + 1)
-        text = f"training mean E[k] = D/(a+1) = {k:.3g}"
+        k = trained.mean_count
+        text = f"training mean E[k] = {k:.3g}"
     if trained.sampling != "gaussian":
         return float(k), text
     # Gaussian draws repeat pixels: the line goes where the training masks' distinct pixels lie.

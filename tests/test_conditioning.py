@@ -58,11 +58,13 @@ def test_gaussian_is_centre_weighted_with_duplicates():
 
 
 @pytest.mark.parametrize("a", [2.0, 20.0, 40.0, 60.0])
-def test_power_law_mean_count_matches_d_over_a_plus_1(a):
+def test_power_law_mean_count_matches_d_over_a_plus_1_floored(a):
     sampler = PixelSampler("uniform", 32, exponent=a)
     counts = sampler.sample_counts(200_000, gen(), torch.device("cpu")).double()
-    # floor() lowers the mean of (1 - X)·D by about one half.
+    # floor() lowers the mean of (1 - X)·D by about one half; mean_count is the exact mean
     assert counts.mean().item() == pytest.approx(1024 / (a + 1) - 0.5, rel=0.03)
+    assert counts.mean().item() == pytest.approx(sampler.mean_count, rel=0.01)
+    assert 1024 / (a + 1) - 0.5 <= sampler.mean_count < 1024 / (a + 1)
     assert counts.min() >= 0 and counts.max() <= 1024
 
 

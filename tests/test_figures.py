@@ -138,10 +138,10 @@ def test_the_single_decoder_has_no_decoder_1_or_2_and_its_training_mean_is_marke
     labels = legend_texts(saved["single"])
     assert labels[:2] == ["conditioned (uniform mask)", "empty mask (unconditioned)"]
     assert not any("decoder" in label for label in labels)
-    assert "training mean E[k] = D/(a+1) = 16" in labels
+    assert "training mean E[k] = 15.5" in labels  # Σ (1 − j/256)^15 over j = 1..256: D/(a+1) = 16, floored
     ax = saved["single"].axes[0]
     line = next(line for line in ax.get_lines() if line.get_linestyle() == ":")
-    assert set(line.get_xdata()) == {SIDE * SIDE / 16}
+    assert list(line.get_xdata()) == pytest.approx([15.50488] * 2, abs=1e-5)
     assert ax.get_xlim()[0] < 0  # the marker at 0 shows whole
 
     error_vs_observed(model("vae", "multidecoder"), images, "uniform", tmp_path / "multi", [0, 4],
