@@ -85,7 +85,7 @@ def idle_softadapt_note(balances: Iterable[BalanceConfig], train_images: int, ba
             f"uniform weights")
 
 
-def load_softadapt(variant: str):
+def load_softadapt(variant: str) -> type:
     """The package's SoftAdapt class for ``variant`` (imports Keras on the torch backend)."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     if os.environ["KERAS_BACKEND"] != "torch":
@@ -128,5 +128,5 @@ class LossBalancer:
         self._algorithm.accuracy_order = min(SOFTADAPT_ORDER, len(history) - 1)  # fewer values early on
         new = self._algorithm.get_component_weights(*history.numpy().T, verbose=False)  # numpy: Keras warns on tensors
         new = torch.as_tensor(new).tolist()
-        if all(map(lambda w: w == w, new)):  # keep the old weights if SoftAdapt returns NaN
+        if not any(map(math.isnan, new)):  # keep the old weights if SoftAdapt returns NaN
             self.weights = dict(zip(self.terms, new))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -175,9 +175,8 @@ class FoldRun:
         self.batch = train_config.batch_size
         self.noise_dim = model.noise_dim
         self.sampler = configuration.method.sampler(train_images.shape[-1])
-        terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-        self.balancer = LossBalancer(configuration.balance, terms)
-        self.nominal = configuration.balance.fixed_weights(terms)
+        self.balancer = LossBalancer(configuration.balance, model.loss_terms)
+        self.nominal = configuration.balance.fixed_weights(model.loss_terms)
         self.order_generator = _generator(torch.device("cpu"), seed + 2)
         self.mask_generator = _generator(self.device, seed + 1)
         self.noise_generator = _generator(self.device, seed + 4)
@@ -190,7 +189,7 @@ class FoldRun:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_x) / self.batch)
 
-    def batches(self):
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
         """One epoch of (x, mask or None, noise or None), the whole batch made at once on the device."""
         order = torch.randperm(len(self.train_x), generator=self.order_generator).to(self.device)
         for start in range(0, len(self.train_x), self.batch):

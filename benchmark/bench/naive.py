@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from benchmark.bench.peak import _sync
 from benchmark.conditioning import PixelSampler, exact_grid
 from benchmark.config import Configuration
+from benchmark.models import MultitaskVAE
 from benchmark.train import new_model
 
 
@@ -46,10 +47,9 @@ def naive_masks(sampler: PixelSampler, batch: int, rng: np.random.Generator) -> 
     return torch.stack(masks)
 
 
-def _fixed_weight_loss(configuration: Configuration, model) -> Callable:
-    terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-    weights = configuration.balance.fixed_weights(terms)
-    return lambda output: sum(weights[name] * output.terms[name] for name in terms)
+def _fixed_weight_loss(configuration: Configuration, model: MultitaskVAE) -> Callable:
+    weights = configuration.balance.fixed_weights(model.loss_terms)
+    return lambda output: sum(weights[name] * output.terms[name] for name in model.loss_terms)
 
 
 def naive_train(configuration: Configuration, images: torch.Tensor | np.ndarray, steps: int, warmup: int,

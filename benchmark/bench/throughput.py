@@ -231,8 +231,7 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
     sampler = configuration.method.sampler(size)
     x = images[:batch].to(device)
     mask = sampler.sample(batch, torch.Generator(device=device).manual_seed(seed), device) if sampler else None
-    terms = ("recon", "recon_cond", "latent") if model.method == "multidecoder" else ("recon", "latent")
-    balancer = LossBalancer(configuration.balance, terms)
+    balancer = LossBalancer(configuration.balance, model.loss_terms)
     flops = training_flops(model, x, mask, lambda output: balancer.combine(output.terms)) / batch
     del model
 

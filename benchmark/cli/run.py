@@ -14,7 +14,7 @@ import optuna
 from benchmark.config import PRECISIONS
 from benchmark.store import StoreConfig, grace_for, safe_url, study_name
 from benchmark.studies import open_for_reading
-from benchmark.suites import builtin_suites, get_suite
+from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:
     from benchmark.runner import RunSummary
@@ -84,7 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     suites.set_defaults(handler=cmd_suites)
 
 
-def resolve_suite(args: argparse.Namespace):
+def resolve_suite(args: argparse.Namespace) -> Suite:
     try:
         suite = get_suite(args.suite)
     except ValueError as err:
@@ -141,7 +141,7 @@ def recorded_command(name: str, store: StoreConfig) -> str | None:
         return None
 
 
-def estimate_cpu_minutes(suite) -> float:
+def estimate_cpu_minutes(suite: Suite) -> float:
     """Rough wall time of a suite on a 2-core laptop CPU, from measured training throughput."""
     return sum(suite.unit_seconds().values()) * suite.folds * suite.repeats / 60
 

@@ -50,6 +50,11 @@ class MultitaskVAE(nn.Module):
         return self.method != "baseline"
 
     @property
+    def loss_terms(self) -> tuple[str, ...]:
+        """The names of ``ModelOutput.terms``, which a loss weighs: a second decoder adds ``recon_cond``."""
+        return ("recon", "recon_cond", "latent") if self.method == "multidecoder" else ("recon", "latent")
+
+    @property
     def recon_scale(self) -> float:
         """Factor from the training-scale reconstruction term to per-pixel MSE."""
         if self.latent_model.recon_reduction == "sum":
