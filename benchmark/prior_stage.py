@@ -44,7 +44,8 @@ from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
-from benchmark.results import checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, safe_name
+from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, run_dataset,
+                               safe_name)
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
 SETTINGS = ("fold", "epochs", "batch_size", "lr", "hidden", "layers", "kernel")
@@ -155,12 +156,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
 
 def training_pool(meta: dict) -> torch.Tensor:
     """The images the runner split into folds: the training part of the run's dataset."""
-    from benchmark.data import load_dataset
-
-    if "dataset" not in meta:
-        raise ValueError(f"no {meta.get('suite', 'suite')}_meta.json next to the results: the folds cannot be rebuilt")
-    return load_dataset(meta["dataset"], meta.get("data_root"), limit=meta.get("limit"),
-                        seed=int(meta.get("seed", 0))).train
+    return run_dataset(meta).train
 
 
 def fold_split(pool: torch.Tensor, meta: dict, fold: int, expected: tuple[int | None, int | None] = (None, None)

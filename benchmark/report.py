@@ -7,12 +7,12 @@ is validated before anything is written (``benchmark.results``), so an unknown o
 leaves no files. The table's numbers are built here; ``benchmark.tables`` writes them out as text.
 After ``python -m benchmark prior``: a "Prior NLL" column and ``figures/generated_*`` (VQ-VAE).
 
-Checkpoint figures (reconstruction grids, error vs observed pixels) need a model loader
-and some images, which the caller supplies::
+The sampling figure and the checkpoint figures (reconstruction grids, error vs observed pixels)
+are drawn on held-out test images of the run's dataset with each configuration's stored weights;
+a caller may pass other images or another model loader::
 
-    from benchmark.store import load_checkpoint
-    write_report(results_dir, suite, out_dir, images=val_images[:8],
-                 load_model=lambda path: load_checkpoint(path)[0])
+    write_report(results_dir, suite, out_dir)                       # what `python -m benchmark report` writes
+    write_report(results_dir, suite, out_dir, images=my_images[:8])  # other images
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import pandas as pd
 from benchmark.conditioning import PixelSampler
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
 from benchmark.prior_stage import prior_figures
-from benchmark.results import MissingUnits, SuiteResults, checkpoint_file, find_missing, load_suite, safe_name
+from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find_missing, load_suite, run_dataset,
+                               safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
+from benchmark.store import load_checkpoint
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from benchmark.models import MultitaskVAE
 
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
+TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
     "curves_": "Validation curves of each method's configurations against the baseline (mean over folds, "
@@ -192,6 +195,10 @@ def _clear_figures(directory: Path) -> None:
                 path.unlink()
 
 
+def _stored_model(path: str) -> MultitaskVAE:
+    return load_checkpoint(path)[0]
+
+
 def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, images: torch.Tensor,
                         load_model: Callable[[str], MultitaskVAE], results_dir: Path) -> tuple[list[Path], list[str]]:
     """Reconstruction grid (and error vs observed pixels for conditioned models) of the first
@@ -282,15 +289,17 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
     return "\n".join(lines) + "\n"
 
 
-def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True,
+def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True, checkpoints: bool = True,
                  images: torch.Tensor | None = None,
                  load_model: Callable[[str], MultitaskVAE] | None = None) -> ReportSummary:
     """Read ``results_dir/<suite>{.csv,_history.csv,_meta.json}`` and write the report to ``out_dir``.
 
-    figures: draw the validation curves (and, given ``images`` (N, C, H, W) in [0, 1], the
-    sampling types; given also ``load_model(checkpoint_path) -> model``, reconstruction grids
-    and error-vs-observed plots per configuration). Raises ``ReportError`` before writing
-    anything when the suite is unknown or empty. Returns what was written and what is missing.
+    figures: draw the validation curves and, on ``images`` (N, C, H, W) in [0, 1] (default: the
+    first ``TEST_IMAGES`` test images of the run's dataset, when it can be loaded here), the
+    sampling types; with ``checkpoints`` also the reconstruction grid and error-vs-observed plot of
+    each configuration, from the model ``load_model(checkpoint_path)`` returns (default: the stored
+    weights, ``store.load_checkpoint``). Raises ``ReportError`` before writing anything when the
+    suite is unknown or empty. Returns what was written and what is missing.
     """
     data = load_suite(results_dir, suite)
     table = build_table(data)
@@ -336,9 +345,16 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
             files += validation_curves(data.history, data.results, directory)
         else:
             warnings.append(f"no {suite}_history.csv: validation curves skipped")
+        if images is None and "dataset" in data.meta:
+            try:
+                images = run_dataset(data.meta).test[:TEST_IMAGES]
+            except ValueError as error:  # e.g. a GPU machine's dataset that is not on this one
+                warnings.append(f"no sampling or checkpoint figures: {error}")
+        if checkpoints and load_model is None:
+            load_model = _stored_model
         if images is not None:
             files += sampling_types(images, images.shape[-1], directory / "sampling_types")
-            if load_model is not None:
+            if checkpoints:
                 paths, problems = _checkpoint_figures(data, list(table["config_id"]), directory, images, load_model,
                                                         results_dir)
                 files += paths

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.data import Dataset, load_dataset
 from benchmark.stats import completed
 from benchmark.store import StoreConfig
 from benchmark.suites import builtin_suites
@@ -135,6 +136,15 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     history_path = results_dir / f"{suite}_history.csv"
     history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
     return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
+
+
+def run_dataset(meta: dict) -> Dataset:
+    """The dataset a run trained on, loaded as its meta file records it (its training split is the
+    pool the folds split; its test split was never trained on). ``ValueError`` without a meta file
+    or when the data cannot be loaded here."""
+    if "dataset" not in meta:
+        raise ValueError(f"no {meta.get('suite', 'suite')}_meta.json next to the results: the run's dataset is unknown")
+    return load_dataset(meta["dataset"], meta.get("data_root"), limit=meta.get("limit"), seed=int(meta.get("seed", 0)))
 
 
 def find_missing(suite: SuiteResults) -> list[MissingUnits]:

@@ -9,6 +9,8 @@ import pytest
 from conftest import cli
 from PIL import Image
 
+from benchmark.report import write_report
+
 
 def report(cwd, *args):
     return cli(cwd, "report", *args)
@@ -54,6 +56,18 @@ def test_report_from_another_folder_finds_the_checkpoints(smoke_run, tmp_path, c
     captured = capsys.readouterr()
     assert "no checkpoint figures" not in captured.out + captured.err
     assert list((out / "smoke" / "figures").glob("reconstruction_*.png"))
+
+
+def test_write_report_from_a_notebook_draws_what_the_command_draws(smoke_run, tmp_path):
+    # Without images or a model loader: the run's test images and the stored weights, as `report` does
+    summary = write_report(smoke_run / "results", "smoke", tmp_path / "nb")
+    names = {path.name for path in summary.files}
+    assert "sampling_types.png" in names
+    assert sum(name.startswith("reconstruction_") and name.endswith(".png") for name in names) == 6
+    assert sum(name.startswith("error_vs_observed_") and name.endswith(".png") for name in names) == 4  # conditioned
+    assert not summary.warnings
+    tables_only = write_report(smoke_run / "results", "smoke", tmp_path / "tables", checkpoints=False)
+    assert not any(path.name.startswith(("reconstruction_", "error_vs")) for path in tables_only.files)
 
 
 def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path):

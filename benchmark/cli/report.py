@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,37 +27,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(handler=cmd_report)
 
 
-def _images_for(results_dir: Path, suite: str):
-    """A few held-out test images of the suite's dataset, for the reconstruction figures."""
-    from benchmark.data import load_dataset
-
-    meta_path = results_dir / f"{suite}_meta.json"
-    if not meta_path.exists():
-        return None
-    meta = json.loads(meta_path.read_text())
-    try:
-        return load_dataset(meta["dataset"], meta.get("data_root"), limit=meta.get("limit"),
-                            seed=meta.get("seed", 0)).test[:16]
-    except ValueError as err:
-        print(f"note: no reconstruction figures for {suite}: {err}", file=sys.stderr)
-        return None
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import write_report
     from benchmark.results import ReportError, available_suites
-    from benchmark.store import load_checkpoint
 
     suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     skipped: list[str] = []
     for suite in suites:
-        images = None if args.no_figures else _images_for(args.results_dir, suite)
-        load_model = None if images is None or args.no_checkpoints else (lambda path: load_checkpoint(path)[0])
         try:
             summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                                   images=images, load_model=load_model)
+                                   checkpoints=not args.no_checkpoints)
         except ReportError as error:
             if args.suite:  # asked for by name: an error
                 raise
