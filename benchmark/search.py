@@ -9,15 +9,6 @@ that the pruner can stop poor trials early; the objective is the mean validation
 over the folds (or ``recon`` and ``latent`` together: a Pareto front, without pruning,
 which Optuna does not offer for several objectives).
 
-Searched parameters, default ranges all log-uniform (``--range NAME=LOW:HIGH[:log|linear]``):
-``exponent`` (single decoder) 1…100 (the thesis tried 20–60); ``w1``, ``w2`` (multidecoder)
-0.1…10; ``beta`` (every method) 0.1…10 as a Gaussian VAE's KL weight, 0.025…2.5 as a VQ-VAE's
-commitment weight (centred on the paper's 0.25); ``softadapt_beta`` (with ``--softadapt``,
-instead of the weights) 1e-5…1e-1.
-
-With SoftAdapt the training weights come from SoftAdapt, so W1, W2 and β stay at their defaults
-(they still define the validation total that picks the best epoch) and its β is searched instead.
-
 Storage: each search study has a SQLite file of its own, ``studies/<study>.db`` (a study that
 an earlier version put in the shared ``studies/search.db`` stays there: ``studies.default_storage``),
 or any Optuna storage URL (PostgreSQL: many machines, one study). Fold values are trial user attributes (``fold_recon``, ...); the
@@ -31,6 +22,9 @@ count, so rerunning an interrupted command goes on where it stopped. Workers rac
 last slot can each start one: with W workers a study ends with ``trials`` to
 ``trials + W - 1`` counted trials. A worker whose budget is used up waits for the trials
 still running, so that it can take over the trial of a worker that was killed.
+
+What a search tunes (parameters, ranges, objectives, settings): ``benchmark.search_space``; a
+finished search's best configurations, for ``run --params-from``: ``benchmark.studies``.
 """
 
 from __future__ import annotations
@@ -41,15 +35,14 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
-from benchmark.config import Configuration, MethodConfig, TrainConfig
-from benchmark.models import METHODS, model_config
+from benchmark.config import Configuration
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.store import (
     StoreConfig,
@@ -66,157 +59,12 @@ from benchmark.store import (
     status_counts,
     taken_over_message,
     trial_status,
-    version_problem,
     versioned,
 )
-from benchmark.studies import best_trial, default_storage, lead_objective, load_existing_study
-from benchmark.suites import Suite
+from benchmark.search_space import SearchSettings, configuration_for, describe_ranges
+from benchmark.studies import best_trial, default_storage, lead_objective
 
-OBJECTIVES = ("recon", "latent", "recon_cond")
 PRUNERS = ("median", "none")
-
-
-@dataclass(frozen=True)
-class ParamRange:
-    """Where Optuna samples one parameter: [low, high], log-uniform or uniform."""
-
-    low: float
-    high: float
-    log: bool = True
-
-    def check(self, name: str) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
-            raise ValueError(f"empty range for {name}: {self.low:g}:{self.high:g} (low must be < high)")
-        positive = self.log or name in ("exponent", "softadapt_beta")  # log scale, or power(a) needs a > 0
-        if self.low < 0 or (positive and self.low == 0):
-            raise ValueError(f"range for {name} must be {'> 0' if positive else '>= 0'}"
-                             f"{' on a log scale' if self.log else ''}, got {self.low:g}:{self.high:g}")
-
-    def text(self) -> str:
-        """As ``--range`` takes it, exactly (a rounded range would be another search's)."""
-        return f"{self.low!r}:{self.high!r}:{'log' if self.log else 'linear'}"
-
-
-DEFAULT_RANGES = {"exponent": ParamRange(1.0, 100.0), "w1": ParamRange(0.1, 10.0), "w2": ParamRange(0.1, 10.0),
-                  "beta": ParamRange(0.1, 10.0), "softadapt_beta": ParamRange(1e-5, 1e-1)}
-# A VQ-VAE's β weighs the commitment term: two decades around the paper's 0.25, which takes in the
-# 0.1…2 over which the paper found results robust.
-VQ_BETA_RANGE = ParamRange(0.025, 2.5)
-
-
-def default_range(name: str, family: str) -> ParamRange:
-    return VQ_BETA_RANGE if (name, family) == ("beta", "vq-vae") else DEFAULT_RANGES[name]
-
-
-def searched_parameters(method: str, softadapt: bool) -> tuple[str, ...]:
-    """The parameters a search of ``method`` tunes (see the module docstring)."""
-    names = ("exponent",) if method == "single" else ()
-    if softadapt:
-        return (*names, "softadapt_beta")
-    return (*names, *(("w1", "w2") if method == "multidecoder" else ()), "beta")
-
-
-def parse_range(text: str) -> tuple[str, ParamRange]:
-    """``NAME=LOW:HIGH[:log|linear]`` → (name, range); the scale defaults to log."""
-    name, sep, spec = text.partition("=")
-    parts = spec.split(":")
-    if not sep or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("log", "linear")):
-        raise ValueError(f"bad range {text!r}; write NAME=LOW:HIGH or NAME=LOW:HIGH:log|linear, e.g. exponent=10:60")
-    try:
-        low, high = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise ValueError(f"bad range {text!r}: LOW and HIGH must be numbers") from None
-    return name.strip(), ParamRange(low, high, log=len(parts) == 2 or parts[2] == "log")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """What one search tunes and on which data; stored in the study, must match on resume."""
-
-    family: str
-    config: int
-    method: str
-    sampling: str | None = None
-    softadapt: bool = False
-    dataset: str = "mnist5k"
-    limit: int | None = None
-    epochs: int = 100
-    folds: int = 5
-    seed: int = 0
-    batch_size: int = 128
-    lr: float = 1e-3
-    precision: str = "auto"  # as TrainConfig: bf16 autocast on an Ampere or later GPU, or fp32 / bf16 everywhere
-    objectives: tuple[str, ...] = ("recon",)
-    ranges: dict[str, ParamRange] = field(default_factory=dict)  # filled with the defaults
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "objectives", tuple(self.objectives))
-        model_config(self.family, self.config)  # unknown model or config: one line listing the choices
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        wanted = searched_parameters(self.method, self.softadapt)
-        unknown = sorted(set(self.ranges) - set(wanted))
-        if unknown:
-            raise ValueError(f"no parameter {unknown[0]!r} in this search; it tunes: {', '.join(wanted)}")
-        ranges = {name: self.ranges.get(name, default_range(name, self.family)) for name in wanted}
-        for name, value in ranges.items():
-            value.check(name)
-        object.__setattr__(self, "ranges", ranges)
-        if self.method != "baseline" and self.sampling is None:
-            try:
-                MethodConfig(self.method)  # its message names the samplings that this method accepts
-            except ValueError as err:
-                raise ValueError(f"{err} (give it with --sampling)") from None
-        if not self.objectives or len(set(self.objectives)) != len(self.objectives) or \
-                not set(self.objectives) <= set(OBJECTIVES):
-            raise ValueError(f"bad objectives {','.join(self.objectives)!r}; give one or more of "
-                             f"{', '.join(OBJECTIVES)}, comma-separated and each once, e.g. recon,latent")
-        if "recon_cond" in self.objectives and self.method == "baseline":
-            raise ValueError("the baseline has no conditioned decoder: recon_cond cannot be an objective")
-        if self.folds < 2:
-            raise ValueError(f"--folds must be >= 2 for cross-validation, got {self.folds}")
-        self.train_config()  # validates epochs, batch size, learning rate and precision
-        # Validates family, config, method and sampling at the middle of every range.
-        middle = {name: math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2 for name, r in ranges.items()}
-        configuration_for(self, middle).method.sampler(32)
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    def default_study_name(self) -> str:
-        """A readable name, e.g. ``search-vq-vae-1-single-gaussian``."""
-        parts = ["search", self.family, str(self.config), self.method, self.sampling or "",
-                 "softadapt" if self.softadapt else "", "-".join(self.objectives) if self.objectives != ("recon",) else ""]
-        return "-".join(p for p in parts if p)
-
-    def train_config(self, device: str = "auto") -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=device,
-                           precision=self.precision)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as stored in the study's ``settings`` user attribute."""
-        data = asdict(self)
-        data["objectives"] = list(self.objectives)
-        data["ranges"] = {name: asdict(r) for name, r in self.ranges.items()}
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
-        values = dict(data)
-        values.pop("metrics_version", None)
-        values["ranges"] = {name: ParamRange(**r) for name, r in data.get("ranges", {}).items()}
-        values["objectives"] = tuple(data.get("objectives", ("recon",)))
-        return cls(**values)
-
-
-def configuration_for(settings: SearchSettings, params: dict[str, float]) -> Configuration:
-    """The configuration that a trial with ``params`` trains."""
-    weights = {name: float(params[name]) for name in ("w1", "w2", "beta", "softadapt_beta") if name in params}
-    balance = BalanceConfig(softadapt=settings.softadapt, **weights)
-    exponent = float(params["exponent"]) if "exponent" in params else None
-    method = MethodConfig(settings.method, settings.sampling, exponent=exponent, balance=balance)
-    return Configuration(settings.family, settings.config, method)
 
 
 @dataclass(frozen=True)
@@ -499,65 +347,3 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     except KeyboardInterrupt:
         raise SearchInterrupted(summary()) from None
     return summary()
-
-
-def study_settings(study: optuna.Study) -> SearchSettings:
-    data = study.user_attrs.get("settings")
-    if not isinstance(data, dict) or "method" not in data:
-        raise ValueError(f"study {study.study_name!r} is not a search study (no search settings stored)")
-    return SearchSettings.from_dict(data)
-
-
-def best_configurations(study_names: list[str], storage_url: str | None = None
-                        ) -> dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]]:
-    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
-    the studies read from ``storage_url`` (None: each from its ``studies.default_storage``).
-
-    For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
-    Raises ``ValueError`` for an unknown study, one without a complete trial, or two studies
-    that tune the same (family, config, method, sampling, softadapt).
-    """
-    found: dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]] = {}
-    for name in study_names:
-        study = load_existing_study(storage_url, name)
-        settings = study_settings(study)
-        problem = version_problem(name, storage_url or default_storage(name), study.user_attrs["settings"])
-        if problem:
-            raise ValueError(f"{problem}: search again, under a new --study-name")
-        trial = best_trial(study)
-        if trial is None:
-            raise ValueError(f"study {name!r} has no complete trial yet")
-        key = (settings.family, settings.config, settings.method, settings.sampling, settings.softadapt)
-        if key in found:
-            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {'/'.join(map(str, key))}")
-        found[key] = (configuration_for(settings, trial.params), name)
-    return found
-
-
-def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) -> list[str]:
-    """A note for each study that searched with other training than ``suite`` gets: its best
-    parameters were chosen for that training, and need not be the best for this one."""
-    here = {"dataset": suite.dataset, "limit": suite.limit, "epochs": suite.train.epochs,
-            "batch_size": suite.train.batch_size, "lr": suite.train.lr}
-    notes = []
-    for name in study_names:
-        there = asdict(study_settings(load_existing_study(storage_url, name)))
-        differ = [key for key, value in here.items() if there[key] != value]
-        if differ:
-            changes = ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in differ)
-            flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)
-            if "limit" in differ and here["limit"] is None:
-                flags = f"{flags} and no --limit" if flags else "no --limit"
-            notes.append(f"note: study {name!r} searched with other training than this run's ({changes}); its best "
-                         f"parameters were chosen for that training. A search with {flags}, under a new "
-                         "--study-name, tunes them for this one")
-    return notes
-
-
-def _shown(value: object) -> str:
-    return "all" if value is None else str(value)  # a float as it round-trips
-
-
-def describe_ranges(ranges: dict[str, ParamRange]) -> str:
-    """``NAME=LOW:HIGH:SCALE, ...`` as ``--range`` takes them, so that a shown range can be pasted back."""
-    return ", ".join(f"{name}={r.text()}" for name, r in ranges.items())

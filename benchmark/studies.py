@@ -3,7 +3,8 @@
 Works on any study in any Optuna storage; search studies (``benchmark.search``) also show
 their settings and per-fold values. Plots are Optuna's matplotlib visualisations, written
 as PNG files to ``reports/studies/<study>/``. Also here: the best trial of a study (for
-several objectives too).
+several objectives too), and what ``run --params-from`` reads of finished search studies: their
+settings, the configuration each one found best, and a note when one searched with other training.
 
 Trials are counted by ``benchmark.store.trial_status``: a FAIL trial is ``failed`` when it
 recorded why (user attribute ``error``: a diverged fold) and ``interrupted`` when it did not
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark.store import StoreConfig, open_storage, safe_url, status_counts, trial_status
+from benchmark.config import Configuration
+from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
+from benchmark.store import StoreConfig, open_storage, safe_url, status_counts, trial_status, version_problem
+from benchmark.suites import Suite
 
 TOP = 5
 # Where studies live by default: one SQLite file per suite (``<suite>.db``) and per search (``<study>.db``).
@@ -191,8 +195,6 @@ def describe_study(study: optuna.Study) -> str:
     if isinstance(settings, dict):
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "ranges"))
         if isinstance(settings.get("ranges"), dict):
-            from benchmark.search import ParamRange, describe_ranges  # search imports this module
-
             lines.append("ranges: " + describe_ranges({k: ParamRange(**r) for k, r in settings["ranges"].items()}))
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
                  if trial_status(t) == "failed")
@@ -284,3 +286,60 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
 def plot_dir(root: Path, study_name: str) -> Path:
     """``root/<study>``, with characters that cannot be in a folder name replaced."""
     return root / file_name(study_name)
+
+
+def study_settings(study: optuna.Study) -> SearchSettings:
+    data = study.user_attrs.get("settings")
+    if not isinstance(data, dict) or "method" not in data:
+        raise ValueError(f"study {study.study_name!r} is not a search study (no search settings stored)")
+    return SearchSettings.from_dict(data)
+
+
+def best_configurations(study_names: list[str], storage_url: str | None = None
+                        ) -> dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]]:
+    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
+    the studies read from ``storage_url`` (None: each from its ``studies.default_storage``).
+
+    For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
+    Raises ``ValueError`` for an unknown study, one without a complete trial, or two studies
+    that tune the same (family, config, method, sampling, softadapt).
+    """
+    found: dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]] = {}
+    for name in study_names:
+        study = load_existing_study(storage_url, name)
+        settings = study_settings(study)
+        problem = version_problem(name, storage_url or default_storage(name), study.user_attrs["settings"])
+        if problem:
+            raise ValueError(f"{problem}: search again, under a new --study-name")
+        trial = best_trial(study)
+        if trial is None:
+            raise ValueError(f"study {name!r} has no complete trial yet")
+        key = (settings.family, settings.config, settings.method, settings.sampling, settings.softadapt)
+        if key in found:
+            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {'/'.join(map(str, key))}")
+        found[key] = (configuration_for(settings, trial.params), name)
+    return found
+
+
+def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) -> list[str]:
+    """A note for each study that searched with other training than ``suite`` gets: its best
+    parameters were chosen for that training, and need not be the best for this one."""
+    here = {"dataset": suite.dataset, "limit": suite.limit, "epochs": suite.train.epochs,
+            "batch_size": suite.train.batch_size, "lr": suite.train.lr}
+    notes = []
+    for name in study_names:
+        there = asdict(study_settings(load_existing_study(storage_url, name)))
+        differ = [key for key, value in here.items() if there[key] != value]
+        if differ:
+            changes = ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in differ)
+            flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)
+            if "limit" in differ and here["limit"] is None:
+                flags = f"{flags} and no --limit" if flags else "no --limit"
+            notes.append(f"note: study {name!r} searched with other training than this run's ({changes}); its best "
+                         f"parameters were chosen for that training. A search with {flags}, under a new "
+                         "--study-name, tunes them for this one")
+    return notes
+
+
+def _shown(value: object) -> str:
+    return "all" if value is None else str(value)  # a float as it round-trips

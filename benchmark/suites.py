@@ -95,7 +95,7 @@ class Suite:
         """The suite with each configuration that a search covers replaced by the search's best.
 
         ``best`` maps (family, config, method, sampling, softadapt) to (configuration, study
-        name), as ``benchmark.search.best_configurations`` returns. Configurations that become
+        name), as ``benchmark.studies.best_configurations`` returns. Configurations that become
         the same (e.g. the two exponents of a Single decoder grid) are kept once.
         """
         configurations, sources, seen = [], [], set()

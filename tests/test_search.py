@@ -17,17 +17,10 @@ from conftest import cli, stopped, worker_pids
 from optuna.trial import TrialState
 
 import benchmark.train
-from benchmark.search import (
-    ParamRange,
-    SearchSettings,
-    best_configurations,
-    counts_toward_budget,
-    parse_range,
-    study_settings,
-    tuning_notes,
-)
+from benchmark.search import counts_toward_budget
+from benchmark.search_space import ParamRange, SearchSettings, parse_range
 from benchmark.store import status_counts, trial_status
-from benchmark.studies import file_name
+from benchmark.studies import best_configurations, file_name, study_settings, tuning_notes
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult
 
@@ -189,21 +182,21 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
 
 def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that_matches(monkeypatch):
     searched = SearchSettings("vae", 1, "single", "gaussian", limit=200, epochs=1, lr=1e-2)
-    monkeypatch.setattr("benchmark.search.load_existing_study", lambda url, name: None)
-    monkeypatch.setattr("benchmark.search.study_settings", lambda study: searched)
+    monkeypatch.setattr("benchmark.studies.load_existing_study", lambda url, name: None)
+    monkeypatch.setattr("benchmark.studies.study_settings", lambda study: searched)
     suite = get_suite("full")  # all images, 100 epochs, batch 128, lr 1e-3
     assert tuning_notes(["s"], "sqlite:///x.db", suite) == [
         "note: study 's' searched with other training than this run's (limit 200 → all, epochs 1 → 100, "
         "lr 0.01 → 0.001); its best parameters were chosen for that training. A search with --epochs 100 "
         "--lr 0.001 and no --limit, under a new --study-name, tunes them for this one"]
-    monkeypatch.setattr("benchmark.search.study_settings", lambda study: replace(searched, epochs=100, lr=1e-3))
+    monkeypatch.setattr("benchmark.studies.study_settings", lambda study: replace(searched, epochs=100, lr=1e-3))
     assert "(limit 200 → all); its best parameters were chosen for that training. A search with no --limit, " \
         "under a new --study-name," in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
-    monkeypatch.setattr("benchmark.search.study_settings",
+    monkeypatch.setattr("benchmark.studies.study_settings",
                         lambda study: replace(searched, limit=None, epochs=100, lr=1.2345678e-4))
     assert "A search with --lr 0.001, under" in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
     assert "(lr 0.00012345678 → 0.001)" in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
-    monkeypatch.setattr("benchmark.search.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
+    monkeypatch.setattr("benchmark.studies.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
     assert tuning_notes(["s"], "sqlite:///x.db", suite) == []
 
 

@@ -13,7 +13,7 @@ import optuna
 
 from benchmark.config import PRECISIONS
 from benchmark.store import StoreConfig, grace_for, safe_url, study_name
-from benchmark.studies import open_for_reading
+from benchmark.studies import best_configurations, open_for_reading, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:
@@ -100,8 +100,6 @@ def resolve_suite(args: argparse.Namespace) -> Suite:
                            repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
                            precision=args.precision, download=args.download or None)
     if args.params_from:
-        from benchmark.search import best_configurations
-
         suite = suite.with_best_params(best_configurations(args.params_from, args.search_storage))
     if args.name and args.name.endswith(".toml"):
         raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
@@ -165,8 +163,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     notes = []
     if args.params_from:
-        from benchmark.search import tuning_notes
-
         notes = tuning_notes(args.params_from, args.search_storage, suite)
     try:
         summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,

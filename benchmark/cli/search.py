@@ -110,7 +110,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from benchmark.search import SearchSettings, parse_range
+    from benchmark.search_space import SearchSettings, parse_range
 
     ranges = dict(parse_range(text) for text in args.range)
     objectives = tuple(o.strip() for o in args.objectives.split(","))

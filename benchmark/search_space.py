@@ -1,0 +1,172 @@
+"""What a search tunes and how it is described: the searched parameters, their ranges, the objectives,
+and a search's settings (stored in its study), with the configuration a trial's parameters give.
+
+Searched parameters, default ranges all log-uniform (``--range NAME=LOW:HIGH[:log|linear]``):
+``exponent`` (single decoder) 1…100 (the thesis tried 20–60); ``w1``, ``w2`` (multidecoder)
+0.1…10; ``beta`` (every method) 0.1…10 as a Gaussian VAE's KL weight, 0.025…2.5 as a VQ-VAE's
+commitment weight (centred on the paper's 0.25); ``softadapt_beta`` (with ``--softadapt``,
+instead of the weights) 1e-5…1e-1.
+
+With SoftAdapt the training weights come from SoftAdapt, so W1, W2 and β stay at their defaults
+(they still define the validation total that picks the best epoch) and its β is searched instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmark.balancing import BalanceConfig
+from benchmark.config import Configuration, MethodConfig, TrainConfig
+from benchmark.models import METHODS, model_config
+
+OBJECTIVES = ("recon", "latent", "recon_cond")
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """Where Optuna samples one parameter: [low, high], log-uniform or uniform."""
+
+    low: float
+    high: float
+    log: bool = True
+
+    def check(self, name: str) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
+            raise ValueError(f"empty range for {name}: {self.low:g}:{self.high:g} (low must be < high)")
+        positive = self.log or name in ("exponent", "softadapt_beta")  # log scale, or power(a) needs a > 0
+        if self.low < 0 or (positive and self.low == 0):
+            raise ValueError(f"range for {name} must be {'> 0' if positive else '>= 0'}"
+                             f"{' on a log scale' if self.log else ''}, got {self.low:g}:{self.high:g}")
+
+    def text(self) -> str:
+        """As ``--range`` takes it, exactly (a rounded range would be another search's)."""
+        return f"{self.low!r}:{self.high!r}:{'log' if self.log else 'linear'}"
+
+
+DEFAULT_RANGES = {"exponent": ParamRange(1.0, 100.0), "w1": ParamRange(0.1, 10.0), "w2": ParamRange(0.1, 10.0),
+                  "beta": ParamRange(0.1, 10.0), "softadapt_beta": ParamRange(1e-5, 1e-1)}
+# A VQ-VAE's β weighs the commitment term: two decades around the paper's 0.25, which takes in the
+# 0.1…2 over which the paper found results robust.
+VQ_BETA_RANGE = ParamRange(0.025, 2.5)
+
+
+def default_range(name: str, family: str) -> ParamRange:
+    return VQ_BETA_RANGE if (name, family) == ("beta", "vq-vae") else DEFAULT_RANGES[name]
+
+
+def searched_parameters(method: str, softadapt: bool) -> tuple[str, ...]:
+    """The parameters a search of ``method`` tunes (see the module docstring)."""
+    names = ("exponent",) if method == "single" else ()
+    if softadapt:
+        return (*names, "softadapt_beta")
+    return (*names, *(("w1", "w2") if method == "multidecoder" else ()), "beta")
+
+
+def parse_range(text: str) -> tuple[str, ParamRange]:
+    """``NAME=LOW:HIGH[:log|linear]`` → (name, range); the scale defaults to log."""
+    name, sep, spec = text.partition("=")
+    parts = spec.split(":")
+    if not sep or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("log", "linear")):
+        raise ValueError(f"bad range {text!r}; write NAME=LOW:HIGH or NAME=LOW:HIGH:log|linear, e.g. exponent=10:60")
+    try:
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError(f"bad range {text!r}: LOW and HIGH must be numbers") from None
+    return name.strip(), ParamRange(low, high, log=len(parts) == 2 or parts[2] == "log")
+
+
+def describe_ranges(ranges: dict[str, ParamRange]) -> str:
+    """``NAME=LOW:HIGH:SCALE, ...`` as ``--range`` takes them, so that a shown range can be pasted back."""
+    return ", ".join(f"{name}={r.text()}" for name, r in ranges.items())
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What one search tunes and on which data; stored in the study, must match on resume."""
+
+    family: str
+    config: int
+    method: str
+    sampling: str | None = None
+    softadapt: bool = False
+    dataset: str = "mnist5k"
+    limit: int | None = None
+    epochs: int = 100
+    folds: int = 5
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+    precision: str = "auto"  # as TrainConfig: bf16 autocast on an Ampere or later GPU, or fp32 / bf16 everywhere
+    objectives: tuple[str, ...] = ("recon",)
+    ranges: dict[str, ParamRange] = field(default_factory=dict)  # filled with the defaults
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        model_config(self.family, self.config)  # unknown model or config: one line listing the choices
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        wanted = searched_parameters(self.method, self.softadapt)
+        unknown = sorted(set(self.ranges) - set(wanted))
+        if unknown:
+            raise ValueError(f"no parameter {unknown[0]!r} in this search; it tunes: {', '.join(wanted)}")
+        ranges = {name: self.ranges.get(name, default_range(name, self.family)) for name in wanted}
+        for name, value in ranges.items():
+            value.check(name)
+        object.__setattr__(self, "ranges", ranges)
+        if self.method != "baseline" and self.sampling is None:
+            try:
+                MethodConfig(self.method)  # its message names the samplings that this method accepts
+            except ValueError as err:
+                raise ValueError(f"{err} (give it with --sampling)") from None
+        if not self.objectives or len(set(self.objectives)) != len(self.objectives) or \
+                not set(self.objectives) <= set(OBJECTIVES):
+            raise ValueError(f"bad objectives {','.join(self.objectives)!r}; give one or more of "
+                             f"{', '.join(OBJECTIVES)}, comma-separated and each once, e.g. recon,latent")
+        if "recon_cond" in self.objectives and self.method == "baseline":
+            raise ValueError("the baseline has no conditioned decoder: recon_cond cannot be an objective")
+        if self.folds < 2:
+            raise ValueError(f"--folds must be >= 2 for cross-validation, got {self.folds}")
+        self.train_config()  # validates epochs, batch size, learning rate and precision
+        # Validates family, config, method and sampling at the middle of every range.
+        middle = {name: math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2 for name, r in ranges.items()}
+        configuration_for(self, middle).method.sampler(32)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def default_study_name(self) -> str:
+        """A readable name, e.g. ``search-vq-vae-1-single-gaussian``."""
+        parts = ["search", self.family, str(self.config), self.method, self.sampling or "",
+                 "softadapt" if self.softadapt else "", "-".join(self.objectives) if self.objectives != ("recon",) else ""]
+        return "-".join(p for p in parts if p)
+
+    def train_config(self, device: str = "auto") -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=device,
+                           precision=self.precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored in the study's ``settings`` user attribute."""
+        data = asdict(self)
+        data["objectives"] = list(self.objectives)
+        data["ranges"] = {name: asdict(r) for name, r in self.ranges.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
+        values = dict(data)
+        values.pop("metrics_version", None)
+        values["ranges"] = {name: ParamRange(**r) for name, r in data.get("ranges", {}).items()}
+        values["objectives"] = tuple(data.get("objectives", ("recon",)))
+        return cls(**values)
+
+
+def configuration_for(settings: SearchSettings, params: dict[str, float]) -> Configuration:
+    """The configuration that a trial with ``params`` trains."""
+    weights = {name: float(params[name]) for name in ("w1", "w2", "beta", "softadapt_beta") if name in params}
+    balance = BalanceConfig(softadapt=settings.softadapt, **weights)
+    exponent = float(params["exponent"]) if "exponent" in params else None
+    method = MethodConfig(settings.method, settings.sampling, exponent=exponent, balance=balance)
+    return Configuration(settings.family, settings.config, method)
