@@ -393,7 +393,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     replaced = [t.config_id for t in targets]
     check_kept_rows(results_dir, suite, replaced, settings)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
-    from benchmark.store import load_checkpoint
+    from benchmark.export import load_checkpoint
 
     pool = training_pool(meta)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from benchmark.conditioning import PixelSampler
+from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
 from benchmark.prior_stage import prior_figures
 from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find_missing, load_suite, run_dataset,
                                safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
-from benchmark.store import load_checkpoint
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,

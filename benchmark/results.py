@@ -21,7 +21,7 @@ import pandas as pd
 
 from benchmark.data import Dataset, load_dataset
 from benchmark.stats import completed
-from benchmark.store import StoreConfig
+from benchmark.storage import StoreConfig
 from benchmark.suites import builtin_suites
 
 REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon", "latent")

@@ -21,30 +21,22 @@ from benchmark.balancing import idle_softadapt_note
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
+from benchmark.export import export, export_note, save_checkpoint
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
-from benchmark.store import (
-    UNIT_PARAM,
+from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
-    enqueue_missing,
-    export,
-    export_note,
     fail_orphans,
     fail_stale_trials,
     finished_elsewhere,
     first_written,
     grace_for,
     heartbeat_note,
-    open_suite_study,
     optuna_errors_only,
-    parse_unit,
-    save_checkpoint,
     taken_over_message,
     trial_status,
-    unit_key,
-    unit_keys,
-    unit_states,
 )
+from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_states
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device

@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.config import Configuration
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
-from benchmark.store import (
+from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
     check_settings,
@@ -268,7 +268,7 @@ class SearchSummary:
 
     study_name: str
     storage_url: str
-    counts: dict[str, int]  # trials per status of ``benchmark.store.STATUSES`` (failed vs interrupted)
+    counts: dict[str, int]  # trials per status of ``benchmark.storage.STATUSES`` (failed vs interrupted)
     best: FrozenTrial | None
     seconds: float
     failed: list[FrozenTrial] = field(default_factory=list)  # failed with a reason: user attribute ``error``

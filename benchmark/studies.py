@@ -6,7 +6,7 @@ as PNG files to ``reports/studies/<study>/``. Also here: the best trial of a stu
 several objectives too), and what ``run --params-from`` reads of finished search studies: their
 settings, the configuration each one found best, and a note when one searched with other training.
 
-Trials are counted by ``benchmark.store.trial_status``: a FAIL trial is ``failed`` when it
+Trials are counted by ``benchmark.storage.trial_status``: a FAIL trial is ``failed`` when it
 recorded why (user attribute ``error``: a diverged fold) and ``interrupted`` when it did not
 (Ctrl-C, a killed worker); an interrupted trial does not use up a search's ``--trials``, so a
 rerun trains another in its place.
@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.config import Configuration
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
-from benchmark.store import StoreConfig, open_storage, safe_url, status_counts, trial_status, version_problem
+from benchmark.storage import StoreConfig, open_storage, safe_url, status_counts, trial_status, version_problem
 from benchmark.suites import Suite
 
 TOP = 5

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from benchmark.cli import main
-from benchmark.store import StoreConfig, open_storage
+from benchmark.storage import StoreConfig, open_storage
 
 
 def cli(cwd: Path, *args: str) -> int:

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from conftest import times_claimed
 
-from benchmark.store import storage_driver_url
+from benchmark.storage import storage_driver_url
 
 TRIALS = 4
 NAME = "shared"

@@ -19,6 +19,7 @@ from conftest import cli
 from PIL import Image
 from sklearn.model_selection import KFold
 
+from benchmark.export import load_checkpoint
 from benchmark.prior_stage import (
     _update_csv,
     check_kept_rows,
@@ -32,7 +33,6 @@ from benchmark.prior_stage import (
     training_pool,
 )
 from benchmark.results import read_prior, safe_name
-from benchmark.store import load_checkpoint
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
 FAST = ("--epochs", "2", "--hidden", "16", "--layers", "3", "--samples", "4", "--quiet")

@@ -412,7 +412,7 @@ def test_write_report_draws_every_figure(tmp_path, rows, images):
     rows["checkpoint"] = "ckpt/" + rows["config_id"]
     models = {}
 
-    def load_model(path: str):  # stands in for benchmark.store.load_checkpoint(path)[0]
+    def load_model(path: str):  # stands in for benchmark.export.load_checkpoint(path)[0]
         family, config, method = path.removeprefix("ckpt/").split("/")[:3]
         torch.manual_seed(0)
         models[path] = build_model(family, int(config), method).eval()

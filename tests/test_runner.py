@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 from benchmark.cli.run import command_line
 from benchmark.cv import fold_label
 from benchmark.runner import Interrupts, _Worker
-from benchmark.store import UNIT_PARAM, StoreConfig, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
+from benchmark.storage import StoreConfig
+from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
 from benchmark.suites import get_suite
 from benchmark.train import native_bf16
 

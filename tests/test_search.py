@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 import benchmark.train
 from benchmark.search import counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, parse_range
-from benchmark.store import status_counts, trial_status
+from benchmark.storage import status_counts, trial_status
 from benchmark.studies import best_configurations, file_name, study_settings, tuning_notes
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult

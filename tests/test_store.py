@@ -11,22 +11,18 @@ from conftest import times_claimed
 from optuna.trial import TrialState
 
 from benchmark.cv import fold_indices
-from benchmark.store import (
-    UNIT_PARAM,
+from benchmark.export import export, export_note
+from benchmark.storage import (
     StoreConfig,
     StoreError,
     agree_heartbeat,
     differing_settings_message,
-    export,
-    export_note,
     fail_orphans,
     open_storage,
-    open_suite_study,
-    unit_keys,
-    unit_states,
     upgraded,
     version_problem,
 )
+from benchmark.store import UNIT_PARAM, open_suite_study, unit_keys, unit_states
 from benchmark.suites import get_suite
 
 
@@ -61,7 +57,7 @@ def test_a_trial_that_never_beat_is_failed_once_old_even_with_a_worker_recorded(
 
 def test_a_database_server_that_never_answers_is_a_clear_error_not_a_hang(monkeypatch):
     pytest.importorskip("psycopg2")
-    monkeypatch.setattr("benchmark.store.CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr("benchmark.storage.CONNECT_TIMEOUT", 2)
     with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import optuna
 
 from benchmark.config import PRECISIONS
-from benchmark.store import StoreConfig, grace_for, safe_url, study_name
+from benchmark.storage import StoreConfig, grace_for, safe_url
+from benchmark.store import study_name
 from benchmark.studies import best_configurations, open_for_reading, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
 

@@ -144,7 +144,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
-    from benchmark.store import safe_url
+    from benchmark.storage import safe_url
     from benchmark.studies import default_storage
 
     counts = summary.counts

@@ -1,0 +1,108 @@
+"""What a suite's study leaves under results/: the export (``results/<suite>.csv``, one row per
+unit, with ``<suite>_history.csv`` and ``<suite>_meta.json``) and each unit's best-epoch weights,
+kept in Optuna's artifact store (``save_checkpoint``) and read back for reports (``load_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shlex
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial
+
+from benchmark.models import MultitaskVAE, build_model
+from benchmark.storage import StoreConfig, safe_url, trial_status, versioned
+from benchmark.store import parse_unit, unit_keys, unit_states
+from benchmark.suites import Suite
+
+METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train")
+
+
+def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, artifacts: Path,
+                    model_state: dict, info: dict) -> str:
+    """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model_state, "info": info}, buffer)
+    tmp = artifacts / f".upload-{trial._trial_id}.pt"
+    tmp.write_bytes(buffer.getvalue())
+    try:
+        return optuna.artifacts.upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)),
+                                                file_path=str(tmp), study_or_trial=trial, storage=storage)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE, dict]:
+    """A unit's best-epoch model (in eval mode) and its info (configuration, image shape, metrics)."""
+    # Tensors and plain data only: loading runs no code from the file.
+    payload = torch.load(path, map_location=device, weights_only=True)
+    info = payload["info"]
+    channels, size = info["image_shape"][0], info["image_shape"][-1]
+    model = build_model(info["family"], info["config"], info["method"], channels, size, info.get("beta"))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), info
+
+
+def export_note(suite: Suite, config: StoreConfig) -> str | None:
+    """One line when ``results/<suite>.csv`` holds the export of a study in another storage, which
+    this run's export replaces (the other study keeps its units: a run on it exports them back)."""
+    path = config.results_dir / f"{suite.name}_meta.json"
+    try:
+        earlier = json.loads(path.read_text()).get("storage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    now = safe_url(config.url(suite.name))
+    if not earlier or earlier == now:
+        return None
+    return (f"note: {config.results_dir / suite.name}.csv holds the results of the study in {earlier}; this run "
+            f"exports the one in {now} over them (a run with --storage {shlex.quote(earlier)} exports those "
+            f"back; --results-dir keeps the two apart)")
+
+
+def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_size: int | None = None) -> tuple[Path, Path]:
+    """Write results/<suite>.csv (one row per unit), <suite>_history.csv and <suite>_meta.json
+    (with ``image_size``, the side of the suite's images, when given)."""
+    by_id = {c.id: c for c in suite.configurations}
+    # from the suite, not the trials: a tuned row is labelled before any fold of it has run
+    tuned = dict(suite.params_from)
+    states = unit_states(study)
+    rows, history = [], []
+    for key in unit_keys(suite):
+        config_id, fold = parse_unit(key)
+        trials = states.get(key, [])
+        complete = [t for t in trials if trial_status(t) == "complete"]
+        failed = [t for t in trials if trial_status(t) == "failed"]
+        pending = [t for t in trials if trial_status(t) in ("running", "waiting")]
+        interrupted = [t for t in trials if trial_status(t) == "interrupted"]  # to be trained again
+        trial = (complete or failed or pending or interrupted or [None])[-1 if not complete else 0]
+        state = "MISSING" if trial is None else "INTERRUPTED" if trial in interrupted else trial.state.name
+        row = {**by_id[config_id].flat(), "fold": fold, "repeat": fold // suite.folds,
+               "state": state, "trial": trial.number if trial else None}
+        attrs = trial.user_attrs if trial else {}
+        metrics = attrs.get("metrics", {})
+        row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})
+        row.update({"seconds": attrs.get("seconds", math.nan), "n_train": attrs.get("n_train"),
+                    "n_val": attrs.get("n_val"), "error": attrs.get("error", ""),
+                    "checkpoint": str(config.artifacts(suite.name) / attrs["artifact"]) if "artifact" in attrs else "",
+                    "params_from": tuned.get(config_id, "")})
+        rows.append(row)
+        for epoch_row in attrs.get("history", []):
+            history.append({"config_id": config_id, "fold": fold, **epoch_row})
+    config.results_dir.mkdir(parents=True, exist_ok=True)
+    results_path = config.results_dir / f"{suite.name}.csv"
+    history_path = config.results_dir / f"{suite.name}_history.csv"
+    pd.DataFrame(rows).to_csv(results_path, index=False)
+    pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None).to_csv(history_path, index=False)
+    meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,
+            "storage": safe_url(config.url(suite.name)), "image_size": image_size,
+            "command": study.user_attrs.get("command")}
+    (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
+    return results_path, history_path

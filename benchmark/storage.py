@@ -1,0 +1,365 @@
+"""The Optuna storage that suites and searches share: opening it (SQLite by default, any URL such
+as PostgreSQL) with the atomic claim of a waiting trial, heartbeats and the grace before a
+silent worker is taken for dead, trial statuses, and the settings stored in a study, with the
+metrics version that keeps a study's old folds from being mixed with new ones.
+
+Optuna owns the bookkeeping: RDB storage, trial states, and heartbeats that turn a killed
+worker's trial into FAIL and re-enqueue it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import shlex
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb.models import StudyUserAttributeModel, TrialHeartbeatModel, TrialModel
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+
+CONNECT_TIMEOUT = 10  # seconds to wait for a database server to answer
+STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
+# What losing the race to create Optuna's tables looks like (PostgreSQL, SQLite).
+CREATION_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint", "IntegrityError")
+# Stored in every study's settings and raised when what validation measures changes, so that a
+# study's old folds are never mixed with new ones. 2: a Gaussian VAE's validation decodes a
+# sampled z (the ELBO's terms) instead of μ; precision is stored as trained (fp32 or bf16).
+# 3: a VQ-VAE's β weighs the commitment term alone, not the whole VQ loss; a version 2 study
+# that this does not touch carries on (``upgraded``).
+METRICS_VERSION = 3
+
+
+class StoreError(ValueError):
+    """The storage cannot be used as asked (unreachable, or holds a different suite)."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where units, results and checkpoints live."""
+
+    storage: str | None = None          # Optuna storage URL; default sqlite:///<studies_dir>/<suite>.db
+    studies_dir: Path = Path("studies")
+    results_dir: Path = Path("results")
+    artifacts_dir: Path | None = None   # default <results_dir>/<suite>/artifacts
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+
+    def __post_init__(self) -> None:
+        for name in ("studies_dir", "results_dir", "artifacts_dir"):  # frozen: a str becomes a Path once, here
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.heartbeat_interval < 1:
+            raise ValueError(f"--heartbeat must be >= 1 second, got {self.heartbeat_interval}")
+
+    def url(self, suite: str) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.studies_dir / f'{suite}.db').as_posix()}"
+
+    def artifacts(self, suite: str) -> Path:
+        return self.artifacts_dir or self.results_dir / suite / "artifacts"
+
+
+@contextmanager
+def optuna_errors_only() -> Iterator[None]:
+    """Optuna logs errors only inside the block (a decorator too), its earlier level restored after.
+
+    Its own lines (study created, trial failed with a traceback) would bury the progress and the
+    one-line messages; what they say is recorded in the study and in the summary.
+    """
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def grace_for(heartbeat: int) -> int:
+    """Seconds without a heartbeat before a worker is taken for dead: several beats, so that a
+    loaded machine does not fail a live worker's trial."""
+    return max(5 * heartbeat, 5)
+
+
+def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
+    """The heartbeat interval of every worker of ``study``: the first worker's, kept with the study.
+
+    A worker takes a trial for dead after ``grace_for`` its own interval, so workers beating at
+    other intervals would take each other's live trials and train them twice. Callers open
+    their workers' storages with the returned interval.
+    """
+    return int(first_written(study, "heartbeat", heartbeat))
+
+
+def first_written(study: optuna.Study, key: str, value: object) -> object:
+    """The study's user attribute ``key``: set to ``value`` unless a worker set it before.
+
+    Of workers that start together, exactly one writes and all read its value: the write is an
+    insert that the database refuses when the attribute exists, never an overwrite. ``study`` is
+    opened on an ``open_storage`` storage.
+    """
+    if key not in study.user_attrs:
+        _claiming_storage(study).add_study_user_attr(study._study_id, key, value)
+    return study.user_attrs[key]
+
+
+def upgraded(stored: dict) -> dict:
+    """A study's stored settings as this version reads them: a version 2 study that trains no
+    VQ-VAE at loss weights of its own is unchanged by version 3, so it counts as one."""
+    if stored.get("metrics_version") != 2:
+        return stored
+    if "family" in stored:  # a search: it tunes β unless SoftAdapt balances the losses
+        touched = stored["family"] == "vq-vae" and not stored.get("softadapt")
+    else:  # a suite: a configuration's id names its weights when they are not the defaults
+        touched = any(str(c).startswith("vq-vae/") and "/w=" in str(c) for c in stored.get("configurations", []))
+    return stored if touched else {**stored, "metrics_version": METRICS_VERSION}
+
+
+def version_problem(study: str, url: str, stored: dict) -> str | None:
+    """Why a study made by another version of mtvae-bench cannot be used, or None."""
+    version = upgraded(stored).get("metrics_version", 1)
+    if version == METRICS_VERSION:
+        return None
+    why = ("whose validation metrics are not comparable with this version's" if version != 2 else
+           "in which a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its "
+           "weights mean something else now")
+    return (f"study {study!r} in {safe_url(url)} was made by {'an earlier' if version < METRICS_VERSION else 'a later'} "
+            f"version of mtvae-bench, {why}")
+
+
+def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str) -> None:
+    """Store ``wanted`` as the settings of a new study; refuse a study made with other ones,
+    with ``advice`` on what to do instead and the command that removes the study."""
+    stored = upgraded(first_written(study, "settings", wanted))
+    if settings_differ(stored, wanted):
+        raise StoreError(differing_settings_message(study.study_name, url, stored, wanted)
+                         + f"; {advice}: {delete_hint(study.study_name, url)}")
+
+
+def finished_elsewhere(error: BaseException) -> bool:
+    """Whether ``error`` is Optuna refusing to update a trial that is already finished: another
+    worker took this one for dead (no heartbeat for a grace period: a paused or sleeping
+    machine) and failed it, and the copy it queued is trained instead."""
+    return isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or (
+        isinstance(error, ValueError) and str(error).startswith("Cannot tell a "))
+
+
+def taken_over_message(what: str, grace: int) -> str:
+    """What a worker says when ``finished_elsewhere``; ``what`` names its unit or trial."""
+    return (f"{what}: another worker took it over, as this one sent no heartbeat for {grace} s (was the "
+            "machine paused or asleep?); its copy is trained again and this result is discarded")
+
+
+def heartbeat_note(study: str, agreed: int, asked: int, work: str = "unit") -> str | None:
+    """One line when this run's heartbeat gives way to the study's, else None; ``work`` names
+    what workers run (unit, trial)."""
+    if agreed == asked:
+        return None
+    return (f"note: the workers of study {study!r} beat every {agreed} s, so this run does too, not every "
+            f"{asked} s: workers beating at other intervals would take each other's live {work}s; a dead "
+            f"worker's {work} is taken up again after {grace_for(agreed)} s")
+
+
+def versioned(settings: dict) -> dict:
+    """A study's settings as stored: JSON values, with the metrics version."""
+    return {**json.loads(json.dumps(settings)), "metrics_version": METRICS_VERSION}
+
+
+def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
+    """The settings in which a study's stored ``settings`` differ from ``wanted`` (none if not stored yet)."""
+    if stored is None:
+        return []
+    return sorted(k for k in {*stored, *wanted} if stored.get(k) != wanted.get(k))
+
+
+def differing_settings_message(study: str, url: str, stored: dict, wanted: dict) -> str:
+    stored = upgraded(stored)
+    differing = settings_differ(stored, wanted)
+    if "metrics_version" in differing:
+        return version_problem(study, url, stored)
+    changes = ", ".join(change for key in differing for change in _changes(key, stored.get(key), wanted.get(key)))
+    return f"study {study!r} in {safe_url(url)} was made with other settings ({changes})"
+
+
+def _changes(key: str, there: object, now: object) -> list[str]:
+    """What differs in one setting; in a table or a list only the entries that differ, so that a
+    long value does not hide its difference behind the cut."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        return [change for sub in sorted({*there, *now}, key=str) if there.get(sub) != now.get(sub)
+                for change in _changes(f"{key}.{sub}", there.get(sub), now.get(sub))]
+    if isinstance(there, list) and isinstance(now, list):
+        only_there, only_now = [v for v in there if v not in now], [v for v in now if v not in there]
+        changes = ([f"{key} {_setting(only_there)} there only"] if only_there else []) + \
+                  ([f"{key} {_setting(only_now)} now only"] if only_now else [])
+        return changes or [f"{key} in another order"]
+    return [f"{key} {_setting(there)} there, {_setting(now)} now"]
+
+
+def _setting(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def delete_hint(study: str, url: str) -> str:
+    """The command that removes a study (Optuna's own CLI), for messages that suggest starting over."""
+    shown = safe_url(url)
+    password = " (with the password in place of ***)" if shown != url and "***" in shown else ""
+    return f"`optuna delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`{password}"
+
+
+def safe_url(url: str) -> str:
+    """The storage URL without its password, for messages and exported metadata."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: say nothing of it that could be secret
+        return url.split("@")[-1]
+
+
+def _claiming_storage(study: optuna.Study) -> "ClaimingStorage":
+    """The ``ClaimingStorage`` under a study opened on an ``open_storage`` storage: Optuna wraps
+    RDB storages in a cache, which passes on only the calls it knows."""
+    return getattr(study._storage, "_backend", study._storage)
+
+
+class ClaimingStorage(RDBStorage):
+    """An RDB storage whose WAITING → RUNNING claim is one conditional ``UPDATE``, and whose
+    study attributes can be written once (``add_study_user_attr``).
+
+    Optuna reads the trial's state and then writes RUNNING; SQLite ignores the read's
+    ``FOR UPDATE`` and Python's ``sqlite3`` opens the transaction only at the write, so two
+    workers could both read WAITING and both train the unit (the slower one then died on
+    "Cannot tell a COMPLETE trial"). A single ``UPDATE … WHERE state = 'WAITING'`` is atomic
+    in every database: exactly one worker sees its row changed.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        claim = (update(TrialModel).where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
+                 .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
+        with self.engine.begin() as connection:
+            return connection.execute(claim).rowcount == 1
+
+    def beating(self, trial_ids: Iterable[int]) -> set[int]:
+        """The trials of ``trial_ids`` that have sent a heartbeat."""
+        query = select(TrialHeartbeatModel.trial_id).where(TrialHeartbeatModel.trial_id.in_(list(trial_ids)))
+        with self.engine.connect() as connection:
+            return set(connection.execute(query).scalars())
+
+    def add_study_user_attr(self, study_id: int, key: str, value: object) -> None:
+        """Store a study attribute unless it exists (the table's unique key refuses a second
+        insert). Optuna's own setter overwrites."""
+        row = insert(StudyUserAttributeModel).values(study_id=study_id, key=key, value_json=json.dumps(value))
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(row)
+        except IntegrityError:  # another worker stored it first
+            pass
+
+
+def storage_driver_url(url: str) -> str:
+    """``postgresql://`` with the psycopg2 driver when psycopg (3) is missing.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the project installs psycopg2
+    (the ``dev`` extra), so without this the URL the README shows would fail to import a driver.
+    """
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
+    """An RDB storage with heartbeats; a stale trial becomes FAIL and is enqueued again.
+
+    Workers started together on an empty database race to create Optuna's tables; the losers
+    fail on a unique constraint or an existing table, and succeed once the winner is done.
+    """
+    url = storage_driver_url(url)
+    for attempt in range(5):
+        try:
+            return _open_storage_once(url, config)
+        except StoreError as err:
+            if attempt == 4 or not any(s in str(err) for s in CREATION_RACE):
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
+    engine_kwargs: dict = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    if url.startswith("postgresql"):  # libpq waits for ever on a host that accepts and never answers
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental, but are what resume rests on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return ClaimingStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+                                   grace_period=config.grace_period,
+                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+    except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}") from None
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Turn trials of workers that stopped beating into FAIL; the callback enqueues them again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def fail_orphans(study: optuna.Study, grace_period: float) -> int:
+    """FAIL the RUNNING trials whose worker died before their first heartbeat; returns how many.
+
+    Optuna's heartbeat check skips a trial that never recorded a heartbeat (a worker killed
+    between claiming the trial and its first beat); without this, workers would wait for it
+    for ever. A live worker beats within moments of its claim, so only trials older than two
+    grace periods are taken for dead: a loaded machine must not see a live trial as an orphan.
+    """
+    now, failed, limit = datetime.now(), 0, 2 * grace_period
+    old = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+           if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > limit]
+    if not old:
+        return 0
+    beating = _claiming_storage(study).beating(t._trial_id for t in old)
+    for trial in old:
+        if trial._trial_id not in beating:
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                failed += 1
+            except Exception:  # another worker failed it first
+                pass
+    return failed
+
+
+def trial_status(trial: FrozenTrial) -> str:
+    """One of ``STATUSES``: the trial's state, with FAIL split into ``failed`` and ``interrupted``.
+
+    ``failed``: FAIL with a recorded reason (user attribute ``error``, e.g. a diverged fold).
+    ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
+    to the worker's stderr); such a trial does not use up the search budget.
+    """
+    if trial.state == TrialState.FAIL:
+        return "failed" if "error" in trial.user_attrs else "interrupted"
+    return trial.state.name.lower()
+
+
+def status_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Number of trials of each status, in the order of ``STATUSES`` (zeros included)."""
+    counts = Counter(trial_status(t) for t in trials)
+    return {status: counts[status] for status in STATUSES}
