@@ -359,6 +359,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             configuration.method.sampler(images.shape[-1])
         except ValueError as err:
             raise ValueError(f"configuration {configuration.id}: {err}") from None
+    store.make_folders(suite.name)
     study = open_suite_study(suite, store)
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import shlex
 import time
@@ -71,6 +72,20 @@ class StoreConfig:
 
     def artifacts(self, suite: str) -> Path:
         return self.artifacts_dir or self.results_dir / suite / "artifacts"
+
+    def make_folders(self, suite: str) -> None:
+        """Create the folders a run of ``suite`` writes to, or raise a one-line ``ValueError`` naming
+        the one that cannot be written: before a study exists and a unit trains, not after."""
+        folders = {"results": self.results_dir, "artifacts": self.artifacts(suite)}
+        if not self.storage:
+            folders["studies"] = self.studies_dir
+        for name, folder in folders.items():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ValueError(f"the {name} folder {str(folder)!r} cannot be made: {err.strerror}") from None
+            if not os.access(folder, os.W_OK):
+                raise ValueError(f"the {name} folder {str(folder)!r} is not writable")
 
 
 @contextmanager

@@ -518,3 +518,13 @@ def test_a_limit_above_the_dataset_says_that_all_images_are_used(tmp_path, capsy
     assert run_cli(tmp_path, "--suite", "all.toml", "--heartbeat", "1") == 0
     assert "note: limit 100,000 is more than the 1,438 training images of digits" in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "results" / "all.csv")[["n_train", "n_val"]].sum(axis=1).eq(1_438).all()
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_a_study_exists(tmp_path, capsys):
+    # It once failed after the first unit had trained, leaving a study behind (or with a traceback).
+    (tmp_path / "afile").write_text("")
+    assert run_cli(tmp_path, "--suite", "smoke", "--results-dir", "afile") == 2
+    assert capsys.readouterr().err.strip() == "error: the results folder 'afile' cannot be made: File exists"
+    assert run_cli(tmp_path, "--suite", "smoke", "--artifacts-dir", "afile/weights") == 2
+    assert "the artifacts folder" in capsys.readouterr().err
+    assert not (tmp_path / "studies").exists()
