@@ -131,11 +131,13 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
                              "choose one with --fold (configurations without it are skipped)")
         fold = min(common, default=0)
     targets, skipped = [], []
+    # a run filed under a --name goes on only with the command that started it, which it recorded
+    resume = meta.get("command") or f"python -m benchmark run --suite {suite}"
     for config_id in [c for c in vq if not named or c in named]:
         rows = done[(done["config_id"] == config_id) & (done["fold"] == fold)]
         if rows.empty:
             reason = (f"{config_id}: fold {fold} is not COMPLETE with a checkpoint; "
-                      f"finish it with `python -m benchmark run --suite {suite}`")
+                      f"finish it with `{resume}`")
             if named:
                 raise ValueError(reason)
             skipped.append(reason)
@@ -150,7 +152,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
                                    checkpoint, _count(row.get("n_train")), _count(row.get("n_val"))))
     if not targets:
         raise ValueError(f"no VQ-VAE configuration of suite {suite!r} has fold {fold} COMPLETE with a checkpoint yet "
-                         f"({', '.join(vq)}); finish them with `python -m benchmark run --suite {suite}`")
+                         f"({', '.join(vq)}); finish them with `{resume}`")
     return targets, skipped, meta
 
 

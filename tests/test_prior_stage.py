@@ -213,8 +213,9 @@ def test_the_fold_is_common_to_the_configurations_and_can_be_chosen(smoke_run, t
     assert {t.fold for t in targets} == {2} and len(targets) == 3 and not skipped
     targets, skipped, _ = select_targets(results, "smoke", fold=1)
     assert {t.fold for t in targets} == {1} and len(targets) == 2
-    assert skipped == ["vq-vae/1/baseline: fold 1 is not COMPLETE with a checkpoint; "
-                       "finish it with `python -m benchmark run --suite smoke`"]
+    command = json.loads((results / "smoke_meta.json").read_text())["command"]  # the one that started the run
+    assert command.startswith("python -m benchmark run --suite smoke")
+    assert skipped == [f"vq-vae/1/baseline: fold 1 is not COMPLETE with a checkpoint; finish it with `{command}`"]
     table.loc[(table["config_id"] == "vq-vae/1/single/gaussian/a=40") & (table["fold"] >= 2), "state"] = "FAIL"
     table.to_csv(results / "smoke.csv", index=False)
     with pytest.raises(ValueError, match="no fold is COMPLETE in every VQ-VAE configuration .*--fold"):
