@@ -150,8 +150,8 @@ def list_studies(url: str | None) -> list[StudyRow]:
     if url is None:
         return [row for file in study_files() for row in list_studies(file)]
     storage = open_for_reading(url)
-    if storage is None:
-        return []
+    if storage is None:  # asked for by name: a mistyped path must not read as an empty storage
+        raise ValueError(f"no SQLite file {url.removeprefix('sqlite:///')} (from --storage {url})")
     rows = []
     for name in sorted(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)

@@ -23,6 +23,14 @@ def cli(cwd: Path, *args: str) -> int:
         os.chdir(old)
 
 
+def one_line_error(capsys) -> str:
+    """The one ``error:`` line a command printed on stderr (no traceback), read from ``capsys``."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
 def run_cli(cwd: Path, *args: str) -> int:
     return cli(cwd, "run", *args, "--quiet")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, one_line_error
 from PIL import Image
 from sklearn.model_selection import KFold
 
@@ -280,12 +280,6 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
     assert (f"{config_id} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
             f"(uniform: ln K = {math.log(K):.4f}) = {row['val_bits_per_code']:.4f} bits/code "
             f"(uniform: log2 K = 7.0000); ") in out
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
 
 
 def test_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from conftest import cli, stopped, worker_pids
+from conftest import cli, one_line_error, stopped, worker_pids
 from optuna.trial import TrialState
 
 import benchmark.train
@@ -460,13 +460,6 @@ def test_help_gives_the_default_study_name_with_other_objectives(tmp_path, monke
 
 # --- bad input: one line, exit code 2, nothing written ---
 
-def one_line_error(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
-    return lines[0]
-
-
 @pytest.mark.parametrize("bad, message", [
     (["--range", "exponent=60:10"], "empty range for exponent"),
     (["--range", "beta=-1:10"], "must be > 0"),
@@ -600,3 +593,11 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     assert "started by: python -m benchmark run --suite smoke --heartbeat 1 --quiet" in shown
     assert cli(tmp_path, "studies", "plot", "suite-smoke", "--storage", url) == 2
     assert "a suite study" in one_line_error(capsys) and not (tmp_path / "reports").exists()
+
+
+def test_studies_list_of_a_sqlite_file_that_is_not_there_is_an_error(tmp_path, capsys):
+    # It once printed "no studies" and exited 0, so a mistyped path read as an empty storage.
+    url = f"sqlite:///{tmp_path / 'typo' / 'x.db'}"
+    assert cli(tmp_path, "studies", "list", "--storage", url) == 2
+    assert one_line_error(capsys) == f"error: no SQLite file {tmp_path / 'typo' / 'x.db'} (from --storage {url})"
+    assert not (tmp_path / "typo").exists()

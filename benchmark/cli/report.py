@@ -17,8 +17,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         "table.csv, table.tex, table.md, index.md and figures. Safe to rerun.")
     report.add_argument("--suite", action="append", help="suite name (repeatable; default: every suite in "
                                                          "--results-dir)")
-    report.add_argument("--results-dir", type=Path, default=Path("results"))
-    report.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    report.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where `run` exported the results (default results/)")
+    report.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="where to write each suite's report, in a folder of its name (default reports/)")
     report.add_argument("--no-figures", action="store_true",
                         help="tables only (an earlier report's figures are removed, so none is left stale)")
     report.add_argument("--no-checkpoints", action="store_true",

@@ -105,7 +105,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="folder for the plot folders")
     for parser, handler in ((listing, cmd_list), (show, cmd_show), (plot, cmd_plot)):
         # SUPPRESS: given before or after the action, and not reset by the action's default
-        parser.add_argument("--storage", default=argparse.SUPPRESS, help=STUDIES_STORAGE_HELP)
+        parser.add_argument("--storage", default=argparse.SUPPRESS,
+                            help=STUDIES_STORAGE_HELP if parser is listing else STORAGE_HELP)
         parser.set_defaults(handler=handler)
 
 
