@@ -25,7 +25,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.config import Configuration
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
-from benchmark.storage import StoreConfig, open_storage, safe_url, status_counts, trial_status, version_problem
+from benchmark.storage import (StoreConfig, open_storage, optuna_errors_only, safe_url, status_counts, trial_status,
+                               version_problem)
 from benchmark.suites import Suite
 
 TOP = 5
@@ -270,7 +271,9 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (plot, kwargs) in plots.items():
-        with warnings.catch_warnings():  # Optuna marks its matplotlib backend experimental
+        # Optuna marks its matplotlib backend experimental, and logs a warning for each parameter
+        # that never varied; the notes say what was skipped
+        with warnings.catch_warnings(), optuna_errors_only():
             warnings.simplefilter("ignore")
             try:
                 axes = plot(study, **kwargs)
