@@ -114,6 +114,22 @@ class Suite:
             raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes")
         return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations), params_from=tuple(sources))
 
+    def replacement_notes(self, base: Suite) -> list[str]:
+        """For a suite made by ``base.with_best_params``: a note per tuned configuration saying which of
+        ``base``'s it replaces, and that configurations a search made the same are trained once."""
+        def key(c: Configuration) -> tuple:
+            return c.family, c.config, c.method.method, c.method.sampling, c.method.balance.softadapt
+
+        by_id = {c.id: c for c in self.configurations}
+        notes = []
+        for config_id, study in self.params_from:
+            replaced = [c.id for c in base.configurations if key(c) == key(by_id[config_id]) and c.id != config_id]
+            merged = (f"; the {len(replaced)} are trained as this one, so the suite has {len(replaced) - 1} "
+                      "configuration(s) fewer") if len(replaced) > 1 else ""
+            notes.append(f"note: {', '.join(replaced) or config_id} → {config_id} (the best of study {study!r})"
+                         f"{merged}")
+        return notes
+
     def override(self, **values) -> Suite:
         """A copy with command-line overrides applied (None means keep the suite's value)."""
         train_keys = {f.name for f in fields(TrainConfig)}

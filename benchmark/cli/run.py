@@ -164,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     notes = []
     if args.params_from:
-        notes = tuning_notes(args.params_from, args.search_storage, suite)
+        notes = suite.replacement_notes(get_suite(args.suite)) + tuning_notes(args.params_from, args.search_storage,
+                                                                              suite)
     try:
         summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
                             fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
