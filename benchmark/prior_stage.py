@@ -401,6 +401,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
     with tqdm(total=len(targets), desc=f"prior {suite}", unit="config", dynamic_ncols=True,
               disable=not show_progress) as bar:  # closed on Ctrl-C too: a message then starts a line
+        # tqdm's ETA moves once a configuration ends; this one, from every prior epoch trained so far
+        stage_started, trained = time.perf_counter(), {"epochs": 0}
         for index, target in enumerate(targets, start=1):
             started = time.perf_counter()
             prefix = f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})"
@@ -419,8 +421,11 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             seed = unit_seed(int(meta.get("seed", 0)), f"prior:{target.config_id}", target.fold)
 
             def on_epoch(record: dict, prefix: str = prefix) -> None:
-                bar.set_postfix_str(f"{prefix} | epoch {record['epoch']}/{epochs} | val NLL {record['val_nll']:.4f}",
-                                    refresh=True)
+                trained["epochs"] += 1
+                left = len(targets) * epochs - trained["epochs"]
+                eta = tqdm.format_interval(left * (time.perf_counter() - stage_started) / trained["epochs"])
+                bar.set_postfix_str(f"ETA {eta} | {prefix} | epoch {record['epoch']}/{epochs} | "
+                                    f"val NLL {record['val_nll']:.4f}", refresh=True)
 
             result = train_prior(train_codes, val_codes, config, epochs=epochs, batch_size=batch_size, lr=lr,
                                  seed=seed, device=torch_device, on_epoch=on_epoch)

@@ -216,6 +216,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
                desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
     objective = _Objective(settings, options, images, bar, interrupts)
     deadline = time.monotonic() + options.timeout if options.timeout else math.inf
+    first_look = True
     try:
         while time.monotonic() < deadline:
             interrupts.check()
@@ -223,9 +224,14 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
             fail_orphans(study, grace_for(options.heartbeat))
             trials = study.get_trials(deepcopy=False)
             used = min(sum(counts_toward_budget(t) for t in trials), options.trials)
-            # Trials counted at this worker's first look (or lost since: a dead worker's) are not in its rate or ETA.
-            bar.initial = used if bar.n == 0 else min(bar.initial, used)
-            bar.n = used
+            # Trials counted at this worker's first look (or lost since: a dead worker's) are not in its rate or
+            # ETA; later ones go through update(), which is what feeds tqdm's rate.
+            if first_look:
+                bar.initial = bar.n = used
+                first_look = False
+            elif used != bar.n:
+                bar.initial = min(bar.initial, used)
+                bar.update(used - bar.n)
             bar.refresh()
             if used < options.trials:
                 try:
