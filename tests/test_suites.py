@@ -214,3 +214,13 @@ def test_unit_seed_and_folds_are_the_same_in_a_fresh_process_with_another_hash_s
     seeds, folds = out.splitlines()
     assert seeds == repr(list(UNIT_SEEDS.values()))
     assert folds == repr([tuple(f) for f in FOLDS_10_5_0])
+
+
+def test_output_piped_to_a_reader_that_stopped_ends_quietly():
+    # `python -m benchmark studies show NAME | head -1` once ended in a BrokenPipeError traceback.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-m", "benchmark", "suites"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+    child.stdout.close()  # before the command writes (it imports torch first): its reader is gone
+    err = child.stderr.read().decode()
+    assert child.wait() == 141 and err == ""

@@ -9,6 +9,7 @@ exit code. User errors (``ValueError``) print one line and exit with code 2. Ctr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `run` records the command that started it
     matplotlib.use("Agg")  # figures go to files, never to a window (Optuna's plots draw through pyplot)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # output piped to a reader that stopped fails here, not at exit with a traceback
+        return code
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -64,3 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output's reader stopped (`... | head`): end quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # or the flush at exit fails again
+        return 141
