@@ -311,13 +311,14 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         warnings.append(f"no {suite}_meta.json: expected folds and configurations guessed from the results")
 
     table.to_csv(out_dir / "table.csv", index=False)
-    (out_dir / "table.tex").write_text(latex_table(table, _caption(data)))
+    label = f"tab:{safe_name(suite)}"  # a suite's own labels: two suites' tables can go into one document
+    (out_dir / "table.tex").write_text(latex_table(table, _caption(data), f"{label}-cross-validation"))
     (out_dir / "table.md").write_text(markdown_table(table))
     files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
     comparison = comparison_cells(table)
     note = comparison_note(table)
     texts = {out_dir / "comparison.tex": comparison_latex(comparison, f"Each method against its baseline, suite {suite}.",
-                                                          note),
+                                                          note, f"{label}-comparison"),
              out_dir / "comparison.md": comparison_markdown(comparison, note)}
     for path, text in texts.items():
         if comparison.empty:  # baselines only: no comparison (nor an earlier report's)

@@ -116,7 +116,7 @@ def comparison_note(table: pd.DataFrame) -> str:
     return COMPARISON_NOTE + (TUNED_NOTE if _tuned(table) else "")
 
 
-def latex_table(table: pd.DataFrame, caption: str) -> str:
+def latex_table(table: pd.DataFrame, caption: str, label: str = "tab:cross-validation") -> str:
     """A booktabs ``table`` float with \\multirow groups, bold best cells and a † footnote."""
     cells, bold = display_table(table)
     cells = cells.map(tex)
@@ -128,7 +128,7 @@ def latex_table(table: pd.DataFrame, caption: str) -> str:
     spec = "llll" + "r" * cells.shape[1]
     latex = styler.to_latex(column_format=spec, hrules=True, multirow_align="t",
                             convert_css=True, position="htbp", position_float="centering",
-                            caption=tex(caption), label="tab:cross-validation")
+                            caption=tex(caption), label=label)
     lines = latex.splitlines()
     top = lines.index(r"\toprule")
     # One header row naming the index columns (pandas leaves them blank when names are hidden).
@@ -210,7 +210,8 @@ def comparison_markdown(cells: pd.DataFrame, note: str = COMPARISON_NOTE) -> str
     return "\n".join(_markdown(cells, bold, 4)) + "\n\n" + note + "\n"
 
 
-def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_NOTE) -> str:
+def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_NOTE,
+                     label: str = "tab:comparison") -> str:
     """``comparison_cells`` as a booktabs ``table`` float, with its note."""
     cells = cells.map(tex)
     cells.index = pd.MultiIndex.from_tuples([tuple(tex(str(v)) for v in labels) for labels in cells.index],
@@ -218,7 +219,7 @@ def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_N
     styler = cells.style.hide(names=True, axis="index")
     latex = styler.to_latex(column_format="lllll" + "r" * cells.shape[1], hrules=True, multirow_align="t",
                             position="htbp", position_float="centering", caption=tex(caption),
-                            label="tab:comparison")
+                            label=label)
     lines = latex.splitlines()
     top = lines.index(r"\toprule")
     lines[top + 1] = " & ".join([*cells.index.names, *(tex(c) for c in cells.columns)]) + r" \\"

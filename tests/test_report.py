@@ -329,6 +329,9 @@ def test_table_tex_is_a_booktabs_tabular_with_marks(report):
     assert r"$^\dagger$" in latex and "Nadeau" in latex and "±" not in latex and "_" not in latex
     # pdflatex before 2020 (or without UTF-8 input) stops at a raw ×, … or –
     assert latex.isascii() and (out / "comparison.tex").read_text().isascii()
+    # the suite's own labels: two suites' tables can go into one document
+    assert r"\label{tab:demo-cross-validation}" in latex
+    assert r"\label{tab:demo-comparison}" in (out / "comparison.tex").read_text()
 
 
 def test_table_tex_compiles_when_pdflatex_is_available(report, tmp_path):
