@@ -100,8 +100,7 @@ class Suite:
         """
         configurations, sources, seen = [], [], set()
         for configuration in self.configurations:
-            m = configuration.method
-            key = (configuration.family, configuration.config, m.method, m.sampling, m.balance.softadapt)
+            key = search_key(configuration)
             if key in best:
                 configuration, study = best[key]
             if configuration.id not in seen:
@@ -117,13 +116,11 @@ class Suite:
     def replacement_notes(self, base: Suite) -> list[str]:
         """For a suite made by ``base.with_best_params``: a note per tuned configuration saying which of
         ``base``'s it replaces, and that configurations a search made the same are trained once."""
-        def key(c: Configuration) -> tuple:
-            return c.family, c.config, c.method.method, c.method.sampling, c.method.balance.softadapt
-
         by_id = {c.id: c for c in self.configurations}
         notes = []
         for config_id, study in self.params_from:
-            replaced = [c.id for c in base.configurations if key(c) == key(by_id[config_id]) and c.id != config_id]
+            tuned = search_key(by_id[config_id])
+            replaced = [c.id for c in base.configurations if search_key(c) == tuned and c.id != config_id]
             merged = (f"; the {len(replaced)} are trained as this one, so the suite has {len(replaced) - 1} "
                       "configuration(s) fewer") if len(replaced) > 1 else ""
             notes.append(f"note: {', '.join(replaced) or config_id} → {config_id} (the best of study {study!r})"
@@ -136,6 +133,13 @@ class Suite:
         train = replace(self.train, **{k: v for k, v in values.items() if k in train_keys and v is not None})
         rest = {k: v for k, v in values.items() if k not in train_keys and v is not None}
         return replace(self, train=train, **rest)
+
+
+def search_key(configuration: Configuration) -> tuple[str, int, str, str | None, bool]:
+    """(family, config, method, sampling, softadapt): what one search tunes, as
+    ``benchmark.studies.best_configurations`` keys its results."""
+    m = configuration.method
+    return configuration.family, configuration.config, m.method, m.sampling, m.balance.softadapt
 
 
 def thesis_grid(family: str, config: int, exponents: tuple[float, ...] = THESIS_EXPONENTS) -> list[Configuration]:
