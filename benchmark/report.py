@@ -27,7 +27,7 @@ import pandas as pd
 
 from benchmark.conditioning import PixelSampler
 from benchmark.export import load_checkpoint
-from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS
+from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.prior_stage import prior_figures
 from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find_missing, load_suite, run_dataset,
                                safe_name)
@@ -61,10 +61,6 @@ FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTER
 }
 
 
-
-
-
-
 @dataclass
 class ReportSummary:
     """What ``write_report`` wrote and what it could not report."""
@@ -79,14 +75,6 @@ class ReportSummary:
     @property
     def complete(self) -> bool:
         return not self.missing
-
-
-
-
-
-
-
-
 
 
 def build_table(suite: SuiteResults) -> pd.DataFrame:
@@ -105,6 +93,8 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
     table.insert(1, "model", table["family"].map(lambda f: FAMILY_TITLES.get(f, f)))
     table.insert(table.columns.get_loc("params_from"), "parameters", table.apply(parameter_text, axis=1))
     table.insert(table.columns.get_loc("count") + 1, "observed", observed_pixels(table, suite.meta.get("image_size")))
+    table.insert(table.columns.get_loc("seconds_mean"), "weights",
+                 model_weights(table, suite.meta.get("image_channels"), suite.meta.get("image_size")))
     # Rows must be told apart in the LaTeX/Markdown tables even when the label does not show
     # the difference (e.g. only the SoftAdapt β differs): then the label names the config id.
     same = table.duplicated(["family", "config", "method", "parameters"], keep=False)
@@ -140,32 +130,15 @@ def observed_pixels(table: pd.DataFrame, image_size: int | None) -> pd.Series:
     return table["count"].where(constant).mask(constant & table["count"].isna(), default).astype("Int64")
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+def model_weights(table: pd.DataFrame, channels: int | None, image_size: int | None) -> pd.Series:
+    """Each row's trainable weights (``models.weight_count``) for images of ``channels`` ×
+    ``image_size``²; unknown (NA) without them (an export from before they were recorded)."""
+    if not channels or not image_size:
+        return pd.Series(pd.NA, index=table.index, dtype="Int64")
+    counts = {key: weight_count(*key, int(channels), int(image_size))
+              for key in set(zip(table["family"], table["config"].astype(int), table["method"]))}
+    return pd.Series([counts[key] for key in zip(table["family"], table["config"].astype(int), table["method"])],
+                     index=table.index, dtype="Int64")
 
 
 def _training_text(suite: SuiteResults) -> str:
@@ -239,10 +212,11 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
     described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
                               "Multidecoder's conditioned decoder sees, given or default), `n` folds done and "
                               "`complete` (all of them), `<metric>_mean/var/std/n` "
-                              "(variance ddof=0; `_n` finite values), `<metric>_mean_diff/ci_low/ci_high/t/p/"
-                              "p_holm/rel_change/significant/n_pairs` against the baseline (the 95% CI is per "
-                              "comparison, not Holm-adjusted; `p_holm` only with every fold paired); "
-                              "`prior_*`: VQ-VAE prior NLL",
+                              "(variance ddof=0; `_n` finite values), `weights` (the model's trainable weights), "
+                              "`seconds_mean` (a fold's training time; folds trained as one ensemble share it), "
+                              "`<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/significant/n_pairs` "
+                              "against the baseline (the 95% CI is per comparison, not Holm-adjusted; `p_holm` "
+                              "only with every fold paired); `prior_*`: VQ-VAE prior NLL",
                  "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",
                  "table.md": "the same table in Markdown",
                  "comparison.md": "each method against its baseline: mean difference, 95% interval, relative "
@@ -369,4 +343,4 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings)
 
 
-__all__ = ["ReportSummary", "build_table", "merge_prior", "observed_pixels", "write_report"]
+__all__ = ["ReportSummary", "build_table", "merge_prior", "model_weights", "observed_pixels", "write_report"]

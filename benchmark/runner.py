@@ -391,7 +391,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     else:
         interrupted = False
     finally:  # also when interrupted: the units finished so far are exported and can be reported
-        results, _ = export(study, suite, store, image_size=images.shape[-1])
+        results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]))
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
     if interrupted:
         raise RunInterrupted(summary)

@@ -13,7 +13,7 @@ from benchmark.models import VQConfig
 from benchmark.stats import COMPARED, METHOD_TITLES, METRICS, format_mean_var
 
 METRIC_TITLES = {"recon": "Reconstruction loss", "latent": "KL / VQ loss", "recon_cond": "Conditioned reconstruction"}
-# Two-line LaTeX headers keep the eight columns within a page.
+# Two-line LaTeX headers keep the columns within a page.
 TEX_TITLES = {"Reconstruction loss": r"\shortstack{Reconstruction\\loss}", "KL / VQ loss": r"\shortstack{KL / VQ\\loss}",
               "Conditioned reconstruction": r"\shortstack{Conditioned\\reconstruction}",
               "Prior NLL (nats/code)": r"\shortstack{Prior NLL\\(nats/code)}"}
@@ -42,6 +42,8 @@ COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline
 PRIOR_NOTE = (" Prior NLL: validation negative log-likelihood of a VQ-VAE's code maps under a Gated "
               "PixelCNN prior fitted to the training codes of one fold, the same fold for every row "
               "(nats per code, lower is better; a uniform prior scores ln K).")
+WEIGHTS_NOTE = (" Weights: the model's trainable weights, what a method costs in size (a Multidecoder has two "
+                "decoders; a conditioned decoder's first layer also takes the mask).")
 TUNED_NOTE = (" Tuned: parameters chosen by a search on these images, so the row's scores and its "
               "test against the baseline are optimistic (selection bias).")
 
@@ -81,9 +83,22 @@ def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         bold[METRIC_TITLES[metric]] = _best_rows(table, metric).to_list()
     if "prior_nll_nats" in table:  # VQ-VAE rows once `prior` has run; NLLs of other folds are not ranked
         cells["Prior NLL (nats/code)"], bold["Prior NLL (nats/code)"] = prior_cells(table), [False] * len(table)
+    if _has_weights(table):
+        cells["Weights"], bold["Weights"] = [_count_text(w) for w in table["weights"]], [False] * len(table)
     cells["n"] = table["n"].astype(str).to_list()
     bold["n"] = [False] * len(table)
     return pd.DataFrame(cells, index=index), pd.DataFrame(bold, index=index)
+
+
+def _count_text(count: int | None) -> str:
+    """``65.2k``, ``3.22M``: a weight count to three significant digits; "–" when unknown."""
+    if pd.isna(count):
+        return "–"
+    rounded = float(f"{count:.3g}")  # 999,999 is 1M, not 1e+03k
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if rounded >= scale:
+            return f"{rounded / scale:.3g}{suffix}"
+    return str(int(count))
 
 
 # Characters LaTeX treats specially, and the few symbols the report's plain text uses.
@@ -101,14 +116,20 @@ def tex(text: str) -> str:
     return _TEX_PATTERN.sub(lambda match: _TEX[match.group()], text)
 
 
+def _has_weights(table: pd.DataFrame) -> bool:
+    """Whether the rows' model sizes are known (exports record the image channels since they are)."""
+    return "weights" in table and bool(table["weights"].notna().any())
+
+
 def _tuned(table: pd.DataFrame) -> bool:
     return bool(table["params_from"].fillna("").astype(str).str.len().gt(0).any())
 
 
 def footnote(table: pd.DataFrame) -> str:
-    """The tables' footnote; with the prior's column explained when it is there, and the
-    selection-bias caveat when a row's parameters were tuned."""
-    return FOOTNOTE + (PRIOR_NOTE if "prior_nll_nats" in table else "") + (TUNED_NOTE if _tuned(table) else "")
+    """The tables' footnote; with the weights' and the prior's columns explained when they are
+    there, and the selection-bias caveat when a row's parameters were tuned."""
+    return (FOOTNOTE + (WEIGHTS_NOTE if _has_weights(table) else "") + (PRIOR_NOTE if "prior_nll_nats" in table else "")
+            + (TUNED_NOTE if _tuned(table) else ""))
 
 
 def comparison_note(table: pd.DataFrame) -> str:

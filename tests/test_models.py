@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmark.conditioning import PixelSampler
-from benchmark.models import MODEL_CONFIGS, VectorQuantizer, build_model
+from benchmark.models import MODEL_CONFIGS, VectorQuantizer, build_model, weight_count
 from benchmark.models.gaussian import kl_to_standard_normal
 
 GRID = [(family, config) for family, configs in MODEL_CONFIGS.items() for config in configs]
@@ -146,6 +146,25 @@ def test_conditioned_decoder_merges_z_and_m_through_one_linear_layer():
     merge = model.decoder.latent_input.linear
     assert isinstance(merge, torch.nn.Linear)
     assert merge.in_features == 16 * 8 * 8 + 2 * 32 * 32  # flatten(z_q) ⊕ flatten(m)
+
+
+@pytest.mark.parametrize("family,config,method", [("vae", 1, "multidecoder"), ("vq-vae", 2, "single")])
+def test_weight_count_counts_the_built_models_trainable_weights(family, config, method):
+    model = build_model(family, config, method, 3, 32)
+    assert weight_count(family, config, method, 3, 32) == sum(p.numel() for p in model.parameters())
+
+
+def test_a_conditioned_decoder_costs_its_merge_layers_weights_by_hand():
+    m = 2 * 32 * 32  # image ⊕ mask inputs of a 1-channel 32 × 32 image
+    baseline = weight_count("vae", 1, "baseline")
+    # Gaussian VAE 1: the Linear from z (16) to the 256 × 2 × 2 feature map gains m inputs.
+    assert weight_count("vae", 1, "single") - baseline == m * 256 * 2 * 2
+    # The Multidecoder adds a second decoder: the baseline's plus those inputs.
+    decoder = sum(p.numel() for p in build_model("vae", 1, "baseline").decoder.parameters())
+    assert weight_count("vae", 1, "multidecoder") - baseline == decoder + m * 256 * 2 * 2
+    # VQ-VAE 1: z_q (16 × 8 × 8) enters the decoder as it is; conditioned, a Linear (with bias) merges z_q ⊕ m.
+    code = 16 * 8 * 8
+    assert weight_count("vq-vae", 1, "single") - weight_count("vq-vae", 1, "baseline") == (code + m) * code + code
 
 
 def test_single_decoder_with_empty_mask_is_the_unconditioned_decoder():

@@ -17,7 +17,7 @@ from PIL import Image
 from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
-from benchmark.models import DEFAULT_BETA, build_model
+from benchmark.models import DEFAULT_BETA, build_model, weight_count
 from benchmark.report import FIGURE_KINDS, build_table, write_report
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
@@ -75,12 +75,12 @@ def make_history(rows: pd.DataFrame, epochs: int = 3) -> pd.DataFrame:
 
 
 def write_suite(directory: Path, rows: pd.DataFrame, suite: str = "demo",
-                configurations: list[str] | None = None) -> Path:
+                configurations: list[str] | None = None, **meta_extra) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     rows.to_csv(directory / f"{suite}.csv", index=False)
     make_history(rows[rows["state"] == "COMPLETE"]).to_csv(directory / f"{suite}_history.csv", index=False)
     meta = {"suite": suite, "dataset": "mnist5k", "data_root": None, "folds": FOLDS, "repeats": 1, "seed": 0,
-            "epochs": 3, "configurations": configurations or [c[0] for c in CONFIGS]}
+            "epochs": 3, "configurations": configurations or [c[0] for c in CONFIGS], **meta_extra}
     (directory / f"{suite}_meta.json").write_text(json.dumps(meta))
     return directory
 
@@ -365,6 +365,22 @@ def test_table_md_shows_the_same_numbers_and_marks(report):
     assert f"**{format_mean_var(best.recon_mean, best.recon_var)}†**" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(CONFIGS) and all(r.count("|") == 9 for r in rows)
+
+
+def test_the_tables_show_each_models_weights_when_the_export_knows_its_images(tmp_path, rows):
+    results = write_suite(tmp_path / "results", rows, image_size=32, image_channels=1)
+    write_report(results, "demo", tmp_path / "out", figures=False)
+    table = pd.read_csv(tmp_path / "out" / "table.csv").set_index("config_id")
+    for config_id, family, config, method, *_ in CONFIGS:
+        assert table.loc[config_id, "weights"] == weight_count(family, config, method, 1, 32)
+    assert table.loc["vae/1/baseline", "weights"] < table.loc["vae/1/single/uniform/a=40", "weights"]
+    markdown = (tmp_path / "out" / "table.md").read_text()
+    header, _, first = markdown.splitlines()[:3]
+    assert "| Weights | n |" in header and "| 1.13M | 5 |" in first  # Gaussian VAE 1 baseline: 1,127,617
+    assert "Weights: the model's trainable weights" in markdown
+    assert "Weights" in (tmp_path / "out" / "table.tex").read_text()
+    # An export without the image channels (older runs): no column, rather than a guess.
+    assert build_table(SuiteResults("demo", rows, None, {"folds": FOLDS, "image_size": 32}))["weights"].isna().all()
 
 
 def test_conditioned_reconstruction_is_ranked_only_among_rows_observing_as_many_pixels(rows):

@@ -9,6 +9,7 @@ import pytest
 from conftest import cli
 from PIL import Image
 
+from benchmark.export import load_checkpoint
 from benchmark.report import write_report
 
 
@@ -100,8 +101,11 @@ def test_weights_go_to_the_artifacts_dir_and_the_report_finds_them(tmp_path, cap
     stored = [p for p in shared.iterdir() if p.is_file()]
     assert len(stored) == 2 and not (tmp_path / "results" / "one" / "artifacts").exists()
     assert sorted(folds["checkpoint"]) == sorted(str(p) for p in stored)
-    assert json.loads((tmp_path / "results" / "one_meta.json").read_text())["image_size"] == 32  # MNIST padded to 32 × 32
+    meta = json.loads((tmp_path / "results" / "one_meta.json").read_text())
+    assert (meta["image_channels"], meta["image_size"]) == (1, 32)  # MNIST padded to 32 × 32
     assert report(tmp_path, "--suite", "one") == 0
+    assert pd.read_csv(tmp_path / "reports" / "one" / "table.csv")["weights"].tolist() == [
+        sum(p.numel() for p in load_checkpoint(stored[0])[0].parameters())]
     captured = capsys.readouterr()
     assert "no checkpoint figures" not in captured.out + captured.err
     assert list((tmp_path / "reports" / "one" / "figures").glob("reconstruction_*.png"))

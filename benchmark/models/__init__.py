@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from benchmark.models.blocks import eval_mode
 from benchmark.models.gaussian import GaussianConfig, GaussianLatent
 from benchmark.models.latent import LatentCode
@@ -52,6 +54,14 @@ def build_model(family: str, config: int, method: str, channels: int = 1, image_
         raise ValueError(f"channels must be >= 1, got {channels}")
     latent = GaussianLatent(cfg, channels, image_size) if family == "vae" else VQLatent(cfg, channels, image_size)
     return MultitaskVAE(latent, method, channels, image_size, DEFAULT_BETA[family] if beta is None else beta)
+
+
+def weight_count(family: str, config: int, method: str, channels: int = 1, image_size: int = 32) -> int:
+    """The trainable weights of ``build_model(family, config, method, channels, image_size)``:
+    what a method costs in model size (a conditioned decoder's input layer dominates)."""
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        model = build_model(family, config, method, channels, image_size)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 __all__ = ["DEFAULT_BETA", "FAMILIES", "FAMILY_TITLES", "METHODS", "MODEL_CONFIGS", "GaussianConfig", "LatentCode",
