@@ -36,7 +36,7 @@ from benchmark.storage import (
     taken_over_message,
     trial_status,
 )
-from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_states
+from benchmark.store import enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of, unit_states
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device
@@ -126,7 +126,7 @@ class _Worker:
 
     def objective(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", WORKER)
-        key = self.current = trial.suggest_categorical(UNIT_PARAM, self.keys)
+        key = self.current = unit_of(self.study._storage.get_trial(trial._trial_id))
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
         config_id, fold = parse_unit(key)
@@ -267,7 +267,9 @@ class _Worker:
         the ETA which units are settled."""
         settled = [k for k in self.keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
         self.eta.settle(settled)
-        live = [t for ts in states.values() for t in ts]
+        # This run's units only: a run of the suite before configurations were added to it
+        # cannot claim their units, and must not wait for them.
+        live = [t for k in self.keys for t in states.get(k, [])]
         return (len(settled), sum(t.state == TrialState.WAITING for t in live),
                 sum(t.state == TrialState.RUNNING for t in live))
 
@@ -393,6 +395,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     finally:  # also when interrupted: the units finished so far are exported and can be reported
         results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]))
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
+    stored = (study.user_attrs.get("settings") or {}).get("configurations", [])
+    added = [c for c in stored if c not in {configuration.id for configuration in suite.configurations}]
+    if added:  # another run grew the study meanwhile; its export, not this one, holds them all
+        print(f"note: another run added {len(added)} configuration{'s' * (len(added) != 1)} to study "
+              f"{study.study_name!r} while this one ran; {results} holds this run's only, until a run of the "
+              "grown suite exports them all", file=sys.stderr)
     if interrupted:
         raise RunInterrupted(summary)
     return summary
@@ -421,10 +429,15 @@ def _resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str 
     if not done + len(errors) + running:
         return None
     failed = f", {len(errors)} failed for good" if errors else ""
+    units = range(suite.folds * suite.repeats)
+    added = [c.id for c in suite.configurations if not any(states.get(unit_key(c.id, f)) for f in units)]
+    new = (f" (including the {len(added) * len(units)} of {len(added)} configuration{'s' * (len(added) != 1)} "
+           f"new to the study: {', '.join(added[:3])}{f' and {len(added) - 3} more' if len(added) > 3 else ''})"
+           if added else "")
     live = (f" ({running} in training elsewhere, or on a worker that died: such a unit is taken up again "
             f"{grace_period:g} s after its last heartbeat)") if running else ""
     return (f"resuming: {done} of {suite.units} units already done{failed}; "
-            f"{suite.units - done - len(errors)} not finished{live}")
+            f"{suite.units - done - len(errors)} not finished{new}{live}")
 
 
 def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:

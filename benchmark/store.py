@@ -1,9 +1,10 @@
 """The Optuna study as the store of units of work: one trial per (configuration, fold).
 
-A unit's key (``config_id#fold``) is the trial's fixed parameter ``unit``; a suite's study holds
-every unit, enqueued as a WAITING trial until a worker claims it. The storage itself (opening
-it, heartbeats, trial statuses, stored settings): ``benchmark.storage``; the export to
-results/ and the checkpoints: ``benchmark.export``.
+A suite's study holds every unit, a WAITING trial until a worker claims it. A unit's key
+(``config_id#fold``) is enqueued as the trial's fixed parameter ``unit``, which the worker reads
+rather than suggests: an Optuna parameter's choices cannot change, and a suite's configurations
+can grow. The storage itself (opening it, heartbeats, trial statuses, stored settings):
+``benchmark.storage``; the export to results/ and the checkpoints: ``benchmark.export``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-from benchmark.storage import StoreConfig, StoreError, check_settings, open_storage, safe_url, trial_status, versioned
+from benchmark.storage import (StoreConfig, StoreError, check_settings, open_storage, safe_url, settings_differ,
+                               trial_status, upgraded, versioned)
 from benchmark.suites import Suite
 
 UNIT_PARAM = "unit"
@@ -36,7 +38,8 @@ def study_name(suite: Suite | str) -> str:
 
 
 def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> optuna.Study:
-    """Create or load the suite's study; refuse one made with other settings, touching nothing."""
+    """Create or load the suite's study; refuse one made with other settings, touching nothing,
+    except configurations added to the suite (``grows``), which join the study."""
     storage = open_storage(config.url(suite.name), config)
     name = study_name(suite)
     settings = versioned(suite.settings())
@@ -46,13 +49,30 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         if not create:
             raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+    if grows(study.user_attrs.get("settings"), settings):
+        study.set_user_attr("settings", settings)
     check_settings(study, config.url(suite.name), settings,
                    "give the run another name (--name), or use another --storage and --results-dir (its "
                    "results would be overwritten), or remove that study to start over")
     return study
 
 
-def _unit_of(trial: FrozenTrial) -> str | None:
+def grows(stored: dict | None, wanted: dict) -> bool:
+    """Whether ``wanted`` differs from a study's ``stored`` settings only by configurations it adds
+    (or their order): a unit's folds and seed depend on its configuration alone, so the units
+    done stay valid, and the study takes the new ones instead of being refused."""
+    if stored is None or upgraded(stored) == wanted:
+        return False
+    stored, grown = upgraded(stored), ("configurations", "params_from")
+    old, new = stored.get("configurations", []), wanted.get("configurations", [])
+    tuned_old, tuned_new = stored.get("params_from", {}), wanted.get("params_from", {})
+    return (not settings_differ({k: v for k, v in stored.items() if k not in grown},
+                                {k: v for k, v in wanted.items() if k not in grown})
+            and set(old) <= set(new) and all(tuned_old.get(c) == tuned_new.get(c) for c in old))
+
+
+def unit_of(trial: FrozenTrial) -> str | None:
+    """The unit a trial trains: as it was enqueued (a parameter in studies made before suites could grow)."""
     return trial.params.get(UNIT_PARAM) or trial.system_attrs.get("fixed_params", {}).get(UNIT_PARAM)
 
 
@@ -60,7 +80,7 @@ def unit_states(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
     """Trials of each unit, oldest first."""
     by_unit: dict[str, list[FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False):
-        key = _unit_of(trial)
+        key = unit_of(trial)
         if key is not None:
             by_unit.setdefault(key, []).append(trial)
     return by_unit

@@ -21,7 +21,7 @@ from benchmark.cli.run import command_line
 from benchmark.cv import fold_label
 from benchmark.runner import Interrupts, _Worker
 from benchmark.storage import StoreConfig
-from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_states
+from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_of, unit_states
 from benchmark.suites import get_suite
 from benchmark.train import native_bf16
 
@@ -270,7 +270,7 @@ def test_a_worker_whose_unit_was_taken_over_discards_its_result_and_goes_on(tmp_
             study = study_of(tmp_path, "small")
             running = study.get_trials(states=(TrialState.RUNNING,))
             study._storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
-            paused.append(running[0].params[UNIT_PARAM])
+            paused.append(unit_of(running[0]))
         return train(*args, **kwargs)
 
     monkeypatch.setattr(runner, "train_fold", train_while_paused)
@@ -347,6 +347,45 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_
     assert err[-1].startswith("error: ") and message in err[-1]
     assert len([line for line in err if line.startswith("error")]) == 1
     assert (db.stat().st_mtime_ns, db.read_bytes()) == before
+
+
+def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_stay(tmp_path, capsys):
+    first_only = SMALL_SUITE.format(folds=2, w1=1.0).split("[[configurations]]")
+    (tmp_path / "small.toml").write_text("[[configurations]]".join(first_only[:2]))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    db = StoreConfig(studies_dir=tmp_path / "studies")
+    trained = {t.number: t.value for t in open_suite_study(
+        get_suite(str(tmp_path / "small.toml")).override(precision="fp32"), db).trials}
+    capsys.readouterr()
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    assert ("resuming: 2 of 4 units already done; 2 not finished (including the 2 of 1 configuration new to the "
+            "study: vae/1/multidecoder/exact)") in capsys.readouterr().err
+    study = open_suite_study(get_suite(str(tmp_path / "small.toml")).override(precision="fp32"), db)
+    assert {t.number: t.value for t in study.trials if t.number in trained} == trained  # not trained again
+    assert len(study.trials) == 4 and study.user_attrs["settings"]["configurations"] == [
+        "vq-vae/1/baseline", "vae/1/multidecoder/exact"]
+    results = pd.read_csv(tmp_path / "results" / "small.csv")
+    assert (results["state"] == "COMPLETE").sum() == 4 and results["config_id"].nunique() == 2
+    # Taking a configuration out would leave results the suite no longer describes: refused.
+    (tmp_path / "small.toml").write_text("[[configurations]]".join(first_only[:2]))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 2
+    assert 'configurations ["vae/1/multidecoder/exact"] there only' in capsys.readouterr().err
+
+
+def test_a_run_whose_study_another_run_grew_says_its_export_is_partial(tmp_path, capsys, monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    work = _Worker.work
+
+    def grown_meanwhile(worker: _Worker) -> None:
+        settings = worker.study.user_attrs["settings"]
+        worker.study.set_user_attr("settings", {**settings, "configurations": [*settings["configurations"], "x"]})
+        work(worker)
+
+    monkeypatch.setattr(_Worker, "work", grown_meanwhile)
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    assert ("note: another run added 1 configuration to study 'suite-small' while this one ran; "
+            f"{Path('results') / 'small.csv'} holds this run's only") in capsys.readouterr().err
 
 
 def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, capsys):
