@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.conditioning import PixelSampler
 from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
@@ -71,6 +72,7 @@ class ReportSummary:
     configurations: list[str]
     missing: list[MissingUnits]
     warnings: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)   # what limits the numbers (``caveats``)
 
     @property
     def complete(self) -> bool:
@@ -139,6 +141,26 @@ def model_weights(table: pd.DataFrame, channels: int | None, image_size: int | N
               for key in set(zip(table["family"], table["config"].astype(int), table["method"]))}
     return pd.Series([counts[key] for key in zip(table["family"], table["config"].astype(int), table["method"])],
                      index=table.index, dtype="Int64")
+
+
+def caveats(suite: SuiteResults) -> list[str]:
+    """What limits the numbers, read from the run itself: folds still improving at their last epoch
+    (not converged), and SoftAdapt configurations that trained too few steps to re-weight."""
+    meta, done, notes = suite.meta, completed(suite.results), []
+    epochs = meta.get("epochs")
+    kept = done["best_epoch"].dropna()
+    last = int((kept == epochs).sum()) if epochs else 0
+    if len(kept) and 2 * last > len(kept):
+        notes.append(f"{last} of {len(kept)} folds kept their last epoch ({epochs}): the validation loss was still "
+                     "falling when training stopped, so the models are not converged and longer training "
+                     "(`--epochs`) would change these numbers; compare rows within this report, not with the "
+                     "thesis's table.")
+    if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
+        idle = idle_softadapt_note([BalanceConfig(softadapt=True)], round(done["n_train"].mean()),
+                                   int(meta["batch_size"]), int(epochs))
+        if idle:
+            notes.append(idle.removeprefix("note: ") + ": its rows measure uniform weighting, not SoftAdapt.")
+    return notes
 
 
 def _training_text(suite: SuiteResults) -> str:
@@ -231,6 +253,9 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
              + f", seed {meta.get('seed', '?')}; {_training_text(suite) or 'training size unknown'}; "
              f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
              "configurations complete.", ""]
+    limits = caveats(suite)
+    if limits:
+        lines += ["## Caveats", "", *(f"- {c}" for c in limits), ""]
     tuned = meta.get("params_from") or {}
     if tuned:
         lines += ["## Tuned parameters", "",
@@ -340,7 +365,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
 
     (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings))
     files.append(out_dir / "index.md")
-    return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings)
+    return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, caveats(data))
 
 
-__all__ = ["ReportSummary", "build_table", "merge_prior", "model_weights", "observed_pixels", "write_report"]
+__all__ = ["ReportSummary", "build_table", "caveats", "merge_prior", "model_weights", "observed_pixels", "write_report"]

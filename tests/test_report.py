@@ -383,6 +383,27 @@ def test_the_tables_show_each_models_weights_when_the_export_knows_its_images(tm
     assert build_table(SuiteResults("demo", rows, None, {"folds": FOLDS, "image_size": 32}))["weights"].isna().all()
 
 
+def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_reweighted(tmp_path, rows, capsys):
+    from benchmark.cli import main
+
+    # Every fold kept its last epoch (3 of 3); 400 images at batch 32 are 13 steps an epoch, 39 in
+    # all, and SoftAdapt first re-weights after 100.
+    results = write_suite(tmp_path / "results", rows, batch_size=32)
+    assert main(["report", "--suite", "demo", "--results-dir", str(results), "--reports-dir", str(tmp_path / "out"),
+                 "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    index = (tmp_path / "out" / "demo" / "index.md").read_text()
+    still = "30 of 30 folds kept their last epoch (3): the validation loss was still falling"
+    idle = ("SoftAdapt re-weights every 100 steps, but a fold trains only 39 steps here (3 epoch(s) of 400 images "
+            "at batch 32): its configurations keep uniform weights: its rows measure uniform weighting")
+    assert "## Caveats" in index and still in index and idle in index
+    assert f"  caveat: {still}" in out and f"  caveat: {idle}" in out
+    # Folds that peaked before their last epoch, and longer training: nothing to say.
+    settled = rows.assign(best_epoch=2)
+    write_report(write_suite(tmp_path / "settled", settled, batch_size=4), "demo", tmp_path / "ok", figures=False)
+    assert "Caveats" not in (tmp_path / "ok" / "index.md").read_text()
+
+
 def test_conditioned_reconstruction_is_ranked_only_among_rows_observing_as_many_pixels(rows):
     uniform = rows[rows["config_id"] == "vq-vae/1/multidecoder/uniform"]
     exact = uniform.assign(config_id="vq-vae/1/multidecoder/exact", sampling="exact",

@@ -56,6 +56,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             more = len(summary.missing) - SHOWN_MISSING
             print(f"  ... and {more} more configuration{'s' * (more != 1)} short of folds: "
                   f"{summary.out_dir / 'missing.txt'}")
+        for caveat in summary.caveats:
+            print(f"  caveat: {caveat}")
         for warning in summary.warnings:
             print(f"  warning: {warning}")
     if len(skipped) == len(suites):
