@@ -501,6 +501,15 @@ def test_an_unrecognized_argument_points_to_its_commands_help(tmp_path, capsys, 
     assert one_line_error(capsys).endswith(f"(see `python -m benchmark {helped} --help`)")
 
 
+@pytest.mark.parametrize("args, unknown", [(("run", "--suite", "smoke", "--epoch", "3"), "--epoch 3"),
+                                          (("studies", "list", "--stor", "x.db"), "--stor x.db")])
+def test_options_are_spelled_out_not_abbreviated(tmp_path, capsys, args, unknown):
+    with pytest.raises(SystemExit) as stop:
+        cli(tmp_path, *args)
+    assert stop.value.code == 2
+    assert f"unrecognized arguments: {unknown}" in one_line_error(capsys)
+
+
 def test_version(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         cli(tmp_path, "--version")

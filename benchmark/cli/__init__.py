@@ -21,7 +21,13 @@ from benchmark.cli import bench, prior, report, run, search
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line like the commands' own (no usage block above them)."""
+    """argparse, with its errors as one line like the commands' own (no usage block above them),
+    and options spelled out: ``--epoch`` is not taken for ``--epochs``, so an option added later
+    cannot change what a script's abbreviation meant (subcommands' parsers are of this class too)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
