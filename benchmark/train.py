@@ -111,10 +111,10 @@ def evaluate(model: MultitaskVAE, images: torch.Tensor, sampler: PixelSampler | 
     check_images("validation images", images)
     if model.conditioned and sampler is None:
         raise ValueError(f"the {model.method} model's conditioned decoder needs a sampler for its validation masks")
-    unknown = set(weights) - {"recon", "recon_cond", "latent"}
+    unknown = set(weights) - set(model.loss_terms)
     if unknown:
-        raise ValueError(f"unknown loss term(s) {', '.join(sorted(unknown))} in weights; the terms: recon, "
-                         "recon_cond, latent")
+        raise ValueError(f"unknown loss term(s) {', '.join(sorted(unknown))} in weights; the {model.method} "
+                         f"model's terms: {', '.join(model.loss_terms)}")
     return _validation_metrics(model, images, sampler, weights, batch_size, seed)
 
 

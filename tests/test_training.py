@@ -280,8 +280,11 @@ def test_evaluate_names_a_missing_sampler_and_an_unknown_term(digits):
     _, val = digits
     with pytest.raises(ValueError, match="multidecoder model's conditioned decoder needs a sampler"):
         evaluate(build_model("vae", 1, "multidecoder"), val, None, {"recon": 1.0})
-    with pytest.raises(ValueError, match="unknown loss term.* latnt in weights"):
+    with pytest.raises(ValueError, match="unknown loss term.* latnt in weights; the baseline model's terms: recon, "
+                                         "latent$"):
         evaluate(build_model("vae", 1, "baseline"), val, None, {"recon": 1.0, "latnt": 1.0})
+    with pytest.raises(ValueError, match="term.* recon_cond in weights"):  # a second decoder's, which it has not
+        evaluate(build_model("vae", 1, "baseline"), val, None, {"recon": 1.0, "recon_cond": 1.0})
 
 
 def test_validation_images_of_another_size_are_refused(digits):

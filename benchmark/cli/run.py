@@ -85,7 +85,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     suites.set_defaults(handler=cmd_suites)
 
 
-def resolve_suite(args: argparse.Namespace) -> Suite:
+def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
+    """The suite ``run``'s arguments name, and the notes on what ``--params-from`` changed in it."""
     try:
         suite = get_suite(args.suite)
     except ValueError as err:
@@ -100,8 +101,10 @@ def resolve_suite(args: argparse.Namespace) -> Suite:
     suite = suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs, folds=args.folds,
                            repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
                            precision=args.precision, download=args.download or None)
+    notes = []
     if args.params_from:
-        suite = suite.with_best_params(best_configurations(args.params_from, args.search_storage))
+        base, suite = suite, suite.with_best_params(best_configurations(args.params_from, args.search_storage))
+        notes = suite.replacement_notes(base) + tuning_notes(args.params_from, args.search_storage, suite)
     if args.name and args.name.endswith(".toml"):
         raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
                          "a suite file's run is filed under the file's `name`)")
@@ -112,7 +115,7 @@ def resolve_suite(args: argparse.Namespace) -> Suite:
 
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
         raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
-    return suite
+    return suite, notes
 
 
 def command_line(argv: list[str]) -> str:
@@ -159,13 +162,9 @@ def cmd_suites(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import RunInterrupted, run_suite
 
-    suite = resolve_suite(args)
+    suite, notes = resolve_suite(args)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    notes = []
-    if args.params_from:
-        notes = suite.replacement_notes(get_suite(args.suite)) + tuning_notes(args.params_from, args.search_storage,
-                                                                              suite)
     try:
         summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
                             fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
