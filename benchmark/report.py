@@ -151,15 +151,17 @@ def caveats(suite: SuiteResults) -> list[str]:
     kept = done["best_epoch"].dropna()
     last = int((kept == epochs).sum()) if epochs else 0
     if len(kept) and 2 * last > len(kept):
-        notes.append(f"{last} of {len(kept)} folds kept their last epoch ({epochs}): the validation loss was still "
-                     "falling when training stopped, so the models are not converged and longer training "
-                     "(`--epochs`) would change these numbers; compare rows within this report, not with the "
-                     "thesis's table.")
+        why = ("the folds trained one epoch" if epochs == 1 else
+               f"{last} of {len(kept)} folds kept their last epoch ({epochs}): the validation loss was still falling "
+               "when training stopped")
+        notes.append(f"{why}, so the models are not converged and longer training (`--epochs`) would change these "
+                     "numbers; compare rows within this report, not with the thesis's table.")
     if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
-        idle = idle_softadapt_note([BalanceConfig(softadapt=True)], round(done["n_train"].mean()),
+        # A results CSV does not record SoftAdapt's period: the suites train at BalanceConfig's.
+        idle = idle_softadapt_note([BalanceConfig(softadapt=True)], int(done["n_train"].min()),
                                    int(meta["batch_size"]), int(epochs))
         if idle:
-            notes.append(idle.removeprefix("note: ") + ": its rows measure uniform weighting, not SoftAdapt.")
+            notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
     return notes
 
 
@@ -228,7 +230,7 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
 
 
 def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],
-           warnings: list[str]) -> str:
+           warnings: list[str], limits: list[str]) -> str:
     """README of the report directory: what the run was, each file, what is missing."""
     meta = suite.meta
     described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
@@ -253,7 +255,6 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
              + f", seed {meta.get('seed', '?')}; {_training_text(suite) or 'training size unknown'}; "
              f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
              "configurations complete.", ""]
-    limits = caveats(suite)
     if limits:
         lines += ["## Caveats", "", *(f"- {c}" for c in limits), ""]
     tuned = meta.get("params_from") or {}
@@ -363,9 +364,10 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
             paths, problems = prior_figures(Path(results_dir), suite, data.prior, list(table["config_id"]), directory)
             files, warnings = files + paths, warnings + problems
 
-    (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings))
+    limits = caveats(data)
+    (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings, limits))
     files.append(out_dir / "index.md")
-    return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, caveats(data))
+    return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, limits)
 
 
 __all__ = ["ReportSummary", "build_table", "caveats", "merge_prior", "model_weights", "observed_pixels", "write_report"]

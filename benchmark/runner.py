@@ -36,7 +36,8 @@ from benchmark.storage import (
     taken_over_message,
     trial_status,
 )
-from benchmark.store import enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of, unit_states
+from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_states,
+                             unlisted_configurations)
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device
@@ -124,9 +125,9 @@ class _Worker:
                 return True
         return False
 
-    def objective(self, trial: optuna.Trial) -> float:
+    def objective(self, trial: optuna.Trial, key: str) -> float:
+        """Train unit ``key`` in ``trial``, a trial of it this worker claimed."""
         trial.set_user_attr("worker", WORKER)
-        key = self.current = unit_of(self.study._storage.get_trial(trial._trial_id))
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
         config_id, fold = parse_unit(key)
@@ -203,24 +204,24 @@ class _Worker:
                 claimed.append((waiting._trial_id, other_fold))
         return claimed
 
-    def _claim_next(self, states: dict[str, list[optuna.trial.FrozenTrial]]) -> int | None:
+    def _claim_next(self, states: dict[str, list[optuna.trial.FrozenTrial]]) -> tuple[int, str] | None:
         """Claim the oldest waiting trial of the first unit in suite order, as ``states``
-        (``unit_states``) last saw them; its id, or None if none is left.
+        (``unit_states``) last saw them; (its id, its unit), or None if none is left.
 
         Optuna's ``optimize`` would take the oldest waiting trial, and a unit queued again after
         an interruption would wait behind the whole suite, its configuration a fold short until then.
         """
         storage = self.study._storage
-        waiting = (t for key in self.keys for t in states.get(key, []) if t.state == TrialState.WAITING)
-        return next((t._trial_id for t in waiting if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)),
-                    None)
+        waiting = ((t._trial_id, key) for key in self.keys for t in states.get(key, [])
+                   if t.state == TrialState.WAITING)
+        return next((claim for claim in waiting if storage.set_trial_state_values(claim[0], TrialState.RUNNING)), None)
 
-    def _train_claimed(self, trial_id: int) -> None:
-        """Run ``objective`` on a trial this worker claimed, and tell the study how it ended."""
+    def _train_claimed(self, trial_id: int, key: str) -> None:
+        """Run ``objective`` on a trial of unit ``key`` this worker claimed, and tell the study how it ended."""
         trial = optuna.Trial(self.study, trial_id)
         with Heartbeats(self.study._storage, [trial_id], self.store.heartbeat_interval):
             try:
-                value = self.objective(trial)
+                value = self.objective(trial, key)
             except optuna.TrialPruned:
                 self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 return
@@ -285,10 +286,10 @@ class _Worker:
                 settled, waiting, running = self._counts(states)
                 self.bar.n = settled
                 self.bar.refresh()
-                if waiting and (trial_id := self._claim_next(states)) is not None:
-                    self.current = None
+                if waiting and (claim := self._claim_next(states)) is not None:
+                    self.current = claim[1]
                     try:
-                        self._train_claimed(trial_id)
+                        self._train_claimed(*claim)
                     except Exception as err:
                         if not (self.current and finished_elsewhere(err)):
                             raise
@@ -395,12 +396,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     finally:  # also when interrupted: the units finished so far are exported and can be reported
         results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]))
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
-    stored = (study.user_attrs.get("settings") or {}).get("configurations", [])
-    added = [c for c in stored if c not in {configuration.id for configuration in suite.configurations}]
-    if added:  # another run grew the study meanwhile; its export, not this one, holds them all
-        print(f"note: another run added {len(added)} configuration{'s' * (len(added) != 1)} to study "
-              f"{study.study_name!r} while this one ran; {results} holds this run's only, until a run of the "
-              "grown suite exports them all", file=sys.stderr)
+    note = _unlisted_note(study, suite, results)
+    if note:
+        print(note, file=sys.stderr)
     if interrupted:
         raise RunInterrupted(summary)
     return summary
@@ -420,24 +418,44 @@ def _settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Sui
 
 
 def _resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str | None:
-    """What earlier runs left, when they left anything; units in training say why the run may wait
-    for them (a killed worker's unit is only known dead once its heartbeat is old)."""
+    """What earlier runs left of this suite's units, when they left anything; units in training say
+    why the run may wait for them (a killed worker's unit is only known dead once its heartbeat is
+    old), and configurations the study has no unit of yet are named."""
     states = unit_states(study)
     done, errors = _settled_units(states, suite)
+    mine = {key: states.get(key, []) for key in unit_keys(suite)}
     running = sum(not any(trial_status(t) == "complete" for t in trials) and
-                  any(t.state == TrialState.RUNNING for t in trials) for trials in states.values())
+                  any(t.state == TrialState.RUNNING for t in trials) for trials in mine.values())
     if not done + len(errors) + running:
         return None
     failed = f", {len(errors)} failed for good" if errors else ""
-    units = range(suite.folds * suite.repeats)
-    added = [c.id for c in suite.configurations if not any(states.get(unit_key(c.id, f)) for f in units)]
-    new = (f" (including the {len(added) * len(units)} of {len(added)} configuration{'s' * (len(added) != 1)} "
-           f"new to the study: {', '.join(added[:3])}{f' and {len(added) - 3} more' if len(added) > 3 else ''})"
-           if added else "")
+    new = [c.id for c in suite.configurations if not any(mine[key] for key in unit_keys(suite, c.id))]
+    added = (f" (including the {len(new) * suite.folds * suite.repeats} units of {_count(new, 'configuration')} "
+             f"new to the study: {_listing(new)})") if new else ""
     live = (f" ({running} in training elsewhere, or on a worker that died: such a unit is taken up again "
             f"{grace_period:g} s after its last heartbeat)") if running else ""
     return (f"resuming: {done} of {suite.units} units already done{failed}; "
-            f"{suite.units - done - len(errors)} not finished{new}{live}")
+            f"{suite.units - done - len(errors)} not finished{added}{live}")
+
+
+def _unlisted_note(study: optuna.Study, suite: Suite, results: Path) -> str | None:
+    """A note when the study holds units of configurations this suite does not list (another version
+    of its file, maybe one running now): they are kept, and not in this run's export."""
+    unlisted = unlisted_configurations(study, suite)
+    if not unlisted:
+        return None
+    return (f"note: study {study.study_name!r} also holds the units of {_count(unlisted, 'configuration')} that "
+            f"this suite does not list ({_listing(unlisted)}); they are kept, and {results} has this suite's "
+            "configurations only (a run of a suite that lists them exports them again)")
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'s' * (len(items) != 1)}"
+
+
+def _listing(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 2 more``: the first names of a list that may be long."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:

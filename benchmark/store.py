@@ -28,8 +28,10 @@ def parse_unit(key: str) -> tuple[str, int]:
     return config_id, int(fold)
 
 
-def unit_keys(suite: Suite) -> list[str]:
-    return [unit_key(c.id, f) for c in suite.configurations for f in range(suite.folds * suite.repeats)]
+def unit_keys(suite: Suite, config_id: str | None = None) -> list[str]:
+    """The suite's units (of ``config_id`` alone, when given), in suite order."""
+    ids = [c.id for c in suite.configurations] if config_id is None else [config_id]
+    return [unit_key(c, f) for c in ids for f in range(suite.folds * suite.repeats)]
 
 
 def study_name(suite: Suite | str) -> str:
@@ -38,8 +40,8 @@ def study_name(suite: Suite | str) -> str:
 
 
 def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> optuna.Study:
-    """Create or load the suite's study; refuse one made with other settings, touching nothing,
-    except configurations added to the suite (``grows``), which join the study."""
+    """Create or load the suite's study; refuse one made with other settings, touching nothing.
+    A study is a pool of units: a suite that lists other configurations (``shares_units``) uses it."""
     storage = open_storage(config.url(suite.name), config)
     name = study_name(suite)
     settings = versioned(suite.settings())
@@ -49,26 +51,34 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
         if not create:
             raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
-    if grows(study.user_attrs.get("settings"), settings):
-        study.set_user_attr("settings", settings)
-    check_settings(study, config.url(suite.name), settings,
-                   "give the run another name (--name), or use another --storage and --results-dir (its "
-                   "results would be overwritten), or remove that study to start over")
+    stored = study.user_attrs.get("settings")
+    if stored is None or not shares_units(upgraded(stored), settings):
+        check_settings(study, config.url(suite.name), settings,
+                       "give the run another name (--name), or use another --storage and --results-dir (its "
+                       "results would be overwritten), or remove that study to start over")
     return study
 
 
-def grows(stored: dict | None, wanted: dict) -> bool:
-    """Whether ``wanted`` differs from a study's ``stored`` settings only by configurations it adds
-    (or their order): a unit's folds and seed depend on its configuration alone, so the units
-    done stay valid, and the study takes the new ones instead of being refused."""
-    if stored is None or upgraded(stored) == wanted:
-        return False
-    stored, grown = upgraded(stored), ("configurations", "params_from")
-    old, new = stored.get("configurations", []), wanted.get("configurations", [])
-    tuned_old, tuned_new = stored.get("params_from", {}), wanted.get("params_from", {})
-    return (not settings_differ({k: v for k, v in stored.items() if k not in grown},
-                                {k: v for k, v in wanted.items() if k not in grown})
-            and set(old) <= set(new) and all(tuned_old.get(c) == tuned_new.get(c) for c in old))
+def shares_units(stored: dict, wanted: dict) -> bool:
+    """Whether a suite with ``wanted`` settings can use the study made with ``stored`` ones: they
+    differ at most in the configurations listed, and one listed by both comes from the same search.
+    A unit's folds and seed depend on its own configuration alone, so a suite file can gain
+    configurations (or drop some from its run) and the units done stay valid. The stored settings
+    stay the first run's: nothing is rewritten, so runs of several files never race; which
+    configurations the study holds is read from its trials (``unit_states``)."""
+    listed = ("configurations", "params_from")
+    tuned_there, tuned_now = stored.get("params_from", {}), wanted.get("params_from", {})
+    both = set(stored.get("configurations", [])) & set(wanted.get("configurations", []))
+    return (not settings_differ({k: v for k, v in stored.items() if k not in listed},
+                                {k: v for k, v in wanted.items() if k not in listed})
+            and all(tuned_there.get(c) == tuned_now.get(c) for c in both))
+
+
+def unlisted_configurations(study: optuna.Study, suite: Suite) -> list[str]:
+    """Configurations with units in ``study`` that ``suite`` does not list (another file's, or an
+    earlier version of this one), in the order they were enqueued."""
+    listed = {c.id for c in suite.configurations}
+    return [c for c in dict.fromkeys(parse_unit(key)[0] for key in unit_states(study)) if c not in listed]
 
 
 def unit_of(trial: FrozenTrial) -> str | None:

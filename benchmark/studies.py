@@ -27,6 +27,7 @@ from benchmark.config import Configuration
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
 from benchmark.storage import (StoreConfig, open_storage, optuna_errors_only, safe_url, status_counts, trial_status,
                                version_problem)
+from benchmark.store import parse_unit, unit_states
 from benchmark.suites import Suite
 
 TOP = 5
@@ -193,16 +194,21 @@ def describe_study(study: optuna.Study) -> str:
     lines = [f"study {study.study_name}: {len(trials)} trials ({counts}); objective(s): "
              + ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))]
     settings = study.user_attrs.get("settings")
+    suite = suite_of(study)
     if isinstance(settings, dict):
-        lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "ranges"))
+        # A suite study's configurations are those its units were enqueued for: its files may have grown.
+        hidden = ("ranges", "configurations") if suite else ("ranges",)
+        lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k not in hidden))
         if isinstance(settings.get("ranges"), dict):
             lines.append("ranges: " + describe_ranges({k: ParamRange(**r) for k, r in settings["ranges"].items()}))
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
                  if trial_status(t) == "failed")
-    if suite_of(study):
+    if suite:
+        held = list(dict.fromkeys(parse_unit(key)[0] for key in unit_states(study)))
+        lines.append(f"units of {len(held)} configuration{'s' * (len(held) != 1)}: {', '.join(held)}")
         if study.user_attrs.get("command"):
             lines.append(f"started by: {study.user_attrs['command']}")
-        return "\n".join([*lines, suite_note(suite_of(study))])
+        return "\n".join([*lines, suite_note(suite)])
     ranked = ranked_trials(study)
     if not ranked:
         lines.append("no complete trial yet")

@@ -607,6 +607,8 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     assert cli(tmp_path, "studies", "show", "suite-smoke", "--storage", url) == 0
     shown = capsys.readouterr().out
     assert "a suite study" in shown and "report --suite smoke" in shown and "best trial" not in shown
+    assert "units of 6 configurations: vae/1/baseline, vae/1/multidecoder/uniform, " in shown
+    assert "configurations=" not in shown  # the first run's list: the study may hold more
     assert "started by: python -m benchmark run --suite smoke --heartbeat 1 --quiet" in shown
     assert cli(tmp_path, "studies", "plot", "suite-smoke", "--storage", url) == 2
     assert "a suite study" in one_line_error(capsys) and not (tmp_path / "reports").exists()

@@ -22,7 +22,7 @@ from benchmark.storage import (
     upgraded,
     version_problem,
 )
-from benchmark.store import UNIT_PARAM, grows, open_suite_study, unit_keys, unit_states
+from benchmark.store import UNIT_PARAM, open_suite_study, shares_units, unit_keys, unit_states
 from benchmark.suites import get_suite
 
 
@@ -123,20 +123,19 @@ def test_of_two_workers_starting_together_the_first_heartbeat_holds_for_both(tmp
     assert looked and first.user_attrs["heartbeat"] == 10
 
 
-@pytest.mark.parametrize("change, grown", [
-    ({}, False),                                                                    # the same: nothing to store
+@pytest.mark.parametrize("change, shared", [
+    ({}, True),
     ({"configurations": ["a", "b", "c"]}, True),                                     # c added
     ({"configurations": ["b", "a"]}, True),                                          # only the order
     ({"configurations": ["a", "b", "c"], "params_from": {"b": "s", "c": "t"}}, True),  # c added from a search
-    ({"configurations": ["a"]}, False),                                              # b removed
-    ({"configurations": ["a", "c"]}, False),                                         # b replaced
-    ({"configurations": ["a", "b", "c"], "epochs": 4}, False),                       # and trained otherwise
+    ({"configurations": ["a"], "params_from": {}}, True),                            # b not run this time
+    ({"configurations": ["a", "b", "c"], "epochs": 4}, False),                       # trained otherwise
+    ({"metrics_version": 2}, False),                                                 # measured otherwise
     ({"params_from": {"b": "other"}}, False),                                        # b tuned by another search
 ])
-def test_a_study_grows_only_by_configurations_added_to_the_suite(change, grown):
+def test_suites_listing_other_configurations_share_a_studys_units(change, shared):
     stored = {"epochs": 3, "configurations": ["a", "b"], "params_from": {"b": "s"}, "metrics_version": 3}
-    assert grows(stored, {**stored, **change}) is grown
-    assert grows(None, stored) is False  # a new study stores its settings as they are
+    assert shares_units(stored, {**stored, **change}) is shared
 
 
 def test_a_settings_mismatch_names_the_entries_that_differ_not_a_cut_long_value():
