@@ -88,7 +88,8 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
 
     history: the ``<suite>_history.csv`` frame; results: the ``<suite>.csv`` frame (parameters,
     each fold's ``best_epoch``, and which (config, fold) units are COMPLETE — partial histories
-    of failed units are left out). Writes ``curves_<family>-<config>_<method>.{png,pdf}`` under ``out_dir``.
+    of failed units are left out). Writes ``curves_<family>_<config>_<method>.{png,pdf}`` under
+    ``out_dir``, named as the other figures (``curves_vq-vae_1_single``, ``reconstruction_vq-vae_1_...``).
     """
     done = completed(results)
     history = history.merge(done[["config_id", "fold"]], on=["config_id", "fold"])
@@ -137,7 +138,7 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
             # Below the panels, so that it never covers a band.
             fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(labels)),
                        fontsize="small", frameon=False, title=CURVES_NOTE, title_fontsize="small")
-            paths += save_figure(fig, out_dir / f"curves_{family}-{config}_{method}")
+            paths += save_figure(fig, out_dir / f"curves_{family}_{config}_{method}")
     return paths
 
 

@@ -75,7 +75,7 @@ def curves_suite(exponents: tuple[float, ...], epochs: int = 4) -> tuple[pd.Data
 def test_curves_keep_the_legend_off_the_panels_and_mark_each_folds_selected_epoch(tmp_path, saved):
     history, results = curves_suite((10.0, 20.0, 30.0, 40.0))
     validation_curves(history, results, tmp_path)
-    fig = saved["curves_vae-1_single"]
+    fig = saved["curves_vae_1_single"]
     assert [ax.get_legend() for ax in fig.axes] == [None, None] and len(fig.legends) == 1
     legend = fig.legends[0]
     assert legend.get_title().get_text() == CURVES_NOTE and "min–max over folds" in CURVES_NOTE

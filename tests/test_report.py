@@ -461,7 +461,7 @@ def test_write_report_draws_every_figure(tmp_path, rows, images):
     results = write_suite(tmp_path / "results", rows)
     summary = write_report(results, "demo", tmp_path / "out", images=images, load_model=load_model)
     names = {p.name for p in summary.files}
-    for family in ("vae-1", "vq-vae-1"):
+    for family in ("vae_1", "vq-vae_1"):
         for method in ("multidecoder", "single"):
             assert {f"curves_{family}_{method}.png", f"curves_{family}_{method}.pdf"} <= names
     assert {"sampling_types.png", "sampling_types.pdf"} <= names
@@ -472,7 +472,7 @@ def test_write_report_draws_every_figure(tmp_path, rows, images):
         assert path.is_file()
         _assert_figure(path)
     index = (tmp_path / "out" / "index.md").read_text()
-    assert "[png](figures/curves_vae-1_single.png)" in index and "[`table.tex`](table.tex)" in index
+    assert "[png](figures/curves_vae_1_single.png)" in index and "[`table.tex`](table.tex)" in index
     assert "[`comparison.md`](comparison.md)" in index
     assert all(text in index for kind, text in FIGURE_KINDS.items() if kind != "generated_")  # no prior here
     # Tables only, later: the earlier figures go rather than stay unlisted and stale.
