@@ -67,10 +67,11 @@ def export_note(suite: Suite, config: StoreConfig) -> str | None:
             f"back; --results-dir keeps the two apart)")
 
 
-def export(study: optuna.Study, suite: Suite, config: StoreConfig,
-           image_shape: tuple[int, ...] | None = None) -> tuple[Path, Path]:
+def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: tuple[int, ...] | None = None,
+           command: str | None = None) -> tuple[Path, Path]:
     """Write results/<suite>.csv (one row per unit), <suite>_history.csv and <suite>_meta.json
-    (with ``image_size`` and ``image_channels`` from ``image_shape``, the suite's (C, H, W), when given)."""
+    (with ``image_size`` and ``image_channels`` from ``image_shape``, the suite's (C, H, W), when
+    given, and ``command``, the run's that exports, else the study's first run's)."""
     by_id = {c.id: c for c in suite.configurations}
     # from the suite, not the trials: a tuned row is labelled before any fold of it has run
     tuned = dict(suite.params_from)
@@ -106,6 +107,6 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig,
             "storage": safe_url(config.url(suite.name)),
             "image_size": image_shape[-1] if image_shape else None,
             "image_channels": image_shape[0] if image_shape else None,
-            "command": study.user_attrs.get("command")}
+            "command": command or study.user_attrs.get("command")}
     (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
     return results_path, history_path

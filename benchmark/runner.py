@@ -340,7 +340,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     stacked kernels are not faster; spare cores are better used by ``workers``).
     notes: the caller's lines for stderr, printed with the run's own once every check has passed.
     command: the command line that started the run, kept in the study (its first run's) and in
-    ``<suite>_meta.json``: a run filed under a name of its own resumes only with its options.
+    ``<suite>_meta.json`` (this run's, which exported the results there): a run filed under a
+    name of its own resumes only with its options.
     """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
@@ -394,7 +395,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     else:
         interrupted = False
     finally:  # also when interrupted: the units finished so far are exported and can be reported
-        results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]))
+        results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]), command=command)
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
     note = _unlisted_note(study, suite, results)
     if note:

@@ -52,11 +52,23 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
             raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
     stored = study.user_attrs.get("settings")
-    if stored is None or not shares_units(upgraded(stored), settings):
-        check_settings(study, config.url(suite.name), settings,
-                       "give the run another name (--name), or use another --storage and --results-dir (its "
-                       "results would be overwritten), or remove that study to start over")
+    if stored is not None and shares_units(upgraded(stored), settings):
+        return study
+    compared = settings if stored is None else _as_listed(upgraded(stored), settings)
+    check_settings(study, config.url(suite.name), compared,
+                   "give the run another name (--name), or use another --storage and --results-dir (its "
+                   "results would be overwritten), or remove that study to start over")
     return study
+
+
+def _as_listed(stored: dict, wanted: dict) -> dict:
+    """``wanted`` with the study's configurations, and their searches but where both list one: the
+    settings in which a refused run differs, without the configurations it may well list otherwise."""
+    both = set(stored.get("configurations", [])) & set(wanted.get("configurations", []))
+    tuned_there, tuned_now = stored.get("params_from", {}), wanted.get("params_from", {})
+    return {**wanted, "configurations": stored.get("configurations"),
+            "params_from": {**{c: s for c, s in tuned_there.items() if c not in both},
+                            **{c: s for c, s in tuned_now.items() if c in both}}}
 
 
 def shares_units(stored: dict, wanted: dict) -> bool:

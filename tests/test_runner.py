@@ -365,6 +365,9 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     assert len(study.trials) == 4
     results = pd.read_csv(tmp_path / "results" / "small.csv")
     assert (results["state"] == "COMPLETE").sum() == 4 and results["config_id"].nunique() == 2
+    # Trained otherwise, the grown file is refused for that alone: its configurations are no reason.
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2") == 2
+    assert "was made with other settings (epochs 1 there, 2 now); give" in capsys.readouterr().err
     # The first file again (a machine not yet given the new one): it uses the study, trains nothing,
     # exports its own configuration and says what else the study holds.
     (tmp_path / "small.toml").write_text(first_only)
@@ -373,6 +376,13 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
             "(vae/1/multidecoder/exact); they are kept") in capsys.readouterr().err
     assert len(study_of(tmp_path, "small").trials) == 4
     assert pd.read_csv(tmp_path / "results" / "small.csv")["config_id"].unique().tolist() == ["vq-vae/1/baseline"]
+    # A variant filed under a name: the command shown to go on is the last export's, not the first run's.
+    (tmp_path / "both.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--name", "v") == 0
+    assert run_cli(tmp_path, "--suite", "both.toml", "--name", "v") == 0
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--suite", "v") == 2
+    assert "was started by: python -m benchmark run --suite both.toml --name v --quiet (" in capsys.readouterr().err
 
 
 def test_a_run_ends_when_its_own_units_are_done_whatever_else_the_study_holds(tmp_path, capsys, monkeypatch):

@@ -128,8 +128,9 @@ def command_line(argv: list[str]) -> str:
 
 
 def recorded_command(name: str, store: StoreConfig) -> str | None:
-    """The command that started the run filed under ``name``: from its exported metadata, or from
-    its study when the run was stopped before its first export."""
+    """The command of the run filed under ``name``: the last run's to export it (its metadata), or
+    the study's first run's when no run has exported yet. When files listing other configurations
+    share the study, it is the one whose export ``report`` shows."""
     try:
         command = json.loads((store.results_dir / f"{name}_meta.json").read_text()).get("command")
     except (OSError, ValueError, AttributeError):
