@@ -144,9 +144,16 @@ def model_weights(table: pd.DataFrame, channels: int | None, image_size: int | N
 
 
 def caveats(suite: SuiteResults) -> list[str]:
-    """What limits the numbers, read from the run itself: folds still improving at their last epoch
-    (not converged), and SoftAdapt configurations that trained too few steps to re-weight."""
+    """What limits the numbers, read from the run itself: methods without their baseline, folds
+    still improving at their last epoch (not converged), and SoftAdapt configurations that trained
+    too few steps to re-weight."""
     meta, done, notes = suite.meta, completed(suite.results), []
+    alone = [f"{family}/{config}" for (family, config), rows in suite.results.groupby(["family", "config"], sort=False)
+             if not (rows["method"] == "baseline").any()]
+    if alone:
+        notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
+                     f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
+                     "its units already done are kept).")
     epochs = meta.get("epochs")
     kept = done["best_epoch"].dropna()
     last = int((kept == epochs).sum()) if epochs else 0

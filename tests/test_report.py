@@ -398,6 +398,11 @@ def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_r
             "at batch 32): its configurations keep uniform weights, so their rows measure uniform weighting")
     assert "## Caveats" in index and still in index and idle in index
     assert f"  caveat: {still}" in out and f"  caveat: {idle}" in out
+    # Methods without their baseline are not compared, and the report says why.
+    write_report(write_suite(tmp_path / "alone", rows[rows["config_id"] != "vq-vae/1/baseline"], batch_size=4),
+                 "demo", tmp_path / "alone-out", figures=False)
+    assert ("no baseline of vq-vae/1 in these results, so the methods there are not compared with one: list "
+            "`vq-vae/1/baseline` in the suite") in (tmp_path / "alone-out" / "index.md").read_text()
     # Folds that peaked before their last epoch, and longer training: nothing to say.
     settled = rows.assign(best_epoch=2)
     write_report(write_suite(tmp_path / "settled", settled, batch_size=4), "demo", tmp_path / "ok", figures=False)

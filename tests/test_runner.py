@@ -376,6 +376,10 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
             "(vae/1/multidecoder/exact); they are kept") in capsys.readouterr().err
     assert len(study_of(tmp_path, "small").trials) == 4
     assert pd.read_csv(tmp_path / "results" / "small.csv")["config_id"].unique().tolist() == ["vq-vae/1/baseline"]
+    (tmp_path / "grown.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    assert cli(tmp_path, "report", "--suite", "grown.toml", "--no-figures") == 0
+    assert ("warning: grown.toml lists 1 configuration(s) the results do not have (vae/1/multidecoder/exact): the last "
+            "run to export them listed others") in capsys.readouterr().out
     # A variant filed under a name: the command shown to go on is the last export's, not the first run's.
     (tmp_path / "both.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml", "--name", "v") == 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.suites import suite_name
+from benchmark.suites import get_suite, suite_name
 
 SHOWN_MISSING = 5  # on the terminal; missing.txt lists them all
 
@@ -33,6 +33,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import write_report
     from benchmark.results import ReportError, available_suites
 
+    files = {suite_name(s): s for s in args.suite or [] if s.endswith(".toml")}  # name → the file given
     suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
@@ -56,6 +57,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             more = len(summary.missing) - SHOWN_MISSING
             print(f"  ... and {more} more configuration{'s' * (more != 1)} short of folds: "
                   f"{summary.out_dir / 'missing.txt'}")
+        if suite in files:  # its results are the last export's, which may be another file's listing
+            unexported = [c.id for c in get_suite(files[suite]).configurations if c.id not in summary.configurations]
+            if unexported:
+                print(f"  warning: {files[suite]} lists {len(unexported)} configuration(s) the results do not have "
+                      f"({', '.join(unexported[:3])}{' …' * (len(unexported) > 3)}): the last run to export them listed "
+                      f"others; `python -m benchmark run --suite {files[suite]}` trains what is missing and exports "
+                      "them")
         for caveat in summary.caveats:
             print(f"  caveat: {caveat}")
         for warning in summary.warnings:
