@@ -81,7 +81,7 @@ def idle_softadapt_note(balances: Iterable[BalanceConfig], train_images: int, ba
     if not idle:
         return None
     return (f"note: SoftAdapt re-weights every {idle[0]} steps, but a fold trains only {steps} steps here "
-            f"({epochs} epoch(s) of {train_images} images at batch {batch_size}): its configurations keep "
+            f"({epochs} epoch{'s' * (epochs != 1)} of {train_images} images at batch {batch_size}): its configurations keep "
             f"uniform weights")
 
 

@@ -54,7 +54,8 @@ class MethodConfig:
                              "is inside the latent term); a study trained with them picked its best epochs by "
                              "their weighted total, so give the run without them a new --name")
         if self.method != "multidecoder" and b.w2 != 1.0:
-            raise ValueError(f"w2 weighs the Multidecoder's conditioned decoder, which the {self.method} has not")
+            raise ValueError(f"w2 weighs the Multidecoder's second (conditioned) decoder; the {self.method} method "
+                             "has one decoder, weighed by w1")
         if self.method == "baseline":
             if self.sampling is not None or self.exponent is not None or self.count is not None:
                 raise ValueError("the baseline takes no sampling, exponent or count")

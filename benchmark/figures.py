@@ -128,7 +128,7 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
                         title=f"reconstruction, {recon[method]}" if method in recon else "reconstruction")
             for ax in axes:
                 ax.grid(alpha=0.3)
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: a tick at 1
                 for band in ax.collections:  # overlapping bands stay readable
                     band.set_alpha(min(0.2, 0.5 / len(drawn)))
             fig.tight_layout()

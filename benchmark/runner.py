@@ -371,8 +371,10 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     beat_note = heartbeat_note(study.study_name, heartbeat, store.heartbeat_interval)
     store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
+    unlisted = unlisted_configurations(study, suite)
+    results = store.results_dir / f"{suite.name}.csv"
     for line in (*notes, limit_note(suite.dataset, suite.limit, len(images)), beat_note, export_note(suite, store),
-                 _resume_line(study, suite, store.grace_period)):
+                 _resume_line(study, suite, store.grace_period), _unlisted_note(study, unlisted, results)):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))
@@ -397,9 +399,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     finally:  # also when interrupted: the units finished so far are exported and can be reported
         results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]), command=command)
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
-    note = _unlisted_note(study, suite, results)
-    if note:
-        print(note, file=sys.stderr)
+    now = unlisted_configurations(study, suite)
+    if set(now) - set(unlisted):  # another file's run added units meanwhile
+        print(_unlisted_note(study, now, results), file=sys.stderr)
     if interrupted:
         raise RunInterrupted(summary)
     return summary
@@ -439,10 +441,9 @@ def _resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str 
             f"{suite.units - done - len(errors)} not finished{added}{live}")
 
 
-def _unlisted_note(study: optuna.Study, suite: Suite, results: Path) -> str | None:
-    """A note when the study holds units of configurations this suite does not list (another version
-    of its file, maybe one running now): they are kept, and not in this run's export."""
-    unlisted = unlisted_configurations(study, suite)
+def _unlisted_note(study: optuna.Study, unlisted: list[str], results: Path) -> str | None:
+    """A note when the study holds units of configurations this suite does not list, ``unlisted``
+    (another version of its file, maybe one running now): they are kept, and not in this run's export."""
     if not unlisted:
         return None
     return (f"note: study {study.study_name!r} also holds the units of {_count(unlisted, 'configuration')} that "

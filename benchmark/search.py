@@ -324,7 +324,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     if note:
         print(note + " (its β has no effect on the results)", file=sys.stderr)
     if options.show_progress:
-        print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch(s) on {settings.dataset}"
+        print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} on {settings.dataset}"
               f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
               f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures = 0

@@ -59,8 +59,10 @@ class Suite:
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         ids = [c.id for c in self.configurations]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"suite {self.name!r} lists a configuration twice")
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"suite {self.name!r} lists {', '.join(twice)} twice (a configuration without `method` "
+                             "stands for its model's thesis grid, its baseline included)")
 
     @property
     def units(self) -> int:
@@ -80,7 +82,7 @@ class Suite:
         folds = f"{self.folds} folds" + (f" × {self.repeats} repeats" if self.repeats > 1 else "")
         configurations = len(self.configurations)
         return (f"suite {self.name}: {configurations} configuration{'s' * (configurations != 1)} × {folds} = "
-                f"{self.units} units, {self.train.epochs} epoch(s) on {self.dataset}")
+                f"{self.units} units, {self.train.epochs} epoch{'s' * (self.train.epochs != 1)} on {self.dataset}")
 
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;

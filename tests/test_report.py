@@ -394,7 +394,7 @@ def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_r
     out = capsys.readouterr().out
     index = (tmp_path / "out" / "demo" / "index.md").read_text()
     still = "30 of 30 folds kept their last epoch (3): the validation loss was still falling"
-    idle = ("SoftAdapt re-weights every 100 steps, but a fold trains only 39 steps here (3 epoch(s) of 400 images "
+    idle = ("SoftAdapt re-weights every 100 steps, but a fold trains only 39 steps here (3 epochs of 400 images "
             "at batch 32): its configurations keep uniform weights, so their rows measure uniform weighting")
     assert "## Caveats" in index and still in index and idle in index
     assert f"  caveat: {still}" in out and f"  caveat: {idle}" in out

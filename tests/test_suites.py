@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, one_line_error
 
 from benchmark.cli.run import estimate_cpu_minutes
 from benchmark.cv import fold_indices, unit_seed
@@ -224,3 +224,20 @@ def test_output_piped_to_a_reader_that_stopped_ends_quietly():
     child.stdout.close()  # before the command writes (it imports torch first): its reader is gone
     err = child.stderr.read().decode()
     assert child.wait() == 141 and err == ""
+
+
+def test_a_suite_file_named_as_a_built_in_suite_is_refused_before_it_shares_its_study(tmp_path, capsys):
+    (tmp_path / "mine.toml").write_text('name = "smoke"\nlimit = 400\n[train]\nepochs = 2\nbatch_size = 32\n'
+                                        '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n')
+    assert cli(tmp_path, "run", "--suite", "mine.toml", "--quiet") == 2
+    assert "suite file mine.toml is named 'smoke', as a built-in suite" in one_line_error(capsys)
+    assert not (tmp_path / "studies").exists()
+    assert cli(tmp_path, "suites", "mine.toml") == 0  # what it holds can still be shown
+
+
+def test_a_configuration_listed_twice_is_named(tmp_path, capsys):
+    (tmp_path / "twice.toml").write_text('[[configurations]]\nfamily = "vq-vae"\nconfig = 1\nmethod = "baseline"\n'
+                                         '[[configurations]]\nfamily = "vq-vae"\nconfig = 1\n')
+    assert cli(tmp_path, "suites", "twice.toml") == 2
+    assert "suite 'twice' lists vq-vae/1/baseline twice (a configuration without `method` stands for" in \
+        one_line_error(capsys)

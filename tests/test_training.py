@@ -235,7 +235,7 @@ def test_gaussian_validation_decodes_a_sampled_z_as_the_elbo_does(digits):
     (lambda: MethodConfig("multidecoder", "uniform", balance=BalanceConfig(softadapt=True, w1=2.0)),
      "SoftAdapt weighs the loss terms itself"),
     (lambda: MethodConfig("single", "uniform", exponent=40.0, balance=BalanceConfig(w2=0.5)),
-     "w2 weighs the Multidecoder's conditioned decoder, which the single has not"),
+     "w2 weighs the Multidecoder's second \\(conditioned\\) decoder; the single method has one decoder"),
     (lambda: BalanceConfig(softadapt="no"), "softadapt must be True or False"),
     (lambda: BalanceConfig(w1=math.inf), "w1 must be a finite number >= 0"),
     (lambda: BalanceConfig(w1="2"), "w1 must be a finite number >= 0, got '2'"),

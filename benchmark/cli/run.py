@@ -98,6 +98,9 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
                              "--params-from goes on with the command that started it (its --suite, options, "
                              "--params-from and --name)") from None
         raise
+    if args.suite not in builtin_suites() and suite.name in builtin_suites() and not args.name:
+        raise ValueError(f"suite file {args.suite} is named {suite.name!r}, as a built-in suite: its run would "
+                         "share that suite's study and results; give the file a name of its own, or the run --name")
     suite = suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs, folds=args.folds,
                            repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
                            precision=args.precision, download=args.download or None)
@@ -154,7 +157,9 @@ def cmd_suites(args: argparse.Namespace) -> int:
     print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
     for suite in listed:
         minutes = estimate_cpu_minutes(suite)
-        cost = f"{minutes * 60:.0f} s" if minutes < 2 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h"
+        seconds = minutes * 60
+        cost = ("<1 s" if seconds < 1 else f"{seconds:.0f} s" if minutes < 2 else
+                f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h")
         print(f"{suite.name:8} {len(suite.configurations):7} {suite.folds:5} {suite.units:5} {suite.train.epochs:6} "
               f"{suite.limit or 'all':>6}  {cost:>15}  {suite.description}")
     return 0
