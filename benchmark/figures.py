@@ -119,7 +119,8 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
                 _plot_configuration(axes, runs, label, color, style)
                 _mark_best_epochs(axes, runs, best.get(config_id, []), color)
             title = f"{FAMILY_TITLES.get(family, family)} {config}"
-            compared = f" · {METHOD_TITLES.get(method, method)} vs baseline" if method != "baseline" else ""
+            compared = (f" · {METHOD_TITLES.get(method, method)}" + (" vs baseline" if baselines else "")
+                        if method != "baseline" else "")
             fig.suptitle(f"{title}{compared}: validation curves")
             recon = {"multidecoder": "decoder 1 (unconditioned)", "single": "empty mask (unconditioned)"}
             axes[0].set(xlabel="epoch", ylabel=f"validation {LATENT_LABELS.get(family, 'latent loss')}",

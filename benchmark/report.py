@@ -154,6 +154,11 @@ def caveats(suite: SuiteResults) -> list[str]:
         notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
                      f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
                      "its units already done are kept).")
+    pairs = int(meta.get("folds", 5)) * int(meta.get("repeats", 1) or 1)
+    if pairs < 5 and len(alone) < suite.results.groupby(["family", "config"]).ngroups:
+        notes.append(f"each comparison pairs only {pairs} folds, so its t-test has {pairs - 1} degree"
+                     f"{'s' * (pairs != 2)} of freedom: it rarely detects a real difference and rests on a rough "
+                     "variance estimate; 5 folds (the default) or `--repeats` give a steadier test.")
     epochs = meta.get("epochs")
     kept = done["best_epoch"].dropna()
     last = int((kept == epochs).sum()) if epochs else 0

@@ -403,6 +403,11 @@ def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_r
                  "demo", tmp_path / "alone-out", figures=False)
     assert ("no baseline of vq-vae/1 in these results, so the methods there are not compared with one: list "
             "`vq-vae/1/baseline` in the suite") in (tmp_path / "alone-out" / "index.md").read_text()
+    # Two folds: a test with one degree of freedom.
+    two = write_suite(tmp_path / "two", rows[rows["fold"] < 2].assign(best_epoch=2), folds=2)
+    write_report(two, "demo", tmp_path / "two-out", figures=False)
+    assert "each comparison pairs only 2 folds, so its t-test has 1 degree of freedom" in \
+        (tmp_path / "two-out" / "index.md").read_text()
     # Folds that peaked before their last epoch, and longer training: nothing to say.
     settled = rows.assign(best_epoch=2)
     write_report(write_suite(tmp_path / "settled", settled, batch_size=4), "demo", tmp_path / "ok", figures=False)
