@@ -502,7 +502,8 @@ def test_an_unrecognized_argument_points_to_its_commands_help(tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("args, unknown", [(("run", "--suite", "smoke", "--epoch", "3"), "--epoch 3"),
-                                          (("studies", "list", "--stor", "x.db"), "--stor x.db")])
+                                          (("studies", "list", "--stor", "x.db"), "--stor x.db"),
+                                          (("--hel",), "--hel")])
 def test_options_are_spelled_out_not_abbreviated(tmp_path, capsys, args, unknown):
     with pytest.raises(SystemExit) as stop:
         cli(tmp_path, *args)

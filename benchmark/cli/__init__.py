@@ -54,10 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, unknown = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0].startswith("-") and given[0] not in parser._option_string_actions:
+        parser.error(f"unrecognized arguments: {given[0]}")  # not "COMMAND is required", for a mistyped --help
+    args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would name the top-level help; the command's own help lists its options
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run` records the command that started it
+    args.argv = given  # `run` records the command that started it
     matplotlib.use("Agg")  # figures go to files, never to a window (Optuna's plots draw through pyplot)
     try:
         code = args.handler(args)
