@@ -9,8 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import optuna
 import torch
@@ -23,6 +22,7 @@ from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, save_checkpoint
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
+from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
@@ -43,16 +43,6 @@ from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, train_fold, training_device
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class RunSummary:
-    done: int
-    failed: int
-    missing: int
-    seconds: float
-    results: Path
-    errors: dict[str, str] = field(default_factory=dict)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -374,7 +364,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     unlisted = unlisted_configurations(study, suite)
     results = store.results_dir / f"{suite.name}.csv"
     for line in (*notes, limit_note(suite.dataset, suite.limit, len(images)), beat_note, export_note(suite, store),
-                 _resume_line(study, suite, store.grace_period), _unlisted_note(study, unlisted, results)):
+                 resume_line(study, suite, store.grace_period), unlisted_note(study, unlisted, results)):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))
@@ -401,65 +391,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile
-        print(_unlisted_note(study, now, results), file=sys.stderr)
+        print(unlisted_note(study, now, results), file=sys.stderr)
     if interrupted:
         raise RunInterrupted(summary)
     return summary
-
-
-def _settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> tuple[int, dict[str, str]]:
-    """(units done, the error of each unit failed for good) in ``states`` (``unit_states``)."""
-    done, errors = 0, {}
-    for key in unit_keys(suite):
-        trials = states.get(key, [])
-        reasons = [t.user_attrs["error"] for t in trials if trial_status(t) == "failed"]
-        if any(trial_status(t) == "complete" for t in trials):
-            done += 1
-        elif reasons:
-            errors[key] = reasons[-1]
-    return done, errors
-
-
-def _resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str | None:
-    """What earlier runs left of this suite's units, when they left anything; units in training say
-    why the run may wait for them (a killed worker's unit is only known dead once its heartbeat is
-    old), and configurations the study has no unit of yet are named."""
-    states = unit_states(study)
-    done, errors = _settled_units(states, suite)
-    mine = {key: states.get(key, []) for key in unit_keys(suite)}
-    running = sum(not any(trial_status(t) == "complete" for t in trials) and
-                  any(t.state == TrialState.RUNNING for t in trials) for trials in mine.values())
-    if not done + len(errors) + running:
-        return None
-    failed = f", {len(errors)} failed for good" if errors else ""
-    new = [c.id for c in suite.configurations if not any(mine[key] for key in unit_keys(suite, c.id))]
-    added = (f" (including the {len(new) * suite.folds * suite.repeats} units of {_count(new, 'configuration')} "
-             f"new to the study: {_listing(new)})") if new else ""
-    live = (f" ({running} in training elsewhere, or on a worker that died: such a unit is taken up again "
-            f"{grace_period:g} s after its last heartbeat)") if running else ""
-    return (f"resuming: {done} of {suite.units} units already done{failed}; "
-            f"{suite.units - done - len(errors)} not finished{added}{live}")
-
-
-def _unlisted_note(study: optuna.Study, unlisted: list[str], results: Path) -> str | None:
-    """A note when the study holds units of configurations this suite does not list, ``unlisted``
-    (another version of its file, maybe one running now): they are kept, and not in this run's export."""
-    if not unlisted:
-        return None
-    return (f"note: study {study.study_name!r} also holds the units of {_count(unlisted, 'configuration')} that "
-            f"this suite does not list ({_listing(unlisted)}); they are kept, and {results} has this suite's "
-            "configurations only (a run of a suite that lists them exports them again)")
-
-
-def _count(items: list, noun: str) -> str:
-    return f"{len(items)} {noun}{'s' * (len(items) != 1)}"
-
-
-def _listing(names: list[str], shown: int = 3) -> str:
-    """``a, b, c and 2 more``: the first names of a list that may be long."""
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
-def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:
-    done, errors = _settled_units(unit_states(study), suite)
-    return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors)

@@ -18,7 +18,7 @@ from benchmark.studies import best_configurations, open_for_reading, tuning_note
 from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:
-    from benchmark.runner import RunSummary
+    from benchmark.run_status import RunSummary
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
