@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shlex
 from pathlib import Path
 
@@ -101,12 +102,21 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
     config.results_dir.mkdir(parents=True, exist_ok=True)
     results_path = config.results_dir / f"{suite.name}.csv"
     history_path = config.results_dir / f"{suite.name}_history.csv"
-    pd.DataFrame(rows).to_csv(results_path, index=False)
-    pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None).to_csv(history_path, index=False)
+    _replace(results_path, pd.DataFrame(rows).to_csv(index=False))
+    _replace(history_path, pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None)
+             .to_csv(index=False))
     meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,
             "storage": safe_url(config.url(suite.name)),
             "image_size": image_shape[-1] if image_shape else None,
             "image_channels": image_shape[0] if image_shape else None,
             "command": command or study.user_attrs.get("command")}
-    (config.results_dir / f"{suite.name}_meta.json").write_text(json.dumps(meta, indent=2))
+    _replace(config.results_dir / f"{suite.name}_meta.json", json.dumps(meta, indent=2))
     return results_path, history_path
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: runs of two versions of a suite file may export at once,
+    and a report must never read half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
