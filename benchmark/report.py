@@ -137,10 +137,9 @@ def model_weights(table: pd.DataFrame, channels: int | None, image_size: int | N
     ``image_size``²; unknown (NA) without them (an export from before they were recorded)."""
     if not channels or not image_size:
         return pd.Series(pd.NA, index=table.index, dtype="Int64")
-    counts = {key: weight_count(*key, int(channels), int(image_size))
-              for key in set(zip(table["family"], table["config"].astype(int), table["method"]))}
-    return pd.Series([counts[key] for key in zip(table["family"], table["config"].astype(int), table["method"])],
-                     index=table.index, dtype="Int64")
+    keys = list(zip(table["family"], table["config"].astype(int), table["method"]))
+    counts = {key: weight_count(*key, int(channels), int(image_size)) for key in set(keys)}
+    return pd.Series([counts[key] for key in keys], index=table.index, dtype="Int64")
 
 
 def caveats(suite: SuiteResults) -> list[str]:
@@ -148,14 +147,14 @@ def caveats(suite: SuiteResults) -> list[str]:
     still improving at their last epoch (not converged), and SoftAdapt configurations that trained
     too few steps to re-weight."""
     meta, done, notes = suite.meta, completed(suite.results), []
-    alone = [f"{family}/{config}" for (family, config), rows in suite.results.groupby(["family", "config"], sort=False)
-             if not (rows["method"] == "baseline").any()]
+    models = suite.results.groupby(["family", "config"], sort=False)
+    alone = [f"{family}/{config}" for (family, config), rows in models if not (rows["method"] == "baseline").any()]
     if alone:
         notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
                      f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
                      "its units already done are kept).")
     pairs = int(meta.get("folds", 5)) * int(meta.get("repeats", 1) or 1)
-    if pairs < 5 and len(alone) < suite.results.groupby(["family", "config"]).ngroups:
+    if pairs < 5 and len(alone) < models.ngroups:  # some comparison was made
         notes.append(f"each comparison pairs only {pairs} folds, so its t-test has {pairs - 1} degree"
                      f"{'s' * (pairs != 2)} of freedom: it rarely detects a real difference and rests on a rough "
                      "variance estimate; 5 folds (the default) or `--repeats` give a steadier test.")

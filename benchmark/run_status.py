@@ -27,7 +27,6 @@ class RunSummary:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-
 def settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> tuple[int, dict[str, str]]:
     """(units done, the error of each unit failed for good) in ``states`` (``unit_states``)."""
     done, errors = 0, {}

@@ -97,7 +97,6 @@ class _Worker:
         self.params_from = dict(suite.params_from)
         self.order = [c.id for c in suite.configurations]
         self.interrupts = Interrupts()
-        self.current: str | None = None  # the unit of the trial being run, once claimed
         seconds = suite.unit_seconds()
         self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
         self.bar = tqdm(total=len(self.keys), position=position, unit="unit", dynamic_ncols=True,
@@ -258,8 +257,8 @@ class _Worker:
         the ETA which units are settled."""
         settled = [k for k in self.keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
         self.eta.settle(settled)
-        # This run's units only: a run of the suite before configurations were added to it
-        # cannot claim their units, and must not wait for them.
+        # This run's units only: the study may hold units of configurations this suite does not
+        # list (another version of its file), which this run cannot claim and must not wait for.
         live = [t for k in self.keys for t in states.get(k, [])]
         return (len(settled), sum(t.state == TrialState.WAITING for t in live),
                 sum(t.state == TrialState.RUNNING for t in live))
@@ -277,13 +276,12 @@ class _Worker:
                 self.bar.n = settled
                 self.bar.refresh()
                 if waiting and (claim := self._claim_next(states)) is not None:
-                    self.current = claim[1]
                     try:
                         self._train_claimed(*claim)
                     except Exception as err:
-                        if not (self.current and finished_elsewhere(err)):
+                        if not finished_elsewhere(err):
                             raise
-                        self._taken_over(self.current)
+                        self._taken_over(claim[1])
                 elif waiting:
                     continue  # other workers claimed them since the count: count again
                 elif running:

@@ -54,6 +54,7 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
     stored = study.user_attrs.get("settings")
     if stored is not None and shares_units(upgraded(stored), settings):
         return study
+    # Refused: name what differs besides the configurations listed, which are no reason.
     compared = settings if stored is None else _as_listed(upgraded(stored), settings)
     check_settings(study, config.url(suite.name), compared,
                    "give the run another name (--name), or use another --storage and --results-dir (its "
@@ -78,19 +79,19 @@ def shares_units(stored: dict, wanted: dict) -> bool:
     configurations (or drop some from its run) and the units done stay valid. The stored settings
     stay the first run's: nothing is rewritten, so runs of several files never race; which
     configurations the study holds is read from its trials (``unit_states``)."""
-    listed = ("configurations", "params_from")
-    tuned_there, tuned_now = stored.get("params_from", {}), wanted.get("params_from", {})
-    both = set(stored.get("configurations", [])) & set(wanted.get("configurations", []))
-    return (not settings_differ({k: v for k, v in stored.items() if k not in listed},
-                                {k: v for k, v in wanted.items() if k not in listed})
-            and all(tuned_there.get(c) == tuned_now.get(c) for c in both))
+    return not settings_differ(stored, _as_listed(stored, wanted))
+
+
+def held_configurations(study: optuna.Study) -> list[str]:
+    """The configurations with units in ``study``, in the order they were enqueued."""
+    return list(dict.fromkeys(parse_unit(key)[0] for key in unit_states(study)))
 
 
 def unlisted_configurations(study: optuna.Study, suite: Suite) -> list[str]:
     """Configurations with units in ``study`` that ``suite`` does not list (another file's, or an
     earlier version of this one), in the order they were enqueued."""
     listed = {c.id for c in suite.configurations}
-    return [c for c in dict.fromkeys(parse_unit(key)[0] for key in unit_states(study)) if c not in listed]
+    return [c for c in held_configurations(study) if c not in listed]
 
 
 def unit_of(trial: FrozenTrial) -> str | None:

@@ -27,7 +27,7 @@ from benchmark.config import Configuration
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
 from benchmark.storage import (StoreConfig, open_storage, optuna_errors_only, safe_url, status_counts, trial_status,
                                version_problem)
-from benchmark.store import parse_unit, unit_states
+from benchmark.store import held_configurations
 from benchmark.suites import Suite
 
 TOP = 5
@@ -204,7 +204,7 @@ def describe_study(study: optuna.Study) -> str:
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
                  if trial_status(t) == "failed")
     if suite:
-        held = list(dict.fromkeys(parse_unit(key)[0] for key in unit_states(study)))
+        held = held_configurations(study)
         lines.append(f"units of {len(held)} configuration{'s' * (len(held) != 1)}: {', '.join(held)}")
         if study.user_attrs.get("command"):
             lines.append(f"started by: {study.user_attrs['command']}")
