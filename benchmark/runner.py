@@ -33,14 +33,15 @@ from benchmark.storage import (
     grace_for,
     heartbeat_note,
     optuna_errors_only,
+    stored_settings,
     taken_over_message,
     trial_status,
 )
-from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_states,
-                             unlisted_configurations)
+from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, study_name, unit_key, unit_keys,
+                             unit_states, unlisted_configurations)
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
-from benchmark.train import DivergedError, FoldResult, train_fold, training_device
+from benchmark.train import DivergedError, FoldResult, agreed_precision, train_fold, training_device
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -336,13 +337,15 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     if fold_parallel not in ("auto", "on", "off"):
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
+    # The study stores the precision its folds train in, not "auto": a CPU worker joining a GPU's
+    # study trains in bf16 too, or is refused, instead of adding float32 folds to bf16 ones.
+    kept = (stored_settings(store.url(suite.name), study_name(suite)) or {}).get("precision")
+    precision, precision_note = agreed_precision(suite.train, device, kept, study_name(suite))
+    suite = suite.override(precision=precision)
     together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
     problem = stacking_problem(suite.train, device) if fold_parallel == "on" else None
     if problem:
         raise ValueError(f"{problem}; use --fold-parallel off, or --precision fp32")
-    # The study stores the precision its folds train in, not "auto": a CPU worker joining a GPU's
-    # study is refused instead of adding float32 folds to bf16 ones.
-    suite = suite.override(precision=suite.train.effective_precision(device))
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
@@ -361,8 +364,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
     unlisted = unlisted_configurations(study, suite)
     results = store.results_dir / f"{suite.name}.csv"
-    for line in (*notes, limit_note(suite.dataset, suite.limit, len(images)), beat_note, export_note(suite, store),
-                 resume_line(study, suite, store.grace_period), unlisted_note(study, unlisted, results)):
+    for line in (*notes, precision_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
+                 export_note(suite, store), resume_line(study, suite, store.grace_period),
+                 unlisted_note(study, unlisted, results)):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))

@@ -57,6 +57,7 @@ from benchmark.storage import (
     optuna_errors_only,
     safe_url,
     status_counts,
+    stored_settings,
     taken_over_message,
     trial_status,
     versioned,
@@ -295,7 +296,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     """Run (or continue) a search until its study has ``options.trials`` trials; in
     ``storage_url``, by default the study's own SQLite file (``studies.default_storage``)."""
     from benchmark.data import limit_note, load_dataset
-    from benchmark.train import training_device
+    from benchmark.train import agreed_precision, training_device
 
     started = time.perf_counter()
     name = study_name or settings.default_study_name()
@@ -305,15 +306,18 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                           seed=settings.seed).train
     if len(images) < settings.folds:
         raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
-    device = training_device(settings.train_config(options.device))  # a bad device or precision leaves no study
+    train_config = settings.train_config(options.device)
+    device = training_device(train_config)  # a bad device or precision leaves no study
     # Trials are stored with the precision they train in (see run_suite).
-    settings = replace(settings, precision=settings.train_config().effective_precision(device))
+    precision, precision_note = agreed_precision(train_config, device,
+                                                 (stored_settings(storage_url, name) or {}).get("precision"), name)
+    settings = replace(settings, precision=precision)
     study = open_search_study(settings, storage_url, name, options)
     heartbeat = agree_heartbeat(study, options.heartbeat)
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
-    for line in (limit_note(settings.dataset, settings.limit, len(images)), beat_note):
+    for line in (precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note):
         if line:
             print(line, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":

@@ -331,6 +331,22 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}") from None
 
 
+def open_for_reading(url: str) -> RDBStorage | None:
+    """The storage at ``url``, or None for a SQLite file that does not exist (nothing is created)."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    return open_storage(url, StoreConfig(storage=url))
+
+
+def stored_settings(url: str, study: str) -> dict | None:
+    """The settings ``study`` in ``url`` was made with, or None where there is no such study yet."""
+    storage = open_for_reading(url)
+    try:
+        return None if storage is None else optuna.load_study(study_name=study, storage=storage).user_attrs.get("settings")
+    except KeyError:
+        return None
+
+
 def fail_stale_trials(study: optuna.Study) -> None:
     """Turn trials of workers that stopped beating into FAIL; the callback enqueues them again."""
     with warnings.catch_warnings():

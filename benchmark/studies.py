@@ -20,12 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.config import Configuration
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
-from benchmark.storage import (StoreConfig, open_storage, optuna_errors_only, safe_url, status_counts, trial_status,
+from benchmark.storage import (open_for_reading, optuna_errors_only, safe_url, status_counts, trial_status,
                                version_problem)
 from benchmark.store import held_configurations
 from benchmark.suites import Suite
@@ -40,13 +39,6 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     ``lead_objective`` (``recon``, in whatever order the objectives were given)."""
     ranked = ranked_trials(study)
     return ranked[0] if ranked else None
-
-
-def open_for_reading(url: str) -> RDBStorage | None:
-    """The storage at ``url``, or None for a SQLite file that does not exist (nothing is created)."""
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return None
-    return open_storage(url, StoreConfig(storage=url))
 
 
 def study_names(url: str) -> list[str]:

@@ -50,6 +50,21 @@ def training_device(train_config: TrainConfig) -> torch.device:
     return device
 
 
+def agreed_precision(train_config: TrainConfig, device: torch.device, kept: str | None,
+                     study: str) -> tuple[str, str | None]:
+    """The precision (``fp32`` or ``bf16``) a worker of ``study`` trains in on ``device``, and a note
+    when it is not the one asked for. A study keeps the precision of its first run (``kept``; None
+    for a new study), and one study's units must not train in two: under ``auto`` a worker takes
+    the study's where ``device`` has kernels for it (an Ampere GPU joining a study an older GPU
+    began goes on in fp32), and is refused otherwise, as any worker asking for another is."""
+    own = train_config.effective_precision(device)
+    if train_config.precision != "auto" or kept not in ("fp32", "bf16") or kept == own or (
+            kept == "bf16" and not native_bf16(device)):
+        return own, None
+    return kept, (f"note: study {study!r} trains in {kept}, as its first run did, so this run does too, not in "
+                  f"{own} (precision auto on this device): one study's units train in one precision")
+
+
 @dataclass
 class FoldResult:
     """Per-fold outcome: metrics at the best epoch, the per-epoch history, the best weights, and

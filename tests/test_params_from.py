@@ -27,7 +27,7 @@ method = "baseline"
 
 
 def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(tmp_path, capsys):
-    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
                "--trials", "2", "--epochs", "1", "--limit", "150", "--folds", "2", "--pruner", "none",
                "--quiet") == 0
     name = "search-vae-1-single-gaussian"

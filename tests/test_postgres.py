@@ -92,7 +92,7 @@ def postgres_url():
 
 
 def test_two_workers_share_one_study_on_postgresql(postgres_url, tmp_path):
-    command = [sys.executable, "-m", "benchmark", "search", "--model", "vae", "--config", "1", "--method", "single",
+    command = [sys.executable, "-m", "benchmark", "search", "--family", "vae", "--config", "1", "--method", "single",
                "--sampling", "gaussian", "--limit", "200", "--epochs", "1", "--folds", "5", "--device", "cpu",
                "--trials", str(TRIALS), "--storage", postgres_url, "--study-name", NAME, "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on shared cores: one thread each

@@ -532,9 +532,11 @@ def test_run_refuses_bf16_on_a_cpu_without_bf16_kernels_before_making_a_study(tm
     assert not (tmp_path / "studies").exists()
 
 
-def test_the_study_stores_the_precision_trained_in_and_refuses_a_worker_of_another(smoke_run, tmp_path, capsys):
-    """Under "auto", a CPU worker trains in float32 and a GPU worker in bf16: one study must not
-    get folds of both, so the study stores the precision its folds were really trained in."""
+def test_the_study_keeps_the_precision_trained_in_which_auto_follows_and_others_are_refused(
+        smoke_run, tmp_path, capsys, monkeypatch):
+    """Under "auto", a CPU worker trains in float32 and a GPU worker in bf16 (an older GPU in
+    float32): one study must not get folds of both. The study stores the precision its folds were
+    really trained in; a worker under auto follows it where its device can, any other is refused."""
     other = tmp_path / "other"
     shutil.copytree(smoke_run, other)
     study = study_of(other, "smoke")
@@ -542,10 +544,19 @@ def test_the_study_stores_the_precision_trained_in_and_refuses_a_worker_of_anoth
     assert study.user_attrs["settings"]["precision"] == trained
     other_precision = {"fp32": "bf16", "bf16": "fp32"}[trained]
     study.set_user_attr("settings", {**study.user_attrs["settings"], "precision": other_precision})
-    assert run_cli(other, "--suite", "smoke", "--quiet") == 2
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)
+    assert run_cli(other, "--suite", "smoke", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert (f"note: study 'suite-smoke' trains in {other_precision}, as its first run did, so this run does too, "
+            f"not in {trained} (precision auto on this device)") in err
+    assert run_cli(other, "--suite", "smoke", "--quiet", "--precision", trained) == 2
     err = capsys.readouterr().err
     assert f'was made with other settings (precision "{other_precision}" there, "{trained}" now)' in err
     assert "optuna delete-study --storage sqlite:///" in err and "--study-name suite-smoke`" in err
+    if other_precision == "bf16":  # a CPU without bf16 kernels cannot follow a bf16 study: refused as above
+        monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
+        assert run_cli(other, "--suite", "smoke", "--quiet") == 2
+        assert 'precision "bf16" there, "fp32" now' in capsys.readouterr().err
 
 
 def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run, tmp_path, capsys):

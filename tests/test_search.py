@@ -30,7 +30,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def search_cli(cwd: Path, *args: str) -> int:
-    return cli(cwd, "search", "--model", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
+    return cli(cwd, "search", "--family", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
                *SMALL, *args)
 
 
@@ -209,7 +209,7 @@ def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that
 
 
 def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
-    command = [sys.executable, "-m", "benchmark", "search", "--model", "vae", "--config", "1", "--method", "single",
+    command = [sys.executable, "-m", "benchmark", "search", "--family", "vae", "--config", "1", "--method", "single",
                "--sampling", "gaussian", *SMALL, "--trials", "2", "--heartbeat", "1"]
     worker = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -238,7 +238,7 @@ def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
 
 @pytest.mark.parametrize("stop", ["term", "kill"])
 def test_search_workers_stop_with_their_parent_and_their_trials_are_not_left_running(tmp_path, stop):
-    command = [sys.executable, "-m", "benchmark", "search", "--model", "vae", "--config", "1", "--method", "single",
+    command = [sys.executable, "-m", "benchmark", "search", "--family", "vae", "--config", "1", "--method", "single",
                "--sampling", "gaussian", *SMALL, "--trials", "1000", "--heartbeat", "1", "--workers", "2"]
     parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # signals reach the parent alone, as `kill` or Slurm send them
@@ -371,6 +371,7 @@ def test_the_best_of_a_pareto_front_is_its_lowest_recon_whatever_the_order_of_th
 
 
 def test_multidecoder_with_softadapt_searches_its_beta(tmp_path, fake_training):
+    # --model: the option's other name, as earlier versions spelled it
     assert cli(tmp_path, "search", "--model", "vq-vae", "--config", "1", "--method", "multidecoder", "--sampling",
                "uniform", "--softadapt", "--trials", "2", *SMALL) == 0
     study = load(tmp_path, "search-vq-vae-1-multidecoder-uniform-softadapt")
@@ -518,9 +519,9 @@ def test_version(tmp_path, capsys):
 
 
 def test_unknown_names_are_one_line(tmp_path, capsys):
-    assert cli(tmp_path, "search", "--model", "gan", "--config", "1", "--method", "single") == 2
+    assert cli(tmp_path, "search", "--family", "gan", "--config", "1", "--method", "single") == 2
     assert "vae, vq-vae" in one_line_error(capsys)
-    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single") == 2
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "single") == 2
     assert "--sampling" in one_line_error(capsys)
 
 
@@ -530,7 +531,7 @@ def test_unknown_names_are_one_line(tmp_path, capsys):
 ])
 def test_a_missing_sampling_names_only_those_the_method_accepts(tmp_path, monkeypatch, capsys, method, offered,
                                                                refused):
-    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", method) == 2
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", method) == 2
     line = one_line_error(capsys)
     assert "--sampling" in line and all(s in line for s in offered) and (refused is None or refused not in line)
     for sampling in offered:  # each one offered is accepted
@@ -540,7 +541,7 @@ def test_a_missing_sampling_names_only_those_the_method_accepts(tmp_path, monkey
 
 
 def test_the_single_decoder_refuses_the_exact_grid(tmp_path, capsys):
-    assert cli(tmp_path, "search", "--model", "vae", "--config", "1", "--method", "single", "--sampling",
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "single", "--sampling",
                "exact") == 2
     assert "use uniform or gaussian sampling" in one_line_error(capsys)
 
@@ -593,6 +594,17 @@ def test_precision_is_a_search_setting():
     assert SearchSettings.from_dict(settings.to_dict()).precision == "bf16"
     with pytest.raises(ValueError, match="unknown precision 'half'"):
         SearchSettings("vae", 1, "single", "gaussian", precision="half")
+
+
+def test_a_rerun_under_auto_follows_the_precision_the_study_trains_in(tmp_path, fake_training, monkeypatch, capsys):
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)  # a CPU with bf16 kernels
+    assert search_cli(tmp_path, "--trials", "1", "--precision", "bf16") == 0
+    assert search_cli(tmp_path, "--trials", "2") == 0  # auto would take fp32 on a CPU
+    assert f"note: study '{NAME}' trains in bf16, as its first run did, so this run does too" in capsys.readouterr().err
+    assert len(load(tmp_path).trials) == 2 and load(tmp_path).user_attrs["settings"]["precision"] == "bf16"
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
+    assert search_cli(tmp_path, "--trials", "3") == 2
+    assert 'other settings (precision "bf16" there, "fp32" now)' in capsys.readouterr().err
 
 
 def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, capsys):

@@ -13,7 +13,7 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import load_dataset
 from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.suites import thesis_grid
-from benchmark.train import evaluate, native_bf16, train_fold
+from benchmark.train import agreed_precision, evaluate, native_bf16, train_fold
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,24 @@ def test_bf16_is_autocast_on_cuda_by_default_and_on_the_cpu_when_asked(monkeypat
     # a GPU older than Ampere emulates bf16 (slower than float32): auto trains it in float32
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))  # a V100
     assert not TrainConfig().autocast(cuda) and TrainConfig(precision="bf16").autocast(cuda)
+
+
+def test_auto_follows_the_precision_a_study_was_begun_in_where_the_device_can(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
+    # An H100 joining a study a V100 began under auto goes on in fp32, and says so.
+    precision, note = agreed_precision(TrainConfig(), cuda, "fp32", "suite-full")
+    assert precision == "fp32" and note.startswith("note: study 'suite-full' trains in fp32, as its first run did")
+    assert "not in bf16 (precision auto on this device)" in note
+    assert agreed_precision(TrainConfig(), cuda, None, "s") == ("bf16", None)  # a new study: the device's own
+    assert agreed_precision(TrainConfig(), cuda, "bf16", "s") == ("bf16", None)
+    # A precision asked for is kept: the study then refuses it if it trains in another.
+    assert agreed_precision(TrainConfig(precision="bf16"), cuda, "fp32", "s") == ("bf16", None)
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)
+    assert agreed_precision(TrainConfig(), cpu, "bf16", "s")[0] == "bf16"
+    # A CPU without bf16 kernels would train a hundred times slower: it keeps fp32 and is refused.
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
+    assert agreed_precision(TrainConfig(), cpu, "bf16", "s") == ("fp32", None)
 
 
 @pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no bf16 kernels (AVX-512)")

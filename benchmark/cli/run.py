@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import optuna
 
 from benchmark.config import PRECISIONS
-from benchmark.storage import StoreConfig, grace_for, safe_url
+from benchmark.storage import StoreConfig, grace_for, open_for_reading, safe_url
 from benchmark.store import study_name
-from benchmark.studies import best_configurations, open_for_reading, tuning_notes
+from benchmark.studies import best_configurations, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:
@@ -56,8 +56,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--limit", type=int, help="use at most this many training images")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--precision", choices=PRECISIONS,
-                     help="bf16 autocast for training: auto = on an Ampere or later GPU (default); bf16 also on a CPU "
-                          "with AVX-512 BF16 or AMX (faster there, different numbers); refused on a CPU without AVX-512")
+                     help="bf16 autocast for training: auto = on an Ampere or later GPU (default), or as the study "
+                          "already trains; bf16 also on a CPU with AVX-512 BF16 or AMX (faster there, different "
+                          "numbers); refused on a CPU without AVX-512")
     run.add_argument("--name", help="file the run under this name instead of the suite's (its study, "
                                     "results/<name>.csv, `report --suite <name>`): a variant made with other "
                                     "options then keeps its own results beside the suite's")

@@ -32,8 +32,8 @@ killed worker does not count). Point several processes or machines at one --stor
 (e.g. postgresql+psycopg2://user:pass@host/db) to share one study.
 
 examples:
-  python -m benchmark search --model vq-vae --config 1 --method single --sampling gaussian --trials 50
-  python -m benchmark search --model vae --config 2 --method multidecoder --sampling uniform --softadapt
+  python -m benchmark search --family vq-vae --config 1 --method single --sampling gaussian --trials 50
+  python -m benchmark search --family vae --config 2 --method multidecoder --sampling uniform --softadapt
   python -m benchmark studies show search-vq-vae-1-single-gaussian
 """
 
@@ -51,7 +51,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         "and method with Optuna; every trial is a k-fold cross-validation on the "
                                         "same folds as `run`.",
                             epilog=SEARCH_EPILOG, formatter_class=_HelpFormatter)
-    search.add_argument("--model", required=True, help="vae | vq-vae")
+    search.add_argument("--family", "--model", dest="family", required=True,
+                        help="vae | vq-vae (a suite file's `family`; --model is another name for it)")
     search.add_argument("--config", required=True, type=int, help="model config (vae: 1-2, vq-vae: 1-3)")
     search.add_argument("--method", required=True, help="multidecoder | single | baseline")
     search.add_argument("--sampling", help="multidecoder: exact | uniform | gaussian; single: uniform | gaussian "
@@ -78,14 +79,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
     search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     search.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="bf16 autocast for training: auto = on an Ampere or later GPU (default); bf16 also on a CPU "
-                             "with AVX-512 (refused without it)")
+                        help="bf16 autocast for training: auto = on an Ampere or later GPU (default), or as the "
+                             "study already trains; bf16 also on a CPU with AVX-512 (refused without it)")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     search.add_argument("--heartbeat", type=int, default=10,
                         help="seconds between worker heartbeats; a worker silent for five beats is taken for "
                              "dead (default 10; a study keeps its first run's)")
     search.add_argument("--storage", help=STORAGE_HELP)
-    search.add_argument("--study-name", help="default: search-<model>-<config>-<method>, then -<sampling> and "
+    search.add_argument("--study-name", help="default: search-<family>-<config>-<method>, then -<sampling> and "
                                              "-softadapt when given, and -<objective> for each objective when "
                                              "--objectives is other than recon, e.g. "
                                              "search-vae-2-multidecoder-exact-recon-latent")
@@ -115,7 +116,7 @@ def _settings(args: argparse.Namespace):
 
     ranges = dict(parse_range(text) for text in args.range)
     objectives = tuple(o.strip() for o in args.objectives.split(","))
-    return SearchSettings(family=args.model, config=args.config, method=args.method, sampling=args.sampling,
+    return SearchSettings(family=args.family, config=args.config, method=args.method, sampling=args.sampling,
                           softadapt=args.softadapt, dataset=args.dataset, limit=args.limit, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, folds=args.folds, seed=args.seed,
                           precision=args.precision, objectives=objectives, ranges=ranges)
