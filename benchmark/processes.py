@@ -9,11 +9,12 @@ stops itself. No worker trains on unseen: the next run takes its unit or trial u
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 WORKER_GRACE = 3.0  # seconds workers get to stop on their own after Ctrl-C
@@ -108,14 +109,39 @@ def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess], grace
             process.join()
 
 
-def run_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """Start ``processes`` and wait for them; on Ctrl-C or SIGTERM, stop them first and re-raise."""
+def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[multiprocessing.process.BaseProcess]:
+    """Run ``target(*a)`` for each ``a`` in ``args`` in a worker process of its own and wait for them;
+    on Ctrl-C or SIGTERM, stop them first and re-raise. Returns the processes, with their exit codes.
+
+    Workers are spawned (fork and torch's threads do not mix) and start with Ctrl-C ignored: one
+    that arrived while a worker still imported torch printed that import's traceback. A worker
+    stopped that way learns it from ``stop`` once started; a later Ctrl-C reaches it as usual."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    processes = [context.Process(target=_worker_main, args=(stop, target, a)) for a in args]
     with terminate_as_interrupt():
         try:
             for process in processes:
-                process.start()
+                # A worker inherits an ignored signal through exec; the parent ignores it only
+                # for the few milliseconds that starting one takes.
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    process.start()
+                finally:
+                    signal.signal(signal.SIGINT, previous)
             for process in processes:
                 process.join()
         except KeyboardInterrupt:
+            stop.set()
             stop_workers([p for p in processes if p.pid is not None])
             raise
+    return processes
+
+
+def _worker_main(stop: multiprocessing.synchronize.Event, target: Callable[..., None], args: tuple) -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not stop.is_set():  # else the run was stopped while this worker started
+            target(*args)
+    except KeyboardInterrupt:  # the target's own work is stored or handed back; the parent reports
+        pass

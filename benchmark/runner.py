@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import socket
 import sys
@@ -311,12 +310,9 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
                      fold_parallel: bool, threads: int) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        worker = _Worker(suite, store, position, show_progress, fold_parallel)
-        stop_with_parent()
-        _work_until_interrupted(worker)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C reaches every worker; the parent exports and says so, once
+    worker = _Worker(suite, store, position, show_progress, fold_parallel)
+    stop_with_parent()
+    _work_until_interrupted(worker)  # Ctrl-C reaches every worker; the parent exports and says so, once
 
 
 @optuna_errors_only()
@@ -378,12 +374,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         if workers == 1:
             _work_until_interrupted(_Worker(suite, store, 0, show_progress, together, images))
         else:
-            context = multiprocessing.get_context("spawn")
             threads = max(1, (os.cpu_count() or 1) // workers)
-            processes = [context.Process(target=_work_in_process,
-                                         args=(suite, store, i, show_progress, together, threads))
-                         for i in range(workers)]
-            run_workers(processes)  # stopped before the export below
+            run_workers(_work_in_process, [(suite, store, i, show_progress, together, threads)
+                                           for i in range(workers)])  # stopped before the export below
     except KeyboardInterrupt:
         interrupted = True
     else:

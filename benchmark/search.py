@@ -30,7 +30,6 @@ finished search's best configurations, for ``run --params-from``: ``benchmark.st
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import socket
 import sys
@@ -262,11 +261,8 @@ def _work_in_process(*args: Any) -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args[3].workers))  # share the cores among workers
-    try:
-        stop_with_parent()
-        _work(*args)
-    except KeyboardInterrupt:  # Optuna has marked the trial FAIL; the parent reports the interruption
-        pass
+    stop_with_parent()
+    _work(*args)  # on Ctrl-C, Optuna marks the trial FAIL; the parent reports the interruption
 
 
 @dataclass
@@ -349,10 +345,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         if options.workers == 1:
             _work(settings, storage_url, name, options, 0, images)
         else:
-            context = multiprocessing.get_context("spawn")  # fork and torch threads do not mix
-            processes = [context.Process(target=_work_in_process, args=(settings, storage_url, name, options, i))
-                         for i in range(options.workers)]
-            run_workers(processes)
+            processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i)
+                                                       for i in range(options.workers)])
             worker_failures = sum(process.exitcode != 0 for process in processes)
     except KeyboardInterrupt:
         raise SearchInterrupted(summary()) from None

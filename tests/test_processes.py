@@ -1,0 +1,75 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+# A worker whose start-up (it imports this module, as a real worker imports torch) takes long
+# enough for Ctrl-C to arrive in the middle of it.
+SLOW_WORKER = """
+import multiprocessing
+import time
+
+if multiprocessing.current_process().name != "MainProcess":  # in a worker
+    print("importing", flush=True)
+    time.sleep(4)
+
+
+def work():
+    time.sleep(60)
+"""
+
+PARENT = """
+import sys
+
+import slow_worker
+from benchmark.processes import run_workers
+
+if __name__ == "__main__":
+    try:
+        run_workers(slow_worker.work, [(), ()])
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+def start(cwd: Path) -> subprocess.Popen:
+    """The parent of two slow workers, in a session of its own (a terminal's process group), once
+    its first worker is in the middle of its start-up."""
+    (cwd / "slow_worker.py").write_text(textwrap.dedent(SLOW_WORKER))
+    (cwd / "parent.py").write_text(textwrap.dedent(PARENT))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(Path(__file__).parents[1])])}
+    process = subprocess.Popen([sys.executable, "parent.py"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert process.stdout.readline() == "importing\n"
+    return process
+
+
+def stopped(process: subprocess.Popen, within: float) -> bool:
+    """Whether ``process`` ended as interrupted, saying so alone (no traceback), within ``within`` seconds."""
+    started = time.monotonic()
+    _, err = process.communicate(timeout=90)
+    return process.returncode == 130 and err == "interrupted\n" and time.monotonic() - started < within
+
+
+def test_ctrl_c_while_workers_start_stops_them_without_a_traceback(tmp_path):
+    process = start(tmp_path)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the workers that still import too
+    assert stopped(process, 20)  # once started, not after the parent's patience (60 s)
+
+
+def test_an_interrupt_of_the_parent_alone_while_workers_start_stops_them(tmp_path):
+    process = start(tmp_path)
+    os.kill(process.pid, signal.SIGINT)  # kill -INT: passed on to the workers, which ignore it while they start
+    assert stopped(process, 20)
+
+
+def test_ctrl_c_reaches_workers_that_have_started(tmp_path):
+    process = start(tmp_path)
+    time.sleep(8)  # past the start-up: the workers sleep in work()
+    os.killpg(process.pid, signal.SIGINT)
+    assert stopped(process, 10)
