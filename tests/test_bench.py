@@ -314,6 +314,7 @@ def test_bench_configuration_conditions_every_method():
     ({"warmup": -1}, "warmup"),
     ({"batch": 0}, "batch"),
     ({"device": "tpu"}, "unknown device"),
+    ({"batch": 4001}, "batch 4001 is more than the 4,000 training images of mnist5k; give at most 4000"),
 ])
 def test_bad_input_raises_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -327,3 +328,10 @@ def test_cli_bad_input_exits_2_and_writes_nothing(args, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cli_refuses_an_output_folder_it_cannot_make_before_timing_anything(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("benchmark.bench.run_bench", lambda **kwargs: pytest.fail("timed before checking --out"))
+    (tmp_path / "file").write_text("")
+    assert main(["bench", "--out", str(tmp_path / "file" / "out")]) == 2
+    assert capsys.readouterr().err == f"error: --out {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is not a folder\n"

@@ -277,7 +277,11 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
 
     from benchmark.data import load_dataset
 
-    return models, chosen, torch_device, load_dataset(dataset, data_root, download=download).train
+    images = load_dataset(dataset, data_root, download=download).train
+    if batch > len(images):  # the timed steps would hold steps × batch copies of the images in memory
+        raise ValueError(f"batch {batch} is more than the {len(images):,} training images of {dataset}; give at "
+                         f"most {len(images)}")
+    return models, chosen, torch_device, images
 
 
 def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None, steps: int = 20,
@@ -289,7 +293,8 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
 
     ``families``: names, optionally with a config (``"vae"``, ``"vq-vae:2"``); default every
     config of every family. ``methods``: subset of baseline / multidecoder / single.
-    Raises ``ValueError`` for unknown names or ``steps < 1``, ``warmup < 0``, ``batch < 1``.
+    Raises ``ValueError`` for unknown names or ``steps < 1``, ``warmup < 0``, ``batch < 1`` or more than the
+    dataset's training images.
     """
     for name, value, minimum in (("repeats", repeats, 1), ("workers", workers, 1)):
         _check_count(name, value, minimum)

@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        # A folder option naming a file, or a place this user cannot write: the path says which.
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        # A folder option naming a file, or a place that cannot be made or written: the path says which.
         print(f"error: {err.strerror}: {err.filename}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
