@@ -215,9 +215,11 @@ def test_fold_labels_name_the_results_numbers_and_the_place(fold, folds, repeats
     assert fold_label(fold, folds, repeats) == label
 
 
-def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path):
+def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path, capsys):
     (tmp_path / "nan.toml").write_text(SMALL_SUITE.format(folds=2, w1="1e39").replace('"small"', '"nan"'))
     assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 1  # failed units: exit 1
+    out = capsys.readouterr().out
+    assert "  failed vae/1/multidecoder/exact/w=1e+39,1,1 fold 1 (2nd of 2): loss diverged" in out  # as progress names it
     table = pd.read_csv(tmp_path / "results" / "nan.csv")
     failed = table[table["config_id"].str.startswith("vae/")]
     assert (failed["state"] == "FAIL").all() and failed["error"].str.contains("diverged").all()
@@ -386,7 +388,8 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     assert run_cli(tmp_path, "--suite", "both.toml", "--name", "v") == 0
     capsys.readouterr()
     assert run_cli(tmp_path, "--suite", "v") == 2
-    assert "was started by: python -m benchmark run --suite both.toml --name v --quiet (" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith("to go on with it, run the command it recorded: python -m benchmark run "
+                                            "--suite both.toml --name v --quiet\n")
 
 
 def test_a_run_ends_when_its_own_units_are_done_whatever_else_the_study_holds(tmp_path, capsys, monkeypatch):
@@ -425,10 +428,11 @@ def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, cap
     assert (tmp_path / "results" / "small.csv").read_bytes() == first
     started = "python -m benchmark run --suite small.toml --epochs 2 --name small-e2 --heartbeat 1 --quiet"
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
-    assert f"A run filed under 'small-e2' was started by: {started} (" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(f"There is a run filed under 'small-e2'; to go on with it, run the command "
+                                            f"it recorded: {started}\n")
     (tmp_path / "results" / "small-e2_meta.json").unlink()  # as a run stopped before its first export leaves it
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
-    assert f"was started by: {started} (" in capsys.readouterr().err  # from the study
+    assert capsys.readouterr().err.endswith(f"run the command it recorded: {started}\n")  # from the study
     assert cli(tmp_path, *shlex.split(started)[3:]) == 0  # the command shown resumes it
     assert "resuming: 4 of 4 units already done" in capsys.readouterr().err
     (tmp_path / "results" / "small-e2_meta.json").unlink()

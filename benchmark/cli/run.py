@@ -13,7 +13,7 @@ import optuna
 
 from benchmark.config import PRECISIONS
 from benchmark.storage import StoreConfig, grace_for, open_for_reading, safe_url
-from benchmark.store import study_name
+from benchmark.store import parse_unit, study_name
 from benchmark.studies import best_configurations, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
 
@@ -92,8 +92,8 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
         suite = get_suite(args.suite)
     except ValueError as err:
         if command := recorded_command(args.suite, store_config(args)):
-            raise ValueError(f"{err}. A run filed under {args.suite!r} was started by: {command} (run that "
-                             "command to resume it)") from None
+            raise ValueError(f"{err}. There is a run filed under {args.suite!r}; to go on with it, run the command "
+                             f"it recorded: {command}") from None
         if (args.studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
             raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named by --name or "
                              "--params-from goes on with the command that started it (its --suite, options, "
@@ -176,15 +176,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
                             fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
     except RunInterrupted as stop:
-        print_summary(stop.summary, suite.units)
+        print_summary(stop.summary, suite)
         print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
         return 130
-    print_summary(summary, suite.units)
+    print_summary(summary, suite)
     return 0 if summary.missing == 0 and summary.failed == 0 else 1  # scripts can tell a clean run
 
 
-def print_summary(summary: RunSummary, units: int) -> None:
-    print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {units} units "
+def print_summary(summary: RunSummary, suite: Suite) -> None:
+    from benchmark.cv import fold_label
+
+    print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {suite.units} units "
           f"in {summary.seconds:.0f} s; results: {summary.results}")
     for key, reason in summary.errors.items():
-        print(f"  failed {key}: {reason}")
+        config_id, fold = parse_unit(key)
+        print(f"  failed {config_id} {fold_label(fold, suite.folds, suite.repeats)}: {reason}")
