@@ -85,6 +85,9 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
     """Validation curves, one figure per (family, config, method): baseline vs each
     configuration of that method; left panel latent loss, right panel unconditioned recon.
     Each curve is the mean over folds with a min–max band, × at the epochs folds selected.
+    Only configurations with a COMPLETE fold are drawn: a method with none gets no figure, a
+    method without its baseline's curves one of its own, and a model config whose methods have
+    no fold done a figure of its baselines (``curves_<family>_<config>_baseline``).
 
     history: the ``<suite>_history.csv`` frame; results: the ``<suite>.csv`` frame (parameters,
     each fold's ``best_epoch``, and which (config, fold) units are COMPLETE — partial histories
@@ -96,13 +99,16 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
     best = done.dropna(subset=["best_epoch"]).groupby("config_id")["best_epoch"].agg(
         lambda epochs: sorted(set(epochs.astype(int))))
     params = results.drop_duplicates("config_id").set_index("config_id")
+    drawable = set(history["config_id"])  # configurations with the history of a COMPLETE fold
     paths: list[Path] = []
     for (family, config), configs in params.groupby(["family", "config"], sort=False):
-        baselines = [c for c in configs.index[configs["method"] == "baseline"] if (history["config_id"] == c).any()]
-        methods = [m for m in pd.unique(configs["method"]) if m != "baseline"] or ["baseline"]
+        baselines = [c for c in configs.index[configs["method"] == "baseline"] if c in drawable]
+        # A method with no fold done gets no figure (it would show the baseline alone under the
+        # method's name); when none has one, the baselines get a figure of their own.
+        methods = [m for m in pd.unique(configs["method"])
+                   if m != "baseline" and drawable.intersection(configs.index[configs["method"] == m])] or ["baseline"]
         for method in methods:
-            members = [c for c in configs.index[configs["method"] == method] if c not in baselines]
-            members = [c for c in members if (history["config_id"] == c).any()]
+            members = [c for c in configs.index[configs["method"] == method] if c not in baselines and c in drawable]
             if not members and not baselines:
                 continue
             fig = Figure(figsize=(10, 3.8))

@@ -32,7 +32,8 @@ from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.prior_stage import prior_figures
 from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find_missing, load_suite, run_dataset,
                                safe_name)
-from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
+from benchmark.stats import (COMPARED, DIVERGED_FACTOR, compare_with_baseline, comparison_wide, completed,
+                             diverged_folds, parameter_text, summarise)
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -49,10 +50,12 @@ if TYPE_CHECKING:
 
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
+STEADY_PAIRS = 5  # the default folds: a comparison on fewer paired folds gets a caveat
+SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
-    "curves_": "Validation curves of each method's configurations against the baseline (mean over folds, "
-               "band: min–max over folds).",
+    "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
+               "mean over folds, band: min–max over folds).",
     "reconstruction_": "Held-out test images: input | unconditioned | conditioned output | mask, from the "
                        "first fold's best-epoch weights.",
     "error_vs_observed_": "The conditioned output's error against the number of distinct observed pixels, the "
@@ -143,9 +146,9 @@ def model_weights(table: pd.DataFrame, channels: int | None, image_size: int | N
 
 
 def caveats(suite: SuiteResults) -> list[str]:
-    """What limits the numbers, read from the run itself: methods without their baseline, folds
-    still improving at their last epoch (not converged), and SoftAdapt configurations that trained
-    too few steps to re-weight."""
+    """What limits the numbers, read from the run itself: methods without their baseline, comparisons
+    on few paired folds, folds that diverged without failing, folds still improving at their last
+    epoch (not converged), and SoftAdapt configurations that trained too few steps to re-weight."""
     meta, done, notes = suite.meta, completed(suite.results), []
     models = suite.results.groupby(["family", "config"], sort=False)
     alone = [f"{family}/{config}" for (family, config), rows in models if not (rows["method"] == "baseline").any()]
@@ -153,11 +156,7 @@ def caveats(suite: SuiteResults) -> list[str]:
         notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
                      f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
                      "its units already done are kept).")
-    pairs = int(meta.get("folds", 5)) * int(meta.get("repeats", 1) or 1)
-    if pairs < 5 and len(alone) < models.ngroups:  # some comparison was made
-        notes.append(f"each comparison pairs only {pairs} folds, so its t-test has {pairs - 1} degree"
-                     f"{'s' * (pairs != 2)} of freedom: it rarely detects a real difference and rests on a rough "
-                     "variance estimate; 5 folds (the default) or `--repeats` give a steadier test.")
+    notes += [note for note in (_pairing_note(suite), _diverged_note(suite)) if note]
     epochs = meta.get("epochs")
     kept = done["best_epoch"].dropna()
     last = int((kept == epochs).sum()) if epochs else 0
@@ -174,6 +173,56 @@ def caveats(suite: SuiteResults) -> list[str]:
         if idle:
             notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
     return notes
+
+
+def _pairing_note(suite: SuiteResults) -> str | None:
+    """The caveat on t-tests that rest on few paired folds: the fewest any comparison pairs, of
+    those planned; None when no comparison pairs a fold or each pairs ``STEADY_PAIRS`` or more."""
+    folds, repeats = int(suite.meta.get("folds", 5)), int(suite.meta.get("repeats", 1) or 1)
+    comparison = compare_with_baseline(suite.results, k=folds, repeats=repeats)
+    pairs = comparison[comparison["n_pairs"] > 0].groupby("config_id")["n_pairs"].max()
+    if pairs.empty or pairs.min() >= STEADY_PAIRS:
+        return None
+    fewest, planned = int(pairs.min()), suite.expected_folds
+    subject = "each comparison pairs only" if pairs.nunique() == 1 else "a comparison pairs as few as"
+    short = f" of the {planned} planned (missing.txt says why the others are missing)" if fewest < planned else ""
+    if fewest == 1:
+        consequence = "so it has no t-test: one difference has no spread to test against"
+    else:
+        consequence = (f"so its t-test has {fewest - 1} degree{'s' * (fewest != 2)} of freedom: it rarely detects "
+                       "a real difference and rests on a rough variance estimate")
+    if planned >= STEADY_PAIRS:
+        advice = ""  # enough folds planned: only the missing ones weaken the test
+    elif repeats == 1:
+        advice = "; 5 folds (the default) or `--repeats` give a steadier test"
+    else:
+        advice = f"; more folds (`--folds`, 5 by default) or more than {repeats} `--repeats` give a steadier test"
+    return f"{subject} {fewest} fold{'s' * (fewest != 1)}{short}, {consequence}{advice}."
+
+
+def _diverged_note(suite: SuiteResults) -> str | None:
+    """The caveat naming the folds ``stats.diverged_folds`` finds (the KL bound: C·H·W·ln 256 nats,
+    what storing the 8-bit image verbatim costs, when the export knows its images), or None."""
+    meta = suite.meta
+    known = meta.get("image_channels") and meta.get("image_size")
+    bound = int(meta["image_channels"]) * int(meta["image_size"]) ** 2 * math.log(256) if known else math.inf
+    found = diverged_folds(suite.results, bound)
+    if found.empty:
+        return None
+    names = {"recon": "reconstruction", "recon_cond": "conditioned reconstruction"}
+    found["text"] = [f"validation {names.get(metric) or ('KL' if family == 'vae' else 'VQ loss')} {value:.3g}"
+                     for metric, family, value in zip(found["metric"], found["family"], found["value"])]
+    folds = [f"{config_id} fold {fold} ({', '.join(rows['text'])})"
+             for (config_id, fold), rows in found.groupby(["config_id", "fold"], sort=False)]
+    more = f"; and {len(folds) - SHOWN_FOLDS} more" if len(folds) > SHOWN_FOLDS else ""
+    kl = (f", or a Gaussian VAE's KL is above {bound:,.0f} nats (more than storing the "
+          f"{meta['image_channels']}×{meta['image_size']}×{meta['image_size']} 8-bit image verbatim costs)"
+          if known else "")
+    lr = f"`[train] lr` of the suite file, {meta['lr']:g} here" if meta.get("lr") else "`[train] lr` of the suite file"
+    return (f"folds that look diverged though their loss stayed finite: {'; '.join(folds[:SHOWN_FOLDS])}{more}. A "
+            f"fold looks diverged when a metric is over {DIVERGED_FACTOR:,} × the median of its model config's "
+            f"folds{kl}. They count in the table and the comparisons as they are, so those rows' means, variances "
+            f"and tests say little; a lower learning rate ({lr}) usually keeps training stable.")
 
 
 def _training_text(suite: SuiteResults) -> str:

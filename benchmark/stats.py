@@ -27,6 +27,7 @@ COMPARED = ("recon", "latent")          # the conditioned decoder has no baselin
 PARAMETERS = ("config_id", "family", "config", "method", "sampling", "exponent", "count", "softadapt",
               "w1", "w2", "beta", "softadapt_beta", "params_from")
 ALPHA = 0.05
+DIVERGED_FACTOR = 1000  # how far above its model config's median a fold's metric looks diverged
 METHOD_TITLES = {"baseline": "Baseline", "multidecoder": "Multidecoder", "single": "Single decoder"}
 COMPARISON_FIELDS = ("n_pairs", "baseline_mean", "mean_diff", "ci_low", "ci_high", "t", "p", "p_holm",
                      "rel_change", "significant")
@@ -216,6 +217,28 @@ def comparison_wide(comparison: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
+def diverged_folds(results: pd.DataFrame, kl_bound: float = math.inf) -> pd.DataFrame:
+    """COMPLETE folds whose metrics blew up without overflowing (training fails a unit only at NaN
+    or inf): one row per (fold, metric) flagged, with ``config_id, family, fold, metric, value``, in
+    the results' order. A value is flagged when over ``DIVERGED_FACTOR`` × the median of that metric
+    over the folds of its (family, config), since healthy folds of a model config stay within an order
+    of magnitude or two and diverged ones are off by many; a Gaussian VAE's KL also when above
+    ``kl_bound`` nats, which flags diverged folds even where they are the median."""
+    done = completed(results).reset_index(drop=True)
+    flags = []
+    for metric in METRICS:
+        median = done.groupby(["family", "config"])[metric].transform("median")
+        limit = (DIVERGED_FACTOR * median).where(median > 0, math.inf)
+        if metric == "latent":
+            limit = limit.where(done["family"] != "vae", limit.clip(upper=kl_bound))
+        flagged = done[done[metric] > limit]
+        flags.append(pd.DataFrame({"order": flagged.index, "config_id": flagged["config_id"],
+                                   "family": flagged["family"], "fold": flagged["fold"].astype(int),
+                                   "metric": metric, "value": flagged[metric]}))
+    out = pd.concat(flags, ignore_index=True).sort_values("order", kind="stable")
+    return out.drop(columns="order").reset_index(drop=True)
+
+
 def format_mean_var(mean: float, var: float) -> str:
     """Thesis number style: ``13.9709 ± 9.2e-01`` (variance to 2 significant digits in
     scientific notation). The mean has 4 decimals from 0.1 up and 3 significant digits below
@@ -270,5 +293,6 @@ def parameter_text(row: pd.Series | dict) -> str:
     return ", ".join(parts) if parts else "–"
 
 
-__all__ = ["ALPHA", "COMPARED", "METHOD_TITLES", "METRICS", "TTest", "compare_with_baseline", "comparison_wide",
-           "completed", "corrected_resampled_ttest", "format_mean_var", "holm", "parameter_text", "summarise"]
+__all__ = ["ALPHA", "COMPARED", "DIVERGED_FACTOR", "METHOD_TITLES", "METRICS", "TTest", "compare_with_baseline",
+           "comparison_wide", "completed", "corrected_resampled_ttest", "diverged_folds", "format_mean_var", "holm",
+           "parameter_text", "summarise"]

@@ -105,14 +105,14 @@ def _count_text(count: int | None) -> str:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$", ">": "$>$",
         "±": r"$\pm$", "†": r"$^\dagger$", "β": r"$\beta$", "W₁": r"$W_1$", "W₂": r"$W_2$", "–": "--",
-        "×": r"$\times$", "…": r"\ldots{}"}
+        "×": r"$\times$", "…": r"\ldots{}", "−": "$-$"}
 
 
 _TEX_PATTERN = re.compile("|".join(re.escape(k) for k in sorted(_TEX, key=len, reverse=True)))
 
 
 def tex(text: str) -> str:
-    """Plain report text (ASCII plus ± † β W₁ W₂ – × …) as LaTeX, in one pass."""
+    """Plain report text (ASCII plus ± † β W₁ W₂ – × … and the minus sign −) as LaTeX, in one pass."""
     return _TEX_PATTERN.sub(lambda match: _TEX[match.group()], text)
 
 
@@ -137,10 +137,31 @@ def comparison_note(table: pd.DataFrame) -> str:
     return COMPARISON_NOTE + (TUNED_NOTE if _tuned(table) else "")
 
 
+def _tex_number(text: str) -> str:
+    """A cell of numbers (``-0.0242``, ``9.2e-01``) as LaTeX, its hyphens minus signs (``$-$``), as
+    a text hyphen is too short for one."""
+    return tex(text.replace("-", "−"))
+
+
+def _rule_groups(lines: list[str], top: int, index: pd.MultiIndex, columns: int) -> None:
+    """Insert, in the LaTeX ``lines`` of a table whose header row follows line ``top``, a \\midrule
+    where the first index level (the model) changes and a \\cmidrule where the second (the
+    config) does; only when each row of ``index`` is one line (rules would split a wrapped row)."""
+    start, end = lines.index(r"\midrule", top) + 1, lines.index(r"\bottomrule")
+    if end - start != len(index):
+        return
+    models, configs = index.get_level_values(0), index.get_level_values(1)
+    for i in reversed(range(1, len(index))):
+        if models[i] != models[i - 1]:
+            lines.insert(start + i, r"\midrule")
+        elif configs[i] != configs[i - 1]:
+            lines.insert(start + i, rf"\cmidrule(l){{2-{columns}}}")
+
+
 def latex_table(table: pd.DataFrame, caption: str, label: str = "tab:cross-validation") -> str:
     """A booktabs ``table`` float with \\multirow groups, bold best cells and a † footnote."""
     cells, bold = display_table(table)
-    cells = cells.map(tex)
+    cells = cells.map(_tex_number)
     cells.index = cells.index.set_levels([level.map(tex) for level in cells.index.levels])
     styler = cells.style.apply(lambda _: bold.map(lambda b: "font-weight: bold" if b else "").to_numpy(), axis=None)
     styler.hide(names=True, axis="index")
@@ -154,16 +175,7 @@ def latex_table(table: pd.DataFrame, caption: str, label: str = "tab:cross-valid
     top = lines.index(r"\toprule")
     # One header row naming the index columns (pandas leaves them blank when names are hidden).
     lines[top + 1] = " & ".join([*INDEX_TITLES, *(TEX_TITLES.get(c, tex(c)) for c in cells.columns)]) + r" \\"
-    start, end = lines.index(r"\midrule", top) + 1, lines.index(r"\bottomrule")
-    if end - start == len(table):  # one line per row: mark where a model / a config begins
-        rules = []
-        for i in range(len(table)):
-            if i and table["family"].iat[i] != table["family"].iat[i - 1]:
-                rules.append((start + i, r"\midrule"))
-            elif i and table["config"].iat[i] != table["config"].iat[i - 1]:
-                rules.append((start + i, rf"\cmidrule(l){{2-{4 + cells.shape[1]}}}"))
-        for position, rule in reversed(rules):
-            lines.insert(position, rule)
+    _rule_groups(lines, top, cells.index, len(spec))
     # The full grid is wider than an article's text: centre it over the margins instead of
     # letting it run into the right one (plain LaTeX, no extra package).
     lines.insert(lines.index(r"\begin{tabular}" + f"{{{spec}}}"), r"\makebox[\linewidth][c]{%")
@@ -233,8 +245,9 @@ def comparison_markdown(cells: pd.DataFrame, note: str = COMPARISON_NOTE) -> str
 
 def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_NOTE,
                      label: str = "tab:comparison") -> str:
-    """``comparison_cells`` as a booktabs ``table`` float, with its note."""
-    cells = cells.map(tex)
+    """``comparison_cells`` as a booktabs ``table`` float, with its note; rules between models and
+    configs as in ``latex_table``."""
+    cells = cells.map(_tex_number)
     cells.index = pd.MultiIndex.from_tuples([tuple(tex(str(v)) for v in labels) for labels in cells.index],
                                             names=cells.index.names)
     styler = cells.style.hide(names=True, axis="index")
@@ -244,6 +257,7 @@ def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_N
     lines = latex.splitlines()
     top = lines.index(r"\toprule")
     lines[top + 1] = " & ".join([*cells.index.names, *(tex(c) for c in cells.columns)]) + r" \\"
+    _rule_groups(lines, top, cells.index, cells.index.nlevels + cells.shape[1])
     close = lines.index(r"\end{tabular}")
     lines.insert(close + 1, r"\par\smallskip\parbox{\linewidth}{\footnotesize " + tex(note) + "}")
     return "\n".join(lines) + "\n"

@@ -91,6 +91,23 @@ def test_curves_keep_the_legend_off_the_panels_and_mark_each_folds_selected_epoc
         assert all(band.get_alpha() < 0.2 for band in ax.collections)  # five bands overlap
 
 
+def test_a_method_with_no_fold_done_gets_no_curves_and_the_baseline_keeps_its_own(tmp_path, saved):
+    history, results = curves_suite((10.0,))
+    single = results["method"] == "single"
+    validation_curves(history, results.assign(state=results["state"].where(~single, "FAIL")), tmp_path)
+    # Not "Single decoder vs baseline" with the baseline alone in it: the baseline's curves, so named.
+    assert list(saved) == ["curves_vae_1_baseline"]
+    assert saved["curves_vae_1_baseline"].get_suptitle() == "Gaussian VAE 1: validation curves"
+    assert [t.get_text() for t in saved["curves_vae_1_baseline"].legends[0].get_texts()][:-1] == ["baseline"]
+    saved.clear()
+    # The baseline with no fold done: the method's curves alone, not said to be against a baseline.
+    validation_curves(history, results.assign(state=results["state"].where(single, "FAIL")), tmp_path)
+    assert list(saved) == ["curves_vae_1_single"]
+    assert saved["curves_vae_1_single"].get_suptitle() == "Gaussian VAE 1 · Single decoder: validation curves"
+    assert [t.get_text() for t in saved["curves_vae_1_single"].legends[0].get_texts()][:-1] == [
+        "Single decoder: uniform, a=10"]
+
+
 # ---------------------------------------------------------------- error vs observed pixels
 
 def test_the_x_axis_counts_distinct_pixels_which_gaussian_draws_repeat(images):

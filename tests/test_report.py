@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
-from benchmark.report import FIGURE_KINDS, build_table, write_report
+from benchmark.report import FIGURE_KINDS, build_table, caveats, write_report
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
                               display_table, latex_table, markdown_table)
@@ -268,6 +268,24 @@ def test_comparison_tables_give_each_methods_difference_interval_and_holm_p(repo
     spec, rows = _tabular_rows(latex)
     assert len(rows) == 1 + 2 * len(compared) and all(r.count("&") == len(spec) - 1 for r in rows)
     assert "Holm" in latex and "_" not in latex and "−" not in latex
+    # Negative numbers with a minus sign, not a text hyphen.
+    low = compared["recon_ci_low"].iloc[0]
+    assert low < 0 and f"[{_signed(low).replace('-', '$-$')}, " in latex
+    assert not re.search(r"(^|[\s\[])-\d", "\n".join(rows))
+
+
+def test_both_latex_tables_rule_off_each_model_and_config(rows):
+    second = rows[rows["family"] == "vq-vae"].assign(config=2, config_id=lambda f: f["config_id"].str.replace(
+        "vq-vae/1", "vq-vae/2"))
+    table = build_table(SuiteResults("demo", pd.concat([rows, second]), None, {"folds": FOLDS}))
+    comparison = comparison_latex(comparison_cells(table), "demo")
+    # Gaussian VAE 1 | VQ-VAE 1, VQ-VAE 2: 3 configurations of each config, in the comparison 2 × 2 lines.
+    for latex, lines in ((latex_table(table, "demo"), 3), (comparison, 4)):
+        spec, _ = _tabular_rows(latex)
+        body = latex[latex.index(r"\toprule"):latex.index(r"\bottomrule")].splitlines()[2:]  # after the header
+        assert body[0] == r"\midrule"
+        assert body[1 + lines] == r"\midrule" and body[2 + 2 * lines] == rf"\cmidrule(l){{2-{len(spec)}}}"
+        assert sum(line.startswith(("\\midrule", "\\cmidrule")) for line in body) == 3
 
 
 def test_a_suite_of_baselines_has_no_comparison_files(tmp_path, rows):
@@ -327,6 +345,8 @@ def test_table_tex_is_a_booktabs_tabular_with_marks(report):
     assert lines[0].startswith(r"Model & Config & Method & Parameters & \shortstack{Reconstruction\\loss}")
     assert r"\multirow" in latex and r"\midrule" in latex and r"\bfseries" in latex
     assert r"$^\dagger$" in latex and "Nadeau" in latex and "±" not in latex and "_" not in latex
+    # A variance's exponent has a minus sign, as the comparison's numbers have.
+    assert "e$-$0" in latex and "e-0" not in latex
     # pdflatex before 2020 (or without UTF-8 input) stops at a raw ×, … or –
     assert latex.isascii() and (out / "comparison.tex").read_text().isascii()
     # the suite's own labels: two suites' tables can go into one document
@@ -412,6 +432,72 @@ def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_r
     settled = rows.assign(best_epoch=2)
     write_report(write_suite(tmp_path / "settled", settled, batch_size=4), "demo", tmp_path / "ok", figures=False)
     assert "Caveats" not in (tmp_path / "ok" / "index.md").read_text()
+
+
+def _pairing_caveat(rows: pd.DataFrame, **meta) -> str | None:
+    """The caveat on few paired folds of these rows (3 folds planned unless ``meta`` says otherwise)."""
+    notes = caveats(SuiteResults("demo", rows, None, {"folds": 3, **meta}))
+    return next((note for note in notes if "t-test" in note), None)
+
+
+def test_the_few_folds_caveat_counts_the_folds_that_comparisons_really_pair(rows):
+    three = rows[rows["fold"] < 3].assign(best_epoch=2)
+    methods = three["method"] != "baseline"
+    # No method has a fold done (e.g. all diverged): nothing was compared, so nothing to say of a test.
+    assert _pairing_caveat(three.assign(state=np.where(methods, "FAIL", "COMPLETE"))) is None
+    assert _pairing_caveat(three).startswith("each comparison pairs only 3 folds, so its t-test has 2 degrees")
+    # Missing folds: the pairs actually made, of those planned.
+    short = three[~(methods & (three["fold"] == 2))]
+    assert _pairing_caveat(short).startswith(
+        "each comparison pairs only 2 folds of the 3 planned (missing.txt says why the others are missing), so "
+        "its t-test has 1 degree of freedom")
+    uneven = three[~((three["config_id"] == "vae/1/single/uniform/a=40") & (three["fold"] == 2))]
+    assert _pairing_caveat(uneven).startswith("a comparison pairs as few as 2 folds of the 3 planned")
+    lone = three[~(methods & (three["fold"] > 0))]
+    assert _pairing_caveat(lone).startswith("each comparison pairs only 1 fold of the 3 planned (missing.txt says why "
+                                            "the others are missing), so it has no t-test")
+    # Five folds planned: only the missing ones weaken the test, and more folds are no remedy.
+    five = rows[~((rows["method"] != "baseline") & (rows["fold"] >= 3))]
+    note = _pairing_caveat(five, folds=5)
+    assert note.startswith("each comparison pairs only 3 folds of the 5 planned") and "--" not in note
+    assert _pairing_caveat(rows, folds=5) is None
+    # Repeats already in use: the advice says more of them, not to start using them.
+    repeated = rows[rows["fold"] < 4]
+    assert _pairing_caveat(repeated, folds=2, repeats=2) == (
+        "each comparison pairs only 4 folds, so its t-test has 3 degrees of freedom: it rarely detects a real "
+        "difference and rests on a rough variance estimate; more folds (`--folds`, 5 by default) or more than 2 "
+        "`--repeats` give a steadier test.")
+    assert "or `--repeats` give" in _pairing_caveat(three)
+
+
+def test_folds_that_diverged_without_overflowing_are_named_in_the_caveats(tmp_path, rows):
+    # Healthy folds of a model config stay within an order of magnitude: no caveat.
+    assert not any("diverged" in note for note in caveats(SuiteResults("demo", rows, None, {"folds": FOLDS})))
+    blown = rows.copy()
+    baseline = blown["config_id"] == "vae/1/baseline"
+    blown.loc[baseline & (blown["fold"] == 1), "latent"] = 8.0065e12
+    blown.loc[(blown["config_id"] == "vq-vae/1/multidecoder/uniform") & (blown["fold"] == 3), "latent"] = 90.0
+    summary = write_report(write_suite(tmp_path / "results", blown, lr=0.1), "demo", tmp_path / "out", figures=False)
+    note = next(note for note in summary.caveats if "diverged" in note)
+    assert note.startswith("folds that look diverged though their loss stayed finite: vae/1/baseline fold 1 "
+                           "(validation KL 8.01e+12); vq-vae/1/multidecoder/uniform fold 3 (validation VQ loss 90). "
+                           "A fold looks diverged when a metric is over 1,000 × the median of its model config's "
+                           "folds.")
+    assert note.endswith("a lower learning rate (`[train] lr` of the suite file, 0.1 here) usually keeps training "
+                         "stable.")
+    assert f"- {note}" in (tmp_path / "out" / "index.md").read_text()
+    # Reported, not dropped: the statistics still count the fold.
+    table = pd.read_csv(tmp_path / "out" / "table.csv").set_index("config_id")
+    assert table.loc["vae/1/baseline", "n"] == FOLDS
+    assert table.loc["vae/1/baseline", "latent_mean"] == pytest.approx(blown.loc[baseline, "latent"].mean())
+    # Every fold of a model config diverged (lr 0.1): the median cannot tell, the image's size can.
+    pair = rows[(rows["config_id"] == "vae/1/baseline") & (rows["fold"] < 2)].assign(latent=[8.0065e12, 6.3191e10])
+    flagged = [note for note in caveats(SuiteResults("demo", pair, None, {"folds": 2, "image_channels": 1,
+                                                                         "image_size": 32})) if "diverged" in note]
+    assert flagged and "vae/1/baseline fold 0 (validation KL 8.01e+12); vae/1/baseline fold 1 (validation KL " \
+                       "6.32e+10)" in flagged[0]
+    assert "KL is above 5,678 nats (more than storing the 1×32×32 8-bit image verbatim costs)" in flagged[0]
+    assert not any("diverged" in note for note in caveats(SuiteResults("demo", pair, None, {"folds": 2})))
 
 
 def test_conditioned_reconstruction_is_ranked_only_among_rows_observing_as_many_pixels(rows):
@@ -532,6 +618,18 @@ def test_partial_suite_reports_what_is_there_and_lists_the_missing_units(tmp_pat
     assert not table.loc["vae/1/single/uniform/a=40", "complete"] and table["complete"].sum() == len(CONFIGS) - 1
     row = next(line for line in (tmp_path / "out" / "table.md").read_text().splitlines() if "a=40" in line)
     assert "**" not in row  # the lowest reconstruction, but over 3 folds: not ranked against means over 5
+
+
+def test_a_partial_report_draws_and_lists_no_curves_of_a_method_with_no_fold_done(tmp_path, rows, images):
+    vae = rows[rows["family"] == "vae"]
+    waiting = vae.assign(state=np.where(vae["method"] == "baseline", "COMPLETE", "WAITING"))
+    results = write_suite(tmp_path / "results", waiting, configurations=list(vae["config_id"].unique()))
+    summary = write_report(results, "demo", tmp_path / "out", images=images, checkpoints=False)
+    curves = sorted(p.name for p in summary.files if p.name.startswith("curves_"))
+    assert curves == ["curves_vae_1_baseline.pdf", "curves_vae_1_baseline.png"]
+    index = (tmp_path / "out" / "index.md").read_text()
+    assert "curves_vae_1_baseline" in index and "curves_vae_1_multidecoder" not in index
+    assert "curves_vae_1_single" not in index and not (tmp_path / "out" / "figures" / "curves_vae_1_single.png").exists()
 
 
 def test_unknown_suite_raises_a_one_line_error_and_writes_nothing(tmp_path, rows):
