@@ -34,8 +34,8 @@ def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...
 class MethodConfig:
     """A method and its conditioning and loss-balancing parameters.
 
-    Multidecoder: any sampling (the thesis grid: exact, uniform), a constant count (default: the
-    exact grid's).
+    Multidecoder: any sampling (the thesis grid: exact, uniform), a constant count k >= 1 (default:
+    the exact grid's).
     Single decoder: sampling in {uniform, gaussian}, power-law counts with ``exponent``.
     """
 
@@ -50,9 +50,9 @@ class MethodConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         b = self.balance
         if b.softadapt and (b.w1, b.w2) != (1.0, 1.0):  # else ignored in training, yet used to pick the best epoch
-            raise ValueError("SoftAdapt weighs the loss terms itself: w1 and w2 are for fixed weights (β stays: it "
-                             "is inside the latent term); a study trained with them picked its best epochs by "
-                             "their weighted total, so give the run without them a new --name")
+            given = ", ".join(f"{name} = {value:g}" for name, value in (("w1", b.w1), ("w2", b.w2)) if value != 1.0)
+            raise ValueError(f"SoftAdapt weighs the loss terms itself: drop {given} (w1 and w2 are fixed weights; "
+                             "β may stay: it is inside the latent term)")
         if self.method != "multidecoder" and b.w2 != 1.0:
             raise ValueError(f"w2 weighs the Multidecoder's second (conditioned) decoder; the {self.method} method "
                              "has one decoder, weighed by w1")
@@ -74,6 +74,9 @@ class MethodConfig:
         elif self.exponent is not None:
             raise ValueError("the multidecoder uses a constant count, not a power-law exponent")
         check_sampling(self.sampling, self.count, self.exponent)
+        if self.count == 0:  # the only constant count is the Multidecoder's (the exact grid is never empty)
+            raise ValueError("count k = 0 gives the Multidecoder's second decoder no pixel to condition on, so it "
+                             "learns what the first does: give k >= 1, or no count for the exact grid's")
         # frozen: plain Python numbers (a NumPy scalar from a grid, too), as ids and storage print them
         if self.count is not None:
             object.__setattr__(self, "count", int(self.count))

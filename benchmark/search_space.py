@@ -137,11 +137,20 @@ class SearchSettings:
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
+    @property
+    def tuned(self) -> str:
+        """The configurations this search tunes, as their ids begin: e.g. ``vq-vae/1/single/gaussian``
+        (``Configuration.id``, whose parameters follow)."""
+        return "/".join(self._tuned_parts())
+
+    def _tuned_parts(self) -> list[str]:
+        return [p for p in (self.family, str(self.config), self.method, self.sampling,
+                            "softadapt" if self.softadapt else None) if p]
+
     def default_study_name(self) -> str:
         """A readable name, e.g. ``search-vq-vae-1-single-gaussian``."""
-        parts = ["search", self.family, str(self.config), self.method, self.sampling or "",
-                 "softadapt" if self.softadapt else "", "-".join(self.objectives) if self.objectives != ("recon",) else ""]
-        return "-".join(p for p in parts if p)
+        objectives = "-".join(self.objectives) if self.objectives != ("recon",) else None
+        return "-".join(p for p in ("search", *self._tuned_parts(), objectives) if p)
 
     def train_config(self, device: str = "auto") -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=device,

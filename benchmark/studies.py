@@ -289,11 +289,42 @@ def plot_dir(root: Path, study_name: str) -> Path:
     return root / file_name(study_name)
 
 
+def _is_search(settings: object) -> bool:
+    """Whether a study's ``settings`` user attribute is a search's (``SearchSettings.to_dict``)."""
+    return isinstance(settings, dict) and "method" in settings
+
+
 def study_settings(study: optuna.Study) -> SearchSettings:
     data = study.user_attrs.get("settings")
-    if not isinstance(data, dict) or "method" not in data:
+    if not _is_search(data):
         raise ValueError(f"study {study.study_name!r} is not a search study (no search settings stored)")
     return SearchSettings.from_dict(data)
+
+
+def search_study_names(url: str | None) -> list[str]:
+    """The search studies at ``url`` (None: in every SQLite file under ``studies/``)."""
+    if url is None:
+        return sorted({name for file in study_files() for name in search_study_names(file)})
+    storage = open_for_reading(url)
+    studies = [] if storage is None else storage.get_all_studies()  # their attributes, not their trials
+    return sorted(s.study_name for s in studies if _is_search(s.user_attrs.get("settings")))
+
+
+def load_search_study(url: str | None, name: str) -> tuple[optuna.Study, SearchSettings]:
+    """Search study ``name`` from ``url`` (None: ``default_storage``) and its settings; a name that is
+    no search study there raises a one-line ``ValueError`` listing the search studies there."""
+    storage = open_for_reading(url or default_storage(name))
+    if storage is not None and name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        if _is_search(study.user_attrs.get("settings")):
+            return study, SearchSettings.from_dict(study.user_attrs["settings"])
+        suite = suite_of(study)
+        problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
+    else:
+        problem = f"no study {name!r} in {_place(url)}"
+    available = ", ".join(search_study_names(url)) or "none"
+    raise ValueError(f"--params-from takes search studies (made by `python -m benchmark search`): {problem}; "
+                     f"available: {available}")
 
 
 def best_configurations(study_names: list[str], storage_url: str | None = None
@@ -302,13 +333,15 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
     the studies read from ``storage_url`` (None: each from its ``studies.default_storage``).
 
     For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
-    Raises ``ValueError`` for an unknown study, one without a complete trial, or two studies
-    that tune the same (family, config, method, sampling, softadapt).
+    Raises ``ValueError`` for a study named twice, an unknown study or one that is no search, one
+    without a complete trial, or two studies that tune the same (family, config, method, sampling, softadapt).
     """
+    twice = sorted({name for name in study_names if study_names.count(name) > 1})
+    if twice:
+        raise ValueError(f"study {twice[0]!r} is named twice in --params-from: name each study once")
     found: dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]] = {}
     for name in study_names:
-        study = load_existing_study(storage_url, name)
-        settings = study_settings(study)
+        study, settings = load_search_study(storage_url, name)
         problem = version_problem(name, storage_url or default_storage(name), study.user_attrs["settings"])
         if problem:
             raise ValueError(f"{problem}: search again, under a new --study-name")
@@ -317,7 +350,8 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
             raise ValueError(f"study {name!r} has no complete trial yet")
         key = (settings.family, settings.config, settings.method, settings.sampling, settings.softadapt)
         if key in found:
-            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {'/'.join(map(str, key))}")
+            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {settings.tuned}: a configuration "
+                             "takes the parameters of one search, so name one of them")
         found[key] = (configuration_for(settings, trial.params), name)
     return found
 

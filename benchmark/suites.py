@@ -21,6 +21,10 @@ CPU_IMAGES_PER_SECOND = {("vae", 1): 2700, ("vae", 2): 3400, ("vq-vae", 1): 6400
 METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.25}
 SECONDS_PER_UNIT = 0.1
 DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
+# The datasets of one image size whatever the options (``benchmark.data``'s fixed sizes): a suite
+# file's pixel counts are checked against it when it is read. Not imported: importing the loaders
+# takes a second, which `suites` has no other use for.
+FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
 
 
 @dataclass(frozen=True)
@@ -190,32 +194,37 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     known = {"family", "config", "method", "sampling", "exponent", "count", "softadapt", "w1", "w2", "beta",
              "softadapt_beta", "variant"}
     _check_keys(table, known, where)
+    try:
+        return _configurations(table)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _configurations(table: dict) -> list[Configuration]:
+    """The configuration a [[configurations]] table names, or without a method its model's thesis grid."""
     family, config = table.get("family"), table.get("config")
     if family is None or config is None:
-        raise ValueError(f"{where}: needs 'family' and 'config'")
-    if isinstance(config, bool) or not isinstance(config, int):
-        raise ValueError(f"{where}: config must be an integer, got {config!r}")
+        raise ValueError("needs 'family' and 'config'")
+    check_kind("family", family, str, "a name")
+    check_kind("config", config, int, "an integer")
     model_config(family, config)  # an unknown family or config is named before anything else uses it
     if "method" not in table:
         ignored = sorted(set(table) - {"family", "config"})
         if ignored:  # the grid brings its own parameters: these would be dropped unseen
-            raise ValueError(f"{where}: {', '.join(ignored)} need(s) a method; without one, the table stands for "
-                             "the thesis's 9 configurations of the model, with their own parameters")
+            raise ValueError(f"{', '.join(ignored)} need(s) a method; without one, the table stands for the "
+                             "thesis's 9 configurations of the model, with their own parameters")
         return thesis_grid(family, config)
     if not isinstance(table.get("softadapt", False), bool):
-        raise ValueError(f"{where}: softadapt must be true or false, got {table['softadapt']!r}")
-    try:
-        for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
-            if key in table:
-                check_kind(key, table[key], (int, float), "a number")
-        balance = BalanceConfig(softadapt=table.get("softadapt", False),
-                                **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta") if k in table},
-                                **{k: table[k] for k in ("variant",) if k in table})
-        exponent = table.get("exponent")
-        method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
-                              table.get("count"), balance)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise ValueError(f"softadapt must be true or false, got {table['softadapt']!r}")
+    for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
+        if key in table:
+            check_kind(key, table[key], (int, float), "a number")
+    balance = BalanceConfig(softadapt=table.get("softadapt", False),
+                            **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta") if k in table},
+                            **{k: table[k] for k in ("variant",) if k in table})
+    exponent = table.get("exponent")
+    method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
+                          table.get("count"), balance)
     return [Configuration(family, config, method)]
 
 
@@ -244,7 +253,7 @@ def load_suite_file(path: Path) -> Suite:
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
-    configurations = [c for i, t in enumerate(tables) for c in _configuration_from_table(t, f"{path} configuration {i + 1}")]
+    listed = [_configuration_from_table(t, f"{path} configuration {i + 1}") for i, t in enumerate(tables)]
     train_table = data.get("train", {})
     allowed = {f.name for f in fields(TrainConfig)}
     if not isinstance(train_table, dict):
@@ -256,9 +265,19 @@ def load_suite_file(path: Path) -> Suite:
         raise ValueError(f"suite file {path}: [train] {err}") from None
     top = {k: data[k] for k in top_keys if k in data}
     try:
-        return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
+        suite = Suite(str(data.get("name", Path(path).stem)), tuple(c for cs in listed for c in cs), train, **top)
     except ValueError as err:
         raise ValueError(f"suite file {path}: {err}") from None
+    side = FIXED_IMAGE_SIDE.get(suite.dataset)
+    if side is not None:  # another dataset's images are measured when the run has loaded them
+        for i, configurations in enumerate(listed):
+            try:
+                for configuration in configurations:
+                    configuration.method.sampler(side)  # e.g. a count k of more pixels than an image has
+            except ValueError as err:
+                raise ValueError(f"{path} configuration {i + 1}: on {suite.dataset}'s {side}×{side} images, "
+                                 f"{err}") from None
+    return suite
 
 
 def suite_name(name_or_path: str) -> str:

@@ -47,6 +47,17 @@ def test_a_multidecoder_may_sample_gaussian_locations_at_its_constant_count():
     assert (per_image <= 64).all() and per_image.float().mean() > 48
 
 
+def test_a_multidecoder_refuses_a_constant_count_of_0_which_a_sampler_still_takes():
+    # k = 0 leaves the second decoder nothing to condition on; the exact grid is never empty, so no
+    # Multidecoder of the thesis grid observes 0 pixels
+    with pytest.raises(ValueError, match="count k = 0 gives the Multidecoder's second decoder no pixel"):
+        MethodConfig("multidecoder", "uniform", count=0)
+    assert MethodConfig("multidecoder", "uniform", count=1).sampler(32).fixed_count == 1
+    assert int(exact_grid(32, 32).sum()) == 1  # the widest stride still observes a pixel
+    # a figure's k = 0 column (the conditioned decoder given no pixel) still samples empty masks
+    assert PixelSampler("uniform", 32, count=0).sample(2, gen(), "cpu").sum() == 0
+
+
 def test_gaussian_is_centre_weighted_with_duplicates():
     sampler = PixelSampler("gaussian", 32, count=200)
     masks = sampler.sample(256, gen(), "cpu")

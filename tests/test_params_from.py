@@ -1,10 +1,15 @@
 """`run --params-from`: a suite trained with the best parameters of a search study."""
 
 
+from pathlib import Path
+
 import optuna
 import pandas as pd
 import pytest
-from conftest import cli
+from conftest import cli, one_line_error
+
+from benchmark.search_space import SearchSettings
+from benchmark.storage import versioned
 
 SUITE = """
 name = "tuned"
@@ -58,3 +63,55 @@ def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "tuned.toml").write_text(SUITE)
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "nope", "--quiet") == 2
     assert capsys.readouterr().err.strip().startswith("error: ")
+
+
+def searched(studies: Path, name: str, settings: SearchSettings) -> None:
+    """A search study ``name`` in ``studies/<name>.db``, as `search` leaves it, with one complete trial."""
+    studies.mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
+    study.set_user_attr("settings", versioned(settings.to_dict()))
+    distributions = {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log)
+                     for k, r in settings.ranges.items()}
+    params = {k: (r.low * r.high) ** 0.5 for k, r in settings.ranges.items()}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=0.1))
+
+
+def suite_study(studies: Path, suite: str) -> None:
+    """The study of a suite's units, as `run` leaves it (no units needed here)."""
+    studies.mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=f"suite-{suite}", storage=f"sqlite:///{studies / suite}.db")
+    study.set_user_attr("settings", {"suite": suite, "dataset": "mnist5k"})
+
+
+def test_a_study_named_twice_is_said_to_be(tmp_path, capsys):
+    assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "s", "s", "--quiet") == 2
+    assert one_line_error(capsys) == "error: study 's' is named twice in --params-from: name each study once"
+
+
+def test_two_searches_of_one_configuration_name_it_as_its_id_does(tmp_path, capsys):
+    for name in ("a", "b"):
+        searched(tmp_path / "studies", name, SearchSettings("vq-vae", 1, "multidecoder", "exact", softadapt=True))
+    assert cli(tmp_path, "run", "--suite", "quick", "--params-from", "a", "b", "--quiet") == 2
+    assert one_line_error(capsys) == ("error: studies 'a' and 'b' both tune vq-vae/1/multidecoder/exact/softadapt: a "
+                                      "configuration takes the parameters of one search, so name one of them")
+    searched(tmp_path / "studies", "c", SearchSettings("vq-vae", 1, "single", "gaussian"))
+    assert cli(tmp_path, "run", "--suite", "quick", "--params-from", "b", "c", "c", "--quiet") == 2
+    assert "error: study 'c' is named twice" in one_line_error(capsys)
+
+
+def test_a_study_that_is_no_search_is_refused_listing_the_search_studies_only(tmp_path, capsys):
+    studies = tmp_path / "studies"
+    suite_study(studies, "smoke")
+    searches = "--params-from takes search studies (made by `python -m benchmark search`)"
+    assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--quiet") == 2
+    assert one_line_error(capsys) == f"error: {searches}: no study 'nope' in studies/; available: none"
+    searched(studies, "search-vae-1-single-gaussian", SearchSettings("vae", 1, "single", "gaussian"))
+    assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--quiet") == 2
+    assert one_line_error(capsys) == (f"error: {searches}: no study 'nope' in studies/; available: "
+                                      "search-vae-1-single-gaussian")
+    assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "suite-smoke", "--quiet") == 2
+    assert one_line_error(capsys) == (f"error: {searches}: study 'suite-smoke' holds the units of suite 'smoke'; "
+                                      "available: search-vae-1-single-gaussian")
+    url = f"sqlite:///{studies / 'smoke.db'}"
+    assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--search-storage", url, "--quiet") == 2
+    assert one_line_error(capsys) == f"error: {searches}: no study 'nope' in {url}; available: none"

@@ -14,8 +14,9 @@ from conftest import cli, one_line_error
 
 from benchmark.cli.run import estimate_cpu_minutes
 from benchmark.cv import fold_indices, unit_seed
+from benchmark.data.registry import _NATIVE_SIZE
 from benchmark.models import DEFAULT_BETA
-from benchmark.suites import builtin_suites, get_suite
+from benchmark.suites import FIXED_IMAGE_SIDE, builtin_suites, get_suite
 
 # The thesis grid of one model (SPEC.md, "The full suite"; thesis section 4.3: 9 rows per model
 # and config): (method, sampling, SoftAdapt, exponent). The section 4.3 table does not print the
@@ -241,3 +242,50 @@ def test_a_configuration_listed_twice_is_named(tmp_path, capsys):
     assert cli(tmp_path, "suites", "twice.toml") == 2
     assert "suite 'twice' lists vq-vae/1/baseline twice (a configuration without `method` stands for" in \
         one_line_error(capsys)
+
+
+# ---------------------------------------------------------------- errors in a suite file's configurations
+
+BASELINE = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n'
+MULTIDECODER = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\nsampling = "uniform"\n'
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[[configurations]]\nfamily = "vae"\nconfig = 7\nmethod = "baseline"\n',
+     "unknown vae config 7; choose one of: 1, 2"),
+    ('[[configurations]]\nfamily = "VAE"\nconfig = 1\nmethod = "baseline"\n',
+     "unknown model 'VAE'; choose one of: vae, vq-vae"),
+    ('[[configurations]]\nfamily = ["vae"]\nconfig = 1\n', "family must be a name, got ['vae']"),
+    # SoftAdapt weighs the terms itself: the weights given are named, and nothing else is asked of a new file
+    (MULTIDECODER + "softadapt = true\nw1 = 2\n",
+     "SoftAdapt weighs the loss terms itself: drop w1 = 2 (w1 and w2 are fixed weights; β may stay: it is inside "
+     "the latent term)"),
+    (MULTIDECODER + "softadapt = true\nw1 = 2\nw2 = 0.5\nbeta = 2\n", "SoftAdapt weighs the loss terms itself: "
+     "drop w1 = 2, w2 = 0.5 (w1 and w2 are fixed weights; β may stay: it is inside the latent term)"),
+    # more pixels than mnist5k's images have: said by `suites`, not first by `run` once the images are loaded
+    (MULTIDECODER + "count = 5000\n",
+     "on mnist5k's 32×32 images, pixel count k must be in [0, 1024] (D = H·W), got 5000"),
+    (MULTIDECODER + "count = 0\n", "count k = 0 gives the Multidecoder's second decoder no pixel to condition "
+     "on, so it learns what the first does: give k >= 1, or no count for the exact grid's"),
+])
+def test_a_bad_configuration_is_named_by_its_file_and_place(tmp_path, capsys, table, message):
+    (tmp_path / "bad.toml").write_text(BASELINE + table)
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert one_line_error(capsys) == f"error: bad.toml configuration 2: {message}"
+
+
+@pytest.mark.parametrize("dataset, count, refused", [
+    ("digits", 1025, True), ("cifar10", 1024, False),
+    ("celeba", 4096, False), ("folder:images", 5000, False),  # sized by their loading: checked by `run`
+])
+def test_a_pixel_count_is_checked_against_the_image_size_of_the_file_s_dataset(tmp_path, capsys, dataset, count,
+                                                                                 refused):
+    (tmp_path / "count.toml").write_text(f'dataset = "{dataset}"\n{MULTIDECODER}count = {count}\n')
+    assert cli(tmp_path, "suites", "count.toml") == (2 if refused else 0)
+    if refused:
+        assert one_line_error(capsys) == (f"error: count.toml configuration 1: on {dataset}'s 32×32 images, pixel "
+                                          f"count k must be in [0, 1024] (D = H·W), got {count}")
+
+
+def test_the_image_sizes_suites_check_against_are_the_datasets_fixed_sizes():
+    assert FIXED_IMAGE_SIDE == _NATIVE_SIZE
