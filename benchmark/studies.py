@@ -142,7 +142,7 @@ class StudyRow:
 def list_studies(url: str | None) -> list[StudyRow]:
     """A row per study at ``url``; None: in every SQLite file under ``studies/``."""
     if url is None:
-        return [row for file in study_files() for row in list_studies(file)]
+        return sorted((row for file in study_files() for row in list_studies(file)), key=lambda row: row.name)
     storage = open_for_reading(url)
     if storage is None:  # asked for by name: a mistyped path must not read as an empty storage
         raise ValueError(f"no SQLite file {url.removeprefix('sqlite:///')} (from --storage {url})")

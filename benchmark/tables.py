@@ -230,7 +230,7 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
                                          else f"[{_signed(row[f'{metric}_ci_low'])}, {_signed(row[f'{metric}_ci_high'])}]",
                          "Change": "–" if pd.isna(row[f"{metric}_rel_change"])
                                    else f"{100 * row[f'{metric}_rel_change']:+.1f}%",
-                         "p (Holm)": "–" if pd.isna(p_holm) else f"{p_holm:.3g}",
+                         "p (Holm)": "–" if pd.isna(p_holm) else f"{p_holm:#.3g}".rstrip("."),  # 0.790, not 0.79
                          "Folds": str(int(pairs))})
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=[*INDEX_TITLES, "Metric"])
                         if index else pd.MultiIndex.from_tuples([], names=[*INDEX_TITLES, "Metric"]),

@@ -262,7 +262,7 @@ def test_comparison_tables_give_each_methods_difference_interval_and_holm_p(repo
             assert _signed(row[f'{metric}_mean_diff']) in markdown
             assert f"[{_signed(row[f'{metric}_ci_low'])}, {_signed(row[f'{metric}_ci_high'])}]" in markdown
             assert f"{100 * row[f'{metric}_rel_change']:+.1f}%" in markdown
-            assert f"{row[f'{metric}_p_holm']:.3g}" in markdown
+            assert f"| {row[f'{metric}_p_holm']:#.3g} |".replace(". |", " |") in markdown  # trailing zeros kept
     significant = int(compared[["recon_significant", "latent_significant"]].astype(bool).sum().sum())
     assert markdown.count("†") - 1 == latex.count(r"$^\dagger$") - 1 == significant  # minus the note
     spec, rows = _tabular_rows(latex)

@@ -144,6 +144,15 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     assert [float(row.split()[2]) for row in folds] == pytest.approx(best.user_attrs["fold_latent"], rel=1e-5)
 
 
+def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys):
+    (tmp_path / "studies").mkdir()
+    for file, name in (("a", "zeta"), ("b", "alpha"), ("a", "mu")):
+        optuna.create_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / file}.db")
+    assert cli(tmp_path, "studies", "list") == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [name for name in listed if name in ("alpha", "mu", "zeta")] == ["alpha", "mu", "zeta"]
+
+
 def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
     cwd, _ = searched
     assert cli(cwd, "studies", "plot", NAME) == 0
