@@ -32,6 +32,7 @@ from benchmark.suites import Suite
 TOP = 5
 # Where studies live by default: one SQLite file per suite (``<suite>.db``) and per search (``<study>.db``).
 STUDIES_DIR = Path("studies")
+STEADY_IMPORTANCES = 10  # complete trials below which `studies plot` says its importances are rough
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -257,6 +258,9 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     plots["slice"] = (vis.plot_slice, target)
     if len(complete) >= 2 and len(params) >= 2:
         plots["importances"] = (vis.plot_param_importances, target)
+        if len(complete) < STEADY_IMPORTANCES:
+            notes.append(f"parameter importances from {len(complete)} complete trials are rough: the random forest "
+                         f"that ranks the parameters (fANOVA) needs {STEADY_IMPORTANCES} or more to say much")
     else:
         notes.append(f"parameter importances skipped: need >= 2 complete trials and >= 2 parameters "
                      f"(have {len(complete)} and {len(params)})")

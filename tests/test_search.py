@@ -156,7 +156,9 @@ def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys)
 def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
     cwd, _ = searched
     assert cli(cwd, "studies", "plot", NAME) == 0
-    printed = capsys.readouterr().out.split()
+    out, err = capsys.readouterr()
+    printed = out.split()
+    assert "note: parameter importances from 3 complete trials are rough" in err
     names = {Path(p).stem for p in printed}
     assert {"history", "intermediate", "slice", "importances", "contour"} <= names
     assert sorted(Path(p).name for p in printed) == sorted(f"{n}.{fmt}" for n in names for fmt in ("png", "pdf"))
