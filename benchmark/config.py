@@ -15,6 +15,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # auto: bf16 autocast on CUDA (Ampere and later), float32 on CPU. bf16 on a CPU with AVX-512 BF16 (or AMX) trains
 # faster but changes the numbers, so there it is a choice, not the default.
 PRECISIONS = ("auto", "fp32", "bf16")
+# Datasets whose images have one size whatever the options: a suite's pixel counts are checked
+# against it before a run (other datasets' images are measured once loaded).
+FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
 
 
 def check_kind(name: str, value: object, kind: type | tuple[type, ...], what: str) -> None:

@@ -122,10 +122,12 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
     with terminate_as_interrupt():
         try:
             for process in processes:
-                # A worker inherits an ignored signal through exec; the parent ignores it only
-                # for the few milliseconds that starting one takes.
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                # A worker inherits an ignored signal through exec; the parent ignores it only for
+                # the milliseconds that starting one takes (a Ctrl-C within them is lost: a second
+                # one stops the run).
+                previous = signal.getsignal(signal.SIGINT)
                 try:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
                     process.start()
                 finally:
                     signal.signal(signal.SIGINT, previous)

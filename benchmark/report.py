@@ -27,6 +27,7 @@ import pandas as pd
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.conditioning import PixelSampler
+from benchmark.cv import fold_label
 from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.prior_stage import prior_figures
@@ -212,13 +213,14 @@ def _diverged_note(suite: SuiteResults) -> str | None:
     names = {"recon": "reconstruction", "recon_cond": "conditioned reconstruction"}
     found["text"] = [f"validation {names.get(metric) or ('KL' if family == 'vae' else 'VQ loss')} {value:.3g}"
                      for metric, family, value in zip(found["metric"], found["family"], found["value"])]
-    folds = [f"{config_id} fold {fold} ({', '.join(rows['text'])})"
+    count, repeats = int(meta.get("folds", 5)), int(meta.get("repeats", 1) or 1)
+    folds = [f"{config_id} {fold_label(fold, count, repeats)}: {', '.join(rows['text'])}"
              for (config_id, fold), rows in found.groupby(["config_id", "fold"], sort=False)]
     more = f"; and {len(folds) - SHOWN_FOLDS} more" if len(folds) > SHOWN_FOLDS else ""
     kl = (f", or a Gaussian VAE's KL is above {bound:,.0f} nats (more than storing the "
           f"{meta['image_channels']}×{meta['image_size']}×{meta['image_size']} 8-bit image verbatim costs)"
           if known else "")
-    lr = f"`[train] lr` of the suite file, {meta['lr']:g} here" if meta.get("lr") else "`[train] lr` of the suite file"
+    lr = "`[train] lr` in a suite file" + (f"; {meta['lr']:g} here" if meta.get("lr") else "")
     return (f"folds that look diverged though their loss stayed finite: {'; '.join(folds[:SHOWN_FOLDS])}{more}. A "
             f"fold looks diverged when a metric is over {DIVERGED_FACTOR:,} × the median of its model config's "
             f"folds{kl}. They count in the table and the comparisons as they are, so those rows' means, variances "

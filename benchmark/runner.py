@@ -32,7 +32,7 @@ from benchmark.storage import (
     grace_for,
     heartbeat_note,
     optuna_errors_only,
-    stored_settings,
+    stored_attr,
     taken_over_message,
     trial_status,
 )
@@ -335,13 +335,13 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
     # The study stores the precision its folds train in, not "auto": a CPU worker joining a GPU's
     # study trains in bf16 too, or is refused, instead of adding float32 folds to bf16 ones.
-    kept = (stored_settings(store.url(suite.name), study_name(suite)) or {}).get("precision")
+    kept = (stored_attr(store.url(suite.name), study_name(suite), "settings") or {}).get("precision")
     precision, precision_note = agreed_precision(suite.train, device, kept, study_name(suite))
     suite = suite.override(precision=precision)
     together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
     problem = stacking_problem(suite.train, device) if fold_parallel == "on" else None
     if problem:
-        raise ValueError(f"{problem}; use --fold-parallel off, or --precision fp32")
+        raise ValueError(f"{problem}; use --fold-parallel off" + ("" if precision_note else ", or --precision fp32"))
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)

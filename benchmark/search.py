@@ -56,7 +56,7 @@ from benchmark.storage import (
     optuna_errors_only,
     safe_url,
     status_counts,
-    stored_settings,
+    stored_attr,
     taken_over_message,
     trial_status,
     versioned,
@@ -306,7 +306,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     device = training_device(train_config)  # a bad device or precision leaves no study
     # Trials are stored with the precision they train in (see run_suite).
     precision, precision_note = agreed_precision(train_config, device,
-                                                 (stored_settings(storage_url, name) or {}).get("precision"), name)
+                                                 (stored_attr(storage_url, name, "settings") or {}).get("precision"), name)
     settings = replace(settings, precision=precision)
     study = open_search_study(settings, storage_url, name, options)
     heartbeat = agree_heartbeat(study, options.heartbeat)

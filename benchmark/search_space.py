@@ -139,8 +139,8 @@ class SearchSettings:
 
     @property
     def tuned(self) -> str:
-        """The configurations this search tunes, as their ids begin: e.g. ``vq-vae/1/single/gaussian``
-        (``Configuration.id``, whose parameters follow)."""
+        """The configurations this search tunes, by the parts of their ids that it fixes: family,
+        config, method, sampling and SoftAdapt, e.g. ``vq-vae/1/single/gaussian/softadapt``."""
         return "/".join(self._tuned_parts())
 
     def _tuned_parts(self) -> list[str]:

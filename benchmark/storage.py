@@ -338,13 +338,18 @@ def open_for_reading(url: str) -> RDBStorage | None:
     return open_storage(url, StoreConfig(storage=url))
 
 
-def stored_settings(url: str, study: str) -> dict | None:
-    """The settings ``study`` in ``url`` was made with, or None where there is no such study yet."""
+def stored_attr(url: str, study: str, key: str) -> object | None:
+    """``study``'s user attribute ``key`` in ``url`` (its ``settings``, the ``command`` of its first
+    run), or None where there is no such study or attribute yet; creates nothing."""
     storage = open_for_reading(url)
+    if storage is None:
+        return None
     try:
-        return None if storage is None else optuna.load_study(study_name=study, storage=storage).user_attrs.get("settings")
+        return optuna.load_study(study_name=study, storage=storage).user_attrs.get(key)
     except KeyError:
         return None
+    finally:
+        storage.engine.dispose()  # a look, before the run opens the storage it works with
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.config import Configuration, MethodConfig, TrainConfig, check_kind, check_kinds
+from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, check_kind, check_kinds
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
@@ -21,10 +21,6 @@ CPU_IMAGES_PER_SECOND = {("vae", 1): 2700, ("vae", 2): 3400, ("vq-vae", 1): 6400
 METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.25}
 SECONDS_PER_UNIT = 0.1
 DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
-# The datasets of one image size whatever the options (``benchmark.data``'s fixed sizes): a suite
-# file's pixel counts are checked against it when it is read. Not imported: importing the loaders
-# takes a second, which `suites` has no other use for.
-FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
 
 
 @dataclass(frozen=True)
@@ -80,6 +76,17 @@ class Suite:
                 "weight_decay": self.train.weight_decay, "precision": self.train.precision,
                 "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
+
+    def check_pixel_counts(self) -> None:
+        """Refuse a pixel count k larger than an image of the suite's dataset, where that size is
+        fixed (``FIXED_IMAGE_SIDE``; a run measures other datasets' images once it has loaded them)."""
+        side = FIXED_IMAGE_SIDE.get(self.dataset)
+        for configuration in self.configurations if side else ():
+            try:
+                configuration.method.sampler(side)
+            except ValueError as err:
+                raise ValueError(f"configuration {configuration.id}: on {self.dataset}'s {side}×{side} images, "
+                                 f"{err}") from None
 
     def headline(self) -> str:
         """One line saying what a run of this suite trains."""
@@ -265,19 +272,9 @@ def load_suite_file(path: Path) -> Suite:
         raise ValueError(f"suite file {path}: [train] {err}") from None
     top = {k: data[k] for k in top_keys if k in data}
     try:
-        suite = Suite(str(data.get("name", Path(path).stem)), tuple(c for cs in listed for c in cs), train, **top)
+        return Suite(str(data.get("name", Path(path).stem)), tuple(c for cs in listed for c in cs), train, **top)
     except ValueError as err:
         raise ValueError(f"suite file {path}: {err}") from None
-    side = FIXED_IMAGE_SIDE.get(suite.dataset)
-    if side is not None:  # another dataset's images are measured when the run has loaded them
-        for i, configurations in enumerate(listed):
-            try:
-                for configuration in configurations:
-                    configuration.method.sampler(side)  # e.g. a count k of more pixels than an image has
-            except ValueError as err:
-                raise ValueError(f"{path} configuration {i + 1}: on {suite.dataset}'s {side}×{side} images, "
-                                 f"{err}") from None
-    return suite
 
 
 def suite_name(name_or_path: str) -> str:

@@ -55,12 +55,16 @@ def agreed_precision(train_config: TrainConfig, device: torch.device, kept: str 
     """The precision (``fp32`` or ``bf16``) a worker of ``study`` trains in on ``device``, and a note
     when it is not the one asked for. A study keeps the precision of its first run (``kept``; None
     for a new study), and one study's units must not train in two: under ``auto`` a worker takes
-    the study's where ``device`` has kernels for it (an Ampere GPU joining a study an older GPU
-    began goes on in fp32), and is refused otherwise, as any worker asking for another is."""
+    the study's (an Ampere GPU joining a study an older GPU began goes on in fp32), and a CPU
+    without bf16 kernels is refused a bf16 study here. A worker asking for another precision is
+    refused when it opens the study."""
     own = train_config.effective_precision(device)
-    if train_config.precision != "auto" or kept not in ("fp32", "bf16") or kept == own or (
-            kept == "bf16" and not native_bf16(device)):
+    if train_config.precision != "auto" or kept not in ("fp32", "bf16") or kept == own:
         return own, None
+    if kept == "bf16" and not native_bf16(device):
+        raise ValueError(f"study {study!r} trains in bf16, and this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+                         "has no bfloat16 kernels (about 100x slower than float32): run this worker on a GPU or a "
+                         "CPU with AVX-512, or file this run under another --name")
     return kept, (f"note: study {study!r} trains in {kept}, as its first run did, so this run does too, not in "
                   f"{own} (precision auto on this device): one study's units train in one precision")
 

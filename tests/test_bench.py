@@ -335,3 +335,12 @@ def test_cli_refuses_an_output_folder_it_cannot_make_before_timing_anything(tmp_
     (tmp_path / "file").write_text("")
     assert main(["bench", "--out", str(tmp_path / "file" / "out")]) == 2
     assert capsys.readouterr().err == f"error: --out {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is not a folder\n"
+
+
+def test_a_file_error_without_a_path_is_its_message(capsys, monkeypatch):
+    def missing(args):  # as torchvision's folder datasets raise it
+        raise FileNotFoundError("Couldn't find any class folder in /data")
+
+    monkeypatch.setattr("benchmark.cli.run.cmd_suites", missing)
+    assert main(["suites"]) == 2
+    assert capsys.readouterr().err == "error: Couldn't find any class folder in /data\n"

@@ -479,11 +479,12 @@ def test_folds_that_diverged_without_overflowing_are_named_in_the_caveats(tmp_pa
     blown.loc[(blown["config_id"] == "vq-vae/1/multidecoder/uniform") & (blown["fold"] == 3), "latent"] = 90.0
     summary = write_report(write_suite(tmp_path / "results", blown, lr=0.1), "demo", tmp_path / "out", figures=False)
     note = next(note for note in summary.caveats if "diverged" in note)
-    assert note.startswith("folds that look diverged though their loss stayed finite: vae/1/baseline fold 1 "
-                           "(validation KL 8.01e+12); vq-vae/1/multidecoder/uniform fold 3 (validation VQ loss 90). "
+    assert note.startswith("folds that look diverged though their loss stayed finite: vae/1/baseline fold 1 (2nd of "
+                           "5): validation KL 8.01e+12; vq-vae/1/multidecoder/uniform fold 3 (4th of 5): validation "
+                           "VQ loss 90. "
                            "A fold looks diverged when a metric is over 1,000 × the median of its model config's "
                            "folds.")
-    assert note.endswith("a lower learning rate (`[train] lr` of the suite file, 0.1 here) usually keeps training "
+    assert note.endswith("a lower learning rate (`[train] lr` in a suite file; 0.1 here) usually keeps training "
                          "stable.")
     assert f"- {note}" in (tmp_path / "out" / "index.md").read_text()
     # Reported, not dropped: the statistics still count the fold.
@@ -494,8 +495,8 @@ def test_folds_that_diverged_without_overflowing_are_named_in_the_caveats(tmp_pa
     pair = rows[(rows["config_id"] == "vae/1/baseline") & (rows["fold"] < 2)].assign(latent=[8.0065e12, 6.3191e10])
     flagged = [note for note in caveats(SuiteResults("demo", pair, None, {"folds": 2, "image_channels": 1,
                                                                          "image_size": 32})) if "diverged" in note]
-    assert flagged and "vae/1/baseline fold 0 (validation KL 8.01e+12); vae/1/baseline fold 1 (validation KL " \
-                       "6.32e+10)" in flagged[0]
+    assert flagged and "vae/1/baseline fold 0 (1st of 2): validation KL 8.01e+12; vae/1/baseline fold 1 (2nd of " \
+                       "2): validation KL 6.32e+10" in flagged[0]
     assert "KL is above 5,678 nats (more than storing the 1×32×32 8-bit image verbatim costs)" in flagged[0]
     assert not any("diverged" in note for note in caveats(SuiteResults("demo", pair, None, {"folds": 2})))
 

@@ -615,7 +615,7 @@ def test_a_rerun_under_auto_follows_the_precision_the_study_trains_in(tmp_path, 
     assert len(load(tmp_path).trials) == 2 and load(tmp_path).user_attrs["settings"]["precision"] == "bf16"
     monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
     assert search_cli(tmp_path, "--trials", "3") == 2
-    assert 'other settings (precision "bf16" there, "fp32" now)' in capsys.readouterr().err
+    assert f"error: study '{NAME}' trains in bf16, and this CPU" in capsys.readouterr().err
 
 
 def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, capsys):

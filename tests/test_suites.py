@@ -14,9 +14,8 @@ from conftest import cli, one_line_error
 
 from benchmark.cli.run import estimate_cpu_minutes
 from benchmark.cv import fold_indices, unit_seed
-from benchmark.data.registry import _NATIVE_SIZE
 from benchmark.models import DEFAULT_BETA
-from benchmark.suites import FIXED_IMAGE_SIDE, builtin_suites, get_suite
+from benchmark.suites import builtin_suites, get_suite
 
 # The thesis grid of one model (SPEC.md, "The full suite"; thesis section 4.3: 9 rows per model
 # and config): (method, sampling, SoftAdapt, exponent). The section 4.3 table does not print the
@@ -262,9 +261,6 @@ MULTIDECODER = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multid
      "the latent term)"),
     (MULTIDECODER + "softadapt = true\nw1 = 2\nw2 = 0.5\nbeta = 2\n", "SoftAdapt weighs the loss terms itself: "
      "drop w1 = 2, w2 = 0.5 (w1 and w2 are fixed weights; β may stay: it is inside the latent term)"),
-    # more pixels than mnist5k's images have: said by `suites`, not first by `run` once the images are loaded
-    (MULTIDECODER + "count = 5000\n",
-     "on mnist5k's 32×32 images, pixel count k must be in [0, 1024] (D = H·W), got 5000"),
     (MULTIDECODER + "count = 0\n", "count k = 0 gives the Multidecoder's second decoder no pixel to condition "
      "on, so it learns what the first does: give k >= 1, or no count for the exact grid's"),
 ])
@@ -278,14 +274,23 @@ def test_a_bad_configuration_is_named_by_its_file_and_place(tmp_path, capsys, ta
     ("digits", 1025, True), ("cifar10", 1024, False),
     ("celeba", 4096, False), ("folder:images", 5000, False),  # sized by their loading: checked by `run`
 ])
-def test_a_pixel_count_is_checked_against_the_image_size_of_the_file_s_dataset(tmp_path, capsys, dataset, count,
-                                                                                 refused):
+def test_a_pixel_count_is_checked_against_the_image_size_of_the_suite_s_dataset(tmp_path, capsys, dataset, count,
+                                                                                  refused):
     (tmp_path / "count.toml").write_text(f'dataset = "{dataset}"\n{MULTIDECODER}count = {count}\n')
     assert cli(tmp_path, "suites", "count.toml") == (2 if refused else 0)
-    if refused:
-        assert one_line_error(capsys) == (f"error: count.toml configuration 1: on {dataset}'s 32×32 images, pixel "
-                                          f"count k must be in [0, 1024] (D = H·W), got {count}")
+    if refused:  # said by `suites`, not first by `run` once the images are loaded
+        assert one_line_error(capsys) == (f"error: count.toml: configuration vae/1/multidecoder/uniform/k={count}: on "
+                                          f"{dataset}'s 32×32 images, pixel count k must be in [0, 1024] (D = H·W), "
+                                          f"got {count}")
 
 
-def test_the_image_sizes_suites_check_against_are_the_datasets_fixed_sizes():
-    assert FIXED_IMAGE_SIDE == _NATIVE_SIZE
+def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path, capsys):
+    (tmp_path / "count.toml").write_text(f'dataset = "celeba"\n{MULTIDECODER}count = 2000\n')  # 64 × 64 images
+    assert cli(tmp_path, "run", "--suite", "count.toml", "--dataset", "digits") == 2
+    assert one_line_error(capsys).startswith("error: count.toml: configuration vae/1/multidecoder/uniform/k=2000: on "
+                                             "digits's 32×32")
+    (tmp_path / "count.toml").write_text(f"{MULTIDECODER}count = 2000\n")  # mnist5k's images are too small...
+    assert cli(tmp_path, "run", "--suite", "count.toml", "--dataset", "celeba", "--data-root", "none") == 2
+    assert "celeba: dataset files missing" in one_line_error(capsys)  # ...but the run's are celeba's
+
+

@@ -87,9 +87,10 @@ def test_auto_follows_the_precision_a_study_was_begun_in_where_the_device_can(mo
     assert agreed_precision(TrainConfig(precision="bf16"), cuda, "fp32", "s") == ("bf16", None)
     monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)
     assert agreed_precision(TrainConfig(), cpu, "bf16", "s")[0] == "bf16"
-    # A CPU without bf16 kernels would train a hundred times slower: it keeps fp32 and is refused.
+    # A CPU without bf16 kernels would train a hundred times slower: refused, saying why.
     monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
-    assert agreed_precision(TrainConfig(), cpu, "bf16", "s") == ("fp32", None)
+    with pytest.raises(ValueError, match=r"study 's' trains in bf16, and this CPU \(.*\) has no bfloat16 kernels"):
+        agreed_precision(TrainConfig(), cpu, "bf16", "s")
 
 
 @pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no bf16 kernels (AVX-512)")

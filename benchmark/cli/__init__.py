@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
         # A folder option naming a file, or a place that cannot be made or written: the path says which.
-        print(f"error: {err.strerror}: {err.filename}", file=sys.stderr)
+        print(f"error: {err.strerror}: {err.filename}" if err.strerror else f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import optuna
 
 from benchmark.config import PRECISIONS
-from benchmark.storage import StoreConfig, grace_for, open_for_reading, safe_url
+from benchmark.storage import StoreConfig, grace_for, safe_url, stored_attr
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import best_configurations, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
@@ -102,9 +101,10 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
     if args.suite not in builtin_suites() and suite.name in builtin_suites() and not args.name:
         raise ValueError(f"suite file {args.suite} is named {suite.name!r}, as a built-in suite: its run would "
                          "share that suite's study and results; give the file a name of its own, or the run --name")
-    suite = suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs, folds=args.folds,
-                           repeats=args.repeats, seed=args.seed, limit=args.limit, device=args.device,
-                           precision=args.precision, download=args.download or None)
+    suite = checked(suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
+                                   folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
+                                   device=args.device, precision=args.precision, download=args.download or None),
+                    args.suite)
     notes = []
     if args.params_from:
         base, suite = suite, suite.with_best_params(best_configurations(args.params_from, args.search_storage))
@@ -120,6 +120,16 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
         raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
     return suite, notes
+
+
+def checked(suite: Suite, given: str) -> Suite:
+    """``suite`` (named ``given``: a built-in's name or a file), its pixel counts checked against its
+    dataset's images where their size is fixed."""
+    try:
+        suite.check_pixel_counts()
+    except ValueError as err:
+        raise ValueError(f"{given}: {err}") from None
+    return suite
 
 
 def command_line(argv: list[str]) -> str:
@@ -142,9 +152,8 @@ def recorded_command(name: str, store: StoreConfig) -> str | None:
     if command:
         return command
     try:
-        storage = open_for_reading(store.url(name))
-        return None if storage is None else optuna.load_study(study_name=study_name(name), storage=storage).user_attrs.get("command")
-    except Exception:  # no such study there, or a storage that cannot be reached: there is nothing to tell
+        return stored_attr(store.url(name), study_name(name), "command")
+    except Exception:  # a storage that cannot be reached: there is nothing to tell
         return None
 
 
@@ -154,7 +163,7 @@ def estimate_cpu_minutes(suite: Suite) -> float:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    listed = [get_suite(name) for name in args.suites] or list(builtin_suites().values())
+    listed = [checked(get_suite(name), name) for name in args.suites] or list(builtin_suites().values())
     print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
     for suite in listed:
         minutes = estimate_cpu_minutes(suite)

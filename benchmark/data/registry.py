@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.config import FIXED_IMAGE_SIDE
+
 from .dataset import Dataset
 from .embedded import load_digits, load_mnist5k
 from .folder import load_folder
@@ -14,8 +16,6 @@ FOLDER_PREFIX = "folder:"
 
 # Datasets read from --data-root through torchvision, with their fetch hint.
 _ROOTED = ("mnist", "cifar10", "celeba")
-# Fixed-size datasets; image_size may only restate their size.
-_NATIVE_SIZE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
 
 
 def _choices() -> str:
@@ -77,7 +77,7 @@ def load_dataset(
         )
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {_choices()}")
-    native = _NATIVE_SIZE.get(name)
+    native = FIXED_IMAGE_SIDE.get(name)  # image_size may only restate it
     if native is not None and image_size not in (None, native):
         raise ValueError(f"dataset {name!r} has a fixed image size of {native}; got image_size={image_size}")
 
