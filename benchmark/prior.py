@@ -39,7 +39,7 @@ from torch import nn
 from benchmark.models import eval_mode
 
 
-__all__ = ["PriorConfig", "GatedPixelCNN", "PriorResult", "train_prior"]
+__all__ = ["PriorConfig", "GatedPixelCNN", "PriorResult", "code_perplexity", "train_prior"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,15 @@ def _mean_nll(model: GatedPixelCNN, codes: torch.Tensor, batch_size: int, device
         batch = codes[start:start + batch_size].to(device)
         total += float(model.nll(batch)) * len(batch)
     return total / len(codes)
+
+
+def code_perplexity(codes: torch.Tensor | np.ndarray) -> float:
+    """exp of the entropy of the codes' frequencies: how many codes are in effect used (K when all
+    are equally frequent, 1 when one code is everything). A codebook that collapsed onto a few
+    codes is easy for a prior to predict, so its NLL is low for a bad reason; this says so."""
+    counts = torch.bincount(torch.as_tensor(codes).flatten().long()).double()
+    p = counts[counts > 0] / counts.sum()
+    return math.exp(-(p * p.log()).sum().item())
 
 
 def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor | np.ndarray,

@@ -43,14 +43,15 @@ from tqdm.auto import tqdm
 from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import MultitaskVAE, eval_mode
-from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
+from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, code_perplexity, train_prior
 from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, run_dataset,
                                safe_name)
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
 SETTINGS = ("fold", "epochs", "batch_size", "lr", "hidden", "layers", "kernel")
-PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "epochs", "best_epoch",
-                 "n_train", "n_val", "prior_path", "seconds", "batch_size", "lr", "hidden", "layers", "kernel")
+PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "code_perplexity", "epochs",
+                 "best_epoch", "n_train", "n_val", "prior_path", "seconds", "batch_size", "lr", "hidden", "layers",
+                 "kernel")
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
 DEVICES = ("auto", "cpu", "cuda")
@@ -443,6 +444,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                                       "code_shape": list(train_codes.shape[1:])}, drawn)
             row = {"config_id": target.config_id, "val_nll_nats": result.val_nll_nats,
                    "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats,
+                   "code_perplexity": code_perplexity(val_codes),
                    "best_epoch": result.best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
                    "prior_path": str(path), "seconds": time.perf_counter() - started, **settings}  # with fold, epochs
             _update_csv(results_dir, suite, [row], order, replaced, settings)

@@ -117,12 +117,14 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
 
 
 def merge_prior(table: pd.DataFrame, prior: pd.DataFrame | None) -> pd.DataFrame:
-    """The report table plus ``prior_{nll_nats,bits_per_code,uniform_nats,fold,epochs}`` columns
-    (NaN for rows without a prior); unchanged when the prior stage has not run."""
+    """The report table plus ``prior_{nll_nats,bits_per_code,uniform_nats,code_perplexity,fold,epochs}``
+    columns (NaN for rows without a prior, and the perplexity of a prior stage older than it);
+    unchanged when the prior stage has not run."""
     if prior is None:
         return table
     names = {"val_nll_nats": "prior_nll_nats", "val_bits_per_code": "prior_bits_per_code",
-             "uniform_nats": "prior_uniform_nats", "fold": "prior_fold", "epochs": "prior_epochs"}
+             "uniform_nats": "prior_uniform_nats", "code_perplexity": "prior_code_perplexity", "fold": "prior_fold",
+             "epochs": "prior_epochs"}
     columns = prior.reindex(columns=["config_id", *names]).rename(columns=names)
     merged = table.merge(columns.drop_duplicates("config_id", keep="last"), on="config_id", how="left")
     return merged.astype({"prior_fold": "Int64", "prior_epochs": "Int64"})

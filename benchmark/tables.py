@@ -41,7 +41,9 @@ COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline
                    "Change: the difference relative to the baseline's mean. † p (Holm) < 0.05.")
 PRIOR_NOTE = (" Prior NLL: validation negative log-likelihood of a VQ-VAE's code maps under a Gated "
               "PixelCNN prior fitted to the training codes of one fold, the same fold for every row "
-              "(nats per code, lower is better; a uniform prior scores ln K).")
+              "(nats per code, lower is better; a uniform prior scores ln K). Perplexity: how many codes the "
+              "validation code maps use in effect (exp of their frequencies' entropy); a codebook collapsed onto "
+              "few codes is easy to predict, so compare NLLs at like perplexities.")
 WEIGHTS_NOTE = (" Weights: the model's trainable weights, what a method costs in size (a Multidecoder has two "
                 "decoders; a conditioned decoder's first layer also takes the mask).")
 TUNED_NOTE = (" Tuned: parameters chosen by a search on these images, so the row's scores and its "
@@ -264,6 +266,8 @@ def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_N
 
 
 def prior_cells(table: pd.DataFrame) -> list[str]:
-    """"NLL (fold k)" in nats per code, "–" for rows without a prior (Gaussian VAEs)."""
-    return ["–" if pd.isna(nll) else f"{nll:.3f} (fold {int(fold)})"
-            for nll, fold in zip(table["prior_nll_nats"], table["prior_fold"])]
+    """"NLL (fold k, perplexity P)" in nats per code, "–" for rows without a prior (Gaussian VAEs)."""
+    perplexities = table.get("prior_code_perplexity", pd.Series(math.nan, index=table.index))
+    return ["–" if pd.isna(nll) else
+            f"{nll:.3f} (fold {int(fold)}" + ("" if pd.isna(perplexity) else f", perplexity {perplexity:.0f}") + ")"
+            for nll, fold, perplexity in zip(table["prior_nll_nats"], table["prior_fold"], perplexities)]

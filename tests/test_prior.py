@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, train_prior
+from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, code_perplexity, train_prior
 
 K, H, W = 7, 8, 8
 
@@ -198,3 +198,11 @@ def test_the_epoch_is_chosen_on_held_out_training_maps_not_on_the_validation_map
     with pytest.raises(ValueError, match="need at least two training code maps"):
         train_prior(codes[:1], codes[10:], config, epochs=1)
     assert train_prior(codes[:2], codes[10:], config, epochs=1, held_out=0.9).best_epoch == 1  # one map trains
+
+
+def test_code_perplexity_counts_the_codes_in_effect_used():
+    assert code_perplexity(torch.arange(16).repeat(3)) == pytest.approx(16)  # every code as often: K
+    assert code_perplexity(torch.full((4, 8, 8), 5)) == pytest.approx(1)  # collapsed onto one code
+    # half the maps on one code, the rest spread evenly over 8 others: exp(ln 2 / 2 + ln 16 / 2) = 4√2
+    codes = torch.cat([torch.zeros(64, dtype=torch.long), torch.arange(1, 9).repeat(8)])
+    assert code_perplexity(codes) == pytest.approx(4 * math.sqrt(2))

@@ -164,7 +164,9 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
         assert row["prior_nll_nats"] == prior.loc[config_id, "val_nll_nats"]
         assert row["prior_bits_per_code"] == prior.loc[config_id, "val_bits_per_code"]
         assert row["prior_fold"] == prior.loc[config_id, "fold"]
-        assert f"{row['prior_nll_nats']:.3f} (fold {int(row['prior_fold'])})" in markdown
+        assert 1 <= row["prior_code_perplexity"] <= K
+        assert (f"{row['prior_nll_nats']:.3f} (fold {int(row['prior_fold'])}, perplexity "
+                f"{row['prior_code_perplexity']:.0f})") in markdown
         with Image.open(figure) as image:
             image.verify()
         with Image.open(figure) as image:
@@ -280,7 +282,7 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
     row = kept.loc[0]
     assert (f"{config_id} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
             f"(uniform: ln K = {math.log(K):.4f}) = {row['val_bits_per_code']:.4f} bits/code "
-            f"(uniform: log2 K = 7.0000); ") in out
+            f"(uniform: log2 K = 7.0000); code perplexity {row['code_perplexity']:.1f} of K = {K}; ") in out
 
 
 def test_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):

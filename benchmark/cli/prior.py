@@ -73,7 +73,8 @@ def _prior(args: argparse.Namespace, finished: list[str]) -> int:
         # tqdm.write keeps the progress bar (on stderr) intact below the finished lines.
         tqdm.write(f"{row['config_id']} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
                    f"(uniform: ln K = {row['uniform_nats']:.4f}) = {row['val_bits_per_code']:.4f} bits/code "
-                   f"(uniform: log2 K = {row['uniform_nats'] / math.log(2):.4f}); "
+                   f"(uniform: log2 K = {row['uniform_nats'] / math.log(2):.4f}); code perplexity "
+                   f"{row['code_perplexity']:.1f} of K = {math.exp(row['uniform_nats']):.0f}; "
                    f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train / {row['n_val']} val "
                    f"code maps, {row['seconds']:.1f} s", file=sys.stdout)
 
