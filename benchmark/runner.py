@@ -86,8 +86,10 @@ class Heartbeats:
 class _Worker:
     """Trains the units it claims; one instance per process."""
 
-    def __init__(self, suite: Suite, store: StoreConfig, position: int = 0, show_progress: bool = True,
+    def __init__(self, suite: Suite, store: StoreConfig, position: int | None = None, show_progress: bool = True,
                  fold_parallel: bool = False, images: torch.Tensor | None = None) -> None:
+        """position: the worker's number among a run's ``--workers`` (its progress bar's line and
+        name), None for a run's only worker."""
         self.suite, self.store, self.fold_parallel = suite, store, fold_parallel
         self.study = open_suite_study(suite, store)
         self.images = training_pool(suite) if images is None else images
@@ -99,9 +101,9 @@ class _Worker:
         self.interrupts = Interrupts()
         seconds = suite.unit_seconds()
         self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
-        self.bar = tqdm(total=len(self.keys), position=position, unit="unit", dynamic_ncols=True,
+        self.bar = tqdm(total=len(self.keys), position=position or 0, unit="unit", dynamic_ncols=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
-                        desc=f"{suite.name}" + (f" w{position}" if position else ""), disable=not show_progress)
+                        desc=suite.name + ("" if position is None else f" w{position}"), disable=not show_progress)
 
     def _claim_is_duplicate(self, trial: optuna.Trial, key: str) -> bool:
         # Concurrent enqueues can queue a unit twice: train it only in the oldest live trial.
@@ -372,7 +374,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         print(note, file=sys.stderr)
     try:
         if workers == 1:
-            _work_until_interrupted(_Worker(suite, store, 0, show_progress, together, images))
+            _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images))
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
             run_workers(_work_in_process, [(suite, store, i, show_progress, together, threads)

@@ -207,6 +207,14 @@ def test_the_progress_line_names_a_fold_by_the_number_its_files_use(tmp_path):
     assert worker.bar.postfix.endswith("val recon 0.25 latent 1.5")
 
 
+def test_each_of_several_workers_names_its_bar_and_a_lone_worker_none(tmp_path):
+    suite, store, images = get_suite("smoke"), StoreConfig(studies_dir=tmp_path), torch.rand(40, 1, 32, 32)
+    bars = [_Worker(suite, store, position, images=images).bar for position in (None, 0, 1)]
+    assert [bar.desc for bar in bars] == ["smoke", "smoke w0", "smoke w1"]
+    for bar in bars:
+        bar.close()
+
+
 @pytest.mark.parametrize("fold, folds, repeats, label", [
     (0, 5, 1, "fold 0 (1st of 5)"), (1, 5, 1, "fold 1 (2nd of 5)"), (2, 5, 1, "fold 2 (3rd of 5)"),
     (3, 5, 1, "fold 3 (4th of 5)"), (10, 20, 1, "fold 10 (11th of 20)"), (11, 20, 1, "fold 11 (12th of 20)"),
