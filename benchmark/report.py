@@ -374,7 +374,8 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     if "dataset" not in data.meta:
         warnings.append(f"no {suite}_meta.json: expected folds and configurations guessed from the results")
 
-    table.to_csv(out_dir / "table.csv", index=False)
+    # Tidy: a configuration without parameters has an empty cell, the display tables' "–" elsewhere.
+    table.assign(parameters=table["parameters"].replace("–", "")).to_csv(out_dir / "table.csv", index=False)
     label = f"tab:{safe_name(suite)}"  # a suite's own labels: two suites' tables can go into one document
     (out_dir / "table.tex").write_text(latex_table(table, _caption(data), f"{label}-cross-validation"))
     (out_dir / "table.md").write_text(markdown_table(table))

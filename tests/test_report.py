@@ -239,6 +239,7 @@ def test_table_csv_has_one_row_per_configuration_with_hand_computed_statistics(r
             assert line[f"{metric}_n"] == FOLDS
     baseline = table.set_index("config_id").loc["vae/1/baseline"]
     assert np.isnan(baseline["recon_cond_mean"]) and baseline["recon_cond_n"] == 0
+    assert np.isnan(baseline["parameters"])  # none: an empty cell, not the display tables' "–"
     assert np.isnan(baseline["recon_p"])  # no comparison of a baseline with itself
     # Untested: neither significant nor not, and no pairs (not 0 of them).
     assert np.isnan(baseline["recon_n_pairs"]) and np.isnan(baseline["recon_significant"])
