@@ -24,6 +24,7 @@ from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
+    StoreError,
     agree_heartbeat,
     fail_orphans,
     fail_stale_trials,
@@ -317,6 +318,19 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
     _work_until_interrupted(worker)  # Ctrl-C reaches every worker; the parent exports and says so, once
 
 
+def _with_agreed_precision(suite: Suite, store: StoreConfig, device: torch.device,
+                      fold_parallel: str) -> tuple[Suite, str | None]:
+    """``suite`` with the precision its folds train in, which the study stores instead of "auto"
+    (``agreed_precision``: a CPU worker joining a GPU's study trains in bf16 too, or is refused,
+    instead of adding float32 folds to bf16 ones), and the note when that is the study's."""
+    kept = (stored_attr(store.url(suite.name), study_name(suite), "settings") or {}).get("precision")
+    precision, note = agreed_precision(suite.train, device, kept, study_name(suite))
+    problem = stacking_problem(replace(suite.train, precision=precision), device) if fold_parallel == "on" else None
+    if problem:
+        raise ValueError(f"{problem}; use --fold-parallel off" + ("" if note else ", or --precision fp32"))
+    return suite.override(precision=precision), note
+
+
 @optuna_errors_only()
 def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress: bool = True,
               fold_parallel: str = "auto", notes: Iterable[str] = (), command: str | None = None) -> RunSummary:
@@ -335,15 +349,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     if fold_parallel not in ("auto", "on", "off"):
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
-    # The study stores the precision its folds train in, not "auto": a CPU worker joining a GPU's
-    # study trains in bf16 too, or is refused, instead of adding float32 folds to bf16 ones.
-    kept = (stored_attr(store.url(suite.name), study_name(suite), "settings") or {}).get("precision")
-    precision, precision_note = agreed_precision(suite.train, device, kept, study_name(suite))
-    suite = suite.override(precision=precision)
+    asked, (suite, precision_note) = suite, _with_agreed_precision(suite, store, device, fold_parallel)
     together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
-    problem = stacking_problem(suite.train, device) if fold_parallel == "on" else None
-    if problem:
-        raise ValueError(f"{problem}; use --fold-parallel off" + ("" if precision_note else ", or --precision fp32"))
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
@@ -353,7 +360,13 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         except ValueError as err:
             raise ValueError(f"configuration {configuration.id}: {err}") from None
     store.make_folders(suite.name)
-    study = open_suite_study(suite, store)
+    try:
+        study = open_suite_study(suite, store)
+    except StoreError:  # refused: if another machine made the study meanwhile, under auto follow it
+        again, precision_note = _with_agreed_precision(asked, store, device, fold_parallel)
+        if again == suite:
+            raise
+        suite, study = again, open_suite_study(again, store)
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)

@@ -45,6 +45,7 @@ from benchmark.config import Configuration
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.storage import (
     StoreConfig,
+    StoreError,
     agree_heartbeat,
     check_settings,
     fail_orphans,
@@ -304,11 +305,20 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
     train_config = settings.train_config(options.device)
     device = training_device(train_config)  # a bad device or precision leaves no study
-    # Trials are stored with the precision they train in (see run_suite).
-    precision, precision_note = agreed_precision(train_config, device,
-                                                 (stored_attr(storage_url, name, "settings") or {}).get("precision"), name)
+
+    def agreed() -> tuple[str, str | None]:  # trials store the precision they train in (see run_suite)
+        kept = (stored_attr(storage_url, name, "settings") or {}).get("precision")
+        return agreed_precision(train_config, device, kept, name)
+
+    precision, precision_note = agreed()
+    try:
+        study = open_search_study(replace(settings, precision=precision), storage_url, name, options)
+    except StoreError:  # refused: if another machine made the study meanwhile, under auto follow it
+        again, precision_note = agreed()
+        if again == precision:
+            raise
+        precision, study = again, open_search_study(replace(settings, precision=again), storage_url, name, options)
     settings = replace(settings, precision=precision)
-    study = open_search_study(settings, storage_url, name, options)
     heartbeat = agree_heartbeat(study, options.heartbeat)
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from benchmark.cli.run import command_line
 from benchmark.cv import fold_label
 from benchmark.runner import Interrupts, _Worker
-from benchmark.storage import StoreConfig
+from benchmark.storage import StoreConfig, stored_attr
 from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_of, unit_states
 from benchmark.suites import get_suite
 from benchmark.train import native_bf16
@@ -569,6 +569,24 @@ def test_the_study_keeps_the_precision_trained_in_which_auto_follows_and_others_
         monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
         assert run_cli(other, "--suite", "smoke", "--quiet") == 2
         assert "error: study 'suite-smoke' trains in bf16, and this CPU" in capsys.readouterr().err
+
+
+def test_a_worker_under_auto_follows_a_study_another_machine_made_in_another_precision_meanwhile(
+        tmp_path, capsys, monkeypatch):
+    """Machines started together all find no study, and the first to make it sets its precision."""
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--precision", "bf16") == 0  # the other machine's (a GPU's)
+    looks = []
+
+    def before_the_other_made_it(url, study, key):
+        looks.append(key)
+        return None if len(looks) == 1 else stored_attr(url, study, key)
+
+    monkeypatch.setattr("benchmark.runner.stored_attr", before_the_other_made_it)
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0  # auto: fp32 on this CPU, had it made the study
+    assert "note: study 'suite-small' trains in bf16, as its first run did, so this run does too" in capsys.readouterr().err
+    assert looks == ["settings", "settings"]
 
 
 def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run, tmp_path, capsys):

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 import benchmark.train
 from benchmark.search import counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, parse_range
-from benchmark.storage import status_counts, trial_status
+from benchmark.storage import status_counts, stored_attr, trial_status
 from benchmark.studies import best_configurations, file_name, study_settings, tuning_notes
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult
@@ -613,8 +613,18 @@ def test_a_rerun_under_auto_follows_the_precision_the_study_trains_in(tmp_path, 
     assert search_cli(tmp_path, "--trials", "2") == 0  # auto would take fp32 on a CPU
     assert f"note: study '{NAME}' trains in bf16, as its first run did, so this run does too" in capsys.readouterr().err
     assert len(load(tmp_path).trials) == 2 and load(tmp_path).user_attrs["settings"]["precision"] == "bf16"
+    # Workers on machines started together all find no study; the first to make it sets its precision.
+    looks = []
+
+    def before_the_other_made_it(url, study, key):
+        looks.append(key)
+        return None if len(looks) == 1 else stored_attr(url, study, key)
+
+    monkeypatch.setattr("benchmark.search.stored_attr", before_the_other_made_it)
+    assert search_cli(tmp_path, "--trials", "3") == 0
+    assert f"note: study '{NAME}' trains in bf16" in capsys.readouterr().err and len(looks) == 2
     monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
-    assert search_cli(tmp_path, "--trials", "3") == 2
+    assert search_cli(tmp_path, "--trials", "4") == 2
     assert f"error: study '{NAME}' trains in bf16, and this CPU" in capsys.readouterr().err
 
 
