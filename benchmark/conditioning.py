@@ -75,7 +75,8 @@ class PixelSampler:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         exact_grid(self.image_size, self.grid_stride)  # validates the stride
         if self.count is not None and self.count > self.pixels:
-            raise ValueError(f"pixel count k must be in [0, {self.pixels}] (D = H·W), got {self.count}")
+            raise ValueError(f"pixel count k must be at most the image's D = H·W = {self.pixels} pixels, "
+                             f"got {self.count}")
 
     @property
     def pixels(self) -> int:

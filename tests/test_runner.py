@@ -490,7 +490,7 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nsampling = "exact"\n'
      'exponent = 20\n', "not the exact grid"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\n'
-     'sampling = "uniform"\ncount = 5000\n', "pixel count k must be in [0, 1024]"),
+     'sampling = "uniform"\ncount = 5000\n', "pixel count k must be at most the image's D = H·W = 1024 pixels, got 5000"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\ncount = 5\n',
      "typo.toml configuration 1: the baseline takes no sampling, exponent or count"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\nsampling = "exact"\n'

@@ -280,8 +280,8 @@ def test_a_pixel_count_is_checked_against_the_image_size_of_the_suite_s_dataset(
     assert cli(tmp_path, "suites", "count.toml") == (2 if refused else 0)
     if refused:  # said by `suites`, not first by `run` once the images are loaded
         assert one_line_error(capsys) == (f"error: count.toml: configuration vae/1/multidecoder/uniform/k={count}: on "
-                                          f"{dataset}'s 32×32 images, pixel count k must be in [0, 1024] (D = H·W), "
-                                          f"got {count}")
+                                          f"{dataset}'s 32×32 images, pixel count k must be at most the image's "
+                                          f"D = H·W = 1024 pixels, got {count}")
 
 
 def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path, capsys):
