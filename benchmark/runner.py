@@ -319,7 +319,7 @@ def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progr
 
 
 def _with_agreed_precision(suite: Suite, store: StoreConfig, device: torch.device,
-                      fold_parallel: str) -> tuple[Suite, str | None]:
+                           fold_parallel: str) -> tuple[Suite, str | None]:
     """``suite`` with the precision its folds train in, which the study stores instead of "auto"
     (``agreed_precision``: a CPU worker joining a GPU's study trains in bf16 too, or is refused,
     instead of adding float32 folds to bf16 ones), and the note when that is the study's."""
@@ -354,11 +354,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
-    for configuration in suite.configurations:  # e.g. a pixel count k larger than these images have
-        try:
-            configuration.method.sampler(images.shape[-1])
-        except ValueError as err:
-            raise ValueError(f"configuration {configuration.id}: {err}") from None
+    suite.check_pixel_counts(images.shape[-1])  # e.g. a pixel count k larger than these images have
     store.make_folders(suite.name)
     try:
         study = open_suite_study(suite, store)

@@ -321,7 +321,7 @@ def load_search_study(url: str | None, name: str) -> tuple[optuna.Study, SearchS
     if storage is not None and name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         if _is_search(study.user_attrs.get("settings")):
-            return study, SearchSettings.from_dict(study.user_attrs["settings"])
+            return study, study_settings(study)
         suite = suite_of(study)
         problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
     else:

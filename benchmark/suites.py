@@ -77,10 +77,11 @@ class Suite:
                 "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
 
-    def check_pixel_counts(self) -> None:
-        """Refuse a pixel count k larger than an image of the suite's dataset, where that size is
-        fixed (``FIXED_IMAGE_SIDE``; a run measures other datasets' images once it has loaded them)."""
-        side = FIXED_IMAGE_SIDE.get(self.dataset)
+    def check_pixel_counts(self, side: int | None = None) -> None:
+        """Refuse a pixel count k larger than an image of ``side``² pixels; by default the suite's
+        dataset's, where that size is fixed (``FIXED_IMAGE_SIDE``; a run gives other datasets' once
+        it has loaded their images)."""
+        side = side or FIXED_IMAGE_SIDE.get(self.dataset)
         for configuration in self.configurations if side else ():
             try:
                 configuration.method.sampler(side)
@@ -260,7 +261,7 @@ def load_suite_file(path: Path) -> Suite:
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
-    listed = [_configuration_from_table(t, f"{path} configuration {i + 1}") for i, t in enumerate(tables)]
+    configurations = [c for i, t in enumerate(tables) for c in _configuration_from_table(t, f"{path} configuration {i + 1}")]
     train_table = data.get("train", {})
     allowed = {f.name for f in fields(TrainConfig)}
     if not isinstance(train_table, dict):
@@ -272,7 +273,7 @@ def load_suite_file(path: Path) -> Suite:
         raise ValueError(f"suite file {path}: [train] {err}") from None
     top = {k: data[k] for k in top_keys if k in data}
     try:
-        return Suite(str(data.get("name", Path(path).stem)), tuple(c for cs in listed for c in cs), train, **top)
+        return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
     except ValueError as err:
         raise ValueError(f"suite file {path}: {err}") from None
 

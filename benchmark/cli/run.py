@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from benchmark.config import PRECISIONS
 from benchmark.storage import StoreConfig, grace_for, safe_url, stored_attr
 from benchmark.store import parse_unit, study_name
