@@ -24,7 +24,6 @@ from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
-    StoreError,
     agree_heartbeat,
     fail_orphans,
     fail_stale_trials,
@@ -32,6 +31,7 @@ from benchmark.storage import (
     first_written,
     grace_for,
     heartbeat_note,
+    opened_as_agreed,
     optuna_errors_only,
     stored_attr,
     taken_over_message,
@@ -349,20 +349,14 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     if fold_parallel not in ("auto", "on", "off"):
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
-    asked, (suite, precision_note) = suite, _with_agreed_precision(suite, store, device, fold_parallel)
     together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     suite.check_pixel_counts(images.shape[-1])  # e.g. a pixel count k larger than these images have
     store.make_folders(suite.name)
-    try:
-        study = open_suite_study(suite, store)
-    except StoreError:  # refused: if another machine made the study meanwhile, under auto follow it
-        again, precision_note = _with_agreed_precision(asked, store, device, fold_parallel)
-        if again == suite:
-            raise
-        suite, study = again, open_suite_study(again, store)
+    suite, study, precision_note = opened_as_agreed(lambda: _with_agreed_precision(suite, store, device, fold_parallel),
+                                                    lambda agreed: open_suite_study(agreed, store))
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)

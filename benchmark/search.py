@@ -45,7 +45,6 @@ from benchmark.config import Configuration
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
 from benchmark.storage import (
     StoreConfig,
-    StoreError,
     agree_heartbeat,
     check_settings,
     fail_orphans,
@@ -54,6 +53,7 @@ from benchmark.storage import (
     grace_for,
     heartbeat_note,
     open_storage,
+    opened_as_agreed,
     optuna_errors_only,
     safe_url,
     status_counts,
@@ -310,14 +310,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         kept = (stored_attr(storage_url, name, "settings") or {}).get("precision")
         return agreed_precision(train_config, device, kept, name)
 
-    precision, precision_note = agreed()
-    try:
-        study = open_search_study(replace(settings, precision=precision), storage_url, name, options)
-    except StoreError:  # refused: if another machine made the study meanwhile, under auto follow it
-        again, precision_note = agreed()
-        if again == precision:
-            raise
-        precision, study = again, open_search_study(replace(settings, precision=again), storage_url, name, options)
+    precision, study, precision_note = opened_as_agreed(
+        agreed, lambda precision: open_search_study(replace(settings, precision=precision), storage_url, name, options))
     settings = replace(settings, precision=precision)
     heartbeat = agree_heartbeat(study, options.heartbeat)
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")

@@ -17,11 +17,12 @@ import shlex
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -45,6 +46,10 @@ METRICS_VERSION = 3
 
 class StoreError(ValueError):
     """The storage cannot be used as asked (unreachable, or holds a different suite)."""
+
+
+Agreed = TypeVar("Agreed")
+Opened = TypeVar("Opened")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,22 @@ def first_written(study: optuna.Study, key: str, value: object) -> object:
     if key not in study.user_attrs:
         _claiming_storage(study).add_study_user_attr(study._study_id, key, value)
     return study.user_attrs[key]
+
+
+def opened_as_agreed(agree: Callable[[], tuple[Agreed, str | None]],
+                     open_study: Callable[[Agreed], Opened]) -> tuple[Agreed, Opened, str | None]:
+    """``open_study(agreed)`` with what ``agree`` agrees from the study as it is stored (the precision
+    the study trains in), that and ``agree``'s note. Machines started together all find no study:
+    one refused because another made it meanwhile with other settings agrees again from the
+    stored study and follows it; refused again, or agreeing the same, it raises the refusal."""
+    agreed, note = agree()
+    try:
+        return agreed, open_study(agreed), note
+    except StoreError:
+        again, note = agree()
+        if again == agreed:
+            raise
+        return again, open_study(again), note
 
 
 def upgraded(stored: dict) -> dict:
