@@ -65,9 +65,9 @@ def test_suites_lists_smoke_quick_and_full_with_their_sizes(capsys):
 
 def test_suites_estimates_match_what_the_readme_says(capsys):
     rows = suites_table(capsys)
-    # README: smoke "(`suites` estimates the training alone: 10 s)"; quick measured 35–37 min;
+    # README: smoke "(`suites` estimates the training alone: 9.7 s)"; quick measured 35–37 min;
     # full "about 3 days (`suites` estimate)".
-    assert rows["smoke"][5:7] == ["10", "s"]
+    assert rows["smoke"][5:7] == ["9.7", "s"]
     assert rows["quick"][6] == "min" and 30 <= int(rows["quick"][5]) <= 45
     assert rows["full"][6] == "h" and 2 * 24 <= int(rows["full"][5]) <= 4 * 24
 
@@ -89,8 +89,17 @@ def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
     (tmp_path / "mine.toml").write_text('name = "mine"\nlimit = 2000\n[train]\nepochs = 10\n'
                                         '[[configurations]]\nfamily = "vae"\nconfig = 1\n')
     assert cli(tmp_path, "suites", "mine.toml", "smoke") == 0
-    rows = [line.split()[:6] for line in capsys.readouterr().out.splitlines()[1:]]
+    table, mine, smoke = capsys.readouterr().out.split("\n\n")
+    rows = [line.split()[:6] for line in table.splitlines()[1:]]
     assert rows == [["mine", "9", "5", "45", "10", "2000"], ["smoke", "6", "5", "30", "2", "400"]]
+    # a suite named is listed with its configurations and their cost, which add up to the suite's
+    assert mine.splitlines()[0] == "mine: its configurations, each trained on 5 folds (est. 2-core CPU per fold)"
+    assert [line.split()[0] for line in mine.splitlines()[1:]] == [c.id for c in get_suite(str(tmp_path / "mine.toml")).configurations]
+    listed = {line.split()[0]: line.split()[1:] for line in smoke.splitlines()[1:]}
+    assert list(listed) == [c.id for c in get_suite("smoke").configurations]
+    assert all(unit == "s" for _, unit in listed.values())
+    assert sum(float(amount) for amount, _ in listed.values()) * 5 == pytest.approx(
+        estimate_cpu_minutes(get_suite("smoke")) * 60, abs=0.05 * 5 * 6)
     assert cli(tmp_path, "suites", "smokee") == 2
     assert capsys.readouterr().err.strip() == (
         "error: unknown suite 'smokee'; choose one of: smoke, quick, full, or a path to a .toml file")

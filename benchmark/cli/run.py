@@ -162,16 +162,26 @@ def estimate_cpu_minutes(suite: Suite) -> float:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    listed = [checked(get_suite(name), name) for name in args.suites] or list(builtin_suites().values())
+    named = [checked(get_suite(name), name) for name in args.suites]
     print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
-    for suite in listed:
-        minutes = estimate_cpu_minutes(suite)
-        seconds = minutes * 60
-        cost = ("<1 s" if seconds < 1 else f"{seconds:.0f} s" if minutes < 2 else
-                f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h")
+    for suite in named or builtin_suites().values():
         print(f"{suite.name:8} {len(suite.configurations):7} {suite.folds:5} {suite.units:5} {suite.train.epochs:6} "
-              f"{suite.limit or 'all':>6}  {cost:>15}  {suite.description}")
+              f"{suite.limit or 'all':>6}  {duration(estimate_cpu_minutes(suite) * 60):>15}  {suite.description}")
+    for suite in named:  # a suite asked for by name: what it trains, too
+        seconds = suite.unit_seconds()
+        width = max(map(len, seconds))
+        print(f"\n{suite.name}: its configurations, each trained on {suite.folds * suite.repeats} folds "
+              "(est. 2-core CPU per fold)")
+        for config_id, unit in seconds.items():
+            print(f"  {config_id:{width}}  {duration(unit):>7}")
     return 0
+
+
+def duration(seconds: float) -> str:
+    """An estimated time, to the unit that reads best."""
+    minutes = seconds / 60
+    return (f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s" if minutes < 2 else
+            f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
