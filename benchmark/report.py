@@ -18,6 +18,7 @@ a caller may pass other images or another model loader::
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find
                                safe_name)
 from benchmark.stats import (COMPARED, DIVERGED_FACTOR, compare_with_baseline, comparison_wide, completed,
                              diverged_folds, parameter_text, summarise)
+from benchmark.studies import file_name, load_search_study, plot_dir, plot_study
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -53,6 +55,7 @@ SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
 STEADY_PAIRS = 5  # the default folds: a comparison on fewer paired folds gets a caveat
 SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
+OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
     "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
@@ -63,6 +66,9 @@ FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTER
                           "training condition marked (the numbers in the CSV).",
     "sampling_types": "The three mask samplers (exact, uniform, gaussian) on one image.",
     "generated_": "Images decoded from samples of each VQ-VAE's prior.",
+    f"{OPTUNA_FIGURES}/": "Optuna's plots of the searches whose best parameters configurations here use: "
+                          "optimization history, each trial's folds (intermediate values), slices, parameter "
+                          "importances and contours; a Pareto front for two objectives.",
 }
 
 
@@ -254,6 +260,26 @@ def _clear_figures(directory: Path) -> None:
         for path in directory.glob(pattern):
             if path.is_file():
                 path.unlink()
+    shutil.rmtree(directory / OPTUNA_FIGURES, ignore_errors=True)
+
+
+def _search_plots(tuned: dict[str, str], directory: Path, search_storage: str | None) -> tuple[list[Path], list[str]]:
+    """Optuna's plots of each search in ``tuned`` (configuration id → study) under
+    ``directory/optuna/<study>/``, the studies read from ``search_storage`` (None: each from its
+    SQLite file under studies/); and why a study's are missing."""
+    paths: list[Path] = []
+    problems: list[str] = []
+    for name in dict.fromkeys(tuned.values()):
+        try:
+            study, _ = load_search_study(search_storage, name)
+        except ValueError as error:  # e.g. a search kept in a database this machine does not reach
+            problems.append(f"no Optuna plots of search {name!r}: {str(error).split(': ', 1)[-1]}; "
+                            "give its storage with --search-storage")
+            continue
+        written, notes = plot_study(study, plot_dir(directory / OPTUNA_FIGURES, name))
+        paths += written
+        problems += [f"search {name!r}: {note}" for note in notes]
+    return paths, problems
 
 
 def _stored_model(path: str) -> MultitaskVAE:
@@ -329,8 +355,10 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
                   "new folds (and, for datasets without an official test split or with `--limit`, a partly "
                   "different training pool), which lessens the bias but does not remove it; only images that "
                   "the search never saw (nested cross-validation) would.", ""]
+        plotted = {path.parent.name for path in files if path.parent.parent.name == OPTUNA_FIGURES}
         lines += [f"- `{config_id}`: from study `{study}` (its Optuna plots: "
-                  f"`python -m benchmark studies plot {study}`)" for config_id, study in tuned.items()] + [""]
+                  + (f"`figures/{OPTUNA_FIGURES}/{file_name(study)}/`, below)" if file_name(study) in plotted else
+                     f"`python -m benchmark studies plot {study}`)") for config_id, study in tuned.items()] + [""]
     lines += ["## Tables", ""]
     figures: dict[str, list[str]] = {}
     for path in files:
@@ -338,7 +366,8 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
         if relative in described:
             lines.append(f"- [`{relative}`]({relative}): {described[relative]}")
         else:  # one line per figure, linking its formats
-            figures.setdefault(path.stem, []).append(f"[{path.suffix[1:]}]({relative})")
+            figure = path.relative_to(out_dir / "figures").with_suffix("").as_posix()
+            figures.setdefault(figure, []).append(f"[{path.suffix[1:]}]({relative})")
     if figures:
         lines += ["", "## Figures"]
         for prefix, text in FIGURE_KINDS.items():
@@ -354,15 +383,17 @@ def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[
 
 
 def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True, checkpoints: bool = True,
-                 images: torch.Tensor | None = None,
-                 load_model: Callable[[str], MultitaskVAE] | None = None) -> ReportSummary:
+                 images: torch.Tensor | None = None, load_model: Callable[[str], MultitaskVAE] | None = None,
+                 search_storage: str | None = None) -> ReportSummary:
     """Read ``results_dir/<suite>{.csv,_history.csv,_meta.json}`` and write the report to ``out_dir``.
 
     figures: draw the validation curves and, on ``images`` (N, C, H, W) in [0, 1] (default: the
     first ``TEST_IMAGES`` test images of the run's dataset, when it can be loaded here), the
     sampling types; with ``checkpoints`` also the reconstruction grid and error-vs-observed plot of
     each configuration, from the model ``load_model(checkpoint_path)`` returns (default: the stored
-    weights, ``store.load_checkpoint``). Raises ``ReportError`` before writing anything when the
+    weights, ``store.load_checkpoint``); and Optuna's plots of the searches that tuned
+    configurations (``run --params-from``), read from ``search_storage`` (None: each search's
+    SQLite file under studies/). Raises ``ReportError`` before writing anything when the
     suite is unknown or empty. Returns what was written and what is missing.
     """
     data = load_suite(results_dir, suite)
@@ -427,6 +458,9 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
                 warnings += problems
         if data.prior is not None:  # images decoded from the prior samples that `prior` stored
             paths, problems = prior_figures(Path(results_dir), suite, data.prior, list(table["config_id"]), directory)
+            files, warnings = files + paths, warnings + problems
+        if data.meta.get("params_from"):
+            paths, problems = _search_plots(data.meta["params_from"], directory, search_storage)
             files, warnings = files + paths, warnings + problems
 
     limits = caveats(data)

@@ -57,6 +57,25 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
     index = (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text()
     assert f"`{single['config_id'].iloc[0]}`: from study `{name}`" in index and "optimistic" in index
+    # with figures, the report draws the search's Optuna plots (SPEC: the report's figures include them)
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
+    out = tmp_path / "reports" / "tuned-tuned"
+    plots = out / "figures" / "optuna" / name
+    assert {p.name for p in plots.iterdir()} >= {"history.png", "history.pdf", "slice.png", "slice.pdf"}
+    index = (out / "index.md").read_text()
+    assert f"from study `{name}` (its Optuna plots: `figures/optuna/{name}/`, below)" in index
+    history = f"figures/optuna/{name}/history"
+    assert f"- `optuna/{name}/history`: [png]({history}.png) · [pdf]({history}.pdf)" in index
+    # a search this machine cannot reach: the report says where the plots are missing from, and clears stale ones
+    (tmp_path / "studies" / f"{name}.db").rename(tmp_path / "elsewhere.db")
+    capsys.readouterr()
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
+    assert (f"warning: no Optuna plots of search {name!r}: no study {name!r} in studies/; available: none; give its "
+            "storage with --search-storage") in capsys.readouterr().out
+    assert not plots.exists() and f"`python -m benchmark studies plot {name}`" in (out / "index.md").read_text()
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
+               f"sqlite:///{tmp_path / 'elsewhere.db'}") == 0
+    assert (plots / "history.png").exists()
 
 
 def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):

@@ -26,6 +26,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--no-checkpoints", action="store_true",
                         help="skip figures that load trained models (reconstruction grids, error vs pixels); "
                              "an earlier report's are removed, so none is left stale")
+    report.add_argument("--search-storage", metavar="URL",
+                        help="storage of the searches whose parameters a run took (--params-from), for their "
+                             "Optuna plots (default: each search's SQLite file under studies/)")
     report.set_defaults(handler=cmd_report)
 
 
@@ -41,7 +44,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for suite in suites:
         try:
             summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                                   checkpoints=not args.no_checkpoints)
+                                   checkpoints=not args.no_checkpoints, search_storage=args.search_storage)
         except ReportError as error:
             if args.suite:  # asked for by name: an error
                 raise
