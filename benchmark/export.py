@@ -23,7 +23,8 @@ from benchmark.storage import StoreConfig, safe_url, trial_status, versioned
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
 
-METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train")
+METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train",
+                  "latent_train")
 
 
 def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, artifacts: Path,

@@ -144,7 +144,7 @@ def _validation_metrics(model: MultitaskVAE, images: torch.Tensor, sampler: Pixe
     with eval_mode(model):
         generator = _generator(images.device, seed)
         noise_generator = _generator(images.device, seed + 2)
-        sums = torch.zeros(4, device=images.device, dtype=torch.float64)
+        sums = torch.zeros(5, device=images.device, dtype=torch.float64)
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             code = model.encode(x, _noise(len(x), model.noise_dim, noise_generator, x.device))
@@ -157,7 +157,7 @@ def _validation_metrics(model: MultitaskVAE, images: torch.Tensor, sampler: Pixe
             objective = {"recon": cond if model.method == "single" else recon, "recon_cond": cond,
                          "latent": code.objective(model.beta)}
             total = sum(weights[name] * objective[name] for name in weights)
-            sums += torch.stack([recon, code.latent, cond, total]).double() * len(x)
+            sums += torch.stack([recon, code.latent, cond, total, objective["latent"]]).double() * len(x)
         means = (sums / len(images)).tolist()
     conditioned = model.method != "baseline"
     return {
@@ -167,6 +167,7 @@ def _validation_metrics(model: MultitaskVAE, images: torch.Tensor, sampler: Pixe
         "total": means[3],
         "recon_train": means[0],
         "recon_cond_train": means[2] if conditioned else math.nan,
+        "latent_train": means[4],  # at the trained β: β·KL, or codebook + β·commitment
     }
 
 

@@ -147,6 +147,14 @@ def test_validation_reports_the_vq_loss_at_one_beta_and_totals_at_the_trained_on
     assert metrics[2.0]["latent"] == metrics[0.25]["latent"]  # codebook + 0.25·commitment = 1.25·distance
     distance = metrics[0.25]["latent"] / 1.25
     assert metrics[2.0]["total"] - metrics[0.25]["total"] == pytest.approx(1.75 * distance, rel=1e-4)
+    # the latent term as trained: codebook + β·commitment, so the total's terms add up
+    assert metrics[0.25]["latent_train"] == pytest.approx(metrics[0.25]["latent"], rel=1e-6)
+    assert metrics[2.0]["latent_train"] == pytest.approx(3 * distance, rel=1e-4)
+    for m in metrics.values():
+        assert m["total"] == pytest.approx(m["recon_train"] + m["latent_train"], rel=1e-6)
+    torch.manual_seed(0)
+    vae = evaluate(build_model("vae", 1, "baseline", beta=4.0), val, None, {"recon": 1.0, "latent": 1.0})
+    assert vae["latent_train"] == pytest.approx(4 * vae["latent"], rel=1e-6)  # β·KL
 
 
 def test_evaluation_puts_every_module_in_eval_mode_and_restores_training(digits):
