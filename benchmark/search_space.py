@@ -7,13 +7,16 @@ Searched parameters, default ranges all log-uniform (``--range NAME=LOW:HIGH[:lo
 commitment weight (centred on the paper's 0.25); ``softadapt_beta`` (with ``--softadapt``,
 instead of the weights) 1e-5…1e-1.
 
-With SoftAdapt the training weights come from SoftAdapt, so W1, W2 and β stay at their defaults
+With SoftAdapt the training weights come from SoftAdapt, so W1 and W2 stay at their defaults
 (they still define the validation total that picks the best epoch) and its β is searched instead.
+β sits inside the latent term that SoftAdapt weighs (β·KL, or a VQ-VAE's commitment weight), so
+it still shapes training: it is searched too when given a range (``--range beta=LOW:HIGH``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,11 +59,12 @@ def default_range(name: str, family: str) -> ParamRange:
     return VQ_BETA_RANGE if (name, family) == ("beta", "vq-vae") else DEFAULT_RANGES[name]
 
 
-def searched_parameters(method: str, softadapt: bool) -> tuple[str, ...]:
-    """The parameters a search of ``method`` tunes (see the module docstring)."""
+def searched_parameters(method: str, softadapt: bool, ranges: Iterable[str] = ()) -> tuple[str, ...]:
+    """The parameters a search of ``method`` tunes, given a range for those in ``ranges`` (see the
+    module docstring)."""
     names = ("exponent",) if method == "single" else ()
     if softadapt:
-        return (*names, "softadapt_beta")
+        return (*names, "softadapt_beta", *(("beta",) if "beta" in ranges else ()))
     return (*names, *(("w1", "w2") if method == "multidecoder" else ()), "beta")
 
 
@@ -107,10 +111,11 @@ class SearchSettings:
         model_config(self.family, self.config)  # unknown model or config: one line listing the choices
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        wanted = searched_parameters(self.method, self.softadapt)
+        wanted = searched_parameters(self.method, self.softadapt, self.ranges)
         unknown = sorted(set(self.ranges) - set(wanted))
         if unknown:
-            raise ValueError(f"no parameter {unknown[0]!r} in this search; it tunes: {', '.join(wanted)}")
+            also = " (and beta, given its range)" if self.softadapt and "beta" not in wanted else ""
+            raise ValueError(f"no parameter {unknown[0]!r} in this search; it tunes: {', '.join(wanted)}{also}")
         ranges = {name: self.ranges.get(name, default_range(name, self.family)) for name in wanted}
         for name, value in ranges.items():
             value.check(name)

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 import benchmark.train
 from benchmark.search import counts_toward_budget
-from benchmark.search_space import ParamRange, SearchSettings, parse_range
+from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, stored_attr, trial_status
 from benchmark.studies import best_configurations, file_name, study_settings, tuning_notes
 from benchmark.suites import get_suite
@@ -388,6 +388,20 @@ def test_multidecoder_with_softadapt_searches_its_beta(tmp_path, fake_training):
     study = load(tmp_path, "search-vq-vae-1-multidecoder-uniform-softadapt")
     assert all(set(t.params) == {"softadapt_beta"} and 1e-5 <= t.params["softadapt_beta"] <= 1e-1
                for t in study.trials)
+
+
+def test_a_softadapt_search_tunes_beta_inside_the_latent_term_when_given_its_range(tmp_path, fake_training, capsys):
+    assert cli(tmp_path, "search", "--family", "vq-vae", "--config", "1", "--method", "baseline", "--softadapt",
+               "--range", "beta=0.1:1", "--trials", "2", *SMALL) == 0
+    study = load(tmp_path, "search-vq-vae-1-baseline-softadapt")
+    assert all(set(t.params) == {"softadapt_beta", "beta"} and 0.1 <= t.params["beta"] <= 1 for t in study.trials)
+    settings = SearchSettings.from_dict(study.user_attrs["settings"])
+    trained = configuration_for(settings, study.trials[0].params)
+    assert trained.balance.softadapt and trained.balance.beta == study.trials[0].params["beta"]
+    assert trained.id.endswith(f"/beta={study.trials[0].params['beta']:g}") and "/softadapt(b=" in trained.id
+    # without the range it is not searched, and the error for a parameter it has not says how
+    with pytest.raises(ValueError, match=r"it tunes: softadapt_beta \(and beta, given its range\)$"):
+        SearchSettings("vq-vae", 1, "baseline", softadapt=True, ranges={"w1": ParamRange(1, 2)})
 
 
 @pytest.mark.parametrize("family, refused", [("vq-vae", True), ("vae", False)])

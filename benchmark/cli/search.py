@@ -21,7 +21,8 @@ searched parameters and default ranges (one trial = one k-fold cross-validation)
   w1, w2          multidecoder only          0.1 .. 10, log-uniform
   beta            every method, no SoftAdapt 0.1 .. 10, log-uniform: a Gaussian VAE's KL weight;
                                              0.025 .. 2.5, log-uniform: a VQ-VAE's commitment weight
-  softadapt_beta  with --softadapt           1e-5 .. 1e-1, log-uniform (W1, W2, beta stay at defaults)
+  softadapt_beta  with --softadapt           1e-5 .. 1e-1, log-uniform (W1, W2 stay at defaults, and beta
+                                             unless given a --range: it is inside the latent term)
 override with --range NAME=LOW:HIGH[:log|linear], e.g. --range exponent=10:60:linear
 
 The objective is the mean validation recon (per-pixel MSE) over the folds; with
