@@ -325,6 +325,10 @@ def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
     fail on a unique constraint or an existing table, and succeed once the winner is done.
     """
     url = storage_driver_url(url)
+    if in_memory(url):
+        raise StoreError(f"storage {url!r} is an in-memory SQLite database, which each connection (each worker, "
+                         "each heartbeat) sees empty and which is gone when the run ends: give a file, e.g. "
+                         "sqlite:///studies/mine.db")
     for attempt in range(5):
         try:
             return _open_storage_once(url, config)
@@ -333,6 +337,15 @@ def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def in_memory(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///``, ``:memory:``)."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL: opening it says why
+        return False
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:

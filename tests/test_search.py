@@ -589,6 +589,16 @@ def test_unreachable_storage_is_one_line(tmp_path, capsys):
     assert "cannot open storage" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_storage_is_refused_before_anything_trains(tmp_path, capsys, url):
+    # each connection (a worker, the heartbeat thread) would see its own empty database
+    assert search_cli(tmp_path, "--trials", "1", "--storage", url) == 2
+    assert "in-memory SQLite database" in one_line_error(capsys)
+    assert cli(tmp_path, "run", "--suite", "smoke", "--quiet", "--storage", url) == 2
+    assert "in-memory SQLite database" in one_line_error(capsys)
+    assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.db"))
+
+
 def test_parse_range_and_defaults():
     assert parse_range("exponent=10:60") == ("exponent", parse_range("exponent=10:60:log")[1])
     assert not parse_range("exponent=5:80:linear")[1].log
