@@ -167,14 +167,21 @@ def caveats(suite: SuiteResults) -> list[str]:
                      "its units already done are kept).")
     notes += [note for note in (_pairing_note(suite), _diverged_note(suite)) if note]
     epochs = meta.get("epochs")
-    kept = done["best_epoch"].dropna()
-    last = int((kept == epochs).sum()) if epochs else 0
-    if len(kept) and 2 * last > len(kept):
+    # Per model config: one family still improving must not hide behind another that converged.
+    kept = {f"{family}/{config}": rows.dropna() for (family, config), rows in
+            done.groupby(["family", "config"], sort=False)["best_epoch"]} if epochs else {}
+    unconverged = {model: folds for model, folds in kept.items() if 2 * int((folds == epochs).sum()) > len(folds)}
+    if unconverged:
+        last = sum(int((folds == epochs).sum()) for folds in unconverged.values())
+        folds = sum(len(folds) for folds in unconverged.values())
+        every = len(unconverged) == sum(len(folds) > 0 for folds in kept.values())
+        which = "" if every else f" of {' and '.join(unconverged)}"
         why = ("the folds trained one epoch" if epochs == 1 else
-               f"{last} of {len(kept)} folds kept their last epoch ({epochs}): the validation loss was still falling "
-               "when training stopped")
-        notes.append(f"{why}, so the models are not converged and longer training (`--epochs`) would change these "
-                     "numbers; compare rows within this report, not with the thesis's table.")
+               f"{last} of {folds} folds{which} kept their last epoch ({epochs}): the validation loss was still "
+               "falling when training stopped")
+        notes.append(f"{why}, so {'the' if every else 'those'} models are not converged and longer training "
+                     "(`--epochs`) would change these numbers; compare rows within this report, not with the "
+                     "thesis's table.")
     if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
         # A results CSV does not record SoftAdapt's period: the suites train at BalanceConfig's.
         idle = idle_softadapt_note([BalanceConfig(softadapt=True)], int(done["n_train"].min()),

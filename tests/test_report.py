@@ -419,6 +419,13 @@ def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_r
             "at batch 32): its configurations keep uniform weights, so their rows measure uniform weighting")
     assert "## Caveats" in index and still in index and idle in index
     assert f"  caveat: {still}" in out and f"  caveat: {idle}" in out
+    # A model config still improving is named though the others converged and it is no majority of the suite.
+    converged = rows.assign(best_epoch=rows["best_epoch"].where(rows["family"] == "vae", 2))
+    write_report(write_suite(tmp_path / "mixed", converged, batch_size=4), "demo", tmp_path / "mixed-out", figures=False)
+    assert (rows["family"] == "vae").sum() * 2 <= len(rows)
+    assert (f"{(rows['family'] == 'vae').sum()} of {(rows['family'] == 'vae').sum()} folds of vae/1 kept their last "
+            "epoch (3): the validation loss was still falling when training stopped, so those models are not "
+            "converged") in (tmp_path / "mixed-out" / "index.md").read_text()
     # Methods without their baseline are not compared, and the report says why.
     write_report(write_suite(tmp_path / "alone", rows[rows["config_id"] != "vq-vae/1/baseline"], batch_size=4),
                  "demo", tmp_path / "alone-out", figures=False)
