@@ -137,6 +137,7 @@ class StudyRow:
     failed: int        # with a recorded reason (diverged)
     interrupted: int   # FAIL without a reason: Ctrl-C or a killed worker
     running: int
+    waiting: int       # not started: a suite's units yet to train, or a search's queued trials
     best: tuple[float, ...] | None
 
 
@@ -154,7 +155,7 @@ def list_studies(url: str | None) -> list[StudyRow]:
         ranked = [] if suite_of(study) else ranked_trials(study)
         rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
                              counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
-                             tuple(ranked[0].values) if ranked else None))
+                             counts["waiting"], tuple(ranked[0].values) if ranked else None))
     return rows
 
 
@@ -167,11 +168,11 @@ def format_study_list(rows: list[StudyRow], url: str | None) -> str:
         return f"no studies in {_place(url)}"
     width = max(len("study"), *(len(r.name) for r in rows))
     lines = [f"{'study':{width}}  {'direction(s)':20} {'complete':>8} {'pruned':>6} {'failed':>6} "
-             f"{'interrupted':>11} {'running':>7}  best"]
+             f"{'interrupted':>11} {'running':>7} {'waiting':>7}  best"]
     for r in rows:
         best = ", ".join(_number(v) for v in r.best) if r.best else "–"
         lines.append(f"{r.name:{width}}  {','.join(r.directions):20} {r.complete:8} {r.pruned:6} {r.failed:6} "
-                     f"{r.interrupted:11} {r.running:7}  {best}")
+                     f"{r.interrupted:11} {r.running:7} {r.waiting:7}  {best}")
     return "\n".join(lines)
 
 

@@ -129,7 +129,7 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     study = load(cwd)
     assert cli(cwd, "studies", "list") == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith(NAME))
-    assert line.split() == [NAME, "minimize", "3", "1", "0", "0", "0", f"{study.best_value:.6g}"]
+    assert line.split() == [NAME, "minimize", "3", "1", "0", "0", "0", "0", f"{study.best_value:.6g}"]
 
     assert cli(cwd, "studies", "show", NAME) == 0
     out = capsys.readouterr().out
@@ -147,10 +147,13 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
 def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys):
     (tmp_path / "studies").mkdir()
     for file, name in (("a", "zeta"), ("b", "alpha"), ("a", "mu")):
-        optuna.create_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / file}.db")
+        study = optuna.create_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / file}.db")
+    for unit in range(2):  # units not trained yet: a partial suite must not look finished
+        study.enqueue_trial({"unit": unit}, skip_if_exists=False)
     assert cli(tmp_path, "studies", "list") == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
-    assert [name for name in listed if name in ("alpha", "mu", "zeta")] == ["alpha", "mu", "zeta"]
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert [name for name in rows if name in ("alpha", "mu", "zeta")] == ["alpha", "mu", "zeta"]
+    assert rows["mu"][2:8] == ["0", "0", "0", "0", "0", "2"] and rows["zeta"][7] == "0"
 
 
 def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
@@ -467,8 +470,8 @@ def test_studies_list_and_show_tell_interrupted_from_failed_trials(tmp_path, cap
     assert cli(tmp_path, "studies", "list") == 0
     header, line = capsys.readouterr().out.splitlines()
     assert header.split() == ["study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
-                              "best"]
-    assert line.split() == [NAME, "minimize", "1", "1", "1", "1", "1", "0.5"]
+                              "waiting", "best"]
+    assert line.split() == [NAME, "minimize", "1", "1", "1", "1", "1", "0", "0.5"]
     assert cli(tmp_path, "studies", "show", NAME) == 0
     out = capsys.readouterr().out
     assert ("5 trials (complete 1, pruned 1, failed 1, interrupted 1, running 1, waiting 0)"
