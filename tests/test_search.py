@@ -465,6 +465,14 @@ def test_interrupted_trials_are_not_counted_as_failed(tmp_path):
     assert [counts_toward_budget(t) for t in trials] == [True, True, True, False, True]  # the same rule
 
 
+def test_studies_plot_of_a_study_without_a_complete_trial_is_an_error(tmp_path, capsys):
+    (tmp_path / "studies").mkdir()
+    study = optuna.create_study(study_name="c4", storage=f"sqlite:///{tmp_path / 'studies' / 'c4'}.db")
+    study.enqueue_trial({"beta": 1.0})
+    assert cli(tmp_path, "studies", "plot", "c4") == 2
+    assert one_line_error(capsys) == "error: study 'c4' has no complete trial: nothing to plot"
+
+
 def test_studies_list_and_show_tell_interrupted_from_failed_trials(tmp_path, capsys):
     interrupted_and_diverged_study(tmp_path)
     assert cli(tmp_path, "studies", "list") == 0

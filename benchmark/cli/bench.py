@@ -43,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--steps", type=int, default=20, help="timed training steps per run (default 20)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps before each run (default 3)")
     bench.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: CUDA when present)")
     bench.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="our training path's autocast: auto = bf16 on an Ampere or later GPU (default); the naive loop "
                             "stays float32")
@@ -57,7 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="time ours and naive this many times, alternating, and keep the best (default 1)")
     bench.add_argument("--peak-size", type=int, help="side of the square matmul for the peak (default 2048 on "
                                                      "CPU, 8192 on CUDA)")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=int, default=0, help="seed of the models' initial weights and of training "
+                                                         "(default 0; the figures hardly depend on it)")
     bench.add_argument("--no-naive", action="store_true", help="skip the naive reference loop")
     bench.add_argument("--ensemble", type=int, metavar="FOLDS", default=0,
                        help="also time FOLDS folds trained one by one against the same folds stacked as one "

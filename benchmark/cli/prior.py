@@ -36,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prior.add_argument("--samples", type=int, default=8,
                        help="images generated per configuration for the report's figures (default 8; 0: none)")
     prior.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
-    prior.add_argument("--results-dir", type=Path, default=Path("results"))
+    prior.add_argument("--results-dir", type=Path, default=Path("results"),
+                       help="where `run` exported the suite's results and weights (default results/)")
     prior.add_argument("--quiet", action="store_true", help="no progress bar")
     prior.set_defaults(handler=cmd_prior)
 

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
                                           "e.g. postgresql://user:pass@host/db to share work across machines")
-    parser.add_argument("--studies-dir", type=Path, default=Path("studies"), help="where SQLite studies live")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported")
+    parser.add_argument("--studies-dir", type=Path, default=Path("studies"), help="where SQLite studies live (default studies/)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported (default results/)")
     parser.add_argument("--artifacts-dir", type=Path,
                         help="where best-epoch weights go (default <results-dir>/<suite>/artifacts); a folder "
                              "every machine sees, when machines keep their own --results-dir")
@@ -52,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                                  "(scikit-learn RepeatedKFold; default 1)")
     run.add_argument("--seed", type=int, help="override the suite seed (folds and per-unit seeds)")
     run.add_argument("--limit", type=int, help="use at most this many training images")
-    run.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    run.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the suite's, auto: CUDA when present)")
     run.add_argument("--precision", choices=PRECISIONS,
                      help="bf16 autocast for training: auto = on an Ampere or later GPU (default), or as the study "
                           "already trains; bf16 also on a CPU with AVX-512 BF16 or AMX (faster there, different "

@@ -63,7 +63,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="recon (default), latent or recon_cond; several, e.g. recon,latent, for a Pareto front")
     search.add_argument("--range", action="append", default=[], metavar="NAME=LOW:HIGH[:log|linear]",
                         help="override a parameter's range (repeatable)")
-    search.add_argument("--trials", type=int, default=50, help="trials the study should have in total (default 50)")
+    search.add_argument("--trials", type=int, default=50, help="trials the study should have in total (default 50); with --workers N "
+                        "up to N-1 more, as workers racing for the last trial each start one")
     search.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     search.add_argument("--pruner", default="median", help="median (default) | none")
     search.add_argument("--pruner-startup", type=int, default=5,
@@ -78,7 +79,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3, as the full suite)")
     search.add_argument("--folds", type=int, default=5, help="folds per trial (default 5)")
     search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
-    search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: CUDA when present)")
     search.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="bf16 autocast for training: auto = on an Ampere or later GPU (default), or as the "
                              "study already trains; bf16 also on a CPU with AVX-512 (refused without it)")
@@ -104,7 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     show.add_argument("name", help="study name (see `studies list`)")
     plot = actions.add_parser("plot", help="Optuna's plots as PNG and PDF files in reports/studies/NAME/")
     plot.add_argument("name", help="study name (see `studies list`)")
-    plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="folder for the plot folders")
+    plot.add_argument("--out", type=Path, default=Path("reports/studies"), help="where the study's folder of plots goes (default reports/studies/, so reports/studies/<name>/)")
     for parser, handler in ((listing, cmd_list), (show, cmd_show), (plot, cmd_plot)):
         # SUPPRESS: given before or after the action, and not reset by the action's default
         parser.add_argument("--storage", default=argparse.SUPPRESS,
@@ -185,8 +186,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     study = load_existing_study(args.storage, args.name)
     written, notes = plot_study(study, plot_dir(args.out, args.name))
+    if not written:  # e.g. no complete trial yet: nothing asked for was made
+        raise ValueError("; ".join(notes) or f"nothing to plot in study {args.name!r}")
     for line in notes:
         print(f"note: {line}", file=sys.stderr)
     for path in written:
         print(path)
-    return 0 if written else 1
+    return 0
