@@ -364,12 +364,19 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
 def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) -> list[str]:
     """A note for each study that searched with other training than ``suite`` gets: its best
     parameters were chosen for that training, and need not be the best for this one."""
-    here = {"dataset": suite.dataset, "limit": suite.limit, "epochs": suite.train.epochs,
+    from benchmark.train import resolve_device
+
+    here = {"dataset": suite.dataset, "limit": suite.limit, "folds": suite.folds, "epochs": suite.train.epochs,
             "batch_size": suite.train.batch_size, "lr": suite.train.lr}
+    try:  # a search stores the precision it trained in, as this run will
+        here["precision"] = suite.train.effective_precision(resolve_device(suite.train.device))
+    except ValueError:  # a device not here: the run refuses it, and says so
+        pass
     notes = []
     for name in study_names:
         there = asdict(study_settings(load_existing_study(storage_url, name)))
-        differ = [key for key, value in here.items() if there[key] != value]
+        # A study made before precision was stored trained as "auto" did: not knowable here.
+        differ = [key for key, value in here.items() if there[key] != value and there[key] != "auto"]
         if differ:
             changes = ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in differ)
             flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)

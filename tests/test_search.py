@@ -22,7 +22,7 @@ from benchmark.search_space import ParamRange, SearchSettings, configuration_for
 from benchmark.storage import status_counts, stored_attr, trial_status
 from benchmark.studies import best_configurations, file_name, study_settings, tuning_notes
 from benchmark.suites import get_suite
-from benchmark.train import DivergedError, FoldResult
+from benchmark.train import DivergedError, FoldResult, resolve_device
 
 NAME = "search-vae-1-single-gaussian"
 SMALL = ["--limit", "200", "--epochs", "1", "--folds", "5", "--device", "cpu", "--quiet"]
@@ -220,6 +220,13 @@ def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that
     assert "(lr 0.00012345678 → 0.001)" in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
     monkeypatch.setattr("benchmark.studies.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
     assert tuning_notes(["s"], "sqlite:///x.db", suite) == []
+    # fewer folds train on fewer images; another precision is other training too ("auto": made before it was stored)
+    here = suite.train.effective_precision(resolve_device("auto"))
+    there = {"fp32": "bf16", "bf16": "fp32"}[here]
+    monkeypatch.setattr("benchmark.studies.study_settings",
+                        lambda study: replace(searched, limit=None, epochs=100, lr=1e-3, folds=2, precision=there))
+    assert (f"(folds 2 → 5, precision {there} → {here}); its best parameters were chosen for that training. A search "
+            f"with --folds 5 --precision {here}, under") in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
 
 
 def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
