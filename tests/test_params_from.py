@@ -134,3 +134,19 @@ def test_a_study_that_is_no_search_is_refused_listing_the_search_studies_only(tm
     url = f"sqlite:///{studies / 'smoke.db'}"
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--search-storage", url, "--quiet") == 2
     assert one_line_error(capsys) == f"error: {searches}: no study 'nope' in {url}; available: none"
+
+
+def test_a_run_tuned_from_other_studies_is_not_filed_over_the_last_tuned_run(tmp_path, capsys):
+    # Both default to `<suite>-tuned`: the second export would drop the first run's tuned rows.
+    for name in ("a", "b"):
+        searched(tmp_path / "studies", name, SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "b", "--quiet") == 2
+    assert one_line_error(capsys) == (
+        "error: 'tuned-tuned' holds the run tuned from a (results/tuned-tuned.csv); this one takes b: give it a "
+        "--name of its own, or its export would replace that run's results")
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0  # the same: resumes
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "b", "--name", "tuned-b", "--quiet") == 0
+    assert set(pd.read_csv(tmp_path / "results" / "tuned-b.csv")["params_from"].dropna()) == {"b"}

@@ -113,12 +113,28 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
                          "a suite file's run is filed under the file's `name`)")
     if args.name in builtin_suites() and args.name != suite.name:
         raise ValueError(f"--name {args.name} is a built-in suite's name; give the run a name of its own")
+    if args.params_from and not args.name:
+        _check_tuned_from_the_same(suite, set(args.params_from), store_config(args))
     suite = suite.override(name=args.name)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
 
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
         raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
     return suite, notes
+
+
+def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConfig) -> None:
+    """Refuse to file a run under ``<suite>-tuned`` that holds a run tuned from other studies: the
+    later export would replace the earlier run's results."""
+    try:
+        earlier = json.loads((store.results_dir / f"{suite.name}_meta.json").read_text()).get("params_from") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    before = set(earlier.values()) if isinstance(earlier, dict) else set()
+    if before and before != studies:
+        raise ValueError(f"{suite.name!r} holds the run tuned from {', '.join(sorted(before))} "
+                         f"({store.results_dir / suite.name}.csv); this one takes {', '.join(sorted(studies))}: give "
+                         "it a --name of its own, or its export would replace that run's results")
 
 
 def checked(suite: Suite, given: str) -> Suite:
