@@ -135,8 +135,13 @@ def footnote(table: pd.DataFrame) -> str:
 
 
 def comparison_note(table: pd.DataFrame) -> str:
-    """The comparison tables' note; with the selection-bias caveat when a row's parameters were tuned."""
-    return COMPARISON_NOTE + (TUNED_NOTE if _tuned(table) else "")
+    """The comparison tables' note; with the selection-bias caveat when a row's parameters were tuned,
+    and the baselines that train with parameters of their own (their rows are not in the comparison)."""
+    own = table[(table["method"] == "baseline") & (table["parameters"] != "–")]
+    baselines = "; ".join(f"{row.model} {row.config}: {row.parameters}" for row in own.itertuples())
+    return (COMPARISON_NOTE + (TUNED_NOTE if _tuned(table) else "")
+            + (f" Baselines with parameters of their own ({baselines}): a difference from one mixes the method's "
+               "effect with those parameters'." if baselines else ""))
 
 
 def _tex_number(text: str) -> str:

@@ -720,6 +720,13 @@ def test_the_tables_warn_that_a_tuned_rows_test_is_optimistic(rows):
     assert "optimistic" in comparison_markdown(comparison_cells(table), comparison_note(table))
     assert "optimistic" in comparison_latex(comparison_cells(table), "demo", comparison_note(table))
     assert "optimistic" not in comparison_markdown(comparison_cells(plain), comparison_note(plain))
+    assert "Baselines with" not in comparison_note(plain)
+    # A tuned baseline is not a comparison's row, so the note names it: its differences mix two effects.
+    baseline = (rows["method"] == "baseline") & (rows["family"] == "vae")
+    tuned = rows.assign(params_from=np.where(baseline, "search-b", ""), beta=np.where(baseline, 0.146, rows["beta"]))
+    note = comparison_note(build_table(SuiteResults("demo", tuned, None, {"folds": FOLDS})))
+    assert ("Baselines with parameters of their own (Gaussian VAE 1: W₁=1, β=0.146, tuned): a difference from one "
+            "mixes the method's effect with those parameters'.") in note
 
 
 def test_a_comparison_of_one_pair_has_no_interval(rows):
