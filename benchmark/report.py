@@ -448,7 +448,9 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         if data.history is not None and not data.history.empty:
             files += validation_curves(data.history, data.results, directory)
         else:
-            warnings.append(f"no {suite}_history.csv: validation curves skipped")
+            history = Path(results_dir) / f"{suite}_history.csv"
+            warnings.append(f"{'no validation history in' if history.is_file() else 'no'} {history.name}: "
+                            "validation curves skipped")
         if images is None and "dataset" in data.meta:
             try:
                 images = run_dataset(data.meta).test[:TEST_IMAGES]

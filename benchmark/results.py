@@ -93,8 +93,11 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         results = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         results = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path} is not a results CSV: {str(error).strip().splitlines()[0]}") from None
     if results.empty:
-        raise ReportError(f"suite {suite!r} has no results yet ({path} is empty)")
+        raise ReportError(f"suite {suite!r} has no results yet ({path} "
+                          f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
     absent = [c for c in REQUIRED if c not in results.columns]
     if absent:
         raise ReportError(f"{path} lacks the columns {', '.join(absent)}; is it a results export?")
@@ -134,7 +137,10 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     meta.setdefault("repeats", 1)
     meta.setdefault("configurations", list(pd.unique(results["config_id"])))
     history_path = results_dir / f"{suite}_history.csv"
-    history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
+    try:  # the curves are drawn without it, and the report says so
+        history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
+    except (pd.errors.ParserError, UnicodeDecodeError):
+        history = None
     return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
 
 

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli
+from conftest import cli, one_line_error
 from PIL import Image
 
 from benchmark.export import load_checkpoint
@@ -127,6 +127,25 @@ def test_report_of_every_suite_skips_one_with_nothing_done_yet(smoke_run, tmp_pa
     (results / "smoke.csv").unlink()
     assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 2
     assert "nothing to report" in capsys.readouterr().err
+
+
+def test_broken_result_files_are_named_for_what_is_wrong_with_them(smoke_run, tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(smoke_run / "results", results, ignore=shutil.ignore_patterns("smoke", "*.pt"))
+    (results / "smoke_history.csv").write_text('config_id,fold,epoch\n"unclosed,0,1\n')
+    assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-checkpoints") == 0
+    assert ("warning: no validation history in smoke_history.csv: validation curves skipped"
+            in capsys.readouterr().out)
+    (results / "smoke.csv").write_text("config_id,family\n")  # a header alone
+    assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-figures") == 2
+    assert one_line_error(capsys).endswith("smoke.csv holds no rows)")
+    (results / "smoke.csv").write_bytes(b"\xff\xfe\x00garbage")
+    assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-figures") == 2
+    assert "smoke.csv is not a results CSV" in one_line_error(capsys)
+    # every suite skipped, for a reason of its own: the last line does not claim there was no unit done
+    assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: nothing to report: every suite in {results}/ was skipped (why: above)")
 
 
 def test_an_output_folder_that_is_a_file_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):

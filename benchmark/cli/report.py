@@ -72,5 +72,5 @@ def cmd_report(args: argparse.Namespace) -> int:
         for warning in summary.warnings:
             print(f"  warning: {warning}")
     if len(skipped) == len(suites):
-        raise ReportError(f"nothing to report: no suite in {args.results_dir}/ has a completed unit yet")
+        raise ReportError(f"nothing to report: every suite in {args.results_dir}/ was skipped (why: above)")
     return 0
