@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import sys
 import time
@@ -191,6 +192,12 @@ class _Objective:
         return means if settings.multi_objective else means[0]
 
 
+def best_text(study: optuna.Study) -> str:
+    """The best value so far, as the progress bar shows it."""
+    best = best_trial(study)
+    return "–" if best is None else f"{best.values[lead_objective(study)]:.4g}"
+
+
 def _work(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
           position: int = 0, images=None) -> None:
     """One worker: start trials until the budget is used up or the timeout has passed; Ctrl-C and
@@ -216,6 +223,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
     bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
                desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
     objective = _Objective(settings, options, images, bar, interrupts)
+    objective.best = best_text(study)  # a study resumed has one already
     deadline = time.monotonic() + options.timeout if options.timeout else math.inf
     first_look = True
     try:
@@ -245,8 +253,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
                         raise
                     bar.write(taken_over_message(f"trial #{objective.number}", grace_for(options.heartbeat)),
                               file=sys.stderr)
-                best = best_trial(study)
-                objective.best = "–" if best is None else f"{best.values[lead_objective(study)]:.4g}"
+                objective.best = best_text(study)
                 bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now
             elif any(t.state == TrialState.RUNNING for t in trials):
                 # Running elsewhere, or on a worker that died: wait to know, and retry its trial if it died.
@@ -277,6 +284,8 @@ class SearchSummary:
     seconds: float
     failed: list[FrozenTrial] = field(default_factory=list)  # failed with a reason: user attribute ``error``
     worker_failures: int = 0  # worker processes that stopped with an error (it is on their stderr)
+    workers_killed: list[str] = field(default_factory=list)  # the signals that killed worker processes
+    to_go: int = 0  # trials still to start before the study has --trials
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -331,13 +340,13 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} on {settings.dataset}"
               f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
               f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
-    worker_failures = 0
+    worker_failures, killed = 0, []
 
     def summary() -> SearchSummary:
         trials = study.get_trials()
         return SearchSummary(name, storage_url, status_counts(trials), best_trial(study),
                              time.perf_counter() - started, [t for t in trials if trial_status(t) == "failed"],
-                             worker_failures)
+                             worker_failures, killed, max(0, options.trials - budget_used(study)))
 
     used = budget_used(study)
     # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over): say so, also with --quiet.
@@ -351,7 +360,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         else:
             processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i)
                                                        for i in range(options.workers)])
-            worker_failures = sum(process.exitcode != 0 for process in processes)
+            worker_failures = sum(process.exitcode > 0 for process in processes)  # a traceback on stderr
+            killed = [signal.Signals(-process.exitcode).name for process in processes if process.exitcode < 0]
     except KeyboardInterrupt:
         raise SearchInterrupted(summary()) from None
     return summary()

@@ -306,6 +306,21 @@ def fake_training(monkeypatch):
                         lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(20, 1, 32, 32)))
 
 
+@pytest.mark.parametrize("trials, code", [(2, 0), (3, 1)])
+def test_a_killed_worker_is_named_by_its_signal_and_fails_the_search_only_with_trials_to_go(
+        tmp_path, fake_training, monkeypatch, capsys, trials, code):
+    def workers(target, args):  # worker 0 trains two trials here; worker 1 was killed by SIGKILL
+        settings, url, name, options, _ = args[0]
+        benchmark.search._work(settings, url, name, replace(options, trials=2), 0, torch.zeros(20, 1, 32, 32))
+        return [SimpleNamespace(exitcode=0), SimpleNamespace(exitcode=-9)]
+
+    monkeypatch.setattr("benchmark.search.run_workers", workers)
+    assert search_cli(tmp_path, "--trials", str(trials), "--workers", "2") == code
+    err = capsys.readouterr().err
+    assert "1 of 2 worker processes were killed (SIGKILL)" in err and "messages above" not in err
+    assert ("which has 1 trial to go: run the same command again" in err) == (code == 1)
+
+
 def test_ctrl_c_prints_where_the_search_stands(tmp_path, fake_training, monkeypatch, capsys):
     train_fold, calls = benchmark.train.train_fold, []
 
