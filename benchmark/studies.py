@@ -284,9 +284,34 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
                 notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
                 continue
         figure = np.ravel(axes)[0].figure
+        _legible(figure, name, names[lead])
         written += save_figure(figure, out_dir / name)
         plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
     return written, notes
+
+
+def _legible(figure, plot: str, objective: str) -> None:
+    """Optuna's figure ``plot`` made readable: a log axis under two decades labels 1, 2 and 5 of each
+    decade as plain numbers (matplotlib's minor labels, 2×10⁻¹ 3×10⁻¹ …, run into each other), and
+    the intermediate values are named as what they are: after each fold, the running mean of the
+    folds' validation values, which the pruner compares."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            low, high = sorted(axis.get_view_interval())
+            subs = (1.0, 2.0, 5.0) if low > 0 and high / low < 100 else (1.0,)
+            axis.set_major_locator(LogLocator(base=10, subs=subs))
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.set_minor_formatter(NullFormatter())
+    if plot == "intermediate":
+        ax = figure.axes[0]
+        ax.set_title("Each trial's running mean over its folds (what the pruner compares)")
+        ax.set_xlabel("fold")
+        ax.set_ylabel(f"mean validation {objective} so far")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_dir(root: Path, study_name: str) -> Path:

@@ -711,3 +711,19 @@ def test_studies_list_of_a_sqlite_file_that_is_not_there_is_an_error(tmp_path, c
     assert cli(tmp_path, "studies", "list", "--storage", url) == 2
     assert one_line_error(capsys) == f"error: no SQLite file {tmp_path / 'typo' / 'x.db'} (from --storage {url})"
     assert not (tmp_path / "typo").exists()
+
+
+def test_the_log_axes_of_optuna_plots_label_plain_numbers_that_do_not_run_together():
+    import matplotlib.pyplot as plt
+
+    from benchmark.studies import _legible
+
+    figure, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.plot([0.15, 0.9], [1, 2])
+    ax.set_xlim(0.15, 0.9)  # under a decade: matplotlib labelled 2×10⁻¹, 3×10⁻¹, … 9×10⁻¹ side by side
+    _legible(figure, "slice", "recon")
+    figure.canvas.draw()
+    shown = [(t.get_position()[0], t.get_text()) for t in ax.get_xticklabels(which="both") if t.get_text()]
+    assert [text for x, text in shown if 0.15 <= x <= 0.9] == ["0.2", "0.5"]
+    plt.close(figure)
