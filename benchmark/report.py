@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
+COLLAPSED_CODEBOOK = 0.1  # a codebook used at a perplexity under this share of its codes gets a caveat
 STEADY_PAIRS = 5  # the default folds: a comparison on fewer paired folds gets a caveat
 SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
 OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
@@ -182,12 +184,37 @@ def caveats(suite: SuiteResults) -> list[str]:
         notes.append(f"{why}, so {'the' if every else 'those'} models are not converged and longer training "
                      "(`--epochs`) would change these numbers; compare rows within this report, not with the "
                      "thesis's table.")
+    if suite.prior is not None:
+        notes += _prior_notes(suite.prior)
     if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
         # A results CSV does not record SoftAdapt's period: the suites train at BalanceConfig's.
         idle = idle_softadapt_note([BalanceConfig(softadapt=True)], int(done["n_train"].min()),
                                    int(meta["batch_size"]), int(epochs))
         if idle:
             notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
+    return notes
+
+
+def _prior_notes(prior: pd.DataFrame) -> list[str]:
+    """Caveats on the prior NLL column: priors still improving at their last epoch, and codebooks
+    used at a small fraction of their codes (few codes are easy to predict: a low NLL there says
+    little of the prior)."""
+    notes = []
+    if {"best_epoch", "epochs"} <= set(prior):
+        last = prior[prior["best_epoch"] >= prior["epochs"]]
+        if len(last):
+            notes.append(f"{len(last)} of {len(prior)} priors kept their last epoch "
+                         f"({', '.join(sorted({f'{e:g}' for e in last['epochs']}))}): their NLL was still falling "
+                         "when training stopped, so longer prior training (`prior --epochs`) would lower it.")
+    if {"code_perplexity", "uniform_nats"} <= set(prior):
+        codes = np.exp(prior["uniform_nats"])  # a uniform prior's NLL is ln K
+        narrow = prior[prior["code_perplexity"] < COLLAPSED_CODEBOOK * codes]
+        if len(narrow):
+            listed = ", ".join(f"{row.config_id} ({row.code_perplexity:.1f} of {k:.0f})"
+                               for row, k in zip(narrow.itertuples(), codes[narrow.index]))
+            notes.append(f"codebooks used at a perplexity under {COLLAPSED_CODEBOOK:.0%} of their codes: {listed}; "
+                         "few codes in use are easy to predict, so a low prior NLL there does not mean a better "
+                         "prior: compare priors together with their perplexities.")
     return notes
 
 

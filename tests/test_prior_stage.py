@@ -32,6 +32,7 @@ from benchmark.prior_stage import (
     select_targets,
     training_pool,
 )
+from benchmark.report import _prior_notes
 from benchmark.results import read_prior, safe_name
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
@@ -144,6 +145,25 @@ def test_generation_runs_on_the_gpu(prior_run):
     codes, images = generate(model, prior, 6, seed=0)
     assert codes.shape == (6, CODE_SIDE, CODE_SIDE) and int(codes.max()) < K
     assert 0 <= float(images.min()) and float(images.max()) <= 1
+
+
+def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(prior_run, capsys):
+    prior = read(prior_run, "smoke_prior.csv")
+    assert cli(prior_run, "report", "--suite", "smoke", "--no-figures") == 0
+    out = capsys.readouterr().out
+    last = prior[prior["best_epoch"] == 2]  # FAST trains the priors 2 epochs
+    assert (f"{len(last)} of {len(prior)} priors kept their last epoch (2): their NLL was still falling" in out) \
+        == bool(len(last))
+    narrow = prior[prior["code_perplexity"] < 0.1 * K]
+    for row in narrow.itertuples():
+        assert f"{row.config_id} ({row.code_perplexity:.1f} of {K})" in out
+    assert ("codebooks used at a perplexity under 10% of their codes" in out) == bool(len(narrow))
+    # by hand: one prior stopped improving, one codebook in full use, one collapsed
+    table = pd.DataFrame({"config_id": ["a", "b", "c"], "best_epoch": [3, 1, 2], "epochs": [3, 3, 3],
+                          "code_perplexity": [60.0, 100.0, 4.2], "uniform_nats": [math.log(K)] * 3})
+    notes = _prior_notes(table)
+    assert notes[0].startswith("1 of 3 priors kept their last epoch (3)")
+    assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[1] and len(notes) == 2
 
 
 def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
