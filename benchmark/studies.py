@@ -14,7 +14,9 @@ rerun trains another in its place.
 
 from __future__ import annotations
 
+import json
 import math
+import shlex
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,9 +87,25 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
     if name not in names:
         if url is None:
             names = sorted({n for file in study_files() for n in study_names(file)})
+            elsewhere = recorded_storage(name)
+            if elsewhere:  # e.g. a run with --studies-dir
+                raise ValueError(f"no study {name!r} in {_place(url)}; the run that exported it recorded it in "
+                                 f"{elsewhere}: add --storage {shlex.quote(elsewhere)}")
         available = ", ".join(names) if names else "none"
         raise ValueError(f"no study {name!r} in {_place(url)}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def recorded_storage(study_name: str, results_dir: Path = Path("results")) -> str | None:
+    """The storage a run's export under ``results_dir`` records for ``study_name``, or None."""
+    for path in sorted(results_dir.glob("*_meta.json")):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("study") == study_name and meta.get("storage"):
+            return str(meta["storage"])
+    return None
 
 
 def objective_names(study: optuna.Study) -> list[str]:

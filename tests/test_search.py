@@ -611,6 +611,16 @@ def test_unknown_study_lists_the_available_ones(searched, capsys):
         assert f"available: {NAME}" in one_line_error(capsys)
 
 
+def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
+    assert cli(tmp_path, "run", "--suite", "smoke", "--name", "alt1", "--limit", "100", "--epochs", "1", "--folds", "2",
+               "--studies-dir", "alt", "--quiet") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "show", "suite-alt1") == 2
+    assert one_line_error(capsys) == ("error: no study 'suite-alt1' in studies/; the run that exported it recorded it "
+                                      "in sqlite:///alt/alt1.db: add --storage sqlite:///alt/alt1.db")
+    assert cli(tmp_path, "studies", "show", "suite-alt1", "--storage", "sqlite:///alt/alt1.db") == 0
+
+
 def test_unreachable_storage_is_one_line(tmp_path, capsys):
     url = "postgresql://nobody@127.0.0.1:1/x"
     for args in (["studies", "list", "--storage", url], ["studies", "show", "x", "--storage", url]):
