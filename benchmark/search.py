@@ -301,7 +301,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials; in
     ``storage_url``, by default the study's own SQLite file (``studies.default_storage``)."""
-    from benchmark.data import limit_note, load_dataset
+    from benchmark.data import limit_note, load_dataset, unused_source_note
     from benchmark.train import agreed_precision, training_device
 
     started = time.perf_counter()
@@ -326,7 +326,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
-    for line in (precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note):
+    for line in (precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
+                 unused_source_note(settings.dataset, options.data_root, options.download)):
         if line:
             print(line, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":

@@ -346,6 +346,8 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
     (["--suite", "smoke", "--seed", "-1"], "seed must be >= 0, got -1"),
+    (["--suite", "smoke", "--storage", "sqlite:///x.db", "--studies-dir", "zzz"],
+     "--studies-dir is where SQLite studies go without --storage: give one or the other"),
     (["--suite", "smoke", "--name", "s16", "--precision", "bf16", "--fold-parallel", "on"],
      "not stacked on a CPU" if native_bf16(torch.device("cpu")) else "has no bfloat16 kernels"),
 ])
@@ -619,8 +621,11 @@ def test_a_limit_above_the_dataset_says_that_all_images_are_used(tmp_path, capsy
     (tmp_path / "all.toml").write_text('name = "all"\ndataset = "digits"\nlimit = 100000\nfolds = 2\n[train]\n'
                                        'epochs = 1\n[[configurations]]\nfamily = "vq-vae"\nconfig = 1\n'
                                        'method = "baseline"\n')
-    assert run_cli(tmp_path, "--suite", "all.toml", "--heartbeat", "1") == 0
-    assert "note: limit 100,000 is more than the 1,438 training images of digits" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--suite", "all.toml", "--heartbeat", "1", "--data-root", "nowhere") == 0
+    err = capsys.readouterr().err
+    assert "note: limit 100,000 is more than the 1,438 training images of digits" in err
+    assert ("note: --data-root not used: digits ships with the package (mnist, cifar10, celeba come from "
+            "--data-root)") in err
     assert pd.read_csv(tmp_path / "results" / "all.csv")[["n_train", "n_val"]].sum(axis=1).eq(1_438).all()
 
 

@@ -621,6 +621,12 @@ def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
     assert cli(tmp_path, "studies", "show", "suite-alt1", "--storage", "sqlite:///alt/alt1.db") == 0
 
 
+def test_a_pruner_startup_without_the_median_pruner_is_refused(tmp_path, capsys):
+    assert search_cli(tmp_path, "--pruner", "none", "--pruner-startup", "3") == 2
+    assert one_line_error(capsys) == ("error: --pruner-startup sets when the median pruner starts; this search has "
+                                      "--pruner none")
+
+
 def test_unreachable_storage_is_one_line(tmp_path, capsys):
     url = "postgresql://nobody@127.0.0.1:1/x"
     for args in (["studies", "list", "--storage", url], ["studies", "show", "x", "--storage", url]):

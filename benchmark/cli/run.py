@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
                                           "e.g. postgresql://user:pass@host/db to share work across machines")
-    parser.add_argument("--studies-dir", type=Path, default=Path("studies"), help="where SQLite studies live (default studies/)")
+    parser.add_argument("--studies-dir", type=Path, help="where SQLite studies live without --storage (default studies/)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported (default results/)")
     parser.add_argument("--artifacts-dir", type=Path,
                         help="where best-epoch weights go (default <results-dir>/<suite>/artifacts); a folder "
@@ -30,7 +30,9 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
-    return StoreConfig(storage=args.storage, studies_dir=args.studies_dir, results_dir=args.results_dir,
+    if args.storage and args.studies_dir:
+        raise ValueError("--studies-dir is where SQLite studies go without --storage: give one or the other")
+    return StoreConfig(storage=args.storage, studies_dir=args.studies_dir or Path("studies"), results_dir=args.results_dir,
                        # Absolute: the results record where each checkpoint is, for `report` run elsewhere.
                        artifacts_dir=args.artifacts_dir.absolute() if args.artifacts_dir else None,
                        heartbeat_interval=getattr(args, "heartbeat", 10),
@@ -92,7 +94,7 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
         if command := recorded_command(args.suite, store_config(args)):
             raise ValueError(f"{err}. There is a run filed under {args.suite!r}; to go on with it, run the command "
                              f"it recorded: {command}") from None
-        if (args.studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
+        if (store_config(args).studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
             raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named by --name or "
                              "--params-from goes on with the command that started it (its --suite, options, "
                              "--params-from and --name)") from None
@@ -116,11 +118,12 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
     if args.params_from and not args.name:
         _check_tuned_from_the_same(suite, set(args.params_from), store_config(args))
     suite = suite.override(name=args.name)
-    from benchmark.data import DATASET_NAMES, FOLDER_PREFIX
+    from benchmark.data import DATASET_NAMES, FOLDER_PREFIX, unused_source_note
 
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
         raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
-    return suite, notes
+    unused = unused_source_note(suite.dataset, args.data_root, args.download)
+    return suite, notes + ([unused] if unused else [])
 
 
 def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConfig) -> None:

@@ -67,7 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "up to N-1 more, as workers racing for the last trial each start one")
     search.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     search.add_argument("--pruner", default="median", help="median (default) | none")
-    search.add_argument("--pruner-startup", type=int, default=5,
+    search.add_argument("--pruner-startup", type=int,
                         help="complete trials before the median pruner may prune (default 5)")
     search.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | mnist | cifar10 | celeba | folder:PATH")
     search.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
@@ -128,8 +128,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from benchmark.search import SearchInterrupted, SearchOptions, run_search
 
     settings = _settings(args)
+    if args.pruner_startup is not None and args.pruner != "median":
+        raise ValueError(f"--pruner-startup sets when the median pruner starts; this search has --pruner {args.pruner}")
     options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
-                            pruner_startup=args.pruner_startup, workers=args.workers, device=args.device,
+                            pruner_startup=5 if args.pruner_startup is None else args.pruner_startup, workers=args.workers, device=args.device,
                             data_root=args.data_root, download=args.download, heartbeat=args.heartbeat,
                             show_progress=not args.quiet)
     try:

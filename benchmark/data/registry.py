@@ -18,6 +18,16 @@ FOLDER_PREFIX = "folder:"
 _ROOTED = ("mnist", "cifar10", "celeba")
 
 
+def unused_source_note(name: str, data_root: str | Path | None, download: bool) -> str | None:
+    """One line when ``--data-root`` or ``--download`` is given for a dataset that does not come
+    from there (mnist5k and digits ship with their packages; a folder is its own path), else None."""
+    if name in _ROOTED or not (data_root or download):
+        return None
+    given = " and ".join(flag for flag, on in (("--data-root", data_root), ("--download", download)) if on)
+    where = f"is read from {name[len(FOLDER_PREFIX):]}" if name.startswith(FOLDER_PREFIX) else "ships with the package"
+    return f"note: {given} not used: {name} {where} ({', '.join(_ROOTED)} come from --data-root)"
+
+
 def _choices() -> str:
     return ", ".join((*DATASET_NAMES, FOLDER_PREFIX + "PATH"))
 
