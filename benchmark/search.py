@@ -126,6 +126,19 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     return trial_status(trial) in ("complete", "pruned", "running", "failed")
 
 
+def settled(trials: list[FrozenTrial]) -> int:
+    """The trials that count toward the budget and are finished: a RUNNING one may be a killed worker's."""
+    return sum(counts_toward_budget(t) and t.state != TrialState.RUNNING for t in trials)
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; real-time signals have no name of their own."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def budget_used(study: optuna.Study) -> int:
     return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
 
@@ -285,7 +298,7 @@ class SearchSummary:
     failed: list[FrozenTrial] = field(default_factory=list)  # failed with a reason: user attribute ``error``
     worker_failures: int = 0  # worker processes that stopped with an error (it is on their stderr)
     workers_killed: list[str] = field(default_factory=list)  # the signals that killed worker processes
-    to_go: int = 0  # trials still to start before the study has --trials
+    to_go: int = 0  # trials still to finish before the study has --trials (a killed worker's are still RUNNING)
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -347,7 +360,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         trials = study.get_trials()
         return SearchSummary(name, storage_url, status_counts(trials), best_trial(study),
                              time.perf_counter() - started, [t for t in trials if trial_status(t) == "failed"],
-                             worker_failures, killed, max(0, options.trials - budget_used(study)))
+                             worker_failures, killed, max(0, options.trials - settled(trials)))
 
     used = budget_used(study)
     # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over): say so, also with --quiet.
@@ -362,7 +375,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
             processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i)
                                                        for i in range(options.workers)])
             worker_failures = sum(process.exitcode > 0 for process in processes)  # a traceback on stderr
-            killed = [signal.Signals(-process.exitcode).name for process in processes if process.exitcode < 0]
+            killed = [signal_name(-process.exitcode) for process in processes if process.exitcode < 0]
     except KeyboardInterrupt:
         raise SearchInterrupted(summary()) from None
     return summary()

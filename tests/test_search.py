@@ -17,7 +17,7 @@ from conftest import cli, one_line_error, stopped, worker_pids
 from optuna.trial import TrialState
 
 import benchmark.train
-from benchmark.search import counts_toward_budget
+from benchmark.search import counts_toward_budget, signal_name
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, stored_attr, trial_status
 from benchmark.studies import best_configurations, file_name, study_settings, tuning_notes
@@ -306,19 +306,23 @@ def fake_training(monkeypatch):
                         lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(20, 1, 32, 32)))
 
 
-@pytest.mark.parametrize("trials, code", [(2, 0), (3, 1)])
+@pytest.mark.parametrize("trials, left_running, code", [(2, False, 0), (3, False, 1), (2, True, 1)])
 def test_a_killed_worker_is_named_by_its_signal_and_fails_the_search_only_with_trials_to_go(
-        tmp_path, fake_training, monkeypatch, capsys, trials, code):
-    def workers(target, args):  # worker 0 trains two trials here; worker 1 was killed by SIGKILL
+        tmp_path, fake_training, monkeypatch, capsys, trials, left_running, code):
+    def workers(target, args):  # worker 0 trains its trials here; worker 1 was killed by SIGKILL
         settings, url, name, options, _ = args[0]
-        benchmark.search._work(settings, url, name, replace(options, trials=2), 0, torch.zeros(20, 1, 32, 32))
+        done = 1 if left_running else 2
+        benchmark.search._work(settings, url, name, replace(options, trials=done), 0, torch.zeros(20, 1, 32, 32))
+        if left_running:  # the killed worker's trial: RUNNING until a live worker or the next run fails it
+            optuna.load_study(study_name=name, storage=url).ask()
         return [SimpleNamespace(exitcode=0), SimpleNamespace(exitcode=-9)]
 
     monkeypatch.setattr("benchmark.search.run_workers", workers)
     assert search_cli(tmp_path, "--trials", str(trials), "--workers", "2") == code
     err = capsys.readouterr().err
     assert "1 of 2 worker processes were killed (SIGKILL)" in err and "messages above" not in err
-    assert ("which has 1 trial to go: run the same command again" in err) == (code == 1)
+    assert ("; 1 trial to go: run the same command again" in err) == (code == 1)
+    assert signal_name(9) == "SIGKILL" and signal_name(40) == "signal 40"  # real-time signals have no name
 
 
 def test_ctrl_c_prints_where_the_search_stands(tmp_path, fake_training, monkeypatch, capsys):

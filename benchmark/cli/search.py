@@ -143,10 +143,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 130
     _print_summary(summary, settings.objectives)
     if summary.workers_killed:  # no traceback to point to: say what stopped them
+        to_go = (f"; {summary.to_go} trial{'s' * (summary.to_go != 1)} to go: run the same command again"
+                 if summary.to_go else "")
         print(f"warning: {len(summary.workers_killed)} of {options.workers} worker processes were killed "
-              f"({', '.join(summary.workers_killed)}); a trial of theirs that the others did not take over is "
-              "trained again by the next run" + (f", which has {summary.to_go} trial{'s' * (summary.to_go != 1)} to go: run the same command "
-                                                   "again" if summary.to_go else ""), file=sys.stderr)
+              f"({', '.join(summary.workers_killed)}); a trial they left unfinished is trained again by a worker "
+              f"still running or by the next run{to_go}", file=sys.stderr)
     if summary.worker_failures:
         print(f"warning: {summary.worker_failures} of {options.workers} worker processes stopped with an error "
               "(messages above)", file=sys.stderr)
