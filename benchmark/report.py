@@ -68,8 +68,9 @@ FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTER
                           "training condition marked (the numbers in the CSV).",
     "sampling_types": "The three mask samplers (exact, uniform, gaussian) on one image.",
     "generated_": "Images decoded from samples of each VQ-VAE's prior.",
-    f"{OPTUNA_FIGURES}/": "Optuna's plots of the searches whose best parameters configurations here use: "
-                          "optimization history, each trial's folds (intermediate values), slices, parameter "
+    f"{OPTUNA_FIGURES}/": "Optuna's plots of the searches whose best parameters configurations here use, as "
+                          "the searches stand now (one continued since the run may have another best): "
+                          "optimization history, each trial's running mean over its folds, slices, parameter "
                           "importances and contours; a Pareto front for two objectives.",
 }
 
@@ -300,19 +301,20 @@ def _clear_figures(directory: Path) -> None:
 def _search_plots(tuned: dict[str, str], directory: Path, search_storage: str | None) -> tuple[list[Path], list[str]]:
     """Optuna's plots of each search in ``tuned`` (configuration id → study) under
     ``directory/optuna/<study>/``, the studies read from ``search_storage`` (None: each from its
-    SQLite file under studies/); and why a study's are missing."""
+    SQLite file under studies/); and why a search's are missing."""
     paths: list[Path] = []
     problems: list[str] = []
     for name in dict.fromkeys(tuned.values()):
         try:
             study, _ = load_search_study(search_storage, name)
         except ValueError as error:  # e.g. a search kept in a database this machine does not reach
-            problems.append(f"no Optuna plots of search {name!r}: {str(error).split(': ', 1)[-1]}; "
-                            "give its storage with --search-storage")
+            advice = "give its storage with --search-storage" if search_storage is None else \
+                "is --search-storage the storage it was run in?"
+            problems.append(f"no Optuna plots of search {name!r}: {str(error).split(': ', 1)[-1]}; {advice}")
             continue
-        written, notes = plot_study(study, plot_dir(directory / OPTUNA_FIGURES, name))
-        paths += written
-        problems += [f"search {name!r}: {note}" for note in notes]
+        # Its notes (a plot a search of one parameter cannot have, importances from few trials) are
+        # for `studies plot`: here they would be warnings in every report of such a run.
+        paths += plot_study(study, plot_dir(directory / OPTUNA_FIGURES, name))[0]
     return paths, problems
 
 

@@ -139,7 +139,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     history_path = results_dir / f"{suite}_history.csv"
     try:  # the curves are drawn without it, and the report says so
         history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
-    except (pd.errors.ParserError, UnicodeDecodeError):
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         history = None
     return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
 

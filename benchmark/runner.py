@@ -349,6 +349,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     if fold_parallel not in ("auto", "on", "off"):
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
+    _with_agreed_precision(suite, store, device, fold_parallel)  # and one the study refuses, before any data loads
     together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched

@@ -88,9 +88,11 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
         if url is None:
             names = sorted({n for file in study_files() for n in study_names(file)})
             elsewhere = recorded_storage(name)
-            if elsewhere:  # e.g. a run with --studies-dir
+            if elsewhere and elsewhere != default_storage(name):  # e.g. a run with --studies-dir
+                hidden = "***" in elsewhere  # safe_url hid its password
                 raise ValueError(f"no study {name!r} in {_place(url)}; the run that exported it recorded it in "
-                                 f"{elsewhere}: add --storage {shlex.quote(elsewhere)}")
+                                 f"{elsewhere}: add --storage "
+                                 + ("with that URL and its password" if hidden else shlex.quote(elsewhere)))
         available = ", ".join(names) if names else "none"
         raise ValueError(f"no study {name!r} in {_place(url)}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)

@@ -136,8 +136,12 @@ def footnote(table: pd.DataFrame) -> str:
 
 def comparison_note(table: pd.DataFrame) -> str:
     """The comparison tables' note; with the selection-bias caveat when a row's parameters were tuned,
-    and the baselines that train with parameters of their own (their rows are not in the comparison)."""
-    own = table[(table["method"] == "baseline") & (table["parameters"] != "–")]
+    and the reference baselines that train with parameters of their own (a reference is the one
+    baseline of its model config with no comparison of its own: ``stats.compare_with_baseline``)."""
+    compared = table[[f"{metric}_n_pairs" for metric in COMPARED]].notna().any(axis=1)
+    models = table.groupby(["family", "config"])
+    reference = (table["method"] == "baseline") & ~compared & models["config_id"].transform("size").gt(1)
+    own = table[reference & (table["parameters"] != "–")]
     baselines = "; ".join(f"{row.model} {row.config}: {row.parameters}" for row in own.itertuples())
     return (COMPARISON_NOTE + (TUNED_NOTE if _tuned(table) else "")
             + (f" Baselines with parameters of their own ({baselines}): a difference from one mixes the method's "

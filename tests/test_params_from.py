@@ -76,6 +76,10 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
                f"sqlite:///{tmp_path / 'elsewhere.db'}") == 0
     assert (plots / "history.png").exists()
+    assert "search" not in capsys.readouterr().out  # its plots' notes (importances from 2 trials) are no warnings
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
+               f"sqlite:///{tmp_path / 'nowhere.db'}") == 0
+    assert "is --search-storage the storage it was run in?" in capsys.readouterr().out
 
 
 def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):

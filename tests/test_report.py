@@ -727,6 +727,10 @@ def test_the_tables_warn_that_a_tuned_rows_test_is_optimistic(rows):
     note = comparison_note(build_table(SuiteResults("demo", tuned, None, {"folds": FOLDS})))
     assert ("Baselines with parameters of their own (Gaussian VAE 1: W₁=1, β=0.146, tuned): a difference from one "
             "mixes the method's effect with those parameters'.") in note
+    # a second baseline beside the plain one is compared with it as a method is: it is no reference to name
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5", beta=0.5)
+    note = comparison_note(build_table(SuiteResults("demo", pd.concat([rows, other]), None, {"folds": FOLDS})))
+    assert "Baselines with" not in note
 
 
 def test_a_comparison_of_one_pair_has_no_interval(rows):

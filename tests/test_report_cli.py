@@ -132,10 +132,11 @@ def test_report_of_every_suite_skips_one_with_nothing_done_yet(smoke_run, tmp_pa
 def test_broken_result_files_are_named_for_what_is_wrong_with_them(smoke_run, tmp_path, capsys):
     results = tmp_path / "results"
     shutil.copytree(smoke_run / "results", results, ignore=shutil.ignore_patterns("smoke", "*.pt"))
-    (results / "smoke_history.csv").write_text('config_id,fold,epoch\n"unclosed,0,1\n')
-    assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-checkpoints") == 0
-    assert ("warning: no validation history in smoke_history.csv: validation curves skipped"
-            in capsys.readouterr().out)
+    for broken in ('config_id,fold,epoch\n"unclosed,0,1\n', "\n   \n"):
+        (results / "smoke_history.csv").write_text(broken)
+        assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-checkpoints") == 0
+        assert ("warning: no validation history in smoke_history.csv: validation curves skipped"
+                in capsys.readouterr().out)
     (results / "smoke.csv").write_text("config_id,family\n")  # a header alone
     assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-figures") == 2
     assert one_line_error(capsys).endswith("smoke.csv holds no rows)")

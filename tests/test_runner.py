@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import cli, run_cli, stopped, worker_pids
+from conftest import cli, one_line_error, run_cli, stopped, worker_pids
 from optuna.trial import TrialState
 
 from benchmark.cli.run import command_line
@@ -615,6 +615,14 @@ def test_repeated_kfold_trains_every_fold_of_every_repeat(tmp_path, capsys):
     # a repeat is a new shuffle: its validation split differs from the first repeat's
     first, second = (table[(table["config_id"] == table["config_id"][0]) & (table["fold"] == f)] for f in (0, 2))
     assert first["recon"].item() != second["recon"].item()
+
+
+def test_a_precision_refused_is_told_before_any_data_loads_or_folder_is_made(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)  # bf16 allowed, but not stacked
+    assert run_cli(tmp_path, "--suite", "smoke", "--precision", "bf16", "--fold-parallel", "on", "--dataset", "mnist",
+                   "--data-root", "nowhere") == 2
+    assert "bf16 folds are not stacked on a CPU" in one_line_error(capsys)  # not the missing mnist files
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_limit_above_the_dataset_says_that_all_images_are_used(tmp_path, capsys):
