@@ -349,7 +349,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     note = idle_softadapt_note([BalanceConfig(softadapt=settings.softadapt)], train_images,
                                settings.batch_size, settings.epochs)
     if note:
-        print(note + " (its β has no effect on the results)", file=sys.stderr)
+        print(note + " (SoftAdapt's own β, softadapt_beta, has no effect on the results)", file=sys.stderr)
     if options.show_progress:
         print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} on {settings.dataset}"
               f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "

@@ -326,6 +326,13 @@ def _legible(figure, plot: str, objective: str) -> None:
             axis.set_major_locator(LogLocator(base=10, subs=subs))
             axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             axis.set_minor_formatter(NullFormatter())
+        for label, axis in ((ax.get_xlabel(), ax.xaxis), (ax.get_ylabel(), ax.yaxis)):
+            if label == "Trial":  # trial numbers, also on a colour bar: no 0.2 of a trial
+                axis.set_major_locator(MaxNLocator(integer=True))
+    grid = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    if plot == "contour" and len(grid) > 1:  # a panel per pair of parameters: room for each one's labels
+        side = math.isqrt(len(grid))
+        figure.set_size_inches(3.2 * side + 1.5, 2.8 * side + 0.8)
     if plot == "intermediate":
         ax = figure.axes[0]
         ax.set_title("Each trial's running mean over its folds (what the pruner compares)")

@@ -747,3 +747,24 @@ def test_the_log_axes_of_optuna_plots_label_plain_numbers_that_do_not_run_togeth
     shown = [(t.get_position()[0], t.get_text()) for t in ax.get_xticklabels(which="both") if t.get_text()]
     assert [text for x, text in shown if 0.15 <= x <= 0.9] == ["0.2", "0.5"]
     plt.close(figure)
+
+
+def test_a_contour_grid_gets_room_for_its_labels_and_trial_axes_count_whole_trials():
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from benchmark.studies import _legible
+
+    figure, axes = plt.subplots(3, 3)  # Optuna's contour of three parameters: a panel per pair
+    figure.colorbar(axes[0, 0].contourf([[0, 1], [1, 0]]), ax=axes)
+    _legible(figure, "contour", "recon")
+    assert tuple(figure.get_size_inches()) == pytest.approx((3.2 * 3 + 1.5, 2.8 * 3 + 0.8))
+    plt.close(figure)
+    figure, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0.3, 0.2, 0.1])
+    ax.set_xlabel("Trial")
+    _legible(figure, "history", "recon")
+    assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+    figure.canvas.draw()
+    assert all(float(t.get_text().replace("−", "-")).is_integer() for t in ax.get_xticklabels() if t.get_text())
+    plt.close(figure)

@@ -155,6 +155,11 @@ def test_validation_reports_the_vq_loss_at_one_beta_and_totals_at_the_trained_on
     torch.manual_seed(0)
     vae = evaluate(build_model("vae", 1, "baseline", beta=4.0), val, None, {"recon": 1.0, "latent": 1.0})
     assert vae["latent_train"] == pytest.approx(4 * vae["latent"], rel=1e-6)  # β·KL
+    # the Single decoder trains on its conditioned output: W1 weighs recon_cond_train there (README)
+    torch.manual_seed(0)
+    single = evaluate(build_model("vae", 1, "single", beta=1.0), val, PixelSampler("gaussian", 32, exponent=40),
+                      {"recon": 2.0, "latent": 1.0})
+    assert single["total"] == pytest.approx(2 * single["recon_cond_train"] + single["latent_train"], rel=1e-6)
 
 
 def test_evaluation_puts_every_module_in_eval_mode_and_restores_training(digits):
