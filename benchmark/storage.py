@@ -367,7 +367,7 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
 
 def open_for_reading(url: str) -> RDBStorage | None:
     """The storage at ``url``, or None for a SQLite file that does not exist (nothing is created)."""
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+    if url.startswith("sqlite:///") and not in_memory(url) and not Path(url.removeprefix("sqlite:///")).exists():
         return None
     return open_storage(url, StoreConfig(storage=url))
 

@@ -649,6 +649,8 @@ def test_an_in_memory_sqlite_storage_is_refused_before_anything_trains(tmp_path,
     assert "in-memory SQLite database" in one_line_error(capsys)
     assert cli(tmp_path, "run", "--suite", "smoke", "--quiet", "--storage", url) == 2
     assert "in-memory SQLite database" in one_line_error(capsys)
+    assert cli(tmp_path, "studies", "list", "--storage", url) == 2
+    assert "in-memory SQLite database" in one_line_error(capsys)
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.db"))
 
 
