@@ -349,15 +349,17 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     if fold_parallel not in ("auto", "on", "off"):
         raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
-    _with_agreed_precision(suite, store, device, fold_parallel)  # and one the study refuses, before any data loads
+    asked = suite
+    agreed = _with_agreed_precision(asked, store, device, fold_parallel)  # and one the study refuses, before data loads
     together = fold_parallel == "on" or (fold_parallel == "auto" and device.type == "cuda")
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     suite.check_pixel_counts(images.shape[-1])  # e.g. a pixel count k larger than these images have
     store.make_folders(suite.name)
-    suite, study, precision_note = opened_as_agreed(lambda: _with_agreed_precision(suite, store, device, fold_parallel),
-                                                    lambda agreed: open_suite_study(agreed, store))
+    suite, study, precision_note = opened_as_agreed(
+        agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
+        lambda chosen: open_suite_study(chosen, store))
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)

@@ -333,7 +333,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         return agreed_precision(train_config, device, kept, name)
 
     precision, study, precision_note = opened_as_agreed(
-        agreed, lambda precision: open_search_study(replace(settings, precision=precision), storage_url, name, options))
+        agreed(), agreed, lambda precision: open_search_study(replace(settings, precision=precision), storage_url, name, options))
     settings = replace(settings, precision=precision)
     heartbeat = agree_heartbeat(study, options.heartbeat)
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")

@@ -136,13 +136,13 @@ def first_written(study: optuna.Study, key: str, value: object) -> object:
     return study.user_attrs[key]
 
 
-def opened_as_agreed(agree: Callable[[], tuple[Agreed, str | None]],
+def opened_as_agreed(first: tuple[Agreed, str | None], agree: Callable[[], tuple[Agreed, str | None]],
                      open_study: Callable[[Agreed], Opened]) -> tuple[Agreed, Opened, str | None]:
-    """``open_study(agreed)`` with what ``agree`` agrees from the study as it is stored (the precision
-    the study trains in), that and ``agree``'s note. Machines started together all find no study:
-    one refused because another made it meanwhile with other settings agrees again from the
-    stored study and follows it; refused again, or agreeing the same, it raises the refusal."""
-    agreed, note = agree()
+    """``open_study(agreed)`` with ``first``, what ``agree`` agreed from the study as it was stored
+    (the precision the study trains in), and its note. Machines started together all find no
+    study: one refused because another made it meanwhile with other settings agrees again from
+    the stored study and follows it; refused again, or agreeing the same, it raises the refusal."""
+    agreed, note = first
     try:
         return agreed, open_study(agreed), note
     except StoreError:

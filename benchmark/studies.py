@@ -329,9 +329,9 @@ def _legible(figure, plot: str, objective: str) -> None:
         for label, axis in ((ax.get_xlabel(), ax.xaxis), (ax.get_ylabel(), ax.yaxis)):
             if label == "Trial":  # trial numbers, also on a colour bar: no 0.2 of a trial
                 axis.set_major_locator(MaxNLocator(integer=True))
-    grid = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
-    if plot == "contour" and len(grid) > 1:  # a panel per pair of parameters: room for each one's labels
-        side = math.isqrt(len(grid))
+    panels = sum(ax.get_label() != "<colorbar>" for ax in figure.axes)
+    if plot == "contour" and panels > 1:  # a panel per pair of parameters: room for each one's labels
+        side = math.isqrt(panels)
         figure.set_size_inches(3.2 * side + 1.5, 2.8 * side + 0.8)
     if plot == "intermediate":
         ax = figure.axes[0]
