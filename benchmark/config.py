@@ -136,12 +136,15 @@ class Configuration:
         return f"{FAMILY_TITLES[self.family]} {self.config} {self.id.split('/', 2)[2]}"
 
     def flat(self) -> dict:
-        """Flat dict of every parameter, for tables and storage."""
+        """Flat dict of every parameter, for tables and storage; a weight that has no effect
+        (W₁, W₂ under SoftAdapt; W₂ without a second decoder) is None, not a misleading 1."""
         m, b = self.method, self.balance
+        fixed = not b.softadapt
         return {"config_id": self.id, "family": self.family, "config": self.config, "method": m.method,
                 "sampling": m.sampling or "", "exponent": m.exponent, "count": m.count,
-                "softadapt": b.softadapt, "w1": b.w1, "w2": b.w2, "beta": b.beta,
-                "softadapt_beta": b.softadapt_beta if b.softadapt else None}
+                "softadapt": b.softadapt, "w1": b.w1 if fixed else None,
+                "w2": b.w2 if fixed and m.method == "multidecoder" else None, "beta": b.beta,
+                "softadapt_beta": None if fixed else b.softadapt_beta}
 
 
 def family_balance(balance: BalanceConfig, family: str) -> BalanceConfig:

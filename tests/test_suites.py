@@ -127,6 +127,16 @@ def test_the_full_suite_is_the_thesis_grid():
             assert (b.variant, b.update_every, b.window) == ("loss-weighted", 100, 100), c.id
 
 
+def test_the_flat_row_leaves_out_the_weights_that_have_no_effect():
+    rows = {c.id: c.flat() for c in get_suite("full").configurations}
+    assert (rows["vae/1/multidecoder/exact"]["w1"], rows["vae/1/multidecoder/exact"]["w2"]) == (1.0, 1.0)
+    assert (rows["vae/1/baseline"]["w1"], rows["vae/1/baseline"]["w2"]) == (1.0, None)  # no second decoder
+    assert (rows["vae/1/single/gaussian/a=40"]["w1"], rows["vae/1/single/gaussian/a=40"]["w2"]) == (1.0, None)
+    softadapt = rows["vae/2/multidecoder/exact/softadapt"]  # SoftAdapt weighs the terms itself
+    assert (softadapt["w1"], softadapt["w2"], softadapt["softadapt_beta"]) == (None, None, SOFTADAPT_BETA["vae"])
+    assert softadapt["beta"] == DEFAULT_BETA["vae"]  # β stays: it is inside the latent term
+
+
 def test_the_full_suite_trains_as_the_thesis_did():
     full = get_suite("full")
     assert (full.folds, full.repeats, full.units) == (5, 1, 225)
