@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -156,6 +157,12 @@ def family_balance(balance: BalanceConfig, family: str) -> BalanceConfig:
                    softadapt_beta=softadapt_beta)
 
 
+def check_device(device: str) -> None:
+    """Raise ``ValueError`` unless ``device`` is auto, cpu, cuda or cuda:N."""
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
+        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}, cuda:N")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How one fold is trained (the thesis: AdamW, lr 1e-3, batch 128, 100 epochs)."""
@@ -179,8 +186,7 @@ class TrainConfig:
             raise ValueError(f"learning rate must be a finite number > 0, got {self.lr}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}, cuda:N")
+        check_device(self.device)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
 

@@ -30,7 +30,6 @@ sampling run on the GPU.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -46,6 +45,7 @@ from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, code_perplexity, train_prior
 from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, run_dataset,
                                safe_name)
+from benchmark.train import resolve_device
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
 SETTINGS = ("fold", "epochs", "batch_size", "lr", "hidden", "layers", "kernel")
@@ -54,19 +54,10 @@ PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "unif
                  "kernel")
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
-DEVICES = ("auto", "cpu", "cuda")
-
-
-
-
 
 
 def prior_dir(results_dir: Path, suite: str) -> Path:
     return Path(results_dir) / suite / "priors"
-
-
-
-
 
 
 # --------------------------------------------------------------------------- which fold, which data
@@ -293,8 +284,6 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ga
     return model.to(device).eval(), payload
 
 
-
-
 def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], settings: dict) -> None:
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
     were made with other ones: the Prior NLL column would compare them as if alike. (Rows about
@@ -359,15 +348,6 @@ class PriorStageSummary:
     csv: Path
     rows: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def resolve_device(device: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N as a torch device; ValueError for anything else or missing CUDA."""
-    from benchmark.train import resolve_device as resolve
-
-    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
-        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}, cuda:N")
-    return resolve(device)
 
 
 def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None, *, epochs: int = 30,
@@ -456,10 +436,6 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
 
 
 # --------------------------------------------------------------------------- for the report
-
-
-
-
 
 
 def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: list[str],

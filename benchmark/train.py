@@ -11,7 +11,7 @@ import torch
 
 from benchmark.balancing import LossBalancer
 from benchmark.conditioning import PixelSampler
-from benchmark.config import Configuration, TrainConfig
+from benchmark.config import Configuration, TrainConfig, check_device
 from benchmark.memory import keep_freed_memory
 from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.models.cpu_convs import use_cpu_convs
@@ -24,11 +24,18 @@ class DivergedError(RuntimeError):
 
 
 def resolve_device(device: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N as a torch device; ``ValueError`` for anything else, and for a
+    GPU this machine does not have."""
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s): "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return resolved
 
 
 def native_bf16(device: torch.device) -> bool:

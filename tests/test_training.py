@@ -13,7 +13,7 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import load_dataset
 from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.suites import thesis_grid
-from benchmark.train import agreed_precision, evaluate, native_bf16, train_fold
+from benchmark.train import agreed_precision, evaluate, native_bf16, resolve_device, train_fold
 
 
 @pytest.fixture(scope="module")
@@ -325,11 +325,21 @@ def test_validation_images_of_another_size_are_refused(digits):
         train_fold(Configuration("vae", 1), train, val[:, :, :16, :16], TrainConfig(epochs=1, device="cpu"), seed=0)
 
 
+def test_a_gpu_this_machine_lacks_is_named_with_those_it_has(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"'cuda:2' asked for, but this machine has 2 GPU\(s\): cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
+
+
 def test_bad_training_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         TrainConfig(device="tpu")
+    with pytest.raises(ValueError, match=r"unknown device 'cuda:x'; choose one of: auto, cpu, cuda, cuda:N"):
+        TrainConfig(device="cuda:x")  # torch.device would raise a RuntimeError on a GPU machine
     with pytest.raises(ValueError, match="unknown precision 'fp16'; choose one of: auto, fp32, bf16"):
         TrainConfig(precision="fp16")
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; choose one of: mnist5k"):
