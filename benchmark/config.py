@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
 from benchmark.conditioning import PixelSampler, check_sampling
-from benchmark.models import DEFAULT_BETA, FAMILY_TITLES, METHODS, model_config
+from benchmark.models import DEFAULT_BETA, METHODS, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
 # auto: bf16 autocast on CUDA (Ampere and later), float32 on CPU. bf16 on a CPU with AVX-512 BF16 (or AMX) trains
@@ -132,10 +132,6 @@ class Configuration:
             parts.append(f"w={b.w1:g},{b.w2:g},{b.beta:g}")
         return "/".join(parts)
 
-    @property
-    def title(self) -> str:
-        return f"{FAMILY_TITLES[self.family]} {self.config} {self.id.split('/', 2)[2]}"
-
     def flat(self) -> dict:
         """Flat dict of every parameter, for tables and storage; a weight that has no effect
         (W₁, W₂ under SoftAdapt; W₂ without a second decoder) is None, not a misleading 1."""
@@ -199,6 +195,3 @@ class TrainConfig:
     def effective_precision(self, device: torch.device) -> str:
         """``fp32`` or ``bf16``: the precision the training steps run in on ``device``."""
         return "bf16" if self.autocast(device) else "fp32"
-
-    def to_dict(self) -> dict:
-        return asdict(self)

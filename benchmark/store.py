@@ -12,7 +12,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-from benchmark.storage import (StoreConfig, StoreError, check_settings, open_storage, safe_url, settings_differ,
+from benchmark.storage import (StoreConfig, check_settings, open_storage, settings_differ,
                                trial_status, upgraded, versioned)
 from benchmark.suites import Suite
 
@@ -39,7 +39,7 @@ def study_name(suite: Suite | str) -> str:
     return f"suite-{suite if isinstance(suite, str) else suite.name}"
 
 
-def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> optuna.Study:
+def open_suite_study(suite: Suite, config: StoreConfig) -> optuna.Study:
     """Create or load the suite's study; refuse one made with other settings, touching nothing.
     A study is a pool of units: a suite that lists other configurations (``shares_units``) uses it."""
     storage = open_storage(config.url(suite.name), config)
@@ -48,8 +48,6 @@ def open_suite_study(suite: Suite, config: StoreConfig, create: bool = True) -> 
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        if not create:
-            raise StoreError(f"no study {name!r} in {safe_url(config.url(suite.name))}") from None
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
     stored = study.user_attrs.get("settings")
     if stored is not None and shares_units(upgraded(stored), settings):

@@ -29,7 +29,7 @@ from benchmark.search_space import ParamRange, SearchSettings, configuration_for
 from benchmark.storage import (open_for_reading, optuna_errors_only, safe_url, status_counts, trial_status,
                                version_problem)
 from benchmark.store import held_configurations
-from benchmark.suites import Suite
+from benchmark.suites import SearchKey, Suite, search_key
 
 TOP = 5
 # Where studies live by default: one SQLite file per suite (``<suite>.db``) and per search (``<study>.db``).
@@ -385,7 +385,7 @@ def load_search_study(url: str | None, name: str) -> tuple[optuna.Study, SearchS
 
 
 def best_configurations(study_names: list[str], storage_url: str | None = None
-                        ) -> dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]]:
+                        ) -> dict[SearchKey, tuple[Configuration, str]]:
     """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
     the studies read from ``storage_url`` (None: each from its ``studies.default_storage``).
 
@@ -396,7 +396,7 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
     twice = sorted({name for name in study_names if study_names.count(name) > 1})
     if twice:
         raise ValueError(f"study {twice[0]!r} is named twice in --params-from: name each study once")
-    found: dict[tuple[str, int, str, str | None, bool], tuple[Configuration, str]] = {}
+    found: dict[SearchKey, tuple[Configuration, str]] = {}
     for name in study_names:
         study, settings = load_search_study(storage_url, name)
         problem = version_problem(name, storage_url or default_storage(name), study.user_attrs["settings"])
@@ -405,11 +405,12 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
         trial = best_trial(study)
         if trial is None:
             raise ValueError(f"study {name!r} has no complete trial yet")
-        key = (settings.family, settings.config, settings.method, settings.sampling, settings.softadapt)
+        configuration = configuration_for(settings, trial.params)
+        key = search_key(configuration)
         if key in found:
             raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {settings.tuned}: a configuration "
                              "takes the parameters of one search, so name one of them")
-        found[key] = (configuration_for(settings, trial.params), name)
+        found[key] = (configuration, name)
     return found
 
 

@@ -105,7 +105,7 @@ class Suite:
         return {c.id: per_fold / CPU_IMAGES_PER_SECOND[(c.family, c.config)] * METHOD_COST[c.method.method]
                 + SECONDS_PER_UNIT for c in self.configurations}
 
-    def with_best_params(self, best: dict[tuple, tuple[Configuration, str]]) -> Suite:
+    def with_best_params(self, best: dict[SearchKey, tuple[Configuration, str]]) -> Suite:
         """The suite with each configuration that a search covers replaced by the search's best.
 
         ``best`` maps (family, config, method, sampling, softadapt) to (configuration, study
@@ -149,7 +149,10 @@ class Suite:
         return replace(self, train=train, **rest)
 
 
-def search_key(configuration: Configuration) -> tuple[str, int, str, str | None, bool]:
+SearchKey = tuple[str, int, str, str | None, bool]
+
+
+def search_key(configuration: Configuration) -> SearchKey:
     """(family, config, method, sampling, softadapt): what one search tunes, as
     ``benchmark.studies.best_configurations`` keys its results."""
     m = configuration.method
