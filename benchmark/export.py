@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import shlex
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 
+from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
 from benchmark.storage import StoreConfig, safe_url, trial_status, versioned
 from benchmark.store import parse_unit, unit_keys, unit_states
@@ -116,8 +116,5 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: runs of two versions of a suite file may export at once,
-    and a report must never read half a file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    # runs of two versions of a suite file may export at once, and a report must never read half a file
+    write_whole(path, lambda partial: partial.write_text(text))

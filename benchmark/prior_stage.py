@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
+from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, code_perplexity, train_prior
 from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, run_dataset,
@@ -267,12 +268,9 @@ def draw_samples(model: MultitaskVAE, prior: GatedPixelCNN, val_images: torch.Te
 
 def save_prior(path: Path, result: PriorResult, info: dict, samples: dict[str, torch.Tensor] | None) -> Path:
     """Weights, prior config, provenance and samples in one file (written whole, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
                "config": asdict(result.model.config), "info": info, "samples": samples or {}}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    write_whole(path, lambda partial: torch.save(payload, partial))
     return path
 
 
@@ -333,9 +331,7 @@ def _made_with(rows: pd.DataFrame, settings: dict) -> pd.Series:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)  # a reader never sees half a file
+    write_whole(path, lambda partial: frame.to_csv(partial, index=False))
 
 
 # --------------------------------------------------------------------------- the stage

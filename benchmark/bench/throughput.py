@@ -51,6 +51,7 @@ from benchmark.balancing import LossBalancer
 from benchmark.bench.naive import naive_train, plain_process
 from benchmark.bench.peak import MatmulPeak, _sync, measure_matmul_peak, training_flops
 from benchmark.config import Configuration, MethodConfig, TrainConfig
+from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
 from benchmark.train import new_model, resolve_device, train_fold, training_device
 
@@ -359,22 +360,10 @@ def format_table(result: BenchResult) -> str:
 
 
 def write_csv(rows: Sequence[BenchRow | EnsembleRow], path: str | Path) -> Path:
-    """Write benchmark rows (one dataclass per row) as CSV, atomically: no half-written file.
-
-    The file gets the permissions of a plain ``open``: 0666 less the umask (``tempfile.mkstemp``
-    would make it 0600).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent runs do not clash
-    try:
-        # "nan" and CRLF as the csv module wrote them: the files of earlier runs compare byte for byte
-        pd.DataFrame(map(asdict, rows)).to_csv(tmp, index=False, na_rep="nan", lineterminator="\r\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write benchmark rows (one dataclass per row) as CSV, whole or not at all."""
+    frame = pd.DataFrame(map(asdict, rows))
+    # "nan" and CRLF as the csv module wrote them: the files of earlier runs compare byte for byte
+    return write_whole(path, lambda partial: frame.to_csv(partial, index=False, na_rep="nan", lineterminator="\r\n"))
 
 
 def write_throughput(rows: Sequence[BenchRow], out: str | Path) -> tuple[Path, Path | None]:
