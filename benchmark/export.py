@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
+from benchmark.results import meta_path, read_meta
 from benchmark.storage import StoreConfig, safe_url, trial_status, versioned
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
@@ -56,11 +57,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE
 def export_note(suite: Suite, config: StoreConfig) -> str | None:
     """One line when ``results/<suite>.csv`` holds the export of a study in another storage, which
     this run's export replaces (the other study keeps its units: a run on it exports them back)."""
-    path = config.results_dir / f"{suite.name}_meta.json"
-    try:
-        earlier = json.loads(path.read_text()).get("storage")
-    except (OSError, ValueError, AttributeError):
-        return None
+    earlier = read_meta(config.results_dir, suite.name).get("storage")
     now = safe_url(config.url(suite.name))
     if not earlier or earlier == now:
         return None
@@ -111,7 +108,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
             "image_size": image_shape[-1] if image_shape else None,
             "image_channels": image_shape[0] if image_shape else None,
             "command": command or study.user_attrs.get("command")}
-    _replace(config.results_dir / f"{suite.name}_meta.json", json.dumps(meta, indent=2))
+    _replace(meta_path(config.results_dir, suite.name), json.dumps(meta, indent=2))
     return results_path, history_path
 
 

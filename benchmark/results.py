@@ -125,13 +125,13 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         raise ReportError(f"suite {suite!r} has no completed units yet ({states})"
                           + (f"; first error: {first}" if first else ""))
 
-    meta_path = results_dir / f"{suite}_meta.json"
+    path = meta_path(results_dir, suite)
     meta: dict = {}
-    if meta_path.is_file():
+    if path.is_file():
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ReportError(f"{meta_path} is not valid JSON: {error}") from None
+            raise ReportError(f"{path} is not valid JSON: {error}") from None
     meta.setdefault("suite", suite)
     meta.setdefault("folds", int(results["fold"].max()) + 1)
     meta.setdefault("repeats", 1)
@@ -170,6 +170,20 @@ def find_missing(suite: SuiteResults) -> list[MissingUnits]:
         pending = tuple((int(r.fold), str(r.state)) for r in open_rows.itertuples() if r.state != "FAIL")
         missing.append(MissingUnits(config_id, count, expected, failed, pending))
     return missing
+
+
+def meta_path(results_dir: Path, suite: str) -> Path:
+    return Path(results_dir) / f"{suite}_meta.json"
+
+
+def read_meta(results_dir: Path, suite: str) -> dict:
+    """The run's ``<suite>_meta.json``; {} when there is none or it cannot be read (for hints and
+    checks that have nothing to say then; ``load_suite`` reads it strictly)."""
+    try:
+        meta = json.loads(meta_path(results_dir, suite).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def safe_name(config_id: str) -> str:

@@ -14,7 +14,6 @@ rerun trains another in its place.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import warnings
@@ -25,6 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.config import Configuration
+from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
 from benchmark.storage import (open_for_reading, optuna_errors_only, safe_url, status_counts, trial_status,
                                version_problem)
@@ -101,11 +101,8 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
 def recorded_storage(study_name: str, results_dir: Path = Path("results")) -> str | None:
     """The storage a run's export under ``results_dir`` records for ``study_name``, or None."""
     for path in sorted(results_dir.glob("*_meta.json")):
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict) and meta.get("study") == study_name and meta.get("storage"):
+        meta = read_meta(results_dir, path.name.removesuffix("_meta.json"))
+        if meta.get("study") == study_name and meta.get("storage"):
             return str(meta["storage"])
     return None
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.config import PRECISIONS
+from benchmark.results import read_meta
 from benchmark.storage import StoreConfig, grace_for, safe_url, stored_attr
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import best_configurations, tuning_notes
@@ -129,10 +129,7 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
 def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConfig) -> None:
     """Refuse to file a run under ``<suite>-tuned`` that holds a run tuned from other studies: the
     later export would replace the earlier run's results."""
-    try:
-        earlier = json.loads((store.results_dir / f"{suite.name}_meta.json").read_text()).get("params_from") or {}
-    except (OSError, ValueError, AttributeError):
-        return
+    earlier = read_meta(store.results_dir, suite.name).get("params_from") or {}
     before = set(earlier.values()) if isinstance(earlier, dict) else set()
     if before and before != studies:
         raise ValueError(f"{suite.name!r} holds the run tuned from {', '.join(sorted(before))} "
@@ -163,10 +160,7 @@ def recorded_command(name: str, store: StoreConfig) -> str | None:
     """The command of the run filed under ``name``: the last run's to export it (its metadata), or
     the study's first run's when no run has exported yet. When files listing other configurations
     share the study, it is the one whose export ``report`` shows."""
-    try:
-        command = json.loads((store.results_dir / f"{name}_meta.json").read_text()).get("command")
-    except (OSError, ValueError, AttributeError):
-        command = None
+    command = read_meta(store.results_dir, name).get("command")
     if command:
         return command
     try:
