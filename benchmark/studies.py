@@ -251,6 +251,7 @@ def describe_study(study: optuna.Study) -> str:
 def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
     """Write Optuna's matplotlib plots of ``study`` as PNG and PDF, as the report's figures;
     returns (paths written, notes on skipped plots)."""
+    import matplotlib
     import matplotlib.pyplot as plt
     import numpy as np
     from optuna.visualization import matplotlib as vis
@@ -291,19 +292,22 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (plot, kwargs) in plots.items():
-        # Optuna marks its matplotlib backend experimental, and logs a warning for each parameter
-        # that never varied; the notes say what was skipped
-        with warnings.catch_warnings(), optuna_errors_only():
-            warnings.simplefilter("ignore")
-            try:
-                axes = plot(study, **kwargs)
-            except (ValueError, RuntimeError) as err:  # e.g. importances when a parameter never varied
-                notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
-                continue
-        figure = np.ravel(axes)[0].figure
-        _legible(figure, name, names[lead])
-        written += save_figure(figure, out_dir / name)
-        plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
+        # Optuna's plots switch matplotlib to its ggplot style for good: kept to their own figures,
+        # or the report's figures drawn after them get grey panels, grid lines and larger fonts
+        with matplotlib.rc_context():
+            # Optuna marks its matplotlib backend experimental, and logs a warning for each parameter
+            # that never varied; the notes say what was skipped
+            with warnings.catch_warnings(), optuna_errors_only():
+                warnings.simplefilter("ignore")
+                try:
+                    axes = plot(study, **kwargs)
+                except (ValueError, RuntimeError) as err:  # e.g. importances when a parameter never varied
+                    notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
+                    continue
+            figure = np.ravel(axes)[0].figure
+            _legible(figure, name, names[lead])
+            written += save_figure(figure, out_dir / name)
+            plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
     return written, notes
 
 

@@ -20,7 +20,8 @@ import benchmark.train
 from benchmark.search import counts_toward_budget, signal_name
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, stored_attr, trial_status
-from benchmark.studies import best_configurations, file_name, study_settings, tuning_notes
+from benchmark.studies import (best_configurations, file_name, load_search_study, plot_study, study_settings,
+                               tuning_notes)
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult, resolve_device
 
@@ -169,6 +170,16 @@ def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
         assert Path(path).parent == Path("reports/studies") / NAME
         magic = PNG if path.endswith(".png") else b"%PDF-"
         assert (cwd / path).read_bytes()[:len(magic)] == magic
+
+
+def test_optuna_plots_leave_matplotlib_s_style_as_it_was_for_the_figures_drawn_after_them(searched, tmp_path):
+    import matplotlib
+
+    cwd, _ = searched
+    before = dict(matplotlib.rcParams)
+    written, _ = plot_study(load_search_study(db(cwd), NAME)[0], tmp_path)
+    assert written  # Optuna's plots use its ggplot style: grey panels, white grid lines
+    assert {k: v for k, v in matplotlib.rcParams.items() if v != before[k]} == {}
 
 
 def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
