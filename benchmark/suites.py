@@ -199,12 +199,15 @@ def builtin_suites() -> dict[str, Suite]:
     }
 
 
+CONFIGURATION_KEYS = {"family", "config", "method", "sampling", "exponent", "count", "softadapt", "w1", "w2", "beta",
+                      "softadapt_beta", "variant"}
+TOP_KEYS = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "description")
+
+
 def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     if not isinstance(table, dict):
         raise ValueError(f"{where}: must be a [[configurations]] table, got {table!r}")
-    known = {"family", "config", "method", "sampling", "exponent", "count", "softadapt", "w1", "w2", "beta",
-             "softadapt_beta", "variant"}
-    _check_keys(table, known, where)
+    _check_keys(table, CONFIGURATION_KEYS, where)
     try:
         return _configurations(table)
     except ValueError as err:
@@ -240,10 +243,15 @@ def _configurations(table: dict) -> list[Configuration]:
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
-    """Refuse keys a table does not take, naming each with the allowed key it most resembles."""
+    """Refuse keys a table does not take, naming each with the allowed key it most resembles, or
+    the place in a suite file where it belongs."""
+    homes = {**{key: "at the top of the file" for key in (*TOP_KEYS, "name")},
+             **{f.name: "under [train]" for f in fields(TrainConfig)},
+             **{key: "in a [[configurations]] table" for key in CONFIGURATION_KEYS}}
     unknown = sorted(set(table) - allowed)
     if unknown:
-        hints = [f"{key!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(key, allowed, 1))
+        hints = [f"{key!r}" + (f" (it belongs {homes[key]})" if key in homes else
+                               "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(key, allowed, 1)))
                  for key in unknown]
         raise ValueError(f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(hints)}; allowed: {sorted(allowed)}")
 
@@ -259,8 +267,7 @@ def load_suite_file(path: Path) -> Suite:
         raise ValueError(f"cannot read suite file {path}: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
-    top_keys = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "description")
-    _check_keys(data, {"name", "train", "configurations", *top_keys}, f"suite file {path}")
+    _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}, f"suite file {path}")
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
@@ -274,7 +281,7 @@ def load_suite_file(path: Path) -> Suite:
         train = TrainConfig(**train_table)  # checks each value's type and range
     except ValueError as err:
         raise ValueError(f"suite file {path}: [train] {err}") from None
-    top = {k: data[k] for k in top_keys if k in data}
+    top = {k: data[k] for k in TOP_KEYS if k in data}
     try:
         return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
     except ValueError as err:
