@@ -37,6 +37,7 @@ from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find
                                safe_name)
 from benchmark.stats import (COMPARED, DIVERGED_FACTOR, compare_with_baseline, comparison_wide, completed,
                              diverged_folds, parameter_text, summarise)
+from benchmark.storage import StoreConfig
 from benchmark.studies import file_name, load_search_study, plot_dir, plot_study
 from benchmark.tables import (
     comparison_cells,
@@ -326,10 +327,9 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
                         load_model: Callable[[str], MultitaskVAE], results_dir: Path) -> tuple[list[Path], list[str]]:
     """Reconstruction grid (and error vs observed pixels for conditioned models) of the first
     COMPLETE fold with a checkpoint of every configuration; failures become warnings."""
-    from benchmark.conditioning import PixelSampler
     from benchmark.figures import configuration_title, error_vs_observed, reconstruction_grid
 
-    paths, warnings = [], []
+    paths, warnings, missing = [], [], []
     done = completed(suite.results)
     done = done[done["checkpoint"] != ""].sort_values("fold")
     first = done.drop_duplicates("config_id").set_index("config_id")
@@ -350,8 +350,16 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
                 sampling = row["sampling"] if row["sampling"] in ("uniform", "gaussian") else "uniform"
                 paths += error_vs_observed(model, images, sampling, directory / f"error_vs_observed_{name}",
                                            trained=sampler, **named)
+        except FileNotFoundError:
+            missing.append(config_id)
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             warnings.append(f"{config_id}: no checkpoint figures ({type(error).__name__}: {error})")
+    if missing:
+        place = StoreConfig(results_dir=Path(results_dir)).artifacts(suite.suite)
+        warnings.append(f"no checkpoint figures of {len(missing)} configuration{'s' * (len(missing) > 1)} "
+                        f"({', '.join(missing)}): their best-epoch weights are neither where {suite.suite}.csv "
+                        f"records them nor in {place} (moved or deleted since the run?); --no-checkpoints makes "
+                        "the report without them")
     return paths, warnings
 
 

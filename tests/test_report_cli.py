@@ -71,6 +71,17 @@ def test_write_report_from_a_notebook_draws_what_the_command_draws(smoke_run, tm
     assert not any(path.name.startswith(("reconstruction_", "error_vs")) for path in tables_only.files)
 
 
+def test_weights_gone_since_the_run_are_one_warning_that_says_how_to_report_without_them(smoke_run, tmp_path):
+    shutil.copytree(smoke_run / "results", tmp_path / "results")
+    shutil.rmtree(tmp_path / "results" / "smoke" / "artifacts")
+    summary = write_report(tmp_path / "results", "smoke", tmp_path / "out")
+    gone = [w for w in summary.warnings if "checkpoint" in w]
+    assert gone == [f"no checkpoint figures of 6 configurations ({', '.join(summary.configurations)}): their "
+                    "best-epoch weights are neither where smoke.csv records them nor in "
+                    f"{tmp_path / 'results' / 'smoke' / 'artifacts'} (moved or deleted since the run?); "
+                    "--no-checkpoints makes the report without them"]
+
+
 def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path):
     (tmp_path / "mine.toml").write_text('name = "smoke"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n')
     assert report(tmp_path, "--suite", "mine.toml", "--results-dir", str(smoke_run / "results"),
