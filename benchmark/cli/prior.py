@@ -76,8 +76,8 @@ def _prior(args: argparse.Namespace, finished: list[str]) -> int:
                    f"(uniform: ln K = {row['uniform_nats']:.4f}) = {row['val_bits_per_code']:.4f} bits/code "
                    f"(uniform: log2 K = {row['uniform_nats'] / math.log(2):.4f}); code perplexity "
                    f"{row['code_perplexity']:.1f} of K = {math.exp(row['uniform_nats']):.0f}; "
-                   f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train / {row['n_val']} val "
-                   f"code maps, {row['seconds']:.1f} s", file=sys.stdout)
+                   f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train (a tenth of them held "
+                   f"out to choose the epoch) / {row['n_val']} val code maps, {row['seconds']:.1f} s", file=sys.stdout)
 
     summary = run_prior_stage(args.results_dir, args.suite, args.configs, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, device=args.device, samples=args.samples,
