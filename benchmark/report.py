@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +38,8 @@ from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find
 from benchmark.stats import (COMPARED, DIVERGED_FACTOR, compare_with_baseline, comparison_wide, completed,
                              diverged_folds, parameter_text, summarise)
 from benchmark.storage import StoreConfig
-from benchmark.studies import file_name, load_search_study, plot_dir, plot_study
+from benchmark.studies import (TRAINING_SETTINGS, file_name, load_search_study, plot_dir, plot_study,
+                               training_changes)
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -319,6 +320,22 @@ def _search_plots(tuned: dict[str, str], directory: Path, search_storage: str | 
     return paths, problems
 
 
+def _tuning_caveats(meta: dict, search_storage: str | None) -> list[str]:
+    """A caveat for each search that tuned this run's parameters with other training than the run's."""
+    here = {key: meta[key] for key in TRAINING_SETTINGS if key in meta}
+    found = []
+    for name in dict.fromkeys((meta.get("params_from") or {}).values()):
+        try:
+            _, settings = load_search_study(search_storage, name)
+        except ValueError:  # out of reach: the report's warnings say so, with the plots it lacks
+            continue
+        changes = training_changes(asdict(settings), here)
+        if changes:
+            found.append(f"search `{name}` trained otherwise than this run ({changes}): its best parameters were "
+                         "chosen for that training, and need not be the best for this one")
+    return found
+
+
 def _stored_model(path: str) -> MultitaskVAE:
     return load_checkpoint(path)[0]
 
@@ -509,7 +526,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
             paths, problems = _search_plots(data.meta["params_from"], directory, search_storage)
             files, warnings = files + paths, warnings + problems
 
-    limits = caveats(data)
+    limits = caveats(data) + _tuning_caveats(data.meta, search_storage)
     (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings, limits))
     files.append(out_dir / "index.md")
     return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, limits)

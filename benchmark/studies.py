@@ -420,8 +420,7 @@ def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) 
     parameters were chosen for that training, and need not be the best for this one."""
     from benchmark.train import resolve_device
 
-    here = {"dataset": suite.dataset, "limit": suite.limit, "folds": suite.folds, "epochs": suite.train.epochs,
-            "batch_size": suite.train.batch_size, "lr": suite.train.lr}
+    here = {key: value for key, value in suite.settings().items() if key in TRAINING_SETTINGS and key != "precision"}
     try:  # a search stores the precision it trained in, as this run will
         here["precision"] = suite.train.effective_precision(resolve_device(suite.train.device))
     except ValueError:  # a device not here: the run refuses it, and says so
@@ -429,10 +428,9 @@ def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) 
     notes = []
     for name in study_names:
         there = asdict(study_settings(load_existing_study(storage_url, name)))
-        # A study made before precision was stored trained as "auto" did: not knowable here.
-        differ = [key for key, value in here.items() if there[key] != value and there[key] != "auto"]
+        differ = training_differences(there, here)
         if differ:
-            changes = ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in differ)
+            changes = training_changes(there, here)
             flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)
             if "limit" in differ and here["limit"] is None:
                 flags = f"{flags} and no --limit" if flags else "no --limit"
@@ -440,6 +438,21 @@ def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) 
                          f"parameters were chosen for that training. A search with {flags}, under a new "
                          "--study-name, tunes them for this one")
     return notes
+
+
+# What a search and a run share, or the search's best parameters were chosen for other training.
+TRAINING_SETTINGS = ("dataset", "limit", "folds", "epochs", "batch_size", "lr", "precision")
+
+
+def training_differences(there: dict, here: dict) -> list[str]:
+    """The keys of ``here`` (of ``TRAINING_SETTINGS``) whose values a search's settings ``there`` do not share."""
+    # A study made before precision was stored trained as "auto" did: not knowable here.
+    return [key for key, value in here.items() if key in there and there[key] != value and there[key] != "auto"]
+
+
+def training_changes(there: dict, here: dict) -> str:
+    """``training_differences`` as text: ``epochs 1 → 2, lr 0.01 → 0.001``; "" when there are none."""
+    return ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in training_differences(there, here))
 
 
 def _shown(value: object) -> str:

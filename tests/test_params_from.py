@@ -57,6 +57,8 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
     index = (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text()
     assert f"`{single['config_id'].iloc[0]}`: from study `{name}`" in index and "optimistic" in index
+    assert (f"- search `{name}` trained otherwise than this run (batch_size 128 → 32): its best parameters were "
+            "chosen for that training, and need not be the best for this one") in index  # a reviewer sees it too
     # with figures, the report draws the search's Optuna plots (SPEC: the report's figures include them)
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
     out = tmp_path / "reports" / "tuned-tuned"
@@ -76,7 +78,7 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
                f"sqlite:///{tmp_path / 'elsewhere.db'}") == 0
     assert (plots / "history.png").exists()
-    assert "search" not in capsys.readouterr().out  # its plots' notes (importances from 2 trials) are no warnings
+    assert "warning" not in capsys.readouterr().out  # its plots' notes (importances from 2 trials) are no warnings
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
                f"sqlite:///{tmp_path / 'nowhere.db'}") == 0
     assert "is --search-storage the storage it was run in?" in capsys.readouterr().out
