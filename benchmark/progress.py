@@ -12,7 +12,7 @@ from tqdm import tqdm
 class CostEta:
     """Estimates the time left from the work done since it was made.
 
-    tqdm's own ETA assumes units of equal cost (a VQ-VAE 3 fold costs ten Gaussian VAE folds)
+    tqdm's own ETA assumes units of equal cost (a VQ-VAE 3 fold costs about twenty Gaussian VAE folds)
     and counts units finished in an earlier session as done in no time. Here each unit weighs
     its estimated cost, only this session's work sets the rate, and units in training count
     in proportion to their finished epochs (all of them when folds train stacked). Time spent

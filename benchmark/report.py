@@ -452,7 +452,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     first ``TEST_IMAGES`` test images of the run's dataset, when it can be loaded here), the
     sampling types; with ``checkpoints`` also the reconstruction grid and error-vs-observed plot of
     each configuration, from the model ``load_model(checkpoint_path)`` returns (default: the stored
-    weights, ``store.load_checkpoint``); and Optuna's plots of the searches that tuned
+    weights, ``export.load_checkpoint``); and Optuna's plots of the searches that tuned
     configurations (``run --params-from``), read from ``search_storage`` (None: each search's
     SQLite file under studies/). Raises ``ReportError`` before writing anything when the
     suite is unknown or empty. Returns what was written and what is missing.

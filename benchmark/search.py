@@ -4,10 +4,11 @@ A trial trains one configuration over the same folds as the suite runner
 (``fold_indices(len(train), folds, seed)``, per-fold seed ``unit_seed(seed, configuration.id,
 fold)``), so a configuration found here and then trained by ``run`` reproduces the trial's
 fold values (exactly on the same device and CPU thread count, as ``--workers`` sets it; up to
-float noise otherwise). After each fold the trial reports the running mean of validation ``recon`` so
-that the pruner can stop poor trials early; the objective is the mean validation ``recon``
-over the folds (or ``recon`` and ``latent`` together: a Pareto front, without pruning,
-which Optuna does not offer for several objectives).
+float noise otherwise). After each fold the trial reports the running mean of its objective's
+validation values (``recon`` by default; ``latent`` or ``recon_cond`` with ``--objectives``) so
+that the pruner can stop poor trials early; the objective is that mean over the folds (or
+several objectives together: a Pareto front, without pruning, which Optuna does not offer for
+several objectives).
 
 Storage: each search study has a SQLite file of its own, ``studies/<study>.db`` (a study that
 an earlier version put in the shared ``studies/search.db`` stays there: ``studies.default_storage``),

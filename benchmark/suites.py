@@ -98,7 +98,7 @@ class Suite:
 
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;
-        their ratios also weight the progress ETA (a VQ-VAE 3 unit costs ten Gaussian VAE units)."""
+        their ratios also weight the progress ETA (a VQ-VAE 3 unit costs about twenty Gaussian VAE units)."""
         # --limit counts training images; without it, the test split (a fifth) is held out.
         images = self.limit or DATASET_IMAGES.get(self.dataset, 60_000) * 0.8
         per_fold = images * (self.folds - 1) / self.folds * self.train.epochs

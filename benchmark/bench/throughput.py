@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # folds imports this module; write_csv only names its row typ
     from benchmark.bench.folds import EnsembleRow
 
 # The conditioning each method is benchmarked with: the thesis grid's uniform sampler (the
-# costlier of its samplers: a random permutation per image), fixed loss weights.
+# costlier of its samplers: a top-k of random keys per image), fixed loss weights.
 BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "uniform"}
 BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing

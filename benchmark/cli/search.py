@@ -25,7 +25,8 @@ searched parameters and default ranges (one trial = one k-fold cross-validation)
                                              unless given a --range: it is inside the latent term)
 override with --range NAME=LOW:HIGH[:log|linear], e.g. --range exponent=10:60:linear
 
-The objective is the mean validation recon (per-pixel MSE) over the folds; with
+The objective is the mean validation recon (per-pixel MSE) over the folds (another with
+--objectives latent or recon_cond; the pruner weighs the running mean of it); with
 --objectives recon,latent Optuna keeps a Pareto front and nothing is pruned (Optuna cannot
 prune multi-objective trials). Rerun the same command to continue the study until it has
 --trials trials (complete, pruned, running or diverged; a trial interrupted by Ctrl-C or a
