@@ -243,10 +243,11 @@ def format_mean_var(mean: float, var: float) -> str:
     """Thesis number style: ``13.9709 ± 9.2e-01`` (variance to 2 significant digits in
     scientific notation). The mean has 4 decimals from 0.1 up and 3 significant digits below
     (``0.00250``, ``0.000736``), where 4 decimals would print different means alike; ``–`` when
-    the mean is missing, and the mean alone when the variance is (a single fold)."""
+    the mean is missing, and the mean alone when the variance is (a single fold). A mean of 10⁵
+    or more (a diverging run) is in scientific notation too, not 25 digits."""
     if mean is None or not np.isfinite(mean):
         return "–"
-    text = f"{mean:.4f}" if abs(mean) >= 0.1 else f"{mean:#.3g}"
+    text = f"{mean:.3e}" if abs(mean) >= 1e5 else f"{mean:.4f}" if abs(mean) >= 0.1 else f"{mean:#.3g}"
     if var is None or not np.isfinite(var):
         return text
     return f"{text} ± {var:.1e}"

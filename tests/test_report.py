@@ -149,6 +149,9 @@ def test_format_mean_var_matches_the_thesis_and_keeps_small_means_apart():
         "0.000736 ± 1.1e-09", "0.000725 ± 1.1e-09", "0.000714 ± 1.1e-09"]
     assert format_mean_var(0.0324, np.nan) == "0.0324"
     assert format_mean_var(np.nan, np.nan) == "–"
+    # A diverging run's mean in scientific notation too, not 25 digits; below 10⁵ as the thesis prints
+    assert format_mean_var(7715115512842080166608896.0, 1.2e50) == "7.715e+24 ± 1.2e+50"
+    assert format_mean_var(32423.3691, 8.8e7) == "32423.3691 ± 8.8e+07"
 
 
 def test_compare_with_baseline_pairs_on_fold_and_adjusts_within_model_config(rows):
@@ -202,6 +205,21 @@ def test_a_comparison_short_of_folds_claims_nothing_and_still_counts_in_holm(row
     assert full["p_holm"] == pytest.approx(min(1.0, 3 * full["p"]))  # Holm over all three comparisons
 
 
+def test_holm_adjusts_within_one_model_config_not_across_the_configs_of_a_family(rows):
+    # Two VQ-VAE configs: each config's two methods are one Holm family per metric (m = 2, not 4).
+    other = make_rows(seed=1)
+    second = other[other["family"] == "vq-vae"].assign(
+        config=2, config_id=lambda f: f["config_id"].str.replace("vq-vae/1", "vq-vae/2"))
+    comparison = compare_with_baseline(pd.concat([rows, second]), k=FOLDS)
+    groups = comparison.groupby(["family", "config", "metric"])
+    assert len(groups) == 2 * 3 and (groups.size() == 2).all()  # vae/1, vq-vae/1, vq-vae/2 × recon, latent
+    for _, group in groups:
+        (low, high) = sorted(group["p"])
+        assert high < 0.5 and low > 0  # the adjustment is visible, not capped at 1
+        by_hand = {low: min(1.0, 2 * low), high: min(1.0, max(2 * low, high))}  # Holm's step-down, m = 2
+        assert group["p_holm"].to_list() == pytest.approx([by_hand[p] for p in group["p"]], rel=1e-12)
+
+
 def test_a_fold_without_a_value_is_shown_and_the_row_is_not_ranked(rows):
     gap = rows.copy()
     gap.loc[(gap["config_id"] == "vq-vae/1/multidecoder/uniform") & (gap["fold"] == 2), "recon"] = np.nan
@@ -249,6 +267,33 @@ def test_table_csv_has_one_row_per_configuration_with_hand_computed_statistics(r
     assert dict(zip(header.split(","), line.split(",")))["best_epoch_min"] == "3"
     # Thesis order: model → config → method (baseline first).
     assert list(table["config_id"][:3]) == [c[0] for c in CONFIGS[:3]]
+
+
+def test_a_report_of_repeated_folds_tests_every_pair_with_one_over_k_times_r(tmp_path, rows):
+    # --repeats 2: 5 folds × 2 repeats = folds 0-9, and the corrected t-test over all 10 differences.
+    repeated = pd.concat([rows, make_rows(seed=1).assign(fold=lambda f: f["fold"] + FOLDS)], ignore_index=True)
+    summary = write_report(write_suite(tmp_path / "results", repeated, repeats=2), "demo", tmp_path / "out",
+                           figures=False)
+    assert summary.complete
+    table = pd.read_csv(tmp_path / "out" / "table.csv").set_index("config_id")
+    assert (table["n"] == 2 * FOLDS).all() and table["complete"].all()
+    compared = table[table["method"] != "baseline"]
+    assert len(compared) == 4
+    for config_id, row in compared.iterrows():
+        family = row["family"]
+        method = repeated[repeated["config_id"] == config_id].sort_values("fold")
+        base = repeated[repeated["config_id"] == f"{family}/1/baseline"].sort_values("fold")
+        for metric in ("recon", "latent"):
+            d = method[metric].to_numpy() - base[metric].to_numpy()
+            se = np.sqrt((1 / (FOLDS * 2) + N_VAL / N_TRAIN) * d.var(ddof=1))
+            t = d.mean() / se
+            half = sps.t.ppf(0.975, 9) * se  # df = 10 − 1
+            assert row[f"{metric}_n_pairs"] == 10
+            assert row[f"{metric}_t"] == pytest.approx(t, rel=1e-9)
+            assert row[f"{metric}_p"] == pytest.approx(2 * sps.t.sf(abs(t), 9), rel=1e-9)
+            assert (row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]) == pytest.approx(
+                (d.mean() - half, d.mean() + half), rel=1e-9)
+            assert np.isfinite(row[f"{metric}_p_holm"])  # every planned pair made: it takes part in Holm
 
 
 def test_comparison_tables_give_each_methods_difference_interval_and_holm_p(report):
