@@ -48,6 +48,26 @@ def test_softadapt_with_the_thesis_window_updates_past_its_first_hundred_steps(u
     assert weights["recon_cond"] > weights["latent"] > 0.25 and weights["recon"] < 0.1
 
 
+def test_softadapt_reweights_only_every_update_every_steps():
+    # The thesis recomputed the weights every 100 steps: uniform before the 100th, then fixed until the 200th.
+    balancer = LossBalancer(BalanceConfig(softadapt=True, softadapt_beta=5e-3), ("recon", "recon_cond", "latent"))
+    assert balancer.config.update_every == 100
+    generator = torch.Generator().manual_seed(0)
+    weights = []  # after each of 150 steps
+    for step in range(150):
+        noise = 0.01 * torch.rand(3, generator=generator)
+        balancer.combine({"recon": 1.0 / (1 + step) + noise[0], "recon_cond": 1.0 - step / 1000 + noise[1],
+                          "latent": 0.1 + step / 500 + noise[2]})
+        weights.append(list(balancer.weights.values()))
+    uniform = [1 / 3] * 3
+    assert all(w == uniform for w in weights[:99])  # steps 1 to 99
+    assert weights[99] != uniform and weights[99] != pytest.approx(uniform, abs=0.05)  # step 100 re-weights
+    assert all(w == weights[99] for w in weights[100:])  # steps 101 to 150 keep them
+    # ... and the loss of a step after the update is combined at the new weights
+    terms = {"recon": torch.tensor(1.0), "recon_cond": torch.tensor(2.0), "latent": torch.tensor(4.0)}
+    assert balancer.combine(terms).item() == pytest.approx(weights[99][0] + 2 * weights[99][1] + 4 * weights[99][2])
+
+
 def test_a_fold_too_short_for_a_softadapt_update_is_noted():
     softadapt, fixed = BalanceConfig(softadapt=True), BalanceConfig()
     # the quick suite: 3 epochs of 1,000 training images at batch 128 = 24 steps < 100

@@ -4,12 +4,23 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from benchmark.conditioning import PixelSampler
 from benchmark.models import MODEL_CONFIGS, VectorQuantizer, build_model, weight_count
+from benchmark.models.blocks import ResidualLayer
 from benchmark.models.gaussian import kl_to_standard_normal
 
 GRID = [(family, config) for family, configs in MODEL_CONFIGS.items() for config in configs]
+# SPEC.md's table of models, copied here by hand (not read from the code under test):
+# (family, config): z dim (Gaussian) or (codes, code dim) (VQ), hidden widths, residual layers.
+SPEC_MODELS = {
+    ("vae", 1): dict(z=16, widths=(32, 64, 128, 256), residual=0),
+    ("vae", 2): dict(z=64, widths=(32, 64, 128, 256), residual=0),
+    ("vq-vae", 1): dict(codes=128, code_dim=16, widths=(32, 64), residual=0),
+    ("vq-vae", 2): dict(codes=128, code_dim=32, widths=(128, 256), residual=2),
+    ("vq-vae", 3): dict(codes=256, code_dim=64, widths=(128, 256), residual=4),
+}
 
 
 def mask_for(method: str, batch: int, size: int) -> torch.Tensor | None:
@@ -37,6 +48,50 @@ def test_shapes_and_named_terms(family, config, method, channels, size):
     direct = (out.x_hat - x).pow(2).mean()
     assert (out.terms["recon"] * model.recon_scale).item() == pytest.approx(direct.item(), rel=1e-5)
     del model
+
+
+def test_the_registry_builds_exactly_the_spec_tables_configurations():
+    assert sorted(GRID) == sorted(SPEC_MODELS)
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if not list(m.children())]
+
+
+@pytest.mark.parametrize("family, config", sorted(SPEC_MODELS))
+def test_each_model_is_built_as_the_spec_table_says(family, config):
+    spec = SPEC_MODELS[family, config]
+    widths, channels = spec["widths"], 3
+    torch.manual_seed(0)
+    model = build_model(family, config, "multidecoder", channels, 32)
+    # Encoder: Conv 3x3 stride 2 + BatchNorm + LeakyReLU per hidden width.
+    encoder = _leaves(model.latent_model.encoder)
+    strided = [i for i, m in enumerate(encoder) if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    assert [encoder[i].out_channels for i in strided] == list(widths)
+    assert [encoder[i].in_channels for i in strided] == [channels, *widths[:-1]]
+    for i in strided:
+        assert encoder[i].kernel_size == (3, 3)
+        assert isinstance(encoder[i + 1], nn.BatchNorm2d) and encoder[i + 1].num_features == encoder[i].out_channels
+        assert isinstance(encoder[i + 2], nn.LeakyReLU)
+    # Each decoder mirrored with transposed convs (stride 2), back to the image's channels.
+    mirrored = widths[::-1]
+    for decoder in (model.decoder, model.decoder_cond):
+        transposed = [m for m in decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+        assert [(m.in_channels, m.out_channels) for m in transposed] == list(zip(mirrored, [*mirrored[1:], channels]))
+        assert all(m.stride == (2, 2) for m in transposed)
+        assert sum(isinstance(m, ResidualLayer) for m in decoder.modules()) == spec["residual"]
+    assert sum(isinstance(m, ResidualLayer) for m in model.latent_model.encoder.modules()) == spec["residual"]
+    x = torch.rand(2, channels, 32, 32)
+    code = model.encode(x, torch.zeros(2, spec["z"]) if family == "vae" else None)
+    if family == "vae":
+        assert code.z.shape == (2, spec["z"]) and model.noise_dim == spec["z"]
+        assert not [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    else:
+        (codebook,) = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+        assert (codebook.num_embeddings, codebook.embedding_dim) == (spec["codes"], spec["code_dim"])
+        side = 32 // 2 ** len(widths)
+        assert code.z.shape == (2, spec["code_dim"], side, side) and model.noise_dim == 0
+        assert code.parts["codes"].max() < spec["codes"]
 
 
 def test_gaussian_recon_is_summed_over_pixels_and_vq_recon_is_a_mean():
@@ -141,6 +196,38 @@ def test_multidecoder_has_two_decoders_sharing_z_and_both_are_trained(family):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder_cond.parameters())
 
 
+@pytest.mark.parametrize("family", ["vae", "vq-vae"])
+def test_both_decoders_of_a_multidecoder_take_the_same_sampled_z(family):
+    # SPEC: both decoders share the encoder and the same z (the sampled z, not μ; z_q for a VQ-VAE).
+    torch.manual_seed(0)
+    model = build_model(family, 1, "multidecoder")
+    x = torch.rand(4, 1, 32, 32)
+    noise = torch.randn(4, model.noise_dim) if model.noise_dim else None
+    taken = {}
+
+    def recording(name):
+        def hook(module, args):
+            taken[name] = args[0].clone()  # the z a decoder is called with (None: its input left as it is)
+        return hook
+
+    hooks = [decoder.register_forward_pre_hook(recording(name))
+             for name, decoder in (("decoder", model.decoder), ("decoder_cond", model.decoder_cond))]
+    with torch.no_grad():
+        model(x, mask_for("multidecoder", 4, 32), noise)
+        code = model.encode(x, noise)
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(taken["decoder"], code.z) and torch.equal(taken["decoder_cond"], code.z)
+    if family == "vae":
+        mu, logvar = code.parts["mu"], code.parts["logvar"]
+        assert torch.allclose(code.z, mu + noise * torch.exp(0.5 * logvar))
+        assert not torch.allclose(code.z, mu, atol=1e-3)  # the sample differs from μ: not what a decoder takes
+    else:
+        with torch.no_grad():  # z_q: the codebook vectors (z_e + (e − z_e), rounded once)
+            assert torch.allclose(code.z, model.latent_model.quantizer.lookup(code.parts["codes"]), atol=1e-6)
+        assert not torch.allclose(code.z, code.parts["z_e"], atol=1e-3)
+
+
 def test_conditioned_decoder_merges_z_and_m_through_one_linear_layer():
     model = build_model("vq-vae", 1, "single")
     merge = model.decoder.latent_input.linear
@@ -148,10 +235,43 @@ def test_conditioned_decoder_merges_z_and_m_through_one_linear_layer():
     assert merge.in_features == 16 * 8 * 8 + 2 * 32 * 32  # flatten(z_q) ⊕ flatten(m)
 
 
-@pytest.mark.parametrize("family,config,method", [("vae", 1, "multidecoder"), ("vq-vae", 2, "single")])
-def test_weight_count_counts_the_built_models_trainable_weights(family, config, method):
-    model = build_model(family, config, method, 3, 32)
-    assert weight_count(family, config, method, 3, 32) == sum(p.numel() for p in model.parameters())
+def weights_by_hand(family: str, config: int, method: str, channels: int, size: int) -> int:
+    """The trainable weights of a model, counted from the SPEC table and the layers' conventions:
+    no conv bias before a BatchNorm (weight and bias: 2 per channel), a bias on the image layer,
+    on the VQ encoder's 1x1 projection and decoder's first conv, and on every Linear layer."""
+    spec = SPEC_MODELS[family, config]
+    widths, side = spec["widths"], size // 2 ** len(spec["widths"])
+
+    def conv(c_in, c_out, kernel, bias):
+        return c_in * c_out * kernel * kernel + (c_out if bias else 0)
+
+    encoder = sum(conv(c_in, w, 3, False) + 2 * w for c_in, w in zip((channels, *widths), widths))
+    mirrored = widths[::-1]
+    body = (sum(conv(a, b, 4, False) + 2 * b for a, b in zip(mirrored, mirrored[1:]))
+            + conv(widths[0], channels, 4, True))  # the image layer
+    residual = spec["residual"] * (conv(widths[-1], widths[-1], 3, False) + conv(widths[-1], widths[-1], 1, False))
+    m = (channels + 1) * size * size  # mask ⊕ x·mask
+    if family == "vae":
+        flat, z = widths[-1] * side * side, spec["z"]
+        latent = encoder + 2 * (flat * z + z)  # μ and log σ²
+
+        def decoder(cond):
+            return (z + cond) * flat + flat + body
+    else:
+        code = spec["code_dim"] * side * side
+        latent = encoder + residual + conv(widths[-1], spec["code_dim"], 1, True) + spec["codes"] * spec["code_dim"]
+
+        def decoder(cond):  # z_q enters as it is; conditioned, one Linear merges z_q ⊕ m
+            merge = (code + cond) * code + code if cond else 0
+            return merge + conv(spec["code_dim"], widths[-1], 3, True) + residual + body
+    return latent + {"baseline": decoder(0), "single": decoder(m), "multidecoder": decoder(0) + decoder(m)}[method]
+
+
+@pytest.mark.parametrize("family, config", sorted(SPEC_MODELS))
+@pytest.mark.parametrize("method", ["baseline", "multidecoder", "single"])
+def test_weight_count_counts_the_models_trainable_weights_by_hand(family, config, method):
+    assert weight_count(family, config, method, 3, 32) == weights_by_hand(family, config, method, 3, 32)
+    assert weight_count(family, config, method) == weights_by_hand(family, config, method, 1, 32)
 
 
 def test_a_conditioned_decoder_costs_its_merge_layers_weights_by_hand():

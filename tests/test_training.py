@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import benchmark.train
 from benchmark.balancing import BalanceConfig
 from benchmark.conditioning import PixelSampler
 from benchmark.config import Configuration, MethodConfig, TrainConfig
@@ -196,6 +197,54 @@ def test_a_fold_trains_every_module_in_training_mode_and_validates_in_eval_mode(
     assert (sum(training), sum(validating)) == (8, 4)
     assert training == [True] * 4 + [False] * 2 + [True] * 4 + [False] * 2
     assert (result.n_train, result.n_val) == (64, 32)
+
+
+def test_a_fold_keeps_the_epoch_with_the_lowest_validation_total_and_its_weights(digits, monkeypatch):
+    # Validation totals made known (1.0, 0.5, 0.9): the fold keeps epoch 2, not the last nor the first.
+    train, val = digits
+    validate, totals, weights = benchmark.train._validation_metrics, iter([1.0, 0.5, 0.9]), []
+
+    def scripted(model, *args):
+        metrics = validate(model, *args)
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})  # as the epoch ends
+        return {**metrics, "total": next(totals)}
+
+    monkeypatch.setattr(benchmark.train, "_validation_metrics", scripted)
+    result = train_fold(Configuration("vae", 1), train[:64], val[:32], TrainConfig(epochs=3, batch_size=32,
+                                                                                  device="cpu"), seed=0)
+    assert [row["total"] for row in result.history] == [1.0, 0.5, 0.9]
+    assert result.best_epoch == 2 and result.metrics["total"] == 0.5
+    assert result.metrics == {k: v for k, v in result.history[1].items() if k in result.metrics}
+    assert len(weights) == 3 and result.state_dict.keys() == weights[1].keys()
+    assert all(torch.equal(result.state_dict[k], weights[1][k]) for k in weights[1])
+    assert not all(torch.equal(weights[1][k], weights[2][k]) for k in weights[1])  # epoch 3 did move them
+
+
+def test_validation_draws_the_same_masks_every_epoch(digits, monkeypatch):
+    # The validation seed does not depend on the epoch: epochs are compared on the same masks.
+    train, val = digits
+    sample, validate, masks, validating = PixelSampler.sample, benchmark.train._validation_metrics, [], []
+
+    def recording(sampler, *args, **kwargs):
+        mask = sample(sampler, *args, **kwargs)
+        if validating:
+            masks.append(mask.clone())
+        return mask
+
+    def flagged(*args):
+        validating.append(True)
+        try:
+            return validate(*args)
+        finally:
+            validating.pop()
+
+    monkeypatch.setattr(PixelSampler, "sample", recording)
+    monkeypatch.setattr(benchmark.train, "_validation_metrics", flagged)
+    train_fold(Configuration("vae", 1, MethodConfig("multidecoder", "uniform")), train[:64], val[:32],
+               TrainConfig(epochs=2, batch_size=32, device="cpu"), seed=0)
+    assert len(masks) == 2 and masks[0].shape[0] == 32
+    assert 0 < masks[0].sum() < masks[0].numel()  # uniform: new locations at every draw of its generator
+    assert torch.equal(masks[0], masks[1])
 
 
 @pytest.mark.parametrize("exponent", [20.0, 60.0])

@@ -1,0 +1,48 @@
+"""`--help` on every command (SPEC, "Commands"): exit 0, usage on stdout, nothing on stderr."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+from conftest import cli
+
+from benchmark.cli import build_parser
+
+# Every command and subcommand of `python -m benchmark`, the top level ("") first.
+COMMANDS = ["", "run", "suites", "report", "search", "studies", "studies list", "studies show", "studies plot",
+            "bench", "prior"]
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
+    """The names of ``parser``'s (sub)commands, nested ones as ``studies list``."""
+    names = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                names += [f"{prefix}{name}", *subcommands(command, f"{prefix}{name} ")]
+    return names
+
+
+def test_the_list_here_is_every_command_the_parser_has():
+    assert sorted(subcommands(build_parser())) == sorted(COMMANDS[1:])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.replace(" ", "-") or "top-level")
+def test_help_prints_usage_on_stdout_and_exits_0(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_:
+        cli(tmp_path, *command.split(), "--help")
+    captured = capsys.readouterr()
+    assert exit_.value.code == 0
+    assert captured.out.startswith(f"usage: python -m benchmark {command}".rstrip())
+    assert "options:" in captured.out and captured.err == ""
+    assert not list(tmp_path.iterdir())  # help writes nothing
+
+
+def test_help_of_the_real_entry_point_exits_0_with_nothing_on_stderr(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmark", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("usage: python -m benchmark")
+    assert all(name in done.stdout for name in COMMANDS[1:] if " " not in name)
