@@ -45,6 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.config import Configuration
 from benchmark.processes import Interrupts, run_workers, stop_with_parent
+from benchmark.progress import CostEta
 from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
@@ -151,6 +152,10 @@ class _Objective:
         from benchmark.cv import fold_indices
 
         self.settings, self.images, self.bar, self.interrupts = settings, images, bar, interrupts
+        # Each trial slot of the budget weighs the same; a trial in training counts by its epochs
+        # done, so the ETA moves within the first trial (a pruned trial ends early: an upper bound).
+        self.eta = CostEta({str(slot): 1.0 for slot in range(options.trials)})
+        self.slot = 0               # the budget's slot the next trial takes
         self.folds = fold_indices(len(images), settings.folds, settings.seed)
         self.train_config = settings.train_config(options.device)
         self.best = "–"
@@ -181,8 +186,10 @@ class _Objective:
         values: dict[str, list[float]] = {name: [] for name in ("recon", "latent", "recon_cond", "best_epoch")}
         for fold, (train_idx, val_idx) in enumerate(self.folds):
             def on_epoch(epoch: int, row: dict[str, float], fold: int = fold) -> None:
-                self.bar.set_postfix_str(f"trial #{trial.number} | {fold_label(fold, len(self.folds))} | epoch "
-                                         f"{epoch}/{settings.epochs} | val recon {row['recon']:.4g} | "
+                if self.slot < len(self.eta.unit_cost):
+                    self.eta.progress(str(self.slot), (fold + epoch / settings.epochs) / len(self.folds))
+                self.bar.set_postfix_str(f"ETA {self.eta} | trial #{trial.number} | {fold_label(fold, len(self.folds))} "
+                                         f"| epoch {epoch}/{settings.epochs} | val recon {row['recon']:.4g} | "
                                          f"best {self.best}", refresh=True)
 
             try:
@@ -247,6 +254,8 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
             fail_orphans(study, grace_for(options.heartbeat))
             trials = study.get_trials(deepcopy=False)
             used = min(sum(counts_toward_budget(t) for t in trials), options.trials)
+            objective.eta.settle(str(slot) for slot in range(used))
+            objective.slot = used
             # Trials counted at this worker's first look (or lost since: a dead worker's) are not in its rate or
             # ETA; later ones go through update(), which is what feeds tqdm's rate.
             if first_look:
@@ -271,7 +280,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
                 bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now
             elif any(t.state == TrialState.RUNNING for t in trials):
                 # Running elsewhere, or on a worker that died: wait to know, and retry its trial if it died.
-                with interrupts.immediate():
+                with interrupts.immediate(), objective.eta.waiting():
                     time.sleep(min(5, options.heartbeat))
             else:
                 break

@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +156,15 @@ def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys)
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert [name for name in rows if name in ("alpha", "mu", "zeta")] == ["alpha", "mu", "zeta"]
     assert rows["mu"][2:8] == ["0", "0", "0", "0", "0", "2"] and rows["zeta"][7] == "0"
+
+
+def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsys):
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "baseline", "--trials", "1",
+               "--limit", "120", "--epochs", "2", "--folds", "2", "--device", "cpu") == 0
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    first_trial = [line for line in lines if "0/1 [" in line and "epoch " in line]
+    assert len(first_trial) == 4  # two folds of two epochs
+    assert all(re.search(r"ETA \d\d:\d\d \| trial #0", line) for line in first_trial), first_trial
 
 
 def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
