@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,11 @@ class Interrupts:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def worker_id() -> str:
+    """``host:pid``: which process trained a trial, as its ``worker`` user attribute records."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def stop_with_parent(patience: float = WORKER_PATIENCE) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, save_checkpoint
-from benchmark.processes import Interrupts, run_workers, stop_with_parent
+from benchmark.processes import Interrupts, run_workers, stop_with_parent, worker_id
 from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
@@ -42,9 +41,6 @@ from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, stud
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, agreed_precision, train_fold, training_device
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run, raised once the finished units are exported; carries the summary."""
@@ -119,7 +115,7 @@ class _Worker:
 
     def objective(self, trial: optuna.Trial, key: str) -> float:
         """Train unit ``key`` in ``trial``, a trial of it this worker claimed."""
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("worker", worker_id())
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
         config_id, fold = parse_unit(key)
@@ -188,7 +184,7 @@ class _Worker:
             # worker that wins the oldest would be training as well.
             waiting = next((t for t in trials if t.state == TrialState.WAITING), None)
             if waiting is not None and storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
-                storage.set_trial_user_attr(waiting._trial_id, "worker", WORKER)
+                storage.set_trial_user_attr(waiting._trial_id, "worker", worker_id())
                 storage.set_trial_user_attr(waiting._trial_id, "config_id", config_id)
                 storage.set_trial_user_attr(waiting._trial_id, "fold", other_fold)
                 if config_id in self.params_from:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -44,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.config import Configuration
-from benchmark.processes import Interrupts, run_workers, stop_with_parent
+from benchmark.processes import Interrupts, run_workers, stop_with_parent, worker_id
 from benchmark.progress import CostEta
 from benchmark.storage import (
     StoreConfig,
@@ -179,7 +178,7 @@ class _Objective:
         from benchmark.cv import fold_label, unit_seed
         from benchmark.train import DivergedError, train_fold
 
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_id())
         settings = self.settings
         configuration = self.suggest(trial)
         trial.set_user_attr("config_id", configuration.id)
