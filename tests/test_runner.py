@@ -438,8 +438,8 @@ def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, cap
     assert (tmp_path / "results" / "small.csv").read_bytes() == first
     started = "python -m benchmark run --suite small.toml --epochs 2 --name small-e2 --heartbeat 1 --quiet"
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
-    assert capsys.readouterr().err.endswith(f"There is a run filed under 'small-e2'; to go on with it, run the command "
-                                            f"it recorded: {started}\n")
+    assert capsys.readouterr().err.endswith(f"\nerror: 'small-e2' is the name a run is filed under, not a suite: "
+                                            f"to go on with it, run the command it recorded: {started}\n")
     (tmp_path / "results" / "small-e2_meta.json").unlink()  # as a run stopped before its first export leaves it
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
     assert capsys.readouterr().err.endswith(f"run the command it recorded: {started}\n")  # from the study

@@ -92,8 +92,8 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
         suite = get_suite(args.suite)
     except ValueError as err:
         if command := recorded_command(args.suite, store_config(args)):
-            raise ValueError(f"{err}. There is a run filed under {args.suite!r}; to go on with it, run the command "
-                             f"it recorded: {command}") from None
+            raise ValueError(f"{args.suite!r} is the name a run is filed under, not a suite: to go on with it, run "
+                             f"the command it recorded: {command}") from None
         if (store_config(args).studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
             raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named by --name or "
                              "--params-from goes on with the command that started it (its --suite, options, "
