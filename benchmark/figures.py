@@ -130,7 +130,7 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
             fig.suptitle(f"{title}{compared}: validation curves")
             recon = {"multidecoder": "decoder 1 (unconditioned)", "single": "empty mask (unconditioned)"}
             axes[0].set(xlabel="epoch", ylabel=f"validation {LATENT_LABELS.get(family, 'latent loss')}",
-                        title="latent")
+                        title=LATENT_LABELS.get(family, "latent loss"))
             axes[1].set(xlabel="epoch", ylabel="validation reconstruction (per-pixel MSE)",
                         title=f"reconstruction, {recon[method]}" if method in recon else "reconstruction")
             for ax in axes:

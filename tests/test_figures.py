@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -89,6 +90,11 @@ def test_curves_keep_the_legend_off_the_panels_and_mark_each_folds_selected_epoc
         crosses = [line for line in ax.get_lines() if line.get_marker() == "x" and len(line.get_xdata())]
         assert len(crosses) == 5 and all(list(line.get_xdata()) == [2, 3] for line in crosses)
         assert all(band.get_alpha() < 0.2 for band in ax.collections)  # five bands overlap
+    assert [ax.get_title() for ax in fig.axes] == ["KL divergence", "reconstruction, empty mask (unconditioned)"]
+    for ax, metric in zip(fig.axes, ("latent", "recon")):  # each line: the mean over the folds at each epoch
+        (line,) = [line for line in ax.get_lines() if line.get_label() == "baseline"]
+        mean = history[history["config_id"] == "vae/1/baseline"].groupby("epoch")[metric].mean()
+        assert list(line.get_xdata()) == list(mean.index) and np.allclose(line.get_ydata(), mean.to_numpy())
 
 
 def test_a_method_with_no_fold_done_gets_no_curves_and_the_baseline_keeps_its_own(tmp_path, saved):
