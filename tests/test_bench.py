@@ -30,6 +30,7 @@ from benchmark.bench import (
     write_throughput,
 )
 from benchmark.cli import main
+from benchmark.cli.bench import busy_note
 from benchmark.conditioning import PixelSampler
 from benchmark.models import build_model
 from benchmark.train import native_bf16
@@ -344,3 +345,10 @@ def test_a_file_error_without_a_path_is_its_message(capsys, monkeypatch):
     monkeypatch.setattr("benchmark.cli.run.cmd_suites", missing)
     assert main(["suites"]) == 2
     assert capsys.readouterr().err == "error: Couldn't find any class folder in /data\n"
+
+
+def test_bench_warns_when_other_work_shared_the_cores_while_it_timed():
+    assert busy_note(load=2.9, cpus=2) is None  # bench itself keeps about one per core busy
+    assert busy_note(load=4.6, cpus=2) == (
+        "warning: the machine was busy while bench timed (load average 4.6 on 2 cores): other work took cores from "
+        "it, so its figures are low and its speed-ups unsteady; rerun it on an idle machine")

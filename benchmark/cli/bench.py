@@ -118,6 +118,8 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                        workers=args.workers, data_root=args.data_root, download=args.download,
                        progress=progress)
     print(format_table(result))
+    if note := busy_note():
+        _stderr(note)
     path, stale = write_throughput(result.rows, args.out)
     written.append(path)
     print(f"wrote {path}" + (f" (removed {stale} of an earlier run)" if stale else ""))
@@ -130,6 +132,17 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
         print(format_ensemble_table(rows))
         print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV)}")
     return 0
+
+
+def busy_note(load: float | None = None, cpus: int | None = None) -> str | None:
+    """A warning when other work shared the cores while bench timed (the last minute's load
+    average over 1.5 per core; bench itself keeps about one per core busy), else None."""
+    load = os.getloadavg()[0] if load is None else load
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    if load <= 1.5 * cpus:
+        return None
+    return (f"warning: the machine was busy while bench timed (load average {load:.1f} on {cpus} cores): other work "
+            "took cores from it, so its figures are low and its speed-ups unsteady; rerun it on an idle machine")
 
 
 def _stderr(message: str) -> None:
