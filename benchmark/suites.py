@@ -50,8 +50,8 @@ class Suite:
         check_kinds(self, (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
                            ("folds", int, "an integer"), ("repeats", int, "an integer"),
                            ("seed", int, "an integer"), ("description", str, "text")))
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range, which splits the data: before anything runs
+            raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed}")
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
