@@ -151,10 +151,12 @@ class _Objective:
         from benchmark.cv import fold_indices
 
         self.settings, self.images, self.bar, self.interrupts = settings, images, bar, interrupts
-        # Each trial slot of the budget weighs the same; a trial in training counts by its epochs
-        # done, so the ETA moves within the first trial (a pruned trial ends early: an upper bound).
+        # Each trial of the budget weighs the same, and this worker's trial in training counts by its
+        # epochs done, so the ETA moves within the first trial (pruned trials end early: until some
+        # have, it runs high). Finished trials fill the budget from slot 0, so this worker's trial
+        # takes the last slot, which is settled only when every trial is.
         self.eta = CostEta({str(slot): 1.0 for slot in range(options.trials)})
-        self.slot = 0               # the budget's slot the next trial takes
+        self.eta_key = str(options.trials - 1)
         self.folds = fold_indices(len(images), settings.folds, settings.seed)
         self.train_config = settings.train_config(options.device)
         self.best = "–"
@@ -185,8 +187,7 @@ class _Objective:
         values: dict[str, list[float]] = {name: [] for name in ("recon", "latent", "recon_cond", "best_epoch")}
         for fold, (train_idx, val_idx) in enumerate(self.folds):
             def on_epoch(epoch: int, row: dict[str, float], fold: int = fold) -> None:
-                if self.slot < len(self.eta.unit_cost):
-                    self.eta.progress(str(self.slot), (fold + epoch / settings.epochs) / len(self.folds))
+                self.eta.progress(self.eta_key, (fold + epoch / settings.epochs) / len(self.folds))
                 self.bar.set_postfix_str(f"ETA {self.eta} | trial #{trial.number} | {fold_label(fold, len(self.folds))} "
                                          f"| epoch {epoch}/{settings.epochs} | val recon {row['recon']:.4g} | "
                                          f"best {self.best}", refresh=True)
@@ -241,6 +242,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
     if images is None:  # a worker process: the parent has loaded (and downloaded) the data already
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",  # our ETA
                desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
     objective = _Objective(settings, options, images, bar, interrupts)
     objective.best = best_text(study)  # a study resumed has one already
@@ -253,8 +255,8 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
             fail_orphans(study, grace_for(options.heartbeat))
             trials = study.get_trials(deepcopy=False)
             used = min(sum(counts_toward_budget(t) for t in trials), options.trials)
-            objective.eta.settle(str(slot) for slot in range(used))
-            objective.slot = used
+            objective.eta.progress(objective.eta_key, 0.0)  # no trial in training: the last one is settled now
+            objective.eta.settle(str(slot) for slot in range(min(settled(trials), options.trials)))
             # Trials counted at this worker's first look (or lost since: a dead worker's) are not in its rate or
             # ETA; later ones go through update(), which is what feeds tqdm's rate.
             if first_look:
@@ -276,7 +278,8 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
                     bar.write(taken_over_message(f"trial #{objective.number}", grace_for(options.heartbeat)),
                               file=sys.stderr)
                 objective.best = best_text(study)
-                bar.set_postfix_str(f"best {objective.best}", refresh=False)  # the last trial's line is stale now
+                # the last trial's line is stale now
+                bar.set_postfix_str(f"ETA {objective.eta} | best {objective.best}", refresh=False)
             elif any(t.state == TrialState.RUNNING for t in trials):
                 # Running elsewhere, or on a worker that died: wait to know, and retry its trial if it died.
                 with interrupts.immediate(), objective.eta.waiting():

@@ -165,6 +165,7 @@ def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsy
     first_trial = [line for line in lines if "0/1 [" in line and "epoch " in line]
     assert len(first_trial) == 4  # two folds of two epochs
     assert all(re.search(r"ETA \d\d:\d\d \| trial #0", line) for line in first_trial), first_trial
+    assert not any("<" in line for line in lines)  # not tqdm's own ETA beside it, '?' until a trial ends
 
 
 def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
@@ -186,10 +187,12 @@ def test_optuna_plots_leave_matplotlib_s_style_as_it_was_for_the_figures_drawn_a
     import matplotlib
 
     cwd, _ = searched
-    before = dict(matplotlib.rcParams)
-    written, _ = plot_study(load_search_study(db(cwd), NAME)[0], tmp_path)
-    assert written  # Optuna's plots use its ggplot style: grey panels, white grid lines
-    assert {k: v for k, v in matplotlib.rcParams.items() if v != before[k]} == {}
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()  # as it was before any test drew Optuna's plots
+        before = dict(matplotlib.rcParams)
+        written, _ = plot_study(load_search_study(db(cwd), NAME)[0], tmp_path)
+        assert written  # Optuna's plots use its ggplot style: grey panels, white grid lines
+        assert {k: v for k, v in matplotlib.rcParams.items() if v != before[k]} == {}
 
 
 def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
