@@ -320,20 +320,22 @@ def _search_plots(tuned: dict[str, str], directory: Path, search_storage: str | 
     return paths, problems
 
 
-def _tuning_caveats(meta: dict, search_storage: str | None) -> list[str]:
-    """A caveat for each search that tuned this run's parameters with other training than the run's."""
+def _tuning_caveats(meta: dict, search_storage: str | None) -> tuple[list[str], list[str]]:
+    """A caveat for each search that tuned this run's parameters with other training than the run's,
+    and the searches out of reach, which it could not compare."""
     here = {key: meta[key] for key in TRAINING_SETTINGS if key in meta}
-    found = []
+    found, unreachable = [], []
     for name in dict.fromkeys((meta.get("params_from") or {}).values()):
         try:
             _, settings = load_search_study(search_storage, name)
-        except ValueError:  # out of reach: the report's warnings say so, with the plots it lacks
+        except ValueError:
+            unreachable.append(name)
             continue
         changes = training_changes(asdict(settings), here)
         if changes:
             found.append(f"search `{name}` trained otherwise than this run ({changes}): its best parameters were "
                          "chosen for that training, and need not be the best for this one")
-    return found
+    return found, unreachable
 
 
 def _stored_model(path: str) -> MultitaskVAE:
@@ -355,7 +357,11 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
         row = first.loc[config_id]
         name = safe_name(config_id)
         try:
-            model = load_model(str(checkpoint_file(row["checkpoint"], results_dir, suite.suite)))
+            try:
+                model = load_model(str(checkpoint_file(row["checkpoint"], results_dir, suite.suite)))
+            except FileNotFoundError:  # the weights alone, not a figure's file: one warning for them all
+                missing.append(config_id)
+                continue
             sampler = None
             if row["method"] != "baseline":
                 count = None if math.isnan(row["count"]) else int(row["count"])
@@ -367,8 +373,6 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
                 sampling = row["sampling"] if row["sampling"] in ("uniform", "gaussian") else "uniform"
                 paths += error_vs_observed(model, images, sampling, directory / f"error_vs_observed_{name}",
                                            trained=sampler, **named)
-        except FileNotFoundError:
-            missing.append(config_id)
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             warnings.append(f"{config_id}: no checkpoint figures ({type(error).__name__}: {error})")
     if missing:
@@ -526,7 +530,11 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
             paths, problems = _search_plots(data.meta["params_from"], directory, search_storage)
             files, warnings = files + paths, warnings + problems
 
-    limits = caveats(data) + _tuning_caveats(data.meta, search_storage)
+    tuning, unreachable = _tuning_caveats(data.meta, search_storage)
+    if unreachable and not figures:  # with figures, the missing Optuna plots name them and the way to them
+        warnings.append(f"search{'es' * (len(unreachable) > 1)} {', '.join(map(repr, unreachable))} out of reach: "
+                        "not compared with this run's training; give the storage with --search-storage")
+    limits = caveats(data) + tuning
     (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings, limits))
     files.append(out_dir / "index.md")
     return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, limits)

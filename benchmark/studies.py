@@ -446,8 +446,8 @@ TRAINING_SETTINGS = ("dataset", "limit", "folds", "epochs", "batch_size", "lr", 
 
 def training_differences(there: dict, here: dict) -> list[str]:
     """The keys of ``here`` (of ``TRAINING_SETTINGS``) whose values a search's settings ``there`` do not share."""
-    # A study made before precision was stored trained as "auto" did: not knowable here.
-    return [key for key, value in here.items() if key in there and there[key] != value and there[key] != "auto"]
+    # A study (or a run's export) made before precision was stored says "auto": not knowable here.
+    return [key for key, value in here.items() if key in there and there[key] != value and "auto" not in (there[key], value)]
 
 
 def training_changes(there: dict, here: dict) -> str:

@@ -75,6 +75,9 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert (f"warning: no Optuna plots of search {name!r}: no study {name!r} in studies/; available: none; give its "
             "storage with --search-storage") in capsys.readouterr().out
     assert not plots.exists() and f"`python -m benchmark studies plot {name}`" in (out / "index.md").read_text()
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0  # no plots to say it: a warning
+    assert (f"warning: search {name!r} out of reach: not compared with this run's training; give the storage with "
+            "--search-storage") in capsys.readouterr().out
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
                f"sqlite:///{tmp_path / 'elsewhere.db'}") == 0
     assert (plots / "history.png").exists()

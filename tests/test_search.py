@@ -22,7 +22,7 @@ from benchmark.search import counts_toward_budget, signal_name
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, stored_attr, trial_status
 from benchmark.studies import (best_configurations, file_name, load_search_study, plot_study, study_settings,
-                               tuning_notes)
+                               training_differences, tuning_notes)
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult, resolve_device
 
@@ -181,6 +181,13 @@ def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
         assert Path(path).parent == Path("reports/studies") / NAME
         magic = PNG if path.endswith(".png") else b"%PDF-"
         assert (cwd / path).read_bytes()[:len(magic)] == magic
+
+
+def test_training_differences_skip_a_precision_recorded_as_auto_on_either_side():
+    assert training_differences({"precision": "fp32", "epochs": 3}, {"precision": "bf16", "epochs": 4}) == [
+        "precision", "epochs"]
+    assert training_differences({"precision": "auto", "epochs": 3}, {"precision": "bf16", "epochs": 3}) == []
+    assert training_differences({"precision": "fp32", "epochs": 3}, {"precision": "auto", "epochs": 3}) == []
 
 
 def test_optuna_plots_leave_matplotlib_s_style_as_it_was_for_the_figures_drawn_after_them(searched, tmp_path):
