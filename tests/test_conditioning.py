@@ -1,7 +1,9 @@
 """Pixel samplers and m = [mask, x ⊙ mask]."""
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmark.conditioning import PixelSampler, conditioning, exact_grid
@@ -66,6 +68,21 @@ def test_gaussian_is_centre_weighted_with_duplicates():
     centre = masks[..., 12:20, 12:20].mean()
     corner = masks[..., :8, :8].mean()
     assert centre > 10 * corner
+
+
+def test_gaussian_locations_are_normal_around_the_centre_with_std_a_sixth_of_the_side():
+    # One draw per image: its row and column are round(N((side - 1)/2, side/6)), clamped to the image
+    side = 32
+    masks = PixelSampler("gaussian", side, count=1).sample(40_000, gen(), "cpu")
+    rows, cols = masks[:, 0].nonzero()[:, 1:].T
+    edges = np.arange(side + 1) - 0.5
+    normal = stats.norm(loc=(side - 1) / 2, scale=side / 6)
+    expected = np.diff(normal.cdf(edges))
+    expected[0] += normal.cdf(edges[0])  # the clamped tails
+    expected[-1] += normal.sf(edges[-1])
+    for axis in (rows, cols):
+        observed = np.bincount(axis.numpy(), minlength=side)
+        assert stats.chisquare(observed, expected * len(axis)).pvalue > 1e-3  # side/8 or side/5: p < 1e-50
 
 
 @pytest.mark.parametrize("a", [2.0, 20.0, 40.0, 60.0])
