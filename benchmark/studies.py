@@ -306,6 +306,10 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
                     continue
             figure = np.ravel(axes)[0].figure
             _legible(figure, name, names[lead])
+            pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+            if name == "history" and pruned:  # Optuna leaves them out without a word
+                ax = np.ravel(axes)[0]
+                ax.set_title(f"{ax.get_title()}\n({pruned} pruned trial{'s' * (pruned > 1)} not shown: no final value)")
             written += save_figure(figure, out_dir / name)
             plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
     return written, notes

@@ -183,6 +183,22 @@ def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
         assert (cwd / path).read_bytes()[:len(magic)] == magic
 
 
+def test_the_history_plot_says_it_leaves_out_the_pruned_trials(searched, tmp_path, monkeypatch):
+    import benchmark.figures
+
+    titles = {}
+
+    def saved(figure, stem):
+        titles[stem.name] = figure.axes[0].get_title()
+        return [stem]
+
+    monkeypatch.setattr(benchmark.figures, "save_figure", saved)
+    cwd, _ = searched
+    plot_study(load_search_study(db(cwd), NAME)[0], tmp_path)
+    assert titles["history"].endswith("\n(1 pruned trial not shown: no final value)")  # Optuna draws complete ones
+    assert "pruned" not in titles["slice"]
+
+
 def test_training_differences_skip_a_precision_recorded_as_auto_on_either_side():
     assert training_differences({"precision": "fp32", "epochs": 3}, {"precision": "bf16", "epochs": 4}) == [
         "precision", "epochs"]
