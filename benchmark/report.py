@@ -39,7 +39,7 @@ from benchmark.stats import (COMPARED, DIVERGED_FACTOR, compare_with_baseline, c
                              diverged_folds, parameter_text, summarise)
 from benchmark.storage import StoreConfig
 from benchmark.studies import (TRAINING_SETTINGS, file_name, load_search_study, plot_dir, plot_study,
-                               training_changes)
+                               training_changes, training_differences)
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -50,9 +50,13 @@ from benchmark.tables import (
 )
 
 if TYPE_CHECKING:
+    import optuna
     import torch
 
     from benchmark.models import MultitaskVAE
+    from benchmark.search_space import SearchSettings
+
+    Searches = dict[str, tuple[optuna.Study, SearchSettings] | ValueError]  # a search, or why it cannot be read
 
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
@@ -300,42 +304,47 @@ def _clear_figures(directory: Path) -> None:
     shutil.rmtree(directory / OPTUNA_FIGURES, ignore_errors=True)
 
 
-def _search_plots(tuned: dict[str, str], directory: Path, search_storage: str | None) -> tuple[list[Path], list[str]]:
-    """Optuna's plots of each search in ``tuned`` (configuration id → study) under
-    ``directory/optuna/<study>/``, the studies read from ``search_storage`` (None: each from its
-    SQLite file under studies/); and why a search's are missing."""
+def _load_searches(meta: dict, search_storage: str | None) -> Searches:
+    """Each search the run took parameters from (``run --params-from``), read from ``search_storage``
+    (None: each from its SQLite file under studies/), or why it cannot be read."""
+    searches: Searches = {}
+    for name in dict.fromkeys((meta.get("params_from") or {}).values()):
+        try:
+            searches[name] = load_search_study(search_storage, name)
+        except ValueError as error:  # e.g. a search kept in a database this machine does not reach
+            searches[name] = error
+    return searches
+
+
+def _search_plots(searches: Searches, directory: Path, search_storage: str | None) -> tuple[list[Path], list[str]]:
+    """Optuna's plots of each search under ``directory/optuna/<study>/``; and why a search's are missing."""
     paths: list[Path] = []
     problems: list[str] = []
-    for name in dict.fromkeys(tuned.values()):
-        try:
-            study, _ = load_search_study(search_storage, name)
-        except ValueError as error:  # e.g. a search kept in a database this machine does not reach
+    for name, search in searches.items():
+        if isinstance(search, ValueError):
             advice = "give its storage with --search-storage" if search_storage is None else \
                 "is --search-storage the storage it was run in?"
-            problems.append(f"no Optuna plots of search {name!r}: {str(error).split(': ', 1)[-1]}; {advice}")
+            problems.append(f"no Optuna plots of search {name!r}: {str(search).split(': ', 1)[-1]}; {advice}")
             continue
         # Its notes (a plot a search of one parameter cannot have, importances from few trials) are
         # for `studies plot`: here they would be warnings in every report of such a run.
-        paths += plot_study(study, plot_dir(directory / OPTUNA_FIGURES, name))[0]
+        paths += plot_study(search[0], plot_dir(directory / OPTUNA_FIGURES, name))[0]
     return paths, problems
 
 
-def _tuning_caveats(meta: dict, search_storage: str | None) -> tuple[list[str], list[str]]:
-    """A caveat for each search that tuned this run's parameters with other training than the run's,
-    and the searches out of reach, which it could not compare."""
+def _tuning_caveats(meta: dict, searches: Searches) -> list[str]:
+    """A caveat for each search that tuned this run's parameters with other training than the run's."""
     here = {key: meta[key] for key in TRAINING_SETTINGS if key in meta}
-    found, unreachable = [], []
-    for name in dict.fromkeys((meta.get("params_from") or {}).values()):
-        try:
-            _, settings = load_search_study(search_storage, name)
-        except ValueError:
-            unreachable.append(name)
+    found = []
+    for name, search in searches.items():
+        if isinstance(search, ValueError):
             continue
-        changes = training_changes(asdict(settings), here)
-        if changes:
-            found.append(f"search `{name}` trained otherwise than this run ({changes}): its best parameters were "
-                         "chosen for that training, and need not be the best for this one")
-    return found, unreachable
+        there = asdict(search[1])
+        differ = training_differences(there, here)
+        if differ:
+            found.append(f"search `{name}` trained otherwise than this run ({training_changes(there, here, differ)}): "
+                         "its best parameters were chosen for that training, and need not be the best for this one")
+    return found
 
 
 def _stored_model(path: str) -> MultitaskVAE:
@@ -499,6 +508,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     directory = out_dir / "figures"
     if directory.is_dir():
         _clear_figures(directory)  # an earlier report's: index.md must not leave them unlisted and stale
+    searches = _load_searches(data.meta, search_storage)
     if figures:
         from benchmark.figures import sampling_types, validation_curves
 
@@ -526,15 +536,15 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         if data.prior is not None:  # images decoded from the prior samples that `prior` stored
             paths, problems = prior_figures(Path(results_dir), suite, data.prior, list(table["config_id"]), directory)
             files, warnings = files + paths, warnings + problems
-        if data.meta.get("params_from"):
-            paths, problems = _search_plots(data.meta["params_from"], directory, search_storage)
+        if searches:
+            paths, problems = _search_plots(searches, directory, search_storage)
             files, warnings = files + paths, warnings + problems
 
-    tuning, unreachable = _tuning_caveats(data.meta, search_storage)
+    unreachable = [name for name, search in searches.items() if isinstance(search, ValueError)]
     if unreachable and not figures:  # with figures, the missing Optuna plots name them and the way to them
         warnings.append(f"search{'es' * (len(unreachable) > 1)} {', '.join(map(repr, unreachable))} out of reach: "
                         "not compared with this run's training; give the storage with --search-storage")
-    limits = caveats(data) + tuning
+    limits = caveats(data) + _tuning_caveats(data.meta, searches)
     (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings, limits))
     files.append(out_dir / "index.md")
     return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, limits)

@@ -261,6 +261,7 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     names = objective_names(study)
     multi = len(names) > 1
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
     params = sorted({p for t in complete for p in t.params})
     # Several objectives: the single-value plots show the one that picks the best trial.
     lead = lead_objective(study)
@@ -306,7 +307,6 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
                     continue
             figure = np.ravel(axes)[0].figure
             _legible(figure, name, names[lead])
-            pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
             if name == "history" and pruned:  # Optuna leaves them out without a word
                 ax = np.ravel(axes)[0]
                 ax.set_title(f"{ax.get_title()}\n({pruned} pruned trial{'s' * (pruned > 1)} not shown: no final value)")
@@ -434,7 +434,7 @@ def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) 
         there = asdict(study_settings(load_existing_study(storage_url, name)))
         differ = training_differences(there, here)
         if differ:
-            changes = training_changes(there, here)
+            changes = training_changes(there, here, differ)
             flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)
             if "limit" in differ and here["limit"] is None:
                 flags = f"{flags} and no --limit" if flags else "no --limit"
@@ -454,9 +454,9 @@ def training_differences(there: dict, here: dict) -> list[str]:
     return [key for key, value in here.items() if key in there and there[key] != value and "auto" not in (there[key], value)]
 
 
-def training_changes(there: dict, here: dict) -> str:
-    """``training_differences`` as text: ``epochs 1 → 2, lr 0.01 → 0.001``; "" when there are none."""
-    return ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in training_differences(there, here))
+def training_changes(there: dict, here: dict, keys: list[str]) -> str:
+    """``training_differences``' ``keys`` as text: ``epochs 1 → 2, lr 0.01 → 0.001``."""
+    return ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in keys)
 
 
 def _shown(value: object) -> str:
