@@ -245,11 +245,11 @@ def _configurations(table: dict) -> list[Configuration]:
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     """Refuse keys a table does not take, naming each with the allowed key it most resembles, or
     the place in a suite file where it belongs."""
-    homes = {**{key: "at the top of the file" for key in (*TOP_KEYS, "name")},
-             **{f.name: "under [train]" for f in fields(TrainConfig)},
-             **{key: "in a [[configurations]] table" for key in CONFIGURATION_KEYS}}
     unknown = sorted(set(table) - allowed)
     if unknown:
+        homes = {**{key: "at the top of the file" for key in (*TOP_KEYS, "name")},
+                 **{f.name: "under [train]" for f in fields(TrainConfig)},
+                 **{key: "in a [[configurations]] table" for key in CONFIGURATION_KEYS}}
         hints = [f"{key!r}" + (f" (it belongs {homes[key]})" if key in homes else
                                "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(key, allowed, 1)))
                  for key in unknown]
