@@ -119,10 +119,7 @@ class _Worker:
         if self._claim_is_duplicate(trial, key):
             raise optuna.TrialPruned(f"unit {key} is already done or running")
         config_id, fold = parse_unit(key)
-        trial.set_user_attr("config_id", config_id)
-        trial.set_user_attr("fold", fold)
-        if config_id in self.params_from:
-            trial.set_user_attr("params_from", self.params_from[config_id])
+        self._label(trial._trial_id, config_id, fold)
         siblings = self._claim_siblings(config_id, fold) if self.fold_parallel else []
         if siblings:
             return self._train_together(trial, config_id, fold, siblings)
@@ -166,6 +163,14 @@ class _Worker:
                             "n_train": result.n_train, "n_val": result.n_val}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
+    def _label(self, trial_id: int, config_id: str, fold: int) -> None:
+        """Mark a claimed trial with its unit and where its parameters came from."""
+        storage = self.study._storage
+        storage.set_trial_user_attr(trial_id, "config_id", config_id)
+        storage.set_trial_user_attr(trial_id, "fold", fold)
+        if config_id in self.params_from:
+            storage.set_trial_user_attr(trial_id, "params_from", self.params_from[config_id])
+
     def _claim_siblings(self, config_id: str, fold: int) -> list[tuple[int, int]]:
         """Claim the waiting folds of the same configuration that can be stacked with ``fold``.
 
@@ -185,10 +190,7 @@ class _Worker:
             waiting = next((t for t in trials if t.state == TrialState.WAITING), None)
             if waiting is not None and storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
                 storage.set_trial_user_attr(waiting._trial_id, "worker", worker_id())
-                storage.set_trial_user_attr(waiting._trial_id, "config_id", config_id)
-                storage.set_trial_user_attr(waiting._trial_id, "fold", other_fold)
-                if config_id in self.params_from:
-                    storage.set_trial_user_attr(waiting._trial_id, "params_from", self.params_from[config_id])
+                self._label(waiting._trial_id, config_id, other_fold)
                 claimed.append((waiting._trial_id, other_fold))
         return claimed
 
