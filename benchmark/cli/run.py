@@ -86,15 +86,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     suites.set_defaults(handler=cmd_suites)
 
 
-def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
-    """The suite ``run``'s arguments name, and the notes on what ``--params-from`` changed in it."""
+def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, list[str]]:
+    """The suite ``run``'s arguments name, and the notes on what ``--params-from`` changed in it;
+    ``store``: where runs are filed (``store_config(args)``)."""
     try:
         suite = get_suite(args.suite)
     except ValueError as err:
-        if command := recorded_command(args.suite, store_config(args)):
+        if command := recorded_command(args.suite, store):
             raise ValueError(f"{args.suite!r} is the name a run is filed under, not a suite: to go on with it, run "
                              f"the command it recorded: {command}") from None
-        if (store_config(args).studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
+        if (store.studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
             raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named by --name or "
                              "--params-from goes on with the command that started it (its --suite, options, "
                              "--params-from and --name)") from None
@@ -116,7 +117,7 @@ def resolve_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
     if args.name in builtin_suites() and args.name != suite.name:
         raise ValueError(f"--name {args.name} is a built-in suite's name; give the run a name of its own")
     if args.params_from and not args.name:
-        _check_tuned_from_the_same(suite, set(args.params_from), store_config(args))
+        _check_tuned_from_the_same(suite, set(args.params_from), store)
     suite = suite.override(name=args.name)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX, unused_source_note
 
@@ -200,11 +201,12 @@ def duration(seconds: float) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import RunInterrupted, run_suite
 
-    suite, notes = resolve_suite(args)
+    store = store_config(args)
+    suite, notes = resolve_suite(args, store)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     try:
-        summary = run_suite(suite, store_config(args), workers=args.workers, show_progress=not args.quiet,
+        summary = run_suite(suite, store, workers=args.workers, show_progress=not args.quiet,
                             fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
     except RunInterrupted as stop:
         print_summary(stop.summary, suite)
