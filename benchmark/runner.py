@@ -42,6 +42,11 @@ from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, agreed_precision, train_fold, training_device
 
+# While a run trains, its workers export whenever exporting has taken at most this share of the
+# time since the last export: a run killed outright (SIGKILL, out of memory) leaves results/
+# almost up to date, whatever an export costs (it grows with the suite's history).
+EXPORT_SHARE = 0.05
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run, raised once the finished units are exported; carries the summary."""
 
@@ -84,10 +89,11 @@ class _Worker:
     """Trains the units it claims; one instance per process."""
 
     def __init__(self, suite: Suite, store: StoreConfig, position: int | None = None, show_progress: bool = True,
-                 fold_parallel: bool = False, images: torch.Tensor | None = None) -> None:
+                 fold_parallel: bool = False, images: torch.Tensor | None = None, command: str | None = None) -> None:
         """position: the worker's number among a run's ``--workers`` (its progress bar's line and
-        name), None for a run's only worker."""
-        self.suite, self.store, self.fold_parallel = suite, store, fold_parallel
+        name), None for a run's only worker. command: the run's, for the exports it makes (``export``)."""
+        self.suite, self.store, self.fold_parallel, self.command = suite, store, fold_parallel, command
+        self.exported, self.export_seconds = time.monotonic(), 0.0
         self.study = open_suite_study(suite, store)
         self.images = training_pool(suite) if images is None else images
         self.folds = fold_indices(len(self.images), suite.folds, suite.seed, suite.repeats)
@@ -250,6 +256,15 @@ class _Worker:
         self._record(trial._trial_id, config_id, fold, results[0])
         return results[0].metrics["recon"]
 
+    def _export_when_due(self) -> None:
+        """Export the study's units (``EXPORT_SHARE``); the run exports once more when it ends."""
+        if self.export_seconds > EXPORT_SHARE * (time.monotonic() - self.exported):
+            return
+        started = time.monotonic()
+        export(self.study, self.suite, self.store, tuple(self.images.shape[1:]), self.command)
+        self.exported = time.monotonic()
+        self.export_seconds = self.exported - started
+
     def _taken_over(self, key: str) -> None:
         self.bar.write(taken_over_message(f"unit {key}", self.store.grace_period), file=sys.stderr)
 
@@ -283,6 +298,7 @@ class _Worker:
                         if not finished_elsewhere(err):
                             raise
                         self._taken_over(claim[1])
+                    self._export_when_due()
                 elif waiting:
                     continue  # other workers claimed them since the count: count again
                 elif running:
@@ -308,10 +324,10 @@ def _work_until_interrupted(worker: _Worker) -> None:
 
 
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
-                     fold_parallel: bool, threads: int) -> None:
+                     fold_parallel: bool, threads: int, command: str | None) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    worker = _Worker(suite, store, position, show_progress, fold_parallel)
+    worker = _Worker(suite, store, position, show_progress, fold_parallel, command=command)
     stop_with_parent()
     _work_until_interrupted(worker)  # Ctrl-C reaches every worker; the parent exports and says so, once
 
@@ -378,10 +394,10 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         print(note, file=sys.stderr)
     try:
         if workers == 1:
-            _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images))
+            _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command))
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            run_workers(_work_in_process, [(suite, store, i, show_progress, together, threads)
+            run_workers(_work_in_process, [(suite, store, i, show_progress, together, threads, command)
                                            for i in range(workers)])  # stopped before the export below
     except KeyboardInterrupt:
         interrupted = True

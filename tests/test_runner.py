@@ -87,6 +87,14 @@ def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path, c
     finished_before = {k for k, n in complete_per_unit(study).items() if n == 1}
     assert 8 <= len(finished_before) < 30
     killed_in_training = any(t.state == TrialState.RUNNING for t in study.trials)
+    # exported while it trained: a report after the kill shows finished units, as the study holds them
+    exported = pd.read_csv(tmp_path / "results" / "smoke.csv")
+    done = exported[exported["state"] == "COMPLETE"]
+    assert len(done) >= 1
+    by_unit = {unit_key(t.user_attrs["config_id"], t.user_attrs["fold"]): t.user_attrs["metrics"]["recon"]
+               for t in study.trials if t.state == TrialState.COMPLETE}
+    for row in done.itertuples():
+        assert row.recon == pytest.approx(by_unit[unit_key(row.config_id, row.fold)], rel=1e-9)
 
     capsys.readouterr()
     assert run_cli(tmp_path, "--suite", "smoke", "--heartbeat", "1") == 0
