@@ -92,7 +92,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
         row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})
         row.update({"seconds": attrs.get("seconds", math.nan), "n_train": attrs.get("n_train"),
                     "n_val": attrs.get("n_val"), "error": attrs.get("error", ""),
-                    "checkpoint": str(config.artifacts(suite.name) / attrs["artifact"]) if "artifact" in attrs else "",
+                    "checkpoint": _checkpoint(attrs, config.artifacts(suite.name)),
                     "params_from": tuned.get(config_id, "")})
         rows.append(row)
         for epoch_row in attrs.get("history", []):
@@ -110,6 +110,17 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
             "command": command or study.user_attrs.get("command")}
     _replace(meta_path(config.results_dir, suite.name), json.dumps(meta, indent=2))
     return results_path, history_path
+
+
+def _checkpoint(attrs: dict, folder: Path) -> str:
+    """Where a unit's weights are: in ``folder``, this run's artifacts folder, or else where the run
+    that trained the unit saved them (another --artifacts-dir); "" for a unit without weights."""
+    if "artifact" not in attrs:
+        return ""
+    here = folder / attrs["artifact"]
+    # A folder every machine sees may be mounted elsewhere on each: this run's path comes first.
+    saved = Path(attrs.get("artifact_dir", folder)) / attrs["artifact"]
+    return str(saved if not here.exists() and saved.exists() else here)
 
 
 def _replace(path: Path, text: str) -> None:

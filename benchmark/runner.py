@@ -162,10 +162,10 @@ class _Worker:
         storage = self.study._storage
         info = {**self.by_id[config_id].flat(), "fold": fold, "image_shape": list(self.images.shape[1:]),
                 "metrics": result.metrics, "dataset": self.suite.dataset}
-        artifact = save_checkpoint(storage.get_trial(trial_id), storage, self.store.artifacts(self.suite.name),
-                                   result.state_dict, info)
-        for name, value in {"artifact": artifact, "metrics": result.metrics, "history": result.history,
-                            "best_epoch": result.best_epoch, "seconds": result.seconds,
+        folder = self.store.artifacts(self.suite.name)
+        artifact = save_checkpoint(storage.get_trial(trial_id), storage, folder, result.state_dict, info)
+        for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
+                            "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "n_train": result.n_train, "n_val": result.n_val}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
