@@ -663,11 +663,9 @@ def test_a_folder_that_cannot_be_written_is_refused_before_a_study_exists(tmp_pa
     assert not (tmp_path / "studies").exists()
 
 
-def test_a_run_resumed_without_the_first_runs_artifacts_dir_exports_where_the_weights_are(tmp_path, capsys):
+def test_a_run_resumed_without_the_first_runs_artifacts_dir_exports_where_the_weights_are(tmp_path):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml", "--artifacts-dir", "weights") == 0
     assert run_cli(tmp_path, "--suite", "small.toml") == 0  # resumed, weights in the default folder
     table = pd.read_csv(tmp_path / "results" / "small.csv")
     assert len(table) == 4 and all(Path(p).parent == tmp_path / "weights" for p in table["checkpoint"])
-    assert cli(tmp_path, "report", "--suite", "small", "--no-figures") == 0
-    assert "--no-checkpoints" not in capsys.readouterr().err  # no warning about missing checkpoints
