@@ -36,6 +36,12 @@ from benchmark.models import build_model
 from benchmark.train import native_bf16
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """bench's output as on an idle machine: the tests' own load must not add its busy warning."""
+    monkeypatch.setattr("benchmark.cli.bench.os.getloadavg", lambda: (0.0, 0.0, 0.0))
+
+
 @pytest.fixture(scope="module")
 def tiny_result():
     return run_bench(families=["vq-vae:1"], methods=["baseline", "single"], steps=2, warmup=1, batch=16,
