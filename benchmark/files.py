@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,8 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``.
 
     The temporary name holds the process id, so that concurrent writers do not clash, and it is
-    removed when ``write`` fails. The file gets the permissions of a plain ``open`` (0666 less the umask).
+    removed when ``write`` fails; an ``OSError`` names ``path``, the file the caller knows. The file
+    gets the permissions of a plain ``open`` (0666 less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,7 +21,10 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(partial)
         os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # e.g. a name too long to make at all: the first error tells
+            partial.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename == str(partial):
+            err.filename = str(path)
         raise
     return path

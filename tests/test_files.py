@@ -26,3 +26,19 @@ def test_the_partial_file_is_named_for_its_process_so_concurrent_writers_do_not_
     seen = []
     write_whole(tmp_path / "prior.pt", lambda partial: (seen.append(partial.name), partial.write_bytes(b"x")))
     assert seen == [f".prior.pt.{os.getpid()}.partial"]
+
+
+def test_a_failed_write_names_the_file_asked_for_not_the_partial_one(tmp_path):
+    folder = tmp_path / "results.csv"
+    folder.mkdir()  # a folder where the file should go: the rename fails
+    with pytest.raises(IsADirectoryError) as caught:
+        write_whole(folder, lambda partial: partial.write_text("a\n"))
+    assert caught.value.filename == str(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+def test_a_name_too_long_for_the_partial_file_raises_that_error_and_names_the_file(tmp_path):
+    path = tmp_path / ("c" * 250 + ".csv")  # a legal name; the partial one, longer, is not
+    with pytest.raises(OSError, match="too long") as caught:  # not masked by the failed clean-up
+        write_whole(path, lambda partial: partial.write_text("a\n"))
+    assert caught.value.filename == str(path)

@@ -166,3 +166,13 @@ def test_an_output_folder_that_is_a_file_is_one_line_and_exit_2(smoke_run, tmp_p
                   str(tmp_path / "notes.txt"), "--no-figures") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: Not a directory: {tmp_path / 'notes.txt' / 'smoke'}"]
+
+
+def test_ctrl_c_during_a_report_says_the_report_is_incomplete(smoke_run, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("benchmark.report.write_report", interrupted)
+    assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path)) == 130
+    assert capsys.readouterr().err == ("interrupted: the report is incomplete; run the same command again to "
+                                       "write it whole\n")

@@ -1,5 +1,6 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
+import errno
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ from optuna.trial import TrialState
 
 from benchmark.cli.run import command_line
 from benchmark.cv import fold_label
+from benchmark.files import write_whole
 from benchmark.runner import Interrupts, _Worker
 from benchmark.storage import StoreConfig, stored_attr
 from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_of, unit_states
@@ -669,3 +671,17 @@ def test_a_run_resumed_without_the_first_runs_artifacts_dir_exports_where_the_we
     assert run_cli(tmp_path, "--suite", "small.toml") == 0  # resumed, weights in the default folder
     table = pd.read_csv(tmp_path / "results" / "small.csv")
     assert len(table) == 4 and all(Path(p).parent == tmp_path / "weights" for p in table["checkpoint"])
+
+
+def test_a_full_disk_is_one_line_and_the_units_trained_stay_in_the_study(tmp_path, capsys, monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+
+    def no_space(partial):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
+
+    monkeypatch.setattr("benchmark.export.write_whole", lambda path, write: write_whole(path, no_space))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == f"error: No space left on device: {Path('results') / 'small.csv'}"
+    assert sum(complete_per_unit(study_of(tmp_path, "small")).values()) >= 1  # trained before the first export

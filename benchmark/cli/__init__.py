@@ -1,9 +1,10 @@
 """Command line: parse arguments, build configurations, call the library. Nothing else.
 
 Each command lives in its own module with ``add_parsers(subparsers)``; handlers return an
-exit code. User errors (``ValueError``) print one line and exit with code 2. Ctrl-C exits with
-130 and one line saying what is kept: `run` and `search` store finished work and resume it;
-`bench` and `prior` keep less and catch the interrupt themselves to say so.
+exit code. User errors (``ValueError``) and file-system errors (``OSError``: a path that cannot be
+written, a full disk) print one line and exit with code 2. Ctrl-C exits with 130 and one line
+saying what is kept: `run` and `search` store finished work and resume it; `bench` and `prior`
+keep less and catch the interrupt themselves to say so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from typing import NoReturn
 import matplotlib
 
 from benchmark.cli import bench, prior, report, run, search
+
+
+# What Ctrl-C leaves, for commands that do not say so themselves (run says it once it has started).
+INTERRUPTED = {"run": "interrupted: finished work is stored; run the same command again to resume",
+               "report": "interrupted: the report is incomplete; run the same command again to write it whole"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,13 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        # A folder option naming a file, or a place that cannot be made or written: the path says which.
-        print(f"error: {err.strerror}: {err.filename}" if err.strerror else f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the output's reader stopped (`... | head`): end quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # or the flush at exit fails again
         return 141
+    except OSError as err:
+        # A folder option naming a file, a place that cannot be made or written, a full disk: the path
+        # says which. What a run or search finished is in its study, which the next run resumes.
+        print(f"error: {err.strerror}: {err.filename}" if err.strerror and err.filename else f"error: {err}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
+        return 130
