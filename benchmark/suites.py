@@ -13,6 +13,7 @@ from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, Trai
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
+MAX_NAME = 100  # characters of a suite's name (a file name may have 255 bytes)
 # Training images per second on a 2-core laptop CPU at batch 128 (baseline), the cost of each
 # method relative to the baseline, and a fixed cost per unit (validation, storage, checkpoint):
 # fitted to the seconds of each unit of a `quick` run on the Intel Xeon (AVX-512, float32).
@@ -42,7 +43,11 @@ class Suite:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise ValueError(f"suite name {self.name!r} must be letters, digits, '.', '_' or '-' (it names files)")
+            raise ValueError(f"suite name {self.name!r} must start with a letter or digit and hold only letters, "
+                             "digits, '.', '_' or '-' (it names files)")
+        if len(self.name) > MAX_NAME:  # with the suffixes of its files, a longer one can pass a file system's limit
+            raise ValueError(f"suite name {self.name[:20]}… is {len(self.name)} characters long; at most {MAX_NAME} "
+                             "(it names files)")
         if self.name.endswith(".toml"):  # `--suite NAME` would read it as a file
             raise ValueError(f"suite name {self.name!r} must not end in .toml")
         if not self.configurations:

@@ -350,7 +350,10 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
     (["--suite", "smoke", "--epochs", "3"], "give the run another name (--name)"),
-    (["--suite", "smoke", "--name", "smoke 3"], "suite name 'smoke 3' must be letters, digits"),
+    (["--suite", "smoke", "--name", "smoke 3"], "suite name 'smoke 3' must start with a letter or digit and hold "
+                                               "only letters, digits"),
+    (["--suite", "smoke", "--name=-x"], "suite name '-x' must start with a letter or digit"),
+    (["--suite", "smoke", "--name", "c" * 101], f"suite name {'c' * 20}… is 101 characters long; at most 100"),
     (["--suite", "smoke", "--name", "s.toml"], "--name s.toml: a name to file the run under, not a .toml file"),
     (["--suite", "smoke", "--epochs", "3", "--name", "quick"], "--name quick is a built-in suite's name"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
