@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -89,12 +90,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with `--name {suite}` "
                "for a variant of a built-in suite")
         raise ReportError(f"no results for suite {suite!r} in {results_dir} ({known}); run it first: {how}")
-    try:
-        results = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        results = pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise ReportError(f"{path} is not a results CSV: {str(error).strip().splitlines()[0]}") from None
+    results = _read_csv(path, "a results CSV")
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "
                           f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
@@ -104,17 +100,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     for column in TEXT_COLUMNS:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
     for column in NUMERIC_COLUMNS:
-        if column not in results:
-            results[column] = math.nan
-            continue
-        numbers = pd.to_numeric(results[column], errors="coerce")
-        # Empty cells are missing values; anything else that is not a number would silently
-        # drop a fold from the means, so it is an error.
-        bad = numbers.isna() & results[column].notna()
-        if bad.any():
-            rows = ", ".join(f"line {i + 2}: {results[column][i]!r}" for i in results.index[bad][:3])
-            raise ReportError(f"{path}: column {column!r} holds values that are not numbers ({rows})")
-        results[column] = numbers
+        results[column] = _numbers(results, column, path) if column in results else math.nan
     results["softadapt"] = (results["softadapt"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
                             if "softadapt" in results else False)
     results["config"] = results["config"].astype(int)
@@ -142,6 +128,35 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         history = None
     return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
+
+
+def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
+    """``path`` as a frame (empty for an empty file; ``options`` go to ``pd.read_csv``);
+    ``ReportError`` when it is not ``what`` or ends inside a line: cut short by a copy or a disk
+    that stopped, which can leave its last number cut short too."""
+    try:
+        frame = pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path} is not {what}: {str(error).strip().splitlines()[0]}") from None
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            raise ReportError(f"{path} does not end with a newline, as a file cut short does (an interrupted "
+                              "copy, a full disk): restore it, or run the command that made it again")
+    return frame
+
+
+def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """``frame[column]`` as numbers. Empty cells are missing values; anything else that is not a
+    number would silently drop a fold from the means, so it is a ``ReportError``."""
+    numbers = pd.to_numeric(frame[column], errors="coerce")
+    bad = numbers.isna() & frame[column].notna()
+    if bad.any():
+        rows = ", ".join(f"line {i + 2}: {frame[column][i]!r}" for i in frame.index[bad][:3])
+        raise ReportError(f"{path}: column {column!r} holds values that are not numbers ({rows})")
+    return numbers
 
 
 def run_dataset(meta: dict) -> Dataset:
@@ -214,9 +229,11 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
     path = prior_csv_path(results_dir, suite)
     if not path.is_file() or not path.stat().st_size:
         return None
-    frame = pd.read_csv(path, dtype={"prior_path": str}).rename(columns=OLD_NAMES)
+    frame = _read_csv(path, "a `prior` export", dtype={"prior_path": str}).rename(columns=OLD_NAMES)
     missing = [c for c in ("config_id", "fold", "val_nll_nats") if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
+        raise ReportError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
+    for column in frame.columns.drop(["config_id", "prior_path"], errors="ignore"):
+        frame[column] = _numbers(frame, column, path)
     frame["prior_path"] = frame["prior_path"].fillna("").astype(str) if "prior_path" in frame else ""
     return frame

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import cli
 from PIL import Image
 from scipy import stats as sps
 
@@ -238,6 +239,30 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_missing_fold(tmp_path, r
     corrupt.to_csv(results / "demo.csv", index=False)
     with pytest.raises(ReportError, match=r"column 'recon' holds values that are not numbers \(line 9: '0.03O'\)"):
         write_report(results, "demo", tmp_path / "out", figures=False)
+
+
+def test_a_results_csv_cut_short_is_an_error_not_a_cut_number(tmp_path, rows):
+    results = write_suite(tmp_path / "results", rows)
+    text = (results / "demo.csv").read_text()
+    cut = text[:text.rindex(",", 0, len(text) - 1)] + ",0.20"  # inside its last line, as a stopped copy leaves it
+    (results / "demo.csv").write_text(cut)
+    with pytest.raises(ReportError, match=r"demo.csv does not end with a newline, as a file cut short does"):
+        write_report(results, "demo", tmp_path / "out", figures=False)
+    (results / "demo.csv").write_text(cut[:cut.rindex("\n") + 1])  # cut at a line's end: that unit is missing
+    assert write_report(results, "demo", tmp_path / "out", figures=False).missing
+
+
+def test_a_damaged_prior_csv_is_an_error_naming_it_that_a_plain_report_skips(tmp_path, rows, capsys):
+    results = write_suite(tmp_path / "results", rows)
+    prior = results / "demo_prior.csv"
+    prior.write_text('garbage,"unterminated\n')
+    with pytest.raises(ReportError, match=f"{re.escape(str(prior))} is not a `prior` export: Error tokenizing"):
+        write_report(results, "demo", tmp_path / "out", figures=False)
+    prior.write_text("config_id,fold,val_nll_nats,prior_path\nvq-vae/1/baseline,0,abc,p.pt\n")
+    with pytest.raises(ReportError, match=r"column 'val_nll_nats' holds values that are not numbers \(line 2: 'abc'\)"):
+        write_report(results, "demo", tmp_path / "out", figures=False)
+    assert cli(tmp_path, "report", "--no-figures") == 2  # every suite skipped, this one with its reason
+    assert "demo: skipped: " in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- tables
