@@ -118,6 +118,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
             meta = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ReportError(f"{path} is not valid JSON: {error}") from None
+        _check_meta(meta, path)
     meta.setdefault("suite", suite)
     meta.setdefault("folds", int(results["fold"].max()) + 1)
     meta.setdefault("repeats", 1)
@@ -128,6 +129,31 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         history = None
     return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
+
+
+# What a report reads from <suite>_meta.json, and what each must be where present.
+META_KINDS = (("folds", int, "an integer >= 2", 2), ("repeats", (int, type(None)), "an integer >= 1", 1),
+              ("seed", int, "an integer >= 0", 0), ("limit", (int, type(None)), "an integer >= 1 or null", 1),
+              ("epochs", int, "an integer >= 1", 1), ("batch_size", int, "an integer >= 1", 1),
+              ("image_size", (int, type(None)), "an integer >= 1 or null", 1),
+              ("image_channels", (int, type(None)), "an integer >= 1 or null", 1),
+              ("lr", (int, float), "a number", None), ("dataset", str, "a name", None),
+              ("data_root", (str, type(None)), "a path or null", None), ("configurations", list, "a list", None),
+              ("params_from", dict, "an object", None))
+
+
+def _check_meta(meta: object, path: Path) -> None:
+    """``ReportError`` naming ``path`` when the meta file's values are not what an export writes."""
+    if not isinstance(meta, dict):
+        raise ReportError(f"{path} holds a {type(meta).__name__}, not a run's metadata (an object)")
+    for key, kind, what, least in META_KINDS:
+        if key not in meta:
+            continue
+        value = meta[key]
+        low = least is not None and isinstance(value, int) and not isinstance(value, bool) and value < least
+        if isinstance(value, bool) or not isinstance(value, kind) or low:
+            raise ReportError(f"{path}: {key} must be {what}, got {value!r}; run the command that made it again "
+                              "to export it anew")
 
 
 def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:

@@ -241,6 +241,22 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_missing_fold(tmp_path, r
         write_report(results, "demo", tmp_path / "out", figures=False)
 
 
+@pytest.mark.parametrize("meta, message", [
+    ([1, 2], "holds a list, not a run's metadata (an object)"),
+    ({"folds": None}, "folds must be an integer >= 2, got None"),
+    ({"folds": "abc"}, "folds must be an integer >= 2, got 'abc'"),
+    ({"folds": 0}, "folds must be an integer >= 2, got 0"),
+    ({"folds": 5, "dataset": 5}, "dataset must be a name, got 5"),
+    ({"folds": 5, "configurations": "vae/1/baseline"}, "configurations must be a list, got 'vae/1/baseline'"),
+])
+def test_a_meta_file_of_the_wrong_shape_is_an_error_naming_it(tmp_path, rows, meta, message):
+    results = write_suite(tmp_path / "results", rows)
+    (results / "demo_meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ReportError, match=f"demo_meta.json: {re.escape(message)}; run the command that made it"
+                       if isinstance(meta, dict) else re.escape(message)):
+        write_report(results, "demo", tmp_path / "out", figures=False)
+
+
 def test_a_results_csv_cut_short_is_an_error_not_a_cut_number(tmp_path, rows):
     results = write_suite(tmp_path / "results", rows)
     text = (results / "demo.csv").read_text()
