@@ -26,8 +26,8 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.config import Configuration
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
-from benchmark.storage import (open_for_reading, optuna_errors_only, safe_url, status_counts, trial_status,
-                               version_problem)
+from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, status_counts,
+                               trial_status, version_problem)
 from benchmark.store import held_configurations
 from benchmark.suites import SearchKey, Suite, search_key
 
@@ -158,10 +158,17 @@ class StudyRow:
     best: tuple[float, ...] | None
 
 
-def list_studies(url: str | None) -> list[StudyRow]:
-    """A row per study at ``url``; None: in every SQLite file under ``studies/``."""
+def list_studies(url: str | None) -> tuple[list[StudyRow], list[str]]:
+    """A row per study at ``url``, or with None in every SQLite file under ``studies/``; and why
+    each of those files that cannot be read was skipped (one damaged file hides no other's)."""
     if url is None:
-        return sorted((row for file in study_files() for row in list_studies(file)), key=lambda row: row.name)
+        rows, skipped = [], []
+        for file in study_files():
+            try:
+                rows += list_studies(file)[0]
+            except StoreError as err:
+                skipped.append(str(err))
+        return sorted(rows, key=lambda row: row.name), skipped
     storage = open_for_reading(url)
     if storage is None:  # asked for by name: a mistyped path must not read as an empty storage
         raise ValueError(f"no SQLite file {url.removeprefix('sqlite:///')} (from --storage {url})")
@@ -173,7 +180,7 @@ def list_studies(url: str | None) -> list[StudyRow]:
         rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
                              counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
                              counts["waiting"], tuple(ranked[0].values) if ranked else None))
-    return rows
+    return rows, []
 
 
 def _number(value: float | None) -> str:

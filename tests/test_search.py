@@ -156,6 +156,11 @@ def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys)
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert [name for name in rows if name in ("alpha", "mu", "zeta")] == ["alpha", "mu", "zeta"]
     assert rows["mu"][2:8] == ["0", "0", "0", "0", "0", "2"] and rows["zeta"][7] == "0"
+    (tmp_path / "studies" / "0-junk.db").write_text("hello")  # not a database: the others are still listed
+    assert cli(tmp_path, "studies", "list") == 0
+    captured = capsys.readouterr()
+    assert [line.split()[0] for line in captured.out.splitlines()[1:]] == ["alpha", "mu", "zeta"]
+    assert captured.err.startswith(f"warning: skipped cannot open storage 'sqlite:///{Path('studies') / '0-junk.db'}'")
 
 
 def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsys):

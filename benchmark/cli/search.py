@@ -178,7 +178,10 @@ def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from benchmark.studies import format_study_list, list_studies
 
-    print(format_study_list(list_studies(args.storage), args.storage))
+    rows, skipped = list_studies(args.storage)
+    print(format_study_list(rows, args.storage))
+    for reason in skipped:
+        print(f"warning: skipped {reason}", file=sys.stderr)
     return 0
 
 
