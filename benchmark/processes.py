@@ -70,6 +70,16 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def crowded_note(workers: int, cores: int | None = None) -> str | None:
+    """A warning when ``workers`` processes outnumber the machine's ``cores`` (default: its own):
+    each then gets one thread, and they take turns on the cores, slower than fewer workers."""
+    cores = cores or os.cpu_count() or 1
+    if workers <= cores:
+        return None
+    return (f"warning: --workers {workers} on {cores} core{'s' * (cores != 1)}: workers beyond one per core "
+            f"take turns and slow each other down; --workers {cores} is the most that helps here")
+
+
 def stop_with_parent(patience: float = WORKER_PATIENCE) -> None:
     """Interrupt this worker process (as Ctrl-C) when its parent dies; end it after ``patience``
     seconds if the interrupt was lost (the trial it leaves RUNNING is taken up by heartbeat)."""

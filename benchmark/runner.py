@@ -19,7 +19,7 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, save_checkpoint
-from benchmark.processes import Interrupts, run_workers, stop_with_parent, worker_id
+from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_id
 from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
@@ -390,8 +390,14 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     enqueue_missing(study, unit_keys(suite))
     note = idle_softadapt_note((c.balance for c in suite.configurations), min(len(t) for t, _ in folds),
                                suite.train.batch_size, suite.train.epochs)
-    if note:
-        print(note, file=sys.stderr)
+    # No more workers than units to take: each spare one would load torch and the data to find none.
+    keys = set(unit_keys(suite))
+    waiting = sum(t.state == TrialState.WAITING for key, trials in unit_states(study).items() if key in keys
+                  for t in trials)
+    workers = max(1, min(workers, waiting))
+    for line in (note, crowded_note(workers)):
+        if line:
+            print(line, file=sys.stderr)
     try:
         if workers == 1:
             _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command))

@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.config import Configuration
-from benchmark.processes import Interrupts, run_workers, stop_with_parent, worker_id
+from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_id
 from benchmark.progress import CostEta
 from benchmark.storage import (
     StoreConfig,
@@ -352,7 +352,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
     for line in (precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
-                 unused_source_note(settings.dataset, options.data_root, options.download)):
+                 unused_source_note(settings.dataset, options.data_root, options.download),
+                 crowded_note(options.workers)):
         if line:
             print(line, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":

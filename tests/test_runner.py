@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from benchmark.cli.run import command_line
 from benchmark.cv import fold_label
 from benchmark.files import write_whole
+from benchmark.processes import crowded_note
 from benchmark.runner import Interrupts, _Worker
 from benchmark.storage import StoreConfig, stored_attr
 from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_of, unit_states
@@ -688,3 +689,17 @@ def test_a_full_disk_is_one_line_and_the_units_trained_stay_in_the_study(tmp_pat
     assert "Traceback" not in err
     assert err.splitlines()[-1] == f"error: No space left on device: {Path('results') / 'small.csv'}"
     assert sum(complete_per_unit(study_of(tmp_path, "small")).values()) >= 1  # trained before the first export
+
+
+def test_a_run_starts_no_more_workers_than_units_to_train(tmp_path, monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    started = []
+    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: started.append(len(args)) or [])
+    assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "8") == 1  # the stand-in trained nothing
+    assert started == [4]  # 2 configurations × 2 folds
+
+
+def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():
+    assert crowded_note(2, cores=2) is None
+    assert crowded_note(8, cores=2) == ("warning: --workers 8 on 2 cores: workers beyond one per core take turns "
+                                        "and slow each other down; --workers 2 is the most that helps here")
