@@ -18,6 +18,7 @@ a caller may pass other images or another model loader::
 from __future__ import annotations
 
 import math
+import pickle
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -366,10 +367,15 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
         row = first.loc[config_id]
         name = safe_name(config_id)
         try:
+            path = checkpoint_file(row["checkpoint"], results_dir, suite.suite)
             try:
-                model = load_model(str(checkpoint_file(row["checkpoint"], results_dir, suite.suite)))
+                model = load_model(str(path))
             except FileNotFoundError:  # the weights alone, not a figure's file: one warning for them all
                 missing.append(config_id)
+                continue
+            except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
+                warnings.append(f"{config_id}: no checkpoint figures: cannot load {path} "
+                                f"({type(error).__name__}: {error})")
                 continue
             sampler = None
             if row["method"] != "baseline":

@@ -87,8 +87,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
             raise ReportError(f"no results for suite {suite!r} in {results_dir}; did you mean {close[0]!r}? ({known})")
         where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
         how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
-               f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with `--name {suite}` "
-               "for a variant of a built-in suite")
+               f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
+               f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
         raise ReportError(f"no results for suite {suite!r} in {results_dir} ({known}); run it first: {how}")
     results = _read_csv(path, "a results CSV")
     if results.empty:

@@ -270,6 +270,8 @@ def load_suite_file(path: Path) -> Suite:
         data = tomllib.loads(Path(path).read_text())
     except OSError as err:
         raise ValueError(f"cannot read suite file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"suite file {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
     _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}, f"suite file {path}")

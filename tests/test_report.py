@@ -667,6 +667,12 @@ def test_write_report_draws_every_figure(tmp_path, rows, images):
     assert "[`comparison.md`](comparison.md)" in index
     drawn = {kind: text for kind, text in FIGURE_KINDS.items() if kind not in ("generated_", "optuna/")}  # no prior, search
     assert all(text in index for text in drawn.values())
+    def damaged(path: str):
+        raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+    summary = write_report(results, "demo", tmp_path / "out", images=images, load_model=damaged)
+    assert (f"vae/1/baseline: no checkpoint figures: cannot load {Path('ckpt/vae/1/baseline')} (RuntimeError: "
+            "PytorchStreamReader failed reading zip archive)") in summary.warnings
     # Tables only, later: the earlier figures go rather than stay unlisted and stale.
     (tmp_path / "out" / "figures" / "mine.png").write_bytes(b"not ours")
     write_report(results, "demo", tmp_path / "out", figures=False)

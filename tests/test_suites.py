@@ -262,6 +262,12 @@ def test_a_configuration_listed_twice_is_named(tmp_path, capsys):
         one_line_error(capsys)
 
 
+def test_a_suite_file_that_is_not_text_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "binary.toml").write_bytes(b"name = \"x\"\n\xff\xfe")
+    assert cli(tmp_path, "suites", "binary.toml") == 2
+    assert one_line_error(capsys) == "error: suite file binary.toml is not UTF-8 text (byte 11: invalid start byte)"
+
+
 # ---------------------------------------------------------------- errors in a suite file's configurations
 
 BASELINE = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n'
