@@ -70,6 +70,21 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; real-time signals have no name of their own."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def worker_exits(processes: Sequence[multiprocessing.process.BaseProcess]) -> tuple[int, list[str]]:
+    """How ``run_workers``' processes ended: how many stopped with an error (its traceback is on
+    their stderr), and the signals that killed the others that did not end well."""
+    return (sum(process.exitcode > 0 for process in processes),
+            [signal_name(-process.exitcode) for process in processes if process.exitcode < 0])
+
+
 def crowded_note(workers: int, cores: int | None = None) -> str | None:
     """A warning when ``workers`` processes outnumber the machine's ``cores`` (default: its own):
     each then gets one thread, and they take turns on the cores, slower than fewer workers."""

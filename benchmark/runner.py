@@ -19,7 +19,7 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, save_checkpoint
-from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_id
+from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_exits, worker_id
 from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
@@ -398,13 +398,14 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     for line in (note, crowded_note(workers)):
         if line:
             print(line, file=sys.stderr)
+    failures, killed = 0, []
     try:
         if workers == 1:
             _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command))
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            run_workers(_work_in_process, [(suite, store, i, show_progress, together, threads, command)
-                                           for i in range(workers)])  # stopped before the export below
+            failures, killed = worker_exits(run_workers(_work_in_process, [
+                (suite, store, i, show_progress, together, threads, command) for i in range(workers)]))
     except KeyboardInterrupt:
         interrupted = True
     else:
@@ -415,6 +416,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile
         print(unlisted_note(study, now, results), file=sys.stderr)
+    if killed:  # no traceback to point to: say what stopped them
+        print(f"warning: {len(killed)} of {workers} worker processes were killed ({', '.join(killed)}); a unit they "
+              "left unfinished is trained again by a worker still running or by the next run", file=sys.stderr)
+    if failures:
+        print(f"warning: {failures} of {workers} worker processes stopped with an error (messages above)",
+              file=sys.stderr)
     if interrupted:
         raise RunInterrupted(summary)
     return summary

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.config import Configuration
-from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_id
+from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_exits, worker_id
 from benchmark.progress import CostEta
 from benchmark.storage import (
     StoreConfig,
@@ -130,14 +129,6 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 def settled(trials: list[FrozenTrial]) -> int:
     """The trials that count toward the budget and are finished: a RUNNING one may be a killed worker's."""
     return sum(counts_toward_budget(t) and t.state != TrialState.RUNNING for t in trials)
-
-
-def signal_name(number: int) -> str:
-    """``SIGKILL`` for 9; real-time signals have no name of their own."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def budget_used(study: optuna.Study) -> int:
@@ -387,8 +378,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         else:
             processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i)
                                                        for i in range(options.workers)])
-            worker_failures = sum(process.exitcode > 0 for process in processes)  # a traceback on stderr
-            killed = [signal_name(-process.exitcode) for process in processes if process.exitcode < 0]
+            worker_failures, killed = worker_exits(processes)
     except KeyboardInterrupt:
         raise SearchInterrupted(summary()) from None
     return summary()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pandas as pd
@@ -697,6 +698,17 @@ def test_a_run_starts_no_more_workers_than_units_to_train(tmp_path, monkeypatch)
     monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: started.append(len(args)) or [])
     assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "8") == 1  # the stand-in trained nothing
     assert started == [4]  # 2 configurations × 2 folds
+
+
+def test_workers_that_were_killed_or_failed_are_named_when_the_run_ends(tmp_path, capsys, monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    ended = [SimpleNamespace(exitcode=-signal.SIGKILL), SimpleNamespace(exitcode=1), SimpleNamespace(exitcode=0)]
+    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: ended)
+    assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "3") == 1
+    err = capsys.readouterr().err
+    assert ("warning: 1 of 3 worker processes were killed (SIGKILL); a unit they left unfinished is trained again "
+            "by a worker still running or by the next run") in err
+    assert "warning: 1 of 3 worker processes stopped with an error (messages above)" in err
 
 
 def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():

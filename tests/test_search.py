@@ -18,7 +18,8 @@ from conftest import cli, one_line_error, stopped, worker_pids
 from optuna.trial import TrialState
 
 import benchmark.train
-from benchmark.search import counts_toward_budget, signal_name
+from benchmark.processes import signal_name
+from benchmark.search import counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, stored_attr, trial_status
 from benchmark.studies import (best_configurations, file_name, load_search_study, plot_study, study_settings,
