@@ -63,6 +63,8 @@ class Suite:
             raise ValueError(f"limit (training images) must be an integer >= 1, got {self.limit!r}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.limit is not None and self.limit < self.folds:  # before a run loads the data to find out
+            raise ValueError(f"{self.limit} training images (limit) cannot be split into {self.folds} folds")
         ids = [c.id for c in self.configurations]
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:

@@ -262,6 +262,14 @@ def test_a_configuration_listed_twice_is_named(tmp_path, capsys):
         one_line_error(capsys)
 
 
+def test_more_folds_than_training_images_is_refused_when_the_suite_is_read(tmp_path, capsys):
+    (tmp_path / "many.toml").write_text('name = "many"\nlimit = 100\nfolds = 500\n'
+                                        '[[configurations]]\nfamily = "vq-vae"\nconfig = 1\nmethod = "baseline"\n')
+    assert cli(tmp_path, "suites", "many.toml") == 2
+    assert one_line_error(capsys) == ("error: suite file many.toml: 100 training images (limit) cannot be split "
+                                      "into 500 folds")
+
+
 def test_a_suite_file_that_is_not_text_is_one_line_naming_it(tmp_path, capsys):
     (tmp_path / "binary.toml").write_bytes(b"name = \"x\"\n\xff\xfe")
     assert cli(tmp_path, "suites", "binary.toml") == 2
