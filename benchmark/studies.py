@@ -14,6 +14,7 @@ rerun trains another in its place.
 
 from __future__ import annotations
 
+import difflib
 import math
 import shlex
 import warnings
@@ -79,6 +80,12 @@ def default_storage(study_name: str, studies_dir: Path = STUDIES_DIR) -> str:
     return sqlite_url(own)
 
 
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """``did you mean 'x'? `` for the name in ``names`` closest to a mistyped ``name``, or ""."""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def load_existing_study(url: str | None, name: str) -> optuna.Study:
     """Load study ``name`` from ``url`` (None: ``default_storage``); an unknown name raises a
     one-line ``ValueError`` listing the names there."""
@@ -94,7 +101,7 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
                                  f"{elsewhere}: add --storage "
                                  + ("with that URL and its password" if hidden else shlex.quote(elsewhere)))
         available = ", ".join(names) if names else "none"
-        raise ValueError(f"no study {name!r} in {_place(url)}; available: {available}")
+        raise ValueError(f"no study {name!r} in {_place(url)}; {_did_you_mean(name, names)}available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -391,9 +398,9 @@ def load_search_study(url: str | None, name: str) -> tuple[optuna.Study, SearchS
         problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
     else:
         problem = f"no study {name!r} in {_place(url)}"
-    available = ", ".join(search_study_names(url)) or "none"
+    searches = search_study_names(url)
     raise ValueError(f"--params-from takes search studies (made by `python -m benchmark search`): {problem}; "
-                     f"available: {available}")
+                     f"{_did_you_mean(name, searches)}available: {', '.join(searches) or 'none'}")
 
 
 def best_configurations(study_names: list[str], storage_url: str | None = None

@@ -22,8 +22,8 @@ from benchmark.processes import signal_name
 from benchmark.search import counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, stored_attr, trial_status
-from benchmark.studies import (best_configurations, file_name, load_search_study, plot_study, study_settings,
-                               training_differences, tuning_notes)
+from benchmark.studies import (best_configurations, file_name, load_existing_study, load_search_study, plot_study,
+                               study_settings, training_differences, tuning_notes)
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult, resolve_device
 
@@ -238,6 +238,8 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     assert best_configurations([NAME]) == found
     with pytest.raises(ValueError, match=f"no study 'nope' in studies/; available: {NAME}$"):
         best_configurations(["nope"])
+    with pytest.raises(ValueError, match=f"no study '{NAME}x' in studies/; did you mean '{NAME}'\\? available"):
+        load_existing_study(None, NAME + "x")
     smoke = get_suite("smoke")
     tuned = smoke.with_best_params(found)
     assert tuned.name == "smoke-tuned" and dict(tuned.params_from) == {configuration.id: NAME}
