@@ -512,6 +512,9 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         missing_path.unlink()  # stale from an earlier, partial report
 
     directory = out_dir / "figures"
+    # Until this report's is written, no index.md: one left by an earlier report would link the
+    # figures cleared here, were this report interrupted.
+    (out_dir / "index.md").unlink(missing_ok=True)
     if directory.is_dir():
         _clear_figures(directory)  # an earlier report's: index.md must not leave them unlisted and stale
     searches = _load_searches(data.meta, search_storage)

@@ -638,7 +638,7 @@ def images() -> torch.Tensor:
     return torch.stack(blobs)[:, None].clamp(0, 1)
 
 
-def test_write_report_draws_every_figure(tmp_path, rows, images):
+def test_write_report_draws_every_figure(tmp_path, rows, images, monkeypatch):
     rows = rows.copy()
     rows["checkpoint"] = "ckpt/" + rows["config_id"]
     models = {}
@@ -673,6 +673,14 @@ def test_write_report_draws_every_figure(tmp_path, rows, images):
     summary = write_report(results, "demo", tmp_path / "out", images=images, load_model=damaged)
     assert (f"vae/1/baseline: no checkpoint figures: cannot load {Path('ckpt/vae/1/baseline')} (RuntimeError: "
             "PytorchStreamReader failed reading zip archive)") in summary.warnings
+    # Interrupted while it draws: no index.md is left linking the earlier report's figures, cleared by now.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("benchmark.figures.validation_curves", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(results, "demo", tmp_path / "out", images=images, load_model=load_model)
+    assert not (tmp_path / "out" / "index.md").exists()
     # Tables only, later: the earlier figures go rather than stay unlisted and stale.
     (tmp_path / "out" / "figures" / "mine.png").write_bytes(b"not ours")
     write_report(results, "demo", tmp_path / "out", figures=False)
