@@ -362,7 +362,11 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
                                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}") from None
+        damaged = url.startswith("sqlite:///") and any(s in reason for s in ("malformed", "not a database"))
+        advice = ("; the file is damaged: restore a copy, or move it aside and run again to start anew (its "
+                  "finished work is lost)") if damaged else ""
+        raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}"
+                         + advice) from None
 
 
 def open_for_reading(url: str) -> RDBStorage | None:

@@ -711,6 +711,17 @@ def test_workers_that_were_killed_or_failed_are_named_when_the_run_ends(tmp_path
     assert "warning: 1 of 3 worker processes stopped with an error (messages above)" in err
 
 
+def test_a_damaged_study_file_is_one_line_saying_what_to_do(tmp_path, capsys):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "small.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)
+    assert run_cli(tmp_path, "--suite", "small.toml") == 2
+    error = one_line_error(capsys)
+    assert error.startswith(f"error: cannot open storage 'sqlite:///{Path('studies') / 'small.db'}': ")
+    assert error.endswith("; the file is damaged: restore a copy, or move it aside and run again to start anew (its "
+                          "finished work is lost)")
+
+
 def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():
     assert crowded_note(2, cores=2) is None
     assert crowded_note(8, cores=2) == ("warning: --workers 8 on 2 cores: workers beyond one per core take turns "
