@@ -85,13 +85,30 @@ def worker_exits(processes: Sequence[multiprocessing.process.BaseProcess]) -> tu
             [signal_name(-process.exitcode) for process in processes if process.exitcode < 0])
 
 
+def exit_warnings(workers: int, failures: int, killed: list[str], unfinished: str) -> list[str]:
+    """The warnings on worker processes that did not end well (``worker_exits``); ``unfinished``
+    says what becomes of the work a killed one held."""
+    lines = []
+    if killed:  # no traceback to point to: say what stopped them
+        lines.append(f"warning: {len(killed)} of {workers} worker processes were killed ({', '.join(killed)}); "
+                     + unfinished)
+    if failures:
+        lines.append(f"warning: {failures} of {workers} worker processes stopped with an error (messages above)")
+    return lines
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: what Slurm, taskset or a container allow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def crowded_note(workers: int, cores: int | None = None) -> str | None:
-    """A warning when ``workers`` processes outnumber the machine's ``cores`` (default: its own):
+    """A warning when ``workers`` processes outnumber the ``cores`` (default: ``usable_cores``):
     each then gets one thread, and they take turns on the cores, slower than fewer workers."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     if workers <= cores:
         return None
-    return (f"warning: --workers {workers} on {cores} core{'s' * (cores != 1)}: workers beyond one per core "
+    return (f"warning: {workers} worker processes on {cores} core{'s' * (cores != 1)}: workers beyond one per core "
             f"take turns and slow each other down; --workers {cores} is the most that helps here")
 
 

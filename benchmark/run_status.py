@@ -25,6 +25,9 @@ class RunSummary:
     seconds: float
     results: Path
     errors: dict[str, str] = field(default_factory=dict)
+    workers: int = 1  # worker processes the run started, and how those that did not end well ended
+    worker_failures: int = 0
+    workers_killed: list[str] = field(default_factory=list)
 
 
 def settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> tuple[int, dict[str, str]]:

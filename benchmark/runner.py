@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -19,7 +18,8 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, save_checkpoint
-from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_exits, worker_id
+from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
+                                 worker_id)
 from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
@@ -42,10 +42,11 @@ from benchmark.progress import CostEta
 from benchmark.suites import Suite
 from benchmark.train import DivergedError, FoldResult, agreed_precision, train_fold, training_device
 
-# While a run trains, its workers export whenever exporting has taken at most this share of the
+# While a run trains, its first worker exports whenever exporting has taken at most this share of the
 # time since the last export: a run killed outright (SIGKILL, out of memory) leaves results/
 # almost up to date, whatever an export costs (it grows with the suite's history).
 EXPORT_SHARE = 0.05
+
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run, raised once the finished units are exported; carries the summary."""
@@ -93,6 +94,8 @@ class _Worker:
         """position: the worker's number among a run's ``--workers`` (its progress bar's line and
         name), None for a run's only worker. command: the run's, for the exports it makes (``export``)."""
         self.suite, self.store, self.fold_parallel, self.command = suite, store, fold_parallel, command
+        # The run's first worker exports while it trains: more would read the whole study as often again.
+        self.exports, self.export_failed = position in (None, 0), False
         self.exported, self.export_seconds = time.monotonic(), 0.0
         self.study = open_suite_study(suite, store)
         self.images = training_pool(suite) if images is None else images
@@ -257,11 +260,18 @@ class _Worker:
         return results[0].metrics["recon"]
 
     def _export_when_due(self) -> None:
-        """Export the study's units (``EXPORT_SHARE``); the run exports once more when it ends."""
-        if self.export_seconds > EXPORT_SHARE * (time.monotonic() - self.exported):
+        """Export the study's units (``EXPORT_SHARE``). The run exports once more when it ends, and
+        says so if that fails too: an export that fails here warns once, and training goes on."""
+        if not self.exports or self.export_seconds > EXPORT_SHARE * (time.monotonic() - self.exported):
             return
         started = time.monotonic()
-        export(self.study, self.suite, self.store, tuple(self.images.shape[1:]), self.command)
+        try:
+            export(self.study, self.suite, self.store, tuple(self.images.shape[1:]), self.command)
+        except Exception as err:  # a full disk, a file held open elsewhere: the units are safe in the study
+            if not self.export_failed:
+                self.bar.write(f"warning: exporting the results failed ({err}); training goes on, and the run "
+                               "exports them again when it ends", file=sys.stderr)
+            self.export_failed = True
         self.exported = time.monotonic()
         self.export_seconds = self.exported - started
 
@@ -390,11 +400,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     enqueue_missing(study, unit_keys(suite))
     note = idle_softadapt_note((c.balance for c in suite.configurations), min(len(t) for t, _ in folds),
                                suite.train.batch_size, suite.train.epochs)
-    # No more workers than units to take: each spare one would load torch and the data to find none.
-    keys = set(unit_keys(suite))
-    waiting = sum(t.state == TrialState.WAITING for key, trials in unit_states(study).items() if key in keys
-                  for t in trials)
-    workers = max(1, min(workers, waiting))
+    # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take
+    # up again): each spare one would load torch and the data to find none.
+    states = unit_states(study)
+    to_train = sum(not any(trial_status(t) in ("complete", "failed") for t in states.get(key, []))
+                   for key in unit_keys(suite))
+    workers = max(1, min(workers, to_train))
     for line in (note, crowded_note(workers)):
         if line:
             print(line, file=sys.stderr)
@@ -403,7 +414,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         if workers == 1:
             _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command))
         else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
+            threads = max(1, usable_cores() // workers)
             failures, killed = worker_exits(run_workers(_work_in_process, [
                 (suite, store, i, show_progress, together, threads, command) for i in range(workers)]))
     except KeyboardInterrupt:
@@ -416,12 +427,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile
         print(unlisted_note(study, now, results), file=sys.stderr)
-    if killed:  # no traceback to point to: say what stopped them
-        print(f"warning: {len(killed)} of {workers} worker processes were killed ({', '.join(killed)}); a unit they "
-              "left unfinished is trained again by a worker still running or by the next run", file=sys.stderr)
-    if failures:
-        print(f"warning: {failures} of {workers} worker processes stopped with an error (messages above)",
-              file=sys.stderr)
+    summary = replace(summary, workers=workers, worker_failures=failures, workers_killed=killed)
     if interrupted:
         raise RunInterrupted(summary)
     return summary

@@ -31,7 +31,6 @@ finished search's best configurations, for ``run --params-from``: ``benchmark.st
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.config import Configuration
-from benchmark.processes import Interrupts, crowded_note, run_workers, stop_with_parent, worker_exits, worker_id
+from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
+                                 worker_id)
 from benchmark.progress import CostEta
 from benchmark.storage import (
     StoreConfig,
@@ -284,7 +284,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
 def _work_in_process(*args: Any) -> None:
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args[3].workers))  # share the cores among workers
+    torch.set_num_threads(max(1, usable_cores() // args[3].workers))  # share the cores among workers
     stop_with_parent()
     _work(*args)  # on Ctrl-C, Optuna marks the trial FAIL; the parent reports the interruption
 

@@ -523,7 +523,8 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
      'exponent = 40\ncount = 5\n', "the single decoder draws each image's count k from its power law: it takes no count"),
     ('name = "t"\nfolds = 1\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
      "suite file typo.toml: folds must be >= 2"),
-    ('name = "../evil"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n', "suite name '../evil' must be"),
+    ('name = "../evil"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
+     "suite name '../evil' must start with a letter or digit"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nexponent = 20\n',
      "method 'single' needs a sampling: uniform or gaussian"),
     ('name = "t"\n[train]\nepochs = "one"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
@@ -678,26 +679,37 @@ def test_a_run_resumed_without_the_first_runs_artifacts_dir_exports_where_the_we
     assert len(table) == 4 and all(Path(p).parent == tmp_path / "weights" for p in table["checkpoint"])
 
 
-def test_a_full_disk_is_one_line_and_the_units_trained_stay_in_the_study(tmp_path, capsys, monkeypatch):
+def test_a_full_disk_warns_once_while_training_goes_on_then_is_one_line(tmp_path, capsys, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
 
     def no_space(partial):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() raises it: no file named
 
     monkeypatch.setattr("benchmark.export.write_whole", lambda path, write: write_whole(path, no_space))
     assert run_cli(tmp_path, "--suite", "small.toml") == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
+    assert err.count("warning: exporting the results failed ([Errno 28] No space left on device: "
+                     f"'{Path('results') / 'small.csv'}'); training goes on") == 1
     assert err.splitlines()[-1] == f"error: No space left on device: {Path('results') / 'small.csv'}"
-    assert sum(complete_per_unit(study_of(tmp_path, "small")).values()) >= 1  # trained before the first export
+    assert sum(complete_per_unit(study_of(tmp_path, "small")).values()) == 4  # every unit trained, in the study
 
 
-def test_a_run_starts_no_more_workers_than_units_to_train(tmp_path, monkeypatch):
+def test_a_run_starts_no_more_workers_than_units_to_train(tmp_path, capsys, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     started = []
     monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: started.append(len(args)) or [])
+    monkeypatch.setattr("benchmark.processes.usable_cores", lambda: 2)
     assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "8") == 1  # the stand-in trained nothing
     assert started == [4]  # 2 configurations × 2 folds
+    assert ("warning: 4 worker processes on 2 cores: workers beyond one per core take turns and slow each other "
+            "down; --workers 2 is the most that helps here") in capsys.readouterr().err
+    # A killed run's units still RUNNING are to train again: they count, as the waiting ones do.
+    study = study_of(tmp_path, "small")
+    for trial in study.trials[:3]:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING)
+    assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "8") == 1
+    assert started == [4, 4]
 
 
 def test_workers_that_were_killed_or_failed_are_named_when_the_run_ends(tmp_path, capsys, monkeypatch):
@@ -724,5 +736,5 @@ def test_a_damaged_study_file_is_one_line_saying_what_to_do(tmp_path, capsys):
 
 def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():
     assert crowded_note(2, cores=2) is None
-    assert crowded_note(8, cores=2) == ("warning: --workers 8 on 2 cores: workers beyond one per core take turns "
-                                        "and slow each other down; --workers 2 is the most that helps here")
+    assert crowded_note(8, cores=2) == ("warning: 8 worker processes on 2 cores: workers beyond one per core take "
+                                        "turns and slow each other down; --workers 2 is the most that helps here")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.config import PRECISIONS
+from benchmark.processes import exit_warnings
 from benchmark.results import read_meta
 from benchmark.storage import StoreConfig, grace_for, safe_url, stored_attr
 from benchmark.store import parse_unit, study_name
@@ -27,6 +28,9 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts-dir", type=Path,
                         help="where best-epoch weights go (default <results-dir>/<suite>/artifacts); a folder "
                              "every machine sees, when machines keep their own --results-dir")
+
+
+INTERRUPTED = "interrupted: finished work is stored; run the same command again to resume"
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
@@ -210,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
     except RunInterrupted as stop:
         print_summary(stop.summary, suite)
-        print("interrupted: finished work is stored; run the same command again to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     print_summary(summary, suite)
     return 0 if summary.missing == 0 and summary.failed == 0 else 1  # scripts can tell a clean run
@@ -224,3 +228,6 @@ def print_summary(summary: RunSummary, suite: Suite) -> None:
     for key, reason in summary.errors.items():
         config_id, fold = parse_unit(key)
         print(f"  failed {config_id} {fold_label(fold, suite.folds, suite.repeats)}: {reason}")
+    for line in exit_warnings(summary.workers, summary.worker_failures, summary.workers_killed,
+                              "a unit they left unfinished is trained again by a worker still running or by the next run"):
+        print(line, file=sys.stderr)

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from benchmark.config import PRECISIONS
+from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
 
 STORAGE_HELP = ("Optuna storage URL (default: the study's own SQLite file, studies/NAME.db, or the file under "
@@ -143,15 +144,12 @@ def cmd_search(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     _print_summary(summary, settings.objectives)
-    if summary.workers_killed:  # no traceback to point to: say what stopped them
-        to_go = (f"; {summary.to_go} trial{'s' * (summary.to_go != 1)} to go: run the same command again"
-                 if summary.to_go else "")
-        print(f"warning: {len(summary.workers_killed)} of {options.workers} worker processes were killed "
-              f"({', '.join(summary.workers_killed)}); a trial they left unfinished is trained again by a worker "
-              f"still running or by the next run{to_go}", file=sys.stderr)
-    if summary.worker_failures:
-        print(f"warning: {summary.worker_failures} of {options.workers} worker processes stopped with an error "
-              "(messages above)", file=sys.stderr)
+    to_go = (f"; {summary.to_go} trial{'s' * (summary.to_go != 1)} to go: run the same command again"
+             if summary.to_go else "")
+    for line in exit_warnings(options.workers, summary.worker_failures, summary.workers_killed,
+                              f"a trial they left unfinished is trained again by a worker still running or by the "
+                              f"next run{to_go}"):
+        print(line, file=sys.stderr)
     return 1 if summary.worker_failures or (summary.workers_killed and summary.to_go) else 0
 
 
@@ -176,9 +174,9 @@ def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from benchmark.studies import format_study_list, list_studies
+    from benchmark.studies import format_study_list, list_all_studies, list_studies
 
-    rows, skipped = list_studies(args.storage)
+    rows, skipped = (list_studies(args.storage), []) if args.storage else list_all_studies()
     print(format_study_list(rows, args.storage))
     for reason in skipped:
         print(f"warning: skipped {reason}", file=sys.stderr)
