@@ -366,16 +366,12 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
     for config_id in [c for c in order if c in first.index]:  # the table's order
         row = first.loc[config_id]
         name = safe_name(config_id)
+        path = checkpoint_file(row["checkpoint"], results_dir, suite.suite)
         try:
-            path = checkpoint_file(row["checkpoint"], results_dir, suite.suite)
             try:
                 model = load_model(str(path))
             except FileNotFoundError:  # the weights alone, not a figure's file: one warning for them all
                 missing.append(config_id)
-                continue
-            except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
-                warnings.append(f"{config_id}: no checkpoint figures: cannot load {path} "
-                                f"({type(error).__name__}: {error})")
                 continue
             sampler = None
             if row["method"] != "baseline":
@@ -388,8 +384,8 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
                 sampling = row["sampling"] if row["sampling"] in ("uniform", "gaussian") else "uniform"
                 paths += error_vs_observed(model, images, sampling, directory / f"error_vs_observed_{name}",
                                            trained=sampler, **named)
-        except (OSError, ValueError, RuntimeError, KeyError) as error:
-            warnings.append(f"{config_id}: no checkpoint figures ({type(error).__name__}: {error})")
+        except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
+            warnings.append(f"{config_id}: no checkpoint figures from {path} ({type(error).__name__}: {error})")
     if missing:
         place = StoreConfig(results_dir=Path(results_dir)).artifacts(suite.suite)
         warnings.append(f"no checkpoint figures of {len(missing)} configuration{'s' * (len(missing) > 1)} "

@@ -132,7 +132,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
 
 
 # What a report reads from <suite>_meta.json, and what each must be where present.
-META_KINDS = (("folds", int, "an integer >= 2", 2), ("repeats", (int, type(None)), "an integer >= 1", 1),
+META_KINDS = (("folds", int, "an integer >= 2", 2), ("repeats", (int, type(None)), "an integer >= 1 or null", 1),
               ("seed", int, "an integer >= 0", 0), ("limit", (int, type(None)), "an integer >= 1 or null", 1),
               ("epochs", int, "an integer >= 1", 1), ("batch_size", int, "an integer >= 1", 1),
               ("image_size", (int, type(None)), "an integer >= 1 or null", 1),
@@ -170,7 +170,8 @@ def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
         handle.seek(-1, os.SEEK_END)
         if handle.read(1) != b"\n":
             raise ReportError(f"{path} does not end with a newline, as a file cut short does (an interrupted "
-                              "copy, a full disk): restore it, or run the command that made it again")
+                              "copy, a full disk): restore it, or run the command that made it again; if it is "
+                              "whole, saved so by an editor, end it with a newline")
     return frame
 
 

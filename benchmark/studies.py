@@ -165,17 +165,20 @@ class StudyRow:
     best: tuple[float, ...] | None
 
 
-def list_studies(url: str | None) -> tuple[list[StudyRow], list[str]]:
-    """A row per study at ``url``, or with None in every SQLite file under ``studies/``; and why
-    each of those files that cannot be read was skipped (one damaged file hides no other's)."""
-    if url is None:
-        rows, skipped = [], []
-        for file in study_files():
-            try:
-                rows += list_studies(file)[0]
-            except StoreError as err:
-                skipped.append(str(err))
-        return sorted(rows, key=lambda row: row.name), skipped
+def list_all_studies() -> tuple[list[StudyRow], list[str]]:
+    """A row per study in every SQLite file under ``studies/``, and why each file that cannot be
+    read was skipped (one damaged file hides no other's)."""
+    rows, skipped = [], []
+    for file in study_files():
+        try:
+            rows += list_studies(file)
+        except StoreError as err:
+            skipped.append(str(err))
+    return sorted(rows, key=lambda row: row.name), skipped
+
+
+def list_studies(url: str) -> list[StudyRow]:
+    """A row per study at ``url``."""
     storage = open_for_reading(url)
     if storage is None:  # asked for by name: a mistyped path must not read as an empty storage
         raise ValueError(f"no SQLite file {url.removeprefix('sqlite:///')} (from --storage {url})")
@@ -187,7 +190,7 @@ def list_studies(url: str | None) -> tuple[list[StudyRow], list[str]]:
         rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
                              counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
                              counts["waiting"], tuple(ranked[0].values) if ranked else None))
-    return rows, []
+    return rows
 
 
 def _number(value: float | None) -> str:

@@ -269,7 +269,7 @@ def load_suite_file(path: Path) -> Suite:
     A configuration without ``method`` expands to that model's thesis grid.
     """
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(Path(path).read_bytes().decode())  # TOML is UTF-8, whatever the locale
     except OSError as err:
         raise ValueError(f"cannot read suite file {path}: {err.strerror}") from None
     except UnicodeDecodeError as err:

@@ -1,5 +1,6 @@
 """Files written whole or not at all."""
 
+import errno
 import os
 
 import pytest
@@ -42,3 +43,17 @@ def test_a_name_too_long_for_the_partial_file_raises_that_error_and_names_the_fi
     with pytest.raises(OSError, match="too long") as caught:  # not masked by the failed clean-up
         write_whole(path, lambda partial: partial.write_text("a\n"))
     assert caught.value.filename == str(path)
+
+
+def test_a_full_disk_names_the_file_asked_for_and_a_failed_rename_names_it_once(tmp_path):
+    def no_space(partial):
+        partial.write_text("a")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() raises it: no file named
+
+    with pytest.raises(OSError) as caught:
+        write_whole(tmp_path / "results.csv", no_space)
+    assert caught.value.filename == str(tmp_path / "results.csv") and list(tmp_path.iterdir()) == []
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write_whole(tmp_path / "folder", lambda partial: partial.write_text("a"))
+    assert str(caught.value) == f"[Errno {errno.EISDIR}] Is a directory: '{tmp_path / 'folder'}'"

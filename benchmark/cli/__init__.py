@@ -10,6 +10,7 @@ keep less and catch the interrupt themselves to say so.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from benchmark.cli import bench, prior, report, run, search
 
 
 # What Ctrl-C leaves, for commands that do not say so themselves (run says it once it has started).
-INTERRUPTED = {"run": "interrupted: finished work is stored; run the same command again to resume",
+INTERRUPTED = {"run": run.INTERRUPTED,
                "report": "interrupted: the report is incomplete; run the same command again to write it whole"}
 
 
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         # A folder option naming a file, a place that cannot be made or written, a full disk: the path
         # says which. What a run or search finished is in its study, which the next run resumes.
-        print(f"error: {err.strerror}: {err.filename}" if err.strerror and err.filename else f"error: {err}",
-              file=sys.stderr)
+        # Others (a timeout, too many open files) are not the user's to fix: their traceback stays.
+        if err.filename is None and err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        print(f"error: {err.strerror}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
