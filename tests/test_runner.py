@@ -187,6 +187,26 @@ def test_a_sibling_claim_that_loses_a_units_trial_does_not_take_its_copy(tmp_pat
     assert [t.state for t in unit_states(study)[unit_key(config_id, 1)]] == [TrialState.RUNNING, TrialState.WAITING]
 
 
+def test_a_runs_first_worker_exports_when_exporting_has_taken_at_most_5_percent_of_the_time(tmp_path, monkeypatch):
+    clock, exports = [0.0], []
+
+    def export(*args):  # each export takes a second
+        exports.append(clock[0])
+        clock[0] += 1.0
+
+    monkeypatch.setattr("benchmark.runner.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("benchmark.runner.export", export)
+    store, images = StoreConfig(studies_dir=tmp_path), torch.rand(40, 1, 32, 32)
+    first, second = (_Worker(get_suite("smoke"), store, position, show_progress=False, images=images)
+                     for position in (0, 1))
+    for now in (0.0, 10.0, 20.0, 21.5, 30.0):  # units finished at these times
+        clock[0] = now
+        first._export_when_due()
+        second._export_when_due()
+    # after 1 s of exporting, the next export waits until 20 s have passed since the last one ended
+    assert exports == [0.0, 21.5]
+
+
 def test_an_interrupted_unit_is_trained_again_before_the_units_after_it(tmp_path):
     """Its new trial is the newest in the study; taking the oldest waiting trial, as Optuna
     does, would leave its configuration a fold short until the whole suite had run."""
