@@ -25,7 +25,7 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
         with contextlib.suppress(OSError):  # e.g. a name too long to make at all: the first error tells
             partial.unlink(missing_ok=True)
         # A failed write names no file (a full disk), a failed rename the partial one and ``path``.
-        if isinstance(err, OSError) and err.filename in (None, str(partial)):
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, str(partial)):
             raise OSError(err.errno, err.strerror, str(path)) from err  # of err's subclass, by its errno
         raise
     return path
