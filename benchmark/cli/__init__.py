@@ -27,6 +27,11 @@ INTERRUPTED = {"run": run.INTERRUPTED,
                "report": "interrupted: the report is incomplete; run the same command again to write it whole"}
 
 
+# File-system errors that are the user's to fix whether or not they name a path (torchvision's
+# dataset loaders raise some with a message alone).
+PATH_ERRORS = (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line like the commands' own (no usage block above them),
     and options spelled out: ``--epoch`` is not taken for ``--epochs``, so an option added later
@@ -84,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         # A folder option naming a file, a place that cannot be made or written, a full disk: the path
         # says which. What a run or search finished is in its study, which the next run resumes.
         # Others (a timeout, too many open files) are not the user's to fix: their traceback stays.
-        if err.filename is None and err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        if not (isinstance(err, PATH_ERRORS) or err.filename or err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
             raise
-        print(f"error: {err.strerror}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        print(f"error: {err.strerror}: {err.filename}" if err.strerror and err.filename else
+              f"error: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
