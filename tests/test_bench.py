@@ -1,6 +1,7 @@
 """The throughput benchmark: a tiny run end to end, FLOP counts against a hand count, naive masks."""
 
 import csv
+import errno
 import math
 import os
 import stat
@@ -351,6 +352,20 @@ def test_a_file_error_without_a_path_is_its_message(capsys, monkeypatch):
     monkeypatch.setattr("benchmark.cli.run.cmd_suites", missing)
     assert main(["suites"]) == 2
     assert capsys.readouterr().err == "error: Couldn't find any class folder in /data\n"
+
+
+def test_a_full_disk_is_one_line_and_other_os_errors_without_a_path_keep_their_traceback(capsys, monkeypatch):
+    def raises(error):
+        def handler(args):
+            raise error
+        return handler
+
+    monkeypatch.setattr("benchmark.cli.run.cmd_suites", raises(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    assert main(["suites"]) == 2
+    assert capsys.readouterr().err == f"error: {os.strerror(errno.ENOSPC)}\n"
+    monkeypatch.setattr("benchmark.cli.run.cmd_suites", raises(TimeoutError("timed out")))  # not the user's to fix
+    with pytest.raises(TimeoutError):
+        main(["suites"])
 
 
 def test_bench_warns_when_other_work_shared_the_cores_while_it_timed():
