@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial
 
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
-from benchmark.results import meta_path, read_meta
+from benchmark.results import existing_path, meta_path, read_meta
 from benchmark.storage import StoreConfig, safe_url, trial_status, versioned
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
@@ -117,10 +117,9 @@ def _checkpoint(attrs: dict, folder: Path) -> str:
     that trained the unit saved them (another --artifacts-dir); "" for a unit without weights."""
     if "artifact" not in attrs:
         return ""
-    here = folder / attrs["artifact"]
     # A folder every machine sees may be mounted elsewhere on each: this run's path comes first.
     saved = Path(attrs.get("artifact_dir", folder)) / attrs["artifact"]
-    return str(saved if not here.exists() and saved.exists() else here)
+    return str(existing_path(str(folder / attrs["artifact"]), saved))
 
 
 def _replace(path: Path, text: str) -> None:
