@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.config import check_kind
 from benchmark.data import Dataset, load_dataset
 from benchmark.stats import completed
 from benchmark.storage import StoreConfig
@@ -132,8 +133,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
 
 
 # What a report reads from <suite>_meta.json, and what each must be where present.
-META_KINDS = (("folds", int, "an integer >= 2", 2), ("repeats", (int, type(None)), "an integer >= 1 or null", 1),
-              ("seed", int, "an integer >= 0", 0), ("limit", (int, type(None)), "an integer >= 1 or null", 1),
+META_KINDS = (("folds", int, "an integer >= 2", 2),
+              ("repeats", (int, type(None)), "an integer >= 1 or null", 1), ("seed", int, "an integer >= 0", 0), ("limit", (int, type(None)), "an integer >= 1 or null", 1),
               ("epochs", int, "an integer >= 1", 1), ("batch_size", int, "an integer >= 1", 1),
               ("image_size", (int, type(None)), "an integer >= 1 or null", 1),
               ("image_channels", (int, type(None)), "an integer >= 1 or null", 1),
@@ -150,10 +151,12 @@ def _check_meta(meta: object, path: Path) -> None:
         if key not in meta:
             continue
         value = meta[key]
-        low = least is not None and isinstance(value, int) and not isinstance(value, bool) and value < least
-        if isinstance(value, bool) or not isinstance(value, kind) or low:
-            raise ReportError(f"{path}: {key} must be {what}, got {value!r}; run the command that made it again "
-                              "to export it anew")
+        try:
+            check_kind(key, value, kind, what)
+            if least is not None and isinstance(value, int) and value < least:
+                raise ValueError(f"{key} must be {what}, got {value!r}")
+        except ValueError as err:
+            raise ReportError(f"{path}: {err}; run the command that made it again to export it anew") from None
 
 
 def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
