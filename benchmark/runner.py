@@ -281,7 +281,7 @@ class _Worker:
     def _counts(self, states: dict[str, list[optuna.trial.FrozenTrial]]) -> tuple[int, int, int]:
         """(settled units, waiting trials, running trials) in ``states`` (``unit_states``); tells
         the ETA which units are settled."""
-        settled = [k for k in self.keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
+        settled = settled_keys(self.keys, states)
         self.eta.settle(settled)
         # This run's units only: the study may hold units of configurations this suite does not
         # list (another version of its file), which this run cannot claim and must not wait for.
@@ -324,6 +324,11 @@ class _Worker:
                     break
         finally:
             self.bar.close()  # also on Ctrl-C: the next message starts on a line of its own
+
+
+def settled_keys(keys: list[str], states: dict[str, list[optuna.trial.FrozenTrial]]) -> list[str]:
+    """The units of ``keys`` done, or failed for good, in ``states`` (``unit_states``)."""
+    return [k for k in keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
 
 
 def _work_until_interrupted(worker: _Worker) -> None:
@@ -402,10 +407,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                                suite.train.batch_size, suite.train.epochs)
     # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take
     # up again): each spare one would load torch and the data to find none.
-    states = unit_states(study)
-    to_train = sum(not any(trial_status(t) in ("complete", "failed") for t in states.get(key, []))
-                   for key in unit_keys(suite))
-    workers = max(1, min(workers, to_train))
+    keys = unit_keys(suite)
+    workers = max(1, min(workers, len(keys) - len(settled_keys(keys, unit_states(study)))))
     for line in (note, crowded_note(workers)):
         if line:
             print(line, file=sys.stderr)
