@@ -4,7 +4,8 @@ Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``,
 ``comparison.{md,tex}`` (each method against its baseline, when a suite has one), ``index.md``,
 ``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
 is validated before anything is written (``benchmark.results``), so an unknown or empty suite
-leaves no files. The table's numbers are built here; ``benchmark.tables`` writes them out as text.
+leaves no files. The table's numbers are built here; ``benchmark.tables`` writes them out as text, and
+``benchmark.caveats`` says what limits them.
 After ``python -m benchmark prior``: a "Prior NLL" column and ``figures/generated_*`` (VQ-VAE).
 
 The sampling figure and the checkpoint figures (reconstruction grids, error vs observed pixels)
@@ -21,26 +22,22 @@ import math
 import pickle
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
-from benchmark.balancing import BalanceConfig, idle_softadapt_note
+from benchmark.caveats import caveats
 from benchmark.conditioning import PixelSampler
-from benchmark.cv import fold_label
 from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.prior_stage import prior_figures
 from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find_missing, load_suite, run_dataset,
                                safe_name)
-from benchmark.stats import (COMPARED, DIVERGED_FACTOR, compare_with_baseline, comparison_wide, completed,
-                             diverged_folds, parameter_text, summarise)
+from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
 from benchmark.storage import StoreConfig
-from benchmark.studies import (TRAINING_SETTINGS, file_name, load_search_study, plot_dir, plot_study,
-                               training_changes, training_differences)
+from benchmark.studies import file_name, load_search_study, plot_dir, plot_study
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -51,19 +48,14 @@ from benchmark.tables import (
 )
 
 if TYPE_CHECKING:
-    import optuna
     import torch
 
+    from benchmark.caveats import Searches
     from benchmark.models import MultitaskVAE
-    from benchmark.search_space import SearchSettings
 
-    Searches = dict[str, tuple[optuna.Study, SearchSettings] | ValueError]  # a search, or why it cannot be read
 
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
-COLLAPSED_CODEBOOK = 0.1  # a codebook used at a perplexity under this share of its codes gets a caveat
-STEADY_PAIRS = 5  # the default folds: a comparison on fewer paired folds gets a caveat
-SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
 OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
@@ -164,119 +156,6 @@ def model_weights(table: pd.DataFrame, channels: int | None, image_size: int | N
     return pd.Series([counts[key] for key in keys], index=table.index, dtype="Int64")
 
 
-def caveats(suite: SuiteResults) -> list[str]:
-    """What limits the numbers, read from the run itself: methods without their baseline, comparisons
-    on few paired folds, folds that diverged without failing, folds still improving at their last
-    epoch (not converged), and SoftAdapt configurations that trained too few steps to re-weight."""
-    meta, done, notes = suite.meta, completed(suite.results), []
-    models = suite.results.groupby(["family", "config"], sort=False)
-    alone = [f"{family}/{config}" for (family, config), rows in models if not (rows["method"] == "baseline").any()]
-    if alone:
-        notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
-                     f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
-                     "its units already done are kept).")
-    notes += [note for note in (_pairing_note(suite), _diverged_note(suite)) if note]
-    epochs = meta.get("epochs")
-    # Per model config: one family still improving must not hide behind another that converged.
-    kept = {f"{family}/{config}": rows.dropna() for (family, config), rows in
-            done.groupby(["family", "config"], sort=False)["best_epoch"]} if epochs else {}
-    unconverged = {model: folds for model, folds in kept.items() if 2 * int((folds == epochs).sum()) > len(folds)}
-    if unconverged:
-        last = sum(int((folds == epochs).sum()) for folds in unconverged.values())
-        folds = sum(len(folds) for folds in unconverged.values())
-        every = len(unconverged) == sum(len(folds) > 0 for folds in kept.values())
-        which = "" if every else f" of {' and '.join(unconverged)}"
-        why = ("the folds trained one epoch" if epochs == 1 else
-               f"{last} of {folds} folds{which} kept their last epoch ({epochs}): the validation loss was still "
-               "falling when training stopped")
-        notes.append(f"{why}, so {'the' if every else 'those'} models are not converged and longer training "
-                     "(`--epochs`) would change these numbers; compare rows within this report, not with the "
-                     "thesis's table.")
-    if suite.prior is not None:
-        notes += _prior_notes(suite.prior)
-    if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
-        # A results CSV does not record SoftAdapt's period: the suites train at BalanceConfig's.
-        idle = idle_softadapt_note([BalanceConfig(softadapt=True)], int(done["n_train"].min()),
-                                   int(meta["batch_size"]), int(epochs))
-        if idle:
-            notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
-    return notes
-
-
-def _prior_notes(prior: pd.DataFrame) -> list[str]:
-    """Caveats on the prior NLL column: priors still improving at their last epoch, and codebooks
-    used at a small fraction of their codes (few codes are easy to predict: a low NLL there says
-    little of the prior)."""
-    notes = []
-    if {"best_epoch", "epochs"} <= set(prior):
-        last = prior[prior["best_epoch"] >= prior["epochs"]]
-        if len(last):
-            notes.append(f"{len(last)} of {len(prior)} priors kept their last epoch "
-                         f"({', '.join(sorted({f'{e:g}' for e in last['epochs']}))}): their NLL was still falling "
-                         "when training stopped, so longer prior training (`prior --epochs`) would lower it.")
-    if {"code_perplexity", "uniform_nats"} <= set(prior):
-        codes = np.exp(prior["uniform_nats"])  # a uniform prior's NLL is ln K
-        narrow = prior[prior["code_perplexity"] < COLLAPSED_CODEBOOK * codes]
-        if len(narrow):
-            listed = ", ".join(f"{row.config_id} ({row.code_perplexity:.1f} of {k:.0f})"
-                               for row, k in zip(narrow.itertuples(), codes[narrow.index]))
-            notes.append(f"codebooks used at a perplexity under {COLLAPSED_CODEBOOK:.0%} of their codes: {listed}; "
-                         "few codes in use are easy to predict, so a low prior NLL there does not mean a better "
-                         "prior: compare priors together with their perplexities.")
-    return notes
-
-
-def _pairing_note(suite: SuiteResults) -> str | None:
-    """The caveat on t-tests that rest on few paired folds: the fewest any comparison pairs, of
-    those planned; None when no comparison pairs a fold or each pairs ``STEADY_PAIRS`` or more."""
-    folds, repeats = int(suite.meta.get("folds", 5)), int(suite.meta.get("repeats", 1) or 1)
-    comparison = compare_with_baseline(suite.results, k=folds, repeats=repeats)
-    pairs = comparison[comparison["n_pairs"] > 0].groupby("config_id")["n_pairs"].max()
-    if pairs.empty or pairs.min() >= STEADY_PAIRS:
-        return None
-    fewest, planned = int(pairs.min()), suite.expected_folds
-    subject = "each comparison pairs only" if pairs.nunique() == 1 else "a comparison pairs as few as"
-    short = f" of the {planned} planned (missing.txt says why the others are missing)" if fewest < planned else ""
-    if fewest == 1:
-        consequence = "so it has no t-test: one difference has no spread to test against"
-    else:
-        consequence = (f"so its t-test has {fewest - 1} degree{'s' * (fewest != 2)} of freedom: it rarely detects "
-                       "a real difference and rests on a rough variance estimate")
-    if planned >= STEADY_PAIRS:
-        advice = ""  # enough folds planned: only the missing ones weaken the test
-    elif repeats == 1:
-        advice = "; 5 folds (the default) or `--repeats` give a steadier test"
-    else:
-        advice = f"; more folds (`--folds`, 5 by default) or more than {repeats} `--repeats` give a steadier test"
-    return f"{subject} {fewest} fold{'s' * (fewest != 1)}{short}, {consequence}{advice}."
-
-
-def _diverged_note(suite: SuiteResults) -> str | None:
-    """The caveat naming the folds ``stats.diverged_folds`` finds (the KL bound: C·H·W·ln 256 nats,
-    what storing the 8-bit image verbatim costs, when the export knows its images), or None."""
-    meta = suite.meta
-    known = meta.get("image_channels") and meta.get("image_size")
-    bound = int(meta["image_channels"]) * int(meta["image_size"]) ** 2 * math.log(256) if known else math.inf
-    found = diverged_folds(suite.results, bound)
-    if found.empty:
-        return None
-    names = {"recon": "reconstruction", "recon_cond": "conditioned reconstruction"}
-    found["text"] = [f"validation {names.get(metric) or ('KL' if family == 'vae' else 'VQ loss')} {value:.3g}"
-                     for metric, family, value in zip(found["metric"], found["family"], found["value"])]
-    count, repeats = int(meta.get("folds", 5)), int(meta.get("repeats", 1) or 1)
-    folds = [f"{config_id} {fold_label(fold, count, repeats)}: {', '.join(rows['text'])}"
-             for (config_id, fold), rows in found.groupby(["config_id", "fold"], sort=False)]
-    more = f"; and {len(folds) - SHOWN_FOLDS} more" if len(folds) > SHOWN_FOLDS else ""
-    kl = (f", or a Gaussian VAE's KL is above {bound:,.0f} nats (more than storing the "
-          f"{meta['image_channels']}×{meta['image_size']}×{meta['image_size']} 8-bit image verbatim costs)"
-          if known else "")
-    lr = "`[train] lr` in a suite file" + (f"; {meta['lr']:g} here" if meta.get("lr") else "")
-    return (f"folds that look diverged though their loss stayed finite: {'; '.join(folds[:SHOWN_FOLDS])}{more}. A "
-            f"fold looks diverged when a metric is over {DIVERGED_FACTOR:,} × the median of its model config's "
-            f"folds{kl}. They count in the table and the comparisons as they are, so those rows' means, variances "
-            f"and tests say little; a lower learning rate ({lr}) usually keeps training stable.")
-
-
 def _training_text(suite: SuiteResults) -> str:
     """``1,000 training images per fold, 3 epochs, batch 32``: a smoke run must not read as a full one."""
     meta, done = suite.meta, completed(suite.results)
@@ -331,21 +210,6 @@ def _search_plots(searches: Searches, directory: Path, search_storage: str | Non
         # for `studies plot`: here they would be warnings in every report of such a run.
         paths += plot_study(search[0], plot_dir(directory / OPTUNA_FIGURES, name))[0]
     return paths, problems
-
-
-def _tuning_caveats(meta: dict, searches: Searches) -> list[str]:
-    """A caveat for each search that tuned this run's parameters with other training than the run's."""
-    here = {key: meta[key] for key in TRAINING_SETTINGS if key in meta}
-    found = []
-    for name, search in searches.items():
-        if isinstance(search, ValueError):
-            continue
-        there = asdict(search[1])
-        differ = training_differences(there, here)
-        if differ:
-            found.append(f"search `{name}` trained otherwise than this run ({training_changes(there, here, differ)}): "
-                         "its best parameters were chosen for that training, and need not be the best for this one")
-    return found
 
 
 def _stored_model(path: str) -> MultitaskVAE:
@@ -549,10 +413,10 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     if unreachable and not figures:  # with figures, the missing Optuna plots name them and the way to them
         warnings.append(f"search{'es' * (len(unreachable) > 1)} {', '.join(map(repr, unreachable))} out of reach: "
                         "not compared with this run's training; give the storage with --search-storage")
-    limits = caveats(data) + _tuning_caveats(data.meta, searches)
+    limits = caveats(data, searches)
     (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings, limits))
     files.append(out_dir / "index.md")
     return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, limits)
 
 
-__all__ = ["ReportSummary", "build_table", "caveats", "merge_prior", "model_weights", "observed_pixels", "write_report"]
+__all__ = ["ReportSummary", "build_table", "merge_prior", "model_weights", "observed_pixels", "write_report"]

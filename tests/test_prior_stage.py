@@ -32,7 +32,7 @@ from benchmark.prior_stage import (
     select_targets,
     training_pool,
 )
-from benchmark.report import _prior_notes
+from benchmark.caveats import prior_notes
 from benchmark.results import read_prior, safe_name
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
@@ -161,7 +161,7 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
     # by hand: one prior stopped improving, one codebook in full use, one collapsed
     table = pd.DataFrame({"config_id": ["a", "b", "c"], "best_epoch": [3, 1, 2], "epochs": [3, 3, 3],
                           "code_perplexity": [60.0, 100.0, 4.2], "uniform_nats": [math.log(K)] * 3})
-    notes = _prior_notes(table)
+    notes = prior_notes(table)
     assert notes[0].startswith("1 of 3 priors kept their last epoch (3)")
     assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[1] and len(notes) == 2
 
