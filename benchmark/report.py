@@ -19,8 +19,10 @@ a caller may pass other images or another model loader::
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
 OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
+TABLE_FILES = ("table.csv", "table.tex", "table.md", "comparison.md", "comparison.tex", "missing.txt")
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
     "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
@@ -175,13 +178,26 @@ def _caption(suite: SuiteResults) -> str:
             f"{'; ' + training if training else ''}): mean ± variance over folds.")
 
 
-def _clear_figures(directory: Path) -> None:
-    """Remove figures of a previous report, so that none of a removed configuration lingers."""
+def _install(staging: Path, out_dir: Path) -> None:
+    """Move the report built in ``staging`` into ``out_dir``, replacing every file of an earlier report
+    (so that no table, figure or missing.txt of a removed configuration lingers) and keeping files of
+    the user's own there. index.md goes first and comes back last: it must never link files that are
+    not there."""
+    (out_dir / "index.md").unlink(missing_ok=True)
+    for name in TABLE_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    figures = out_dir / "figures"
     for pattern in FIGURE_PATTERNS:
-        for path in directory.glob(pattern):
+        for path in figures.glob(pattern):
             if path.is_file():
                 path.unlink()
-    shutil.rmtree(directory / OPTUNA_FIGURES, ignore_errors=True)
+    shutil.rmtree(figures / OPTUNA_FIGURES, ignore_errors=True)
+    for path in sorted(staging.rglob("*"), key=lambda path: (path.name == "index.md", path)):
+        if path.is_dir():
+            continue
+        target = out_dir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
 
 
 def _load_searches(meta: dict, search_storage: str | None) -> Searches:
@@ -334,13 +350,33 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     weights, ``export.load_checkpoint``); and Optuna's plots of the searches that tuned
     configurations (``run --params-from``), read from ``search_storage`` (None: each search's
     SQLite file under studies/). Raises ``ReportError`` before writing anything when the
-    suite is unknown or empty. Returns what was written and what is missing.
+    suite is unknown or empty. The report is built in a hidden folder beside ``out_dir`` and moved
+    in when whole, so an interrupted one leaves an earlier report as it was. Returns what was
+    written and what is missing.
     """
     data = load_suite(results_dir, suite)
-    table = build_table(data)
-    missing = find_missing(data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Built beside out_dir and moved in whole: an interrupted report leaves the earlier one as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        summary = _build(data, Path(results_dir), staging, figures=figures, checkpoints=checkpoints, images=images,
+                         load_model=load_model, search_storage=search_storage)
+        _install(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary.files = [out_dir / path.relative_to(staging) for path in summary.files]
+    summary.out_dir = out_dir
+    return summary
+
+
+def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: bool, checkpoints: bool,
+           images: torch.Tensor | None, load_model: Callable[[str], MultitaskVAE] | None,
+           search_storage: str | None) -> ReportSummary:
+    """The report of ``data``, written into the empty folder ``out_dir`` (``write_report``'s arguments)."""
+    suite = data.suite
+    table = build_table(data)
+    missing = find_missing(data)
     files, warnings = [], []
     if "dataset" not in data.meta:
         warnings.append(f"no {suite}_meta.json: expected folds and configurations guessed from the results")
@@ -356,10 +392,8 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     texts = {out_dir / "comparison.tex": comparison_latex(comparison, f"Each method against its baseline, suite {suite}.",
                                                           note, f"{label}-comparison"),
              out_dir / "comparison.md": comparison_markdown(comparison, note)}
-    for path, text in texts.items():
-        if comparison.empty:  # baselines only: no comparison (nor an earlier report's)
-            path.unlink(missing_ok=True)
-        else:
+    if not comparison.empty:  # baselines only: no comparison
+        for path, text in texts.items():
             path.write_text(text)
             files.append(path)
     missing_path = out_dir / "missing.txt"
@@ -368,15 +402,8 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
                   f"short of {data.expected_folds} COMPLETE folds")
         missing_path.write_text("\n".join([header, *(m.describe() for m in missing)]) + "\n")
         files.append(missing_path)
-    elif missing_path.exists():
-        missing_path.unlink()  # stale from an earlier, partial report
 
     directory = out_dir / "figures"
-    # Until this report's is written, no index.md: one left by an earlier report would link the
-    # figures cleared here, were this report interrupted.
-    (out_dir / "index.md").unlink(missing_ok=True)
-    if directory.is_dir():
-        _clear_figures(directory)  # an earlier report's: index.md must not leave them unlisted and stale
     searches = _load_searches(data.meta, search_storage)
     if figures:
         from benchmark.figures import sampling_types, validation_curves
@@ -385,7 +412,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         if data.history is not None and not data.history.empty:
             files += validation_curves(data.history, data.results, directory)
         else:
-            history = Path(results_dir) / f"{suite}_history.csv"
+            history = results_dir / f"{suite}_history.csv"
             warnings.append(f"{'no validation history in' if history.is_file() else 'no'} {history.name}: "
                             "validation curves skipped")
         if images is None and "dataset" in data.meta:
@@ -403,7 +430,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
                 files += paths
                 warnings += problems
         if data.prior is not None:  # images decoded from the prior samples that `prior` stored
-            paths, problems = prior_figures(Path(results_dir), suite, data.prior, list(table["config_id"]), directory)
+            paths, problems = prior_figures(results_dir, suite, data.prior, list(table["config_id"]), directory)
             files, warnings = files + paths, warnings + problems
         if searches:
             paths, problems = _search_plots(searches, directory, search_storage)

@@ -675,14 +675,16 @@ def test_write_report_draws_every_figure(tmp_path, rows, images, monkeypatch):
     summary = write_report(results, "demo", tmp_path / "out", images=images, load_model=damaged)
     assert (f"vae/1/baseline: no checkpoint figures from {Path('ckpt/vae/1/baseline')} (UnpicklingError: "
             "Weights only load failed)") in summary.warnings
-    # Interrupted while it draws: no index.md is left linking the earlier report's figures, cleared by now.
+    # Interrupted while it draws: the earlier report stays whole, and nothing of the new one is left.
+    before = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("benchmark.figures.validation_curves", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_report(results, "demo", tmp_path / "out", images=images, load_model=load_model)
-    assert not (tmp_path / "out" / "index.md").exists()
+    assert {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "results"]
     # Tables only, later: the earlier figures go rather than stay unlisted and stale.
     (tmp_path / "out" / "figures" / "mine.png").write_bytes(b"not ours")
     write_report(results, "demo", tmp_path / "out", figures=False)

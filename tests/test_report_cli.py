@@ -168,11 +168,11 @@ def test_an_output_folder_that_is_a_file_is_one_line_and_exit_2(smoke_run, tmp_p
     assert err == [f"error: Not a directory: {tmp_path / 'notes.txt' / 'smoke'}"]
 
 
-def test_ctrl_c_during_a_report_says_the_report_is_incomplete(smoke_run, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_during_a_report_says_it_was_dropped(smoke_run, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("benchmark.report.write_report", interrupted)
     assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path)) == 130
-    assert capsys.readouterr().err == ("interrupted: the report is incomplete; run the same command again to "
-                                       "write it whole\n")
+    assert capsys.readouterr().err == ("interrupted: the report being written was dropped (an earlier one stays "
+                                       "as it was); run the same command again to write it\n")

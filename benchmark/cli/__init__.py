@@ -24,7 +24,8 @@ from benchmark.cli import bench, prior, report, run, search
 
 # What Ctrl-C leaves, for commands that do not say so themselves (run says it once it has started).
 INTERRUPTED = {"run": run.INTERRUPTED,
-               "report": "interrupted: the report is incomplete; run the same command again to write it whole"}
+               "report": "interrupted: the report being written was dropped (an earlier one stays as it was); "
+                          "run the same command again to write it"}
 
 
 # File-system errors that are the user's to fix whether or not they name a path (torchvision's
