@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -26,6 +28,12 @@ def check_kind(name: str, value: object, kind: type | tuple[type, ...], what: st
     is not a number, though Python counts it as an int."""
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]) -> None:

@@ -9,7 +9,6 @@ folds.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.config import check_kind
+from benchmark.config import check_kind, did_you_mean
 from benchmark.data import Dataset, load_dataset
 from benchmark.stats import completed
 from benchmark.storage import StoreConfig
@@ -83,9 +82,9 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         available = available_suites(results_dir)
         known = f"suites with results: {', '.join(available) or 'none yet'}"
         builtin = suite in builtin_suites()
-        close = difflib.get_close_matches(suite, available, n=1)
-        if close and not builtin:  # a typo, most likely
-            raise ReportError(f"no results for suite {suite!r} in {results_dir}; did you mean {close[0]!r}? ({known})")
+        typo = did_you_mean(suite, available)
+        if typo and not builtin:
+            raise ReportError(f"no results for suite {suite!r}{typo} in {results_dir}; {known}")
         where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
         how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "

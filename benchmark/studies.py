@@ -14,7 +14,6 @@ rerun trains another in its place.
 
 from __future__ import annotations
 
-import difflib
 import math
 import shlex
 import warnings
@@ -24,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark.config import Configuration
+from benchmark.config import Configuration, did_you_mean
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
 from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, status_counts,
@@ -80,12 +79,6 @@ def default_storage(study_name: str, studies_dir: Path = STUDIES_DIR) -> str:
     return sqlite_url(own)
 
 
-def _did_you_mean(name: str, names: list[str]) -> str:
-    """``did you mean 'x'? `` for the name in ``names`` closest to a mistyped ``name``, or ""."""
-    close = difflib.get_close_matches(name, names, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
 def load_existing_study(url: str | None, name: str) -> optuna.Study:
     """Load study ``name`` from ``url`` (None: ``default_storage``); an unknown name raises a
     one-line ``ValueError`` listing the names there."""
@@ -101,7 +94,7 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
                                  f"{elsewhere}: add --storage "
                                  + ("with that URL and its password" if hidden else shlex.quote(elsewhere)))
         available = ", ".join(names) if names else "none"
-        raise ValueError(f"no study {name!r} in {_place(url)}; {_did_you_mean(name, names)}available: {available}")
+        raise ValueError(f"no study {name!r}{did_you_mean(name, names)} in {_place(url)}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -393,17 +386,19 @@ def load_search_study(url: str | None, name: str) -> tuple[optuna.Study, SearchS
     """Search study ``name`` from ``url`` (None: ``default_storage``) and its settings; a name that is
     no search study there raises a one-line ``ValueError`` listing the search studies there."""
     storage = open_for_reading(url or default_storage(name))
+    study = None
     if storage is not None and name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         if _is_search(study.user_attrs.get("settings")):
             return study, study_settings(study)
+    searches = search_study_names(url)
+    if study is None:
+        problem = f"no study {name!r}{did_you_mean(name, searches)} in {_place(url)}"
+    else:
         suite = suite_of(study)
         problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
-    else:
-        problem = f"no study {name!r} in {_place(url)}"
-    searches = search_study_names(url)
     raise ValueError(f"--params-from takes search studies (made by `python -m benchmark search`): {problem}; "
-                     f"{_did_you_mean(name, searches)}available: {', '.join(searches) or 'none'}")
+                     f"available: {', '.join(searches) or 'none'}")
 
 
 def best_configurations(study_names: list[str], storage_url: str | None = None

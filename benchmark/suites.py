@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, check_kind, check_kinds
+from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, check_kind, check_kinds,
+                              did_you_mean)
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
@@ -257,8 +257,7 @@ def _check_keys(table: dict, allowed: set[str], where: str) -> None:
         homes = {**{key: "at the top of the file" for key in (*TOP_KEYS, "name")},
                  **{f.name: "under [train]" for f in fields(TrainConfig)},
                  **{key: "in a [[configurations]] table" for key in CONFIGURATION_KEYS}}
-        hints = [f"{key!r}" + (f" (it belongs {homes[key]})" if key in homes else
-                               "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(key, allowed, 1)))
+        hints = [f"{key!r}" + (f" (it belongs {homes[key]})" if key in homes else did_you_mean(key, allowed))
                  for key in unknown]
         raise ValueError(f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(hints)}; allowed: {sorted(allowed)}")
 

@@ -138,8 +138,9 @@ def test_a_study_that_is_no_search_is_refused_listing_the_search_studies_only(tm
     assert one_line_error(capsys) == (f"error: {searches}: no study 'nope' in studies/; available: "
                                       "search-vae-1-single-gaussian")
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "search-vae-1-single-gausian", "--quiet") == 2
-    assert one_line_error(capsys) == (f"error: {searches}: no study 'search-vae-1-single-gausian' in studies/; did you "
-                                      "mean 'search-vae-1-single-gaussian'? available: search-vae-1-single-gaussian")
+    assert one_line_error(capsys) == (f"error: {searches}: no study 'search-vae-1-single-gausian' (did you "
+                                      "mean 'search-vae-1-single-gaussian'?) in studies/; available: "
+                                      "search-vae-1-single-gaussian")
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "suite-smoke", "--quiet") == 2
     assert one_line_error(capsys) == (f"error: {searches}: study 'suite-smoke' holds the units of suite 'smoke'; "
                                       "available: search-vae-1-single-gaussian")

@@ -753,7 +753,8 @@ def test_unknown_suite_raises_a_one_line_error_and_writes_nothing(tmp_path, rows
     assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
     assert not (tmp_path / "out").exists()
     # a typo gets the name it was meant for; a built-in suite not run yet, the command that runs it here
-    with pytest.raises(ReportError, match="did you mean 'demo'"):
+    with pytest.raises(ReportError, match=r"^no results for suite 'dem' \(did you mean 'demo'\?\) in .*; suites with "
+                                          "results: demo$"):
         write_report(results, "dem", tmp_path / "out")
     with pytest.raises(ReportError, match=f"run it first: `python -m benchmark run --suite smoke --results-dir {results}`"):
         write_report(results, "smoke", tmp_path / "out")

@@ -238,7 +238,7 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     assert best_configurations([NAME]) == found
     with pytest.raises(ValueError, match=f"no study 'nope' in studies/; available: {NAME}$"):
         best_configurations(["nope"])
-    with pytest.raises(ValueError, match=f"no study '{NAME}x' in studies/; did you mean '{NAME}'\\? available"):
+    with pytest.raises(ValueError, match=f"no study '{NAME}x' \\(did you mean '{NAME}'\\?\\) in studies/; available"):
         load_existing_study(None, NAME + "x")
     smoke = get_suite("smoke")
     tuned = smoke.with_best_params(found)
