@@ -35,10 +35,9 @@ from benchmark.conditioning import PixelSampler
 from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.prior_stage import prior_figures
-from benchmark.results import (MissingUnits, SuiteResults, checkpoint_file, find_missing, load_suite, run_dataset,
-                               safe_name)
+from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
+                               run_dataset, safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
-from benchmark.storage import StoreConfig
 from benchmark.studies import file_name, load_search_study, plot_dir, plot_study
 from benchmark.tables import (
     comparison_cells,
@@ -267,7 +266,7 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
         except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
             warnings.append(f"{config_id}: no checkpoint figures from {path} ({type(error).__name__}: {error})")
     if missing:
-        place = StoreConfig(results_dir=Path(results_dir)).artifacts(suite.suite)
+        place = artifacts_beside(results_dir, suite.suite)
         warnings.append(f"no checkpoint figures of {len(missing)} configuration{'s' * (len(missing) > 1)} "
                         f"({', '.join(missing)}): their best-epoch weights are neither where {suite.suite}.csv "
                         f"records them nor in {place} (moved or deleted since the run?); --no-checkpoints makes "

@@ -248,9 +248,14 @@ def existing_path(stored: str, fallback: Path) -> Path:
     return path if (stored and path.exists()) or not fallback.exists() else fallback
 
 
+def artifacts_beside(results_dir: Path, suite: str) -> Path:
+    """Where a run that exported to ``results_dir`` keeps ``suite``'s weights by default (no ``--artifacts-dir``)."""
+    return StoreConfig(results_dir=Path(results_dir)).artifacts(suite)
+
+
 def checkpoint_file(recorded: str, results_dir: Path, suite: str) -> Path:
     """A checkpoint that ``results/<suite>.csv`` records, found also from another working folder."""
-    return existing_path(recorded, StoreConfig(results_dir=Path(results_dir)).artifacts(suite) / Path(recorded).name)
+    return existing_path(recorded, artifacts_beside(results_dir, suite) / Path(recorded).name)
 
 
 def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
