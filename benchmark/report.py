@@ -410,6 +410,8 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         directory.mkdir(exist_ok=True)
         if data.history is not None and not data.history.empty:
             files += validation_curves(data.history, data.results, directory)
+        elif data.history_problem:
+            warnings.append(f"validation curves skipped: {data.history_problem}")
         else:
             history = results_dir / f"{suite}_history.csv"
             warnings.append(f"{'no validation history in' if history.is_file() else 'no'} {history.name}: "

@@ -62,6 +62,7 @@ class SuiteResults:
     history: pd.DataFrame | None
     meta: dict
     prior: pd.DataFrame | None = None   # <suite>_prior.csv, once the VQ-VAE prior stage has run
+    history_problem: str | None = None  # why <suite>_history.csv could not be read (history is None)
 
     @property
     def expected_folds(self) -> int:
@@ -123,12 +124,30 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     meta.setdefault("folds", int(results["fold"].max()) + 1)
     meta.setdefault("repeats", 1)
     meta.setdefault("configurations", list(pd.unique(results["config_id"])))
-    history_path = results_dir / f"{suite}_history.csv"
-    try:  # the curves are drawn without it, and the report says so
-        history = pd.read_csv(history_path) if history_path.is_file() and history_path.stat().st_size else None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        history = None
-    return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite))
+    history, problem = _read_history(results_dir / f"{suite}_history.csv")
+    return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite), problem)
+
+
+HISTORY_COLUMNS = ("config_id", "fold", "epoch", "latent", "recon")  # what the validation curves draw on
+
+
+def _read_history(path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """``<suite>_history.csv`` (None when missing or empty), or why it cannot be read: the report
+    goes on without its curves and says why."""
+    if not path.is_file():
+        return None, None
+    try:
+        frame = _read_csv(path, "a validation history CSV")
+        if frame.empty:
+            return None, None
+        lacking = [column for column in HISTORY_COLUMNS if column not in frame.columns]
+        if lacking:
+            raise ReportError(f"{path} lacks the columns {', '.join(lacking)}; is it a `run` export?")
+        for column in HISTORY_COLUMNS[1:]:
+            frame[column] = _numbers(frame, column, path)
+    except ReportError as error:
+        return None, str(error)
+    return frame, None
 
 
 # What a report reads from <suite>_meta.json, and what each must be where present.

@@ -143,11 +143,19 @@ def test_report_of_every_suite_skips_one_with_nothing_done_yet(smoke_run, tmp_pa
 def test_broken_result_files_are_named_for_what_is_wrong_with_them(smoke_run, tmp_path, capsys):
     results = tmp_path / "results"
     shutil.copytree(smoke_run / "results", results, ignore=shutil.ignore_patterns("smoke", "*.pt"))
-    for broken in ('config_id,fold,epoch\n"unclosed,0,1\n', "\n   \n"):
-        (results / "smoke_history.csv").write_text(broken)
+    history = results / "smoke_history.csv"
+    whole = history.read_text()
+    broken = {'config_id,fold,epoch\n"unclosed,0,1\n': " is not a validation history CSV",
+              whole[:-3]: " does not end with a newline",  # cut short
+              "config_id,fold,epoch\nvae/1/baseline,0,1\n": " lacks the columns latent, recon; is it a `run` export?",
+              whole.replace(",1,", ",one,", 1): ": column 'epoch' holds values that are not numbers (line 2: 'one')",
+              "\n   \n": None}
+    for text, why in broken.items():
+        history.write_text(text)
         assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-checkpoints") == 0
-        assert ("warning: no validation history in smoke_history.csv: validation curves skipped"
-                in capsys.readouterr().out)
+        shown = ("warning: no validation history in smoke_history.csv: validation curves skipped" if why is None
+                 else f"warning: validation curves skipped: {history}{why}")
+        assert shown in capsys.readouterr().out
     (results / "smoke.csv").write_text("config_id,family\n")  # a header alone
     assert report(tmp_path, "--results-dir", str(results), "--suite", "smoke", "--no-figures") == 2
     assert one_line_error(capsys).endswith("smoke.csv holds no rows)")
