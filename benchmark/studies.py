@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import shlex
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
     if name not in names:
         if url is None:
             names = sorted({n for file in study_files() for n in study_names(file)})
-            elsewhere = recorded_storage(name)
+            elsewhere = recorded_storages().get(name)
             if elsewhere and elsewhere != default_storage(name):  # e.g. a run with --studies-dir
                 hidden = "***" in elsewhere  # safe_url hid its password
                 raise ValueError(f"no study {name!r} in {_place(url)}; the run that exported it recorded it in "
@@ -98,13 +99,29 @@ def load_existing_study(url: str | None, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def recorded_storage(study_name: str, results_dir: Path = Path("results")) -> str | None:
-    """The storage a run's export under ``results_dir`` records for ``study_name``, or None."""
+def recorded_storages(results_dir: Path = Path("results")) -> dict[str, str]:
+    """Study name → the storage that the runs' exports under ``results_dir`` record for it."""
+    found = {}
     for path in sorted(results_dir.glob("*_meta.json")):
         meta = read_meta(results_dir, path.name.removesuffix("_meta.json"))
-        if meta.get("study") == study_name and meta.get("storage"):
-            return str(meta["storage"])
-    return None
+        if meta.get("study") and meta.get("storage"):
+            found[str(meta["study"])] = str(meta["storage"])
+    return found
+
+
+def unlisted_studies(listed: Iterable[str]) -> list[str]:
+    """A note for each study that a run exported under results/ but that is not among ``listed``
+    (those under studies/): a run with --studies-dir or --storage put it elsewhere."""
+    listed = set(listed)
+    return [f"study {name} (exported to results/) is in {url}, not under studies/: "
+            + ("`studies list --storage` with that URL and its password" if "***" in url  # safe_url hid it
+               else f"`studies list --storage {shlex.quote(url)}`") + " lists it"
+            for name, url in recorded_storages().items() if name not in listed and _may_exist(url)]
+
+
+def _may_exist(url: str) -> bool:
+    """False for a SQLite file that is gone (deleted with its study); a server's storage may hold it."""
+    return not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file()
 
 
 def objective_names(study: optuna.Study) -> list[str]:

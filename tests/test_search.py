@@ -678,6 +678,15 @@ def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
     assert one_line_error(capsys) == ("error: no study 'suite-alt1' in studies/; the run that exported it recorded it "
                                       "in sqlite:///alt/alt1.db: add --storage sqlite:///alt/alt1.db")
     assert cli(tmp_path, "studies", "show", "suite-alt1", "--storage", "sqlite:///alt/alt1.db") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "list") == 0
+    listed = capsys.readouterr()
+    assert listed.out == "no studies in studies/\n"
+    assert listed.err == ("note: study suite-alt1 (exported to results/) is in sqlite:///alt/alt1.db, not under "
+                          "studies/: `studies list --storage sqlite:///alt/alt1.db` lists it\n")
+    (tmp_path / "alt" / "alt1.db").unlink()  # deleted with its study: nothing to point to
+    assert cli(tmp_path, "studies", "list") == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_a_pruner_startup_without_the_median_pruner_is_refused(tmp_path, capsys):

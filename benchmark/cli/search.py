@@ -174,12 +174,15 @@ def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from benchmark.studies import format_study_list, list_all_studies, list_studies
+    from benchmark.studies import format_study_list, list_all_studies, list_studies, unlisted_studies
 
     rows, skipped = (list_studies(args.storage), []) if args.storage else list_all_studies()
     print(format_study_list(rows, args.storage))
     for reason in skipped:
         print(f"warning: skipped {reason}", file=sys.stderr)
+    if not args.storage:
+        for note in unlisted_studies(row.name for row in rows):
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 
