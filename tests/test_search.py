@@ -684,6 +684,20 @@ def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
     assert listed.out == "no studies in studies/\n"
     assert listed.err == ("note: study suite-alt1 (exported to results/) is in sqlite:///alt/alt1.db, not under "
                           "studies/: `studies list --storage sqlite:///alt/alt1.db` lists it\n")
+    # A run of that name in another storage would replace its results with a new study's: refused.
+    alt1 = ["run", "--suite", "smoke", "--name", "alt1", "--limit", "100", "--epochs", "1", "--folds", "2", "--quiet"]
+    exported = (tmp_path / "results" / "alt1.csv").read_bytes()
+    assert cli(tmp_path, *alt1, "--storage", "sqlite:///elsewhere/x.db") == 2
+    assert one_line_error(capsys) == (
+        f"error: {Path('results') / 'alt1.csv'} holds the results of study suite-alt1 in sqlite:///alt/alt1.db, and "
+        "this run's study would be in sqlite:///elsewhere/x.db: its export would replace them. To go on with that "
+        "study, give the --storage or --studies-dir its run had; for a run of its own, a --name (or another "
+        f"--results-dir); or move {Path('results') / 'alt1'}* away first")
+    assert cli(tmp_path, *alt1) == 2  # studies/, by default
+    capsys.readouterr()
+    assert (tmp_path / "results" / "alt1.csv").read_bytes() == exported and not (tmp_path / "elsewhere").exists()
+    assert cli(tmp_path, *alt1, "--studies-dir", str(tmp_path / "alt")) == 0  # the same file, by another path
+    capsys.readouterr()
     (tmp_path / "alt" / "alt1.db").unlink()  # deleted with its study: nothing to point to
     assert cli(tmp_path, "studies", "list") == 0
     assert capsys.readouterr().err == ""

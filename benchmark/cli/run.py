@@ -123,6 +123,7 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
     if args.params_from and not args.name:
         _check_tuned_from_the_same(suite, set(args.params_from), store)
     suite = suite.override(name=args.name)
+    _check_same_storage(suite, store)
     from benchmark.data import DATASET_NAMES, FOLDER_PREFIX, unused_source_note
 
     if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
@@ -140,6 +141,28 @@ def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConf
         raise ValueError(f"{suite.name!r} holds the run tuned from {', '.join(sorted(before))} "
                          f"({store.results_dir / suite.name}.csv); this one takes {', '.join(sorted(studies))}: give "
                          "it a --name of its own, or its export would replace that run's results")
+
+
+def _check_same_storage(suite: Suite, store: StoreConfig) -> None:
+    """Refuse a run whose study is in another storage than the one the results filed under its
+    name were exported from: its export would replace them with a new study's units."""
+    meta = read_meta(store.results_dir, suite.name)
+    recorded, url = meta.get("storage"), store.url(suite.name)
+    if not isinstance(recorded, str) or _same_storage(recorded, url):
+        return
+    raise ValueError(f"{store.results_dir / suite.name}.csv holds the results of study {meta.get('study')} in "
+                     f"{recorded}, and this run's study would be in {safe_url(url)}: its export would replace them. "
+                     "To go on with that study, give the --storage or --studies-dir its run had; for a run of its "
+                     f"own, a --name (or another --results-dir); or move {store.results_dir / suite.name}* away first")
+
+
+def _same_storage(recorded: str, url: str) -> bool:
+    """Whether ``url`` is the storage an export recorded (``safe_url``); one SQLite file may be named
+    by a relative or an absolute path."""
+    sqlite = "sqlite:///"
+    if recorded.startswith(sqlite) and url.startswith(sqlite):
+        return Path(recorded.removeprefix(sqlite)).resolve() == Path(url.removeprefix(sqlite)).resolve()
+    return recorded == safe_url(url)
 
 
 def checked(suite: Suite, given: str) -> Suite:
