@@ -16,8 +16,8 @@ from benchmark.suites import Suite
 
 @dataclass
 class RunSummary:
-    """A run's end: units done, failed for good and not finished; its seconds, its results file,
-    and the reason each failed unit gave."""
+    """A run's end: units done (``done_before`` of them when it started), failed for good and not
+    finished; its seconds, its results file, and the reason each failed unit gave."""
 
     done: int
     failed: int
@@ -28,6 +28,7 @@ class RunSummary:
     workers: int = 1  # worker processes the run started, and how those that did not end well ended
     worker_failures: int = 0
     workers_killed: list[str] = field(default_factory=list)
+    done_before: int = 0
 
 
 def settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> tuple[int, dict[str, str]]:

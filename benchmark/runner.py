@@ -20,7 +20,7 @@ from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, save_checkpoint
 from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
                                  worker_id)
-from benchmark.run_status import RunSummary, resume_line, summarise_run, unlisted_note
+from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
@@ -408,7 +408,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take
     # up again): each spare one would load torch and the data to find none.
     keys = unit_keys(suite)
-    workers = max(1, min(workers, len(keys) - len(settled_keys(keys, unit_states(study)))))
+    states = unit_states(study)
+    workers = max(1, min(workers, len(keys) - len(settled_keys(keys, states))))
+    done_before = settled_units(states, suite)[0]
     for line in (note, crowded_note(workers)):
         if line:
             print(line, file=sys.stderr)
@@ -430,7 +432,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile
         print(unlisted_note(study, now, results), file=sys.stderr)
-    summary = replace(summary, workers=workers, worker_failures=failures, workers_killed=killed)
+    summary = replace(summary, workers=workers, worker_failures=failures, workers_killed=killed,
+                      done_before=done_before)
     if interrupted:
         raise RunInterrupted(summary)
     return summary

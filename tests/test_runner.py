@@ -334,9 +334,10 @@ def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_do
         (self.study._storage.get_heartbeat_interval(), self.store.grace_period)))
     assert run_cli(again, "--suite", "smoke", "--heartbeat", "7") == 0
     assert beats == [(1, 5)]  # the worker beats, and judges others, at the study's interval
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "beat every 1 s, so this run does too, not every 7 s" in err
     assert "resuming: 30 of 30 units already done; 0 not finished" in err
+    assert out.startswith("done 30 (0 new), failed 0, not finished 0 of 30 units in ")  # none trained by this run
 
 
 def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
@@ -406,8 +407,10 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     capsys.readouterr()
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    out, err = capsys.readouterr()
     assert ("resuming: 2 of 4 units already done; 2 not finished (including the 2 units of 1 configuration new to "
-            "the study: vae/1/multidecoder/exact)") in capsys.readouterr().err
+            "the study: vae/1/multidecoder/exact)") in err
+    assert out.startswith("done 4 (2 new), failed 0, not finished 0 of 4 units in ")
     study = study_of(tmp_path, "small")
     assert {t.number: t.value for t in study.trials if t.number in trained} == trained  # not trained again
     assert len(study.trials) == 4

@@ -246,8 +246,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def print_summary(summary: RunSummary, suite: Suite) -> None:
     from benchmark.cv import fold_label
 
-    print(f"done {summary.done}, failed {summary.failed}, not finished {summary.missing} of {suite.units} units "
-          f"in {summary.seconds:.0f} s; results: {summary.results}")
+    new = f" ({summary.done - summary.done_before} new)" if summary.done_before else ""  # a resumed run's own
+    print(f"done {summary.done}{new}, failed {summary.failed}, not finished {summary.missing} of {suite.units} "
+          f"units in {summary.seconds:.0f} s; results: {summary.results}")
     for key, reason in summary.errors.items():
         config_id, fold = parse_unit(key)
         print(f"  failed {config_id} {fold_label(fold, suite.folds, suite.repeats)}: {reason}")
