@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import cli
 
-from benchmark.cli import build_parser
+from benchmark.cli import build_parser, script
 
 # Every command and subcommand of `python -m benchmark`, the top level ("") first.
 COMMANDS = ["", "run", "suites", "report", "search", "studies", "studies list", "studies show", "studies plot",
@@ -46,3 +46,14 @@ def test_help_of_the_real_entry_point_exits_0_with_nothing_on_stderr(tmp_path):
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("usage: python -m benchmark")
     assert all(name in done.stdout for name in COMMANDS[1:] if " " not in name)
+
+
+def test_the_installed_command_names_itself_in_its_usage(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["mtvae-bench", "run", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        script()
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: mtvae-bench run ")
+    monkeypatch.setattr(sys, "argv", ["mtvae-bench", "--bogus"])
+    with pytest.raises(SystemExit):
+        script()
+    assert capsys.readouterr().err == "error: unrecognized arguments: --bogus (see `mtvae-bench --help`)\n"

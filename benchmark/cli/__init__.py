@@ -55,8 +55,8 @@ def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPars
                 yield from _commands(command)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m benchmark", description="Cross-validation benchmark suite for multitask VAEs.")
+def build_parser(prog: str = "python -m benchmark") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Cross-validation benchmark suite for multitask VAEs.")
     parser.add_argument("--version", action="version", version=f"mtvae-bench {version('mtvae-bench')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, report, search, bench, prior):
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "python -m benchmark") -> int:
+    parser = build_parser(prog)
     given = list(sys.argv[1:] if argv is None else argv)
     if given and given[0].startswith("-") and given[0] not in parser._option_string_actions:
         parser.error(f"unrecognized arguments: {given[0]}")  # not "COMMAND is required", for a mistyped --help
@@ -98,3 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
         return 130
+
+
+def script() -> int:
+    """The ``mtvae-bench`` command: ``python -m benchmark`` under its own name in usage lines."""
+    return main(prog="mtvae-bench")
