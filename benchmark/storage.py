@@ -238,14 +238,15 @@ def _changes(key: str, there: object, now: object) -> list[str]:
                 for change in _changes(f"{key}.{sub}", there.get(sub), now.get(sub))]
     if isinstance(there, list) and isinstance(now, list):
         only_there, only_now = [v for v in there if v not in now], [v for v in now if v not in there]
-        changes = ([f"{key} {_setting(only_there)} there only"] if only_there else []) + \
-                  ([f"{key} {_setting(only_now)} now only"] if only_now else [])
+        changes = ([f"{key} {setting_text(only_there)} there only"] if only_there else []) + \
+                  ([f"{key} {setting_text(only_now)} now only"] if only_now else [])
         return changes or [f"{key} in another order"]
-    return [f"{key} {_setting(there)} there, {_setting(now)} now"]
+    return [f"{key} {setting_text(there)} there, {setting_text(now)} now"]
 
 
-def _setting(value: object) -> str:
-    text = json.dumps(value)
+def setting_text(value: object) -> str:
+    """A setting as a message shows it: JSON, but "unset" for None (a `limit` of every image, say)."""
+    text = "unset" if value is None else json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -174,3 +174,6 @@ def test_a_version_2_study_is_refused_only_where_a_vq_vaes_beta_changed_meaning(
         assert message == problem
     assert version_problem("s", "sqlite:///x.db", {**settings, "metrics_version": 1}).endswith("not comparable "
                                                                                              "with this version's")
+    # A setting left out (None) reads as unset, not as JSON's null.
+    assert differing_settings_message("s", "sqlite:///x.db", {"limit": 200}, {"limit": None}) == (
+        "study 's' in sqlite:///x.db was made with other settings (limit 200 there, unset now)")
