@@ -761,3 +761,17 @@ def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():
     assert crowded_note(2, cores=2) is None
     assert crowded_note(8, cores=2) == ("warning: 8 worker processes on 2 cores: workers beyond one per core take "
                                         "turns and slow each other down; --workers 2 is the most that helps here")
+
+
+def test_a_run_that_overrides_its_suites_settings_says_it_is_filed_under_the_suites_name(tmp_path, capsys,
+                                                                                          monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    monkeypatch.setattr("benchmark.runner._work_until_interrupted", lambda worker: None)  # trains nothing
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--seed", "3") == 1
+    assert ("note: with epochs 2, seed 3, this run is filed under the suite's own name, 'small': a later run of "
+            "small.toml without those options is refused; --name files such a variant apart\n") in capsys.readouterr().err
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--seed", "3") == 1
+    assert "filed under" not in capsys.readouterr().err  # once, before its first export
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2") == 1  # named apart
+    assert run_cli(tmp_path, "--suite", "small.toml", "--device", "cpu", "--results-dir", "r", "--studies-dir", "r") == 1
+    assert "filed under" not in capsys.readouterr().err  # a device is no setting of the results

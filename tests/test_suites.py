@@ -251,7 +251,10 @@ def test_a_suite_file_named_as_a_built_in_suite_is_refused_before_it_shares_its_
     assert cli(tmp_path, "run", "--suite", "mine.toml", "--quiet") == 2
     assert "suite file mine.toml is named 'smoke', as a built-in suite" in one_line_error(capsys)
     assert not (tmp_path / "studies").exists()
-    assert cli(tmp_path, "suites", "mine.toml") == 0  # what it holds can still be shown
+    assert cli(tmp_path, "suites", "mine.toml") == 0  # what it holds can still be shown, with what run says
+    assert capsys.readouterr().err == ("warning: suite file mine.toml is named 'smoke', as a built-in suite: its run "
+                                       "would share that suite's study and results: `run --suite mine.toml` needs a "
+                                       "--name\n")
 
 
 def test_a_configuration_listed_twice_is_named(tmp_path, capsys):

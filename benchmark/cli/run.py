@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from benchmark.config import PRECISIONS
 from benchmark.processes import exit_warnings
 from benchmark.results import read_meta
-from benchmark.storage import StoreConfig, grace_for, safe_url, stored_attr
+from benchmark.storage import StoreConfig, grace_for, safe_url, setting_text, settings_differ, stored_attr, versioned
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import best_configurations, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
@@ -104,14 +104,19 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
                              "--params-from goes on with the command that started it (its --suite, options, "
                              "--params-from and --name)") from None
         raise
-    if args.suite not in builtin_suites() and suite.name in builtin_suites() and not args.name:
-        raise ValueError(f"suite file {args.suite} is named {suite.name!r}, as a built-in suite: its run would "
-                         "share that suite's study and results; give the file a name of its own, or the run --name")
+    if not args.name and (clash := builtin_name_clash(args.suite, suite)):
+        raise ValueError(f"{clash}; give the file a name of its own, or the run --name")
+    base = suite
     suite = checked(suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                                    folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
                                    device=args.device, precision=args.precision, download=args.download or None),
                     args.suite)
     notes = []
+    changed = settings_differ(versioned(base.settings()), versioned(suite.settings()))
+    if changed and not args.name and not (store.results_dir / f"{suite.name}.csv").exists():
+        shown = ", ".join(f"{key} {setting_text(suite.settings()[key])}" for key in changed)
+        notes.append(f"note: with {shown}, this run is filed under the suite's own name, {suite.name!r}: a later run "
+                     f"of {args.suite} without those options is refused; --name files such a variant apart")
     if args.params_from:
         base, suite = suite, suite.with_best_params(best_configurations(args.params_from, args.search_storage))
         notes = suite.replacement_notes(base) + tuning_notes(args.params_from, args.search_storage, suite)
@@ -165,6 +170,14 @@ def _same_storage(recorded: str, url: str) -> bool:
     return recorded == safe_url(url)
 
 
+def builtin_name_clash(given: str, suite: Suite) -> str | None:
+    """Why suite file ``given`` cannot run under its own name: it is a built-in suite's, or None."""
+    if given in builtin_suites() or suite.name not in builtin_suites():
+        return None
+    return (f"suite file {given} is named {suite.name!r}, as a built-in suite: its run would share that suite's "
+            "study and results")
+
+
 def checked(suite: Suite, given: str) -> Suite:
     """``suite`` (named ``given``: a built-in's name or a file), its pixel counts checked against its
     dataset's images where their size is fixed."""
@@ -204,6 +217,9 @@ def estimate_cpu_minutes(suite: Suite) -> float:
 
 def cmd_suites(args: argparse.Namespace) -> int:
     named = [checked(get_suite(name), name) for name in args.suites]
+    for name, suite in zip(args.suites, named):
+        if clash := builtin_name_clash(name, suite):
+            print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
     print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
     for suite in named or builtin_suites().values():
         print(f"{suite.name:8} {len(suite.configurations):7} {suite.folds:5} {suite.units:5} {suite.train.epochs:6} "
