@@ -197,6 +197,8 @@ def _install(staging: Path, out_dir: Path) -> None:
         target = out_dir / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
+    if figures.is_dir() and not any(figures.iterdir()):  # tables only: no empty folder where figures were
+        figures.rmdir()
 
 
 def _load_searches(meta: dict, search_storage: str | None) -> Searches:

@@ -689,6 +689,9 @@ def test_write_report_draws_every_figure(tmp_path, rows, images, monkeypatch):
     (tmp_path / "out" / "figures" / "mine.png").write_bytes(b"not ours")
     write_report(results, "demo", tmp_path / "out", figures=False)
     assert [p.name for p in (tmp_path / "out" / "figures").iterdir()] == ["mine.png"]
+    (tmp_path / "out" / "figures" / "mine.png").rename(tmp_path / "out" / "figures" / "sampling_types.png")  # ours
+    write_report(results, "demo", tmp_path / "out", figures=False)
+    assert not (tmp_path / "out" / "figures").exists()  # no empty folder left where the figures were
 
 
 def test_figure_functions_check_their_model(tmp_path, images):
