@@ -31,6 +31,12 @@ def one_line_error(capsys) -> str:
     return lines[0]
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """Output as on an idle machine: the tests' own load must not add the busy warnings of run and bench."""
+    monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (0.0, 0.0, 0.0))
+
+
 def run_cli(cwd: Path, *args: str) -> int:
     return cli(cwd, "run", *args, "--quiet")
 

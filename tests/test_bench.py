@@ -31,16 +31,10 @@ from benchmark.bench import (
     write_throughput,
 )
 from benchmark.cli import main
-from benchmark.cli.bench import busy_note
 from benchmark.conditioning import PixelSampler
 from benchmark.models import build_model
+from benchmark.processes import busy_note
 from benchmark.train import native_bf16
-
-
-@pytest.fixture(autouse=True)
-def idle_machine(monkeypatch):
-    """bench's output as on an idle machine: the tests' own load must not add its busy warning."""
-    monkeypatch.setattr("benchmark.cli.bench.os.getloadavg", lambda: (0.0, 0.0, 0.0))
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +363,8 @@ def test_a_full_disk_is_one_line_and_other_os_errors_without_a_path_keep_their_t
 
 
 def test_bench_warns_when_other_work_shared_the_cores_while_it_timed():
-    assert busy_note(load=2.9, cpus=2) is None  # bench itself keeps about one per core busy
-    assert busy_note(load=4.6, cpus=2) == (
+    why = ("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine")
+    assert busy_note(*why, load=2.9, cpus=2) is None  # bench itself keeps about one per core busy
+    assert busy_note(*why, load=4.6, cpus=2) == (
         "warning: the machine was busy while bench timed (load average 4.6 on 2 cores): other work took cores from "
         "it, so its figures are low and its speed-ups unsteady; rerun it on an idle machine")

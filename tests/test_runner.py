@@ -775,3 +775,15 @@ def test_a_run_that_overrides_its_suites_settings_says_it_is_filed_under_the_sui
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2") == 1  # named apart
     assert run_cli(tmp_path, "--suite", "small.toml", "--device", "cpu", "--results-dir", "r", "--studies-dir", "r") == 1
     assert "filed under" not in capsys.readouterr().err  # a device is no setting of the results
+
+
+def test_a_run_on_a_busy_machine_warns_that_its_training_times_are_high(tmp_path, capsys, monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr("benchmark.processes.os.cpu_count", lambda: 2)
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    assert capsys.readouterr().err.endswith(
+        "warning: the machine was busy while this run trained (load average 9.0 on 2 cores): other work took cores "
+        "from it, so its units' training times (`seconds`, the report's cost column) are high\n")
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    assert "busy" not in capsys.readouterr().err  # it trained nothing

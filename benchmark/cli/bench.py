@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmark.config import PRECISIONS
+from benchmark.processes import busy_note
 
 BENCH_EPILOG = """\
 ours   = benchmark.train.train_fold (one untimed warm-up call, then one timed epoch of --steps batches;
@@ -118,7 +119,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                        workers=args.workers, data_root=args.data_root, download=args.download,
                        progress=progress)
     print(format_table(result))
-    if note := busy_note():
+    if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
         _stderr(note)
     path, stale = write_throughput(result.rows, args.out)
     written.append(path)
@@ -132,17 +133,6 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
         print(format_ensemble_table(rows))
         print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV)}")
     return 0
-
-
-def busy_note(load: float | None = None, cpus: int | None = None) -> str | None:
-    """A warning when other work shared the cores while bench timed (the last minute's load
-    average over 1.5 per core; bench itself keeps about one per core busy), else None."""
-    load = os.getloadavg()[0] if load is None else load
-    cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    if load <= 1.5 * cpus:
-        return None
-    return (f"warning: the machine was busy while bench timed (load average {load:.1f} on {cpus} cores): other work "
-            "took cores from it, so its figures are low and its speed-ups unsteady; rerun it on an idle machine")
 
 
 def _stderr(message: str) -> None:

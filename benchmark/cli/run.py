@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.config import PRECISIONS
-from benchmark.processes import exit_warnings
+from benchmark.processes import busy_note, exit_warnings
 from benchmark.results import read_meta
 from benchmark.storage import StoreConfig, grace_for, safe_url, setting_text, settings_differ, stored_attr, versioned
 from benchmark.store import parse_unit, study_name
@@ -271,3 +271,6 @@ def print_summary(summary: RunSummary, suite: Suite) -> None:
     for line in exit_warnings(summary.workers, summary.worker_failures, summary.workers_killed,
                               "a unit they left unfinished is trained again by a worker still running or by the next run"):
         print(line, file=sys.stderr)
+    busy = busy_note("this run trained", "its units' training times (`seconds`, the report's cost column) are high")
+    if busy and summary.done > summary.done_before:
+        print(busy, file=sys.stderr)
