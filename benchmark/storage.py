@@ -257,6 +257,15 @@ def delete_hint(study: str, url: str) -> str:
     return f"`optuna delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`{password}"
 
 
+def same_storage(recorded: str, url: str) -> bool:
+    """Whether ``url`` names the storage an export recorded (as ``safe_url``); a SQLite file may be
+    named by a relative or an absolute path (a relative one is taken from this working folder)."""
+    sqlite = "sqlite:///"
+    if recorded.startswith(sqlite) and url.startswith(sqlite):
+        return Path(recorded.removeprefix(sqlite)).resolve() == Path(url.removeprefix(sqlite)).resolve()
+    return recorded == safe_url(url)
+
+
 def safe_url(url: str) -> str:
     """The storage URL without its password, for messages and exported metadata."""
     try:

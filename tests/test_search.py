@@ -689,15 +689,16 @@ def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
     exported = (tmp_path / "results" / "alt1.csv").read_bytes()
     assert cli(tmp_path, *alt1, "--storage", "sqlite:///elsewhere/x.db") == 2
     assert one_line_error(capsys) == (
-        f"error: {Path('results') / 'alt1.csv'} holds the results of study suite-alt1 in sqlite:///alt/alt1.db, and "
-        "this run's study would be in sqlite:///elsewhere/x.db: its export would replace them. To go on with that "
-        "study, give the --storage or --studies-dir its run had; for a run of its own, a --name (or another "
-        f"--results-dir); or move {Path('results') / 'alt1'}* away first")
+        f"error: {Path('results') / 'alt1.csv'} holds the results of study suite-alt1 (exported from "
+        "sqlite:///alt/alt1.db), and sqlite:///elsewhere/x.db has no such study: this run would start it anew, and its "
+        "export would replace them. To go on with that study, give the storage it is in (--storage or "
+        f"--studies-dir); to start over, move {Path('results') / 'alt1'}* away first; for a run of its own, a --name "
+        "(or another --results-dir)")
     assert cli(tmp_path, *alt1) == 2  # studies/, by default
-    capsys.readouterr()
+    assert "has no such study" in one_line_error(capsys)
     assert (tmp_path / "results" / "alt1.csv").read_bytes() == exported and not (tmp_path / "elsewhere").exists()
     assert cli(tmp_path, *alt1, "--studies-dir", str(tmp_path / "alt")) == 0  # the same file, by another path
-    capsys.readouterr()
+    assert "holds the results" not in capsys.readouterr().err  # nor the note that its export replaces them
     (tmp_path / "alt" / "alt1.db").unlink()  # deleted with its study: nothing to point to
     assert cli(tmp_path, "studies", "list") == 0
     assert capsys.readouterr().err == ""

@@ -3,6 +3,7 @@
 import dataclasses
 import socket
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -95,12 +96,14 @@ def test_a_tuned_configuration_is_labelled_before_any_of_its_folds_ran(tmp_path)
         [[""], [""], ["search-x"], [""], [""], [""]]
 
 
-def test_a_run_on_another_storage_says_that_its_export_replaces_the_others(tmp_path):
+def test_a_run_on_another_storage_says_that_its_export_replaces_the_others(tmp_path, monkeypatch):
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
     assert export_note(suite, store) is None  # nothing exported yet
     export(open_suite_study(suite, store), suite, store)
     assert export_note(suite, store) is None  # the same storage: its own export
+    monkeypatch.chdir(tmp_path)
+    assert export_note(suite, StoreConfig(studies_dir=Path("."), results_dir=tmp_path)) is None  # by a relative path
     other = StoreConfig(storage=f"sqlite:///{tmp_path / 'other.db'}", results_dir=tmp_path)
     note = export_note(suite, other)
     assert note.startswith(f"note: {tmp_path / 'smoke'}.csv holds the results of the study in "

@@ -13,7 +13,7 @@ from benchmark.processes import busy_note, exit_warnings
 from benchmark.results import read_meta
 from benchmark.storage import StoreConfig, grace_for, safe_url, setting_text, settings_differ, stored_attr, versioned
 from benchmark.store import parse_unit, study_name
-from benchmark.studies import best_configurations, tuning_notes
+from benchmark.studies import best_configurations, study_names, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:
@@ -149,25 +149,19 @@ def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConf
 
 
 def _check_same_storage(suite: Suite, store: StoreConfig) -> None:
-    """Refuse a run whose study is in another storage than the one the results filed under its
-    name were exported from: its export would replace them with a new study's units."""
-    meta = read_meta(store.results_dir, suite.name)
-    recorded, url = meta.get("storage"), store.url(suite.name)
-    if not isinstance(recorded, str) or _same_storage(recorded, url):
+    """Refuse a run that would start its study anew while results exported from that study are
+    filed under its name (another --storage or --studies-dir, or another working folder): its
+    export would replace them with the new study's units. The study is looked for, not its URL
+    compared: one storage has many names (a relative or absolute path, another host name)."""
+    meta, results = read_meta(store.results_dir, suite.name), store.results_dir / f"{suite.name}.csv"
+    study, url = meta.get("study"), store.url(suite.name)
+    if not isinstance(study, str) or not results.is_file() or study in study_names(url):
         return
-    raise ValueError(f"{store.results_dir / suite.name}.csv holds the results of study {meta.get('study')} in "
-                     f"{recorded}, and this run's study would be in {safe_url(url)}: its export would replace them. "
-                     "To go on with that study, give the --storage or --studies-dir its run had; for a run of its "
-                     f"own, a --name (or another --results-dir); or move {store.results_dir / suite.name}* away first")
-
-
-def _same_storage(recorded: str, url: str) -> bool:
-    """Whether ``url`` is the storage an export recorded (``safe_url``); one SQLite file may be named
-    by a relative or an absolute path."""
-    sqlite = "sqlite:///"
-    if recorded.startswith(sqlite) and url.startswith(sqlite):
-        return Path(recorded.removeprefix(sqlite)).resolve() == Path(url.removeprefix(sqlite)).resolve()
-    return recorded == safe_url(url)
+    raise ValueError(f"{results} holds the results of study {study} (exported from {meta.get('storage')}), and "
+                     f"{safe_url(url)} has no such study: this run would start it anew, and its export would replace "
+                     "them. To go on with that study, give the storage it is in (--storage or --studies-dir); to "
+                     f"start over, move {store.results_dir / suite.name}* away first; for a run of its own, a "
+                     "--name (or another --results-dir)")
 
 
 def builtin_name_clash(given: str, suite: Suite) -> str | None:
