@@ -24,6 +24,7 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -198,7 +199,8 @@ def _install(staging: Path, out_dir: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
     if figures.is_dir() and not any(figures.iterdir()):  # tables only: no empty folder where figures were
-        figures.rmdir()
+        with suppress(OSError):  # another report of the suite may be filling it now
+            figures.rmdir()
 
 
 def _load_searches(meta: dict, search_storage: str | None) -> Searches:
@@ -351,15 +353,16 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     weights, ``export.load_checkpoint``); and Optuna's plots of the searches that tuned
     configurations (``run --params-from``), read from ``search_storage`` (None: each search's
     SQLite file under studies/). Raises ``ReportError`` before writing anything when the
-    suite is unknown or empty. The report is built in a hidden folder beside ``out_dir`` and moved
-    in when whole, so an interrupted one leaves an earlier report as it was. Returns what was
+    suite is unknown or empty. The report is built in a hidden folder in ``out_dir`` and moved in
+    when whole, so an interrupted one leaves an earlier report as it was. Returns what was
     written and what is missing.
     """
     data = load_suite(results_dir, suite)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Built beside out_dir and moved in whole: an interrupted report leaves the earlier one as it was.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # Built in a hidden folder of out_dir (its file system, whatever links lead there) and moved in
+    # whole: an interrupted report leaves the earlier one as it was.
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
         summary = _build(data, Path(results_dir), staging, figures=figures, checkpoints=checkpoints, images=images,
                          load_model=load_model, search_storage=search_storage)

@@ -19,6 +19,7 @@ from conftest import cli, one_line_error
 from PIL import Image
 from sklearn.model_selection import KFold
 
+from benchmark.caveats import prior_notes
 from benchmark.export import load_checkpoint
 from benchmark.prior_stage import (
     _update_csv,
@@ -32,7 +33,6 @@ from benchmark.prior_stage import (
     select_targets,
     training_pool,
 )
-from benchmark.caveats import prior_notes
 from benchmark.results import read_prior, safe_name
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.

@@ -7,6 +7,7 @@ import pickle
 import re
 import shutil
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,9 +19,9 @@ from conftest import cli
 from PIL import Image
 from scipy import stats as sps
 
+from benchmark.caveats import caveats
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
-from benchmark.caveats import caveats
 from benchmark.report import FIGURE_KINDS, build_table, write_report
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
@@ -864,3 +865,17 @@ def test_a_multidecoder_given_the_default_count_is_ranked_with_one_that_leaves_i
         bold = dict(zip(table["config_id"], display_table(table)[1]["Conditioned reconstruction"]))
         assert bold["vq-vae/1/multidecoder/uniform/k=49"] is (observed is not None)
         assert not bold["vq-vae/1/multidecoder/uniform"]
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a second file system (/dev/shm)")
+def test_a_report_folder_linked_to_another_file_system_gets_its_report(tmp_path, rows):
+    results = write_suite(tmp_path / "results", rows)
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        (tmp_path / "out").symlink_to(elsewhere)
+        for _ in range(2):  # the second replaces the first's files
+            summary = write_report(results, "demo", tmp_path / "out", figures=False)
+        assert sorted(path.name for path in elsewhere.iterdir()) == sorted(path.name for path in summary.files)
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "results"]
+    finally:
+        shutil.rmtree(elsewhere)

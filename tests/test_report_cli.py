@@ -1,7 +1,12 @@
 """`python -m benchmark report` on a real smoke run."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -184,3 +189,28 @@ def test_ctrl_c_during_a_report_says_it_was_dropped(smoke_run, tmp_path, capsys,
     assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path)) == 130
     assert capsys.readouterr().err == ("interrupted: the report being written was dropped (an earlier one stays "
                                        "as it was); run the same command again to write it\n")
+
+
+def test_sigterm_during_a_report_drops_it_like_ctrl_c_leaving_the_earlier_one(smoke_run, tmp_path):
+    assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path), "--no-checkpoints") == 0
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        import benchmark.figures
+
+        def terminated(*args, **kwargs):  # as `timeout` or Slurm ends a report while it draws
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+
+        benchmark.figures.validation_curves = terminated
+        from benchmark.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, "report", "--suite", "smoke", "--reports-dir", str(tmp_path),
+                           "--no-checkpoints"], cwd=smoke_run, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.endswith("interrupted: the report being written was dropped (an earlier one stays as it was); "
+                                "run the same command again to write it\n")
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before  # no staging left
+    assert not list(tmp_path.rglob(".partial-*"))

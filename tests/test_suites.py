@@ -330,8 +330,6 @@ def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path,
     assert "celeba: dataset files missing" in one_line_error(capsys)  # ...but the run's are celeba's
 
 
-
-
 def test_a_runs_headline_says_what_it_trains_and_bf16_when_it_trains_in_it():
     smoke = get_suite("smoke")
     assert smoke.headline() == "suite smoke: 6 configurations × 5 folds = 30 units, 2 epochs on mnist5k"

@@ -33,6 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.processes import terminate_as_interrupt
     from benchmark.report import write_report
     from benchmark.results import ReportError, available_suites
 
@@ -43,8 +44,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     skipped: list[str] = []
     for suite in suites:
         try:
-            summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                                   checkpoints=not args.no_checkpoints, search_storage=args.search_storage)
+            with terminate_as_interrupt():  # SIGTERM (timeout, Slurm) drops the report being built, as Ctrl-C does
+                summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
+                                       checkpoints=not args.no_checkpoints, search_storage=args.search_storage)
         except ReportError as error:
             if args.suite:  # asked for by name: an error
                 raise
