@@ -116,12 +116,16 @@ def unlisted_studies(listed: Iterable[str]) -> list[str]:
     return [f"study {name} (exported to results/) is in {url}, not under studies/: "
             + ("`studies list --storage` with that URL and its password" if "***" in url  # safe_url hid it
                else f"`studies list --storage {shlex.quote(url)}`") + " lists it"
-            for name, url in recorded_storages().items() if name not in listed and _may_exist(url)]
+            for name, url in recorded_storages().items() if name not in listed and _unlooked(url)]
 
 
-def _may_exist(url: str) -> bool:
-    """False for a SQLite file that is gone (deleted with its study); a server's storage may hold it."""
-    return not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file()
+def _unlooked(url: str) -> bool:
+    """Whether ``list_all_studies`` did not look in ``url``: a server's storage, or a SQLite file
+    outside studies/ (not one in there, listed or skipped as damaged, nor one that is gone)."""
+    if not url.startswith("sqlite:///"):
+        return True
+    path = Path(url.removeprefix("sqlite:///"))
+    return path.is_file() and path.resolve().parent != STUDIES_DIR.resolve()
 
 
 def objective_names(study: optuna.Study) -> list[str]:

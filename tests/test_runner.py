@@ -773,8 +773,10 @@ def test_a_run_that_overrides_its_suites_settings_says_it_is_filed_under_the_sui
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--seed", "3") == 1
     assert "filed under" not in capsys.readouterr().err  # once, before its first export
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--name", "small-e2") == 1  # named apart
-    assert run_cli(tmp_path, "--suite", "small.toml", "--device", "cpu", "--results-dir", "r", "--studies-dir", "r") == 1
-    assert "filed under" not in capsys.readouterr().err  # a device is no setting of the results
+    for option in ("--device", "cpu"), ("--precision", "fp32"):  # no setting; "auto" takes the study's precision
+        place = f"r{option[0]}"
+        assert run_cli(tmp_path, "--suite", "small.toml", *option, "--results-dir", place, "--studies-dir", place) == 1
+    assert "filed under" not in capsys.readouterr().err
 
 
 def test_a_run_on_a_busy_machine_warns_that_its_training_times_are_high(tmp_path, capsys, monkeypatch):

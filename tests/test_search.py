@@ -3,6 +3,7 @@
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -699,7 +700,14 @@ def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
     assert (tmp_path / "results" / "alt1.csv").read_bytes() == exported and not (tmp_path / "elsewhere").exists()
     assert cli(tmp_path, *alt1, "--studies-dir", str(tmp_path / "alt")) == 0  # the same file, by another path
     assert "holds the results" not in capsys.readouterr().err  # nor the note that its export replaces them
-    (tmp_path / "alt" / "alt1.db").unlink()  # deleted with its study: nothing to point to
+    (tmp_path / "studies").mkdir(exist_ok=True)
+    shutil.copy(tmp_path / "alt" / "alt1.db", tmp_path / "studies" / "alt1.db")
+    assert cli(tmp_path, *alt1, "--studies-dir", "studies") == 0  # now exported from studies/alt1.db
+    capsys.readouterr()
+    (tmp_path / "studies" / "alt1.db").write_bytes(b"not a database")
+    assert cli(tmp_path, "studies", "list") == 0
+    assert "note:" not in capsys.readouterr().err  # skipped as damaged there, not said to be elsewhere
+    (tmp_path / "studies" / "alt1.db").unlink()  # deleted with its study: nothing to point to
     assert cli(tmp_path, "studies", "list") == 0
     assert capsys.readouterr().err == ""
 

@@ -111,12 +111,8 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
                                    folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
                                    device=args.device, precision=args.precision, download=args.download or None),
                     args.suite)
-    notes = []
-    changed = settings_differ(versioned(base.settings()), versioned(suite.settings()))
-    if changed and not args.name and not (store.results_dir / f"{suite.name}.csv").exists():
-        shown = ", ".join(f"{key} {setting_text(suite.settings()[key])}" for key in changed)
-        notes.append(f"note: with {shown}, this run is filed under the suite's own name, {suite.name!r}: a later run "
-                     f"of {args.suite} without those options is refused; --name files such a variant apart")
+    filed = None if args.name or args.params_from else _filed_note(args.suite, base, suite, store)
+    notes = [filed] if filed else []
     if args.params_from:
         base, suite = suite, suite.with_best_params(best_configurations(args.params_from, args.search_storage))
         notes = suite.replacement_notes(base) + tuning_notes(args.params_from, args.search_storage, suite)
@@ -135,6 +131,21 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
     unused = unused_source_note(suite.dataset, args.data_root, args.download)
     return suite, notes + ([unused] if unused else [])
+
+
+def _filed_note(given: str, base: Suite, suite: Suite, store: StoreConfig) -> str | None:
+    """A note when options change suite ``base``'s settings while its run is filed under its name:
+    a later run of it without them is refused. Said before the first export only."""
+    if (store.results_dir / f"{suite.name}.csv").exists():
+        return None
+    # "auto" takes the precision a study has: a later run without --precision is not refused.
+    changed = [key for key in settings_differ(versioned(base.settings()), versioned(suite.settings()))
+               if key != "precision" or base.train.precision != "auto"]
+    if not changed:
+        return None
+    shown = ", ".join(f"{key} {setting_text(suite.settings()[key])}" for key in changed)
+    return (f"note: with {shown}, this run is filed under the suite's own name, {suite.name!r}: a later run of "
+            f"{given} without those options is refused; --name files such a variant apart")
 
 
 def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConfig) -> None:
