@@ -276,6 +276,7 @@ def print_summary(summary: RunSummary, suite: Suite) -> None:
     for line in exit_warnings(summary.workers, summary.worker_failures, summary.workers_killed,
                               "a unit they left unfinished is trained again by a worker still running or by the next run"):
         print(line, file=sys.stderr)
-    busy = busy_note("this run trained", "its units' training times (`seconds`, the report's cost column) are high")
+    busy = busy_note("this run trained", "its units' training times (`seconds`, the report's cost column) are high",
+                     processes=summary.workers)
     if busy and summary.done > summary.done_before:
         print(busy, file=sys.stderr)
