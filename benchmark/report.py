@@ -4,8 +4,8 @@ Writes ``table.csv`` (tidy numbers), ``table.tex`` (booktabs), ``table.md``,
 ``comparison.{md,tex}`` (each method against its baseline, when a suite has one), ``index.md``,
 ``missing.txt`` (only when units are missing) and figures under ``figures/``. Everything
 is validated before anything is written (``benchmark.results``), so an unknown or empty suite
-leaves no files. The table's numbers are built here; ``benchmark.tables`` writes them out as text, and
-``benchmark.caveats`` says what limits them.
+leaves no files. The table's numbers are built here; ``benchmark.tables`` writes them out as text,
+``benchmark.caveats`` says what limits them and ``benchmark.report_index`` writes index.md.
 After ``python -m benchmark prior``: a "Prior NLL" column and ``figures/generated_*`` (VQ-VAE).
 
 The sampling figure and the checkpoint figures (reconstruction grids, error vs observed pixels)
@@ -36,10 +36,11 @@ from benchmark.conditioning import PixelSampler
 from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.prior_stage import prior_figures
+from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
-from benchmark.studies import file_name, load_search_study, plot_dir, plot_study
+from benchmark.studies import load_search_study, plot_dir, plot_study
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -58,23 +59,8 @@ if TYPE_CHECKING:
 
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
-OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
 TABLE_FILES = ("table.csv", "table.tex", "table.md", "comparison.md", "comparison.tex", "missing.txt")
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
-FIGURE_KINDS = {  # index.md's one line on each kind of figure, in FIGURE_PATTERNS order
-    "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
-               "mean over folds, band: min–max over folds).",
-    "reconstruction_": "Held-out test images: input | unconditioned | conditioned output | mask, from the "
-                       "first fold's best-epoch weights.",
-    "error_vs_observed_": "The conditioned output's error against the number of distinct observed pixels, the "
-                          "training condition marked (the numbers in the CSV).",
-    "sampling_types": "The three mask samplers (exact, uniform, gaussian) on one image.",
-    "generated_": "Images decoded from samples of each VQ-VAE's prior.",
-    f"{OPTUNA_FIGURES}/": "Optuna's plots of the searches whose best parameters configurations here use, as "
-                          "the searches stand now (one continued since the run may have another best): "
-                          "optimization history, each trial's running mean over its folds, slices, parameter "
-                          "importances and contours; a Pareto front for two objectives.",
-}
 
 
 @dataclass
@@ -278,69 +264,6 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
     return paths, warnings
 
 
-def _index(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],
-           warnings: list[str], limits: list[str]) -> str:
-    """README of the report directory: what the run was, each file, what is missing."""
-    meta = suite.meta
-    described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
-                              "Multidecoder's conditioned decoder sees, given or default), `n` folds done and "
-                              "`complete` (all of them), `<metric>_mean/var/std/n` "
-                              "(variance ddof=0; `_n` finite values), `weights` (the model's trainable weights), "
-                              "`seconds_mean` (a fold's training time; folds trained as one ensemble share it), "
-                              "`<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/significant/n_pairs` "
-                              "against the baseline (the 95% CI is per comparison, not Holm-adjusted; `p_holm` "
-                              "only with every fold paired); `prior_*`: VQ-VAE prior NLL",
-                 "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",
-                 "table.md": "the same table in Markdown",
-                 "comparison.md": "each method against its baseline: mean difference, 95% interval, relative "
-                                  "change, Holm-adjusted p (the same numbers as table.csv's comparison columns)",
-                 "comparison.tex": "the comparison as a booktabs table",
-                 "missing.txt": "configurations short of complete folds, with the errors of failed units"}
-    repeats = int(meta.get("repeats", 1) or 1)
-    total = len(meta["configurations"])
-    lines = [f"# Report of suite `{suite.suite}`", "",
-             f"Dataset `{meta.get('dataset', '?')}`, {meta['folds']} folds"
-             + (f" × {repeats} repeats" if repeats > 1 else "")
-             + f", seed {meta.get('seed', '?')}; {_training_text(suite) or 'training size unknown'}; "
-             f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
-             "configurations complete.", ""]
-    if limits:
-        lines += ["## Caveats", "", *(f"- {c}" for c in limits), ""]
-    tuned = meta.get("params_from") or {}
-    if tuned:
-        lines += ["## Tuned parameters", "",
-                  "These configurations use the best parameters of an Optuna search. The search chose them on "
-                  "these images, so their scores here are optimistic (selection bias). Another `--seed` gives "
-                  "new folds (and, for datasets without an official test split or with `--limit`, a partly "
-                  "different training pool), which lessens the bias but does not remove it; only images that "
-                  "the search never saw (nested cross-validation) would.", ""]
-        plotted = {path.parent.name for path in files if path.parent.parent.name == OPTUNA_FIGURES}
-        lines += [f"- `{config_id}`: from study `{study}` (its Optuna plots: "
-                  + (f"`figures/{OPTUNA_FIGURES}/{file_name(study)}/`, below)" if file_name(study) in plotted else
-                     f"`python -m benchmark studies plot {study}`)") for config_id, study in tuned.items()] + [""]
-    lines += ["## Tables", ""]
-    figures: dict[str, list[str]] = {}
-    for path in files:
-        relative = path.relative_to(out_dir).as_posix()
-        if relative in described:
-            lines.append(f"- [`{relative}`]({relative}): {described[relative]}")
-        else:  # one line per figure, linking its formats
-            figure = path.relative_to(out_dir / "figures").with_suffix("").as_posix()
-            figures.setdefault(figure, []).append(f"[{path.suffix[1:]}]({relative})")
-    if figures:
-        lines += ["", "## Figures"]
-        for prefix, text in FIGURE_KINDS.items():
-            stems = [stem for stem in figures if stem.startswith(prefix)]
-            if stems:
-                lines += ["", text, ""] + [f"- `{stem}`: {' · '.join(figures[stem])}" for stem in stems]
-    if missing:
-        lines += ["", f"## Missing ({len(missing)} configuration{'s' * (len(missing) != 1)})", ""]
-        lines += [f"- {m.describe()}" for m in missing]
-    if warnings:
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
-    return "\n".join(lines) + "\n"
-
-
 def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True, checkpoints: bool = True,
                  images: torch.Tensor | None = None, load_model: Callable[[str], MultitaskVAE] | None = None,
                  search_storage: str | None = None) -> ReportSummary:
@@ -447,7 +370,8 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         warnings.append(f"search{'es' * (len(unreachable) > 1)} {', '.join(map(repr, unreachable))} out of reach: "
                         "not compared with this run's training; give the storage with --search-storage")
     limits = caveats(data, searches)
-    (out_dir / "index.md").write_text(_index(data, files, out_dir, missing, warnings, limits))
+    (out_dir / "index.md").write_text(index_text(data, files, out_dir, missing, warnings, limits,
+                                                     _training_text(data)))
     files.append(out_dir / "index.md")
     return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, limits)
 

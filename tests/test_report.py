@@ -22,7 +22,8 @@ from scipy import stats as sps
 from benchmark.caveats import caveats
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
-from benchmark.report import FIGURE_KINDS, build_table, write_report
+from benchmark.report import build_table, write_report
+from benchmark.report_index import FIGURE_KINDS
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
                               display_table, latex_table, markdown_table)

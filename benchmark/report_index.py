@@ -1,0 +1,90 @@
+"""index.md: the README of a report's folder, written last by ``report.write_report``: what the
+run was, what limits its numbers, a line on each table and figure, what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.results import MissingUnits, SuiteResults
+from benchmark.studies import file_name
+
+OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
+FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGURE_PATTERNS`` order
+    "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
+               "mean over folds, band: min–max over folds).",
+    "reconstruction_": "Held-out test images: input | unconditioned | conditioned output | mask, from the "
+                       "first fold's best-epoch weights.",
+    "error_vs_observed_": "The conditioned output's error against the number of distinct observed pixels, the "
+                          "training condition marked (the numbers in the CSV).",
+    "sampling_types": "The three mask samplers (exact, uniform, gaussian) on one image.",
+    "generated_": "Images decoded from samples of each VQ-VAE's prior.",
+    f"{OPTUNA_FIGURES}/": "Optuna's plots of the searches whose best parameters configurations here use, as "
+                          "the searches stand now (one continued since the run may have another best): "
+                          "optimization history, each trial's running mean over its folds, slices, parameter "
+                          "importances and contours; a Pareto front for two objectives.",
+}
+
+
+def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],
+               warnings: list[str], limits: list[str], training: str) -> str:
+    """index.md, the README of a report's folder ``out_dir``: what the run was (``training``: its
+    images, epochs and batch), what limits its numbers (``limits``), each file of ``files``, what is
+    missing and the ``warnings`` of the report."""
+    meta = suite.meta
+    described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
+                              "Multidecoder's conditioned decoder sees, given or default), `n` folds done and "
+                              "`complete` (all of them), `<metric>_mean/var/std/n` "
+                              "(variance ddof=0; `_n` finite values), `weights` (the model's trainable weights), "
+                              "`seconds_mean` (a fold's training time; folds trained as one ensemble share it), "
+                              "`<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/significant/n_pairs` "
+                              "against the baseline (the 95% CI is per comparison, not Holm-adjusted; `p_holm` "
+                              "only with every fold paired); `prior_*`: VQ-VAE prior NLL",
+                 "table.tex": "booktabs table (needs `\\usepackage{booktabs,multirow}`)",
+                 "table.md": "the same table in Markdown",
+                 "comparison.md": "each method against its baseline: mean difference, 95% interval, relative "
+                                  "change, Holm-adjusted p (the same numbers as table.csv's comparison columns)",
+                 "comparison.tex": "the comparison as a booktabs table",
+                 "missing.txt": "configurations short of complete folds, with the errors of failed units"}
+    repeats = int(meta.get("repeats", 1) or 1)
+    total = len(meta["configurations"])
+    lines = [f"# Report of suite `{suite.suite}`", "",
+             f"Dataset `{meta.get('dataset', '?')}`, {meta['folds']} folds"
+             + (f" × {repeats} repeats" if repeats > 1 else "")
+             + f", seed {meta.get('seed', '?')}; {training or 'training size unknown'}; "
+             f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
+             "configurations complete.", ""]
+    if limits:
+        lines += ["## Caveats", "", *(f"- {c}" for c in limits), ""]
+    tuned = meta.get("params_from") or {}
+    if tuned:
+        lines += ["## Tuned parameters", "",
+                  "These configurations use the best parameters of an Optuna search. The search chose them on "
+                  "these images, so their scores here are optimistic (selection bias). Another `--seed` gives "
+                  "new folds (and, for datasets without an official test split or with `--limit`, a partly "
+                  "different training pool), which lessens the bias but does not remove it; only images that "
+                  "the search never saw (nested cross-validation) would.", ""]
+        plotted = {path.parent.name for path in files if path.parent.parent.name == OPTUNA_FIGURES}
+        lines += [f"- `{config_id}`: from study `{study}` (its Optuna plots: "
+                  + (f"`figures/{OPTUNA_FIGURES}/{file_name(study)}/`, below)" if file_name(study) in plotted else
+                     f"`python -m benchmark studies plot {study}`)") for config_id, study in tuned.items()] + [""]
+    lines += ["## Tables", ""]
+    figures: dict[str, list[str]] = {}
+    for path in files:
+        relative = path.relative_to(out_dir).as_posix()
+        if relative in described:
+            lines.append(f"- [`{relative}`]({relative}): {described[relative]}")
+        else:  # one line per figure, linking its formats
+            figure = path.relative_to(out_dir / "figures").with_suffix("").as_posix()
+            figures.setdefault(figure, []).append(f"[{path.suffix[1:]}]({relative})")
+    if figures:
+        lines += ["", "## Figures"]
+        for prefix, text in FIGURE_KINDS.items():
+            stems = [stem for stem in figures if stem.startswith(prefix)]
+            if stems:
+                lines += ["", text, ""] + [f"- `{stem}`: {' · '.join(figures[stem])}" for stem in stems]
+    if missing:
+        lines += ["", f"## Missing ({len(missing)} configuration{'s' * (len(missing) != 1)})", ""]
+        lines += [f"- {m.describe()}" for m in missing]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    return "\n".join(lines) + "\n"
