@@ -19,10 +19,10 @@ a caller may pass other images or another model loader::
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
 TABLE_FILES = ("table.csv", "table.tex", "table.md", "comparison.md", "comparison.tex", "missing.txt")
+STALE_STAGING = 3600.0  # seconds after which a report's staging folder is taken to be a killed report's
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 
 
@@ -165,28 +166,40 @@ def _caption(suite: SuiteResults) -> str:
 
 
 def _install(staging: Path, out_dir: Path) -> None:
-    """Move the report built in ``staging`` into ``out_dir``, replacing every file of an earlier report
-    (so that no table, figure or missing.txt of a removed configuration lingers) and keeping files of
-    the user's own there. index.md goes first and comes back last: it must never link files that are
-    not there."""
-    (out_dir / "index.md").unlink(missing_ok=True)
-    for name in TABLE_FILES:
-        (out_dir / name).unlink(missing_ok=True)
-    figures = out_dir / "figures"
-    for pattern in FIGURE_PATTERNS:
-        for path in figures.glob(pattern):
-            if path.is_file():
-                path.unlink()
-    shutil.rmtree(figures / OPTUNA_FIGURES, ignore_errors=True)
-    for path in sorted(staging.rglob("*"), key=lambda path: (path.name == "index.md", path)):
-        if path.is_dir():
-            continue
+    """Move the report built in ``staging`` into ``out_dir``: its files replace an earlier report's,
+    then the earlier report's files this one lacks go (no table, figure or missing.txt of a removed
+    configuration lingers; other files stay). index.md comes last and, until then, the earlier one
+    links only files that are there, so a move that fails (a read-only folder) loses no report."""
+    built = [path for path in sorted(staging.rglob("*")) if path.is_file()]
+    for path in [path for path in built if path.name != "index.md"]:
         target = out_dir / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-    if figures.is_dir() and not any(figures.iterdir()):  # tables only: no empty folder where figures were
-        with suppress(OSError):  # another report of the suite may be filling it now
-            figures.rmdir()
+        shutil.move(path, target)  # a copy where figures/ links to another file system
+    new = {out_dir / path.relative_to(staging) for path in built}
+    figures = out_dir / "figures"
+    earlier = [out_dir / name for name in TABLE_FILES] + [path for pattern in FIGURE_PATTERNS
+                                                          for path in figures.glob(pattern)]
+    for path in earlier:
+        if path not in new and path.is_file():
+            path.unlink()
+    for folder in (figures / OPTUNA_FIGURES).glob("*/"):
+        if not any(path.is_relative_to(folder) for path in new):
+            shutil.rmtree(folder, ignore_errors=True)
+    if (staging / "index.md").is_file():
+        shutil.move(staging / "index.md", out_dir / "index.md")
+    for folder in (figures / OPTUNA_FIGURES, figures):  # tables only: no empty folder where figures were
+        if folder.is_dir() and not any(folder.iterdir()):
+            with suppress(OSError):  # another report of the suite may be filling it now
+                folder.rmdir()
+
+
+def _clear_stale_staging(out_dir: Path, age: float = STALE_STAGING) -> None:
+    """Remove the staging folders of reports killed outright (``kill -9``) over ``age`` seconds ago;
+    a younger one may be another report's, building now."""
+    for folder in out_dir.glob(".partial-*"):
+        with suppress(OSError):
+            if time.time() - folder.stat().st_mtime > age:
+                shutil.rmtree(folder)
 
 
 def _load_searches(meta: dict, search_storage: str | None) -> Searches:
@@ -285,6 +298,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     out_dir.mkdir(parents=True, exist_ok=True)
     # Built in a hidden folder of out_dir (its file system, whatever links lead there) and moved in
     # whole: an interrupted report leaves the earlier one as it was.
+    _clear_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
         summary = _build(data, Path(results_dir), staging, figures=figures, checkpoints=checkpoints, images=images,

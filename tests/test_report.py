@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -868,8 +870,14 @@ def test_a_multidecoder_given_the_default_count_is_ranked_with_one_that_leaves_i
         assert not bold["vq-vae/1/multidecoder/uniform"]
 
 
+def _links_hold(out: Path) -> bool:
+    """Whether every file index.md links is there."""
+    links = re.findall(r"\]\(([^)]+)\)", (out / "index.md").read_text())
+    return bool(links) and all((out / link).is_file() for link in links)
+
+
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a second file system (/dev/shm)")
-def test_a_report_folder_linked_to_another_file_system_gets_its_report(tmp_path, rows):
+def test_a_report_folder_linked_to_another_file_system_gets_its_report(tmp_path, rows, images):
     results = write_suite(tmp_path / "results", rows)
     elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
     try:
@@ -878,5 +886,38 @@ def test_a_report_folder_linked_to_another_file_system_gets_its_report(tmp_path,
             summary = write_report(results, "demo", tmp_path / "out", figures=False)
         assert sorted(path.name for path in elsewhere.iterdir()) == sorted(path.name for path in summary.files)
         assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "results"]
+        # Its figures folder alone on the other file system: copied there.
+        (tmp_path / "out").unlink()
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "figures").symlink_to(elsewhere)
+        summary = write_report(results, "demo", tmp_path / "out", images=images, checkpoints=False)
+        assert all(path.is_file() for path in summary.files) and _links_hold(tmp_path / "out")
+        assert any(path.name.startswith("curves_") for path in elsewhere.iterdir())
     finally:
         shutil.rmtree(elsewhere)
+
+
+def test_a_report_that_cannot_be_moved_in_leaves_the_earlier_one_whole(tmp_path, rows, images, monkeypatch):
+    results = write_suite(tmp_path / "results", rows)
+    write_report(results, "demo", tmp_path / "out", images=images, checkpoints=False)
+    move = shutil.move
+
+    def read_only_figures(source, target):  # as a read-only figures/ refuses the new figures
+        if Path(target).parent.name == "figures":
+            raise PermissionError(13, "Permission denied", str(target))
+        return move(source, target)
+
+    monkeypatch.setattr("benchmark.report.shutil.move", read_only_figures)
+    with pytest.raises(PermissionError):
+        write_report(results, "demo", tmp_path / "out", images=images, checkpoints=False)
+    assert _links_hold(tmp_path / "out")  # the earlier index.md, and every file it links
+    assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith(".")] == []
+
+
+def test_a_killed_reports_staging_folder_goes_once_it_is_old(tmp_path, rows):
+    results = write_suite(tmp_path / "results", rows)
+    (tmp_path / "out" / ".partial-killed").mkdir(parents=True)
+    (tmp_path / "out" / ".partial-building").mkdir()
+    os.utime(tmp_path / "out" / ".partial-killed", (time.time() - 7200,) * 2)
+    write_report(results, "demo", tmp_path / "out", figures=False)
+    assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith(".")] == [".partial-building"]
