@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
 from benchmark.results import existing_path, meta_path, read_meta
-from benchmark.storage import StoreConfig, safe_url, same_storage, trial_status, versioned
+from benchmark.storage import StoreConfig, absolute_url, safe_url, same_storage, trial_status, versioned
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
 
@@ -104,7 +104,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
     _replace(history_path, pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None)
              .to_csv(index=False))
     meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,
-            "storage": safe_url(config.url(suite.name)),
+            "storage": safe_url(absolute_url(config.url(suite.name))),
             "image_size": image_shape[-1] if image_shape else None,
             "image_channels": image_shape[0] if image_shape else None,
             "command": command or study.user_attrs.get("command")}

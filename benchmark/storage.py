@@ -257,6 +257,16 @@ def delete_hint(study: str, url: str) -> str:
     return f"`optuna delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`{password}"
 
 
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute: an export read from another working folder
+    still names the file its study is in."""
+    sqlite = "sqlite:///"
+    path = Path(url.removeprefix(sqlite))
+    if not url.startswith(sqlite) or in_memory(url) or path.is_absolute():
+        return url
+    return sqlite + path.resolve().as_posix()
+
+
 def same_storage(recorded: str, url: str) -> bool:
     """Whether ``url`` names the storage an export recorded (as ``safe_url``); a SQLite file may be
     named by a relative or an absolute path (a relative one is taken from this working folder)."""

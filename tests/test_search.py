@@ -675,35 +675,47 @@ def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
     assert cli(tmp_path, "run", "--suite", "smoke", "--name", "alt1", "--limit", "100", "--epochs", "1", "--folds", "2",
                "--studies-dir", "alt", "--quiet") == 0
     capsys.readouterr()
+    alt = f"sqlite:///{(tmp_path / 'alt' / 'alt1.db').resolve().as_posix()}"  # recorded whole: from any folder
     assert cli(tmp_path, "studies", "show", "suite-alt1") == 2
     assert one_line_error(capsys) == ("error: no study 'suite-alt1' in studies/; the run that exported it recorded it "
-                                      "in sqlite:///alt/alt1.db: add --storage sqlite:///alt/alt1.db")
+                                      f"in {alt}: add --storage {alt}")
     assert cli(tmp_path, "studies", "show", "suite-alt1", "--storage", "sqlite:///alt/alt1.db") == 0
     capsys.readouterr()
     assert cli(tmp_path, "studies", "list") == 0
     listed = capsys.readouterr()
     assert listed.out == "no studies in studies/\n"
-    assert listed.err == ("note: study suite-alt1 (exported to results/) is in sqlite:///alt/alt1.db, not under "
-                          "studies/: `studies list --storage sqlite:///alt/alt1.db` lists it\n")
+    assert listed.err == (f"note: study suite-alt1 (exported to results/) is in {alt}, not under studies/: "
+                          f"`studies list --storage {alt}` lists it\n")
     # A run of that name in another storage would replace its results with a new study's: refused.
     alt1 = ["run", "--suite", "smoke", "--name", "alt1", "--limit", "100", "--epochs", "1", "--folds", "2", "--quiet"]
     exported = (tmp_path / "results" / "alt1.csv").read_bytes()
+    start_over = (f"start over, move its files away first ({Path('results') / 'alt1.csv'}, alt1_history.csv, "
+                  "alt1_meta.json and the alt1/ folder beside it, with alt1_prior.csv if there is one); for a run of "
+                  "its own, a --name (or another --results-dir)")
     assert cli(tmp_path, *alt1, "--storage", "sqlite:///elsewhere/x.db") == 2
     assert one_line_error(capsys) == (
-        f"error: {Path('results') / 'alt1.csv'} holds the results of study suite-alt1 (exported from "
-        "sqlite:///alt/alt1.db), and sqlite:///elsewhere/x.db has no such study: this run would start it anew, and its "
-        "export would replace them. To go on with that study, give the storage it is in (--storage or "
-        f"--studies-dir); to start over, move {Path('results') / 'alt1'}* away first; for a run of its own, a --name "
-        "(or another --results-dir)")
+        f"error: {Path('results') / 'alt1.csv'} holds the results of study suite-alt1 (exported from {alt}), and "
+        "sqlite:///elsewhere/x.db has no such study: this run would start it anew, and its export would replace "
+        f"them. To go on with that study, give the storage it is in (--storage or --studies-dir); to {start_over}")
     assert cli(tmp_path, *alt1) == 2  # studies/, by default
     assert "has no such study" in one_line_error(capsys)
     assert (tmp_path / "results" / "alt1.csv").read_bytes() == exported and not (tmp_path / "elsewhere").exists()
+    (tmp_path / "results" / "alt1_meta.json").unlink()  # the study it names is known all the same
+    assert cli(tmp_path, *alt1) == 2
+    assert "suite-alt1, and sqlite:///studies/alt1.db has no such study" in one_line_error(capsys)
+    assert cli(tmp_path, *alt1, "--studies-dir", "alt") == 0
     assert cli(tmp_path, *alt1, "--studies-dir", str(tmp_path / "alt")) == 0  # the same file, by another path
     assert "holds the results" not in capsys.readouterr().err  # nor the note that its export replaces them
     (tmp_path / "studies").mkdir(exist_ok=True)
     shutil.copy(tmp_path / "alt" / "alt1.db", tmp_path / "studies" / "alt1.db")
     assert cli(tmp_path, *alt1, "--studies-dir", "studies") == 0  # now exported from studies/alt1.db
     capsys.readouterr()
+    optuna.delete_study(study_name="suite-alt1", storage=f"sqlite:///{tmp_path / 'studies' / 'alt1.db'}")
+    assert cli(tmp_path, *alt1, "--studies-dir", "studies") == 2
+    assert one_line_error(capsys) == (
+        f"error: {Path('results') / 'alt1.csv'} holds the results of study suite-alt1, which sqlite:///studies/alt1.db "
+        f"no longer has (deleted since?): this run would start it anew, and its export would replace them. To "
+        f"{start_over}")
     (tmp_path / "studies" / "alt1.db").write_bytes(b"not a database")
     assert cli(tmp_path, "studies", "list") == 0
     assert "note:" not in capsys.readouterr().err  # skipped as damaged there, not said to be elsewhere

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from benchmark.config import PRECISIONS
 from benchmark.processes import busy_note, exit_warnings
 from benchmark.results import read_meta
-from benchmark.storage import StoreConfig, grace_for, safe_url, setting_text, settings_differ, stored_attr, versioned
+from benchmark.storage import (StoreConfig, grace_for, safe_url, same_storage, setting_text, settings_differ,
+                               stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import best_configurations, study_names, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
@@ -164,15 +165,22 @@ def _check_same_storage(suite: Suite, store: StoreConfig) -> None:
     filed under its name (another --storage or --studies-dir, or another working folder): its
     export would replace them with the new study's units. The study is looked for, not its URL
     compared: one storage has many names (a relative or absolute path, another host name)."""
-    meta, results = read_meta(store.results_dir, suite.name), store.results_dir / f"{suite.name}.csv"
-    study, url = meta.get("study"), store.url(suite.name)
-    if not isinstance(study, str) or not results.is_file() or study in study_names(url):
+    name, results, url = suite.name, store.results_dir / f"{suite.name}.csv", store.url(suite.name)
+    study = study_name(suite)
+    if not results.is_file() or study in study_names(url):
         return
-    raise ValueError(f"{results} holds the results of study {study} (exported from {meta.get('storage')}), and "
-                     f"{safe_url(url)} has no such study: this run would start it anew, and its export would replace "
-                     "them. To go on with that study, give the storage it is in (--storage or --studies-dir); to "
-                     f"start over, move {store.results_dir / suite.name}* away first; for a run of its own, a "
-                     "--name (or another --results-dir)")
+    recorded = read_meta(store.results_dir, name).get("storage")
+    start_over = (f"start over, move its files away first ({results}, {name}_history.csv, {name}_meta.json and "
+                  f"the {name}/ folder beside it, with {name}_prior.csv if there is one)")
+    if isinstance(recorded, str) and same_storage(recorded, url):
+        raise ValueError(f"{results} holds the results of study {study}, which {safe_url(url)} no longer has (deleted "
+                         f"since?): this run would start it anew, and its export would replace them. To {start_over}; "
+                         "for a run of its own, a --name (or another --results-dir)")
+    exported = f" (exported from {recorded})" if isinstance(recorded, str) else ""
+    raise ValueError(f"{results} holds the results of study {study}{exported}, and {safe_url(url)} has no such study: "
+                     "this run would start it anew, and its export would replace them. To go on with that study, "
+                     f"give the storage it is in (--storage or --studies-dir); to {start_over}; for a run of its own, "
+                     "a --name (or another --results-dir)")
 
 
 def builtin_name_clash(given: str, suite: Suite) -> str | None:
