@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,9 +96,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "
                           f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
-    absent = [c for c in REQUIRED if c not in results.columns]
-    if absent:
-        raise ReportError(f"{path} lacks the columns {', '.join(absent)}; is it a results export?")
+    _check_columns(results, REQUIRED, path, "a results export")
     for column in TEXT_COLUMNS:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
     for column in NUMERIC_COLUMNS:
@@ -140,9 +139,7 @@ def _read_history(path: Path) -> tuple[pd.DataFrame | None, str | None]:
         frame = _read_csv(path, "a validation history CSV")
         if frame.empty:
             return None, None
-        lacking = [column for column in HISTORY_COLUMNS if column not in frame.columns]
-        if lacking:
-            raise ReportError(f"{path} lacks the columns {', '.join(lacking)}; is it a `run` export?")
+        _check_columns(frame, HISTORY_COLUMNS, path, "a `run` export")
         for column in HISTORY_COLUMNS[1:]:
             frame[column] = _numbers(frame, column, path)
     except ReportError as error:
@@ -194,6 +191,14 @@ def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
                               "copy, a full disk): restore it, or run the command that made it again; if it is "
                               "whole, saved so by an editor, end it with a newline")
     return frame
+
+
+def _check_columns(frame: pd.DataFrame, required: Iterable[str], path: Path, what: str) -> None:
+    """``ReportError`` naming the ``required`` columns that ``frame`` (read from ``path``, ``what``
+    makes such files) lacks."""
+    lacking = [column for column in required if column not in frame.columns]
+    if lacking:
+        raise ReportError(f"{path} lacks the column{'s' * (len(lacking) > 1)} {', '.join(lacking)}; is it {what}?")
 
 
 def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
@@ -283,9 +288,7 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
     if not path.is_file() or not path.stat().st_size:
         return None
     frame = _read_csv(path, "a `prior` export", dtype={"prior_path": str}).rename(columns=OLD_NAMES)
-    missing = [c for c in ("config_id", "fold", "val_nll_nats") if c not in frame.columns]
-    if missing:
-        raise ReportError(f"{path} lacks the columns {', '.join(missing)}; is it a `prior` export?")
+    _check_columns(frame, ("config_id", "fold", "val_nll_nats"), path, "a `prior` export")
     for column in frame.columns.drop(["config_id", "prior_path"], errors="ignore"):
         frame[column] = _numbers(frame, column, path)
     frame["prior_path"] = frame["prior_path"].fillna("").astype(str) if "prior_path" in frame else ""
