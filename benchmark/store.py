@@ -55,8 +55,8 @@ def open_suite_study(suite: Suite, config: StoreConfig) -> optuna.Study:
     # Refused: name what differs besides the configurations listed, which are no reason.
     compared = settings if stored is None else _as_listed(upgraded(stored), settings)
     check_settings(study, config.url(suite.name), compared,
-                   "give the run another name (--name), or use another --storage and --results-dir (its "
-                   "results would be overwritten), or remove that study to start over")
+                   "give the run another name (--name) or another --storage and --results-dir, or, to start "
+                   "over, move its results away and remove that study")
     return study
 
 

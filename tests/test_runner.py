@@ -647,7 +647,8 @@ def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run,
     trials = len(study.get_trials())
     assert run_cli(old, "--suite", "smoke", "--quiet") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "made by an earlier version of mtvae-bench" in err[-1] and "remove that study to start over" in err[-1]
+    assert "made by an earlier version of mtvae-bench" in err[-1]
+    assert "to start over, move its results away and remove that study" in err[-1]
     assert len(study_of(old, "smoke").get_trials()) == trials
 
 
