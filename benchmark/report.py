@@ -19,6 +19,7 @@ a caller may pass other images or another model loader::
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import shutil
 import tempfile
@@ -166,28 +167,34 @@ def _caption(suite: SuiteResults) -> str:
 
 
 def _install(staging: Path, out_dir: Path) -> None:
-    """Move the report built in ``staging`` into ``out_dir``: its files replace an earlier report's,
-    then the earlier report's files this one lacks go (no table, figure or missing.txt of a removed
-    configuration lingers; other files stay). index.md comes last and, until then, the earlier one
-    links only files that are there, so a move that fails (a read-only folder) loses no report."""
-    built = [path for path in sorted(staging.rglob("*")) if path.is_file()]
-    for path in [path for path in built if path.name != "index.md"]:
-        target = out_dir / path.relative_to(staging)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(path, target)  # a copy where figures/ links to another file system
-    new = {out_dir / path.relative_to(staging) for path in built}
-    figures = out_dir / "figures"
-    earlier = [out_dir / name for name in TABLE_FILES] + [path for pattern in FIGURE_PATTERNS
-                                                          for path in figures.glob(pattern)]
+    """Move the report built in ``staging`` into ``out_dir``: each file is first put beside its place
+    under a hidden name (a copy where figures/ links to another file system), then all are renamed
+    into place, index.md last, and only then go the earlier report's files this one lacks (no table,
+    figure or missing.txt of a removed configuration lingers; other files stay). A file that cannot
+    be put in place (a read-only folder, a full disk) leaves the earlier report as it was."""
+    placed: list[tuple[Path, Path]] = []
+    try:
+        for path in [path for path in sorted(staging.rglob("*")) if path.is_file()]:
+            target = out_dir / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            beside = target.with_name(f".{target.name}.partial")
+            shutil.move(path, beside)
+            placed.append((beside, target))
+    except BaseException:
+        for beside, _ in placed:
+            beside.unlink(missing_ok=True)
+        raise
+    for beside, target in sorted(placed, key=lambda pair: pair[1].name == "index.md"):
+        os.replace(beside, target)
+    new = {target for _, target in placed}
+    figures, optuna = out_dir / "figures", out_dir / "figures" / OPTUNA_FIGURES
+    earlier = ([out_dir / name for name in TABLE_FILES] + [path for pattern in FIGURE_PATTERNS
+                                                           for path in figures.glob(pattern)]
+               + [path for path in optuna.rglob("*")])
     for path in earlier:
         if path not in new and path.is_file():
             path.unlink()
-    for folder in (figures / OPTUNA_FIGURES).glob("*/"):
-        if not any(path.is_relative_to(folder) for path in new):
-            shutil.rmtree(folder, ignore_errors=True)
-    if (staging / "index.md").is_file():
-        shutil.move(staging / "index.md", out_dir / "index.md")
-    for folder in (figures / OPTUNA_FIGURES, figures):  # tables only: no empty folder where figures were
+    for folder in [*sorted(optuna.rglob("*"), reverse=True), optuna, figures]:  # inner folders first
         if folder.is_dir() and not any(folder.iterdir()):
             with suppress(OSError):  # another report of the suite may be filling it now
                 folder.rmdir()

@@ -24,7 +24,7 @@ from scipy import stats as sps
 from benchmark.caveats import caveats
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
-from benchmark.report import build_table, write_report
+from benchmark.report import _install, build_table, write_report
 from benchmark.report_index import FIGURE_KINDS
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
@@ -908,10 +908,12 @@ def test_a_report_that_cannot_be_moved_in_leaves_the_earlier_one_whole(tmp_path,
         return move(source, target)
 
     monkeypatch.setattr("benchmark.report.shutil.move", read_only_figures)
+    before = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    other = write_suite(tmp_path / "other", rows[rows["fold"] > 0])  # a report with other numbers
     with pytest.raises(PermissionError):
-        write_report(results, "demo", tmp_path / "out", images=images, checkpoints=False)
+        write_report(other, "demo", tmp_path / "out", images=images, checkpoints=False)
+    assert {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()} == before
     assert _links_hold(tmp_path / "out")  # the earlier index.md, and every file it links
-    assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith(".")] == []
 
 
 def test_a_killed_reports_staging_folder_goes_once_it_is_old(tmp_path, rows):
@@ -921,3 +923,16 @@ def test_a_killed_reports_staging_folder_goes_once_it_is_old(tmp_path, rows):
     os.utime(tmp_path / "out" / ".partial-killed", (time.time() - 7200,) * 2)
     write_report(results, "demo", tmp_path / "out", figures=False)
     assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith(".")] == [".partial-building"]
+
+
+def test_installing_a_report_replaces_the_earlier_ones_files_and_keeps_the_users(tmp_path):
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    for path in (out / "figures/optuna/kept/old_plot.png", out / "figures/optuna/gone/plot.png", out / "missing.txt",
+                 out / "figures/curves_vae_1_single.png", out / "figures/mine.png", out / "notes.txt",
+                 staging / "figures/optuna/kept/plot.png", staging / "index.md", staging / "table.csv"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.parent.name)
+    _install(staging, out)
+    assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()) == [
+        "figures/mine.png", "figures/optuna/kept/plot.png", "index.md", "notes.txt", "table.csv"]
+    assert not (out / "figures/optuna/gone").exists() and not list(staging.rglob("*.*"))
