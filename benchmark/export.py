@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
 from benchmark.results import existing_path, meta_path, read_meta
-from benchmark.storage import StoreConfig, absolute_url, safe_url, same_storage, trial_status, versioned
+from benchmark.storage import StoreConfig, absolute_url, gone, safe_url, same_storage, trial_status, versioned
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
 
@@ -58,8 +58,8 @@ def export_note(suite: Suite, config: StoreConfig) -> str | None:
     """One line when ``results/<suite>.csv`` holds the export of a study in another storage, which
     this run's export replaces (the other study keeps its units: a run on it exports them back)."""
     earlier = read_meta(config.results_dir, suite.name).get("storage")
-    if not isinstance(earlier, str) or same_storage(earlier, config.url(suite.name)):
-        return None
+    if not isinstance(earlier, str) or same_storage(earlier, config.url(suite.name)) or gone(earlier):
+        return None  # a file gone: moved with its folder, most likely (the run found its study here)
     now = safe_url(config.url(suite.name))
     return (f"note: {config.results_dir / suite.name}.csv holds the results of the study in {earlier}; this run "
             f"exports the one in {now} over them (a run with --storage {shlex.quote(earlier)} exports those "

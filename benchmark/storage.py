@@ -267,6 +267,11 @@ def absolute_url(url: str) -> str:
     return sqlite + path.resolve().as_posix()
 
 
+def gone(url: str) -> bool:
+    """Whether ``url`` is a SQLite file that is not there (moved or deleted)."""
+    return url.startswith("sqlite:///") and not in_memory(url) and not Path(url.removeprefix("sqlite:///")).is_file()
+
+
 def same_storage(recorded: str, url: str) -> bool:
     """Whether ``url`` names the storage an export recorded (as ``safe_url``); a SQLite file may be
     named by a relative or an absolute path (a relative one is taken from this working folder)."""
@@ -383,8 +388,8 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         damaged = url.startswith("sqlite:///") and any(s in reason for s in ("malformed", "not a database"))
-        advice = ("; the file is damaged: restore a copy, or move it aside and run again to start anew (its "
-                  "finished work is lost)") if damaged else ""
+        advice = ("; the file is damaged: restore a copy, or move it aside (with a suite's exported results) and run "
+                  "again to start anew (its finished work is lost)") if damaged else ""
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}"
                          + advice) from None
 

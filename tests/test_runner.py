@@ -754,8 +754,8 @@ def test_a_damaged_study_file_is_one_line_saying_what_to_do(tmp_path, capsys):
     assert run_cli(tmp_path, "--suite", "small.toml") == 2
     error = one_line_error(capsys)
     assert error.startswith(f"error: cannot open storage 'sqlite:///{Path('studies') / 'small.db'}': ")
-    assert error.endswith("; the file is damaged: restore a copy, or move it aside and run again to start anew (its "
-                          "finished work is lost)")
+    assert error.endswith("; the file is damaged: restore a copy, or move it aside (with a suite's exported results) "
+                          "and run again to start anew (its finished work is lost)")
 
 
 def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():

@@ -108,6 +108,8 @@ def test_a_run_on_another_storage_says_that_its_export_replaces_the_others(tmp_p
     note = export_note(suite, other)
     assert note.startswith(f"note: {tmp_path / 'smoke'}.csv holds the results of the study in "
                            f"sqlite:///{tmp_path.as_posix()}/smoke.db; this run exports the one in ")
+    (tmp_path / "smoke.db").rename(tmp_path / "other.db")  # moved, as with the folder it was in
+    assert export_note(suite, other) is None
 
 
 def test_of_two_workers_starting_together_the_first_heartbeat_holds_for_both(tmp_path, monkeypatch):
