@@ -23,9 +23,8 @@ import os
 import pickle
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,7 +60,7 @@ if TYPE_CHECKING:
 SAMPLING_ORDER = ("", "exact", "uniform", "gaussian")
 TEST_IMAGES = 16  # held-out images the figures draw on (the reconstruction grid shows the first 8)
 TABLE_FILES = ("table.csv", "table.tex", "table.md", "comparison.md", "comparison.tex", "missing.txt")
-STALE_STAGING = 3600.0  # seconds after which a report's staging folder is taken to be a killed report's
+LOCK_FILE = ".report.lock"  # held while a report is built and moved in
 FIGURE_PATTERNS = ("curves_*", "reconstruction_*", "error_vs_observed_*", "sampling_types.*", "generated_*")
 
 
@@ -196,17 +195,25 @@ def _install(staging: Path, out_dir: Path) -> None:
             path.unlink()
     for folder in [*sorted(optuna.rglob("*"), reverse=True), optuna, figures]:  # inner folders first
         if folder.is_dir() and not any(folder.iterdir()):
-            with suppress(OSError):  # another report of the suite may be filling it now
+            with suppress(OSError):  # best effort: one a report elsewhere is filling stays
                 folder.rmdir()
 
 
-def _clear_stale_staging(out_dir: Path, age: float = STALE_STAGING) -> None:
-    """Remove the staging folders of reports killed outright (``kill -9``) over ``age`` seconds ago;
-    a younger one may be another report's, building now."""
-    for folder in out_dir.glob(".partial-*"):
-        with suppress(OSError):
-            if time.time() - folder.stat().st_mtime > age:
-                shutil.rmtree(folder)
+@contextmanager
+def _one_at_a_time(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s report lock (``LOCK_FILE``): a second report of the folder waits for the
+    first, so their files never interleave, and a staging folder found under the lock is a report's
+    killed outright (``kill -9``), removed then. Without ``fcntl`` (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(out_dir / LOCK_FILE, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        for folder in out_dir.glob(".partial-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+        yield
 
 
 def _load_searches(meta: dict, search_storage: str | None) -> Searches:
@@ -305,14 +312,14 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     out_dir.mkdir(parents=True, exist_ok=True)
     # Built in a hidden folder of out_dir (its file system, whatever links lead there) and moved in
     # whole: an interrupted report leaves the earlier one as it was.
-    _clear_stale_staging(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
-    try:
-        summary = _build(data, Path(results_dir), staging, figures=figures, checkpoints=checkpoints, images=images,
-                         load_model=load_model, search_storage=search_storage)
-        _install(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with _one_at_a_time(out_dir):
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+        try:
+            summary = _build(data, Path(results_dir), staging, figures=figures, checkpoints=checkpoints,
+                             images=images, load_model=load_model, search_storage=search_storage)
+            _install(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     summary.files = [out_dir / path.relative_to(staging) for path in summary.files]
     summary.out_dir = out_dir
     return summary

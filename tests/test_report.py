@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
-import os
 import pickle
 import re
 import shutil
 import subprocess
 import tempfile
-import time
+import threading
 import warnings
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from scipy import stats as sps
 from benchmark.caveats import caveats
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
-from benchmark.report import _install, build_table, write_report
+from benchmark.report import LOCK_FILE, _install, build_table, write_report
 from benchmark.report_index import FIGURE_KINDS
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
@@ -884,7 +884,7 @@ def test_a_report_folder_linked_to_another_file_system_gets_its_report(tmp_path,
         (tmp_path / "out").symlink_to(elsewhere)
         for _ in range(2):  # the second replaces the first's files
             summary = write_report(results, "demo", tmp_path / "out", figures=False)
-        assert sorted(path.name for path in elsewhere.iterdir()) == sorted(path.name for path in summary.files)
+        assert sorted(path.name for path in elsewhere.iterdir()) == sorted([LOCK_FILE, *(p.name for p in summary.files)])
         assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "results"]
         # Its figures folder alone on the other file system: copied there.
         (tmp_path / "out").unlink()
@@ -916,13 +916,19 @@ def test_a_report_that_cannot_be_moved_in_leaves_the_earlier_one_whole(tmp_path,
     assert _links_hold(tmp_path / "out")  # the earlier index.md, and every file it links
 
 
-def test_a_killed_reports_staging_folder_goes_once_it_is_old(tmp_path, rows):
+def test_reports_of_one_folder_take_turns_and_a_killed_ones_staging_folder_goes(tmp_path, rows):
     results = write_suite(tmp_path / "results", rows)
-    (tmp_path / "out" / ".partial-killed").mkdir(parents=True)
-    (tmp_path / "out" / ".partial-building").mkdir()
-    os.utime(tmp_path / "out" / ".partial-killed", (time.time() - 7200,) * 2)
-    write_report(results, "demo", tmp_path / "out", figures=False)
-    assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith(".")] == [".partial-building"]
+    (tmp_path / "out" / ".partial-killed").mkdir(parents=True)  # as `kill -9` leaves it
+    with open(tmp_path / "out" / LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another report, building now
+        second = threading.Thread(target=write_report, args=(results, "demo", tmp_path / "out"),
+                                  kwargs={"figures": False})
+        second.start()
+        second.join(2)
+        assert second.is_alive() and not (tmp_path / "out" / "index.md").exists()  # it waits its turn
+    second.join(60)
+    assert not second.is_alive() and (tmp_path / "out" / "index.md").is_file()
+    assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith(".")] == [LOCK_FILE]
 
 
 def test_installing_a_report_replaces_the_earlier_ones_files_and_keeps_the_users(tmp_path):
