@@ -257,27 +257,33 @@ def delete_hint(study: str, url: str) -> str:
     return f"`optuna delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`{password}"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite ``url`` names (relative to the working folder where it is relative); None
+    for an in-memory database or another kind of storage."""
+    if not url.startswith("sqlite:///") or in_memory(url):
+        return None
+    return Path(url.removeprefix("sqlite:///"))
+
+
 def absolute_url(url: str) -> str:
     """``url`` with a relative SQLite path made absolute: an export read from another working folder
     still names the file its study is in."""
-    sqlite = "sqlite:///"
-    path = Path(url.removeprefix(sqlite))
-    if not url.startswith(sqlite) or in_memory(url) or path.is_absolute():
-        return url
-    return sqlite + path.resolve().as_posix()
+    path = sqlite_file(url)
+    return url if path is None or path.is_absolute() else f"sqlite:///{path.resolve().as_posix()}"
 
 
 def gone(url: str) -> bool:
     """Whether ``url`` is a SQLite file that is not there (moved or deleted)."""
-    return url.startswith("sqlite:///") and not in_memory(url) and not Path(url.removeprefix("sqlite:///")).is_file()
+    path = sqlite_file(url)
+    return path is not None and not path.is_file()
 
 
 def same_storage(recorded: str, url: str) -> bool:
     """Whether ``url`` names the storage an export recorded (as ``safe_url``); a SQLite file may be
     named by a relative or an absolute path (a relative one is taken from this working folder)."""
-    sqlite = "sqlite:///"
-    if recorded.startswith(sqlite) and url.startswith(sqlite):
-        return Path(recorded.removeprefix(sqlite)).resolve() == Path(url.removeprefix(sqlite)).resolve()
+    there, here = sqlite_file(recorded), sqlite_file(url)
+    if there is not None and here is not None:
+        return there.resolve() == here.resolve()
     return recorded == safe_url(url)
 
 
@@ -377,8 +383,8 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
     engine_kwargs: dict = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("postgresql"):  # libpq waits for ever on a host that accepts and never answers
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental, but are what resume rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -396,7 +402,7 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
 
 def open_for_reading(url: str) -> RDBStorage | None:
     """The storage at ``url``, or None for a SQLite file that does not exist (nothing is created)."""
-    if url.startswith("sqlite:///") and not in_memory(url) and not Path(url.removeprefix("sqlite:///")).exists():
+    if (path := sqlite_file(url)) is not None and not path.exists():
         return None
     return open_storage(url, StoreConfig(storage=url))
 

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.config import Configuration, did_you_mean
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
-from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, status_counts,
+from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, sqlite_file, status_counts,
                                trial_status, version_problem)
 from benchmark.store import held_configurations
 from benchmark.suites import SearchKey, Suite, search_key
@@ -124,8 +124,8 @@ def _unlooked(url: str) -> bool:
     outside studies/ (not one in there, listed or skipped as damaged, nor one that is gone)."""
     if not url.startswith("sqlite:///"):
         return True
-    path = Path(url.removeprefix("sqlite:///"))
-    return path.is_file() and path.resolve().parent != STUDIES_DIR.resolve()
+    path = sqlite_file(url)
+    return path is not None and path.is_file() and path.resolve().parent != STUDIES_DIR.resolve()
 
 
 def objective_names(study: optuna.Study) -> list[str]:
