@@ -407,10 +407,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                                suite.train.batch_size, suite.train.epochs)
     # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take
     # up again): each spare one would load torch and the data to find none.
-    keys = unit_keys(suite)
-    states = unit_states(study)
-    workers = max(1, min(workers, len(keys) - len(settled_keys(keys, states))))
-    done_before = settled_units(states, suite)[0]
+    done_before, failed = settled_units(unit_states(study), suite)
+    workers = max(1, min(workers, suite.units - done_before - len(failed)))
     for line in (note, crowded_note(workers)):
         if line:
             print(line, file=sys.stderr)
