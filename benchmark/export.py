@@ -105,6 +105,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
              .to_csv(index=False))
     meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,
             "storage": safe_url(absolute_url(config.url(suite.name))),
+            "search_storages": dict(suite.search_storages),
             "image_size": image_shape[-1] if image_shape else None,
             "image_channels": image_shape[0] if image_shape else None,
             "command": command or study.user_attrs.get("command")}

@@ -40,7 +40,8 @@ from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
-from benchmark.studies import load_search_study, plot_dir, plot_study
+from benchmark.storage import gone
+from benchmark.studies import StudyPlace, load_search_study, plot_dir, plot_study
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,
@@ -216,25 +217,28 @@ def _one_at_a_time(out_dir: Path) -> Iterator[None]:
         yield
 
 
-def _load_searches(meta: dict, search_storage: str | None) -> Searches:
-    """Each search the run took parameters from (``run --params-from``), read from ``search_storage``
-    (None: each from its SQLite file under studies/), or why it cannot be read."""
+def _load_searches(meta: dict, place: StudyPlace | None) -> Searches:
+    """Each search the run took parameters from (``run --params-from``), read from ``place`` (None:
+    the storage the run read it from, else studies/), or why it cannot be read."""
     searches: Searches = {}
+    recorded = meta.get("search_storages") or {}
     for name in dict.fromkeys((meta.get("params_from") or {}).values()):
+        url = recorded.get(name)
+        usable = url is not None and "***" not in url and not gone(url)  # a password safe_url hid; a file moved
         try:
-            searches[name] = load_search_study(search_storage, name)
+            searches[name] = load_search_study(place or StudyPlace(url if usable else None), name)
         except ValueError as error:  # e.g. a search kept in a database this machine does not reach
-            searches[name] = error
+            searches[name] = ValueError(f"{error} (the run read it from {url})") if url and not place else error
     return searches
 
 
-def _search_plots(searches: Searches, directory: Path, search_storage: str | None) -> tuple[list[Path], list[str]]:
+def _search_plots(searches: Searches, directory: Path, place: StudyPlace | None) -> tuple[list[Path], list[str]]:
     """Optuna's plots of each search under ``directory/optuna/<study>/``; and why a search's are missing."""
     paths: list[Path] = []
     problems: list[str] = []
     for name, search in searches.items():
         if isinstance(search, ValueError):
-            advice = "give its storage with --search-storage" if search_storage is None else \
+            advice = "give its storage with --search-storage" if place is None else \
                 "is --search-storage the storage it was run in?"
             problems.append(f"no Optuna plots of search {name!r}: {str(search).split(': ', 1)[-1]}; {advice}")
             continue
@@ -293,7 +297,7 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
 
 def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True, checkpoints: bool = True,
                  images: torch.Tensor | None = None, load_model: Callable[[str], MultitaskVAE] | None = None,
-                 search_storage: str | None = None) -> ReportSummary:
+                 searches_in: StudyPlace | None = None) -> ReportSummary:
     """Read ``results_dir/<suite>{.csv,_history.csv,_meta.json}`` and write the report to ``out_dir``.
 
     figures: draw the validation curves and, on ``images`` (N, C, H, W) in [0, 1] (default: the
@@ -301,8 +305,8 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     sampling types; with ``checkpoints`` also the reconstruction grid and error-vs-observed plot of
     each configuration, from the model ``load_model(checkpoint_path)`` returns (default: the stored
     weights, ``export.load_checkpoint``); and Optuna's plots of the searches that tuned
-    configurations (``run --params-from``), read from ``search_storage`` (None: each search's
-    SQLite file under studies/). Raises ``ReportError`` before writing anything when the
+    configurations (``run --params-from``), read from ``searches_in`` (None: each from the
+    storage the run read it from, where that is at hand, else from studies/). Raises ``ReportError`` before writing anything when the
     suite is unknown or empty. The report is built in a hidden folder in ``out_dir`` and moved in
     when whole, so an interrupted one leaves an earlier report as it was. Returns what was
     written and what is missing.
@@ -316,7 +320,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
         try:
             summary = _build(data, Path(results_dir), staging, figures=figures, checkpoints=checkpoints,
-                             images=images, load_model=load_model, search_storage=search_storage)
+                             images=images, load_model=load_model, searches_in=searches_in)
             _install(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -327,7 +331,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
 
 def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: bool, checkpoints: bool,
            images: torch.Tensor | None, load_model: Callable[[str], MultitaskVAE] | None,
-           search_storage: str | None) -> ReportSummary:
+           searches_in: StudyPlace | None) -> ReportSummary:
     """The report of ``data``, written into the empty folder ``out_dir`` (``write_report``'s arguments)."""
     suite = data.suite
     table = build_table(data)
@@ -359,7 +363,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         files.append(missing_path)
 
     directory = out_dir / "figures"
-    searches = _load_searches(data.meta, search_storage)
+    searches = _load_searches(data.meta, searches_in)
     if figures:
         from benchmark.figures import sampling_types, validation_curves
 
@@ -390,7 +394,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
             paths, problems = prior_figures(results_dir, suite, data.prior, list(table["config_id"]), directory)
             files, warnings = files + paths, warnings + problems
         if searches:
-            paths, problems = _search_plots(searches, directory, search_storage)
+            paths, problems = _search_plots(searches, directory, searches_in)
             files, warnings = files + paths, warnings + problems
 
     unreachable = [name for name, search in searches.items() if isinstance(search, ValueError)]

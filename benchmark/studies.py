@@ -27,8 +27,8 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.config import Configuration, did_you_mean
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
-from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, sqlite_file, status_counts,
-                               trial_status, version_problem)
+from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, same_storage, sqlite_file,
+                               status_counts, trial_status, version_problem)
 from benchmark.store import held_configurations
 from benchmark.suites import SearchKey, Suite, search_key
 
@@ -59,11 +59,6 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
 
 
-def _place(url: str | None) -> str:
-    """Where studies were looked for: ``url``, or by default every file under ``studies/``."""
-    return safe_url(url) if url else f"{STUDIES_DIR}/"
-
-
 def study_files(studies_dir: Path = STUDIES_DIR) -> list[str]:
     """The URLs of the SQLite files under ``studies_dir``."""
     return [sqlite_url(p) for p in sorted(studies_dir.glob("*.db"))] if studies_dir.is_dir() else []
@@ -80,22 +75,48 @@ def default_storage(study_name: str, studies_dir: Path = STUDIES_DIR) -> str:
     return sqlite_url(own)
 
 
-def load_existing_study(url: str | None, name: str) -> optuna.Study:
-    """Load study ``name`` from ``url`` (None: ``default_storage``); an unknown name raises a
-    one-line ``ValueError`` listing the names there."""
-    storage = open_for_reading(url or default_storage(name))
+@dataclass(frozen=True)
+class StudyPlace:
+    """Where studies are looked for: one storage (``--storage``), or else the SQLite files under
+    ``folder`` (``--studies-dir``), a study in the file that holds it or in its own."""
+
+    storage: str | None = None
+    folder: Path = STUDIES_DIR
+
+    def url(self, study_name: str) -> str:
+        return self.storage or default_storage(study_name, self.folder)
+
+    def files(self) -> list[str]:
+        return [self.storage] if self.storage else study_files(self.folder)
+
+    def flags(self, study_name: str, url: str) -> str:
+        """The options that find study ``study_name`` at ``url`` again from here, e.g. `` --storage URL``."""
+        if url == default_storage(study_name):
+            return ""
+        if url == default_storage(study_name, self.folder):
+            return f" --studies-dir {shlex.quote(str(self.folder))}"
+        return f" --storage {shlex.quote(safe_url(url))}"
+
+    def __str__(self) -> str:
+        return safe_url(self.storage) if self.storage else f"{self.folder}/"
+
+
+def load_existing_study(place: StudyPlace, name: str) -> optuna.Study:
+    """Load study ``name`` from ``place``; an unknown name raises a one-line ``ValueError``
+    listing the names there."""
+    storage = open_for_reading(place.url(name))
     names = [] if storage is None else sorted(optuna.get_all_study_names(storage))
     if name not in names:
-        if url is None:
-            names = sorted({n for file in study_files() for n in study_names(file)})
+        if place.storage is None:
+            names = sorted({n for file in place.files() for n in study_names(file)})
             elsewhere = recorded_storages().get(name)
-            if elsewhere and elsewhere != default_storage(name):  # e.g. a run with --studies-dir
+            if elsewhere and not same_storage(elsewhere, place.url(name)):  # e.g. a run with --studies-dir
                 hidden = "***" in elsewhere  # safe_url hid its password
-                raise ValueError(f"no study {name!r} in {_place(url)}; the run that exported it recorded it in "
+                raise ValueError(f"no study {name!r} in {place}; the run that exported it recorded it in "
                                  f"{elsewhere}: add --storage "
                                  + ("with that URL and its password" if hidden else shlex.quote(elsewhere)))
         available = ", ".join(names) if names else "none"
-        raise ValueError(f"no study {name!r}{did_you_mean(name, names)} in {_place(url)}; available: {available}")
+        raise ValueError(f"no study {name!r}{did_you_mean(name, names)} in {place}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -109,23 +130,23 @@ def recorded_storages(results_dir: Path = Path("results")) -> dict[str, str]:
     return found
 
 
-def unlisted_studies(listed: Iterable[str]) -> list[str]:
+def unlisted_studies(listed: Iterable[str], folder: Path = STUDIES_DIR) -> list[str]:
     """A note for each study that a run exported under results/ but that is not among ``listed``
-    (those under studies/): a run with --studies-dir or --storage put it elsewhere."""
+    (those under ``folder``): a run with another --studies-dir or a --storage put it elsewhere."""
     listed = set(listed)
-    return [f"study {name} (exported to results/) is in {url}, not under studies/: "
+    return [f"study {name} (exported to results/) is in {url}, not under {folder}/: "
             + ("`studies list --storage` with that URL and its password" if "***" in url  # safe_url hid it
                else f"`studies list --storage {shlex.quote(url)}`") + " lists it"
-            for name, url in recorded_storages().items() if name not in listed and _unlooked(url)]
+            for name, url in recorded_storages().items() if name not in listed and _unlooked(url, folder)]
 
 
-def _unlooked(url: str) -> bool:
-    """Whether ``list_all_studies`` did not look in ``url``: a server's storage, or a SQLite file
-    outside studies/ (not one in there, listed or skipped as damaged, nor one that is gone)."""
+def _unlooked(url: str, folder: Path) -> bool:
+    """Whether ``list_all_studies(folder)`` did not look in ``url``: a server's storage, or a SQLite
+    file outside ``folder`` (not one in there, listed or skipped as damaged, nor one that is gone)."""
     if not url.startswith("sqlite:///"):
         return True
     path = sqlite_file(url)
-    return path is not None and path.is_file() and path.resolve().parent != STUDIES_DIR.resolve()
+    return path is not None and path.is_file() and path.resolve().parent != folder.resolve()
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -179,11 +200,11 @@ class StudyRow:
     best: tuple[float, ...] | None
 
 
-def list_all_studies() -> tuple[list[StudyRow], list[str]]:
-    """A row per study in every SQLite file under ``studies/``, and why each file that cannot be
+def list_all_studies(folder: Path = STUDIES_DIR) -> tuple[list[StudyRow], list[str]]:
+    """A row per study in every SQLite file under ``folder``, and why each file that cannot be
     read was skipped (one damaged file hides no other's)."""
     rows, skipped = [], []
-    for file in study_files():
+    for file in study_files(folder):
         try:
             rows += list_studies(file)
         except StoreError as err:
@@ -211,9 +232,9 @@ def _number(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
 
 
-def format_study_list(rows: list[StudyRow], url: str | None) -> str:
+def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     if not rows:
-        return f"no studies in {_place(url)}"
+        return f"no studies in {place}"
     width = max(len("study"), *(len(r.name) for r in rows))
     lines = [f"{'study':{width}}  {'direction(s)':20} {'complete':>8} {'pruned':>6} {'failed':>6} "
              f"{'interrupted':>11} {'running':>7} {'waiting':>7}  best"]
@@ -394,27 +415,28 @@ def study_settings(study: optuna.Study) -> SearchSettings:
     return SearchSettings.from_dict(data)
 
 
-def search_study_names(url: str | None) -> list[str]:
-    """The search studies at ``url`` (None: in every SQLite file under ``studies/``)."""
-    if url is None:
-        return sorted({name for file in study_files() for name in search_study_names(file)})
-    storage = open_for_reading(url)
-    studies = [] if storage is None else storage.get_all_studies()  # their attributes, not their trials
-    return sorted(s.study_name for s in studies if _is_search(s.user_attrs.get("settings")))
+def search_study_names(place: StudyPlace) -> list[str]:
+    """The search studies in ``place``."""
+    names = set()
+    for url in place.files():
+        storage = open_for_reading(url)
+        studies = [] if storage is None else storage.get_all_studies()  # their attributes, not their trials
+        names.update(s.study_name for s in studies if _is_search(s.user_attrs.get("settings")))
+    return sorted(names)
 
 
-def load_search_study(url: str | None, name: str) -> tuple[optuna.Study, SearchSettings]:
-    """Search study ``name`` from ``url`` (None: ``default_storage``) and its settings; a name that is
-    no search study there raises a one-line ``ValueError`` listing the search studies there."""
-    storage = open_for_reading(url or default_storage(name))
+def load_search_study(place: StudyPlace, name: str) -> tuple[optuna.Study, SearchSettings]:
+    """Search study ``name`` from ``place`` and its settings; a name that is no search study
+    there raises a one-line ``ValueError`` listing the search studies there."""
+    storage = open_for_reading(place.url(name))
     study = None
     if storage is not None and name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         if _is_search(study.user_attrs.get("settings")):
             return study, study_settings(study)
-    searches = search_study_names(url)
+    searches = search_study_names(place)
     if study is None:
-        problem = f"no study {name!r}{did_you_mean(name, searches)} in {_place(url)}"
+        problem = f"no study {name!r}{did_you_mean(name, searches)} in {place}"
     else:
         suite = suite_of(study)
         problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
@@ -422,10 +444,10 @@ def load_search_study(url: str | None, name: str) -> tuple[optuna.Study, SearchS
                      f"available: {', '.join(searches) or 'none'}")
 
 
-def best_configurations(study_names: list[str], storage_url: str | None = None
+def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
                         ) -> dict[SearchKey, tuple[Configuration, str]]:
     """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
-    the studies read from ``storage_url`` (None: each from its ``studies.default_storage``).
+    the studies read from ``place``.
 
     For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
     Raises ``ValueError`` for a study named twice, an unknown study or one that is no search, one
@@ -436,8 +458,8 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
         raise ValueError(f"study {twice[0]!r} is named twice in --params-from: name each study once")
     found: dict[SearchKey, tuple[Configuration, str]] = {}
     for name in study_names:
-        study, settings = load_search_study(storage_url, name)
-        problem = version_problem(name, storage_url or default_storage(name), study.user_attrs["settings"])
+        study, settings = load_search_study(place, name)
+        problem = version_problem(name, place.url(name), study.user_attrs["settings"])
         if problem:
             raise ValueError(f"{problem}: search again, under a new --study-name")
         trial = best_trial(study)
@@ -452,7 +474,7 @@ def best_configurations(study_names: list[str], storage_url: str | None = None
     return found
 
 
-def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) -> list[str]:
+def tuning_notes(study_names: list[str], place: StudyPlace, suite: Suite) -> list[str]:
     """A note for each study that searched with other training than ``suite`` gets: its best
     parameters were chosen for that training, and need not be the best for this one."""
     from benchmark.train import resolve_device
@@ -464,7 +486,7 @@ def tuning_notes(study_names: list[str], storage_url: str | None, suite: Suite) 
         pass
     notes = []
     for name in study_names:
-        there = asdict(study_settings(load_existing_study(storage_url, name)))
+        there = asdict(study_settings(load_existing_study(place, name)))
         differ = training_differences(there, here)
         if differ:
             changes = training_changes(there, here, differ)

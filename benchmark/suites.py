@@ -40,6 +40,8 @@ class Suite:
     description: str = ""
     download: bool = False  # fetch torchvision datasets when missing (needs internet)
     params_from: tuple[tuple[str, str], ...] = ()  # (config id, Optuna study its parameters came from)
+    # (study of params_from, its storage as safe_url): where `report` finds them; not a setting
+    search_storages: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):

@@ -72,8 +72,9 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     (tmp_path / "studies" / f"{name}.db").rename(tmp_path / "elsewhere.db")
     capsys.readouterr()
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
-    assert (f"warning: no Optuna plots of search {name!r}: no study {name!r} in studies/; available: none; give its "
-            "storage with --search-storage") in capsys.readouterr().out
+    assert (f"warning: no Optuna plots of search {name!r}: no study {name!r} in studies/; available: none (the run "
+            f"read it from sqlite:///{tmp_path / 'studies' / name}.db); give its storage with --search-storage"
+            ) in capsys.readouterr().out
     assert not plots.exists() and f"`python -m benchmark studies plot {name}`" in (out / "index.md").read_text()
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0  # no plots to say it: a warning
     assert (f"warning: search {name!r} out of reach: not compared with this run's training; give the storage with "
@@ -85,6 +86,35 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
                f"sqlite:///{tmp_path / 'nowhere.db'}") == 0
     assert "is --search-storage the storage it was run in?" in capsys.readouterr().out
+
+
+def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_path, capsys):
+    name = "search-vae-1-single-gaussian"
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
+               "--trials", "1", "--epochs", "1", "--limit", "150", "--folds", "2", "--studies-dir", "mine",
+               "--quiet") == 0
+    assert (tmp_path / "mine" / f"{name}.db").is_file() and not (tmp_path / "studies").exists()
+    assert f"inspect: python -m benchmark studies show {name} --studies-dir mine\n" in capsys.readouterr().out
+    assert cli(tmp_path, "studies", "show", name, "--studies-dir", "mine") == 0
+    assert f"study {name}: 1 trials" in capsys.readouterr().out
+    assert cli(tmp_path, "studies", "--studies-dir", "mine", "list") == 0  # before the action, too
+    assert capsys.readouterr().out.splitlines()[1].startswith(name)
+    assert cli(tmp_path, "studies", "list") == 0
+    assert capsys.readouterr().out == "no studies in studies/\n"
+    assert cli(tmp_path, "studies", "show", name, "--studies-dir", "mine", "--storage", "sqlite:///x.db") == 2
+    assert one_line_error(capsys) == ("error: --studies-dir is where SQLite studies go without --storage: give one "
+                                      "or the other")
+    # run looks for searches beside its own study; the report finds them where the run did
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", name, "--quiet") == 2
+    assert f"no study {name!r} in studies/" in one_line_error(capsys)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--studies-dir", "mine", "--params-from", name,
+               "--quiet") == 0
+    assert (tmp_path / "mine" / "tuned-tuned.db").is_file()
+    capsys.readouterr()
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
+    assert "warning" not in capsys.readouterr().out
+    assert (tmp_path / "reports" / "tuned-tuned" / "figures" / "optuna" / name / "history.png").is_file()
 
 
 def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):

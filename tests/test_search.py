@@ -23,8 +23,8 @@ from benchmark.processes import signal_name
 from benchmark.search import counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, stored_attr, trial_status
-from benchmark.studies import (best_configurations, file_name, load_existing_study, load_search_study, plot_study,
-                               study_settings, training_differences, tuning_notes)
+from benchmark.studies import (StudyPlace, best_configurations, file_name, load_existing_study, load_search_study,
+                               plot_study, study_settings, training_differences, tuning_notes)
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult, resolve_device
 
@@ -201,7 +201,7 @@ def test_the_history_plot_says_it_leaves_out_the_pruned_trials(searched, tmp_pat
 
     monkeypatch.setattr(benchmark.figures, "save_figure", saved)
     cwd, _ = searched
-    plot_study(load_search_study(db(cwd), NAME)[0], tmp_path)
+    plot_study(load_search_study(StudyPlace(db(cwd)), NAME)[0], tmp_path)
     assert titles["history"].endswith("\n(1 pruned trial not shown: no final value)")  # Optuna draws complete ones
     assert "pruned" not in titles["slice"]
 
@@ -220,27 +220,27 @@ def test_optuna_plots_leave_matplotlib_s_style_as_it_was_for_the_figures_drawn_a
     with matplotlib.rc_context():
         matplotlib.rcdefaults()  # as it was before any test drew Optuna's plots
         before = dict(matplotlib.rcParams)
-        written, _ = plot_study(load_search_study(db(cwd), NAME)[0], tmp_path)
+        written, _ = plot_study(load_search_study(StudyPlace(db(cwd)), NAME)[0], tmp_path)
         assert written  # Optuna's plots use its ggplot style: grey panels, white grid lines
         assert {k: v for k, v in matplotlib.rcParams.items() if v != before[k]} == {}
 
 
 def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     cwd, _ = searched
-    found = best_configurations([NAME], db(cwd))
+    found = best_configurations([NAME], StudyPlace(db(cwd)))
     configuration, name = found[("vae", 1, "single", "gaussian", False)]
     best = load(cwd).best_trial
     assert name == NAME and configuration.id == best.user_attrs["config_id"]
     assert configuration.method.exponent == best.params["exponent"]
     assert configuration.balance.beta == best.params["beta"]
     with pytest.raises(ValueError, match="available: " + NAME):
-        best_configurations(["nope"], db(cwd))
+        best_configurations(["nope"], StudyPlace(db(cwd)))
     monkeypatch.chdir(cwd)  # by default, each study is looked up by its name under studies/
     assert best_configurations([NAME]) == found
     with pytest.raises(ValueError, match=f"no study 'nope' in studies/; available: {NAME}$"):
         best_configurations(["nope"])
     with pytest.raises(ValueError, match=f"no study '{NAME}x' \\(did you mean '{NAME}'\\?\\) in studies/; available"):
-        load_existing_study(None, NAME + "x")
+        load_existing_study(StudyPlace(), NAME + "x")
     smoke = get_suite("smoke")
     tuned = smoke.with_best_params(found)
     assert tuned.name == "smoke-tuned" and dict(tuned.params_from) == {configuration.id: NAME}
@@ -260,29 +260,29 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
 
 def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that_matches(monkeypatch):
     searched = SearchSettings("vae", 1, "single", "gaussian", limit=200, epochs=1, lr=1e-2)
-    monkeypatch.setattr("benchmark.studies.load_existing_study", lambda url, name: None)
+    monkeypatch.setattr("benchmark.studies.load_existing_study", lambda place, name: None)
     monkeypatch.setattr("benchmark.studies.study_settings", lambda study: searched)
     suite = get_suite("full")  # all images, 100 epochs, batch 128, lr 1e-3
-    assert tuning_notes(["s"], "sqlite:///x.db", suite) == [
+    assert tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite) == [
         "note: study 's' searched with other training than this run's (limit 200 → all, epochs 1 → 100, "
         "lr 0.01 → 0.001); its best parameters were chosen for that training. A search with --epochs 100 "
         "--lr 0.001 and no --limit, under a new --study-name, tunes them for this one"]
     monkeypatch.setattr("benchmark.studies.study_settings", lambda study: replace(searched, epochs=100, lr=1e-3))
     assert "(limit 200 → all); its best parameters were chosen for that training. A search with no --limit, " \
-        "under a new --study-name," in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
+        "under a new --study-name," in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
     monkeypatch.setattr("benchmark.studies.study_settings",
                         lambda study: replace(searched, limit=None, epochs=100, lr=1.2345678e-4))
-    assert "A search with --lr 0.001, under" in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
-    assert "(lr 0.00012345678 → 0.001)" in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
+    assert "A search with --lr 0.001, under" in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
+    assert "(lr 0.00012345678 → 0.001)" in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
     monkeypatch.setattr("benchmark.studies.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
-    assert tuning_notes(["s"], "sqlite:///x.db", suite) == []
+    assert tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite) == []
     # fewer folds train on fewer images; another precision is other training too ("auto": made before it was stored)
     here = suite.train.effective_precision(resolve_device("auto"))
     there = {"fp32": "bf16", "bf16": "fp32"}[here]
     monkeypatch.setattr("benchmark.studies.study_settings",
                         lambda study: replace(searched, limit=None, epochs=100, lr=1e-3, folds=2, precision=there))
     assert (f"(folds 2 → 5, precision {there} → {here}); its best parameters were chosen for that training. A search "
-            f"with --folds 5 --precision {here}, under") in tuning_notes(["s"], "sqlite:///x.db", suite)[0]
+            f"with --folds 5 --precision {here}, under") in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
 
 
 def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
@@ -439,7 +439,7 @@ def test_two_objectives_give_a_pareto_front_without_pruning(tmp_path, fake_train
     study = load(tmp_path, name)
     assert len(study.directions) == 2 and len(study.trials) == 4
     assert all(not t.intermediate_values for t in study.trials)
-    configuration, _ = best_configurations([name], db(tmp_path, name))[("vae", 1, "single", "gaussian", False)]
+    configuration, _ = best_configurations([name], StudyPlace(db(tmp_path, name)))[("vae", 1, "single", "gaussian", False)]
     lowest = min(study.best_trials, key=lambda t: t.values[0])
     assert configuration.method.exponent == lowest.params["exponent"]
     assert cli(tmp_path, "studies", "plot", name) == 0
@@ -458,7 +458,7 @@ def test_the_best_of_a_pareto_front_is_its_lowest_recon_whatever_the_order_of_th
     assert search_cli(tmp_path, "--objectives", "latent,recon", "--trials", "3") == 0
     assert len(study.best_trials) > 1
     lowest = min(study.best_trials, key=lambda t: (t.values[1], t.number))
-    configuration, _ = best_configurations([name], db(tmp_path, name))[("vae", 1, "single", "gaussian", False)]
+    configuration, _ = best_configurations([name], StudyPlace(db(tmp_path, name)))[("vae", 1, "single", "gaussian", False)]
     assert (configuration.method.exponent, configuration.balance.beta) == (
         lowest.params["exponent"], lowest.params["beta"])
     capsys.readouterr()
@@ -498,9 +498,9 @@ def test_params_from_refuses_a_vq_search_made_when_beta_weighed_the_whole_vq_los
                                               distributions={"beta": optuna.distributions.FloatDistribution(0.01, 10)}))
     if refused:
         with pytest.raises(ValueError, match="β weighed the whole VQ loss.*search again, under a new --study-name"):
-            best_configurations(["old"], url)
+            best_configurations(["old"], StudyPlace(url))
     else:
-        configuration, _ = best_configurations(["old"], url)[(family, 1, "baseline", None, False)]
+        configuration, _ = best_configurations(["old"], StudyPlace(url))[(family, 1, "baseline", None, False)]
         assert configuration.balance.beta == 2.0
 
 

@@ -28,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              "an earlier report's are removed, so none is left stale")
     report.add_argument("--search-storage", metavar="URL",
                         help="storage of the searches whose parameters a run took (--params-from), for their "
-                             "Optuna plots (default: each search's SQLite file under studies/)")
+                             "Optuna plots (default: the storage the run read each from)")
     report.set_defaults(handler=cmd_report)
 
 
@@ -36,6 +36,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.processes import terminate_as_interrupt
     from benchmark.report import write_report
     from benchmark.results import ReportError, available_suites
+    from benchmark.studies import StudyPlace
 
     files = {suite_name(s): s for s in args.suite or [] if s.endswith(".toml")}  # name → the file given
     suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
@@ -46,7 +47,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             with terminate_as_interrupt():  # SIGTERM (timeout, Slurm) drops the report being built, as Ctrl-C does
                 summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                                       checkpoints=not args.no_checkpoints, search_storage=args.search_storage)
+                                       checkpoints=not args.no_checkpoints, searches_in=StudyPlace(args.search_storage) if args.search_storage else None)
         except ReportError as error:
             if args.suite:  # asked for by name: an error
                 raise

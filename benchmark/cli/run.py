@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmark.cli.search import study_place
 from benchmark.config import PRECISIONS
 from benchmark.processes import busy_note, exit_warnings
 from benchmark.results import read_meta
-from benchmark.storage import (StoreConfig, grace_for, safe_url, same_storage, setting_text, settings_differ,
+from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text, settings_differ,
                                stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
-from benchmark.studies import best_configurations, study_names, tuning_notes
+from benchmark.studies import StudyPlace, best_configurations, study_names, tuning_notes
 from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:
@@ -35,9 +37,8 @@ INTERRUPTED = "interrupted: finished work is stored; run the same command again 
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
-    if args.storage and args.studies_dir:
-        raise ValueError("--studies-dir is where SQLite studies go without --storage: give one or the other")
-    return StoreConfig(storage=args.storage, studies_dir=args.studies_dir or Path("studies"), results_dir=args.results_dir,
+    place = study_place(args)
+    return StoreConfig(storage=place.storage, studies_dir=place.folder, results_dir=args.results_dir,
                        # Absolute: the results record where each checkpoint is, for `report` run elsewhere.
                        artifacts_dir=args.artifacts_dir.absolute() if args.artifacts_dir else None,
                        heartbeat_interval=getattr(args, "heartbeat", 10),
@@ -115,8 +116,12 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
     filed = None if args.name or args.params_from else _filed_note(args.suite, base, suite, store)
     notes = [filed] if filed else []
     if args.params_from:
-        base, suite = suite, suite.with_best_params(best_configurations(args.params_from, args.search_storage))
-        notes = suite.replacement_notes(base) + tuning_notes(args.params_from, args.search_storage, suite)
+        # Searches are in --search-storage, or beside the suite's study (studies/ or --studies-dir).
+        searches = StudyPlace(args.search_storage, store.studies_dir)
+        base, suite = suite, suite.with_best_params(best_configurations(args.params_from, searches))
+        suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
+                                                     for name in args.params_from))
+        notes = suite.replacement_notes(base) + tuning_notes(args.params_from, searches, suite)
     if args.name and args.name.endswith(".toml"):
         raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
                          "a suite file's run is filed under the file's `name`)")

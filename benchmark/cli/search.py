@@ -11,10 +11,12 @@ from pathlib import Path
 from benchmark.config import PRECISIONS
 from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
+from benchmark.studies import STUDIES_DIR, StudyPlace
 
 STORAGE_HELP = ("Optuna storage URL (default: the study's own SQLite file, studies/NAME.db, or the file under "
                 "studies/ that already holds it)")
 STUDIES_STORAGE_HELP = f"{STORAGE_HELP}; list: every SQLite file under studies/"
+STUDIES_DIR_HELP = "where SQLite studies live without --storage (default studies/), as `run --studies-dir`"
 
 SEARCH_EPILOG = """\
 searched parameters and default ranges (one trial = one k-fold cross-validation):
@@ -90,6 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="seconds between worker heartbeats; a worker silent for five beats is taken for "
                              "dead (default 10; a study keeps its first run's)")
     search.add_argument("--storage", help=STORAGE_HELP)
+    search.add_argument("--studies-dir", type=Path, help=STUDIES_DIR_HELP)
     search.add_argument("--study-name", help="default: search-<family>-<config>-<method>, then -<sampling> and "
                                              "-softadapt when given, and -<objective> for each objective when "
                                              "--objectives is other than recon, e.g. "
@@ -101,6 +104,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              description="Inspect Optuna studies (default: list every study under studies/, suites and searches).")
     studies.set_defaults(handler=cmd_list)
     studies.add_argument("--storage", help=STUDIES_STORAGE_HELP)
+    studies.add_argument("--studies-dir", type=Path, help=STUDIES_DIR_HELP)
     actions = studies.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="name, direction(s), trial counts and best value of every study")
     show = actions.add_parser("show", help="best parameters, top-5 trials and per-fold values of the best trial")
@@ -112,7 +116,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         # SUPPRESS: given before or after the action, and not reset by the action's default
         parser.add_argument("--storage", default=argparse.SUPPRESS,
                             help=STUDIES_STORAGE_HELP if parser is listing else STORAGE_HELP)
+        parser.add_argument("--studies-dir", type=Path, default=argparse.SUPPRESS, help=STUDIES_DIR_HELP)
         parser.set_defaults(handler=handler)
+
+
+def study_place(args: argparse.Namespace) -> StudyPlace:
+    """Where the command's studies are: ``--storage``, or the SQLite files under ``--studies-dir``."""
+    if args.storage and args.studies_dir:
+        raise ValueError("--studies-dir is where SQLite studies go without --storage: give one or the other")
+    return StudyPlace(args.storage, args.studies_dir or STUDIES_DIR)
 
 
 def _settings(args: argparse.Namespace):
@@ -130,6 +142,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from benchmark.search import SearchInterrupted, SearchOptions, run_search
 
     settings = _settings(args)
+    place = study_place(args)
     if args.pruner_startup is not None and args.pruner != "median":
         raise ValueError(f"--pruner-startup sets when the median pruner starts; this search has --pruner {args.pruner}")
     options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
@@ -137,13 +150,14 @@ def cmd_search(args: argparse.Namespace) -> int:
                             data_root=args.data_root, download=args.download, heartbeat=args.heartbeat,
                             show_progress=not args.quiet)
     try:
-        summary = run_search(settings, args.storage, args.study_name or settings.default_study_name(), options)
+        name = args.study_name or settings.default_study_name()
+        summary = run_search(settings, place.url(name), name, options)
     except SearchInterrupted as stop:
-        _print_summary(stop.summary, settings.objectives)
+        _print_summary(stop.summary, settings.objectives, place)
         print("interrupted: finished trials are stored; run the same command again to continue the study",
               file=sys.stderr)
         return 130
-    _print_summary(summary, settings.objectives)
+    _print_summary(summary, settings.objectives, place)
     to_go = (f"; {summary.to_go} trial{'s' * (summary.to_go != 1)} to go: run the same command again"
              if summary.to_go else "")
     for line in exit_warnings(options.workers, summary.worker_failures, summary.workers_killed,
@@ -153,10 +167,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 1 if summary.worker_failures or (summary.workers_killed and summary.to_go) else 0
 
 
-def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
-    from benchmark.storage import safe_url
-    from benchmark.studies import default_storage
-
+def _print_summary(summary: SearchSummary, objectives: tuple[str, ...], place: StudyPlace) -> None:
     counts = summary.counts
     shown = ", ".join(f"{status} {n}" for status, n in counts.items()  # running, waiting: on other workers
                       if n or status in ("complete", "pruned", "failed", "interrupted"))
@@ -168,20 +179,20 @@ def _print_summary(summary: SearchSummary, objectives: tuple[str, ...]) -> None:
         print(f"best trial #{best.number}: {values}; {params} ({best.user_attrs.get('config_id', '')})")
     for trial in summary.failed[-5:]:  # the most recent reasons; `studies show` lists them all
         print(f"  trial #{trial.number} failed: {trial.user_attrs['error']}")
-    storage = summary.storage_url
     print(f"inspect: python -m benchmark studies show {shlex.quote(summary.study_name)}"  # a line to paste
-          + (f" --storage {shlex.quote(safe_url(storage))}" if storage != default_storage(summary.study_name) else ""))
+          + place.flags(summary.study_name, summary.storage_url))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from benchmark.studies import format_study_list, list_all_studies, list_studies, unlisted_studies
 
-    rows, skipped = (list_studies(args.storage), []) if args.storage else list_all_studies()
-    print(format_study_list(rows, args.storage))
+    place = study_place(args)
+    rows, skipped = (list_studies(place.storage), []) if place.storage else list_all_studies(place.folder)
+    print(format_study_list(rows, place))
     for reason in skipped:
         print(f"warning: skipped {reason}", file=sys.stderr)
-    if not args.storage:
-        for note in unlisted_studies(row.name for row in rows):
+    if not place.storage:
+        for note in unlisted_studies((row.name for row in rows), place.folder):
             print(f"note: {note}", file=sys.stderr)
     return 0
 
@@ -189,14 +200,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from benchmark.studies import describe_study, load_existing_study
 
-    print(describe_study(load_existing_study(args.storage, args.name)))
+    print(describe_study(load_existing_study(study_place(args), args.name)))
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from benchmark.studies import load_existing_study, plot_dir, plot_study
 
-    study = load_existing_study(args.storage, args.name)
+    study = load_existing_study(study_place(args), args.name)
     written, notes = plot_study(study, plot_dir(args.out, args.name))
     if not written:  # e.g. no complete trial yet: nothing asked for was made
         raise ValueError("; ".join(notes) or f"nothing to plot in study {args.name!r}")
