@@ -72,8 +72,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                      help="use the best parameters of these `search` studies for the configurations they cover "
                           "(the run is then named <suite>-tuned, unless --name is given)")
     run.add_argument("--search-storage",
-                     help="storage of the --params-from studies (default: each study's SQLite file under studies/, "
-                          "as `search` made it)")
+                     help="storage of the --params-from studies (default: each study's SQLite file under --studies-dir, "
+                          "studies/ by default, as `search` made it)")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     run.add_argument("--fold-parallel", choices=("auto", "on", "off"), default="auto",
                      help="train the folds of a configuration together as one vectorised ensemble "
