@@ -29,7 +29,8 @@ from benchmark.report_index import FIGURE_KINDS
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
                               display_table, latex_table, markdown_table)
-from benchmark.stats import compare_with_baseline, corrected_resampled_ttest, format_mean_var, holm, parameter_text
+from benchmark.stats import (compare_with_baseline, completed, corrected_resampled_ttest, format_mean_var, holm,
+                             parameter_text)
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
 # (config_id, family, config, method, sampling, exponent, softadapt); the config ids follow the runner.
@@ -177,7 +178,7 @@ def test_compare_with_baseline_pairs_on_fold_and_adjusts_within_model_config(row
     assert group["p_holm"].to_numpy() == pytest.approx(holm(group["p"].to_numpy()))
 
 
-def test_a_second_baseline_is_compared_with_the_plain_one_and_methods_stay_paired_fold_by_fold(rows):
+def test_a_second_baseline_is_compared_with_the_plain_one_and_methods_stay_compared_with_the_plain_one(rows):
     other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5")
     other["recon"] *= 0.9
     comparison = compare_with_baseline(pd.concat([other, rows]), k=FOLDS).set_index(["config_id", "metric"])
@@ -187,6 +188,26 @@ def test_a_second_baseline_is_compared_with_the_plain_one_and_methods_stay_paire
     expected = compare_with_baseline(rows, k=FOLDS).set_index(["config_id", "metric"])
     method = ("vae/1/single/uniform/a=40", "recon")
     assert comparison.loc[method, "p"] == pytest.approx(expected.loc[method, "p"])
+
+
+def test_a_method_is_paired_with_the_baseline_by_fold_number_not_by_row_order(rows):
+    method_id = "vq-vae/1/multidecoder/uniform"
+    method = rows[(rows["config_id"] == method_id) & (rows["fold"] != 0)].iloc[::-1]  # folds 4, 3, 2, 1
+    base = rows[(rows["config_id"] == "vq-vae/1/baseline") & (rows["fold"] != 4)]     # folds 0, 1, 2, 3
+    rows = pd.concat([rows[~rows["config_id"].isin([method_id, "vq-vae/1/baseline"])], method, base])
+    line = compare_with_baseline(rows, k=FOLDS).set_index(["config_id", "metric"]).loc[(method_id, "recon")]
+    by_fold = base.set_index("fold")["recon"]
+    d = np.array([method.set_index("fold").loc[fold, "recon"] - by_fold[fold] for fold in (1, 2, 3)])
+    assert line["n_pairs"] == 3
+    assert line["mean_diff"] == pytest.approx(d.mean())
+    assert line["p"] == pytest.approx(corrected_resampled_ttest(d, N_TRAIN, N_VAL, FOLDS).p)
+
+
+def test_a_unit_exported_twice_counts_once_with_its_last_values(rows):
+    unit = rows[(rows["config_id"] == "vae/1/baseline") & (rows["fold"] == 0)]
+    done = completed(pd.concat([rows, unit.assign(recon=123.0)]))
+    again = done[(done["config_id"] == "vae/1/baseline") & (done["fold"] == 0)]
+    assert len(done) == len(rows) and again["recon"].tolist() == [123.0]
 
 
 def test_methods_are_not_compared_with_another_baseline_when_the_plain_one_failed(rows):
@@ -767,8 +788,12 @@ def test_unknown_suite_raises_a_one_line_error_and_writes_nothing(tmp_path, rows
         write_report(results, "smoke", tmp_path / "out")
 
 
-@pytest.mark.parametrize("content", ["", "header-only", "all-failed"])
-def test_empty_suite_raises(tmp_path, rows, content):
+@pytest.mark.parametrize("content, message", [
+    ("", "suite 'demo' has no results yet ({csv} is empty)"),
+    ("header-only", "suite 'demo' has no results yet ({csv} holds no rows)"),
+    ("all-failed", f"suite 'demo' has no completed units yet ({len(CONFIGS) * FOLDS} FAIL); first error: CUDA out of "
+                   "memory")])
+def test_empty_suite_raises(tmp_path, rows, content, message):
     results = tmp_path / "results"
     results.mkdir()
     if content == "":
@@ -778,8 +803,9 @@ def test_empty_suite_raises(tmp_path, rows, content):
     else:
         failed = rows.assign(state="FAIL", error="CUDA out of memory")
         failed.to_csv(results / "demo.csv", index=False)
-    with pytest.raises(ReportError, match="suite 'demo' has no"):
+    with pytest.raises(ReportError) as raised:
         write_report(results, "demo", tmp_path / "out")
+    assert str(raised.value) == message.format(csv=results / "demo.csv")
     assert not (tmp_path / "out").exists()
 
 
