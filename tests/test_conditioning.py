@@ -96,12 +96,17 @@ def test_power_law_mean_count_matches_d_over_a_plus_1_floored(a):
     assert counts.min() >= 0 and counts.max() <= 1024
 
 
-def test_power_law_produces_empty_masks_and_masks_match_counts():
-    sampler = PixelSampler("uniform", 32, exponent=40.0)
-    masks = sampler.sample(2000, gen(), "cpu")
-    per_image = masks.flatten(1).sum(1)
-    assert (per_image == 0).any()
-    assert (per_image > 0).any()
+@pytest.mark.parametrize("sampling", ["uniform", "gaussian"])
+def test_power_law_produces_empty_masks_and_masks_match_counts(sampling):
+    sampler = PixelSampler(sampling, 32, exponent=40.0)
+    counts = sampler.sample_counts(2000, gen(), torch.device("cpu"))  # the draw `sample` makes first
+    per_image = sampler.sample(2000, gen(), "cpu").flatten(1).sum(1).long()
+    assert (per_image == 0).any() and (per_image > 0).any()
+    if sampling == "uniform":  # distinct pixels: exactly k
+        assert torch.equal(per_image, counts)
+    else:  # drawn with replacement: at most k, and k wherever k is 0 or 1
+        assert (per_image <= counts).all() and torch.equal(per_image[counts <= 1], counts[counts <= 1])
+        assert per_image.sum() > 0.9 * counts.sum()
 
 
 def test_the_exponent_given_is_the_exponent_used():
@@ -135,10 +140,13 @@ def test_masks_are_made_without_a_per_sample_loop(sampling):
     assert counts[0] == counts[1]  # the number of tensor ops does not grow with the batch
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: on a CPU every tensor is on the input's device")
 def test_masks_are_on_the_input_device():
-    x = torch.rand(3, 1, 32, 32)
-    mask = PixelSampler("gaussian", 32, count=10).sample(3, gen(), x.device)
-    assert mask.device == x.device
+    x = torch.rand(3, 1, 32, 32, device="cuda")
+    for sampling in ("exact", "uniform", "gaussian"):
+        sampler = PixelSampler(sampling, 32, exponent=None if sampling == "exact" else 30.0)
+        mask = sampler.sample(3, torch.Generator(x.device).manual_seed(0), x.device)
+        assert mask.device == x.device
 
 
 def test_conditioning_concatenates_mask_and_masked_image():
