@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from benchmark.conditioning import PixelSampler
@@ -125,6 +126,22 @@ def test_the_x_axis_counts_distinct_pixels_which_gaussian_draws_repeat(images):
     assert (gaussian["distinct_pixels"].iloc[2:] < gaussian["count"].iloc[2:]).all()  # draws repeat at large k
     assert gaussian["distinct_pixels"].iloc[-1] < 0.8 * SIDE * SIDE
     assert list(uniform["distinct_pixels"]) == counts  # uniform pixels are distinct
+
+
+@pytest.mark.parametrize("family, method", [("vae", "multidecoder"), ("vq-vae", "single")])
+def test_the_errors_are_the_per_pixel_mse_of_the_two_decodes_on_the_seeded_masks(images, family, method):
+    net = model(family, method)
+    errors = observed_error(net, images, "uniform", [0, 8], seed=3, exact=True)
+    with torch.no_grad():
+        z = net.encode(images).z  # eval mode: a Gaussian VAE's z is μ
+        assert errors["recon"].tolist() == pytest.approx([float(F.mse_loss(net.decode(z), images))] * 3, rel=1e-6)
+        for row, sampling, k in zip(errors.itertuples(), ("uniform", "uniform", "exact"), (0, 8, None)):
+            sampler = PixelSampler(sampling, SIDE, count=k)
+            mask = sampler.sample(len(images), torch.Generator().manual_seed(3), "cpu")
+            decoded = net.decode(z, images, mask, conditioned=True)
+            assert row.recon_cond == pytest.approx(float(F.mse_loss(decoded, images)), rel=1e-6)
+            assert row.distinct_pixels == float(mask.flatten(1).sum(1).mean())
+    assert errors["recon_cond"].iloc[1] != errors["recon_cond"].iloc[0]  # the masks reach the decoder
 
 
 def test_a_model_trained_on_the_exact_grid_gets_an_exact_row_and_star(tmp_path, images, saved):
