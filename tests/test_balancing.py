@@ -91,8 +91,8 @@ def test_softadapt_without_its_beta_says_where_to_take_it():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(variant="fancy"), "loss-weighted, normalized, original"),
-    (dict(w1=-1.0), "w1"),
-    (dict(beta=float("nan")), "beta"),
+    (dict(w1=-1.0), "^w1 must be a finite number >= 0, got -1.0$"),
+    (dict(beta=float("nan")), "^beta must be a finite number >= 0, got nan$"),
 ])
 def test_bad_balance_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
