@@ -11,7 +11,6 @@ import pytest
 from conftest import times_claimed
 from optuna.trial import TrialState
 
-from benchmark.cv import fold_indices
 from benchmark.export import export, export_note
 from benchmark.storage import (
     StoreConfig,
@@ -31,8 +30,6 @@ def test_library_settings_take_what_a_script_would_pass(tmp_path):
     store = StoreConfig(studies_dir=str(tmp_path), results_dir=str(tmp_path / "r"))  # strings, as from argv
     assert store.url("s") == f"sqlite:///{(tmp_path / 's.db').as_posix()}" and store.results_dir == tmp_path / "r"
     assert get_suite("smoke").override(weight_decay=0.0).train.weight_decay == 0.0  # every training setting
-    with pytest.raises(ValueError, match="the folds' seed must be an integer, got None"):
-        fold_indices(100, 5, seed=None)  # None would give other folds on every call: unpaired comparisons
 
 
 def test_racing_workers_claim_every_waiting_trial_exactly_once_on_sqlite(tmp_path):

@@ -223,6 +223,17 @@ def test_fold_indices_golden_values():
     assert as_lists(fold_indices(6, 2, seed=1, repeats=2)) == FOLDS_6_2_1_REPEATS_2
 
 
+@pytest.mark.parametrize("args, message", [
+    (dict(n=100, folds=5, seed=None), "the folds' seed must be an integer, got None"),  # None: other folds each call
+    (dict(n=100, folds=1), "cross-validation needs at least 2 folds, got 1"),
+    (dict(n=100, folds=5, repeats=0), "repeats must be >= 1, got 0"),
+    (dict(n=4, folds=5), "4 training images cannot be split into 5 folds")])
+def test_fold_indices_refuses_bad_input(args, message):
+    with pytest.raises(ValueError) as raised:
+        fold_indices(**args)
+    assert str(raised.value) == message
+
+
 def test_unit_seed_and_folds_are_the_same_in_a_fresh_process_with_another_hash_seed():
     code = ("from benchmark.cv import fold_indices, unit_seed\n"
             f"print([unit_seed(*k) for k in {list(UNIT_SEEDS)!r}])\n"
