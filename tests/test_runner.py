@@ -1,6 +1,7 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
 import errno
+import math
 import os
 import shlex
 import shutil
@@ -25,7 +26,8 @@ from benchmark.files import write_whole
 from benchmark.processes import crowded_note
 from benchmark.runner import Interrupts, _Worker
 from benchmark.storage import StoreConfig, stored_attr
-from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, unit_key, unit_keys, unit_of, unit_states
+from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
+                             unit_states)
 from benchmark.suites import get_suite
 from benchmark.train import native_bf16
 
@@ -167,6 +169,26 @@ def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once
     waiting = {k: [t.state for t in ts] for k, ts in unit_states(study).items() if k.startswith(config_id + "#")}
     assert waiting[unit_key(config_id, 1)] == [TrialState.RUNNING, TrialState.WAITING]
     assert waiting[unit_key(config_id, 2)] == [TrialState.COMPLETE, TrialState.WAITING]
+
+
+@pytest.mark.parametrize("first", [TrialState.COMPLETE, TrialState.RUNNING])
+def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_runs_or_once_done(tmp_path, monkeypatch,
+                                                                                                 first):
+    suite = get_suite("smoke").override(folds=2)
+    store = StoreConfig(studies_dir=tmp_path)
+    study = open_suite_study(suite, store)
+    key = unit_keys(suite)[0]
+    study.enqueue_trial({UNIT_PARAM: key})
+    study.enqueue_trial({UNIT_PARAM: key})  # the other machine's copy
+    oldest, copy = unit_states(study)[key]
+    study._storage.set_trial_state_values(oldest._trial_id, TrialState.RUNNING)
+    if first == TrialState.COMPLETE:
+        study._storage.set_trial_state_values(oldest._trial_id, TrialState.COMPLETE, [0.0])
+    study._storage.set_trial_state_values(copy._trial_id, TrialState.RUNNING)  # this worker's claim
+    monkeypatch.setattr("benchmark.runner.train_fold", lambda *args, **kwargs: pytest.fail("trained a unit twice"))
+    worker = _Worker(suite, store, show_progress=False, images=torch.rand(40, 1, 32, 32))
+    worker._train_claimed(copy._trial_id, key)
+    assert [t.state for t in unit_states(study)[key]] == [first, TrialState.PRUNED]
 
 
 def test_a_sibling_claim_that_loses_a_units_trial_does_not_take_its_copy(tmp_path, monkeypatch):
@@ -322,6 +344,9 @@ def test_a_worker_whose_unit_was_taken_over_discards_its_result_and_goes_on(tmp_
     study = study_of(tmp_path, "small")
     assert set(complete_per_unit(study).values()) == {1} and len(complete_per_unit(study)) == 4
     assert [t.state for t in unit_states(study)[paused[0]]] == [TrialState.FAIL, TrialState.COMPLETE]
+    exported = pd.read_csv(tmp_path / "results" / "small.csv").set_index(["config_id", "fold"])
+    row = exported.loc[parse_unit(paused[0])]  # the unit's complete trial, not the one taken from it
+    assert row["state"] == "COMPLETE" and math.isfinite(row["recon"])
 
 
 def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_done(smoke_run, tmp_path, capsys,
