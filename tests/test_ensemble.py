@@ -8,7 +8,7 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.cv import fold_indices
 from benchmark.data import load_dataset
 from benchmark.ensemble import can_stack, train_folds_together
-from benchmark.train import native_bf16, train_fold
+from benchmark.train import DivergedError, native_bf16, new_model, train_fold
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,33 @@ def test_each_fold_matches_training_it_alone(images, configuration, rtol):
         assert result.metrics["latent"] == pytest.approx(alone.metrics["latent"], rel=rtol)
         assert result.state_dict.keys() == alone.state_dict.keys()
     assert together[0].metrics != together[1].metrics  # the folds really are different models
+
+
+def test_a_diverging_fold_is_reported_and_the_others_train_on_as_without_it(images, monkeypatch):
+    from benchmark import ensemble
+
+    def poisoned(configuration, seed, *args):  # fold seed 12 starts from NaN weights: its loss is NaN
+        model = new_model(configuration, seed, *args)
+        if seed == 12:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return model
+
+    configuration = Configuration("vae", 1, MethodConfig("multidecoder", "uniform"))
+    splits = fold_indices(len(images), 5, seed=0)[:2]
+    settings = TrainConfig(epochs=2, batch_size=32, device="cpu")
+    [clean] = train_folds_together(configuration, images, splits[:1], settings, [11])
+    monkeypatch.setattr(ensemble, "new_model", poisoned)
+    epochs = []
+    first, diverged = train_folds_together(configuration, images, splits, settings, [11, 12],
+                                           on_epoch=lambda i, epoch, row: epochs.append((i, epoch)))
+    assert isinstance(diverged, DivergedError) and "diverged at epoch 1" in str(diverged)
+    assert epochs == [(0, 1), (0, 2)]
+    assert len(first.history) == 2
+    # as in test_each_fold_matches_training_it_alone: a NaN reaching it would be far off
+    assert first.metrics["recon"] == pytest.approx(clean.metrics["recon"], rel=1e-3)
+    assert first.metrics["recon_cond"] == pytest.approx(clean.metrics["recon_cond"], rel=1e-3)
+    assert first.metrics["latent"] == pytest.approx(clean.metrics["latent"], rel=1e-1)
 
 
 def test_folds_of_different_sizes_are_not_stacked(images):
