@@ -1,16 +1,22 @@
-"""Shared fixtures and helpers: one real smoke run that several test modules inspect."""
+"""Shared fixtures and helpers: one real smoke run that several test modules inspect, and what
+more than one module needs (the CLI in-process, MNIST files, figure checks, blob images)."""
 
 import collections
+import contextlib
 import multiprocessing
 import os
+import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+import torch
+from PIL import Image
 
 from benchmark.cli import main
-from benchmark.storage import StoreConfig, open_storage
+from benchmark.storage import StoreConfig, open_storage, stored_attr
 
 
 def cli(cwd: Path, *args: str) -> int:
@@ -93,3 +99,66 @@ def times_claimed(url: str, workers: int = 6, trials: int = 60) -> collections.C
     for process in processes:
         process.join()
     return counts
+
+
+def write_idx_images(path: Path, images: np.ndarray) -> None:
+    n, rows, cols = images.shape
+    path.write_bytes(struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes())
+
+
+def write_idx_labels(path: Path, labels: np.ndarray) -> None:
+    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray) -> None:
+    """MNIST's four idx files under ``root``, as torchvision reads them."""
+    # torchvision 0.29 reads the *uncompressed* files from MNIST/raw (the .gz files are only
+    # extracted by download()), and _check_exists wants all four whichever split is asked for.
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx_images(raw / "train-images-idx3-ubyte", train)
+    write_idx_labels(raw / "train-labels-idx1-ubyte", train_y)
+    write_idx_images(raw / "t10k-images-idx3-ubyte", test)
+    write_idx_labels(raw / "t10k-labels-idx1-ubyte", test_y)
+
+
+def assert_figure(path: Path, min_width: int = 0) -> None:
+    """A PDF starts as one; a PNG is a whole image, at least ``min_width`` wide, not of one colour."""
+    if path.suffix == ".pdf":
+        assert path.read_bytes()[:4] == b"%PDF", path.name
+    elif path.suffix == ".png":
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            low, high = image.convert("L").getextrema()
+            assert image.size[0] >= min_width and high - low > 10, f"{path.name}: {image.size}, {low}..{high}"
+
+
+def blobs(side: int, centres: list[tuple[float, float]]) -> torch.Tensor:
+    """Gaussian blobs on black at ``centres`` (x, y in [-1, 1]): (len(centres), 1, side, side) in [0, 1]."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+    return torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 0.1) for x, y in centres])[:, None]
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    # Two shared cores: several torch threads per process slow tiny models down many times.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def miss_the_first_look(monkeypatch, target: str) -> list[str]:
+    """Patch ``target`` (a module's ``stored_attr``) to find nothing the first time, as when another
+    process makes the study between a command's look and its opening it; returns the keys looked up."""
+    looks: list[str] = []
+
+    def before_the_other_made_it(url, study, key):
+        looks.append(key)
+        return None if len(looks) == 1 else stored_attr(url, study, key)
+
+    monkeypatch.setattr(target, before_the_other_made_it)
+    return looks

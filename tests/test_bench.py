@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_mnist
 from scipy import stats
-from test_data import write_mnist
 from torch import nn
 
 from benchmark.bench import (

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_mnist
 from PIL import Image
 
 from benchmark.data import DATASET_NAMES, Dataset, DatasetNotFoundError, limit_note, load_dataset
@@ -131,26 +131,6 @@ def test_digits_shape_range_and_labels() -> None:
 
 
 # ----------------------------------------------------------------------------- MNIST (idx files)
-
-
-def write_idx_images(path: Path, images: np.ndarray) -> None:
-    n, rows, cols = images.shape
-    path.write_bytes(struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes())
-
-
-def write_idx_labels(path: Path, labels: np.ndarray) -> None:
-    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
-
-
-def write_mnist(root: Path, train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray) -> None:
-    # torchvision 0.29 reads the *uncompressed* files from MNIST/raw (the .gz files are only
-    # extracted by download()), and _check_exists wants all four whichever split is asked for.
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    write_idx_images(raw / "train-images-idx3-ubyte", train)
-    write_idx_labels(raw / "train-labels-idx1-ubyte", train_y)
-    write_idx_images(raw / "t10k-images-idx3-ubyte", test)
-    write_idx_labels(raw / "t10k-labels-idx1-ubyte", test_y)
 
 
 def test_mnist_reads_idx_files(tmp_path: Path) -> None:

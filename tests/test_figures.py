@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import blobs
 from matplotlib.figure import Figure
 
 from benchmark.conditioning import PixelSampler
@@ -29,10 +30,7 @@ GRID = PixelSampler("exact", SIDE).fixed_count  # 16 pixels on a 16 x 16 image
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    """Four blobs on black, in [0, 1]."""
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, SIDE), torch.linspace(-1, 1, SIDE), indexing="ij")
-    centres = [(0, 0), (0.4, -0.3), (-0.3, 0.4), (0.2, 0.2)]
-    return torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 0.1) for x, y in centres])[:, None]
+    return blobs(SIDE, [(0, 0), (0.4, -0.3), (-0.3, 0.4), (0.2, 0.2)])
 
 
 def model(family: str, method: str):

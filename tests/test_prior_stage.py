@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli, one_line_error
-from PIL import Image
+from conftest import assert_figure, cli, one_line_error
 from sklearn.model_selection import KFold
 
 from benchmark.caveats import prior_notes
@@ -187,12 +186,8 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
         assert 1 <= row["prior_code_perplexity"] <= K
         assert (f"{row['prior_nll_nats']:.3f} (fold {int(row['prior_fold'])}, perplexity "
                 f"{row['prior_code_perplexity']:.0f})") in markdown
-        with Image.open(figure) as image:
-            image.verify()
-        with Image.open(figure) as image:
-            low, high = image.convert("L").getextrema()
-            assert image.size[0] > 300 and high - low > 10
-        assert figure.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+        assert_figure(figure, min_width=300)
+        assert_figure(figure.with_suffix(".pdf"))
     # Gaussian VAE rows have no prior: a – in its column.
     column = [c.strip() for c in markdown.splitlines()[0].split("|")].index("Prior NLL (nats/code)")
     vae_lines = [line for line in markdown.splitlines() if line.startswith("| Gaussian VAE")]

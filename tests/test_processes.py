@@ -49,7 +49,7 @@ def start(cwd: Path) -> subprocess.Popen:
     return process
 
 
-def stopped(process: subprocess.Popen, within: float) -> bool:
+def ended_interrupted(process: subprocess.Popen, within: float) -> bool:
     """Whether ``process`` ended as interrupted, saying so alone (no traceback), within ``within`` seconds."""
     started = time.monotonic()
     _, err = process.communicate(timeout=90)
@@ -59,17 +59,17 @@ def stopped(process: subprocess.Popen, within: float) -> bool:
 def test_ctrl_c_while_workers_start_stops_them_without_a_traceback(tmp_path):
     process = start(tmp_path)
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the workers that still import too
-    assert stopped(process, 20)  # once started, not after the parent's patience (60 s)
+    assert ended_interrupted(process, 20)  # once started, not after the parent's patience (60 s)
 
 
 def test_an_interrupt_of_the_parent_alone_while_workers_start_stops_them(tmp_path):
     process = start(tmp_path)
     os.kill(process.pid, signal.SIGINT)  # kill -INT: passed on to the workers, which ignore it while they start
-    assert stopped(process, 20)
+    assert ended_interrupted(process, 20)
 
 
 def test_ctrl_c_reaches_workers_that_have_started(tmp_path):
     process = start(tmp_path)
     time.sleep(8)  # past the start-up: the workers sleep in work()
     os.killpg(process.pid, signal.SIGINT)
-    assert stopped(process, 10)
+    assert ended_interrupted(process, 10)

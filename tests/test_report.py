@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli
-from PIL import Image
+from conftest import assert_figure, blobs, cli
 from scipy import stats as sps
 
 from benchmark.caveats import caveats
@@ -645,24 +644,9 @@ def test_curves_tell_a_second_baseline_from_the_plain_one(tmp_path, rows, monkey
     assert {("baseline", "--"), ("baseline: W₁=1, β=0.5", ":")} <= set(drawn)
 
 
-def _assert_figure(path: Path) -> None:
-    if path.suffix == ".pdf":
-        assert path.read_bytes()[:4] == b"%PDF"
-    elif path.suffix == ".png":
-        assert path.stat().st_size > 5_000
-        with Image.open(path) as image:
-            image.verify()
-        with Image.open(path) as image:
-            low, high = image.convert("L").getextrema()
-            assert low < high, f"{path.name} is a single colour"
-
-
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    torch.manual_seed(0)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
-    blobs = [torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.1) for cx, cy in [(0, 0), (0.4, -0.3), (-0.3, 0.4)]]
-    return torch.stack(blobs)[:, None].clamp(0, 1)
+    return blobs(32, [(0, 0), (0.4, -0.3), (-0.3, 0.4)])
 
 
 def test_write_report_draws_every_figure(tmp_path, rows, images, monkeypatch):
@@ -688,7 +672,7 @@ def test_write_report_draws_every_figure(tmp_path, rows, images, monkeypatch):
     assert len(models) == len(CONFIGS) and not summary.warnings
     for path in summary.files:
         assert path.is_file()
-        _assert_figure(path)
+        assert_figure(path)
     index = (tmp_path / "out" / "index.md").read_text()
     assert "[png](figures/curves_vae_1_single.png)" in index and "[`table.tex`](table.tex)" in index
     assert "[`comparison.md`](comparison.md)" in index
@@ -724,7 +708,7 @@ def test_figure_functions_check_their_model(tmp_path, images):
     paths = reconstruction_grid(baseline, images, None, tmp_path / "grid.png")
     assert [p.name for p in paths] == ["grid.png", "grid.pdf"]
     for path in paths:
-        _assert_figure(path)
+        assert_figure(path)
     with pytest.raises(ValueError, match="no conditioned decoder"):
         error_vs_observed(baseline, images, "uniform", tmp_path / "err")
     with pytest.raises(ValueError, match="mask sampler"):

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli, one_line_error
-from PIL import Image
+from conftest import assert_figure, cli, one_line_error
 
 from benchmark.export import load_checkpoint
 from benchmark.report import write_report
@@ -41,10 +40,8 @@ def test_report_on_a_smoke_run_matches_the_per_fold_results(smoke_run):
     kinds = {p.name.split("_")[0] for p in figures}
     assert {"curves", "reconstruction", "error", "sampling"} <= kinds
     for path in figures:
-        with Image.open(path) as image:
-            low, high = image.convert("L").getextrema()
-            assert image.size[0] > 100 and high - low > 10
-        assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+        assert_figure(path, min_width=100)
+        assert_figure(path.with_suffix(".pdf"))
 
 
 def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):

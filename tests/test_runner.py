@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import cli, one_line_error, run_cli, stopped, worker_pids
+from conftest import cli, miss_the_first_look, one_line_error, run_cli, stopped, worker_pids
 from optuna.trial import TrialState
 
 from benchmark.cli.run import command_line
@@ -25,7 +25,7 @@ from benchmark.cv import fold_label
 from benchmark.files import write_whole
 from benchmark.processes import crowded_note
 from benchmark.runner import Interrupts, _Worker
-from benchmark.storage import StoreConfig, stored_attr
+from benchmark.storage import StoreConfig
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
                              unit_states)
 from benchmark.suites import get_suite
@@ -651,13 +651,7 @@ def test_a_worker_under_auto_follows_a_study_another_machine_made_in_another_pre
     monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml", "--precision", "bf16") == 0  # the other machine's (a GPU's)
-    looks = []
-
-    def before_the_other_made_it(url, study, key):
-        looks.append(key)
-        return None if len(looks) == 1 else stored_attr(url, study, key)
-
-    monkeypatch.setattr("benchmark.runner.stored_attr", before_the_other_made_it)
+    looks = miss_the_first_look(monkeypatch, "benchmark.runner.stored_attr")
     assert run_cli(tmp_path, "--suite", "small.toml") == 0  # auto: fp32 on this CPU, had it made the study
     assert "note: study 'suite-small' trains in bf16, as its first run did, so this run does too" in capsys.readouterr().err
     assert looks == ["settings", "settings"]

@@ -15,14 +15,14 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from conftest import cli, one_line_error, stopped, worker_pids
+from conftest import cli, miss_the_first_look, one_line_error, one_torch_thread, stopped, worker_pids
 from optuna.trial import TrialState
 
 import benchmark.train
 from benchmark.processes import signal_name
 from benchmark.search import counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
-from benchmark.storage import status_counts, stored_attr, trial_status
+from benchmark.storage import status_counts, trial_status
 from benchmark.studies import (StudyPlace, best_configurations, file_name, load_existing_study, load_search_study,
                                plot_study, study_settings, training_differences, tuning_notes)
 from benchmark.suites import get_suite
@@ -49,20 +49,15 @@ def load(cwd: Path, name: str = NAME, url: str | None = None) -> optuna.Study:
 
 @pytest.fixture
 def one_thread():
-    # Two shared cores: several torch threads per process slow these tiny models down many times.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """Three real trials (too few for the median pruner), then the worst one again with a pruner that may act."""
     cwd = tmp_path_factory.mktemp("search")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         assert search_cli(cwd, "--trials", "3") == 0
         study = load(cwd)
         # The trial with the worst first fold, run again with the same parameters, gives the same first
@@ -70,8 +65,6 @@ def searched(tmp_path_factory):
         worst = max(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.intermediate_values[0])
         study.enqueue_trial(worst.params)
         assert search_cli(cwd, "--trials", "4", "--pruner-startup", "1") == 0
-    finally:
-        torch.set_num_threads(threads)
     return cwd, worst
 
 
@@ -792,13 +785,7 @@ def test_a_rerun_under_auto_follows_the_precision_the_study_trains_in(tmp_path, 
     assert f"note: study '{NAME}' trains in bf16, as its first run did, so this run does too" in capsys.readouterr().err
     assert len(load(tmp_path).trials) == 2 and load(tmp_path).user_attrs["settings"]["precision"] == "bf16"
     # Workers on machines started together all find no study; the first to make it sets its precision.
-    looks = []
-
-    def before_the_other_made_it(url, study, key):
-        looks.append(key)
-        return None if len(looks) == 1 else stored_attr(url, study, key)
-
-    monkeypatch.setattr("benchmark.search.stored_attr", before_the_other_made_it)
+    looks = miss_the_first_look(monkeypatch, "benchmark.search.stored_attr")
     assert search_cli(tmp_path, "--trials", "3") == 0
     assert f"note: study '{NAME}' trains in bf16" in capsys.readouterr().err and len(looks) == 2
     monkeypatch.setattr("benchmark.train.native_bf16", lambda device: False)
