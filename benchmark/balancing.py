@@ -64,7 +64,8 @@ class BalanceConfig:
             raise ValueError(f"unknown SoftAdapt variant {self.variant!r}; "
                              f"choose one of: {', '.join(SOFTADAPT_VARIANTS)}")
         if self.update_every < 1 or self.window < 2:
-            raise ValueError("SoftAdapt needs update_every >= 1 and window >= 2")
+            raise ValueError(f"SoftAdapt needs update_every >= 1 and window >= 2, got update_every={self.update_every}, "
+                             f"window={self.window}")
         if not self.softadapt and (self.softadapt_beta is not None or self.variant != "loss-weighted"):
             raise ValueError("softadapt_beta and variant are SoftAdapt's settings: they need softadapt=True")
 

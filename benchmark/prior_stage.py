@@ -391,7 +391,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                 raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
                                  f"{reason}") from None
             if info.get("config_id", target.config_id) != target.config_id:
-                raise ValueError(f"checkpoint {target.checkpoint} holds {info['config_id']}, not {target.config_id}")
+                raise ValueError(f"checkpoint {target.checkpoint} holds {info['config_id']}, not {target.config_id} "
+                                 "(swapped or overwritten since the run?): put its own weights back")
             train_x, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
             train_codes, val_codes = encode_codes(model, train_x), encode_codes(model, val_x)
             config = PriorConfig(_quantizer(model).codebook.num_embeddings, hidden, layers, kernel)
