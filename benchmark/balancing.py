@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from benchmark.checks import check_choice
+
 SOFTADAPT_VARIANTS = {"loss-weighted": "LossWeightedSoftAdapt", "normalized": "NormalizedSoftAdapt",
                       "original": "SoftAdapt"}
 # The thesis's SoftAdapt β per family (SPEC, "Loss balancing").
@@ -60,9 +62,7 @@ class BalanceConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
             object.__setattr__(self, name, float(value))
-        if self.variant not in SOFTADAPT_VARIANTS:
-            raise ValueError(f"unknown SoftAdapt variant {self.variant!r}; "
-                             f"choose one of: {', '.join(SOFTADAPT_VARIANTS)}")
+        check_choice("SoftAdapt variant", self.variant, SOFTADAPT_VARIANTS)
         if self.update_every < 1 or self.window < 2:
             raise ValueError(f"SoftAdapt needs update_every >= 1 and window >= 2, got update_every={self.update_every}, "
                              f"window={self.window}")

@@ -13,12 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmark.checks import check_choice
+
 SAMPLINGS = ("exact", "uniform", "gaussian")
-
-
-def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
 
 
 def exact_grid(image_size: int, stride: int) -> torch.Tensor:
@@ -33,7 +30,7 @@ def exact_grid(image_size: int, stride: int) -> torch.Tensor:
 
 def check_sampling(sampling: str, count: int | None = None, exponent: float | None = None) -> None:
     """The checks of a sampler's settings that need no image size (a ``ValueError`` each)."""
-    _check_choice("sampling", sampling, SAMPLINGS)
+    check_choice("sampling", sampling, SAMPLINGS)
     if count is not None:
         if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
             raise ValueError(f"pixel count k must be an integer >= 0, got {count!r}")

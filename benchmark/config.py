@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
+from benchmark.checks import check_choice, check_kinds
 from benchmark.conditioning import PixelSampler, check_sampling
 from benchmark.models import DEFAULT_BETA, METHODS, model_config
 
@@ -21,25 +20,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Datasets whose images have one size whatever the options: a suite's pixel counts are checked
 # against it before a run (other datasets' images are measured once loaded).
 FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
-
-
-def check_kind(name: str, value: object, kind: type | tuple[type, ...], what: str) -> None:
-    """A one-line ``ValueError`` when ``value`` is not of ``kind`` (``what`` it must be); a bool
-    is not a number, though Python counts it as an int."""
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-
-
-def did_you_mean(name: str, names: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
-    close = difflib.get_close_matches(name, list(names), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]) -> None:
-    """``check_kind`` for each (field, kind, what it must be) of ``instance``, in order."""
-    for name, kind, what in kinds:
-        check_kind(name, getattr(instance, name), kind, what)
 
 
 @dataclass(frozen=True)
@@ -58,8 +38,7 @@ class MethodConfig:
     balance: BalanceConfig = field(default_factory=BalanceConfig)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        check_choice("method", self.method, METHODS)
         b = self.balance
         if b.softadapt and (b.w1, b.w2) != (1.0, 1.0):  # else ignored in training, yet used to pick the best epoch
             given = ", ".join(f"{name} = {value:g}" for name, value in (("w1", b.w1), ("w2", b.w2)) if value != 1.0)
@@ -163,8 +142,8 @@ def family_balance(balance: BalanceConfig, family: str) -> BalanceConfig:
 
 def check_device(device: str) -> None:
     """Raise ``ValueError`` unless ``device`` is auto, cpu, cuda or cuda:N."""
-    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
-        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}, cuda:N")
+    if not re.fullmatch(r"cuda:\d+", device):
+        check_choice("device", device, DEVICES, ", cuda:N")
 
 
 @dataclass(frozen=True)
@@ -191,8 +170,7 @@ class TrainConfig:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         check_device(self.device)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        check_choice("precision", self.precision, PRECISIONS)
 
     def autocast(self, device: torch.device) -> bool:
         """Whether the training steps run under bf16 autocast on ``device``."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.config import check_kind, did_you_mean
+from benchmark.checks import check_kind, did_you_mean
 from benchmark.data import Dataset, load_dataset
 from benchmark.stats import completed
 from benchmark.storage import StoreConfig

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from benchmark.balancing import idle_softadapt_note
+from benchmark.checks import check_choice
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
@@ -375,8 +376,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    if fold_parallel not in ("auto", "on", "off"):
-        raise ValueError(f"unknown fold-parallel mode {fold_parallel!r}; choose one of: auto, on, off")
+    check_choice("fold-parallel mode", fold_parallel, ("auto", "on", "off"))
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
     asked = suite
     agreed = _with_agreed_precision(asked, store, device, fold_parallel)  # and one the study refuses, before data loads

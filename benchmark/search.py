@@ -40,7 +40,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
+from benchmark.checks import check_choice
 from benchmark.config import Configuration
+from benchmark.cv import fold_indices
 from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
                                  worker_id)
 from benchmark.progress import CostEta
@@ -89,8 +91,7 @@ class SearchOptions:
             raise ValueError(f"--trials must be >= 1, got {self.trials}")
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        check_choice("pruner", self.pruner, PRUNERS)
         if self.pruner_startup < 0:
             raise ValueError(f"--pruner-startup must be >= 0, got {self.pruner_startup}")
         if self.timeout is not None and not self.timeout > 0:
@@ -139,8 +140,6 @@ class _Objective:
     """Trains one trial's configuration over every fold; reports the running mean for pruning."""
 
     def __init__(self, settings: SearchSettings, options: SearchOptions, images, bar, interrupts: Interrupts) -> None:
-        from benchmark.cv import fold_indices
-
         self.settings, self.images, self.bar, self.interrupts = settings, images, bar, interrupts
         # Each trial of the budget weighs the same, and this worker's trial in training counts by its
         # epochs done, so the ETA moves within the first trial (pruned trials end early: until some
@@ -326,8 +325,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     # Load the data first: a bad dataset name must not leave an empty study behind.
     images = load_dataset(settings.dataset, options.data_root, download=options.download, limit=settings.limit,
                           seed=settings.seed).train
-    if len(images) < settings.folds:
-        raise ValueError(f"{len(images)} training images cannot be split into {settings.folds} folds")
+    fold_indices(len(images), settings.folds, settings.seed)  # too few images for the folds: before a study is made
     train_config = settings.train_config(options.device)
     device = training_device(train_config)  # a bad device or precision leaves no study
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmark.balancing import BalanceConfig
+from benchmark.checks import check_choice
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.models import METHODS, model_config
 
@@ -109,8 +110,7 @@ class SearchSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
         model_config(self.family, self.config)  # unknown model or config: one line listing the choices
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        check_choice("method", self.method, METHODS)
         wanted = searched_parameters(self.method, self.softadapt, self.ranges)
         unknown = sorted(set(self.ranges) - set(wanted))
         if unknown:

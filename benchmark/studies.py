@@ -24,7 +24,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark.config import Configuration, did_you_mean
+from benchmark.checks import did_you_mean
+from benchmark.config import Configuration
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
 from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, same_storage, sqlite_file,

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, check_kind, check_kinds,
-                              did_you_mean)
+from benchmark.checks import check_choice, check_kind, check_kinds, did_you_mean
+from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig
 from benchmark.models import MODEL_CONFIGS, model_config
 
 THESIS_EXPONENTS = (20.0, 40.0)
@@ -307,8 +307,7 @@ def suite_name(name_or_path: str) -> str:
 def get_suite(name_or_path: str) -> Suite:
     """A built-in suite by name, or a suite TOML file by path."""
     suites = builtin_suites()
-    if name_or_path in suites:
-        return suites[name_or_path]
-    if name_or_path.endswith(".toml") or Path(name_or_path).exists():
+    if name_or_path not in suites and (name_or_path.endswith(".toml") or Path(name_or_path).exists()):
         return load_suite_file(Path(name_or_path))
-    raise ValueError(f"unknown suite {name_or_path!r}; choose one of: {', '.join(suites)}, or a path to a .toml file")
+    check_choice("suite", name_or_path, suites, ", or a path to a .toml file")
+    return suites[name_or_path]

@@ -170,6 +170,18 @@ def test_a_method_without_its_kind_of_pixel_count_is_refused(make, message):
         make()
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: MethodConfig("multidecodr"),
+     "unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: baseline, multidecoder, single"),
+    (lambda: TrainConfig(device="cuda1"), "unknown device 'cuda1' (did you mean 'cuda'?); choose one of: auto, cpu, "
+                                          "cuda, cuda:N"),
+    (lambda: build_model("vq-vae", 4, "baseline"), "unknown vq-vae config 4; choose one of: 1, 2, 3"),
+])
+def test_a_mistyped_choice_is_named_with_the_closest_one_and_the_list(make, message):
+    with raises(message):
+        make()
+
+
 def test_a_model_for_images_without_channels_is_refused():
     with raises("channels must be >= 1, got 0"):
         build_model("vq-vae", 1, "baseline", channels=0)

@@ -102,7 +102,8 @@ def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
         estimate_cpu_minutes(get_suite("smoke")) * 60, abs=0.05 * 5 * 6)
     assert cli(tmp_path, "suites", "smokee") == 2
     assert capsys.readouterr().err.strip() == (
-        "error: unknown suite 'smokee'; choose one of: smoke, quick, full, or a path to a .toml file")
+        "error: unknown suite 'smokee' (did you mean 'smoke'?); choose one of: smoke, quick, full, or a path to a "
+        ".toml file")
 
 
 # ---------------------------------------------------------------- the full suite = the thesis grid
@@ -190,7 +191,7 @@ def test_the_smoke_suite_is_every_family_and_method_once_on_config_1():
 
 def test_builtin_suites_are_smoke_quick_full_and_unknown_names_list_them():
     assert list(builtin_suites()) == ["smoke", "quick", "full"]
-    with pytest.raises(ValueError, match=r"unknown suite 'fulll'; choose one of: smoke, quick, full, or a path"):
+    with pytest.raises(ValueError, match=r"unknown suite 'fulll' \(did you mean 'full'\?\); choose one of: smoke, quick, full, or a path"):
         get_suite("fulll")
 
 

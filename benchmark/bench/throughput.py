@@ -50,6 +50,7 @@ import torch
 from benchmark.balancing import LossBalancer
 from benchmark.bench.naive import naive_train, plain_process
 from benchmark.bench.peak import MatmulPeak, _sync, measure_matmul_peak, training_flops
+from benchmark.checks import check_choice
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
@@ -110,13 +111,9 @@ def parse_models(families: Iterable[str] | None) -> list[tuple[str, int]]:
     models: list[tuple[str, int]] = []
     for spec in families:
         family, _, config = spec.partition(":")
-        if family not in MODEL_CONFIGS:
-            raise ValueError(f"unknown model family {family!r}; choose one of: {', '.join(MODEL_CONFIGS)} "
-                             f"(optionally FAMILY:CONFIG, e.g. vq-vae:2)")
+        check_choice("model family", family, MODEL_CONFIGS, " (optionally FAMILY:CONFIG, e.g. vq-vae:2)")
         if config:
-            if not config.isdigit() or int(config) not in MODEL_CONFIGS[family]:
-                raise ValueError(f"unknown {family} config {config!r}; choose one of: "
-                                 f"{', '.join(map(str, MODEL_CONFIGS[family]))}")
+            check_choice(f"{family} config", config, map(str, MODEL_CONFIGS[family]))
             chosen = [int(config)]
         else:
             chosen = list(MODEL_CONFIGS[family])
@@ -129,8 +126,7 @@ def parse_methods(methods: Iterable[str] | None) -> list[str]:
         return list(METHODS)
     chosen: list[str] = []
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        check_choice("method", method, METHODS)
         if method not in chosen:
             chosen.append(method)
     return chosen

@@ -131,10 +131,9 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         _check_tuned_from_the_same(suite, set(args.params_from), store)
     suite = suite.override(name=args.name)
     _check_same_storage(suite, store)
-    from benchmark.data import DATASET_NAMES, FOLDER_PREFIX, unused_source_note
+    from benchmark.data import check_dataset_name, unused_source_note
 
-    if suite.dataset not in DATASET_NAMES and not suite.dataset.startswith(FOLDER_PREFIX):
-        raise ValueError(f"unknown dataset {suite.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}, folder:PATH")
+    check_dataset_name(suite.dataset)
     unused = unused_source_note(suite.dataset, args.data_root, args.download)
     return suite, notes + ([unused] if unused else [])
 

@@ -7,7 +7,7 @@
 """
 
 from .dataset import Dataset, DatasetNotFoundError
-from .registry import DATASET_NAMES, FOLDER_PREFIX, limit_note, load_dataset, unused_source_note
+from .registry import DATASET_NAMES, FOLDER_PREFIX, check_dataset_name, limit_note, load_dataset, unused_source_note
 
-__all__ = ["DATASET_NAMES", "FOLDER_PREFIX", "Dataset", "DatasetNotFoundError", "limit_note", "load_dataset",
-           "unused_source_note"]
+__all__ = ["DATASET_NAMES", "FOLDER_PREFIX", "Dataset", "DatasetNotFoundError", "check_dataset_name", "limit_note",
+           "load_dataset", "unused_source_note"]

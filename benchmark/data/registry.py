@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.checks import check_choice
 from benchmark.config import FIXED_IMAGE_SIDE
 
 from .dataset import Dataset
@@ -28,8 +29,10 @@ def unused_source_note(name: str, data_root: str | Path | None, download: bool) 
     return f"note: {given} not used: {name} {where} ({', '.join(_ROOTED)} come from --data-root)"
 
 
-def _choices() -> str:
-    return ", ".join((*DATASET_NAMES, FOLDER_PREFIX + "PATH"))
+def check_dataset_name(name: str) -> None:
+    """``ValueError`` for a name that is none of ``DATASET_NAMES`` nor ``folder:PATH``."""
+    if not name.startswith(FOLDER_PREFIX):
+        check_choice("dataset", name, DATASET_NAMES, f", {FOLDER_PREFIX}PATH")
 
 
 def _check_arguments(limit: int | None, test_fraction: float, image_size: int | None, seed: int) -> None:
@@ -85,8 +88,7 @@ def load_dataset(
             seed=seed,
             test_fraction=test_fraction,
         )
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {_choices()}")
+    check_dataset_name(name)
     native = FIXED_IMAGE_SIDE.get(name)  # image_size may only restate it
     if native is not None and image_size not in (None, native):
         raise ValueError(f"dataset {name!r} has a fixed image size of {native}; got image_size={image_size}")

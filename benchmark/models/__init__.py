@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from benchmark.checks import check_choice
 from benchmark.models.blocks import eval_mode
 from benchmark.models.gaussian import GaussianConfig, GaussianLatent
 from benchmark.models.latent import LatentCode
@@ -31,12 +32,9 @@ MODEL_CONFIGS: dict[str, dict[int, GaussianConfig | VQConfig]] = {
 
 def model_config(family: str, config: int) -> GaussianConfig | VQConfig:
     """The SPEC table's configuration ``config`` of ``family``."""
-    if family not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {family!r}; choose one of: {', '.join(FAMILIES)}")
-    configs = MODEL_CONFIGS[family]
-    if config not in configs:
-        raise ValueError(f"unknown {family} config {config!r}; choose one of: {', '.join(map(str, configs))}")
-    return configs[config]
+    check_choice("model", family, FAMILIES)
+    check_choice(f"{family} config", config, MODEL_CONFIGS[family])
+    return MODEL_CONFIGS[family][config]
 
 
 def build_model(family: str, config: int, method: str, channels: int = 1, image_size: int = 32,
@@ -44,8 +42,7 @@ def build_model(family: str, config: int, method: str, channels: int = 1, image_
     """A ``MultitaskVAE`` for images of shape (channels, image_size, image_size), training its
     latent term at ``beta`` (default: the family's, ``DEFAULT_BETA``)."""
     cfg = model_config(family, config)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    check_choice("method", method, METHODS)
     factor = 2 ** len(cfg.widths)
     if image_size < factor or image_size % factor:
         raise ValueError(f"image size {image_size} does not fit {family} config {config}: "

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from benchmark.checks import check_choice
 from benchmark.conditioning import conditioning
 from benchmark.models.latent import LatentCode
 
@@ -36,8 +37,7 @@ class MultitaskVAE(nn.Module):
 
     def __init__(self, latent: nn.Module, method: str, channels: int, image_size: int, beta: float) -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        check_choice("method", method, METHODS)
         self.method, self.channels, self.image_size = method, channels, image_size
         self.beta = beta  # of the latent term in the training loss (LatentCode.objective)
         self.latent_model = latent

@@ -1,0 +1,36 @@
+"""Checks of user input shared by the configuration classes, the CLI and the readers of results:
+one message shape for a value of the wrong kind, and for a name that is not among the choices."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_choice(kind: str, value: object, choices: Iterable[object], more: str = "") -> None:
+    """``ValueError`` "unknown KIND 'value' (did you mean …?); choose one of: a, b" unless ``value``
+    is one of ``choices``; ``more`` goes after the list (e.g. ", cuda:N" for a pattern also taken)."""
+    choices = list(choices)
+    if value not in choices:
+        names = [str(c) for c in choices]
+        hint = did_you_mean(value, names) if isinstance(value, str) else ""
+        raise ValueError(f"unknown {kind} {value!r}{hint}; choose one of: {', '.join(names)}{more}")
+
+
+def check_kind(name: str, value: object, kind: type | tuple[type, ...], what: str) -> None:
+    """A one-line ``ValueError`` when ``value`` is not of ``kind`` (``what`` it must be); a bool
+    is not a number, though Python counts it as an int."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]) -> None:
+    """``check_kind`` for each (field, kind, what it must be) of ``instance``, in order."""
+    for name, kind, what in kinds:
+        check_kind(name, getattr(instance, name), kind, what)
