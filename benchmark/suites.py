@@ -282,7 +282,15 @@ def load_suite_file(path: Path) -> Suite:
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
-    configurations = [c for i, t in enumerate(tables) for c in _configuration_from_table(t, f"{path} configuration {i + 1}")]
+    configurations, problems = [], []
+    for i, table in enumerate(tables):  # every table's problem at once, not one per attempt
+        try:
+            configurations += _configuration_from_table(table, f"configuration {i + 1}")
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise ValueError(f"{path} {problems[0]}" if len(problems) == 1 else
+                         f"suite file {path} has {len(problems)} bad configurations: {'; '.join(problems)}")
     train_table = data.get("train", {})
     allowed = {f.name for f in fields(TrainConfig)}
     if not isinstance(train_table, dict):

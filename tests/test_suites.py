@@ -318,6 +318,16 @@ def test_a_bad_configuration_is_named_by_its_file_and_place(tmp_path, capsys, ta
     assert one_line_error(capsys) == f"error: bad.toml configuration 2: {message}"
 
 
+def test_every_bad_configuration_of_a_file_is_named_at_once(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text('[[configurations]]\nfamily = "vae"\nconfig = 7\n' + BASELINE +
+                                       MULTIDECODER.replace("multidecoder", "multidecodr"))
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert one_line_error(capsys) == (
+        "error: suite file bad.toml has 2 bad configurations: configuration 1: unknown vae config 7; choose one of: "
+        "1, 2; configuration 3: unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: "
+        "baseline, multidecoder, single")
+
+
 @pytest.mark.parametrize("dataset, count, refused", [
     ("digits", 1025, True), ("cifar10", 1024, False),
     ("celeba", 4096, False), ("folder:images", 5000, False),  # sized by their loading: checked by `run`
