@@ -14,7 +14,7 @@ from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.cv import fold_label
 from benchmark.results import SuiteResults
 from benchmark.stats import DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds
-from benchmark.studies import TRAINING_SETTINGS, training_changes, training_differences
+from benchmark.params_from import TRAINING_SETTINGS, training_changes, training_differences
 
 if TYPE_CHECKING:
     import optuna

@@ -35,13 +35,15 @@ from benchmark.caveats import caveats
 from benchmark.conditioning import PixelSampler
 from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
+from benchmark.params_from import load_search_study
 from benchmark.prior_stage import prior_figures
 from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
 from benchmark.storage import gone
-from benchmark.studies import StudyPlace, load_search_study, plot_dir, plot_study
+from benchmark.studies import StudyPlace
+from benchmark.study_plots import plot_dir, plot_study
 from benchmark.tables import (
     comparison_cells,
     comparison_latex,

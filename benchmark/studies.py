@@ -1,10 +1,10 @@
-"""Inspect Optuna studies: list them, show one (best parameters, top trials, per-fold values), plot one.
+"""Find and inspect Optuna studies: where they are (``StudyPlace``: a storage, or the SQLite files
+under studies/), list them, show one (best parameters, top trials, per-fold values).
 
 Works on any study in any Optuna storage; search studies (``benchmark.search``) also show
-their settings and per-fold values. Plots are Optuna's matplotlib visualisations, written
-as PNG files to ``reports/studies/<study>/``. Also here: the best trial of a study (for
-several objectives too), and what ``run --params-from`` reads of finished search studies: their
-settings, the configuration each one found best, and a note when one searched with other training.
+their settings and per-fold values. Also here: the best trial of a study (for several
+objectives too). Their plots are ``benchmark.study_plots``; what ``run --params-from`` reads
+of search studies is ``benchmark.params_from``.
 
 Trials are counted by ``benchmark.storage.trial_status``: a FAIL trial is ``failed`` when it
 recorded why (user attribute ``error``: a diverged fold) and ``interrupted`` when it did not
@@ -16,27 +16,23 @@ from __future__ import annotations
 
 import math
 import shlex
-import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.checks import did_you_mean
-from benchmark.config import Configuration
 from benchmark.results import read_meta
-from benchmark.search_space import ParamRange, SearchSettings, configuration_for, describe_ranges
-from benchmark.storage import (StoreError, open_for_reading, optuna_errors_only, safe_url, same_storage, sqlite_file,
-                               status_counts, trial_status, version_problem)
+from benchmark.search_space import ParamRange, describe_ranges
+from benchmark.storage import (StoreError, open_for_reading, safe_url, same_storage, sqlite_file, status_counts,
+                               trial_status)
 from benchmark.store import held_configurations
-from benchmark.suites import SearchKey, Suite, search_key
 
 TOP = 5
 # Where studies live by default: one SQLite file per suite (``<suite>.db``) and per search (``<study>.db``).
 STUDIES_DIR = Path("studies")
-STEADY_IMPORTANCES = 10  # complete trials below which `studies plot` says its importances are rough
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -299,221 +295,3 @@ def describe_study(study: optuna.Study) -> str:
             lines.append(f"{i:6}  {_number(recon):>12}  {_number(row[0]):>12}  {_number(row[1]):>12}  "
                          f"{row[2] if row[2] is not None else '–':>10}")
     return "\n".join(lines)
-
-
-def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Write Optuna's matplotlib plots of ``study`` as PNG and PDF, as the report's figures;
-    returns (paths written, notes on skipped plots)."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from optuna.visualization import matplotlib as vis
-
-    from benchmark.figures import save_figure
-
-    names = objective_names(study)
-    multi = len(names) > 1
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-    params = sorted({p for t in complete for p in t.params})
-    # Several objectives: the single-value plots show the one that picks the best trial.
-    lead = lead_objective(study)
-    target = {"target": (lambda t: t.values[lead]), "target_name": names[lead]} if multi else {"target_name": names[0]}
-    plots: dict[str, tuple] = {}
-    notes: list[str] = []
-    if suite_of(study):  # a request that cannot be met: an error, not a note
-        raise ValueError(f"no Optuna plots for {suite_note(suite_of(study))}")
-    if not complete:
-        return [], [f"study {study.study_name!r} has no complete trial: nothing to plot"]
-    plots["history"] = (vis.plot_optimization_history, target)
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots["intermediate"] = (vis.plot_intermediate_values, {})
-    plots["slice"] = (vis.plot_slice, target)
-    if len(complete) >= 2 and len(params) >= 2:
-        plots["importances"] = (vis.plot_param_importances, target)
-        if len(complete) < STEADY_IMPORTANCES:
-            notes.append(f"parameter importances from {len(complete)} complete trials are rough: the random forest "
-                         f"that ranks the parameters (fANOVA) needs {STEADY_IMPORTANCES} or more to say much")
-    else:
-        notes.append(f"parameter importances skipped: need >= 2 complete trials and >= 2 parameters "
-                     f"(have {len(complete)} and {len(params)})")
-    if len(params) >= 2:
-        plots["contour"] = (vis.plot_contour, target)
-    else:
-        notes.append(f"contour skipped: needs >= 2 parameters (have {len(params)})")
-    if multi:
-        plots["pareto"] = (vis.plot_pareto_front, {"target_names": names})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (plot, kwargs) in plots.items():
-        # Optuna's plots switch matplotlib to its ggplot style for good: kept to their own figures,
-        # or the report's figures drawn after them get grey panels, grid lines and larger fonts
-        with matplotlib.rc_context():
-            # Optuna marks its matplotlib backend experimental, and logs a warning for each parameter
-            # that never varied; the notes say what was skipped
-            with warnings.catch_warnings(), optuna_errors_only():
-                warnings.simplefilter("ignore")
-                try:
-                    axes = plot(study, **kwargs)
-                except (ValueError, RuntimeError) as err:  # e.g. importances when a parameter never varied
-                    notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
-                    continue
-            figure = np.ravel(axes)[0].figure
-            _legible(figure, name, names[lead])
-            if name == "history" and pruned:  # Optuna leaves them out without a word
-                ax = np.ravel(axes)[0]
-                ax.set_title(f"{ax.get_title()}\n({pruned} pruned trial{'s' * (pruned > 1)} not shown: no final value)")
-            written += save_figure(figure, out_dir / name)
-            plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
-    return written, notes
-
-
-def _legible(figure, plot: str, objective: str) -> None:
-    """Optuna's figure ``plot`` made readable: a log axis under two decades labels 1, 2 and 5 of each
-    decade as plain numbers (matplotlib's minor labels, 2×10⁻¹ 3×10⁻¹ …, run into each other), and
-    the intermediate values are named as what they are: after each fold, the running mean of the
-    folds' validation values, which the pruner compares."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-
-    for ax in figure.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            if axis.get_scale() != "log":
-                continue
-            low, high = sorted(axis.get_view_interval())
-            subs = (1.0, 2.0, 5.0) if low > 0 and high / low < 100 else (1.0,)
-            axis.set_major_locator(LogLocator(base=10, subs=subs))
-            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            axis.set_minor_formatter(NullFormatter())
-        for label, axis in ((ax.get_xlabel(), ax.xaxis), (ax.get_ylabel(), ax.yaxis)):
-            if label == "Trial":  # trial numbers, also on a colour bar: no 0.2 of a trial
-                axis.set_major_locator(MaxNLocator(integer=True))
-    panels = sum(ax.get_label() != "<colorbar>" for ax in figure.axes)
-    if plot == "contour" and panels > 1:  # a panel per pair of parameters: room for each one's labels
-        side = math.isqrt(panels)
-        figure.set_size_inches(3.2 * side + 1.5, 2.8 * side + 0.8)
-    if plot == "intermediate":
-        ax = figure.axes[0]
-        ax.set_title("Each trial's running mean over its folds (what the pruner compares)")
-        ax.set_xlabel("fold")
-        ax.set_ylabel(f"mean validation {objective} so far")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def plot_dir(root: Path, study_name: str) -> Path:
-    """``root/<study>``, with characters that cannot be in a folder name replaced."""
-    return root / file_name(study_name)
-
-
-def _is_search(settings: object) -> bool:
-    """Whether a study's ``settings`` user attribute is a search's (``SearchSettings.to_dict``)."""
-    return isinstance(settings, dict) and "method" in settings
-
-
-def study_settings(study: optuna.Study) -> SearchSettings:
-    data = study.user_attrs.get("settings")
-    if not _is_search(data):
-        raise ValueError(f"study {study.study_name!r} is not a search study (no search settings stored)")
-    return SearchSettings.from_dict(data)
-
-
-def search_study_names(place: StudyPlace) -> list[str]:
-    """The search studies in ``place``."""
-    names = set()
-    for url in place.files():
-        storage = open_for_reading(url)
-        studies = [] if storage is None else storage.get_all_studies()  # their attributes, not their trials
-        names.update(s.study_name for s in studies if _is_search(s.user_attrs.get("settings")))
-    return sorted(names)
-
-
-def load_search_study(place: StudyPlace, name: str) -> tuple[optuna.Study, SearchSettings]:
-    """Search study ``name`` from ``place`` and its settings; a name that is no search study
-    there raises a one-line ``ValueError`` listing the search studies there."""
-    storage = open_for_reading(place.url(name))
-    study = None
-    if storage is not None and name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage)
-        if _is_search(study.user_attrs.get("settings")):
-            return study, study_settings(study)
-    searches = search_study_names(place)
-    if study is None:
-        problem = f"no study {name!r}{did_you_mean(name, searches)} in {place}"
-    else:
-        suite = suite_of(study)
-        problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
-    raise ValueError(f"--params-from takes search studies (made by `python -m benchmark search`): {problem}; "
-                     f"available: {', '.join(searches) or 'none'}")
-
-
-def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
-                        ) -> dict[SearchKey, tuple[Configuration, str]]:
-    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
-    the studies read from ``place``.
-
-    For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
-    Raises ``ValueError`` for a study named twice, an unknown study or one that is no search, one
-    without a complete trial, or two studies that tune the same (family, config, method, sampling, softadapt).
-    """
-    twice = sorted({name for name in study_names if study_names.count(name) > 1})
-    if twice:
-        raise ValueError(f"study {twice[0]!r} is named twice in --params-from: name each study once")
-    found: dict[SearchKey, tuple[Configuration, str]] = {}
-    for name in study_names:
-        study, settings = load_search_study(place, name)
-        problem = version_problem(name, place.url(name), study.user_attrs["settings"])
-        if problem:
-            raise ValueError(f"{problem}: search again, under a new --study-name")
-        trial = best_trial(study)
-        if trial is None:
-            raise ValueError(f"study {name!r} has no complete trial yet")
-        configuration = configuration_for(settings, trial.params)
-        key = search_key(configuration)
-        if key in found:
-            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {settings.tuned}: a configuration "
-                             "takes the parameters of one search, so name one of them")
-        found[key] = (configuration, name)
-    return found
-
-
-def tuning_notes(study_names: list[str], place: StudyPlace, suite: Suite) -> list[str]:
-    """A note for each study that searched with other training than ``suite`` gets: its best
-    parameters were chosen for that training, and need not be the best for this one."""
-    from benchmark.train import resolve_device
-
-    here = {key: value for key, value in suite.settings().items() if key in TRAINING_SETTINGS and key != "precision"}
-    try:  # a search stores the precision it trained in, as this run will
-        here["precision"] = suite.train.effective_precision(resolve_device(suite.train.device))
-    except ValueError:  # a device not here: the run refuses it, and says so
-        pass
-    notes = []
-    for name in study_names:
-        there = asdict(study_settings(load_existing_study(place, name)))
-        differ = training_differences(there, here)
-        if differ:
-            changes = training_changes(there, here, differ)
-            flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)
-            if "limit" in differ and here["limit"] is None:
-                flags = f"{flags} and no --limit" if flags else "no --limit"
-            notes.append(f"note: study {name!r} searched with other training than this run's ({changes}); its best "
-                         f"parameters were chosen for that training. A search with {flags}, under a new "
-                         "--study-name, tunes them for this one")
-    return notes
-
-
-# What a search and a run share, or the search's best parameters were chosen for other training.
-TRAINING_SETTINGS = ("dataset", "limit", "folds", "epochs", "batch_size", "lr", "precision")
-
-
-def training_differences(there: dict, here: dict) -> list[str]:
-    """The keys of ``here`` (of ``TRAINING_SETTINGS``) whose values a search's settings ``there`` do not share."""
-    # A study (or a run's export) made before precision was stored says "auto": not knowable here.
-    return [key for key, value in here.items() if key in there and there[key] != value and "auto" not in (there[key], value)]
-
-
-def training_changes(there: dict, here: dict, keys: list[str]) -> str:
-    """``training_differences``' ``keys`` as text: ``epochs 1 → 2, lr 0.01 → 0.001``."""
-    return ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in keys)
-
-
-def _shown(value: object) -> str:
-    return "all" if value is None else str(value)  # a float as it round-trips

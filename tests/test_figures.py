@@ -289,7 +289,7 @@ def test_pdfs_embed_truetype_fonts_not_type3(tmp_path):
 
 def test_importing_the_report_leaves_a_notebooks_matplotlib_backend_alone():
     # The figures are drawn on Figure objects of their own; the backend is the caller's choice.
-    code = ("import matplotlib; matplotlib.use('svg'); import benchmark.figures, benchmark.report, benchmark.studies; "
+    code = ("import matplotlib; matplotlib.use('svg'); import benchmark.figures, benchmark.report, benchmark.study_plots; "
             "print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "svg"

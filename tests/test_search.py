@@ -23,8 +23,10 @@ from benchmark.processes import signal_name
 from benchmark.search import counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, trial_status
-from benchmark.studies import (StudyPlace, best_configurations, file_name, load_existing_study, load_search_study,
-                               plot_study, study_settings, training_differences, tuning_notes)
+from benchmark.params_from import (best_configurations, load_search_study, study_settings, training_differences,
+                                   tuning_notes)
+from benchmark.studies import StudyPlace, file_name, load_existing_study
+from benchmark.study_plots import plot_study
 from benchmark.suites import get_suite
 from benchmark.train import DivergedError, FoldResult, resolve_device
 
@@ -253,26 +255,26 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
 
 def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that_matches(monkeypatch):
     searched = SearchSettings("vae", 1, "single", "gaussian", limit=200, epochs=1, lr=1e-2)
-    monkeypatch.setattr("benchmark.studies.load_existing_study", lambda place, name: None)
-    monkeypatch.setattr("benchmark.studies.study_settings", lambda study: searched)
+    monkeypatch.setattr("benchmark.params_from.load_existing_study", lambda place, name: None)
+    monkeypatch.setattr("benchmark.params_from.study_settings", lambda study: searched)
     suite = get_suite("full")  # all images, 100 epochs, batch 128, lr 1e-3
     assert tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite) == [
         "note: study 's' searched with other training than this run's (limit 200 → all, epochs 1 → 100, "
         "lr 0.01 → 0.001); its best parameters were chosen for that training. A search with --epochs 100 "
         "--lr 0.001 and no --limit, under a new --study-name, tunes them for this one"]
-    monkeypatch.setattr("benchmark.studies.study_settings", lambda study: replace(searched, epochs=100, lr=1e-3))
+    monkeypatch.setattr("benchmark.params_from.study_settings", lambda study: replace(searched, epochs=100, lr=1e-3))
     assert "(limit 200 → all); its best parameters were chosen for that training. A search with no --limit, " \
         "under a new --study-name," in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
-    monkeypatch.setattr("benchmark.studies.study_settings",
+    monkeypatch.setattr("benchmark.params_from.study_settings",
                         lambda study: replace(searched, limit=None, epochs=100, lr=1.2345678e-4))
     assert "A search with --lr 0.001, under" in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
     assert "(lr 0.00012345678 → 0.001)" in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
-    monkeypatch.setattr("benchmark.studies.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
+    monkeypatch.setattr("benchmark.params_from.study_settings", lambda study: replace(searched, limit=None, epochs=100, lr=1e-3))
     assert tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite) == []
     # fewer folds train on fewer images; another precision is other training too ("auto": made before it was stored)
     here = suite.train.effective_precision(resolve_device("auto"))
     there = {"fp32": "bf16", "bf16": "fp32"}[here]
-    monkeypatch.setattr("benchmark.studies.study_settings",
+    monkeypatch.setattr("benchmark.params_from.study_settings",
                         lambda study: replace(searched, limit=None, epochs=100, lr=1e-3, folds=2, precision=there))
     assert (f"(folds 2 → 5, precision {there} → {here}); its best parameters were chosen for that training. A search "
             f"with --folds 5 --precision {here}, under") in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
@@ -824,7 +826,7 @@ def test_studies_list_of_a_sqlite_file_that_is_not_there_is_an_error(tmp_path, c
 def test_the_log_axes_of_optuna_plots_label_plain_numbers_that_do_not_run_together():
     import matplotlib.pyplot as plt
 
-    from benchmark.studies import _legible
+    from benchmark.study_plots import _legible
 
     figure, ax = plt.subplots()
     ax.set_xscale("log")
@@ -841,7 +843,7 @@ def test_a_contour_grid_gets_room_for_its_labels_and_trial_axes_count_whole_tria
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from benchmark.studies import _legible
+    from benchmark.study_plots import _legible
 
     figure, axes = plt.subplots(3, 3)  # Optuna's contour of three parameters: a panel per pair
     figure.colorbar(axes[0, 0].contourf([[0, 1], [1, 0]]), ax=axes)

@@ -16,7 +16,8 @@ from benchmark.results import read_meta
 from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text, settings_differ,
                                stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
-from benchmark.studies import StudyPlace, best_configurations, study_names, tuning_notes
+from benchmark.params_from import best_configurations, tuning_notes
+from benchmark.studies import StudyPlace, study_names
 from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:

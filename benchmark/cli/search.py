@@ -205,7 +205,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from benchmark.studies import load_existing_study, plot_dir, plot_study
+    from benchmark.studies import load_existing_study
+    from benchmark.study_plots import plot_dir, plot_study
 
     study = load_existing_study(study_place(args), args.name)
     written, notes = plot_study(study, plot_dir(args.out, args.name))

@@ -1,0 +1,130 @@
+"""What `run --params-from` reads of finished search studies: their settings, the configuration
+each one found best, and a note when one searched with other training than the run's."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import optuna
+
+from benchmark.checks import did_you_mean
+from benchmark.config import Configuration
+from benchmark.search_space import SearchSettings, configuration_for
+from benchmark.storage import open_for_reading, version_problem
+from benchmark.studies import StudyPlace, best_trial, load_existing_study, suite_of
+from benchmark.suites import SearchKey, Suite, search_key
+
+
+def _is_search(settings: object) -> bool:
+    """Whether a study's ``settings`` user attribute is a search's (``SearchSettings.to_dict``)."""
+    return isinstance(settings, dict) and "method" in settings
+
+
+def study_settings(study: optuna.Study) -> SearchSettings:
+    data = study.user_attrs.get("settings")
+    if not _is_search(data):
+        raise ValueError(f"study {study.study_name!r} is not a search study (no search settings stored)")
+    return SearchSettings.from_dict(data)
+
+
+def search_study_names(place: StudyPlace) -> list[str]:
+    """The search studies in ``place``."""
+    names = set()
+    for url in place.files():
+        storage = open_for_reading(url)
+        studies = [] if storage is None else storage.get_all_studies()  # their attributes, not their trials
+        names.update(s.study_name for s in studies if _is_search(s.user_attrs.get("settings")))
+    return sorted(names)
+
+
+def load_search_study(place: StudyPlace, name: str) -> tuple[optuna.Study, SearchSettings]:
+    """Search study ``name`` from ``place`` and its settings; a name that is no search study
+    there raises a one-line ``ValueError`` listing the search studies there."""
+    storage = open_for_reading(place.url(name))
+    study = None
+    if storage is not None and name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        if _is_search(study.user_attrs.get("settings")):
+            return study, study_settings(study)
+    searches = search_study_names(place)
+    if study is None:
+        problem = f"no study {name!r}{did_you_mean(name, searches)} in {place}"
+    else:
+        suite = suite_of(study)
+        problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
+    raise ValueError(f"--params-from takes search studies (made by `python -m benchmark search`): {problem}; "
+                     f"available: {', '.join(searches) or 'none'}")
+
+
+def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
+                        ) -> dict[SearchKey, tuple[Configuration, str]]:
+    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
+    the studies read from ``place``.
+
+    For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
+    Raises ``ValueError`` for a study named twice, an unknown study or one that is no search, one
+    without a complete trial, or two studies that tune the same (family, config, method, sampling, softadapt).
+    """
+    twice = sorted({name for name in study_names if study_names.count(name) > 1})
+    if twice:
+        raise ValueError(f"study {twice[0]!r} is named twice in --params-from: name each study once")
+    found: dict[SearchKey, tuple[Configuration, str]] = {}
+    for name in study_names:
+        study, settings = load_search_study(place, name)
+        problem = version_problem(name, place.url(name), study.user_attrs["settings"])
+        if problem:
+            raise ValueError(f"{problem}: search again, under a new --study-name")
+        trial = best_trial(study)
+        if trial is None:
+            raise ValueError(f"study {name!r} has no complete trial yet")
+        configuration = configuration_for(settings, trial.params)
+        key = search_key(configuration)
+        if key in found:
+            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {settings.tuned}: a configuration "
+                             "takes the parameters of one search, so name one of them")
+        found[key] = (configuration, name)
+    return found
+
+
+def tuning_notes(study_names: list[str], place: StudyPlace, suite: Suite) -> list[str]:
+    """A note for each study that searched with other training than ``suite`` gets: its best
+    parameters were chosen for that training, and need not be the best for this one."""
+    from benchmark.train import resolve_device
+
+    here = {key: value for key, value in suite.settings().items() if key in TRAINING_SETTINGS and key != "precision"}
+    try:  # a search stores the precision it trained in, as this run will
+        here["precision"] = suite.train.effective_precision(resolve_device(suite.train.device))
+    except ValueError:  # a device not here: the run refuses it, and says so
+        pass
+    notes = []
+    for name in study_names:
+        there = asdict(study_settings(load_existing_study(place, name)))
+        differ = training_differences(there, here)
+        if differ:
+            changes = training_changes(there, here, differ)
+            flags = " ".join(f"--{key.replace('_', '-')} {_shown(here[key])}" for key in differ if here[key] is not None)
+            if "limit" in differ and here["limit"] is None:
+                flags = f"{flags} and no --limit" if flags else "no --limit"
+            notes.append(f"note: study {name!r} searched with other training than this run's ({changes}); its best "
+                         f"parameters were chosen for that training. A search with {flags}, under a new "
+                         "--study-name, tunes them for this one")
+    return notes
+
+
+# What a search and a run share, or the search's best parameters were chosen for other training.
+TRAINING_SETTINGS = ("dataset", "limit", "folds", "epochs", "batch_size", "lr", "precision")
+
+
+def training_differences(there: dict, here: dict) -> list[str]:
+    """The keys of ``here`` (of ``TRAINING_SETTINGS``) whose values a search's settings ``there`` do not share."""
+    # A study (or a run's export) made before precision was stored says "auto": not knowable here.
+    return [key for key, value in here.items() if key in there and there[key] != value and "auto" not in (there[key], value)]
+
+
+def training_changes(there: dict, here: dict, keys: list[str]) -> str:
+    """``training_differences``' ``keys`` as text: ``epochs 1 → 2, lr 0.01 → 0.001``."""
+    return ", ".join(f"{key} {_shown(there[key])} → {_shown(here[key])}" for key in keys)
+
+
+def _shown(value: object) -> str:
+    return "all" if value is None else str(value)  # a float as it round-trips
