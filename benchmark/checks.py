@@ -9,7 +9,8 @@ from collections.abc import Iterable
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
-    close = difflib.get_close_matches(name, list(names), n=1)
+    # 0.8, not difflib's 0.6: 'gpu' is no typo of 'cpu', nor '12' of '2'
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.8)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

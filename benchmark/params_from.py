@@ -15,6 +15,10 @@ from benchmark.studies import StudyPlace, best_trial, load_existing_study, suite
 from benchmark.suites import SearchKey, Suite, search_key
 
 
+class NotASearch(ValueError):
+    """A --params-from name that is no search study where it was looked for."""
+
+
 def _is_search(settings: object) -> bool:
     """Whether a study's ``settings`` user attribute is a search's (``SearchSettings.to_dict``)."""
     return isinstance(settings, dict) and "method" in settings
@@ -39,7 +43,7 @@ def search_study_names(place: StudyPlace) -> list[str]:
 
 def load_search_study(place: StudyPlace, name: str) -> tuple[optuna.Study, SearchSettings]:
     """Search study ``name`` from ``place`` and its settings; a name that is no search study
-    there raises a one-line ``ValueError`` listing the search studies there."""
+    there raises a one-line ``NotASearch`` listing the search studies there."""
     storage = open_for_reading(place.url(name))
     study = None
     if storage is not None and name in optuna.get_all_study_names(storage):
@@ -52,7 +56,7 @@ def load_search_study(place: StudyPlace, name: str) -> tuple[optuna.Study, Searc
     else:
         suite = suite_of(study)
         problem = f"study {name!r} holds the units of suite {suite!r}" if suite else f"study {name!r} is not one"
-    raise ValueError(f"--params-from takes search studies (made by `python -m benchmark search`): {problem}; "
+    raise NotASearch(f"--params-from takes search studies (made by `python -m benchmark search`): {problem}; "
                      f"available: {', '.join(searches) or 'none'}")
 
 

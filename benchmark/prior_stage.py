@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.checks import check_choice
 from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.files import write_whole
@@ -109,9 +110,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
         raise ValueError(f"fold {fold} does not exist: suite {suite!r} has folds 0 to {units - 1}")
     named = list(dict.fromkeys(config_ids or ()))
     for config_id in named:
-        if config_id not in vq:
-            raise ValueError(f"unknown VQ-VAE configuration {config_id!r} in suite {suite!r}; "
-                             f"choose from: {', '.join(vq)}")
+        check_choice(f"VQ-VAE configuration of suite {suite!r}:", config_id, vq)
     done = completed(results)
     done = done[(done["checkpoint"] != "") & done["recon"].notna()]
     folds = {c: set(done.loc[done["config_id"] == c, "fold"].astype(int)) for c in vq}

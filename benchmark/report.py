@@ -41,7 +41,7 @@ from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
-from benchmark.storage import gone
+from benchmark.storage import gone, password_hidden
 from benchmark.studies import StudyPlace
 from benchmark.study_plots import plot_dir, plot_study
 from benchmark.tables import (
@@ -223,14 +223,18 @@ def _load_searches(meta: dict, place: StudyPlace | None) -> Searches:
     """Each search the run took parameters from (``run --params-from``), read from ``place`` (None:
     the storage the run read it from, else studies/), or why it cannot be read."""
     searches: Searches = {}
-    recorded = meta.get("search_storages") or {}
+    recorded = meta.get("search_storages") or {}  # absent from the exports of earlier versions: studies/
     for name in dict.fromkeys((meta.get("params_from") or {}).values()):
         url = recorded.get(name)
-        usable = url is not None and "***" not in url and not gone(url)  # a password safe_url hid; a file moved
+        if place is None and url is not None and (password_hidden(url) or gone(url)):
+            # Not another study of that name under studies/, which need not be the one the run read.
+            why = "whose password is not kept" if password_hidden(url) else "a file not there now"
+            searches[name] = ValueError(f"the run read it from {url}, {why}")
+            continue
         try:
-            searches[name] = load_search_study(place or StudyPlace(url if usable else None), name)
+            searches[name] = load_search_study(place or StudyPlace(url), name)
         except ValueError as error:  # e.g. a search kept in a database this machine does not reach
-            searches[name] = ValueError(f"{error} (the run read it from {url})") if url and not place else error
+            searches[name] = error
     return searches
 
 

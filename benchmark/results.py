@@ -155,7 +155,7 @@ META_KINDS = (("folds", int, "an integer >= 2", 2),
               ("image_channels", (int, type(None)), "an integer >= 1 or null", 1),
               ("lr", (int, float), "a number", None), ("dataset", str, "a name", None),
               ("data_root", (str, type(None)), "a path or null", None), ("configurations", list, "a list", None),
-              ("params_from", dict, "an object", None), ("search_storages", dict, "an object", None))
+              ("params_from", dict, "an object of names", None), ("search_storages", dict, "an object of URLs", None))
 
 
 def _check_meta(meta: object, path: Path) -> None:
@@ -169,6 +169,8 @@ def _check_meta(meta: object, path: Path) -> None:
         try:
             check_kind(key, value, kind, what)
             if least is not None and isinstance(value, int) and value < least:
+                raise ValueError(f"{key} must be {what}, got {value!r}")
+            if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
                 raise ValueError(f"{key} must be {what}, got {value!r}")
         except ValueError as err:
             raise ReportError(f"{path}: {err}; run the command that made it again to export it anew") from None

@@ -25,7 +25,7 @@ last slot can each start one: with W workers a study ends with ``trials`` to
 still running, so that it can take over the trial of a worker that was killed.
 
 What a search tunes (parameters, ranges, objectives, settings): ``benchmark.search_space``; a
-finished search's best configurations, for ``run --params-from``: ``benchmark.studies``.
+finished search's best configurations, for ``run --params-from``: ``benchmark.params_from``.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def corrected_resampled_ttest(d: np.ndarray | list[float], n_train: int, n_val: 
                          f"n_train={n_train}, n_val={n_val}")
     if len(values) > k * repeats:
         raise ValueError(f"{len(values)} differences for {k} folds × {repeats} repeat{'s' * (repeats != 1)}: at most "
-                         "one per fold")
+                         f"one per fold and repeat ({k * repeats})")
     n = len(values)
     if n < 2:
         mean = float(values[0]) if n else math.nan

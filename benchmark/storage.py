@@ -253,7 +253,7 @@ def setting_text(value: object) -> str:
 def delete_hint(study: str, url: str) -> str:
     """The command that removes a study (Optuna's own CLI), for messages that suggest starting over."""
     shown = safe_url(url)
-    password = " (with the password in place of ***)" if shown != url and "***" in shown else ""
+    password = " (with the password in place of ***)" if shown != url and password_hidden(shown) else ""
     return f"`optuna delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`{password}"
 
 
@@ -289,10 +289,17 @@ def same_storage(recorded: str, url: str) -> bool:
 
 def safe_url(url: str) -> str:
     """The storage URL without its password, for messages and exported metadata."""
+    if url.startswith("sqlite:"):  # no password; rendering would percent-encode an '@' or '%' of its path
+        return url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy can parse: say nothing of it that could be secret
         return url.split("@")[-1]
+
+
+def password_hidden(url: str) -> bool:
+    """Whether ``url`` (as ``safe_url`` gave it) lacks the password it was given with."""
+    return "***" in url
 
 
 def _claiming_storage(study: optuna.Study) -> "ClaimingStorage":

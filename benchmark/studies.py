@@ -26,8 +26,8 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.checks import did_you_mean
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, describe_ranges
-from benchmark.storage import (StoreError, open_for_reading, safe_url, same_storage, sqlite_file, status_counts,
-                               trial_status)
+from benchmark.storage import (StoreError, open_for_reading, password_hidden, safe_url, same_storage, sqlite_file,
+                               status_counts, trial_status)
 from benchmark.store import held_configurations
 
 TOP = 5
@@ -108,10 +108,10 @@ def load_existing_study(place: StudyPlace, name: str) -> optuna.Study:
             names = sorted({n for file in place.files() for n in study_names(file)})
             elsewhere = recorded_storages().get(name)
             if elsewhere and not same_storage(elsewhere, place.url(name)):  # e.g. a run with --studies-dir
-                hidden = "***" in elsewhere  # safe_url hid its password
                 raise ValueError(f"no study {name!r} in {place}; the run that exported it recorded it in "
                                  f"{elsewhere}: add --storage "
-                                 + ("with that URL and its password" if hidden else shlex.quote(elsewhere)))
+                                 + ("with that URL and its password" if password_hidden(elsewhere)
+                                    else shlex.quote(elsewhere)))
         available = ", ".join(names) if names else "none"
         raise ValueError(f"no study {name!r}{did_you_mean(name, names)} in {place}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
@@ -132,7 +132,7 @@ def unlisted_studies(listed: Iterable[str], folder: Path = STUDIES_DIR) -> list[
     (those under ``folder``): a run with another --studies-dir or a --storage put it elsewhere."""
     listed = set(listed)
     return [f"study {name} (exported to results/) is in {url}, not under {folder}/: "
-            + ("`studies list --storage` with that URL and its password" if "***" in url  # safe_url hid it
+            + ("`studies list --storage` with that URL and its password" if password_hidden(url)
                else f"`studies list --storage {shlex.quote(url)}`") + " lists it"
             for name, url in recorded_storages().items() if name not in listed and _unlooked(url, folder)]
 

@@ -119,7 +119,7 @@ class Suite:
         """The suite with each configuration that a search covers replaced by the search's best.
 
         ``best`` maps (family, config, method, sampling, softadapt) to (configuration, study
-        name), as ``benchmark.studies.best_configurations`` returns. Configurations that become
+        name), as ``benchmark.params_from.best_configurations`` returns. Configurations that become
         the same (e.g. the two exponents of a Single decoder grid) are kept once.
         """
         configurations, sources, seen = [], [], set()
@@ -164,7 +164,7 @@ SearchKey = tuple[str, int, str, str | None, bool]
 
 def search_key(configuration: Configuration) -> SearchKey:
     """(family, config, method, sampling, softadapt): what one search tunes, as
-    ``benchmark.studies.best_configurations`` keys its results."""
+    ``benchmark.params_from.best_configurations`` keys its results."""
     m = configuration.method
     return configuration.family, configuration.config, m.method, m.sampling, m.balance.softadapt
 
@@ -290,7 +290,7 @@ def load_suite_file(path: Path) -> Suite:
             problems.append(str(err))
     if problems:
         raise ValueError(f"{path} {problems[0]}" if len(problems) == 1 else
-                         f"suite file {path} has {len(problems)} bad configurations: {'; '.join(problems)}")
+                         f"suite file {path} has {len(problems)} bad configurations: {' | '.join(problems)}")
     train_table = data.get("train", {})
     allowed = {f.name for f in fields(TrainConfig)}
     if not isinstance(train_table, dict):

@@ -176,6 +176,8 @@ def test_a_method_without_its_kind_of_pixel_count_is_refused(make, message):
     (lambda: TrainConfig(device="cuda1"), "unknown device 'cuda1' (did you mean 'cuda'?); choose one of: auto, cpu, "
                                           "cuda, cuda:N"),
     (lambda: build_model("vq-vae", 4, "baseline"), "unknown vq-vae config 4; choose one of: 1, 2, 3"),
+    # no hint where none is near: 'gpu' is no typo of 'cpu'
+    (lambda: TrainConfig(device="gpu"), "unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N"),
 ])
 def test_a_mistyped_choice_is_named_with_the_closest_one_and_the_list(make, message):
     with raises(message):
@@ -222,8 +224,9 @@ def test_a_valid_suite_file_loads(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"k": 1}, "need k >= 2, repeats >= 1 and positive set sizes, got k=1, repeats=1, n_train=80, n_val=20"),
-    ({"k": 2, "d": [0.1, 0.2, 0.3]}, "3 differences for 2 folds × 1 repeat: at most one per fold"),
-    ({"k": 2, "repeats": 2, "d": [0.1, 0.2, 0.3, 0.4, 0.5]}, "5 differences for 2 folds × 2 repeats: at most one per fold"),
+    ({"k": 2, "d": [0.1, 0.2, 0.3]}, "3 differences for 2 folds × 1 repeat: at most one per fold and repeat (2)"),
+    ({"k": 2, "repeats": 2, "d": [0.1, 0.2, 0.3, 0.4, 0.5]}, "5 differences for 2 folds × 2 repeats: at most one per fold and "
+     "repeat (4)"),
 ])
 def test_a_t_test_with_too_few_folds_or_too_many_differences_is_refused(kwargs, message):
     kwargs = {"d": [0.1, 0.2], "n_train": 80, "n_val": 20, **kwargs}

@@ -30,6 +30,7 @@ from benchmark.bench import (
     write_csv,
     write_throughput,
 )
+from benchmark.bench.throughput import parse_models
 from benchmark.cli import main
 from benchmark.conditioning import PixelSampler
 from benchmark.models import build_model
@@ -308,9 +309,14 @@ def test_bench_configuration_conditions_every_method():
     assert bench_configuration("vq-vae", 2, "single").method.exponent == 40.0
 
 
+def test_models_are_named_by_family_and_config():
+    assert parse_models(["vae", "vq-vae:02", "vae:1"]) == [("vae", 1), ("vae", 2), ("vq-vae", 2)]
+
+
 @pytest.mark.parametrize("kwargs, message", [
-    ({"families": ["gan"]}, "unknown model family"),
-    ({"families": ["vae:3"]}, "unknown vae config"),
+    ({"families": ["gan"]}, "unknown model family 'gan'; choose one of: vae, vq-vae"),
+    ({"families": ["vae:3"]}, "unknown vae config 3; choose one of: 1, 2"),
+    ({"families": ["vae:x"]}, "unknown vae config 'x'; choose one of: 1, 2"),
     ({"methods": ["triple"]}, "unknown method"),
     ({"steps": 0}, "steps"),
     ({"warmup": -1}, "warmup"),

@@ -1,6 +1,7 @@
 """`run --params-from`: a suite trained with the best parameters of a search study."""
 
 
+import json
 from pathlib import Path
 
 import optuna
@@ -72,9 +73,8 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     (tmp_path / "studies" / f"{name}.db").rename(tmp_path / "elsewhere.db")
     capsys.readouterr()
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
-    assert (f"warning: no Optuna plots of search {name!r}: no study {name!r} in studies/; available: none (the run "
-            f"read it from sqlite:///{tmp_path / 'studies' / name}.db); give its storage with --search-storage"
-            ) in capsys.readouterr().out
+    assert (f"warning: no Optuna plots of search {name!r}: the run read it from sqlite:///{tmp_path / 'studies' / name}"
+            ".db, a file not there now; give its storage with --search-storage") in capsys.readouterr().out
     assert not plots.exists() and f"`python -m benchmark studies plot {name}`" in (out / "index.md").read_text()
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0  # no plots to say it: a warning
     assert (f"warning: search {name!r} out of reach: not compared with this run's training; give the storage with "
@@ -115,6 +115,31 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
     assert "warning" not in capsys.readouterr().out
     assert (tmp_path / "reports" / "tuned-tuned" / "figures" / "optuna" / name / "history.png").is_file()
+    assert cli(tmp_path, "studies", "list", "--studies-dir", "other") == 0  # the run's study is in mine/
+    assert (f"note: study suite-tuned-tuned (exported to results/) is in sqlite:///{tmp_path}/mine/tuned-tuned.db, "
+            "not under other/") in capsys.readouterr().err
+    # a search made before `search` took --studies-dir is under studies/: a run with one finds it there too
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "mine" / f"{name}.db").rename(tmp_path / "studies" / f"{name}.db")
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--studies-dir", "other", "--params-from", name, "--name",
+               "old", "--quiet") == 0
+    meta_path = tmp_path / "results" / "old_meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["search_storages"] == {name: f"sqlite:///{tmp_path}/studies/{name}.db"}
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--studies-dir", "other", "--params-from", "nope", "--name",
+               "nope", "--quiet") == 2
+    assert one_line_error(capsys).endswith("available: none; for one kept elsewhere, --search-storage URL")
+    # an earlier version's export records no storage: the report looks under studies/
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "search_storages"}))
+    capsys.readouterr()
+    assert cli(tmp_path, "report", "--suite", "old", "--no-checkpoints") == 0
+    assert "warning" not in capsys.readouterr().out
+    # a server's URL without its password is not taken for another study of that name under studies/
+    meta_path.write_text(json.dumps({**meta, "search_storages": {name: "postgresql://me:***@db.example/optuna"}}))
+    assert cli(tmp_path, "report", "--suite", "old", "--no-checkpoints") == 0
+    assert (f"warning: no Optuna plots of search {name!r}: the run read it from postgresql://me:***@db.example/optuna, "
+            "whose password is not kept; give its storage with --search-storage") in capsys.readouterr().out
 
 
 def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):
@@ -161,19 +186,20 @@ def test_a_study_that_is_no_search_is_refused_listing_the_search_studies_only(tm
     studies = tmp_path / "studies"
     suite_study(studies, "smoke")
     searches = "--params-from takes search studies (made by `python -m benchmark search`)"
+    elsewhere = "; for one kept elsewhere, --search-storage URL"  # where no storage was named
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--quiet") == 2
-    assert one_line_error(capsys) == f"error: {searches}: no study 'nope' in studies/; available: none"
+    assert one_line_error(capsys) == f"error: {searches}: no study 'nope' in studies/; available: none{elsewhere}"
     searched(studies, "search-vae-1-single-gaussian", SearchSettings("vae", 1, "single", "gaussian"))
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--quiet") == 2
     assert one_line_error(capsys) == (f"error: {searches}: no study 'nope' in studies/; available: "
-                                      "search-vae-1-single-gaussian")
+                                      f"search-vae-1-single-gaussian{elsewhere}")
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "search-vae-1-single-gausian", "--quiet") == 2
     assert one_line_error(capsys) == (f"error: {searches}: no study 'search-vae-1-single-gausian' (did you "
                                       "mean 'search-vae-1-single-gaussian'?) in studies/; available: "
-                                      "search-vae-1-single-gaussian")
+                                      f"search-vae-1-single-gaussian{elsewhere}")
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "suite-smoke", "--quiet") == 2
     assert one_line_error(capsys) == (f"error: {searches}: study 'suite-smoke' holds the units of suite 'smoke'; "
-                                      "available: search-vae-1-single-gaussian")
+                                      f"available: search-vae-1-single-gaussian{elsewhere}")
     url = f"sqlite:///{studies / 'smoke.db'}"
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--search-storage", url, "--quiet") == 2
     assert one_line_error(capsys) == f"error: {searches}: no study 'nope' in {url}; available: none"

@@ -274,6 +274,8 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_missing_fold(tmp_path, r
     ({"folds": 0}, "folds must be an integer >= 2, got 0"),
     ({"folds": 5, "dataset": 5}, "dataset must be a name, got 5"),
     ({"folds": 5, "configurations": "vae/1/baseline"}, "configurations must be a list, got 'vae/1/baseline'"),
+    ({"folds": 5, "search_storages": {"s": 3}}, "search_storages must be an object of URLs, got {'s': 3}"),
+    ({"folds": 5, "params_from": []}, "params_from must be an object of names, got []"),
 ])
 def test_a_meta_file_of_the_wrong_shape_is_an_error_naming_it(tmp_path, rows, meta, message):
     results = write_suite(tmp_path / "results", rows)

@@ -659,6 +659,17 @@ def test_the_single_decoder_refuses_the_exact_grid(tmp_path, capsys):
     assert "use uniform or gaussian sampling" in one_line_error(capsys)
 
 
+def test_a_study_place_names_the_options_that_find_a_study_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "my studies"
+    place = StudyPlace(folder=mine)
+    assert str(place) == f"{mine}/" and str(StudyPlace("sqlite:///x.db")) == "sqlite:///x.db"
+    assert place.url("s") == f"sqlite:///{mine}/s.db"
+    assert place.flags("s", place.url("s")) == f" --studies-dir '{mine}'"
+    assert place.flags("s", "sqlite:///studies/s.db") == ""  # the default needs no option
+    assert place.flags("s", "postgresql://me:secret@host/db") == " --storage 'postgresql://me:***@host/db'"
+
+
 def test_unknown_study_lists_the_available_ones(searched, capsys):
     cwd, _ = searched
     for action in ("show", "plot"):

@@ -324,7 +324,7 @@ def test_every_bad_configuration_of_a_file_is_named_at_once(tmp_path, capsys):
     assert cli(tmp_path, "suites", "bad.toml") == 2
     assert one_line_error(capsys) == (
         "error: suite file bad.toml has 2 bad configurations: configuration 1: unknown vae config 7; choose one of: "
-        "1, 2; configuration 3: unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: "
+        "1, 2 | configuration 3: unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: "
         "baseline, multidecoder, single")
 
 

@@ -113,7 +113,7 @@ def parse_models(families: Iterable[str] | None) -> list[tuple[str, int]]:
         family, _, config = spec.partition(":")
         check_choice("model family", family, MODEL_CONFIGS, " (optionally FAMILY:CONFIG, e.g. vq-vae:2)")
         if config:
-            check_choice(f"{family} config", config, map(str, MODEL_CONFIGS[family]))
+            check_choice(f"{family} config", int(config) if config.isdigit() else config, MODEL_CONFIGS[family])
             chosen = [int(config)]
         else:
             chosen = list(MODEL_CONFIGS[family])

@@ -28,7 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              "an earlier report's are removed, so none is left stale")
     report.add_argument("--search-storage", metavar="URL",
                         help="storage of the searches whose parameters a run took (--params-from), for their "
-                             "Optuna plots (default: the storage the run read each from)")
+                             "Optuna plots (default: the storage the run read each from; studies/ for a run of an earlier "
+                             "version)")
     report.set_defaults(handler=cmd_report)
 
 
@@ -43,11 +44,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     skipped: list[str] = []
+    searches_in = StudyPlace(args.search_storage) if args.search_storage else None
     for suite in suites:
         try:
             with terminate_as_interrupt():  # SIGTERM (timeout, Slurm) drops the report being built, as Ctrl-C does
                 summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                                       checkpoints=not args.no_checkpoints, searches_in=StudyPlace(args.search_storage) if args.search_storage else None)
+                                       checkpoints=not args.no_checkpoints, searches_in=searches_in)
         except ReportError as error:
             if args.suite:  # asked for by name: an error
                 raise

@@ -9,14 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.cli.search import study_place
+from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
+from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, exit_warnings
 from benchmark.results import read_meta
 from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text, settings_differ,
                                stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
-from benchmark.params_from import best_configurations, tuning_notes
 from benchmark.studies import StudyPlace, study_names
 from benchmark.suites import Suite, builtin_suites, get_suite
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
                                           "e.g. postgresql://user:pass@host/db to share work across machines")
-    parser.add_argument("--studies-dir", type=Path, help="where SQLite studies live without --storage (default studies/)")
+    parser.add_argument("--studies-dir", type=Path, help=STUDIES_DIR_HELP)
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported (default results/)")
     parser.add_argument("--artifacts-dir", type=Path,
                         help="where best-epoch weights go (default <results-dir>/<suite>/artifacts); a folder "
@@ -117,9 +117,14 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
     filed = None if args.name or args.params_from else _filed_note(args.suite, base, suite, store)
     notes = [filed] if filed else []
     if args.params_from:
-        # Searches are in --search-storage, or beside the suite's study (studies/ or --studies-dir).
-        searches = StudyPlace(args.search_storage, store.studies_dir)
-        base, suite = suite, suite.with_best_params(best_configurations(args.params_from, searches))
+        searches = _search_place(args.params_from, args.search_storage, store.studies_dir)
+        try:
+            best = best_configurations(args.params_from, searches)
+        except NotASearch as err:
+            if args.search_storage:
+                raise
+            raise ValueError(f"{err}; for one kept elsewhere, --search-storage URL") from None
+        base, suite = suite, suite.with_best_params(best)
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
         notes = suite.replacement_notes(base) + tuning_notes(args.params_from, searches, suite)
@@ -152,6 +157,20 @@ def _filed_note(given: str, base: Suite, suite: Suite, store: StoreConfig) -> st
     shown = ", ".join(f"{key} {setting_text(suite.settings()[key])}" for key in changed)
     return (f"note: with {shown}, this run is filed under the suite's own name, {suite.name!r}: a later run of "
             f"{given} without those options is refused; --name files such a variant apart")
+
+
+def _search_place(names: list[str], storage: str | None, studies_dir: Path) -> StudyPlace:
+    """Where the --params-from searches ``names`` are: ``storage`` (--search-storage), else under the
+    run's --studies-dir (also with --storage), else under studies/, where `search` put them before
+    it took --studies-dir."""
+    if storage:
+        return StudyPlace(storage)
+    here = StudyPlace(folder=studies_dir)
+    if any(name not in study_names(here.url(name)) for name in names):
+        default = StudyPlace()
+        if all(name in study_names(default.url(name)) for name in names):
+            return default
+    return here
 
 
 def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConfig) -> None:

@@ -13,10 +13,10 @@ from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
 from benchmark.studies import STUDIES_DIR, StudyPlace
 
-STORAGE_HELP = ("Optuna storage URL (default: the study's own SQLite file, studies/NAME.db, or the file under "
-                "studies/ that already holds it)")
-STUDIES_STORAGE_HELP = f"{STORAGE_HELP}; list: every SQLite file under studies/"
-STUDIES_DIR_HELP = "where SQLite studies live without --storage (default studies/), as `run --studies-dir`"
+STORAGE_HELP = ("Optuna storage URL (default: the study's own SQLite file under --studies-dir, NAME.db, or the "
+                "file there that already holds it)")
+STUDIES_STORAGE_HELP = f"{STORAGE_HELP}; list: every SQLite file under --studies-dir"
+STUDIES_DIR_HELP = "where SQLite studies live without --storage (default studies/)"
 
 SEARCH_EPILOG = """\
 searched parameters and default ranges (one trial = one k-fold cross-validation):
@@ -101,7 +101,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.set_defaults(handler=cmd_search)
 
     studies = sub.add_parser("studies", help="list, show or plot Optuna studies",
-                             description="Inspect Optuna studies (default: list every study under studies/, suites and searches).")
+                             description="Inspect Optuna studies (default: list every study under --studies-dir, studies/ by "
+                                         "default: suites and searches).")
     studies.set_defaults(handler=cmd_list)
     studies.add_argument("--storage", help=STUDIES_STORAGE_HELP)
     studies.add_argument("--studies-dir", type=Path, help=STUDIES_DIR_HELP)
