@@ -347,7 +347,9 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
     (("--samples", "-1"), "error: need --samples >= 0 and a finite --temperature > 0; got -1, 1.0"),
     (("--fold", "-1"), "error: need --fold >= 0; got -1"),
     # not "finish it": no run makes a fold the suite does not have
-    (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4")])
+    (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
+    (("--config", "vq-vae/1/baselin"), "error: unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/1/baselin' "
+                                       "(did you mean 'vq-vae/1/baseline'?); choose one of: vq-vae/1/baseline, ")])
 def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args, message):
     assert cli(smoke_run, "prior", "--suite", "smoke", *args, "--quiet") == 2
     assert one_line_error(capsys).startswith(message)
