@@ -20,6 +20,7 @@ from benchmark.checks import check_choice
 
 SOFTADAPT_VARIANTS = {"loss-weighted": "LossWeightedSoftAdapt", "normalized": "NormalizedSoftAdapt",
                       "original": "SoftAdapt"}
+DEFAULT_VARIANT = "loss-weighted"  # the thesis's
 # The thesis's SoftAdapt β per family (SPEC, "Loss balancing").
 DEFAULT_SOFTADAPT_BETA = {"vae": 1e-4, "vq-vae": 5e-3}
 # The finite-difference order of SoftAdapt's loss slopes. Left unset, the package takes
@@ -45,7 +46,7 @@ class BalanceConfig:
     w2: float = 1.0
     beta: float | None = None
     softadapt: bool = False
-    variant: str = "loss-weighted"
+    variant: str = DEFAULT_VARIANT
     softadapt_beta: float | None = None
     update_every: int = 100
     window: int = 100
@@ -66,7 +67,7 @@ class BalanceConfig:
         if self.update_every < 1 or self.window < 2:
             raise ValueError(f"SoftAdapt needs update_every >= 1 and window >= 2, got update_every={self.update_every}, "
                              f"window={self.window}")
-        if not self.softadapt and (self.softadapt_beta is not None or self.variant != "loss-weighted"):
+        if not self.softadapt and (self.softadapt_beta is not None or self.variant != DEFAULT_VARIANT):
             raise ValueError("softadapt_beta and variant are SoftAdapt's settings: they need softadapt=True")
 
     def fixed_weights(self, terms: tuple[str, ...]) -> dict[str, float]:

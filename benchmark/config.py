@@ -128,7 +128,7 @@ class Configuration:
                 "sampling": m.sampling or "", "exponent": m.exponent, "count": m.count,
                 "softadapt": b.softadapt, "w1": b.w1 if fixed else None,
                 "w2": b.w2 if fixed and m.method == "multidecoder" else None, "beta": b.beta,
-                "softadapt_beta": None if fixed else b.softadapt_beta}
+                "softadapt_beta": None if fixed else b.softadapt_beta, "variant": "" if fixed else b.variant}
 
 
 def family_balance(balance: BalanceConfig, family: str) -> BalanceConfig:

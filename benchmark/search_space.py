@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import check_choice
+from benchmark.checks import check_choice, did_you_mean
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.models import METHODS, model_config
 
@@ -115,7 +115,8 @@ class SearchSettings:
         unknown = sorted(set(self.ranges) - set(wanted))
         if unknown:
             also = " (and beta, given its range)" if self.softadapt and "beta" not in wanted else ""
-            raise ValueError(f"no parameter {unknown[0]!r} in this search; it tunes: {', '.join(wanted)}{also}")
+            raise ValueError(f"no parameter {unknown[0]!r}{did_you_mean(unknown[0], wanted)} in this search; it tunes: "
+                             f"{', '.join(wanted)}{also}")
         ranges = {name: self.ranges.get(name, default_range(name, self.family)) for name in wanted}
         for name, value in ranges.items():
             value.check(name)

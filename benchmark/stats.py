@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from benchmark.balancing import DEFAULT_SOFTADAPT_BETA
+from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, DEFAULT_VARIANT
 from benchmark.models import DEFAULT_BETA
 
 METRICS = ("recon", "latent", "recon_cond")
 COMPARED = ("recon", "latent")          # the conditioned decoder has no baseline counterpart
 PARAMETERS = ("config_id", "family", "config", "method", "sampling", "exponent", "count", "softadapt",
-              "w1", "w2", "beta", "softadapt_beta", "params_from")
+              "w1", "w2", "beta", "softadapt_beta", "variant", "params_from")
 ALPHA = 0.05
 DIVERGED_FACTOR = 1000  # how far above its model config's median a fold's metric looks diverged
 METHOD_TITLES = {"baseline": "Baseline", "multidecoder": "Multidecoder", "single": "Single decoder"}
@@ -279,7 +279,10 @@ def parameter_text(row: pd.Series | dict) -> str:
     if str(row.get("softadapt", False)).lower() in ("true", "1", "1.0"):
         beta = _number(row.get("softadapt_beta"))
         default = DEFAULT_SOFTADAPT_BETA.get(str(row.get("family")))
-        parts.append(f"SoftAdapt β={beta:g}" if math.isfinite(beta) and beta != default else "SoftAdapt")
+        variant = row.get("variant")
+        shown = isinstance(variant, str) and variant not in ("", DEFAULT_VARIANT)  # "" in an earlier version's CSV
+        name = f"SoftAdapt ({variant})" if shown else "SoftAdapt"
+        parts.append(f"{name} β={beta:g}" if math.isfinite(beta) and beta != default else name)
         latent_beta = _number(row.get("beta"))  # the model's β, inside the latent term that SoftAdapt weighs
         if math.isfinite(latent_beta) and latent_beta != default_beta:
             parts.append(f"β={latent_beta:g}")

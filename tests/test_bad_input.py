@@ -31,6 +31,7 @@ from benchmark.models import build_model
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult
 from benchmark.prior_stage import draw_samples, fold_split, generate, load_prior, save_prior, training_pool
 from benchmark.search import SearchOptions
+from benchmark.search_space import SearchSettings, parse_range
 from benchmark.stats import corrected_resampled_ttest
 from benchmark.storage import StoreConfig
 from benchmark.suites import Suite, get_suite
@@ -178,6 +179,8 @@ def test_a_method_without_its_kind_of_pixel_count_is_refused(make, message):
     (lambda: build_model("vq-vae", 4, "baseline"), "unknown vq-vae config 4; choose one of: 1, 2, 3"),
     # no hint where none is near: 'gpu' is no typo of 'cpu'
     (lambda: TrainConfig(device="gpu"), "unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N"),
+    (lambda: SearchSettings("vae", 1, "single", "uniform", ranges=dict([parse_range("exponant=1:10")])),
+     "no parameter 'exponant' (did you mean 'exponent'?) in this search; it tunes: exponent, beta"),
 ])
 def test_a_mistyped_choice_is_named_with_the_closest_one_and_the_list(make, message):
     with raises(message):

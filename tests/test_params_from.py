@@ -129,7 +129,7 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     capsys.readouterr()
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--studies-dir", "other", "--params-from", "nope", "--name",
                "nope", "--quiet") == 2
-    assert one_line_error(capsys).endswith("available: none; for one kept elsewhere, --search-storage URL")
+    assert one_line_error(capsys).endswith("available: none; for one kept elsewhere, --studies-dir DIR or --search-storage URL")
     # an earlier version's export records no storage: the report looks under studies/
     meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "search_storages"}))
     capsys.readouterr()
@@ -186,7 +186,7 @@ def test_a_study_that_is_no_search_is_refused_listing_the_search_studies_only(tm
     studies = tmp_path / "studies"
     suite_study(studies, "smoke")
     searches = "--params-from takes search studies (made by `python -m benchmark search`)"
-    elsewhere = "; for one kept elsewhere, --search-storage URL"  # where no storage was named
+    elsewhere = "; for one kept elsewhere, --studies-dir DIR or --search-storage URL"  # where no storage was named
     assert cli(tmp_path, "run", "--suite", "smoke", "--params-from", "nope", "--quiet") == 2
     assert one_line_error(capsys) == f"error: {searches}: no study 'nope' in studies/; available: none{elsewhere}"
     searched(studies, "search-vae-1-single-gaussian", SearchSettings("vae", 1, "single", "gaussian"))

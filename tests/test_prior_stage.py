@@ -281,8 +281,8 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
     out, err = capsys.readouterr()
     err = err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("interrupted: "), err
-    assert err[0].endswith("Running the same command again trains all its configurations anew; "
-                           "to train only the others, name them with --config")
+    assert err[0].endswith("Running the same command again trains all its configurations anew" +
+                           ("; to train only the others, name them with --config" if finished else ""))
     csv = tmp_path / "results" / "smoke_prior.csv"
     if not finished:
         assert "no configuration finished, so no row of the prior CSV was written or replaced" in err[0]

@@ -812,6 +812,8 @@ def test_a_softadapt_beta_other_than_the_family_default_is_in_the_label():
     row = {"family": "vq-vae", "method": "multidecoder", "sampling": "uniform", "softadapt": True}
     assert parameter_text({**row, "softadapt_beta": 5e-3}) == "uniform, SoftAdapt"  # the VQ-VAE default
     assert parameter_text({**row, "softadapt_beta": 0.01}) == "uniform, SoftAdapt β=0.01"
+    assert parameter_text({**row, "softadapt_beta": 0.01, "variant": "normalized"}) == "uniform, SoftAdapt (normalized) β=0.01"
+    assert parameter_text({**row, "variant": "loss-weighted"}) == "uniform, SoftAdapt"  # the thesis's: not named
 
 
 def test_beta_is_in_the_label_when_it_is_not_the_familys():

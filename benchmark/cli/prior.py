@@ -57,8 +57,9 @@ def cmd_prior(args: argparse.Namespace) -> int:
             kept = f"the priors of {', '.join(finished)} are stored ({where}); the one in progress is lost"
         else:
             kept = "no configuration finished, so no row of the prior CSV was written or replaced"
-        print(f"interrupted: {kept}. Running the same command again trains all its configurations anew; "
-              f"to train only the others, name them with --config", file=sys.stderr)
+        others = "; to train only the others, name them with --config" if finished else ""
+        print(f"interrupted: {kept}. Running the same command again trains all its configurations anew{others}",
+              file=sys.stderr)
         return 130
 
 

@@ -123,7 +123,7 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         except NotASearch as err:
             if args.search_storage:
                 raise
-            raise ValueError(f"{err}; for one kept elsewhere, --search-storage URL") from None
+            raise ValueError(f"{err}; for one kept elsewhere, --studies-dir DIR or --search-storage URL") from None
         base, suite = suite, suite.with_best_params(best)
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
