@@ -24,6 +24,10 @@ SECONDS_PER_UNIT = 0.1
 DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
 
 
+# Folders of reports/ that other commands write: a suite of that name would report into them.
+TAKEN_REPORT_FOLDERS = {"bench": "`bench`'s throughput tables", "studies": "`studies plot`'s figures"}
+
+
 @dataclass(frozen=True)
 class Suite:
     """A named set of configurations with the data and training they share."""
@@ -50,6 +54,9 @@ class Suite:
         if len(self.name) > MAX_NAME:  # with the suffixes of its files, a longer one can pass a file system's limit
             raise ValueError(f"suite name {self.name[:20]}… is {len(self.name)} characters long; at most {MAX_NAME} "
                              "(it names files)")
+        if self.name in TAKEN_REPORT_FOLDERS:  # `report` would write into the other command's folder
+            raise ValueError(f"suite name {self.name!r} is taken: reports/{self.name}/ holds "
+                             f"{TAKEN_REPORT_FOLDERS[self.name]}; give it another name")
         if self.name.endswith(".toml"):  # `--suite NAME` would read it as a file
             raise ValueError(f"suite name {self.name!r} must not end in .toml")
         if not self.configurations:

@@ -328,6 +328,19 @@ def test_every_bad_configuration_of_a_file_is_named_at_once(tmp_path, capsys):
         "baseline, multidecoder, single")
 
 
+def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):
+    (tmp_path / "d.toml").write_text('dataset = "mnist5"\n' + BASELINE)
+    assert cli(tmp_path, "suites", "d.toml") == 2
+    assert one_line_error(capsys) == ("error: d.toml: unknown dataset 'mnist5' (did you mean 'mnist5k'?); choose one "
+                                      "of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH")
+    (tmp_path / "b.toml").write_text('name = "bench"\n' + BASELINE)
+    assert cli(tmp_path, "suites", "b.toml") == 2
+    assert one_line_error(capsys) == ("error: suite file b.toml: suite name 'bench' is taken: reports/bench/ holds "
+                                      "`bench`'s throughput tables; give it another name")
+    assert cli(tmp_path, "run", "--suite", "smoke", "--name", "studies", "--quiet") == 2
+    assert "suite name 'studies' is taken: reports/studies/ holds `studies plot`'s figures" in one_line_error(capsys)
+
+
 @pytest.mark.parametrize("dataset, count, refused", [
     ("digits", 1025, True), ("cifar10", 1024, False),
     ("celeba", 4096, False), ("folder:images", 5000, False),  # sized by their loading: checked by `run`

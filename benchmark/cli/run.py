@@ -137,9 +137,8 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         _check_tuned_from_the_same(suite, set(args.params_from), store)
     suite = suite.override(name=args.name)
     _check_same_storage(suite, store)
-    from benchmark.data import check_dataset_name, unused_source_note
+    from benchmark.data import unused_source_note
 
-    check_dataset_name(suite.dataset)
     unused = unused_source_note(suite.dataset, args.data_root, args.download)
     return suite, notes + ([unused] if unused else [])
 
@@ -216,9 +215,12 @@ def builtin_name_clash(given: str, suite: Suite) -> str | None:
 
 
 def checked(suite: Suite, given: str) -> Suite:
-    """``suite`` (named ``given``: a built-in's name or a file), its pixel counts checked against its
-    dataset's images where their size is fixed."""
+    """``suite`` (named ``given``: a built-in's name or a file), its dataset's name checked, and its
+    pixel counts against the dataset's images where their size is fixed."""
+    from benchmark.data import check_dataset_name
+
     try:
+        check_dataset_name(suite.dataset)
         suite.check_pixel_counts()
     except ValueError as err:
         raise ValueError(f"{given}: {err}") from None
