@@ -12,9 +12,9 @@ import pandas as pd
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.cv import fold_label
+from benchmark.params_from import TRAINING_SETTINGS, training_changes, training_differences
 from benchmark.results import SuiteResults
 from benchmark.stats import DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds
-from benchmark.params_from import TRAINING_SETTINGS, training_changes, training_differences
 
 if TYPE_CHECKING:
     import optuna
@@ -30,9 +30,10 @@ SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
 
 def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
     """What limits the numbers, read from the run itself: methods without their baseline, comparisons
-    on few paired folds, folds that diverged without failing, folds still improving at their last
-    epoch (not converged), SoftAdapt configurations that trained too few steps to re-weight, and
-    the ``searches`` (``run --params-from``) that tuned parameters with other training than the run's."""
+    on few paired folds, folds that diverged without failing, methods tuned by a search against an
+    untuned baseline, folds still improving at their last epoch (not converged), SoftAdapt
+    configurations that trained too few steps to re-weight, and the ``searches`` (``run
+    --params-from``) that tuned parameters with other training than the run's."""
     meta, done, notes = suite.meta, completed(suite.results), []
     models = suite.results.groupby(["family", "config"], sort=False)
     alone = [f"{family}/{config}" for (family, config), rows in models if not (rows["method"] == "baseline").any()]
@@ -40,7 +41,7 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
                      f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
                      "its units already done are kept).")
-    notes += [note for note in (_pairing_note(suite), _diverged_note(suite)) if note]
+    notes += [note for note in (_pairing_note(suite), _diverged_note(suite), _unequal_tuning_note(suite)) if note]
     epochs = meta.get("epochs")
     # Per model config: one family still improving must not hide behind another that converged.
     kept = {f"{family}/{config}": rows.dropna() for (family, config), rows in
@@ -66,6 +67,28 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         if idle:
             notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
     return notes + _tuning_notes(suite.meta, searches or {})
+
+
+def _unequal_tuning_note(suite: SuiteResults) -> str | None:
+    """Model configs whose methods took parameters from a search while the baseline they are
+    compared with (``compare_with_baseline``'s) kept its defaults: a tuned method against an
+    untuned baseline wins partly by the tuning."""
+    unequal = []
+    if "params_from" not in suite.results:  # results made in memory, not read from an export
+        return None
+    for (family, config), rows in suite.results.groupby(["family", "config"], sort=False):
+        ids = rows.drop_duplicates("config_id")
+        baselines = ids[ids["method"] == "baseline"]
+        plain = baselines[baselines["config_id"] == f"{family}/{config}/baseline"]
+        reference = plain if len(plain) else baselines.head(1)
+        methods = ids[ids["method"] != "baseline"]
+        if len(reference) and not reference["params_from"].iloc[0] and (methods["params_from"] != "").any():
+            unequal.append(f"{family}/{config}")
+    if not unequal:
+        return None
+    return (f"in {', '.join(unequal)}, methods took parameters from a search but the baseline they are compared "
+            "with kept its defaults, so their differences mix the method's effect with the tuning's: search the "
+            "baseline too (`search --method baseline`) and name both searches in `--params-from`.")
 
 
 def prior_notes(prior: pd.DataFrame) -> list[str]:

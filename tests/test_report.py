@@ -834,6 +834,22 @@ def test_parameters_from_a_search_are_labelled_tuned():
     assert parameter_text({**row, "params_from": float("nan")}) == "gaussian, a=35.2, W₁=1, β=0.4"
 
 
+def test_methods_tuned_against_an_untuned_baseline_get_a_caveat(rows):
+    def notes(tuned_methods: str, tuned_baseline: bool) -> list[str]:
+        tuned = rows.assign(params_from=np.where(rows["config_id"].str.startswith(tuned_methods) &
+                                                 (rows["method"] != "baseline"), "search-m", ""))
+        if tuned_baseline:
+            tuned.loc[tuned["config_id"] == "vq-vae/1/baseline", "params_from"] = "search-b"
+        return [n for n in caveats(SuiteResults("demo", tuned, None, {"folds": FOLDS})) if "the tuning's" in n]
+
+    assert notes("vq-vae/1/", False) == [
+        "in vq-vae/1, methods took parameters from a search but the baseline they are compared with kept its "
+        "defaults, so their differences mix the method's effect with the tuning's: search the baseline too "
+        "(`search --method baseline`) and name both searches in `--params-from`."]
+    assert notes("vq-vae/1/", True) == []  # tuned alike
+    assert notes("nothing", False) == []
+
+
 def test_the_tables_warn_that_a_tuned_rows_test_is_optimistic(rows):
     plain = build_table(SuiteResults("demo", rows, None, {"folds": FOLDS}))
     tuned = rows.assign(params_from=np.where(rows["method"] == "single", "search-vq", ""))
