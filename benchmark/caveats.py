@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -43,15 +44,17 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
                      "its units already done are kept).")
     notes += [note for note in (_pairing_note(suite), _diverged_note(suite), _unequal_tuning_note(suite)) if note]
     epochs = meta.get("epochs")
-    # Per model config: one family still improving must not hide behind another that converged.
-    kept = {f"{family}/{config}": rows.dropna() for (family, config), rows in
-            done.groupby(["family", "config"], sort=False)["best_epoch"]} if epochs else {}
-    unconverged = {model: folds for model, folds in kept.items() if 2 * int((folds == epochs).sum()) > len(folds)}
+    # Per configuration: one still improving must not hide behind others that converged (its
+    # comparison with them would partly measure the training it still lacked).
+    kept = {config_id: rows.dropna() for config_id, rows in done.groupby("config_id", sort=False)["best_epoch"]
+            } if epochs else {}
+    unconverged = {config_id: folds for config_id, folds in kept.items()
+                   if 2 * int((folds == epochs).sum()) > len(folds)}
     if unconverged:
         last = sum(int((folds == epochs).sum()) for folds in unconverged.values())
         folds = sum(len(folds) for folds in unconverged.values())
         every = len(unconverged) == sum(len(folds) > 0 for folds in kept.values())
-        which = "" if every else f" of {' and '.join(unconverged)}"
+        which = "" if every else f" of {' and '.join(_named(unconverged, done))}"
         why = ("the folds trained one epoch" if epochs == 1 else
                f"{last} of {folds} folds{which} kept their last epoch ({epochs}): the validation loss was still "
                "falling when training stopped")
@@ -67,6 +70,20 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         if idle:
             notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
     return notes + _tuning_notes(suite.meta, searches or {})
+
+
+def _named(config_ids: Iterable[str], done: pd.DataFrame) -> list[str]:
+    """``config_ids`` as a reader takes them in: a model config (``vae/1``) where they are all of
+    its configurations in ``done``, else each configuration."""
+    config_ids = set(config_ids)
+    names = []
+    for (family, config), rows in done.groupby(["family", "config"], sort=False):
+        ids = list(dict.fromkeys(rows["config_id"]))
+        if set(ids) <= config_ids:
+            names.append(f"{family}/{config}")
+        else:
+            names += [config_id for config_id in ids if config_id in config_ids]
+    return names
 
 
 def _unequal_tuning_note(suite: SuiteResults) -> str | None:

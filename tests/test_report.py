@@ -540,6 +540,12 @@ def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_r
     assert (f"{(rows['family'] == 'vae').sum()} of {(rows['family'] == 'vae').sum()} folds of vae/1 kept their last "
             "epoch (3): the validation loss was still falling when training stopped, so those models are not "
             "converged") in (tmp_path / "mixed-out" / "index.md").read_text()
+    # So is one configuration still improving beside its model config's others that peaked earlier.
+    single = rows["config_id"] == "vq-vae/1/single/gaussian/a=20"
+    write_report(write_suite(tmp_path / "one", rows.assign(best_epoch=rows["best_epoch"].where(single, 2)),
+                             batch_size=4), "demo", tmp_path / "one-out", figures=False)
+    assert (f"{single.sum()} of {single.sum()} folds of vq-vae/1/single/gaussian/a=20 kept their last epoch (3)"
+            ) in (tmp_path / "one-out" / "index.md").read_text()
     # Methods without their baseline are not compared, and the report says why.
     write_report(write_suite(tmp_path / "alone", rows[rows["config_id"] != "vq-vae/1/baseline"], batch_size=4),
                  "demo", tmp_path / "alone-out", figures=False)
