@@ -109,9 +109,9 @@ def _unequal_tuning_note(suite: SuiteResults) -> str | None:
 
 
 def prior_notes(prior: pd.DataFrame) -> list[str]:
-    """Caveats on the prior NLL column: priors still improving at their last epoch, and codebooks
-    used at a small fraction of their codes (few codes are easy to predict: a low NLL there says
-    little of the prior)."""
+    """Caveats on the prior NLL column: priors still improving at their last epoch, priors worse
+    than a uniform one, and codebooks used at a small fraction of their codes (few codes are easy
+    to predict: a low NLL there says little of the prior)."""
     notes = []
     if {"best_epoch", "epochs"} <= set(prior):
         last = prior[prior["best_epoch"] >= prior["epochs"]]
@@ -119,6 +119,14 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
             notes.append(f"{len(last)} of {len(prior)} priors kept their last epoch "
                          f"({', '.join(sorted({f'{e:g}' for e in last['epochs']}))}): their NLL was still falling "
                          "when training stopped, so longer prior training (`prior --epochs`) would lower it.")
+    if {"val_nll_nats", "uniform_nats"} <= set(prior):
+        worse = prior[prior["val_nll_nats"] > prior["uniform_nats"]]
+        if len(worse):
+            listed = ", ".join(f"{row.config_id} ({row.val_nll_nats:.3f} > {row.uniform_nats:.3f})"
+                               for row in worse.itertuples())
+            notes.append(f"priors that score worse than a uniform prior over their codes (ln K nats): {listed}; "
+                         "they failed to fit (too few epochs or too small a PixelCNN: `prior --epochs`, "
+                         "`--hidden`, `--layers`), so their NLL says nothing of the codes.")
     if {"code_perplexity", "uniform_nats"} <= set(prior):
         codes = np.exp(prior["uniform_nats"])  # a uniform prior's NLL is ln K
         narrow = prior[prior["code_perplexity"] < COLLAPSED_CODEBOOK * codes]

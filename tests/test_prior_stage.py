@@ -157,12 +157,15 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
     for row in narrow.itertuples():
         assert f"{row.config_id} ({row.code_perplexity:.1f} of {K})" in out
     assert ("codebooks used at a perplexity under 10% of their codes" in out) == bool(len(narrow))
-    # by hand: one prior stopped improving, one codebook in full use, one collapsed
+    # by hand: one prior stopped improving, one worse than uniform, one codebook in full use, one collapsed
     table = pd.DataFrame({"config_id": ["a", "b", "c"], "best_epoch": [3, 1, 2], "epochs": [3, 3, 3],
+                          "val_nll_nats": [4.0, 4.938, 1.0],
                           "code_perplexity": [60.0, 100.0, 4.2], "uniform_nats": [math.log(K)] * 3})
     notes = prior_notes(table)
     assert notes[0].startswith("1 of 3 priors kept their last epoch (3)")
-    assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[1] and len(notes) == 2
+    assert notes[1].startswith("priors that score worse than a uniform prior over their codes (ln K nats): "
+                               "b (4.938 > 4.852); they failed to fit")
+    assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[2] and len(notes) == 3
 
 
 def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
