@@ -61,6 +61,11 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         notes.append(f"{why}, so {'the' if every else 'those'} models are not converged and longer training "
                      "(`--epochs`) would change these numbers; compare rows within this report, not with the "
                      "thesis's table.")
+    busy = done["busy_load"].dropna() if "busy_load" in done else pd.Series(dtype=float)
+    if len(busy):
+        notes.append(f"{len(busy)} of {len(done)} units finished while other work kept the machine busy (load average "
+                     f"up to {busy.max():.1f}): their training times (`seconds`, the cost column) are high, so "
+                     "compare costs of units trained alone.")
     if suite.prior is not None:
         notes += prior_notes(suite.prior)
     if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():

@@ -90,7 +90,8 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
         attrs = trial.user_attrs if trial else {}
         metrics = attrs.get("metrics", {})
         row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})
-        row.update({"seconds": attrs.get("seconds", math.nan), "n_train": attrs.get("n_train"),
+        row.update({"seconds": attrs.get("seconds", math.nan), "busy_load": attrs.get("busy_load"),
+                    "n_train": attrs.get("n_train"),
                     "n_val": attrs.get("n_val"), "error": attrs.get("error", ""),
                     "checkpoint": _checkpoint(attrs, config.artifacts(suite.name)),
                     "params_from": tuned.get(config_id, "")})

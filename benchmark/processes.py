@@ -102,14 +102,22 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def busy_note(during: str, consequence: str, load: float | None = None, cpus: int | None = None,
-              processes: int = 1) -> str | None:
-    """A warning when other work shared the machine's cores ``during`` ours (the last minute's load
-    average over 1.5 per core: our own work keeps about one per core busy, or one per process when
-    ``processes`` outnumber the cores), saying its ``consequence``."""
+def busy_load(load: float | None = None, cpus: int | None = None, processes: int = 1) -> float | None:
+    """The last minute's load average when other work shares the machine's cores with ours (over
+    1.5 per core: our own work keeps about one per core busy, or one per process when ``processes``
+    outnumber the cores), else None."""
     load = os.getloadavg()[0] if load is None else load
     cpus = (os.cpu_count() or 1) if cpus is None else cpus  # the load is the machine's, whatever our affinity
-    if load <= 1.5 * max(cpus, processes):
+    return load if load > 1.5 * max(cpus, processes) else None
+
+
+def busy_note(during: str, consequence: str, load: float | None = None, cpus: int | None = None,
+              processes: int = 1) -> str | None:
+    """A warning when other work shared the machine's cores ``during`` ours (``busy_load``), saying
+    its ``consequence``."""
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    load = busy_load(load, cpus, processes)
+    if load is None:
         return None
     return (f"warning: the machine was busy while {during} (load average {load:.1f} on {cpus} cores): other work "
             f"took cores from it, so {consequence}")

@@ -19,8 +19,8 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, save_checkpoint
-from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
-                                 worker_id)
+from benchmark.processes import (Interrupts, busy_load, crowded_note, run_workers, stop_with_parent, usable_cores,
+                                 worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
 from benchmark.storage import (
     StoreConfig,
@@ -170,7 +170,7 @@ class _Worker:
         artifact = save_checkpoint(storage.get_trial(trial_id), storage, folder, result.state_dict, info)
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
-                            "n_train": result.n_train, "n_val": result.n_val}.items():
+                            "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _label(self, trial_id: int, config_id: str, fold: int) -> None:

@@ -840,6 +840,16 @@ def test_parameters_from_a_search_are_labelled_tuned():
     assert parameter_text({**row, "params_from": float("nan")}) == "gaussian, a=35.2, W₁=1, β=0.4"
 
 
+def test_units_trained_on_a_busy_machine_get_a_caveat_on_their_cost(rows):
+    busy = rows.assign(busy_load=np.where(rows["fold"] == 0, 3.4, np.nan))
+    notes = caveats(SuiteResults("demo", busy, None, {"folds": FOLDS}))
+    assert (f"{len(CONFIGS)} of {len(rows)} units finished while other work kept the machine busy (load average up to "
+            "3.4): their training times (`seconds`, the cost column) are high, so compare costs of units trained "
+            "alone.") in notes
+    assert not any("busy" in n for n in caveats(SuiteResults("demo", rows.assign(busy_load=np.nan), None,
+                                                              {"folds": FOLDS})))
+
+
 def test_methods_tuned_against_an_untuned_baseline_get_a_caveat(rows):
     def notes(tuned_methods: str, tuned_baseline: bool) -> list[str]:
         tuned = rows.assign(params_from=np.where(rows["config_id"].str.startswith(tuned_methods) &

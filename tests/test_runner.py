@@ -138,6 +138,15 @@ w1 = {w1}
 """
 
 
+def test_each_unit_records_whether_other_work_kept_the_machine_busy(tmp_path, monkeypatch, capsys):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (2.0 * cores, 0.0, 0.0))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    assert "warning: the machine was busy while this run trained" in capsys.readouterr().err
+    assert (pd.read_csv(tmp_path / "results" / "small.csv")["busy_load"] == 2.0 * cores).all()
+
+
 def test_two_workers_share_a_suite_without_duplicates(tmp_path):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=5, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "2", "--heartbeat", "1") == 0
