@@ -24,6 +24,7 @@ from benchmark.storage import StoreConfig, absolute_url, gone, safe_url, same_st
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
 
+INTEGER_COLUMNS = ("config", "fold", "repeat", "trial", "count", "best_epoch", "n_train", "n_val")
 METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train",
                   "latent_train")
 
@@ -101,7 +102,9 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
     config.results_dir.mkdir(parents=True, exist_ok=True)
     results_path = config.results_dir / f"{suite.name}.csv"
     history_path = config.results_dir / f"{suite.name}_history.csv"
-    _replace(results_path, pd.DataFrame(rows).to_csv(index=False))
+    # Counts stay integers where some rows lack them (a unit not trained yet): 100, not 100.0.
+    table = pd.DataFrame(rows).astype({column: "Int64" for column in INTEGER_COLUMNS})
+    _replace(results_path, table.to_csv(index=False))
     _replace(history_path, pd.DataFrame(history, columns=["config_id", "fold", "epoch"] if not history else None)
              .to_csv(index=False))
     meta = {**versioned(suite.settings()), "data_root": suite.data_root, "study": study.study_name,

@@ -78,6 +78,9 @@ def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
     study._storage.set_trial_state_values(trial_id, TrialState.FAIL)  # Ctrl-C: a FAIL without a reason
     table = pd.read_csv(export(study, suite, store)[0])
     assert list(table["state"][:2]) == ["INTERRUPTED", "MISSING"]
+    # Integer columns with gaps (no trial yet) print as integers, not as 0.0
+    text = pd.read_csv(tmp_path / "smoke.csv", dtype=str, keep_default_na=False)
+    assert text.loc[0, "trial"] == "0" and text.loc[1, "trial"] == ""
     # Each file is written aside and renamed into place: nothing half-written is left behind.
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(".db")) == [
         "smoke.csv", "smoke_history.csv", "smoke_meta.json"]
