@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -224,8 +225,8 @@ TOP_KEYS = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "descri
 def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     if not isinstance(table, dict):
         raise ValueError(f"{where}: must be a [[configurations]] table, got {table!r}")
-    _check_keys(table, CONFIGURATION_KEYS, where)
     try:
+        _check_keys(table, CONFIGURATION_KEYS)
         return _configurations(table)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
@@ -259,7 +260,7 @@ def _configurations(table: dict) -> list[Configuration]:
     return [Configuration(family, config, method)]
 
 
-def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+def _check_keys(table: dict, allowed: set[str]) -> None:
     """Refuse keys a table does not take, naming each with the allowed key it most resembles, or
     the place in a suite file where it belongs."""
     unknown = sorted(set(table) - allowed)
@@ -269,7 +270,7 @@ def _check_keys(table: dict, allowed: set[str], where: str) -> None:
                  **{key: "in a [[configurations]] table" for key in CONFIGURATION_KEYS}}
         hints = [f"{key!r}" + (f" (it belongs {homes[key]})" if key in homes else did_you_mean(key, allowed))
                  for key in unknown]
-        raise ValueError(f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(hints)}; allowed: {sorted(allowed)}")
+        raise ValueError(f"unknown key{'s' * (len(unknown) > 1)} {', '.join(hints)}; allowed: {sorted(allowed)}")
 
 
 def load_suite_file(path: Path) -> Suite:
@@ -285,28 +286,40 @@ def load_suite_file(path: Path) -> Suite:
         raise ValueError(f"suite file {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
-    _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}, f"suite file {path}")
+    # Every part's problem at once, not one per attempt: (as said alone, as said among others).
+    problems: list[tuple[str, str]] = []
+
+    def check(where: str, alone: str, step: Callable[[], object]) -> object:
+        try:
+            return step()
+        except ValueError as err:
+            problems.append((f"{alone}{err}", f"{where}{err}"))
+            return None
+
+    check("", f"suite file {path}: ", lambda: _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}))
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
-        raise ValueError(f"suite file {path} needs at least one [[configurations]] table")
-    configurations, problems = [], []
-    for i, table in enumerate(tables):  # every table's problem at once, not one per attempt
-        try:
-            configurations += _configuration_from_table(table, f"configuration {i + 1}")
-        except ValueError as err:
-            problems.append(str(err))
-    if problems:
-        raise ValueError(f"{path} {problems[0]}" if len(problems) == 1 else
-                         f"suite file {path} has {len(problems)} bad configurations: {' | '.join(problems)}")
+        problems.append((f"suite file {path} needs at least one [[configurations]] table",
+                         "needs at least one [[configurations]] table"))
+        tables = []
+    configurations = []
+    for i, table in enumerate(tables):
+        where = f"configuration {i + 1}"
+        configurations += check("", f"{path} ", lambda: _configuration_from_table(table, where)) or []
     train_table = data.get("train", {})
-    allowed = {f.name for f in fields(TrainConfig)}
+    train = None
     if not isinstance(train_table, dict):
-        raise ValueError(f"suite file {path}: [train] must be a table, got {train_table!r}")
-    _check_keys(train_table, allowed, f"suite file {path}: [train]")
-    try:
-        train = TrainConfig(**train_table)  # checks each value's type and range
-    except ValueError as err:
-        raise ValueError(f"suite file {path}: [train] {err}") from None
+        problems.append((f"suite file {path}: [train] must be a table, got {train_table!r}",
+                         f"[train] must be a table, got {train_table!r}"))
+    else:
+        known = len(problems)
+        allowed = {f.name for f in fields(TrainConfig)}
+        check("[train]: ", f"suite file {path}: [train]: ", lambda: _check_keys(train_table, allowed))
+        if len(problems) == known:  # its values are checked once its keys are known
+            train = check("[train] ", f"suite file {path}: [train] ", lambda: TrainConfig(**train_table))
+    if problems:
+        raise ValueError(problems[0][0] if len(problems) == 1 else
+                         f"suite file {path} has {len(problems)} problems: {' | '.join(p for _, p in problems)}")
     top = {k: data[k] for k in TOP_KEYS if k in data}
     try:
         return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)

@@ -323,9 +323,18 @@ def test_every_bad_configuration_of_a_file_is_named_at_once(tmp_path, capsys):
                                        MULTIDECODER.replace("multidecoder", "multidecodr"))
     assert cli(tmp_path, "suites", "bad.toml") == 2
     assert one_line_error(capsys) == (
-        "error: suite file bad.toml has 2 bad configurations: configuration 1: unknown vae config 7; choose one of: "
+        "error: suite file bad.toml has 2 problems: configuration 1: unknown vae config 7; choose one of: "
         "1, 2 | configuration 3: unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: "
         "baseline, multidecoder, single")
+
+
+def test_problems_in_every_part_of_a_suite_file_are_named_at_once(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text('fold = 2\n[train]\nepochs = 0\n' + BASELINE.replace("baseline", "basline"))
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    message = one_line_error(capsys)
+    assert message.startswith("error: suite file bad.toml has 3 problems: unknown key 'fold' (did you mean 'folds'?)")
+    assert message.endswith(" | configuration 1: unknown method 'basline' (did you mean 'baseline'?); choose one of: "
+                            "baseline, multidecoder, single | [train] epochs must be >= 1, got 0")
 
 
 def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):
