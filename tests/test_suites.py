@@ -1,6 +1,7 @@
 """The built-in suites (smoke, quick, full), the `suites` command that lists them, and the seeds
 and folds that resuming a suite and reproducing a search rely on never changing."""
 
+import json
 import math
 import os
 import subprocess
@@ -335,6 +336,15 @@ def test_problems_in_every_part_of_a_suite_file_are_named_at_once(tmp_path, caps
     assert message.startswith("error: suite file bad.toml has 3 problems: unknown key 'fold' (did you mean 'folds'?)")
     assert message.endswith(" | configuration 1: unknown method 'basline' (did you mean 'baseline'?); choose one of: "
                             "baseline, multidecoder, single | [train] epochs must be >= 1, got 0")
+
+
+def test_suites_given_the_name_a_run_is_filed_under_gives_that_runs_command(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    command = "python -m benchmark run --suite quick --epochs 10 --name quick-e10"
+    (tmp_path / "results" / "quick-e10_meta.json").write_text(json.dumps({"command": command}))
+    assert cli(tmp_path, "suites", "quick-e10") == 2
+    assert one_line_error(capsys) == (f"error: 'quick-e10' is the name a run is filed under, not a suite; the run's "
+                                      f"command: {command}")
 
 
 def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):

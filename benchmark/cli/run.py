@@ -255,7 +255,7 @@ def estimate_cpu_minutes(suite: Suite) -> float:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    named = [checked(get_suite(name), name) for name in args.suites]
+    named = [checked(_suite_or_run(name), name) for name in args.suites]
     for name, suite in zip(args.suites, named):
         if clash := builtin_name_clash(name, suite):
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
@@ -271,6 +271,19 @@ def cmd_suites(args: argparse.Namespace) -> int:
         for config_id, unit in seconds.items():
             print(f"  {config_id:{width}}  {duration(unit):>7}")
     return 0
+
+
+def _suite_or_run(name: str) -> Suite:
+    """The suite ``name`` names; for the name a run was filed under (``--name``, ``-tuned``), an error
+    that gives the command that run recorded, whose suite is the one to ask about."""
+    try:
+        return get_suite(name)
+    except ValueError:
+        command = recorded_command(name, StoreConfig())
+        if command:
+            raise ValueError(f"{name!r} is the name a run is filed under, not a suite; the run's command: "
+                             f"{command}") from None
+        raise
 
 
 def duration(seconds: float) -> str:
