@@ -15,7 +15,7 @@ from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.cv import fold_label
 from benchmark.params_from import TRAINING_SETTINGS, training_changes, training_differences
 from benchmark.results import SuiteResults
-from benchmark.stats import DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds
+from benchmark.stats import DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds, reference_baseline
 
 if TYPE_CHECKING:
     import optuna
@@ -99,12 +99,10 @@ def _unequal_tuning_note(suite: SuiteResults) -> str | None:
     if "params_from" not in suite.results:  # results made in memory, not read from an export
         return None
     for (family, config), rows in suite.results.groupby(["family", "config"], sort=False):
-        ids = rows.drop_duplicates("config_id")
-        baselines = ids[ids["method"] == "baseline"]
-        plain = baselines[baselines["config_id"] == f"{family}/{config}/baseline"]
-        reference = plain if len(plain) else baselines.head(1)
-        methods = ids[ids["method"] != "baseline"]
-        if len(reference) and not reference["params_from"].iloc[0] and (methods["params_from"] != "").any():
+        reference = reference_baseline(family, config, rows)
+        tuned = rows.loc[rows["method"] != "baseline", "params_from"]
+        if reference is not None and (tuned != "").any() and \
+                not rows.loc[rows["config_id"] == reference, "params_from"].iloc[0]:
             unequal.append(f"{family}/{config}")
     if not unequal:
         return None

@@ -146,6 +146,15 @@ def _set_sizes(rows: pd.DataFrame, k: int) -> tuple[float, float]:
     return float(k - 1), 1.0
 
 
+def reference_baseline(family: str, config: int, rows: pd.DataFrame) -> str | None:
+    """The config id of the baseline that the methods of model config ``family``/``config`` (its
+    ``rows`` of the results) are compared with: the plain one where listed, else the first
+    baseline listed; None without one."""
+    baselines = list(rows.loc[rows["method"] == "baseline", "config_id"].unique())
+    plain = f"{family}/{config}/baseline"
+    return plain if plain in baselines else next(iter(baselines), None)
+
+
 def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: int = 1) -> pd.DataFrame:
     """Each configuration against the baseline of its (family, config), paired on fold.
 
@@ -170,9 +179,7 @@ def compare_with_baseline(results: pd.DataFrame, k: int | None = None, repeats: 
     # is never another baseline standing in for a plain one with no fold done, and one with no
     # fold done stays in Holm's family.
     for (family, config), every in results.groupby(["family", "config"], sort=False):
-        baselines = list(every.loc[every["method"] == "baseline", "config_id"].unique())
-        reference = f"{family}/{config}/baseline" if f"{family}/{config}/baseline" in baselines else \
-            next(iter(baselines), None)
+        reference = reference_baseline(family, config, every)
         base = done[done["config_id"] == reference]
         for config_id, planned in every[every["config_id"] != reference].groupby("config_id", sort=False):
             runs = done[done["config_id"] == config_id]
@@ -300,4 +307,4 @@ def parameter_text(row: pd.Series | dict) -> str:
 
 __all__ = ["ALPHA", "COMPARED", "DIVERGED_FACTOR", "METHOD_TITLES", "METRICS", "TTest", "compare_with_baseline",
            "comparison_wide", "completed", "corrected_resampled_ttest", "diverged_folds", "format_mean_var", "holm",
-           "parameter_text", "summarise"]
+           "parameter_text", "reference_baseline", "summarise"]
