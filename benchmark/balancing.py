@@ -65,8 +65,8 @@ class BalanceConfig:
             object.__setattr__(self, name, float(value))
         check_choice("SoftAdapt variant", self.variant, SOFTADAPT_VARIANTS)
         if self.update_every < 1 or self.window < 2:
-            raise ValueError(f"SoftAdapt needs update_every >= 1 and window >= 2, got update_every={self.update_every}, "
-                             f"window={self.window}")
+            raise ValueError(f"SoftAdapt needs update_every >= 1 and window >= 2, got "
+                             f"update_every={self.update_every}, window={self.window}")
         if not self.softadapt and (self.softadapt_beta is not None or self.variant != DEFAULT_VARIANT):
             raise ValueError("softadapt_beta and variant are SoftAdapt's settings: they need softadapt=True")
 

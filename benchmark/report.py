@@ -312,10 +312,10 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     each configuration, from the model ``load_model(checkpoint_path)`` returns (default: the stored
     weights, ``export.load_checkpoint``); and Optuna's plots of the searches that tuned
     configurations (``run --params-from``), read from ``searches_in`` (None: each from the
-    storage the run read it from, where that is at hand, else from studies/). Raises ``ReportError`` before writing anything when the
-    suite is unknown or empty. The report is built in a hidden folder in ``out_dir`` and moved in
-    when whole, so an interrupted one leaves an earlier report as it was. Returns what was
-    written and what is missing.
+    storage the run read it from, where that is at hand, else from studies/). Raises
+    ``ReportError`` before writing anything when the suite is unknown or empty. The report is
+    built in a hidden folder in ``out_dir`` and moved in when whole, so an interrupted one leaves
+    an earlier report as it was. Returns what was written and what is missing.
     """
     data = load_suite(results_dir, suite)
     out_dir = Path(out_dir)

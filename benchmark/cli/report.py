@@ -28,8 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              "an earlier report's are removed, so none is left stale")
     report.add_argument("--search-storage", metavar="URL",
                         help="storage of the searches whose parameters a run took (--params-from), for their "
-                             "Optuna plots (default: the storage the run read each from; studies/ for a run of an earlier "
-                             "version)")
+                             "Optuna plots (default: the storage the run read each from; studies/ for a run of "
+                             "an earlier version)")
     report.set_defaults(handler=cmd_report)
 
 

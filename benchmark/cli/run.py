@@ -14,8 +14,8 @@ from benchmark.config import PRECISIONS
 from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, exit_warnings
 from benchmark.results import read_meta
-from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text, settings_differ,
-                               stored_attr, versioned)
+from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text,
+                               settings_differ, stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
 from benchmark.suites import Suite, builtin_suites, get_suite
@@ -73,8 +73,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                      help="use the best parameters of these `search` studies for the configurations they cover "
                           "(the run is then named <suite>-tuned, unless --name is given)")
     run.add_argument("--search-storage",
-                     help="storage of the --params-from studies (default: each study's SQLite file under --studies-dir, "
-                          "studies/ by default, as `search` made it)")
+                     help="storage of the --params-from studies (default: each study's SQLite file under "
+                          "--studies-dir, studies/ by default, as `search` made it)")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     run.add_argument("--fold-parallel", choices=("auto", "on", "off"), default="auto",
                      help="train the folds of a configuration together as one vectorised ensemble "

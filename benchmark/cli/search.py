@@ -101,8 +101,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.set_defaults(handler=cmd_search)
 
     studies = sub.add_parser("studies", help="list, show or plot Optuna studies",
-                             description="Inspect Optuna studies (default: list every study under --studies-dir, studies/ by "
-                                         "default: suites and searches).")
+                             description="Inspect Optuna studies (default: list every study under --studies-dir, "
+                                         "studies/ by default: suites and searches).")
     studies.set_defaults(handler=cmd_list)
     studies.add_argument("--storage", help=STUDIES_STORAGE_HELP)
     studies.add_argument("--studies-dir", type=Path, help=STUDIES_DIR_HELP)
