@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+from filelock import FileLock
 
 from benchmark.caveats import caveats
 from benchmark.conditioning import PixelSampler
@@ -206,14 +207,10 @@ def _install(staging: Path, out_dir: Path) -> None:
 def _one_at_a_time(out_dir: Path) -> Iterator[None]:
     """Hold ``out_dir``'s report lock (``LOCK_FILE``): a second report of the folder waits for the
     first, so their files never interleave, and a staging folder found under the lock is a report's
-    killed outright (``kill -9``), removed then. Without ``fcntl`` (Windows) there is no lock."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(out_dir / LOCK_FILE, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+    killed outright (``kill -9``), removed then."""
+    # filelock: flock on POSIX, msvcrt on Windows, a lock file of its own where flock fails (some NFS).
+    # The file stays: unlinking a lock file lets a later report lock a new file while one waits on the old.
+    with FileLock(out_dir / LOCK_FILE, preserve_lock_file=True):
         for folder in out_dir.glob(".partial-*"):
             shutil.rmtree(folder, ignore_errors=True)
         yield

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import pickle
 import re
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import assert_figure, blobs, cli
+from filelock import FileLock
 from scipy import stats as sps
 
 from benchmark.caveats import caveats
@@ -965,8 +965,7 @@ def test_a_report_that_cannot_be_moved_in_leaves_the_earlier_one_whole(tmp_path,
 def test_reports_of_one_folder_take_turns_and_a_killed_ones_staging_folder_goes(tmp_path, rows):
     results = write_suite(tmp_path / "results", rows)
     (tmp_path / "out" / ".partial-killed").mkdir(parents=True)  # as `kill -9` leaves it
-    with open(tmp_path / "out" / LOCK_FILE, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another report, building now
+    with FileLock(tmp_path / "out" / LOCK_FILE, preserve_lock_file=True):  # another report, building now
         second = threading.Thread(target=write_report, args=(results, "demo", tmp_path / "out"),
                                   kwargs={"figures": False})
         second.start()
