@@ -343,8 +343,8 @@ def test_suites_given_the_name_a_run_is_filed_under_gives_that_runs_command(tmp_
     command = "python -m benchmark run --suite quick --epochs 10 --name quick-e10"
     (tmp_path / "results" / "quick-e10_meta.json").write_text(json.dumps({"command": command}))
     assert cli(tmp_path, "suites", "quick-e10") == 2
-    assert one_line_error(capsys) == (f"error: 'quick-e10' is the name a run is filed under, not a suite; the run's "
-                                      f"command: {command}")
+    assert one_line_error(capsys) == (f"error: 'quick-e10' is the name a run is filed under, not a suite: to go on "
+                                      f"with it, run the command it recorded: {command}")
 
 
 def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):

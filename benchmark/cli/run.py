@@ -96,17 +96,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, list[str]]:
     """The suite ``run``'s arguments name, and the notes on what ``--params-from`` changed in it;
     ``store``: where runs are filed (``store_config(args)``)."""
-    try:
-        suite = get_suite(args.suite)
-    except ValueError as err:
-        if command := recorded_command(args.suite, store):
-            raise ValueError(f"{args.suite!r} is the name a run is filed under, not a suite: to go on with it, run "
-                             f"the command it recorded: {command}") from None
-        if (store.studies_dir / f"{args.suite}.db").exists() or (args.results_dir / f"{args.suite}.csv").exists():
-            raise ValueError(f"{err}. There are results filed under {args.suite!r}: a run named by --name or "
-                             "--params-from goes on with the command that started it (its --suite, options, "
-                             "--params-from and --name)") from None
-        raise
+    suite = suite_or_run(args.suite, store)
     if not args.name and (clash := builtin_name_clash(args.suite, suite)):
         raise ValueError(f"{clash}; give the file a name of its own, or the run --name")
     base = suite
@@ -255,7 +245,7 @@ def estimate_cpu_minutes(suite: Suite) -> float:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    named = [checked(_suite_or_run(name), name) for name in args.suites]
+    named = [checked(suite_or_run(name, StoreConfig()), name) for name in args.suites]
     for name, suite in zip(args.suites, named):
         if clash := builtin_name_clash(name, suite):
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
@@ -273,16 +263,19 @@ def cmd_suites(args: argparse.Namespace) -> int:
     return 0
 
 
-def _suite_or_run(name: str) -> Suite:
-    """The suite ``name`` names; for the name a run was filed under (``--name``, ``-tuned``), an error
-    that gives the command that run recorded, whose suite is the one to ask about."""
+def suite_or_run(name: str, store: StoreConfig) -> Suite:
+    """The suite ``name`` names; for the name a run was filed under in ``store`` (``--name``,
+    ``-tuned``), an error that gives the command that run recorded, whose suite is the one meant."""
     try:
         return get_suite(name)
-    except ValueError:
-        command = recorded_command(name, StoreConfig())
-        if command:
-            raise ValueError(f"{name!r} is the name a run is filed under, not a suite; the run's command: "
-                             f"{command}") from None
+    except ValueError as err:
+        if command := recorded_command(name, store):
+            raise ValueError(f"{name!r} is the name a run is filed under, not a suite: to go on with it, run "
+                             f"the command it recorded: {command}") from None
+        if (store.studies_dir / f"{name}.db").exists() or (store.results_dir / f"{name}.csv").exists():
+            raise ValueError(f"{err}. There are results filed under {name!r}: a run named by --name or "
+                             "--params-from goes on with the command that started it (its --suite, options, "
+                             "--params-from and --name)") from None
         raise
 
 
