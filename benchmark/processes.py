@@ -65,6 +65,20 @@ class Interrupts:
                 signal.signal(sig, handler)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block has run, then raise ``KeyboardInterrupt``: for steps
+    that must not stop half done. Off the main thread, which Python's signal handlers never
+    interrupt, nothing to do."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupts = Interrupts()
+    with interrupts.handling():
+        yield
+    interrupts.check()
+
+
 def worker_id() -> str:
     """``host:pid``: which process trained a trial, as its ``worker`` user attribute records."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -102,12 +116,16 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _machine_cpus() -> int:
+    return os.cpu_count() or 1  # the load average is the machine's, whatever our affinity
+
+
 def busy_load(load: float | None = None, cpus: int | None = None, processes: int = 1) -> float | None:
     """The last minute's load average when other work shares the machine's cores with ours (over
     1.5 per core: our own work keeps about one per core busy, or one per process when ``processes``
     outnumber the cores), else None."""
     load = os.getloadavg()[0] if load is None else load
-    cpus = (os.cpu_count() or 1) if cpus is None else cpus  # the load is the machine's, whatever our affinity
+    cpus = cpus or _machine_cpus()
     return load if load > 1.5 * max(cpus, processes) else None
 
 
@@ -115,7 +133,7 @@ def busy_note(during: str, consequence: str, load: float | None = None, cpus: in
               processes: int = 1) -> str | None:
     """A warning when other work shared the machine's cores ``during`` ours (``busy_load``), saying
     its ``consequence``."""
-    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    cpus = cpus or _machine_cpus()
     load = busy_load(load, cpus, processes)
     if load is None:
         return None

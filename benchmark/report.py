@@ -38,6 +38,7 @@ from benchmark.export import load_checkpoint
 from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.params_from import load_search_study
 from benchmark.prior_stage import prior_figures
+from benchmark.processes import signals_deferred
 from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
@@ -187,6 +188,13 @@ def _install(staging: Path, out_dir: Path) -> None:
         for beside, _ in placed:
             beside.unlink(missing_ok=True)
         raise
+    with signals_deferred():  # a Ctrl-C here would leave a mix of the earlier report's files and these
+        _replace(placed, out_dir)
+
+
+def _replace(placed: list[tuple[Path, Path]], out_dir: Path) -> None:
+    """Rename each (hidden file, its place) of ``placed`` into place, index.md last, then remove the
+    earlier report's files that this one lacks."""
     for beside, target in sorted(placed, key=lambda pair: pair[1].name == "index.md"):
         os.replace(beside, target)
     new = {target for _, target in placed}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -974,6 +976,29 @@ def test_reports_of_one_folder_take_turns_and_a_killed_ones_staging_folder_goes(
     second.join(60)
     assert not second.is_alive() and (tmp_path / "out" / "index.md").is_file()
     assert [path.name for path in (tmp_path / "out").iterdir() if path.name.startswith(".")] == [LOCK_FILE]
+
+
+def test_ctrl_c_while_a_report_is_renamed_into_place_comes_once_every_file_is_in(tmp_path, monkeypatch):
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    for path in (out / "index.md", out / "table.csv", out / "figures/curves_vae_1_single.png",
+                 staging / "index.md", staging / "table.csv"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.parent.name)
+    renamed, replace = [], os.replace
+
+    def ctrl_c_at_the_first(source, target):
+        if not renamed:
+            os.kill(os.getpid(), signal.SIGINT)
+        renamed.append(Path(target).name)
+        replace(source, target)
+
+    monkeypatch.setattr("benchmark.report.os.replace", ctrl_c_at_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        _install(staging, out)
+    assert renamed == ["table.csv", "index.md"]
+    assert {path.relative_to(out).as_posix(): path.read_text() for path in out.rglob("*") if path.is_file()} == {
+        "index.md": "staging", "table.csv": "staging"}  # the earlier report's figure is gone too
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C acts at once again
 
 
 def test_installing_a_report_replaces_the_earlier_ones_files_and_keeps_the_users(tmp_path):
