@@ -20,9 +20,10 @@ RUNNING, or FAIL with a reason (a diverged fold: user attribute ``error``), so r
 finished command does nothing. A trial stopped by Ctrl-C, or by a killed worker (its
 heartbeat stops; it becomes FAIL and is queued again with the same parameters), does not
 count, so rerunning an interrupted command goes on where it stopped. Workers racing for the
-last slot can each start one: with W workers a study ends with ``trials`` to
-``trials + W - 1`` counted trials. A worker whose budget is used up waits for the trials
-still running, so that it can take over the trial of a worker that was killed.
+last slot can each start one; only those whose trial numbers fit the budget train, and the
+others end at once as FAIL with user attribute ``surplus`` (not counted, not seen by the
+sampler), so a study ends with ``trials`` counted trials. A worker whose budget is used up
+waits for the trials still running, so that it can take over the trial of a worker that was killed.
 
 What a search tunes (parameters, ranges, objectives, settings): ``benchmark.search_space``; a
 finished search's best configurations, for ``run --params-from``: ``benchmark.params_from``.
@@ -123,8 +124,12 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
-    """Finished, running, or failed for a recorded reason; not interrupted (see the module docstring)."""
+    """Finished, running, or failed for a recorded reason; not interrupted nor surplus (see the module docstring)."""
     return trial_status(trial) in ("complete", "pruned", "running", "failed")
+
+
+class SurplusTrial(Exception):
+    """A trial started by a worker that lost the race for the budget's last slots: it does not train."""
 
 
 def settled(trials: list[FrozenTrial]) -> int:
@@ -149,6 +154,7 @@ class _Objective:
         self.eta_key = str(options.trials - 1)
         self.folds = fold_indices(len(images), settings.folds, settings.seed)
         self.train_config = settings.train_config(options.device)
+        self.trials = options.trials
         self.best = "–"
         self.number = -1            # the trial being run
         self.interrupted = False    # Ctrl-C came during it
@@ -171,6 +177,11 @@ class _Objective:
         from benchmark.train import DivergedError, train_fold
 
         trial.set_user_attr("worker", worker_id())
+        earlier = sum(counts_toward_budget(t) and t.number < trial.number
+                      for t in trial.study.get_trials(deepcopy=False))
+        if earlier >= self.trials:  # another worker's trial took the last slot first
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial #{trial.number}: the {self.trials} trials of the budget were started first")
         settings = self.settings
         configuration = self.suggest(trial)
         trial.set_user_attr("config_id", configuration.id)
@@ -258,7 +269,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
             bar.refresh()
             if used < options.trials:
                 try:
-                    study.optimize(objective, n_trials=1, catch=(DivergedError,))
+                    study.optimize(objective, n_trials=1, catch=(DivergedError, SurplusTrial))
                     interrupts.check()  # one that came while Optuna stored the trial
                 except Exception as err:
                     if objective.interrupted:  # Ctrl-C in a trial that was taken over: still a Ctrl-C

@@ -465,13 +465,18 @@ def trial_status(trial: FrozenTrial) -> str:
     ``failed``: FAIL with a recorded reason (user attribute ``error``, e.g. a diverged fold).
     ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
     to the worker's stderr); such a trial does not use up the search budget.
+    ``surplus``: FAIL with user attribute ``surplus``, a search trial that found the budget used up
+    by earlier ones and never trained; not among ``STATUSES``, as only racing search workers make one.
     """
     if trial.state == TrialState.FAIL:
+        if "surplus" in trial.user_attrs:
+            return "surplus"
         return "failed" if "error" in trial.user_attrs else "interrupted"
     return trial.state.name.lower()
 
 
 def status_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
-    """Number of trials of each status, in the order of ``STATUSES`` (zeros included)."""
+    """Number of trials of each status, in the order of ``STATUSES`` (zeros included), then
+    ``surplus`` where there are any."""
     counts = Counter(trial_status(t) for t in trials)
-    return {status: counts[status] for status in STATUSES}
+    return {status: counts[status] for status in STATUSES} | ({"surplus": counts["surplus"]} if counts["surplus"] else {})

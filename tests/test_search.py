@@ -520,6 +520,29 @@ def test_a_rerun_with_the_budget_used_still_takes_over_a_dead_workers_trial(tmp_
     assert "already has" not in capsys.readouterr().err
 
 
+def test_a_worker_that_loses_the_race_for_the_last_trial_stops_its_trial_untrained(tmp_path, fake_training,
+                                                                                    monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr("benchmark.train.train_fold",
+                        lambda *args, train_fold=benchmark.train.train_fold: trained.append(1) or train_fold(*args))
+    real_settled = benchmark.search.settled
+
+    def another_worker_takes_the_slot(trials):  # called after this worker counted the budget, before it starts a trial
+        if not trained and len(load(tmp_path).trials) == 0:
+            other = load(tmp_path)
+            other.tell(other.ask(), 0.5)  # the other worker's trial #0, numbered first
+        return real_settled(trials)
+
+    monkeypatch.setattr("benchmark.search.settled", another_worker_takes_the_slot)
+    assert search_cli(tmp_path, "--trials", "1", "--range", "beta=0.1:5") == 0
+    trials = load(tmp_path).trials
+    assert [trial_status(t) for t in trials] == ["complete", "surplus"]
+    assert trials[1].params == {} and "fold_recon" not in trials[1].user_attrs and not trained
+    assert [counts_toward_budget(t) for t in trials] == [True, False]
+    assert status_counts(trials)["surplus"] == 1 and "surplus 1" in capsys.readouterr().out
+    assert "surplus" not in status_counts(trials[:1])  # a column of zeros only where there are such trials
+
+
 def interrupted_and_diverged_study(cwd: Path) -> optuna.Study:
     """Trials 0 complete, 1 pruned, 2 diverged (FAIL with a reason), 3 interrupted (FAIL without), 4 running."""
     (cwd / "studies").mkdir()

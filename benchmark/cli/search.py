@@ -67,8 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="recon (default), latent or recon_cond; several, e.g. recon,latent, for a Pareto front")
     search.add_argument("--range", action="append", default=[], metavar="NAME=LOW:HIGH[:log|linear]",
                         help="override a parameter's range (repeatable)")
-    search.add_argument("--trials", type=int, default=50, help="trials the study should have in total (default 50); with --workers N "
-                        "up to N-1 more, as workers racing for the last trial each start one")
+    search.add_argument("--trials", type=int, default=50, help="trials the study should have in total (default 50)")
     search.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     search.add_argument("--pruner", default="median", help="median (default) | none")
     search.add_argument("--pruner-startup", type=int,
