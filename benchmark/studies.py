@@ -22,6 +22,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from tabulate import tabulate
 
 from benchmark.checks import did_you_mean
 from benchmark.results import read_meta
@@ -232,14 +233,12 @@ def _number(value: float | None) -> str:
 def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     if not rows:
         return f"no studies in {place}"
-    width = max(len("study"), *(len(r.name) for r in rows))
-    lines = [f"{'study':{width}}  {'direction(s)':20} {'complete':>8} {'pruned':>6} {'failed':>6} "
-             f"{'interrupted':>11} {'running':>7} {'waiting':>7}  best"]
-    for r in rows:
-        best = ", ".join(_number(v) for v in r.best) if r.best else "–"
-        lines.append(f"{r.name:{width}}  {','.join(r.directions):20} {r.complete:8} {r.pruned:6} {r.failed:6} "
-                     f"{r.interrupted:11} {r.running:7} {r.waiting:7}  {best}")
-    return "\n".join(lines)
+    table = [[r.name, ",".join(r.directions), r.complete, r.pruned, r.failed, r.interrupted, r.running, r.waiting,
+              ", ".join(_number(v) for v in r.best) if r.best else "–"] for r in rows]
+    # No number parsing: a study named "007" and a best of "1.5e-06" are shown as they are written.
+    return tabulate(table, headers=("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
+                                    "waiting", "best"),
+                    tablefmt="simple", disable_numparse=True, colalign=("left", "left", *["right"] * 6, "left"))
 
 
 def _params_text(params: dict) -> str:
@@ -282,16 +281,19 @@ def describe_study(study: optuna.Study) -> str:
     lines.append("")
     shown = min(TOP, len(ranked))
     lines.append(f"top {shown} trial{'s' if shown > 1 else ''}" + (" on the Pareto front" if len(names) > 1 else "") + ":")
-    lines.append(f"{'trial':>6}  " + "  ".join(f"{n:>12}" for n in names) + "  parameters")
-    for t in ranked[:TOP]:
-        lines.append(f"{t.number:6}  " + "  ".join(f"{_number(v):>12}" for v in t.values) + f"  {_params_text(t.params)}")
+    # The values keep _number's text (no number parsing), right-aligned as numbers.
+    lines.append(tabulate([[t.number, *map(_number, t.values), _params_text(t.params)] for t in ranked[:TOP]],
+                          headers=("trial", *names, "parameters"), tablefmt="simple", disable_numparse=True,
+                          colalign=("right",) * (1 + len(names)) + ("left",)))
     folds = {k: best.user_attrs.get(f"fold_{k}") for k in ("recon", "latent", "recon_cond", "best_epoch")}
     if folds["recon"]:
         lines.append("")
         lines.append(f"per-fold values of trial #{best.number}:")
-        lines.append(f"{'fold':>6}  {'recon':>12}  {'latent':>12}  {'recon_cond':>12}  {'best epoch':>10}")
+        table = []
         for i, recon in enumerate(folds["recon"]):
-            row = [folds[k][i] if folds[k] and i < len(folds[k]) else None for k in ("latent", "recon_cond", "best_epoch")]
-            lines.append(f"{i:6}  {_number(recon):>12}  {_number(row[0]):>12}  {_number(row[1]):>12}  "
-                         f"{row[2] if row[2] is not None else '–':>10}")
+            latent, cond, epoch = (folds[k][i] if folds[k] and i < len(folds[k]) else None
+                                   for k in ("latent", "recon_cond", "best_epoch"))
+            table.append([i, _number(recon), _number(latent), _number(cond), "–" if epoch is None else epoch])
+        lines.append(tabulate(table, headers=("fold", "recon", "latent", "recon_cond", "best epoch"), tablefmt="simple",
+                              disable_numparse=True, colalign=("right",) * 5))
     return "\n".join(lines)

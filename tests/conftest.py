@@ -1,10 +1,11 @@
 """Shared fixtures and helpers: one real smoke run that several test modules inspect, and what
-more than one module needs (the CLI in-process, MNIST files, figure checks, blob images)."""
+more than one module needs (the CLI in-process, MNIST files, figure checks, blob images, text tables)."""
 
 import collections
 import contextlib
 import multiprocessing
 import os
+import re
 import struct
 import time
 from pathlib import Path
@@ -35,6 +36,26 @@ def one_line_error(capsys) -> str:
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
     return lines[0]
+
+
+def text_table(lines: list[str]) -> tuple[list[str], list[str], list[list[str]]]:
+    """A table as tabulate's "simple" format prints it (a header, a rule of dashes, the rows): the
+    column names, each column's alignment ("left", "right", else "neither") and the rows' cells,
+    cut where the rule's dashes mark the columns. tabulate pads a header two wider than its name,
+    so the header alone never fills its column and tells the two alignments apart."""
+    header, rule, *rows = lines
+    spans = [match.span() for match in re.finditer("-+", rule)]
+    columns = [[line[start:end] for line in [header, *rows]] for start, end in spans]
+
+    def alignment(cells: list[str], width: int) -> str:
+        shown = [cell for cell in cells if cell.strip()]
+        if all(len(cell) == width and not cell.endswith(" ") for cell in shown):
+            return "right"
+        return "left" if not any(cell.startswith(" ") for cell in shown) else "neither"
+
+    return ([column[0].strip() for column in columns],
+            [alignment(column, end - start) for column, (start, end) in zip(columns, spans)],
+            [[column[i].strip() for column in columns] for i in range(1, len(rows) + 1)])
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import cli, one_line_error
+from conftest import cli, one_line_error, text_table
 
 from benchmark.search_space import SearchSettings
 from benchmark.storage import versioned
@@ -98,7 +98,7 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     assert cli(tmp_path, "studies", "show", name, "--studies-dir", "mine") == 0
     assert f"study {name}: 1 trials" in capsys.readouterr().out
     assert cli(tmp_path, "studies", "--studies-dir", "mine", "list") == 0  # before the action, too
-    assert capsys.readouterr().out.splitlines()[1].startswith(name)
+    assert [row[0] for row in text_table(capsys.readouterr().out.splitlines())[2]] == [name]
     assert cli(tmp_path, "studies", "list") == 0
     assert capsys.readouterr().out == "no studies in studies/\n"
     assert cli(tmp_path, "studies", "show", name, "--studies-dir", "mine", "--storage", "sqlite:///x.db") == 2

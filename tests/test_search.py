@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from conftest import cli, miss_the_first_look, one_line_error, one_torch_thread, stopped, worker_pids
+from conftest import cli, miss_the_first_look, one_line_error, one_torch_thread, stopped, text_table, worker_pids
 from optuna.trial import TrialState
 
 import benchmark.train
@@ -136,11 +136,16 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     assert f"best trial: #{best.number}  recon={best.value:.6g}" in out
     assert f"best parameters: exponent={best.params['exponent']:.6g}, beta={best.params['beta']:.6g}" in out
     ranked = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
-    top = out.split("top 3 trials:")[1].split("per-fold")[0].split("\n")[2:5]
-    assert [int(row.split()[0]) for row in top] == [t.number for t in ranked]
-    folds = out.split(f"per-fold values of trial #{best.number}:")[1].strip().splitlines()[1:]
-    assert [float(row.split()[1]) for row in folds] == pytest.approx(best.user_attrs["fold_recon"], rel=1e-5)
-    assert [float(row.split()[2]) for row in folds] == pytest.approx(best.user_attrs["fold_latent"], rel=1e-5)
+    header, alignment, top = text_table(out.split("top 3 trials:\n")[1].split("\n\n")[0].splitlines())
+    assert header == ["trial", "recon", "parameters"] and alignment == ["right", "right", "left"]
+    assert top == [[str(t.number), f"{t.value:.6g}",
+                    f"exponent={t.params['exponent']:.6g}, beta={t.params['beta']:.6g}"] for t in ranked]
+    header, alignment, folds = text_table(out.split(f"per-fold values of trial #{best.number}:\n")[1].splitlines())
+    assert header == ["fold", "recon", "latent", "recon_cond", "best epoch"] and alignment == ["right"] * 5
+    assert [row[0] for row in folds] == ["0", "1", "2", "3", "4"]
+    assert [row[1] for row in folds] == [f"{v:.6g}" for v in best.user_attrs["fold_recon"]]
+    assert [row[2] for row in folds] == [f"{v:.6g}" for v in best.user_attrs["fold_latent"]]
+    assert [row[4] for row in folds] == [str(e) for e in best.user_attrs["fold_best_epoch"]]
 
 
 def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys):
@@ -150,13 +155,14 @@ def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys)
     for unit in range(2):  # units not trained yet: a partial suite must not look finished
         study.enqueue_trial({"unit": unit}, skip_if_exists=False)
     assert cli(tmp_path, "studies", "list") == 0
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    _, _, listed = text_table(capsys.readouterr().out.splitlines())
+    rows = {row[0]: row for row in listed}
     assert [name for name in rows if name in ("alpha", "mu", "zeta")] == ["alpha", "mu", "zeta"]
     assert rows["mu"][2:8] == ["0", "0", "0", "0", "0", "2"] and rows["zeta"][7] == "0"
     (tmp_path / "studies" / "0-junk.db").write_text("hello")  # not a database: the others are still listed
     assert cli(tmp_path, "studies", "list") == 0
     captured = capsys.readouterr()
-    assert [line.split()[0] for line in captured.out.splitlines()[1:]] == ["alpha", "mu", "zeta"]
+    assert [row[0] for row in text_table(captured.out.splitlines())[2]] == ["alpha", "mu", "zeta"]
     assert captured.err.startswith(f"warning: skipped cannot open storage 'sqlite:///{Path('studies') / '0-junk.db'}'")
 
 
@@ -576,10 +582,11 @@ def test_studies_plot_of_a_study_without_a_complete_trial_is_an_error(tmp_path, 
 def test_studies_list_and_show_tell_interrupted_from_failed_trials(tmp_path, capsys):
     interrupted_and_diverged_study(tmp_path)
     assert cli(tmp_path, "studies", "list") == 0
-    header, line = capsys.readouterr().out.splitlines()
-    assert header.split() == ["study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
-                              "waiting", "best"]
-    assert line.split() == [NAME, "minimize", "1", "1", "1", "1", "1", "0", "0.5"]
+    header, alignment, rows = text_table(capsys.readouterr().out.splitlines())
+    assert header == ["study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running", "waiting",
+                      "best"]
+    assert alignment == ["left", "left", *["right"] * 6, "left"]  # counts as numbers, the best values as text
+    assert rows == [[NAME, "minimize", "1", "1", "1", "1", "1", "0", "0.5"]]
     assert cli(tmp_path, "studies", "show", NAME) == 0
     out = capsys.readouterr().out
     assert ("5 trials (complete 1, pruned 1, failed 1, interrupted 1, running 1, waiting 0)"
@@ -833,12 +840,12 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     url = f"sqlite:///{smoke_run / 'studies' / 'smoke.db'}"
     capsys.readouterr()
     assert cli(tmp_path, "studies", "list", "--storage", url) == 0
-    listed = capsys.readouterr().out.splitlines()[1].split()
+    _, _, (listed,) = text_table(capsys.readouterr().out.splitlines())
     assert listed[0] == "suite-smoke" and listed[2] == "30" and listed[-1] == "–"  # no best unit
     assert cli(tmp_path, "studies", "--storage", url) == 0  # the default action, listing, at another storage
-    assert capsys.readouterr().out.splitlines()[1].split() == listed
+    assert text_table(capsys.readouterr().out.splitlines())[2] == [listed]
     assert cli(smoke_run, "studies") == 0  # by default, every file under studies/: the suite's too
-    assert capsys.readouterr().out.splitlines()[1].split() == listed
+    assert text_table(capsys.readouterr().out.splitlines())[2] == [listed]
     assert cli(tmp_path, "studies", "show", "suite-smoke", "--storage", url) == 0
     shown = capsys.readouterr().out
     assert "a suite study" in shown and "report --suite smoke" in shown and "best trial" not in shown
