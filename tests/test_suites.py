@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli, one_line_error
+from conftest import cli, one_line_error, text_table
 
 from benchmark.cli.run import estimate_cpu_minutes
 from benchmark.cv import fold_indices, unit_seed
@@ -40,13 +40,10 @@ def described(configuration):
 def suites_table(capsys) -> dict[str, list[str]]:
     """`python -m benchmark suites`, run in-process: its rows by suite name, split into columns."""
     assert cli(Path.cwd(), "suites") == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:7] == ["suite", "configs", "folds", "units", "epochs", "images", "est."]
-    rows = {}
-    for line in out[1:]:
-        name, configs, folds, units, epochs, images, amount, unit, description = line.split(maxsplit=8)
-        rows[name] = [configs, folds, units, epochs, images, amount, unit, description]
-    return rows
+    header, alignment, rows = text_table(capsys.readouterr().out.splitlines())
+    assert header == ["suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU", "description"]
+    assert alignment == ["left", *["right"] * 6, "left"]  # the sizes and the estimate as numbers
+    return {name: [*cells[:5], *cells[5].split(), description] for name, *cells, description in rows}
 
 
 # ---------------------------------------------------------------- the `suites` command
@@ -91,11 +88,17 @@ def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
                                         '[[configurations]]\nfamily = "vae"\nconfig = 1\n')
     assert cli(tmp_path, "suites", "mine.toml", "smoke") == 0
     table, mine, smoke = capsys.readouterr().out.split("\n\n")
-    rows = [line.split()[:6] for line in table.splitlines()[1:]]
-    assert rows == [["mine", "9", "5", "45", "10", "2000"], ["smoke", "6", "5", "30", "2", "400"]]
+    _, _, rows = text_table(table.splitlines())
+    assert [row[:6] for row in rows] == [["mine", "9", "5", "45", "10", "2000"], ["smoke", "6", "5", "30", "2", "400"]]
     # a suite named is listed with its configurations and their cost, which add up to the suite's
     assert mine.splitlines()[0] == "mine: its configurations, each trained on 5 folds (est. 2-core CPU per fold)"
     assert [line.split()[0] for line in mine.splitlines()[1:]] == [c.id for c in get_suite(str(tmp_path / "mine.toml")).configurations]
+    for listing in (mine.splitlines()[1:], smoke.splitlines()[1:]):
+        # indented, the ids left-aligned and the estimates ("6.0 s", "10 s") right-aligned: every line as long
+        assert all(line.startswith("  ") and not line.startswith("   ") for line in listing)
+        assert len({len(line) for line in listing}) == 1
+    # estimates of more than one width, so that the equal lengths above tell right from left alignment
+    assert len({len(line.split(maxsplit=1)[1].strip()) for line in mine.splitlines()[1:]}) > 1
     listed = {line.split()[0]: line.split()[1:] for line in smoke.splitlines()[1:]}
     assert list(listed) == [c.id for c in get_suite("smoke").configurations]
     assert all(unit == "s" for _, unit in listed.values())

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tabulate import tabulate
 
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
@@ -249,17 +252,18 @@ def cmd_suites(args: argparse.Namespace) -> int:
     for name, suite in zip(args.suites, named):
         if clash := builtin_name_clash(name, suite):
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
-    print(f"{'suite':8} {'configs':>7} {'folds':>5} {'units':>5} {'epochs':>6} {'images':>6}  {'est. 2-core CPU':>15}  description")
-    for suite in named or builtin_suites().values():
-        print(f"{suite.name:8} {len(suite.configurations):7} {suite.folds:5} {suite.units:5} {suite.train.epochs:6} "
-              f"{suite.limit or 'all':>6}  {duration(estimate_cpu_minutes(suite) * 60):>15}  {suite.description}")
+    table = [[suite.name, len(suite.configurations), suite.folds, suite.units, suite.train.epochs, suite.limit or "all",
+              duration(estimate_cpu_minutes(suite) * 60), suite.description]
+             for suite in named or builtin_suites().values()]
+    print(tabulate(table, headers=("suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU",
+                                   "description"),
+                   tablefmt="simple", disable_numparse=True, colalign=("left", *["right"] * 6, "left")))
     for suite in named:  # a suite asked for by name: what it trains, too
-        seconds = suite.unit_seconds()
-        width = max(map(len, seconds))
         print(f"\n{suite.name}: its configurations, each trained on {suite.folds * suite.repeats} folds "
               "(est. 2-core CPU per fold)")
-        for config_id, unit in seconds.items():
-            print(f"  {config_id:{width}}  {duration(unit):>7}")
+        listing = tabulate([[config_id, duration(unit)] for config_id, unit in suite.unit_seconds().items()],
+                           tablefmt="plain", disable_numparse=True, colalign=("left", "right"))
+        print(textwrap.indent(listing, "  "))
     return 0
 
 
