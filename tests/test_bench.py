@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_mnist
+from conftest import text_table, write_mnist
 from scipy import stats
 from torch import nn
 
@@ -22,6 +22,7 @@ from benchmark.bench import (
     MatmulPeak,
     bench_configuration,
     bench_one,
+    format_ensemble_table,
     format_table,
     naive_masks,
     plain_process,
@@ -30,7 +31,7 @@ from benchmark.bench import (
     write_csv,
     write_throughput,
 )
-from benchmark.bench.throughput import parse_models
+from benchmark.bench.throughput import BenchResult, parse_models
 from benchmark.cli import main
 from benchmark.conditioning import PixelSampler
 from benchmark.models import build_model
@@ -152,6 +153,30 @@ def test_a_rate_above_the_peak_is_explained(tiny_result):
     fast = replace(tiny_result, rows=[replace(tiny_result.rows[0], pct_peak_fp32=146.6)])
     assert "note: a rate above the float32 peak means bf16, or a peak measured low on a busy machine; rerun with " \
            "--repeats 2" in format_table(fast)
+
+
+def test_the_tables_keep_the_formatted_cells_labels_left_and_numbers_right():
+    peak = MatmulPeak("cpu", 1024, 123.4, None, {"torch.mm float32": 123.4})
+    ours = BenchRow("vq-vae", 1, "single", "uniform", "cpu", "fp32", 1, 1234567, 20, 128, 2.5e8, 5432.1, 4000.0, 1.358,
+                    1357.9, 46.6, math.nan, 30.1, 1.0, 1.2, 123.4, math.nan, 1024)
+    alone = replace(ours, family="vae", config=2, method="baseline", sampling="", params=12345, naive_img_s=math.nan,
+                    speedup=math.nan, naive_pct_peak_fp32=math.nan)
+    settings = {"dataset": "mnist5k", "steps": 20, "warmup": 3, "batch": 128, "repeats": 1, "device": "cpu",
+                "precision": "fp32", "workers": 1, "threads": 2, "torch": "2.x"}
+    table, notes = format_table(BenchResult([ours, alone], peak, settings)).split("\n\n")
+    assert notes.startswith("matmul peak on cpu: float32 123 GFLOP/s")
+    header, alignment, rows = text_table(table.splitlines())
+    assert header == ["family", "config", "method", "params", "MFLOP/img", "ours img/s", "naive img/s", "speed-up",
+                      "GFLOP/s", "% peak", "naive % peak"]
+    assert alignment == ["left"] * 3 + ["right"] * 8
+    assert rows == [["vq-vae", "1", "single (uniform)", "1,234,567", "250.0", "5,432", "4,000", "1.36x", "1,357.9",
+                     "46.6", "30.1"],
+                    ["vae", "2", "baseline", "12,345", "250.0", "5,432", "–", "–", "1,357.9", "46.6", "–"]]
+    header, alignment, rows = text_table(format_ensemble_table(
+        [EnsembleRow("vae", 1, "single", "uniform", "cpu", "fp32", 3, 20, 8, 1.23456, 0.61, 2.0238)]).splitlines())
+    assert header == ["family", "config", "method", "folds", "one by one s", "stacked s", "speed-up"]
+    assert alignment == ["left"] * 3 + ["right"] * 4
+    assert rows == [["vae", "1", "single (uniform)", "3", "1.23", "0.61", "2.02x"]]
 
 
 def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):

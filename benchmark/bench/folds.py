@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tabulate import tabulate
 
 from benchmark.bench.peak import _sync
 from benchmark.bench.throughput import (
     VAL_IMAGES,
     _check_count,
     _prepare,
-    _render_table,
     _tiled,
     bench_configuration,
 )
@@ -104,4 +104,6 @@ def format_ensemble_table(rows: Sequence[EnsembleRow]) -> str:
     header = ("family", "config", "method", "folds", "one by one s", "stacked s", "speed-up")
     lines = [[r.family, str(r.config), r.method + (f" ({r.sampling})" if r.sampling else ""), str(r.folds),
               f"{r.sequential_seconds:.2f}", f"{r.together_seconds:.2f}", f"{r.speedup:.2f}x"] for r in rows]
-    return "\n".join(_render_table(header, lines, 3))
+    # The cells as formatted (no number parsing); family, config and method on the left.
+    return tabulate(lines, headers=header, tablefmt="simple", disable_numparse=True,
+                    colalign=("left",) * 3 + ("right",) * (len(header) - 3))

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
+from tabulate import tabulate
 
 from benchmark.balancing import LossBalancer
 from benchmark.bench.naive import naive_train, plain_process
@@ -328,13 +329,6 @@ def _fmt(value: float, spec: str) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def _render_table(header: Sequence[str], lines: Sequence[Sequence[str]], left: int) -> list[str]:
-    """Plain-text table lines: the first ``left`` columns left-aligned, the others right-aligned."""
-    widths = [max(len(h), *(len(line[k]) for line in lines)) if lines else len(h) for k, h in enumerate(header)]
-    return ["  ".join(c.ljust(w) if k < left else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
-            for cells in [header, ["-" * w for w in widths], *lines]]
-
-
 def format_table(result: BenchResult) -> str:
     header = ("family", "config", "method", "params", "MFLOP/img", "ours img/s", "naive img/s", "speed-up",
               "GFLOP/s", "% peak", "naive % peak")
@@ -343,7 +337,10 @@ def format_table(result: BenchResult) -> str:
               _fmt(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""), _fmt(r.gflop_s, ",.1f"),
               _fmt(r.pct_peak_fp32, ".1f"), _fmt(r.naive_pct_peak_fp32, ".1f")] for r in result.rows]
     s = result.settings
-    out = [*_render_table(header, lines, 3), "",
+    # The cells as formatted (no number parsing: "1,234" stays); family, config and method on the left.
+    table = tabulate(lines, headers=header, tablefmt="simple", disable_numparse=True,
+                     colalign=("left",) * 3 + ("right",) * (len(header) - 3))
+    out = [table, "",
            result.peak.describe() + "; % peak is of the float32 peak",
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
             f"{s['dataset']}, device {s['device']}, precision {s['precision']}, "
