@@ -8,6 +8,7 @@ import math
 import re
 
 import pandas as pd
+from tabulate import tabulate
 
 from benchmark.models import VQConfig
 from benchmark.stats import COMPARED, METHOD_TITLES, METRICS, format_mean_var
@@ -196,26 +197,33 @@ def latex_table(table: pd.DataFrame, caption: str, label: str = "tab:cross-valid
     return "\n".join(lines) + "\n"
 
 
-def _markdown(cells: pd.DataFrame, bold: pd.DataFrame, grouped: int) -> list[str]:
-    """Markdown lines of ``cells`` (text indexed by labels), **bold** where ``bold``; the first
-    ``grouped`` index levels are shown only where their group starts."""
+def _markdown_cell(text: str) -> str:
+    """``text`` kept within its cell: a newline would end the row and a bare "|" start a new cell."""
+    return text.replace("\n", " ").replace("|", r"\|")
+
+
+def _markdown(cells: pd.DataFrame, bold: pd.DataFrame, grouped: int) -> str:
+    """GitHub Markdown of ``cells`` (text indexed by labels), **bold** where ``bold``; the first
+    ``grouped`` index levels are shown only where their group starts. Labels left-aligned, values right."""
     names = list(cells.index.names)
-    lines = ["| " + " | ".join([*names, *cells.columns]) + " |",
-             "|" + "|".join([" --- "] * len(names) + [" ---: "] * cells.shape[1]) + "|"]
+    rows = []
     previous: tuple = ()
     for (labels, row), (_, marks) in zip(cells.iterrows(), bold.iterrows()):
         shown = [label if labels[:i + 1] != previous[:i + 1] else "" for i, label in enumerate(labels[:grouped])]
         previous = labels
         values = [f"**{v}**" if b else v for v, b in zip(row, marks)]
-        lines.append("| " + " | ".join([*shown, *labels[grouped:], *values]).replace("\n", " ") + " |")
-    return lines
+        rows.append([_markdown_cell(c) for c in [*shown, *labels[grouped:], *values]])
+    # "pipe", which DataFrame.to_markdown uses: "github" would drop the ":" that right-aligns the values.
+    # No number parsing: cells such as "0.790" keep the digits they were formatted with.
+    return tabulate(rows, headers=[*names, *cells.columns], tablefmt="pipe", disable_numparse=True,
+                    colalign=("left",) * len(names) + ("right",) * cells.shape[1])
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     """GitHub Markdown with blank repeated group cells (model, config, method), **bold** best
     cells and † marks."""
     cells, bold = display_table(table)
-    return "\n".join(_markdown(cells, bold, 3)) + "\n\n" + footnote(table) + "\n"
+    return _markdown(cells, bold, 3) + "\n\n" + footnote(table) + "\n"
 
 
 def _signed(value: float) -> str:
@@ -251,7 +259,7 @@ def comparison_cells(table: pd.DataFrame) -> pd.DataFrame:
 def comparison_markdown(cells: pd.DataFrame, note: str = COMPARISON_NOTE) -> str:
     """``comparison_cells`` as GitHub Markdown, with its note."""
     bold = pd.DataFrame(False, index=cells.index, columns=cells.columns)
-    return "\n".join(_markdown(cells, bold, 4)) + "\n\n" + note + "\n"
+    return _markdown(cells, bold, 4) + "\n\n" + note + "\n"
 
 
 def comparison_latex(cells: pd.DataFrame, caption: str, note: str = COMPARISON_NOTE,

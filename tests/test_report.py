@@ -28,8 +28,8 @@ from benchmark.models import DEFAULT_BETA, build_model, weight_count
 from benchmark.report import LOCK_FILE, _install, build_table, write_report
 from benchmark.report_index import FIGURE_KINDS
 from benchmark.results import ReportError, SuiteResults
-from benchmark.tables import (_signed, comparison_cells, comparison_latex, comparison_markdown, comparison_note,
-                              display_table, latex_table, markdown_table)
+from benchmark.tables import (COMPARISON_TITLES, INDEX_TITLES, _signed, comparison_cells, comparison_latex,
+                              comparison_markdown, comparison_note, display_table, latex_table, markdown_table)
 from benchmark.stats import (compare_with_baseline, completed, corrected_resampled_ttest, format_mean_var, holm,
                              parameter_text)
 
@@ -372,14 +372,17 @@ def test_comparison_tables_give_each_methods_difference_interval_and_holm_p(repo
     table = pd.read_csv(out / "table.csv").set_index("config_id")
     markdown, latex = (out / "comparison.md").read_text(), (out / "comparison.tex").read_text()
     compared = table[table["method"] != "baseline"]
-    lines = [line for line in markdown.splitlines() if line.startswith("| ")][2:]  # less the header rows
+    header, alignment, lines = _markdown_rows(markdown)
+    assert header == [*INDEX_TITLES, "Metric", *COMPARISON_TITLES]
+    assert alignment == ["left"] * 5 + ["right"] * 5
     assert len(lines) == 2 * len(compared)  # recon and latent, against the baseline
+    p_holm = {line[header.index("p (Holm)")] for line in lines}
     for config_id, row in compared.iterrows():
         for metric in ("recon", "latent"):
             assert _signed(row[f'{metric}_mean_diff']) in markdown
             assert f"[{_signed(row[f'{metric}_ci_low'])}, {_signed(row[f'{metric}_ci_high'])}]" in markdown
             assert f"{100 * row[f'{metric}_rel_change']:+.1f}%" in markdown
-            assert f"| {row[f'{metric}_p_holm']:#.3g} |".replace(". |", " |") in markdown  # trailing zeros kept
+            assert f"{row[f'{metric}_p_holm']:#.3g}".rstrip(".") in p_holm  # trailing zeros kept
     significant = int(compared[["recon_significant", "latent_significant"]].astype(bool).sum().sum())
     assert markdown.count("†") - 1 == latex.count(r"$^\dagger$") - 1 == significant  # minus the note
     spec, rows = _tabular_rows(latex)
@@ -445,6 +448,35 @@ def test_the_caption_says_how_much_the_suite_trained(report):
     assert f"{N_TRAIN} training images per fold, 3 epochs" in (out / "table.tex").read_text()
 
 
+def _markdown_rows(markdown: str) -> tuple[list[str], list[str], list[list[str]]]:
+    """The Markdown table in ``markdown``: its header, each column's alignment from the delimiter row
+    (``:---`` left, ``---:`` right) and its rows, each line's cells split at the "|" not escaped, stripped."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert all(line.endswith("|") for line in lines)
+    header, rule, *rows = ([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines)
+    assert all(re.fullmatch(":?-+:?", cell) for cell in rule) and all(len(row) == len(header) for row in rows)
+    sides = {(True, False): "left", (False, True): "right", (True, True): "center", (False, False): "default"}
+    return header, [sides[cell.startswith(":"), cell.endswith(":")] for cell in rule], rows
+
+
+def test_markdown_cells_stay_in_their_columns():
+    index = pd.MultiIndex.from_tuples([("VQ-VAE", "1", "Single decoder", "a=20 | β=1", "Reconstruction loss"),
+                                       ("VQ-VAE", "1", "Single decoder", "a=20 | β=1", "KL / VQ loss"),
+                                       ("VQ-VAE", "2", "Multidecoder", "two\nlines", "Reconstruction loss")],
+                                      names=[*INDEX_TITLES, "Metric"])
+    values = [["-0.00290†", "[-0.00400, -0.00180]", "-10.0%", "0.0100", "5"], ["+0.100", "–", "+1.0%", "–", "1"],
+              ["-0.0500", "[-0.0600, -0.0400]", "-5.0%", "0.790", "5"]]
+    header, alignment, rows = _markdown_rows(comparison_markdown(pd.DataFrame(values, index=index,
+                                                                              columns=list(COMPARISON_TITLES))))
+    assert header == [*INDEX_TITLES, "Metric", *COMPARISON_TITLES]
+    assert alignment == ["left"] * 5 + ["right"] * 5
+    # "|" escaped (GitHub shows it), the newline a space; the repeated model, config, method and
+    # parameters blank; every value as it was formatted ("0.790" keeps its zero)
+    assert rows == [["VQ-VAE", "1", "Single decoder", r"a=20 \| β=1", "Reconstruction loss", *values[0]],
+                    ["", "", "", "", "KL / VQ loss", *values[1]],
+                    ["", "2", "Multidecoder", "two lines", "Reconstruction loss", *values[2]]]
+
+
 def _tabular_rows(latex: str) -> tuple[str, list[str]]:
     spec = re.search(r"\\begin\{tabular\}\{([^}]*)\}", latex).group(1)
     body = latex[latex.index(r"\toprule"):latex.index(r"\bottomrule")]
@@ -500,8 +532,11 @@ def test_table_md_shows_the_same_numbers_and_marks(report):
     assert markdown.count("**") // 2 == latex.count(r"\bfseries") == 2
     best = table[table["family"] == "vq-vae"].sort_values("recon_mean").iloc[0]
     assert f"**{format_mean_var(best.recon_mean, best.recon_var)}†**" in markdown
-    rows = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert len(rows) == 2 + len(CONFIGS) and all(r.count("|") == 9 for r in rows)
+    header, alignment, rows = _markdown_rows(markdown)
+    assert header == [*INDEX_TITLES, "Reconstruction loss", "KL / VQ loss", "Conditioned reconstruction", "n"]
+    assert alignment == ["left"] * 4 + ["right"] * 4 and len(rows) == len(CONFIGS)
+    # a model and its config are named where their group starts, and left blank in the rows below
+    assert [row[:2] for row in rows] == [["Gaussian VAE", "1"], ["", ""], ["", ""], ["VQ-VAE", "1"], ["", ""], ["", ""]]
 
 
 def test_the_tables_show_each_models_weights_when_the_export_knows_its_images(tmp_path, rows):
@@ -512,8 +547,8 @@ def test_the_tables_show_each_models_weights_when_the_export_knows_its_images(tm
         assert table.loc[config_id, "weights"] == weight_count(family, config, method, 1, 32)
     assert table.loc["vae/1/baseline", "weights"] < table.loc["vae/1/single/uniform/a=40", "weights"]
     markdown = (tmp_path / "out" / "table.md").read_text()
-    header, _, first = markdown.splitlines()[:3]
-    assert "| Weights | n |" in header and "| 1.13M | 5 |" in first  # Gaussian VAE 1 baseline: 1,127,617
+    header, _, cells = _markdown_rows(markdown)
+    assert header[-2:] == ["Weights", "n"] and cells[0][-2:] == ["1.13M", "5"]  # Gaussian VAE 1 baseline: 1,127,617
     assert "Weights: the model's trainable weights" in markdown
     assert "Weights" in (tmp_path / "out" / "table.tex").read_text()
     # An export without the image channels (older runs): no column, rather than a guess.
