@@ -115,10 +115,8 @@ class Configuration:
             parts.append(name)
             if b.beta != DEFAULT_BETA[self.family]:  # inside the latent term that SoftAdapt weighs
                 parts.append(f"beta={b.beta:g}")
-        else:  # a part for each weight off its default, without commas (ids go into CSV files and shells)
-            defaults = {"w1": 1.0, "w2": 1.0, "beta": DEFAULT_BETA[self.family]}
-            parts.extend(f"{name}={getattr(b, name):g}" for name, default in defaults.items()
-                         if getattr(b, name) != default)
+        elif (b.w1, b.w2, b.beta) != (1.0, 1.0, DEFAULT_BETA[self.family]):
+            parts.append(f"w={b.w1:g},{b.w2:g},{b.beta:g}")
         return "/".join(parts)
 
     def flat(self) -> dict:

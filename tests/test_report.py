@@ -180,11 +180,11 @@ def test_compare_with_baseline_pairs_on_fold_and_adjusts_within_model_config(row
 
 
 def test_a_second_baseline_is_compared_with_the_plain_one_and_methods_stay_compared_with_the_plain_one(rows):
-    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/beta=0.5")
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5")
     other["recon"] *= 0.9
     comparison = compare_with_baseline(pd.concat([other, rows]), k=FOLDS).set_index(["config_id", "metric"])
     assert (comparison["n_pairs"] == FOLDS).all()
-    assert comparison.loc[("vae/1/baseline/beta=0.5", "recon"), "rel_change"] == pytest.approx(-0.1)
+    assert comparison.loc[("vae/1/baseline/w=1,1,0.5", "recon"), "rel_change"] == pytest.approx(-0.1)
     assert ("vae/1/baseline", "recon") not in comparison.index
     expected = compare_with_baseline(rows, k=FOLDS).set_index(["config_id", "metric"])
     method = ("vae/1/single/uniform/a=40", "recon")
@@ -212,7 +212,7 @@ def test_a_unit_exported_twice_counts_once_with_its_last_values(rows):
 
 
 def test_methods_are_not_compared_with_another_baseline_when_the_plain_one_failed(rows):
-    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/beta=0.5")
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5")
     other["recon"] *= 1.2
     failed = rows["config_id"] == "vae/1/baseline"
     results = pd.concat([rows.assign(state=np.where(failed, "FAIL", rows["state"])), other])
@@ -680,7 +680,7 @@ def test_conditioned_reconstruction_is_ranked_only_among_rows_observing_as_many_
 
 @pytest.mark.filterwarnings("ignore:No artists with labels")  # the stub below draws nothing
 def test_curves_tell_a_second_baseline_from_the_plain_one(tmp_path, rows, monkeypatch):
-    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/beta=0.5", beta=0.5)
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5", beta=0.5)
     results = pd.concat([rows, other], ignore_index=True)
     drawn = []
     monkeypatch.setattr("benchmark.figures._plot_configuration",
@@ -923,7 +923,7 @@ def test_the_tables_warn_that_a_tuned_rows_test_is_optimistic(rows):
     assert ("Baselines with parameters of their own (Gaussian VAE 1: W₁=1, β=0.146, tuned): a difference from one "
             "mixes the method's effect with those parameters'.") in note
     # a second baseline beside the plain one is compared with it as a method is: it is no reference to name
-    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/beta=0.5", beta=0.5)
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5", beta=0.5)
     note = comparison_note(build_table(SuiteResults("demo", pd.concat([rows, other]), None, {"folds": FOLDS})))
     assert "Baselines with" not in note
 

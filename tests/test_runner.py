@@ -290,7 +290,7 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_others_go_on(tmp_path, c
     (tmp_path / "nan.toml").write_text(SMALL_SUITE.format(folds=2, w1="1e39").replace('"small"', '"nan"'))
     assert run_cli(tmp_path, "--suite", "nan.toml", "--heartbeat", "1") == 1  # failed units: exit 1
     out = capsys.readouterr().out
-    assert "  failed vae/1/multidecoder/exact/w1=1e+39 fold 1 (2nd of 2): loss diverged" in out  # as progress names it
+    assert "  failed vae/1/multidecoder/exact/w=1e+39,1,1 fold 1 (2nd of 2): loss diverged" in out  # as progress names it
     table = pd.read_csv(tmp_path / "results" / "nan.csv")
     failed = table[table["config_id"].str.startswith("vae/")]
     assert (failed["state"] == "FAIL").all() and failed["error"].str.contains("diverged").all()
