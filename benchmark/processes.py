@@ -67,16 +67,26 @@ class Interrupts:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block has run, then raise ``KeyboardInterrupt``: for steps
-    that must not stop half done. Off the main thread, which Python's signal handlers never
-    interrupt, nothing to do."""
+    """Ctrl-C and SIGTERM wait until the block has run, then act as they would have (their earlier
+    handlers back first): for steps that must not stop half done. One the block's own error ends
+    is not raised again. Off the main thread, which Python's signal handlers never interrupt,
+    and for a signal ignored, nothing to do."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    interrupts = Interrupts()
-    with interrupts.handling():
+    arrived: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler not in (signal.SIG_IGN, None):  # None: a handler set outside Python, left as it is
+            signal.signal(sig, lambda signum, frame: arrived.append(signum))
+    try:
         yield
-    interrupts.check()
+    finally:
+        for sig, handler in previous.items():
+            if handler not in (signal.SIG_IGN, None):
+                signal.signal(sig, handler)
+    if arrived:
+        signal.raise_signal(arrived[0])
 
 
 def worker_id() -> str:

@@ -170,6 +170,10 @@ def _caption(suite: SuiteResults) -> str:
             f"{'; ' + training if training else ''}): mean ± variance over folds.")
 
 
+class InterruptedOnceWritten(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM that came while a report was put in place, raised once it was whole."""
+
+
 def _install(staging: Path, out_dir: Path) -> None:
     """Move the report built in ``staging`` into ``out_dir``: each file is first put beside its place
     under a hidden name (a copy where figures/ links to another file system), then all are renamed
@@ -188,8 +192,11 @@ def _install(staging: Path, out_dir: Path) -> None:
         for beside, _ in placed:
             beside.unlink(missing_ok=True)
         raise
-    with signals_deferred():  # a Ctrl-C here would leave a mix of the earlier report's files and these
-        _replace(placed, out_dir)
+    try:
+        with signals_deferred():  # a Ctrl-C here would leave a mix of the earlier report's files and these
+            _replace(placed, out_dir)
+    except KeyboardInterrupt as interrupt:
+        raise InterruptedOnceWritten(f"interrupted once the report in {out_dir} was written") from interrupt
 
 
 def _replace(placed: list[tuple[Path, Path]], out_dir: Path) -> None:
@@ -216,9 +223,9 @@ def _one_at_a_time(out_dir: Path) -> Iterator[None]:
     """Hold ``out_dir``'s report lock (``LOCK_FILE``): a second report of the folder waits for the
     first, so their files never interleave, and a staging folder found under the lock is a report's
     killed outright (``kill -9``), removed then."""
-    # filelock: flock on POSIX, msvcrt on Windows, a lock file of its own where flock fails (some NFS).
-    # The file stays: unlinking a lock file lets a later report lock a new file while one waits on the old.
-    with FileLock(out_dir / LOCK_FILE, preserve_lock_file=True):
+    # filelock: flock on POSIX (the file stays, so waiters share it), msvcrt on Windows, and a lock
+    # file of its own where flock is missing (some network file systems).
+    with FileLock(out_dir / LOCK_FILE):
         for folder in out_dir.glob(".partial-*"):
             shutil.rmtree(folder, ignore_errors=True)
         yield

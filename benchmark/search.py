@@ -177,10 +177,12 @@ class _Objective:
         from benchmark.train import DivergedError, train_fold
 
         trial.set_user_attr("worker", worker_id())
-        earlier = sum(counts_toward_budget(t) and t.number < trial.number
+        # A waiting trial (a killed worker's, queued again) takes a slot too: a worker with budget left pops it.
+        earlier = sum((counts_toward_budget(t) or t.state == TrialState.WAITING) and t.number < trial.number
                       for t in trial.study.get_trials(deepcopy=False))
         if earlier >= self.trials:  # another worker's trial took the last slot first
-            trial.set_user_attr("surplus", True)
+            # Its number, not True: a retry of this trial (copied user attributes) is no surplus.
+            trial.set_user_attr("surplus", trial.number)
             raise SurplusTrial(f"trial #{trial.number}: the {self.trials} trials of the budget were started first")
         settings = self.settings
         configuration = self.suggest(trial)
@@ -305,7 +307,7 @@ class SearchSummary:
 
     study_name: str
     storage_url: str
-    counts: dict[str, int]  # trials per status of ``benchmark.storage.STATUSES`` (failed vs interrupted)
+    counts: dict[str, int]  # trials per status of ``benchmark.storage.status_counts`` (failed vs interrupted; surplus)
     best: FrozenTrial | None
     seconds: float
     failed: list[FrozenTrial] = field(default_factory=list)  # failed with a reason: user attribute ``error``

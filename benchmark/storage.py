@@ -465,11 +465,11 @@ def trial_status(trial: FrozenTrial) -> str:
     ``failed``: FAIL with a recorded reason (user attribute ``error``, e.g. a diverged fold).
     ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
     to the worker's stderr); such a trial does not use up the search budget.
-    ``surplus``: FAIL with user attribute ``surplus``, a search trial that found the budget used up
+    ``surplus``: FAIL with user attribute ``surplus`` (its number), a search trial that found the budget used up
     by earlier ones and never trained; not among ``STATUSES``, as only racing search workers make one.
     """
     if trial.state == TrialState.FAIL:
-        if "surplus" in trial.user_attrs:
+        if trial.user_attrs.get("surplus") == trial.number:
             return "surplus"
         return "failed" if "error" in trial.user_attrs else "interrupted"
     return trial.state.name.lower()

@@ -6,6 +6,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
+from benchmark.processes import signals_deferred
+
 # A worker whose start-up (it imports this module, as a real worker imports torch) takes long
 # enough for Ctrl-C to arrive in the middle of it.
 SLOW_WORKER = """
@@ -73,3 +77,19 @@ def test_ctrl_c_reaches_workers_that_have_started(tmp_path):
     time.sleep(8)  # past the start-up: the workers sleep in work()
     os.killpg(process.pid, signal.SIGINT)
     assert ended_interrupted(process, 10)
+
+
+def test_deferred_signals_act_after_the_block_as_before_it_and_an_ignored_one_stays_ignored():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after the Ctrl-C")
+    assert done == ["after the Ctrl-C"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a job started in the background gets it
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # and no KeyboardInterrupt above
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -25,7 +25,7 @@ from scipy import stats as sps
 from benchmark.caveats import caveats
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
-from benchmark.report import LOCK_FILE, _install, build_table, write_report
+from benchmark.report import LOCK_FILE, InterruptedOnceWritten, _install, build_table, write_report
 from benchmark.report_index import FIGURE_KINDS
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (COMPARISON_TITLES, INDEX_TITLES, _signed, comparison_cells, comparison_latex,
@@ -1002,7 +1002,7 @@ def test_a_report_that_cannot_be_moved_in_leaves_the_earlier_one_whole(tmp_path,
 def test_reports_of_one_folder_take_turns_and_a_killed_ones_staging_folder_goes(tmp_path, rows):
     results = write_suite(tmp_path / "results", rows)
     (tmp_path / "out" / ".partial-killed").mkdir(parents=True)  # as `kill -9` leaves it
-    with FileLock(tmp_path / "out" / LOCK_FILE, preserve_lock_file=True):  # another report, building now
+    with FileLock(tmp_path / "out" / LOCK_FILE):  # another report, building now
         second = threading.Thread(target=write_report, args=(results, "demo", tmp_path / "out"),
                                   kwargs={"figures": False})
         second.start()
@@ -1028,7 +1028,7 @@ def test_ctrl_c_while_a_report_is_renamed_into_place_comes_once_every_file_is_in
         replace(source, target)
 
     monkeypatch.setattr("benchmark.report.os.replace", ctrl_c_at_the_first)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(InterruptedOnceWritten, match=f"^interrupted once the report in {out} was written$"):
         _install(staging, out)
     assert renamed == ["table.csv", "index.md"]
     assert {path.relative_to(out).as_posix(): path.read_text() for path in out.rglob("*") if path.is_file()} == {

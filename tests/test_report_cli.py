@@ -190,6 +190,28 @@ def test_ctrl_c_during_a_report_says_it_was_dropped(smoke_run, tmp_path, capsys,
                                        "as it was); run the same command again to write it\n")
 
 
+def test_sigterm_while_a_report_is_put_in_place_comes_once_it_is_whole_and_says_so(smoke_run, tmp_path):
+    code = textwrap.dedent("""
+        import os, signal, sys
+
+        replace = os.replace
+        def terminated(source, target):  # as `timeout` ends a report while its files are renamed into place
+            os.kill(os.getpid(), signal.SIGTERM)
+            replace(source, target)
+
+        os.replace = terminated
+        from benchmark.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, "report", "--suite", "smoke", "--reports-dir", str(tmp_path),
+                           "--no-figures"], cwd=smoke_run, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == f"interrupted once the report in {tmp_path / 'smoke'} was written\n"
+    assert sorted(path.name for path in (tmp_path / "smoke").iterdir()) == sorted(
+        [".report.lock", "comparison.md", "comparison.tex", "index.md", "table.csv", "table.md", "table.tex"])
+
+
 def test_sigterm_during_a_report_drops_it_like_ctrl_c_leaving_the_earlier_one(smoke_run, tmp_path):
     assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path), "--no-checkpoints") == 0
     before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}

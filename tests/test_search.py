@@ -547,6 +547,10 @@ def test_a_worker_that_loses_the_race_for_the_last_trial_stops_its_trial_untrain
     assert [counts_toward_budget(t) for t in trials] == [True, False]
     assert status_counts(trials)["surplus"] == 1 and "surplus 1" in capsys.readouterr().out
     assert "surplus" not in status_counts(trials[:1])  # a column of zeros only where there are such trials
+    retry = load(tmp_path).ask()  # a retry of a surplus trial that a killed worker left RUNNING copies its attributes
+    retry.set_user_attr("surplus", 1)
+    load(tmp_path).tell(retry, state=TrialState.FAIL)
+    assert trial_status(load(tmp_path).trials[2]) == "interrupted"  # it is no surplus itself
 
 
 def interrupted_and_diverged_study(cwd: Path) -> optuna.Study:

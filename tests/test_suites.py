@@ -350,6 +350,16 @@ def test_suites_given_the_name_a_run_is_filed_under_gives_that_runs_command(tmp_
                                       f"with it, run the command it recorded: {command}")
 
 
+@pytest.mark.parametrize("command", ["suites", "run"])
+def test_a_name_with_results_but_no_recorded_command_says_how_a_named_run_goes_on(tmp_path, capsys, command):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "mine.csv").write_text("config_id,fold\n")  # exported by a version that kept no command
+    assert cli(tmp_path, command, *(["mine"] if command == "suites" else ["--suite", "mine"])) == 2
+    assert one_line_error(capsys).endswith(". There are results filed under 'mine': a run named by --name or "
+                                           "--params-from goes on with the command that started it (its --suite, "
+                                           "options, --params-from and --name)")
+
+
 def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):
     (tmp_path / "d.toml").write_text('dataset = "mnist5"\n' + BASELINE)
     assert cli(tmp_path, "suites", "d.toml") == 2

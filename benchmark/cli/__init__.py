@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmark") -> in
         print(f"error: {err.strerror}: {err.filename}" if err.strerror and err.filename else
               f"error: {err.strerror or err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # one with a message knows better what it left
+        print(str(interrupt) or INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
         return 130
 
 

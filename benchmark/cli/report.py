@@ -35,7 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.processes import terminate_as_interrupt
-    from benchmark.report import write_report
+    from benchmark.report import InterruptedOnceWritten, write_report
     from benchmark.results import ReportError, available_suites
     from benchmark.studies import StudyPlace
 
@@ -50,6 +50,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             with terminate_as_interrupt():  # SIGTERM (timeout, Slurm) drops the report being built, as Ctrl-C does
                 summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
                                        checkpoints=not args.no_checkpoints, searches_in=searches_in)
+        except InterruptedOnceWritten as interrupt:
+            rest = suites[suites.index(suite) + 1:]
+            raise InterruptedOnceWritten(f"{interrupt}; not reported: {', '.join(rest)} (run the same command again)"
+                                         if rest else str(interrupt)) from None
         except ReportError as error:
             if args.suite:  # asked for by name: an error
                 raise
