@@ -246,7 +246,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",  # our ETA
-               desc=study_name + (f" w{position}" if position else ""), disable=not options.show_progress)
+               desc=study_name + (f" w{position}" if options.workers > 1 else ""), disable=not options.show_progress)
     objective = _Objective(settings, options, images, bar, interrupts)
     objective.best = best_text(study)  # a study resumed has one already
     deadline = time.monotonic() + options.timeout if options.timeout else math.inf
@@ -258,16 +258,17 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
             fail_orphans(study, grace_for(options.heartbeat))
             trials = study.get_trials(deepcopy=False)
             used = min(sum(counts_toward_budget(t) for t in trials), options.trials)
+            done = min(settled(trials), options.trials)  # the bar's count: not the trials other workers are running
             objective.eta.progress(objective.eta_key, 0.0)  # no trial in training: the last one is settled now
-            objective.eta.settle(str(slot) for slot in range(min(settled(trials), options.trials)))
-            # Trials counted at this worker's first look (or lost since: a dead worker's) are not in its rate or
+            objective.eta.settle(str(slot) for slot in range(done))
+            # Trials done at this worker's first look (or lost since: a dead worker's) are not in its rate or
             # ETA; later ones go through update(), which is what feeds tqdm's rate.
             if first_look:
-                bar.initial = bar.n = used
+                bar.initial = bar.n = done
                 first_look = False
-            elif used != bar.n:
-                bar.initial = min(bar.initial, used)
-                bar.update(used - bar.n)
+            elif done != bar.n:
+                bar.initial = min(bar.initial, done)
+                bar.update(done - bar.n)
             bar.refresh()
             if used < options.trials:
                 try:
@@ -365,10 +366,9 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                                settings.batch_size, settings.epochs)
     if note:
         print(note + " (SoftAdapt's own β, softadapt_beta, has no effect on the results)", file=sys.stderr)
-    if options.show_progress:
-        print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} on {settings.dataset}"
-              f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
-              f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
+    print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} on {settings.dataset}"
+          f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
+          f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures, killed = 0, []
 
     def summary() -> SearchSummary:

@@ -250,7 +250,7 @@ def describe_study(study: optuna.Study) -> str:
     names = objective_names(study)
     trials = study.get_trials(deepcopy=False)
     counts = ", ".join(f"{status} {n}" for status, n in status_counts(trials).items())
-    lines = [f"study {study.study_name}: {len(trials)} trials ({counts}); objective(s): "
+    lines = [f"study {study.study_name}: {len(trials)} trial{'s' * (len(trials) != 1)} ({counts}); objective(s): "
              + ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))]
     settings = study.user_attrs.get("settings")
     suite = suite_of(study)

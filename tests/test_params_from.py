@@ -96,7 +96,7 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     assert (tmp_path / "mine" / f"{name}.db").is_file() and not (tmp_path / "studies").exists()
     assert f"inspect: python -m benchmark studies show {name} --studies-dir mine\n" in capsys.readouterr().out
     assert cli(tmp_path, "studies", "show", name, "--studies-dir", "mine") == 0
-    assert f"study {name}: 1 trials" in capsys.readouterr().out
+    assert f"study {name}: 1 trial (" in capsys.readouterr().out
     assert cli(tmp_path, "studies", "--studies-dir", "mine", "list") == 0  # before the action, too
     assert [row[0] for row in text_table(capsys.readouterr().out.splitlines())[2]] == [name]
     assert cli(tmp_path, "studies", "list") == 0
@@ -218,4 +218,16 @@ def test_a_run_tuned_from_other_studies_is_not_filed_over_the_last_tuned_run(tmp
         "--name of its own, or its export would replace that run's results")
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0  # the same: resumes
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "b", "--name", "tuned-b", "--quiet") == 0
+    assert set(pd.read_csv(tmp_path / "results" / "tuned-b.csv")["params_from"].dropna()) == {"b"}
+    # nor is an untuned run filed over a tuned one, or a tuned run over an untuned one
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--name", "tuned-b", "--quiet") == 2
+    assert one_line_error(capsys) == (
+        "error: 'tuned-b' holds the run tuned from b (results/tuned-b.csv); this one takes no --params-from: give it "
+        "a --name of its own, or its export would replace that run's results")
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--name", "tuned", "--quiet") == 2
+    assert one_line_error(capsys).startswith("error: 'tuned' holds a run without --params-from (results/tuned.csv); "
+                                             "this one takes a: give it a --name of its own")
     assert set(pd.read_csv(tmp_path / "results" / "tuned-b.csv")["params_from"].dropna()) == {"b"}

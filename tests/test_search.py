@@ -103,7 +103,13 @@ def test_rerunning_does_not_overshoot(searched, capsys):
     cwd, _ = searched
     assert search_cli(cwd, "--trials", "4") == 0
     assert len(load(cwd).trials) == 4
-    assert "4 trials (complete 3, pruned 1, failed 0, interrupted 0)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "4 trials (complete 3, pruned 1, failed 0, interrupted 0); this run took" in captured.out
+    # --quiet drops the progress bar only: what the search is and why it does nothing stay
+    assert captured.err.splitlines() == [
+        f"search {NAME}: 5-fold CV per trial, 1 epoch on mnist5k (limit 200); ranges exponent=1.0:100.0:log, "
+        f"beta=0.1:10.0:log; 4/4 trials; storage sqlite:///studies/{NAME}.db",
+        f"note: study {NAME} already has 4 trials that count toward --trials 4; raise --trials to run more"]
 
 
 def test_a_rerun_beats_at_the_study_s_interval(searched, capsys):
@@ -174,6 +180,17 @@ def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsy
     assert len(first_trial) == 4  # two folds of two epochs
     assert all(re.search(r"ETA \d\d:\d\d \| trial #0", line) for line in first_trial), first_trial
     assert not any("<" in line for line in lines)  # not tqdm's own ETA beside it, '?' until a trial ends
+
+
+def test_the_progress_bar_counts_finished_trials_not_another_workers_running_one(tmp_path, fake_training, capsys):
+    (tmp_path / "studies").mkdir()
+    study = optuna.create_study(study_name=NAME, storage=db(tmp_path))
+    study.tell(study.ask(), 0.5)
+    study.ask()  # another worker's trial, in training (it stops beating, so this worker takes it over in the end)
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "single", "--sampling", "gaussian",
+               "--trials", "3", "--heartbeat", "1", "--range", "beta=0.1:5", "--device", "cpu") == 0
+    counts = re.findall(r"\| (\d)/3 \[", capsys.readouterr().err)
+    assert list(dict.fromkeys(counts)) == ["0", "1", "2", "3"], counts  # 0: the bar before this worker's first look
 
 
 def test_studies_plot_writes_png_and_pdf_files(searched, capsys):
@@ -401,6 +418,20 @@ def test_ctrl_c_prints_where_the_search_stands(tmp_path, fake_training, monkeypa
     assert f"best trial #{best.number}: recon={best.value:.6g}; " in captured.out
     assert f"inspect: python -m benchmark studies show {NAME}" in captured.out
     assert "run the same command again to continue" in captured.err
+
+
+def test_ctrl_c_once_the_last_trial_is_done_says_nothing_is_left(tmp_path, fake_training, monkeypatch, capsys):
+    best_text = benchmark.search.best_text
+
+    def ctrl_c_after_the_trial(study):  # as the last trial is stored
+        if study.trials:
+            os.kill(os.getpid(), signal.SIGINT)
+        return best_text(study)
+
+    monkeypatch.setattr("benchmark.search.best_text", ctrl_c_after_the_trial)
+    assert search_cli(tmp_path, "--range", "beta=0.1:2", "--trials", "1") == 130
+    assert [trial_status(t) for t in load(tmp_path).trials] == ["complete"]
+    assert capsys.readouterr().err.endswith("interrupted: every trial of --trials was done, nothing is left to do\n")
 
 
 def test_diverged_trial_fails_with_its_reason_and_the_search_goes_on(tmp_path, fake_training, capsys):

@@ -154,7 +154,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         summary = run_search(settings, place.url(name), name, options)
     except SearchInterrupted as stop:
         _print_summary(stop.summary, settings.objectives, place)
-        print("interrupted: finished trials are stored; run the same command again to continue the study",
+        print("interrupted: " + ("finished trials are stored; run the same command again to continue the study"
+                                 if stop.summary.to_go else "every trial of --trials was done, nothing is left to do"),
               file=sys.stderr)
         return 130
     _print_summary(summary, settings.objectives, place)
@@ -171,7 +172,8 @@ def _print_summary(summary: SearchSummary, objectives: tuple[str, ...], place: S
     counts = summary.counts
     shown = ", ".join(f"{status} {n}" for status, n in counts.items()  # running, waiting: on other workers
                       if n or status in ("complete", "pruned", "failed", "interrupted"))
-    print(f"study {summary.study_name}: {sum(counts.values())} trials ({shown}) in {summary.seconds:.0f} s")
+    total = sum(counts.values())
+    print(f"study {summary.study_name}: {total} trial{'s' * (total != 1)} ({shown}); this run took {summary.seconds:.0f} s")
     best = summary.best
     if best is not None:
         values = ", ".join(f"{o}={v:.6g}" for o, v in zip(objectives, best.values))
