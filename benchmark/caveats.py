@@ -31,8 +31,8 @@ SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
 
 def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
     """What limits the numbers, read from the run itself: methods without their baseline, comparisons
-    on few paired folds, folds that diverged without failing, methods tuned by a search against an
-    untuned baseline, folds still improving at their last epoch (not converged), SoftAdapt
+    on few paired folds, folds that diverged without failing, methods and their baseline not tuned
+    alike, folds still improving at their last epoch (not converged), SoftAdapt
     configurations that trained too few steps to re-weight, and the ``searches`` (``run
     --params-from``) that tuned parameters with other training than the run's."""
     meta, done, notes = suite.meta, completed(suite.results), []
@@ -42,7 +42,7 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
                      f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
                      "its units already done are kept).")
-    notes += [note for note in (_pairing_note(suite), _diverged_note(suite), _unequal_tuning_note(suite)) if note]
+    notes += [note for note in (_pairing_note(suite), _diverged_note(suite)) if note] + _unequal_tuning_notes(suite)
     epochs = meta.get("epochs")
     # Per configuration: one still improving must not hide behind others that converged (its
     # comparison with them would partly measure the training it still lacked).
@@ -64,8 +64,8 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
     busy = done["busy_load"].dropna() if "busy_load" in done else pd.Series(dtype=float)
     if len(busy):
         notes.append(f"{len(busy)} of {len(done)} units finished while other work kept the machine busy (load average "
-                     f"up to {busy.max():.1f}): their training times (`seconds`, the cost column) are high, so "
-                     "compare costs of units trained alone.")
+                     f"up to {busy.max():.1f}): their training times (`seconds` in the results, `seconds_mean` in "
+                     "table.csv) are high, so compare costs of units trained alone.")
     if suite.prior is not None:
         notes += prior_notes(suite.prior)
     if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
@@ -91,24 +91,34 @@ def _named(config_ids: Iterable[str], done: pd.DataFrame) -> list[str]:
     return names
 
 
-def _unequal_tuning_note(suite: SuiteResults) -> str | None:
-    """Model configs whose methods took parameters from a search while the baseline they are
-    compared with (``compare_with_baseline``'s) kept its defaults: a tuned method against an
-    untuned baseline wins partly by the tuning."""
-    unequal = []
+def _unequal_tuning_notes(suite: SuiteResults) -> list[str]:
+    """Model configs whose methods and the baseline they are compared with (``compare_with_baseline``'s)
+    were not tuned alike: methods that took parameters from a search against a baseline that kept its
+    defaults, or the other way round; either difference is partly the tuning's."""
     if "params_from" not in suite.results:  # results made in memory, not read from an export
-        return None
+        return []
+    untuned_baseline, untuned_methods = [], []
     for (family, config), rows in suite.results.groupby(["family", "config"], sort=False):
         reference = reference_baseline(family, config, rows)
-        tuned = rows.loc[rows["method"] != "baseline", "params_from"]
-        if reference is not None and (tuned != "").any() and \
-                not rows.loc[rows["config_id"] == reference, "params_from"].iloc[0]:
-            unequal.append(f"{family}/{config}")
-    if not unequal:
-        return None
-    return (f"in {', '.join(unequal)}, methods took parameters from a search but the baseline they are compared "
-            "with kept its defaults, so their differences mix the method's effect with the tuning's: search the "
-            "baseline too (`search --method baseline`) and name both searches in `--params-from`.")
+        if reference is None:
+            continue
+        tuned = rows.loc[rows["method"] != "baseline", "params_from"] != ""
+        baseline_tuned = bool(rows.loc[rows["config_id"] == reference, "params_from"].iloc[0])
+        if tuned.any() and not baseline_tuned:
+            untuned_baseline.append(f"{family}/{config}")
+        elif baseline_tuned and not tuned.all():
+            untuned_methods.append(f"{family}/{config}")
+    mixed = "so their differences mix the method's effect with the tuning's"
+    notes = []
+    if untuned_baseline:
+        notes.append(f"in {', '.join(untuned_baseline)}, methods took parameters from a search but the baseline they "
+                     f"are compared with kept its defaults, {mixed}: search the baseline too (`search --method "
+                     "baseline`) and name both searches in `--params-from`.")
+    if untuned_methods:
+        notes.append(f"in {', '.join(untuned_methods)}, the baseline took parameters from a search but some methods "
+                     f"compared with it kept their defaults, {mixed}: search those methods too and name every search "
+                     "in `--params-from`.")
+    return notes
 
 
 def prior_notes(prior: pd.DataFrame) -> list[str]:

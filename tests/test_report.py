@@ -881,13 +881,13 @@ def test_units_trained_on_a_busy_machine_get_a_caveat_on_their_cost(rows):
     busy = rows.assign(busy_load=np.where(rows["fold"] == 0, 3.4, np.nan))
     notes = caveats(SuiteResults("demo", busy, None, {"folds": FOLDS}))
     assert (f"{len(CONFIGS)} of {len(rows)} units finished while other work kept the machine busy (load average up to "
-            "3.4): their training times (`seconds`, the cost column) are high, so compare costs of units trained "
-            "alone.") in notes
+            "3.4): their training times (`seconds` in the results, `seconds_mean` in table.csv) are high, so compare "
+            "costs of units trained alone.") in notes
     assert not any("busy" in n for n in caveats(SuiteResults("demo", rows.assign(busy_load=np.nan), None,
                                                               {"folds": FOLDS})))
 
 
-def test_methods_tuned_against_an_untuned_baseline_get_a_caveat(rows):
+def test_methods_and_a_baseline_not_tuned_alike_get_a_caveat(rows):
     def notes(tuned_methods: str, tuned_baseline: bool) -> list[str]:
         tuned = rows.assign(params_from=np.where(rows["config_id"].str.startswith(tuned_methods) &
                                                  (rows["method"] != "baseline"), "search-m", ""))
@@ -901,6 +901,11 @@ def test_methods_tuned_against_an_untuned_baseline_get_a_caveat(rows):
         "(`search --method baseline`) and name both searches in `--params-from`."]
     assert notes("vq-vae/1/", True) == []  # tuned alike
     assert notes("nothing", False) == []
+    assert notes("nothing", True) == [
+        "in vq-vae/1, the baseline took parameters from a search but some methods compared with it kept their "
+        "defaults, so their differences mix the method's effect with the tuning's: search those methods too and "
+        "name every search in `--params-from`."]
+    assert notes("vq-vae/1/single", True) == notes("nothing", True)  # one method left untuned is enough
 
 
 def test_the_tables_warn_that_a_tuned_rows_test_is_optimistic(rows):

@@ -399,6 +399,7 @@ def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path,
 
 def test_a_runs_headline_says_what_it_trains_and_bf16_when_it_trains_in_it():
     smoke = get_suite("smoke")
-    assert smoke.headline() == "suite smoke: 6 configurations × 5 folds = 30 units, 2 epochs on mnist5k"
+    assert smoke.headline() == "suite smoke: 6 configurations × 5 folds = 30 units, 2 epochs on mnist5k (limit 400)"
+    assert get_suite("full").headline().endswith("100 epochs on mnist5k")  # all of it
     assert smoke.override(precision="bf16", repeats=2).headline() == (
-        "suite smoke: 6 configurations × 5 folds × 2 repeats = 60 units, 2 epochs on mnist5k in bf16")
+        "suite smoke: 6 configurations × 5 folds × 2 repeats = 60 units, 2 epochs on mnist5k (limit 400) in bf16")

@@ -126,9 +126,8 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
                          "a suite file's run is filed under the file's `name`)")
     if args.name in builtin_suites() and args.name != suite.name:
         raise ValueError(f"--name {args.name} is a built-in suite's name; give the run a name of its own")
-    if args.params_from and not args.name:
-        _check_tuned_from_the_same(suite, set(args.params_from), store)
     suite = suite.override(name=args.name)
+    _check_tuned_from_the_same(suite, set(args.params_from or ()), store)
     _check_same_storage(suite, store)
     from benchmark.data import unused_source_note
 
@@ -166,14 +165,18 @@ def _search_place(names: list[str], storage: str | None, studies_dir: Path) -> S
 
 
 def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConfig) -> None:
-    """Refuse to file a run under ``<suite>-tuned`` that holds a run tuned from other studies: the
-    later export would replace the earlier run's results."""
+    """Refuse to file a run tuned from ``studies`` (none: an untuned run) under a name whose results
+    came from a run tuned from other studies, or from none: the later export would replace them."""
+    if not (store.results_dir / f"{suite.name}.csv").is_file():
+        return
     earlier = read_meta(store.results_dir, suite.name).get("params_from") or {}
     before = set(earlier.values()) if isinstance(earlier, dict) else set()
-    if before and before != studies:
-        raise ValueError(f"{suite.name!r} holds the run tuned from {', '.join(sorted(before))} "
-                         f"({store.results_dir / suite.name}.csv); this one takes {', '.join(sorted(studies))}: give "
-                         "it a --name of its own, or its export would replace that run's results")
+    if before == studies:
+        return
+    held = f"the run tuned from {', '.join(sorted(before))}" if before else "a run without --params-from"
+    takes = f"takes {', '.join(sorted(studies))}" if studies else "takes no --params-from"
+    raise ValueError(f"{suite.name!r} holds {held} ({store.results_dir / suite.name}.csv); this one {takes}: give it "
+                     "a --name of its own, or its export would replace that run's results")
 
 
 def _check_same_storage(suite: Suite, store: StoreConfig) -> None:
