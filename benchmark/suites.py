@@ -297,6 +297,9 @@ def load_suite_file(path: Path) -> Suite:
             return None
 
     check("", f"suite file {path}: ", lambda: _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}))
+    name, top = str(data.get("name", Path(path).stem)), {k: data[k] for k in TOP_KEYS if k in data}
+    if not problems:  # the top-level values, once their keys are known, beside a stand-in configuration
+        check("", f"suite file {path}: ", lambda: Suite(name, (Configuration("vae", 1),), **top))
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         problems.append((f"suite file {path} needs at least one [[configurations]] table",
@@ -320,9 +323,8 @@ def load_suite_file(path: Path) -> Suite:
     if problems:
         raise ValueError(problems[0][0] if len(problems) == 1 else
                          f"suite file {path} has {len(problems)} problems: {' | '.join(p for _, p in problems)}")
-    top = {k: data[k] for k in TOP_KEYS if k in data}
     try:
-        return Suite(str(data.get("name", Path(path).stem)), tuple(configurations), train, **top)
+        return Suite(name, tuple(configurations), train, **top)
     except ValueError as err:
         raise ValueError(f"suite file {path}: {err}") from None
 

@@ -341,6 +341,15 @@ def test_problems_in_every_part_of_a_suite_file_are_named_at_once(tmp_path, caps
                             "baseline, multidecoder, single | [train] epochs must be >= 1, got 0")
 
 
+def test_a_bad_top_level_value_is_named_with_the_other_parts_problems(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text('limit = -5\n[train]\nlr = -1\n' + BASELINE.replace("baseline", "basline"))
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    problems = one_line_error(capsys).removeprefix("error: suite file bad.toml has 3 problems: ").split(" | ")
+    assert [problem.split(":")[0] for problem in problems] == [
+        "limit (training images) must be an integer >= 1, got -5", "configuration 1",
+        "[train] learning rate must be a finite number > 0, got -1"]
+
+
 def test_suites_given_the_name_a_run_is_filed_under_gives_that_runs_command(tmp_path, capsys):
     (tmp_path / "results").mkdir()
     command = "python -m benchmark run --suite quick --epochs 10 --name quick-e10"
