@@ -113,11 +113,11 @@ def _unequal_tuning_notes(suite: SuiteResults) -> list[str]:
     if untuned_baseline:
         notes.append(f"in {', '.join(untuned_baseline)}, methods took parameters from a search but the baseline they "
                      f"are compared with kept its defaults, {mixed}: search the baseline too (`search --method "
-                     "baseline`) and name both searches in `--params-from`.")
+                     "baseline`) and name both searches in `--params-from`, under a new `--name`.")
     if untuned_methods:
         notes.append(f"in {', '.join(untuned_methods)}, the baseline took parameters from a search but some methods "
                      f"compared with it kept their defaults, {mixed}: search those methods too and name every search "
-                     "in `--params-from`.")
+                     "in `--params-from`, under a new `--name`.")
     return notes
 
 

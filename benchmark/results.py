@@ -257,6 +257,17 @@ def read_meta(results_dir: Path, suite: str) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def tuned_from(results_dir: Path, suite: str) -> set[str] | None:
+    """The searches (``run --params-from``) that the results filed under ``suite`` took parameters
+    from, read from the results' own ``params_from`` column, not the meta file (a first export stopped
+    between the two leaves the CSV alone); None without results or when they cannot be read."""
+    try:
+        column = pd.read_csv(Path(results_dir) / f"{suite}.csv", usecols=lambda c: c == "params_from", dtype=str)
+    except (OSError, ValueError):
+        return None
+    return set(column["params_from"].dropna()) - {""} if "params_from" in column else set()
+
+
 def safe_name(config_id: str) -> str:
     """A configuration id as a plain file name (the report names its figures the same way)."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", config_id)

@@ -380,7 +380,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     used = budget_used(study)
     # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over): say so, also with --quiet.
     if used >= options.trials and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        print(f"note: study {name} already has {used} trials that count toward --trials {options.trials}; raise "
+        print(f"note: study {name} already has {used} trial{'s' * (used != 1)} that count toward --trials {options.trials}; raise "
               "--trials to run more", file=sys.stderr)
         return summary()
     try:

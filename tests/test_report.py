@@ -898,13 +898,13 @@ def test_methods_and_a_baseline_not_tuned_alike_get_a_caveat(rows):
     assert notes("vq-vae/1/", False) == [
         "in vq-vae/1, methods took parameters from a search but the baseline they are compared with kept its "
         "defaults, so their differences mix the method's effect with the tuning's: search the baseline too "
-        "(`search --method baseline`) and name both searches in `--params-from`."]
+        "(`search --method baseline`) and name both searches in `--params-from`, under a new `--name`."]
     assert notes("vq-vae/1/", True) == []  # tuned alike
     assert notes("nothing", False) == []
     assert notes("nothing", True) == [
         "in vq-vae/1, the baseline took parameters from a search but some methods compared with it kept their "
         "defaults, so their differences mix the method's effect with the tuning's: search those methods too and "
-        "name every search in `--params-from`."]
+        "name every search in `--params-from`, under a new `--name`."]
     assert notes("vq-vae/1/single", True) == notes("nothing", True)  # one method left untuned is enough
 
 

@@ -16,7 +16,7 @@ from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
 from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, exit_warnings
-from benchmark.results import read_meta
+from benchmark.results import read_meta, tuned_from
 from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text,
                                settings_differ, stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
@@ -167,16 +167,15 @@ def _search_place(names: list[str], storage: str | None, studies_dir: Path) -> S
 def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConfig) -> None:
     """Refuse to file a run tuned from ``studies`` (none: an untuned run) under a name whose results
     came from a run tuned from other studies, or from none: the later export would replace them."""
-    if not (store.results_dir / f"{suite.name}.csv").is_file():
-        return
-    earlier = read_meta(store.results_dir, suite.name).get("params_from") or {}
-    before = set(earlier.values()) if isinstance(earlier, dict) else set()
-    if before == studies:
+    before = tuned_from(store.results_dir, suite.name)
+    if before is None or before == studies:
         return
     held = f"the run tuned from {', '.join(sorted(before))}" if before else "a run without --params-from"
     takes = f"takes {', '.join(sorted(studies))}" if studies else "takes no --params-from"
-    raise ValueError(f"{suite.name!r} holds {held} ({store.results_dir / suite.name}.csv); this one {takes}: give it "
-                     "a --name of its own, or its export would replace that run's results")
+    command = recorded_command(suite.name, store)
+    resume = f"to go on with it, run the command it recorded: {command}; " if command else ""
+    raise ValueError(f"{suite.name!r} holds {held} ({store.results_dir / suite.name}.csv); this one {takes}: "
+                     f"{resume}for a run of its own, give it a --name, or its export would replace that run's results")
 
 
 def _check_same_storage(suite: Suite, store: StoreConfig) -> None:
