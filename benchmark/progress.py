@@ -9,6 +9,13 @@ from contextlib import contextmanager
 from tqdm import tqdm
 
 
+def duration(seconds: float) -> str:
+    """An estimated time, to the unit that reads best."""
+    minutes = seconds / 60
+    return (f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s" if minutes < 2 else
+            f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h")
+
+
 class CostEta:
     """Estimates the time left from the work done since it was made.
 

@@ -46,7 +46,7 @@ from benchmark.config import Configuration
 from benchmark.cv import fold_indices
 from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
                                  worker_id)
-from benchmark.progress import CostEta
+from benchmark.progress import CostEta, duration
 from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
@@ -67,6 +67,7 @@ from benchmark.storage import (
     versioned,
 )
 from benchmark.search_space import SearchSettings, configuration_for, describe_ranges
+from benchmark.suites import fold_seconds
 from benchmark.studies import best_trial, default_storage, lead_objective
 
 PRUNERS = ("median", "none")
@@ -366,9 +367,16 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                                settings.batch_size, settings.epochs)
     if note:
         print(note + " (SoftAdapt's own β, softadapt_beta, has no effect on the results)", file=sys.stderr)
+    used = budget_used(study)
+    cost = ""
+    if device.type == "cpu" and used < options.trials:  # the defaults (100 epochs, all images) are a GPU's work
+        trial = settings.folds * fold_seconds(settings.family, settings.config, settings.method, settings.dataset,
+                                              settings.limit, settings.folds, settings.epochs)
+        to_go = options.trials - used
+        cost = f" (est. 2-core CPU: {duration(trial)} a trial, {duration(trial * to_go)} for the {to_go} to go)"
     print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} on {settings.dataset}"
           f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
-          f"{budget_used(study)}/{options.trials} trials; storage {safe_url(storage_url)}", file=sys.stderr)
+          f"{used}/{options.trials} trials{cost}; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures, killed = 0, []
 
     def summary() -> SearchSummary:
@@ -377,7 +385,6 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                              time.perf_counter() - started, [t for t in trials if trial_status(t) == "failed"],
                              worker_failures, killed, max(0, options.trials - settled(trials)))
 
-    used = budget_used(study)
     # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over): say so, also with --quiet.
     if used >= options.trials and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         print(f"note: study {name} already has {used} trial{'s' * (used != 1)} that count toward --trials {options.trials}; raise "

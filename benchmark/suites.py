@@ -25,6 +25,16 @@ SECONDS_PER_UNIT = 0.1
 DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
 
 
+def fold_seconds(family: str, config: int, method: str, dataset: str, limit: int | None, folds: int,
+                 epochs: int) -> float:
+    """Estimated seconds of one fold of model ``family``/``config`` trained with ``method`` on a
+    2-core laptop CPU, from measured training throughput."""
+    # --limit counts training images; without it, the test split (a fifth) is held out.
+    images = limit or DATASET_IMAGES.get(dataset, 60_000) * 0.8
+    per_fold = images * (folds - 1) / folds * epochs
+    return per_fold / CPU_IMAGES_PER_SECOND[(family, config)] * METHOD_COST[method] + SECONDS_PER_UNIT
+
+
 # Folders of reports/ that other commands write: a suite of that name would report into them.
 TAKEN_REPORT_FOLDERS = {"bench": "`bench`'s throughput tables", "studies": "`studies plot`'s figures"}
 
@@ -117,11 +127,8 @@ class Suite:
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;
         their ratios also weight the progress ETA (a VQ-VAE 3 unit costs about twenty Gaussian VAE units)."""
-        # --limit counts training images; without it, the test split (a fifth) is held out.
-        images = self.limit or DATASET_IMAGES.get(self.dataset, 60_000) * 0.8
-        per_fold = images * (self.folds - 1) / self.folds * self.train.epochs
-        return {c.id: per_fold / CPU_IMAGES_PER_SECOND[(c.family, c.config)] * METHOD_COST[c.method.method]
-                + SECONDS_PER_UNIT for c in self.configurations}
+        return {c.id: fold_seconds(c.family, c.config, c.method.method, self.dataset, self.limit, self.folds,
+                                   self.train.epochs) for c in self.configurations}
 
     def with_best_params(self, best: dict[SearchKey, tuple[Configuration, str]]) -> Suite:
         """The suite with each configuration that a search covers replaced by the search's best.

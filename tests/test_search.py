@@ -27,7 +27,8 @@ from benchmark.params_from import (best_configurations, load_search_study, study
                                    tuning_notes)
 from benchmark.studies import StudyPlace, file_name, load_existing_study
 from benchmark.study_plots import plot_study
-from benchmark.suites import get_suite
+from benchmark.progress import duration
+from benchmark.suites import fold_seconds, get_suite
 from benchmark.train import DivergedError, FoldResult, resolve_device
 
 NAME = "search-vae-1-single-gaussian"
@@ -180,6 +181,15 @@ def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsy
     assert len(first_trial) == 4  # two folds of two epochs
     assert all(re.search(r"ETA \d\d:\d\d \| trial #0", line) for line in first_trial), first_trial
     assert not any("<" in line for line in lines)  # not tqdm's own ETA beside it, '?' until a trial ends
+
+
+def test_a_search_on_a_cpu_estimates_its_trials_time_before_it_starts(tmp_path, fake_training, capsys):
+    assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:5") == 0
+    one = 5 * fold_seconds("vae", 1, "single", "mnist5k", 200, 5, 1)
+    assert f"2 trials (est. 2-core CPU: {duration(one)} a trial, {duration(2 * one)} for the 2 to go)" in \
+        capsys.readouterr().err
+    assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:5") == 0
+    assert "est." not in capsys.readouterr().err  # nothing to go
 
 
 def test_the_progress_bar_counts_finished_trials_not_another_workers_running_one(tmp_path, fake_training, capsys):

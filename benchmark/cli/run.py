@@ -21,6 +21,7 @@ from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, s
                                settings_differ, stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
+from benchmark.progress import duration
 from benchmark.suites import Suite, builtin_suites, get_suite
 
 if TYPE_CHECKING:
@@ -283,13 +284,6 @@ def suite_or_run(name: str, store: StoreConfig) -> Suite:
                              "--params-from goes on with the command that started it (its --suite, options, "
                              "--params-from and --name)") from None
         raise
-
-
-def duration(seconds: float) -> str:
-    """An estimated time, to the unit that reads best."""
-    minutes = seconds / 60
-    return (f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s" if minutes < 2 else
-            f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
