@@ -57,3 +57,18 @@ def test_the_installed_command_names_itself_in_its_usage(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         script()
     assert capsys.readouterr().err == "error: unrecognized arguments: --bogus (see `mtvae-bench --help`)\n"
+
+
+@pytest.mark.parametrize("args, said", [
+    (("run", "--siute", "smoke"), "unrecognized arguments: --siute (did you mean '--suite'?) (see `python -m "
+                                  "benchmark run --help`)"),
+    (("run", "--suite", "smoke", "--epoch", "3"), "unrecognized arguments: --epoch 3 (did you mean '--epochs'?)"),
+    (("search", "--famly", "vae", "--config", "1", "--method", "baseline"), "unrecognized arguments: --famly "
+                                                                            "(did you mean '--family'?)"),
+    (("run",), "the following arguments are required: --suite"),  # nothing mistyped: the missing one
+])
+def test_a_mistyped_option_is_named_with_the_one_meant_not_as_a_missing_required_one(tmp_path, capsys, args, said):
+    with pytest.raises(SystemExit) as stop:
+        cli(tmp_path, *args)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {said}")

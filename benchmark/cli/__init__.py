@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import matplotlib
 
+from benchmark.checks import did_you_mean
 from benchmark.cli import bench, prior, report, run, search
 
 
@@ -41,8 +42,20 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._given = list(sys.argv[1:] if args is None else args)  # a subcommand's parser gets its own part
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
+        # A mistyped option (--siute) is the cause of the required one's absence: name it instead.
+        mistyped = [arg.split("=")[0] for arg in self._given
+                    if arg.startswith("--") and arg.split("=")[0] not in self._option_string_actions]
+        if mistyped and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(mistyped)}"
+        if mistyped and message.startswith("unrecognized arguments"):
+            message += did_you_mean(mistyped[0], self._option_string_actions)
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
