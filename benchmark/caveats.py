@@ -123,7 +123,7 @@ def _unequal_tuning_notes(suite: SuiteResults) -> list[str]:
 
 def prior_notes(prior: pd.DataFrame) -> list[str]:
     """Caveats on the prior NLL column: priors still improving at their last epoch, priors worse
-    than a uniform one, and codebooks used at a small fraction of their codes (few codes are easy
+    than the codes' frequencies alone predict, and codebooks used at a small fraction of their codes (few codes are easy
     to predict: a low NLL there says little of the prior)."""
     notes = []
     if {"best_epoch", "epochs"} <= set(prior):
@@ -133,13 +133,18 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
                          f"({', '.join(sorted({f'{e:g}' for e in last['epochs']}))}): their NLL was still falling "
                          "when training stopped, so longer prior training (`prior --epochs`) would lower it.")
     if {"val_nll_nats", "uniform_nats"} <= set(prior):
-        worse = prior[prior["val_nll_nats"] > prior["uniform_nats"]]
+        # The bar: a prior that knows only how often each code occurs scores the entropy of the codes,
+        # ln(perplexity), at most ln K (a uniform prior's); a PixelCNN that sees its neighbours must beat it.
+        bar = np.log(prior["code_perplexity"]) if "code_perplexity" in prior else prior["uniform_nats"]
+        bar = bar.fillna(prior["uniform_nats"])
+        worse = prior[prior["val_nll_nats"] > bar]
         if len(worse):
-            listed = ", ".join(f"{row.config_id} ({row.val_nll_nats:.3f} > {row.uniform_nats:.3f})"
-                               for row in worse.itertuples())
-            notes.append(f"priors that score worse than a uniform prior over their codes (ln K nats): {listed}; "
-                         "they failed to fit (too few epochs or too small a PixelCNN: `prior --epochs`, "
-                         "`--hidden`, `--layers`), so their NLL says nothing of the codes.")
+            listed = ", ".join(f"{row.config_id} ({row.val_nll_nats:.3f} > {b:.3f})"
+                               for row, b in zip(worse.itertuples(), bar[worse.index]))
+            notes.append(f"priors that score worse than one that knows only how often each code occurs (ln of the "
+                         f"code perplexity, in nats): {listed}; they failed to fit (too few epochs or too small a "
+                         "PixelCNN: `prior --epochs`, `--hidden`, `--layers`), so their NLL says nothing of the "
+                         "codes' structure.")
     if {"code_perplexity", "uniform_nats"} <= set(prior):
         codes = np.exp(prior["uniform_nats"])  # a uniform prior's NLL is ln K
         narrow = prior[prior["code_perplexity"] < COLLAPSED_CODEBOOK * codes]

@@ -157,15 +157,18 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
     for row in narrow.itertuples():
         assert f"{row.config_id} ({row.code_perplexity:.1f} of {K})" in out
     assert ("codebooks used at a perplexity under 10% of their codes" in out) == bool(len(narrow))
-    # by hand: one prior stopped improving, one worse than uniform, one codebook in full use, one collapsed
-    table = pd.DataFrame({"config_id": ["a", "b", "c"], "best_epoch": [3, 1, 2], "epochs": [3, 3, 3],
-                          "val_nll_nats": [4.0, 4.938, 1.0],
-                          "code_perplexity": [60.0, 100.0, 4.2], "uniform_nats": [math.log(K)] * 3})
+    # by hand: one prior stopped improving; two worse than the codes' frequencies predict (ln 60 = 4.094,
+    # ln 100 = 4.605), one of them better than a uniform prior (ln 128 = 4.852); one codebook collapsed
+    table = pd.DataFrame({"config_id": ["a", "b", "c", "d"], "best_epoch": [3, 1, 2, 2], "epochs": [3, 3, 3, 3],
+                          "val_nll_nats": [4.2, 4.938, 1.0, 4.0],
+                          "code_perplexity": [60.0, 100.0, 4.2, 60.0], "uniform_nats": [math.log(K)] * 4})
     notes = prior_notes(table)
-    assert notes[0].startswith("1 of 3 priors kept their last epoch (3)")
-    assert notes[1].startswith("priors that score worse than a uniform prior over their codes (ln K nats): "
-                               "b (4.938 > 4.852); they failed to fit")
+    assert notes[0].startswith("1 of 4 priors kept their last epoch (3)")
+    assert notes[1].startswith("priors that score worse than one that knows only how often each code occurs (ln of "
+                               "the code perplexity, in nats): a (4.200 > 4.094), b (4.938 > 4.605); they failed "
+                               "to fit")
     assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[2] and len(notes) == 3
+    assert "d (" not in notes[1]
 
 
 def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
