@@ -9,8 +9,11 @@ from collections.abc import Iterable
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
-    # 0.8, not difflib's 0.6: 'gpu' is no typo of 'cpu', nor '12' of '2'
-    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.8)
+    names = list(names)
+    # The one that it begins (vq-vae/1/single for vq-vae/1/single/gaussian/a=40), else the closest at 0.8,
+    # not difflib's 0.6: 'gpu' is no typo of 'cpu', nor '12' of '2'
+    begun = [n for n in names if isinstance(n, str) and n.startswith(name)] if name else []
+    close = begun if len(begun) == 1 else difflib.get_close_matches(name, names, n=1, cutoff=0.8)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

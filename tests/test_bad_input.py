@@ -22,6 +22,7 @@ from conftest import cli, one_line_error
 from PIL import Image
 
 from benchmark.balancing import BalanceConfig
+from benchmark.checks import check_choice
 from benchmark.conditioning import PixelSampler, conditioning, exact_grid
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import Dataset, load_dataset
@@ -179,6 +180,10 @@ def test_a_method_without_its_kind_of_pixel_count_is_refused(make, message):
     (lambda: build_model("vq-vae", 4, "baseline"), "unknown vq-vae config 4; choose one of: 1, 2, 3"),
     # no hint where none is near: 'gpu' is no typo of 'cpu'
     (lambda: TrainConfig(device="gpu"), "unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N"),
+    # the one choice that a name begins, however far it is from the whole: a configuration id cut short
+    (lambda: check_choice("configuration", "vq-vae/1/single", ["vq-vae/1/baseline", "vq-vae/1/single/gaussian/a=40"]),
+     "unknown configuration 'vq-vae/1/single' (did you mean 'vq-vae/1/single/gaussian/a=40'?); choose one of: "
+     "vq-vae/1/baseline, vq-vae/1/single/gaussian/a=40"),
     (lambda: SearchSettings("vae", 1, "single", "uniform", ranges=dict([parse_range("exponant=1:10")])),
      "no parameter 'exponant' (did you mean 'exponent'?) in this search; it tunes: exponent, beta"),
 ])
