@@ -61,6 +61,16 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         notes.append(f"{why}, so {'the' if every else 'those'} models are not converged and longer training "
                      "(`--epochs`) would change these numbers; compare rows within this report, not with the "
                      "thesis's table.")
+    if "recon_mean_image" in done:  # absent from the exports of earlier versions
+        means = done.dropna(subset=["recon", "recon_mean_image"]).groupby("config_id", sort=False)[
+            ["recon", "recon_mean_image"]].mean()
+        blank = means[means["recon"] >= means["recon_mean_image"]]
+        if len(blank):
+            listed = ", ".join(f"{config_id} ({row.recon:.4g} ≥ {row.recon_mean_image:.4g})"
+                               for config_id, row in blank.iterrows())
+            notes.append(f"configurations that reconstruct no better than the mean training image does (its "
+                         f"per-pixel MSE as every validation image's reconstruction): {listed}; they learnt nothing "
+                         "of each image, so their rows and comparisons say little: train longer (`--epochs`).")
     busy = done["busy_load"].dropna() if "busy_load" in done else pd.Series(dtype=float)
     if len(busy):
         notes.append(f"{len(busy)} of {len(done)} units finished while other work kept the machine busy (load average "

@@ -26,7 +26,7 @@ from benchmark.suites import Suite
 
 INTEGER_COLUMNS = ("config", "fold", "repeat", "trial", "count", "best_epoch", "n_train", "n_val")
 METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train",
-                  "latent_train")
+                  "latent_train", "recon_mean_image")
 
 
 def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, artifacts: Path,

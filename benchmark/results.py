@@ -29,8 +29,8 @@ from benchmark.suites import builtin_suites
 REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon", "latent")
 TEXT_COLUMNS = ("sampling", "variant", "error", "checkpoint", "params_from")  # variant: SoftAdapt's
 NUMERIC_COLUMNS = ("exponent", "count", "w1", "w2", "beta", "softadapt_beta", "best_epoch", "recon", "latent",
-                   "recon_cond", "total", "recon_train", "recon_cond_train", "latent_train", "seconds", "busy_load",
-                   "n_train", "n_val")
+                   "recon_cond", "total", "recon_train", "recon_cond_train", "latent_train", "recon_mean_image",
+                   "seconds", "busy_load", "n_train", "n_val")
 OLD_NAMES = {"val_bits_per_dim": "val_bits_per_code"}  # columns renamed since: older CSVs are read as the new
 
 

@@ -41,7 +41,7 @@ from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, stud
                              unit_states, unlisted_configurations)
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
-from benchmark.train import DivergedError, FoldResult, agreed_precision, train_fold, training_device
+from benchmark.train import DivergedError, FoldResult, agreed_precision, mean_image_recon, train_fold, training_device
 
 # While a run trains, its first worker exports whenever exporting has taken at most this share of the
 # time since the last export: a run killed outright (SIGKILL, out of memory) leaves results/
@@ -170,7 +170,8 @@ class _Worker:
         artifact = save_checkpoint(storage.get_trial(trial_id), storage, folder, result.state_dict, info)
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
-                            "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val}.items():
+                            "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
+                            "recon_mean_image": mean_image_recon(*self._split(fold))}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _label(self, trial_id: int, config_id: str, fold: int) -> None:

@@ -178,6 +178,12 @@ def _validation_metrics(model: MultitaskVAE, images: torch.Tensor, sampler: Pixe
     }
 
 
+def mean_image_recon(train_images: torch.Tensor, val_images: torch.Tensor) -> float:
+    """Per-pixel MSE of the training images' mean taken as every validation image's reconstruction:
+    what a model that learnt nothing of each image scores (the scale of ``recon``)."""
+    return float(((val_images.float() - train_images.float().mean(0)) ** 2).mean())
+
+
 def new_model(configuration: Configuration, seed: int, channels: int, image_size: int,
               device: torch.device) -> MultitaskVAE:
     """The fold's model, its initial weights fixed by ``seed`` (the caller's random state is left as it was)."""

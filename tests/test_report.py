@@ -877,6 +877,19 @@ def test_parameters_from_a_search_are_labelled_tuned():
     assert parameter_text({**row, "params_from": float("nan")}) == "gaussian, a=35.2, W₁=1, β=0.4"
 
 
+def test_configurations_no_better_than_the_mean_image_get_a_caveat(rows):
+    blank = rows.assign(recon_mean_image=np.where(rows["config_id"] == "vae/1/baseline", rows["recon"] - 0.01,
+                                                  rows["recon"] + 0.01))
+    blank.loc[(blank["config_id"] == "vae/1/baseline") & (blank["fold"] == 0), "recon_mean_image"] = np.nan
+    notes = [n for n in caveats(SuiteResults("demo", blank, None, {"folds": FOLDS})) if "mean training image" in n]
+    baseline = blank[(blank["config_id"] == "vae/1/baseline") & (blank["fold"] > 0)]
+    assert notes == [f"configurations that reconstruct no better than the mean training image does (its per-pixel "
+                     f"MSE as every validation image's reconstruction): vae/1/baseline "
+                     f"({baseline['recon'].mean():.4g} ≥ {baseline['recon_mean_image'].mean():.4g}); they learnt "
+                     "nothing of each image, so their rows and comparisons say little: train longer (`--epochs`)."]
+    assert not any("mean training image" in n for n in caveats(SuiteResults("demo", rows, None, {"folds": FOLDS})))
+
+
 def test_units_trained_on_a_busy_machine_get_a_caveat_on_their_cost(rows):
     busy = rows.assign(busy_load=np.where(rows["fold"] == 0, 3.4, np.nan))
     notes = caveats(SuiteResults("demo", busy, None, {"folds": FOLDS}))

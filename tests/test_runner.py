@@ -21,7 +21,8 @@ from conftest import cli, miss_the_first_look, one_line_error, run_cli, stopped,
 from optuna.trial import TrialState
 
 from benchmark.cli.run import command_line
-from benchmark.cv import fold_label
+from benchmark.cv import fold_indices, fold_label
+from benchmark.data import load_dataset
 from benchmark.files import write_whole
 from benchmark.processes import crowded_note
 from benchmark.runner import Interrupts, _Worker
@@ -54,6 +55,11 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
     assert (table["state"] == "COMPLETE").all()
     assert table["recon"].between(0, 1).all()
     assert (table["n_train"] == 4 * table["n_val"]).all()  # train and validation are not swapped
+    # by hand: the mean of fold 2's training images taken as each of its validation images' reconstruction
+    images = load_dataset(suite.dataset, limit=suite.limit, seed=suite.seed).train
+    train_idx, val_idx = fold_indices(len(images), suite.folds, suite.seed)[2]
+    expected = float(((images[val_idx] - images[train_idx].mean(0)) ** 2).mean())
+    assert table.loc[table["fold"] == 2, "recon_mean_image"].to_numpy() == pytest.approx([expected] * 6, rel=1e-5)
     history = pd.read_csv(smoke_run / "results" / "smoke_history.csv")
     assert len(history) == 30 * suite.train.epochs
     assert {"recon", "latent", "recon_cond", "total"} <= set(history.columns)
