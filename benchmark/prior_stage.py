@@ -454,7 +454,8 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
             # Row labels say which decoder made the row; the single decoder has no "decoder 1".
             first, cond = ("empty mask", "") if method == "single" else ("decoder 1", "decoder 2: ")
             masks = samples.get("masks", [])
-            labels = [first] + [f"{cond}{int(m.sum())} px of image {j + 1}" for j, m in enumerate(masks)]
+            # Uniform pixels for every method (draw_samples), whatever it trained on: the labels say so.
+            labels = [first] + [f"{cond}{int(m.sum())} uniform px of image {j + 1}" for j, m in enumerate(masks)]
             paths += generated_grid(samples["images"], directory / f"generated_{name}",
                                     conditioned=samples.get("conditioned"), real=samples.get("real"),
                                     masks=samples.get("masks"), row_labels=labels,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.prior_stage import OBSERVED_PIXELS
 from benchmark.results import MissingUnits, SuiteResults
 from benchmark.studies import file_name
 
@@ -12,12 +13,14 @@ OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folde
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGURE_PATTERNS`` order
     "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
                "mean over folds, band: min–max over folds).",
-    "reconstruction_": "Held-out test images: input | unconditioned | conditioned output | mask, from the "
-                       "first fold's best-epoch weights.",
+    "reconstruction_": "Held-out test images and each decoder's reconstruction of them (a conditioned one's beside "
+                       "its mask), from the first fold's best-epoch weights.",
     "error_vs_observed_": "The conditioned output's error against the number of distinct observed pixels, the "
                           "training condition marked (the numbers in the CSV).",
     "sampling_types": "The three mask samplers (exact, uniform, gaussian) on one image.",
-    "generated_": "Images decoded from samples of each VQ-VAE's prior.",
+    "generated_": "Images decoded from samples of each VQ-VAE's prior; a conditioned decoder's rows observe "
+                  f"{OBSERVED_PIXELS} uniformly drawn pixels of a validation image, the same for every method, not "
+                  "each one's training condition.",
     f"{OPTUNA_FIGURES}/": "Optuna's plots of the searches whose best parameters configurations here use, as "
                           "the searches stand now (one continued since the run may have another best): "
                           "optimization history, each trial's running mean over its folds, slices, parameter "

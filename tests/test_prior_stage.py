@@ -18,6 +18,7 @@ import torch
 from conftest import assert_figure, cli, one_line_error
 from sklearn.model_selection import KFold
 
+import benchmark.figures
 from benchmark.caveats import prior_notes
 from benchmark.export import load_checkpoint
 from benchmark.prior_stage import (
@@ -171,9 +172,21 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
     assert "d (" not in notes[1]
 
 
-def test_report_has_the_prior_nll_column_and_generated_figures(prior_run):
+def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkeypatch):
     # Checkpoint figures are test_report_cli's business; the generated ones come from the stored samples.
+    labels, grid = {}, benchmark.figures.generated_grid
+
+    def labelled(images, path, **kwargs):
+        labels[path.name] = kwargs["row_labels"]
+        return grid(images, path, **kwargs)
+
+    monkeypatch.setattr("benchmark.figures.generated_grid", labelled)
     assert cli(prior_run, "report", "--suite", "smoke", "--no-checkpoints") == 0
+    # the conditioned rows say what they observe, the same uniform pixels for every method
+    assert labels["generated_vq-vae_1_single_gaussian_a_40"][1] == "16 uniform px of image 1"
+    assert labels["generated_vq-vae_1_multidecoder_uniform"][:2] == ["decoder 1", "decoder 2: 16 uniform px of image 1"]
+    index = (prior_run / "reports" / "smoke" / "index.md").read_text()
+    assert "16 uniformly drawn pixels of a validation image" in index
     out = prior_run / "reports" / "smoke"
     table = pd.read_csv(out / "table.csv").set_index("config_id")
     prior = read(prior_run, "smoke_prior.csv").set_index("config_id")
