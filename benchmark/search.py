@@ -374,8 +374,9 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                                               settings.limit, settings.folds, settings.epochs)
         to_go = options.trials - used
         cost = f" (est. 2-core CPU: {duration(trial)} a trial, {duration(trial * to_go)} for the {to_go} to go)"
-    print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} on {settings.dataset}"
-          f"{f' (limit {settings.limit})' if settings.limit else ''}; ranges {describe_ranges(settings.ranges)}; "
+    print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} "
+          f"on {settings.dataset}{f' (limit {settings.limit})' if settings.limit else ''}; "
+          f"ranges {describe_ranges(settings.ranges)}; "
           f"{used}/{options.trials} trials{cost}; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures, killed = 0, []
 
@@ -387,7 +388,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
 
     # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over): say so, also with --quiet.
     if used >= options.trials and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        print(f"note: study {name} already has {used} trial{'s' * (used != 1)} that count toward --trials {options.trials}; raise "
+        print(f"note: study {name} already has {used} trial{'s' * (used != 1)} that count toward --trials "
+              f"{options.trials}; raise "
               "--trials to run more", file=sys.stderr)
         return summary()
     try:

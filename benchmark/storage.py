@@ -479,4 +479,5 @@ def status_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     """Number of trials of each status, in the order of ``STATUSES`` (zeros included), then
     ``surplus`` where there are any."""
     counts = Counter(trial_status(t) for t in trials)
-    return {status: counts[status] for status in STATUSES} | ({"surplus": counts["surplus"]} if counts["surplus"] else {})
+    surplus = {"surplus": counts["surplus"]} if counts["surplus"] else {}
+    return {status: counts[status] for status in STATUSES} | surplus

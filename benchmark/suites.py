@@ -122,7 +122,8 @@ class Suite:
         configurations = len(self.configurations)
         return (f"suite {self.name}: {configurations} configuration{'s' * (configurations != 1)} × {folds} = "
                 f"{self.units} units, {self.train.epochs} epoch{'s' * (self.train.epochs != 1)} on {self.dataset}"
-                + (f" (limit {self.limit})" if self.limit else "") + (" in bf16" if self.train.precision == "bf16" else ""))
+                + (f" (limit {self.limit})" if self.limit else "")
+                + (" in bf16" if self.train.precision == "bf16" else ""))
 
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;

@@ -173,7 +173,8 @@ def _print_summary(summary: SearchSummary, objectives: tuple[str, ...], place: S
     shown = ", ".join(f"{status} {n}" for status, n in counts.items()  # running, waiting: on other workers
                       if n or status in ("complete", "pruned", "failed", "interrupted"))
     total = sum(counts.values())
-    print(f"study {summary.study_name}: {total} trial{'s' * (total != 1)} ({shown}); this run took {summary.seconds:.0f} s")
+    print(f"study {summary.study_name}: {total} trial{'s' * (total != 1)} ({shown}); "
+          f"this run took {summary.seconds:.0f} s")
     best = summary.best
     if best is not None:
         values = ", ".join(f"{o}={v:.6g}" for o, v in zip(objectives, best.values))
