@@ -6,6 +6,7 @@ import math
 import os
 import stat
 import threading
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from benchmark.bench import (
     write_csv,
     write_throughput,
 )
+from benchmark.bench.folds import ensemble_one
 from benchmark.bench.throughput import BenchResult, parse_models
 from benchmark.cli import main
 from benchmark.conditioning import PixelSampler
@@ -221,6 +223,24 @@ def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, ca
     row = rows[0]
     assert float(row["sequential_seconds"]) > 0 and float(row["together_seconds"]) > 0
     assert float(row["speedup"]) == pytest.approx(float(row["sequential_seconds"]) / float(row["together_seconds"]))
+
+
+def test_the_ensemble_keeps_the_best_of_its_repeats_and_a_speedup_above_the_folds_is_called_noise(
+        tmp_path, capsys, monkeypatch):
+    pauses = iter([0.2, 0.02, 0.02, 0.2])  # one by one, stacked; then the other way round: best of each
+    monkeypatch.setattr("benchmark.bench.folds.train_fold", lambda *args: time.sleep(next(pauses)))
+    monkeypatch.setattr("benchmark.ensemble.train_folds_together", lambda *args: time.sleep(next(pauses)) or [])
+    row = ensemble_one(bench_configuration("vae", 1, "baseline"), torch.rand(16, 1, 32, 32), 1, 2, 0, 8,
+                       torch.device("cpu"), repeats=2)
+    assert row.sequential_seconds == pytest.approx(0.02, abs=0.015)
+    assert row.together_seconds == pytest.approx(0.02, abs=0.015)
+    noisy = replace(row, folds=3, sequential_seconds=4.0, together_seconds=1.0, speedup=4.0)
+    monkeypatch.setattr("benchmark.bench.folds.ensemble_one", lambda *args: noisy)
+    assert main(["bench", "--families", "vae:1", "--methods", "baseline", "--steps", "2", "--warmup", "0",
+                 "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
+                 "--ensemble", "3", "--out", str(tmp_path / "out")]) == 0
+    assert ("warning: a speed-up above the number of folds is timing noise, not stacking: rerun with --repeats 3 on "
+            "an idle machine") in capsys.readouterr().err
 
 
 def test_cli_bench_times_worker_processes_training_at_once(tmp_path, capsys):

@@ -55,7 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
     bench.add_argument("--download", action="store_true", help="download mnist/cifar10/celeba into --data-root")
     bench.add_argument("--repeats", type=int, default=1,
-                       help="time ours and naive this many times, alternating, and keep the best (default 1)")
+                       help="time ours and naive (with --ensemble, the folds one by one and stacked) this many "
+                            "times, alternating, and keep the best (default 1)")
     bench.add_argument("--peak-size", type=int, help="side of the square matmul for the peak (default 2048 on "
                                                      "CPU, 8192 on CUDA)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the models' initial weights and of training "
@@ -128,9 +129,15 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
         rows = run_ensemble_bench(families=args.families, methods=args.methods, folds=args.ensemble,
                                   steps=args.steps, warmup=args.warmup, batch=args.batch, device=args.device,
                                   dataset=args.dataset, seed=args.seed, precision=args.precision,
-                                  data_root=args.data_root, progress=progress)  # downloaded by now
+                                  data_root=args.data_root, repeats=args.repeats,
+                                  progress=progress)  # downloaded by now
         print()
         print(format_ensemble_table(rows))
+        if any(row.speedup > row.folds for row in rows):  # stacking N folds saves at most N-fold
+            _stderr(f"warning: a speed-up above the number of folds is timing noise, not stacking: "
+                    f"{'rerun with --repeats 3' if args.repeats < 3 else 'rerun'} on an idle machine")
+        if note := busy_note("the ensemble was timed", "its speed-ups are unsteady; rerun it on an idle machine"):
+            _stderr(note)
         print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV)}")
     return 0
 
