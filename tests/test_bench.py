@@ -61,6 +61,8 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
             value = float(row[column])
             assert math.isfinite(value) and value > 0, (column, row[column])
         assert int(row["steps"]) == 2 and int(row["batch"]) == 16
+        # the precision that ran (auto on a CPU: fp32), and the load it was timed under, for a reader of the CSV
+        assert row["precision"] == "fp32" and float(row["load_avg"]) >= 0
     peak = tiny_result.peak
     # no bf16 peak on a CPU without bf16 kernels: it would take minutes and mean nothing
     dtypes = ("float32", "bfloat16") if native_bf16(torch.device("cpu")) else ("float32",)
@@ -160,7 +162,7 @@ def test_a_rate_above_the_peak_is_explained(tiny_result):
 def test_the_tables_keep_the_formatted_cells_labels_left_and_numbers_right():
     peak = MatmulPeak("cpu", 1024, 123.4, None, {"torch.mm float32": 123.4})
     ours = BenchRow("vq-vae", 1, "single", "uniform", "cpu", "fp32", 1, 1234567, 20, 128, 2.5e8, 5432.1, 4000.0, 1.358,
-                    1357.9, 46.6, math.nan, 30.1, 1.0, 1.2, 123.4, math.nan, 1024)
+                    1357.9, 46.6, math.nan, 30.1, 1.0, 1.2, 123.4, math.nan, 1024, 0.5)
     alone = replace(ours, family="vae", config=2, method="baseline", sampling="", params=12345, naive_img_s=math.nan,
                     speedup=math.nan, naive_pct_peak_fp32=math.nan)
     settings = {"dataset": "mnist5k", "steps": 20, "warmup": 3, "batch": 128, "repeats": 1, "device": "cpu",
@@ -175,7 +177,7 @@ def test_the_tables_keep_the_formatted_cells_labels_left_and_numbers_right():
                      "46.6", "30.1"],
                     ["vae", "2", "baseline", "12,345", "250.0", "5,432", "–", "–", "1,357.9", "46.6", "–"]]
     header, alignment, rows = text_table(format_ensemble_table(
-        [EnsembleRow("vae", 1, "single", "uniform", "cpu", "fp32", 3, 20, 8, 1.23456, 0.61, 2.0238)]).splitlines())
+        [EnsembleRow("vae", 1, "single", "uniform", "cpu", "fp32", 3, 20, 8, 1.23456, 0.61, 2.0238, 0.5)]).splitlines())
     assert header == ["family", "config", "method", "folds", "one by one s", "stacked s", "speed-up"]
     assert alignment == ["left"] * 3 + ["right"] * 4
     assert rows == [["vae", "1", "single (uniform)", "3", "1.23", "0.61", "2.02x"]]
@@ -221,6 +223,7 @@ def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, ca
     rows = list(reader)
     assert [(r["family"], r["method"], r["folds"], r["steps"]) for r in rows] == [("vae", "single", "3", "2")]
     row = rows[0]
+    assert row["precision"] == "fp32" and float(row["load_avg"]) >= 0  # auto, as it ran on a CPU
     assert float(row["sequential_seconds"]) > 0 and float(row["together_seconds"]) > 0
     assert float(row["speedup"]) == pytest.approx(float(row["sequential_seconds"]) / float(row["together_seconds"]))
 

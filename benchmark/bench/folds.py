@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,13 +30,14 @@ class EnsembleRow:
     method: str
     sampling: str
     device: str
-    precision: str
+    precision: str             # as trained, fp32 or bf16 (auto resolved)
     folds: int
     steps: int
     batch: int
     sequential_seconds: float  # ``folds`` train_fold calls, one after another
     together_seconds: float    # one train_folds_together call over the same folds
     speedup: float             # sequential / together
+    load_avg: float            # the machine's last-minute load once timed: well above its cores, times run high
 
 
 def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int, steps: int, warmup: int,
@@ -79,8 +81,8 @@ def ensemble_one(configuration: Configuration, images: torch.Tensor, folds: int,
     times = [(sequential(steps), together(steps)) for _ in range(repeats)]
     sequential_s, together_s = min(t for t, _ in times), min(t for _, t in times)
     return EnsembleRow(configuration.family, configuration.config, configuration.method.method,
-                       configuration.method.sampling or "", str(device), precision, folds, steps, batch, sequential_s,
-                       together_s, sequential_s / together_s)
+                       configuration.method.sampling or "", str(device), config.effective_precision(device), folds,
+                       steps, batch, sequential_s, together_s, sequential_s / together_s, os.getloadavg()[0])
 
 
 def run_ensemble_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None,

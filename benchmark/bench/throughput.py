@@ -75,7 +75,7 @@ class BenchRow:
     method: str
     sampling: str
     device: str
-    precision: str              # of ours (auto: bf16 autocast on an Ampere or later GPU); naive is float32
+    precision: str              # of ours as trained, fp32 or bf16 (auto resolved); naive is float32
     workers: int                # processes of ours training at once (naive: always one)
     params: int
     steps: int
@@ -93,6 +93,7 @@ class BenchRow:
     peak_gflop_s_fp32: float
     peak_gflop_s_bf16: float
     peak_matmul_size: int
+    load_avg: float             # the machine's last-minute load once timed: well above its cores, figures run low
 
 
 @dataclass(frozen=True)
@@ -254,14 +255,16 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
     gflop_s = flops * ours_ips / 1e9
     return BenchRow(
         family=configuration.family, config=configuration.config, method=configuration.method.method,
-        sampling=configuration.method.sampling or "", device=str(device), precision=precision, workers=workers,
+        sampling=configuration.method.sampling or "", device=str(device),
+        precision=TrainConfig(precision=precision).effective_precision(device), workers=workers,
         params=params, steps=steps, batch=batch,
         flops_per_image=flops, ours_img_s=ours_ips, naive_img_s=naive_ips, speedup=ours_ips / naive_ips,
         gflop_s=gflop_s, pct_peak_fp32=100.0 * gflop_s / peak.fp32,
         pct_peak_bf16=100.0 * gflop_s / peak.bf16 if peak.bf16 else math.nan,
         naive_pct_peak_fp32=100.0 * flops * naive_ips / 1e9 / peak.fp32,
         ours_seconds=ours_s, naive_seconds=naive_s, peak_gflop_s_fp32=peak.fp32,
-        peak_gflop_s_bf16=peak.bf16 if peak.bf16 else math.nan, peak_matmul_size=peak.size)
+        peak_gflop_s_bf16=peak.bf16 if peak.bf16 else math.nan, peak_matmul_size=peak.size,
+        load_avg=os.getloadavg()[0])
 
 
 def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, steps: int, warmup: int, batch: int,
