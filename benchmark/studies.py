@@ -22,7 +22,6 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from tabulate import tabulate
 
 from benchmark.checks import did_you_mean
 from benchmark.results import read_meta
@@ -30,6 +29,7 @@ from benchmark.search_space import ParamRange, describe_ranges
 from benchmark.storage import (StoreError, open_for_reading, password_hidden, safe_url, same_storage, sqlite_file,
                                status_counts, trial_status)
 from benchmark.store import held_configurations
+from benchmark.tables import text_table
 
 TOP = 5
 # Where studies live by default: one SQLite file per suite (``<suite>.db``) and per search (``<study>.db``).
@@ -235,10 +235,8 @@ def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
         return f"no studies in {place}"
     table = [[r.name, ",".join(r.directions), r.complete, r.pruned, r.failed, r.interrupted, r.running, r.waiting,
               ", ".join(_number(v) for v in r.best) if r.best else "–"] for r in rows]
-    # No number parsing: a study named "007" and a best of "1.5e-06" are shown as they are written.
-    return tabulate(table, headers=("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
-                                    "waiting", "best"),
-                    tablefmt="simple", disable_numparse=True, colalign=("left", "left", *["right"] * 6, "left"))
+    return text_table(table, ("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
+                              "waiting", "best"), ("left", "left", *["right"] * 6, "left"))
 
 
 def _params_text(params: dict) -> str:
@@ -281,10 +279,8 @@ def describe_study(study: optuna.Study) -> str:
     lines.append("")
     shown = min(TOP, len(ranked))
     lines.append(f"top {shown} trial{'s' if shown > 1 else ''}" + (" on the Pareto front" if len(names) > 1 else "") + ":")
-    # The values keep _number's text (no number parsing), right-aligned as numbers.
-    lines.append(tabulate([[t.number, *map(_number, t.values), _params_text(t.params)] for t in ranked[:TOP]],
-                          headers=("trial", *names, "parameters"), tablefmt="simple", disable_numparse=True,
-                          colalign=("right",) * (1 + len(names)) + ("left",)))
+    lines.append(text_table([[t.number, *map(_number, t.values), _params_text(t.params)] for t in ranked[:TOP]],
+                            ("trial", *names, "parameters"), ("right",) * (1 + len(names)) + ("left",)))
     folds = {k: best.user_attrs.get(f"fold_{k}") for k in ("recon", "latent", "recon_cond", "best_epoch")}
     if folds["recon"]:
         lines.append("")
@@ -294,6 +290,5 @@ def describe_study(study: optuna.Study) -> str:
             latent, cond, epoch = (folds[k][i] if folds[k] and i < len(folds[k]) else None
                                    for k in ("latent", "recon_cond", "best_epoch"))
             table.append([i, _number(recon), _number(latent), _number(cond), "–" if epoch is None else epoch])
-        lines.append(tabulate(table, headers=("fold", "recon", "latent", "recon_cond", "best epoch"), tablefmt="simple",
-                              disable_numparse=True, colalign=("right",) * 5))
+        lines.append(text_table(table, ("fold", "recon", "latent", "recon_cond", "best epoch"), ("right",) * 5))
     return "\n".join(lines)

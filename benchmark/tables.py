@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 from tabulate import tabulate
@@ -197,6 +198,13 @@ def latex_table(table: pd.DataFrame, caption: str, label: str = "tab:cross-valid
     return "\n".join(lines) + "\n"
 
 
+def text_table(rows: Iterable[Sequence[object]], headers: Sequence[str], colalign: Sequence[str],
+               tablefmt: str = "simple") -> str:
+    """``rows`` of cells as they were formatted, under ``headers``, each column aligned as ``colalign``
+    says: tabulate without its number parsing, which would rewrite "0.790", "1,234" or a study named "007"."""
+    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True, colalign=colalign)
+
+
 def _markdown_cell(text: str) -> str:
     """``text`` kept within its cell: a newline would end the row and a bare "|" start a new cell."""
     return text.replace("\n", " ").replace("|", r"\|")
@@ -214,9 +222,8 @@ def _markdown(cells: pd.DataFrame, bold: pd.DataFrame, grouped: int) -> str:
         values = [f"**{v}**" if b else v for v, b in zip(row, marks)]
         rows.append([_markdown_cell(c) for c in [*shown, *labels[grouped:], *values]])
     # "pipe", which DataFrame.to_markdown uses: "github" would drop the ":" that right-aligns the values.
-    # No number parsing: cells such as "0.790" keep the digits they were formatted with.
-    return tabulate(rows, headers=[*names, *cells.columns], tablefmt="pipe", disable_numparse=True,
-                    colalign=("left",) * len(names) + ("right",) * cells.shape[1])
+    return text_table(rows, [*names, *cells.columns], ("left",) * len(names) + ("right",) * cells.shape[1],
+                      tablefmt="pipe")
 
 
 def markdown_table(table: pd.DataFrame) -> str:

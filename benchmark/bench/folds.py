@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tabulate import tabulate
 
 from benchmark.bench.peak import _sync
 from benchmark.bench.throughput import (
@@ -20,6 +19,7 @@ from benchmark.bench.throughput import (
     bench_configuration,
 )
 from benchmark.config import Configuration, TrainConfig
+from benchmark.tables import text_table
 from benchmark.train import train_fold
 
 
@@ -109,6 +109,4 @@ def format_ensemble_table(rows: Sequence[EnsembleRow]) -> str:
     header = ("family", "config", "method", "folds", "one by one s", "stacked s", "speed-up")
     lines = [[r.family, str(r.config), r.method + (f" ({r.sampling})" if r.sampling else ""), str(r.folds),
               f"{r.sequential_seconds:.2f}", f"{r.together_seconds:.2f}", f"{r.speedup:.2f}x"] for r in rows]
-    # The cells as formatted (no number parsing); family, config and method on the left.
-    return tabulate(lines, headers=header, tablefmt="simple", disable_numparse=True,
-                    colalign=("left",) * 3 + ("right",) * (len(header) - 3))
+    return text_table(lines, header, ("left",) * 3 + ("right",) * (len(header) - 3))  # family, config, method left

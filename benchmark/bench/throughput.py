@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
-from tabulate import tabulate
 
 from benchmark.balancing import LossBalancer
 from benchmark.bench.naive import naive_train, plain_process
@@ -55,6 +54,7 @@ from benchmark.checks import check_choice
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
+from benchmark.tables import text_table
 from benchmark.train import new_model, resolve_device, train_fold, training_device
 
 if TYPE_CHECKING:  # folds imports this module; write_csv only names its row type
@@ -340,9 +340,7 @@ def format_table(result: BenchResult) -> str:
               _fmt(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""), _fmt(r.gflop_s, ",.1f"),
               _fmt(r.pct_peak_fp32, ".1f"), _fmt(r.naive_pct_peak_fp32, ".1f")] for r in result.rows]
     s = result.settings
-    # The cells as formatted (no number parsing: "1,234" stays); family, config and method on the left.
-    table = tabulate(lines, headers=header, tablefmt="simple", disable_numparse=True,
-                     colalign=("left",) * 3 + ("right",) * (len(header) - 3))
+    table = text_table(lines, header, ("left",) * 3 + ("right",) * (len(header) - 3))  # family, config, method left
     out = [table, "",
            result.peak.describe() + "; % peak is of the float32 peak",
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "

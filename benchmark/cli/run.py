@@ -10,19 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tabulate import tabulate
-
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
 from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, exit_warnings
+from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
 from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text,
                                settings_differ, stored_attr, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
-from benchmark.progress import duration
 from benchmark.suites import Suite, builtin_suites, get_suite
+from benchmark.tables import text_table
 
 if TYPE_CHECKING:
     from benchmark.run_status import RunSummary
@@ -174,7 +173,7 @@ def _check_tuned_from_the_same(suite: Suite, studies: set[str], store: StoreConf
     held = f"the run tuned from {', '.join(sorted(before))}" if before else "a run without --params-from"
     takes = f"takes {', '.join(sorted(studies))}" if studies else "takes no --params-from"
     command = recorded_command(suite.name, store)
-    resume = f"to go on with it, run the command it recorded: {command}; " if command else ""
+    resume = f"{go_on_with(command)}; " if command else ""
     raise ValueError(f"{suite.name!r} holds {held} ({store.results_dir / suite.name}.csv); this one {takes}: "
                      f"{resume}for a run of its own, give it a --name, or its export would replace that run's results")
 
@@ -232,6 +231,11 @@ def command_line(argv: list[str]) -> str:
     return "python -m benchmark " + shlex.join(shown(arg) for arg in argv)
 
 
+def go_on_with(command: str) -> str:
+    """How a refusal points to the run filed under a name: the command that run recorded."""
+    return f"to go on with it, run the command it recorded: {command}"
+
+
 def recorded_command(name: str, store: StoreConfig) -> str | None:
     """The command of the run filed under ``name``: the last run's to export it (its metadata), or
     the study's first run's when no run has exported yet. When files listing other configurations
@@ -258,14 +262,13 @@ def cmd_suites(args: argparse.Namespace) -> int:
     table = [[suite.name, len(suite.configurations), suite.folds, suite.units, suite.train.epochs, suite.limit or "all",
               duration(estimate_cpu_minutes(suite) * 60), suite.description]
              for suite in named or builtin_suites().values()]
-    print(tabulate(table, headers=("suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU",
-                                   "description"),
-                   tablefmt="simple", disable_numparse=True, colalign=("left", *["right"] * 6, "left")))
+    print(text_table(table, ("suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU",
+                             "description"), ("left", *["right"] * 6, "left")))
     for suite in named:  # a suite asked for by name: what it trains, too
         print(f"\n{suite.name}: its configurations, each trained on {suite.folds * suite.repeats} folds "
               "(est. 2-core CPU per fold)")
-        listing = tabulate([[config_id, duration(unit)] for config_id, unit in suite.unit_seconds().items()],
-                           tablefmt="plain", disable_numparse=True, colalign=("left", "right"))
+        listing = text_table([[config_id, duration(unit)] for config_id, unit in suite.unit_seconds().items()],
+                             (), ("left", "right"), tablefmt="plain")
         print(textwrap.indent(listing, "  "))
     return 0
 
@@ -277,8 +280,7 @@ def suite_or_run(name: str, store: StoreConfig) -> Suite:
         return get_suite(name)
     except ValueError as err:
         if command := recorded_command(name, store):
-            raise ValueError(f"{name!r} is the name a run is filed under, not a suite: to go on with it, run "
-                             f"the command it recorded: {command}") from None
+            raise ValueError(f"{name!r} is the name a run is filed under, not a suite: {go_on_with(command)}") from None
         if (store.studies_dir / f"{name}.db").exists() or (store.results_dir / f"{name}.csv").exists():
             raise ValueError(f"{err}. There are results filed under {name!r}: a run named by --name or "
                              "--params-from goes on with the command that started it (its --suite, options, "
