@@ -101,6 +101,7 @@ class _Worker:
         self.study = open_suite_study(suite, store)
         self.images = training_pool(suite) if images is None else images
         self.folds = fold_indices(len(self.images), suite.folds, suite.seed, suite.repeats)
+        self.mean_image_recon: dict[int, float] = {}  # per fold, which every configuration shares
         self.keys = unit_keys(suite)
         self.by_id = {c.id: c for c in suite.configurations}
         self.params_from = dict(suite.params_from)
@@ -147,6 +148,11 @@ class _Worker:
         train_idx, val_idx = self.folds[fold]
         return self.images[train_idx], self.images[val_idx]
 
+    def _mean_image_recon(self, fold: int) -> float:
+        if fold not in self.mean_image_recon:
+            self.mean_image_recon[fold] = mean_image_recon(*self._split(fold))
+        return self.mean_image_recon[fold]
+
     def _progress(self, config_id: str, fold: int):
         index, epochs = self.order.index(config_id) + 1, self.suite.train.epochs
         fold_text = fold_label(fold, self.suite.folds, self.suite.repeats)
@@ -171,7 +177,7 @@ class _Worker:
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
-                            "recon_mean_image": mean_image_recon(*self._split(fold))}.items():
+                            "recon_mean_image": self._mean_image_recon(fold)}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _label(self, trial_id: int, config_id: str, fold: int) -> None:
