@@ -1,7 +1,8 @@
 """Report figures (matplotlib), each saved as ``<stem>.png`` and ``<stem>.pdf``.
 
 - ``validation_curves``: per model config, with vs without each method (thesis Fig. 4.2,
-  4.4–4.6) from the history CSV; mean over folds with a min–max band, × at each fold's selected epoch.
+  4.4–4.6, plus the conditioned reconstruction and the selecting total) from the history CSV;
+  mean over folds with a min–max band, × at each fold's selected epoch.
 - ``reconstruction_grid``: input | decoder 1 | decoder 2 (conditioned) | mask, one test image a row.
 - ``sampling_types``: exact / uniform / gaussian masks on one image (thesis Fig. 3.6).
 - ``error_vs_observed``: conditioned per-pixel MSE against the number of distinct observed pixels.
@@ -62,9 +63,9 @@ def _fold_band(history: pd.DataFrame, column: str) -> pd.DataFrame:
     return history.groupby("epoch")[column].agg(["mean", "min", "max"]).sort_index()
 
 
-def _plot_configuration(axes: Sequence[Axes], runs: pd.DataFrame, label: str, color: object,
-                        style: str = "-") -> None:
-    for ax, column in zip(axes, ("latent", "recon")):
+def _plot_configuration(axes: Sequence[Axes], columns: Sequence[str], runs: pd.DataFrame, label: str,
+                        color: object, style: str = "-") -> None:
+    for ax, column in zip(axes, columns):
         band = _fold_band(runs, column).dropna()
         if band.empty:
             continue
@@ -73,18 +74,37 @@ def _plot_configuration(axes: Sequence[Axes], runs: pd.DataFrame, label: str, co
         ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.2, linewidth=0)
 
 
-def _mark_best_epochs(axes: Sequence[Axes], runs: pd.DataFrame, epochs: Sequence[int], color: object) -> None:
+def _mark_best_epochs(axes: Sequence[Axes], columns: Sequence[str], runs: pd.DataFrame, epochs: Sequence[int],
+                      color: object) -> None:
     """× on the mean curves at the epochs that some fold selected as its best."""
-    for ax, column in zip(axes, ("latent", "recon")):
+    for ax, column in zip(axes, columns):
         band = _fold_band(runs, column).dropna()
         chosen = band.index.intersection(epochs)
         ax.plot(chosen, band.loc[chosen, "mean"], "x", color=color, markersize=9, markeredgewidth=2, zorder=3)
 
 
+def _panels(family: str, method: str, history: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(column, title, y label) of each panel: the thesis's two (latent loss, unconditioned
+    reconstruction), then the conditioned reconstruction and the total that selects the epoch,
+    where ``history`` has them."""
+    latent = LATENT_LABELS.get(family, "latent loss")
+    unconditioned = {"multidecoder": "decoder 1 (unconditioned)", "single": "empty mask (unconditioned)"}
+    conditioned = {"multidecoder": "decoder 2 (conditioned)", "single": "with its mask (conditioned)"}
+    panels = [("latent", latent, f"validation {latent}"),
+              ("recon", f"reconstruction, {unconditioned[method]}" if method in unconditioned else "reconstruction",
+               "validation reconstruction (per-pixel MSE)"),
+              ("recon_cond", f"reconstruction, {conditioned.get(method, 'conditioned')}",
+               "validation conditioned reconstruction (per-pixel MSE)"),
+              # Each method's own objective (its terms and scales differ), so the shapes compare, not the levels.
+              ("total", "total (selects the epoch)", "validation total (each method's own objective)")]
+    return [panel for panel in panels if panel[0] in history and history[panel[0]].notna().any()]
+
+
 def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Validation curves, one figure per (family, config, method): baseline vs each
-    configuration of that method; left panel latent loss, right panel unconditioned recon.
-    Each curve is the mean over folds with a min–max band, × at the epochs folds selected.
+    configuration of that method. Panels: latent loss and unconditioned reconstruction (the
+    thesis's two), then, where the history has them, the conditioned reconstruction and the
+    validation total that selects each fold's epoch (a 2 × 2 grid with all four). Each curve is the mean over folds with a min–max band, × at the epochs folds selected.
     Only configurations with a COMPLETE fold are drawn: a method with none gets no figure, a
     method without its baseline's curves one of its own, and a model config whose methods have
     no fold done a figure of its baselines (``curves_<family>_<config>_baseline``).
@@ -111,8 +131,6 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
             members = [c for c in configs.index[configs["method"] == method] if c not in baselines and c in drawable]
             if not members and not baselines:
                 continue
-            fig = Figure(figsize=(10, 3.8))
-            axes = fig.subplots(1, 2)
             drawn = []
             for config_id, style in zip(baselines, ("--", ":", "-.") * len(baselines)):
                 text = parameter_text(params.loc[config_id])  # "–" for the plain baseline
@@ -120,20 +138,21 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
             colors = matplotlib.colormaps["tab10"]
             drawn += [(config_id, f"{METHOD_TITLES.get(method, method)}: {parameter_text(params.loc[config_id])}",
                        colors(i % 10), "-") for i, config_id in enumerate(members)]
+            panels = _panels(family, method, history[history["config_id"].isin([c for c, *_ in drawn])])
+            columns = [column for column, *_ in panels]
+            rows = 2 if len(panels) == 4 else 1
+            fig = Figure(figsize=(10, 3.8 * rows) if rows == 2 else (5 * len(panels), 3.8))
+            axes = list(fig.subplots(rows, len(panels) // rows, squeeze=False).flat)
             for config_id, label, color, style in drawn:
                 runs = history[history["config_id"] == config_id]
-                _plot_configuration(axes, runs, label, color, style)
-                _mark_best_epochs(axes, runs, best.get(config_id, []), color)
+                _plot_configuration(axes, columns, runs, label, color, style)
+                _mark_best_epochs(axes, columns, runs, best.get(config_id, []), color)
             title = f"{FAMILY_TITLES.get(family, family)} {config}"
             compared = (f" · {METHOD_TITLES.get(method, method)}" + (" vs baseline" if baselines else "")
                         if method != "baseline" else "")
             fig.suptitle(f"{title}{compared}: validation curves")
-            recon = {"multidecoder": "decoder 1 (unconditioned)", "single": "empty mask (unconditioned)"}
-            axes[0].set(xlabel="epoch", ylabel=f"validation {LATENT_LABELS.get(family, 'latent loss')}",
-                        title=LATENT_LABELS.get(family, "latent loss"))
-            axes[1].set(xlabel="epoch", ylabel="validation reconstruction (per-pixel MSE)",
-                        title=f"reconstruction, {recon[method]}" if method in recon else "reconstruction")
-            for ax in axes:
+            for ax, (_, panel_title, ylabel) in zip(axes, panels):
+                ax.set(xlabel="epoch", ylabel=ylabel, title=panel_title)
                 ax.grid(alpha=0.3)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: a tick at 1
                 for band in ax.collections:  # overlapping bands stay readable

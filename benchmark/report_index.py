@@ -12,7 +12,8 @@ from benchmark.studies import file_name
 OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGURE_PATTERNS`` order
     "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
-               "mean over folds, band: min–max over folds).",
+               "mean over folds, band: min–max over folds): latent loss, unconditioned and conditioned "
+               "reconstruction, and the total that selects each fold's epoch (×).",
     "reconstruction_": "Held-out test images and each decoder's reconstruction of them (a conditioned one's beside "
                        "its mask), from the first fold's best-epoch weights.",
     "error_vs_observed_": "The conditioned output's error against the number of distinct observed pixels, the "

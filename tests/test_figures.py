@@ -96,6 +96,32 @@ def test_curves_keep_the_legend_off_the_panels_and_mark_each_folds_selected_epoc
         assert list(line.get_xdata()) == list(mean.index) and np.allclose(line.get_ydata(), mean.to_numpy())
 
 
+def test_curves_add_the_conditioned_reconstruction_and_the_total_that_selects_the_epoch(tmp_path, saved):
+    history, results = curves_suite((10.0,))
+    single = history["config_id"] != "vae/1/baseline"
+    # The total bottoms out at epoch 3, where the unconditioned reconstruction still falls.
+    history = history.assign(recon_cond=(0.5 * history["recon"]).where(single),
+                             total=(history["epoch"] - 3) ** 2 + history["fold"])
+    validation_curves(history, results.assign(best_epoch=3), tmp_path)
+    fig = saved["curves_vae_1_single"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "KL divergence", "reconstruction, empty mask (unconditioned)", "reconstruction, with its mask (conditioned)",
+        "total (selects the epoch)"]
+    assert len({ax.get_position().y0 for ax in fig.axes}) == 2  # a 2 × 2 grid, the thesis's two on top
+    conditioned, total = fig.axes[2], fig.axes[3]
+    # No baseline curve where the baseline has no conditioned decoder.
+    assert [line.get_label() for line in conditioned.get_lines() if line.get_marker() == "o"] == [
+        "Single decoder: uniform, a=10"]
+    (line,) = [line for line in conditioned.get_lines() if line.get_marker() == "o"]
+    assert np.allclose(line.get_ydata(), 0.5 * history[single].groupby("epoch")["recon"].mean().to_numpy())
+    for line in (line for line in total.get_lines() if line.get_marker() == "x" and len(line.get_xdata())):
+        assert list(line.get_xdata()) == [3] and line.get_ydata()[0] == pytest.approx(1.0)  # the minimum: folds 0–2
+    saved.clear()
+    validation_curves(history[~single], results[results["method"] == "baseline"], tmp_path)
+    assert [ax.get_title() for ax in saved["curves_vae_1_baseline"].axes] == [
+        "KL divergence", "reconstruction", "total (selects the epoch)"]
+
+
 def test_a_method_with_no_fold_done_gets_no_curves_and_the_baseline_keeps_its_own(tmp_path, saved):
     history, results = curves_suite((10.0,))
     single = results["method"] == "single"
