@@ -684,7 +684,7 @@ def test_curves_tell_a_second_baseline_from_the_plain_one(tmp_path, rows, monkey
     results = pd.concat([rows, other], ignore_index=True)
     drawn = []
     monkeypatch.setattr("benchmark.figures._plot_configuration",
-                        lambda axes, runs, label, color, style="-": drawn.append((label, style)))
+                        lambda axes, columns, runs, label, color, style="-": drawn.append((label, style)))
     validation_curves(make_history(results), results, tmp_path)
     assert {("baseline", "--"), ("baseline: W₁=1, β=0.5", ":")} <= set(drawn)
 
