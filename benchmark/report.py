@@ -362,7 +362,8 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
     table.assign(parameters=table["parameters"].replace("–", "")).to_csv(out_dir / "table.csv", index=False)
     label = f"tab:{safe_name(suite)}"  # a suite's own labels: two suites' tables can go into one document
     (out_dir / "table.tex").write_text(latex_table(table, _caption(data), f"{label}-cross-validation"))
-    (out_dir / "table.md").write_text(markdown_table(table))
+    numbers = markdown_table(table)
+    (out_dir / "table.md").write_text(numbers)
     files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
     comparison = comparison_cells(table)
     note = comparison_note(table)
@@ -373,6 +374,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         for path, text in texts.items():
             path.write_text(text)
             files.append(path)
+        numbers += "\n### Each method against its baseline\n\n" + texts[out_dir / "comparison.md"]
     missing_path = out_dir / "missing.txt"
     if missing:
         header = (f"# suite {suite}: {len(missing)} of {len(data.meta['configurations'])} configurations "
@@ -421,7 +423,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
                         "not compared with this run's training; give the storage with --search-storage")
     limits = caveats(data, searches)
     (out_dir / "index.md").write_text(index_text(data, files, out_dir, missing, warnings, limits,
-                                                     _training_text(data)))
+                                                     _training_text(data), numbers))
     files.append(out_dir / "index.md")
     return ReportSummary(suite, out_dir, files, table["config_id"].tolist(), missing, warnings, limits)
 

@@ -30,10 +30,11 @@ FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGU
 
 
 def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],
-               warnings: list[str], limits: list[str], training: str) -> str:
+               warnings: list[str], limits: list[str], training: str, numbers: str) -> str:
     """index.md, the README of a report's folder ``out_dir``: what the run was (``training``: its
-    images, epochs and batch), what limits its numbers (``limits``), each file of ``files``, what is
-    missing and the ``warnings`` of the report."""
+    images, epochs and batch), what limits its numbers (``limits``), the numbers themselves
+    (``numbers``: Markdown tables), each file of ``files``, what is missing and the ``warnings``
+    of the report."""
     meta = suite.meta
     described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
                               "Multidecoder's conditioned decoder sees, given or default), `n` folds done and "
@@ -59,6 +60,8 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
              "configurations complete.", ""]
     if limits:
         lines += ["## Caveats", "", *(f"- {c}" for c in limits), ""]
+    if numbers:  # after the caveats, which say what the numbers can and cannot be read as
+        lines += ["## Results", "", numbers.rstrip("\n"), ""]
     tuned = meta.get("params_from") or {}
     if tuned:
         lines += ["## Tuned parameters", "",

@@ -419,6 +419,22 @@ def test_a_suite_of_baselines_has_no_comparison_files(tmp_path, rows):
     assert "comparison.md" not in (out / "index.md").read_text() and all(p.exists() for p in summary.files)
 
 
+def test_index_md_shows_the_numbers_after_the_caveats(tmp_path, rows):
+    out = tmp_path / "out"
+    summary = write_report(write_suite(tmp_path / "all", rows), "demo", out, figures=False)
+    index = (out / "index.md").read_text()
+    results = index[index.index("## Results\n"):index.index("## Tables\n")]
+    assert (out / "table.md").read_text() in results  # the table with its footnote
+    comparison = (out / "comparison.md").read_text()
+    assert "### Each method against its baseline\n\n" + comparison in results
+    assert summary.caveats and index.index("## Caveats") < index.index("## Results")
+    baselines = rows[rows["method"] == "baseline"]
+    results_dir = write_suite(tmp_path / "baselines", baselines, configurations=list(baselines["config_id"].unique()))
+    write_report(results_dir, "demo", out, figures=False)
+    index = (out / "index.md").read_text()
+    assert (out / "table.md").read_text() in index and "against its baseline" not in index
+
+
 def test_a_lone_complete_row_is_not_bold(rows):
     # The best of one is no finding: a model config whose other rows are short of folds.
     alone = rows[(rows["family"] == "vq-vae") & ((rows["method"] == "baseline") | (rows["fold"] < 2))]
