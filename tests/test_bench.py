@@ -191,8 +191,9 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
                  "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
                  "--out", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert "ours img/s" in printed and "matmul peak" in printed
+    assert "note: at --steps 1, ours's per-fold fixed costs" in err and "time 10 steps or more" in err
     assert f"removed {out / 'ensemble.csv'} of an earlier run" in printed
     rows = list(csv.DictReader((out / "throughput.csv").open()))
     assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"

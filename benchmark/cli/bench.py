@@ -10,6 +10,7 @@ from pathlib import Path
 from benchmark.config import PRECISIONS
 from benchmark.processes import busy_note
 
+FEW_STEPS = 10  # below it a fold's fixed costs pass about 5 % of ours's timed region (2.5 % at 20 steps on CPU)
 BENCH_EPILOG = """\
 ours   = benchmark.train.train_fold (one untimed warm-up call, then one timed epoch of --steps batches;
          its per-fold fixed costs, a 32-image validation pass included, are in the timing)
@@ -120,6 +121,10 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                        workers=args.workers, data_root=args.data_root, download=args.download,
                        progress=progress)
     print(format_table(result))
+    if args.steps < FEW_STEPS:
+        _stderr(f"note: at --steps {args.steps}, ours's per-fold fixed costs (building the model, a validation pass) "
+                "weigh on its figures, while naive's clock starts after its warm-up: its speed-up and % of peak "
+                f"read low; time {FEW_STEPS} steps or more")
     if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
         _stderr(note)
     path, stale = write_throughput(result.rows, args.out)
