@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -85,11 +85,7 @@ class Suite:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.limit is not None and self.limit < self.folds:  # before a run loads the data to find out
             raise ValueError(f"{self.limit} training images (limit) cannot be split into {self.folds} folds")
-        ids = [c.id for c in self.configurations]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        if twice:
-            raise ValueError(f"suite {self.name!r} lists {', '.join(twice)} twice (a configuration without `method` "
-                             "stands for its model's thesis grid, its baseline included)")
+        check_listed_once(self.name, self.configurations)
 
     @property
     def units(self) -> int:
@@ -176,6 +172,15 @@ class Suite:
 
 
 SearchKey = tuple[str, int, str, str | None, bool]
+
+
+def check_listed_once(name: str, configurations: Sequence[Configuration]) -> None:
+    """Refuse a configuration listed twice in suite ``name``: its units would share ids and seeds."""
+    ids = [c.id for c in configurations]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"suite {name!r} lists {', '.join(twice)} twice (a configuration without `method` "
+                         "stands for its model's thesis grid, its baseline included)")
 
 
 def search_key(configuration: Configuration) -> SearchKey:
@@ -317,6 +322,7 @@ def load_suite_file(path: Path) -> Suite:
     for i, table in enumerate(tables):
         where = f"configuration {i + 1}"
         configurations += check("", f"{path} ", lambda: _configuration_from_table(table, where)) or []
+    check("", f"suite file {path}: ", lambda: check_listed_once(name, configurations))
     train_table = data.get("train", {})
     train = None
     if not isinstance(train_table, dict):

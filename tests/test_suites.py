@@ -279,6 +279,11 @@ def test_a_configuration_listed_twice_is_named(tmp_path, capsys):
     assert cli(tmp_path, "suites", "twice.toml") == 2
     assert "suite 'twice' lists vq-vae/1/baseline twice (a configuration without `method` stands for" in \
         one_line_error(capsys)
+    # With the other problems of the file, not after they are mended
+    (tmp_path / "twice.toml").write_text("[train]\nepochs = 0\n" + (tmp_path / "twice.toml").read_text())
+    assert cli(tmp_path, "suites", "twice.toml") == 2
+    problems = one_line_error(capsys).removeprefix("error: suite file twice.toml has 2 problems: ").split(" | ")
+    assert [problem[:30] for problem in problems] == ["suite 'twice' lists vq-vae/1/b", "[train] epochs must be >= 1, g"]
 
 
 def test_more_folds_than_training_images_is_refused_when_the_suite_is_read(tmp_path, capsys):
