@@ -196,6 +196,7 @@ class StudyRow:
     running: int
     waiting: int       # not started: a suite's units yet to train, or a search's queued trials
     best: tuple[float, ...] | None
+    suite: str | None = None  # a run's study: its trials are the suite's units, not points of a search
 
 
 def list_all_studies(folder: Path = STUDIES_DIR) -> tuple[list[StudyRow], list[str]]:
@@ -219,10 +220,11 @@ def list_studies(url: str) -> list[StudyRow]:
     for name in sorted(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)
         counts = status_counts(study.get_trials(deepcopy=False))
-        ranked = [] if suite_of(study) else ranked_trials(study)
+        suite = suite_of(study)
+        ranked = [] if suite else ranked_trials(study)
         rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
                              counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
-                             counts["waiting"], tuple(ranked[0].values) if ranked else None))
+                             counts["waiting"], tuple(ranked[0].values) if ranked else None, suite))
     return rows
 
 
@@ -233,7 +235,8 @@ def _number(value: float | None) -> str:
 def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     if not rows:
         return f"no studies in {place}"
-    table = [[r.name, ",".join(r.directions), r.complete, r.pruned, r.failed, r.interrupted, r.running, r.waiting,
+    # A run's study minimises nothing: Optuna's direction would read as if it were a search.
+    table = [[r.name, f"– (run of suite {r.suite})" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed, r.interrupted, r.running, r.waiting,
               ", ".join(_number(v) for v in r.best) if r.best else "–"] for r in rows]
     return text_table(table, ("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
                               "waiting", "best"), ("left", "left", *["right"] * 6, "left"))

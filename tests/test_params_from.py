@@ -112,6 +112,10 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
                "--quiet") == 0
     assert (tmp_path / "mine" / "tuned-tuned.db").is_file()
     capsys.readouterr()
+    assert cli(tmp_path, "studies", "list", "--studies-dir", "mine") == 0
+    rows = {row[0]: row for row in text_table(capsys.readouterr().out.splitlines())[2]}
+    assert rows["suite-tuned-tuned"][1] == "– (run of suite tuned-tuned)" and rows[name][1] == "minimize"
+    assert rows["suite-tuned-tuned"][-1] == "–" and rows["suite-tuned-tuned"][2] == "4"  # its units, no best
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
     assert "warning" not in capsys.readouterr().out
     assert (tmp_path / "reports" / "tuned-tuned" / "figures" / "optuna" / name / "history.png").is_file()
