@@ -32,6 +32,7 @@ from benchmark.models import FAMILY_TITLES, MultitaskVAE, eval_mode
 from benchmark.stats import METHOD_TITLES, completed, parameter_text
 
 LATENT_LABELS = {"vae": "KL divergence", "vq-vae": "VQ loss"}
+TOTAL_LABEL = "validation total ÷ its fold's lowest"
 CURVES_NOTE = ("mean over folds; band: min–max over folds; × marks each fold's selected "
                "(best validation total) epoch")
 UNOBSERVED = (0.35, 0.55, 0.85)  # a blue no grey or black pixel of an image can be mistaken for
@@ -64,7 +65,8 @@ def _fold_band(history: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _plot_configuration(axes: Sequence[Axes], columns: Sequence[str], runs: pd.DataFrame, label: str,
-                        color: object, style: str = "-") -> None:
+                        color: object, style: str, epochs: Sequence[int]) -> None:
+    """Each column's mean over folds with its min–max band, × at the ``epochs`` that some fold selected."""
     for ax, column in zip(axes, columns):
         band = _fold_band(runs, column).dropna()
         if band.empty:
@@ -72,13 +74,6 @@ def _plot_configuration(axes: Sequence[Axes], columns: Sequence[str], runs: pd.D
         # Markers, so that a one-epoch run still shows as a point.
         ax.plot(band.index, band["mean"], style, color=color, label=label, linewidth=1.5, marker="o", markersize=3)
         ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.2, linewidth=0)
-
-
-def _mark_best_epochs(axes: Sequence[Axes], columns: Sequence[str], runs: pd.DataFrame, epochs: Sequence[int],
-                      color: object) -> None:
-    """× on the mean curves at the epochs that some fold selected as its best."""
-    for ax, column in zip(axes, columns):
-        band = _fold_band(runs, column).dropna()
         chosen = band.index.intersection(epochs)
         ax.plot(chosen, band.loc[chosen, "mean"], "x", color=color, markersize=9, markeredgewidth=2, zorder=3)
 
@@ -95,8 +90,7 @@ def _panels(family: str, method: str, history: pd.DataFrame) -> list[tuple[str, 
                "validation reconstruction (per-pixel MSE)"),
               ("recon_cond", f"reconstruction, {conditioned.get(method, 'conditioned')}",
                "validation conditioned reconstruction (per-pixel MSE)"),
-              # Each method's own objective (its terms and scales differ), so the shapes compare, not the levels.
-              ("total", "total (selects the epoch)", "validation total (each method's own objective)")]
+              ("total", "total (selects the epoch)", TOTAL_LABEL)]
     return [panel for panel in panels if panel[0] in history and history[panel[0]].notna().any()]
 
 
@@ -104,7 +98,9 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
     """Validation curves, one figure per (family, config, method): baseline vs each
     configuration of that method. Panels: latent loss and unconditioned reconstruction (the
     thesis's two), then, where the history has them, the conditioned reconstruction and the
-    validation total that selects each fold's epoch (a 2 × 2 grid with all four). Each curve is the mean over folds with a min–max band, × at the epochs folds selected.
+    validation total that selects each fold's epoch, as a multiple of its fold's lowest (a 2 × 2
+    grid with three or four). Each curve is the mean over folds with a min–max band, × at the
+    epochs folds selected.
     Only configurations with a COMPLETE fold are drawn: a method with none gets no figure, a
     method without its baseline's curves one of its own, and a model config whose methods have
     no fold done a figure of its baselines (``curves_<family>_<config>_baseline``).
@@ -116,6 +112,11 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
     """
     done = completed(results)
     history = history.merge(done[["config_id", "fold"]], on=["config_id", "fold"])
+    if "total" in history:
+        # Each method's total has terms and weights of its own, on the training scale: as a multiple of its
+        # fold's lowest (its terms are not negative) the shapes compare, and every fold's selected epoch is at 1.
+        lowest = history.groupby(["config_id", "fold"])["total"].transform("min")
+        history = history.assign(total=history["total"] / lowest)
     best = done.dropna(subset=["best_epoch"]).groupby("config_id")["best_epoch"].agg(
         lambda epochs: sorted(set(epochs.astype(int))))
     params = results.drop_duplicates("config_id").set_index("config_id")
@@ -140,13 +141,15 @@ def validation_curves(history: pd.DataFrame, results: pd.DataFrame, out_dir: Pat
                        colors(i % 10), "-") for i, config_id in enumerate(members)]
             panels = _panels(family, method, history[history["config_id"].isin([c for c, *_ in drawn])])
             columns = [column for column, *_ in panels]
-            rows = 2 if len(panels) == 4 else 1
-            fig = Figure(figsize=(10, 3.8 * rows) if rows == 2 else (5 * len(panels), 3.8))
-            axes = list(fig.subplots(rows, len(panels) // rows, squeeze=False).flat)
+            rows = 1 if len(panels) <= 2 else 2  # 3 panels: the 2 × 2 grid of 4, so that every figure has one scale
+            fig = Figure(figsize=(10, 3.8 * rows))
+            axes = list(fig.subplots(rows, 2, squeeze=False).flat)
+            for spare in axes[len(panels):]:
+                fig.delaxes(spare)
+            axes = axes[:len(panels)]
             for config_id, label, color, style in drawn:
-                runs = history[history["config_id"] == config_id]
-                _plot_configuration(axes, columns, runs, label, color, style)
-                _mark_best_epochs(axes, columns, runs, best.get(config_id, []), color)
+                _plot_configuration(axes, columns, history[history["config_id"] == config_id], label, color, style,
+                                    best.get(config_id, []))
             title = f"{FAMILY_TITLES.get(family, family)} {config}"
             compared = (f" · {METHOD_TITLES.get(method, method)}" + (" vs baseline" if baselines else "")
                         if method != "baseline" else "")

@@ -362,8 +362,8 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
     table.assign(parameters=table["parameters"].replace("–", "")).to_csv(out_dir / "table.csv", index=False)
     label = f"tab:{safe_name(suite)}"  # a suite's own labels: two suites' tables can go into one document
     (out_dir / "table.tex").write_text(latex_table(table, _caption(data), f"{label}-cross-validation"))
-    numbers = markdown_table(table)
-    (out_dir / "table.md").write_text(numbers)
+    table_md = markdown_table(table)
+    (out_dir / "table.md").write_text(table_md)
     files += [out_dir / "table.csv", out_dir / "table.tex", out_dir / "table.md"]
     comparison = comparison_cells(table)
     note = comparison_note(table)
@@ -374,7 +374,6 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         for path, text in texts.items():
             path.write_text(text)
             files.append(path)
-        numbers += "\n### Each method against its baseline\n\n" + texts[out_dir / "comparison.md"]
     missing_path = out_dir / "missing.txt"
     if missing:
         header = (f"# suite {suite}: {len(missing)} of {len(data.meta['configurations'])} configurations "
@@ -422,6 +421,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         warnings.append(f"search{'es' * (len(unreachable) > 1)} {', '.join(map(repr, unreachable))} out of reach: "
                         "not compared with this run's training; give the storage with --search-storage")
     limits = caveats(data, searches)
+    numbers = (table_md, None if comparison.empty else texts[out_dir / "comparison.md"])
     (out_dir / "index.md").write_text(index_text(data, files, out_dir, missing, warnings, limits,
                                                      _training_text(data), numbers))
     files.append(out_dir / "index.md")

@@ -12,8 +12,9 @@ from benchmark.studies import file_name
 OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGURE_PATTERNS`` order
     "curves_": "Validation curves of each method's configurations against the baseline (those with a fold done; "
-               "mean over folds, band: min–max over folds): latent loss, unconditioned and conditioned "
-               "reconstruction, and the total that selects each fold's epoch (×).",
+               "mean over folds, band: min–max over folds, × at each fold's selected epoch): the latent loss and "
+               "unconditioned reconstruction, then, where they are recorded, the conditioned reconstruction and "
+               "the validation total that selects the epoch, as a multiple of its fold's lowest.",
     "reconstruction_": "Held-out test images and each decoder's reconstruction of them (a conditioned one's beside "
                        "its mask), from the first fold's best-epoch weights.",
     "error_vs_observed_": "The conditioned output's error against the number of distinct observed pixels, the "
@@ -30,11 +31,11 @@ FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGU
 
 
 def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],
-               warnings: list[str], limits: list[str], training: str, numbers: str) -> str:
+               warnings: list[str], limits: list[str], training: str, numbers: tuple[str, str | None]) -> str:
     """index.md, the README of a report's folder ``out_dir``: what the run was (``training``: its
-    images, epochs and batch), what limits its numbers (``limits``), the numbers themselves
-    (``numbers``: Markdown tables), each file of ``files``, what is missing and the ``warnings``
-    of the report."""
+    images, epochs and batch), what limits its numbers (``limits``, tuned parameters and the
+    ``warnings`` of the report), then the numbers themselves (``numbers``: the Markdown table and
+    comparison, None without one), each file of ``files`` and what is missing."""
     meta = suite.meta
     described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
                               "Multidecoder's conditioned decoder sees, given or default), `n` folds done and "
@@ -60,8 +61,6 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
              "configurations complete.", ""]
     if limits:
         lines += ["## Caveats", "", *(f"- {c}" for c in limits), ""]
-    if numbers:  # after the caveats, which say what the numbers can and cannot be read as
-        lines += ["## Results", "", numbers.rstrip("\n"), ""]
     tuned = meta.get("params_from") or {}
     if tuned:
         lines += ["## Tuned parameters", "",
@@ -74,6 +73,13 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
         lines += [f"- `{config_id}`: from study `{study}` (its Optuna plots: "
                   + (f"`figures/{OPTUNA_FIGURES}/{file_name(study)}/`, below)" if file_name(study) in plotted else
                      f"`python -m benchmark studies plot {study}`)") for config_id, study in tuned.items()] + [""]
+    if warnings:
+        lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
+    # After all that says what the numbers can and cannot be read as
+    table_md, comparison_md = numbers
+    lines += ["## Results", "", "### Cross-validation", "", table_md.rstrip("\n"), ""]
+    if comparison_md is not None:
+        lines += ["### Each method against its baseline", "", comparison_md.rstrip("\n"), ""]
     lines += ["## Tables", ""]
     figures: dict[str, list[str]] = {}
     for path in files:
@@ -92,6 +98,4 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
     if missing:
         lines += ["", f"## Missing ({len(missing)} configuration{'s' * (len(missing) != 1)})", ""]
         lines += [f"- {m.describe()}" for m in missing]
-    if warnings:
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"

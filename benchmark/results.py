@@ -128,7 +128,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite), problem)
 
 
-HISTORY_COLUMNS = ("config_id", "fold", "epoch", "latent", "recon")  # what the validation curves draw on
+HISTORY_COLUMNS = ("config_id", "fold", "epoch", "latent", "recon")  # what every validation curves figure draws on
+HISTORY_EXTRA = ("recon_cond", "total")  # their other panels, where a history has them (older exports do not)
 
 
 def _read_history(path: Path) -> tuple[pd.DataFrame | None, str | None]:
@@ -141,7 +142,7 @@ def _read_history(path: Path) -> tuple[pd.DataFrame | None, str | None]:
         if frame.empty:
             return None, None
         _check_columns(frame, HISTORY_COLUMNS, path, "a `run` export")
-        for column in HISTORY_COLUMNS[1:]:
+        for column in (*HISTORY_COLUMNS[1:], *(c for c in HISTORY_EXTRA if c in frame)):
             frame[column] = _numbers(frame, column, path)
     except ReportError as error:
         return None, str(error)

@@ -236,8 +236,9 @@ def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     if not rows:
         return f"no studies in {place}"
     # A run's study minimises nothing: Optuna's direction would read as if it were a search.
-    table = [[r.name, f"– (run of suite {r.suite})" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed, r.interrupted, r.running, r.waiting,
-              ", ".join(_number(v) for v in r.best) if r.best else "–"] for r in rows]
+    table = [[r.name, "– (suite run)" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed,
+              r.interrupted, r.running, r.waiting, ", ".join(_number(v) for v in r.best) if r.best else "–"]
+             for r in rows]
     return text_table(table, ("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
                               "waiting", "best"), ("left", "left", *["right"] * 6, "left"))
 

@@ -193,11 +193,26 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     assert code == 0
     printed, err = capsys.readouterr()
     assert "ours img/s" in printed and "matmul peak" in printed
-    assert "note: at --steps 1, ours's per-fold fixed costs" in err and "time 10 steps or more" in err
+    assert ("note: at --steps 1, a fold's fixed costs (building the model, a validation pass) weigh on ours's "
+            "figures: its img/s, % of peak read low; time 10 steps or more") in err  # no naive to speak of
     assert f"removed {out / 'ensemble.csv'} of an earlier run" in printed
     rows = list(csv.DictReader((out / "throughput.csv").open()))
     assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"
     assert sorted(p.name for p in out.iterdir()) == ["throughput.csv"]  # the folder holds one run
+
+
+def test_a_few_steps_note_comes_before_the_timings_and_names_naive_when_it_runs(tmp_path, capsys, monkeypatch):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("benchmark.bench.run_bench", interrupted)  # stopped as soon as the note is read
+    assert main(["bench", "--steps", "5", "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "note: at --steps 5, a fold's fixed costs (building the model, a validation pass) weigh on ours's figures, "
+        "while naive's clock starts after its warm-up: its img/s, % of peak and speed-up read low; time 10 steps or "
+        "more (more on a GPU, whose steps are quicker)")
+    assert main(["bench", "--out", str(tmp_path / "out")]) == 130
+    assert "note: at --steps" not in capsys.readouterr().err  # the default 20
 
 
 def test_cli_bench_reads_a_torchvision_dataset_from_data_root(tmp_path, capsys):

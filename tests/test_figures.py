@@ -99,9 +99,10 @@ def test_curves_keep_the_legend_off_the_panels_and_mark_each_folds_selected_epoc
 def test_curves_add_the_conditioned_reconstruction_and_the_total_that_selects_the_epoch(tmp_path, saved):
     history, results = curves_suite((10.0,))
     single = history["config_id"] != "vae/1/baseline"
-    # The total bottoms out at epoch 3, where the unconditioned reconstruction still falls.
+    # The total bottoms out at epoch 3, where the unconditioned reconstruction still falls; the single
+    # decoder's is on a scale 100 times the baseline's.
     history = history.assign(recon_cond=(0.5 * history["recon"]).where(single),
-                             total=(history["epoch"] - 3) ** 2 + history["fold"])
+                             total=((history["epoch"] - 3) ** 2 + 1 + history["fold"]) * np.where(single, 100, 1))
     validation_curves(history, results.assign(best_epoch=3), tmp_path)
     fig = saved["curves_vae_1_single"]
     assert [ax.get_title() for ax in fig.axes] == [
@@ -114,12 +115,19 @@ def test_curves_add_the_conditioned_reconstruction_and_the_total_that_selects_th
         "Single decoder: uniform, a=10"]
     (line,) = [line for line in conditioned.get_lines() if line.get_marker() == "o"]
     assert np.allclose(line.get_ydata(), 0.5 * history[single].groupby("epoch")["recon"].mean().to_numpy())
-    for line in (line for line in total.get_lines() if line.get_marker() == "x" and len(line.get_xdata())):
-        assert list(line.get_xdata()) == [3] and line.get_ydata()[0] == pytest.approx(1.0)  # the minimum: folds 0–2
+    # Each fold's total as a multiple of its lowest: both methods' curves on one scale, 1 where the folds selected.
+    assert total.get_ylabel() == "validation total ÷ its fold's lowest"
+    curves = {line.get_label(): line.get_ydata() for line in total.get_lines() if line.get_marker() == "o"}
+    assert list(curves) == ["baseline", "Single decoder: uniform, a=10"]
+    expected = [np.mean([((e - 3) ** 2 + 1 + f) / (1 + f) for f in range(3)]) for e in range(1, 5)]
+    assert all(np.allclose(ydata, expected) for ydata in curves.values())
+    crosses = [line for line in total.get_lines() if line.get_marker() == "x" and len(line.get_xdata())]
+    assert len(crosses) == 2 and all(list(x.get_xdata()) == [3] and list(x.get_ydata()) == [1.0] for x in crosses)
     saved.clear()
     validation_curves(history[~single], results[results["method"] == "baseline"], tmp_path)
-    assert [ax.get_title() for ax in saved["curves_vae_1_baseline"].axes] == [
-        "KL divergence", "reconstruction", "total (selects the epoch)"]
+    baseline = saved["curves_vae_1_baseline"]
+    assert [ax.get_title() for ax in baseline.axes] == ["KL divergence", "reconstruction", "total (selects the epoch)"]
+    assert baseline.get_size_inches().tolist() == fig.get_size_inches().tolist()  # three panels: the grid of four
 
 
 def test_a_method_with_no_fold_done_gets_no_curves_and_the_baseline_keeps_its_own(tmp_path, saved):

@@ -58,6 +58,7 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
     index = (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text()
     assert f"`{single['config_id'].iloc[0]}`: from study `{name}`" in index and "optimistic" in index
+    assert index.index("## Tuned parameters") < index.index("## Results")  # the selection bias before the numbers
     assert (f"- search `{name}` trained otherwise than this run (batch_size 128 → 32): its best parameters were "
             "chosen for that training, and need not be the best for this one") in index  # a reviewer sees it too
     # with figures, the report draws the search's Optuna plots (SPEC: the report's figures include them)
@@ -114,7 +115,7 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     capsys.readouterr()
     assert cli(tmp_path, "studies", "list", "--studies-dir", "mine") == 0
     rows = {row[0]: row for row in text_table(capsys.readouterr().out.splitlines())[2]}
-    assert rows["suite-tuned-tuned"][1] == "– (run of suite tuned-tuned)" and rows[name][1] == "minimize"
+    assert rows["suite-tuned-tuned"][1] == "– (suite run)" and rows[name][1] == "minimize"
     assert rows["suite-tuned-tuned"][-1] == "–" and rows["suite-tuned-tuned"][2] == "4"  # its units, no best
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
     assert "warning" not in capsys.readouterr().out

@@ -424,10 +424,15 @@ def test_index_md_shows_the_numbers_after_the_caveats(tmp_path, rows):
     summary = write_report(write_suite(tmp_path / "all", rows), "demo", out, figures=False)
     index = (out / "index.md").read_text()
     results = index[index.index("## Results\n"):index.index("## Tables\n")]
-    assert (out / "table.md").read_text() in results  # the table with its footnote
+    assert "### Cross-validation\n\n" + (out / "table.md").read_text() in results  # the table with its footnote
     comparison = (out / "comparison.md").read_text()
     assert "### Each method against its baseline\n\n" + comparison in results
     assert summary.caveats and index.index("## Caveats") < index.index("## Results")
+    (tmp_path / "all" / "demo_meta.json").unlink()
+    summary = write_report(tmp_path / "all", "demo", out, figures=False)
+    index = (out / "index.md").read_text()
+    assert summary.warnings and f"## Warnings\n\n- {summary.warnings[0]}" in index
+    assert index.index("## Warnings") < index.index("## Results")
     baselines = rows[rows["method"] == "baseline"]
     results_dir = write_suite(tmp_path / "baselines", baselines, configurations=list(baselines["config_id"].unique()))
     write_report(results_dir, "demo", out, figures=False)
@@ -700,7 +705,7 @@ def test_curves_tell_a_second_baseline_from_the_plain_one(tmp_path, rows, monkey
     results = pd.concat([rows, other], ignore_index=True)
     drawn = []
     monkeypatch.setattr("benchmark.figures._plot_configuration",
-                        lambda axes, columns, runs, label, color, style="-": drawn.append((label, style)))
+                        lambda axes, columns, runs, label, color, style, epochs: drawn.append((label, style)))
     validation_curves(make_history(results), results, tmp_path)
     assert {("baseline", "--"), ("baseline: W₁=1, β=0.5", ":")} <= set(drawn)
 

@@ -153,6 +153,9 @@ def test_broken_result_files_are_named_for_what_is_wrong_with_them(smoke_run, tm
               "config_id,fold,epoch\nvae/1/baseline,0,1\n": " lacks the columns latent, recon; is it a `run` export?",
               "config_id,fold,epoch,latent\nvae/1/baseline,0,1,0.5\n": " lacks the column recon; is it a `run` export?",
               whole.replace(",1,", ",one,", 1): ": column 'epoch' holds values that are not numbers (line 2: 'one')",
+              # a column only some panels draw on is checked too
+              "config_id,fold,epoch,latent,recon,total\nvae/1/baseline,0,1,0.5,0.1,x\n":
+                  ": column 'total' holds values that are not numbers (line 2: 'x')",
               "\n   \n": None}
     for text, why in broken.items():
         history.write_text(text)

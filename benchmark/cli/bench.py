@@ -114,6 +114,11 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     place = next(p for p in (args.out.absolute(), *args.out.absolute().parents) if p.exists())
     if not place.is_dir() or not os.access(place, os.W_OK | os.X_OK):
         raise ValueError(f"--out {args.out}: {place} is {'not a folder' if not place.is_dir() else 'not writable'}")
+    if args.steps < FEW_STEPS:  # before the timings, so that they can be stopped and rerun
+        _stderr(f"note: at --steps {args.steps}, a fold's fixed costs (building the model, a validation pass) "
+                "weigh on ours's figures" + ("" if args.no_naive else ", while naive's clock starts after its warm-up")
+                + f": its img/s, % of peak{'' if args.no_naive else ' and speed-up'} read low; time {FEW_STEPS} "
+                "steps or more (more on a GPU, whose steps are quicker)")
     progress = None if args.quiet else _stderr
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
@@ -121,10 +126,6 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                        workers=args.workers, data_root=args.data_root, download=args.download,
                        progress=progress)
     print(format_table(result))
-    if args.steps < FEW_STEPS:
-        _stderr(f"note: at --steps {args.steps}, ours's per-fold fixed costs (building the model, a validation pass) "
-                "weigh on its figures, while naive's clock starts after its warm-up: its speed-up and % of peak "
-                f"read low; time {FEW_STEPS} steps or more")
     if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
         _stderr(note)
     path, stale = write_throughput(result.rows, args.out)
