@@ -32,7 +32,8 @@ SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
 def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
     """What limits the numbers, read from the run itself: methods without their baseline, comparisons
     on few paired folds, folds that diverged without failing, methods and their baseline not tuned
-    alike, folds still improving at their last epoch (not converged), SoftAdapt
+    alike, folds still improving at their last epoch (not converged), methods scored at other epochs
+    than their baseline, SoftAdapt
     configurations that trained too few steps to re-weight, and the ``searches`` (``run
     --params-from``) that tuned parameters with other training than the run's."""
     meta, done, notes = suite.meta, completed(suite.results), []
@@ -59,8 +60,11 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
                f"{last} of {folds} folds{which} kept their last epoch ({epochs}): the validation loss was still "
                "falling when training stopped")
         notes.append(f"{why}, so {'the' if every else 'those'} models are not converged and longer training "
-                     "(`--epochs`) would change these numbers; compare rows within this report, not with the "
-                     "thesis's table.")
+                     "(`--epochs`) would change these numbers; "
+                     + ("compare rows within this report (all trained alike), not with the thesis's table." if every
+                        else "their comparison with rows that peaked earlier partly measures the training they still "
+                             "lacked, and none compares with the thesis's table."))
+    notes += _unequal_epochs_notes(done)
     if "recon_mean_image" in done:  # absent from the exports of earlier versions
         means = done.dropna(subset=["recon", "recon_mean_image"]).groupby("config_id", sort=False)[
             ["recon", "recon_mean_image"]].mean()
@@ -85,6 +89,31 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         if idle:
             notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
     return notes + _tuning_notes(suite.meta, searches or {})
+
+
+def _epochs_text(epochs: pd.Series) -> str:
+    low, high = int(epochs.min()), int(epochs.max())
+    return f"epoch {low}" if low == high else f"epochs {low}–{high}"
+
+
+def _unequal_epochs_notes(done: pd.DataFrame) -> list[str]:
+    """Configurations whose folds all kept other epochs than their baseline's (``reference_baseline``):
+    each row is scored at its own best epoch, so the difference partly measures training length,
+    as when a baseline's total rises after epoch 1 while a method's still falls."""
+    pairs = []
+    for (family, config), rows in done.dropna(subset=["best_epoch"]).groupby(["family", "config"], sort=False):
+        reference = reference_baseline(family, config, rows)
+        kept = rows.groupby("config_id", sort=False)["best_epoch"]
+        if reference not in kept.groups:  # no baseline fold done: the comparison is missing, not skewed
+            continue
+        base = kept.get_group(reference)
+        pairs += [f"{config_id} kept {_epochs_text(epochs)}, {reference} {_epochs_text(base)}"
+                  for config_id, epochs in kept if epochs.min() > base.max() or epochs.max() < base.min()]
+    if not pairs:
+        return []
+    return [f"methods and their baseline kept different epochs ({'; '.join(pairs)}): each row is scored at its own "
+            "lowest validation total, so these differences also measure how long each trained; read the "
+            "validation curves (`figures/curves_*`) at equal epochs."]
 
 
 def _named(config_ids: Iterable[str], done: pd.DataFrame) -> list[str]:

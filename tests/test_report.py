@@ -602,8 +602,24 @@ def test_the_report_warns_of_folds_still_improving_and_of_softadapt_that_never_r
     single = rows["config_id"] == "vq-vae/1/single/gaussian/a=20"
     write_report(write_suite(tmp_path / "one", rows.assign(best_epoch=rows["best_epoch"].where(single, 2)),
                              batch_size=4), "demo", tmp_path / "one-out", figures=False)
-    assert (f"{single.sum()} of {single.sum()} folds of vq-vae/1/single/gaussian/a=20 kept their last epoch (3)"
-            ) in (tmp_path / "one-out" / "index.md").read_text()
+    index = (tmp_path / "one-out" / "index.md").read_text()
+    assert (f"{single.sum()} of {single.sum()} folds of vq-vae/1/single/gaussian/a=20 kept their last epoch (3): "
+            "the validation loss was still falling when training stopped, so those models are not converged and "
+            "longer training (`--epochs`) would change these numbers; their comparison with rows that peaked "
+            "earlier partly measures the training they still lacked") in index
+    # ... and scored at another epoch than its baseline, which a caveat of its own names, with the epochs
+    assert ("- methods and their baseline kept different epochs (vq-vae/1/single/gaussian/a=20 kept epoch 3, "
+            "vq-vae/1/baseline epoch 2): each row is scored at its own lowest validation total, so these "
+            "differences also measure how long each trained") in index
+    baseline_early = rows.assign(best_epoch=np.where(rows["method"] == "baseline", 1, 2 + rows["fold"] % 2))
+    notes = caveats(SuiteResults("demo", baseline_early, None, {"folds": FOLDS, "epochs": 3}))
+    (note,) = [note for note in notes if note.startswith("methods and their baseline kept different epochs")]
+    assert note.count("vae/1/baseline epoch 1") == 4 and "kept epochs 2–3, " in note  # every method, both models
+    # Overlapping epochs are no mismatch; nor is a baseline with no fold done
+    overlapping = baseline_early.assign(best_epoch=np.where(baseline_early["fold"] == 0, 2, baseline_early["best_epoch"]))
+    assert not any("different epochs" in n for n in caveats(SuiteResults("demo", overlapping, None, {"folds": FOLDS})))
+    no_baseline = baseline_early.assign(state=np.where(baseline_early["method"] == "baseline", "FAIL", "COMPLETE"))
+    assert not any("different epochs" in n for n in caveats(SuiteResults("demo", no_baseline, None, {"folds": FOLDS})))
     # Methods without their baseline are not compared, and the report says why.
     write_report(write_suite(tmp_path / "alone", rows[rows["config_id"] != "vq-vae/1/baseline"], batch_size=4),
                  "demo", tmp_path / "alone-out", figures=False)
