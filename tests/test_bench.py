@@ -195,6 +195,8 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     assert "ours img/s" in printed and "matmul peak" in printed
     assert ("note: at --steps 1, a fold's fixed costs (building the model, a validation pass) weigh on ours's "
             "figures: its img/s, % of peak read low; time 10 steps or more") in err  # no naive to speak of
+    assert ("note: --peak-size 64 is below the default (2048 on CPU, 8192 on CUDA): small products run below the "
+            "machine's peak, so % of peak reads high") in err
     assert f"removed {out / 'ensemble.csv'} of an earlier run" in printed
     rows = list(csv.DictReader((out / "throughput.csv").open()))
     assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"
@@ -211,8 +213,8 @@ def test_a_few_steps_note_comes_before_the_timings_and_names_naive_when_it_runs(
         "note: at --steps 5, a fold's fixed costs (building the model, a validation pass) weigh on ours's figures, "
         "while naive's clock starts after its warm-up: its img/s, % of peak and speed-up read low; time 10 steps or "
         "more (more on a GPU, whose steps are quicker)")
-    assert main(["bench", "--out", str(tmp_path / "out")]) == 130
-    assert "note: at --steps" not in capsys.readouterr().err  # the default 20
+    assert main(["bench", "--peak-size", "2048", "--out", str(tmp_path / "out")]) == 130
+    assert "note:" not in capsys.readouterr().err  # the default 20 steps, the CPU's default peak size
 
 
 def test_cli_bench_reads_a_torchvision_dataset_from_data_root(tmp_path, capsys):

@@ -39,6 +39,9 @@ class MatmulPeak:
                 f"channels; {routes})")
 
 
+PEAK_SIZES = {False: 2048, True: 8192}  # the square product's side on CPU and on CUDA: large enough to reach the peak
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -57,7 +60,7 @@ def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = N
     minutes and would mean nothing.
     """
     device = torch.device(device)
-    size = size or (8192 if device.type == "cuda" else 2048)
+    size = size or PEAK_SIZES[device.type == "cuda"]
     inner = 20 if device.type == "cuda" else 3
 
     def best(route: Callable[[torch.dtype], tuple[Callable[[], object], float]], dtype: torch.dtype) -> float:

@@ -92,6 +92,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     from benchmark.bench import (
         ENSEMBLE_CSV,
+        PEAK_SIZES,
         format_ensemble_table,
         format_table,
         run_bench,
@@ -119,6 +120,9 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                 "weigh on ours's figures" + ("" if args.no_naive else ", while naive's clock starts after its warm-up")
                 + f": its img/s, % of peak{'' if args.no_naive else ' and speed-up'} read low; time {FEW_STEPS} "
                 "steps or more (more on a GPU, whose steps are quicker)")
+    if args.peak_size and args.peak_size < min(PEAK_SIZES.values()):
+        _stderr(f"note: --peak-size {args.peak_size} is below the default ({PEAK_SIZES[False]} on CPU, "
+                f"{PEAK_SIZES[True]} on CUDA): small products run below the machine's peak, so % of peak reads high")
     progress = None if args.quiet else _stderr
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
