@@ -30,7 +30,10 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "(the lowest is not the best model: a collapsed posterior, or codes bought with worse reconstruction). "
             "Cells: mean ± population variance over folds, each fold at its epoch of lowest validation "
             "total loss, (n=…) where fewer folds have a value; "
-            "reconstruction as per-pixel MSE; "
+            "reconstruction as per-pixel MSE: Reconstruction of the unconditioned output (a Multidecoder's "
+            "decoder 1, a Single decoder given an empty mask), Conditioned reconstruction of the conditioned one "
+            "(decoder 2; the Single decoder given its mask); a Multidecoder listed without k observes its "
+            "sampling's default count (table.csv's observed column); "
             "KL summed over latent dimensions (Gaussian VAE); VQ loss (VQ-VAE): codebook + "
             f"{VQConfig.commitment:g} × commitment, squared distances averaged over the code map's elements "
             f"(the thesis table's scale), at {VQConfig.commitment:g} whatever β trained.")

@@ -425,6 +425,8 @@ def test_index_md_shows_the_numbers_after_the_caveats(tmp_path, rows):
     index = (out / "index.md").read_text()
     results = index[index.index("## Results\n"):index.index("## Tables\n")]
     assert "### Cross-validation\n\n" + (out / "table.md").read_text() in results  # the table with its footnote
+    assert ("Reconstruction of the unconditioned output (a Multidecoder's decoder 1, a Single decoder given an empty "
+            "mask)") in results  # which output each method's column holds
     comparison = (out / "comparison.md").read_text()
     assert "### Each method against its baseline\n\n" + comparison in results
     assert summary.caveats and index.index("## Caveats") < index.index("## Results")
