@@ -93,7 +93,8 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
         row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})
         row.update({"seconds": attrs.get("seconds", math.nan), "busy_load": attrs.get("busy_load"),
                     "n_train": attrs.get("n_train"),
-                    "n_val": attrs.get("n_val"), "error": attrs.get("error", ""),
+                    "n_val": attrs.get("n_val"), "device": attrs.get("device", ""), "torch": attrs.get("torch", ""),
+                    "error": attrs.get("error", ""),
                     "checkpoint": _checkpoint(attrs, config.artifacts(suite.name)),
                     "params_from": tuned.get(config_id, "")})
         rows.append(row)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmark.prior_stage import OBSERVED_PIXELS
 from benchmark.results import MissingUnits, SuiteResults
+from benchmark.stats import completed
 from benchmark.studies import file_name
 
 OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
@@ -28,6 +29,28 @@ FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGU
                           "optimization history, each trial's running mean over its folds, slices, parameter "
                           "importances and contours; a Pareto front for two objectives.",
 }
+
+
+def setup_text(suite: SuiteResults) -> str:
+    """How the units trained, as far as the run recorded it: optimiser, precision, the devices and
+    torch versions that trained them, validation images per fold and the command."""
+    meta, done = suite.meta, completed(suite.results)
+    parts = []
+    if meta.get("lr") is not None:
+        parts.append(f"AdamW (lr {meta['lr']:g}, weight decay {meta.get('weight_decay', 0):g})")
+    if meta.get("precision"):
+        parts.append(f"in {meta['precision']}")
+    devices = sorted({*done["device"]} - {""}) if "device" in done else []
+    versions = sorted({*done["torch"]} - {""}) if "torch" in done else []
+    if devices:  # several where machines of a shared study differ: their training times do too
+        parts.append(f"on {' and '.join(f'`{d}`' for d in devices)}"
+                     + (f" (torch {', '.join(versions)})" if versions else ""))
+    text = f"Trained with {' '.join(parts)}" if parts else ""
+    if done["n_val"].notna().any():
+        text += ("; " if text else "") + f"{round(done['n_val'].mean()):,} validation images per fold"
+    if meta.get("command"):
+        text += ("; " if text else "") + f"run by `{meta['command']}`"
+    return text + "." if text else ""
 
 
 def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],
@@ -59,6 +82,8 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
              + f", seed {meta.get('seed', '?')}; {training or 'training size unknown'}; "
              f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
              "configurations complete.", ""]
+    if setup := setup_text(suite):
+        lines += [setup, ""]
     if limits:
         lines += ["## Caveats", "", *(f"- {c}" for c in limits), ""]
     tuned = meta.get("params_from") or {}

@@ -27,7 +27,8 @@ from benchmark.storage import StoreConfig
 from benchmark.suites import builtin_suites
 
 REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon", "latent")
-TEXT_COLUMNS = ("sampling", "variant", "error", "checkpoint", "params_from")  # variant: SoftAdapt's
+# variant: SoftAdapt's; device and torch: what each unit trained on
+TEXT_COLUMNS = ("sampling", "variant", "device", "torch", "error", "checkpoint", "params_from")
 NUMERIC_COLUMNS = ("exponent", "count", "w1", "w2", "beta", "softadapt_beta", "best_epoch", "recon", "latent",
                    "recon_cond", "total", "recon_train", "recon_cond_train", "latent_train", "recon_mean_image",
                    "seconds", "busy_load", "n_train", "n_val")

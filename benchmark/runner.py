@@ -41,7 +41,8 @@ from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, stud
                              unit_states, unlisted_configurations)
 from benchmark.progress import CostEta
 from benchmark.suites import Suite
-from benchmark.train import DivergedError, FoldResult, agreed_precision, mean_image_recon, train_fold, training_device
+from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
+                             resolve_device, train_fold, training_device)
 
 # While a run trains, its first worker exports whenever exporting has taken at most this share of the
 # time since the last export: a run killed outright (SIGKILL, out of memory) leaves results/
@@ -102,6 +103,7 @@ class _Worker:
         self.images = training_pool(suite) if images is None else images
         self.folds = fold_indices(len(self.images), suite.folds, suite.seed, suite.repeats)
         self.mean_image_recon: dict[int, float] = {}  # per fold, which every configuration shares
+        self.trained_on = {"device": device_name(resolve_device(suite.train.device)), "torch": torch.__version__}
         self.keys = unit_keys(suite)
         self.by_id = {c.id: c for c in suite.configurations}
         self.params_from = dict(suite.params_from)
@@ -177,7 +179,7 @@ class _Worker:
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
-                            "recon_mean_image": self._mean_image_recon(fold)}.items():
+                            "recon_mean_image": self._mean_image_recon(fold), **self.trained_on}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _label(self, trial_id: int, config_id: str, fold: int) -> None:

@@ -38,6 +38,12 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def device_name(device: torch.device) -> str:
+    """``cpu``, or the GPU's model (``cuda: NVIDIA H100 80GB HBM3``): what a reader of the results
+    needs to weigh their training times."""
+    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast has real kernels on ``device``. On a CPU, oneDNN's bf16 needs
     AVX-512; without it PyTorch falls back to plain loops: a 1024² product at 1 GFLOP/s on an

@@ -55,6 +55,7 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
     assert (table["state"] == "COMPLETE").all()
     assert table["recon"].between(0, 1).all()
     assert (table["n_train"] == 4 * table["n_val"]).all()  # train and validation are not swapped
+    assert (table["device"] == "cpu").all() and (table["torch"] == torch.__version__).all()  # what trained each unit
     # by hand: the mean of fold 2's training images taken as each of its validation images' reconstruction
     images = load_dataset(suite.dataset, limit=suite.limit, seed=suite.seed).train
     train_idx, val_idx = fold_indices(len(images), suite.folds, suite.seed)[2]
