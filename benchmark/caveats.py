@@ -27,13 +27,14 @@ if TYPE_CHECKING:
 COLLAPSED_CODEBOOK = 0.1  # a codebook used at a perplexity under this share of its codes gets a caveat
 STEADY_PAIRS = 5  # the default folds: a comparison on fewer paired folds gets a caveat
 SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
+UNSTEADY_TIMES = 3.0  # folds of one configuration whose times differ by more than this factor get a caveat
 
 
 def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
     """What limits the numbers, read from the run itself: methods without their baseline, comparisons
     on few paired folds, folds that diverged without failing, methods and their baseline not tuned
     alike, folds still improving at their last epoch (not converged), methods scored at other epochs
-    than their baseline, SoftAdapt
+    than their baseline, folds of one configuration timed far apart, SoftAdapt
     configurations that trained too few steps to re-weight, and the ``searches`` (``run
     --params-from``) that tuned parameters with other training than the run's."""
     meta, done, notes = suite.meta, completed(suite.results), []
@@ -80,6 +81,7 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         notes.append(f"{len(busy)} of {len(done)} units finished while other work kept the machine busy (load average "
                      f"up to {busy.max():.1f}): their training times (`seconds` in the results, `seconds_mean` in "
                      "table.csv) are high, so compare costs of units trained alone.")
+    notes += _unsteady_times_notes(done)
     if suite.prior is not None:
         notes += prior_notes(suite.prior)
     if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
@@ -89,6 +91,20 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         if idle:
             notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
     return notes + _tuning_notes(suite.meta, searches or {})
+
+
+def _unsteady_times_notes(done: pd.DataFrame) -> list[str]:
+    """Configurations whose folds, which do the same work, took times over ``UNSTEADY_TIMES`` apart:
+    something else slowed some of them (other work, threads contending for the cores), which the
+    load average at a unit's end can miss."""
+    seconds = done[done["seconds"] > 0].groupby("config_id", sort=False)["seconds"].agg(["min", "max"])
+    unsteady = seconds[seconds["max"] > UNSTEADY_TIMES * seconds["min"]]
+    if unsteady.empty:
+        return []
+    listed = ", ".join(f"{config_id} ({row['min']:.3g}–{row['max']:.3g} s)" for config_id, row in unsteady.iterrows())
+    return [f"training times that differ over {UNSTEADY_TIMES:g}× between folds of one configuration, which do the "
+            f"same work: {listed}; something slowed some folds (other work on the machine, threads contending for "
+            "its cores, a run's start-up in its first unit), so their costs (`seconds`, `seconds_mean`) are unreliable: time them again on an idle machine."]
 
 
 def _epochs_text(epochs: pd.Series) -> str:
