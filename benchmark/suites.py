@@ -283,7 +283,8 @@ def _check_keys(table: dict, allowed: set[str]) -> None:
                  **{key: "in a [[configurations]] table" for key in CONFIGURATION_KEYS}}
         hints = [f"{key!r}" + (f" (it belongs {homes[key]})" if key in homes else did_you_mean(key, allowed))
                  for key in unknown]
-        raise ValueError(f"unknown key{'s' * (len(unknown) > 1)} {', '.join(hints)}; allowed: {sorted(allowed)}")
+        raise ValueError(f"unknown key{'s' * (len(unknown) > 1)} {', '.join(hints)}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
 
 
 def load_suite_file(path: Path) -> Suite:

@@ -341,7 +341,9 @@ def test_problems_in_every_part_of_a_suite_file_are_named_at_once(tmp_path, caps
     (tmp_path / "bad.toml").write_text('fold = 2\n[train]\nepochs = 0\n' + BASELINE.replace("baseline", "basline"))
     assert cli(tmp_path, "suites", "bad.toml") == 2
     message = one_line_error(capsys)
-    assert message.startswith("error: suite file bad.toml has 3 problems: unknown key 'fold' (did you mean 'folds'?)")
+    assert message.startswith("error: suite file bad.toml has 3 problems: unknown key 'fold' (did you mean 'folds'?); "
+                              "allowed: configurations, data_root, dataset, description, folds, limit, name, repeats, "
+                              "seed, train | ")  # the keys as a reader writes them, not a Python list
     assert message.endswith(" | configuration 1: unknown method 'basline' (did you mean 'baseline'?); choose one of: "
                             "baseline, multidecoder, single | [train] epochs must be >= 1, got 0")
 
