@@ -252,10 +252,12 @@ def describe_study(study: optuna.Study) -> str:
     names = objective_names(study)
     trials = study.get_trials(deepcopy=False)
     counts = ", ".join(f"{status} {n}" for status, n in status_counts(trials).items())
-    lines = [f"study {study.study_name}: {len(trials)} trial{'s' * (len(trials) != 1)} ({counts}); objective(s): "
-             + ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))]
     settings = study.user_attrs.get("settings")
     suite = suite_of(study)
+    # A run's study minimises nothing: its units' losses are in its table, not an objective.
+    objectives = "" if suite else "; objective(s): " + ", ".join(f"{n} ({d.name.lower()})"
+                                                                  for n, d in zip(names, study.directions))
+    lines = [f"study {study.study_name}: {len(trials)} trial{'s' * (len(trials) != 1)} ({counts}){objectives}"]
     if isinstance(settings, dict):
         # A suite study's configurations are those its units were enqueued for: its files may have grown.
         hidden = ("ranges", "configurations") if suite else ("ranges",)
