@@ -204,10 +204,11 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
 
 
 def test_a_few_steps_note_comes_before_the_timings_and_names_naive_when_it_runs(tmp_path, capsys, monkeypatch):
-    def interrupted(**kwargs):
+    def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("benchmark.bench.run_bench", interrupted)  # stopped as soon as the note is read
+    # Stopped as the timings start, once the settings are checked: a bad one is an error without notes.
+    monkeypatch.setattr("benchmark.bench.throughput.measure_matmul_peak", interrupted)
     assert main(["bench", "--steps", "5", "--out", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.splitlines()[0] == (
         "note: at --steps 5, a fold's fixed costs (building the model, a validation pass) weigh on ours's figures, "

@@ -7,7 +7,7 @@ rows, table and CSV; ``folds``: the fold ensemble against the same folds one by 
 
 from benchmark.bench.folds import EnsembleRow, format_ensemble_table, run_ensemble_bench
 from benchmark.bench.naive import naive_masks, plain_process
-from benchmark.bench.peak import PEAK_SIZES, MatmulPeak, training_flops
+from benchmark.bench.peak import MatmulPeak, training_flops
 from benchmark.bench.throughput import (
     ENSEMBLE_CSV,
     BenchRow,
@@ -19,6 +19,6 @@ from benchmark.bench.throughput import (
     write_throughput,
 )
 
-__all__ = ["ENSEMBLE_CSV", "PEAK_SIZES", "BenchRow", "EnsembleRow", "MatmulPeak", "bench_configuration", "bench_one",
+__all__ = ["ENSEMBLE_CSV", "BenchRow", "EnsembleRow", "MatmulPeak", "bench_configuration", "bench_one",
            "format_ensemble_table", "format_table", "naive_masks", "plain_process", "run_bench", "run_ensemble_bench",
            "training_flops", "write_csv", "write_throughput"]

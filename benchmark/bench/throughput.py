@@ -49,7 +49,7 @@ import torch
 
 from benchmark.balancing import LossBalancer
 from benchmark.bench.naive import naive_train, plain_process
-from benchmark.bench.peak import MatmulPeak, _sync, measure_matmul_peak, training_flops
+from benchmark.bench.peak import PEAK_SIZES, MatmulPeak, _sync, measure_matmul_peak, training_flops
 from benchmark.checks import check_choice
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # folds imports this module; write_csv only names its row typ
 BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "uniform"}
 BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
+FEW_STEPS = 10  # below it a fold's fixed costs pass about 5 % of ours's timed region (2.5 % at 20 steps on CPU)
 THROUGHPUT_CSV, ENSEMBLE_CSV = "throughput.csv", "ensemble.csv"  # the files `bench` writes into --out
 
 
@@ -285,17 +286,34 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
     return models, chosen, torch_device, images
 
 
+def setting_notes(steps: int, naive: bool, peak_size: int | None) -> list[str]:
+    """What the settings do to the figures: at few steps a fold's fixed costs weigh on ours's, and a
+    small peak matrix measures a low peak."""
+    notes = []
+    if steps < FEW_STEPS:
+        notes.append(f"note: at --steps {steps}, a fold's fixed costs (building the model, a validation pass) weigh "
+                     "on ours's figures" + (", while naive's clock starts after its warm-up" if naive else "")
+                     + f": its img/s, % of peak{' and speed-up' if naive else ''} read low; time {FEW_STEPS} "
+                     "steps or more (more on a GPU, whose steps are quicker)")
+    if peak_size and peak_size < min(PEAK_SIZES.values()):
+        notes.append(f"note: --peak-size {peak_size} is below the default ({PEAK_SIZES[False]} on CPU, "
+                     f"{PEAK_SIZES[True]} on CUDA): small products run below the machine's peak, so % of peak "
+                     "reads high")
+    return notes
+
+
 def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | None = None, steps: int = 20,
               warmup: int = 3, batch: int = 128, device: str = "auto", dataset: str = "mnist5k",
               naive: bool = True, seed: int = 0, repeats: int = 1, peak_size: int | None = None,
               precision: str = "auto", workers: int = 1, data_root: str | None = None, download: bool = False,
-              progress: Callable[[str], None] | None = None) -> BenchResult:
+              progress: Callable[[str], None] | None = None,
+              notes: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark every selected (family, config) × method; see the module docstring.
 
     ``families``: names, optionally with a config (``"vae"``, ``"vq-vae:2"``); default every
     config of every family. ``methods``: subset of baseline / multidecoder / single.
     Raises ``ValueError`` for unknown names or ``steps < 1``, ``warmup < 0``, ``batch < 1`` or more than the
-    dataset's training images.
+    dataset's training images. ``notes`` gets ``setting_notes`` once the settings are checked, before the timings.
     """
     for name, value, minimum in (("repeats", repeats, 1), ("workers", workers, 1)):
         _check_count(name, value, minimum)
@@ -305,6 +323,8 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                                                     dataset, data_root, download)
     if workers > 1 and torch_device.type != "cpu":
         raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
+    for note in setting_notes(steps, naive, peak_size) if notes else ():
+        notes(note)
     peak = measure_matmul_peak(torch_device, peak_size)
     if progress:
         progress(peak.describe())

@@ -10,7 +10,6 @@ from pathlib import Path
 from benchmark.config import PRECISIONS
 from benchmark.processes import busy_note
 
-FEW_STEPS = 10  # below it a fold's fixed costs pass about 5 % of ours's timed region (2.5 % at 20 steps on CPU)
 BENCH_EPILOG = """\
 ours   = benchmark.train.train_fold (one untimed warm-up call, then one timed epoch of --steps batches;
          its per-fold fixed costs, a 32-image validation pass included, are in the timing)
@@ -92,7 +91,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     from benchmark.bench import (
         ENSEMBLE_CSV,
-        PEAK_SIZES,
         format_ensemble_table,
         format_table,
         run_bench,
@@ -115,20 +113,12 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     place = next(p for p in (args.out.absolute(), *args.out.absolute().parents) if p.exists())
     if not place.is_dir() or not os.access(place, os.W_OK | os.X_OK):
         raise ValueError(f"--out {args.out}: {place} is {'not a folder' if not place.is_dir() else 'not writable'}")
-    if args.steps < FEW_STEPS:  # before the timings, so that they can be stopped and rerun
-        _stderr(f"note: at --steps {args.steps}, a fold's fixed costs (building the model, a validation pass) "
-                "weigh on ours's figures" + ("" if args.no_naive else ", while naive's clock starts after its warm-up")
-                + f": its img/s, % of peak{'' if args.no_naive else ' and speed-up'} read low; time {FEW_STEPS} "
-                "steps or more (more on a GPU, whose steps are quicker)")
-    if args.peak_size and args.peak_size < min(PEAK_SIZES.values()):
-        _stderr(f"note: --peak-size {args.peak_size} is below the default ({PEAK_SIZES[False]} on CPU, "
-                f"{PEAK_SIZES[True]} on CUDA): small products run below the machine's peak, so % of peak reads high")
     progress = None if args.quiet else _stderr
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
                        seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, precision=args.precision,
                        workers=args.workers, data_root=args.data_root, download=args.download,
-                       progress=progress)
+                       progress=progress, notes=_stderr)
     print(format_table(result))
     if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
         _stderr(note)
