@@ -27,14 +27,15 @@ if TYPE_CHECKING:
 COLLAPSED_CODEBOOK = 0.1  # a codebook used at a perplexity under this share of its codes gets a caveat
 STEADY_PAIRS = 5  # the default folds: a comparison on fewer paired folds gets a caveat
 SHOWN_FOLDS = 5  # diverged folds a caveat names before it counts the rest
-UNSTEADY_TIMES = 3.0  # folds of one configuration whose times differ by more than this factor get a caveat
+UNSTEADY_TIMES = 3.0  # folds of one configuration whose times differ by more than this factor get a caveat,
+UNSTEADY_SECONDS = 5.0  # and by more than this: a run's start-up adds about a second to its first unit
 
 
 def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
     """What limits the numbers, read from the run itself: methods without their baseline, comparisons
     on few paired folds, folds that diverged without failing, methods and their baseline not tuned
-    alike, folds still improving at their last epoch (not converged), methods scored at other epochs
-    than their baseline, folds of one configuration timed far apart, SoftAdapt
+    alike, folds still improving at their last epoch (not converged), folds of one configuration
+    timed far apart, SoftAdapt
     configurations that trained too few steps to re-weight, and the ``searches`` (``run
     --params-from``) that tuned parameters with other training than the run's."""
     meta, done, notes = suite.meta, completed(suite.results), []
@@ -64,8 +65,7 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
                      "(`--epochs`) would change these numbers; "
                      + ("compare rows within this report (all trained alike), not with the thesis's table." if every
                         else "their comparison with rows that peaked earlier partly measures the training they still "
-                             "lacked, and none compares with the thesis's table."))
-    notes += _unequal_epochs_notes(done)
+                             "lacked, and no row of this report compares with the thesis's table."))
     if "recon_mean_image" in done:  # absent from the exports of earlier versions
         means = done.dropna(subset=["recon", "recon_mean_image"]).groupby("config_id", sort=False)[
             ["recon", "recon_mean_image"]].mean()
@@ -94,42 +94,25 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
 
 
 def _unsteady_times_notes(done: pd.DataFrame) -> list[str]:
-    """Configurations whose folds, which do the same work, took times over ``UNSTEADY_TIMES`` apart:
-    something else slowed some of them (other work, threads contending for the cores), which the
-    load average at a unit's end can miss."""
-    seconds = done[done["seconds"] > 0].groupby("config_id", sort=False)["seconds"].agg(["min", "max"])
-    unsteady = seconds[seconds["max"] > UNSTEADY_TIMES * seconds["min"]]
+    """Configurations whose folds did the same work (on one device, alone or in ensembles of one
+    size) in times over ``UNSTEADY_TIMES`` apart and ``UNSTEADY_SECONDS`` more: something slowed
+    some of them (other work, threads contending for the cores), which the load average at a
+    unit's end can miss. The floor keeps a run's start-up in its first unit out."""
+    timed = done[done["seconds"] > 0]
+    # Results made in memory, or exported before units recorded their device and ensemble
+    timed = timed.assign(device=timed.get("device", ""),
+                         stacked=timed.get("stacked", pd.Series(1, index=timed.index)).fillna(1))
+    seconds = timed.groupby(["config_id", "device", "stacked"], sort=False)["seconds"].agg(["min", "max"])
+    unsteady = seconds[(seconds["max"] > UNSTEADY_TIMES * seconds["min"])
+                       & (seconds["max"] - seconds["min"] > UNSTEADY_SECONDS)]
     if unsteady.empty:
         return []
-    listed = ", ".join(f"{config_id} ({row['min']:.3g}–{row['max']:.3g} s)" for config_id, row in unsteady.iterrows())
-    return [f"training times that differ over {UNSTEADY_TIMES:g}× between folds of one configuration, which do the "
+    listed = ", ".join(f"{config_id} ({row['min']:.3g}–{row['max']:.3g} s)"
+                       for (config_id, _, _), row in unsteady.iterrows())
+    return [f"training times that differ over {UNSTEADY_TIMES:g}× between folds of one configuration that did the "
             f"same work: {listed}; something slowed some folds (other work on the machine, threads contending for "
-            "its cores, a run's start-up in its first unit), so their costs (`seconds`, `seconds_mean`) are unreliable: time them again on an idle machine."]
-
-
-def _epochs_text(epochs: pd.Series) -> str:
-    low, high = int(epochs.min()), int(epochs.max())
-    return f"epoch {low}" if low == high else f"epochs {low}–{high}"
-
-
-def _unequal_epochs_notes(done: pd.DataFrame) -> list[str]:
-    """Configurations whose folds all kept other epochs than their baseline's (``reference_baseline``):
-    each row is scored at its own best epoch, so the difference partly measures training length,
-    as when a baseline's total rises after epoch 1 while a method's still falls."""
-    pairs = []
-    for (family, config), rows in done.dropna(subset=["best_epoch"]).groupby(["family", "config"], sort=False):
-        reference = reference_baseline(family, config, rows)
-        kept = rows.groupby("config_id", sort=False)["best_epoch"]
-        if reference not in kept.groups:  # no baseline fold done: the comparison is missing, not skewed
-            continue
-        base = kept.get_group(reference)
-        pairs += [f"{config_id} kept {_epochs_text(epochs)}, {reference} {_epochs_text(base)}"
-                  for config_id, epochs in kept if epochs.min() > base.max() or epochs.max() < base.min()]
-    if not pairs:
-        return []
-    return [f"methods and their baseline kept different epochs ({'; '.join(pairs)}): each row is scored at its own "
-            "lowest validation total, so these differences also measure how long each trained; read the "
-            "validation curves (`figures/curves_*`) at equal epochs."]
+            "its cores), so their costs (`seconds`, `seconds_mean`) are unreliable: time them again on an idle "
+            "machine."]
 
 
 def _named(config_ids: Iterable[str], done: pd.DataFrame) -> list[str]:

@@ -24,7 +24,7 @@ from benchmark.storage import StoreConfig, absolute_url, gone, safe_url, same_st
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
 
-INTEGER_COLUMNS = ("config", "fold", "repeat", "trial", "count", "best_epoch", "n_train", "n_val")
+INTEGER_COLUMNS = ("config", "fold", "repeat", "trial", "count", "best_epoch", "n_train", "n_val", "stacked")
 METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon_train", "recon_cond_train",
                   "latent_train", "recon_mean_image")
 
@@ -93,7 +93,8 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
         row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})
         row.update({"seconds": attrs.get("seconds", math.nan), "busy_load": attrs.get("busy_load"),
                     "n_train": attrs.get("n_train"),
-                    "n_val": attrs.get("n_val"), "device": attrs.get("device", ""), "torch": attrs.get("torch", ""),
+                    "n_val": attrs.get("n_val"), "stacked": attrs.get("stacked"),
+                    "device": attrs.get("device", ""), "torch": attrs.get("torch", ""),
                     "error": attrs.get("error", ""),
                     "checkpoint": _checkpoint(attrs, config.artifacts(suite.name)),
                     "params_from": tuned.get(config_id, "")})

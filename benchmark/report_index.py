@@ -31,26 +31,34 @@ FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGU
 }
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def setup_text(suite: SuiteResults) -> str:
     """How the units trained, as far as the run recorded it: optimiser, precision, the devices and
     torch versions that trained them, validation images per fold and the command."""
     meta, done = suite.meta, completed(suite.results)
     parts = []
-    if meta.get("lr") is not None:
-        parts.append(f"AdamW (lr {meta['lr']:g}, weight decay {meta.get('weight_decay', 0):g})")
-    if meta.get("precision"):
+    if _number(meta.get("lr")):
+        decay = meta.get("weight_decay")
+        parts.append(f"AdamW (lr {meta['lr']:g}" + (f", weight decay {decay:g})" if _number(decay) else ")"))
+    if meta.get("precision") in ("fp32", "bf16"):  # not an earlier version's unresolved "auto"
         parts.append(f"in {meta['precision']}")
     devices = sorted({*done["device"]} - {""}) if "device" in done else []
     versions = sorted({*done["torch"]} - {""}) if "torch" in done else []
     if devices:  # several where machines of a shared study differ: their training times do too
+        unrecorded = int((done["device"] == "").sum())
         parts.append(f"on {' and '.join(f'`{d}`' for d in devices)}"
-                     + (f" (torch {', '.join(versions)})" if versions else ""))
-    text = f"Trained with {' '.join(parts)}" if parts else ""
+                     + (f" (torch {', '.join(versions)})" if versions else "")
+                     + (f", {unrecorded} of {len(done)} units unrecorded" if unrecorded else ""))
+    texts = [f"Trained with {' '.join(parts)}"] if parts else []
     if done["n_val"].notna().any():
-        text += ("; " if text else "") + f"{round(done['n_val'].mean()):,} validation images per fold"
+        low, high = int(done["n_val"].min()), int(done["n_val"].max())
+        texts.append(f"{low:,}{f'–{high:,}' if high != low else ''} validation images per fold")
     if meta.get("command"):
-        text += ("; " if text else "") + f"run by `{meta['command']}`"
-    return text + "." if text else ""
+        texts.append(f"run by `{meta['command']}`")
+    return "; ".join(texts) + "." if texts else ""
 
 
 def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],

@@ -31,7 +31,7 @@ REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon",
 TEXT_COLUMNS = ("sampling", "variant", "device", "torch", "error", "checkpoint", "params_from")
 NUMERIC_COLUMNS = ("exponent", "count", "w1", "w2", "beta", "softadapt_beta", "best_epoch", "recon", "latent",
                    "recon_cond", "total", "recon_train", "recon_cond_train", "latent_train", "recon_mean_image",
-                   "seconds", "busy_load", "n_train", "n_val")
+                   "seconds", "busy_load", "n_train", "n_val", "stacked")
 OLD_NAMES = {"val_bits_per_dim": "val_bits_per_code"}  # columns renamed since: older CSVs are read as the new
 
 

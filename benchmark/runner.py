@@ -169,8 +169,9 @@ class _Worker:
         on_epoch(0, None)  # the unit has started; no validation yet
         return on_epoch
 
-    def _record(self, trial_id: int, config_id: str, fold: int, result: FoldResult) -> None:
-        """Store a finished unit's metrics, history and best-epoch weights with its trial."""
+    def _record(self, trial_id: int, config_id: str, fold: int, result: FoldResult, stacked: int = 1) -> None:
+        """Store a finished unit's metrics, history and best-epoch weights with its trial; ``stacked``:
+        the folds trained with it as one ensemble (1: alone), whose time its ``seconds`` is."""
         storage = self.study._storage
         info = {**self.by_id[config_id].flat(), "fold": fold, "image_shape": list(self.images.shape[1:]),
                 "metrics": result.metrics, "dataset": self.suite.dataset}
@@ -179,7 +180,8 @@ class _Worker:
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
-                            "recon_mean_image": self._mean_image_recon(fold), **self.trained_on}.items():
+                            "recon_mean_image": self._mean_image_recon(fold), "stacked": stacked,
+                            **self.trained_on}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _label(self, trial_id: int, config_id: str, fold: int) -> None:
@@ -258,7 +260,7 @@ class _Worker:
                     storage.set_trial_user_attr(trial_id, "error", str(result))
                     storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 else:
-                    self._record(trial_id, config_id, other_fold, result)
+                    self._record(trial_id, config_id, other_fold, result, len(folds))
                     storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result.metrics["recon"]])
             except optuna.exceptions.UpdateFinishedTrialError:
                 self._taken_over(unit_key(config_id, other_fold))
@@ -266,7 +268,7 @@ class _Worker:
         if isinstance(results[0], DivergedError):
             trial.set_user_attr("error", str(results[0]))
             raise results[0]
-        self._record(trial._trial_id, config_id, fold, results[0])
+        self._record(trial._trial_id, config_id, fold, results[0], len(folds))
         return results[0].metrics["recon"]
 
     def _export_when_due(self) -> None:

@@ -33,7 +33,7 @@ from benchmark.bench import (
     write_throughput,
 )
 from benchmark.bench.folds import ensemble_one
-from benchmark.bench.throughput import BenchResult, parse_models
+from benchmark.bench.throughput import BenchResult, parse_models, setting_notes
 from benchmark.cli import main
 from benchmark.conditioning import PixelSampler
 from benchmark.models import build_model
@@ -195,8 +195,11 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     assert "ours img/s" in printed and "matmul peak" in printed
     assert ("note: at --steps 1, a fold's fixed costs (building the model, a validation pass) weigh on ours's "
             "figures: its img/s, % of peak read low; time 10 steps or more") in err  # no naive to speak of
-    assert ("note: --peak-size 64 is below the default (2048 on CPU, 8192 on CUDA): small products run below the "
-            "machine's peak, so % of peak reads high") in err
+    assert ("note: --peak-size 64 is below the default on cpu (2048): small products run below the machine's peak, "
+            "so % of peak reads high") in err
+    assert "--peak-size 4096 is below the default on cuda (8192)" in " ".join(
+        setting_notes(20, True, 4096, torch.device("cuda")))
+    assert not setting_notes(20, True, 4096, torch.device("cpu"))
     assert f"removed {out / 'ensemble.csv'} of an earlier run" in printed
     rows = list(csv.DictReader((out / "throughput.csv").open()))
     assert len(rows) == 1 and float(rows[0]["ours_img_s"]) > 0 and rows[0]["naive_img_s"] == "nan"

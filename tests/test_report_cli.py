@@ -16,6 +16,7 @@ from conftest import assert_figure, cli, one_line_error
 
 from benchmark.export import load_checkpoint
 from benchmark.report import write_report
+from benchmark.train import device_name, resolve_device
 
 
 def report(cwd, *args):
@@ -33,8 +34,10 @@ def test_report_on_a_smoke_run_matches_the_per_fold_results(smoke_run):
         assert row["recon_mean"] == pytest.approx(values.mean(), rel=1e-12)  # both read back from CSV text
         assert np.isclose(row["recon_var"], values.var(ddof=0), rtol=1e-12)
     # how the units trained, for a reader to reproduce the table
-    assert (f"\n\nTrained with AdamW (lr 0.001, weight decay 0.01) in fp32 on `cpu` (torch {torch.__version__}); "
-            "80 validation images per fold; run by `python -m benchmark run --suite smoke") in (out / "index.md").read_text()
+    precision = json.loads((smoke_run / "results" / "smoke_meta.json").read_text())["precision"]  # bf16 on a GPU
+    assert (f"\n\nTrained with AdamW (lr 0.001, weight decay 0.01) in {precision} on "
+            f"`{device_name(resolve_device('auto'))}` (torch {torch.__version__}); 80 validation images per fold; "
+            "run by `python -m benchmark run --suite smoke") in (out / "index.md").read_text()
     markdown = (out / "table.md").read_text()
     first = table.iloc[0]
     assert f"{first['recon_mean']:.4f} ± {first['recon_var']:.1e}" in markdown

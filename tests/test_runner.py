@@ -30,7 +30,7 @@ from benchmark.storage import StoreConfig
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
                              unit_states)
 from benchmark.suites import get_suite
-from benchmark.train import native_bf16
+from benchmark.train import device_name, native_bf16, resolve_device
 
 METRICS = ["best_epoch", "recon", "latent", "recon_cond", "total"]
 
@@ -55,7 +55,8 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
     assert (table["state"] == "COMPLETE").all()
     assert table["recon"].between(0, 1).all()
     assert (table["n_train"] == 4 * table["n_val"]).all()  # train and validation are not swapped
-    assert (table["device"] == "cpu").all() and (table["torch"] == torch.__version__).all()  # what trained each unit
+    trained_on = device_name(resolve_device("auto"))  # "cpu" here; a GPU machine's model where it has one
+    assert (table["device"] == trained_on).all() and (table["torch"] == torch.__version__).all()
     # by hand: the mean of fold 2's training images taken as each of its validation images' reconstruction
     images = load_dataset(suite.dataset, limit=suite.limit, seed=suite.seed).train
     train_idx, val_idx = fold_indices(len(images), suite.folds, suite.seed)[2]
@@ -556,6 +557,8 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
     assert (together["state"] == "COMPLETE").all() and together["checkpoint"].map(lambda p: (tmp_path / p).exists()).all()
     pd.testing.assert_series_equal(together["recon"], alone["recon"], rtol=1e-3)
     pd.testing.assert_series_equal(together["latent"], alone["latent"], rtol=2e-2)
+    # Each fold's seconds are about its whole ensemble's, which `stacked` says it was one of
+    assert (together["stacked"] == 3).all() and (alone["stacked"] == 1).all()
 
 
 @pytest.mark.parametrize("text, message", [

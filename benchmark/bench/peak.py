@@ -39,7 +39,7 @@ class MatmulPeak:
                 f"channels; {routes})")
 
 
-PEAK_SIZES = {False: 2048, True: 8192}  # the square product's side on CPU and on CUDA: large enough to reach the peak
+PEAK_SIZES = {"cpu": 2048, "cuda": 8192}  # the square product's side on each: large enough to reach the peak
 
 
 def _sync(device: torch.device) -> None:
@@ -60,7 +60,7 @@ def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = N
     minutes and would mean nothing.
     """
     device = torch.device(device)
-    size = size or PEAK_SIZES[device.type == "cuda"]
+    size = size or PEAK_SIZES["cuda" if device.type == "cuda" else "cpu"]
     inner = 20 if device.type == "cuda" else 3
 
     def best(route: Callable[[torch.dtype], tuple[Callable[[], object], float]], dtype: torch.dtype) -> float:

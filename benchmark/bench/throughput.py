@@ -286,19 +286,19 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
     return models, chosen, torch_device, images
 
 
-def setting_notes(steps: int, naive: bool, peak_size: int | None) -> list[str]:
+def setting_notes(steps: int, naive: bool, peak_size: int | None, device: torch.device) -> list[str]:
     """What the settings do to the figures: at few steps a fold's fixed costs weigh on ours's, and a
-    small peak matrix measures a low peak."""
+    peak matrix smaller than ``device``'s default measures a low peak."""
     notes = []
     if steps < FEW_STEPS:
         notes.append(f"note: at --steps {steps}, a fold's fixed costs (building the model, a validation pass) weigh "
                      "on ours's figures" + (", while naive's clock starts after its warm-up" if naive else "")
                      + f": its img/s, % of peak{' and speed-up' if naive else ''} read low; time {FEW_STEPS} "
                      "steps or more (more on a GPU, whose steps are quicker)")
-    if peak_size and peak_size < min(PEAK_SIZES.values()):
-        notes.append(f"note: --peak-size {peak_size} is below the default ({PEAK_SIZES[False]} on CPU, "
-                     f"{PEAK_SIZES[True]} on CUDA): small products run below the machine's peak, so % of peak "
-                     "reads high")
+    default = PEAK_SIZES["cuda" if device.type == "cuda" else "cpu"]
+    if peak_size and peak_size < default:
+        notes.append(f"note: --peak-size {peak_size} is below the default on {device.type} ({default}): small "
+                     "products run below the machine's peak, so % of peak reads high")
     return notes
 
 
@@ -323,7 +323,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                                                     dataset, data_root, download)
     if workers > 1 and torch_device.type != "cpu":
         raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
-    for note in setting_notes(steps, naive, peak_size) if notes else ():
+    for note in setting_notes(steps, naive, peak_size, torch_device) if notes else ():
         notes(note)
     peak = measure_matmul_peak(torch_device, peak_size)
     if progress:
