@@ -89,7 +89,7 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
              + (f" × {repeats} repeats" if repeats > 1 else "")
              + f", seed {meta.get('seed', '?')}; {training or 'training size unknown'}; "
              f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
-             "configurations complete.", ""]
+             "configurations complete" + (" (the others: Missing, at the end)." if missing else "."), ""]
     if setup := setup_text(suite):
         lines += [setup, ""]
     if limits:

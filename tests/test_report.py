@@ -829,7 +829,9 @@ def test_partial_suite_reports_what_is_there_and_lists_the_missing_units(tmp_pat
     kept = partial[(partial["config_id"] == "vae/1/single/uniform/a=40") & (partial["state"] == "COMPLETE")]
     assert table.loc["vae/1/single/uniform/a=40", "recon_var"] == pytest.approx(kept["recon"].var(ddof=0))
     assert table.loc["vae/1/single/uniform/a=40", "recon_n_pairs"] == 3
-    assert "Missing (2 configurations)" in (tmp_path / "out" / "index.md").read_text()
+    index = (tmp_path / "out" / "index.md").read_text()
+    assert "Missing (2 configurations)" in index
+    assert "configurations complete (the others: Missing, at the end).\n" in index  # said before the long tables
     assert not table.loc["vae/1/single/uniform/a=40", "complete"] and table["complete"].sum() == len(CONFIGS) - 1
     row = next(line for line in (tmp_path / "out" / "table.md").read_text().splitlines() if "a=40" in line)
     assert "**" not in row  # the lowest reconstruction, but over 3 folds: not ranked against means over 5
