@@ -7,6 +7,23 @@ import difflib
 from collections.abc import Iterable
 
 
+class Problems(ValueError):
+    """Several problems of one input, found in one pass, each a message of its own (``messages``),
+    so that a reader mends them all at once rather than one per attempt."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(" | ".join(messages))
+        self.messages = list(messages)
+
+
+def raise_problems(messages: list[str]) -> None:
+    """Nothing for no message, a ``ValueError`` for one, ``Problems`` for more."""
+    if len(messages) == 1:
+        raise ValueError(messages[0])
+    if messages:
+        raise Problems(messages)
+
+
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
     names = list(names)

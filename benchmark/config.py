@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
-from benchmark.checks import check_choice, check_kinds
+from benchmark.checks import check_choice, check_kinds, raise_problems
 from benchmark.conditioning import PixelSampler, check_sampling
 from benchmark.models import DEFAULT_BETA, METHODS, model_config
 
@@ -39,40 +39,51 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
-        b = self.balance
-        if b.softadapt and (b.w1, b.w2) != (1.0, 1.0):  # else ignored in training, yet used to pick the best epoch
-            given = ", ".join(f"{name} = {value:g}" for name, value in (("w1", b.w1), ("w2", b.w2)) if value != 1.0)
-            raise ValueError(f"SoftAdapt weighs the loss terms itself: drop {given} (w1 and w2 are fixed weights; "
-                             "β may stay: it is inside the latent term)")
-        if self.method != "multidecoder" and b.w2 != 1.0:
-            raise ValueError(f"w2 weighs the Multidecoder's second (conditioned) decoder; the {self.method} method "
-                             "has one decoder, weighed by w1")
-        if self.method == "baseline":
-            if self.sampling is not None or self.exponent is not None or self.count is not None:
-                raise ValueError("the baseline takes no sampling, exponent or count")
-            return
-        if self.sampling is None:
-            choices = "uniform or gaussian" if self.method == "single" else "exact, uniform or gaussian"
-            raise ValueError(f"method {self.method!r} needs a sampling: {choices}")
-        if self.method == "single":
-            if self.exponent is None:
-                raise ValueError("the single decoder needs a power-law exponent")
-            if self.count is not None:
-                raise ValueError("the single decoder draws each image's count k from its power law: it takes no count")
-            if self.sampling == "exact":
-                raise ValueError("the single decoder draws a power-law count of pixels: use uniform or gaussian "
-                                 "sampling, not the exact grid (its count is fixed)")
-        elif self.exponent is not None:
-            raise ValueError("the multidecoder uses a constant count, not a power-law exponent")
-        check_sampling(self.sampling, self.count, self.exponent)
-        if self.count == 0:  # the only constant count is the Multidecoder's (the exact grid is never empty)
-            raise ValueError("count k = 0 gives the Multidecoder's second decoder no pixel to condition on, so it "
-                             "learns what the first does: give k >= 1, or no count for the exact grid's")
+        raise_problems(self._problems())
         # frozen: plain Python numbers (a NumPy scalar from a grid, too), as ids and storage print them
         if self.count is not None:
             object.__setattr__(self, "count", int(self.count))
         if self.exponent is not None:
             object.__setattr__(self, "exponent", float(self.exponent))
+
+    def _problems(self) -> list[str]:
+        """Every problem of this method's parameters that the others do not hide."""
+        problems = []
+        b = self.balance
+        if b.softadapt and (b.w1, b.w2) != (1.0, 1.0):  # else ignored in training, yet used to pick the best epoch
+            given = ", ".join(f"{name} = {value:g}" for name, value in (("w1", b.w1), ("w2", b.w2)) if value != 1.0)
+            problems.append(f"SoftAdapt weighs the loss terms itself: drop {given} (w1 and w2 are fixed weights; "
+                            "β may stay: it is inside the latent term)")
+        if self.method != "multidecoder" and b.w2 != 1.0:
+            problems.append(f"w2 weighs the Multidecoder's second (conditioned) decoder; the {self.method} method "
+                            "has one decoder, weighed by w1")
+        if self.method == "baseline":
+            if self.sampling is not None or self.exponent is not None or self.count is not None:
+                problems.append("the baseline takes no sampling, exponent or count")
+            return problems
+        if self.sampling is None:  # the checks below are of a sampling's parameters
+            choices = "uniform or gaussian" if self.method == "single" else "exact, uniform or gaussian"
+            return [*problems, f"method {self.method!r} needs a sampling: {choices}"]
+        shape = []  # which parameters the method takes: the sampling's own checks assume them right
+        if self.method == "single":
+            if self.exponent is None:
+                shape.append("the single decoder needs a power-law exponent")
+            if self.count is not None:
+                shape.append("the single decoder draws each image's count k from its power law: it takes no count")
+            if self.sampling == "exact":
+                shape.append("the single decoder draws a power-law count of pixels: use uniform or gaussian "
+                             "sampling, not the exact grid (its count is fixed)")
+        elif self.exponent is not None:
+            shape.append("the multidecoder uses a constant count, not a power-law exponent")
+        if not shape:
+            try:
+                check_sampling(self.sampling, self.count, self.exponent)
+            except ValueError as err:
+                shape.append(str(err))
+        if not shape and self.count == 0:  # the only constant count is the Multidecoder's (the exact grid's is never 0)
+            shape.append("count k = 0 gives the Multidecoder's second decoder no pixel to condition on, so it "
+                         "learns what the first does: give k >= 1, or no count for the exact grid's")
+        return problems + shape
 
     def sampler(self, image_size: int) -> PixelSampler | None:
         if self.method == "baseline":

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import check_choice, check_kind, check_kinds, did_you_mean
+from benchmark.checks import Problems, check_choice, check_kind, check_kinds, did_you_mean, raise_problems
 from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig
 from benchmark.models import MODEL_CONFIGS, model_config
 
@@ -241,6 +241,8 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     try:
         _check_keys(table, CONFIGURATION_KEYS)
         return _configurations(table)
+    except Problems as err:
+        raise Problems([f"{where}: {message}" for message in err.messages]) from None
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
@@ -259,11 +261,15 @@ def _configurations(table: dict) -> list[Configuration]:
             raise ValueError(f"{', '.join(ignored)} need(s) a method; without one, the table stands for the "
                              "thesis's 9 configurations of the model, with their own parameters")
         return thesis_grid(family, config)
-    if not isinstance(table.get("softadapt", False), bool):
-        raise ValueError(f"softadapt must be true or false, got {table['softadapt']!r}")
+    problems = [] if isinstance(table.get("softadapt", False), bool) else [
+        f"softadapt must be true or false, got {table['softadapt']!r}"]
     for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
-        if key in table:
-            check_kind(key, table[key], (int, float), "a number")
+        try:
+            if key in table:
+                check_kind(key, table[key], (int, float), "a number")
+        except ValueError as err:
+            problems.append(str(err))
+    raise_problems(problems)  # the values below are built from these
     balance = BalanceConfig(softadapt=table.get("softadapt", False),
                             **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta") if k in table},
                             **{k: table[k] for k in ("variant",) if k in table})
@@ -306,9 +312,11 @@ def load_suite_file(path: Path) -> Suite:
     def check(where: str, alone: str, step: Callable[[], object]) -> object:
         try:
             return step()
+        except Problems as err:
+            problems.extend((f"{alone}{message}", f"{where}{message}") for message in err.messages)
         except ValueError as err:
             problems.append((f"{alone}{err}", f"{where}{err}"))
-            return None
+        return None
 
     check("", f"suite file {path}: ", lambda: _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}))
     name, top = str(data.get("name", Path(path).stem)), {k: data[k] for k in TOP_KEYS if k in data}

@@ -337,6 +337,25 @@ def test_every_bad_configuration_of_a_file_is_named_at_once(tmp_path, capsys):
         "baseline, multidecoder, single")
 
 
+def test_every_problem_of_one_configuration_is_named_at_once(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text(BASELINE + '[[configurations]]\nfamily = "vae"\nconfig = 1\n'
+                                       'method = "single"\nsampling = "exact"\ncount = 5\nsoftadapt = true\nw1 = 2\n')
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 4 problems: ").split(" | ") == [
+        "configuration 2: SoftAdapt weighs the loss terms itself: drop w1 = 2 (w1 and w2 are fixed weights; β may "
+        "stay: it is inside the latent term)",
+        "configuration 2: the single decoder needs a power-law exponent",
+        "configuration 2: the single decoder draws each image's count k from its power law: it takes no count",
+        "configuration 2: the single decoder draws a power-law count of pixels: use uniform or gaussian sampling, "
+        "not the exact grid (its count is fixed)"]
+    # values of the wrong kind, each named
+    (tmp_path / "bad.toml").write_text(MULTIDECODER + 'softadapt = "yes"\nw1 = "2"\nbeta = true\n')
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert one_line_error(capsys) == (
+        "error: suite file bad.toml has 3 problems: configuration 1: softadapt must be true or false, got 'yes' | "
+        "configuration 1: w1 must be a number, got '2' | configuration 1: beta must be a number, got True")
+
+
 def test_problems_in_every_part_of_a_suite_file_are_named_at_once(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text('fold = 2\n[train]\nepochs = 0\n' + BASELINE.replace("baseline", "basline"))
     assert cli(tmp_path, "suites", "bad.toml") == 2
