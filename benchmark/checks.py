@@ -12,8 +12,11 @@ class Problems(ValueError):
     so that a reader mends them all at once rather than one per attempt."""
 
     def __init__(self, messages: list[str]) -> None:
-        super().__init__(" | ".join(messages))
         self.messages = list(messages)
+        super().__init__(" | ".join(self.messages))
+
+    def __reduce__(self) -> tuple:  # rebuilt from the messages, not from the joined text (copy, pickle)
+        return Problems, (self.messages,)
 
 
 def raise_problems(messages: list[str]) -> None:

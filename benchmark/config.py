@@ -10,7 +10,7 @@ import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
 from benchmark.checks import check_choice, check_kinds, raise_problems
-from benchmark.conditioning import PixelSampler, check_sampling
+from benchmark.conditioning import SAMPLINGS, PixelSampler, check_sampling
 from benchmark.models import DEFAULT_BETA, METHODS, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -50,8 +50,10 @@ class MethodConfig:
         """Every problem of this method's parameters that the others do not hide."""
         problems = []
         b = self.balance
-        if b.softadapt and (b.w1, b.w2) != (1.0, 1.0):  # else ignored in training, yet used to pick the best epoch
-            given = ", ".join(f"{name} = {value:g}" for name, value in (("w1", b.w1), ("w2", b.w2)) if value != 1.0)
+        # w2 of a method without a second decoder is named below, once
+        weights = (("w1", b.w1), ("w2", b.w2)) if self.method == "multidecoder" else (("w1", b.w1),)
+        if b.softadapt and any(value != 1.0 for _, value in weights):  # ignored in training, yet would pick the epoch
+            given = ", ".join(f"{name} = {value:g}" for name, value in weights if value != 1.0)
             problems.append(f"SoftAdapt weighs the loss terms itself: drop {given} (w1 and w2 are fixed weights; "
                             "β may stay: it is inside the latent term)")
         if self.method != "multidecoder" and b.w2 != 1.0:
@@ -65,6 +67,10 @@ class MethodConfig:
             choices = "uniform or gaussian" if self.method == "single" else "exact, uniform or gaussian"
             return [*problems, f"method {self.method!r} needs a sampling: {choices}"]
         shape = []  # which parameters the method takes: the sampling's own checks assume them right
+        try:  # a mistyped name, whatever else is wrong
+            check_choice("sampling", self.sampling, SAMPLINGS)
+        except ValueError as err:
+            shape.append(str(err))
         if self.method == "single":
             if self.exponent is None:
                 shape.append("the single decoder needs a power-law exponent")

@@ -84,12 +84,13 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
                  "missing.txt": "configurations short of complete folds, with the errors of failed units"}
     repeats = int(meta.get("repeats", 1) or 1)
     total = len(meta["configurations"])
+    short = sum(m.config_id in meta["configurations"] for m in missing)  # not those found beyond the suite's list
     lines = [f"# Report of suite `{suite.suite}`", "",
              f"Dataset `{meta.get('dataset', '?')}`, {meta['folds']} folds"
              + (f" × {repeats} repeats" if repeats > 1 else "")
              + f", seed {meta.get('seed', '?')}; {training or 'training size unknown'}; "
-             f"{total - sum(m.config_id in meta['configurations'] for m in missing)} of {total} "
-             "configurations complete" + (" (the others: Missing, at the end)." if missing else "."), ""]
+             f"{total - short} of {total} configurations complete"
+             + (" (the others: Missing, at the end)." if short else "."), ""]
     if setup := setup_text(suite):
         lines += [setup, ""]
     if limits:

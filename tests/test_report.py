@@ -435,6 +435,13 @@ def test_index_md_shows_the_numbers_after_the_caveats(tmp_path, rows):
     index = (out / "index.md").read_text()
     assert summary.warnings and f"## Warnings\n\n- {summary.warnings[0]}" in index
     assert index.index("## Warnings") < index.index("## Results")
+    # A configuration beyond the suite's list that is short of folds is Missing, but no "other" of the suite's
+    listed = [c for c in rows["config_id"].unique() if c != "vq-vae/1/baseline"]
+    extra = rows[(rows["config_id"] != "vq-vae/1/baseline") | (rows["fold"] > 0)]
+    summary = write_report(write_suite(tmp_path / "extra", extra, configurations=listed), "demo", out, figures=False)
+    index = (out / "index.md").read_text()
+    assert [m.config_id for m in summary.missing] == ["vq-vae/1/baseline"] and "## Missing" in index
+    assert f"{len(listed)} of {len(listed)} configurations complete.\n" in index
     baselines = rows[rows["method"] == "baseline"]
     results_dir = write_suite(tmp_path / "baselines", baselines, configurations=list(baselines["config_id"].unique()))
     write_report(results_dir, "demo", out, figures=False)

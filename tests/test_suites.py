@@ -1,9 +1,11 @@
 """The built-in suites (smoke, quick, full), the `suites` command that lists them, and the seeds
 and folds that resuming a suite and reproducing a search rely on never changing."""
 
+import copy
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,6 +15,7 @@ import pytest
 import torch
 from conftest import cli, one_line_error, text_table
 
+from benchmark.checks import Problems
 from benchmark.cli.run import estimate_cpu_minutes
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import DEFAULT_BETA
@@ -348,6 +351,19 @@ def test_every_problem_of_one_configuration_is_named_at_once(tmp_path, capsys):
         "configuration 2: the single decoder draws each image's count k from its power law: it takes no count",
         "configuration 2: the single decoder draws a power-law count of pixels: use uniform or gaussian sampling, "
         "not the exact grid (its count is fixed)"]
+    # one mistake, one message: w2 under SoftAdapt on a method without a second decoder is named once
+    (tmp_path / "bad.toml").write_text('[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n'
+                                       'softadapt = true\nw2 = 2\n')
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert one_line_error(capsys) == ("error: bad.toml configuration 1: w2 weighs the Multidecoder's second "
+                                      "(conditioned) decoder; the baseline method has one decoder, weighed by w1")
+    # a mistyped sampling is named beside what else the method lacks
+    (tmp_path / "bad.toml").write_text('[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\n'
+                                       'sampling = "gaus"\n')
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 2 problems: ").split(" | ") == [
+        "configuration 1: unknown sampling 'gaus' (did you mean 'gaussian'?); choose one of: exact, uniform, gaussian",
+        "configuration 1: the single decoder needs a power-law exponent"]
     # values of the wrong kind, each named
     (tmp_path / "bad.toml").write_text(MULTIDECODER + 'softadapt = "yes"\nw1 = "2"\nbeta = true\n')
     assert cli(tmp_path, "suites", "bad.toml") == 2
@@ -438,3 +454,9 @@ def test_a_runs_headline_says_what_it_trains_and_bf16_when_it_trains_in_it():
     assert get_suite("full").headline().endswith("100 epochs on mnist5k")  # all of it
     assert smoke.override(precision="bf16", repeats=2).headline() == (
         "suite smoke: 6 configurations × 5 folds × 2 repeats = 60 units, 2 epochs on mnist5k (limit 400) in bf16")
+
+
+def test_several_problems_keep_their_messages_when_copied_or_pickled():
+    problems = Problems(["configuration 1: ab", "configuration 2: c"])
+    for again in (copy.copy(problems), pickle.loads(pickle.dumps(problems))):  # e.g. from a worker process
+        assert again.messages == problems.messages and str(again) == "configuration 1: ab | configuration 2: c"
