@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmark.checks import check_choice
+from benchmark.checks import check_choice, raise_problems
 
 SOFTADAPT_VARIANTS = {"loss-weighted": "LossWeightedSoftAdapt", "normalized": "NormalizedSoftAdapt",
                       "original": "SoftAdapt"}
@@ -52,23 +52,34 @@ class BalanceConfig:
     window: int = 100
 
     def __post_init__(self) -> None:
-        # frozen: values are checked and made plain Python (a NumPy scalar from a grid, too) once, here
-        if not isinstance(self.softadapt, (bool, np.bool_)):  # "no" would be true
-            raise ValueError(f"softadapt must be True or False, got {self.softadapt!r}")
+        raise_problems(self._problems())
+        # frozen: values are made plain Python (a NumPy scalar from a grid, too) once, here
         object.__setattr__(self, "softadapt", bool(self.softadapt))
         for name in ("w1", "w2", "beta", "softadapt_beta"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    def _problems(self) -> list[str]:
+        """Every problem of these settings, each a message."""
+        problems = []
+        flag = isinstance(self.softadapt, (bool, np.bool_))
+        if not flag:  # "no" would be true
+            problems.append(f"softadapt must be True or False, got {self.softadapt!r}")
+        for name in ("w1", "w2", "beta", "softadapt_beta"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        check_choice("SoftAdapt variant", self.variant, SOFTADAPT_VARIANTS)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or not 0 <= value < math.inf):
+                problems.append(f"{name} must be a finite number >= 0, got {value!r}")
+        try:
+            check_choice("SoftAdapt variant", self.variant, SOFTADAPT_VARIANTS)
+        except ValueError as err:
+            problems.append(str(err))
         if self.update_every < 1 or self.window < 2:
-            raise ValueError(f"SoftAdapt needs update_every >= 1 and window >= 2, got "
-                             f"update_every={self.update_every}, window={self.window}")
-        if not self.softadapt and (self.softadapt_beta is not None or self.variant != DEFAULT_VARIANT):
-            raise ValueError("softadapt_beta and variant are SoftAdapt's settings: they need softadapt=True")
+            problems.append(f"SoftAdapt needs update_every >= 1 and window >= 2, got "
+                            f"update_every={self.update_every}, window={self.window}")
+        if flag and not self.softadapt and (self.softadapt_beta is not None or self.variant != DEFAULT_VARIANT):
+            problems.append("softadapt_beta and variant are SoftAdapt's settings: they need softadapt=True")
+        return problems
 
     def fixed_weights(self, terms: tuple[str, ...]) -> dict[str, float]:
         table = {"recon": self.w1, "recon_cond": self.w2, "latent": 1.0}  # β: in the latent term

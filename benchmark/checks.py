@@ -27,6 +27,11 @@ def raise_problems(messages: list[str]) -> None:
         raise Problems(messages)
 
 
+def messages(error: ValueError) -> list[str]:
+    """The messages of ``error``: a ``Problems``' each, else its one."""
+    return error.messages if isinstance(error, Problems) else [str(error)]
+
+
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
     names = list(names)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import Problems, check_choice, check_kind, check_kinds, did_you_mean, raise_problems
+from benchmark.checks import (Problems, check_choice, check_kind, check_kinds, did_you_mean, messages,
+                              raise_problems)
 from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig
 from benchmark.models import MODEL_CONFIGS, model_config
 
@@ -241,10 +242,9 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     try:
         _check_keys(table, CONFIGURATION_KEYS)
         return _configurations(table)
-    except Problems as err:
-        raise Problems([f"{where}: {message}" for message in err.messages]) from None
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        found = [f"{where}: {message}" for message in messages(err)]
+        raise (Problems(found) if len(found) > 1 else ValueError(found[0])) from None
 
 
 def _configurations(table: dict) -> list[Configuration]:
@@ -261,21 +261,34 @@ def _configurations(table: dict) -> list[Configuration]:
             raise ValueError(f"{', '.join(ignored)} need(s) a method; without one, the table stands for the "
                              "thesis's 9 configurations of the model, with their own parameters")
         return thesis_grid(family, config)
-    problems = [] if isinstance(table.get("softadapt", False), bool) else [
-        f"softadapt must be true or false, got {table['softadapt']!r}"]
+    problems, bad = [], set()  # bad: keys whose values are of the wrong kind, left out of what is built below
+    if not isinstance(table.get("softadapt", False), bool):
+        problems.append(f"softadapt must be true or false, got {table['softadapt']!r}")
+        bad.add("softadapt")
     for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
         try:
             if key in table:
                 check_kind(key, table[key], (int, float), "a number")
         except ValueError as err:
             problems.append(str(err))
-    raise_problems(problems)  # the values below are built from these
-    balance = BalanceConfig(softadapt=table.get("softadapt", False),
-                            **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta") if k in table},
-                            **{k: table[k] for k in ("variant",) if k in table})
-    exponent = table.get("exponent")
-    method = MethodConfig(table["method"], table.get("sampling"), None if exponent is None else float(exponent),
-                          table.get("count"), balance)
+            bad.add(key)
+    try:
+        balance = BalanceConfig(softadapt=table.get("softadapt", False) if "softadapt" not in bad else False,
+                                **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta")
+                                   if k in table and k not in bad},
+                                **{k: table[k] for k in ("variant",) if k in table})
+    except ValueError as err:
+        problems += messages(err)
+        balance = BalanceConfig()  # the method's own problems, beside these
+    method = None
+    if "exponent" not in bad:  # else the method's checks would say it is missing
+        exponent = table.get("exponent")
+        try:
+            method = MethodConfig(table["method"], table.get("sampling"),
+                                  None if exponent is None else float(exponent), table.get("count"), balance)
+        except ValueError as err:
+            problems += messages(err)
+    raise_problems(problems)
     return [Configuration(family, config, method)]
 
 
@@ -312,10 +325,8 @@ def load_suite_file(path: Path) -> Suite:
     def check(where: str, alone: str, step: Callable[[], object]) -> object:
         try:
             return step()
-        except Problems as err:
-            problems.extend((f"{alone}{message}", f"{where}{message}") for message in err.messages)
         except ValueError as err:
-            problems.append((f"{alone}{err}", f"{where}{err}"))
+            problems.extend((f"{alone}{message}", f"{where}{message}") for message in messages(err))
         return None
 
     check("", f"suite file {path}: ", lambda: _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}))

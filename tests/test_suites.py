@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -341,10 +342,18 @@ def test_every_bad_configuration_of_a_file_is_named_at_once(tmp_path, capsys):
 
 
 def test_every_problem_of_one_configuration_is_named_at_once(tmp_path, capsys):
-    (tmp_path / "bad.toml").write_text(BASELINE + '[[configurations]]\nfamily = "vae"\nconfig = 1\n'
-                                       'method = "single"\nsampling = "exact"\ncount = 5\nsoftadapt = true\nw1 = 2\n')
-    assert cli(tmp_path, "suites", "bad.toml") == 2
-    assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 4 problems: ").split(" | ") == [
+    def problems(text: str) -> list[str]:
+        """The problems `suites` names in a suite file of ``text``, as one error of one or more."""
+        (tmp_path / "bad.toml").write_text(text)
+        assert cli(tmp_path, "suites", "bad.toml") == 2
+        error = one_line_error(capsys)
+        several = re.fullmatch(r"error: suite file bad\.toml has (\d+) problems: (.*)", error)
+        found = several.group(2).split(" | ") if several else [error.removeprefix("error: bad.toml ")]
+        assert not several or int(several.group(1)) == len(found)
+        return found
+
+    single = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\n'
+    assert problems(BASELINE + single + 'sampling = "exact"\ncount = 5\nsoftadapt = true\nw1 = 2\n') == [
         "configuration 2: SoftAdapt weighs the loss terms itself: drop w1 = 2 (w1 and w2 are fixed weights; β may "
         "stay: it is inside the latent term)",
         "configuration 2: the single decoder needs a power-law exponent",
@@ -352,24 +361,25 @@ def test_every_problem_of_one_configuration_is_named_at_once(tmp_path, capsys):
         "configuration 2: the single decoder draws a power-law count of pixels: use uniform or gaussian sampling, "
         "not the exact grid (its count is fixed)"]
     # one mistake, one message: w2 under SoftAdapt on a method without a second decoder is named once
-    (tmp_path / "bad.toml").write_text('[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n'
-                                       'softadapt = true\nw2 = 2\n')
-    assert cli(tmp_path, "suites", "bad.toml") == 2
-    assert one_line_error(capsys) == ("error: bad.toml configuration 1: w2 weighs the Multidecoder's second "
-                                      "(conditioned) decoder; the baseline method has one decoder, weighed by w1")
+    assert problems(BASELINE + "softadapt = true\nw2 = 2\n") == [
+        "configuration 1: w2 weighs the Multidecoder's second (conditioned) decoder; the baseline method has one "
+        "decoder, weighed by w1"]
     # a mistyped sampling is named beside what else the method lacks
-    (tmp_path / "bad.toml").write_text('[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\n'
-                                       'sampling = "gaus"\n')
-    assert cli(tmp_path, "suites", "bad.toml") == 2
-    assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 2 problems: ").split(" | ") == [
+    assert problems(single + 'sampling = "gaus"\n') == [
         "configuration 1: unknown sampling 'gaus' (did you mean 'gaussian'?); choose one of: exact, uniform, gaussian",
         "configuration 1: the single decoder needs a power-law exponent"]
-    # values of the wrong kind, each named
-    (tmp_path / "bad.toml").write_text(MULTIDECODER + 'softadapt = "yes"\nw1 = "2"\nbeta = true\n')
-    assert cli(tmp_path, "suites", "bad.toml") == 2
-    assert one_line_error(capsys) == (
-        "error: suite file bad.toml has 3 problems: configuration 1: softadapt must be true or false, got 'yes' | "
-        "configuration 1: w1 must be a number, got '2' | configuration 1: beta must be a number, got True")
+    # values of the wrong kind, each named, and the method's problems beside them
+    mistyped = MULTIDECODER.replace("multidecoder", "multidecodr")
+    assert problems(mistyped + 'softadapt = "yes"\nw1 = "2"\nbeta = true\n') == [
+        "configuration 1: softadapt must be true or false, got 'yes'", "configuration 1: w1 must be a number, got '2'",
+        "configuration 1: beta must be a number, got True",
+        "configuration 1: unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: baseline, "
+        "multidecoder, single"]
+    # out-of-range weights, each named, beside the method's problems
+    assert problems(single + 'sampling = "uniform"\nexponent = 40\ncount = 5\nw1 = -1\nbeta = -1\n') == [
+        "configuration 1: w1 must be a finite number >= 0, got -1.0",
+        "configuration 1: beta must be a finite number >= 0, got -1.0",
+        "configuration 1: the single decoder draws each image's count k from its power law: it takes no count"]
 
 
 def test_problems_in_every_part_of_a_suite_file_are_named_at_once(tmp_path, capsys):
