@@ -42,6 +42,11 @@ class MatmulPeak:
 PEAK_SIZES = {"cpu": 2048, "cuda": 8192}  # the square product's side on each: large enough to reach the peak
 
 
+def default_peak_size(device: torch.device) -> int:
+    """The side of the square product that measures ``device``'s peak unless one is given."""
+    return PEAK_SIZES["cuda" if device.type == "cuda" else "cpu"]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -60,7 +65,7 @@ def measure_matmul_peak(device: str | torch.device = "cpu", size: int | None = N
     minutes and would mean nothing.
     """
     device = torch.device(device)
-    size = size or PEAK_SIZES["cuda" if device.type == "cuda" else "cpu"]
+    size = size or default_peak_size(device)
     inner = 20 if device.type == "cuda" else 3
 
     def best(route: Callable[[torch.dtype], tuple[Callable[[], object], float]], dtype: torch.dtype) -> float:

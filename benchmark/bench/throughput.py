@@ -49,7 +49,7 @@ import torch
 
 from benchmark.balancing import LossBalancer
 from benchmark.bench.naive import naive_train, plain_process
-from benchmark.bench.peak import PEAK_SIZES, MatmulPeak, _sync, measure_matmul_peak, training_flops
+from benchmark.bench.peak import MatmulPeak, _sync, default_peak_size, measure_matmul_peak, training_flops
 from benchmark.checks import check_choice
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
@@ -295,7 +295,7 @@ def setting_notes(steps: int, naive: bool, peak_size: int | None, device: torch.
                      "on ours's figures" + (", while naive's clock starts after its warm-up" if naive else "")
                      + f": its img/s, % of peak{' and speed-up' if naive else ''} read low; time {FEW_STEPS} "
                      "steps or more (more on a GPU, whose steps are quicker)")
-    default = PEAK_SIZES["cuda" if device.type == "cuda" else "cpu"]
+    default = default_peak_size(device)
     if peak_size and peak_size < default:
         notes.append(f"note: --peak-size {peak_size} is below the default on {device.type} ({default}): small "
                      "products run below the machine's peak, so % of peak reads high")
