@@ -19,12 +19,15 @@ class Problems(ValueError):
         return Problems, (self.messages,)
 
 
+def problems_error(messages: list[str]) -> ValueError:
+    """The error of one or more ``messages``: a ``ValueError`` for one, ``Problems`` for more."""
+    return Problems(messages) if len(messages) > 1 else ValueError(messages[0])
+
+
 def raise_problems(messages: list[str]) -> None:
-    """Nothing for no message, a ``ValueError`` for one, ``Problems`` for more."""
-    if len(messages) == 1:
-        raise ValueError(messages[0])
+    """Nothing for no message, else ``problems_error``."""
     if messages:
-        raise Problems(messages)
+        raise problems_error(messages)
 
 
 def messages(error: ValueError) -> list[str]:

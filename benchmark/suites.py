@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import (Problems, check_choice, check_kind, check_kinds, did_you_mean, messages,
+from benchmark.checks import (check_choice, check_kind, check_kinds, did_you_mean, messages, problems_error,
                               raise_problems)
 from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig
 from benchmark.models import MODEL_CONFIGS, model_config
@@ -243,8 +243,7 @@ def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
         _check_keys(table, CONFIGURATION_KEYS)
         return _configurations(table)
     except ValueError as err:
-        found = [f"{where}: {message}" for message in messages(err)]
-        raise (Problems(found) if len(found) > 1 else ValueError(found[0])) from None
+        raise problems_error([f"{where}: {message}" for message in messages(err)]) from None
 
 
 def _configurations(table: dict) -> list[Configuration]:
