@@ -279,7 +279,7 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     merged = full.with_best_params(found)
     assert len(merged.configurations) == len(full.configurations) - 1
     assert merged.replacement_notes(full) == [
-        f"note: vae/1/single/gaussian/a=20, vae/1/single/gaussian/a=40 → {configuration.id} (the best of study "
+        f"note: vae/1/single/gaussian/a=40, vae/1/single/gaussian/a=60 → {configuration.id} (the best of study "
         f"{NAME!r}); the 2 are trained as this one, so the suite has 1 configuration(s) fewer"]
     baselines = replace(smoke, configurations=tuple(c for c in smoke.configurations if c.method.method == "baseline"))
     with pytest.raises(ValueError, match=f"has no configuration that study '{NAME}' tunes"):
