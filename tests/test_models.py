@@ -81,6 +81,9 @@ def test_each_model_is_built_as_the_spec_table_says(family, config):
         assert all(m.stride == (2, 2) for m in transposed)
         assert sum(isinstance(m, ResidualLayer) for m in decoder.modules()) == spec["residual"]
     assert sum(isinstance(m, ResidualLayer) for m in model.latent_model.encoder.modules()) == spec["residual"]
+    for part in (model.latent_model.encoder, model.decoder, model.decoder_cond):  # each layer activated once
+        layers = [m for m in _leaves(part) if not isinstance(m, nn.Identity)]
+        assert not any(isinstance(a, nn.LeakyReLU) and isinstance(b, nn.LeakyReLU) for a, b in zip(layers, layers[1:]))
     x = torch.rand(2, channels, 32, 32)
     code = model.encode(x, torch.zeros(2, spec["z"]) if family == "vae" else None)
     if family == "vae":

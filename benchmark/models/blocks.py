@@ -60,6 +60,13 @@ class ResidualLayer(nn.Module):
         return x + self.block(x)
 
 
+def residual_stack(channels: int, count: int) -> list[nn.Module]:
+    """``count`` residual layers and the activation that closes the stack. With none, an identity takes
+    its place: the layer before ends in its own activation, and the identity keeps the layers' indices,
+    so that checkpoints of earlier versions load."""
+    return [*(ResidualLayer(channels) for _ in range(count)), nn.LeakyReLU() if count else nn.Identity()]
+
+
 class LatentInput(nn.Module):
     """Maps the latent (and, when conditioned, m) to the first feature map of a decoder.
 

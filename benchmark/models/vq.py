@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.models.blocks import Decoder, LatentInput, ResidualLayer, conv_encoder, upsampling_stack
+from benchmark.models.blocks import Decoder, LatentInput, conv_encoder, residual_stack, upsampling_stack
 from benchmark.models.latent import LatentCode
 
 
@@ -77,8 +77,7 @@ class VQLatent(nn.Module):
         last = config.widths[-1]
         self.encoder = nn.Sequential(
             conv_encoder(channels, config.widths),
-            *[ResidualLayer(last) for _ in range(config.residual_layers)],
-            nn.LeakyReLU(),
+            *residual_stack(last, config.residual_layers),
             nn.Conv2d(last, config.code_dim, 1),
         )
         self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.commitment)
@@ -95,8 +94,7 @@ class VQLatent(nn.Module):
         last = self.config.widths[-1]
         body = nn.Sequential(
             nn.Conv2d(self.config.code_dim, last, 3, padding=1), nn.LeakyReLU(),
-            *[ResidualLayer(last) for _ in range(self.config.residual_layers)],
-            nn.LeakyReLU(),
+            *residual_stack(last, self.config.residual_layers),
             upsampling_stack(self.config.widths, self.channels),
         )
         return Decoder(LatentInput(self.code_shape, self.code_shape, cond_dim), body)
