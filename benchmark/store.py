@@ -12,7 +12,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-from benchmark.storage import (StoreConfig, check_settings, open_storage, settings_differ,
+from benchmark.results import read_meta
+from benchmark.storage import (StoreConfig, check_settings, open_storage, settings_differ, stored_attr,
                                trial_status, upgraded, versioned)
 from benchmark.suites import Suite
 
@@ -54,10 +55,30 @@ def open_suite_study(suite: Suite, config: StoreConfig) -> optuna.Study:
         return study
     # Refused: name what differs besides the configurations listed, which are no reason.
     compared = settings if stored is None else _as_listed(upgraded(stored), settings)
+    command = recorded_command(suite.name, config) if stored is not None else None  # none in a new study
+    resume = f"{go_on_with(command)}; " if command else ""
     check_settings(study, config.url(suite.name), compared,
-                   "give the run another name (--name) or another --storage and --results-dir, or, to start "
-                   "over, move its results away and remove that study")
+                   f"{resume}for a separate run, give it a --name of its own (or another --storage and --results-dir); "
+                   "or, to start over, move its results away and remove that study")
     return study
+
+
+def go_on_with(command: str) -> str:
+    """How a refusal points to the run filed under a name: the command that run recorded."""
+    return f"to go on with it, run the command it recorded: {command}"
+
+
+def recorded_command(name: str, store: StoreConfig) -> str | None:
+    """The command of the run filed under ``name``: the last run's to export it (its metadata), or
+    the study's first run's when no run has exported yet. When files listing other configurations
+    share the study, it is the one whose export ``report`` shows."""
+    command = read_meta(store.results_dir, name).get("command")
+    if command:
+        return command
+    try:
+        return stored_attr(store.url(name), study_name(name), "command")
+    except Exception:  # a storage that cannot be reached: there is nothing to tell
+        return None
 
 
 def _as_listed(stored: dict, wanted: dict) -> dict:

@@ -414,7 +414,9 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--folds", "1"], "folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
-    (["--suite", "smoke", "--epochs", "3"], "give the run another name (--name)"),
+    (["--suite", "smoke", "--epochs", "3"], "to go on with it, run the command it recorded: python -m benchmark run "
+                                            "--suite smoke --heartbeat 1 --quiet; for a separate run, give it a --name of its "
+                                            "own (or another --storage and --results-dir)"),
     (["--suite", "smoke", "--name", "smoke 3"], "suite name 'smoke 3' must start with a letter or digit and hold "
                                                "only letters, digits"),
     (["--suite", "smoke", "--name=-x"], "suite name '-x' must start with a letter or digit"),

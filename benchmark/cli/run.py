@@ -17,8 +17,8 @@ from benchmark.processes import busy_note, exit_warnings
 from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
 from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text,
-                               settings_differ, stored_attr, versioned)
-from benchmark.store import parse_unit, study_name
+                               settings_differ, versioned)
+from benchmark.store import go_on_with, parse_unit, recorded_command, study_name
 from benchmark.studies import StudyPlace, study_names
 from benchmark.suites import Suite, builtin_suites, get_suite
 from benchmark.tables import text_table
@@ -229,24 +229,6 @@ def command_line(argv: list[str]) -> str:
         return option + equals + safe_url(value) if "://" in value else arg
 
     return "python -m benchmark " + shlex.join(shown(arg) for arg in argv)
-
-
-def go_on_with(command: str) -> str:
-    """How a refusal points to the run filed under a name: the command that run recorded."""
-    return f"to go on with it, run the command it recorded: {command}"
-
-
-def recorded_command(name: str, store: StoreConfig) -> str | None:
-    """The command of the run filed under ``name``: the last run's to export it (its metadata), or
-    the study's first run's when no run has exported yet. When files listing other configurations
-    share the study, it is the one whose export ``report`` shows."""
-    command = read_meta(store.results_dir, name).get("command")
-    if command:
-        return command
-    try:
-        return stored_attr(store.url(name), study_name(name), "command")
-    except Exception:  # a storage that cannot be reached: there is nothing to tell
-        return None
 
 
 def estimate_cpu_minutes(suite: Suite) -> float:
