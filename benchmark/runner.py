@@ -39,7 +39,7 @@ from benchmark.storage import (
 )
 from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, study_name, unit_key, unit_keys,
                              unit_states, unlisted_configurations)
-from benchmark.progress import CostEta
+from benchmark.progress import CostEta, duration
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
                              resolve_device, train_fold, training_device)
@@ -48,6 +48,7 @@ from benchmark.train import (DivergedError, FoldResult, agreed_precision, device
 # time since the last export: a run killed outright (SIGKILL, out of memory) leaves results/
 # almost up to date, whatever an export costs (it grows with the suite's history).
 EXPORT_SHARE = 0.05
+LONG_ON_CPU = 1800.0  # seconds of estimated training on a CPU worth a note before a run starts
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -343,6 +344,22 @@ def settled_keys(keys: list[str], states: dict[str, list[optuna.trial.FrozenTria
     return [k for k in keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
 
 
+def long_on_cpu_note(suite: Suite, states: dict[str, list[optuna.trial.FrozenTrial]],
+                     device: torch.device) -> str | None:
+    """On a CPU, a run whose units left take over ``LONG_ON_CPU`` by ``suites``' estimate says so
+    before it starts, not hours into it."""
+    if device.type != "cpu":
+        return None
+    keys = unit_keys(suite)
+    settled, seconds = set(settled_keys(keys, states)), suite.unit_seconds()
+    left = [key for key in keys if key not in settled]
+    total = sum(seconds[parse_unit(key)[0]] for key in left)
+    if total <= LONG_ON_CPU:
+        return None
+    return (f"note: the {len(left)} units left to train take about {duration(total)} on a 2-core CPU (`suites`' "
+            "estimate); a GPU trains them many times faster")
+
+
 def _work_until_interrupted(worker: _Worker) -> None:
     """``worker.work()`` with Ctrl-C, and SIGTERM (``timeout``, Slurm, systemd), handled by
     ``worker.interrupts``."""
@@ -418,9 +435,10 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                                suite.train.batch_size, suite.train.epochs)
     # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take
     # up again): each spare one would load torch and the data to find none.
-    done_before, failed = settled_units(unit_states(study), suite)
+    states = unit_states(study)
+    done_before, failed = settled_units(states, suite)
     workers = max(1, min(workers, suite.units - done_before - len(failed)))
-    for line in (note, crowded_note(workers)):
+    for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device)):
         if line:
             print(line, file=sys.stderr)
     failures, killed = 0, []

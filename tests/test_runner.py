@@ -25,7 +25,7 @@ from benchmark.cv import fold_indices, fold_label
 from benchmark.data import load_dataset
 from benchmark.files import write_whole
 from benchmark.processes import crowded_note
-from benchmark.runner import Interrupts, _Worker
+from benchmark.runner import Interrupts, _Worker, long_on_cpu_note
 from benchmark.storage import StoreConfig
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
                              unit_states)
@@ -802,6 +802,23 @@ def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():
     assert crowded_note(2, cores=2) is None
     assert crowded_note(8, cores=2) == ("warning: 8 worker processes on 2 cores: workers beyond one per core take "
                                         "turns and slow each other down; --workers 2 is the most that helps here")
+
+
+def test_a_long_run_on_a_cpu_says_what_its_units_left_cost_before_it_starts():
+    full, cpu = get_suite("full"), torch.device("cpu")
+    keys = unit_keys(full)
+    hours = sum(full.unit_seconds()[parse_unit(key)[0]] for key in keys) / 3600
+    assert hours > 24
+    assert long_on_cpu_note(full, {}, cpu) == (
+        f"note: the 225 units left to train take about {hours:.0f} h on a 2-core CPU (`suites`' estimate); a GPU "
+        "trains them many times faster")
+    done = optuna.trial.create_trial(value=0.0)
+    failed = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"error": "diverged"})
+    interrupted = optuna.trial.create_trial(state=TrialState.FAIL)  # trained again, so still to pay for
+    states = {keys[0]: [done], keys[1]: [failed], keys[2]: [interrupted]}
+    assert "the 223 units left" in long_on_cpu_note(full, states, cpu)
+    assert long_on_cpu_note(full, {}, torch.device("cuda")) is None
+    assert long_on_cpu_note(get_suite("smoke"), {}, cpu) is None  # seconds: nothing to warn of
 
 
 def test_a_run_that_overrides_its_suites_settings_says_it_is_filed_under_the_suites_name(tmp_path, capsys,
