@@ -4,7 +4,7 @@ one message shape for a value of the wrong kind, and for a name that is not amon
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class Problems(ValueError):
@@ -62,7 +62,18 @@ def check_kind(name: str, value: object, kind: type | tuple[type, ...], what: st
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
-def check_kinds(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]) -> None:
-    """``check_kind`` for each (field, kind, what it must be) of ``instance``, in order."""
-    for name, kind, what in kinds:
-        check_kind(name, getattr(instance, name), kind, what)
+def problems_of(check: Callable[..., object], *args: object) -> list[str]:
+    """The messages of the ``ValueError`` that ``check(*args)`` raises; none when it passes."""
+    try:
+        check(*args)
+    except ValueError as err:
+        return messages(err)
+    return []
+
+
+def kind_problems(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]
+                  ) -> tuple[list[str], set[str]]:
+    """``check_kind``'s message for each (field, kind, what it must be) of ``instance`` of another
+    kind, and those fields, whose other checks would only repeat the problem (or fail on it)."""
+    found = {name: problems_of(check_kind, name, getattr(instance, name), kind, what) for name, kind, what in kinds}
+    return [message for problems in found.values() for message in problems], {name for name in found if found[name]}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
-from benchmark.checks import check_choice, check_kinds, raise_problems
+from benchmark.checks import check_choice, kind_problems, problems_of, raise_problems
 from benchmark.conditioning import SAMPLINGS, PixelSampler, check_sampling
 from benchmark.models import DEFAULT_BETA, METHODS, model_config
 
@@ -175,19 +175,25 @@ class TrainConfig:
     precision: str = "auto"  # training steps under bf16 autocast: auto (on an Ampere or later GPU) | fp32 | bf16
 
     def __post_init__(self) -> None:
-        check_kinds(self, (("epochs", int, "a number (an integer)"), ("batch_size", int, "a number (an integer)"),
-                           ("lr", (int, float), "a number"), ("weight_decay", (int, float), "a number"),
-                           ("device", str, "a name"), ("precision", str, "a name")))
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be a finite number > 0, got {self.lr}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
-        check_device(self.device)
-        check_choice("precision", self.precision, PRECISIONS)
+        raise_problems(self._problems())
+
+    def _problems(self) -> list[str]:
+        """Every problem of these settings, each a message; a value of the wrong kind is not checked further."""
+        problems, wrong = kind_problems(self, (
+            ("epochs", int, "a number (an integer)"), ("batch_size", int, "a number (an integer)"),
+            ("lr", (int, float), "a number"), ("weight_decay", (int, float), "a number"),
+            ("device", str, "a name"), ("precision", str, "a name")))
+        bounds = (("epochs", lambda v: v >= 1, "epochs must be >= 1"),
+                  ("batch_size", lambda v: v >= 1, "batch size must be >= 1"),
+                  ("lr", lambda v: v > 0 and math.isfinite(v), "learning rate must be a finite number > 0"),
+                  ("weight_decay", lambda v: v >= 0 and math.isfinite(v), "weight_decay must be a finite number >= 0"))
+        problems += [f"{message}, got {getattr(self, name)}" for name, fine, message in bounds
+                     if name not in wrong and not fine(getattr(self, name))]
+        if "device" not in wrong:
+            problems += problems_of(check_device, self.device)
+        if "precision" not in wrong:
+            problems += problems_of(check_choice, "precision", self.precision, PRECISIONS)
+        return problems
 
     def autocast(self, device: torch.device) -> bool:
         """Whether the training steps run under bf16 autocast on ``device``."""

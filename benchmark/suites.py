@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import (check_choice, check_kind, check_kinds, did_you_mean, messages, problems_error,
-                              raise_problems)
+from benchmark.checks import (check_choice, check_kind, did_you_mean, kind_problems, messages, problems_error,
+                              problems_of, raise_problems)
 from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig
 from benchmark.models import MODEL_CONFIGS, model_config
 
@@ -42,6 +42,21 @@ def fold_seconds(family: str, config: int, method: str, dataset: str, limit: int
 TAKEN_REPORT_FOLDERS = {"bench": "`bench`'s throughput tables", "studies": "`studies plot`'s figures"}
 
 
+def check_suite_name(name: str) -> None:
+    """Refuse a name that cannot name a suite's files and folders."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ValueError(f"suite name {name!r} must start with a letter or digit and hold only letters, "
+                         "digits, '.', '_' or '-' (it names files)")
+    if len(name) > MAX_NAME:  # with the suffixes of its files, a longer one can pass a file system's limit
+        raise ValueError(f"suite name {name[:20]}… is {len(name)} characters long; at most {MAX_NAME} "
+                         "(it names files)")
+    if name in TAKEN_REPORT_FOLDERS:  # `report` would write into the other command's folder
+        raise ValueError(f"suite name {name!r} is taken: reports/{name}/ holds {TAKEN_REPORT_FOLDERS[name]}; "
+                         "give it another name")
+    if name.endswith(".toml"):  # `--suite NAME` would read it as a file
+        raise ValueError(f"suite name {name!r} must not end in .toml")
+
+
 @dataclass(frozen=True)
 class Suite:
     """A named set of configurations with the data and training they share."""
@@ -62,33 +77,30 @@ class Suite:
     search_storages: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise ValueError(f"suite name {self.name!r} must start with a letter or digit and hold only letters, "
-                             "digits, '.', '_' or '-' (it names files)")
-        if len(self.name) > MAX_NAME:  # with the suffixes of its files, a longer one can pass a file system's limit
-            raise ValueError(f"suite name {self.name[:20]}… is {len(self.name)} characters long; at most {MAX_NAME} "
-                             "(it names files)")
-        if self.name in TAKEN_REPORT_FOLDERS:  # `report` would write into the other command's folder
-            raise ValueError(f"suite name {self.name!r} is taken: reports/{self.name}/ holds "
-                             f"{TAKEN_REPORT_FOLDERS[self.name]}; give it another name")
-        if self.name.endswith(".toml"):  # `--suite NAME` would read it as a file
-            raise ValueError(f"suite name {self.name!r} must not end in .toml")
+        raise_problems(self._problems())
+
+    def _problems(self) -> list[str]:
+        """Every problem of this suite, each a message; a value of the wrong kind is not checked further."""
+        problems = problems_of(check_suite_name, self.name)
         if not self.configurations:
-            raise ValueError(f"suite {self.name!r} has no configurations")
-        check_kinds(self, (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
-                           ("folds", int, "an integer"), ("repeats", int, "an integer"),
-                           ("seed", int, "an integer"), ("description", str, "text")))
-        if not 0 <= self.seed < 2**32:  # numpy's seed range, which splits the data: before anything runs
-            raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed}")
-        if self.folds < 2:
-            raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
-            raise ValueError(f"limit (training images) must be an integer >= 1, got {self.limit!r}")
-        if self.repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
-        if self.limit is not None and self.limit < self.folds:  # before a run loads the data to find out
-            raise ValueError(f"{self.limit} training images (limit) cannot be split into {self.folds} folds")
-        check_listed_once(self.name, self.configurations)
+            problems.append(f"suite {self.name!r} has no configurations")
+        kinds, wrong = kind_problems(self, (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
+                                            ("folds", int, "an integer"), ("repeats", int, "an integer"),
+                                            ("seed", int, "an integer"), ("description", str, "text")))
+        problems += kinds
+        if "seed" not in wrong and not 0 <= self.seed < 2**32:  # numpy's seed range, which splits the data
+            problems.append(f"seed must be an integer in [0, 2^32), got {self.seed}")
+        if "folds" not in wrong and self.folds < 2:
+            problems.append(f"folds must be >= 2 for cross-validation, got {self.folds}")
+        limit = self.limit is None or (not isinstance(self.limit, bool) and isinstance(self.limit, int)
+                                       and self.limit >= 1)
+        if not limit:
+            problems.append(f"limit (training images) must be an integer >= 1, got {self.limit!r}")
+        if "repeats" not in wrong and self.repeats < 1:
+            problems.append(f"repeats must be >= 1, got {self.repeats}")
+        if limit and self.limit is not None and "folds" not in wrong and self.limit < self.folds:
+            problems.append(f"{self.limit} training images (limit) cannot be split into {self.folds} folds")
+        return problems + problems_of(check_listed_once, self.name, self.configurations)
 
     @property
     def units(self) -> int:
@@ -241,11 +253,18 @@ TOP_KEYS = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "descri
 def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     if not isinstance(table, dict):
         raise ValueError(f"{where}: must be a [[configurations]] table, got {table!r}")
+    problems = []
     try:
         _check_keys(table, CONFIGURATION_KEYS)
-        return _configurations(table)
     except ValueError as err:
-        raise problems_error([f"{where}: {message}" for message in messages(err)]) from None
+        problems.append(str(err))
+    try:  # the keys it knows, checked beside its unknown ones
+        configurations = _configurations({key: value for key, value in table.items() if key in CONFIGURATION_KEYS})
+    except ValueError as err:
+        problems += messages(err)
+    if problems:
+        raise problems_error([f"{where}: {message}" for message in problems])
+    return configurations
 
 
 def _configurations(table: dict) -> list[Configuration]:
@@ -255,14 +274,19 @@ def _configurations(table: dict) -> list[Configuration]:
         raise ValueError("needs 'family' and 'config'")
     check_kind("family", family, str, "a name")
     check_kind("config", config, int, "an integer")
-    model_config(family, config)  # an unknown family or config is named before anything else uses it
+    problems: list[str] = []
+    try:
+        model_config(family, config)  # named beside the method's problems, whose checks need no model
+    except ValueError as err:
+        problems.append(str(err))
     if "method" not in table:
         ignored = sorted(set(table) - {"family", "config"})
         if ignored:  # the grid brings its own parameters: these would be dropped unseen
-            raise ValueError(f"{', '.join(ignored)} need(s) a method; without one, the table stands for the "
-                             "thesis's 9 configurations of the model, with their own parameters")
+            problems.append(f"{', '.join(ignored)} need(s) a method; without one, the table stands for the "
+                            "thesis's 9 configurations of the model, with their own parameters")
+        raise_problems(problems)
         return thesis_grid(family, config)
-    problems, bad = [], set()  # bad: keys whose values are of the wrong kind, left out of what is built below
+    bad = set()  # keys whose values are of the wrong kind, left out of what is built below
     if not isinstance(table.get("softadapt", False), bool):
         problems.append(f"softadapt must be true or false, got {table['softadapt']!r}")
         bad.add("softadapt")
@@ -342,7 +366,7 @@ def load_suite_file(path: Path) -> Suite:
     configurations = []
     for i, table in enumerate(tables):
         where = f"configuration {i + 1}"
-        configurations += check("", f"{path} ", lambda: _configuration_from_table(table, where)) or []
+        configurations += check("", f"suite file {path}: ", lambda: _configuration_from_table(table, where)) or []
     check("", f"suite file {path}: ", lambda: check_listed_once(name, configurations))
     train_table = data.get("train", {})
     train = None

@@ -462,7 +462,7 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     assert (results["state"] == "COMPLETE").sum() == 4 and results["config_id"].nunique() == 2
     # Trained otherwise, the grown file is refused for that alone: its configurations are no reason.
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2") == 2
-    assert "was made with other settings (epochs 1 there, 2 now); give" in capsys.readouterr().err
+    assert "was made with other settings (epochs 1 there, 2 now); to go on with it" in capsys.readouterr().err
     # The first file again (a machine not yet given the new one): it uses the study, trains nothing,
     # exports its own configuration and says what else the study holds.
     (tmp_path / "small.toml").write_text(first_only)
@@ -585,7 +585,7 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\n'
      'sampling = "uniform"\ncount = 5000\n', "pixel count k must be at most the image's D = H·W = 1024 pixels, got 5000"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\ncount = 5\n',
-     "typo.toml configuration 1: the baseline takes no sampling, exponent or count"),
+     "suite file typo.toml: configuration 1: the baseline takes no sampling, exponent or count"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multidecoder"\nsampling = "exact"\n'
      'count = 5\n', "takes no count k"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nsampling = "uniform"\n'

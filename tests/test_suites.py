@@ -298,6 +298,19 @@ def test_more_folds_than_training_images_is_refused_when_the_suite_is_read(tmp_p
                                       "into 500 folds")
 
 
+def test_the_readmes_suite_file_is_read_as_it_says(tmp_path, capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (tmp_path / "mine.toml").write_text(re.search(r"```toml\n(.*?)```", readme, re.S).group(1))
+    assert cli(tmp_path, "suites", "mine.toml") == 0
+    out = capsys.readouterr().out
+    assert "VQ-VAE 1 Single decoder against Gaussian VAE 2" in out  # its description
+    suite = get_suite(str(tmp_path / "mine.toml"))
+    assert (suite.name, suite.dataset, suite.limit, suite.folds, suite.train.epochs, suite.train.lr) == (
+        "mine", "mnist5k", 2000, 5, 10, 1e-3)
+    assert [c.id for c in suite.configurations][:2] == ["vq-vae/1/single/gaussian/a=40", "vae/2/baseline"]
+    assert len(suite.configurations) == 1 + 9  # the second table: the thesis grid of Gaussian VAE 2
+
+
 def test_a_suite_file_that_is_not_text_is_one_line_naming_it(tmp_path, capsys):
     (tmp_path / "binary.toml").write_bytes(b"name = \"x\"\n\xff\xfe")
     assert cli(tmp_path, "suites", "binary.toml") == 2
@@ -328,7 +341,7 @@ MULTIDECODER = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multid
 def test_a_bad_configuration_is_named_by_its_file_and_place(tmp_path, capsys, table, message):
     (tmp_path / "bad.toml").write_text(BASELINE + table)
     assert cli(tmp_path, "suites", "bad.toml") == 2
-    assert one_line_error(capsys) == f"error: bad.toml configuration 2: {message}"
+    assert one_line_error(capsys) == f"error: suite file bad.toml: configuration 2: {message}"
 
 
 def test_every_bad_configuration_of_a_file_is_named_at_once(tmp_path, capsys):
@@ -348,7 +361,7 @@ def test_every_problem_of_one_configuration_is_named_at_once(tmp_path, capsys):
         assert cli(tmp_path, "suites", "bad.toml") == 2
         error = one_line_error(capsys)
         several = re.fullmatch(r"error: suite file bad\.toml has (\d+) problems: (.*)", error)
-        found = several.group(2).split(" | ") if several else [error.removeprefix("error: bad.toml ")]
+        found = several.group(2).split(" | ") if several else [error.removeprefix("error: suite file bad.toml: ")]
         assert not several or int(several.group(1)) == len(found)
         return found
 
@@ -375,6 +388,15 @@ def test_every_problem_of_one_configuration_is_named_at_once(tmp_path, capsys):
         "configuration 1: beta must be a number, got True",
         "configuration 1: unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: baseline, "
         "multidecoder, single"]
+    # an unknown key and an unknown model config, beside the method's problems (which need neither)
+    assert problems('[[configurations]]\nfamily = "vq-vae"\nconfig = 4\nmethod = "single"\nsampling = "exact"\n'
+                    'expnent = 40\n') == [
+        "configuration 1: unknown key 'expnent' (did you mean 'exponent'?); allowed: beta, config, count, exponent, "
+        "family, method, sampling, softadapt, softadapt_beta, variant, w1, w2",
+        "configuration 1: unknown vq-vae config 4; choose one of: 1, 2, 3",
+        "configuration 1: the single decoder needs a power-law exponent",
+        "configuration 1: the single decoder draws a power-law count of pixels: use uniform or gaussian sampling, "
+        "not the exact grid (its count is fixed)"]
     # out-of-range weights, each named, beside the method's problems
     assert problems(single + 'sampling = "uniform"\nexponent = 40\ncount = 5\nw1 = -1\nbeta = -1\n') == [
         "configuration 1: w1 must be a finite number >= 0, got -1.0",
@@ -400,6 +422,15 @@ def test_a_bad_top_level_value_is_named_with_the_other_parts_problems(tmp_path, 
     assert [problem.split(":")[0] for problem in problems] == [
         "limit (training images) must be an integer >= 1, got -5", "configuration 1",
         "[train] learning rate must be a finite number > 0, got -1"]
+    # every bad value of a part, not its first alone; one of the wrong kind is not checked further
+    (tmp_path / "bad.toml").write_text('folds = 1\nseed = -1\nrepeats = 0\n[train]\nepochs = "3"\nbatch_size = 0\n'
+                                       'lr = -1\ndevice = "gpu"\n' + BASELINE)
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 7 problems: ").split(" | ") == [
+        "seed must be an integer in [0, 2^32), got -1", "folds must be >= 2 for cross-validation, got 1",
+        "repeats must be >= 1, got 0", "[train] epochs must be a number (an integer), got '3'",
+        "[train] batch size must be >= 1, got 0", "[train] learning rate must be a finite number > 0, got -1",
+        "[train] unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N"]
 
 
 def test_suites_given_the_name_a_run_is_filed_under_gives_that_runs_command(tmp_path, capsys):
