@@ -45,6 +45,7 @@ from benchmark.cv import fold_indices, unit_seed
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, code_perplexity, train_prior
+from benchmark.progress import BAR_FORMAT
 from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, run_dataset,
                                safe_name)
 from benchmark.train import resolve_device
@@ -375,7 +376,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
 
     pool = training_pool(meta)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
-    with tqdm(total=len(targets), desc=f"prior {suite}", unit="config", dynamic_ncols=True,
+    with tqdm(total=len(targets), desc=f"prior {suite}", unit="config", dynamic_ncols=True, bar_format=BAR_FORMAT,
               disable=not show_progress) as bar:  # closed on Ctrl-C too: a message then starts a line
         # tqdm's ETA moves once a configuration ends; this one, from every prior epoch trained so far
         stage_started, trained = time.perf_counter(), {"epochs": 0}

@@ -8,6 +8,10 @@ from contextlib import contextmanager
 
 from tqdm import tqdm
 
+# The bars of run, search and prior: tqdm's own rate and ETA left out, as each long command gives its
+# own ETA, from the cost of the work left, in the postfix.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
 
 def duration(seconds: float) -> str:
     """An estimated time, to the unit that reads best."""

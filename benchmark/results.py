@@ -88,12 +88,12 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         builtin = suite in builtin_suites()
         typo = did_you_mean(suite, available)
         if typo and not builtin:
-            raise ReportError(f"no results for suite {suite!r}{typo} in {results_dir}; {known}")
+            raise ReportError(f"no results for suite {suite!r}{typo} in {results_dir}/; {known}")
         where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
         how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
                f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
-        raise ReportError(f"no results for suite {suite!r} in {results_dir} ({known}); run it first: {how}")
+        raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}); run it first: {how}")
     results = _read_csv(path, "a results CSV")
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "

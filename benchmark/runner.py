@@ -39,7 +39,7 @@ from benchmark.storage import (
 )
 from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, study_name, unit_key, unit_keys,
                              unit_states, unlisted_configurations)
-from benchmark.progress import CostEta, duration
+from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
                              resolve_device, train_fold, training_device)
@@ -113,7 +113,7 @@ class _Worker:
         seconds = suite.unit_seconds()
         self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
         self.bar = tqdm(total=len(self.keys), position=position or 0, unit="unit", dynamic_ncols=True,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+                        bar_format=BAR_FORMAT,
                         desc=suite.name + ("" if position is None else f" w{position}"), disable=not show_progress)
 
     def _claim_is_duplicate(self, trial: optuna.Trial, key: str) -> bool:

@@ -46,7 +46,7 @@ from benchmark.config import Configuration
 from benchmark.cv import fold_indices
 from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
                                  worker_id)
-from benchmark.progress import CostEta, duration
+from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
@@ -246,7 +246,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
     if images is None:  # a worker process: the parent has loaded (and downloaded) the data already
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",  # our ETA
+               bar_format=BAR_FORMAT,
                desc=study_name + (f" w{position}" if options.workers > 1 else ""), disable=not options.show_progress)
     objective = _Objective(settings, options, images, bar, interrupts)
     objective.best = best_text(study)  # a study resumed has one already

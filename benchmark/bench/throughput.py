@@ -339,8 +339,9 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                              f"{warmup} warm-up + {steps} timed steps of {batch}")
                 rows.append(bench_one(configuration, images, steps, warmup, batch, torch_device, peak, naive_process,
                                       seed, repeats, precision, workers))
+    ran = TrainConfig(precision=precision).effective_precision(torch_device)  # auto's, as the rows record it
     settings = {"dataset": dataset, "steps": steps, "warmup": warmup, "batch": batch, "repeats": repeats,
-                "device": str(torch_device), "precision": precision, "workers": workers,
+                "device": str(torch_device), "precision": ran, "workers": workers,
                 "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     return BenchResult(rows, peak, settings)
 
