@@ -39,9 +39,10 @@ CREATION_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE c
 # Stored in every study's settings and raised when what validation measures changes, so that a
 # study's old folds are never mixed with new ones. 2: a Gaussian VAE's validation decodes a
 # sampled z (the ELBO's terms) instead of μ; precision is stored as trained (fp32 or bf16).
-# 3: a VQ-VAE's β weighs the commitment term alone, not the whole VQ loss; a version 2 study
-# that this does not touch carries on (``upgraded``).
-METRICS_VERSION = 3
+# 3: a VQ-VAE's β weighs the commitment term alone, not the whole VQ loss. 4: VQ-VAE 1 (no residual
+# layers) activates its last encoder and first decoder layers once, not twice. A study that a
+# change does not touch carries on (``upgraded``).
+METRICS_VERSION = 4
 
 
 class StoreError(ValueError):
@@ -153,15 +154,21 @@ def opened_as_agreed(first: tuple[Agreed, str | None], agree: Callable[[], tuple
 
 
 def upgraded(stored: dict) -> dict:
-    """A study's stored settings as this version reads them: a version 2 study that trains no
-    VQ-VAE at loss weights of its own is unchanged by version 3, so it counts as one."""
-    if stored.get("metrics_version") != 2:
-        return stored
-    if "family" in stored:  # a search: it tunes β unless SoftAdapt balances the losses
-        touched = stored["family"] == "vq-vae" and not stored.get("softadapt")
-    else:  # a suite: a configuration's id names its weights when they are not the defaults
-        touched = any(str(c).startswith("vq-vae/") and "/w=" in str(c) for c in stored.get("configurations", []))
-    return stored if touched else {**stored, "metrics_version": METRICS_VERSION}
+    """A study's stored settings as this version reads them: a study that a later version's change
+    does not touch counts as made by it. Version 3 touched VQ-VAEs trained at loss weights of their
+    own, version 4 VQ-VAE 1."""
+    search = "family" in stored  # else a suite, whose configurations' ids name their model and weights
+    ids = [str(c) for c in stored.get("configurations", [])]
+    if search:  # it tunes β unless SoftAdapt balances the losses
+        touched = {3: stored["family"] == "vq-vae" and not stored.get("softadapt"),
+                   4: (stored["family"], stored.get("config")) == ("vq-vae", 1)}
+    else:
+        touched = {3: any(c.startswith("vq-vae/") and "/w=" in c for c in ids),
+                   4: any(c.startswith("vq-vae/1/") for c in ids)}
+    version = stored.get("metrics_version")
+    while isinstance(version, int) and not touched.get(version + 1, True):
+        version += 1
+    return stored if version == stored.get("metrics_version") else {**stored, "metrics_version": version}
 
 
 def version_problem(study: str, url: str, stored: dict) -> str | None:
@@ -169,9 +176,11 @@ def version_problem(study: str, url: str, stored: dict) -> str | None:
     version = upgraded(stored).get("metrics_version", 1)
     if version == METRICS_VERSION:
         return None
-    why = ("whose validation metrics are not comparable with this version's" if version != 2 else
-           "in which a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its "
-           "weights mean something else now")
+    why = {2: "in which a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its "
+              "weights mean something else now",
+           3: "in which VQ-VAE 1 applied its activation twice after its last encoder and first decoder layers, "
+              "so its folds trained another model than this version's"}.get(
+        version, "whose validation metrics are not comparable with this version's")
     return (f"study {study!r} in {safe_url(url)} was made by {'an earlier' if version < METRICS_VERSION else 'a later'} "
             f"version of mtvae-bench, {why}")
 

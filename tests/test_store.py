@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from benchmark.export import export, export_note
 from benchmark.storage import (
+    METRICS_VERSION,
     StoreConfig,
     StoreError,
     agree_heartbeat,
@@ -161,11 +162,11 @@ def test_a_settings_mismatch_names_the_entries_that_differ_not_a_cut_long_value(
 
 
 @pytest.mark.parametrize("settings, touched", [
-    ({"suite": "s", "configurations": ["vae/1/baseline/w=1,1,2", "vq-vae/1/baseline"]}, False),
-    ({"suite": "s", "configurations": ["vq-vae/1/baseline/w=1,1,0.5"]}, True),
-    ({"family": "vq-vae", "method": "single", "softadapt": False}, True),   # a search tunes β
-    ({"family": "vq-vae", "method": "single", "softadapt": True}, False),   # β stays at the default
-    ({"family": "vae", "method": "single", "softadapt": False}, False),
+    ({"suite": "s", "configurations": ["vae/1/baseline/w=1,1,2", "vq-vae/2/baseline"]}, False),
+    ({"suite": "s", "configurations": ["vq-vae/2/baseline/w=1,1,0.5"]}, True),
+    ({"family": "vq-vae", "config": 2, "method": "single", "softadapt": False}, True),   # a search tunes β
+    ({"family": "vq-vae", "config": 2, "method": "single", "softadapt": True}, False),   # β stays at the default
+    ({"family": "vae", "config": 1, "method": "single", "softadapt": False}, False),
 ])
 def test_a_version_2_study_is_refused_only_where_a_vq_vaes_beta_changed_meaning(settings, touched):
     """Version 3 made a VQ-VAE's β the commitment weight: a study at default VQ weights trains the same."""
@@ -175,8 +176,29 @@ def test_a_version_2_study_is_refused_only_where_a_vq_vaes_beta_changed_meaning(
     assert (problem is not None) == touched
     if touched:
         assert "made by an earlier version" in problem and "β weighed the whole VQ loss" in problem
-        message = differing_settings_message("s", "sqlite:///x.db", stored, {**settings, "metrics_version": 3})
+        message = differing_settings_message("s", "sqlite:///x.db", stored,
+                                             {**settings, "metrics_version": METRICS_VERSION})
         assert message == problem
+
+
+@pytest.mark.parametrize("settings, touched", [
+    ({"suite": "s", "configurations": ["vae/1/baseline", "vq-vae/2/baseline", "vq-vae/3/single/gaussian/a=40"]},
+     False),
+    ({"suite": "s", "configurations": ["vae/1/baseline", "vq-vae/1/multidecoder/uniform"]}, True),
+    ({"family": "vq-vae", "config": 1, "method": "single", "softadapt": True}, True),
+    ({"family": "vq-vae", "config": 2, "method": "single", "softadapt": True}, False),
+])
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_study_that_trained_vq_vae_1_before_its_double_activation_went_is_refused(settings, touched, version):
+    """Version 4 changed VQ-VAE 1's layers alone: studies of other models, whatever their version's changes
+    left untouched, carry on; VQ-VAE 1's old folds are never mixed with new ones."""
+    stored = {**settings, "metrics_version": version}
+    problem = version_problem("s", "sqlite:///x.db", stored)
+    assert (problem is not None) == touched
+    assert upgraded(stored)["metrics_version"] == (3 if touched else METRICS_VERSION)
+    if touched:
+        assert problem.endswith("in which VQ-VAE 1 applied its activation twice after its last encoder and first "
+                                "decoder layers, so its folds trained another model than this version's")
     assert version_problem("s", "sqlite:///x.db", {**settings, "metrics_version": 1}).endswith("not comparable "
                                                                                              "with this version's")
     # A setting left out (None) reads as unset, not as JSON's null.

@@ -62,8 +62,9 @@ class ResidualLayer(nn.Module):
 
 def residual_stack(channels: int, count: int) -> list[nn.Module]:
     """``count`` residual layers and the activation that closes the stack. With none, an identity takes
-    its place: the layer before ends in its own activation, and the identity keeps the layers' indices,
-    so that checkpoints of earlier versions load."""
+    its place, as the layer before ends in its own activation (before ``METRICS_VERSION`` 4, VQ-VAE 1
+    applied it twice: its studies are refused); the identity keeps the layers' indices, so a state
+    dict's keys name the same layers."""
     return [*(ResidualLayer(channels) for _ in range(count)), nn.LeakyReLU() if count else nn.Identity()]
 
 
