@@ -20,8 +20,9 @@ from optuna.trial import FrozenTrial
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
 from benchmark.results import existing_path, meta_path, read_meta
-from benchmark.storage import StoreConfig, absolute_url, gone, safe_url, same_storage, trial_status, versioned
-from benchmark.store import parse_unit, unit_keys, unit_states
+from benchmark.storage import (StoreConfig, absolute_url, gone, safe_url, same_storage, stored_attr, trial_status,
+                               versioned)
+from benchmark.store import parse_unit, study_name, unit_keys, unit_states
 from benchmark.suites import Suite
 
 INTEGER_COLUMNS = ("config", "fold", "repeat", "trial", "count", "best_epoch", "n_train", "n_val", "stacked")
@@ -132,3 +133,21 @@ def _checkpoint(attrs: dict, folder: Path) -> str:
 def _replace(path: Path, text: str) -> None:
     # runs of two versions of a suite file may export at once, and a report must never read half a file
     write_whole(path, lambda partial: partial.write_text(text))
+
+
+def go_on_with(command: str) -> str:
+    """How a refusal points to the run filed under a name: the command that run recorded."""
+    return f"to go on with it, run the command it recorded: {command}"
+
+
+def recorded_command(name: str, store: StoreConfig) -> str | None:
+    """The command of the run filed under ``name``: the last run's to export it (its metadata), or
+    the study's first run's when no run has exported yet. When files listing other configurations
+    share the study, it is the one whose export ``report`` shows."""
+    command = read_meta(store.results_dir, name).get("command")
+    if command:
+        return command
+    try:
+        return stored_attr(store.url(name), study_name(name), "command")
+    except Exception:  # a storage that cannot be reached: there is nothing to tell
+        return None

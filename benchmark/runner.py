@@ -18,7 +18,7 @@ from benchmark.checks import check_choice
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
-from benchmark.export import export, export_note, save_checkpoint
+from benchmark.export import export, export_note, recorded_command, save_checkpoint
 from benchmark.processes import (Interrupts, busy_load, crowded_note, run_workers, stop_with_parent, usable_cores,
                                  worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
@@ -37,8 +37,8 @@ from benchmark.storage import (
     taken_over_message,
     trial_status,
 )
-from benchmark.store import (enqueue_missing, open_suite_study, parse_unit, study_name, unit_key, unit_keys,
-                             unit_states, unlisted_configurations)
+from benchmark.store import (SEPARATE_RUN, enqueue_missing, open_suite_study, parse_unit, study_name, unit_key,
+                             unit_keys, unit_states, unlisted_configurations)
 from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
@@ -344,6 +344,20 @@ def settled_keys(keys: list[str], states: dict[str, list[optuna.trial.FrozenTria
     return [k for k in keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
 
 
+def refused_run_advice(name: str, store: StoreConfig, command: str | None) -> str:
+    """What a run refused for other settings than its study's can do: go on with the command the
+    study's run recorded, or, when it is this very command, know that the suite changed since."""
+    recorded = recorded_command(name, store)
+    if recorded and recorded != command:
+        first = f"to go on with it, run the command it recorded (`{recorded}`); "
+    elif recorded:
+        first = ("this very command made it, so the suite has changed since (its file edited, or the built-in suite "
+                 "in another version of mtvae-bench); ")
+    else:
+        first = ""
+    return first + SEPARATE_RUN
+
+
 def long_on_cpu_note(suite: Suite, states: dict[str, list[optuna.trial.FrozenTrial]],
                      device: torch.device) -> str | None:
     """On a CPU, a run whose units left take over ``LONG_ON_CPU`` by ``suites``' estimate says so
@@ -416,7 +430,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     store.make_folders(suite.name)
     suite, study, precision_note = opened_as_agreed(
         agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
-        lambda chosen: open_suite_study(chosen, store))
+        lambda chosen: open_suite_study(chosen, store, lambda: refused_run_advice(chosen.name, store, command)))
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)

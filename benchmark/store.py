@@ -9,11 +9,12 @@ can grow. The storage itself (opening it, heartbeats, trial statuses, stored set
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import optuna
 from optuna.trial import FrozenTrial
 
-from benchmark.results import read_meta
-from benchmark.storage import (StoreConfig, check_settings, open_storage, settings_differ, stored_attr,
+from benchmark.storage import (StoreConfig, check_settings, open_storage, settings_differ,
                                trial_status, upgraded, versioned)
 from benchmark.suites import Suite
 
@@ -40,9 +41,15 @@ def study_name(suite: Suite | str) -> str:
     return f"suite-{suite if isinstance(suite, str) else suite.name}"
 
 
-def open_suite_study(suite: Suite, config: StoreConfig) -> optuna.Study:
-    """Create or load the suite's study; refuse one made with other settings, touching nothing.
-    A study is a pool of units: a suite that lists other configurations (``shares_units``) uses it."""
+SEPARATE_RUN = ("for a separate run, give it a --name of its own (or another --storage and --results-dir); or, to "
+                "start over, move its results away and remove that study")
+
+
+def open_suite_study(suite: Suite, config: StoreConfig, advice: Callable[[], str] = lambda: SEPARATE_RUN
+                     ) -> optuna.Study:
+    """Create or load the suite's study; refuse one made with other settings, touching nothing, with
+    ``advice()`` on what to do. A study is a pool of units: a suite that lists other configurations
+    (``shares_units``) uses it."""
     storage = open_storage(config.url(suite.name), config)
     name = study_name(suite)
     settings = versioned(suite.settings())
@@ -55,30 +62,8 @@ def open_suite_study(suite: Suite, config: StoreConfig) -> optuna.Study:
         return study
     # Refused: name what differs besides the configurations listed, which are no reason.
     compared = settings if stored is None else _as_listed(upgraded(stored), settings)
-    command = recorded_command(suite.name, config) if stored is not None else None  # none in a new study
-    resume = f"{go_on_with(command)}; " if command else ""
-    check_settings(study, config.url(suite.name), compared,
-                   f"{resume}for a separate run, give it a --name of its own (or another --storage and --results-dir); "
-                   "or, to start over, move its results away and remove that study")
+    check_settings(study, config.url(suite.name), compared, advice)
     return study
-
-
-def go_on_with(command: str) -> str:
-    """How a refusal points to the run filed under a name: the command that run recorded."""
-    return f"to go on with it, run the command it recorded: {command}"
-
-
-def recorded_command(name: str, store: StoreConfig) -> str | None:
-    """The command of the run filed under ``name``: the last run's to export it (its metadata), or
-    the study's first run's when no run has exported yet. When files listing other configurations
-    share the study, it is the one whose export ``report`` shows."""
-    command = read_meta(store.results_dir, name).get("command")
-    if command:
-        return command
-    try:
-        return stored_attr(store.url(name), study_name(name), "command")
-    except Exception:  # a storage that cannot be reached: there is nothing to tell
-        return None
 
 
 def _as_listed(stored: dict, wanted: dict) -> dict:

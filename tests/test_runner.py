@@ -414,9 +414,9 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--folds", "1"], "folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
-    (["--suite", "smoke", "--epochs", "3"], "to go on with it, run the command it recorded: python -m benchmark run "
-                                            "--suite smoke --heartbeat 1 --quiet; for a separate run, give it a --name of its "
-                                            "own (or another --storage and --results-dir)"),
+    (["--suite", "smoke", "--epochs", "3"], "to go on with it, run the command it recorded (`python -m benchmark "
+                                            "run --suite smoke --heartbeat 1 --quiet`); for a separate run, give it "
+                                            "a --name of its own (or another --storage and --results-dir)"),
     (["--suite", "smoke", "--name", "smoke 3"], "suite name 'smoke 3' must start with a letter or digit and hold "
                                                "only letters, digits"),
     (["--suite", "smoke", "--name=-x"], "suite name '-x' must start with a letter or digit"),
@@ -819,6 +819,20 @@ def test_a_long_run_on_a_cpu_says_what_its_units_left_cost_before_it_starts():
     assert "the 223 units left" in long_on_cpu_note(full, states, cpu)
     assert long_on_cpu_note(full, {}, torch.device("cuda")) is None
     assert long_on_cpu_note(get_suite("smoke"), {}, cpu) is None  # seconds: nothing to warn of
+
+
+def test_a_suite_file_edited_since_its_run_is_refused_without_pointing_back_at_the_same_command(tmp_path, capsys,
+                                                                                                  monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    monkeypatch.setattr("benchmark.runner._work_until_interrupted", lambda worker: None)  # trains nothing
+    assert run_cli(tmp_path, "--suite", "small.toml") == 1  # made the study, recorded its command
+    capsys.readouterr()
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0).replace("epochs = 1", "epochs = 2"))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 2
+    error = one_line_error(capsys)
+    assert "(epochs 1 there, 2 now); this very command made it, so the suite has changed since (its file edited" in error
+    assert "to go on with it" not in error  # the same command would be refused again
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "1") == 1  # the study's settings again: it goes on
 
 
 def test_a_run_that_overrides_its_suites_settings_says_it_is_filed_under_the_suites_name(tmp_path, capsys,

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
+from benchmark.export import go_on_with, recorded_command
 from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, exit_warnings
 from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
 from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text,
                                settings_differ, versioned)
-from benchmark.store import go_on_with, parse_unit, recorded_command, study_name
+from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
 from benchmark.suites import Suite, builtin_suites, get_suite
 from benchmark.tables import text_table
