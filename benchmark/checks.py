@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class Problems(ValueError):
@@ -13,7 +14,7 @@ class Problems(ValueError):
 
     def __init__(self, messages: list[str]) -> None:
         self.messages = list(messages)
-        super().__init__(" | ".join(self.messages))
+        super().__init__(f"{len(self.messages)} problems: {' | '.join(self.messages)}")
 
     def __reduce__(self) -> tuple:  # rebuilt from the messages, not from the joined text (copy, pickle)
         return Problems, (self.messages,)
@@ -71,9 +72,19 @@ def problems_of(check: Callable[..., object], *args: object) -> list[str]:
     return []
 
 
-def kind_problems(instance: object, kinds: tuple[tuple[str, type | tuple[type, ...], str], ...]
-                  ) -> tuple[list[str], set[str]]:
-    """``check_kind``'s message for each (field, kind, what it must be) of ``instance`` of another
-    kind, and those fields, whose other checks would only repeat the problem (or fail on it)."""
-    found = {name: problems_of(check_kind, name, getattr(instance, name), kind, what) for name, kind, what in kinds}
-    return [message for problems in found.values() for message in problems], {name for name in found if found[name]}
+# A field's kind, what it must be (for ``check_kind``), and its value's own checks: the messages of
+# a value of that kind (none when it is right).
+FieldChecks = dict[str, tuple[type | tuple[type, ...], str, Callable[[Any], list[str]]]]
+
+
+def field_problems(instance: object, checks: FieldChecks) -> tuple[list[str], set[str]]:
+    """The problems of ``instance``'s fields in ``checks``' order, and the fields that have any. A
+    value of the wrong kind has that one: its own checks would only repeat it, or fail on it."""
+    problems, bad = [], set()
+    for name, (kind, what, own) in checks.items():
+        value = getattr(instance, name)
+        found = problems_of(check_kind, name, value, kind, what) or own(value)
+        problems += found
+        if found:
+            bad.add(name)
+    return problems, bad

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
-from benchmark.checks import check_choice, kind_problems, problems_of, raise_problems
+from benchmark.checks import check_choice, field_problems, problems_of, raise_problems
 from benchmark.conditioning import SAMPLINGS, PixelSampler, check_sampling
 from benchmark.models import DEFAULT_BETA, METHODS, model_config
 
@@ -178,22 +178,18 @@ class TrainConfig:
         raise_problems(self._problems())
 
     def _problems(self) -> list[str]:
-        """Every problem of these settings, each a message; a value of the wrong kind is not checked further."""
-        problems, wrong = kind_problems(self, (
-            ("epochs", int, "a number (an integer)"), ("batch_size", int, "a number (an integer)"),
-            ("lr", (int, float), "a number"), ("weight_decay", (int, float), "a number"),
-            ("device", str, "a name"), ("precision", str, "a name")))
-        bounds = (("epochs", lambda v: v >= 1, "epochs must be >= 1"),
-                  ("batch_size", lambda v: v >= 1, "batch size must be >= 1"),
-                  ("lr", lambda v: v > 0 and math.isfinite(v), "learning rate must be a finite number > 0"),
-                  ("weight_decay", lambda v: v >= 0 and math.isfinite(v), "weight_decay must be a finite number >= 0"))
-        problems += [f"{message}, got {getattr(self, name)}" for name, fine, message in bounds
-                     if name not in wrong and not fine(getattr(self, name))]
-        if "device" not in wrong:
-            problems += problems_of(check_device, self.device)
-        if "precision" not in wrong:
-            problems += problems_of(check_choice, "precision", self.precision, PRECISIONS)
-        return problems
+        """Every problem of these settings, each a message, in the fields' order."""
+        return field_problems(self, {
+            "epochs": (int, "a number (an integer)", lambda v: [] if v >= 1 else [f"epochs must be >= 1, got {v}"]),
+            "batch_size": (int, "a number (an integer)",
+                           lambda v: [] if v >= 1 else [f"batch size must be >= 1, got {v}"]),
+            "lr": ((int, float), "a number", lambda v: [] if v > 0 and math.isfinite(v) else [
+                f"learning rate must be a finite number > 0, got {v}"]),
+            "weight_decay": ((int, float), "a number", lambda v: [] if v >= 0 and math.isfinite(v) else [
+                f"weight_decay must be a finite number >= 0, got {v}"]),
+            "device": (str, "a name", lambda v: problems_of(check_device, v)),
+            "precision": (str, "a name", lambda v: problems_of(check_choice, "precision", v, PRECISIONS)),
+        })[0]
 
     def autocast(self, device: torch.device) -> bool:
         """Whether the training steps run under bf16 autocast on ``device``."""

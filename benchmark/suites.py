@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import (check_choice, check_kind, did_you_mean, kind_problems, messages, problems_error,
+from benchmark.checks import (check_choice, check_kind, did_you_mean, field_problems, messages, problems_error,
                               problems_of, raise_problems)
 from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig
 from benchmark.models import MODEL_CONFIGS, model_config
@@ -80,27 +80,28 @@ class Suite:
         raise_problems(self._problems())
 
     def _problems(self) -> list[str]:
-        """Every problem of this suite, each a message; a value of the wrong kind is not checked further."""
-        problems = problems_of(check_suite_name, self.name)
-        if not self.configurations:
-            problems.append(f"suite {self.name!r} has no configurations")
-        kinds, wrong = kind_problems(self, (("dataset", str, "a name"), ("data_root", (str, type(None)), "a path"),
-                                            ("folds", int, "an integer"), ("repeats", int, "an integer"),
-                                            ("seed", int, "an integer"), ("description", str, "text")))
-        problems += kinds
-        if "seed" not in wrong and not 0 <= self.seed < 2**32:  # numpy's seed range, which splits the data
-            problems.append(f"seed must be an integer in [0, 2^32), got {self.seed}")
-        if "folds" not in wrong and self.folds < 2:
-            problems.append(f"folds must be >= 2 for cross-validation, got {self.folds}")
-        limit = self.limit is None or (not isinstance(self.limit, bool) and isinstance(self.limit, int)
-                                       and self.limit >= 1)
-        if not limit:
-            problems.append(f"limit (training images) must be an integer >= 1, got {self.limit!r}")
-        if "repeats" not in wrong and self.repeats < 1:
-            problems.append(f"repeats must be >= 1, got {self.repeats}")
-        if limit and self.limit is not None and "folds" not in wrong and self.limit < self.folds:
+        """Every problem of this suite, each a message, in the fields' order."""
+        problems, bad = field_problems(self, {
+            "name": (str, "text", lambda v: problems_of(check_suite_name, v)),
+            "configurations": ((tuple, list), "a list", lambda v: [] if v else [f"suite {self.name!r} has no "
+                                                                               "configurations"]),
+            "dataset": (str, "a name", lambda v: []),
+            "data_root": ((str, type(None)), "a path", lambda v: []),
+            "limit": ((int, type(None)), "an integer", lambda v: [] if v is None or v >= 1 else [
+                f"limit (training images) must be an integer >= 1, got {v}"]),
+            "folds": (int, "an integer", lambda v: [] if v >= 2 else [f"folds must be >= 2 for cross-validation, "
+                                                                       f"got {v}"]),
+            "repeats": (int, "an integer", lambda v: [] if v >= 1 else [f"repeats must be >= 1, got {v}"]),
+            # numpy's seed range, which splits the data
+            "seed": (int, "an integer", lambda v: [] if 0 <= v < 2**32 else [f"seed must be an integer in [0, 2^32), "
+                                                                              f"got {v}"]),
+            "description": (str, "text", lambda v: []),
+        })
+        if self.limit is not None and not bad & {"limit", "folds"} and self.limit < self.folds:
             problems.append(f"{self.limit} training images (limit) cannot be split into {self.folds} folds")
-        return problems + problems_of(check_listed_once, self.name, self.configurations)
+        if not bad & {"name", "configurations"}:
+            problems += problems_of(check_listed_once, self.name, self.configurations)
+        return problems
 
     @property
     def units(self) -> int:
@@ -181,9 +182,18 @@ class Suite:
     def override(self, **values) -> Suite:
         """A copy with command-line overrides applied (None means keep the suite's value)."""
         train_keys = {f.name for f in fields(TrainConfig)}
-        train = replace(self.train, **{k: v for k, v in values.items() if k in train_keys and v is not None})
-        rest = {k: v for k, v in values.items() if k not in train_keys and v is not None}
-        return replace(self, train=train, **rest)
+        given = {k: v for k, v in values.items() if v is not None}
+        problems, train = [], self.train
+        try:  # the training's problems beside the suite's, not one part's alone
+            train = replace(self.train, **{k: v for k, v in given.items() if k in train_keys})
+        except ValueError as err:
+            problems = messages(err)
+        try:
+            suite = replace(self, train=train, **{k: v for k, v in given.items() if k not in train_keys})
+        except ValueError as err:
+            problems = messages(err) + problems
+        raise_problems(problems)
+        return suite
 
 
 SearchKey = tuple[str, int, str, str | None, bool]
@@ -253,11 +263,7 @@ TOP_KEYS = ("dataset", "data_root", "limit", "folds", "repeats", "seed", "descri
 def _configuration_from_table(table: dict, where: str) -> list[Configuration]:
     if not isinstance(table, dict):
         raise ValueError(f"{where}: must be a [[configurations]] table, got {table!r}")
-    problems = []
-    try:
-        _check_keys(table, CONFIGURATION_KEYS)
-    except ValueError as err:
-        problems.append(str(err))
+    problems = problems_of(_check_keys, table, CONFIGURATION_KEYS)
     try:  # the keys it knows, checked beside its unknown ones
         configurations = _configurations({key: value for key, value in table.items() if key in CONFIGURATION_KEYS})
     except ValueError as err:
@@ -274,11 +280,7 @@ def _configurations(table: dict) -> list[Configuration]:
         raise ValueError("needs 'family' and 'config'")
     check_kind("family", family, str, "a name")
     check_kind("config", config, int, "an integer")
-    problems: list[str] = []
-    try:
-        model_config(family, config)  # named beside the method's problems, whose checks need no model
-    except ValueError as err:
-        problems.append(str(err))
+    problems = problems_of(model_config, family, config)  # beside the method's problems, which need no model
     if "method" not in table:
         ignored = sorted(set(table) - {"family", "config"})
         if ignored:  # the grid brings its own parameters: these would be dropped unseen
@@ -291,11 +293,9 @@ def _configurations(table: dict) -> list[Configuration]:
         problems.append(f"softadapt must be true or false, got {table['softadapt']!r}")
         bad.add("softadapt")
     for key in ("exponent", "w1", "w2", "beta", "softadapt_beta"):  # float() would take "30" and true
-        try:
-            if key in table:
-                check_kind(key, table[key], (int, float), "a number")
-        except ValueError as err:
-            problems.append(str(err))
+        wrong = problems_of(check_kind, key, table[key], (int, float), "a number") if key in table else []
+        problems += wrong
+        if wrong:
             bad.add(key)
     try:
         balance = BalanceConfig(softadapt=table.get("softadapt", False) if "softadapt" not in bad else False,
@@ -355,9 +355,9 @@ def load_suite_file(path: Path) -> Suite:
         return None
 
     check("", f"suite file {path}: ", lambda: _check_keys(data, {"name", "train", "configurations", *TOP_KEYS}))
-    name, top = str(data.get("name", Path(path).stem)), {k: data[k] for k in TOP_KEYS if k in data}
-    if not problems:  # the top-level values, once their keys are known, beside a stand-in configuration
-        check("", f"suite file {path}: ", lambda: Suite(name, (Configuration("vae", 1),), **top))
+    name, top = data.get("name", Path(path).stem), {k: data[k] for k in TOP_KEYS if k in data}
+    # the top-level values it knows, beside its unknown keys, with a stand-in configuration
+    check("", f"suite file {path}: ", lambda: Suite(name, (Configuration("vae", 1),), **top))
     tables = data.get("configurations", [])
     if not isinstance(tables, list) or not tables:
         problems.append((f"suite file {path} needs at least one [[configurations]] table",
@@ -373,12 +373,11 @@ def load_suite_file(path: Path) -> Suite:
     if not isinstance(train_table, dict):
         problems.append((f"suite file {path}: [train] must be a table, got {train_table!r}",
                          f"[train] must be a table, got {train_table!r}"))
-    else:
-        known = len(problems)
+    else:  # the values of the keys it knows, beside its unknown ones
         allowed = {f.name for f in fields(TrainConfig)}
         check("[train]: ", f"suite file {path}: [train]: ", lambda: _check_keys(train_table, allowed))
-        if len(problems) == known:  # its values are checked once its keys are known
-            train = check("[train] ", f"suite file {path}: [train] ", lambda: TrainConfig(**train_table))
+        train = check("[train] ", f"suite file {path}: [train] ",
+                      lambda: TrainConfig(**{k: v for k, v in train_table.items() if k in allowed}))
     if problems:
         raise ValueError(problems[0][0] if len(problems) == 1 else
                          f"suite file {path} has {len(problems)} problems: {' | '.join(p for _, p in problems)}")

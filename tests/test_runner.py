@@ -424,6 +424,9 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--name", "s.toml"], "--name s.toml: a name to file the run under, not a .toml file"),
     (["--suite", "smoke", "--epochs", "3", "--name", "quick"], "--name quick is a built-in suite's name"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
+    (["--suite", "smoke", "--folds", "1", "--epochs", "0", "--seed", "-1"],  # every override's problem at once
+     "error: 3 problems: folds must be >= 2 for cross-validation, got 1 | seed must be an integer in [0, 2^32), got "
+     "-1 | epochs must be >= 1, got 0"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
     (["--suite", "smoke", "--seed", "-1"], "seed must be an integer in [0, 2^32), got -1"),
     (["--suite", "smoke", "--seed", str(2**32)], f"seed must be an integer in [0, 2^32), got {2**32}"),
@@ -819,6 +822,7 @@ def test_a_long_run_on_a_cpu_says_what_its_units_left_cost_before_it_starts():
     assert "the 223 units left" in long_on_cpu_note(full, states, cpu)
     assert long_on_cpu_note(full, {}, torch.device("cuda")) is None
     assert long_on_cpu_note(get_suite("smoke"), {}, cpu) is None  # seconds: nothing to warn of
+    assert long_on_cpu_note(get_suite("quick"), {}, cpu) is None  # the suite sized for a CPU
 
 
 def test_a_suite_file_edited_since_its_run_is_refused_without_pointing_back_at_the_same_command(tmp_path, capsys,

@@ -427,10 +427,19 @@ def test_a_bad_top_level_value_is_named_with_the_other_parts_problems(tmp_path, 
                                        'lr = -1\ndevice = "gpu"\n' + BASELINE)
     assert cli(tmp_path, "suites", "bad.toml") == 2
     assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 7 problems: ").split(" | ") == [
-        "seed must be an integer in [0, 2^32), got -1", "folds must be >= 2 for cross-validation, got 1",
-        "repeats must be >= 1, got 0", "[train] epochs must be a number (an integer), got '3'",
+        "folds must be >= 2 for cross-validation, got 1", "repeats must be >= 1, got 0",
+        "seed must be an integer in [0, 2^32), got -1", "[train] epochs must be a number (an integer), got '3'",
         "[train] batch size must be >= 1, got 0", "[train] learning rate must be a finite number > 0, got -1",
         "[train] unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N"]
+    # unknown keys beside the values of the keys known, and a name that is not text
+    (tmp_path / "bad.toml").write_text('name = true\nsed = 3\nfolds = 1\n[train]\nepochs = 0\nlearnrate = 3\n'
+                                       + BASELINE)
+    assert cli(tmp_path, "suites", "bad.toml") == 2
+    assert [problem.split(";")[0] for problem in one_line_error(capsys).removeprefix(
+        "error: suite file bad.toml has 5 problems: ").split(" | ")] == [
+        "unknown key 'sed' (did you mean 'seed'?)", "name must be text, got True",
+        "folds must be >= 2 for cross-validation, got 1", "[train]: unknown key 'learnrate'",
+        "[train] epochs must be >= 1, got 0"]
 
 
 def test_suites_given_the_name_a_run_is_filed_under_gives_that_runs_command(tmp_path, capsys):
@@ -500,4 +509,4 @@ def test_a_runs_headline_says_what_it_trains_and_bf16_when_it_trains_in_it():
 def test_several_problems_keep_their_messages_when_copied_or_pickled():
     problems = Problems(["configuration 1: ab", "configuration 2: c"])
     for again in (copy.copy(problems), pickle.loads(pickle.dumps(problems))):  # e.g. from a worker process
-        assert again.messages == problems.messages and str(again) == "configuration 1: ab | configuration 2: c"
+        assert again.messages == problems.messages and str(again) == "2 problems: configuration 1: ab | configuration 2: c"
