@@ -509,4 +509,5 @@ def test_a_runs_headline_says_what_it_trains_and_bf16_when_it_trains_in_it():
 def test_several_problems_keep_their_messages_when_copied_or_pickled():
     problems = Problems(["configuration 1: ab", "configuration 2: c"])
     for again in (copy.copy(problems), pickle.loads(pickle.dumps(problems))):  # e.g. from a worker process
-        assert again.messages == problems.messages and str(again) == "2 problems: configuration 1: ab | configuration 2: c"
+        assert again.messages == problems.messages
+        assert str(again) == "2 problems: configuration 1: ab | configuration 2: c"

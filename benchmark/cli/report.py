@@ -14,10 +14,10 @@ SHOWN_MISSING = 5  # on the terminal; missing.txt lists them all
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="regenerate tables (CSV/LaTeX/Markdown) and figures from results",
                             description="Read results/<suite>.csv (exported by `run`) and write reports/<suite>/: "
-                                        "table.csv, table.tex, table.md, comparison.md, comparison.tex, index.md, "
-                                        "figures/ and, for a partial suite, missing.txt. Without --suite, every "
-                                        "suite in results/ (one that cannot be reported is skipped, saying why). "
-                                        "Safe to rerun.")
+                                        "table.csv, table.tex, table.md, index.md, figures/, comparison.md and "
+                                        "comparison.tex (where a method has its baseline) and, for a partial suite, "
+                                        "missing.txt. Without --suite, every suite in --results-dir (one that "
+                                        "cannot be reported is skipped, saying why). Safe to rerun.")
     report.add_argument("--suite", action="append", help="suite name (repeatable; default: every suite in "
                                                          "--results-dir)")
     report.add_argument("--results-dir", type=Path, default=Path("results"),
