@@ -14,7 +14,8 @@ class Problems(ValueError):
 
     def __init__(self, messages: list[str]) -> None:
         self.messages = list(messages)
-        super().__init__(f"{len(self.messages)} problems: {' | '.join(self.messages)}")
+        count = len(self.messages)
+        super().__init__(f"{count} problem{'s' * (count != 1)}: {' | '.join(self.messages)}")
 
     def __reduce__(self) -> tuple:  # rebuilt from the messages, not from the joined text (copy, pickle)
         return Problems, (self.messages,)

@@ -137,7 +137,7 @@ def _replace(path: Path, text: str) -> None:
 
 def go_on_with(command: str) -> str:
     """How a refusal points to the run filed under a name: the command that run recorded."""
-    return f"to go on with it, run the command it recorded: {command}"
+    return f"to go on with it, run the command it recorded: `{command}`"
 
 
 def recorded_command(name: str, store: StoreConfig) -> str | None:

@@ -18,7 +18,7 @@ from benchmark.checks import check_choice
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
-from benchmark.export import export, export_note, recorded_command, save_checkpoint
+from benchmark.export import export, export_note, go_on_with, recorded_command, save_checkpoint
 from benchmark.processes import (Interrupts, busy_load, crowded_note, run_workers, stop_with_parent, usable_cores,
                                  worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
@@ -346,15 +346,16 @@ def settled_keys(keys: list[str], states: dict[str, list[optuna.trial.FrozenTria
     return [k for k in keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
 
 
-def refused_run_advice(name: str, store: StoreConfig, command: str | None) -> str:
-    """What a run refused for other settings than its study's can do: go on with the command the
-    study's run recorded, or, when it is this very command, know that the suite changed since."""
-    recorded = recorded_command(name, store)
+def refused_run_advice(name: str, store: StoreConfig, command: str | None, differing: list[str]) -> str:
+    """What a run refused for the ``differing`` settings of its study can do: go on with the command
+    the study's run recorded, or, when that is this very command, know that the suite changed since.
+    A study of another version of mtvae-bench goes on with no command."""
+    recorded = None if "metrics_version" in differing else recorded_command(name, store)
     if recorded and recorded != command:
-        first = f"to go on with it, run the command it recorded (`{recorded}`); "
+        first = f"{go_on_with(recorded)}; "
     elif recorded:
-        first = ("this very command made it, so the suite has changed since (its file edited, or the built-in suite "
-                 "in another version of mtvae-bench); ")
+        first = ("it recorded this very command, so the suite has changed since (its file edited, or the built-in "
+                 "suite in another version of mtvae-bench); ")
     else:
         first = ""
     return first + SEPARATE_RUN
@@ -432,7 +433,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     store.make_folders(suite.name)
     suite, study, precision_note = opened_as_agreed(
         agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
-        lambda chosen: open_suite_study(chosen, store, lambda: refused_run_advice(chosen.name, store, command)))
+        lambda chosen: open_suite_study(chosen, store,
+                                        lambda differing: refused_run_advice(chosen.name, store, command, differing)))
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)

@@ -185,14 +185,15 @@ def version_problem(study: str, url: str, stored: dict) -> str | None:
             f"version of mtvae-bench, {why}")
 
 
-def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str | Callable[[], str]) -> None:
+def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str | Callable[[list[str]], str]) -> None:
     """Store ``wanted`` as the settings of a new study; refuse a study made with other ones,
-    with ``advice`` (or what it returns, asked only then) on what to do instead and the command
-    that removes the study."""
+    with ``advice`` (or what it returns for the settings that differ, asked only then) on what to
+    do instead and the command that removes the study."""
     stored = upgraded(first_written(study, "settings", wanted))
-    if settings_differ(stored, wanted):
+    if differing := settings_differ(stored, wanted):
         raise StoreError(differing_settings_message(study.study_name, url, stored, wanted)
-                         + f"; {advice() if callable(advice) else advice}: {delete_hint(study.study_name, url)}")
+                         + f"; {advice(differing) if callable(advice) else advice}: "
+                         + delete_hint(study.study_name, url))
 
 
 def finished_elsewhere(error: BaseException) -> bool:

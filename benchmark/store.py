@@ -45,11 +45,11 @@ SEPARATE_RUN = ("for a separate run, give it a --name of its own (or another --s
                 "start over, move its results away and remove that study")
 
 
-def open_suite_study(suite: Suite, config: StoreConfig, advice: Callable[[], str] = lambda: SEPARATE_RUN
-                     ) -> optuna.Study:
+def open_suite_study(suite: Suite, config: StoreConfig,
+                     advice: Callable[[list[str]], str] = lambda differing: SEPARATE_RUN) -> optuna.Study:
     """Create or load the suite's study; refuse one made with other settings, touching nothing, with
-    ``advice()`` on what to do. A study is a pool of units: a suite that lists other configurations
-    (``shares_units``) uses it."""
+    ``advice`` for the settings that differ. A study is a pool of units: a suite that lists other
+    configurations (``shares_units``) uses it."""
     storage = open_storage(config.url(suite.name), config)
     name = study_name(suite)
     settings = versioned(suite.settings())

@@ -87,7 +87,7 @@ class Suite:
                                                                                "configurations"]),
             "dataset": (str, "a name", lambda v: []),
             "data_root": ((str, type(None)), "a path", lambda v: []),
-            "limit": ((int, type(None)), "an integer", lambda v: [] if v is None or v >= 1 else [
+            "limit": ((int, type(None)), "an integer >= 1 (training images)", lambda v: [] if v is None or v >= 1 else [
                 f"limit (training images) must be an integer >= 1, got {v}"]),
             "folds": (int, "an integer", lambda v: [] if v >= 2 else [f"folds must be >= 2 for cross-validation, "
                                                                        f"got {v}"]),

@@ -220,7 +220,7 @@ def test_a_run_tuned_from_other_studies_is_not_filed_over_the_last_tuned_run(tmp
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "b", "--quiet") == 2
     assert one_line_error(capsys) == (
         "error: 'tuned-tuned' holds the run tuned from a (results/tuned-tuned.csv); this one takes b: to go on with "
-        "it, run the command it recorded: python -m benchmark run --suite tuned.toml --params-from a --quiet; for a "
+        "it, run the command it recorded: `python -m benchmark run --suite tuned.toml --params-from a --quiet`; for a "
         "run of its own, give it a --name, or its export would replace that run's results")
     # the same studies resume, also where a first export stopped before writing the meta file
     (tmp_path / "results" / "tuned-tuned_meta.json").unlink()
@@ -232,12 +232,13 @@ def test_a_run_tuned_from_other_studies_is_not_filed_over_the_last_tuned_run(tmp
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--name", "tuned-b", "--quiet") == 2
     assert one_line_error(capsys) == (
         "error: 'tuned-b' holds the run tuned from b (results/tuned-b.csv); this one takes no --params-from: to go on "
-        "with it, run the command it recorded: python -m benchmark run --suite tuned.toml --params-from b --name "
-        "tuned-b --quiet; for a run of its own, give it a --name, or its export would replace that run's results")
+        "with it, run the command it recorded: `python -m benchmark run --suite tuned.toml --params-from b --name "
+        "tuned-b --quiet`; for a run of its own, give it a --name, or its export would replace that run's results")
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
     capsys.readouterr()
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--name", "tuned", "--quiet") == 2
     assert one_line_error(capsys).startswith("error: 'tuned' holds a run without --params-from (results/tuned.csv); "
                                              "this one takes a: to go on with it, run the command it recorded: "
-                                             "python -m benchmark run --suite tuned.toml --quiet; for a run of its own")
+                                             "`python -m benchmark run --suite tuned.toml --quiet`; for a run of its "
+                                             "own")
     assert set(pd.read_csv(tmp_path / "results" / "tuned-b.csv")["params_from"].dropna()) == {"b"}

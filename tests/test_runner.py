@@ -414,8 +414,8 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--folds", "1"], "folds must be >= 2"),
     (["--suite", "smoke", "--epochs", "0"], "epochs must be >= 1"),
     (["--suite", "smoke", "--epochs", "3"], "was made with other settings (epochs"),
-    (["--suite", "smoke", "--epochs", "3"], "to go on with it, run the command it recorded (`python -m benchmark "
-                                            "run --suite smoke --heartbeat 1 --quiet`); for a separate run, give it "
+    (["--suite", "smoke", "--epochs", "3"], "to go on with it, run the command it recorded: `python -m benchmark "
+                                            "run --suite smoke --heartbeat 1 --quiet`; for a separate run, give it "
                                             "a --name of its own (or another --storage and --results-dir)"),
     (["--suite", "smoke", "--name", "smoke 3"], "suite name 'smoke 3' must start with a letter or digit and hold "
                                                "only letters, digits"),
@@ -484,8 +484,8 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     assert run_cli(tmp_path, "--suite", "both.toml", "--name", "v") == 0
     capsys.readouterr()
     assert run_cli(tmp_path, "--suite", "v") == 2
-    assert capsys.readouterr().err.endswith("to go on with it, run the command it recorded: python -m benchmark run "
-                                            "--suite both.toml --name v --quiet\n")
+    assert capsys.readouterr().err.endswith("to go on with it, run the command it recorded: `python -m benchmark run "
+                                            "--suite both.toml --name v --quiet`\n")
 
 
 def test_a_run_ends_when_its_own_units_are_done_whatever_else_the_study_holds(tmp_path, capsys, monkeypatch):
@@ -525,10 +525,10 @@ def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, cap
     started = "python -m benchmark run --suite small.toml --epochs 2 --name small-e2 --heartbeat 1 --quiet"
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
     assert capsys.readouterr().err.endswith(f"\nerror: 'small-e2' is the name a run is filed under, not a suite: "
-                                            f"to go on with it, run the command it recorded: {started}\n")
+                                            f"to go on with it, run the command it recorded: `{started}`\n")
     (tmp_path / "results" / "small-e2_meta.json").unlink()  # as a run stopped before its first export leaves it
     assert run_cli(tmp_path, "--suite", "small-e2") == 2
-    assert capsys.readouterr().err.endswith(f"run the command it recorded: {started}\n")  # from the study
+    assert capsys.readouterr().err.endswith(f"run the command it recorded: `{started}`\n")  # from the study
     assert cli(tmp_path, *shlex.split(started)[3:]) == 0  # the command shown resumes it
     assert "resuming: 4 of 4 units already done" in capsys.readouterr().err
     (tmp_path / "results" / "small-e2_meta.json").unlink()
@@ -834,9 +834,18 @@ def test_a_suite_file_edited_since_its_run_is_refused_without_pointing_back_at_t
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0).replace("epochs = 1", "epochs = 2"))
     assert run_cli(tmp_path, "--suite", "small.toml") == 2
     error = one_line_error(capsys)
-    assert "(epochs 1 there, 2 now); this very command made it, so the suite has changed since (its file edited" in error
+    assert "(epochs 1 there, 2 now); it recorded this very command, so the suite has changed since (its file" in error
     assert "to go on with it" not in error  # the same command would be refused again
     assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "1") == 1  # the study's settings again: it goes on
+    # made by an earlier version, whose VQ-VAE 1 was another model: no command of this version goes on with it
+    study = study_of(tmp_path, "small")
+    study.set_user_attr("settings", {**study.user_attrs["settings"], "metrics_version": 3})
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "1") == 2
+    error = one_line_error(capsys)
+    assert ("was made by an earlier version of mtvae-bench, in which VQ-VAE 1 applied its activation twice after its "
+            "last encoder and first decoder layers, so its folds trained another model than this version's; for a "
+            "separate run, give it a --name of its own") in error
 
 
 def test_a_run_that_overrides_its_suites_settings_says_it_is_filed_under_the_suites_name(tmp_path, capsys,

@@ -448,7 +448,7 @@ def test_suites_given_the_name_a_run_is_filed_under_gives_that_runs_command(tmp_
     (tmp_path / "results" / "quick-e10_meta.json").write_text(json.dumps({"command": command}))
     assert cli(tmp_path, "suites", "quick-e10") == 2
     assert one_line_error(capsys) == (f"error: 'quick-e10' is the name a run is filed under, not a suite: to go on "
-                                      f"with it, run the command it recorded: {command}")
+                                      f"with it, run the command it recorded: `{command}`")
 
 
 @pytest.mark.parametrize("command", ["suites", "run"])
