@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmark.checks import check_choice, raise_problems
+from benchmark.checks import check_choice, problems_of, raise_problems
 
 SOFTADAPT_VARIANTS = {"loss-weighted": "LossWeightedSoftAdapt", "normalized": "NormalizedSoftAdapt",
                       "original": "SoftAdapt"}
@@ -70,10 +70,7 @@ class BalanceConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
                                       or not 0 <= value < math.inf):
                 problems.append(f"{name} must be a finite number >= 0, got {value!r}")
-        try:
-            check_choice("SoftAdapt variant", self.variant, SOFTADAPT_VARIANTS)
-        except ValueError as err:
-            problems.append(str(err))
+        problems += problems_of(check_choice, "SoftAdapt variant", self.variant, SOFTADAPT_VARIANTS)
         if self.update_every < 1 or self.window < 2:
             problems.append(f"SoftAdapt needs update_every >= 1 and window >= 2, got "
                             f"update_every={self.update_every}, window={self.window}")

@@ -66,11 +66,9 @@ class MethodConfig:
         if self.sampling is None:  # the checks below are of a sampling's parameters
             choices = "uniform or gaussian" if self.method == "single" else "exact, uniform or gaussian"
             return [*problems, f"method {self.method!r} needs a sampling: {choices}"]
-        shape = []  # which parameters the method takes: the sampling's own checks assume them right
-        try:  # a mistyped name, whatever else is wrong
-            check_choice("sampling", self.sampling, SAMPLINGS)
-        except ValueError as err:
-            shape.append(str(err))
+        # which parameters the method takes (the sampling's own checks assume them right), and a mistyped
+        # sampling, whatever else is wrong
+        shape = problems_of(check_choice, "sampling", self.sampling, SAMPLINGS)
         if self.method == "single":
             if self.exponent is None:
                 shape.append("the single decoder needs a power-law exponent")
@@ -82,10 +80,7 @@ class MethodConfig:
         elif self.exponent is not None:
             shape.append("the multidecoder uses a constant count, not a power-law exponent")
         if not shape:
-            try:
-                check_sampling(self.sampling, self.count, self.exponent)
-            except ValueError as err:
-                shape.append(str(err))
+            shape += problems_of(check_sampling, self.sampling, self.count, self.exponent)
         if not shape and self.count == 0:  # the only constant count is the Multidecoder's (the exact grid's is never 0)
             shape.append("count k = 0 gives the Multidecoder's second decoder no pixel to condition on, so it "
                          "learns what the first does: give k >= 1, or no count for the exact grid's")
