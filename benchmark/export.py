@@ -20,8 +20,8 @@ from optuna.trial import FrozenTrial
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
 from benchmark.results import existing_path, meta_path, read_meta
-from benchmark.storage import (StoreConfig, absolute_url, gone, safe_url, same_storage, stored_attr, trial_status,
-                               versioned)
+from benchmark.storage import (METRICS_VERSION, MODEL_CHANGES, StoreConfig, absolute_url, changed_by, changes_since,
+                               gone, safe_url, same_storage, since_changes, stored_attr, trial_status, versioned)
 from benchmark.store import parse_unit, study_name, unit_keys, unit_states
 from benchmark.suites import Suite
 
@@ -35,7 +35,7 @@ def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, ar
     """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id."""
     artifacts.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save({"state_dict": model_state, "info": info}, buffer)
+    torch.save({"state_dict": model_state, "info": {**info, "metrics_version": METRICS_VERSION}}, buffer)
     tmp = artifacts / f".upload-{trial._trial_id}.pt"
     tmp.write_bytes(buffer.getvalue())
     try:
@@ -50,6 +50,11 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE
     # Tensors and plain data only: loading runs no code from the file.
     payload = torch.load(path, map_location=device, weights_only=True)
     info = payload["info"]
+    # Checkpoints recorded no version before version 4 changed VQ-VAE 1's layers (nor for a while after).
+    config_id, version = info.get("config_id", ""), info.get("metrics_version", 3)
+    if changes := changes_since(version, lambda v: v in MODEL_CHANGES and changed_by(v, config_id)):
+        raise ValueError(f"the checkpoint was saved by an earlier version of mtvae-bench, {since_changes(changes)}; "
+                         "train the configuration again in a study of this version")
     channels, size = info["image_shape"][0], info["image_shape"][-1]
     model = build_model(info["family"], info["config"], info["method"], channels, size, info.get("beta"))
     model.load_state_dict(payload["state_dict"])

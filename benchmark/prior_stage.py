@@ -386,7 +386,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             bar.set_postfix_str(f"{prefix} | encoding", refresh=True)
             try:
                 model, info = load_checkpoint(target.checkpoint, device=str(torch_device))
-            except (RuntimeError, KeyError, OSError) as error:  # e.g. weights of an older model definition
+            except (RuntimeError, KeyError, OSError, ValueError) as error:  # e.g. weights of an older model
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
                                  f"{reason}") from None

@@ -23,6 +23,7 @@ from benchmark.processes import (Interrupts, busy_load, crowded_note, run_worker
                                  worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
 from benchmark.storage import (
+    METRICS_VERSION,
     StoreConfig,
     agree_heartbeat,
     fail_orphans,
@@ -184,7 +185,7 @@ class _Worker:
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
                             "recon_mean_image": self._mean_image_recon(fold), "stacked": stacked,
-                            **self.trained_on}.items():
+                            "metrics_version": METRICS_VERSION, **self.trained_on}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _label(self, trial_id: int, config_id: str, fold: int) -> None:

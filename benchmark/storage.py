@@ -153,22 +153,55 @@ def opened_as_agreed(first: tuple[Agreed, str | None], agree: Callable[[], tuple
         return again, open_study(again), note
 
 
-def upgraded(stored: dict) -> dict:
-    """A study's stored settings as this version reads them: a study that a later version's change
-    does not touch counts as made by it. Version 3 touched VQ-VAEs trained at loss weights of their
-    own, version 4 VQ-VAE 1."""
-    search = "family" in stored  # else a suite, whose configurations' ids name their model and weights
-    ids = [str(c) for c in stored.get("configurations", [])]
-    if search:  # it tunes β unless SoftAdapt balances the losses
+# What each raise of METRICS_VERSION changed, as a study of an earlier version is told.
+CHANGES = {3: "a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its weights mean "
+              "something else now",
+           4: "VQ-VAE 1 applied its activation twice after its last encoder and first decoder layers, so its folds "
+              "trained another model than this version's"}
+
+
+def changed_by(version: int, config_id: str) -> bool:
+    """Whether the change that made metrics version ``version`` touched the folds of suite configuration
+    ``config_id`` (its id names its model and its loss weights): version 3 touched VQ-VAEs trained at
+    loss weights of their own, version 4 VQ-VAE 1."""
+    return {3: config_id.startswith("vq-vae/") and "/w=" in config_id,
+            4: config_id.startswith("vq-vae/1/")}.get(version, True)
+
+
+# The changes that altered a model's layers, not only how it trains or is measured: its earlier weights
+# would run in another model.
+MODEL_CHANGES = (4,)
+
+
+def changes_since(version: int, touched: Callable[[int], bool]) -> list[int]:
+    """The changes after metrics version ``version`` that ``touched`` says touched a study or a fold."""
+    return [v for v in range(version + 1, METRICS_VERSION + 1) if touched(v)]
+
+
+def _touched(stored: dict) -> Callable[[int], bool]:
+    """Which changes touched the folds of a study with ``stored`` settings (``changed_by``)."""
+    if "family" in stored:  # a search, which tunes β unless SoftAdapt balances the losses
         touched = {3: stored["family"] == "vq-vae" and not stored.get("softadapt"),
                    4: (stored["family"], stored.get("config")) == ("vq-vae", 1)}
-    else:
-        touched = {3: any(c.startswith("vq-vae/") and "/w=" in c for c in ids),
-                   4: any(c.startswith("vq-vae/1/") for c in ids)}
+        return lambda version: touched.get(version, True)
+    ids = [str(c) for c in stored.get("configurations", [])]  # a suite
+    return lambda version: any(changed_by(version, c) for c in ids)
+
+
+def upgraded(stored: dict) -> dict:
+    """A study's stored settings as this version reads them: a study that a later version's change
+    does not touch counts as made by it."""
     version = stored.get("metrics_version")
-    while isinstance(version, int) and not touched.get(version + 1, True):
-        version += 1
+    if isinstance(version, int) and version < METRICS_VERSION:
+        version = ([v - 1 for v in changes_since(version, _touched(stored))] or [METRICS_VERSION])[0]
     return stored if version == stored.get("metrics_version") else {**stored, "metrics_version": version}
+
+
+def since_changes(changes: list[int]) -> str:
+    """What an earlier version did otherwise, from its later ``changes``."""
+    if not changes or any(c not in CHANGES for c in changes):
+        return "whose validation metrics are not comparable with this version's"
+    return "in which " + ", and in which ".join(CHANGES[c] for c in changes)
 
 
 def version_problem(study: str, url: str, stored: dict) -> str | None:
@@ -176,13 +209,9 @@ def version_problem(study: str, url: str, stored: dict) -> str | None:
     version = upgraded(stored).get("metrics_version", 1)
     if version == METRICS_VERSION:
         return None
-    why = {2: "in which a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its "
-              "weights mean something else now",
-           3: "in which VQ-VAE 1 applied its activation twice after its last encoder and first decoder layers, "
-              "so its folds trained another model than this version's"}.get(
-        version, "whose validation metrics are not comparable with this version's")
+    changes = changes_since(version, _touched(stored)) if version < METRICS_VERSION else []
     return (f"study {study!r} in {safe_url(url)} was made by {'an earlier' if version < METRICS_VERSION else 'a later'} "
-            f"version of mtvae-bench, {why}")
+            f"version of mtvae-bench, {since_changes(changes)}")
 
 
 def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str | Callable[[list[str]], str]) -> None:

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial
 
-from benchmark.storage import (StoreConfig, check_settings, open_storage, settings_differ,
-                               trial_status, upgraded, versioned)
+from benchmark.storage import (StoreConfig, StoreError, changed_by, changes_since, check_settings, delete_hint,
+                               open_storage, safe_url, settings_differ, since_changes, trial_status, upgraded,
+                               versioned)
 from benchmark.suites import Suite
 
 UNIT_PARAM = "unit"
@@ -59,6 +60,9 @@ def open_suite_study(suite: Suite, config: StoreConfig,
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
     stored = study.user_attrs.get("settings")
     if stored is not None and shares_units(upgraded(stored), settings):
+        if outdated := outdated_units(study, suite, stored.get("metrics_version", 1)):
+            raise StoreError(_outdated_message(name, config.url(suite.name), outdated)
+                             + f"; {advice(['metrics_version'])}: " + delete_hint(name, config.url(suite.name)))
         return study
     # Refused: name what differs besides the configurations listed, which are no reason.
     compared = settings if stored is None else _as_listed(upgraded(stored), settings)
@@ -84,6 +88,28 @@ def shares_units(stored: dict, wanted: dict) -> bool:
     stay the first run's: nothing is rewritten, so runs of several files never race; which
     configurations the study holds is read from its trials (``unit_states``)."""
     return not settings_differ(stored, _as_listed(stored, wanted))
+
+
+def outdated_units(study: optuna.Study, suite: Suite, stored_version: int) -> dict[str, list[int]]:
+    """The units of ``suite`` done in ``study`` by an earlier version of mtvae-bench whose later changes
+    touched them, each with those changes. Files listing other configurations share a study, so its
+    settings, the first run's, may not list a configuration another file's run trained. A unit records
+    the version that trained it; one done before units recorded it counts as of the study's ``stored_version``."""
+    listed, outdated = set(unit_keys(suite)), {}
+    for key, trials in unit_states(study).items():
+        config_id = parse_unit(key)[0]
+        versions = [t.user_attrs.get("metrics_version", stored_version) for t in trials
+                    if key in listed and trial_status(t) == "complete"]
+        if versions and (changes := changes_since(min(versions), lambda v: changed_by(v, config_id))):
+            outdated[key] = changes
+    return outdated
+
+
+def _outdated_message(study: str, url: str, outdated: dict[str, list[int]]) -> str:
+    configs = list(dict.fromkeys(parse_unit(key)[0] for key in outdated))
+    changes = sorted({c for found in outdated.values() for c in found})
+    return (f"study {study!r} in {safe_url(url)} holds {len(outdated)} fold{'s' * (len(outdated) != 1)} of "
+            f"{', '.join(configs)} trained by an earlier version of mtvae-bench, {since_changes(changes)}")
 
 
 def held_configurations(study: optuna.Study) -> list[str]:

@@ -34,7 +34,7 @@ from benchmark.prior_stage import draw_samples, fold_split, generate, load_prior
 from benchmark.search import SearchOptions
 from benchmark.search_space import SearchSettings, parse_range
 from benchmark.stats import corrected_resampled_ttest
-from benchmark.storage import StoreConfig
+from benchmark.storage import METRICS_VERSION, StoreConfig
 from benchmark.suites import Suite, get_suite
 from benchmark.train import resolve_device
 
@@ -52,14 +52,18 @@ META = {"suite": SUITE, "dataset": "mnist5k", "limit": 10, "seed": 0, "folds": 2
 CHECKPOINT = f"results/{SUITE}/artifacts/fold0.pt"  # as the CSV records it, relative to where `run` ran
 
 
-def finished_run(cwd: Path, *, n_train: int = 5, n_val: int = 5, weights_of: str = BASELINE) -> Path:
+def finished_run(cwd: Path, *, n_train: int = 5, n_val: int = 5, weights_of: str = BASELINE,
+                 version: int | None = METRICS_VERSION) -> Path:
     """``results/`` as `run` leaves it with fold 0 of vq-vae/1/baseline COMPLETE; its checkpoint
-    holds the weights and info of ``weights_of`` (another configuration's: swapped files)."""
+    holds the weights and info of ``weights_of`` (another configuration's: swapped files), saved by
+    metrics ``version`` (None: unrecorded, as before checkpoints recorded it)."""
     configuration = (Configuration("vq-vae", 1) if weights_of == BASELINE else
                      Configuration("vq-vae", 1, MethodConfig("multidecoder", "uniform")))
     assert configuration.id == weights_of
     model = build_model("vq-vae", 1, configuration.method.method, 1, 32)
     info = {**configuration.flat(), "fold": 0, "image_shape": [1, 32, 32], "dataset": "mnist5k"}
+    if version is not None:
+        info["metrics_version"] = version
     (cwd / CHECKPOINT).parent.mkdir(parents=True)
     torch.save({"state_dict": model.state_dict(), "info": info}, cwd / CHECKPOINT)
     row = {**Configuration("vq-vae", 1).flat(), "fold": 0, "state": "COMPLETE", "recon": 0.05, "latent": 0.01,
@@ -99,6 +103,19 @@ def test_a_checkpoint_holding_another_configuration_is_refused(tmp_path, capsys)
     finished_run(tmp_path, weights_of=MULTI)  # loads fine: only its info says whose it is
     assert prior_error(tmp_path, capsys) == (f"error: checkpoint {CHECKPOINT} holds {MULTI}, not {BASELINE} (swapped "
                                              "or overwritten since the run?): put its own weights back")
+
+
+@pytest.mark.parametrize("version", [None, 3])
+def test_a_vq_vae_1_checkpoint_saved_before_its_layers_changed_is_refused(tmp_path, capsys, version):
+    """Its weights load into this version's VQ-VAE 1 without complaint, but would run in another
+    model than the one they were trained in."""
+    finished_run(tmp_path, version=version)
+    assert prior_error(tmp_path, capsys) == (
+        f"error: cannot load the checkpoint of {BASELINE} ({CHECKPOINT}): the checkpoint was saved by an earlier "
+        "version of mtvae-bench, in which VQ-VAE 1 applied its activation twice after its last encoder and first "
+        "decoder layers, so its folds trained another model than this version's; train the configuration again "
+        "in a study of this version")
+    assert load_checkpoint(finished_run(tmp_path / "now") / CHECKPOINT)[1]["metrics_version"] == METRICS_VERSION
 
 
 def stored_prior(path: Path, codes: int) -> GatedPixelCNN:

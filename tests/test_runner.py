@@ -23,10 +23,11 @@ from optuna.trial import TrialState
 from benchmark.cli.run import command_line
 from benchmark.cv import fold_indices, fold_label
 from benchmark.data import load_dataset
+from benchmark.export import load_checkpoint
 from benchmark.files import write_whole
 from benchmark.processes import crowded_note
 from benchmark.runner import Interrupts, _Worker, long_on_cpu_note
-from benchmark.storage import StoreConfig
+from benchmark.storage import METRICS_VERSION, StoreConfig
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
                              unit_states)
 from benchmark.suites import get_suite
@@ -146,13 +147,19 @@ w1 = {w1}
 """
 
 
-def test_each_unit_records_whether_other_work_kept_the_machine_busy(tmp_path, monkeypatch, capsys):
+def test_each_unit_records_its_metrics_version_and_whether_other_work_kept_the_machine_busy(tmp_path, monkeypatch,
+                                                                                            capsys):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     cores = os.cpu_count() or 1
     monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (2.0 * cores, 0.0, 0.0))
     assert run_cli(tmp_path, "--suite", "small.toml") == 0
     assert "warning: the machine was busy while this run trained" in capsys.readouterr().err
-    assert (pd.read_csv(tmp_path / "results" / "small.csv")["busy_load"] == 2.0 * cores).all()
+    table = pd.read_csv(tmp_path / "results" / "small.csv")
+    assert (table["busy_load"] == 2.0 * cores).all()
+    # A study shared with another file's later run tells this version's folds from older ones by it.
+    assert [t.user_attrs["metrics_version"] for t in study_of(tmp_path, "small").trials] == [METRICS_VERSION] * 4
+    assert all(load_checkpoint(tmp_path / path)[1]["metrics_version"] == METRICS_VERSION
+               for path in table["checkpoint"])
 
 
 def test_two_workers_share_a_suite_without_duplicates(tmp_path):

@@ -204,3 +204,41 @@ def test_a_study_that_trained_vq_vae_1_before_its_double_activation_went_is_refu
     # A setting left out (None) reads as unset, not as JSON's null.
     assert differing_settings_message("s", "sqlite:///x.db", {"limit": 200}, {"limit": None}) == (
         "study 's' in sqlite:///x.db was made with other settings (limit 200 there, unset now)")
+
+
+def test_a_shared_study_refuses_folds_another_files_run_trained_before_their_model_changed(tmp_path):
+    """A study's settings are its first run's. VQ-VAE 1 folds that another file's run added under
+    version 3 are of the old model though the settings list no VQ-VAE 1; the folds of untouched
+    models, and those this version trained, carry on."""
+    smoke = get_suite("smoke").override(folds=2)
+    vae_only = dataclasses.replace(smoke, configurations=smoke.configurations[:3])
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    study = open_suite_study(vae_only, store)
+    study.set_user_attr("settings", {**study.user_attrs["settings"], "metrics_version": 3})
+
+    def done(key: str, **user_attrs) -> None:
+        study.add_trial(optuna.trial.create_trial(value=0.1, system_attrs={"fixed_params": {UNIT_PARAM: key}},
+                                                  user_attrs=user_attrs))
+
+    done("vae/1/baseline#0")
+    done("vq-vae/1/baseline#1", metrics_version=METRICS_VERSION)
+    open_suite_study(smoke, store)  # every fold done is of this version's models
+    done("vq-vae/1/baseline#0")  # recorded no version: the study's
+    done("vq-vae/1/multidecoder/uniform#0", metrics_version=3)
+    open_suite_study(vae_only, store)  # lists none of them
+    with pytest.raises(StoreError) as refused:
+        open_suite_study(smoke, store)
+    assert str(refused.value).startswith(
+        f"study 'suite-smoke' in sqlite:///{tmp_path}/smoke.db holds 2 folds of vq-vae/1/baseline, "
+        "vq-vae/1/multidecoder/uniform trained by an earlier version of mtvae-bench, in which VQ-VAE 1 applied its "
+        "activation twice after its last encoder and first decoder layers, so its folds trained another model than "
+        "this version's; for a separate run, give it a --name of its own")
+    assert "`optuna delete-study --storage" in str(refused.value)
+
+
+def test_a_study_touched_by_two_changes_names_both():
+    stored = {"suite": "s", "configurations": ["vq-vae/1/baseline/w=1,1,2"], "metrics_version": 2}
+    problem = version_problem("s", "sqlite:///x.db", stored)
+    assert upgraded(stored)["metrics_version"] == 2
+    assert "in which a VQ-VAE's β weighed the whole VQ loss" in problem
+    assert ", and in which VQ-VAE 1 applied its activation twice" in problem
