@@ -59,8 +59,9 @@ def check_choice(kind: str, value: object, choices: Iterable[object], more: str 
 
 def check_kind(name: str, value: object, kind: type | tuple[type, ...], what: str) -> None:
     """A one-line ``ValueError`` when ``value`` is not of ``kind`` (``what`` it must be); a bool
-    is not a number, though Python counts it as an int."""
-    if isinstance(value, bool) or not isinstance(value, kind):
+    is not a number, though Python counts it as an int: it passes only where ``kind`` is bool."""
+    wants_bool = bool in (kind if isinstance(kind, tuple) else (kind,))
+    if (isinstance(value, bool) and not wants_bool) or not isinstance(value, kind):
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 

@@ -78,6 +78,8 @@ class Suite:
 
     def __post_init__(self) -> None:
         raise_problems(self._problems())
+        # frozen and hashable: a list given in code is kept as a tuple, as a suite file's is
+        object.__setattr__(self, "configurations", tuple(self.configurations))
 
     def _problems(self) -> list[str]:
         """Every problem of this suite, each a message, in the fields' order."""
@@ -85,6 +87,7 @@ class Suite:
             "name": (str, "text", lambda v: problems_of(check_suite_name, v)),
             "configurations": ((tuple, list), "a list", lambda v: [] if v else [f"suite {self.name!r} has no "
                                                                                "configurations"]),
+            "train": (TrainConfig, "a TrainConfig", lambda v: []),
             "dataset": (str, "a name", lambda v: []),
             "data_root": ((str, type(None)), "a path", lambda v: []),
             "limit": ((int, type(None)), "an integer >= 1 (training images)", lambda v: [] if v is None or v >= 1 else [
@@ -96,6 +99,7 @@ class Suite:
             "seed": (int, "an integer", lambda v: [] if 0 <= v < 2**32 else [f"seed must be an integer in [0, 2^32), "
                                                                               f"got {v}"]),
             "description": (str, "text", lambda v: []),
+            "download": (bool, "True or False", lambda v: []),
         })
         if self.limit is not None and not bad & {"limit", "folds"} and self.limit < self.folds:
             problems.append(f"{self.limit} training images (limit) cannot be split into {self.folds} folds")

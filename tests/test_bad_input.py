@@ -220,6 +220,19 @@ def test_a_suite_without_configurations_is_refused():
         Suite("x", ())
 
 
+def test_a_suite_made_in_code_from_a_list_keeps_a_tuple_and_stays_hashable():
+    suite = Suite("x", [Configuration("vae", 1)])
+    assert suite.configurations == (Configuration("vae", 1),)
+    assert hash(suite) == hash(Suite("x", (Configuration("vae", 1),)))
+
+
+def test_a_suites_training_and_download_of_the_wrong_kind_are_named_in_field_order():
+    with raises("3 problems: name must be text, got 1 | train must be a TrainConfig, got 'x' | "
+                "download must be True or False, got 'yes'"):
+        Suite(1, (Configuration("vae", 1),), train="x", download="yes")
+    assert Suite("x", (Configuration("vae", 1),), download=True).download  # the kind asked for: a bool is one
+
+
 VALID_TABLE = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n'
 
 
