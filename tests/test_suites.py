@@ -498,6 +498,23 @@ def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path,
     assert "celeba: dataset files missing" in one_line_error(capsys)  # ...but the run's are celeba's
 
 
+def test_a_bad_command_line_override_is_named_by_its_flag(tmp_path, capsys):
+    assert cli(tmp_path, "run", "--suite", "quick", "--folds", "1", "--epochs", "0", "--seed", "-1") == 2
+    assert one_line_error(capsys) == (
+        "error: 3 problems: --folds: folds must be >= 2 for cross-validation, got 1 | --seed: seed must be an integer "
+        "in [0, 2^32), got -1 | --epochs: epochs must be >= 1, got 0")
+    # a problem of two values, not of one flag's alone, is said as it is; one a flag brings alone is the flag's
+    assert cli(tmp_path, "run", "--suite", "smoke", "--limit", "4", "--folds", "6") == 2
+    assert one_line_error(capsys) == "error: 4 training images (limit) cannot be split into 6 folds"
+    assert cli(tmp_path, "run", "--suite", "smoke", "--limit", "4", "--device", "gpu") == 2
+    assert one_line_error(capsys) == ("error: 2 problems: --limit: 4 training images (limit) cannot be split into 5 "
+                                      "folds | --device: unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N")
+    # a suite file's own values keep its keys' names
+    (tmp_path / "bad.toml").write_text("folds = 1\n" + BASELINE)
+    assert cli(tmp_path, "run", "--suite", "bad.toml", "--epochs", "1") == 2
+    assert one_line_error(capsys) == "error: suite file bad.toml: folds must be >= 2 for cross-validation, got 1"
+
+
 def test_a_runs_headline_says_what_it_trains_and_bf16_when_it_trains_in_it():
     smoke = get_suite("smoke")
     assert smoke.headline() == "suite smoke: 6 configurations × 5 folds = 30 units, 2 epochs on mnist5k (limit 400)"

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmark.checks import messages, problems_error, problems_of
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
 from benchmark.export import go_on_with, recorded_command
@@ -104,9 +105,9 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
     if not args.name and (clash := builtin_name_clash(args.suite, suite)):
         raise ValueError(f"{clash}; give the file a name of its own, or the run --name")
     base = suite
-    suite = checked(suite.override(dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
-                                   folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
-                                   device=args.device, precision=args.precision, download=args.download or None),
+    suite = checked(overridden(suite, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
+                               folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
+                               device=args.device, precision=args.precision, download=args.download or None),
                     args.suite)
     filed = None if args.name or args.params_from else _filed_note(args.suite, base, suite, store)
     notes = [filed] if filed else []
@@ -127,13 +128,28 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
                          "a suite file's run is filed under the file's `name`)")
     if args.name in builtin_suites() and args.name != suite.name:
         raise ValueError(f"--name {args.name} is a built-in suite's name; give the run a name of its own")
-    suite = suite.override(name=args.name)
+    suite = overridden(suite, name=args.name)
     _check_tuned_from_the_same(suite, set(args.params_from or ()), store)
     _check_same_storage(suite, store)
     from benchmark.data import unused_source_note
 
     unused = unused_source_note(suite.dataset, args.data_root, args.download)
     return suite, notes + ([unused] if unused else [])
+
+
+def overridden(suite: Suite, **values) -> Suite:
+    """``suite.override(**values)``, values given by the flags of their names (``folds``: ``--folds``): a problem
+    that one flag's value brings alone is named by its flag, as the user typed it, not by the suite's field."""
+    try:
+        return suite.override(**values)
+    except ValueError as err:
+        problems = messages(err)
+    flags = {}
+    for key, value in values.items():
+        if value is not None:
+            for message in problems_of(lambda: suite.override(**{key: value})):
+                flags.setdefault(message, f"--{key.replace('_', '-')}")
+    raise problems_error([f"{flags[message]}: {message}" if message in flags else message for message in problems])
 
 
 def _filed_note(given: str, base: Suite, suite: Suite, store: StoreConfig) -> str | None:
