@@ -483,7 +483,8 @@ def test_a_pixel_count_is_checked_against_the_image_size_of_the_suite_s_dataset(
     (tmp_path / "count.toml").write_text(f'dataset = "{dataset}"\n{MULTIDECODER}count = {count}\n')
     assert cli(tmp_path, "suites", "count.toml") == (2 if refused else 0)
     if refused:  # said by `suites`, not first by `run` once the images are loaded
-        assert one_line_error(capsys) == (f"error: count.toml: configuration vae/1/multidecoder/uniform/k={count}: on "
+        assert one_line_error(capsys) == (f"error: suite file count.toml: configuration "
+                                          f"vae/1/multidecoder/uniform/k={count}: on "
                                           f"{dataset}'s 32×32 images, pixel count k must be at most the image's "
                                           f"D = H·W = 1024 pixels, got {count}")
 
@@ -491,8 +492,8 @@ def test_a_pixel_count_is_checked_against_the_image_size_of_the_suite_s_dataset(
 def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path, capsys):
     (tmp_path / "count.toml").write_text(f'dataset = "celeba"\n{MULTIDECODER}count = 2000\n')  # 64 × 64 images
     assert cli(tmp_path, "run", "--suite", "count.toml", "--dataset", "digits") == 2
-    assert one_line_error(capsys).startswith("error: count.toml: configuration vae/1/multidecoder/uniform/k=2000: on "
-                                             "digits's 32×32")
+    assert one_line_error(capsys).startswith("error: suite file count.toml: configuration "
+                                             "vae/1/multidecoder/uniform/k=2000: on digits's 32×32")
     (tmp_path / "count.toml").write_text(f"{MULTIDECODER}count = 2000\n")  # mnist5k's images are too small...
     assert cli(tmp_path, "run", "--suite", "count.toml", "--dataset", "celeba", "--data-root", "none") == 2
     assert "celeba: dataset files missing" in one_line_error(capsys)  # ...but the run's are celeba's
