@@ -22,6 +22,13 @@ PRECISIONS = ("auto", "fp32", "bf16")
 FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
 
 
+def softadapt_weights_problem(weights: dict[str, float]) -> str:
+    """The message refusing fixed ``weights`` (name: value) beside SoftAdapt, which sets the weights itself."""
+    given = ", ".join(f"{name} = {value:g}" for name, value in weights.items())
+    return (f"SoftAdapt weighs the loss terms itself: drop {given} (w1 and w2 are fixed weights; β may stay: it is "
+            "inside the latent term)")
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """A method and its conditioning and loss-balancing parameters.
@@ -53,9 +60,7 @@ class MethodConfig:
         # w2 of a method without a second decoder is named below, once
         weights = (("w1", b.w1), ("w2", b.w2)) if self.method == "multidecoder" else (("w1", b.w1),)
         if b.softadapt and any(value != 1.0 for _, value in weights):  # ignored in training, yet would pick the epoch
-            given = ", ".join(f"{name} = {value:g}" for name, value in weights if value != 1.0)
-            problems.append(f"SoftAdapt weighs the loss terms itself: drop {given} (w1 and w2 are fixed weights; "
-                            "β may stay: it is inside the latent term)")
+            problems.append(softadapt_weights_problem({name: value for name, value in weights if value != 1.0}))
         if self.method != "multidecoder" and b.w2 != 1.0:
             problems.append(f"w2 weighs the Multidecoder's second (conditioned) decoder; the {self.method} method "
                             "has one decoder, weighed by w1")

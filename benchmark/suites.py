@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmark.balancing import BalanceConfig
 from benchmark.checks import (check_choice, check_kind, did_you_mean, field_problems, messages, problems_error,
                               problems_of, raise_problems)
-from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig
+from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, softadapt_weights_problem
 from benchmark.models import MODEL_CONFIGS, model_config
 
 # The Single decoder's exponents in the thesis's table (section 4.3; the text drops them from its Parameters
@@ -301,6 +301,13 @@ def _configurations(table: dict) -> list[Configuration]:
         problems += wrong
         if wrong:
             bad.add(key)
+    # A weight written out beside SoftAdapt is refused whatever its value: the method takes an unset one for 1.
+    if table.get("softadapt") is True:
+        weights = ("w1", "w2") if table["method"] == "multidecoder" else ("w1",)  # w2 elsewhere: the method says why
+        given = {key: float(table[key]) for key in weights if key in table and key not in bad}
+        if given:
+            problems.append(softadapt_weights_problem(given))
+            bad |= set(given)  # left out below: the method would name those not 1 again
     try:
         balance = BalanceConfig(softadapt=table.get("softadapt", False) if "softadapt" not in bad else False,
                                 **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta")

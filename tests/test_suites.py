@@ -335,6 +335,13 @@ MULTIDECODER = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multid
      "the latent term)"),
     (MULTIDECODER + "softadapt = true\nw1 = 2\nw2 = 0.5\nbeta = 2\n", "SoftAdapt weighs the loss terms itself: "
      "drop w1 = 2, w2 = 0.5 (w1 and w2 are fixed weights; β may stay: it is inside the latent term)"),
+    # a weight written out is refused whatever its value, the default's too: the file says something SoftAdapt ignores
+    (MULTIDECODER + "softadapt = true\nw1 = 1\n", "SoftAdapt weighs the loss terms itself: drop w1 = 1 (w1 and w2 "
+     "are fixed weights; β may stay: it is inside the latent term)"),
+    (MULTIDECODER + "softadapt = true\nw1 = 2\nw2 = 1.0\n", "SoftAdapt weighs the loss terms itself: drop w1 = 2, "
+     "w2 = 1 (w1 and w2 are fixed weights; β may stay: it is inside the latent term)"),
+    (BASELINE + "softadapt = true\nw1 = 1\n", "SoftAdapt weighs the loss terms itself: drop w1 = 1 (w1 and w2 are "
+     "fixed weights; β may stay: it is inside the latent term)"),
     (MULTIDECODER + "count = 0\n", "count k = 0 gives the Multidecoder's second decoder no pixel to condition "
      "on, so it learns what the first does: give k >= 1, or no count for the exact grid's"),
 ])
