@@ -369,9 +369,9 @@ def long_on_cpu_note(suite: Suite, states: dict[str, list[optuna.trial.FrozenTri
     if device.type != "cpu":
         return None
     keys = unit_keys(suite)
-    settled, seconds = set(settled_keys(keys, states)), suite.unit_seconds()
+    settled = set(settled_keys(keys, states))
     left = [key for key in keys if key not in settled]
-    total = sum(seconds[parse_unit(key)[0]] for key in left)
+    total = suite.cpu_seconds(parse_unit(key)[0] for key in left)
     if total <= LONG_ON_CPU:
         return None
     return (f"note: the {len(left)} units left to train take about {duration(total)} on a 2-core CPU (`suites`' "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -146,6 +146,14 @@ class Suite:
         their ratios also weight the progress ETA (a VQ-VAE 3 unit costs about twenty Gaussian VAE units)."""
         return {c.id: fold_seconds(c.family, c.config, c.method.method, self.dataset, self.limit, self.folds,
                                    self.train.epochs) for c in self.configurations}
+
+    def cpu_seconds(self, units: Iterable[str] | None = None) -> float:
+        """Estimated seconds on a 2-core laptop CPU of the units whose configurations ``units`` names,
+        one id a unit (``unit_seconds``); without ``units``, of every unit of the suite."""
+        seconds = self.unit_seconds()
+        if units is None:
+            return sum(seconds.values()) * self.folds * self.repeats
+        return sum(seconds[config_id] for config_id in units)
 
     def with_best_params(self, best: dict[SearchKey, tuple[Configuration, str]]) -> Suite:
         """The suite with each configuration that a search covers replaced by the search's best.

@@ -17,7 +17,6 @@ import torch
 from conftest import cli, one_line_error, text_table
 
 from benchmark.checks import Problems
-from benchmark.cli.run import estimate_cpu_minutes
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import DEFAULT_BETA
 from benchmark.suites import builtin_suites, get_suite
@@ -74,17 +73,21 @@ def test_suites_estimates_match_what_the_readme_says(capsys):
     assert rows["full"][6] == "h" and 2 * 24 <= int(rows["full"][5]) <= 4 * 24
 
 
-def test_estimate_cpu_minutes_of_smoke_by_hand():
+def test_the_cpu_estimate_of_smoke_by_hand():
     # smoke: 400 images, 5 folds → 320 training images a fold, × 2 epochs = 640 images a unit.
     # Throughput (images/s): VAE 1 2,700, VQ-VAE 1 6,400; method cost baseline 1, Multidecoder 1.7,
     # Single decoder 1.25; 0.1 s fixed cost a unit.
     per_fold = 640 / 2700 * (1 + 1.7 + 1.25) + 640 / 6400 * (1 + 1.7 + 1.25) + 6 * 0.1
     smoke = get_suite("smoke")
-    assert estimate_cpu_minutes(smoke) == pytest.approx(per_fold * 5 / 60, rel=1e-9)
-    assert estimate_cpu_minutes(smoke.override(repeats=3)) == pytest.approx(3 * per_fold * 5 / 60, rel=1e-9)
+    assert smoke.cpu_seconds() == pytest.approx(per_fold * 5, rel=1e-9)
+    assert smoke.override(repeats=3).cpu_seconds() == pytest.approx(3 * per_fold * 5, rel=1e-9)
     # 10 folds: 360 training images a fold instead of 320, and twice the units
-    assert estimate_cpu_minutes(smoke.override(folds=10)) == pytest.approx(
-        ((per_fold - 0.6) * 360 / 320 + 0.6) * 10 / 60, rel=1e-9)
+    assert smoke.override(folds=10).cpu_seconds() == pytest.approx(((per_fold - 0.6) * 360 / 320 + 0.6) * 10,
+                                                                   rel=1e-9)
+    # Units named by their configurations: two folds of the first, one of the last
+    ids = [c.id for c in smoke.configurations]
+    assert smoke.cpu_seconds([ids[0], ids[0], ids[-1]]) == pytest.approx(
+        640 / 2700 * 2 + 640 / 6400 * 1.25 + 3 * 0.1, rel=1e-9)
 
 
 def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
@@ -107,7 +110,7 @@ def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
     assert list(listed) == [c.id for c in get_suite("smoke").configurations]
     assert all(unit == "s" for _, unit in listed.values())
     assert sum(float(amount) for amount, _ in listed.values()) * 5 == pytest.approx(
-        estimate_cpu_minutes(get_suite("smoke")) * 60, abs=0.05 * 5 * 6)
+        get_suite("smoke").cpu_seconds(), abs=0.05 * 5 * 6)
     assert cli(tmp_path, "suites", "smokee") == 2
     assert capsys.readouterr().err.strip() == (
         "error: unknown suite 'smokee' (did you mean 'smoke'?); choose one of: smoke, quick, full, or a path to a "

@@ -251,18 +251,13 @@ def command_line(argv: list[str]) -> str:
     return "python -m benchmark " + shlex.join(shown(arg) for arg in argv)
 
 
-def estimate_cpu_minutes(suite: Suite) -> float:
-    """Rough wall time of a suite on a 2-core laptop CPU, from measured training throughput."""
-    return sum(suite.unit_seconds().values()) * suite.folds * suite.repeats / 60
-
-
 def cmd_suites(args: argparse.Namespace) -> int:
     named = [checked(suite_or_run(name, StoreConfig()), name) for name in args.suites]
     for name, suite in zip(args.suites, named):
         if clash := builtin_name_clash(name, suite):
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
     table = [[suite.name, len(suite.configurations), suite.folds, suite.units, suite.train.epochs, suite.limit or "all",
-              duration(estimate_cpu_minutes(suite) * 60), suite.description]
+              duration(suite.cpu_seconds()), suite.description]
              for suite in named or builtin_suites().values()]
     print(text_table(table, ("suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU",
                              "description"), ("left", *["right"] * 6, "left")))
