@@ -29,6 +29,12 @@ def softadapt_weights_problem(weights: dict[str, float]) -> str:
             "inside the latent term)")
 
 
+def second_decoder_weight_problem(method: str) -> str:
+    """The message refusing w2 on ``method``, which has no second decoder for it to weigh."""
+    return (f"w2 weighs the Multidecoder's second (conditioned) decoder; the {method} method has one decoder, "
+            "weighed by w1")
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """A method and its conditioning and loss-balancing parameters.
@@ -62,8 +68,7 @@ class MethodConfig:
         if b.softadapt and any(value != 1.0 for _, value in weights):  # ignored in training, yet would pick the epoch
             problems.append(softadapt_weights_problem({name: value for name, value in weights if value != 1.0}))
         if self.method != "multidecoder" and b.w2 != 1.0:
-            problems.append(f"w2 weighs the Multidecoder's second (conditioned) decoder; the {self.method} method "
-                            "has one decoder, weighed by w1")
+            problems.append(second_decoder_weight_problem(self.method))
         if self.method == "baseline":
             if self.sampling is not None or self.exponent is not None or self.count is not None:
                 problems.append("the baseline takes no sampling, exponent or count")

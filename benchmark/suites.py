@@ -11,8 +11,9 @@ from pathlib import Path
 from benchmark.balancing import BalanceConfig
 from benchmark.checks import (check_choice, check_kind, did_you_mean, field_problems, messages, problems_error,
                               problems_of, raise_problems)
-from benchmark.config import FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, softadapt_weights_problem
-from benchmark.models import MODEL_CONFIGS, model_config
+from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig,
+                              second_decoder_weight_problem, softadapt_weights_problem)
+from benchmark.models import METHODS, MODEL_CONFIGS, model_config
 
 # The Single decoder's exponents in the thesis's table (section 4.3; the text drops them from its Parameters
 # column, the thesis's LaTeX source prints them: Exponent=40 and Exponent=60).
@@ -311,11 +312,16 @@ def _configurations(table: dict) -> list[Configuration]:
             bad.add(key)
     # A weight written out beside SoftAdapt is refused whatever its value: the method takes an unset one for 1.
     if table.get("softadapt") is True:
-        weights = ("w1", "w2") if table["method"] == "multidecoder" else ("w1",)  # w2 elsewhere: the method says why
+        weights = ("w1", "w2") if table["method"] == "multidecoder" else ("w1",)  # w2 elsewhere: named below
         given = {key: float(table[key]) for key in weights if key in table and key not in bad}
         if given:
             problems.append(softadapt_weights_problem(given))
             bad |= set(given)  # left out below: the method would name those not 1 again
+    # So is w2 on a method without a second decoder (beside an unknown method, which may be the Multidecoder
+    # mistyped, the method's name is the problem).
+    if "w2" in table and "w2" not in bad and table["method"] in METHODS and table["method"] != "multidecoder":
+        problems.append(second_decoder_weight_problem(table["method"]))
+        bad.add("w2")  # left out below: the method would name one not 1 again
     try:
         balance = BalanceConfig(softadapt=table.get("softadapt", False) if "softadapt" not in bad else False,
                                 **{k: float(table[k]) for k in ("w1", "w2", "beta", "softadapt_beta")

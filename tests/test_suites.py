@@ -345,6 +345,12 @@ MULTIDECODER = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multid
      "w2 = 1 (w1 and w2 are fixed weights; β may stay: it is inside the latent term)"),
     (BASELINE + "softadapt = true\nw1 = 1\n", "SoftAdapt weighs the loss terms itself: drop w1 = 1 (w1 and w2 are "
      "fixed weights; β may stay: it is inside the latent term)"),
+    # w2 written out on a method without a second decoder is refused whatever its value, the default's too
+    (BASELINE.replace('"vae"', '"vq-vae"') + "w2 = 1\n", "w2 weighs the Multidecoder's second (conditioned) "
+     "decoder; the baseline method has one decoder, weighed by w1"),
+    ('[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nsampling = "uniform"\nexponent = 40\n'
+     "w2 = 1.0\n", "w2 weighs the Multidecoder's second (conditioned) decoder; the single method has one decoder, "
+     "weighed by w1"),
     (MULTIDECODER + "count = 0\n", "count k = 0 gives the Multidecoder's second decoder no pixel to condition "
      "on, so it learns what the first does: give k >= 1, or no count for the exact grid's"),
 ])
@@ -387,6 +393,10 @@ def test_every_problem_of_one_configuration_is_named_at_once(tmp_path, capsys):
     assert problems(BASELINE + "softadapt = true\nw2 = 2\n") == [
         "configuration 1: w2 weighs the Multidecoder's second (conditioned) decoder; the baseline method has one "
         "decoder, weighed by w1"]
+    # w2 beside a mistyped method, which may be the Multidecoder's: the name is the problem
+    assert problems(MULTIDECODER.replace("multidecoder", "multidecodr") + "w2 = 1\n") == [
+        "configuration 1: unknown method 'multidecodr' (did you mean 'multidecoder'?); choose one of: baseline, "
+        "multidecoder, single"]
     # a mistyped sampling is named beside what else the method lacks
     assert problems(single + 'sampling = "gaus"\n') == [
         "configuration 1: unknown sampling 'gaus' (did you mean 'gaussian'?); choose one of: exact, uniform, gaussian",
