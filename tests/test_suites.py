@@ -484,8 +484,8 @@ def test_a_name_with_results_but_no_recorded_command_says_how_a_named_run_goes_o
 def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):
     (tmp_path / "d.toml").write_text('dataset = "mnist5"\n' + BASELINE)
     assert cli(tmp_path, "suites", "d.toml") == 2
-    assert one_line_error(capsys) == ("error: d.toml: unknown dataset 'mnist5' (did you mean 'mnist5k'?); choose one "
-                                      "of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH")
+    assert one_line_error(capsys) == ("error: suite file d.toml: unknown dataset 'mnist5' (did you mean 'mnist5k'?); "
+                                      "choose one of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH")
     (tmp_path / "b.toml").write_text('name = "bench"\n' + BASELINE)
     assert cli(tmp_path, "suites", "b.toml") == 2
     assert one_line_error(capsys) == ("error: suite file b.toml: suite name 'bench' is taken: reports/bench/ holds "
@@ -534,6 +534,15 @@ def test_a_bad_command_line_override_is_named_by_its_flag(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text("folds = 1\n" + BASELINE)
     assert cli(tmp_path, "run", "--suite", "bad.toml", "--epochs", "1") == 2
     assert one_line_error(capsys) == "error: suite file bad.toml: folds must be >= 2 for cross-validation, got 1"
+    # a dataset is named by where it came from: the flag, not the suite it replaces, or the file
+    unknown = "unknown dataset 'imagenet'; choose one of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH"
+    (tmp_path / "d.toml").write_text(BASELINE)
+    for suite in ("smoke", "d.toml"):
+        assert cli(tmp_path, "run", "--suite", suite, "--dataset", "imagenet") == 2
+        assert one_line_error(capsys) == f"error: --dataset: {unknown}"
+    (tmp_path / "d.toml").write_text('dataset = "imagenet"\n' + BASELINE)
+    assert cli(tmp_path, "run", "--suite", "d.toml") == 2
+    assert one_line_error(capsys) == f"error: suite file d.toml: {unknown}"
 
 
 def test_a_runs_headline_says_what_it_trains_and_bf16_when_it_trains_in_it():

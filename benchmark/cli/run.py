@@ -108,7 +108,7 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
     suite = checked(overridden(suite, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                                folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
                                device=args.device, precision=args.precision, download=args.download or None),
-                    args.suite)
+                    args.suite, dataset_flag=args.dataset is not None)
     filed = None if args.name or args.params_from else _filed_note(args.suite, base, suite, store)
     notes = [filed] if filed else []
     if args.params_from:
@@ -226,15 +226,16 @@ def builtin_name_clash(given: str, suite: Suite) -> str | None:
             "study and results")
 
 
-def checked(suite: Suite, given: str) -> Suite:
+def checked(suite: Suite, given: str, dataset_flag: bool = False) -> Suite:
     """``suite`` (named ``given``: a built-in's name or a file), its dataset's name checked, and its
-    pixel counts against the dataset's images where their size is fixed."""
+    pixel counts against the dataset's images where their size is fixed; ``dataset_flag``: its dataset
+    is --dataset's."""
     from benchmark.data import check_dataset_name
 
     try:
         check_dataset_name(suite.dataset)
-    except ValueError as err:
-        raise ValueError(f"{given}: {err}") from None
+    except ValueError as err:  # a built-in suite's dataset is known: an unknown one is the flag's or the file's
+        raise ValueError(f"{'--dataset' if dataset_flag else f'suite file {given}'}: {err}") from None
     try:
         suite.check_pixel_counts()
     except ValueError as err:  # only a suite file sets counts (the built-in suites': the exact grid's, a power law's)
