@@ -58,6 +58,11 @@ def check_suite_name(name: str) -> None:
         raise ValueError(f"suite name {name!r} must not end in .toml")
 
 
+class PixelCountError(ValueError):
+    """A pixel count k larger than a suite's images have: only a suite file sets counts (the built-in suites':
+    the exact grid's, a power law's; a search tunes none), so its caller names the file."""
+
+
 @dataclass(frozen=True)
 class Suite:
     """A named set of configurations with the data and training they share."""
@@ -130,8 +135,8 @@ class Suite:
             try:
                 configuration.method.sampler(side)
             except ValueError as err:
-                raise ValueError(f"configuration {configuration.id}: on {self.dataset}'s {side}×{side} images, "
-                                 f"{err}") from None
+                raise PixelCountError(f"configuration {configuration.id}: on {self.dataset}'s {side}×{side} "
+                                      f"images, {err}") from None
 
     def headline(self) -> str:
         """One line saying what a run of this suite trains."""

@@ -12,9 +12,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli, one_line_error, text_table
+from PIL import Image
 
 from benchmark.checks import Problems
 from benchmark.cv import fold_indices, unit_seed
@@ -517,6 +519,19 @@ def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path,
     (tmp_path / "count.toml").write_text(f"{MULTIDECODER}count = 2000\n")  # mnist5k's images are too small...
     assert cli(tmp_path, "run", "--suite", "count.toml", "--dataset", "celeba", "--data-root", "none") == 2
     assert "celeba: dataset files missing" in one_line_error(capsys)  # ...but the run's are celeba's
+
+
+def test_a_pixel_count_found_too_large_once_the_images_load_is_named_by_its_file(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    for i in range(10):  # resized to 32 × 32 as they load
+        Image.fromarray(np.full((40, 40), 25 * i, dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    (tmp_path / "count.toml").write_text(f'dataset = "folder:images"\n{MULTIDECODER}count = 2000\n')
+    # filed under a name of its own, the count is still the file's
+    assert cli(tmp_path, "run", "--suite", "count.toml", "--name", "mine") == 2
+    assert one_line_error(capsys) == ("error: suite file count.toml: configuration vae/1/multidecoder/uniform/k=2000: "
+                                      "on folder:images's 32×32 images, pixel count k must be at most the image's "
+                                      "D = H·W = 1024 pixels, got 2000")
+    assert not (tmp_path / "studies").exists()  # said before the study is touched
 
 
 def test_a_bad_command_line_override_is_named_by_its_flag(tmp_path, capsys):

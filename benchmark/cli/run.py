@@ -22,7 +22,7 @@ from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, s
                                settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
-from benchmark.suites import Suite, builtin_suites, get_suite
+from benchmark.suites import PixelCountError, Suite, builtin_suites, get_suite
 from benchmark.tables import text_table
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def checked(suite: Suite, given: str, dataset_flag: bool = False) -> Suite:
         raise ValueError(f"{'--dataset' if dataset_flag else f'suite file {given}'}: {err}") from None
     try:
         suite.check_pixel_counts()
-    except ValueError as err:  # only a suite file sets counts (the built-in suites': the exact grid's, a power law's)
+    except PixelCountError as err:
         raise ValueError(f"suite file {given}: {err}") from None
     return suite
 
@@ -300,6 +300,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_summary(stop.summary, suite)
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    except PixelCountError as err:  # found once the images loaded (a folder's, celeba's): said as checked() says it
+        raise ValueError(f"suite file {args.suite}: {err}") from None
     print_summary(summary, suite)
     return 0 if summary.missing == 0 and summary.failed == 0 else 1  # scripts can tell a clean run
 
