@@ -30,6 +30,7 @@ from benchmark.report_index import FIGURE_KINDS, setup_text
 from benchmark.results import ReportError, SuiteResults
 from benchmark.tables import (COMPARISON_TITLES, INDEX_TITLES, _signed, comparison_cells, comparison_latex,
                               comparison_markdown, comparison_note, display_table, latex_table, markdown_table)
+from benchmark.storage import METRICS_VERSION
 from benchmark.stats import (compare_with_baseline, completed, corrected_resampled_ttest, format_mean_var, holm,
                              parameter_text)
 
@@ -417,6 +418,23 @@ def test_a_suite_of_baselines_has_no_comparison_files(tmp_path, rows):
     summary = write_report(results, "demo", out, figures=False)
     assert not (out / "comparison.md").exists() and not (out / "comparison.tex").exists()
     assert "comparison.md" not in (out / "index.md").read_text() and all(p.exists() for p in summary.files)
+
+
+@pytest.mark.parametrize("version, families, warned", [
+    (3, ("vae", "vq-vae"), True),  # VQ-VAE 1's folds trained the model with its activation applied twice
+    (3, ("vae",), False),          # version 4 changed nothing of the Gaussian VAEs'
+    (METRICS_VERSION, ("vae", "vq-vae"), False),
+])
+def test_a_report_of_results_exported_before_their_model_changed_says_so(tmp_path, rows, version, families, warned):
+    rows = rows[rows["family"].isin(families)]
+    results = write_suite(tmp_path / "results", rows, configurations=list(rows["config_id"].unique()),
+                          metrics_version=version)
+    summary = write_report(results, "demo", tmp_path / "out", figures=False)
+    expected = ("demo.csv was exported by an earlier version of mtvae-bench, in which VQ-VAE 1 applied its activation "
+                "twice after its last encoder and first decoder layers, so its folds trained another model than this "
+                "version's: its numbers are not comparable with a run of this version's")
+    assert (expected in summary.warnings) is warned
+    assert (expected in (tmp_path / "out" / "index.md").read_text()) is warned
 
 
 def test_index_md_shows_the_numbers_after_the_caveats(tmp_path, rows):
