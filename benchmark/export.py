@@ -53,7 +53,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE
     # Checkpoints recorded no version before version 4 changed VQ-VAE 1's layers (nor for a while after).
     config_id, version = info.get("config_id", ""), info.get("metrics_version", 3)
     if changes := changes_since(version, lambda v: v in MODEL_CHANGES and changed_by(v, config_id)):
-        raise ValueError(f"the checkpoint was saved by an earlier version of mtvae-bench, {since_changes(changes)}; "
+        saved = ("was saved by" if "metrics_version" in info else "records no metrics version, so it may come from")
+        raise ValueError(f"the checkpoint {saved} an earlier version of mtvae-bench, {since_changes(changes)}; "
                          "train the configuration again in a study of this version")
     channels, size = info["image_shape"][0], info["image_shape"][-1]
     model = build_model(info["family"], info["config"], info["method"], channels, size, info.get("beta"))

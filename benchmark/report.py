@@ -43,7 +43,7 @@ from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
-from benchmark.storage import changed_by, changes_since, gone, password_hidden, since_changes
+from benchmark.storage import METRICS_VERSION, changed_by, changes_since, gone, password_hidden, since_changes
 from benchmark.studies import StudyPlace
 from benchmark.study_plots import plot_dir, plot_study
 from benchmark.tables import (
@@ -347,13 +347,16 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     return summary
 
 
-def _earlier_version(data: SuiteResults) -> str | None:
-    """A warning when the results were exported by an earlier version of mtvae-bench whose later
-    changes touched folds they hold: numbers not comparable with a run of this version's. A meta
-    file that records no version (written by hand) has nothing to tell."""
+def _other_version(data: SuiteResults) -> str | None:
+    """A warning when the results were exported by a later version of mtvae-bench, or by an earlier
+    one whose later changes touched folds they hold: numbers not comparable with a run of this
+    version's. A meta file that records no version (written by hand) has nothing to tell."""
     version, ids = data.meta.get("metrics_version"), set(completed(data.results)["config_id"])
     if not isinstance(version, int):
         return None
+    if version > METRICS_VERSION:
+        return (f"{data.suite}.csv was exported by a later version of mtvae-bench, whose metrics this version may "
+                "read otherwise: report it with that version")
     changes = changes_since(version, lambda later: any(changed_by(later, config_id) for config_id in ids))
     if not changes:
         return None
@@ -371,8 +374,8 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
     files, warnings = [], []
     if "dataset" not in data.meta:
         warnings.append(f"no {suite}_meta.json: expected folds and configurations guessed from the results")
-    elif old := _earlier_version(data):
-        warnings.append(old)
+    elif other := _other_version(data):
+        warnings.append(other)
 
     # Tidy: a configuration without parameters has an empty cell, the display tables' "–" elsewhere.
     table.assign(parameters=table["parameters"].replace("–", "")).to_csv(out_dir / "table.csv", index=False)

@@ -185,14 +185,17 @@ class _Worker:
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
                             "recon_mean_image": self._mean_image_recon(fold), "stacked": stacked,
-                            "metrics_version": METRICS_VERSION, **self.trained_on}.items():
+                            **self.trained_on}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
     def _label(self, trial_id: int, config_id: str, fold: int) -> None:
-        """Mark a claimed trial with its unit and where its parameters came from."""
+        """Mark a claimed trial with its unit, the metrics version that trains it and where its parameters came
+        from."""
         storage = self.study._storage
         storage.set_trial_user_attr(trial_id, "config_id", config_id)
         storage.set_trial_user_attr(trial_id, "fold", fold)
+        # Done or failed for good, a unit is this version's: a study shared with later files tells it from older ones.
+        storage.set_trial_user_attr(trial_id, "metrics_version", METRICS_VERSION)
         if config_id in self.params_from:
             storage.set_trial_user_attr(trial_id, "params_from", self.params_from[config_id])
 

@@ -154,7 +154,9 @@ def opened_as_agreed(first: tuple[Agreed, str | None], agree: Callable[[], tuple
 
 
 # What each raise of METRICS_VERSION changed, as a study of an earlier version is told.
-CHANGES = {3: "a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its weights mean "
+CHANGES = {2: "validation measured otherwise (a Gaussian VAE's decoded μ rather than a sampled z) and the "
+              "precision was not stored",
+           3: "a VQ-VAE's β weighed the whole VQ loss rather than the commitment term alone, so its weights mean "
               "something else now",
            4: "VQ-VAE 1 applied its activation twice after its last encoder and first decoder layers, so its folds "
               "trained another model than this version's"}

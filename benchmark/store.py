@@ -90,26 +90,30 @@ def shares_units(stored: dict, wanted: dict) -> bool:
     return not settings_differ(stored, _as_listed(stored, wanted))
 
 
-def outdated_units(study: optuna.Study, suite: Suite, stored_version: int) -> dict[str, list[int]]:
-    """The units of ``suite`` done in ``study`` by an earlier version of mtvae-bench whose later changes
-    touched them, each with those changes. Files listing other configurations share a study, so its
-    settings, the first run's, may not list a configuration another file's run trained. A unit records
-    the version that trained it; one done before units recorded it counts as of the study's ``stored_version``."""
-    listed, outdated = set(unit_keys(suite)), {}
-    for key, trials in unit_states(study).items():
+def outdated_units(study: optuna.Study, suite: Suite, stored_version: int) -> dict[str, tuple[list[int], bool]]:
+    """The units of ``suite`` settled in ``study`` (done, or failed for good) by an earlier version of
+    mtvae-bench whose later changes touched them: each with those changes, and whether it recorded its
+    version. Files listing other configurations share a study, so its settings, the first run's, may
+    not list a configuration another file's run trained. A unit records the version that trained it;
+    one settled before units recorded it counts as of the study's ``stored_version``."""
+    states, outdated = unit_states(study), {}
+    for key in unit_keys(suite):
         config_id = parse_unit(key)[0]
-        versions = [t.user_attrs.get("metrics_version", stored_version) for t in trials
-                    if key in listed and trial_status(t) == "complete"]
+        settled = [t for t in states.get(key, []) if trial_status(t) in ("complete", "failed")]
+        versions = [t.user_attrs.get("metrics_version", stored_version) for t in settled]
         if versions and (changes := changes_since(min(versions), lambda v: changed_by(v, config_id))):
-            outdated[key] = changes
+            outdated[key] = changes, all("metrics_version" in t.user_attrs for t in settled)
     return outdated
 
 
-def _outdated_message(study: str, url: str, outdated: dict[str, list[int]]) -> str:
+def _outdated_message(study: str, url: str, outdated: dict[str, tuple[list[int], bool]]) -> str:
     configs = list(dict.fromkeys(parse_unit(key)[0] for key in outdated))
-    changes = sorted({c for found in outdated.values() for c in found})
+    changes = sorted({c for found, _ in outdated.values() for c in found})
+    unrecorded = "" if all(recorded for _, recorded in outdated.values()) else \
+        " (or by one that recorded no version with its units)"
     return (f"study {study!r} in {safe_url(url)} holds {len(outdated)} fold{'s' * (len(outdated) != 1)} of "
-            f"{', '.join(configs)} trained by an earlier version of mtvae-bench, {since_changes(changes)}")
+            f"{', '.join(configs)} trained by an earlier version of mtvae-bench{unrecorded}, {since_changes(changes)}; "
+            "a run of a file without those configurations goes on with the rest")
 
 
 def held_configurations(study: optuna.Study) -> list[str]:

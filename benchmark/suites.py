@@ -153,13 +153,13 @@ class Suite:
         return {c.id: fold_seconds(c.family, c.config, c.method.method, self.dataset, self.limit, self.folds,
                                    self.train.epochs) for c in self.configurations}
 
-    def cpu_seconds(self, units: Iterable[str] | None = None) -> float:
-        """Estimated seconds on a 2-core laptop CPU of the units whose configurations ``units`` names,
-        one id a unit (``unit_seconds``); without ``units``, of every unit of the suite."""
+    def cpu_seconds(self, config_ids: Iterable[str] | None = None) -> float:
+        """Estimated seconds on a 2-core laptop CPU of units of the configurations ``config_ids``
+        names, an id for each unit (``unit_seconds``); without them, of every unit of the suite."""
         seconds = self.unit_seconds()
-        if units is None:
+        if config_ids is None:
             return sum(seconds.values()) * self.folds * self.repeats
-        return sum(seconds[config_id] for config_id in units)
+        return sum(seconds[config_id] for config_id in config_ids)
 
     def with_best_params(self, best: dict[SearchKey, tuple[Configuration, str]]) -> Suite:
         """The suite with each configuration that a search covers replaced by the search's best.

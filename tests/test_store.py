@@ -223,17 +223,24 @@ def test_a_shared_study_refuses_folds_another_files_run_trained_before_their_mod
     done("vae/1/baseline#0")
     done("vq-vae/1/baseline#1", metrics_version=METRICS_VERSION)
     open_suite_study(smoke, store)  # every fold done is of this version's models
-    done("vq-vae/1/baseline#0")  # recorded no version: the study's
     done("vq-vae/1/multidecoder/uniform#0", metrics_version=3)
     open_suite_study(vae_only, store)  # lists none of them
     with pytest.raises(StoreError) as refused:
         open_suite_study(smoke, store)
-    assert str(refused.value).startswith(
-        f"study 'suite-smoke' in sqlite:///{tmp_path}/smoke.db holds 2 folds of vq-vae/1/baseline, "
-        "vq-vae/1/multidecoder/uniform trained by an earlier version of mtvae-bench, in which VQ-VAE 1 applied its "
-        "activation twice after its last encoder and first decoder layers, so its folds trained another model than "
-        "this version's; for a separate run, give it a --name of its own")
+    old = ("trained by an earlier version of mtvae-bench, in which VQ-VAE 1 applied its activation twice after its "
+           "last encoder and first decoder layers, so its folds trained another model than this version's; a run of "
+           "a file without those configurations goes on with the rest; for a separate run, give it a --name of its own")
+    where = f"study 'suite-smoke' in sqlite:///{tmp_path}/smoke.db"
+    assert str(refused.value).startswith(f"{where} holds 1 fold of vq-vae/1/multidecoder/uniform {old}")
     assert "`optuna delete-study --storage" in str(refused.value)
+    # Failed for good (diverged) is settled as well, never trained again; a unit that recorded no version is the study's
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, system_attrs={"fixed_params": {
+        UNIT_PARAM: "vq-vae/1/baseline#0"}}, user_attrs={"error": "diverged"}))
+    with pytest.raises(StoreError) as refused:
+        open_suite_study(smoke, store)
+    assert str(refused.value).startswith(f"{where} holds 2 folds of vq-vae/1/baseline, vq-vae/1/multidecoder/uniform "
+                                         + old.replace("mtvae-bench,", "mtvae-bench (or by one that recorded no "
+                                                       "version with its units),"))
 
 
 def test_a_study_touched_by_two_changes_names_both():
