@@ -52,9 +52,10 @@ from benchmark.train import resolve_device
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
 SETTINGS = ("fold", "epochs", "batch_size", "lr", "hidden", "layers", "kernel")
+# temperature: the samples', which the NLL does not depend on (so not among the settings that must agree)
 PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "code_perplexity", "epochs",
                  "best_epoch", "n_train", "n_val", "prior_path", "seconds", "batch_size", "lr", "hidden", "layers",
-                 "kernel")
+                 "kernel", "temperature")
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
 
@@ -423,7 +424,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                    "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats,
                    "code_perplexity": code_perplexity(val_codes),
                    "best_epoch": result.best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
-                   "prior_path": str(path), "seconds": time.perf_counter() - started, **settings}  # with fold, epochs
+                   "prior_path": str(path), "seconds": time.perf_counter() - started,
+                   "temperature": temperature if samples else None, **settings}  # with fold, epochs
             _update_csv(results_dir, suite, [row], order, replaced, settings)
             summary.rows.append(row)
             if on_result is not None:
@@ -457,10 +459,12 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
             masks = samples.get("masks", [])
             # Uniform pixels for every method (draw_samples), whatever it trained on: the labels say so.
             labels = [first] + [f"{cond}{int(m.sum())} uniform px of image {j + 1}" for j, m in enumerate(masks)]
+            temperature = payload["info"].get("temperature", 1.0)
             paths += generated_grid(samples["images"], directory / f"generated_{name}",
                                     conditioned=samples.get("conditioned"), real=samples.get("real"),
                                     masks=samples.get("masks"), row_labels=labels,
-                                    title=f"{config_id}: samples of the prior (fold {rows.loc[config_id, 'fold']})")
+                                    title=f"{config_id}: samples of the prior at temperature {temperature:g} "
+                                          f"(fold {rows.loc[config_id, 'fold']})")
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             warnings.append(f"{config_id}: no generated images ({type(error).__name__}: {error})")
     return paths, warnings

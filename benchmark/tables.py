@@ -36,7 +36,8 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "observes its sampling's default count (table.csv's observed column); "
             "KL summed over latent dimensions (Gaussian VAE); VQ loss (VQ-VAE): codebook + "
             f"{VQConfig.commitment:g} × commitment, squared distances averaged over the code map's elements "
-            f"(the thesis table's scale), at {VQConfig.commitment:g} whatever β trained.")
+            f"(the thesis table's scale), at {VQConfig.commitment:g} whatever β trained. "
+            "Epoch: the epochs the folds kept, lowest–highest; rows that kept other epochs differ in training too.")
 COMPARISON_TITLES = ("Difference", "95% interval", "Change", "p (Holm)", "Folds")
 COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline of the same model and config, paired "
                    "on fold; negative is a lower loss. 95% interval and p: corrected resampled t-test "
@@ -92,9 +93,17 @@ def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         cells["Prior NLL (nats/code)"], bold["Prior NLL (nats/code)"] = prior_cells(table), [False] * len(table)
     if _has_weights(table):
         cells["Weights"], bold["Weights"] = [_count_text(w) for w in table["weights"]], [False] * len(table)
+    if "best_epoch_min" in table:
+        cells["Epoch"], bold["Epoch"] = epoch_cells(table), [False] * len(table)
     cells["n"] = table["n"].astype(str).to_list()
     bold["n"] = [False] * len(table)
     return pd.DataFrame(cells, index=index), pd.DataFrame(bold, index=index)
+
+
+def epoch_cells(table: pd.DataFrame) -> list[str]:
+    """The epochs a row's folds kept: "3", "1–2"; "–" for a row without a fold done."""
+    return ["–" if pd.isna(low) else f"{int(low)}" if low == high else f"{int(low)}–{int(high)}"
+            for low, high in zip(table["best_epoch_min"], table["best_epoch_max"])]
 
 
 def _count_text(count: int | None) -> str:
@@ -296,5 +305,5 @@ def prior_cells(table: pd.DataFrame) -> list[str]:
     """"NLL (fold k, perplexity P)" in nats per code, "–" for rows without a prior (Gaussian VAEs)."""
     perplexities = table.get("prior_code_perplexity", pd.Series(math.nan, index=table.index))
     return ["–" if pd.isna(nll) else
-            f"{nll:.3f} (fold {int(fold)}" + ("" if pd.isna(perplexity) else f", perplexity {perplexity:.0f}") + ")"
+            f"{nll:.3f} (fold {int(fold)}" + ("" if pd.isna(perplexity) else f", perplexity {perplexity:.3g}") + ")"
             for nll, fold, perplexity in zip(table["prior_nll_nats"], table["prior_fold"], perplexities)]

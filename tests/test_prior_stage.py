@@ -174,10 +174,11 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
 
 def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkeypatch):
     # Checkpoint figures are test_report_cli's business; the generated ones come from the stored samples.
-    labels, grid = {}, benchmark.figures.generated_grid
+    labels, titles, grid = {}, {}, benchmark.figures.generated_grid
 
     def labelled(images, path, **kwargs):
         labels[path.name] = kwargs["row_labels"]
+        titles[path.name] = kwargs["title"]
         return grid(images, path, **kwargs)
 
     monkeypatch.setattr("benchmark.figures.generated_grid", labelled)
@@ -185,6 +186,9 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkey
     # the conditioned rows say what they observe, the same uniform pixels for every method
     assert labels["generated_vq-vae_1_single_gaussian_a_40"][1] == "16 uniform px of image 1"
     assert labels["generated_vq-vae_1_multidecoder_uniform"][:2] == ["decoder 1", "decoder 2: 16 uniform px of image 1"]
+    # the temperature the samples were drawn at, which the CSV records beside the NLL
+    assert titles["generated_vq-vae_1_baseline"] == "vq-vae/1/baseline: samples of the prior at temperature 1 (fold 0)"
+    assert (read(prior_run, "smoke_prior.csv")["temperature"] == 1.0).all()
     index = (prior_run / "reports" / "smoke" / "index.md").read_text()
     assert "16 uniformly drawn pixels of a validation image" in index
     out = prior_run / "reports" / "smoke"
@@ -204,7 +208,7 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkey
         assert row["prior_fold"] == prior.loc[config_id, "fold"]
         assert 1 <= row["prior_code_perplexity"] <= K
         assert (f"{row['prior_nll_nats']:.3f} (fold {int(row['prior_fold'])}, perplexity "
-                f"{row['prior_code_perplexity']:.0f})") in markdown
+                f"{row['prior_code_perplexity']:.3g})") in markdown  # 2.26, not 2
         assert_figure(figure, min_width=300)
         assert_figure(figure.with_suffix(".pdf"))
     # Gaussian VAE rows have no prior: a – in its column.

@@ -556,7 +556,7 @@ def test_table_tex_is_a_booktabs_tabular_with_marks(report):
     _, out = report
     latex = (out / "table.tex").read_text()
     spec, lines = _tabular_rows(latex)
-    assert len(spec) == 8  # Model, Config, Method, Parameters + 3 metrics + n
+    assert len(spec) == 9  # Model, Config, Method, Parameters + 3 metrics + Epoch + n
     assert len(lines) == 1 + len(CONFIGS)  # one header row and one row per configuration
     assert all(line.count("&") == len(spec) - 1 for line in lines)
     assert lines[0].startswith(r"Model & Config & Method & Parameters & \shortstack{Reconstruction\\loss}")
@@ -601,10 +601,20 @@ def test_table_md_shows_the_same_numbers_and_marks(report):
     best = table[table["family"] == "vq-vae"].sort_values("recon_mean").iloc[0]
     assert f"**{format_mean_var(best.recon_mean, best.recon_var)}†**" in markdown
     header, alignment, rows = _markdown_rows(markdown)
-    assert header == [*INDEX_TITLES, "Reconstruction loss", "KL / VQ loss", "Conditioned reconstruction", "n"]
-    assert alignment == ["left"] * 4 + ["right"] * 4 and len(rows) == len(CONFIGS)
+    assert header == [*INDEX_TITLES, "Reconstruction loss", "KL / VQ loss", "Conditioned reconstruction", "Epoch", "n"]
+    assert alignment == ["left"] * 4 + ["right"] * 5 and len(rows) == len(CONFIGS)
+    assert all(row[-2:] == ["3", "5"] for row in rows)  # every fold kept epoch 3 of 3
     # a model and its config are named where their group starts, and left blank in the rows below
     assert [row[:2] for row in rows] == [["Gaussian VAE", "1"], ["", ""], ["", ""], ["VQ-VAE", "1"], ["", ""], ["", ""]]
+
+
+def test_the_tables_show_the_epochs_the_folds_kept(rows):
+    """A comparison of rows that kept other epochs is one of training lengths too: the tables show it."""
+    rows = rows.copy()
+    rows.loc[(rows["config_id"] == "vq-vae/1/baseline") & (rows["fold"] < 3), "best_epoch"] = 1
+    table = build_table(SuiteResults("demo", rows, None, {"folds": FOLDS}))
+    assert display_table(table)[0]["Epoch"].to_list() == ["3", "3", "3", "1–3", "3", "3"]
+    assert "Epoch: the epochs the folds kept, lowest–highest" in markdown_table(table)
 
 
 def test_the_tables_show_each_models_weights_when_the_export_knows_its_images(tmp_path, rows):
@@ -616,7 +626,8 @@ def test_the_tables_show_each_models_weights_when_the_export_knows_its_images(tm
     assert table.loc["vae/1/baseline", "weights"] < table.loc["vae/1/single/uniform/a=40", "weights"]
     markdown = (tmp_path / "out" / "table.md").read_text()
     header, _, cells = _markdown_rows(markdown)
-    assert header[-2:] == ["Weights", "n"] and cells[0][-2:] == ["1.13M", "5"]  # Gaussian VAE 1 baseline: 1,127,617
+    assert header[-3:] == ["Weights", "Epoch", "n"]
+    assert cells[0][-3:] == ["1.13M", "3", "5"]  # Gaussian VAE 1 baseline: 1,127,617 weights
     assert "Weights: the model's trainable weights" in markdown
     assert "Weights" in (tmp_path / "out" / "table.tex").read_text()
     # An export without the image channels (older runs): no column, rather than a guess.
