@@ -432,8 +432,8 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--epochs", "3", "--name", "quick"], "--name quick is a built-in suite's name"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--folds", "1", "--epochs", "0", "--seed", "-1"],  # every override's problem at once
-     "error: 3 problems: --folds: folds must be >= 2 for cross-validation, got 1 | --seed: seed must be an integer "
-     "in [0, 2^32), got -1 | --epochs: epochs must be >= 1, got 0"),
+     "error: 3 problems: --folds must be >= 2 for cross-validation, got 1 | --seed must be an integer "
+     "in [0, 2^32), got -1 | --epochs must be >= 1, got 0"),
     (["--suite", "smoke", "--heartbeat", "0"], "--heartbeat must be >= 1"),
     (["--suite", "smoke", "--seed", "-1"], "seed must be an integer in [0, 2^32), got -1"),
     (["--suite", "smoke", "--seed", str(2**32)], f"seed must be an integer in [0, 2^32), got {2**32}"),

@@ -537,8 +537,8 @@ def test_a_pixel_count_found_too_large_once_the_images_load_is_named_by_its_file
 def test_a_bad_command_line_override_is_named_by_its_flag(tmp_path, capsys):
     assert cli(tmp_path, "run", "--suite", "quick", "--folds", "1", "--epochs", "0", "--seed", "-1") == 2
     assert one_line_error(capsys) == (
-        "error: 3 problems: --folds: folds must be >= 2 for cross-validation, got 1 | --seed: seed must be an integer "
-        "in [0, 2^32), got -1 | --epochs: epochs must be >= 1, got 0")
+        "error: 3 problems: --folds must be >= 2 for cross-validation, got 1 | --seed must be an integer "
+        "in [0, 2^32), got -1 | --epochs must be >= 1, got 0")
     # a problem of two values, not of one flag's alone, is said as it is; one a flag brings alone is the flag's
     assert cli(tmp_path, "run", "--suite", "smoke", "--limit", "4", "--folds", "6") == 2
     assert one_line_error(capsys) == "error: 4 training images (limit) cannot be split into 6 folds"

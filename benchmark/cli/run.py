@@ -144,12 +144,19 @@ def overridden(suite: Suite, **values) -> Suite:
         return suite.override(**values)
     except ValueError as err:
         problems = messages(err)
-    flags = {}
+    keys = {}
     for key, value in values.items():
         if value is not None:
             for message in problems_of(lambda: suite.override(**{key: value})):
-                flags.setdefault(message, f"--{key.replace('_', '-')}")
-    raise problems_error([f"{flags[message]}: {message}" if message in flags else message for message in problems])
+                keys.setdefault(message, key)
+    raise problems_error([_flagged(message, keys[message]) if message in keys else message for message in problems])
+
+
+def _flagged(message: str, key: str) -> str:
+    """``message`` about field ``key`` said of its flag: "--folds must be …" for "folds must be …",
+    else "--device: unknown device …"."""
+    flag = f"--{key.replace('_', '-')}"
+    return flag + message.removeprefix(key) if message.startswith(f"{key} ") else f"{flag}: {message}"
 
 
 def _filed_note(given: str, base: Suite, suite: Suite, store: StoreConfig) -> str | None:
