@@ -79,14 +79,23 @@ def problems_of(check: Callable[..., object], *args: object) -> list[str]:
 FieldChecks = dict[str, tuple[type | tuple[type, ...], str, Callable[[Any], list[str]]]]
 
 
-def field_problems(instance: object, checks: FieldChecks) -> tuple[list[str], set[str]]:
-    """The problems of ``instance``'s fields in ``checks``' order, and the fields that have any. A
+def field_problems(instance: object, checks: FieldChecks, flag: bool = False) -> tuple[list[str], set[str]]:
+    """The problems of ``instance``'s fields in ``checks``' order, and the fields that have any; with
+    ``flag``, each said of its field's flag (``flagged``: the fields are a command's options). A
     value of the wrong kind has that one: its own checks would only repeat it, or fail on it."""
     problems, bad = [], set()
     for name, (kind, what, own) in checks.items():
         value = getattr(instance, name)
         found = problems_of(check_kind, name, value, kind, what) or own(value)
-        problems += found
+        problems += [flagged(message, name) for message in found] if flag else found
         if found:
             bad.add(name)
     return problems, bad
+
+
+def flagged(message: str, key: str) -> str:
+    """``message`` about field ``key`` said of its flag: "--folds must be …" for "folds must be …", as it
+    is where it names the flag already, else "--device: unknown device …"."""
+    flag = f"--{key.replace('_', '-')}"
+    first, _, rest = message.partition(" ")
+    return f"{flag} {rest}" if first in (key, flag) else f"{flag}: {message}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from benchmark.balancing import DEFAULT_SOFTADAPT_BETA, BalanceConfig
-from benchmark.checks import check_choice, field_problems, problems_of, raise_problems
+from benchmark.checks import FieldChecks, check_choice, field_problems, problems_of, raise_problems
 from benchmark.conditioning import SAMPLINGS, PixelSampler, check_sampling
 from benchmark.models import DEFAULT_BETA, METHODS, model_config
 
@@ -168,6 +168,19 @@ def check_device(device: str) -> None:
         check_choice("device", device, DEVICES, ", cuda:N")
 
 
+# The checks of ``TrainConfig``'s fields (``field_problems``), which a search's settings and options share.
+TRAIN_CHECKS: FieldChecks = {
+    "epochs": (int, "a number (an integer)", lambda v: [] if v >= 1 else [f"epochs must be >= 1, got {v}"]),
+    "batch_size": (int, "a number (an integer)", lambda v: [] if v >= 1 else [f"batch size must be >= 1, got {v}"]),
+    "lr": ((int, float), "a number", lambda v: [] if v > 0 and math.isfinite(v) else [
+        f"learning rate must be a finite number > 0, got {v}"]),
+    "weight_decay": ((int, float), "a number", lambda v: [] if v >= 0 and math.isfinite(v) else [
+        f"weight_decay must be a finite number >= 0, got {v}"]),
+    "device": (str, "a name", lambda v: problems_of(check_device, v)),
+    "precision": (str, "a name", lambda v: problems_of(check_choice, "precision", v, PRECISIONS)),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How one fold is trained (the thesis: AdamW, lr 1e-3, batch 128, 100 epochs)."""
@@ -184,17 +197,7 @@ class TrainConfig:
 
     def _problems(self) -> list[str]:
         """Every problem of these settings, each a message, in the fields' order."""
-        return field_problems(self, {
-            "epochs": (int, "a number (an integer)", lambda v: [] if v >= 1 else [f"epochs must be >= 1, got {v}"]),
-            "batch_size": (int, "a number (an integer)",
-                           lambda v: [] if v >= 1 else [f"batch size must be >= 1, got {v}"]),
-            "lr": ((int, float), "a number", lambda v: [] if v > 0 and math.isfinite(v) else [
-                f"learning rate must be a finite number > 0, got {v}"]),
-            "weight_decay": ((int, float), "a number", lambda v: [] if v >= 0 and math.isfinite(v) else [
-                f"weight_decay must be a finite number >= 0, got {v}"]),
-            "device": (str, "a name", lambda v: problems_of(check_device, v)),
-            "precision": (str, "a name", lambda v: problems_of(check_choice, "precision", v, PRECISIONS)),
-        })[0]
+        return field_problems(self, TRAIN_CHECKS)[0]
 
     def autocast(self, device: torch.device) -> bool:
         """Whether the training steps run under bf16 autocast on ``device``."""

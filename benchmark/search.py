@@ -41,8 +41,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
-from benchmark.checks import check_choice
-from benchmark.config import Configuration
+from benchmark.checks import check_choice, field_problems, problems_of, raise_problems
+from benchmark.config import TRAIN_CHECKS, Configuration
 from benchmark.cv import fold_indices
 from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
                                  worker_id)
@@ -50,6 +50,7 @@ from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.storage import (
     StoreConfig,
     agree_heartbeat,
+    check_heartbeat,
     check_settings,
     fail_orphans,
     fail_stale_trials,
@@ -89,15 +90,21 @@ class SearchOptions:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
-        if self.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {self.workers}")
-        check_choice("pruner", self.pruner, PRUNERS)
-        if self.pruner_startup < 0:
-            raise ValueError(f"--pruner-startup must be >= 0, got {self.pruner_startup}")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        raise_problems(self._problems())
+
+    def _problems(self) -> list[str]:
+        """Every problem of these options, each said of its flag, in the fields' order."""
+        return field_problems(self, {
+            "trials": (int, "an integer", lambda v: [] if v >= 1 else [f"trials must be >= 1, got {v}"]),
+            "timeout": ((int, float, type(None)), "a number of seconds", lambda v: [] if v is None or v > 0 else [
+                f"timeout must be > 0 seconds, got {v}"]),
+            "pruner": (str, "a name", lambda v: problems_of(check_choice, "pruner", v, PRUNERS)),
+            "pruner_startup": (int, "an integer",
+                               lambda v: [] if v >= 0 else [f"pruner_startup must be >= 0, got {v}"]),
+            "workers": (int, "an integer", lambda v: [] if v >= 1 else [f"workers must be >= 1, got {v}"]),
+            "device": TRAIN_CHECKS["device"],
+            "heartbeat": (int, "an integer", lambda v: problems_of(check_heartbeat, v)),
+        }, flag=True)[0]
 
 
 def make_pruner(settings: SearchSettings, options: SearchOptions) -> optuna.pruners.BasePruner:
@@ -337,7 +344,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     started = time.perf_counter()
     name = study_name or settings.default_study_name()
     storage_url = storage_url or default_storage(name)
-    # Load the data first: a bad dataset name must not leave an empty study behind.
+    # Load the data first: missing dataset files must not leave an empty study behind.
     images = load_dataset(settings.dataset, options.data_root, download=options.download, limit=settings.limit,
                           seed=settings.seed).train
     fold_indices(len(images), settings.folds, settings.seed)  # too few images for the folds: before a study is made

@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import check_choice, did_you_mean
-from benchmark.config import Configuration, MethodConfig, TrainConfig
-from benchmark.models import METHODS, model_config
+from benchmark.checks import check_choice, did_you_mean, field_problems, flagged, problems_of, raise_problems
+from benchmark.conditioning import SAMPLINGS
+from benchmark.config import TRAIN_CHECKS, Configuration, MethodConfig, TrainConfig
+from benchmark.models import FAMILIES, METHODS, model_config
+from benchmark.suites import SPLIT_CHECKS, split_problems
 
 OBJECTIVES = ("recon", "latent", "recon_cond")
 
@@ -109,35 +111,65 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
-        model_config(self.family, self.config)  # unknown model or config: one line listing the choices
-        check_choice("method", self.method, METHODS)
+        raise_problems(self._problems())
+        object.__setattr__(self, "ranges", self._filled_ranges())
+
+    def _filled_ranges(self) -> dict[str, ParamRange]:
+        """The range of every searched parameter: the one given, else its default."""
         wanted = searched_parameters(self.method, self.softadapt, self.ranges)
-        unknown = sorted(set(self.ranges) - set(wanted))
-        if unknown:
-            also = " (and beta, given its range)" if self.softadapt and "beta" not in wanted else ""
-            raise ValueError(f"no parameter {unknown[0]!r}{did_you_mean(unknown[0], wanted)} in this search; it tunes: "
-                             f"{', '.join(wanted)}{also}")
-        ranges = {name: self.ranges.get(name, default_range(name, self.family)) for name in wanted}
-        for name, value in ranges.items():
-            value.check(name)
-        object.__setattr__(self, "ranges", ranges)
-        if self.method != "baseline" and self.sampling is None:
-            try:
-                MethodConfig(self.method)  # its message names the samplings that this method accepts
-            except ValueError as err:
-                raise ValueError(f"{err} (give it with --sampling)") from None
+        return {name: self.ranges.get(name, default_range(name, self.family)) for name in wanted}
+
+    def _problems(self) -> list[str]:
+        """Every problem of these settings that no other hides, each said of its flag where its value alone
+        brings it: what is tuned, the objectives, then the data and training. A check that needs a value found
+        bad is left out: the searched parameters depend on the method, the sampler at the ranges' middles on
+        all that is tuned."""
+        # a config is known only of a known family
+        model = [flagged(message, "config" if self.family in FAMILIES else "family")
+                 for message in problems_of(model_config, self.family, self.config)]
+        method = [flagged(message, "method") for message in problems_of(check_choice, "method", self.method, METHODS)]
+        ranges = [] if method else [flagged(message, "range") for message in self._range_problems()]
+        if self.sampling is not None:
+            sampling = [flagged(message, "sampling")
+                        for message in problems_of(check_choice, "sampling", self.sampling, SAMPLINGS)]
+        else:  # its message names the samplings that this method accepts
+            sampling = [] if method or self.method == "baseline" else [
+                f"{message} (give it with --sampling)" for message in problems_of(MethodConfig, self.method)]
+        tuned = model + method + ranges + sampling
+        if not tuned:  # family, config, method and sampling together, at the middle of every range
+            middle = {name: math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2
+                      for name, r in self._filled_ranges().items()}
+            tuned = problems_of(lambda: configuration_for(self, middle).method.sampler(32))
+        objectives = []
         if not self.objectives or len(set(self.objectives)) != len(self.objectives) or \
                 not set(self.objectives) <= set(OBJECTIVES):
-            raise ValueError(f"bad objectives {','.join(self.objectives)!r}; give one or more of "
-                             f"{', '.join(OBJECTIVES)}, comma-separated and each once, e.g. recon,latent")
-        if "recon_cond" in self.objectives and self.method == "baseline":
-            raise ValueError("the baseline has no conditioned decoder: recon_cond cannot be an objective")
-        if self.folds < 2:
-            raise ValueError(f"--folds must be >= 2 for cross-validation, got {self.folds}")
-        self.train_config()  # validates epochs, batch size, learning rate and precision
-        # Validates family, config, method and sampling at the middle of every range.
-        middle = {name: math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2 for name, r in ranges.items()}
-        configuration_for(self, middle).method.sampler(32)
+            objectives.append(flagged(f"bad objectives {','.join(self.objectives)!r}; give one or more of "
+                                      f"{', '.join(OBJECTIVES)}, comma-separated and each once, e.g. recon,latent",
+                                      "objectives"))
+        elif not method and "recon_cond" in self.objectives and self.method == "baseline":
+            objectives.append("the baseline has no conditioned decoder: recon_cond cannot be an objective")
+        from benchmark.data import check_dataset_name  # here: the data's modules load scikit-learn
+
+        data, bad = field_problems(self, {
+            "dataset": (str, "a name", lambda v: problems_of(check_dataset_name, v)),
+            **SPLIT_CHECKS,
+            **{key: TRAIN_CHECKS[key] for key in ("epochs", "batch_size", "lr", "precision")},
+        }, flag=True)
+        if not bad & {"limit", "folds"}:
+            data += split_problems(self.limit, self.folds)
+        return tuned + objectives + data
+
+    def _range_problems(self) -> list[str]:
+        """The problems of the ranges given: of a parameter that this search does not tune, of a bad range."""
+        wanted = searched_parameters(self.method, self.softadapt, self.ranges)
+        unknown = sorted(set(self.ranges) - set(wanted))
+        problems = []
+        if unknown:
+            also = " (and beta, given its range)" if self.softadapt and "beta" not in wanted else ""
+            problems.append(f"no parameter {unknown[0]!r}{did_you_mean(unknown[0], wanted)} in this search; it "
+                            f"tunes: {', '.join(wanted)}{also}")
+        return problems + [message for name, value in self._filled_ranges().items()
+                           for message in problems_of(value.check, name)]
 
     @property
     def multi_objective(self) -> bool:

@@ -53,6 +53,12 @@ Agreed = TypeVar("Agreed")
 Opened = TypeVar("Opened")
 
 
+def check_heartbeat(seconds: int) -> None:
+    """``ValueError`` unless ``seconds`` between a worker's heartbeats is at least one."""
+    if seconds < 1:
+        raise ValueError(f"--heartbeat must be >= 1 second, got {seconds}")
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """Where units, results and checkpoints live."""
@@ -68,8 +74,7 @@ class StoreConfig:
         for name in ("studies_dir", "results_dir", "artifacts_dir"):  # frozen: a str becomes a Path once, here
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.heartbeat_interval < 1:
-            raise ValueError(f"--heartbeat must be >= 1 second, got {self.heartbeat_interval}")
+        check_heartbeat(self.heartbeat_interval)
 
     def url(self, suite: str) -> str:
         if self.storage:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
-from benchmark.checks import (check_choice, check_kind, did_you_mean, field_problems, messages, problems_error,
-                              problems_of, raise_problems)
+from benchmark.checks import (FieldChecks, check_choice, check_kind, did_you_mean, field_problems, messages,
+                              problems_error, problems_of, raise_problems)
 from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig,
                               second_decoder_weight_problem, softadapt_weights_problem)
 from benchmark.models import METHODS, MODEL_CONFIGS, model_config
@@ -63,6 +63,23 @@ class PixelCountError(ValueError):
     the exact grid's, a power law's; a search tunes none), so its caller names the file."""
 
 
+# The checks of what splits the data into folds (``field_problems``), which a suite and a search share.
+SPLIT_CHECKS: FieldChecks = {
+    "limit": ((int, type(None)), "an integer >= 1 (training images)", lambda v: [] if v is None or v >= 1 else [
+        f"limit (training images) must be an integer >= 1, got {v}"]),
+    "folds": (int, "an integer", lambda v: [] if v >= 2 else [f"folds must be >= 2 for cross-validation, got {v}"]),
+    # numpy's seed range, which splits the data
+    "seed": (int, "an integer", lambda v: [] if 0 <= v < 2**32 else [f"seed must be an integer in [0, 2^32), got {v}"]),
+}
+
+
+def split_problems(limit: int | None, folds: int) -> list[str]:
+    """The problem of a ``limit`` of fewer training images than ``folds``, each right on its own."""
+    if limit is not None and limit < folds:
+        return [f"{limit} training images (limit) cannot be split into {folds} folds"]
+    return []
+
+
 @dataclass(frozen=True)
 class Suite:
     """A named set of configurations with the data and training they share."""
@@ -96,19 +113,15 @@ class Suite:
             "train": (TrainConfig, "a TrainConfig", lambda v: []),
             "dataset": (str, "a name", lambda v: []),
             "data_root": ((str, type(None)), "a path", lambda v: []),
-            "limit": ((int, type(None)), "an integer >= 1 (training images)", lambda v: [] if v is None or v >= 1 else [
-                f"limit (training images) must be an integer >= 1, got {v}"]),
-            "folds": (int, "an integer", lambda v: [] if v >= 2 else [f"folds must be >= 2 for cross-validation, "
-                                                                       f"got {v}"]),
+            "limit": SPLIT_CHECKS["limit"],
+            "folds": SPLIT_CHECKS["folds"],
             "repeats": (int, "an integer", lambda v: [] if v >= 1 else [f"repeats must be >= 1, got {v}"]),
-            # numpy's seed range, which splits the data
-            "seed": (int, "an integer", lambda v: [] if 0 <= v < 2**32 else [f"seed must be an integer in [0, 2^32), "
-                                                                              f"got {v}"]),
+            "seed": SPLIT_CHECKS["seed"],
             "description": (str, "text", lambda v: []),
             "download": (bool, "True or False", lambda v: []),
         })
-        if self.limit is not None and not bad & {"limit", "folds"} and self.limit < self.folds:
-            problems.append(f"{self.limit} training images (limit) cannot be split into {self.folds} folds")
+        if not bad & {"limit", "folds"}:
+            problems += split_problems(self.limit, self.folds)
         if not bad & {"name", "configurations"}:
             problems += problems_of(check_listed_once, self.name, self.configurations)
         return problems

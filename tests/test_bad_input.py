@@ -203,7 +203,7 @@ def test_a_method_without_its_kind_of_pixel_count_is_refused(make, message):
      "unknown configuration 'vq-vae/1/single' (did you mean 'vq-vae/1/single/gaussian/a=40'?); choose one of: "
      "vq-vae/1/baseline, vq-vae/1/single/gaussian/a=40"),
     (lambda: SearchSettings("vae", 1, "single", "uniform", ranges=dict([parse_range("exponant=1:10")])),
-     "no parameter 'exponant' (did you mean 'exponent'?) in this search; it tunes: exponent, beta"),
+     "--range: no parameter 'exponant' (did you mean 'exponent'?) in this search; it tunes: exponent, beta"),
 ])
 def test_a_mistyped_choice_is_named_with_the_closest_one_and_the_list(make, message):
     with raises(message):

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 import benchmark.train
 from benchmark.processes import signal_name
-from benchmark.search import counts_toward_budget
+from benchmark.search import SearchOptions, counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
 from benchmark.storage import status_counts, trial_status
 from benchmark.params_from import (best_configurations, load_search_study, study_settings, training_differences,
@@ -672,6 +672,69 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, bad, 
     assert not (tmp_path / "studies").exists()
 
 
+def test_search_names_every_problem_of_its_options_at_once_each_by_its_flag(tmp_path, capsys):
+    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "multidecoder", "--sampling",
+               "uniform", "--range", "w2=1-2", "--range", "w1=2:1", "--objectives", "foo", "--dataset", "imagenet",
+               "--limit", "0", "--folds", "1", "--seed", "-1", "--epochs", "0", "--batch-size", "0", "--trials", "0",
+               "--device", "gpu", "--heartbeat", "0", "--pruner", "none", "--pruner-startup", "3",
+               "--storage", "sqlite:///x.db", "--studies-dir", "s") == 2
+    assert one_line_error(capsys).split(" | ") == [
+        "error: 14 problems: --range: bad range 'w2=1-2'; write NAME=LOW:HIGH or NAME=LOW:HIGH:log|linear, e.g. "
+        "exponent=10:60",
+        "--range: empty range for w1: 2:1 (low must be < high)",
+        "--objectives: bad objectives 'foo'; give one or more of recon, latent, recon_cond, comma-separated and each "
+        "once, e.g. recon,latent",
+        "--dataset: unknown dataset 'imagenet'; choose one of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH",
+        "--limit (training images) must be an integer >= 1, got 0",
+        "--folds must be >= 2 for cross-validation, got 1",
+        "--seed must be an integer in [0, 2^32), got -1",
+        "--epochs must be >= 1, got 0",
+        "--batch-size: batch size must be >= 1, got 0",
+        "--trials must be >= 1, got 0",
+        "--device: unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N",
+        "--heartbeat must be >= 1 second, got 0",  # named by its flag already
+        "--pruner-startup sets when the median pruner starts; this search has --pruner none",
+        "--studies-dir is where SQLite studies go without --storage: give one or the other"]
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    # the searched parameters depend on the method, and the sampler at the ranges' middles on all that is tuned
+    (dict(method="singel", sampling="unifrom", ranges={"w1": ParamRange(2, 1)}, epochs=0),
+     "3 problems: --method: unknown method 'singel' (did you mean 'single'?); choose one of: baseline, multidecoder, "
+     "single | --sampling: unknown sampling 'unifrom' (did you mean 'uniform'?); choose one of: exact, uniform, "
+     "gaussian | --epochs must be >= 1, got 0"),
+    # ... and on nothing else: a sampling the method cannot take is named beside a bad --folds
+    (dict(method="single", sampling="exact", folds=1),
+     "2 problems: the single decoder draws a power-law count of pixels: use uniform or gaussian sampling, not the "
+     "exact grid (its count is fixed) | --folds must be >= 2 for cross-validation, got 1"),
+    # a config is checked of a known family; a problem of two values is said as it is
+    (dict(family="gan", config=7, method="single", limit=3),
+     "3 problems: --family: unknown model 'gan'; choose one of: vae, vq-vae | method 'single' needs a sampling: "
+     "uniform or gaussian (give it with --sampling) | 3 training images (limit) cannot be split into 5 folds"),
+    (dict(config=7, method="baseline", objectives=("recon_cond",), seed=2**32, lr=0.0),
+     "4 problems: --config: unknown vae config 7; choose one of: 1, 2 | the baseline has no conditioned decoder: "
+     "recon_cond cannot be an objective | --seed must be an integer in [0, 2^32), got 4294967296 | --lr: learning "
+     "rate must be a finite number > 0, got 0.0"),
+    # the objectives' own problem hides whether recon_cond fits the method
+    (dict(method="baseline", objectives=("recon_cond", "nope"), precision="half"),
+     "2 problems: --objectives: bad objectives 'recon_cond,nope'; give one or more of recon, latent, recon_cond, "
+     "comma-separated and each once, e.g. recon,latent | --precision: unknown precision 'half'; choose one of: auto, "
+     "fp32, bf16"),
+])
+def test_search_settings_name_every_problem_that_none_other_hides(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        SearchSettings(**{"family": "vae", "config": 1, **kwargs})
+
+
+def test_search_options_name_every_problem_by_its_flag():
+    with pytest.raises(ValueError, match=re.escape(
+            "4 problems: --timeout must be > 0 seconds, got 0 | --pruner: unknown pruner 'medain' (did you mean "
+            "'median'?); choose one of: median, none | --workers must be >= 1, got 0 | --device: unknown device "
+            "'cuda1' (did you mean 'cuda'?); choose one of: auto, cpu, cuda, cuda:N") + "$"):
+        SearchOptions(timeout=0, pruner="medain", workers=0, device="cuda1")
+
+
 @pytest.mark.parametrize("args", [("search", "--trials", "abc"), ("nope",), ("run",)])
 def test_argument_errors_are_one_line_without_the_usage_block(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as stop:
@@ -809,6 +872,10 @@ def test_a_pruner_startup_without_the_median_pruner_is_refused(tmp_path, capsys)
     assert search_cli(tmp_path, "--pruner", "none", "--pruner-startup", "3") == 2
     assert one_line_error(capsys) == ("error: --pruner-startup sets when the median pruner starts; this search has "
                                       "--pruner none")
+    # a mistyped pruner is named alone: whether it is the median pruner is not known
+    assert search_cli(tmp_path, "--pruner", "medain", "--pruner-startup", "3") == 2
+    assert one_line_error(capsys) == ("error: --pruner: unknown pruner 'medain' (did you mean 'median'?); choose one "
+                                      "of: median, none")
 
 
 def test_unreachable_storage_is_one_line(tmp_path, capsys):

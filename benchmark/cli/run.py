@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.checks import messages, problems_error, problems_of
+from benchmark.checks import flagged, messages, problems_error, problems_of
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
 from benchmark.export import go_on_with, recorded_command
@@ -149,14 +149,7 @@ def overridden(suite: Suite, **values) -> Suite:
         if value is not None:
             for message in problems_of(lambda: suite.override(**{key: value})):
                 keys.setdefault(message, key)
-    raise problems_error([_flagged(message, keys[message]) if message in keys else message for message in problems])
-
-
-def _flagged(message: str, key: str) -> str:
-    """``message`` about field ``key`` said of its flag: "--folds must be …" for "folds must be …",
-    else "--device: unknown device …"."""
-    flag = f"--{key.replace('_', '-')}"
-    return flag + message.removeprefix(key) if message.startswith(f"{key} ") else f"{flag}: {message}"
+    raise problems_error([flagged(message, keys[message]) if message in keys else message for message in problems])
 
 
 def _filed_note(given: str, base: Suite, suite: Suite, store: StoreConfig) -> str | None:

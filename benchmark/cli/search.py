@@ -8,10 +8,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
+from benchmark.checks import flagged, problems_of, raise_problems
 from benchmark.config import PRECISIONS
 from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
 from benchmark.studies import STUDIES_DIR, StudyPlace
+
+if TYPE_CHECKING:
+    from benchmark.search import SearchOptions
+    from benchmark.search_space import SearchSettings
 
 STORAGE_HELP = ("Optuna storage URL (default: the study's own SQLite file under --studies-dir, NAME.db, or the "
                 "file there that already holds it)")
@@ -127,28 +134,44 @@ def study_place(args: argparse.Namespace) -> StudyPlace:
     return StudyPlace(args.storage, args.studies_dir or STUDIES_DIR)
 
 
-def _settings(args: argparse.Namespace):
+def _checked(args: argparse.Namespace) -> tuple[SearchSettings, SearchOptions, StudyPlace]:
+    """The search's settings, options and study place, or one error naming every problem of them."""
+    from benchmark.search import PRUNERS, SearchOptions
     from benchmark.search_space import SearchSettings, parse_range
 
-    ranges = dict(parse_range(text) for text in args.range)
-    objectives = tuple(o.strip() for o in args.objectives.split(","))
-    return SearchSettings(family=args.family, config=args.config, method=args.method, sampling=args.sampling,
-                          softadapt=args.softadapt, dataset=args.dataset, limit=args.limit, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, folds=args.folds, seed=args.seed,
-                          precision=args.precision, objectives=objectives, ranges=ranges)
+    problems, ranges = [], {}
+    for text in args.range:
+        try:
+            name, value = parse_range(text)
+        except ValueError as err:
+            problems.append(flagged(str(err), "range"))
+        else:
+            ranges[name] = value
+
+    def settings() -> SearchSettings:
+        objectives = tuple(o.strip() for o in args.objectives.split(","))
+        return SearchSettings(family=args.family, config=args.config, method=args.method, sampling=args.sampling,
+                              softadapt=args.softadapt, dataset=args.dataset, limit=args.limit, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, folds=args.folds, seed=args.seed,
+                              precision=args.precision, objectives=objectives, ranges=ranges)
+
+    def options() -> SearchOptions:
+        return SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
+                             pruner_startup=5 if args.pruner_startup is None else args.pruner_startup,
+                             workers=args.workers, device=args.device, data_root=args.data_root,
+                             download=args.download, heartbeat=args.heartbeat, show_progress=not args.quiet)
+
+    problems += problems_of(settings) + problems_of(options)
+    if args.pruner_startup is not None and args.pruner in PRUNERS and args.pruner != "median":
+        problems.append(f"--pruner-startup sets when the median pruner starts; this search has --pruner {args.pruner}")
+    raise_problems(problems + problems_of(study_place, args))
+    return settings(), options(), study_place(args)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from benchmark.search import SearchInterrupted, SearchOptions, run_search
+    from benchmark.search import SearchInterrupted, run_search
 
-    settings = _settings(args)
-    place = study_place(args)
-    if args.pruner_startup is not None and args.pruner != "median":
-        raise ValueError(f"--pruner-startup sets when the median pruner starts; this search has --pruner {args.pruner}")
-    options = SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
-                            pruner_startup=5 if args.pruner_startup is None else args.pruner_startup, workers=args.workers, device=args.device,
-                            data_root=args.data_root, download=args.download, heartbeat=args.heartbeat,
-                            show_progress=not args.quiet)
+    settings, options, place = _checked(args)
     try:
         name = args.study_name or settings.default_study_name()
         summary = run_search(settings, place.url(name), name, options)
