@@ -28,7 +28,11 @@ def study_settings(study: optuna.Study) -> SearchSettings:
     data = study.user_attrs.get("settings")
     if not _is_search(data):
         raise ValueError(f"study {study.study_name!r} is not a search study (no search settings stored)")
-    return SearchSettings.from_dict(data)
+    try:
+        return SearchSettings.from_dict(data)
+    except ValueError as err:  # its messages name search's flags, which this command was not given
+        raise ValueError(f"study {study.study_name!r} stores search settings this version refuses (edited, or "
+                         f"written by another version?): {err}") from None
 
 
 def search_study_names(place: StudyPlace) -> list[str]:

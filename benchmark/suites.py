@@ -66,7 +66,7 @@ class PixelCountError(ValueError):
 # The checks of what splits the data into folds (``field_problems``), which a suite and a search share.
 SPLIT_CHECKS: FieldChecks = {
     "limit": ((int, type(None)), "an integer >= 1 (training images)", lambda v: [] if v is None or v >= 1 else [
-        f"limit (training images) must be an integer >= 1, got {v}"]),
+        f"limit must be an integer >= 1 (training images), got {v}"]),
     "folds": (int, "an integer", lambda v: [] if v >= 2 else [f"folds must be >= 2 for cross-validation, got {v}"]),
     # numpy's seed range, which splits the data
     "seed": (int, "an integer", lambda v: [] if 0 <= v < 2**32 else [f"seed must be an integer in [0, 2^32), got {v}"]),

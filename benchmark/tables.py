@@ -36,8 +36,8 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "observes its sampling's default count (table.csv's observed column); "
             "KL summed over latent dimensions (Gaussian VAE); VQ loss (VQ-VAE): codebook + "
             f"{VQConfig.commitment:g} × commitment, squared distances averaged over the code map's elements "
-            f"(the thesis table's scale), at {VQConfig.commitment:g} whatever β trained. "
-            "Epoch: the epochs the folds kept, lowest–highest; rows that kept other epochs differ in training too.")
+            f"(the thesis table's scale), at {VQConfig.commitment:g} whatever β trained.")
+EPOCH_NOTE = " Epoch: the epochs the folds kept, lowest–highest; rows that kept other epochs differ in training too."
 COMPARISON_TITLES = ("Difference", "95% interval", "Change", "p (Holm)", "Folds")
 COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline of the same model and config, paired "
                    "on fold; negative is a lower loss. 95% interval and p: corrected resampled t-test "
@@ -142,10 +142,10 @@ def _tuned(table: pd.DataFrame) -> bool:
 
 
 def footnote(table: pd.DataFrame) -> str:
-    """The tables' footnote; with the weights' and the prior's columns explained when they are
+    """The tables' footnote; with the epochs', the weights' and the prior's columns explained when they are
     there, and the selection-bias caveat when a row's parameters were tuned."""
-    return (FOOTNOTE + (WEIGHTS_NOTE if _has_weights(table) else "") + (PRIOR_NOTE if "prior_nll_nats" in table else "")
-            + (TUNED_NOTE if _tuned(table) else ""))
+    return (FOOTNOTE + (EPOCH_NOTE if "best_epoch_min" in table else "") + (WEIGHTS_NOTE if _has_weights(table) else "")
+            + (PRIOR_NOTE if "prior_nll_nats" in table else "") + (TUNED_NOTE if _tuned(table) else ""))
 
 
 def comparison_note(table: pd.DataFrame) -> str:

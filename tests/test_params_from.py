@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import cli, one_line_error, text_table
 
+from benchmark.params_from import study_settings
 from benchmark.search_space import SearchSettings
 from benchmark.storage import versioned
 
@@ -242,3 +243,14 @@ def test_a_run_tuned_from_other_studies_is_not_filed_over_the_last_tuned_run(tmp
                                              "`python -m benchmark run --suite tuned.toml --quiet`; for a run of its "
                                              "own")
     assert set(pd.read_csv(tmp_path / "results" / "tuned-b.csv")["params_from"].dropna()) == {"b"}
+
+
+def test_settings_a_stored_search_holds_that_this_version_refuses_are_named_as_the_studys(tmp_path):
+    """Its settings' messages name `search`'s flags: read from a study, they are said to be the study's,
+    not this command's."""
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.set_user_attr("settings", versioned({**SearchSettings("vae", 1, "baseline").to_dict(), "folds": 1}))
+    with pytest.raises(ValueError) as refused:
+        study_settings(study)
+    assert str(refused.value) == ("study 's' stores search settings this version refuses (edited, or written by "
+                                  "another version?): --folds must be >= 2 for cross-validation, got 1")

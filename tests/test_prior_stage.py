@@ -36,7 +36,7 @@ from benchmark.prior_stage import (
 from benchmark.results import read_prior, safe_name
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
-FAST = ("--epochs", "2", "--hidden", "16", "--layers", "3", "--samples", "4", "--quiet")
+FAST = ("--epochs", "2", "--hidden", "16", "--layers", "3", "--samples", "4", "--temperature", "0.5", "--quiet")
 K, CODE_SIDE, IMAGE_SIDE = 128, 8, 32   # VQ-VAE config 1 on 32×32 mnist5k: 128 codes on an 8×8 map
 
 
@@ -187,8 +187,8 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkey
     assert labels["generated_vq-vae_1_single_gaussian_a_40"][1] == "16 uniform px of image 1"
     assert labels["generated_vq-vae_1_multidecoder_uniform"][:2] == ["decoder 1", "decoder 2: 16 uniform px of image 1"]
     # the temperature the samples were drawn at, which the CSV records beside the NLL
-    assert titles["generated_vq-vae_1_baseline"] == "vq-vae/1/baseline: samples of the prior at temperature 1 (fold 0)"
-    assert (read(prior_run, "smoke_prior.csv")["temperature"] == 1.0).all()
+    assert titles["generated_vq-vae_1_baseline"] == "vq-vae/1/baseline: samples of the prior at temperature 0.5 (fold 0)"
+    assert (read(prior_run, "smoke_prior.csv")["temperature"] == 0.5).all()
     index = (prior_run / "reports" / "smoke" / "index.md").read_text()
     assert "16 uniformly drawn pixels of a validation image" in index
     out = prior_run / "reports" / "smoke"

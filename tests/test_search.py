@@ -685,7 +685,7 @@ def test_search_names_every_problem_of_its_options_at_once_each_by_its_flag(tmp_
         "--objectives: bad objectives 'foo'; give one or more of recon, latent, recon_cond, comma-separated and each "
         "once, e.g. recon,latent",
         "--dataset: unknown dataset 'imagenet'; choose one of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH",
-        "--limit (training images) must be an integer >= 1, got 0",
+        "--limit must be an integer >= 1 (training images), got 0",
         "--folds must be >= 2 for cross-validation, got 1",
         "--seed must be an integer in [0, 2^32), got -1",
         "--epochs must be >= 1, got 0",

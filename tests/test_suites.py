@@ -442,7 +442,7 @@ def test_a_bad_top_level_value_is_named_with_the_other_parts_problems(tmp_path, 
     assert cli(tmp_path, "suites", "bad.toml") == 2
     problems = one_line_error(capsys).removeprefix("error: suite file bad.toml has 3 problems: ").split(" | ")
     assert [problem.split(":")[0] for problem in problems] == [
-        "limit (training images) must be an integer >= 1, got -5", "configuration 1",
+        "limit must be an integer >= 1 (training images), got -5", "configuration 1",
         "[train] learning rate must be a finite number > 0, got -1"]
     # every bad value of a part, not its first alone; one of the wrong kind is not checked further
     (tmp_path / "bad.toml").write_text('folds = 1\nseed = -1\nrepeats = 0\n[train]\nepochs = "3"\nbatch_size = 0\n'
