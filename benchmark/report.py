@@ -360,8 +360,8 @@ def _other_version(data: SuiteResults) -> str | None:
     changes = changes_since(version, lambda later: any(changed_by(later, config_id) for config_id in ids))
     if not changes:
         return None
-    return (f"{data.suite}.csv was exported by an earlier version of mtvae-bench, {since_changes(changes)}: its numbers "
-            "are not comparable with a run of this version's")
+    return (f"{data.suite}.csv was exported by an earlier version of mtvae-bench, {since_changes(changes)}: its "
+            "numbers are not comparable with a run of this version's")
 
 
 def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: bool, checkpoints: bool,
