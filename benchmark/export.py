@@ -20,8 +20,8 @@ from optuna.trial import FrozenTrial
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
 from benchmark.results import existing_path, meta_path, read_meta
-from benchmark.storage import (METRICS_VERSION, MODEL_CHANGES, StoreConfig, absolute_url, changed_by, changes_since,
-                               gone, safe_url, same_storage, since_changes, stored_attr, trial_status, versioned)
+from benchmark.storage import (METRICS_VERSION, MODEL_CHANGES, StoreConfig, absolute_url, changes_to, gone,
+                               safe_url, same_storage, since_changes, stored_attr, trial_status, versioned)
 from benchmark.store import parse_unit, study_name, unit_keys, unit_states
 from benchmark.suites import Suite
 
@@ -52,7 +52,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE
     info = payload["info"]
     # Checkpoints recorded no version before version 4 changed VQ-VAE 1's layers (nor for a while after).
     config_id, version = info.get("config_id", ""), info.get("metrics_version", 3)
-    if changes := changes_since(version, lambda v: v in MODEL_CHANGES and changed_by(v, config_id)):
+    if changes := [change for change in changes_to([config_id], version) if change in MODEL_CHANGES]:
         saved = ("was saved by" if "metrics_version" in info else "records no metrics version, so it may come from")
         raise ValueError(f"the checkpoint {saved} an earlier version of mtvae-bench, {since_changes(changes)}; "
                          "train the configuration again in a study of this version")

@@ -43,7 +43,7 @@ from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
 from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
-from benchmark.storage import METRICS_VERSION, changed_by, changes_since, gone, password_hidden, since_changes
+from benchmark.storage import METRICS_VERSION, changes_to, gone, password_hidden, since_changes
 from benchmark.studies import StudyPlace
 from benchmark.study_plots import plot_dir, plot_study
 from benchmark.tables import (
@@ -357,7 +357,7 @@ def _other_version(data: SuiteResults) -> str | None:
     if version > METRICS_VERSION:
         return (f"{data.suite}.csv was exported by a later version of mtvae-bench, whose metrics this version may "
                 "read otherwise: report it with that version")
-    changes = changes_since(version, lambda later: any(changed_by(later, config_id) for config_id in ids))
+    changes = changes_to(ids, version)
     if not changes:
         return None
     return (f"{data.suite}.csv was exported by an earlier version of mtvae-bench, {since_changes(changes)}: its "

@@ -185,14 +185,20 @@ def changes_since(version: int, touched: Callable[[int], bool]) -> list[int]:
     return [v for v in range(version + 1, METRICS_VERSION + 1) if touched(v)]
 
 
-def _touched(stored: dict) -> Callable[[int], bool]:
-    """Which changes touched the folds of a study with ``stored`` settings (``changed_by``)."""
+def changes_to(config_ids: Iterable[str], version: int) -> list[int]:
+    """The changes after metrics version ``version`` that touched the folds of any of the suite
+    configurations ``config_ids`` (``changed_by``)."""
+    ids = list(config_ids)
+    return changes_since(version, lambda later: any(changed_by(later, config_id) for config_id in ids))
+
+
+def _changes_to_study(stored: dict, version: int) -> list[int]:
+    """The changes after ``version`` that touched the folds of a study with ``stored`` settings."""
     if "family" in stored:  # a search, which tunes β unless SoftAdapt balances the losses
         touched = {3: stored["family"] == "vq-vae" and not stored.get("softadapt"),
                    4: (stored["family"], stored.get("config")) == ("vq-vae", 1)}
-        return lambda version: touched.get(version, True)
-    ids = [str(c) for c in stored.get("configurations", [])]  # a suite
-    return lambda version: any(changed_by(version, c) for c in ids)
+        return changes_since(version, lambda later: touched.get(later, True))
+    return changes_to((str(c) for c in stored.get("configurations", [])), version)  # a suite
 
 
 def upgraded(stored: dict) -> dict:
@@ -200,7 +206,7 @@ def upgraded(stored: dict) -> dict:
     does not touch counts as made by it."""
     version = stored.get("metrics_version")
     if isinstance(version, int) and version < METRICS_VERSION:
-        version = ([v - 1 for v in changes_since(version, _touched(stored))] or [METRICS_VERSION])[0]
+        version = ([v - 1 for v in _changes_to_study(stored, version)] or [METRICS_VERSION])[0]
     return stored if version == stored.get("metrics_version") else {**stored, "metrics_version": version}
 
 
@@ -216,7 +222,7 @@ def version_problem(study: str, url: str, stored: dict) -> str | None:
     version = upgraded(stored).get("metrics_version", 1)
     if version == METRICS_VERSION:
         return None
-    changes = changes_since(version, _touched(stored)) if version < METRICS_VERSION else []
+    changes = _changes_to_study(stored, version) if version < METRICS_VERSION else []
     return (f"study {study!r} in {safe_url(url)} was made by {'an earlier' if version < METRICS_VERSION else 'a later'} "
             f"version of mtvae-bench, {since_changes(changes)}")
 

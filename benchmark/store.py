@@ -14,7 +14,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial
 
-from benchmark.storage import (StoreConfig, StoreError, changed_by, changes_since, check_settings, delete_hint,
+from benchmark.storage import (StoreConfig, StoreError, changes_to, check_settings, delete_hint,
                                open_storage, safe_url, settings_differ, since_changes, trial_status, upgraded,
                                versioned)
 from benchmark.suites import Suite
@@ -101,7 +101,7 @@ def outdated_units(study: optuna.Study, suite: Suite, stored_version: int) -> di
         config_id = parse_unit(key)[0]
         settled = [t for t in states.get(key, []) if trial_status(t) in ("complete", "failed")]
         versions = [t.user_attrs.get("metrics_version", stored_version) for t in settled]
-        if versions and (changes := changes_since(min(versions), lambda v: changed_by(v, config_id))):
+        if versions and (changes := changes_to([config_id], min(versions))):
             outdated[key] = changes, all("metrics_version" in t.user_attrs for t in settled)
     return outdated
 
