@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from benchmark.checks import flagged, problems_of, raise_problems
+from benchmark.checks import flagged, messages, raise_problems
 from benchmark.config import PRECISIONS
 from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
@@ -148,24 +148,27 @@ def _checked(args: argparse.Namespace) -> tuple[SearchSettings, SearchOptions, S
         else:
             ranges[name] = value
 
-    def settings() -> SearchSettings:
-        objectives = tuple(o.strip() for o in args.objectives.split(","))
-        return SearchSettings(family=args.family, config=args.config, method=args.method, sampling=args.sampling,
-                              softadapt=args.softadapt, dataset=args.dataset, limit=args.limit, epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr, folds=args.folds, seed=args.seed,
-                              precision=args.precision, objectives=objectives, ranges=ranges)
+    def built(make):  # what ``make`` builds, or None with its problems kept
+        try:
+            return make()
+        except ValueError as err:
+            problems.extend(messages(err))
 
-    def options() -> SearchOptions:
-        return SearchOptions(trials=args.trials, timeout=args.timeout, pruner=args.pruner,
-                             pruner_startup=5 if args.pruner_startup is None else args.pruner_startup,
-                             workers=args.workers, device=args.device, data_root=args.data_root,
-                             download=args.download, heartbeat=args.heartbeat, show_progress=not args.quiet)
-
-    problems += problems_of(settings) + problems_of(options)
+    objectives = tuple(o.strip() for o in args.objectives.split(","))
+    settings = built(lambda: SearchSettings(
+        family=args.family, config=args.config, method=args.method, sampling=args.sampling, softadapt=args.softadapt,
+        dataset=args.dataset, limit=args.limit, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        folds=args.folds, seed=args.seed, precision=args.precision, objectives=objectives, ranges=ranges))
+    options = built(lambda: SearchOptions(
+        trials=args.trials, timeout=args.timeout, pruner=args.pruner,
+        pruner_startup=5 if args.pruner_startup is None else args.pruner_startup, workers=args.workers,
+        device=args.device, data_root=args.data_root, download=args.download, heartbeat=args.heartbeat,
+        show_progress=not args.quiet))
     if args.pruner_startup is not None and args.pruner in PRUNERS and args.pruner != "median":
         problems.append(f"--pruner-startup sets when the median pruner starts; this search has --pruner {args.pruner}")
-    raise_problems(problems + problems_of(study_place, args))
-    return settings(), options(), study_place(args)
+    place = built(lambda: study_place(args))
+    raise_problems(problems)
+    return settings, options, place
 
 
 def cmd_search(args: argparse.Namespace) -> int:
