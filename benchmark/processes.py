@@ -121,6 +121,12 @@ def exit_warnings(workers: int, failures: int, killed: list[str], unfinished: st
     return lines
 
 
+def check_workers(count: int) -> None:
+    """``ValueError`` unless a run asks for at least one worker process."""
+    if count < 1:
+        raise ValueError(f"--workers must be >= 1, got {count}")
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity: what Slurm, taskset or a container allow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -19,8 +19,8 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, go_on_with, recorded_command, save_checkpoint
-from benchmark.processes import (Interrupts, busy_load, crowded_note, run_workers, stop_with_parent, usable_cores,
-                                 worker_exits, worker_id)
+from benchmark.processes import (Interrupts, busy_load, check_workers, crowded_note, run_workers, stop_with_parent,
+                                 usable_cores, worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
 from benchmark.storage import (
     METRICS_VERSION,
@@ -423,8 +423,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     ``<suite>_meta.json`` (this run's, which exported the results there): a run filed under a
     name of its own resumes only with its options.
     """
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_workers(workers)
     check_choice("fold-parallel mode", fold_parallel, ("auto", "on", "off"))
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
     asked = suite

@@ -44,8 +44,8 @@ from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.checks import check_choice, field_problems, problems_of, raise_problems
 from benchmark.config import TRAIN_CHECKS, Configuration
 from benchmark.cv import fold_indices
-from benchmark.processes import (Interrupts, crowded_note, run_workers, stop_with_parent, usable_cores, worker_exits,
-                                 worker_id)
+from benchmark.processes import (Interrupts, check_workers, crowded_note, run_workers, stop_with_parent, usable_cores,
+                                 worker_exits, worker_id)
 from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.storage import (
     StoreConfig,
@@ -101,7 +101,7 @@ class SearchOptions:
             "pruner": (str, "a name", lambda v: problems_of(check_choice, "pruner", v, PRUNERS)),
             "pruner_startup": (int, "an integer",
                                lambda v: [] if v >= 0 else [f"pruner_startup must be >= 0, got {v}"]),
-            "workers": (int, "an integer", lambda v: [] if v >= 1 else [f"workers must be >= 1, got {v}"]),
+            "workers": (int, "an integer", lambda v: problems_of(check_workers, v)),
             "device": TRAIN_CHECKS["device"],
             "heartbeat": (int, "an integer", lambda v: problems_of(check_heartbeat, v)),
         }, flag=True)[0]

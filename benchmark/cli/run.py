@@ -15,11 +15,11 @@ from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import PRECISIONS
 from benchmark.export import go_on_with, recorded_command
 from benchmark.params_from import NotASearch, best_configurations, tuning_notes
-from benchmark.processes import busy_note, exit_warnings
+from benchmark.processes import busy_note, check_workers, exit_warnings
 from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
-from benchmark.storage import (StoreConfig, absolute_url, grace_for, safe_url, same_storage, setting_text,
-                               settings_differ, versioned)
+from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, grace_for, safe_url, same_storage,
+                               setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
 from benchmark.suites import PixelCountError, Suite, builtin_suites, get_suite
@@ -101,14 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, list[str]]:
     """The suite ``run``'s arguments name, and the notes on what ``--params-from`` changed in it;
     ``store``: where runs are filed (``store_config(args)``)."""
-    suite = suite_or_run(args.suite, store)
-    if not args.name and (clash := builtin_name_clash(args.suite, suite)):
-        raise ValueError(f"{clash}; give the file a name of its own, or the run --name")
-    base = suite
-    suite = checked(overridden(suite, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
-                               folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
-                               device=args.device, precision=args.precision, download=args.download or None),
-                    args.suite, dataset_flag=args.dataset is not None)
+    base, suite = _with_overrides(args, store)
     filed = None if args.name or args.params_from else _filed_note(args.suite, base, suite, store)
     notes = [filed] if filed else []
     if args.params_from:
@@ -135,6 +128,18 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
 
     unused = unused_source_note(suite.dataset, args.data_root, args.download)
     return suite, notes + ([unused] if unused else [])
+
+
+def _with_overrides(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, Suite]:
+    """The suite ``run``'s arguments name, as its file or name gives it and with their overrides, checked."""
+    suite = suite_or_run(args.suite, store)
+    if not args.name and (clash := builtin_name_clash(args.suite, suite)):
+        raise ValueError(f"{clash}; give the file a name of its own, or the run --name")
+    return suite, checked(overridden(suite, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
+                                     folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
+                                     device=args.device, precision=args.precision,
+                                     download=args.download or None),
+                          args.suite, dataset_flag=args.dataset is not None)
 
 
 def overridden(suite: Suite, **values) -> Suite:
@@ -289,10 +294,12 @@ def suite_or_run(name: str, store: StoreConfig) -> Suite:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import RunInterrupted, run_suite
 
+    own = [*problems_of(study_place, args), *problems_of(check_heartbeat, args.heartbeat),
+           *problems_of(check_workers, args.workers)]
+    if own:  # said with the overrides' problems, so that all are mended at once
+        raise problems_error(own + problems_of(_with_overrides, args, StoreConfig(results_dir=args.results_dir)))
     store = store_config(args)
     suite, notes = resolve_suite(args, store)
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     try:
         summary = run_suite(suite, store, workers=args.workers, show_progress=not args.quiet,
                             fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
