@@ -218,7 +218,7 @@ class _Objective:
             if not settings.multi_objective:  # Optuna cannot prune multi-objective trials
                 running = sum(values[settings.objectives[0]]) / len(values[settings.objectives[0]])
                 trial.report(running, fold)
-                if trial.should_prune():
+                if fold + 1 < len(self.folds) and trial.should_prune():  # a finished cross-validation is kept
                     raise optuna.TrialPruned(f"running mean {running:.4g} after fold {fold + 1}")
         means = tuple(sum(values[name]) / len(values[name]) for name in settings.objectives)
         return means if settings.multi_objective else means[0]

@@ -390,6 +390,22 @@ def fake_training(monkeypatch):
                         lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(20, 1, 32, 32)))
 
 
+def test_a_trial_is_not_pruned_after_its_last_fold(fake_training):
+    class PruneAtTheEnd(optuna.pruners.BasePruner):  # as the median pruner may, once every fold is in
+        def prune(self, study, trial):
+            return trial.last_step == 1
+
+    settings = SearchSettings("vae", 1, "single", "gaussian", folds=2, epochs=1)
+    objective = benchmark.search._Objective(settings, SearchOptions(trials=1, device="cpu"), torch.zeros(20, 1, 32, 32),
+                                            SimpleNamespace(set_postfix_str=lambda *a, **k: None),
+                                            benchmark.search.Interrupts())
+    study = optuna.create_study(pruner=PruneAtTheEnd())
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["fold_recon"]) == 2
+    assert trial.value == pytest.approx(sum(trial.user_attrs["fold_recon"]) / 2)
+
+
 @pytest.mark.parametrize("trials, left_running, code", [(2, False, 0), (3, False, 1), (2, True, 1)])
 def test_a_killed_worker_is_named_by_its_signal_and_fails_the_search_only_with_trials_to_go(
         tmp_path, fake_training, monkeypatch, capsys, trials, left_running, code):
