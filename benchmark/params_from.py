@@ -8,11 +8,10 @@ from dataclasses import asdict
 import optuna
 
 from benchmark.checks import did_you_mean
-from benchmark.config import Configuration
 from benchmark.search_space import SearchSettings, configuration_for
 from benchmark.storage import open_for_reading, version_problem
 from benchmark.studies import StudyPlace, best_trial, load_existing_study, suite_of
-from benchmark.suites import SearchKey, Suite, search_key
+from benchmark.suites import SearchBest, SearchKey, Suite, search_key
 
 
 class NotASearch(ValueError):
@@ -65,9 +64,9 @@ def load_search_study(place: StudyPlace, name: str) -> tuple[optuna.Study, Searc
 
 
 def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
-                        ) -> dict[SearchKey, tuple[Configuration, str]]:
-    """(family, config, method, sampling, softadapt) → (configuration with the best parameters, study),
-    the studies read from ``place``.
+                        ) -> dict[SearchKey, SearchBest]:
+    """(family, config, method, sampling, softadapt) → what each study of ``study_names`` found (its best
+    configuration, the study, the parameters it tuned), the studies read from ``place``.
 
     For a multi-objective study the Pareto-front trial with the lowest ``recon`` is taken (see ``lead_objective``).
     Raises ``ValueError`` for a study named twice, an unknown study or one that is no search, one
@@ -76,7 +75,7 @@ def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
     twice = sorted({name for name in study_names if study_names.count(name) > 1})
     if twice:
         raise ValueError(f"study {twice[0]!r} is named twice in --params-from: name each study once")
-    found: dict[SearchKey, tuple[Configuration, str]] = {}
+    found: dict[SearchKey, SearchBest] = {}
     for name in study_names:
         study, settings = load_search_study(place, name)
         problem = version_problem(name, place.url(name), study.user_attrs["settings"])
@@ -88,9 +87,9 @@ def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
         configuration = configuration_for(settings, trial.params)
         key = search_key(configuration)
         if key in found:
-            raise ValueError(f"studies {found[key][1]!r} and {name!r} both tune {settings.tuned}: a configuration "
+            raise ValueError(f"studies {found[key].study!r} and {name!r} both tune {settings.tuned}: a configuration "
                              "takes the parameters of one search, so name one of them")
-        found[key] = (configuration, name)
+        found[key] = SearchBest(configuration, name, frozenset(settings.ranges))
     return found
 
 

@@ -174,41 +174,60 @@ class Suite:
             return sum(seconds.values()) * self.folds * self.repeats
         return sum(seconds[config_id] for config_id in config_ids)
 
-    def with_best_params(self, best: dict[SearchKey, tuple[Configuration, str]]) -> Suite:
+    def with_best_params(self, best: dict[SearchKey, SearchBest]) -> Suite:
         """The suite with each configuration that a search covers replaced by the search's best.
 
-        ``best`` maps (family, config, method, sampling, softadapt) to (configuration, study
-        name), as ``benchmark.params_from.best_configurations`` returns. Configurations that become
-        the same (e.g. the two exponents of a Single decoder grid) are kept once.
+        ``best`` maps (family, config, method, sampling, softadapt) to what a search found, as
+        ``benchmark.params_from.best_configurations`` returns. A configuration of that key that holds
+        a setting the search held at another value (a count, a SoftAdapt variant, an untuned β) is
+        kept as it is (``replacement_notes`` says why): the search's best was not chosen for it.
+        Configurations that become the same (e.g. the two exponents of a Single decoder grid) are kept once.
         """
         configurations, sources, seen = [], [], set()
         for configuration in self.configurations:
-            key = search_key(configuration)
-            if key in best:
-                configuration, study = best[key]
+            found = best.get(search_key(configuration))
+            tuned = found is not None and not found.held_otherwise(configuration)
+            if tuned:
+                configuration = found.configuration
             if configuration.id not in seen:
                 seen.add(configuration.id)
                 configurations.append(configuration)
-                if key in best:
-                    sources.append((configuration.id, study))
-        unused = sorted({study for _, study in best.values()} - {study for _, study in sources})
+                if tuned:
+                    sources.append((configuration.id, found.study))
+        unused = sorted({found.study for found in best.values()} - {study for _, study in sources})
         if unused:  # named for a reason: a study that changes nothing is a mistake
-            raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes")
+            held = [f"{config_id} has {', '.join(settings)}"
+                    for config_id, study, settings in self._held_otherwise(best) if study == unused[0]]
+            raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes"
+                             + (f": {'; '.join(held)}" if held else ""))
         return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations), params_from=tuple(sources))
 
-    def replacement_notes(self, base: Suite) -> list[str]:
-        """For a suite made by ``base.with_best_params``: a note per tuned configuration saying which of
-        ``base``'s it replaces, and that configurations a search made the same are trained once."""
+    def _held_otherwise(self, best: dict[SearchKey, SearchBest]) -> list[tuple[str, str, list[str]]]:
+        """(configuration id, study, settings) for each configuration that a search of ``best`` covers by its
+        key but does not tune: the settings it holds that the search held at other values."""
+        held = []
+        for configuration in self.configurations:
+            found = best.get(search_key(configuration))
+            if found is not None and (settings := found.held_otherwise(configuration)):
+                held.append((configuration.id, found.study, settings))
+        return held
+
+    def replacement_notes(self, base: Suite, best: dict[SearchKey, SearchBest]) -> list[str]:
+        """For a suite made by ``base.with_best_params(best)``: a note per tuned configuration saying which
+        of ``base``'s it replaces, and that configurations a search made the same are trained once; and a
+        note per configuration of a search's kind kept as it is, saying why."""
         by_id = {c.id: c for c in self.configurations}
         notes = []
         for config_id, study in self.params_from:
             tuned = search_key(by_id[config_id])
-            replaced = [c.id for c in base.configurations if search_key(c) == tuned and c.id != config_id]
+            replaced = [c.id for c in base.configurations if search_key(c) == tuned and c.id != config_id
+                        and not best[tuned].held_otherwise(c)]
             merged = (f"; the {len(replaced)} are trained as this one, so the suite has {len(replaced) - 1} "
                       "configuration(s) fewer") if len(replaced) > 1 else ""
             notes.append(f"note: {', '.join(replaced) or config_id} → {config_id} (the best of study {study!r})"
                          f"{merged}")
-        return notes
+        return notes + [f"note: study {study!r} did not tune {config_id}: it has {', '.join(settings)}, so it "
+                        "trains with its own parameters" for config_id, study, settings in base._held_otherwise(best)]
 
     def override(self, **values) -> Suite:
         """A copy with command-line overrides applied (None means keep the suite's value)."""
@@ -228,6 +247,38 @@ class Suite:
 
 
 SearchKey = tuple[str, int, str, str | None, bool]
+
+
+@dataclass(frozen=True)
+class SearchBest:
+    """What a search found: its best configuration, its study, and the parameters it tuned (``w1``, ``w2``,
+    ``beta``, ``softadapt_beta``, ``exponent``); it held every other setting at the configuration's value."""
+
+    configuration: Configuration
+    study: str
+    tuned: frozenset[str]
+
+    def held_otherwise(self, configuration: Configuration) -> list[str]:
+        """The settings of ``configuration`` (one of this search's key) that the search held at other values,
+        each as ``count 200 (the search's: default)``; none when the search's best may replace it."""
+        method, best = configuration.method, self.configuration.method
+        balance = replace(method.balance, **{name: getattr(best.balance, name) for name in self.tuned
+                                             if name != "exponent"})
+        exponent = best.exponent if "exponent" in self.tuned else method.exponent
+        ours = _settings(replace(configuration, method=replace(method, exponent=exponent, balance=balance)))
+        theirs = _settings(self.configuration)
+        return [f"{key} {_shown(ours[key])} (the search's: {_shown(theirs[key])})"
+                for key in ours if ours[key] != theirs[key]]
+
+
+def _settings(configuration: Configuration) -> dict:
+    """Every setting of ``configuration`` that trains, by name."""
+    flat = {key: value for key, value in configuration.flat().items() if key != "config_id"}
+    return {**flat, "update_every": configuration.balance.update_every, "window": configuration.balance.window}
+
+
+def _shown(value: object) -> str:
+    return "default" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def check_listed_once(name: str, configurations: Sequence[Configuration]) -> None:

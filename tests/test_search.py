@@ -19,6 +19,8 @@ from conftest import cli, miss_the_first_look, one_line_error, one_torch_thread,
 from optuna.trial import TrialState
 
 import benchmark.train
+from benchmark.balancing import BalanceConfig
+from benchmark.config import Configuration, MethodConfig
 from benchmark.processes import signal_name
 from benchmark.search import SearchOptions, counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
@@ -28,7 +30,7 @@ from benchmark.params_from import (best_configurations, load_search_study, study
 from benchmark.studies import StudyPlace, file_name, load_existing_study
 from benchmark.study_plots import plot_study
 from benchmark.progress import duration
-from benchmark.suites import fold_seconds, get_suite
+from benchmark.suites import SearchBest, fold_seconds, get_suite, search_key
 from benchmark.train import DivergedError, FoldResult, resolve_device
 
 NAME = "search-vae-1-single-gaussian"
@@ -256,9 +258,10 @@ def test_optuna_plots_leave_matplotlib_s_style_as_it_was_for_the_figures_drawn_a
 def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     cwd, _ = searched
     found = best_configurations([NAME], StudyPlace(db(cwd)))
-    configuration, name = found[("vae", 1, "single", "gaussian", False)]
+    configuration = found[("vae", 1, "single", "gaussian", False)].configuration
     best = load(cwd).best_trial
-    assert name == NAME and configuration.id == best.user_attrs["config_id"]
+    assert found[("vae", 1, "single", "gaussian", False)] == SearchBest(configuration, NAME, {"exponent", "beta"})
+    assert configuration.id == best.user_attrs["config_id"]
     assert configuration.method.exponent == best.params["exponent"]
     assert configuration.balance.beta == best.params["beta"]
     with pytest.raises(ValueError, match="available: " + NAME):
@@ -273,17 +276,45 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     tuned = smoke.with_best_params(found)
     assert tuned.name == "smoke-tuned" and dict(tuned.params_from) == {configuration.id: NAME}
     assert len(tuned.configurations) == len(smoke.configurations)
-    assert tuned.replacement_notes(smoke) == [
+    assert tuned.replacement_notes(smoke, found) == [
         f"note: vae/1/single/gaussian/a=40 → {configuration.id} (the best of study {NAME!r})"]
     full = get_suite("full")  # its two exponents become one tuned configuration: said, not silent
     merged = full.with_best_params(found)
     assert len(merged.configurations) == len(full.configurations) - 1
-    assert merged.replacement_notes(full) == [
+    assert merged.replacement_notes(full, found) == [
         f"note: vae/1/single/gaussian/a=40, vae/1/single/gaussian/a=60 → {configuration.id} (the best of study "
         f"{NAME!r}); the 2 are trained as this one, so the suite has 1 configuration(s) fewer"]
     baselines = replace(smoke, configurations=tuple(c for c in smoke.configurations if c.method.method == "baseline"))
     with pytest.raises(ValueError, match=f"has no configuration that study '{NAME}' tunes"):
         baselines.with_best_params(found)  # named, and it would change nothing: a mistake
+
+
+def test_params_from_keeps_a_configuration_whose_settings_its_search_held_otherwise():
+    settings = SearchSettings("vae", 1, "multidecoder", "uniform")
+    best = configuration_for(settings, {"w1": 2.0, "w2": 0.5, "beta": 0.3})
+    found = {search_key(best): SearchBest(best, "s", frozenset(settings.ranges))}
+    plain = Configuration("vae", 1, MethodConfig("multidecoder", "uniform"))
+    counted = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", count=200))
+    normalized = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", balance=BalanceConfig(
+        softadapt=True, variant="normalized", beta=0.5)))
+    suite = replace(get_suite("smoke"), name="mine", configurations=(plain, counted, normalized))
+    tuned = suite.with_best_params(found)
+    assert tuned.configurations == (best, counted, normalized) and tuned.params_from == ((best.id, "s"),)
+    assert tuned.replacement_notes(suite, found) == [
+        "note: vae/1/multidecoder/uniform → vae/1/multidecoder/uniform/w=2,0.5,0.3 (the best of study 's')",
+        "note: study 's' did not tune vae/1/multidecoder/uniform/k=200: it has count 200 (the search's: default), "
+        "so it trains with its own parameters"]
+    with pytest.raises(ValueError, match=re.escape(
+            "suite 'mine' has no configuration that study 's' tunes: vae/1/multidecoder/uniform/k=200 has count 200 "
+            "(the search's: default)")):
+        replace(suite, configurations=(counted,)).with_best_params(found)
+    softadapt = SearchSettings("vae", 1, "multidecoder", "uniform", softadapt=True)  # tunes its β only
+    best = configuration_for(softadapt, {"softadapt_beta": 1e-3})
+    found = {search_key(best): SearchBest(best, "t", frozenset(softadapt.ranges))}
+    with pytest.raises(ValueError, match=re.escape(
+            "tunes: vae/1/multidecoder/uniform/softadapt-normalized/beta=0.5 has beta 0.5 (the search's: 1), "
+            "variant normalized (the search's: loss-weighted)")):
+        replace(suite, configurations=(normalized,)).with_best_params(found)
 
 
 def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that_matches(monkeypatch):
@@ -497,7 +528,8 @@ def test_two_objectives_give_a_pareto_front_without_pruning(tmp_path, fake_train
     study = load(tmp_path, name)
     assert len(study.directions) == 2 and len(study.trials) == 4
     assert all(not t.intermediate_values for t in study.trials)
-    configuration, _ = best_configurations([name], StudyPlace(db(tmp_path, name)))[("vae", 1, "single", "gaussian", False)]
+    configuration = best_configurations([name], StudyPlace(db(tmp_path, name)))[("vae", 1, "single", "gaussian",
+                                                                                  False)].configuration
     lowest = min(study.best_trials, key=lambda t: t.values[0])
     assert configuration.method.exponent == lowest.params["exponent"]
     assert cli(tmp_path, "studies", "plot", name) == 0
@@ -516,7 +548,8 @@ def test_the_best_of_a_pareto_front_is_its_lowest_recon_whatever_the_order_of_th
     assert search_cli(tmp_path, "--objectives", "latent,recon", "--trials", "3") == 0
     assert len(study.best_trials) > 1
     lowest = min(study.best_trials, key=lambda t: (t.values[1], t.number))
-    configuration, _ = best_configurations([name], StudyPlace(db(tmp_path, name)))[("vae", 1, "single", "gaussian", False)]
+    configuration = best_configurations([name], StudyPlace(db(tmp_path, name)))[("vae", 1, "single", "gaussian",
+                                                                                  False)].configuration
     assert (configuration.method.exponent, configuration.balance.beta) == (
         lowest.params["exponent"], lowest.params["beta"])
     capsys.readouterr()
@@ -558,8 +591,8 @@ def test_params_from_refuses_a_vq_search_made_when_beta_weighed_the_whole_vq_los
         with pytest.raises(ValueError, match="β weighed the whole VQ loss.*search again, under a new --study-name"):
             best_configurations(["old"], StudyPlace(url))
     else:
-        configuration, _ = best_configurations(["old"], StudyPlace(url))[(family, 1, "baseline", None, False)]
-        assert configuration.balance.beta == 2.0
+        found = best_configurations(["old"], StudyPlace(url))
+        assert found[(family, 1, "baseline", None, False)].configuration.balance.beta == 2.0
 
 
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(tmp_path, fake_training):

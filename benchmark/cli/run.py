@@ -115,7 +115,7 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         base, suite = suite, suite.with_best_params(best)
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
-        notes = suite.replacement_notes(base) + tuning_notes(args.params_from, searches, suite)
+        notes = suite.replacement_notes(base, best) + tuning_notes(args.params_from, searches, suite)
     if args.name and args.name.endswith(".toml"):
         raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
                          "a suite file's run is filed under the file's `name`)")
