@@ -119,7 +119,7 @@ def tuning_notes(study_names: list[str], place: StudyPlace, suite: Suite) -> lis
 
 
 # What a search and a run share, or the search's best parameters were chosen for other training.
-TRAINING_SETTINGS = ("dataset", "limit", "folds", "epochs", "batch_size", "lr", "precision")
+TRAINING_SETTINGS = ("dataset", "limit", "folds", "epochs", "batch_size", "lr", "weight_decay", "precision")
 
 
 def training_differences(there: dict, here: dict) -> list[str]:

@@ -105,6 +105,7 @@ class SearchSettings:
     seed: int = 0
     batch_size: int = 128
     lr: float = 1e-3
+    weight_decay: float = 1e-2
     precision: str = "auto"  # as TrainConfig: bf16 autocast on an Ampere or later GPU, or fp32 / bf16 everywhere
     objectives: tuple[str, ...] = ("recon",)
     ranges: dict[str, ParamRange] = field(default_factory=dict)  # filled with the defaults
@@ -153,7 +154,7 @@ class SearchSettings:
         data, bad = field_problems(self, {
             "dataset": (str, "a name", lambda v: problems_of(check_dataset_name, v)),
             **SPLIT_CHECKS,
-            **{key: TRAIN_CHECKS[key] for key in ("epochs", "batch_size", "lr", "precision")},
+            **{key: TRAIN_CHECKS[key] for key in ("epochs", "batch_size", "lr", "weight_decay", "precision")},
         }, flag=True)
         if not bad & {"limit", "folds"}:
             data += split_problems(self.limit, self.folds)
@@ -191,8 +192,8 @@ class SearchSettings:
         return "-".join(p for p in ("search", *self._tuned_parts(), objectives) if p)
 
     def train_config(self, device: str = "auto") -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=device,
-                           precision=self.precision)
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                           weight_decay=self.weight_decay, device=device, precision=self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as stored in the study's ``settings`` user attribute."""

@@ -267,15 +267,25 @@ def versioned(settings: dict) -> dict:
     return {**json.loads(json.dumps(settings)), "metrics_version": METRICS_VERSION}
 
 
+# Settings a study stores since a later version, each at the value every study made before trained with.
+ADDED_SETTINGS = {"weight_decay": 1e-2}
+
+
+def with_added(stored: dict, wanted: dict) -> dict:
+    """A study's ``stored`` settings with those of ``ADDED_SETTINGS`` that ``wanted`` has and it lacks."""
+    return {**{key: value for key, value in ADDED_SETTINGS.items() if key in wanted}, **stored}
+
+
 def settings_differ(stored: dict | None, wanted: dict) -> list[str]:
     """The settings in which a study's stored ``settings`` differ from ``wanted`` (none if not stored yet)."""
     if stored is None:
         return []
+    stored = with_added(stored, wanted)
     return sorted(k for k in {*stored, *wanted} if stored.get(k) != wanted.get(k))
 
 
 def differing_settings_message(study: str, url: str, stored: dict, wanted: dict) -> str:
-    stored = upgraded(stored)
+    stored = with_added(upgraded(stored), wanted)
     differing = settings_differ(stored, wanted)
     if "metrics_version" in differing:
         return version_problem(study, url, stored)

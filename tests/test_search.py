@@ -329,6 +329,13 @@ def test_a_study_searched_with_other_training_gets_a_note_naming_the_search_that
     monkeypatch.setattr("benchmark.params_from.study_settings", lambda study: replace(searched, epochs=100, lr=1e-3))
     assert "(limit 200 → all); its best parameters were chosen for that training. A search with no --limit, " \
         "under a new --study-name," in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]
+    searched = replace(searched, limit=None, epochs=100, lr=1e-3)  # every search before --weight-decay trained at 0.01
+    monkeypatch.setattr("benchmark.params_from.study_settings", lambda study: searched)
+    assert tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite) == []
+    no_decay = replace(suite, train=replace(suite.train, weight_decay=0.0))
+    assert replace(searched, weight_decay=0.0).train_config().weight_decay == 0.0  # what its trials train with
+    assert "(weight_decay 0.01 → 0.0); its best parameters were chosen for that training. A search with " \
+        "--weight-decay 0.0, under" in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), no_decay)[0]
     monkeypatch.setattr("benchmark.params_from.study_settings",
                         lambda study: replace(searched, limit=None, epochs=100, lr=1.2345678e-4))
     assert "A search with --lr 0.001, under" in tuning_notes(["s"], StudyPlace("sqlite:///x.db"), suite)[0]

@@ -20,6 +20,7 @@ from benchmark.storage import (
     differing_settings_message,
     fail_orphans,
     open_storage,
+    settings_differ,
     upgraded,
     version_problem,
 )
@@ -159,6 +160,16 @@ def test_a_settings_mismatch_names_the_entries_that_differ_not_a_cut_long_value(
     reordered = {**stored, "configurations": stored["configurations"][::-1]}
     assert message.startswith("study") and "(configurations in another order)" in differing_settings_message(
         "s", "sqlite:///x.db", stored, reordered)
+
+
+def test_a_study_made_before_it_stored_a_setting_counts_at_the_value_it_trained_with():
+    """A search stores its weight decay since it took --weight-decay; every search before trained at 0.01."""
+    stored = {"epochs": 3, "metrics_version": METRICS_VERSION}
+    assert settings_differ(stored, {**stored, "weight_decay": 0.01}) == []
+    assert settings_differ(stored, {**stored, "weight_decay": 0.0}) == ["weight_decay"]
+    assert settings_differ(stored, stored) == []  # a setting neither has is no difference
+    assert differing_settings_message("s", "sqlite:///x.db", stored, {**stored, "weight_decay": 0.0}) == (
+        "study 's' in sqlite:///x.db was made with other settings (weight_decay 0.01 there, 0.0 now)")
 
 
 @pytest.mark.parametrize("settings, touched", [

@@ -87,6 +87,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--batch-size", type=int, default=128,
                         help="training batch size (default 128, as the full suite)")
     search.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3, as the full suite)")
+    search.add_argument("--weight-decay", type=float, default=1e-2,
+                        help="AdamW weight decay (default 0.01, as the full suite)")
     search.add_argument("--folds", type=int, default=5, help="folds per trial (default 5)")
     search.add_argument("--seed", type=int, default=0, help="seed of the folds and of training (default 0)")
     search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: CUDA when present)")
@@ -158,7 +160,8 @@ def _checked(args: argparse.Namespace) -> tuple[SearchSettings, SearchOptions, S
     settings = built(lambda: SearchSettings(
         family=args.family, config=args.config, method=args.method, sampling=args.sampling, softadapt=args.softadapt,
         dataset=args.dataset, limit=args.limit, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        folds=args.folds, seed=args.seed, precision=args.precision, objectives=objectives, ranges=ranges))
+        weight_decay=args.weight_decay, folds=args.folds, seed=args.seed, precision=args.precision,
+        objectives=objectives, ranges=ranges))
     options = built(lambda: SearchOptions(
         trials=args.trials, timeout=args.timeout, pruner=args.pruner,
         pruner_startup=5 if args.pruner_startup is None else args.pruner_startup, workers=args.workers,
