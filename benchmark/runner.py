@@ -475,7 +475,11 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     else:
         interrupted = False
     finally:  # also when interrupted: the units finished so far are exported and can be reported
-        results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]), command=command)
+        # A run that settled no unit (all were done) leaves the command that trained them on record.
+        done, errors = settled_units(unit_states(study), suite)
+        trained = done + len(errors) > done_before + len(failed)
+        results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]),
+                            command=command if trained else recorded_command(suite.name, store) or command)
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile

@@ -1,6 +1,7 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
 import errno
+import json
 import math
 import os
 import shlex
@@ -494,6 +495,9 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     (tmp_path / "both.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml", "--name", "v") == 0
     assert run_cli(tmp_path, "--suite", "both.toml", "--name", "v") == 0
+    assert run_cli(tmp_path, "--suite", "both.toml", "--name", "v", "--fold-parallel", "off") == 0  # trains nothing
+    assert json.loads((tmp_path / "results" / "v_meta.json").read_text())["command"] == (
+        "python -m benchmark run --suite both.toml --name v --quiet")  # the command that trained them stays
     capsys.readouterr()
     assert run_cli(tmp_path, "--suite", "v") == 2
     assert capsys.readouterr().err.endswith("to go on with it, run the command it recorded: `python -m benchmark run "
