@@ -296,6 +296,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     own = [*problems_of(study_place, args), *problems_of(check_heartbeat, args.heartbeat),
            *problems_of(check_workers, args.workers)]
+    if args.search_storage and not args.params_from:
+        own.append("--search-storage is where the --params-from studies are: give it with --params-from")
     if own:  # said with the overrides' problems, so that all are mended at once
         raise problems_error(own + problems_of(_with_overrides, args, StoreConfig(results_dir=args.results_dir)))
     store = store_config(args)
