@@ -49,6 +49,7 @@ from benchmark.processes import (Interrupts, check_workers, crowded_note, run_wo
 from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.storage import (
     StoreConfig,
+    StoreError,
     agree_heartbeat,
     check_heartbeat,
     check_settings,
@@ -69,7 +70,7 @@ from benchmark.storage import (
 )
 from benchmark.search_space import SearchSettings, configuration_for, describe_ranges
 from benchmark.suites import fold_seconds
-from benchmark.studies import best_trial, default_storage, lead_objective
+from benchmark.studies import best_trial, default_storage, lead_objective, suite_of
 
 PRUNERS = ("median", "none")
 
@@ -126,6 +127,9 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
                                 pruner=make_pruner(settings, options),
                                 directions=["minimize"] * len(settings.objectives))
+    if suite := suite_of(study):
+        raise StoreError(f"study {study_name!r} in {safe_url(storage_url)} holds the units of suite {suite!r}, not a "
+                         "search: give the search another --study-name")
     check_settings(study, storage_url, versioned(settings.to_dict()),
                    "use another --study-name or --storage, or remove that study")
     return study

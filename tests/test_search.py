@@ -428,6 +428,15 @@ def fake_training(monkeypatch):
                         lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(20, 1, 32, 32)))
 
 
+def test_a_search_named_as_a_suites_study_is_refused_as_such(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'smoke.db'}"
+    optuna.create_study(study_name="suite-smoke", storage=url).set_user_attr("settings", {"suite": "smoke", "folds": 2})
+    assert search_cli(tmp_path, "--study-name", "suite-smoke", "--storage", url) == 2
+    assert one_line_error(capsys) == (f"error: study 'suite-smoke' in {url} holds the units of suite 'smoke', not a "
+                                      "search: give the search another --study-name")
+    assert load(tmp_path, "suite-smoke", url).user_attrs["settings"] == {"suite": "smoke", "folds": 2}
+
+
 def test_a_trial_is_not_pruned_after_its_last_fold(fake_training):
     class PruneAtTheEnd(optuna.pruners.BasePruner):  # as the median pruner may, once every fold is in
         def prune(self, study, trial):
