@@ -906,7 +906,8 @@ def test_unknown_suite_raises_a_one_line_error_and_writes_nothing(tmp_path, rows
     ("", "suite 'demo' has no results yet ({csv} is empty)"),
     ("header-only", "suite 'demo' has no results yet ({csv} holds no rows)"),
     ("all-failed", f"suite 'demo' has no completed units yet ({len(CONFIGS) * FOLDS} FAIL); first error: CUDA out of "
-                   "memory")])
+                   "memory; a rerun would fail them again: train the suite with other settings under a --name of its "
+                   "own (a lower lr in a suite file, for a loss that diverged)")])
 def test_empty_suite_raises(tmp_path, rows, content, message):
     results = tmp_path / "results"
     results.mkdir()
