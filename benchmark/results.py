@@ -110,8 +110,9 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     if not (results["state"] == "COMPLETE").any():
         states = ", ".join(f"{n} {state}" for state, n in results["state"].value_counts().items())
         first = next((e for e in results.get("error", []) if e), "")
+        every_failed = (results["state"] == "FAIL").all()
         advice = ("; a rerun would fail them again: train the suite with other settings under a --name of its own "
-                  "(a lower lr in a suite file, for a loss that diverged)" if (results["state"] == "FAIL").all() else "")
+                  "(a lower lr in a suite file, for a loss that diverged)" if every_failed else "")
         raise ReportError(f"suite {suite!r} has no completed units yet ({states})"
                           + (f"; first error: {first}" if first else "") + advice)
 
