@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_mnist
+from conftest import write_idx_images, write_idx_labels, write_mnist
 from PIL import Image
 
 from benchmark.data import DATASET_NAMES, Dataset, DatasetNotFoundError, limit_note, load_dataset
@@ -172,6 +173,79 @@ def test_mnist_gz_only_hints_gunzip(tmp_path: Path) -> None:
     (raw / "train-images-idx3-ubyte.gz").write_bytes(b"")
     with pytest.raises(DatasetNotFoundError, match="gunzip"):
         load_dataset("mnist", data_root=tmp_path)
+
+
+def write_small_mnist(root: Path) -> Path:
+    """Four well-formed idx files (10 train, 4 test digits); returns their folder."""
+    write_mnist(root, np.zeros((10, 28, 28), np.uint8), np.arange(10), np.zeros((4, 28, 28), np.uint8), np.arange(4))
+    return root / "MNIST" / "raw"
+
+
+def assert_corrupt_mnist(root: Path, named: str) -> None:
+    """The one-line message that names what is corrupt and how to replace the files."""
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("mnist", data_root=root)
+    message = str(info.value)
+    raw = root / "MNIST" / "raw"
+    assert message.startswith(f"mnist: {named}")
+    assert f"Remove the files in {raw} and fetch them again with --download" in message
+    assert message.endswith("or place the real files there: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (uncompressed).")
+    assert "\n" not in message
+    # nothing chained: should a traceback ever print it, torchvision's parse error is not dragged along
+    assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
+
+
+def test_mnist_junk_files_are_named_as_corrupt(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(bytes(range(100)))  # an impossible idx header: torchvision fails an assert
+    assert_corrupt_mnist(tmp_path, f"corrupt or unreadable file {raw / 'train-images-idx3-ubyte'} "
+                                   "(100 bytes; torchvision: AssertionError)")
+
+
+@pytest.mark.parametrize("name, contents, detail", [
+    ("train-images-idx3-ubyte", b"", "0 bytes; torchvision: invalid literal for int() with base 16: b''"),
+    # a header promising 10 images of 28x28, followed by one image: torch cannot view it
+    ("train-images-idx3-ubyte", struct.pack(">IIII", 2051, 10, 28, 28) + bytes(784),
+     "800 bytes; torchvision: shape '[10, 28, 28]' is invalid"),
+    ("train-labels-idx1-ubyte", struct.pack(">II", 0x0C01, 1) + bytes(4), "12 bytes; torchvision: x should be"),
+    ("t10k-images-idx3-ubyte", struct.pack(">II", 0x0A01, 1) + bytes(1), "9 bytes; torchvision: 10)"),  # no type 10
+    ("t10k-labels-idx1-ubyte", b"\x00\x00", "2 bytes; torchvision: AssertionError)"),
+], ids=["empty", "truncated", "int32-labels", "unknown-type", "short-header"])
+def test_mnist_a_corrupt_file_is_named(tmp_path: Path, name: str, contents: bytes, detail: str) -> None:
+    raw = write_small_mnist(tmp_path)
+    (raw / name).write_bytes(contents)
+    assert_corrupt_mnist(tmp_path, f"corrupt or unreadable file {raw / name} ({detail}")
+
+
+def test_mnist_idx_files_that_disagree_are_corrupt(tmp_path: Path) -> None:
+    raw = write_small_mnist(tmp_path)
+    write_idx_labels(raw / "t10k-labels-idx1-ubyte", np.arange(3))  # 4 test images
+    assert_corrupt_mnist(tmp_path, f"corrupt files {raw / 't10k-images-idx3-ubyte'} and "
+                                   f"{raw / 't10k-labels-idx1-ubyte'} (4 images of 28x28, 3 labels; "
+                                   "MNIST has one label per 28x28 image)")
+    write_idx_labels(raw / "t10k-labels-idx1-ubyte", np.arange(4))
+    write_idx_images(raw / "train-images-idx3-ubyte", np.zeros((10, 20, 20), np.uint8))
+    assert_corrupt_mnist(tmp_path, f"corrupt files {raw / 'train-images-idx3-ubyte'} and "
+                                   f"{raw / 'train-labels-idx1-ubyte'} (10 images of 20x20, 10 labels;")
+
+
+def test_cli_corrupt_mnist_is_one_line_exit_2_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmark.cli import main
+
+    raw = write_small_mnist(tmp_path / "data")
+    (raw / "train-images-idx3-ubyte").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--suite", "smoke", "--name", "c2", "--dataset", "mnist", "--data-root", "data"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: mnist: corrupt or unreadable file {raw / 'train-images-idx3-ubyte'} (0 bytes; ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no study, no results
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 (pickles)

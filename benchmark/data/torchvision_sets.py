@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ import torch
 from .dataset import Dataset, DatasetNotFoundError
 from .images import centre_square_resize, open_image, pad_to, uint8_to_unit
 from .splits import capped_sizes, limit_indices, subset_indices
+
+if TYPE_CHECKING:  # torchvision is imported when a dataset is loaded, not with the package
+    from torchvision.datasets import MNIST
 
 T = TypeVar("T")
 
@@ -55,16 +58,66 @@ def _missing_message(dataset: str, root: Path, download: bool, reason: str) -> s
     )
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__  # a bare assert has no message
+
+
 def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) -> T:
     """Run a torchvision constructor, re-raising its not-found/download errors as one clear line."""
     try:
         return factory()
     except (RuntimeError, OSError) as err:  # OSError covers FileNotFoundError and urllib's URLError
-        text = str(err).strip()
-        reason = text.splitlines()[0] if text else type(err).__name__
         # torchvision's advice names its Python argument; our message gives the CLI's instead.
-        reason = reason.split(". You can use download=True")[0].rstrip(".")
+        reason = _first_line(err).split(". You can use download=True")[0].rstrip(".")
         raise DatasetNotFoundError(_missing_message(dataset, root, download, reason)) from None
+
+
+# What torchvision's idx parser raises for a file that is not a well-formed idx file: an empty
+# header (ValueError), a bad magic number (AssertionError, KeyError), a wrong dtype (TypeError) or
+# a size that disagrees with the header (RuntimeError from torch's view).
+_IDX_ERRORS = (AssertionError, KeyError, TypeError, ValueError, RuntimeError)
+
+
+def _corrupt_mnist(root: Path, what: str) -> DatasetNotFoundError:
+    folder, contents = _LAYOUT["mnist"]
+    return DatasetNotFoundError(
+        f"mnist: {what}. Remove the files in {root / folder} and fetch them again with --download on a machine "
+        f"with internet, or place the real files there: {contents}."
+    )
+
+
+def _read_mnist(root: Path, train: bool, download: bool) -> MNIST:
+    """torchvision's MNIST for one split; a file it cannot parse, or two that disagree, fail as corrupt.
+
+    torchvision names no file when parsing fails; this names the one at fault and how to replace it.
+    """
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    prefix = "train" if train else "t10k"
+    raw = root / _LAYOUT["mnist"][0]
+    images, labels = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+    try:
+        ds = MNIST(root, train=train, download=download)
+    except _IDX_ERRORS:
+        # Parse the split's two files again, with the readers MNIST uses, to find the bad one. Any
+        # other failure (files missing, a failed download) re-raises for _open's message.
+        for path, read in ((images, read_image_file), (labels, read_label_file)):
+            try:
+                if path.is_file():
+                    read(str(path))
+            except _IDX_ERRORS as err:
+                detail = f"{path.stat().st_size:,} bytes; torchvision: {_first_line(err)}"
+                raise _corrupt_mnist(root, f"corrupt or unreadable file {path} ({detail})") from None
+        raise
+    # Well-formed idx files can still disagree: torchvision checks neither count nor image size.
+    n, size = len(ds.data), tuple(ds.data.shape[1:])
+    if size != (28, 28) or len(ds.targets) != n:
+        what = (f"corrupt files {images} and {labels} ({n:,} images of {size[0]}x{size[1]}, {len(ds.targets):,} "
+                f"labels; MNIST has one label per 28x28 image)")
+        raise _corrupt_mnist(root, what)
+    return ds
 
 
 def _labelled(
@@ -92,10 +145,8 @@ def _labelled(
 
 def load_mnist(root: Path, *, download: bool, limit: int | None, seed: int) -> Dataset:
     """Full MNIST (60k/10k), official split, zero-padded from 28x28 to 32x32."""
-    from torchvision.datasets import MNIST
-
     def arrays(train: bool) -> tuple[np.ndarray, np.ndarray]:
-        ds = _open("mnist", root, download, lambda: MNIST(root, train=train, download=download))
+        ds = _open("mnist", root, download, lambda: _read_mnist(root, train, download))
         return ds.data.numpy(), ds.targets.numpy()
 
     def to_float(images: np.ndarray) -> torch.Tensor:
