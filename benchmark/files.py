@@ -1,9 +1,12 @@
-"""Files written whole or not at all: a report, or another worker, never reads half a file."""
+"""Files written whole or not at all: a report, or another worker, never reads half a file; and the
+check, before a command writes anything, that the folder an option names can be written in."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,3 +32,38 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
             raise OSError(err.errno, err.strerror, str(path)) from err  # of err's subclass, by its errno
         raise
     return path
+
+
+def check_folder(flag: str, given: Path, folder: Path | None = None) -> None:
+    """A one-line ``ValueError`` naming option ``flag`` and its value ``given`` unless ``folder`` (``given``
+    itself, or a folder under it that the command writes in) is a folder to write in, or can be made one:
+    "--studies-dir /proc/nope: the folder cannot be made (No such file or directory)".
+
+    It makes nothing that stays, so that a command refused after it leaves no empty folder behind: the
+    command makes ``folder`` when it writes there. To find out, it makes a folder of its own, holding the
+    rest of ``folder``'s path, in the nearest folder that exists, and removes it; another process's
+    folder is never touched.
+    """
+    folder = Path(given if folder is None else folder)
+    if problem := _unwritable(folder):
+        raise ValueError(f"{flag} {given}: the folder{'' if folder == Path(given) else f' {folder}'} {problem}")
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written in (see ``check_folder``), or None."""
+    try:
+        # "." ends a relative path's parents; it is missing only where the working folder was removed
+        existing = next((path for path in (folder, *folder.parents) if path.exists()), Path("."))
+        if not existing.is_dir():
+            return f"cannot be made ({existing} is not a folder)"
+        try:
+            probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=existing))
+        except OSError as err:
+            return f"{'is not writable' if existing == folder else 'cannot be made'} ({err.strerror})"
+        try:
+            (probe / folder.relative_to(existing)).mkdir(parents=True, exist_ok=True)
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+    except OSError as err:  # e.g. a name too long, or a folder on the way that cannot be looked in
+        return f"cannot be made ({err.strerror})"
+    return None

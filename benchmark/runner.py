@@ -433,7 +433,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     suite.check_pixel_counts(images.shape[-1])  # e.g. a pixel count k larger than these images have
-    store.make_folders(suite.name)
+    store.check_folders(suite.name)
     suite, study, precision_note = opened_as_agreed(
         agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
         lambda chosen: open_suite_study(chosen, store,

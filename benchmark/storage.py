@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import random
 import shlex
 import time
@@ -31,6 +30,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
+
+from benchmark.files import check_folder
 
 CONNECT_TIMEOUT = 10  # seconds to wait for a database server to answer
 STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
@@ -84,19 +85,18 @@ class StoreConfig:
     def artifacts(self, suite: str) -> Path:
         return self.artifacts_dir or self.results_dir / suite / "artifacts"
 
-    def make_folders(self, suite: str) -> None:
-        """Create the folders a run of ``suite`` writes to, or raise a one-line ``ValueError`` naming
-        the one that cannot be written: before a study exists and a unit trains, not after."""
-        folders = {"results": self.results_dir, "artifacts": self.artifacts(suite)}
+    def check_folders(self, suite: str) -> None:
+        """A one-line ``ValueError`` naming the option of a folder that a run of ``suite`` writes in and that
+        cannot be made or written in (``check_folder``): before a study exists and a unit trains, not after.
+        It makes none: the run makes each as it first writes there, so that a run refused later (its study
+        made with other settings, say) leaves no empty folder behind."""
+        artifacts_flag = "--artifacts-dir" if self.artifacts_dir else "--results-dir"  # its default is under that
+        folders = [("--results-dir", self.results_dir, self.results_dir),
+                   (artifacts_flag, self.artifacts_dir or self.results_dir, self.artifacts(suite))]
         if not self.storage:
-            folders["studies"] = self.studies_dir
-        for name, folder in folders.items():
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise ValueError(f"the {name} folder {str(folder)!r} cannot be made: {err.strerror}") from None
-            if not os.access(folder, os.W_OK):
-                raise ValueError(f"the {name} folder {str(folder)!r} is not writable")
+            folders.append(("--studies-dir", self.studies_dir, self.studies_dir))
+        for flag, given, folder in folders:
+            check_folder(flag, given, folder)
 
 
 @contextmanager

@@ -355,7 +355,7 @@ def test_a_studies_folder_that_cannot_be_written_is_refused(tmp_path):
     studies = tmp_path / "studies"
     studies.mkdir(mode=0o555)
     try:
-        with raises(f"the studies folder {str(studies)!r} is not writable"):
-            StoreConfig(studies_dir=studies, results_dir=tmp_path / "results").make_folders("s")
+        with raises(f"--studies-dir {studies}: the folder is not writable (Permission denied)"):
+            StoreConfig(studies_dir=studies, results_dir=tmp_path / "results").check_folders("s")
     finally:
         studies.chmod(0o755)

@@ -746,14 +746,33 @@ def test_a_limit_above_the_dataset_says_that_all_images_are_used(tmp_path, capsy
     assert pd.read_csv(tmp_path / "results" / "all.csv")[["n_train", "n_val"]].sum(axis=1).eq(1_438).all()
 
 
-def test_a_folder_that_cannot_be_written_is_refused_before_a_study_exists(tmp_path, capsys):
+def test_a_folder_that_cannot_be_written_is_refused_by_its_option_before_a_study_exists(tmp_path, capsys):
     # It once failed after the first unit had trained, leaving a study behind (or with a traceback).
     (tmp_path / "afile").write_text("")
     assert run_cli(tmp_path, "--suite", "smoke", "--results-dir", "afile") == 2
-    assert capsys.readouterr().err.strip() == "error: the results folder 'afile' cannot be made: File exists"
+    assert one_line_error(capsys) == "error: --results-dir afile: the folder cannot be made (afile is not a folder)"
     assert run_cli(tmp_path, "--suite", "smoke", "--artifacts-dir", "afile/weights") == 2
-    assert "the artifacts folder" in capsys.readouterr().err
-    assert not (tmp_path / "studies").exists()
+    assert one_line_error(capsys) == (f"error: --artifacts-dir {tmp_path / 'afile' / 'weights'}: the folder cannot be "
+                                      f"made ({tmp_path / 'afile'} is not a folder)")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_a_run_refused_for_any_reason_makes_no_folder(tmp_path, capsys):
+    # The folders it writes in were made before the last checks: a refused run left an empty results/zz/artifacts/.
+    for given in ([], ["--results-dir", "try/r5", "--artifacts-dir", "weights"]):
+        assert run_cli(tmp_path, "--suite", "smoke", "--name", "zz", "--studies-dir", "/dev/null/s", *given) == 2
+        assert one_line_error(capsys) == ("error: --studies-dir /dev/null/s: the folder cannot be made (/dev/null is "
+                                          "not a folder)")
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
+    made = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    # refused by its study, made with other settings, once every folder was found writable
+    assert run_cli(tmp_path, "--suite", "small.toml", "--epochs", "2", "--results-dir", "elsewhere",
+                   "--artifacts-dir", "weights") == 2
+    assert "was made with other settings (epochs 1 there, 2 now)" in one_line_error(capsys)
+    assert sorted(tmp_path.rglob("*")) == made
 
 
 def test_a_run_resumed_without_the_first_runs_artifacts_dir_exports_where_the_weights_are(tmp_path):
