@@ -413,7 +413,8 @@ def test_cli_refuses_an_output_folder_it_cannot_make_before_timing_anything(tmp_
     monkeypatch.setattr("benchmark.bench.run_bench", lambda **kwargs: pytest.fail("timed before checking --out"))
     (tmp_path / "file").write_text("")
     assert main(["bench", "--out", str(tmp_path / "file" / "out")]) == 2
-    assert capsys.readouterr().err == f"error: --out {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is not a folder\n"
+    assert capsys.readouterr().err == (f"error: --out {tmp_path / 'file' / 'out'}: the folder cannot be made "
+                                       f"({tmp_path / 'file'} is not a folder)\n")
 
 
 def test_a_file_error_without_a_path_is_its_message(capsys, monkeypatch):

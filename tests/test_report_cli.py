@@ -186,8 +186,10 @@ def test_an_output_folder_that_is_a_file_is_one_line_and_exit_2(smoke_run, tmp_p
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     assert report(tmp_path, "--results-dir", str(smoke_run / "results"), "--reports-dir",
                   str(tmp_path / "notes.txt"), "--no-figures") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: Not a directory: {tmp_path / 'notes.txt' / 'smoke'}"]
+    assert one_line_error(capsys) == (f"error: --reports-dir {tmp_path / 'notes.txt'}: the folder "
+                                      f"{tmp_path / 'notes.txt' / 'smoke'} cannot be made ({tmp_path / 'notes.txt'} "
+                                      "is not a folder)")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_ctrl_c_during_a_report_says_it_was_dropped(smoke_run, tmp_path, capsys, monkeypatch):

@@ -763,6 +763,26 @@ def test_search_names_every_problem_of_its_options_at_once_each_by_its_flag(tmp_
     assert not list(tmp_path.iterdir())
 
 
+def test_a_folder_that_search_or_studies_plot_cannot_write_in_is_one_line_naming_its_option(tmp_path, capsys,
+                                                                                           monkeypatch):
+    # They once said "error: Not a directory: /dev/null/s", naming neither the option nor what to mend.
+    monkeypatch.setattr("benchmark.search.run_search", lambda *args: pytest.fail("searched before --studies-dir"))
+    refused = "--studies-dir /dev/null/s: the folder cannot be made (/dev/null is not a folder)"
+    assert search_cli(tmp_path, "--studies-dir", "/dev/null/s") == 2
+    assert one_line_error(capsys) == f"error: {refused}"
+    assert search_cli(tmp_path, "--studies-dir", "/dev/null/s", "--epochs", "0") == 2  # with the others, at once
+    assert one_line_error(capsys) == f"error: 2 problems: --epochs must be >= 1, got 0 | {refused}"
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "studies").mkdir()
+    study = optuna.create_study(study_name="c4", storage=f"sqlite:///{tmp_path / 'studies' / 'c4'}.db")
+    trial = study.ask()
+    trial.suggest_float("beta", 0.1, 10, log=True)
+    study.tell(trial, 0.5)
+    assert cli(tmp_path, "studies", "plot", "c4", "--out", "/dev/null/plots") == 2
+    assert one_line_error(capsys) == ("error: --out /dev/null/plots: the folder /dev/null/plots/c4 cannot be made "
+                                      "(/dev/null is not a folder)")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     # the searched parameters depend on the method, and the sampler at the ranges' middles on all that is tuned
     (dict(method="singel", sampling="unifrom", ranges={"w1": ParamRange(2, 1)}, epochs=0),

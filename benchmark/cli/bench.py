@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from benchmark.config import PRECISIONS
+from benchmark.files import check_folder
 from benchmark.processes import busy_note
 
 BENCH_EPILOG = """\
@@ -110,9 +110,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
         if problem:
             raise ValueError(f"{problem}; leave out --ensemble, or use --precision fp32")
     # A folder that cannot be written fails now, not after the timings (made once they are done).
-    place = next(p for p in (args.out.absolute(), *args.out.absolute().parents) if p.exists())
-    if not place.is_dir() or not os.access(place, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {args.out}: {place} is {'not a folder' if not place.is_dir() else 'not writable'}")
+    check_folder("--out", args.out)
     progress = None if args.quiet else _stderr
     result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
                        batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.files import check_folder
 from benchmark.suites import get_suite, suite_name
 
 SHOWN_MISSING = 5  # on the terminal; missing.txt lists them all
@@ -46,6 +47,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
+    for suite in suites:  # every report's folder, before the first report is written
+        check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
     skipped: list[str] = []
     searches_in = StudyPlace(args.search_storage) if args.search_storage else None
     for suite in suites:

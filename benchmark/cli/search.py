@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from benchmark.checks import flagged, messages, raise_problems
 from benchmark.config import PRECISIONS
+from benchmark.files import check_folder
 from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
 from benchmark.studies import STUDIES_DIR, StudyPlace
@@ -171,6 +172,8 @@ def _checked(args: argparse.Namespace) -> tuple[SearchSettings, SearchOptions, S
     if args.pruner_startup is not None and args.pruner in PRUNERS and args.pruner != "median":
         problems.append(f"--pruner-startup sets when the median pruner starts; this search has --pruner {args.pruner}")
     place = built(lambda: study_place(args))
+    if place is not None and not place.storage:  # before the data loads
+        built(lambda: check_folder("--studies-dir", place.folder))
     raise_problems(problems)
     return settings, options, place
 
@@ -242,7 +245,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from benchmark.study_plots import plot_dir, plot_study
 
     study = load_existing_study(study_place(args), args.name)
-    written, notes = plot_study(study, plot_dir(args.out, args.name))
+    out = plot_dir(args.out, args.name)
+    check_folder("--out", args.out, out)  # before Optuna draws anything
+    written, notes = plot_study(study, out)
     if not written:  # e.g. no complete trial yet: nothing asked for was made
         raise ValueError("; ".join(notes) or f"nothing to plot in study {args.name!r}")
     for line in notes:
