@@ -83,7 +83,7 @@ def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
             raise ValueError(f"{problem}: search again, under a new --study-name")
         trial = best_trial(study)
         if trial is None:
-            raise ValueError(f"study {name!r} has no complete trial yet")
+            raise ValueError(f"study {name!r} has no complete trial yet: {_unfinished_advice(study, settings, place)}")
         configuration = configuration_for(settings, trial.params)
         key = search_key(configuration)
         if key in found:
@@ -91,6 +91,17 @@ def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
                              "takes the parameters of one search, so name one of them")
         found[key] = SearchBest(configuration, name, frozenset(settings.ranges))
     return found
+
+
+def _unfinished_advice(study: optuna.Study, settings: SearchSettings, place: StudyPlace) -> str:
+    """What a run can do about a search study without a complete trial (an interrupted search, or one
+    still training): continue it with the `search` command its stored settings give, or wait."""
+    name = study.study_name
+    command = settings.command(name) + place.flags(name, place.url(name))
+    running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    wait = f", or wait for the {running} trial{'s' * (running != 1)} running in it" if running else ""
+    return (f"continue it with `{command}` and the options it was given that a study does not store (--trials, "
+            f"--data-root, ...){wait}")
 
 
 def tuning_notes(study_names: list[str], place: StudyPlace, suite: Suite) -> list[str]:

@@ -16,8 +16,9 @@ it still shapes training: it is searched too when given a range (``--range beta=
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from benchmark.balancing import BalanceConfig
@@ -190,6 +191,25 @@ class SearchSettings:
         """A readable name, e.g. ``search-vq-vae-1-single-gaussian``."""
         objectives = "-".join(self.objectives) if self.objectives != ("recon",) else None
         return "-".join(p for p in ("search", *self._tuned_parts(), objectives) if p)
+
+    def command(self, study_name: str) -> str:
+        """The `search` command that makes study ``study_name`` with these settings, or continues it: the
+        options at `search`'s defaults (these fields' own) left out, and --precision too ("auto" takes the study's)."""
+        args = ["--family", self.family, "--config", str(self.config), "--method", self.method]
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if setting.name in ("family", "config", "method", "precision", "ranges") or value == setting.default:
+                continue
+            if setting.name == "softadapt":
+                args.append("--softadapt")
+            else:
+                args += [f"--{setting.name.replace('_', '-')}",
+                         ",".join(value) if setting.name == "objectives" else str(value)]
+        args += [arg for name, given in self.ranges.items() if given != default_range(name, self.family)
+                 for arg in ("--range", f"{name}={given.text()}")]
+        if study_name != self.default_study_name():
+            args += ["--study-name", study_name]
+        return "python -m benchmark search " + shlex.join(args)
 
     def train_config(self, device: str = "auto") -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,

@@ -2,15 +2,19 @@
 
 
 import json
+import shlex
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 from conftest import cli, one_line_error, text_table
+from optuna.trial import TrialState
 
+from benchmark.cli import build_parser
+from benchmark.cli.search import _checked
 from benchmark.params_from import study_settings
-from benchmark.search_space import SearchSettings
+from benchmark.search_space import ParamRange, SearchSettings
 from benchmark.storage import versioned
 
 SUITE = """
@@ -254,3 +258,39 @@ def test_settings_a_stored_search_holds_that_this_version_refuses_are_named_as_t
         study_settings(study)
     assert str(refused.value) == ("study 's' stores search settings this version refuses (edited, or written by "
                                   "another version?): --folds must be >= 2 for cross-validation, got 1")
+
+
+def test_a_search_without_a_complete_trial_is_refused_with_the_search_command_that_continues_it(tmp_path, capsys):
+    # It said only "study 's' has no complete trial yet", not how to get one.
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{studies / 's'}.db")
+    searched_as = SearchSettings("vae", 1, "single", "gaussian", limit=150, epochs=1, folds=2, batch_size=32,
+                                 precision="fp32")  # a search stores the precision it trained in
+    study.set_user_attr("settings", versioned(searched_as.to_dict()))
+    study.tell(study.ask(), state=TrialState.FAIL)  # as an interrupted search leaves a trial
+    running = study.ask()  # a trial another worker trains
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    command = ("python -m benchmark search --family vae --config 1 --method single --sampling gaussian --limit 150 "
+               "--epochs 1 --folds 2 --batch-size 32 --study-name s")
+    refused = (f"error: study 's' has no complete trial yet: continue it with `{command}` and the options it was given "
+               "that a study does not store (--trials, --data-root, ...)")
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "s", "--quiet") == 2
+    assert one_line_error(capsys) == f"{refused}, or wait for the 1 trial running in it"
+    study.tell(running, state=TrialState.FAIL)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "s", "--quiet") == 2
+    assert one_line_error(capsys) == refused
+    assert cli(tmp_path, *shlex.split(command)[3:], "--trials", "1", "--quiet") == 0  # the study's own settings
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "s", "--quiet") == 0
+
+
+@pytest.mark.parametrize("settings", [
+    SearchSettings("vae", 1, "baseline"),
+    SearchSettings("vq-vae", 2, "multidecoder", "exact", softadapt=True, dataset="digits", limit=300, epochs=3, folds=3,
+                   seed=7, batch_size=16, lr=3e-4, weight_decay=0.0, objectives=("recon", "latent"),
+                   ranges={"softadapt_beta": ParamRange(1e-4, 0.5, log=False), "beta": ParamRange(0.1, 1.0)}),
+])
+def test_the_search_command_of_a_studys_settings_gives_those_settings(settings):
+    args = build_parser().parse_args(shlex.split(settings.command("my study"))[3:])
+    assert args.study_name == "my study" and _checked(args)[0] == settings
+    assert "--study-name" not in settings.command(settings.default_study_name())
