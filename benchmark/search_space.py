@@ -205,7 +205,10 @@ class SearchSettings:
             else:
                 args += [f"--{setting.name.replace('_', '-')}",
                          ",".join(value) if setting.name == "objectives" else str(value)]
-        args += [arg for name, given in self.ranges.items() if given != default_range(name, self.family)
+        # A range is left out only where the search tunes its parameter without one (not SoftAdapt's β).
+        untold = searched_parameters(self.method, self.softadapt)
+        args += [arg for name, given in self.ranges.items()
+                 if name not in untold or given != default_range(name, self.family)
                  for arg in ("--range", f"{name}={given.text()}")]
         if study_name != self.default_study_name():
             args += ["--study-name", study_name]

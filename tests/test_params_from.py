@@ -289,6 +289,8 @@ def test_a_search_without_a_complete_trial_is_refused_with_the_search_command_th
     SearchSettings("vq-vae", 2, "multidecoder", "exact", softadapt=True, dataset="digits", limit=300, epochs=3, folds=3,
                    seed=7, batch_size=16, lr=3e-4, weight_decay=0.0, objectives=("recon", "latent"),
                    ranges={"softadapt_beta": ParamRange(1e-4, 0.5, log=False), "beta": ParamRange(0.1, 1.0)}),
+    # SoftAdapt tunes β only when given its range, its default one too
+    SearchSettings("vae", 1, "multidecoder", "uniform", softadapt=True, ranges={"beta": ParamRange(0.1, 10.0)}),
 ])
 def test_the_search_command_of_a_studys_settings_gives_those_settings(settings):
     args = build_parser().parse_args(shlex.split(settings.command("my study"))[3:])
