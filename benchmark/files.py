@@ -53,7 +53,9 @@ def _unwritable(folder: Path) -> str | None:
     """Why ``folder`` cannot be written in (see ``check_folder``), or None."""
     try:
         # "." ends a relative path's parents; it is missing only where the working folder was removed
-        existing = next((path for path in (folder, *folder.parents) if path.exists()), Path("."))
+        existing = next((path for path in (folder, *folder.parents) if os.path.lexists(path)), Path("."))
+        if not existing.exists():  # a link to nothing (an unmounted disk), or a loop of links
+            return f"cannot be made ({existing} is a broken link)"
         if not existing.is_dir():
             return f"cannot be made ({existing} is not a folder)"
         try:

@@ -2,10 +2,11 @@
 
 import errno
 import os
+import re
 
 import pytest
 
-from benchmark.files import write_whole
+from benchmark.files import check_folder, write_whole
 
 
 def test_a_file_is_replaced_whole_and_a_failed_write_leaves_the_old_one_and_no_partial(tmp_path):
@@ -57,3 +58,14 @@ def test_a_full_disk_names_the_file_asked_for_and_a_failed_rename_names_it_once(
     with pytest.raises(IsADirectoryError) as caught:
         write_whole(tmp_path / "folder", lambda partial: partial.write_text("a"))
     assert str(caught.value) == f"[Errno {errno.EISDIR}] Is a directory: '{tmp_path / 'folder'}'"
+
+
+@pytest.mark.parametrize("path", ["dangling", "dangling/sub", "loop/x"])
+def test_a_folder_behind_a_broken_link_cannot_be_made(tmp_path, path):
+    (tmp_path / "dangling").symlink_to(tmp_path / "unmounted")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(ValueError, match=f"^--results-dir {re.escape(str(tmp_path / path))}: the folder cannot be "
+                                         f"made \\({re.escape(str(tmp_path / path.split('/')[0]))} is a broken link\\)$"):
+        check_folder("--results-dir", tmp_path / path)
+    check_folder("--results-dir", tmp_path / "fine" / "sub")  # a folder that can be made
+    assert not (tmp_path / "fine").exists()  # and is not
