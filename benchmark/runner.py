@@ -37,7 +37,9 @@ from benchmark.storage import (
     stored_attr,
     taken_over_message,
     trial_status,
+    versioned,
 )
+from benchmark.results import read_meta
 from benchmark.store import (SEPARATE_RUN, enqueue_missing, open_suite_study, parse_unit, study_name, unit_key,
                              unit_keys, unit_states, unlisted_configurations)
 from benchmark.progress import BAR_FORMAT, CostEta, duration
@@ -381,6 +383,18 @@ def long_on_cpu_note(suite: Suite, states: dict[str, list[optuna.trial.FrozenTri
             "estimate); a GPU trains them many times faster")
 
 
+def _command_to_record(study: optuna.Study, suite: Suite, store: StoreConfig, command: str | None,
+                       settled_before: int) -> str | None:
+    """The command a run's export records: its own, but where it settled no unit (all were done) and the
+    export on record is of the same settings, that export's, which trained them."""
+    done, errors = settled_units(unit_states(study), suite)
+    earlier = read_meta(store.results_dir, suite.name)
+    same = {**versioned(suite.settings()), "data_root": suite.data_root}
+    if done + len(errors) > settled_before or any(earlier.get(key) != value for key, value in same.items()):
+        return command
+    return recorded_command(suite.name, store) or command
+
+
 def _work_until_interrupted(worker: _Worker) -> None:
     """``worker.work()`` with Ctrl-C, and SIGTERM (``timeout``, Slurm, systemd), handled by
     ``worker.interrupts``."""
@@ -475,11 +489,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     else:
         interrupted = False
     finally:  # also when interrupted: the units finished so far are exported and can be reported
-        # A run that settled no unit (all were done) leaves the command that trained them on record.
-        done, errors = settled_units(unit_states(study), suite)
-        trained = done + len(errors) > done_before + len(failed)
         results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]),
-                            command=command if trained else recorded_command(suite.name, store) or command)
+                            command=_command_to_record(study, suite, store, command, done_before + len(failed)))
     summary = summarise_run(study, suite, results, time.perf_counter() - started)
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile

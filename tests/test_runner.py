@@ -500,6 +500,10 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     assert run_cli(tmp_path, "--suite", "both.toml", "--name", "v", "--fold-parallel", "off") == 0  # trains nothing
     assert json.loads((tmp_path / "results" / "v_meta.json").read_text())["command"] == (
         "python -m benchmark run --suite both.toml --name v --quiet")  # the command that trained them stays
+    assert run_cli(tmp_path, "--suite", "small.toml", "--name", "v") == 0  # trains nothing, exports other rows
+    assert json.loads((tmp_path / "results" / "v_meta.json").read_text())["command"] == (
+        "python -m benchmark run --suite small.toml --name v --quiet")  # the command of the rows exported
+    assert run_cli(tmp_path, "--suite", "both.toml", "--name", "v") == 0
     capsys.readouterr()
     assert run_cli(tmp_path, "--suite", "v") == 2
     assert capsys.readouterr().err.endswith("to go on with it, run the command it recorded: `python -m benchmark run "
