@@ -461,6 +461,21 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(smoke_run, tmp_
     assert (db.stat().st_mtime_ns, db.read_bytes()) == before
 
 
+def test_with_a_bad_option_the_suite_is_still_looked_up_where_the_runs_studies_are(tmp_path, capsys, monkeypatch):
+    looked_in = []
+
+    def suite_or_run(name, store):  # a name a run is filed under is found by the store it is looked up in
+        looked_in.append((store.storage, store.studies_dir))
+        raise ValueError(f"unknown suite {name!r}")
+
+    monkeypatch.setattr("benchmark.cli.run.suite_or_run", suite_or_run)
+    assert run_cli(tmp_path, "--suite", "v", "--studies-dir", "sd", "--heartbeat", "0") == 2
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--suite", "v", "--storage", "sqlite:///x.db", "--workers", "0") == 2
+    assert looked_in == [(None, Path("sd")), ("sqlite:///x.db", Path("studies"))]
+    assert one_line_error(capsys).endswith("--workers must be >= 1, got 0 | unknown suite 'v'")
+
+
 def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_stay(tmp_path, capsys):
     first_only = "[[configurations]]".join(SMALL_SUITE.format(folds=2, w1=1.0).split("[[configurations]]")[:2])
     (tmp_path / "small.toml").write_text(first_only)
