@@ -308,7 +308,7 @@ def test_the_readmes_suite_file_is_read_as_it_says(tmp_path, capsys):
     (tmp_path / "mine.toml").write_text(re.search(r"```toml\n(.*?)```", readme, re.S).group(1))
     assert cli(tmp_path, "suites", "mine.toml") == 0
     out = capsys.readouterr().out
-    assert "VQ-VAE 1 Single decoder against Gaussian VAE 2" in out  # its description
+    assert "VQ-VAE 1: Single decoder; Gaussian VAE 2: its grid" in out  # its description
     suite = get_suite(str(tmp_path / "mine.toml"))
     assert (suite.name, suite.dataset, suite.limit, suite.folds, suite.train.epochs, suite.train.lr) == (
         "mine", "mnist5k", 2000, 5, 10, 1e-3)
