@@ -4,7 +4,8 @@ A trial trains one configuration over the same folds as the suite runner
 (``fold_indices(len(train), folds, seed)``, per-fold seed ``unit_seed(seed, configuration.id,
 fold)``), so a configuration found here and then trained by ``run`` reproduces the trial's
 fold values (exactly on a CPU with the same thread count, as ``--workers`` sets it; up to float
-noise otherwise: a GPU's kernels are not deterministic, and ``run`` stacks folds there). After each fold the trial reports the running mean of its objective's
+noise otherwise: a GPU's kernels are not deterministic, and ``run`` stacks folds there). After
+each fold the trial reports the running mean of its objective's
 validation values (``recon`` by default; ``latent`` or ``recon_cond`` with ``--objectives``) so
 that the pruner can stop poor trials early; the objective is that mean over the folds (or
 several objectives together: a Pareto front, without pruning, which Optuna does not offer for

@@ -64,8 +64,9 @@ def test_a_full_disk_names_the_file_asked_for_and_a_failed_rename_names_it_once(
 def test_a_folder_behind_a_broken_link_cannot_be_made(tmp_path, path):
     (tmp_path / "dangling").symlink_to(tmp_path / "unmounted")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    link = re.escape(str(tmp_path / path.split("/")[0]))
     with pytest.raises(ValueError, match=f"^--results-dir {re.escape(str(tmp_path / path))}: the folder cannot be "
-                                         f"made \\({re.escape(str(tmp_path / path.split('/')[0]))} is a broken link\\)$"):
+                                         f"made \\({link} is a broken link\\)$"):
         check_folder("--results-dir", tmp_path / path)
     check_folder("--results-dir", tmp_path / "fine" / "sub")  # a folder that can be made
     assert not (tmp_path / "fine").exists()  # and is not

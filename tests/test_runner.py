@@ -439,7 +439,8 @@ def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
     (["--suite", "smoke", "--heartbeat", "0", "--workers", "0", "--folds", "1", "--storage", "sqlite:///x.db",
       "--studies-dir", "zzz"],  # the run's own options' problems, with the overrides'
      "error: 4 problems: --studies-dir is where SQLite studies go without --storage: give one or the other | "
-     "--heartbeat must be >= 1 second, got 0 | --workers must be >= 1, got 0 | --folds must be >= 2 for cross-validation, got 1"),
+     "--heartbeat must be >= 1 second, got 0 | --workers must be >= 1, got 0 | --folds must be >= 2 for "
+     "cross-validation, got 1"),
     (["--suite", "smoke", "--search-storage", "sqlite:///x.db"],
      "error: --search-storage is where the --params-from studies are: give it with --params-from"),
     (["--suite", "nope", "--heartbeat", "0"], "2 problems: --heartbeat must be >= 1 second, got 0 | unknown suite"),

@@ -294,13 +294,16 @@ def suite_or_run(name: str, store: StoreConfig) -> Suite:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import RunInterrupted, run_suite
 
-    place = problems_of(study_place, args)
-    own = [*place, *problems_of(check_heartbeat, args.heartbeat), *problems_of(check_workers, args.workers)]
+    try:
+        place, own = study_place(args), []
+    except ValueError as err:
+        place, own = None, messages(err)
+    own += [*problems_of(check_heartbeat, args.heartbeat), *problems_of(check_workers, args.workers)]
     if args.search_storage and not args.params_from:
         own.append("--search-storage is where the --params-from studies are: give it with --params-from")
     if own:  # said with the overrides' problems, so that all are mended at once
         # The suite looked up where the run's studies are, when known: a name a run is filed under is named so
-        where = {} if place else {"storage": study_place(args).storage, "studies_dir": study_place(args).folder}
+        where = {"storage": place.storage, "studies_dir": place.folder} if place else {}
         raise problems_error(own + problems_of(_with_overrides, args, StoreConfig(results_dir=args.results_dir,
                                                                                   **where)))
     store = store_config(args)

@@ -95,8 +95,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: CUDA when present)")
     search.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="bf16 autocast for training: auto = on an Ampere or later GPU (default), or as the "
-                             "study already trains; bf16 also on a CPU with AVX-512 BF16 or AMX (faster there, different "
-                             "numbers); refused on a CPU without AVX-512")
+                             "study already trains; bf16 also on a CPU with AVX-512 BF16 or AMX (faster there, "
+                             "different numbers); refused on a CPU without AVX-512")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     search.add_argument("--heartbeat", type=int, default=10,
                         help="seconds between worker heartbeats; a worker silent for five beats is taken for "
