@@ -442,7 +442,8 @@ def test_a_trial_is_not_pruned_after_its_last_fold(fake_training):
         def prune(self, study, trial):
             return trial.last_step == 1
 
-    settings = SearchSettings("vae", 1, "single", "gaussian", folds=2, epochs=1)
+    # fake_training diverges above beta 5
+    settings = SearchSettings("vae", 1, "single", "gaussian", folds=2, epochs=1, ranges={"beta": ParamRange(0.1, 2.0)})
     objective = benchmark.search._Objective(settings, SearchOptions(trials=1, device="cpu"), torch.zeros(20, 1, 32, 32),
                                             SimpleNamespace(set_postfix_str=lambda *a, **k: None),
                                             benchmark.search.Interrupts())
