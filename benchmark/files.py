@@ -1,14 +1,18 @@
 """Files written whole or not at all: a report, or another worker, never reads half a file; and the
-check, before a command writes anything, that the folder an option names can be written in."""
+checks, before a command writes anything, that the folder an option names can be written in and that
+a name given for files can name them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+MAX_NAME = 100  # characters of a name that names files (a file name may have 255 bytes)
 
 
 def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -34,7 +38,18 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def check_folder(flag: str, given: Path, folder: Path | None = None) -> None:
+def check_name(name: str, what: str) -> None:
+    """A ``ValueError`` unless ``name`` can name files and folders on any system: ``what`` is whose
+    name it is, e.g. "suite name"."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ValueError(f"{what} {name!r} must start with a letter or digit and hold only letters, "
+                         "digits, '.', '_' or '-' (it names files)")
+    if len(name) > MAX_NAME:  # with the suffixes of its files, a longer one can pass a file system's limit
+        raise ValueError(f"{what} {name[:20]}… is {len(name)} characters long; at most {MAX_NAME} "
+                         "(it names files)")
+
+
+def check_folder(flag: str, given: str | Path, folder: Path | None = None) -> None:
     """A one-line ``ValueError`` naming option ``flag`` and its value ``given`` unless ``folder`` (``given``
     itself, or a folder under it that the command writes in) is a folder to write in, or can be made one:
     "--studies-dir /proc/nope: the folder cannot be made (No such file or directory)".

@@ -97,6 +97,8 @@ class StoreConfig:
             folders.append(("--studies-dir", self.studies_dir, self.studies_dir))
         for flag, given, folder in folders:
             check_folder(flag, given, folder)
+        if self.storage:
+            check_storage_folder(self.storage)
 
 
 @contextmanager
@@ -326,6 +328,13 @@ def sqlite_file(url: str) -> Path | None:
     if not url.startswith("sqlite:///") or in_memory(url):
         return None
     return Path(url.removeprefix("sqlite:///"))
+
+
+def check_storage_folder(url: str) -> None:
+    """A one-line ``ValueError`` naming ``--storage`` where ``url`` is a SQLite file whose folder cannot
+    be made or written in (``check_folder``)."""
+    if (path := sqlite_file(url)) is not None:
+        check_folder("--storage", url, path.parent)
 
 
 def absolute_url(url: str) -> str:

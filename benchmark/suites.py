@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -13,12 +12,12 @@ from benchmark.checks import (FieldChecks, check_choice, check_kind, did_you_mea
                               problems_error, problems_of, raise_problems)
 from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig,
                               second_decoder_weight_problem, softadapt_weights_problem)
+from benchmark.files import check_name
 from benchmark.models import METHODS, MODEL_CONFIGS, model_config
 
 # The Single decoder's exponents in the thesis's table (section 4.3; the text drops them from its Parameters
 # column, the thesis's LaTeX source prints them: Exponent=40 and Exponent=60).
 THESIS_EXPONENTS = (40.0, 60.0)
-MAX_NAME = 100  # characters of a suite's name (a file name may have 255 bytes)
 # Training images per second on a 2-core laptop CPU at batch 128 (baseline), the cost of each
 # method relative to the baseline, and a fixed cost per unit (validation, storage, checkpoint):
 # fitted to the seconds of each unit of a `quick` run on the Intel Xeon (AVX-512, float32).
@@ -45,12 +44,7 @@ TAKEN_REPORT_FOLDERS = {"bench": "`bench`'s throughput tables", "studies": "`stu
 
 def check_suite_name(name: str) -> None:
     """Refuse a name that cannot name a suite's files and folders."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ValueError(f"suite name {name!r} must start with a letter or digit and hold only letters, "
-                         "digits, '.', '_' or '-' (it names files)")
-    if len(name) > MAX_NAME:  # with the suffixes of its files, a longer one can pass a file system's limit
-        raise ValueError(f"suite name {name[:20]}… is {len(name)} characters long; at most {MAX_NAME} "
-                         "(it names files)")
+    check_name(name, "suite name")
     if name in TAKEN_REPORT_FOLDERS:  # `report` would write into the other command's folder
         raise ValueError(f"suite name {name!r} is taken: reports/{name}/ holds {TAKEN_REPORT_FOLDERS[name]}; "
                          "give it another name")

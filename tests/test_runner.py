@@ -777,6 +777,15 @@ def test_a_folder_that_cannot_be_written_is_refused_by_its_option_before_a_study
     assert [p.name for p in tmp_path.iterdir()] == ["afile"]
 
 
+def test_a_storage_file_whose_folder_cannot_be_made_is_refused_by_its_option(tmp_path, capsys):
+    # It said "error: File exists: afile", naming no option.
+    (tmp_path / "afile").write_text("")
+    assert run_cli(tmp_path, "--suite", "smoke", "--storage", "sqlite:///afile/s.db") == 2
+    assert one_line_error(capsys) == ("error: --storage sqlite:///afile/s.db: the folder afile cannot be made "
+                                      "(afile is not a folder)")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
 def test_a_run_refused_for_any_reason_makes_no_folder(tmp_path, capsys):
     # The folders it writes in were made before the last checks: a refused run left an empty results/zz/artifacts/.
     for given in ([], ["--results-dir", "try/r5", "--artifacts-dir", "weights"]):

@@ -784,6 +784,25 @@ def test_a_folder_that_search_or_studies_plot_cannot_write_in_is_one_line_naming
                                       "(/dev/null is not a folder)")
 
 
+def test_a_new_study_name_that_cannot_name_files_or_an_unmakeable_storage_file_is_refused(tmp_path, capsys,
+                                                                                          monkeypatch):
+    # "x y" was stored as x_y.db while `run --name` refused spaces; a SQLite file in a folder that cannot be made
+    # failed with "No such file or directory: /dev/null/s", naming no option.
+    searched = []
+    monkeypatch.setattr("benchmark.search.run_search", lambda *args: searched.append(args[2]) or pytest.fail("ran"))
+    assert search_cli(tmp_path, "--study-name", "x y", "--storage", "sqlite:////dev/null/s/x.db") == 2
+    assert one_line_error(capsys) == (
+        "error: 2 problems: --storage sqlite:////dev/null/s/x.db: the folder /dev/null/s cannot be made (/dev/null "
+        "is not a folder) | --study-name 'x y' must start with a letter or digit and hold only letters, digits, "
+        "'.', '_' or '-' (it names files)")
+    assert not list(tmp_path.iterdir()) and not searched
+    (tmp_path / "studies").mkdir()
+    optuna.create_study(study_name="x y", storage=db(tmp_path, "x y"))  # made before names were checked: goes on
+    with pytest.raises(pytest.fail.Exception, match="ran"):
+        search_cli(tmp_path, "--study-name", "x y")
+    assert searched == ["x y"]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     # the searched parameters depend on the method, and the sampler at the ranges' middles on all that is tuned
     (dict(method="singel", sampling="unifrom", ranges={"w1": ParamRange(2, 1)}, epochs=0),

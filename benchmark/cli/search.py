@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 from benchmark.checks import flagged, messages, raise_problems
 from benchmark.config import PRECISIONS
-from benchmark.files import check_folder
+from benchmark.files import check_folder, check_name
 from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
-from benchmark.studies import STUDIES_DIR, StudyPlace
+from benchmark.storage import check_storage_folder
+from benchmark.studies import STUDIES_DIR, StudyPlace, study_names
 
 if TYPE_CHECKING:
     from benchmark.search import SearchOptions
@@ -172,10 +173,23 @@ def _checked(args: argparse.Namespace) -> tuple[SearchSettings, SearchOptions, S
     if args.pruner_startup is not None and args.pruner in PRUNERS and args.pruner != "median":
         problems.append(f"--pruner-startup sets when the median pruner starts; this search has --pruner {args.pruner}")
     place = built(lambda: study_place(args))
-    if place is not None and not place.storage:  # before the data loads
-        built(lambda: check_folder("--studies-dir", place.folder))
+    if place is not None:  # before the data loads
+        built(lambda: check_storage_folder(place.storage) if place.storage
+              else check_folder("--studies-dir", place.folder))
+        if args.study_name is not None:
+            built(lambda: _check_study_name(args.study_name, place))
     raise_problems(problems)
     return settings, options, place
+
+
+def _check_study_name(name: str, place: StudyPlace) -> None:
+    """Refuse a new study's name that cannot name its files (its SQLite file, its figures' folder); a study
+    made under such a name before goes on."""
+    try:
+        check_name(name, "--study-name")
+    except ValueError:
+        if name not in study_names(place.url(name)):
+            raise
 
 
 def cmd_search(args: argparse.Namespace) -> int:
