@@ -19,12 +19,7 @@ STEADY_IMPORTANCES = 10  # complete trials below which `studies plot` says its i
 def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str]]:
     """Write Optuna's matplotlib plots of ``study`` as PNG and PDF, as the report's figures;
     returns (paths written, notes on skipped plots)."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-    import numpy as np
     from optuna.visualization import matplotlib as vis
-
-    from benchmark.figures import save_figure
 
     names = objective_names(study)
     multi = len(names) > 1
@@ -38,10 +33,15 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     notes: list[str] = []
     if suite_of(study):  # a request that cannot be met: an error, not a note
         raise ValueError(f"no Optuna plots for {suite_note(suite_of(study))}")
-    if not complete:
-        return [], [f"study {study.study_name!r} has no complete trial: nothing to plot"]
+    intermediate = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
+    if not complete:  # pruned trials only, say: their folds' running means still show where the search went
+        if not intermediate:
+            return [], [f"study {study.study_name!r} has no complete trial: nothing to plot"]
+        return _draw(study, {"intermediate": (vis.plot_intermediate_values, {})}, out_dir, names[lead], pruned,
+                     [f"study {study.study_name!r} has no complete trial: only its trials' intermediate values "
+                      "are plotted"])
     plots["history"] = (vis.plot_optimization_history, target)
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+    if intermediate:
         plots["intermediate"] = (vis.plot_intermediate_values, {})
     plots["slice"] = (vis.plot_slice, target)
     if len(complete) >= 2 and len(params) >= 2:
@@ -58,6 +58,19 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
         notes.append(f"contour skipped: needs >= 2 parameters (have {len(params)})")
     if multi:
         plots["pareto"] = (vis.plot_pareto_front, {"target_names": names})
+    return _draw(study, plots, out_dir, names[lead], pruned, notes)
+
+
+def _draw(study: optuna.Study, plots: dict[str, tuple], out_dir: Path, objective: str, pruned: int,
+          notes: list[str]) -> tuple[list[Path], list[str]]:
+    """Draw each of ``plots`` (name: (Optuna's plot function, its arguments)) and save it under ``out_dir``;
+    returns (paths written, ``notes`` with one for each plot that could not be drawn)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from benchmark.figures import save_figure
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (plot, kwargs) in plots.items():
@@ -74,7 +87,7 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
                     notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
                     continue
             figure = np.ravel(axes)[0].figure
-            _legible(figure, name, names[lead])
+            _legible(figure, name, objective)
             if name == "history" and pruned:  # Optuna leaves them out without a word
                 ax = np.ravel(axes)[0]
                 ax.set_title(f"{ax.get_title()}\n({pruned} pruned trial{'s' * (pruned > 1)} not shown: no final value)")

@@ -690,6 +690,23 @@ def test_studies_plot_of_a_study_without_a_complete_trial_is_an_error(tmp_path, 
     assert one_line_error(capsys) == "error: study 'c4' has no complete trial: nothing to plot"
 
 
+def test_studies_plot_of_a_study_with_only_pruned_trials_draws_their_intermediate_values(tmp_path, capsys):
+    # It refused ("no complete trial: nothing to plot"), though the pruned trials' folds show where the search went.
+    (tmp_path / "studies").mkdir()
+    study = optuna.create_study(study_name="c4", storage=f"sqlite:///{tmp_path / 'studies' / 'c4'}.db")
+    for beta, first in ((1.0, 0.4), (3.0, 0.6)):
+        trial = study.ask()
+        trial.suggest_float("beta", 0.1, 10, log=True)
+        trial.report(first, 0)
+        trial.report(first + 0.1, 1)
+        study.tell(trial, state=TrialState.PRUNED)
+    assert cli(tmp_path, "studies", "plot", "c4") == 0
+    out, err = capsys.readouterr()
+    assert out.split() == [str(Path("reports") / "studies" / "c4" / f"intermediate.{kind}") for kind in ("png", "pdf")]
+    assert err == "note: study 'c4' has no complete trial: only its trials' intermediate values are plotted\n"
+    assert (tmp_path / "reports" / "studies" / "c4" / "intermediate.png").stat().st_size > 0
+
+
 def test_studies_list_and_show_tell_interrupted_from_failed_trials(tmp_path, capsys):
     interrupted_and_diverged_study(tmp_path)
     assert cli(tmp_path, "studies", "list") == 0
