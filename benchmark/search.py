@@ -16,8 +16,12 @@ an earlier version put in the shared ``studies/search.db`` stays there: ``studie
 or any Optuna storage URL (PostgreSQL: many machines, one study). Fold values are trial user attributes (``fold_recon``, ...); the
 search settings are the study's ``settings`` user attribute.
 
+A trial with a diverged fold ends PRUNED with its reason (user attribute ``error``; *failed* in
+``trial_status``), not FAIL: Optuna's samplers ignore FAIL trials, so TPE would go on proposing
+the region that diverged, while a pruned trial counts against its parameters.
+
 Budget: a worker starts a trial only while fewer than ``trials`` trials are COMPLETE, PRUNED,
-RUNNING, or FAIL with a reason (a diverged fold: user attribute ``error``), so rerunning a
+RUNNING, or FAIL with a reason (a diverged fold in a study of an earlier version), so rerunning a
 finished command does nothing. A trial stopped by Ctrl-C, or by a killed worker (its
 heartbeat stops; it becomes FAIL and is queued again with the same parameters), does not
 count, so rerunning an interrupted command goes on where it stopped. Workers racing for the
@@ -212,9 +216,9 @@ class _Objective:
                 with self.interrupts.immediate():  # Ctrl-C in a storage call is raised at the next fold
                     result = train_fold(configuration, self.images[train_idx], self.images[val_idx],
                                         self.train_config, unit_seed(settings.seed, configuration.id, fold), on_epoch)
-            except DivergedError as err:
-                trial.set_user_attr("error", f"fold {fold}: {err}")  # FAIL with its reason; the search goes on
-                raise
+            except DivergedError as err:  # failed, with its reason; pruned so that the sampler avoids it
+                trial.set_user_attr("error", f"fold {fold}: {err}")
+                raise optuna.TrialPruned(f"fold {fold}: {err}") from err
             for name in ("recon", "latent", "recon_cond"):
                 values[name].append(result.metrics[name])
             values["best_epoch"].append(result.best_epoch)
@@ -249,7 +253,6 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
     from tqdm.auto import tqdm
 
     from benchmark.data import load_dataset
-    from benchmark.train import DivergedError
 
     # Optuna would log every failed trial with a traceback (Ctrl-C included); the reasons are in
     # the trials' user attributes and the summary, and unexpected errors still propagate.
@@ -285,7 +288,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
             bar.refresh()
             if used < options.trials:
                 try:
-                    study.optimize(objective, n_trials=1, catch=(DivergedError, SurplusTrial))
+                    study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
                     interrupts.check()  # one that came while Optuna stored the trial
                 except Exception as err:
                     if objective.interrupted:  # Ctrl-C in a trial that was taken over: still a Ctrl-C

@@ -534,7 +534,8 @@ def fail_orphans(study: optuna.Study, grace_period: float) -> int:
 def trial_status(trial: FrozenTrial) -> str:
     """One of ``STATUSES``: the trial's state, with FAIL split into ``failed`` and ``interrupted``.
 
-    ``failed``: FAIL with a recorded reason (user attribute ``error``, e.g. a diverged fold).
+    ``failed``: FAIL or PRUNED with a recorded reason (user attribute ``error``, e.g. a diverged fold:
+    a search prunes such a trial, so that its sampler learns from it).
     ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
     to the worker's stderr); such a trial does not use up the search budget.
     ``surplus``: FAIL with user attribute ``surplus`` (its number), a search trial that found the budget used up
@@ -544,6 +545,8 @@ def trial_status(trial: FrozenTrial) -> str:
         if trial.user_attrs.get("surplus") == trial.number:
             return "surplus"
         return "failed" if "error" in trial.user_attrs else "interrupted"
+    if trial.state == TrialState.PRUNED and "error" in trial.user_attrs:
+        return "failed"
     return trial.state.name.lower()
 
 

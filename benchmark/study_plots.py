@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from benchmark.storage import optuna_errors_only
+from benchmark.storage import optuna_errors_only, status_counts
 from benchmark.studies import file_name, lead_objective, objective_names, suite_note, suite_of
 
 STEADY_IMPORTANCES = 10  # complete trials below which `studies plot` says its importances are rough
@@ -24,7 +24,11 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     names = objective_names(study)
     multi = len(names) > 1
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    # Neither pruned nor failed (diverged) trials have a final value: Optuna's history leaves them out without a word.
+    unplotted = {status: n for status, n in status_counts(study.get_trials(deepcopy=False)).items()
+                 if status in ("pruned", "failed") and n}
+    history_note = (f"({' and '.join(f'{n} {status}' for status, n in unplotted.items())} "
+                    f"trial{'s' * (sum(unplotted.values()) > 1)} not shown: no final value)") if unplotted else None
     params = sorted({p for t in complete for p in t.params})
     # Several objectives: the single-value plots show the one that picks the best trial.
     lead = lead_objective(study)
@@ -37,7 +41,7 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     if not complete:  # pruned trials only, say: their folds' running means still show where the search went
         if not intermediate:
             return [], [f"study {study.study_name!r} has no complete trial: nothing to plot"]
-        return _draw(study, {"intermediate": (vis.plot_intermediate_values, {})}, out_dir, names[lead], pruned,
+        return _draw(study, {"intermediate": (vis.plot_intermediate_values, {})}, out_dir, names[lead], None,
                      [f"study {study.study_name!r} has no complete trial: only its trials' intermediate values "
                       "are plotted"])
     plots["history"] = (vis.plot_optimization_history, target)
@@ -58,13 +62,14 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
         notes.append(f"contour skipped: needs >= 2 parameters (have {len(params)})")
     if multi:
         plots["pareto"] = (vis.plot_pareto_front, {"target_names": names})
-    return _draw(study, plots, out_dir, names[lead], pruned, notes)
+    return _draw(study, plots, out_dir, names[lead], history_note, notes)
 
 
-def _draw(study: optuna.Study, plots: dict[str, tuple], out_dir: Path, objective: str, pruned: int,
+def _draw(study: optuna.Study, plots: dict[str, tuple], out_dir: Path, objective: str, history_note: str | None,
           notes: list[str]) -> tuple[list[Path], list[str]]:
-    """Draw each of ``plots`` (name: (Optuna's plot function, its arguments)) and save it under ``out_dir``;
-    returns (paths written, ``notes`` with one for each plot that could not be drawn)."""
+    """Draw each of ``plots`` (name: (Optuna's plot function, its arguments)) and save it under ``out_dir``,
+    the history's title followed by ``history_note``; returns (paths written, ``notes`` with one for each plot
+    that could not be drawn)."""
     import matplotlib
     import matplotlib.pyplot as plt
     import numpy as np
@@ -88,9 +93,9 @@ def _draw(study: optuna.Study, plots: dict[str, tuple], out_dir: Path, objective
                     continue
             figure = np.ravel(axes)[0].figure
             _legible(figure, name, objective)
-            if name == "history" and pruned:  # Optuna leaves them out without a word
+            if name == "history" and history_note:
                 ax = np.ravel(axes)[0]
-                ax.set_title(f"{ax.get_title()}\n({pruned} pruned trial{'s' * (pruned > 1)} not shown: no final value)")
+                ax.set_title(f"{ax.get_title()}\n{history_note}")
             written += save_figure(figure, out_dir / name)
             plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
     return written, notes
