@@ -133,11 +133,16 @@ class Suite:
                 "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
 
+    @property
+    def image_side(self) -> int | None:
+        """The side of the dataset's images where it is fixed whatever the options (``FIXED_IMAGE_SIDE``)."""
+        return FIXED_IMAGE_SIDE.get(self.dataset)
+
     def check_pixel_counts(self, side: int | None = None) -> None:
         """Refuse a pixel count k larger than an image of ``side``² pixels; by default the suite's
         dataset's, where that size is fixed (``FIXED_IMAGE_SIDE``; a run gives other datasets' once
         it has loaded their images)."""
-        side = side or FIXED_IMAGE_SIDE.get(self.dataset)
+        side = side or self.image_side
         for configuration in self.configurations if side else ():
             try:
                 configuration.method.sampler(side)
@@ -180,7 +185,7 @@ class Suite:
         configurations, sources, seen = [], [], set()
         for configuration in self.configurations:
             found = best.get(search_key(configuration))
-            tuned = found is not None and not found.held_otherwise(configuration)
+            tuned = found is not None and not found.held_otherwise(configuration, self.image_side)
             if tuned:
                 configuration = found.configuration
             if configuration.id not in seen:
@@ -202,7 +207,7 @@ class Suite:
         held = []
         for configuration in self.configurations:
             found = best.get(search_key(configuration))
-            if found is not None and (settings := found.held_otherwise(configuration)):
+            if found is not None and (settings := found.held_otherwise(configuration, self.image_side)):
                 held.append((configuration.id, found.study, settings))
         return held
 
@@ -215,7 +220,7 @@ class Suite:
         for config_id, study in self.params_from:
             tuned = search_key(by_id[config_id])
             replaced = [c.id for c in base.configurations if search_key(c) == tuned and c.id != config_id
-                        and not best[tuned].held_otherwise(c)]
+                        and not best[tuned].held_otherwise(c, base.image_side)]
             merged = (f"; the {len(replaced)} are trained as this one, so the suite has {len(replaced) - 1} "
                       "configuration(s) fewer") if len(replaced) > 1 else ""
             notes.append(f"note: {', '.join(replaced) or config_id} → {config_id} (the best of study {study!r})"
@@ -252,22 +257,27 @@ class SearchBest:
     study: str
     tuned: frozenset[str]
 
-    def held_otherwise(self, configuration: Configuration) -> list[str]:
+    def held_otherwise(self, configuration: Configuration, side: int | None = None) -> list[str]:
         """The settings of ``configuration`` (one of this search's key) that the search held at other values,
-        each as ``count 200 (the search's: default)``; none when the search's best may replace it."""
+        each as ``count 200 (the search's: default)``; none when the search's best may replace it. With the
+        images' ``side``, a count is compared as the pixels it observes: the default is the exact grid's."""
         method, best = configuration.method, self.configuration.method
         balance = replace(method.balance, **{name: getattr(best.balance, name) for name in self.tuned
                                              if name != "exponent"})
         exponent = best.exponent if "exponent" in self.tuned else method.exponent
-        ours = _settings(replace(configuration, method=replace(method, exponent=exponent, balance=balance)))
-        theirs = _settings(self.configuration)
+        ours = _settings(replace(configuration, method=replace(method, exponent=exponent, balance=balance)), side)
+        theirs = _settings(self.configuration, side)
         return [f"{key} {_shown(ours[key])} (the search's: {_shown(theirs[key])})"
                 for key in ours if ours[key] != theirs[key]]
 
 
-def _settings(configuration: Configuration) -> dict:
-    """Every setting of ``configuration`` that trains, by name."""
+def _settings(configuration: Configuration, side: int | None = None) -> dict:
+    """Every setting of ``configuration`` that trains, by name; with the images' ``side``, a constant count as
+    the pixels it observes (the default count is the exact grid's)."""
     flat = {key: value for key, value in configuration.flat().items() if key != "config_id"}
+    method = configuration.method
+    if side and method.method != "baseline" and method.count is None and method.exponent is None:
+        flat["count"] = method.sampler(side).fixed_count
     return {**flat, "update_every": configuration.balance.update_every, "window": configuration.balance.window}
 
 

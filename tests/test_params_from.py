@@ -293,6 +293,7 @@ def test_a_search_without_a_complete_trial_is_refused_with_the_search_command_th
     SearchSettings("vae", 1, "multidecoder", "uniform", softadapt=True, ranges={"beta": ParamRange(0.1, 10.0)}),
 ])
 def test_the_search_command_of_a_studys_settings_gives_those_settings(settings):
-    args = build_parser().parse_args(shlex.split(settings.command("my study"))[3:])
-    assert args.study_name == "my study" and _checked(args)[0] == settings
+    args = build_parser().parse_args(shlex.split(settings.command("my-study"))[3:])
+    assert args.study_name == "my-study" and _checked(args)[0] == settings
+    assert shlex.split(settings.command("my study"))[-2:] == ["--study-name", "my study"]  # a name made before checks
     assert "--study-name" not in settings.command(settings.default_study_name())

@@ -307,18 +307,21 @@ def test_params_from_keeps_a_configuration_whose_settings_its_search_held_otherw
     found = {search_key(best): SearchBest(best, "s", frozenset(settings.ranges))}
     plain = Configuration("vae", 1, MethodConfig("multidecoder", "uniform"))
     counted = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", count=200))
+    # the count the search trained with, 32×32 images' exact grid's: given, it is the search's setting all the same
+    grid = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", count=64))
     normalized = Configuration("vae", 1, MethodConfig("multidecoder", "uniform", balance=BalanceConfig(
         softadapt=True, variant="normalized", beta=0.5)))
-    suite = replace(get_suite("smoke"), name="mine", configurations=(plain, counted, normalized))
+    suite = replace(get_suite("smoke"), name="mine", configurations=(plain, counted, normalized, grid))
     tuned = suite.with_best_params(found)
     assert tuned.configurations == (best, counted, normalized) and tuned.params_from == ((best.id, "s"),)
     assert tuned.replacement_notes(suite, found) == [
-        "note: vae/1/multidecoder/uniform → vae/1/multidecoder/uniform/w=2,0.5,0.3 (the best of study 's')",
-        "note: study 's' did not tune vae/1/multidecoder/uniform/k=200: it has count 200 (the search's: default), "
+        "note: vae/1/multidecoder/uniform, vae/1/multidecoder/uniform/k=64 → vae/1/multidecoder/uniform/w=2,0.5,0.3 "
+        "(the best of study 's'); the 2 are trained as this one, so the suite has 1 configuration(s) fewer",
+        "note: study 's' did not tune vae/1/multidecoder/uniform/k=200: it has count 200 (the search's: 64), "
         "so it trains with its own parameters"]
     with pytest.raises(ValueError, match=re.escape(
             "suite 'mine' has no configuration that study 's' tunes: vae/1/multidecoder/uniform/k=200 has count 200 "
-            "(the search's: default)")):
+            "(the search's: 64)")):
         replace(suite, configurations=(counted,)).with_best_params(found)
     softadapt = SearchSettings("vae", 1, "multidecoder", "uniform", softadapt=True)  # tunes its β only
     best = configuration_for(softadapt, {"softadapt_beta": 1e-3})
