@@ -167,6 +167,21 @@ def test_mnist_missing_files_error(tmp_path: Path) -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def test_a_failed_mnist_download_leaves_no_empty_folder(tmp_path: Path, monkeypatch) -> None:
+    # It left <data-root>/MNIST/raw/ behind, empty, as if the dataset were half there.
+    from urllib.error import URLError
+
+    def offline(url, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", offline)
+    (tmp_path / "kept").mkdir()  # the user's folder stays, only what the download made goes
+    for root in (tmp_path / "new" / "data", tmp_path / "kept"):
+        with pytest.raises(DatasetNotFoundError, match="download failed.*Error downloading train-images-idx3-ubyte"):
+            load_dataset("mnist", data_root=root, download=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and not list((tmp_path / "kept").iterdir())
+
+
 def test_mnist_gz_only_hints_gunzip(tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)

@@ -7,6 +7,7 @@ build one PIL image per sample.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -64,10 +65,16 @@ def _first_line(err: Exception) -> str:
 
 
 def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) -> T:
-    """Run a torchvision constructor, re-raising its not-found/download errors as one clear line."""
+    """Run a torchvision constructor, re-raising its not-found/download errors as one clear line. The
+    folders a failed download made and left empty are removed: they would look like a dataset half there."""
+    folder = root / _LAYOUT[dataset][0]
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         return factory()
     except (RuntimeError, OSError) as err:  # OSError covers FileNotFoundError and urllib's URLError
+        for path in missing if download else ():
+            with contextlib.suppress(OSError):  # not empty: the download left a file there
+                path.rmdir()
         # torchvision's advice names its Python argument; our message gives the CLI's instead.
         reason = _first_line(err).split(". You can use download=True")[0].rstrip(".")
         raise DatasetNotFoundError(_missing_message(dataset, root, download, reason)) from None
