@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -402,6 +403,19 @@ def test_celeba_missing_image_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         load_dataset("celeba", data_root=tmp_path)
 
 
+def test_celeba_a_corrupt_image_is_named_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = write_celeba(tmp_path, [0, 0, 2, 2])
+    broken = tmp_path / "celeba" / "img_align_celeba" / names[2]
+    broken.write_bytes(b"not a jpeg")
+    import torchvision.datasets.celeba
+
+    monkeypatch.setattr(torchvision.datasets.celeba, "check_integrity", ignore_md5)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("celeba", data_root=tmp_path)
+    assert str(info.value) == (f"celeba: cannot read image {broken} (cannot identify image file {str(broken)!r}): "
+                               "replace it with the file of that name from CelebA's img_align_celeba.zip")
+
+
 # ----------------------------------------------------------------------------- folder:PATH
 
 
@@ -463,6 +477,12 @@ def test_folder_missing_or_empty(tmp_path: Path) -> None:
     (tmp_path / "empty" / "readme.txt").write_text("x")
     with pytest.raises(DatasetNotFoundError, match="no images"):
         load_dataset(f"folder:{tmp_path / 'empty'}")
+    save(tmp_path / "some" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    (tmp_path / "some" / "b.png").write_bytes(b"not a png")  # an image by its name only
+    with pytest.raises(DatasetNotFoundError, match=re.escape(
+            f"cannot read image {tmp_path / 'some' / 'b.png'} (cannot identify image file "
+            f"{str(tmp_path / 'some' / 'b.png')!r}): replace it, or move it out of the folder")):
+        load_dataset(f"folder:{tmp_path / 'some'}")
 
 
 # ----------------------------------------------------------------------------- argument errors

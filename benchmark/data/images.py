@@ -41,7 +41,10 @@ def is_greyscale(image: Image.Image) -> bool:
 
 
 def _unreadable(path: Path, dataset: str, err: Exception) -> DatasetNotFoundError:
-    return DatasetNotFoundError(f"{dataset}: cannot read image {path}: {err}")
+    """One line naming the image, why it cannot be read and what to do about it."""
+    advice = ("replace it with the file of that name from CelebA's img_align_celeba.zip" if dataset == "celeba"
+              else "replace it, or move it out of the folder")
+    return DatasetNotFoundError(f"{dataset}: cannot read image {path} ({err}): {advice}")
 
 
 def peek_greyscale(path: Path, dataset: str) -> bool:
