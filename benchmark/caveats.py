@@ -45,6 +45,15 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
         notes.append(f"no baseline of {', '.join(alone)} in these results, so the methods there are not compared "
                      f"with one: list `{alone[0]}/baseline` in the suite and run it again (a suite file can grow; "
                      "its units already done are kept).")
+    # A baseline without a fold done leaves its methods' comparisons empty: the report would just lack them.
+    undone = [baseline for (family, config), rows in models
+              if (baseline := reference_baseline(family, config, rows)) and (rows["method"] != "baseline").any()
+              and not (done["config_id"] == baseline).any()]
+    if undone:
+        notes.append(f"baseline {', '.join(undone)} has no fold done, so the methods of its model config are not "
+                     "compared with it (missing.txt says why): run the suite again to train what is unfinished; "
+                     "a diverged one is failed for good: train the suite with other settings (a lower `lr` in a suite file) "
+                     "under a `--name` of its own.")
     notes += [note for note in (_pairing_note(suite), _diverged_note(suite)) if note] + _unequal_tuning_notes(suite)
     epochs = meta.get("epochs")
     # Per configuration: one still improving must not hide behind others that converged (its

@@ -23,7 +23,7 @@ INDEX_TITLES = ("Model", "Config", "Method", "Parameters")
 FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
             "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
             "methods of one model config, per metric; tested only where both have every fold done. "
-            "Bold: lowest mean within a model config, among two or more "
+            "Bold: lowest mean within a model config (a ranking, not a test), among two or more "
             "configurations with every fold done; for the "
             "conditioned reconstruction, among the rows that observe the same number of pixels (one "
             "method with the same count k or power-law exponent); KL and VQ loss are not ranked "
