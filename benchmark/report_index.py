@@ -70,8 +70,8 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
     meta = suite.meta
     described = {"table.csv": "tidy numbers: one row per configuration; parameters (`observed`: the pixels k a "
                               "Multidecoder's conditioned decoder sees, given or default), `n` folds done and "
-                              "`complete` (all of them), `<metric>_mean/var/std/n` "
-                              "(variance ddof=0; `_n` finite values), `weights` (the model's trainable weights), "
+                              "`complete` (all of them), `<metric>_mean/var/std/n` (variance ddof=0, std its "
+                              "square root; `_n` finite values), `weights` (the model's trainable weights), "
                               "`seconds_mean` (a fold's training time; folds trained as one ensemble share it), "
                               "`<metric>_mean_diff/ci_low/ci_high/t/p/p_holm/rel_change/significant/n_pairs` "
                               "against the baseline (the 95% CI is per comparison, not Holm-adjusted; `p_holm` "
