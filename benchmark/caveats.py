@@ -175,21 +175,27 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
     notes = []
     if {"best_epoch", "epochs"} <= set(prior):
         last = prior[prior["best_epoch"] >= prior["epochs"]]
-        if len(last):
+        if len(last) and (last["epochs"] == 1).all():  # one epoch is always the last: it says nothing more
+            notes.append(f"{len(last)} of {len(prior)} priors trained one epoch, so longer prior training "
+                         "(`prior --epochs`) would likely lower their NLL.")
+        elif len(last):
             notes.append(f"{len(last)} of {len(prior)} priors kept their last epoch "
                          f"({', '.join(sorted({f'{e:g}' for e in last['epochs']}))}): their NLL was still falling "
                          "when training stopped, so longer prior training (`prior --epochs`) would lower it.")
     if {"val_nll_nats", "uniform_nats"} <= set(prior):
-        # The bar: a prior that knows only how often each code occurs scores the entropy of the codes,
-        # ln(perplexity), at most ln K (a uniform prior's); a PixelCNN that sees its neighbours must beat it.
-        bar = np.log(prior["code_perplexity"]) if "code_perplexity" in prior else prior["uniform_nats"]
+        # The bar: a prior that knows only how often each code occurs in the training codes; a PixelCNN that
+        # sees each code's neighbours must beat it. Priors of an earlier version recorded only the validation
+        # codes' own entropy, ln(perplexity), which such a prior cannot reach (it is a lower bar).
+        bar = prior["frequency_nats"] if "frequency_nats" in prior else pd.Series(np.nan, index=prior.index)
+        if "code_perplexity" in prior:
+            bar = bar.fillna(np.log(prior["code_perplexity"]))
         bar = bar.fillna(prior["uniform_nats"])
         worse = prior[prior["val_nll_nats"] > bar]
         if len(worse):
             listed = ", ".join(f"{row.config_id} ({row.val_nll_nats:.3f} > {b:.3f})"
                                for row, b in zip(worse.itertuples(), bar[worse.index]))
-            notes.append(f"priors that score worse than one that knows only how often each code occurs (ln of the "
-                         f"code perplexity, in nats): {listed}; they failed to fit (too few epochs or too small a "
+            notes.append(f"priors that score worse than one that knows only how often each code occurs in the "
+                         f"training codes (nats per code): {listed}; they failed to fit (too few epochs or too small a "
                          "PixelCNN: `prior --epochs`, `--hidden`, `--layers`), so their NLL says nothing of the "
                          "codes' structure.")
     if {"code_perplexity", "uniform_nats"} <= set(prior):

@@ -39,7 +39,8 @@ from torch import nn
 from benchmark.models import eval_mode
 
 
-__all__ = ["PriorConfig", "GatedPixelCNN", "PriorResult", "code_perplexity", "train_prior"]
+__all__ = ["PriorConfig", "GatedPixelCNN", "PriorDivergedError", "PriorResult", "code_perplexity", "frequency_nats",
+           "train_prior"]
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,10 @@ class GatedPixelCNN(nn.Module):
             for i in range(height):
                 for j in range(width):
                     # Positions ≥ (i, j) are still placeholders; causality makes them irrelevant here.
-                    probs = torch.softmax(self(codes)[:, :, i, j].float() / temperature, dim=1)
+                    logits = self(codes)[:, :, i, j].double()
+                    # Shifted to a top logit of 0 before the division: a tiny temperature then gives a one-hot
+                    # draw, not inf / inf = NaN.
+                    probs = torch.softmax((logits - logits.amax(dim=1, keepdim=True)) / temperature, dim=1)
                     drawn = torch.multinomial(probs.to(draw_device), 1, generator=generator)
                     codes[:, i, j] = drawn.squeeze(1).to(device)
         return codes
@@ -188,6 +192,20 @@ def code_perplexity(codes: torch.Tensor | np.ndarray) -> float:
     counts = torch.bincount(torch.as_tensor(codes).flatten().long()).double()
     p = counts[counts > 0] / counts.sum()
     return math.exp(-(p * p.log()).sum().item())
+
+
+def frequency_nats(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor | np.ndarray,
+                   num_codes: int) -> float:
+    """NLL in nats per code of the validation codes under a prior that knows only how often each code
+    occurs in the training codes (add-one smoothed, so that a code unseen there costs a finite amount):
+    the score a PixelCNN, which also sees each code's neighbours, must beat."""
+    counts = torch.bincount(torch.as_tensor(train_codes).flatten().long(), minlength=num_codes).double() + 1
+    log_p = (counts / counts.sum()).log()
+    return -log_p[torch.as_tensor(val_codes).flatten().long()].mean().item()
+
+
+class PriorDivergedError(ValueError):
+    """The prior's held-out NLL was not finite at any epoch: nothing was learnt to keep."""
 
 
 def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor | np.ndarray,
@@ -243,6 +261,9 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
             on_epoch(record)
         if best is None or record["held_out_nll"] < best["held_out_nll"] or not math.isfinite(best["held_out_nll"]):
             best, best_state = record, copy.deepcopy(model.state_dict())
+    if not math.isfinite(best["held_out_nll"]):
+        raise PriorDivergedError(f"the prior's loss diverged: its held-out NLL was {best['held_out_nll']} at every "
+                                 f"one of {epochs} epoch{'s' * (epochs != 1)}; a lower --lr (now {lr:g}) may fit")
     model.load_state_dict(best_state)
     model.eval()
     return PriorResult(model=model, val_nll_nats=best["val_nll"], val_bits_per_code=best["val_bits_per_code"],

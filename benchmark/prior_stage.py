@@ -44,18 +44,20 @@ from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
-from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, code_perplexity, train_prior
+from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
+                             frequency_nats, train_prior)
 from benchmark.progress import BAR_FORMAT
-from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, read_prior, run_dataset,
+from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, run_dataset,
                                safe_name)
 from benchmark.train import resolve_device
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
 SETTINGS = ("fold", "epochs", "batch_size", "lr", "hidden", "layers", "kernel")
 # temperature: the samples', which the NLL does not depend on (so not among the settings that must agree)
-PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "code_perplexity", "epochs",
-                 "best_epoch", "n_train", "n_val", "prior_path", "seconds", "batch_size", "lr", "hidden", "layers",
-                 "kernel", "temperature")
+# checkpoint: the name of the weights the prior was fitted to, one unit's of one run (``current_priors``)
+PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "uniform_nats", "frequency_nats",
+                 "code_perplexity", "epochs", "best_epoch", "n_train", "n_val", "prior_path", "checkpoint", "seconds",
+                 "batch_size", "lr", "hidden", "layers", "kernel", "temperature")
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
 
@@ -287,7 +289,7 @@ def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], sett
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
     were made with other ones: the Prior NLL column would compare them as if alike. (Rows about
     to be replaced that were made with other settings go with the first new row, ``_update_csv``.)"""
-    old = read_prior(results_dir, suite)
+    old = load_suite(results_dir, suite).prior  # the rows of an earlier run's weights left out: they go
     if old is None:
         return
     path, replaced = prior_csv_path(results_dir, suite), old["config_id"].isin(list(replaced))
@@ -312,7 +314,7 @@ def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str
     interrupted stage leaves no old row next to new ones, and one interrupted before its first
     row loses nothing."""
     path = prior_csv_path(results_dir, suite)
-    old = read_prior(results_dir, suite)
+    old = load_suite(results_dir, suite).prior  # the rows of an earlier run's weights left out: they go now
     new = pd.DataFrame(rows, columns=list(PRIOR_COLUMNS))
     if old is not None:
         stale = old["config_id"].isin(list(replaced)) & ~_made_with(old, settings)
@@ -406,8 +408,11 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                 bar.set_postfix_str(f"ETA {eta} | {prefix} | epoch {record['epoch']}/{epochs} | "
                                     f"val NLL {record['val_nll']:.4f}", refresh=True)
 
-            result = train_prior(train_codes, val_codes, config, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 seed=seed, device=torch_device, on_epoch=on_epoch)
+            try:
+                result = train_prior(train_codes, val_codes, config, epochs=epochs, batch_size=batch_size, lr=lr,
+                                     seed=seed, device=torch_device, on_epoch=on_epoch)
+            except PriorDivergedError as error:  # the priors finished before it are stored
+                raise ValueError(f"{target.config_id}: {error}") from None
             drawn = None
             if samples:
                 bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
@@ -422,9 +427,11 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                                       "code_shape": list(train_codes.shape[1:])}, drawn)
             row = {"config_id": target.config_id, "val_nll_nats": result.val_nll_nats,
                    "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats,
+                   "frequency_nats": frequency_nats(train_codes, val_codes, config.num_codes),
                    "code_perplexity": code_perplexity(val_codes),
                    "best_epoch": result.best_epoch, "n_train": len(train_codes), "n_val": len(val_codes),
-                   "prior_path": str(path), "seconds": time.perf_counter() - started,
+                   "prior_path": str(path), "checkpoint": target.checkpoint.name,
+                   "seconds": time.perf_counter() - started,
                    "temperature": temperature if samples else None, **settings}  # with fold, epochs
             _update_csv(results_dir, suite, [row], order, replaced, settings)
             summary.rows.append(row)

@@ -376,6 +376,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         warnings.append(f"no {suite}_meta.json: expected folds and configurations guessed from the results")
     elif other := _other_version(data):
         warnings.append(other)
+    warnings += data.prior_problems
 
     # Tidy: a configuration without parameters has an empty cell, the display tables' "–" elsewhere.
     table.assign(parameters=table["parameters"].replace("–", "")).to_csv(out_dir / "table.csv", index=False)

@@ -64,8 +64,9 @@ class SuiteResults:
     results: pd.DataFrame
     history: pd.DataFrame | None
     meta: dict
-    prior: pd.DataFrame | None = None   # <suite>_prior.csv, once the VQ-VAE prior stage has run
+    prior: pd.DataFrame | None = None   # <suite>_prior.csv, once the VQ-VAE prior stage has run: its current rows
     history_problem: str | None = None  # why <suite>_history.csv could not be read (history is None)
+    prior_problems: tuple[str, ...] = ()  # the rows of <suite>_prior.csv left out (``current_priors``)
 
     @property
     def expected_folds(self) -> int:
@@ -129,7 +130,11 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     meta.setdefault("repeats", 1)
     meta.setdefault("configurations", list(pd.unique(results["config_id"])))
     history, problem = _read_history(results_dir / f"{suite}_history.csv")
-    return SuiteResults(suite, results, history, meta, read_prior(results_dir, suite), problem)
+    prior, left_out = read_prior(results_dir, suite), []
+    if prior is not None:
+        prior, left_out = current_priors(prior, results)
+    return SuiteResults(suite, results, history, meta, prior if prior is None or len(prior) else None, problem,
+                        tuple(left_out))
 
 
 HISTORY_COLUMNS = ("config_id", "fold", "epoch", "latent", "recon")  # what every validation curves figure draws on
@@ -301,14 +306,33 @@ def checkpoint_file(recorded: str, results_dir: Path, suite: str) -> Path:
     return existing_path(recorded, artifacts_beside(results_dir, suite) / Path(recorded).name)
 
 
+def current_priors(prior: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of ``prior`` fitted to weights that ``results`` still hold, and a line naming each other one:
+    a prior of an earlier run whose results were since replaced, whose NLL would sit beside this run's as if
+    scored on the same images. A row of an earlier version, which names no checkpoint, is kept."""
+    done = completed(results)
+    held = {(config_id, int(fold)): Path(checkpoint).name
+            for config_id, fold, checkpoint in zip(done["config_id"], done["fold"], done["checkpoint"]) if checkpoint}
+    stale = pd.Series([bool(name) and held.get((config_id, int(fold))) != name
+                       for config_id, fold, name in zip(prior["config_id"], prior["fold"], prior["checkpoint"])],
+                      index=prior.index, dtype=bool)
+    lines = [f"prior of {config_id} left out: it was fitted to weights of fold {int(fold)} that these results no "
+             f"longer hold ({name}, of an earlier run); run `prior` again for this run's"
+             for config_id, fold, name in zip(prior["config_id"][stale], prior["fold"][stale],
+                                               prior["checkpoint"][stale])]
+    return prior[~stale], lines
+
+
 def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
     """``<suite>_prior.csv`` as a frame, or None where the prior stage has not run."""
     path = prior_csv_path(results_dir, suite)
     if not path.is_file() or not path.stat().st_size:
         return None
-    frame = _read_csv(path, "a `prior` export", dtype={"prior_path": str}).rename(columns=OLD_NAMES)
+    text = ("prior_path", "checkpoint")  # checkpoint: absent from the exports of earlier versions
+    frame = _read_csv(path, "a `prior` export", dtype=dict.fromkeys(text, str)).rename(columns=OLD_NAMES)
     _check_columns(frame, ("config_id", "fold", "val_nll_nats"), path, "a `prior` export")
-    for column in frame.columns.drop(["config_id", "prior_path"], errors="ignore"):
+    for column in frame.columns.drop(["config_id", *text], errors="ignore"):
         frame[column] = _numbers(frame, column, path)
-    frame["prior_path"] = frame["prior_path"].fillna("").astype(str) if "prior_path" in frame else ""
+    for column in text:
+        frame[column] = frame[column].fillna("").astype(str) if column in frame else ""
     return frame

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult, code_perplexity, train_prior
+from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
+                             frequency_nats, train_prior)
 
 K, H, W = 7, 8, 8
 
@@ -132,9 +133,11 @@ def test_sampling_shape_range_and_determinism(model):
     assert a.shape == (5, 3, 4) and a.dtype == torch.int64
     assert int(a.min()) >= 0 and int(a.max()) < K
     assert torch.equal(a, b) and not torch.equal(a, c)
-    # Very low temperature ≈ greedy decoding: all samples are identical.
-    cold = model.sample(4, (3, 4), generator=torch.Generator().manual_seed(5), temperature=1e-4)
-    assert (cold == cold[0]).all()
+    # Very low temperature ≈ greedy decoding: all samples are identical; even one that overflows a float32
+    # division (it failed with "probability tensor contains either inf, nan or element < 0").
+    for temperature in (1e-4, 1e-45):
+        cold = model.sample(4, (3, 4), generator=torch.Generator().manual_seed(5), temperature=temperature)
+        assert (cold == cold[0]).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -198,6 +201,25 @@ def test_the_epoch_is_chosen_on_held_out_training_maps_not_on_the_validation_map
     with pytest.raises(ValueError, match="need at least two training code maps"):
         train_prior(codes[:1], codes[10:], config, epochs=1)
     assert train_prior(codes[:2], codes[10:], config, epochs=1, held_out=0.9).best_epoch == 1  # one map trains
+
+
+def test_a_prior_whose_loss_diverges_is_an_error_not_a_nan_score():
+    # It stored an NLL of NaN, which the report showed as "–", as for a model without a prior.
+    codes = torch.randint(0, 4, (40, 4, 4), generator=torch.Generator().manual_seed(0))
+    config = PriorConfig(num_codes=4, hidden=8, layers=2, kernel=3)
+    with pytest.raises(PriorDivergedError, match=r"^the prior's loss diverged: its held-out NLL was nan at every one "
+                                                 r"of 2 epochs; a lower --lr \(now inf\) may fit$"):
+        train_prior(codes[:32], codes[32:], config, epochs=2, batch_size=16, lr=math.inf)
+
+
+def test_the_frequency_prior_scores_the_validation_codes_by_the_training_codes_frequencies():
+    # by hand: add-one counts of codes 0, 1, 2 in the training codes [0, 0, 1] are 3, 2, 1 of 6;
+    # the validation codes 0 and 2 cost -ln(3/6) and -ln(1/6): a code unseen in training costs a finite amount
+    assert frequency_nats(torch.tensor([0, 0, 1]), torch.tensor([[0, 2]]), 3) == pytest.approx(
+        (math.log(2) + math.log(6)) / 2)
+    # the validation codes' own entropy, ln(perplexity), is a lower bar than any frequency prior can reach
+    train, val = torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1])
+    assert frequency_nats(train, val, 2) > math.log(code_perplexity(val))
 
 
 def test_code_perplexity_counts_the_codes_in_effect_used():

@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,18 +159,23 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
     for row in narrow.itertuples():
         assert f"{row.config_id} ({row.code_perplexity:.1f} of {K})" in out
     assert ("codebooks used at a perplexity under 10% of their codes" in out) == bool(len(narrow))
-    # by hand: one prior stopped improving; two worse than the codes' frequencies predict (ln 60 = 4.094,
-    # ln 100 = 4.605), one of them better than a uniform prior (ln 128 = 4.852); one codebook collapsed
+    # by hand: one prior stopped improving; two worse than the training codes' frequencies predict (4.1 nats,
+    # and for a row of an earlier version without that score, ln 100 = 4.605), one of them better than a
+    # uniform prior (ln 128 = 4.852); one codebook collapsed; d beats its frequencies, though not the validation
+    # codes' own entropy (ln 60 = 4.094), which a frequency prior cannot reach
     table = pd.DataFrame({"config_id": ["a", "b", "c", "d"], "best_epoch": [3, 1, 2, 2], "epochs": [3, 3, 3, 3],
-                          "val_nll_nats": [4.2, 4.938, 1.0, 4.0],
+                          "val_nll_nats": [4.2, 4.938, 1.0, 4.2], "frequency_nats": [4.1, math.nan, 1.5, 4.3],
                           "code_perplexity": [60.0, 100.0, 4.2, 60.0], "uniform_nats": [math.log(K)] * 4})
     notes = prior_notes(table)
     assert notes[0].startswith("1 of 4 priors kept their last epoch (3)")
-    assert notes[1].startswith("priors that score worse than one that knows only how often each code occurs (ln of "
-                               "the code perplexity, in nats): a (4.200 > 4.094), b (4.938 > 4.605); they failed "
+    assert notes[1].startswith("priors that score worse than one that knows only how often each code occurs in the "
+                               "training codes (nats per code): a (4.200 > 4.100), b (4.938 > 4.605); they failed "
                                "to fit")
     assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[2] and len(notes) == 3
     assert "d (" not in notes[1]
+    # one epoch is always the last one kept: the caveat says what that means
+    assert prior_notes(table.assign(epochs=1, best_epoch=1))[0] == (
+        "4 of 4 priors trained one epoch, so longer prior training (`prior --epochs`) would likely lower their NLL.")
 
 
 def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkeypatch):
@@ -264,16 +270,18 @@ def test_the_fold_is_common_to_the_configurations_and_can_be_chosen(smoke_run, t
         select_targets(results, "smoke")
 
 
-def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(tmp_path):
-    (tmp_path / "old_prior.csv").write_text("config_id,fold,val_nll_nats,val_bits_per_dim,uniform_nats,prior_path\n"
-                                            "vq-vae/1/baseline,2,3.0,4.328,4.852,p.pt\n")
-    frame = read_prior(tmp_path, "old")
+def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(smoke_run, tmp_path):
+    linked_results(smoke_run, tmp_path)
+    results = tmp_path / "results"
+    (results / "smoke_prior.csv").write_text("config_id,fold,val_nll_nats,val_bits_per_dim,uniform_nats,prior_path\n"
+                                             "vq-vae/1/baseline,2,3.0,4.328,4.852,p.pt\n")
+    frame = read_prior(results, "smoke")
     assert "val_bits_per_dim" not in frame and frame.loc[0, "val_bits_per_code"] == 4.328
     # Its rows record no settings: priors made now are not mixed with them.
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     with pytest.raises(ValueError, match="made by an earlier version.*rerun without --config"):
-        check_kept_rows(tmp_path, "old", ["vq-vae/1/single/gaussian/a=40"], settings)
-    check_kept_rows(tmp_path, "old", ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
+        check_kept_rows(results, "smoke", ["vq-vae/1/single/gaussian/a=40"], settings)
+    check_kept_rows(results, "smoke", ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
 
 
 def linked_results(smoke_run, tmp_path) -> None:
@@ -282,6 +290,36 @@ def linked_results(smoke_run, tmp_path) -> None:
     for name in ("smoke.csv", "smoke_meta.json"):
         shutil.copy(smoke_run / "results" / name, tmp_path / "results" / name)
     (tmp_path / "results" / "smoke" / "artifacts").symlink_to(smoke_run / "results" / "smoke" / "artifacts")
+
+
+def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_removed(prior_run, tmp_path, capsys):
+    # A run made anew kept the earlier run's priors: the report showed them beside priors of its own weights.
+    linked_results(prior_run, tmp_path)
+    results = tmp_path / "results"
+    shutil.copy(prior_run / "results" / "smoke_prior.csv", results / "smoke_prior.csv")
+    runs = read(tmp_path, "smoke.csv")
+    anew = (runs["config_id"] == "vq-vae/1/baseline") & (runs["fold"] == 0)  # its weights of another run now
+    old_name = Path(runs.loc[anew, "checkpoint"].iloc[0]).name
+    runs.loc[anew, "checkpoint"] = str(Path(runs.loc[anew, "checkpoint"].iloc[0]).with_name("new-run-weights"))
+    runs.to_csv(results / "smoke.csv", index=False)
+    assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    assert (f"warning: prior of vq-vae/1/baseline left out: it was fitted to weights of fold 0 that these results no "
+            f"longer hold ({old_name}, of an earlier run); run `prior` again for this run's") in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "reports" / "smoke" / "table.csv").set_index("config_id")
+    vq = [c for c in table.index if c.startswith("vq-vae/")]
+    assert table.loc[vq, "prior_nll_nats"].isna().tolist() == [c == "vq-vae/1/baseline" for c in vq]
+    # a prior of another configuration, with the same settings, takes the stale row out of the CSV
+    other = next(c for c in vq if c != "vq-vae/1/baseline")
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--config", other, *FAST) == 0
+    assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(c for c in vq if c != "vq-vae/1/baseline")
+
+
+def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
+    linked_results(smoke_run, tmp_path)
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--lr", "inf", *FAST) == 2
+    assert one_line_error(capsys) == ("error: vq-vae/1/baseline: the prior's loss diverged: its held-out NLL was nan "
+                                      "at every one of 2 epochs; a lower --lr (now inf) may fit")
+    assert not (tmp_path / "results" / "smoke_prior.csv").exists()
 
 
 @pytest.mark.parametrize("finished", [0, 1])
@@ -321,7 +359,8 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
     row = kept.loc[0]
     assert (f"{config_id} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
             f"(uniform: ln K = {math.log(K):.4f}) = {row['val_bits_per_code']:.4f} bits/code "
-            f"(uniform: log2 K = 7.0000); code perplexity {row['code_perplexity']:.1f} of K = {K}; ") in out
+            f"(uniform: log2 K = 7.0000); the training codes' frequencies alone: {row['frequency_nats']:.4f} "
+            f"nats/code; code perplexity {row['code_perplexity']:.1f} of K = {K}; ") in out
 
 
 def test_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
@@ -379,19 +418,21 @@ def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args, message):
     assert one_line_error(capsys).startswith(message)
 
 
-def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_row(tmp_path):
+def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_row(smoke_run, tmp_path):
+    linked_results(smoke_run, tmp_path)
+    results = tmp_path / "results"
     old = pd.DataFrame({"config_id": ["a", "b"], "fold": [0, 0], "val_nll_nats": [3.0, 3.1], "prior_path": ["", ""],
                         "epochs": [30, 30], "batch_size": [128, 128], "lr": [1e-3, 1e-3], "hidden": [64, 64],
                         "layers": [8, 8], "kernel": [5, 5]})
-    old.to_csv(tmp_path / "s_prior.csv", index=False)
+    old.to_csv(results / "smoke_prior.csv", index=False)
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     other = {**settings, "hidden": 32}
     for new in (settings, other):  # checking writes nothing: a Ctrl-C before the first row loses nothing
-        check_kept_rows(tmp_path, "s", ["a", "b"], new)
-        assert list(read_prior(tmp_path, "s")["config_id"]) == ["a", "b"]
+        check_kept_rows(results, "smoke", ["a", "b"], new)
+        assert list(read_prior(results, "smoke")["config_id"]) == ["a", "b"]
     row = {"config_id": "b", "fold": 0, "val_nll_nats": 2.0, "prior_path": ""}
-    _update_csv(tmp_path, "s", [{**row, **settings}], ["a", "b"], ["a", "b"], settings)
-    assert read_prior(tmp_path, "s").set_index("config_id")["val_nll_nats"].to_dict() == {"a": 3.0, "b": 2.0}
+    _update_csv(results, "smoke", [{**row, **settings}], ["a", "b"], ["a", "b"], settings)
+    assert read_prior(results, "smoke").set_index("config_id")["val_nll_nats"].to_dict() == {"a": 3.0, "b": 2.0}
     # Other settings: the first new row takes the other old one with it (a Ctrl-C now leaves no old row).
-    _update_csv(tmp_path, "s", [{**row, **other}], ["a", "b"], ["a", "b"], other)
-    assert list(read_prior(tmp_path, "s")["config_id"]) == ["b"]
+    _update_csv(results, "smoke", [{**row, **other}], ["a", "b"], ["a", "b"], other)
+    assert list(read_prior(results, "smoke")["config_id"]) == ["b"]

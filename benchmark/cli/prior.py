@@ -32,6 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prior.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     prior.add_argument("--hidden", type=int, default=64, help="PixelCNN channels (default 64)")
     prior.add_argument("--layers", type=int, default=8, help="gated layers (default 8)")
+    prior.add_argument("--kernel", type=int, default=5, help="side of the masked convolutions, odd (default 5)")
     prior.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     prior.add_argument("--samples", type=int, default=8,
                        help="images generated per configuration for the report's figures (default 8; 0: none)")
@@ -75,14 +76,15 @@ def _prior(args: argparse.Namespace, finished: list[str]) -> int:
         # tqdm.write keeps the progress bar (on stderr) intact below the finished lines.
         tqdm.write(f"{row['config_id']} (fold {row['fold']}): val NLL {row['val_nll_nats']:.4f} nats/code "
                    f"(uniform: ln K = {row['uniform_nats']:.4f}) = {row['val_bits_per_code']:.4f} bits/code "
-                   f"(uniform: log2 K = {row['uniform_nats'] / math.log(2):.4f}); code perplexity "
+                   f"(uniform: log2 K = {row['uniform_nats'] / math.log(2):.4f}); the training codes' frequencies "
+                   f"alone: {row['frequency_nats']:.4f} nats/code; code perplexity "
                    f"{row['code_perplexity']:.1f} of K = {math.exp(row['uniform_nats']):.0f}; "
                    f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train (a tenth of them held "
                    f"out to choose the epoch) / {row['n_val']} val code maps, {row['seconds']:.1f} s", file=sys.stdout)
 
     summary = run_prior_stage(args.results_dir, args.suite, args.configs, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, device=args.device, samples=args.samples,
-                              temperature=args.temperature, hidden=args.hidden, layers=args.layers,
+                              temperature=args.temperature, hidden=args.hidden, layers=args.layers, kernel=args.kernel,
                               fold=args.fold, show_progress=not args.quiet, on_result=show)
     for reason in summary.skipped:
         print(f"  skipped {reason}", file=sys.stderr)
