@@ -143,12 +143,11 @@ class Suite:
         dataset's, where that size is fixed (``FIXED_IMAGE_SIDE``; a run gives other datasets' once
         it has loaded their images)."""
         side = side or self.image_side
-        for configuration in self.configurations if side else ():
-            try:
-                configuration.method.sampler(side)
-            except ValueError as err:
-                raise PixelCountError(f"configuration {configuration.id}: on {self.dataset}'s {side}×{side} "
-                                      f"images, {err}") from None
+        problems = [f"configuration {configuration.id}: on {self.dataset}'s {side}×{side} images, {problem}"
+                    for configuration in (self.configurations if side else ())
+                    for problem in problems_of(configuration.method.sampler, side)]
+        if problems:  # all at once: the images of a folder or of CelebA may take long to load again
+            raise PixelCountError(str(problems_error(problems)))
 
     def headline(self) -> str:
         """One line saying what a run of this suite trains."""

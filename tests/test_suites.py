@@ -531,6 +531,15 @@ def test_a_pixel_count_found_too_large_once_the_images_load_is_named_by_its_file
     assert one_line_error(capsys) == ("error: suite file count.toml: configuration vae/1/multidecoder/uniform/k=2000: "
                                       "on folder:images's 32×32 images, pixel count k must be at most the image's "
                                       "D = H·W = 1024 pixels, got 2000")
+    # every configuration's at once: the images load again for each attempt
+    (tmp_path / "count.toml").write_text(f'dataset = "folder:images"\n{MULTIDECODER}count = 2000\n'
+                                         f'{MULTIDECODER}count = 3000\n')
+    assert cli(tmp_path, "run", "--suite", "count.toml", "--name", "mine") == 2
+    assert one_line_error(capsys) == (
+        "error: suite file count.toml: 2 problems: configuration vae/1/multidecoder/uniform/k=2000: on "
+        "folder:images's 32×32 images, pixel count k must be at most the image's D = H·W = 1024 pixels, got 2000 | "
+        "configuration vae/1/multidecoder/uniform/k=3000: on folder:images's 32×32 images, pixel count k must be at "
+        "most the image's D = H·W = 1024 pixels, got 3000")
     assert not (tmp_path / "studies").exists()  # said before the study is touched
 
 
