@@ -30,7 +30,7 @@ FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.0
             "(the lowest is not the best model: a collapsed posterior, or codes bought with worse reconstruction). "
             "Cells: mean ± population variance over folds, each fold at its epoch of lowest validation "
             "total loss, (n=…) where fewer folds have a value; "
-            "reconstruction as per-pixel MSE: the Reconstruction loss column holds the unconditioned output's (a "
+            "reconstruction as per-pixel MSE (over pixels and channels): the Reconstruction loss column holds the unconditioned output's (a "
             "Multidecoder's decoder 1, a Single decoder given an empty mask), Conditioned reconstruction the "
             "conditioned output's (decoder 2; the Single decoder given its mask); a Multidecoder listed without k "
             "observes its sampling's default count (table.csv's observed column); "
