@@ -47,13 +47,15 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
                      "its units already done are kept).")
     # A baseline without a fold done leaves its methods' comparisons empty: the report would just lack them.
     undone = [baseline for (family, config), rows in models
-              if (baseline := reference_baseline(family, config, rows)) and (rows["method"] != "baseline").any()
+              if (baseline := reference_baseline(family, config, rows)) and (rows["config_id"] != baseline).any()
               and not (done["config_id"] == baseline).any()]
     if undone:
-        notes.append(f"baseline {', '.join(undone)} has no fold done, so the methods of its model config are not "
-                     "compared with it (missing.txt says why): run the suite again to train what is unfinished; "
-                     "a diverged one is failed for good: train the suite with other settings (a lower `lr` in a suite file) "
-                     "under a `--name` of its own.")
+        one = len(undone) == 1
+        notes.append(f"baseline{'' if one else 's'} {', '.join(undone)} {'has' if one else 'have'} no fold done, so "
+                     f"the methods of {'its' if one else 'their'} model config are not compared with "
+                     f"{'it' if one else 'them'} (missing.txt says why): run the suite again to train what is "
+                     "unfinished; a diverged one is failed for good: train the suite with other settings (a lower "
+                     "`lr` in a suite file) under a `--name` of its own.")
     notes += [note for note in (_pairing_note(suite), _diverged_note(suite)) if note] + _unequal_tuning_notes(suite)
     epochs = meta.get("epochs")
     # Per configuration: one still improving must not hide behind others that converged (its
@@ -187,6 +189,7 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
         # sees each code's neighbours must beat it. Priors of an earlier version recorded only the validation
         # codes' own entropy, ln(perplexity), which such a prior cannot reach (it is a lower bar).
         bar = prior["frequency_nats"] if "frequency_nats" in prior else pd.Series(np.nan, index=prior.index)
+        older = bar.isna()
         if "code_perplexity" in prior:
             bar = bar.fillna(np.log(prior["code_perplexity"]))
         bar = bar.fillna(prior["uniform_nats"])
@@ -194,8 +197,11 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
         if len(worse):
             listed = ", ".join(f"{row.config_id} ({row.val_nll_nats:.3f} > {b:.3f})"
                                for row, b in zip(worse.itertuples(), bar[worse.index]))
+            older_bar = ("; for a prior of an earlier version, which did not record that, the validation codes' own "
+                         "entropy, ln of their perplexity" if older[worse.index].any() else "")
             notes.append(f"priors that score worse than one that knows only how often each code occurs in the "
-                         f"training codes (nats per code): {listed}; they failed to fit (too few epochs or too small a "
+                         f"training codes (nats per code{older_bar}): {listed}; they failed to fit (too few epochs or "
+                         "too small a "
                          "PixelCNN: `prior --epochs`, `--hidden`, `--layers`), so their NLL says nothing of the "
                          "codes' structure.")
     if {"code_perplexity", "uniform_nats"} <= set(prior):

@@ -262,8 +262,8 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
         if best is None or record["held_out_nll"] < best["held_out_nll"] or not math.isfinite(best["held_out_nll"]):
             best, best_state = record, copy.deepcopy(model.state_dict())
     if not math.isfinite(best["held_out_nll"]):
-        raise PriorDivergedError(f"the prior's loss diverged: its held-out NLL was {best['held_out_nll']} at every "
-                                 f"one of {epochs} epoch{'s' * (epochs != 1)}; a lower --lr (now {lr:g}) may fit")
+        raise PriorDivergedError(f"the prior's loss diverged: its held-out NLL was not finite after any of its "
+                                 f"{epochs} epoch{'s' * (epochs != 1)}; a lower --lr (now {lr:g}) may fit")
     model.load_state_dict(best_state)
     model.eval()
     return PriorResult(model=model, val_nll_nats=best["val_nll"], val_bits_per_code=best["val_bits_per_code"],

@@ -308,19 +308,21 @@ def checkpoint_file(recorded: str, results_dir: Path, suite: str) -> Path:
 
 def current_priors(prior: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The rows of ``prior`` fitted to weights that ``results`` still hold, and a line naming each other one:
-    a prior of an earlier run whose results were since replaced, whose NLL would sit beside this run's as if
-    scored on the same images. A row of an earlier version, which names no checkpoint, is kept."""
+    a prior of an earlier run whose results were since replaced (its NLL would sit beside this run's as if
+    scored on the same images), or of a configuration or fold these results lack. A row of an earlier
+    version, which names no checkpoint, is kept."""
     done = completed(results)
     held = {(config_id, int(fold)): Path(checkpoint).name
             for config_id, fold, checkpoint in zip(done["config_id"], done["fold"], done["checkpoint"]) if checkpoint}
-    stale = pd.Series([bool(name) and held.get((config_id, int(fold))) != name
-                       for config_id, fold, name in zip(prior["config_id"], prior["fold"], prior["checkpoint"])],
-                      index=prior.index, dtype=bool)
-    lines = [f"prior of {config_id} left out: it was fitted to weights of fold {int(fold)} that these results no "
-             f"longer hold ({name}, of an earlier run); run `prior` again for this run's"
-             for config_id, fold, name in zip(prior["config_id"][stale], prior["fold"][stale],
-                                               prior["checkpoint"][stale])]
-    return prior[~stale], lines
+    kept, lines = [], []
+    for config_id, fold, name in zip(prior["config_id"], prior["fold"], prior["checkpoint"]):
+        now = held.get((config_id, int(fold)))
+        kept.append(not name or now == name)
+        if not kept[-1]:
+            why = (f"fitted to other weights of fold {int(fold)} ({name}, of an earlier run) than these results hold"
+                   if now else f"these results hold no weights of fold {int(fold)} of it")
+            lines.append(f"prior of {config_id} left out: {why}; run `prior` again for this run's")
+    return prior[pd.Series(kept, index=prior.index, dtype=bool)], lines
 
 
 def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:

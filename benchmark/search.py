@@ -18,7 +18,8 @@ search settings are the study's ``settings`` user attribute.
 
 A trial with a diverged fold ends PRUNED with its reason (user attribute ``error``; *failed* in
 ``trial_status``), not FAIL: Optuna's samplers ignore FAIL trials, so TPE would go on proposing
-the region that diverged, while a pruned trial counts against its parameters.
+the region that diverged; pruned, and infeasible by a constraint of its own (``diverged``), it
+ranks below every other trial, whatever running means its folds before the divergence reported.
 
 Budget: a worker starts a trial only while fewer than ``trials`` trials are COMPLETE, PRUNED,
 RUNNING, or FAIL with a reason (a diverged fold in a study of an earlier version), so rerunning a
@@ -216,8 +217,9 @@ class _Objective:
                 with self.interrupts.immediate():  # Ctrl-C in a storage call is raised at the next fold
                     result = train_fold(configuration, self.images[train_idx], self.images[val_idx],
                                         self.train_config, unit_seed(settings.seed, configuration.id, fold), on_epoch)
-            except DivergedError as err:  # failed, with its reason; pruned so that the sampler avoids it
+            except DivergedError as err:  # failed, with its reason; pruned and infeasible, so that TPE avoids it
                 trial.set_user_attr("error", f"fold {fold}: {err}")
+                trial.set_constraint("diverged", 1.0)
                 raise optuna.TrialPruned(f"fold {fold}: {err}") from err
             for name in ("recon", "latent", "recon_cond"):
                 values[name].append(result.metrics[name])

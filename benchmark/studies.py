@@ -6,10 +6,10 @@ their settings and per-fold values. Also here: the best trial of a study (for se
 objectives too). Their plots are ``benchmark.study_plots``; what ``run --params-from`` reads
 of search studies is ``benchmark.params_from``.
 
-Trials are counted by ``benchmark.storage.trial_status``: a FAIL trial is ``failed`` when it
-recorded why (user attribute ``error``: a diverged fold) and ``interrupted`` when it did not
-(Ctrl-C, a killed worker); an interrupted trial does not use up a search's ``--trials``, so a
-rerun trains another in its place.
+Trials are counted by ``benchmark.storage.trial_status``: a trial that recorded why it failed (user
+attribute ``error``: a diverged fold; PRUNED in a search of this version, FAIL in an earlier one) is
+``failed``, a FAIL trial that did not is ``interrupted`` (Ctrl-C, a killed worker); an interrupted
+trial does not use up a search's ``--trials``, so a rerun trains another in its place.
 """
 
 from __future__ import annotations

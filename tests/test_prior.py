@@ -207,8 +207,8 @@ def test_a_prior_whose_loss_diverges_is_an_error_not_a_nan_score():
     # It stored an NLL of NaN, which the report showed as "–", as for a model without a prior.
     codes = torch.randint(0, 4, (40, 4, 4), generator=torch.Generator().manual_seed(0))
     config = PriorConfig(num_codes=4, hidden=8, layers=2, kernel=3)
-    with pytest.raises(PriorDivergedError, match=r"^the prior's loss diverged: its held-out NLL was nan at every one "
-                                                 r"of 2 epochs; a lower --lr \(now inf\) may fit$"):
+    with pytest.raises(PriorDivergedError, match=r"^the prior's loss diverged: its held-out NLL was not finite after "
+                                                 r"any of its 2 epochs; a lower --lr \(now inf\) may fit$"):
         train_prior(codes[:32], codes[32:], config, epochs=2, batch_size=16, lr=math.inf)
 
 

@@ -169,8 +169,10 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
     notes = prior_notes(table)
     assert notes[0].startswith("1 of 4 priors kept their last epoch (3)")
     assert notes[1].startswith("priors that score worse than one that knows only how often each code occurs in the "
-                               "training codes (nats per code): a (4.200 > 4.100), b (4.938 > 4.605); they failed "
-                               "to fit")
+                               "training codes (nats per code; for a prior of an earlier version, which did not record "
+                               "that, the validation codes' own entropy, ln of their perplexity): a (4.200 > 4.100), "
+                               "b (4.938 > 4.605); they failed to fit")
+    assert "earlier version" not in prior_notes(table[table["config_id"] != "b"])[1]
     assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[2] and len(notes) == 3
     assert "d (" not in notes[1]
     # one epoch is always the last one kept: the caveat says what that means
@@ -303,8 +305,8 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
     runs.loc[anew, "checkpoint"] = str(Path(runs.loc[anew, "checkpoint"].iloc[0]).with_name("new-run-weights"))
     runs.to_csv(results / "smoke.csv", index=False)
     assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
-    assert (f"warning: prior of vq-vae/1/baseline left out: it was fitted to weights of fold 0 that these results no "
-            f"longer hold ({old_name}, of an earlier run); run `prior` again for this run's") in capsys.readouterr().out
+    assert (f"warning: prior of vq-vae/1/baseline left out: fitted to other weights of fold 0 ({old_name}, of an "
+            "earlier run) than these results hold; run `prior` again for this run's") in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "reports" / "smoke" / "table.csv").set_index("config_id")
     vq = [c for c in table.index if c.startswith("vq-vae/")]
     assert table.loc[vq, "prior_nll_nats"].isna().tolist() == [c == "vq-vae/1/baseline" for c in vq]
@@ -316,9 +318,11 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
 
 def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
     linked_results(smoke_run, tmp_path)
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "4", *FAST) == 2  # --kernel reaches the prior
+    assert one_line_error(capsys) == "error: kernel must be a positive odd integer, got 4"
     assert cli(tmp_path, "prior", "--suite", "smoke", "--lr", "inf", *FAST) == 2
-    assert one_line_error(capsys) == ("error: vq-vae/1/baseline: the prior's loss diverged: its held-out NLL was nan "
-                                      "at every one of 2 epochs; a lower --lr (now inf) may fit")
+    assert one_line_error(capsys) == ("error: vq-vae/1/baseline: the prior's loss diverged: its held-out NLL was not "
+                                      "finite after any of its 2 epochs; a lower --lr (now inf) may fit")
     assert not (tmp_path / "results" / "smoke_prior.csv").exists()
 
 

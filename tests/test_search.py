@@ -483,6 +483,9 @@ def test_the_sampler_learns_to_avoid_parameters_that_diverged(fake_training):
     diverged = [t for t in study.trials if trial_status(t) == "failed"]
     assert all(t.params["beta"] > 5 and t.user_attrs["error"].startswith("fold 0: loss diverged") for t in diverged)
     assert len(diverged) < 15
+    # Infeasible to TPE: ranked below every other trial, though a fold diverging after others reported their means
+    # would rank it among the best pruned ones.
+    assert [sum(t.constraints.values()) > 0 for t in study.trials] == [t in diverged for t in study.trials]
 
 
 @pytest.mark.parametrize("trials, left_running, code", [(2, False, 0), (3, False, 1), (2, True, 1)])

@@ -104,7 +104,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              "dead (default 10; a study keeps its first run's)")
     search.add_argument("--storage", help=STORAGE_HELP)
     search.add_argument("--studies-dir", type=Path, help=STUDIES_DIR_HELP)
-    search.add_argument("--study-name", help="letters, digits, '.', '_' and '-', as it names files (default: "
+    search.add_argument("--study-name", help="a letter or digit, then letters, digits, '.', '_' and '-', as it "
+                                             "names files (default: "
                                              "search-<family>-<config>-<method>, then -<sampling> and "
                                              "-softadapt when given, and -<objective> for each objective when "
                                              "--objectives is other than recon, e.g. "
