@@ -26,6 +26,7 @@ from benchmark.storage import (
     METRICS_VERSION,
     StoreConfig,
     agree_heartbeat,
+    check_pool_size,
     fail_orphans,
     fail_stale_trials,
     finished_elsewhere,
@@ -452,6 +453,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
         lambda chosen: open_suite_study(chosen, store,
                                         lambda differing: refused_run_advice(chosen.name, store, command, differing)))
+    check_pool_size(study, len(images), "put the earlier images back, or run these under a --name of its own")
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)

@@ -58,6 +58,7 @@ from benchmark.storage import (
     StoreError,
     agree_heartbeat,
     check_heartbeat,
+    check_pool_size,
     check_settings,
     fail_orphans,
     fail_stale_trials,
@@ -368,6 +369,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     precision, study, precision_note = opened_as_agreed(
         agreed(), agreed, lambda precision: open_search_study(replace(settings, precision=precision), storage_url, name, options))
     settings = replace(settings, precision=precision)
+    check_pool_size(study, len(images), "put the earlier images back, or search these under another --study-name")
     heartbeat = agree_heartbeat(study, options.heartbeat)
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)

@@ -132,6 +132,18 @@ def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
     return int(first_written(study, "heartbeat", heartbeat))
 
 
+def check_pool_size(study: optuna.Study, images: int, advice: str) -> None:
+    """Refuse training images of another number than ``study`` first split into its folds (a folder
+    dataset that gained or lost images since, another copy of the data on a machine sharing the
+    storage): the folds, a function of that number and the seed, would be other folds, and units
+    trained on them would be paired by fold number with the study's earlier ones."""
+    first = int(first_written(study, "training_images", images))
+    if first != images:
+        raise StoreError(f"study {study.study_name!r} split {first:,} training images into its folds and these data "
+                         f"have {images:,}: folds made now would not be those its results were trained on, and no "
+                         f"comparison could pair them; {advice}")
+
+
 def first_written(study: optuna.Study, key: str, value: object) -> object:
     """The study's user attribute ``key``: set to ``value`` unless a worker set it before.
 

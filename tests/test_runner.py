@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -775,6 +776,32 @@ def test_a_folder_that_cannot_be_written_is_refused_by_its_option_before_a_study
     assert one_line_error(capsys) == (f"error: --artifacts-dir {tmp_path / 'afile' / 'weights'}: the folder cannot be "
                                       f"made ({tmp_path / 'afile'} is not a folder)")
     assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_a_run_on_data_that_gained_images_since_its_study_began_is_refused(tmp_path, capsys):
+    # Its folds, a function of the number of images, changed: the new units were paired with the earlier ones by
+    # fold number though they had other splits.
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+
+    def add(count: int) -> None:
+        for i in range(count):
+            Image.fromarray(np.full((8, 8), 7 * i, dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+
+    add(12)
+    (tmp_path / "tiny.toml").write_text('name = "tiny"\ndataset = "folder:images"\nfolds = 2\n[train]\nepochs = 1\n'
+                                        '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n')
+    first = len(load_dataset(f"folder:{tmp_path / 'images'}").train)
+    assert run_cli(tmp_path, "--suite", "tiny.toml") == 0
+    add(16)
+    now = len(load_dataset(f"folder:{tmp_path / 'images'}").train)
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--suite", "tiny.toml") == 2
+    assert one_line_error(capsys) == (
+        f"error: study 'suite-tiny' split {first} training images into its folds and these data have {now}: folds made "
+        "now would not be those its results were trained on, and no comparison could pair them; put the earlier "
+        "images back, or run these under a --name of its own")
 
 
 def test_a_storage_file_whose_folder_cannot_be_made_is_refused_by_its_option(tmp_path, capsys):

@@ -443,6 +443,19 @@ def fake_training(monkeypatch):
                         lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(20, 1, 32, 32)))
 
 
+def test_a_search_on_data_with_another_number_of_images_is_refused(tmp_path, fake_training, monkeypatch, capsys):
+    assert search_cli(tmp_path, "--trials", "1", "--range", "beta=0.1:2") == 0
+    monkeypatch.setattr("benchmark.data.load_dataset",
+                        lambda *args, **kwargs: SimpleNamespace(train=torch.zeros(24, 1, 32, 32)))
+    capsys.readouterr()
+    assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:2") == 2
+    assert one_line_error(capsys) == (
+        f"error: study '{NAME}' split 20 training images into its folds and these data have 24: folds made now would "
+        "not be those its results were trained on, and no comparison could pair them; put the earlier images back, "
+        "or search these under another --study-name")
+    assert len(load(tmp_path).trials) == 1
+
+
 def test_a_search_named_as_a_suites_study_is_refused_as_such(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'smoke.db'}"
     optuna.create_study(study_name="suite-smoke", storage=url).set_user_attr("settings", {"suite": "smoke", "folds": 2})
