@@ -34,7 +34,7 @@ from benchmark.prior_stage import (
     select_targets,
     training_pool,
 )
-from benchmark.results import read_prior, safe_name
+from benchmark.results import current_priors, read_prior, safe_name
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
 FAST = ("--epochs", "2", "--hidden", "16", "--layers", "3", "--samples", "4", "--temperature", "0.5", "--quiet")
@@ -314,6 +314,19 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
     other = next(c for c in vq if c != "vq-vae/1/baseline")
     assert cli(tmp_path, "prior", "--suite", "smoke", "--config", other, *FAST) == 0
     assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(c for c in vq if c != "vq-vae/1/baseline")
+
+
+def test_current_priors_keep_the_rows_of_weights_the_results_hold():
+    results = pd.DataFrame({"config_id": ["a", "c", "d"], "fold": [0, 0, 0], "state": ["COMPLETE"] * 3,
+                            "checkpoint": ["art/1.pt", "art/4.pt", ""]})
+    prior = pd.DataFrame({"config_id": ["a", "a", "b", "c"], "fold": [0, 1, 0, 0],
+                          "checkpoint": ["1.pt", "2.pt", "", "3.pt"]})  # b: a row of an earlier version
+    kept, lines = current_priors(prior, results)
+    assert kept.index.tolist() == [0, 2]
+    assert lines == [
+        "prior of a left out: these results hold no weights of fold 1 of it; run `prior` again for this run's",
+        "prior of c left out: fitted to other weights of fold 0 (3.pt, of an earlier run) than these results hold; "
+        "run `prior` again for this run's"]
 
 
 def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
