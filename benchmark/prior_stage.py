@@ -30,6 +30,7 @@ sampling run on the GPU.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -418,8 +419,13 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                 bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
                 # One seed for the suite's fold: every configuration's rows show the same images and masks.
                 shared = unit_seed(int(meta.get("seed", 0)), "prior:conditioning", target.fold)
-                drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature,
-                                     conditioning_seed=shared)
+                try:
+                    drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature,
+                                         conditioning_seed=shared)
+                except RuntimeError as error:  # e.g. out of GPU memory: the prior trained is kept all the same
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    bar.write(f"warning: {target.config_id}: no samples drawn ({reason}); its prior is stored "
+                              "without them (fewer --samples may fit)", file=sys.stderr)
             path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
             save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
                                       "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": result.best_epoch,

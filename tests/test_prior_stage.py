@@ -316,6 +316,21 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
     assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(c for c in vq if c != "vq-vae/1/baseline")
 
 
+def test_a_sampling_error_keeps_the_trained_prior(smoke_run, tmp_path, capsys, monkeypatch):
+    # It lost the configuration's prior, trained a moment before, with a traceback.
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr("benchmark.prior_stage.draw_samples", out_of_memory)
+    linked_results(smoke_run, tmp_path)
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--config", "vq-vae/1/baseline", *FAST) == 0
+    assert ("warning: vq-vae/1/baseline: no samples drawn (CUDA out of memory. Tried to allocate 2.00 GiB); its "
+            "prior is stored without them (fewer --samples may fit)") in capsys.readouterr().err
+    assert list(read(tmp_path, "smoke_prior.csv")["config_id"]) == ["vq-vae/1/baseline"]
+    _, payload = load_prior(tmp_path / "results" / "smoke" / "priors" / f"{safe_name('vq-vae/1/baseline')}.pt")
+    assert payload["samples"] == {}
+
+
 def test_current_priors_keep_the_rows_of_weights_the_results_hold():
     results = pd.DataFrame({"config_id": ["a", "c", "d"], "fold": [0, 0, 0], "state": ["COMPLETE"] * 3,
                             "checkpoint": ["art/1.pt", "art/4.pt", ""]})
