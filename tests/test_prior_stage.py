@@ -395,6 +395,32 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
             f"nats/code; code perplexity {row['code_perplexity']:.1f} of K = {K}; ") in out
 
 
+def test_ctrl_c_after_rows_made_with_other_settings_were_removed_says_so(smoke_run, tmp_path, capsys, monkeypatch):
+    import benchmark.prior_stage
+
+    linked_results(smoke_run, tmp_path)
+    results = read(smoke_run, "smoke.csv")
+    vq = list(dict.fromkeys(results.loc[results["family"] == "vq-vae", "config_id"]))
+    settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
+    pd.DataFrame([{"config_id": c, "val_nll_nats": 3.0, "prior_path": "", **settings} for c in vq]).to_csv(
+        tmp_path / "results" / "smoke_prior.csv", index=False)
+    train, calls = benchmark.prior_stage.train_prior, []
+
+    def interrupted_after_one(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark.prior_stage, "train_prior", interrupted_after_one)
+    args = ("--epochs", "1", "--hidden", "8", "--layers", "2", "--samples", "0", "--quiet")
+    assert cli(tmp_path, "prior", "--suite", "smoke", *args) == 130
+    # It said only that the first one's prior was stored, though the others' earlier rows had gone with it.
+    assert (f"the one in progress is lost, and the earlier rows of {', '.join(vq[1:])}, made with other settings or "
+            "of other weights, are removed.") in capsys.readouterr().err
+    assert list(read(tmp_path, "smoke_prior.csv")["config_id"]) == vq[:1]
+
+
 def test_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
     assert cli(tmp_path, "prior", "--suite", "nothing", "--quiet") == 2
     assert "nothing" in one_line_error(capsys)

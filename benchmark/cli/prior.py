@@ -47,15 +47,21 @@ def cmd_prior(args: argparse.Namespace) -> int:
     """Each configuration's prior and CSV row are stored as it finishes; Ctrl-C says which were."""
     args.suite = suite_name(args.suite)
     finished: list[str] = []
+    before: list[str] = []  # the configurations of the CSV's rows before the stage
     try:
-        return _prior(args, finished)
+        return _prior(args, finished, before)
     except KeyboardInterrupt:
         if finished:  # prior_stage is loaded by then; before it is, importing torch again could take seconds
             from benchmark.prior_stage import prior_dir
-            from benchmark.results import prior_csv_path
+            from benchmark.results import prior_csv_path, read_prior
 
             where = f"{prior_csv_path(args.results_dir, args.suite)}, {prior_dir(args.results_dir, args.suite)}"
             kept = f"the priors of {', '.join(finished)} are stored ({where}); the one in progress is lost"
+            after = read_prior(args.results_dir, args.suite)
+            gone = [c for c in before if after is None or c not in set(after["config_id"])]
+            if gone:  # rows made with other settings (or of other weights) go with the first new row
+                kept += (f", and the earlier rows of {', '.join(gone)}, made with other settings or of other weights, "
+                         "are removed")
         else:
             kept = "no configuration finished, so no row of the prior CSV was written or replaced"
         others = "; to train only the others, name them with --config" if finished else ""
@@ -64,12 +70,16 @@ def cmd_prior(args: argparse.Namespace) -> int:
         return 130
 
 
-def _prior(args: argparse.Namespace, finished: list[str]) -> int:
+def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> int:
     import math
 
     from tqdm.auto import tqdm
 
     from benchmark.prior_stage import prior_dir, run_prior_stage
+    from benchmark.results import read_prior
+
+    earlier = read_prior(args.results_dir, args.suite)
+    before.extend([] if earlier is None else earlier["config_id"])
 
     def show(row: dict) -> None:
         finished.append(row["config_id"])
