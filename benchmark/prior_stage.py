@@ -48,8 +48,8 @@ from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
                              frequency_nats, train_prior)
 from benchmark.progress import BAR_FORMAT
-from benchmark.results import (checkpoint_file, existing_path, load_suite, prior_csv_path, run_dataset,
-                               safe_name)
+from benchmark.results import (SuiteResults, checkpoint_file, current_priors, existing_path, load_suite,
+                               prior_csv_path, read_prior, run_dataset, safe_name)
 from benchmark.train import resolve_device
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
@@ -88,12 +88,12 @@ def _count(value: object) -> int | None:
 
 
 def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None,
-                   fold: int | None = None) -> tuple[list[PriorTarget], list[str], dict]:
+                   fold: int | None = None) -> tuple[list[PriorTarget], list[str], SuiteResults]:
     """One fold of every VQ-VAE configuration of ``suite`` (or of those named): ``fold``, or by
     default the lowest fold COMPLETE in every VQ-VAE configuration of the suite that has one
     (named or not, so that a rerun of some takes the fold of the others).
 
-    Returns (targets in suite order, skipped configurations with the reason, the run's meta).
+    Returns (targets in suite order, skipped configurations with the reason, the run's results).
     Raises ``ValueError`` (one line) for an unknown suite, a suite without VQ-VAE configurations,
     an unknown configuration id, no fold common to the configurations, a named configuration
     without that fold, no usable fold at all, or a missing checkpoint.  Unnamed configurations
@@ -150,7 +150,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     if not targets:
         raise ValueError(f"no VQ-VAE configuration of suite {suite!r} has fold {fold} COMPLETE with a checkpoint yet "
                          f"({', '.join(vq)}); finish them with `{resume}`")
-    return targets, skipped, meta
+    return targets, skipped, data
 
 
 def training_pool(meta: dict) -> torch.Tensor:
@@ -286,11 +286,19 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ga
     return model.to(device).eval(), payload
 
 
-def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], settings: dict) -> None:
+def _current_rows(results_dir: Path, suite: str, results: pd.DataFrame) -> pd.DataFrame | None:
+    """``<suite>_prior.csv`` without the rows of weights that ``results`` no longer hold (``current_priors``):
+    they do not block new rows, and go with the next write."""
+    prior = read_prior(results_dir, suite)
+    return None if prior is None else current_priors(prior, results)[0]
+
+
+def check_kept_rows(results_dir: Path, suite: str, results: pd.DataFrame, replaced: Iterable[str],
+                    settings: dict) -> None:
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
     were made with other ones: the Prior NLL column would compare them as if alike. (Rows about
     to be replaced that were made with other settings go with the first new row, ``_update_csv``.)"""
-    old = load_suite(results_dir, suite).prior  # the rows of an earlier run's weights left out: they go
+    old = _current_rows(results_dir, suite, results)
     if old is None:
         return
     path, replaced = prior_csv_path(results_dir, suite), old["config_id"].isin(list(replaced))
@@ -307,15 +315,15 @@ def check_kept_rows(results_dir: Path, suite: str, replaced: Iterable[str], sett
                          "every configuration's, or remove that file")
 
 
-def _update_csv(results_dir: Path, suite: str, rows: list[dict], order: list[str], replaced: Iterable[str],
-                settings: dict) -> Path:
+def _update_csv(results_dir: Path, suite: str, results: pd.DataFrame, rows: list[dict], order: list[str],
+                replaced: Iterable[str], settings: dict) -> Path:
     """Replace the rows of these configurations in ``<suite>_prior.csv`` (keep the others), in suite order.
 
     Rows of the stage's other configurations (``replaced``) made with other settings go now: an
     interrupted stage leaves no old row next to new ones, and one interrupted before its first
     row loses nothing."""
     path = prior_csv_path(results_dir, suite)
-    old = load_suite(results_dir, suite).prior  # the rows of an earlier run's weights left out: they go now
+    old = _current_rows(results_dir, suite, results)
     new = pd.DataFrame(rows, columns=list(PRIOR_COLUMNS))
     if old is not None:
         stale = old["config_id"].isin(list(replaced)) & ~_made_with(old, settings)
@@ -370,11 +378,12 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     results_dir = Path(results_dir)
     if fold is not None and fold < 0:
         raise ValueError(f"need --fold >= 0; got {fold}")
-    targets, skipped, meta = select_targets(results_dir, suite, config_ids, fold)
+    targets, skipped, data = select_targets(results_dir, suite, config_ids, fold)
+    meta = data.meta
     settings = {"fold": targets[0].fold, "epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden,
                 "layers": layers, "kernel": kernel}
     replaced = [t.config_id for t in targets]
-    check_kept_rows(results_dir, suite, replaced, settings)
+    check_kept_rows(results_dir, suite, data.results, replaced, settings)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     from benchmark.export import load_checkpoint
 
@@ -439,7 +448,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                    "prior_path": str(path), "checkpoint": target.checkpoint.name,
                    "seconds": time.perf_counter() - started,
                    "temperature": temperature if samples else None, **settings}  # with fold, epochs
-            _update_csv(results_dir, suite, [row], order, replaced, settings)
+            _update_csv(results_dir, suite, data.results, [row], order, replaced, settings)
             summary.rows.append(row)
             if on_result is not None:
                 on_result(row)

@@ -34,7 +34,7 @@ from benchmark.prior_stage import (
     select_targets,
     training_pool,
 )
-from benchmark.results import current_priors, read_prior, safe_name
+from benchmark.results import current_priors, load_suite, read_prior, safe_name
 
 # A small prior keeps the stage to seconds on a laptop CPU; the pipeline is the same at any size.
 FAST = ("--epochs", "2", "--hidden", "16", "--layers", "3", "--samples", "4", "--temperature", "0.5", "--quiet")
@@ -80,7 +80,8 @@ def test_prior_csv_has_one_finite_row_per_vq_configuration_on_one_common_fold(pr
 
 
 def test_codes_are_the_folds_training_and_validation_images(prior_run):
-    targets, skipped, meta = select_targets(prior_run / "results", "smoke")
+    targets, skipped, data = select_targets(prior_run / "results", "smoke")
+    meta = data.meta
     results = read(prior_run, "smoke.csv")
     best = best_folds(results)
     assert not skipped and [t.config_id for t in targets] == [c for c in meta["configurations"] if c in best.index]
@@ -277,13 +278,13 @@ def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(smoke_r
     results = tmp_path / "results"
     (results / "smoke_prior.csv").write_text("config_id,fold,val_nll_nats,val_bits_per_dim,uniform_nats,prior_path\n"
                                              "vq-vae/1/baseline,2,3.0,4.328,4.852,p.pt\n")
-    frame = read_prior(results, "smoke")
+    frame, runs = read_prior(results, "smoke"), load_suite(results, "smoke").results
     assert "val_bits_per_dim" not in frame and frame.loc[0, "val_bits_per_code"] == 4.328
     # Its rows record no settings: priors made now are not mixed with them.
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     with pytest.raises(ValueError, match="made by an earlier version.*rerun without --config"):
-        check_kept_rows(results, "smoke", ["vq-vae/1/single/gaussian/a=40"], settings)
-    check_kept_rows(results, "smoke", ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
+        check_kept_rows(results, "smoke", runs, ["vq-vae/1/single/gaussian/a=40"], settings)
+    check_kept_rows(results, "smoke", runs, ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
 
 
 def linked_results(smoke_run, tmp_path) -> None:
@@ -483,14 +484,15 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
                         "epochs": [30, 30], "batch_size": [128, 128], "lr": [1e-3, 1e-3], "hidden": [64, 64],
                         "layers": [8, 8], "kernel": [5, 5]})
     old.to_csv(results / "smoke_prior.csv", index=False)
+    runs = load_suite(results, "smoke").results
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     other = {**settings, "hidden": 32}
     for new in (settings, other):  # checking writes nothing: a Ctrl-C before the first row loses nothing
-        check_kept_rows(results, "smoke", ["a", "b"], new)
+        check_kept_rows(results, "smoke", runs, ["a", "b"], new)
         assert list(read_prior(results, "smoke")["config_id"]) == ["a", "b"]
     row = {"config_id": "b", "fold": 0, "val_nll_nats": 2.0, "prior_path": ""}
-    _update_csv(results, "smoke", [{**row, **settings}], ["a", "b"], ["a", "b"], settings)
+    _update_csv(results, "smoke", runs, [{**row, **settings}], ["a", "b"], ["a", "b"], settings)
     assert read_prior(results, "smoke").set_index("config_id")["val_nll_nats"].to_dict() == {"a": 3.0, "b": 2.0}
     # Other settings: the first new row takes the other old one with it (a Ctrl-C now leaves no old row).
-    _update_csv(results, "smoke", [{**row, **other}], ["a", "b"], ["a", "b"], other)
+    _update_csv(results, "smoke", runs, [{**row, **other}], ["a", "b"], ["a", "b"], other)
     assert list(read_prior(results, "smoke")["config_id"]) == ["b"]
