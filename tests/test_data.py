@@ -416,6 +416,20 @@ def test_celeba_a_corrupt_image_is_named_with_what_to_do(tmp_path: Path, monkeyp
                                "replace it with the file of that name from CelebA's img_align_celeba.zip")
 
 
+def test_a_failed_celeba_download_through_gdown_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    # gdown's FileURLRetrievalError (Drive's quota spent) is a plain Exception: it escaped as a traceback.
+    class FileURLRetrievalError(Exception):
+        pass
+
+    def quota_spent(file_id, root, filename=None, md5=None):
+        raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.")
+
+    monkeypatch.setattr("torchvision.datasets.celeba.download_file_from_google_drive", quota_spent)
+    with pytest.raises(DatasetNotFoundError, match="download failed.*Too many users"):
+        load_dataset("celeba", data_root=tmp_path / "data", download=True)
+    assert not list(tmp_path.iterdir())  # nor the folders it made
+
+
 # ----------------------------------------------------------------------------- folder:PATH
 
 
@@ -454,6 +468,45 @@ def test_folder_all_grey_is_one_channel_and_16_bit_scaled(tmp_path: Path) -> Non
     assert data.train.shape == (1, 1, 32, 32) and data.test.shape == (1, 1, 32, 32)
     values = sorted(round(float(t.mean()), 2) for t in (data.train, data.test))
     assert values == [0.5, round(200 / 255, 2)]  # 16-bit mid-grey is not clipped to white
+
+
+def test_folder_channels_come_from_every_image_not_the_kept_ones(tmp_path: Path) -> None:
+    # One colour image among 20 grey ones: with --limit, the channel count followed the seed.
+    for i in range(20):
+        save(tmp_path / f"grey{i:02d}.png", np.full((8, 8), 10 * i, dtype=np.uint8))
+    save(tmp_path / "colour.png", np.full((8, 8, 3), (255, 0, 0), dtype=np.uint8))
+    shapes = {load_dataset(f"folder:{tmp_path}", limit=5, seed=seed).train.shape[1] for seed in range(4)}
+    assert shapes == {3}
+    (tmp_path / "colour.png").unlink()
+    grey = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).convert("P")  # a palette of greys
+    assert grey.mode == "P"
+    grey.save(tmp_path / "palette.png")
+    data = load_dataset(f"folder:{tmp_path}", test_fraction=0.25)
+    assert data.channels == 1
+    assert torch.cat([data.train, data.test]).amax() > 0.9  # the palette image's values came through
+
+
+def test_folder_photos_stand_upright_by_their_exif_orientation(tmp_path: Path) -> None:
+    # Stored 64 wide x 32 high, left half white; EXIF 6 says "turn 90 degrees clockwise to view",
+    # which puts the white half on top of a 32 x 64 portrait.
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=100, exif=exif)
+    Image.fromarray(pixels).save(tmp_path / "b.jpg", quality=100, exif=exif)
+    data = load_dataset(f"folder:{tmp_path}", test_fraction=0.5)
+    image = data.train[0]
+    assert float(image[:, :14].mean()) > 0.95 and float(image[:, 18:].mean()) < 0.05  # top white, bottom black
+
+
+def test_folder_reads_gif_tiff_and_webp(tmp_path: Path) -> None:
+    for i, name in enumerate(["a.gif", "b.tif", "c.tiff", "d.webp"]):
+        Image.fromarray(np.full((8, 8, 3), (60 * i, 0, 0), dtype=np.uint8)).save(tmp_path / name, lossless=True)
+    data = load_dataset(f"folder:{tmp_path}", test_fraction=0.25)
+    assert len(data.train) + len(data.test) == 4 and data.channels == 3
+    reds = sorted(round(float(t[0].mean()) * 255) for t in torch.cat([data.train, data.test]))
+    assert reds == [0, 60, 120, 180]
 
 
 def test_folder_class_subfolders_give_labels_and_stratify(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from .dataset import Dataset, DatasetNotFoundError
 from .images import centre_square_resize, open_image, peek_greyscale, to_8bit, uint8_to_unit
 from .splits import limit_indices, split_indices
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
+IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 DEFAULT_FOLDER_SIZE = 32
 
 
@@ -53,9 +53,10 @@ def load_folder(
 ) -> Dataset:
     """Load every image under ``path`` into a seeded train/test split.
 
-    Images are centre-cropped to a square (their short side) and resized to
-    ``image_size`` (default 32).  They stay RGB unless every one is greyscale, in which
-    case the dataset has a single channel.  Labels come from class subfolders, if any.
+    Images are turned upright by their EXIF orientation, centre-cropped to a square (their
+    short side) and resized to ``image_size`` (default 32).  They stay RGB unless every one
+    under ``path`` is greyscale, in which case the dataset has a single channel.  Labels come
+    from class subfolders, if any.
     """
     if not path.is_dir():
         raise DatasetNotFoundError(f"{spec}: folder {path} does not exist or is not a directory")
@@ -78,12 +79,14 @@ def load_folder(
     )
     train_idx, test_idx = train_idx[keep_train], test_idx[keep_test]
 
-    # Decode only what is kept.  The channel count depends on every kept image, so read
-    # the modes from the headers first; then convert each image to L/RGB *before*
-    # resizing (Pillow resizes palette images with nearest-neighbour only).
+    # Decode only what is kept.  The channel count depends on every image found, not only on
+    # those a --limit or --seed keeps, so read the modes from the headers first (the kept ones
+    # first: a colour image among them ends the search); then convert each image to L/RGB
+    # *before* resizing (Pillow resizes palette images with nearest-neighbour only).
     size = DEFAULT_FOLDER_SIZE if image_size is None else image_size
     kept = np.concatenate([train_idx, test_idx])
-    grey = all(peek_greyscale(paths[i], spec) for i in kept)
+    others = np.setdiff1d(np.arange(len(paths)), kept)
+    grey = all(peek_greyscale(paths[i], spec) for i in np.concatenate([kept, others]))
 
     def stack(indices: np.ndarray) -> torch.Tensor:
         arrays = [

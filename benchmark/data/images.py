@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .dataset import DatasetNotFoundError
 
@@ -36,7 +36,10 @@ def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def is_greyscale(image: Image.Image) -> bool:
-    """True for single-channel Pillow modes (L, LA, 1, I, I;16, F); palettes count as colour."""
+    """True for single-channel Pillow modes (L, LA, 1, I, I;16, F) and for palettes of greys only."""
+    if image.mode in ("P", "PA"):
+        palette = image.getpalette("RGB") or []  # read with the header: no pixel decode
+        return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette), 3))
     return set(image.getbands()) <= _GREY_BANDS
 
 
@@ -57,7 +60,8 @@ def peek_greyscale(path: Path, dataset: str) -> bool:
 
 
 def open_image(path: Path, dataset: str, draft_size: int | None = None) -> Image.Image:
-    """Open and fully decode ``path``, turning I/O and format errors into one clear error.
+    """Open and fully decode ``path``, upright by its EXIF orientation, turning I/O and format
+    errors into one clear error.
 
     ``draft_size`` lets JPEG decoding downscale by a power of two while keeping both sides
     at least ``draft_size`` (a large speed-up for big photos that are resized anyway).
@@ -67,6 +71,7 @@ def open_image(path: Path, dataset: str, draft_size: int | None = None) -> Image
             if draft_size is not None:
                 image.draft(None, (draft_size, draft_size))
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # a phone's photo stands as it was shot
             return image
     except (OSError, Image.DecompressionBombError) as err:
         raise _unreadable(path, dataset, err) from None

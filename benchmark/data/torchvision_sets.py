@@ -71,7 +71,11 @@ def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) ->
     missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         return factory()
-    except (RuntimeError, OSError) as err:  # OSError covers FileNotFoundError and urllib's URLError
+    except Exception as err:
+        # OSError covers FileNotFoundError and urllib's URLError; a download may fail with anything
+        # (CelebA's through gdown: its FileURLRetrievalError when Google Drive's quota is spent).
+        if not (download or isinstance(err, (RuntimeError, OSError))):
+            raise
         for path in missing if download else ():
             with contextlib.suppress(OSError):  # not empty: the download left a file there
                 path.rmdir()
