@@ -9,6 +9,7 @@ import io
 import json
 import math
 import shlex
+import uuid
 from pathlib import Path
 
 import optuna
@@ -36,7 +37,8 @@ def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, ar
     artifacts.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"state_dict": model_state, "info": {**info, "metrics_version": METRICS_VERSION}}, buffer)
-    tmp = artifacts / f".upload-{trial._trial_id}.pt"
+    # Unique, not by trial id: suites sharing an --artifacts-dir number their trials alike.
+    tmp = artifacts / f".upload-{trial._trial_id}-{uuid.uuid4().hex}.pt"
     tmp.write_bytes(buffer.getvalue())
     try:
         return optuna.artifacts.upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)),

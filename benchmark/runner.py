@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -80,9 +81,17 @@ class Heartbeats:
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
+        warned = False
         while True:
             for trial_id in self.trial_ids:
-                self.storage.record_heartbeat(trial_id)
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as err:  # a dropped connection, a locked database: the next beat may get through
+                    if not warned:
+                        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                        tqdm.write(f"warning: a heartbeat to the study failed ({reason}); training goes on and "
+                                   f"beats again every {self.interval} s", file=sys.stderr)
+                    warned = True
             if self._stop.wait(self.interval):
                 return
 
@@ -123,13 +132,14 @@ class _Worker:
                         desc=suite.name + ("" if position is None else f" w{position}"), disable=not show_progress)
 
     def _claim_is_duplicate(self, trial: optuna.Trial, key: str) -> bool:
-        # Concurrent enqueues can queue a unit twice: train it only in the oldest live trial.
+        # Concurrent enqueues can queue a unit twice: train it only in the oldest live trial, and not
+        # at all when it is done or failed for good. By trial id: concurrent inserts may share a number.
         for other in unit_states(self.study).get(key, []):
-            if other.number == trial.number:
+            if other._trial_id == trial._trial_id:
                 continue
-            if other.state == TrialState.COMPLETE:
+            if trial_status(other) in ("complete", "failed"):
                 return True
-            if other.state == TrialState.RUNNING and other.number < trial.number:
+            if other.state == TrialState.RUNNING and other._trial_id < trial._trial_id:
                 return True
         return False
 
@@ -150,6 +160,9 @@ class _Worker:
         except DivergedError as err:
             trial.set_user_attr("error", str(err))  # a reason marks the FAIL as final, not to retry
             raise
+        except torch.OutOfMemoryError:  # no reason recorded: the unit is queued again
+            raise ValueError(f"out of memory training {unit_key(config_id, fold)} on {self.trained_on['device']}: "
+                             "give the suite a smaller [train] batch_size, or free the device") from None
         self._record(trial._trial_id, config_id, fold, result)
         return result.metrics["recon"]
 
@@ -214,8 +227,8 @@ class _Worker:
             other_id, other_fold = parse_unit(key)
             if other_id != config_id or other_fold == fold or len(self.folds[other_fold][0]) != size:
                 continue
-            if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials):
-                continue  # a second trial of a unit enqueued twice: the unit is done or in training
+            if any(t.state == TrialState.RUNNING or trial_status(t) in ("complete", "failed") for t in trials):
+                continue  # a second trial of a unit enqueued twice: the unit is settled or in training
             # Its oldest waiting trial only: a newer one is a copy (enqueued twice), which the
             # worker that wins the oldest would be training as well.
             waiting = next((t for t in trials if t.state == TrialState.WAITING), None)
@@ -259,22 +272,37 @@ class _Worker:
         folds = [fold] + [f for _, f in siblings]
         storage = self.study._storage
         progress = {i: self._progress(config_id, f) for i, f in enumerate(folds)}
-        with (Heartbeats(storage, [tid for tid, _ in siblings], self.store.heartbeat_interval),
-              self.interrupts.immediate()):
-            results = train_folds_together(self.by_id[config_id], self.images, [self.folds[f] for f in folds],
-                                           self.suite.train, [unit_seed(self.suite.seed, config_id, f) for f in folds],
-                                           lambda i, epoch, row: progress[i](epoch, row))
-        for (trial_id, other_fold), result in zip(siblings, results[1:]):
+        unsettled = [trial_id for trial_id, _ in siblings]
+        # The siblings beat until each is stored (an upload to a busy storage can take a while).
+        with Heartbeats(storage, unsettled, self.store.heartbeat_interval):
             try:
-                if isinstance(result, DivergedError):
-                    storage.set_trial_user_attr(trial_id, "error", str(result))
-                    storage.set_trial_state_values(trial_id, TrialState.FAIL)
-                else:
-                    self._record(trial_id, config_id, other_fold, result, len(folds))
-                    storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result.metrics["recon"]])
-            except optuna.exceptions.UpdateFinishedTrialError:
-                self._taken_over(unit_key(config_id, other_fold))
-            self.bar.update()
+                with self.interrupts.immediate():
+                    results = train_folds_together(self.by_id[config_id], self.images, [self.folds[f] for f in folds],
+                                                   self.suite.train,
+                                                   [unit_seed(self.suite.seed, config_id, f) for f in folds],
+                                                   lambda i, epoch, row: progress[i](epoch, row))
+                for (trial_id, other_fold), result in zip(siblings, results[1:]):
+                    try:
+                        if isinstance(result, DivergedError):
+                            storage.set_trial_user_attr(trial_id, "error", str(result))
+                            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                        else:
+                            self._record(trial_id, config_id, other_fold, result, len(folds))
+                            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result.metrics["recon"]])
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        self._taken_over(unit_key(config_id, other_fold))
+                    unsettled.remove(trial_id)
+                    self.bar.update()
+            except BaseException as err:
+                # Ctrl-C, SIGTERM or an error: the siblings not stored go back to the queue now (FAIL with
+                # no reason), not after a grace period without heartbeats that keeps a resume waiting.
+                for trial_id in unsettled:
+                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                if isinstance(err, torch.OutOfMemoryError):
+                    raise ValueError(f"out of memory training the {len(folds)} folds of {config_id} stacked on "
+                                     f"{self.trained_on['device']}: use --fold-parallel off") from None
+                raise
         if isinstance(results[0], DivergedError):
             trial.set_user_attr("error", str(results[0]))
             raise results[0]

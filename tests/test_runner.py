@@ -28,7 +28,7 @@ from benchmark.data import load_dataset
 from benchmark.export import load_checkpoint
 from benchmark.files import write_whole
 from benchmark.processes import crowded_note
-from benchmark.runner import Interrupts, _Worker, long_on_cpu_note
+from benchmark.runner import Heartbeats, Interrupts, _Worker, long_on_cpu_note
 from benchmark.storage import METRICS_VERSION, StoreConfig
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
                              unit_states)
@@ -177,29 +177,34 @@ def test_two_workers_share_a_suite_without_duplicates(tmp_path):
 def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once_done(tmp_path):
     """Two machines starting a shared study at once can enqueue a unit twice; stacking folds
     must not take its second trial when the first is already running or done."""
-    suite = get_suite("smoke").override(folds=4)
+    suite = get_suite("smoke").override(folds=5)
     store = StoreConfig(studies_dir=tmp_path)
     study = open_suite_study(suite, store)
     enqueue_missing(study, unit_keys(suite))
     config_id = suite.configurations[0].id
-    for fold in (1, 2):
+    for fold in (1, 2, 3):
         study.enqueue_trial({UNIT_PARAM: unit_key(config_id, fold)})  # the other machine's copy
     states = unit_states(study)
     storage = study._storage
     storage.set_trial_state_values(states[unit_key(config_id, 1)][0]._trial_id, TrialState.RUNNING)
     storage.set_trial_state_values(states[unit_key(config_id, 2)][0]._trial_id, TrialState.RUNNING)
     storage.set_trial_state_values(states[unit_key(config_id, 2)][0]._trial_id, TrialState.COMPLETE, [0.0])
-    worker = _Worker(suite, store, show_progress=False, fold_parallel=True, images=torch.rand(40, 1, 32, 32))
+    diverged = states[unit_key(config_id, 3)][0]._trial_id  # failed for good
+    storage.set_trial_state_values(diverged, TrialState.RUNNING)
+    storage.set_trial_user_attr(diverged, "error", "diverged: the loss is nan")
+    storage.set_trial_state_values(diverged, TrialState.FAIL)
+    worker = _Worker(suite, store, show_progress=False, fold_parallel=True, images=torch.rand(50, 1, 32, 32))
     claimed = worker._claim_siblings(config_id, 0)
-    assert [fold for _, fold in claimed] == [3]
+    assert [fold for _, fold in claimed] == [4]
     waiting = {k: [t.state for t in ts] for k, ts in unit_states(study).items() if k.startswith(config_id + "#")}
     assert waiting[unit_key(config_id, 1)] == [TrialState.RUNNING, TrialState.WAITING]
     assert waiting[unit_key(config_id, 2)] == [TrialState.COMPLETE, TrialState.WAITING]
+    assert waiting[unit_key(config_id, 3)] == [TrialState.FAIL, TrialState.WAITING]
 
 
-@pytest.mark.parametrize("first", [TrialState.COMPLETE, TrialState.RUNNING])
-def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_runs_or_once_done(tmp_path, monkeypatch,
-                                                                                                 first):
+@pytest.mark.parametrize("first", [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL])
+def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_runs_or_once_settled(tmp_path, monkeypatch,
+                                                                                                    first):
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path)
     study = open_suite_study(suite, store)
@@ -210,6 +215,9 @@ def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_r
     study._storage.set_trial_state_values(oldest._trial_id, TrialState.RUNNING)
     if first == TrialState.COMPLETE:
         study._storage.set_trial_state_values(oldest._trial_id, TrialState.COMPLETE, [0.0])
+    if first == TrialState.FAIL:  # diverged: failed for good
+        study._storage.set_trial_user_attr(oldest._trial_id, "error", "diverged: the loss is nan")
+        study._storage.set_trial_state_values(oldest._trial_id, TrialState.FAIL)
     study._storage.set_trial_state_values(copy._trial_id, TrialState.RUNNING)  # this worker's claim
     monkeypatch.setattr("benchmark.runner.train_fold", lambda *args, **kwargs: pytest.fail("trained a unit twice"))
     worker = _Worker(suite, store, show_progress=False, images=torch.rand(40, 1, 32, 32))
@@ -603,6 +611,52 @@ def test_fold_parallel_run_matches_the_one_by_one_run(tmp_path):
     pd.testing.assert_series_equal(together["latent"], alone["latent"], rtol=2e-2)
     # Each fold's seconds are about its whole ensemble's, which `stacked` says it was one of
     assert (together["stacked"] == 3).all() and (alone["stacked"] == 1).all()
+
+
+@pytest.mark.parametrize("fold_parallel", ["on", "off"])
+def test_out_of_memory_is_one_line_and_every_unit_it_held_goes_back_to_the_queue(tmp_path, capsys, monkeypatch,
+                                                                                  fold_parallel):
+    # Stacked, the folds claimed beside the first stayed RUNNING: a resume waited out their grace period.
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=3, w1=1.0))
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    trainer = "train_folds_together" if fold_parallel == "on" else "train_fold"
+    monkeypatch.setattr(f"benchmark.runner.{trainer}", no_memory)
+    assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", fold_parallel) == 2
+    err = capsys.readouterr().err
+    config_id, device = get_suite(str(tmp_path / "small.toml")).configurations[0].id, device_name(torch.device("cpu"))
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"error: out of memory training the 3 folds of {config_id} stacked on {device}: use --fold-parallel off"
+        if fold_parallel == "on" else
+        f"error: out of memory training {unit_key(config_id, 0)} on {device}: give the suite a smaller [train] "
+        "batch_size, or free the device")
+    states = [t.state for t in study_of(tmp_path, "small").get_trials()]
+    assert TrialState.RUNNING not in states and TrialState.FAIL in states
+    monkeypatch.undo()
+    assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", fold_parallel, "--heartbeat", "1") == 0
+    assert set(complete_per_unit(study_of(tmp_path, "small")).values()) == {1}
+
+
+def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
+    # An uncaught error ended the heartbeat thread: another worker then took the unit over mid-training.
+    class Flaky:
+        beats = 0
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            self.beats += 1
+            if self.beats in (2, 3):
+                raise RuntimeError("(psycopg2.OperationalError) server closed the connection unexpectedly\nmore")
+
+    storage = Flaky()
+    with Heartbeats(storage, [1], 0.02):
+        time.sleep(0.5)
+    assert storage.beats >= 6
+    assert capsys.readouterr().err == ("warning: a heartbeat to the study failed ((psycopg2.OperationalError) server "
+                                       "closed the connection unexpectedly); training goes on and beats again every "
+                                       "0.02 s\n")
 
 
 @pytest.mark.parametrize("text, message", [

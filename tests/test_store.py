@@ -262,3 +262,24 @@ def test_a_study_touched_by_two_changes_names_both():
     assert upgraded(stored)["metrics_version"] == 2
     assert "in which a VQ-VAE's β weighed the whole VQ loss" in problem
     assert ", and in which VQ-VAE 1 applied its activation twice" in problem
+
+
+def test_a_checkpoint_upload_leaves_another_suites_upload_of_the_same_trial_id_alone(tmp_path):
+    # Suites sharing an --artifacts-dir number their trials alike: a temporary name by trial id let one
+    # run overwrite, and then delete, the other's weights on their way to its study.
+    import torch
+
+    from benchmark.export import save_checkpoint
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
+    trial = study.ask()
+    others = tmp_path / "artifacts" / f".upload-{trial._trial_id}.pt"
+    others.parent.mkdir()
+    others.write_bytes(b"the other suite's weights")
+    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
+    weights = {"w": torch.arange(3.0)}
+    artifact = save_checkpoint(study._storage.get_trial(trial._trial_id), study._storage, others.parent, weights, info)
+    assert others.read_bytes() == b"the other suite's weights"
+    saved = torch.load(others.parent / artifact, weights_only=True)
+    assert torch.equal(saved["state_dict"]["w"], weights["w"]) and saved["info"]["family"] == "vae"
+    assert sorted(p.name for p in others.parent.iterdir()) == sorted([others.name, artifact])
