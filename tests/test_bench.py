@@ -11,6 +11,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import text_table, write_mnist
@@ -37,7 +38,7 @@ from benchmark.bench.throughput import BenchResult, parse_models, setting_notes
 from benchmark.cli import main
 from benchmark.conditioning import PixelSampler
 from benchmark.models import build_model
-from benchmark.processes import busy_note
+from benchmark.processes import busy_note, usable_cores
 from benchmark.train import native_bf16
 
 
@@ -160,6 +161,44 @@ def test_a_rate_above_the_peak_is_explained(tiny_result):
            "--repeats 2" in format_table(fast)
 
 
+def test_percent_of_peak_is_of_the_precision_ours_trained_in(tiny_result):
+    # Under bf16 (auto's choice on an Ampere GPU) the column compared a bf16 rate with the float32 peak.
+    row = replace(tiny_result.rows[0], precision="bf16", pct_peak_fp32=604.2, pct_peak_bf16=83.2)
+    table = format_table(replace(tiny_result, rows=[row], settings={**tiny_result.settings, "precision": "bf16"}))
+    header, _, rows = text_table(table.split("\n\n")[0].splitlines())
+    assert rows[0][header.index("% peak")] == "83.2"
+    assert ("% peak is of the bfloat16 peak (ours trained in bf16), naive % peak of the float32 peak (naive trains in "
+            "float32, so the speed-up includes bf16's gain)") in table
+    assert "above" not in table  # 604 % of the float32 peak is no reason to rerun
+
+
+def test_the_csv_rows_say_how_they_were_measured(tiny_result, tmp_path):
+    path = write_csv(tiny_result.rows, tmp_path / "throughput.csv", tiny_result.settings)
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == [f.name for f in fields(BenchRow)] + [
+        "dataset", "warmup", "repeats", "threads", "cpus", "torch", "device_name", "naive_precision"]
+    assert (frame["dataset"] == "mnist5k").all() and (frame["warmup"] == 1).all()
+    assert (frame["device_name"] == "cpu").all() and (frame["naive_precision"] == "fp32").all()
+    assert (frame["cpus"] == usable_cores()).all() and (frame["torch"] == torch.__version__).all()
+    ensemble = write_csv([EnsembleRow("vae", 1, "baseline", "", "cpu", "fp32", 3, 2, 8, 1.0, 0.5, 2.0, 0.5)],
+                         tmp_path / "ensemble.csv", {**tiny_result.settings, "naive_precision": None})
+    assert "naive_precision" not in pd.read_csv(ensemble) and "dataset" in pd.read_csv(ensemble)
+
+
+def test_a_negative_seed_is_refused_before_any_timing(monkeypatch):
+    monkeypatch.setattr("benchmark.bench.throughput.measure_matmul_peak", lambda *a: pytest.fail("timed first"))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        run_bench(families=["vq-vae:1"], methods=["baseline"], steps=1, warmup=0, batch=8, device="cpu", seed=-1)
+
+
+def test_without_warm_up_on_a_gpu_the_naive_loops_set_up_is_noted():
+    cuda = torch.device("cuda")
+    assert any("--warmup 0" in note for note in setting_notes(20, True, None, cuda, warmup=0))
+    assert not any("--warmup" in note for note in setting_notes(20, True, None, cuda, warmup=1)
+                   + setting_notes(20, False, None, cuda, warmup=0) + setting_notes(20, True, None, torch.device("cpu"),
+                                                                                    warmup=0))
+
+
 def test_the_tables_keep_the_formatted_cells_labels_left_and_numbers_right():
     peak = MatmulPeak("cpu", 1024, 123.4, None, {"torch.mm float32": 123.4})
     ours = BenchRow("vq-vae", 1, "single", "uniform", "cpu", "fp32", 1, 1234567, 20, 128, 2.5e8, 5432.1, 4000.0, 1.358,
@@ -242,7 +281,8 @@ def test_cli_bench_times_the_fold_ensemble_against_folds_one_by_one(tmp_path, ca
     assert code == 0
     assert "stacked s" in capsys.readouterr().out
     reader = csv.DictReader((out / "ensemble.csv").open())
-    assert reader.fieldnames == [f.name for f in fields(EnsembleRow)]
+    assert reader.fieldnames == [f.name for f in fields(EnsembleRow)] + [
+        "dataset", "warmup", "repeats", "threads", "cpus", "torch", "device_name"]  # no naive loop, no naive_precision
     rows = list(reader)
     assert [(r["family"], r["method"], r["folds"], r["steps"]) for r in rows] == [("vae", "single", "3", "2")]
     row = rows[0]

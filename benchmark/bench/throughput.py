@@ -54,8 +54,9 @@ from benchmark.checks import check_choice
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
+from benchmark.processes import usable_cores
 from benchmark.tables import text_table
-from benchmark.train import new_model, resolve_device, train_fold, training_device
+from benchmark.train import device_name, new_model, resolve_device, train_fold, training_device
 
 if TYPE_CHECKING:  # folds imports this module; write_csv only names its row type
     from benchmark.bench.folds import EnsembleRow
@@ -152,8 +153,8 @@ def bench_configuration(family: str, config: int, method: str) -> Configuration:
 
 def _timed_fold(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
                 config: TrainConfig, seed: int, ready: Callable[[], None] | None = None) -> tuple[float, float]:
-    """(start, end) on the wall clock of one ``train_fold`` epoch of ``steps`` batches, after an
-    untimed ``warmup``-step call and ``ready()``; the wall clock is comparable across processes."""
+    """(start, end) on the monotonic clock of one ``train_fold`` epoch of ``steps`` batches, after an
+    untimed ``warmup``-step call and ``ready()``; that clock is the system's, comparable across processes."""
     device = resolve_device(config.device)
     val = images[:VAL_IMAGES]
     if warmup:
@@ -161,10 +162,10 @@ def _timed_fold(configuration: Configuration, images: torch.Tensor, steps: int, 
     if ready is not None:
         ready()
     _sync(device)
-    started = time.time()
+    started = time.monotonic()
     train_fold(configuration, images[:steps * batch], val, config, seed)
     _sync(device)
-    return started, time.time()
+    return started, time.monotonic()
 
 
 def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
@@ -188,7 +189,7 @@ def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int
     """Seconds for ``workers`` CPU processes, each with its share of the cores, to train one
     ``train_fold`` epoch of ``steps`` batches each, all at once: what ``run --workers`` does."""
     context = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, usable_cores() // workers)  # as `run --workers` shares them
     barrier, spans = context.Barrier(workers), context.Queue()
     processes = [context.Process(target=_worker_train, args=(configuration, images, steps, warmup, batch, seed + i,
                                                              precision, threads, barrier, spans))
@@ -286,9 +287,11 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
     return models, chosen, torch_device, images
 
 
-def setting_notes(steps: int, naive: bool, peak_size: int | None, device: torch.device) -> list[str]:
-    """What the settings do to the figures: at few steps a fold's fixed costs weigh on ours's, and a
-    peak matrix smaller than ``device``'s default measures a low peak."""
+def setting_notes(steps: int, naive: bool, peak_size: int | None, device: torch.device,
+                  warmup: int = 1) -> list[str]:
+    """What the settings do to the figures: at few steps a fold's fixed costs weigh on ours's, a
+    peak matrix smaller than ``device``'s default measures a low peak, and on a GPU without warm-up
+    the naive process times its first step's set-up, which ours has done counting FLOPs."""
     notes = []
     if steps < FEW_STEPS:
         notes.append(f"note: at --steps {steps}, a fold's fixed costs (building the model, a validation pass) weigh "
@@ -299,6 +302,9 @@ def setting_notes(steps: int, naive: bool, peak_size: int | None, device: torch.
     if peak_size and peak_size < default:
         notes.append(f"note: --peak-size {peak_size} is below the default on {device.type} ({default}): small "
                      "products run below the machine's peak, so % of peak reads high")
+    if naive and warmup == 0 and device.type == "cuda":
+        notes.append("note: at --warmup 0 the naive loop, in a fresh process, times its first step's set-up (CUDA "
+                     "libraries, kernel choice), which ours did before its clock started: the speed-up reads high")
     return notes
 
 
@@ -315,7 +321,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
     Raises ``ValueError`` for unknown names or ``steps < 1``, ``warmup < 0``, ``batch < 1`` or more than the
     dataset's training images. ``notes`` gets ``setting_notes`` once the settings are checked, before the timings.
     """
-    for name, value, minimum in (("repeats", repeats, 1), ("workers", workers, 1)):
+    for name, value, minimum in (("repeats", repeats, 1), ("workers", workers, 1), ("seed", seed, 0)):
         _check_count(name, value, minimum)
     if peak_size is not None and peak_size < 1:
         raise ValueError(f"peak matrix size must be >= 1, got {peak_size!r}")
@@ -323,7 +329,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                                                     dataset, data_root, download)
     if workers > 1 and torch_device.type != "cpu":
         raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
-    for note in setting_notes(steps, naive, peak_size, torch_device) if notes else ():
+    for note in setting_notes(steps, naive, peak_size, torch_device, warmup) if notes else ():
         notes(note)
     peak = measure_matmul_peak(torch_device, peak_size)
     if progress:
@@ -341,8 +347,9 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                                       seed, repeats, precision, workers))
     ran = TrainConfig(precision=precision).effective_precision(torch_device)  # auto's, as the rows record it
     settings = {"dataset": dataset, "steps": steps, "warmup": warmup, "batch": batch, "repeats": repeats,
-                "device": str(torch_device), "precision": ran, "workers": workers,
-                "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
+                "device": str(torch_device), "device_name": device_name(torch_device), "precision": ran,
+                "naive_precision": "fp32" if naive else None, "workers": workers,
+                "threads": torch.get_num_threads(), "cpus": usable_cores(), "torch": torch.__version__}
     return BenchResult(rows, peak, settings)
 
 
@@ -353,41 +360,59 @@ def _fmt(value: float, spec: str) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
+def pct_peak(row: BenchRow) -> float:
+    """Ours's FLOP/s as a percentage of the peak of the precision it trained in."""
+    return row.pct_peak_bf16 if row.precision == "bf16" and not math.isnan(row.pct_peak_bf16) else row.pct_peak_fp32
+
+
 def format_table(result: BenchResult) -> str:
     header = ("family", "config", "method", "params", "MFLOP/img", "ours img/s", "naive img/s", "speed-up",
               "GFLOP/s", "% peak", "naive % peak")
     lines = [[r.family, str(r.config), r.method + (f" ({r.sampling})" if r.sampling else ""), f"{r.params:,}",
               _fmt(r.flops_per_image / 1e6, ",.1f"), _fmt(r.ours_img_s, ",.0f"), _fmt(r.naive_img_s, ",.0f"),
               _fmt(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""), _fmt(r.gflop_s, ",.1f"),
-              _fmt(r.pct_peak_fp32, ".1f"), _fmt(r.naive_pct_peak_fp32, ".1f")] for r in result.rows]
+              _fmt(pct_peak(r), ".1f"), _fmt(r.naive_pct_peak_fp32, ".1f")] for r in result.rows]
     s = result.settings
+    bf16 = any(r.precision == "bf16" and not math.isnan(r.pct_peak_bf16) for r in result.rows)
     table = text_table(lines, header, ("left",) * 3 + ("right",) * (len(header) - 3))  # family, config, method left
     out = [table, "",
-           result.peak.describe() + "; % peak is of the float32 peak",
+           result.peak.describe() + ("; % peak is of the bfloat16 peak (ours trained in bf16), naive % peak of the "
+                                     "float32 peak (naive trains in float32, so the speed-up includes bf16's gain)"
+                                     if bf16 else "; % peak is of the float32 peak"),
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
-            f"{s['dataset']}, device {s['device']}, precision {s['precision']}, "
+            f"{s['dataset']}, device {s.get('device_name', s['device'])}, precision {s['precision']}, "
             f"{s['workers']} worker process(es) for ours, {s['threads']} torch threads, torch {s['torch']}")]
-    if any(r.pct_peak_fp32 > 100 for r in result.rows):
-        out.append("note: a rate above the float32 peak means bf16, or a peak measured low on a busy machine; "
+    if any(pct_peak(r) > 100 for r in result.rows):
+        out.append(("note: a rate above the peak means a peak measured low on a busy machine; " if bf16 else
+                    "note: a rate above the float32 peak means bf16, or a peak measured low on a busy machine; ")
                    + ("rerun with --repeats 2 or more, which keeps the best of each" if s["repeats"] == 1
                       else "rerun on an idle machine"))
     return "\n".join(out)
 
 
-def write_csv(rows: Sequence[BenchRow | EnsembleRow], path: str | Path) -> Path:
-    """Write benchmark rows (one dataclass per row) as CSV, whole or not at all."""
+# The run's settings that each CSV row repeats, so that a file read alone says how it was measured.
+SETTING_COLUMNS = ("dataset", "warmup", "repeats", "threads", "cpus", "torch", "device_name", "naive_precision")
+
+
+def write_csv(rows: Sequence[BenchRow | EnsembleRow], path: str | Path, settings: dict | None = None) -> Path:
+    """Write benchmark rows (one dataclass per row), with ``settings``' ``SETTING_COLUMNS``, as CSV,
+    whole or not at all."""
     frame = pd.DataFrame(map(asdict, rows))
-    # "nan" and CRLF as the csv module wrote them: the files of earlier runs compare byte for byte
+    for key in SETTING_COLUMNS:
+        if settings and settings.get(key) is not None and key not in frame:
+            frame[key] = settings[key]
+    # "nan" and CRLF as the csv module wrote them
     return write_whole(path, lambda partial: frame.to_csv(partial, index=False, na_rep="nan", lineterminator="\r\n"))
 
 
-def write_throughput(rows: Sequence[BenchRow], out: str | Path) -> tuple[Path, Path | None]:
+def write_throughput(rows: Sequence[BenchRow], out: str | Path, settings: dict | None = None
+                     ) -> tuple[Path, Path | None]:
     """``out/throughput.csv``; an ``out/ensemble.csv`` of an earlier run is removed, so that the
     folder never pairs the rows of two runs (``--ensemble`` writes a new one afterwards).
 
     Returns (the CSV written, the stale ensemble CSV removed or None).
     """
-    path = write_csv(rows, Path(out) / THROUGHPUT_CSV)
+    path = write_csv(rows, Path(out) / THROUGHPUT_CSV, settings)
     stale = Path(out) / ENSEMBLE_CSV
     if stale.is_file():
         stale.unlink()

@@ -120,7 +120,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     print(format_table(result))
     if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
         _stderr(note)
-    path, stale = write_throughput(result.rows, args.out)
+    path, stale = write_throughput(result.rows, args.out, result.settings)
     written.append(path)
     print(f"wrote {path}" + (f" (removed {stale} of an earlier run)" if stale else ""))
     if args.ensemble:
@@ -136,7 +136,8 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                     f"{'rerun with --repeats 3' if args.repeats < 3 else 'rerun'} on an idle machine")
         if note := busy_note("the ensemble was timed", "its speed-ups are unsteady; rerun it on an idle machine"):
             _stderr(note)
-        print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV)}")
+        ensemble_settings = {**result.settings, "naive_precision": None}  # no naive loop there
+        print(f"wrote {write_csv(rows, args.out / ENSEMBLE_CSV, ensemble_settings)}")
     return 0
 
 
