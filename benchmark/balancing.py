@@ -85,9 +85,10 @@ class BalanceConfig:
 
 def idle_softadapt_note(balances: Iterable[BalanceConfig], train_images: int, batch_size: int,
                         epochs: int) -> str | None:
-    """A note when SoftAdapt would never re-weight: a fold trains fewer steps than its first update needs."""
+    """A note when SoftAdapt would never re-weight: a fold trains no more steps than its first update
+    needs (an update after the last step weighs none)."""
     steps = epochs * math.ceil(train_images / batch_size)
-    idle = sorted({b.update_every for b in balances if b.softadapt and b.update_every > steps})
+    idle = sorted({b.update_every for b in balances if b.softadapt and b.update_every >= steps})
     if not idle:
         return None
     return (f"note: SoftAdapt re-weights every {idle[0]} steps, but a fold trains only {steps} steps here "
@@ -106,7 +107,11 @@ def load_softadapt(variant: str) -> type:
 
 
 class LossBalancer:
-    """Combines named loss terms into the training loss and tracks the weights used."""
+    """Combines named loss terms into the training loss and tracks the weights used.
+
+    ``weights``: those the next step trains with; ``applied``: those the last step trained with
+    (what a fold's history records: an update after an epoch's last step weighs the next epoch's).
+    """
 
     def __init__(self, config: BalanceConfig, terms: tuple[str, ...]) -> None:
         self.config, self.terms = config, terms
@@ -121,10 +126,12 @@ class LossBalancer:
             self._step = 0
         else:
             self.weights = config.fixed_weights(terms)
+        self.applied = self.weights
 
     def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted sum of the terms; with SoftAdapt, records them and updates the weights."""
         loss = sum(self.weights[name] * terms[name] for name in self.terms)
+        self.applied = self.weights
         if self._algorithm is not None:
             self._history.append(torch.stack([terms[name].detach() for name in self.terms]))
             self._history = self._history[-self.config.window:]

@@ -242,7 +242,7 @@ class FoldRun:
         if not all(math.isfinite(v) for v in (train_loss, metrics["total"])):
             raise DivergedError(f"loss diverged at epoch {epoch} (train {train_loss}, validation {metrics['total']})")
         row = {"epoch": epoch, "train_total": train_loss, **metrics,
-               **{f"w_{name}": weight for name, weight in self.balancer.weights.items()}}
+               **{f"w_{name}": weight for name, weight in self.balancer.applied.items()}}
         self.history.append(row)
         if metrics["total"] < self.best_total:
             self.best_total, self.best_epoch, self.best_metrics = metrics["total"], epoch, metrics

@@ -75,6 +75,21 @@ def test_a_fold_too_short_for_a_softadapt_update_is_noted():
     assert note is not None and "every 100 steps" in note and "only 24 steps" in note
     assert idle_softadapt_note([fixed], train_images=1000, batch_size=128, epochs=3) is None
     assert idle_softadapt_note([softadapt], train_images=1000, batch_size=128, epochs=13) is None  # 104 steps
+    # 100 steps: the update after the last one weighs no step
+    assert "only 100 steps" in idle_softadapt_note([softadapt], train_images=1000, batch_size=100, epochs=10)
+
+
+def test_the_weights_applied_are_those_the_last_step_trained_with():
+    # A fold's history recorded the weights just computed after its last step, which no step used.
+    balancer = LossBalancer(BalanceConfig(softadapt=True, softadapt_beta=5e-3, update_every=2, window=4),
+                            ("recon", "recon_cond", "latent"))
+    uniform = {"recon": 1 / 3, "recon_cond": 1 / 3, "latent": 1 / 3}
+    for step in range(2):
+        balancer.combine({"recon": torch.tensor(1.0 + step), "recon_cond": torch.tensor(0.5),
+                          "latent": torch.tensor(0.1)})
+    assert balancer.applied == uniform and balancer.weights != pytest.approx(uniform, abs=0.05)
+    balancer.combine({"recon": torch.tensor(3.0), "recon_cond": torch.tensor(0.5), "latent": torch.tensor(0.1)})
+    assert balancer.applied == balancer.weights != uniform
 
 
 def test_fixed_weights_combine_the_named_terms():
