@@ -193,20 +193,45 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored within the block (in the main thread; elsewhere signals
+    cannot be set, nor do they arrive), also one already caught whose handler has not run yet."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess], grace: float = WORKER_GRACE,
                  patience: float = WORKER_PATIENCE) -> None:
     """After Ctrl-C: a terminal's reached the workers as well and they stop within ``grace``
     seconds; a ``kill -INT`` of the parent alone did not, so it is passed on to them, and a
-    worker still running ``patience`` seconds later is killed."""
+    worker still running ``patience`` seconds later is killed.
+
+    Within the grace another interrupt is ignored: ``timeout -s INT`` sends its signal to the parent
+    twice (to it and to its process group), and a parent that stopped waiting there reported the
+    workers' trials as running while the workers were still storing them as interrupted. One
+    during the patience kills the workers left at once."""
     deadline = time.monotonic() + grace
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            os.kill(process.pid, signal.SIGINT)
+    with interrupts_ignored():
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    alive = [process for process in processes if process.is_alive()]
+    for process in alive:
+        os.kill(process.pid, signal.SIGINT)
     deadline = time.monotonic() + patience
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
+    try:
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # asked again: stop now
+        pass
+    for process in alive:
         if process.is_alive():  # the interrupt was lost: its unit or trial is taken up by heartbeat
             process.kill()
             process.join()
@@ -237,8 +262,13 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
             for process in processes:
                 process.join()
         except KeyboardInterrupt:
-            stop.set()
-            stop_workers([p for p in processes if p.pid is not None])
+            started = [p for p in processes if p.pid is not None]
+            try:
+                stop.set()
+                stop_workers(started)
+            except KeyboardInterrupt:  # a second signal that came before stop_workers could ignore it
+                stop.set()
+                stop_workers(started)
             raise
     return processes
 

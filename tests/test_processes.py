@@ -94,3 +94,53 @@ def test_deferred_signals_act_after_the_block_as_before_it_and_an_ignored_one_st
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # and no KeyboardInterrupt above
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# A worker that takes a second to store its work as interrupted, as a search worker tells Optuna its trial.
+RECORDING_WORKER = """
+import os
+import time
+
+
+def work(folder):
+    try:
+        os.write(1, b"working\\n")
+        time.sleep(60)
+    except KeyboardInterrupt:
+        time.sleep(1)
+        open(os.path.join(folder, f"stored-{os.getpid()}"), "w").close()
+        raise
+"""
+
+RECORDING_PARENT = """
+import os
+import sys
+
+import recording_worker
+from benchmark.processes import run_workers
+
+if __name__ == "__main__":
+    try:
+        run_workers(recording_worker.work, [(sys.argv[1],), (sys.argv[1],)])
+    except KeyboardInterrupt:
+        print(f"{len(os.listdir(sys.argv[1]))} stored", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+def test_a_signal_sent_twice_as_timeout_does_waits_for_the_workers_to_store_their_work(tmp_path):
+    # `timeout -s INT` signals the parent and then its process group: the second signal cut the parent's
+    # wait short, and it reported the workers' trials as running while they were storing them.
+    (tmp_path / "recording_worker.py").write_text(textwrap.dedent(RECORDING_WORKER))
+    (tmp_path / "parent.py").write_text(textwrap.dedent(RECORDING_PARENT))
+    (tmp_path / "stored").mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+    process = subprocess.Popen([sys.executable, "parent.py", str(tmp_path / "stored")], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert [process.stdout.readline() for _ in range(2)] == ["working\n"] * 2
+    os.kill(process.pid, signal.SIGINT)
+    time.sleep(0.2)  # a moment later, as a second Ctrl-C would come: the same for the parent's wait
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and err == "2 stored\n"
