@@ -1,3 +1,25 @@
-from benchmark.cli import main
+"""``python -m benchmark`` and the ``mtvae-bench`` command.
 
-raise SystemExit(main())
+The commands import torch, which takes seconds: a Ctrl-C then exits with one line, not the
+import's traceback (nothing has started).
+"""
+
+import sys
+
+
+def _main(prog: str | None = None) -> int:
+    try:
+        from benchmark.cli import main
+    except KeyboardInterrupt:
+        print("interrupted before the command started", file=sys.stderr)
+        return 130
+    return main() if prog is None else main(prog=prog)
+
+
+def script() -> int:
+    """The ``mtvae-bench`` command: ``python -m benchmark`` under its own name in usage lines."""
+    return _main("mtvae-bench")
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,13 +1,17 @@
 """`--help` on every command (SPEC, "Commands"): exit 0, usage on stdout, nothing on stderr."""
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import cli
 
-from benchmark.cli import build_parser, script
+from benchmark.__main__ import script
+from benchmark.cli import build_parser
 
 # Every command and subcommand of `python -m benchmark`, the top level ("") first.
 COMMANDS = ["", "run", "suites", "report", "search", "studies", "studies list", "studies show", "studies plot",
@@ -46,6 +50,16 @@ def test_help_of_the_real_entry_point_exits_0_with_nothing_on_stderr(tmp_path):
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("usage: python -m benchmark")
     assert all(name in done.stdout for name in COMMANDS[1:] if " " not in name)
+
+
+def test_ctrl_c_while_the_commands_import_is_one_line(tmp_path):
+    # Importing torch takes seconds; a Ctrl-C then printed the import's traceback.
+    process = subprocess.Popen([sys.executable, "-m", "benchmark", "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(0.2)  # Python handles SIGINT by then; torch takes longer to import
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (130, "", "interrupted before the command started\n")
 
 
 def test_the_installed_command_names_itself_in_its_usage(monkeypatch, capsys):

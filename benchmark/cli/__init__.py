@@ -111,8 +111,3 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmark") -> in
     except KeyboardInterrupt as interrupt:  # one with a message knows better what it left
         print(str(interrupt) or INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
         return 130
-
-
-def script() -> int:
-    """The ``mtvae-bench`` command: ``python -m benchmark`` under its own name in usage lines."""
-    return main(prog="mtvae-bench")
