@@ -101,7 +101,7 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
                                    int(meta["batch_size"]), int(epochs))
         if idle:
             notes.append(idle.removeprefix("note: ") + ", so their rows measure uniform weighting, not SoftAdapt.")
-    return notes + _tuning_notes(suite.meta, searches or {})
+    return notes + _tuning_notes(suite.meta, searches or {}) + _moved_best_notes(suite.meta, searches or {})
 
 
 def _unsteady_times_notes(done: pd.DataFrame) -> list[str]:
@@ -280,6 +280,25 @@ def _tuning_notes(meta: dict, searches: Searches) -> list[str]:
             found.append(f"search `{name}` trained otherwise than this run ({training_changes(there, here, differ)}): "
                          "its best parameters were chosen for that training, and need not be the best for this one")
     return found
+
+
+def _moved_best_notes(meta: dict, searches: Searches) -> list[str]:
+    """A caveat for each configuration whose search has found another best since the run took its parameters
+    (the search went on): the report's Optuna plots show a best that the table's row did not train."""
+    from benchmark.search_space import configuration_for
+    from benchmark.studies import best_trial
+
+    notes = []
+    for config_id, name in (meta.get("params_from") or {}).items():
+        search = searches.get(name)
+        if search is None or isinstance(search, ValueError) or (best := best_trial(search[0])) is None:
+            continue
+        now = configuration_for(search[1], best.params).id
+        if now != config_id:
+            notes.append(f"search `{name}` has found another best since this run took its parameters: trial "
+                         f"#{best.number}, `{now}`, where the table's row trained `{config_id}`; run the same "
+                         "command again to train the new best beside it")
+    return notes
 
 
 __all__ = ["caveats", "prior_notes"]

@@ -66,6 +66,7 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert index.index("## Tuned parameters") < index.index("## Results")  # the selection bias before the numbers
     assert (f"- search `{name}` trained otherwise than this run (batch_size 128 → 32): its best parameters were "
             "chosen for that training, and need not be the best for this one") in index  # a reviewer sees it too
+    assert "has found another best" not in index  # the search's best is the row's
     # with figures, the report draws the search's Optuna plots (SPEC: the report's figures include them)
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
     out = tmp_path / "reports" / "tuned-tuned"
@@ -92,6 +93,18 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints", "--search-storage",
                f"sqlite:///{tmp_path / 'nowhere.db'}") == 0
     assert "is --search-storage the storage it was run in?" in capsys.readouterr().out
+    # The search went on and found another best: the report's plots show it, its row did not train it.
+    moved = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    distributions = moved.best_trial.distributions
+    moved.add_trial(optuna.trial.create_trial(params={k: (d.low + d.high) / 2 for k, d in distributions.items()},
+                                              distributions=distributions, value=moved.best_value - 1))
+    now = moved.best_trial
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures", "--search-storage",
+               f"sqlite:///{tmp_path / 'elsewhere.db'}") == 0
+    tuned_id = single["config_id"].iloc[0]
+    assert f"caveat: search `{name}` has found another best since this run took its parameters: trial #{now.number}, " \
+           f"`{tuned_id.split('/a=')[0]}/a=" in capsys.readouterr().out
+    assert f"where the table's row trained `{tuned_id}`; run the same command again" in (out / "index.md").read_text()
 
 
 def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_path, capsys):
