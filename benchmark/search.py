@@ -77,7 +77,7 @@ from benchmark.storage import (
 )
 from benchmark.search_space import SearchSettings, configuration_for, describe_ranges
 from benchmark.suites import fold_seconds
-from benchmark.studies import best_trial, default_storage, lead_objective, suite_of
+from benchmark.studies import best_trial, default_storage, lead_objective, study_names, suite_of
 
 PRUNERS = ("median", "none")
 
@@ -345,6 +345,19 @@ class SearchInterrupted(KeyboardInterrupt):
 
 
 @optuna_errors_only()
+def new_study_note(name: str, storage_url: str) -> str | None:
+    """A note when a search is about to make study ``name`` in ``storage_url`` while the place a search
+    of that name goes by default already holds one: a mistyped ``--storage`` would start it over."""
+    default = default_storage(name)
+    if (storage_url == default or not storage_url.startswith("sqlite:///") or name in study_names(storage_url)
+            or name not in study_names(default)):
+        return None
+    trials = len(optuna.load_study(study_name=name, storage=default).get_trials(deepcopy=False))
+    return (f"note: this makes a new study {name!r} in {safe_url(storage_url)}, while "
+            f"{default.removeprefix('sqlite:///')} holds a study of that name ({trials} trial{'s' * (trials != 1)}): "
+            "if --storage is mistyped, stop with Ctrl-C and give that one")
+
+
 def run_search(settings: SearchSettings, storage_url: str | None = None, study_name: str | None = None,
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials; in
@@ -362,6 +375,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     train_config = settings.train_config(options.device)
     device = training_device(train_config)  # a bad device or precision leaves no study
 
+    elsewhere = new_study_note(name, storage_url)  # before the study is made
+
     def agreed() -> tuple[str, str | None]:  # trials store the precision they train in (see run_suite)
         kept = (stored_attr(storage_url, name, "settings") or {}).get("precision")
         return agreed_precision(train_config, device, kept, name)
@@ -374,7 +389,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
-    for line in (precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
+    for line in (elsewhere, precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
                  unused_source_note(settings.dataset, options.data_root, options.download),
                  crowded_note(options.workers)):
         if line:

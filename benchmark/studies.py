@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -197,6 +198,7 @@ class StudyRow:
     waiting: int       # not started: a suite's units yet to train, or a search's queued trials
     best: tuple[float, ...] | None
     suite: str | None = None  # a run's study: its trials are the suite's units, not points of a search
+    file: str | None = None   # the SQLite file it is in, where a folder's are listed
 
 
 def list_all_studies(folder: Path = STUDIES_DIR) -> tuple[list[StudyRow], list[str]]:
@@ -205,7 +207,7 @@ def list_all_studies(folder: Path = STUDIES_DIR) -> tuple[list[StudyRow], list[s
     rows, skipped = [], []
     for file in study_files(folder):
         try:
-            rows += list_studies(file)
+            rows += [replace(row, file=Path(file.removeprefix("sqlite:///")).name) for row in list_studies(file)]
         except StoreError as err:
             skipped.append(str(err))
     return sorted(rows, key=lambda row: row.name), skipped
@@ -235,8 +237,10 @@ def _number(value: float | None) -> str:
 def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     if not rows:
         return f"no studies in {place}"
-    # A run's study minimises nothing: Optuna's direction would read as if it were a search.
-    table = [[r.name, "– (suite run)" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed,
+    # A run's study minimises nothing: Optuna's direction would read as if it were a search. A name in two
+    # files (a search given another --storage) says which file each row is in.
+    names = Counter(r.name for r in rows)
+    table = [[r.name + (f" ({r.file})" if names[r.name] > 1 and r.file else ""), "– (suite run)" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed,
               r.interrupted, r.running, r.waiting, ", ".join(_number(v) for v in r.best) if r.best else "–"]
              for r in rows]
     return text_table(table, ("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",

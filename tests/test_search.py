@@ -456,6 +456,23 @@ def test_a_search_on_data_with_another_number_of_images_is_refused(tmp_path, fak
     assert len(load(tmp_path).trials) == 1
 
 
+def test_a_new_study_beside_one_of_its_name_in_the_default_place_gets_a_note(tmp_path, fake_training, capsys):
+    # A mistyped --storage started the search over in a new file, silently.
+    assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:2") == 0
+    typo = f"sqlite:///{tmp_path / 'studies' / 'search-vae-1-single-gausian.db'}"
+    capsys.readouterr()
+    assert search_cli(tmp_path, "--trials", "1", "--range", "beta=0.1:2", "--storage", typo) == 0
+    assert (f"note: this makes a new study {NAME!r} in {typo}, while studies/{NAME}.db holds a study "
+            "of that name (2 trials): if --storage is mistyped, stop with Ctrl-C and give that one"
+            ) in capsys.readouterr().err
+    assert cli(tmp_path, "studies", "list") == 0  # and the list says which file each one is in
+    listed = [row[0] for row in text_table(capsys.readouterr().out.splitlines())[2]]
+    assert sorted(listed) == sorted([f"{NAME} ({NAME}.db)", f"{NAME} (search-vae-1-single-gausian.db)"])
+    for storage in (typo, db(tmp_path)):  # going on with it, or naming the default file, is no news
+        assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:2", "--storage", storage) == 0
+        assert "note: this makes a new study" not in capsys.readouterr().err
+
+
 def test_a_search_named_as_a_suites_study_is_refused_as_such(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'smoke.db'}"
     optuna.create_study(study_name="suite-smoke", storage=url).set_user_attr("settings", {"suite": "smoke", "folds": 2})
