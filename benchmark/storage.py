@@ -447,6 +447,8 @@ def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
     fail on a unique constraint or an existing table, and succeed once the winner is done.
     """
     url = storage_driver_url(url)
+    if url.startswith("postgres://"):  # Heroku's and others' spelling, which SQLAlchemy does not take
+        raise StoreError(f"storage {safe_url(url)!r}: SQLAlchemy names PostgreSQL postgresql://, not postgres://")
     if in_memory(url):
         raise StoreError(f"storage {url!r} is an in-memory SQLite database, which each connection (each worker, "
                          "each heartbeat) sees empty and which is gone when the run ends: give a file, e.g. "

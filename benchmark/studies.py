@@ -104,6 +104,8 @@ def load_existing_study(place: StudyPlace, name: str) -> optuna.Study:
     """Load study ``name`` from ``place``; an unknown name raises a one-line ``ValueError``
     listing the names there."""
     storage = open_for_reading(place.url(name))
+    if storage is None and place.storage is not None:
+        raise no_file(place.storage)
     names = [] if storage is None else sorted(optuna.get_all_study_names(storage))
     if name not in names:
         if place.storage is None:
@@ -115,8 +117,16 @@ def load_existing_study(place: StudyPlace, name: str) -> optuna.Study:
                                  + ("with that URL and its password" if password_hidden(elsewhere)
                                     else shlex.quote(elsewhere)))
         available = ", ".join(names) if names else "none"
-        raise ValueError(f"no study {name!r}{did_you_mean(name, names)} in {place}; available: {available}")
+        # A suite's study is named suite-<suite>: `studies show quick` means it
+        hint = f" (did you mean 'suite-{name}'?)" if f"suite-{name}" in names else did_you_mean(name, names)
+        raise ValueError(f"no study {name!r}{hint} in {place}; available: {available}")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def no_file(url: str) -> ValueError:
+    """The error for a --storage naming a SQLite file that does not exist: asked for by name, a mistyped
+    path must not read as an empty storage."""
+    return ValueError(f"no SQLite file {sqlite_file(url)} (from --storage {url})")
 
 
 def recorded_storages(results_dir: Path = Path("results")) -> dict[str, str]:
@@ -216,8 +226,8 @@ def list_all_studies(folder: Path = STUDIES_DIR) -> tuple[list[StudyRow], list[s
 def list_studies(url: str) -> list[StudyRow]:
     """A row per study at ``url``."""
     storage = open_for_reading(url)
-    if storage is None:  # asked for by name: a mistyped path must not read as an empty storage
-        raise ValueError(f"no SQLite file {url.removeprefix('sqlite:///')} (from --storage {url})")
+    if storage is None:
+        raise no_file(url)
     rows = []
     for name in sorted(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)

@@ -196,8 +196,9 @@ class Suite:
         if unused:  # named for a reason: a study that changes nothing is a mistake
             held = [f"{config_id} has {', '.join(settings)}"
                     for config_id, study, settings in self._held_otherwise(best) if study == unused[0]]
-            raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes"
-                             + (f": {'; '.join(held)}" if held else ""))
+            theirs = next(found.configuration.id for found in best.values() if found.study == unused[0])
+            raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes (its best is "
+                             f"{theirs})" + (f": {'; '.join(held)}" if held else ""))
         return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations), params_from=tuple(sources))
 
     def _held_otherwise(self, best: dict[SearchKey, SearchBest]) -> list[tuple[str, str, list[str]]]:

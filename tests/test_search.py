@@ -297,7 +297,8 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
         f"note: vae/1/single/gaussian/a=40, vae/1/single/gaussian/a=60 → {configuration.id} (the best of study "
         f"{NAME!r}); the 2 are trained as this one, so the suite has 1 configuration(s) fewer"]
     baselines = replace(smoke, configurations=tuple(c for c in smoke.configurations if c.method.method == "baseline"))
-    with pytest.raises(ValueError, match=f"has no configuration that study '{NAME}' tunes"):
+    with pytest.raises(ValueError, match=re.escape(f"has no configuration that study '{NAME}' tunes (its best is "
+                                                   f"{configuration.id})")):
         baselines.with_best_params(found)  # named, and it would change nothing: a mistake
 
 
@@ -320,14 +321,14 @@ def test_params_from_keeps_a_configuration_whose_settings_its_search_held_otherw
         "note: study 's' did not tune vae/1/multidecoder/uniform/k=200: it has count 200 (the search's: 64), "
         "so it trains with its own parameters"]
     with pytest.raises(ValueError, match=re.escape(
-            "suite 'mine' has no configuration that study 's' tunes: vae/1/multidecoder/uniform/k=200 has count 200 "
-            "(the search's: 64)")):
+            "suite 'mine' has no configuration that study 's' tunes (its best is vae/1/multidecoder/uniform/"
+            "w=2,0.5,0.3): vae/1/multidecoder/uniform/k=200 has count 200 (the search's: 64)")):
         replace(suite, configurations=(counted,)).with_best_params(found)
     softadapt = SearchSettings("vae", 1, "multidecoder", "uniform", softadapt=True)  # tunes its β only
     best = configuration_for(softadapt, {"softadapt_beta": 1e-3})
     found = {search_key(best): SearchBest(best, "t", frozenset(softadapt.ranges))}
     with pytest.raises(ValueError, match=re.escape(
-            "tunes: vae/1/multidecoder/uniform/softadapt-normalized/beta=0.5 has beta 0.5 (the search's: 1), "
+            "(b=0.001)): vae/1/multidecoder/uniform/softadapt-normalized/beta=0.5 has beta 0.5 (the search's: 1), "
             "variant normalized (the search's: loss-weighted)")):
         replace(suite, configurations=(normalized,)).with_best_params(found)
 
@@ -1157,14 +1158,21 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     assert "started by: python -m benchmark run --suite smoke --heartbeat 1 --quiet" in shown
     assert cli(tmp_path, "studies", "plot", "suite-smoke", "--storage", url) == 2
     assert "a suite study" in one_line_error(capsys) and not (tmp_path / "reports").exists()
+    assert cli(tmp_path, "studies", "show", "smoke", "--storage", url) == 2  # by its suite's name
+    assert one_line_error(capsys).startswith(f"error: no study 'smoke' (did you mean 'suite-smoke'?) in {url}")
 
 
 def test_studies_list_of_a_sqlite_file_that_is_not_there_is_an_error(tmp_path, capsys):
     # It once printed "no studies" and exited 0, so a mistyped path read as an empty storage.
     url = f"sqlite:///{tmp_path / 'typo' / 'x.db'}"
-    assert cli(tmp_path, "studies", "list", "--storage", url) == 2
-    assert one_line_error(capsys) == f"error: no SQLite file {tmp_path / 'typo' / 'x.db'} (from --storage {url})"
+    for command in (["list"], ["show", "x"], ["plot", "x"]):  # `show` said "no study 'x' …; available: none"
+        assert cli(tmp_path, "studies", *command, "--storage", url) == 2
+        assert one_line_error(capsys) == f"error: no SQLite file {tmp_path / 'typo' / 'x.db'} (from --storage {url})"
     assert not (tmp_path / "typo").exists()
+    # Heroku's spelling of PostgreSQL URLs, which SQLAlchemy refuses as "Can't load plugin: sqlalchemy.dialects:postgres"
+    assert cli(tmp_path, "studies", "list", "--storage", "postgres://me:secret@db/bench") == 2
+    assert one_line_error(capsys) == ("error: storage 'postgres://me:***@db/bench': SQLAlchemy names PostgreSQL "
+                                      "postgresql://, not postgres://")
 
 
 def test_the_log_axes_of_optuna_plots_label_plain_numbers_that_do_not_run_together():
