@@ -308,6 +308,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
                 with interrupts.immediate(), objective.eta.waiting():
                     time.sleep(min(5, options.heartbeat))
             else:
+                bar.set_postfix_str(f"best {objective.best}", refresh=True)  # not the ETA of a trial before
                 break
     finally:
         bar.close()

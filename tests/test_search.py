@@ -183,6 +183,8 @@ def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsy
     assert len(first_trial) == 4  # two folds of two epochs
     assert all(re.search(r"ETA \d\d:\d\d \| trial #0", line) for line in first_trial), first_trial
     assert not any("<" in line for line in lines)  # not tqdm's own ETA beside it, '?' until a trial ends
+    finished = [line for line in lines if "1/1 [" in line]
+    assert finished and re.search(r"1/1 \[\d\d:\d\d, best [\d.]+\]$", finished[-1])  # no time left once done
 
 
 def test_a_search_on_a_cpu_estimates_its_trials_time_before_it_starts(tmp_path, fake_training, capsys):
