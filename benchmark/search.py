@@ -409,10 +409,11 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                                               settings.limit, settings.folds, settings.epochs)
         to_go = options.trials - used
         cost = f" (est. 2-core CPU: {duration(trial)} a trial, {duration(trial * to_go)} for the {to_go} to go)"
+    done = f"{used}/{options.trials} trials" if used <= options.trials else f"{used} trials (--trials {options.trials})"
     print(f"search {name}: {settings.folds}-fold CV per trial, {settings.epochs} epoch{'s' * (settings.epochs != 1)} "
           f"on {settings.dataset}{f' (limit {settings.limit})' if settings.limit else ''}; "
           f"ranges {describe_ranges(settings.ranges)}; "
-          f"{used}/{options.trials} trials{cost}; storage {safe_url(storage_url)}", file=sys.stderr)
+          f"{done}{cost}; storage {safe_url(storage_url)}", file=sys.stderr)
     worker_failures, killed = 0, []
 
     def summary() -> SearchSummary:

@@ -113,6 +113,9 @@ def test_rerunning_does_not_overshoot(searched, capsys):
         f"search {NAME}: 5-fold CV per trial, 1 epoch on mnist5k (limit 200); ranges exponent=1.0:100.0:log, "
         f"beta=0.1:10.0:log; 4/4 trials; storage sqlite:///studies/{NAME}.db",
         f"note: study {NAME} already has 4 trials that count toward --trials 4; raise --trials to run more"]
+    assert search_cli(cwd, "--trials", "2") == 0  # fewer than it has: not "4/2 trials"
+    assert (f"beta=0.1:10.0:log; 4 trials (--trials 2); storage sqlite:///studies/{NAME}.db"
+            ) in capsys.readouterr().err.splitlines()[0]
 
 
 def test_a_rerun_beats_at_the_study_s_interval(searched, capsys):
