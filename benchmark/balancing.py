@@ -86,9 +86,9 @@ class BalanceConfig:
 def idle_softadapt_note(balances: Iterable[BalanceConfig], train_images: int, batch_size: int,
                         epochs: int) -> str | None:
     """A note when SoftAdapt would never re-weight: a fold trains no more steps than its first update
-    needs (an update after the last step weighs none)."""
+    needs (an update after the last step weighs none; the first needs two steps' losses)."""
     steps = epochs * math.ceil(train_images / batch_size)
-    idle = sorted({b.update_every for b in balances if b.softadapt and b.update_every >= steps})
+    idle = sorted({b.update_every for b in balances if b.softadapt and max(b.update_every, 2) >= steps})
     if not idle:
         return None
     return (f"note: SoftAdapt re-weights every {idle[0]} steps, but a fold trains only {steps} steps here "

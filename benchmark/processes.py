@@ -196,12 +196,15 @@ def terminate_as_interrupt() -> Iterator[None]:
 @contextmanager
 def interrupts_ignored() -> Iterator[None]:
     """Ctrl-C and SIGTERM are ignored within the block (in the main thread; elsewhere signals
-    cannot be set, nor do they arrive), also one already caught whose handler has not run yet."""
+    cannot be set, nor do they arrive). One caught before it still raises as the block begins
+    (``signal.signal`` runs pending handlers first); the handlers set by then are restored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
         yield
     finally:
         for sig, handler in previous.items():

@@ -308,8 +308,9 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
                 with interrupts.immediate(), objective.eta.waiting():
                     time.sleep(min(5, options.heartbeat))
             else:
-                bar.set_postfix_str(f"best {objective.best}", refresh=True)  # not the ETA of a trial before
                 break
+        # Not the ETA of a trial before; the best, of other workers' trials too
+        bar.set_postfix_str(f"best {best_text(study)}", refresh=True)
     finally:
         bar.close()
 
@@ -345,7 +346,6 @@ class SearchInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-@optuna_errors_only()
 def new_study_note(name: str, storage_url: str) -> str | None:
     """A note when a search is about to make study ``name`` in ``storage_url`` while the place a search
     of that name goes by default already holds one: a mistyped ``--storage`` would start it over."""
@@ -359,6 +359,7 @@ def new_study_note(name: str, storage_url: str) -> str | None:
             "if --storage is mistyped, stop with Ctrl-C and give that one")
 
 
+@optuna_errors_only()
 def run_search(settings: SearchSettings, storage_url: str | None = None, study_name: str | None = None,
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials; in

@@ -250,7 +250,8 @@ def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     # A run's study minimises nothing: Optuna's direction would read as if it were a search. A name in two
     # files (a search given another --storage) says which file each row is in.
     names = Counter(r.name for r in rows)
-    table = [[r.name + (f" ({r.file})" if names[r.name] > 1 and r.file else ""), "– (suite run)" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed,
+    table = [[r.name + (f" ({r.file})" if names[r.name] > 1 and r.file else ""),
+              "– (suite run)" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed,
               r.interrupted, r.running, r.waiting, ", ".join(_number(v) for v in r.best) if r.best else "–"]
              for r in rows]
     return text_table(table, ("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",

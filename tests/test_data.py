@@ -198,15 +198,17 @@ def write_small_mnist(root: Path) -> Path:
 
 
 def assert_corrupt_mnist(root: Path, named: str) -> None:
-    """The one-line message that names what is corrupt and how to replace the files."""
-    with pytest.raises(DatasetNotFoundError) as info:
-        load_dataset("mnist", data_root=root)
-    message = str(info.value)
-    raw = root / "MNIST" / "raw"
-    assert message.startswith(f"mnist: {named}")
-    assert f"Remove the files in {raw} and fetch them again with --download" in message
-    assert message.endswith("or place the real files there: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (uncompressed).")
+    """The one-line message that names what is corrupt and how to replace the files, with --download too
+    (the files are there, so nothing is fetched: it is no failed download)."""
+    for download in (False, True):
+        with pytest.raises(DatasetNotFoundError) as info:
+            load_dataset("mnist", data_root=root, download=download)
+        message = str(info.value)
+        raw = root / "MNIST" / "raw"
+        assert message.startswith(f"mnist: {named}")
+        assert f"Remove the files in {raw} and fetch them again with --download" in message
+        assert message.endswith("or place the real files there: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                                "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (uncompressed).")
     assert "\n" not in message
     # nothing chained: should a traceback ever print it, torchvision's parse error is not dragged along
     assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
@@ -419,7 +421,7 @@ def test_celeba_a_corrupt_image_is_named_with_what_to_do(tmp_path: Path, monkeyp
 def test_a_failed_celeba_download_through_gdown_is_one_line(tmp_path: Path, monkeypatch) -> None:
     # gdown's FileURLRetrievalError (Drive's quota spent) is a plain Exception: it escaped as a traceback.
     class FileURLRetrievalError(Exception):
-        pass
+        __module__ = "gdown.exceptions"
 
     def quota_spent(file_id, root, filename=None, md5=None):
         raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.")

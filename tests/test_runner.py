@@ -203,8 +203,8 @@ def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once
 
 
 @pytest.mark.parametrize("first", [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL])
-def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_runs_or_once_settled(tmp_path, monkeypatch,
-                                                                                                    first):
+def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_runs_or_once_settled(
+        tmp_path, monkeypatch, first):
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path)
     study = open_suite_study(suite, store)

@@ -464,7 +464,14 @@ def test_a_search_on_data_with_another_number_of_images_is_refused(tmp_path, fak
 
 def test_a_new_study_beside_one_of_its_name_in_the_default_place_gets_a_note(tmp_path, fake_training, capsys):
     # A mistyped --storage started the search over in a new file, silently.
-    assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:2") == 0
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:2") == 0
+        level = optuna.logging.get_verbosity()
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert level == optuna.logging.INFO  # Optuna is quiet during the search only: a script's level is its own
+    assert "A new study created" not in capsys.readouterr().err
     typo = f"sqlite:///{tmp_path / 'studies' / 'search-vae-1-single-gausian.db'}"
     capsys.readouterr()
     assert search_cli(tmp_path, "--trials", "1", "--range", "beta=0.1:2", "--storage", typo) == 0
@@ -1174,7 +1181,7 @@ def test_studies_list_of_a_sqlite_file_that_is_not_there_is_an_error(tmp_path, c
         assert cli(tmp_path, "studies", *command, "--storage", url) == 2
         assert one_line_error(capsys) == f"error: no SQLite file {tmp_path / 'typo' / 'x.db'} (from --storage {url})"
     assert not (tmp_path / "typo").exists()
-    # Heroku's spelling of PostgreSQL URLs, which SQLAlchemy refuses as "Can't load plugin: sqlalchemy.dialects:postgres"
+    # Heroku's spelling of PostgreSQL URLs: SQLAlchemy said "Can't load plugin: sqlalchemy.dialects:postgres"
     assert cli(tmp_path, "studies", "list", "--storage", "postgres://me:secret@db/bench") == 2
     assert one_line_error(capsys) == ("error: storage 'postgres://me:***@db/bench': SQLAlchemy names PostgreSQL "
                                       "postgresql://, not postgres://")

@@ -72,9 +72,9 @@ def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) ->
     try:
         return factory()
     except Exception as err:
-        # OSError covers FileNotFoundError and urllib's URLError; a download may fail with anything
-        # (CelebA's through gdown: its FileURLRetrievalError when Google Drive's quota is spent).
-        if not (download or isinstance(err, (RuntimeError, OSError))):
+        # OSError covers FileNotFoundError and urllib's URLError; CelebA's download fails through gdown's own
+        # errors (FileURLRetrievalError when Google Drive's quota is spent), which subclass Exception only.
+        if not (isinstance(err, (RuntimeError, OSError)) or download and type(err).__module__.startswith("gdown")):
             raise
         for path in missing if download else ():
             with contextlib.suppress(OSError):  # not empty: the download left a file there
