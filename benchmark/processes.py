@@ -13,6 +13,7 @@ import multiprocessing.synchronize
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,13 +55,25 @@ class Interrupts:
         finally:
             self._immediate = False
 
+    def _unraisable(self, unraisable: sys.UnraisableHookArgs) -> None:
+        """An interrupt raised while a weakref callback or ``__del__`` ran is ignored there, with an
+        "Exception ignored" traceback on the terminal: raised again instead, once that code is done."""
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self.requested):
+            self._hook(unraisable)
+        elif self._immediate:  # a moment later, from a timer: a handler run now would raise inside the hook
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+
     @contextmanager
     def handling(self) -> Iterator[None]:
         """SIGINT and SIGTERM go to ``on_signal`` within the block."""
         previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         try:
             yield
         finally:
+            sys.unraisablehook = self._hook
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
