@@ -24,7 +24,7 @@ from benchmark.checks import check_kind, did_you_mean
 from benchmark.data import Dataset, load_dataset
 from benchmark.stats import completed
 from benchmark.storage import StoreConfig
-from benchmark.suites import builtin_suites
+from benchmark.suites import RESULTS_SUFFIXES, builtin_suites
 
 REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon", "latent")
 # variant: SoftAdapt's; device and torch: what each unit trained on
@@ -75,7 +75,7 @@ class SuiteResults:
 
 def available_suites(results_dir: Path) -> list[str]:
     """Suites with a results CSV in ``results_dir``."""
-    return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith(("_history", "_prior")))
+    return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith(RESULTS_SUFFIXES))
 
 
 def load_suite(results_dir: Path, suite: str) -> SuiteResults:

@@ -25,18 +25,25 @@ CPU_IMAGES_PER_SECOND = {("vae", 1): 2700, ("vae", 2): 3400, ("vq-vae", 1): 6400
                          ("vq-vae", 3): 150}
 METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.25}
 SECONDS_PER_UNIT = 0.1
-DATASET_IMAGES = {"mnist5k": 5_000, "digits": 1_797, "mnist": 70_000, "cifar10": 60_000, "celeba": 202_599}
+# The images each dataset's folds split: its official training split, or all but the held-out fifth.
+TRAINING_IMAGES = {"mnist5k": 4_000, "digits": 1_438, "mnist": 60_000, "cifar10": 50_000, "celeba": 162_770}
+FOLDER_IMAGES = 48_000  # a folder's, unknown until it is read
+IMAGE_SIDES = {"celeba": 64}  # the throughput above is of 32×32 images; a step's cost grows with the pixels
 
 
 def fold_seconds(family: str, config: int, method: str, dataset: str, limit: int | None, folds: int,
                  epochs: int) -> float:
     """Estimated seconds of one fold of model ``family``/``config`` trained with ``method`` on a
     2-core laptop CPU, from measured training throughput."""
-    # --limit counts training images; without it, the test split (a fifth) is held out.
-    images = limit or DATASET_IMAGES.get(dataset, 60_000) * 0.8
-    per_fold = images * (folds - 1) / folds * epochs
+    # --limit counts training images, at most the dataset's (a larger one takes them all)
+    pool = TRAINING_IMAGES.get(dataset)
+    images = (min(limit, pool) if limit and pool else limit) or pool or FOLDER_IMAGES
+    per_fold = images * (folds - 1) / folds * epochs * (IMAGE_SIDES.get(dataset, 32) / 32) ** 2
     return per_fold / CPU_IMAGES_PER_SECOND[(family, config)] * METHOD_COST[method] + SECONDS_PER_UNIT
 
+
+# The endings of a suite's other results files (results/<suite>_history.csv, _prior.csv).
+RESULTS_SUFFIXES = ("_history", "_prior")
 
 # Folders of reports/ that other commands write: a suite of that name would report into them.
 TAKEN_REPORT_FOLDERS = {"bench": "`bench`'s throughput tables", "studies": "`studies plot`'s figures"}
@@ -48,8 +55,11 @@ def check_suite_name(name: str) -> None:
     if name in TAKEN_REPORT_FOLDERS:  # `report` would write into the other command's folder
         raise ValueError(f"suite name {name!r} is taken: reports/{name}/ holds {TAKEN_REPORT_FOLDERS[name]}; "
                          "give it another name")
-    if name.endswith(".toml"):  # `--suite NAME` would read it as a file
+    if name.lower().endswith(".toml"):  # `--suite NAME` would read it as a file
         raise ValueError(f"suite name {name!r} must not end in .toml")
+    if name.endswith(RESULTS_SUFFIXES):  # suite X's <X>_history.csv would be its results
+        raise ValueError(f"suite name {name!r} must not end in {' or '.join(RESULTS_SUFFIXES)}: another suite's "
+                         f"results files are named so; give it another name")
 
 
 class PixelCountError(ValueError):
@@ -487,13 +497,19 @@ def load_suite_file(path: Path) -> Suite:
 
 def suite_name(name_or_path: str) -> str:
     """The name a suite's results are filed under: a .toml file's ``name`` (or stem), else the name itself."""
-    return load_suite_file(Path(name_or_path)).name if name_or_path.endswith(".toml") else name_or_path
+    return load_suite_file(Path(name_or_path)).name if is_suite_file(name_or_path) else name_or_path
+
+
+def is_suite_file(name_or_path: str) -> bool:
+    """Whether ``--suite`` names a file: a .toml one (in any case), or any that exists, rather than a suite."""
+    return name_or_path not in builtin_suites() and (name_or_path.lower().endswith(".toml")
+                                                    or Path(name_or_path).is_file())
 
 
 def get_suite(name_or_path: str) -> Suite:
     """A built-in suite by name, or a suite TOML file by path."""
     suites = builtin_suites()
-    if name_or_path not in suites and (name_or_path.endswith(".toml") or Path(name_or_path).exists()):
+    if is_suite_file(name_or_path):
         return load_suite_file(Path(name_or_path))
     check_choice("suite", name_or_path, suites, ", or a path to a .toml file")
     return suites[name_or_path]

@@ -97,6 +97,10 @@ def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path):
     assert report(tmp_path, "--suite", "mine.toml", "--results-dir", str(smoke_run / "results"),
                   "--reports-dir", str(tmp_path / "out"), "--no-figures") == 0
     assert (tmp_path / "out" / "smoke" / "table.csv").exists()
+    (tmp_path / "Mine.TOML").write_text((tmp_path / "mine.toml").read_text())  # as `run` and `suites` take it
+    assert report(tmp_path, "--suite", "Mine.TOML", "--results-dir", str(smoke_run / "results"),
+                  "--reports-dir", str(tmp_path / "out2"), "--no-figures") == 0
+    assert (tmp_path / "out2" / "smoke" / "table.csv").exists()
 
 
 def test_report_shows_a_few_missing_configurations_and_points_to_the_full_list(smoke_run, tmp_path, capsys):

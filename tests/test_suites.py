@@ -90,6 +90,13 @@ def test_the_cpu_estimate_of_smoke_by_hand():
     ids = [c.id for c in smoke.configurations]
     assert smoke.cpu_seconds([ids[0], ids[0], ids[-1]]) == pytest.approx(
         640 / 2700 * 2 + 640 / 6400 * 1.25 + 3 * 0.1, rel=1e-9)
+    # A --limit above the dataset's training images takes them all (4,000 of mnist5k's), as the run does
+    assert smoke.override(limit=100_000).cpu_seconds() == pytest.approx(smoke.override(limit=4_000).cpu_seconds())
+    # CelebA's 64×64 images cost four times a 32×32 image's step, on its 162,770 training images
+    single = get_suite("smoke").override(dataset="celeba")
+    assert single.cpu_seconds([ids[0]]) == pytest.approx(400 * 4 / 5 * 2 * 4 / 2700 + 0.1, rel=1e-9)
+    assert replace(single, limit=None).cpu_seconds([ids[0]]) == pytest.approx(
+        162_770 * 4 / 5 * 2 * 4 / 2700 + 0.1, rel=1e-9)
 
 
 def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
@@ -494,6 +501,12 @@ def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):
                                       "`bench`'s throughput tables; give it another name")
     assert cli(tmp_path, "run", "--suite", "smoke", "--name", "studies", "--quiet") == 2
     assert "suite name 'studies' is taken: reports/studies/ holds `studies plot`'s figures" in one_line_error(capsys)
+    # suite X writes results/X_history.csv and X_prior.csv: suites named so would share them
+    for name in ("tiny_history", "tiny_prior"):
+        assert cli(tmp_path, "run", "--suite", "smoke", "--name", name, "--quiet") == 2
+        assert one_line_error(capsys) == (f"error: --name: suite name '{name}' must not end in _history or _prior: "
+                                          "another suite's results files are named so; give it another name")
+    assert not (tmp_path / "studies").exists()
 
 
 @pytest.mark.parametrize("dataset, count, refused", [
