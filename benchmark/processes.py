@@ -35,6 +35,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.requested = False
         self._immediate = False
+        self._hook = sys.unraisablehook  # the one ``handling`` replaces, and puts back
 
     def on_signal(self, signum: int, frame: object) -> None:
         self.requested = True

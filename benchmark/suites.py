@@ -497,19 +497,13 @@ def load_suite_file(path: Path) -> Suite:
 
 def suite_name(name_or_path: str) -> str:
     """The name a suite's results are filed under: a .toml file's ``name`` (or stem), else the name itself."""
-    return load_suite_file(Path(name_or_path)).name if is_suite_file(name_or_path) else name_or_path
-
-
-def is_suite_file(name_or_path: str) -> bool:
-    """Whether ``--suite`` names a file: a .toml one (in any case), or any that exists, rather than a suite."""
-    return name_or_path not in builtin_suites() and (name_or_path.lower().endswith(".toml")
-                                                    or Path(name_or_path).is_file())
+    return load_suite_file(Path(name_or_path)).name if name_or_path.lower().endswith(".toml") else name_or_path
 
 
 def get_suite(name_or_path: str) -> Suite:
-    """A built-in suite by name, or a suite TOML file by path."""
+    """A built-in suite by name, or a suite TOML file by path (.toml in any case, or any file that exists)."""
     suites = builtin_suites()
-    if is_suite_file(name_or_path):
+    if name_or_path not in suites and (name_or_path.lower().endswith(".toml") or Path(name_or_path).exists()):
         return load_suite_file(Path(name_or_path))
     check_choice("suite", name_or_path, suites, ", or a path to a .toml file")
     return suites[name_or_path]
