@@ -88,6 +88,29 @@ def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
         "smoke.csv", "smoke_history.csv", "smoke_meta.json"]
 
 
+def test_a_unit_not_complete_exports_no_metrics_that_a_killed_attempt_left(tmp_path):
+    # Optuna's retry of a killed worker's trial copies its user attributes: a worker killed while it
+    # recorded its unit left metrics and a history that the export showed beside a WAITING state.
+    suite = get_suite("smoke").override(folds=2)
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    study = open_suite_study(suite, store)
+    keys = unit_keys(suite)
+    for key in keys[:2]:
+        study.enqueue_trial({UNIT_PARAM: key})
+    waiting, diverged = (unit_states(study)[key][0]._trial_id for key in keys[:2])
+    for name, value in {"metrics": {"recon": 0.1, "latent": 2.0}, "seconds": 3.0,
+                        "history": [{"epoch": 1, "recon": 0.1}]}.items():
+        study._storage.set_trial_user_attr(waiting, name, value)
+    study._storage.set_trial_state_values(diverged, TrialState.RUNNING)
+    study._storage.set_trial_user_attr(diverged, "error", "loss diverged at epoch 1")
+    study._storage.set_trial_state_values(diverged, TrialState.FAIL)
+    results, history = export(study, suite, store)
+    table = pd.read_csv(results)
+    assert list(table["state"][:2]) == ["WAITING", "FAIL"] and table["recon"][:2].isna().all()
+    assert table["seconds"][:2].isna().all() and table.loc[1, "error"] == "loss diverged at epoch 1"
+    assert pd.read_csv(history).empty
+
+
 def test_a_tuned_configuration_is_labelled_before_any_of_its_folds_ran(tmp_path):
     smoke = get_suite("smoke").override(folds=2)
     tuned = dataclasses.replace(smoke, name="smoke-tuned", params_from=((smoke.configurations[2].id, "search-x"),))
