@@ -50,7 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "stays float32")
     bench.add_argument("--workers", type=int, default=1,
                        help="CPU: time ours as this many processes training at once, the cores split among "
-                            "them, as `run --workers` (default 1); the naive loop stays one process")
+                            "them, as `run --workers` (default 1); the naive loop and --ensemble stay one process")
     bench.add_argument("--dataset", default="mnist5k", help="dataset to train on (default mnist5k)")
     bench.add_argument("--data-root", help="folder holding torchvision datasets (mnist, cifar10, celeba)")
     bench.add_argument("--download", action="store_true", help="download mnist/cifar10/celeba into --data-root")
