@@ -36,6 +36,7 @@ class Interrupts:
         self.requested = False
         self._immediate = False
         self._hook = sys.unraisablehook  # the one ``handling`` replaces, and puts back
+        self._again: threading.Timer | None = None  # an interrupt to raise again (``_unraisable``)
 
     def on_signal(self, signum: int, frame: object) -> None:
         self.requested = True
@@ -62,9 +63,9 @@ class Interrupts:
         if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self.requested):
             self._hook(unraisable)
         elif self._immediate:  # a moment later, from a timer: a handler run now would raise inside the hook
-            timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
-            timer.daemon = True
-            timer.start()
+            self._again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            self._again.daemon = True
+            self._again.start()
 
     @contextmanager
     def handling(self) -> Iterator[None]:
@@ -74,8 +75,10 @@ class Interrupts:
         try:
             yield
         finally:
+            if self._again is not None:  # the interrupt was raised by then: not after the block, elsewhere
+                self._again.cancel()
             sys.unraisablehook = self._hook
-            for sig, handler in previous.items():
+            for sig, handler in previous.items():  # one that came all the same is only noted, as it runs first
                 signal.signal(sig, handler)
 
 
