@@ -71,13 +71,16 @@ class Interrupts:
     def handling(self) -> Iterator[None]:
         """SIGINT and SIGTERM go to ``on_signal`` within the block."""
         previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        hook = sys.unraisablehook
+        if hook != self._unraisable:  # not this block's own, nested: it would pass others to itself
+            self._hook = hook
+        sys.unraisablehook = self._unraisable
         try:
             yield
         finally:
             if self._again is not None:  # the interrupt was raised by then: not after the block, elsewhere
                 self._again.cancel()
-            sys.unraisablehook = self._hook
+            sys.unraisablehook = hook
             for sig, handler in previous.items():  # one that came all the same is only noted, as it runs first
                 signal.signal(sig, handler)
 
