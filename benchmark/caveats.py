@@ -201,9 +201,8 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
                          "entropy, ln of their perplexity" if older[worse.index].any() else "")
             notes.append(f"priors that score worse than one that knows only how often each code occurs in the "
                          f"training codes (nats per code{older_bar}): {listed}; they failed to fit (too few epochs or "
-                         "too small a "
-                         "PixelCNN: `prior --epochs`, `--hidden`, `--layers`), so their NLL says nothing of the "
-                         "codes' structure.")
+                         "too small a PixelCNN: `prior --epochs`, `--hidden`, `--layers`), so their NLL says nothing "
+                         "of the codes' structure.")
     if {"code_perplexity", "uniform_nats"} <= set(prior):
         codes = np.exp(prior["uniform_nats"])  # a uniform prior's NLL is ln K
         narrow = prior[prior["code_perplexity"] < COLLAPSED_CODEBOOK * codes]

@@ -37,6 +37,13 @@ def messages(error: ValueError) -> list[str]:
     return error.messages if isinstance(error, Problems) else [str(error)]
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, for a one-line error or warning; its type's name when it has
+    none (a bare ``assert``)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
     names = list(names)

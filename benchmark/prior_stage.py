@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.checks import check_choice
+from benchmark.checks import check_choice, first_line
 from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.files import write_whole
@@ -400,7 +400,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             try:
                 model, info = load_checkpoint(target.checkpoint, device=str(torch_device))
             except (RuntimeError, KeyError, OSError, ValueError) as error:  # e.g. weights of an older model
-                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                reason = first_line(error)
                 raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
                                  f"{reason}") from None
             if info.get("config_id", target.config_id) != target.config_id:
@@ -432,7 +432,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                     drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature,
                                          conditioning_seed=shared)
                 except RuntimeError as error:  # e.g. out of GPU memory: the prior trained is kept all the same
-                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    reason = first_line(error)
                     bar.write(f"warning: {target.config_id}: no samples drawn ({reason}); its prior is stored "
                               "without them (fewer --samples may fit)", file=sys.stderr)
             path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"

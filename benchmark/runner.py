@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from benchmark.balancing import idle_softadapt_note
-from benchmark.checks import check_choice
+from benchmark.checks import check_choice, first_line
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
@@ -88,7 +88,7 @@ class Heartbeats:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as err:  # a dropped connection, a locked database: the next beat may get through
                     if not warned:
-                        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                        reason = first_line(err)
                         tqdm.write(f"warning: a heartbeat to the study failed ({reason}); training goes on and "
                                    f"beats again every {self.interval} s", file=sys.stderr)
                     warned = True

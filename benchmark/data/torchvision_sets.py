@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import torch
 
+from benchmark.checks import first_line
+
 from .dataset import Dataset, DatasetNotFoundError
 from .images import centre_square_resize, open_image, pad_to, uint8_to_unit
 from .splits import capped_sizes, limit_indices, subset_indices
@@ -59,11 +61,6 @@ def _missing_message(dataset: str, root: Path, download: bool, reason: str) -> s
     )
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__  # a bare assert has no message
-
-
 def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) -> T:
     """Run a torchvision constructor, re-raising its not-found/download errors as one clear line. The
     folders a failed download made and left empty are removed: they would look like a dataset half there."""
@@ -80,7 +77,7 @@ def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) ->
             with contextlib.suppress(OSError):  # not empty: the download left a file there
                 path.rmdir()
         # torchvision's advice names its Python argument; our message gives the CLI's instead.
-        reason = _first_line(err).split(". You can use download=True")[0].rstrip(".")
+        reason = first_line(err).split(". You can use download=True")[0].rstrip(".")
         raise DatasetNotFoundError(_missing_message(dataset, root, download, reason)) from None
 
 
@@ -119,7 +116,7 @@ def _read_mnist(root: Path, train: bool, download: bool) -> MNIST:
                 if path.is_file():
                     read(str(path))
             except _IDX_ERRORS as err:
-                detail = f"{path.stat().st_size:,} bytes; torchvision: {_first_line(err)}"
+                detail = f"{path.stat().st_size:,} bytes; torchvision: {first_line(err)}"
                 raise _corrupt_mnist(root, f"corrupt or unreadable file {path} ({detail})") from None
         raise
     # Well-formed idx files can still disagree: torchvision checks neither count nor image size.
