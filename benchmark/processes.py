@@ -260,6 +260,20 @@ def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess], grace
             process.join()
 
 
+def start_shielded(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Start spawned ``processes`` with Ctrl-C ignored, so that one arriving while they still import
+    torch prints no import traceback; each sets its own handler once started. A worker inherits an
+    ignored signal through exec; the parent ignores it only for the milliseconds that starting one
+    takes (a Ctrl-C within them is lost: a second one stops the command)."""
+    for process in processes:
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[multiprocessing.process.BaseProcess]:
     """Run ``target(*a)`` for each ``a`` in ``args`` in a worker process of its own and wait for them;
     on Ctrl-C or SIGTERM, stop them first and re-raise. Returns the processes, with their exit codes.
@@ -272,16 +286,7 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
     processes = [context.Process(target=_worker_main, args=(stop, target, a)) for a in args]
     with terminate_as_interrupt():
         try:
-            for process in processes:
-                # A worker inherits an ignored signal through exec; the parent ignores it only for
-                # the milliseconds that starting one takes (a Ctrl-C within them is lost: a second
-                # one stops the run).
-                previous = signal.getsignal(signal.SIGINT)
-                try:
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)
-                    process.start()
-                finally:
-                    signal.signal(signal.SIGINT, previous)
+            start_shielded(processes)
             for process in processes:
                 process.join()
         except KeyboardInterrupt:

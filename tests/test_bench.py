@@ -3,6 +3,7 @@
 import csv
 import errno
 import math
+import multiprocessing
 import os
 import stat
 import threading
@@ -34,9 +35,10 @@ from benchmark.bench import (
     write_throughput,
 )
 from benchmark.bench.folds import ensemble_one
-from benchmark.bench.throughput import BenchResult, parse_models, setting_notes
+from benchmark.bench.throughput import BenchResult, BenchWorkerError, ours_parallel, parse_models, setting_notes
 from benchmark.cli import main
 from benchmark.conditioning import PixelSampler
+from benchmark.config import Configuration
 from benchmark.models import build_model
 from benchmark.processes import busy_note, usable_cores
 from benchmark.train import native_bf16
@@ -320,6 +322,15 @@ def test_cli_bench_times_worker_processes_training_at_once(tmp_path, capsys):
     assert (row["workers"], row["precision"]) == ("2", "fp32")
     # two processes each trained 2 steps of 8 images within the measured span
     assert float(row["ours_img_s"]) == pytest.approx(2 * 2 * 8 / float(row["ours_seconds"]))
+
+
+def test_a_failing_bench_worker_is_one_error_and_its_sibling_is_stopped():
+    images = torch.full((24, 1, 32, 32), 2.0)  # outside [0, 1]: each worker's training refuses them
+    started = set(multiprocessing.active_children())
+    failed = r"^a benchmark worker process failed: ValueError: training images must lie in \[0, 1\]"
+    with pytest.raises(BenchWorkerError, match=failed):
+        ours_parallel(Configuration("vq-vae", 1), images, steps=2, warmup=0, batch=8, workers=2, precision="fp32")
+    assert set(multiprocessing.active_children()) <= started  # none left waiting at the barrier
 
 
 def test_cli_bench_refuses_bf16_on_a_cpu_without_bf16_kernels(tmp_path, capsys, monkeypatch):

@@ -36,6 +36,7 @@ import math
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
@@ -50,11 +51,11 @@ import torch
 from benchmark.balancing import LossBalancer
 from benchmark.bench.naive import naive_train, plain_process
 from benchmark.bench.peak import MatmulPeak, _sync, default_peak_size, measure_matmul_peak, training_flops
-from benchmark.checks import check_choice
+from benchmark.checks import check_choice, first_line
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
-from benchmark.processes import usable_cores
+from benchmark.processes import signal_name, start_shielded, usable_cores
 from benchmark.tables import text_table
 from benchmark.train import device_name, new_model, resolve_device, train_fold, training_device
 
@@ -68,6 +69,11 @@ BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
 FEW_STEPS = 10  # below it a fold's fixed costs pass about 5 % of ours's timed region (2.5 % at 20 steps on CPU)
 THROUGHPUT_CSV, ENSEMBLE_CSV = "throughput.csv", "ensemble.csv"  # the files `bench` writes into --out
+
+
+class BenchWorkerError(ValueError):
+    """A process of ``ours_parallel`` failed or was killed; the message is one line (the CLI's
+    ``error:`` line, as for a run's out-of-memory)."""
 
 
 @dataclass(frozen=True)
@@ -178,35 +184,50 @@ def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, w
 
 def _worker_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
                   seed: int, precision: str, threads: int, barrier, spans) -> None:
-    """One of ``ours_parallel``'s processes: warm up, wait for the others, time one fold."""
-    torch.set_num_threads(threads)
-    config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
-    spans.put(_timed_fold(configuration, images, steps, warmup, batch, config, seed, barrier.wait))
+    """One of ``ours_parallel``'s processes: warm up, wait for the others, time one fold. It puts its
+    (start, end) on ``spans``, or its error's first line; after Ctrl-C it ends without a traceback."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # started ignored (``start_shielded``)
+    try:
+        torch.set_num_threads(threads)
+        config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
+        spans.put(_timed_fold(configuration, images, steps, warmup, batch, config, seed, barrier.wait))
+    except KeyboardInterrupt:  # the parent has it too and says what the bench kept
+        pass
+    except Exception as err:  # the parent says it in one line
+        spans.put(f"{type(err).__name__}: {first_line(err)}")
 
 
 def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
                   workers: int, seed: int = 0, precision: str = "auto") -> float:
     """Seconds for ``workers`` CPU processes, each with its share of the cores, to train one
-    ``train_fold`` epoch of ``steps`` batches each, all at once: what ``run --workers`` does."""
+    ``train_fold`` epoch of ``steps`` batches each, all at once: what ``run --workers`` does.
+    ``BenchWorkerError`` when one fails; the others are killed, as on Ctrl-C (they keep nothing)."""
     context = multiprocessing.get_context("spawn")
     threads = max(1, usable_cores() // workers)  # as `run --workers` shares them
     barrier, spans = context.Barrier(workers), context.Queue()
     processes = [context.Process(target=_worker_train, args=(configuration, images, steps, warmup, batch, seed + i,
                                                              precision, threads, barrier, spans))
                  for i in range(workers)]
-    for process in processes:
-        process.start()
     times: list[tuple[float, float]] = []
-    while len(times) < workers:
-        try:
-            times.append(spans.get(timeout=1))
-        except queue.Empty:
-            if any(process.exitcode not in (None, 0) for process in processes):
-                for process in processes:
-                    process.kill()  # the others would wait at the barrier for ever
-                raise RuntimeError("a benchmark worker process failed; see its traceback above") from None
-    for process in processes:
-        process.join()
+    try:
+        start_shielded(processes)
+        while len(times) < workers:
+            try:
+                span = spans.get(timeout=1)
+            except queue.Empty:
+                if died := [p.exitcode for p in processes if p.exitcode not in (None, 0)]:
+                    raise BenchWorkerError(f"a benchmark worker process was ended by {signal_name(-died[0])}"
+                                           + (" (out of memory?)" if died[0] == -signal.SIGKILL else "")) from None
+                continue
+            if isinstance(span, str):
+                raise BenchWorkerError(f"a benchmark worker process failed: {span}")
+            times.append(span)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()  # a failure's siblings would wait at the barrier for ever
+            if process.pid is not None:
+                process.join()
     return max(end for _, end in times) - min(start for start, _ in times)
 
 
