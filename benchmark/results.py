@@ -95,7 +95,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
                f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
         raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}); run it first: {how}")
-    results = _read_csv(path, "a results CSV")
+    # Empty cells alone are missing: pandas would read a search named NA or null as one too.
+    results = _read_csv(path, "a results CSV", keep_default_na=False, na_values=[""])
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "
                           f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
@@ -272,10 +273,11 @@ def tuned_from(results_dir: Path, suite: str) -> set[str] | None:
     from, read from the results' own ``params_from`` column, not the meta file (a first export stopped
     between the two leaves the CSV alone); None without results or when they cannot be read."""
     try:
-        column = pd.read_csv(Path(results_dir) / f"{suite}.csv", usecols=lambda c: c == "params_from", dtype=str)
+        column = pd.read_csv(Path(results_dir) / f"{suite}.csv", usecols=lambda c: c == "params_from", dtype=str,
+                             keep_default_na=False)
     except (OSError, ValueError):
         return None
-    return set(column["params_from"].dropna()) - {""} if "params_from" in column else set()
+    return set(column["params_from"]) - {""} if "params_from" in column else set()
 
 
 def safe_name(config_id: str) -> str:

@@ -262,6 +262,16 @@ def test_a_run_tuned_from_other_studies_is_not_filed_over_the_last_tuned_run(tmp
     assert set(pd.read_csv(tmp_path / "results" / "tuned-b.csv")["params_from"].dropna()) == {"b"}
 
 
+def test_a_search_named_as_pandas_spells_a_missing_value_is_read_back_by_its_name(tmp_path, capsys):
+    searched(tmp_path / "studies", "NA", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    for _ in range(2):  # the second run resumes the first: its results were tuned from NA, not untuned
+        assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "NA", "--quiet") == 0
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
+    table = pd.read_csv(tmp_path / "reports" / "tuned-tuned" / "table.csv", keep_default_na=False)
+    assert "NA" in set(table["params_from"])
+
+
 def test_settings_a_stored_search_holds_that_this_version_refuses_are_named_as_the_studys(tmp_path):
     """Its settings' messages name `search`'s flags: read from a study, they are said to be the study's,
     not this command's."""
