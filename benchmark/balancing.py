@@ -1,8 +1,8 @@
 """Loss balancing: fixed weights (W1, W2, β) or SoftAdapt re-weighting from recent history.
 
 SoftAdapt comes from the ``softadapt`` package (Keras 3). It is imported only when a
-SoftAdapt balancer is built, with ``KERAS_BACKEND=torch`` set first, because the import
-takes seconds and selects Keras's backend for the whole process.
+SoftAdapt balancer is built, with ``KERAS_BACKEND=torch`` set first (``load_softadapt``), because
+the import takes seconds and selects Keras's backend for the whole process.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -97,10 +98,19 @@ def idle_softadapt_note(balances: Iterable[BalanceConfig], train_images: int, ba
 
 
 def load_softadapt(variant: str) -> type:
-    """The package's SoftAdapt class for ``variant`` (imports Keras on the torch backend)."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    if os.environ["KERAS_BACKEND"] != "torch":
-        raise RuntimeError(f"SoftAdapt needs KERAS_BACKEND=torch, found {os.environ['KERAS_BACKEND']!r}")
+    """The package's SoftAdapt class for ``variant`` (imports Keras on the torch backend).
+
+    It computes on our torch tensors, so Keras must run on torch: a ``KERAS_BACKEND`` the user set
+    for other work is overridden in this process, where Keras is not imported yet; ``ValueError``
+    when it was, on another backend (a notebook's own Keras)."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "torch"
+    else:
+        import keras
+
+        if keras.backend.backend() != "torch":
+            raise ValueError(f"SoftAdapt runs on Keras's torch backend, but this process imported Keras on "
+                             f"{keras.backend.backend()!r} first: set KERAS_BACKEND=torch before importing it")
     import softadapt
 
     return getattr(softadapt, SOFTADAPT_VARIANTS[variant])

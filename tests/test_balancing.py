@@ -1,5 +1,10 @@
 """Loss balancing: fixed weights and SoftAdapt from the softadapt package."""
 
+import os
+import subprocess
+import sys
+import types
+
 import pytest
 import torch
 
@@ -20,6 +25,21 @@ def test_softadapt_weights_equal_the_package_documented_example(variant, documen
     algorithm = load_softadapt(variant)(beta=0.1)
     weights = torch.as_tensor(algorithm.get_component_weights(LOSS_A, LOSS_B, LOSS_C, verbose=False))
     assert weights.tolist() == pytest.approx(documented, rel=2e-3, abs=1e-12)
+
+
+def test_softadapt_trains_on_keras_torch_backend_whatever_keras_backend_the_user_set(monkeypatch):
+    # a new process: Keras picks its backend once a process, at its import
+    code = "from benchmark.balancing import load_softadapt; load_softadapt('loss-weighted'); import keras; " \
+           "print(keras.backend.backend())"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout.strip()) == (0, "torch"), done.stderr
+    # a process (a notebook) that imported Keras itself, on another backend, gets one clear error
+    keras = types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: "jax"))
+    monkeypatch.setitem(sys.modules, "keras", keras)
+    with pytest.raises(ValueError, match=r"^SoftAdapt runs on Keras's torch backend, but this process imported "
+                                         r"Keras on 'jax' first: set KERAS_BACKEND=torch before importing it$"):
+        load_softadapt("loss-weighted")
 
 
 def test_balancer_feeds_its_history_to_softadapt_every_update():
