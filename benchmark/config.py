@@ -20,6 +20,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Datasets whose images have one size whatever the options: a suite's pixel counts are checked
 # against it before a run (other datasets' images are measured once loaded).
 FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
+DATASET_NAMES: tuple[str, ...] = ("mnist5k", "digits", "mnist", "cifar10", "celeba")
+FOLDER_PREFIX = "folder:"
+
+
+def check_dataset_name(name: str) -> None:
+    """``ValueError`` for a name that is none of ``DATASET_NAMES`` nor ``folder:PATH``."""
+    if not name.startswith(FOLDER_PREFIX):
+        check_choice("dataset", name, DATASET_NAMES, f", {FOLDER_PREFIX}PATH")
 
 
 def softadapt_weights_problem(weights: dict[str, float]) -> str:

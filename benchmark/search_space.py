@@ -24,7 +24,7 @@ from typing import Any
 from benchmark.balancing import BalanceConfig
 from benchmark.checks import check_choice, did_you_mean, field_problems, flagged, problems_of, raise_problems
 from benchmark.conditioning import SAMPLINGS
-from benchmark.config import TRAIN_CHECKS, Configuration, MethodConfig, TrainConfig
+from benchmark.config import TRAIN_CHECKS, Configuration, MethodConfig, TrainConfig, check_dataset_name
 from benchmark.models import FAMILIES, METHODS, model_config
 from benchmark.suites import SPLIT_CHECKS, split_problems
 
@@ -150,8 +150,6 @@ class SearchSettings:
                                       "objectives"))
         elif not method and "recon_cond" in self.objectives and self.method == "baseline":
             objectives.append("the baseline has no conditioned decoder: recon_cond cannot be an objective")
-        from benchmark.data import check_dataset_name  # here: the data's modules load scikit-learn
-
         data, bad = field_problems(self, {
             "dataset": (str, "a name", lambda v: problems_of(check_dataset_name, v)),
             **SPLIT_CHECKS,

@@ -10,7 +10,7 @@ from pathlib import Path
 from benchmark.balancing import BalanceConfig
 from benchmark.checks import (FieldChecks, check_choice, check_kind, did_you_mean, field_problems, messages,
                               problems_error, problems_of, raise_problems)
-from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig,
+from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, check_dataset_name,
                               second_decoder_weight_problem, softadapt_weights_problem)
 from benchmark.files import check_name
 from benchmark.models import METHODS, MODEL_CONFIGS, model_config
@@ -115,7 +115,7 @@ class Suite:
             "configurations": ((tuple, list), "a list", lambda v: [] if v else [f"suite {self.name!r} has no "
                                                                                "configurations"]),
             "train": (TrainConfig, "a TrainConfig", lambda v: []),
-            "dataset": (str, "a name", lambda v: []),
+            "dataset": (str, "a name", lambda v: problems_of(check_dataset_name, v)),
             "data_root": ((str, type(None)), "a path", lambda v: []),
             "limit": SPLIT_CHECKS["limit"],
             "folds": SPLIT_CHECKS["folds"],

@@ -452,11 +452,12 @@ def test_a_bad_top_level_value_is_named_with_the_other_parts_problems(tmp_path, 
         "limit must be an integer >= 1 (training images), got -5", "configuration 1",
         "[train] learning rate must be a finite number > 0, got -1"]
     # every bad value of a part, not its first alone; one of the wrong kind is not checked further
-    (tmp_path / "bad.toml").write_text('folds = 1\nseed = -1\nrepeats = 0\n[train]\nepochs = "3"\nbatch_size = 0\n'
-                                       'lr = -1\ndevice = "gpu"\n' + BASELINE)
+    (tmp_path / "bad.toml").write_text('dataset = "mnist5kk"\nfolds = 1\nseed = -1\nrepeats = 0\n[train]\n'
+                                       'epochs = "3"\nbatch_size = 0\nlr = -1\ndevice = "gpu"\n' + BASELINE)
     assert cli(tmp_path, "suites", "bad.toml") == 2
-    assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 7 problems: ").split(" | ") == [
-        "folds must be >= 2 for cross-validation, got 1", "repeats must be >= 1, got 0",
+    assert one_line_error(capsys).removeprefix("error: suite file bad.toml has 8 problems: ").split(" | ") == [
+        "unknown dataset 'mnist5kk' (did you mean 'mnist5k'?); choose one of: mnist5k, digits, mnist, cifar10, celeba, "
+        "folder:PATH", "folds must be >= 2 for cross-validation, got 1", "repeats must be >= 1, got 0",
         "seed must be an integer in [0, 2^32), got -1", "[train] epochs must be a number (an integer), got '3'",
         "[train] batch size must be >= 1, got 0", "[train] learning rate must be a finite number > 0, got -1",
         "[train] unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N"]

@@ -139,7 +139,7 @@ def _with_overrides(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite
                                      folds=args.folds, repeats=args.repeats, seed=args.seed, limit=args.limit,
                                      device=args.device, precision=args.precision,
                                      download=args.download or None),
-                          args.suite, dataset_flag=args.dataset is not None)
+                          args.suite)
 
 
 def overridden(suite: Suite, **values) -> Suite:
@@ -231,16 +231,9 @@ def builtin_name_clash(given: str, suite: Suite) -> str | None:
             "study and results")
 
 
-def checked(suite: Suite, given: str, dataset_flag: bool = False) -> Suite:
-    """``suite`` (named ``given``: a built-in's name or a file), its dataset's name checked, and its
-    pixel counts against the dataset's images where their size is fixed; ``dataset_flag``: its dataset
-    is --dataset's."""
-    from benchmark.data import check_dataset_name
-
-    try:
-        check_dataset_name(suite.dataset)
-    except ValueError as err:  # a built-in suite's dataset is known: an unknown one is the flag's or the file's
-        raise ValueError(f"{'--dataset' if dataset_flag else f'suite file {given}'}: {err}") from None
+def checked(suite: Suite, given: str) -> Suite:
+    """``suite`` (named ``given``: a built-in's name or a file), its pixel counts checked against the
+    dataset's images where their size is fixed."""
     try:
         suite.check_pixel_counts()
     except PixelCountError as err:

@@ -6,8 +6,10 @@
 (torch.Size([200, 1, 32, 32]), 1, 32)
 """
 
+from benchmark.config import DATASET_NAMES, FOLDER_PREFIX, check_dataset_name
+
 from .dataset import Dataset, DatasetNotFoundError
-from .registry import DATASET_NAMES, FOLDER_PREFIX, check_dataset_name, limit_note, load_dataset, unused_source_note
+from .registry import limit_note, load_dataset, unused_source_note
 
 __all__ = ["DATASET_NAMES", "FOLDER_PREFIX", "Dataset", "DatasetNotFoundError", "check_dataset_name", "limit_note",
            "load_dataset", "unused_source_note"]

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.checks import check_choice
-from benchmark.config import FIXED_IMAGE_SIDE
+from benchmark.config import FIXED_IMAGE_SIDE, FOLDER_PREFIX, check_dataset_name
 
 from .dataset import Dataset
 from .embedded import load_digits, load_mnist5k
 from .folder import load_folder
 from .torchvision_sets import load_celeba, load_cifar10, load_mnist
-
-DATASET_NAMES: tuple[str, ...] = ("mnist5k", "digits", "mnist", "cifar10", "celeba")
-FOLDER_PREFIX = "folder:"
 
 # Datasets read from --data-root through torchvision, with their fetch hint.
 _ROOTED = ("mnist", "cifar10", "celeba")
@@ -27,12 +23,6 @@ def unused_source_note(name: str, data_root: str | Path | None, download: bool) 
     given = " and ".join(flag for flag, on in (("--data-root", data_root), ("--download", download)) if on)
     where = f"is read from {name[len(FOLDER_PREFIX):]}" if name.startswith(FOLDER_PREFIX) else "ships with the package"
     return f"note: {given} not used: {name} {where} ({', '.join(_ROOTED)} come from --data-root)"
-
-
-def check_dataset_name(name: str) -> None:
-    """``ValueError`` for a name that is none of ``DATASET_NAMES`` nor ``folder:PATH``."""
-    if not name.startswith(FOLDER_PREFIX):
-        check_choice("dataset", name, DATASET_NAMES, f", {FOLDER_PREFIX}PATH")
 
 
 def _check_arguments(limit: int | None, test_fraction: float, image_size: int | None, seed: int) -> None:
