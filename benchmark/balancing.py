@@ -101,17 +101,24 @@ def load_softadapt(variant: str) -> type:
     """The package's SoftAdapt class for ``variant`` (imports Keras on the torch backend).
 
     It computes on our torch tensors, so Keras must run on torch: a ``KERAS_BACKEND`` the user set
-    for other work is overridden in this process, where Keras is not imported yet; ``ValueError``
-    when it was, on another backend (a notebook's own Keras)."""
-    if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = "torch"
-    else:
+    for other work is set aside while Keras is imported (it reads it then alone), and put back for
+    the processes this one starts; ``ValueError`` when Keras was imported already, on another
+    backend (a notebook's own Keras)."""
+    if "keras" in sys.modules:
         import keras
 
         if keras.backend.backend() != "torch":
             raise ValueError(f"SoftAdapt runs on Keras's torch backend, but this process imported Keras on "
                              f"{keras.backend.backend()!r} first: set KERAS_BACKEND=torch before importing it")
-    import softadapt
+    given = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = "torch"
+    try:
+        import softadapt
+    finally:
+        if given is None:
+            del os.environ["KERAS_BACKEND"]
+        else:
+            os.environ["KERAS_BACKEND"] = given
 
     return getattr(softadapt, SOFTADAPT_VARIANTS[variant])
 

@@ -95,12 +95,13 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
                f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
         raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}); run it first: {how}")
-    # Empty cells alone are missing: pandas would read a search named NA or null as one too.
-    results = _read_csv(path, "a results CSV", keep_default_na=False, na_values=[""])
+    results = _read_csv(path, "a results CSV")
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "
                           f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
     _check_columns(results, REQUIRED, path, "a results export")
+    if text := [column for column in TEXT_COLUMNS if column in results]:  # as written: a search may be named NA
+        results[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)
     for column in TEXT_COLUMNS:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
     for column in NUMERIC_COLUMNS:

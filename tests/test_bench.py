@@ -5,6 +5,7 @@ import errno
 import math
 import multiprocessing
 import os
+import signal
 import stat
 import threading
 import time
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import text_table, write_mnist
+from conftest import text_table, worker_pids, write_mnist
 from scipy import stats
 from torch import nn
 
@@ -324,13 +325,27 @@ def test_cli_bench_times_worker_processes_training_at_once(tmp_path, capsys):
     assert float(row["ours_img_s"]) == pytest.approx(2 * 2 * 8 / float(row["ours_seconds"]))
 
 
-def test_a_failing_bench_worker_is_one_error_and_its_sibling_is_stopped():
+def test_a_failing_bench_worker_is_one_error_line():
     images = torch.full((24, 1, 32, 32), 2.0)  # outside [0, 1]: each worker's training refuses them
-    started = set(multiprocessing.active_children())
     failed = r"^a benchmark worker process failed: ValueError: training images must lie in \[0, 1\]"
     with pytest.raises(BenchWorkerError, match=failed):
         ours_parallel(Configuration("vq-vae", 1), images, steps=2, warmup=0, batch=8, workers=2, precision="fp32")
-    assert set(multiprocessing.active_children()) <= started  # none left waiting at the barrier
+    assert not multiprocessing.active_children()
+
+
+def test_a_killed_bench_worker_is_named_and_its_sibling_waiting_for_it_is_stopped():
+    def kill_the_first_worker() -> None:  # while it starts: its sibling then waits for it at the barrier
+        deadline = time.monotonic() + 60
+        while not (workers := worker_pids(os.getpid())) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(workers[0], signal.SIGKILL)
+
+    threading.Thread(target=kill_the_first_worker, daemon=True).start()
+    killed = r"^a benchmark worker process was ended by SIGKILL \(out of memory\?\)$"
+    with pytest.raises(BenchWorkerError, match=killed):
+        ours_parallel(Configuration("vq-vae", 1), torch.rand(16, 1, 32, 32), steps=2, warmup=0, batch=8, workers=2,
+                      precision="fp32")
+    assert not multiprocessing.active_children()
 
 
 def test_cli_bench_refuses_bf16_on_a_cpu_without_bf16_kernels(tmp_path, capsys, monkeypatch):

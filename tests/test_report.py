@@ -27,7 +27,7 @@ from benchmark.figures import error_vs_observed, reconstruction_grid, validation
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
 from benchmark.report import LOCK_FILE, InterruptedOnceWritten, _install, build_table, write_report
 from benchmark.report_index import FIGURE_KINDS, setup_text
-from benchmark.results import ReportError, SuiteResults
+from benchmark.results import ReportError, SuiteResults, load_suite
 from benchmark.storage import METRICS_VERSION
 from benchmark.tables import (COMPARISON_TITLES, INDEX_TITLES, _signed, comparison_cells, comparison_latex,
                               comparison_markdown, comparison_note, display_table, latex_table, markdown_table)
@@ -268,6 +268,18 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_missing_fold(tmp_path, r
     corrupt.to_csv(results / "demo.csv", index=False)
     with pytest.raises(ReportError, match=r"column 'recon' holds values that are not numbers \(line 9: '0.03O'\)"):
         write_report(results, "demo", tmp_path / "out", figures=False)
+
+
+def test_words_for_a_missing_value_are_missing_numbers_but_text_as_written(tmp_path, rows):
+    # R writes NA, Excel #N/A, pandas with na_rep NaN; a study of --params-from may be named NA
+    results = write_suite(tmp_path / "results", rows)
+    edited, conditioned = rows.astype({"recon_cond": object}), rows.index[rows["recon_cond"].notna()]
+    edited.loc[conditioned[:3], "recon_cond"] = ["NA", "NaN", "#N/A"]
+    edited.loc[0, "params_from"] = "NA"
+    edited.to_csv(results / "demo.csv", index=False)
+    loaded = load_suite(results, "demo").results
+    assert list(loaded.index[loaded["recon_cond"].notna()]) == list(conditioned[3:])
+    assert loaded.loc[0, "params_from"] == "NA" and (loaded.loc[1:, "params_from"] == "").all()
 
 
 @pytest.mark.parametrize("meta, message", [

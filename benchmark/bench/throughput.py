@@ -38,6 +38,7 @@ import os
 import queue
 import signal
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from contextlib import nullcontext
@@ -55,7 +56,7 @@ from benchmark.checks import check_choice, first_line
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
-from benchmark.processes import signal_name, start_shielded, usable_cores
+from benchmark.processes import signal_name, start_shielded, terminate_as_interrupt, usable_cores
 from benchmark.tables import text_table
 from benchmark.train import device_name, new_model, resolve_device, train_fold, training_device
 
@@ -183,51 +184,71 @@ def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, w
 
 
 def _worker_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
-                  seed: int, precision: str, threads: int, barrier, spans) -> None:
-    """One of ``ours_parallel``'s processes: warm up, wait for the others, time one fold. It puts its
-    (start, end) on ``spans``, or its error's first line; after Ctrl-C it ends without a traceback."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # started ignored (``start_shielded``)
+                  seed: int, precision: str, threads: int, interruptible: bool, barrier, spans) -> None:
+    """One of ``ours_parallel``'s processes: warm up, wait for the others, time one fold. It puts on
+    ``spans`` its (start, end), its error's first line (a bug's traceback printed first), or None after
+    Ctrl-C, which ends it without a traceback. ``interruptible``: the parent heeds Ctrl-C (a shell runs a
+    command started with ``&`` with it ignored, and so its workers)."""
+    if interruptible:  # started ignored (``start_shielded``)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         torch.set_num_threads(threads)
         config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
         spans.put(_timed_fold(configuration, images, steps, warmup, batch, config, seed, barrier.wait))
-    except KeyboardInterrupt:  # the parent has it too and says what the bench kept
-        pass
-    except Exception as err:  # the parent says it in one line
-        spans.put(f"{type(err).__name__}: {first_line(err)}")
+    except KeyboardInterrupt:  # the parent stops too: a timing needs every worker
+        spans.put(None)
+    except Exception as err:
+        if not isinstance(err, ValueError):  # not a refused value: a bug, whose traceback stays
+            traceback.print_exc()
+        name, line = type(err).__name__, first_line(err)
+        spans.put(name if line == name else f"{name}: {line}")
+
+
+def _ended(exitcode: int) -> str:
+    if exitcode > 0:  # before its own code ran (spawn's start-up), which printed why
+        return f"a benchmark worker process exited with code {exitcode}"
+    return (f"a benchmark worker process was ended by {signal_name(-exitcode)}"
+            + (" (out of memory?)" if exitcode == -signal.SIGKILL else ""))
 
 
 def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
                   workers: int, seed: int = 0, precision: str = "auto") -> float:
     """Seconds for ``workers`` CPU processes, each with its share of the cores, to train one
     ``train_fold`` epoch of ``steps`` batches each, all at once: what ``run --workers`` does.
-    ``BenchWorkerError`` when one fails; the others are killed, as on Ctrl-C (they keep nothing)."""
+    ``BenchWorkerError`` when one fails, KeyboardInterrupt when one is interrupted (or this process
+    gets SIGTERM); the others are then killed (they keep nothing)."""
     context = multiprocessing.get_context("spawn")
     threads = max(1, usable_cores() // workers)  # as `run --workers` shares them
     barrier, spans = context.Barrier(workers), context.Queue()
+    interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     processes = [context.Process(target=_worker_train, args=(configuration, images, steps, warmup, batch, seed + i,
-                                                             precision, threads, barrier, spans))
+                                                             precision, threads, interruptible, barrier, spans))
                  for i in range(workers)]
     times: list[tuple[float, float]] = []
-    try:
-        start_shielded(processes)
-        while len(times) < workers:
-            try:
-                span = spans.get(timeout=1)
-            except queue.Empty:
-                if died := [p.exitcode for p in processes if p.exitcode not in (None, 0)]:
-                    raise BenchWorkerError(f"a benchmark worker process was ended by {signal_name(-died[0])}"
-                                           + (" (out of memory?)" if died[0] == -signal.SIGKILL else "")) from None
-                continue
-            if isinstance(span, str):
-                raise BenchWorkerError(f"a benchmark worker process failed: {span}")
-            times.append(span)
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()  # a failure's siblings would wait at the barrier for ever
-            if process.pid is not None:
-                process.join()
+    with terminate_as_interrupt():
+        try:
+            start_shielded(processes)
+            while len(times) < workers:
+                try:
+                    span = spans.get(timeout=1)
+                except queue.Empty:
+                    exitcodes = [process.exitcode for process in processes]
+                    if failed := [code for code in exitcodes if code]:
+                        raise BenchWorkerError(_ended(failed[0])) from None
+                    if None not in exitcodes and spans.empty():  # all gone, what they put read
+                        raise BenchWorkerError("a benchmark worker process ended without its timing") from None
+                    continue
+                if span is None:
+                    raise KeyboardInterrupt
+                if isinstance(span, str):
+                    raise BenchWorkerError(f"a benchmark worker process failed: {span}")
+                times.append(span)
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.kill()  # a failure's siblings would wait at the barrier for ever
+                if process.pid is not None:
+                    process.join()
     return max(end for _, end in times) - min(start for start, _ in times)
 
 
