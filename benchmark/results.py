@@ -101,7 +101,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
                           f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
     _check_columns(results, REQUIRED, path, "a results export")
     if text := [column for column in TEXT_COLUMNS if column in results]:  # as written: a search may be named NA
-        results[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)
+        as_written = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)
+        results[text] = as_written[text]  # assigned by position, and usecols keeps the file's order
     for column in TEXT_COLUMNS:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
     for column in NUMERIC_COLUMNS:
