@@ -9,9 +9,9 @@ folds.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import re
 import shlex
 from collections.abc import Iterable
@@ -95,14 +95,11 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
                f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
         raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}); run it first: {how}")
-    results = _read_csv(path, "a results CSV")
+    results = _read_csv(path, "a results CSV", as_written=TEXT_COLUMNS)
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "
                           f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
     _check_columns(results, REQUIRED, path, "a results export")
-    if text := [column for column in TEXT_COLUMNS if column in results]:  # as written: a search may be named NA
-        as_written = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)
-        results[text] = as_written[text]  # assigned by position, and usecols keeps the file's order
     for column in TEXT_COLUMNS:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""
     for column in NUMERIC_COLUMNS:
@@ -190,22 +187,26 @@ def _check_meta(meta: object, path: Path) -> None:
             raise ReportError(f"{path}: {err}; run the command that made it again to export it anew") from None
 
 
-def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
-    """``path`` as a frame (empty for an empty file; ``options`` go to ``pd.read_csv``);
-    ``ReportError`` when it is not ``what`` or ends inside a line: cut short by a copy or a disk
-    that stopped, which can leave its last number cut short too."""
+def _read_csv(path: Path, what: str, as_written: Iterable[str] = (), **options) -> pd.DataFrame:
+    """``path`` as a frame (empty for an empty file; ``options`` go to ``pd.read_csv``), its columns
+    ``as_written`` the text they hold (pandas reads NA, null or None as missing: a search may be named
+    so); ``ReportError`` when it is not ``what`` or ends inside a line: cut short by a copy or a disk
+    that stopped, which can leave its last number cut short too. The file is read once: a run may
+    export it again meanwhile."""
+    data = path.read_bytes()
     try:
-        frame = pd.read_csv(path, **options)
+        frame = pd.read_csv(io.BytesIO(data), **options)
+        if text := [column for column in as_written if column in frame]:
+            written = pd.read_csv(io.BytesIO(data), usecols=text, dtype=str, keep_default_na=False)
+            frame[text] = written[text]  # assigned by position, and usecols keeps the file's order
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ReportError(f"{path} is not {what}: {str(error).strip().splitlines()[0]}") from None
-    with path.open("rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) != b"\n":
-            raise ReportError(f"{path} does not end with a newline, as a file cut short does (an interrupted "
-                              "copy, a full disk): restore it, or run the command that made it again; if it is "
-                              "whole, saved so by an editor, end it with a newline")
+    if not data.endswith(b"\n"):
+        raise ReportError(f"{path} does not end with a newline, as a file cut short does (an interrupted "
+                          "copy, a full disk): restore it, or run the command that made it again; if it is "
+                          "whole, saved so by an editor, end it with a newline")
     return frame
 
 

@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import fields, replace
@@ -346,6 +348,34 @@ def test_a_killed_bench_worker_is_named_and_its_sibling_waiting_for_it_is_stoppe
         ours_parallel(Configuration("vq-vae", 1), torch.rand(16, 1, 32, 32), steps=2, warmup=0, batch=8, workers=2,
                       precision="fp32")
     assert not multiprocessing.active_children()
+
+
+# Run as a script: spawned workers import it again (as __mp_main__), so they train with its _timed_fold.
+DELIVERS_THEN_CRASHES = """
+import atexit, os, signal, time
+import torch
+import benchmark.bench.throughput as throughput
+from benchmark.config import Configuration
+
+def timed_fold(configuration, images, steps, warmup, batch, config, seed, ready):
+    ready()
+    if seed == 0:  # gives its timing, then crashes as its interpreter exits, while its sibling still trains
+        atexit.register(os.kill, os.getpid(), signal.SIGSEGV)
+        return time.monotonic(), time.monotonic() + 0.1
+    time.sleep(3)
+    return time.monotonic() - 3, time.monotonic()
+
+throughput._timed_fold = timed_fold
+if __name__ == "__main__":
+    print(round(throughput.ours_parallel(Configuration("vq-vae", 1), torch.rand(16, 1, 32, 32), 2, 0, 8, 2)))
+"""
+
+
+def test_a_bench_worker_that_crashes_after_giving_its_timing_does_not_fail_the_timing(tmp_path):
+    (tmp_path / "delivers_then_crashes.py").write_text(DELIVERS_THEN_CRASHES)
+    done = subprocess.run([sys.executable, "delivers_then_crashes.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr
 
 
 def test_cli_bench_refuses_bf16_on_a_cpu_without_bf16_kernels(tmp_path, capsys, monkeypatch):

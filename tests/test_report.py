@@ -283,6 +283,21 @@ def test_words_for_a_missing_value_are_missing_numbers_but_text_as_written(tmp_p
     assert loaded.loc[0, "params_from"] == "NA" and (loaded.loc[1:, "params_from"] == "").all()
 
 
+def test_a_results_file_exported_again_while_it_is_read_is_read_from_one_version(tmp_path, rows, monkeypatch):
+    results = write_suite(tmp_path / "results", rows)
+    read_csv = pd.read_csv
+
+    def exported_meanwhile(*args, **kwargs):  # a run's export, one row longer, replaces the file
+        frame = read_csv(*args, **kwargs)
+        pd.concat([rows.iloc[[-1]], rows]).to_csv(results / "demo.csv", index=False)
+        return frame
+
+    monkeypatch.setattr(pd, "read_csv", exported_meanwhile)
+    loaded = load_suite(results, "demo").results
+    assert list(loaded["config_id"]) == list(rows["config_id"])
+    assert list(loaded["sampling"]) == list(rows["sampling"].fillna(""))
+
+
 @pytest.mark.parametrize("meta, message", [
     ([1, 2], "holds a list, not a run's metadata (an object)"),
     ({"folds": None}, "folds must be an integer >= 2, got None"),

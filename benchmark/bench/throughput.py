@@ -56,7 +56,8 @@ from benchmark.checks import check_choice, first_line
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
-from benchmark.processes import signal_name, start_shielded, terminate_as_interrupt, usable_cores
+from benchmark.processes import (interrupts_ignored, signal_name, start_shielded, terminate_as_interrupt,
+                                 usable_cores)
 from benchmark.tables import text_table
 from benchmark.train import device_name, new_model, resolve_device, train_fold, training_device
 
@@ -183,25 +184,26 @@ def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, w
     return ended - started
 
 
-def _worker_train(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
-                  seed: int, precision: str, threads: int, interruptible: bool, barrier, spans) -> None:
-    """One of ``ours_parallel``'s processes: warm up, wait for the others, time one fold. It puts on
-    ``spans`` its (start, end), its error's first line (a bug's traceback printed first), or None after
-    Ctrl-C, which ends it without a traceback. ``interruptible``: the parent heeds Ctrl-C (a shell runs a
-    command started with ``&`` with it ignored, and so its workers)."""
+def _worker_train(index: int, configuration: Configuration, images: torch.Tensor, steps: int, warmup: int,
+                  batch: int, seed: int, precision: str, threads: int, interruptible: bool, barrier, spans) -> None:
+    """Process ``index`` of ``ours_parallel``: warm up, wait for the others, time one fold. It puts on
+    ``spans`` its index with its (start, end), its error's first line (a bug's traceback printed first),
+    or None after Ctrl-C, which ends it without a traceback. ``interruptible``: the parent heeds Ctrl-C
+    (a shell runs a command started with ``&`` with it ignored, and so its workers)."""
     if interruptible:  # started ignored (``start_shielded``)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         torch.set_num_threads(threads)
         config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
-        spans.put(_timed_fold(configuration, images, steps, warmup, batch, config, seed, barrier.wait))
+        spans.put((index, _timed_fold(configuration, images, steps, warmup, batch, config, seed + index,
+                                      barrier.wait)))
     except KeyboardInterrupt:  # the parent stops too: a timing needs every worker
-        spans.put(None)
+        spans.put((index, None))
     except Exception as err:
         if not isinstance(err, ValueError):  # not a refused value: a bug, whose traceback stays
             traceback.print_exc()
         name, line = type(err).__name__, first_line(err)
-        spans.put(name if line == name else f"{name}: {line}")
+        spans.put((index, name if line == name else f"{name}: {line}"))
 
 
 def _ended(exitcode: int) -> str:
@@ -221,18 +223,18 @@ def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int
     threads = max(1, usable_cores() // workers)  # as `run --workers` shares them
     barrier, spans = context.Barrier(workers), context.Queue()
     interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    processes = [context.Process(target=_worker_train, args=(configuration, images, steps, warmup, batch, seed + i,
+    processes = [context.Process(target=_worker_train, args=(i, configuration, images, steps, warmup, batch, seed,
                                                              precision, threads, interruptible, barrier, spans))
                  for i in range(workers)]
-    times: list[tuple[float, float]] = []
+    times: dict[int, tuple[float, float]] = {}
     with terminate_as_interrupt():
         try:
             start_shielded(processes)
             while len(times) < workers:
                 try:
-                    span = spans.get(timeout=1)
-                except queue.Empty:
-                    exitcodes = [process.exitcode for process in processes]
+                    index, span = spans.get(timeout=1)
+                except queue.Empty:  # one that gave its timing may end as it likes (killed as it exits)
+                    exitcodes = [p.exitcode for i, p in enumerate(processes) if i not in times]
                     if failed := [code for code in exitcodes if code]:
                         raise BenchWorkerError(_ended(failed[0])) from None
                     if None not in exitcodes and spans.empty():  # all gone, what they put read
@@ -242,14 +244,15 @@ def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int
                     raise KeyboardInterrupt
                 if isinstance(span, str):
                     raise BenchWorkerError(f"a benchmark worker process failed: {span}")
-                times.append(span)
+                times[index] = span
         finally:
-            for process in processes:
-                if process.is_alive():
-                    process.kill()  # a failure's siblings would wait at the barrier for ever
-                if process.pid is not None:
-                    process.join()
-    return max(end for _, end in times) - min(start for start, _ in times)
+            with interrupts_ignored():  # a second SIGTERM here would leave a worker waiting at the barrier
+                for process in processes:
+                    if process.is_alive():
+                        process.kill()  # a failure's siblings would wait at the barrier for ever
+                    if process.pid is not None:
+                        process.join()
+    return max(end for _, end in times.values()) - min(start for start, _ in times.values())
 
 
 def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
