@@ -217,7 +217,7 @@ def list_all_studies(folder: Path = STUDIES_DIR) -> tuple[list[StudyRow], list[s
     rows, skipped = [], []
     for file in study_files(folder):
         try:
-            rows += [replace(row, file=Path(file.removeprefix("sqlite:///")).name) for row in list_studies(file)]
+            rows += [replace(row, file=sqlite_file(file).name) for row in list_studies(file)]
         except StoreError as err:
             skipped.append(str(err))
     return sorted(rows, key=lambda row: row.name), skipped

@@ -49,13 +49,18 @@ RESULTS_SUFFIXES = ("_history", "_prior")
 TAKEN_REPORT_FOLDERS = {"bench": "`bench`'s throughput tables", "studies": "`studies plot`'s figures"}
 
 
+def is_suite_file(name: str) -> bool:
+    """Whether ``--suite NAME`` names a suite file by its suffix: .toml, in any case."""
+    return name.lower().endswith(".toml")
+
+
 def check_suite_name(name: str) -> None:
     """Refuse a name that cannot name a suite's files and folders."""
     check_name(name, "suite name")
     if name in TAKEN_REPORT_FOLDERS:  # `report` would write into the other command's folder
         raise ValueError(f"suite name {name!r} is taken: reports/{name}/ holds {TAKEN_REPORT_FOLDERS[name]}; "
                          "give it another name")
-    if name.lower().endswith(".toml"):  # `--suite NAME` would read it as a file
+    if is_suite_file(name):  # `--suite NAME` would read it as a file
         raise ValueError(f"suite name {name!r} must not end in .toml")
     if name.endswith(RESULTS_SUFFIXES):  # suite X's <X>_history.csv would be its results
         raise ValueError(f"suite name {name!r} must not end in {' or '.join(RESULTS_SUFFIXES)}: another suite's "
@@ -497,13 +502,13 @@ def load_suite_file(path: Path) -> Suite:
 
 def suite_name(name_or_path: str) -> str:
     """The name a suite's results are filed under: a .toml file's ``name`` (or stem), else the name itself."""
-    return load_suite_file(Path(name_or_path)).name if name_or_path.lower().endswith(".toml") else name_or_path
+    return load_suite_file(Path(name_or_path)).name if is_suite_file(name_or_path) else name_or_path
 
 
 def get_suite(name_or_path: str) -> Suite:
     """A built-in suite by name, or a suite TOML file by path (.toml in any case, or any file that exists)."""
     suites = builtin_suites()
-    if name_or_path not in suites and (name_or_path.lower().endswith(".toml") or Path(name_or_path).exists()):
+    if name_or_path not in suites and (is_suite_file(name_or_path) or Path(name_or_path).exists()):
         return load_suite_file(Path(name_or_path))
     check_choice("suite", name_or_path, suites, ", or a path to a .toml file")
     return suites[name_or_path]

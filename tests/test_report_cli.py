@@ -92,15 +92,18 @@ def test_weights_gone_since_the_run_are_one_warning_that_says_how_to_report_with
                     "--no-checkpoints makes the report without them"]
 
 
-def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path):
+def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path, capsys):
     (tmp_path / "mine.toml").write_text('name = "smoke"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n')
     assert report(tmp_path, "--suite", "mine.toml", "--results-dir", str(smoke_run / "results"),
                   "--reports-dir", str(tmp_path / "out"), "--no-figures") == 0
     assert (tmp_path / "out" / "smoke" / "table.csv").exists()
-    (tmp_path / "Mine.TOML").write_text((tmp_path / "mine.toml").read_text())  # as `run` and `suites` take it
+    # as `run` and `suites` take it, and told of what it lists that the results lack, as a .toml is
+    (tmp_path / "Mine.TOML").write_text((tmp_path / "mine.toml").read_text())
+    capsys.readouterr()
     assert report(tmp_path, "--suite", "Mine.TOML", "--results-dir", str(smoke_run / "results"),
                   "--reports-dir", str(tmp_path / "out2"), "--no-figures") == 0
     assert (tmp_path / "out2" / "smoke" / "table.csv").exists()
+    assert "warning: Mine.TOML lists 6 configuration(s) the results do not have" in capsys.readouterr().out
 
 
 def test_report_shows_a_few_missing_configurations_and_points_to_the_full_list(smoke_run, tmp_path, capsys):

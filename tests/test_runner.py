@@ -473,6 +473,7 @@ def test_ctrl_c_that_lands_in_a_weakref_callback_is_raised_again_without_a_trace
     (["--suite", "smoke", "--name=-x"], "suite name '-x' must start with a letter or digit"),
     (["--suite", "smoke", "--name", "c" * 101], f"suite name {'c' * 20}… is 101 characters long; at most 100"),
     (["--suite", "smoke", "--name", "s.toml"], "--name s.toml: a name to file the run under, not a .toml file"),
+    (["--suite", "smoke", "--name", "S.TOML"], "--name S.TOML: a name to file the run under, not a .toml file"),
     (["--suite", "smoke", "--epochs", "3", "--name", "quick"], "--name quick is a built-in suite's name"),
     (["--suite", "smoke", "--seed", "1"], "was made with other settings (seed"),
     (["--suite", "smoke", "--folds", "1", "--epochs", "0", "--seed", "-1"],  # every override's problem at once

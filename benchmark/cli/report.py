@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmark.files import check_folder
-from benchmark.suites import get_suite, suite_name
+from benchmark.suites import get_suite, is_suite_file, suite_name
 
 SHOWN_MISSING = 5  # on the terminal; missing.txt lists them all
 
@@ -43,7 +43,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.results import ReportError, available_suites
     from benchmark.studies import StudyPlace
 
-    files = {suite_name(s): s for s in args.suite or [] if s.endswith(".toml")}  # name → the file given
+    files = {suite_name(s): s for s in args.suite or [] if is_suite_file(s)}  # name → the file given
     suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")

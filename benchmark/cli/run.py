@@ -22,7 +22,7 @@ from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, grace
                                setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
-from benchmark.suites import PixelCountError, Suite, builtin_suites, get_suite
+from benchmark.suites import PixelCountError, Suite, builtin_suites, get_suite, is_suite_file
 from benchmark.tables import text_table
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
         notes = suite.replacement_notes(base, best) + tuning_notes(args.params_from, searches, suite)
-    if args.name and args.name.endswith(".toml"):
+    if args.name and is_suite_file(args.name):
         raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
                          "a suite file's run is filed under the file's `name`)")
     if args.name in builtin_suites() and args.name != suite.name:
