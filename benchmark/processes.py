@@ -1,9 +1,10 @@
 """Worker processes on one machine (`run --workers`, `search --workers`): started together,
 stopped together.
 
-Ctrl-C in a terminal reaches every worker; ``kill -INT`` or SIGTERM (``timeout``, Slurm,
-systemd) reaches the parent alone, which passes it on; a worker whose parent died (``kill -9``)
-stops itself. No worker trains on unseen: the next run takes its unit or trial up again.
+Ctrl-C in a terminal reaches every worker (none heeds it in a run that ignores it, as a shell
+starts one with ``&``); ``kill -INT`` or SIGTERM (``timeout``, Slurm, systemd) reaches the parent
+alone, which passes it on; a worker whose parent died (``kill -9``) stops itself. No worker
+trains on unseen: the next run takes its unit or trial up again.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ class Interrupts:
 
     def __init__(self) -> None:
         self.requested = False
+        self._signal = signal.SIGTERM  # the one that came, which ``_unraisable`` sends again
         self._immediate = False
         self._hook = sys.unraisablehook  # the one ``handling`` replaces, and puts back
         self._again: threading.Timer | None = None  # an interrupt to raise again (``_unraisable``)
 
     def on_signal(self, signum: int, frame: object) -> None:
         self.requested = True
+        self._signal = signum
         if self._immediate:
             raise KeyboardInterrupt
 
@@ -63,14 +66,17 @@ class Interrupts:
         if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self.requested):
             self._hook(unraisable)
         elif self._immediate:  # a moment later, from a timer: a handler run now would raise inside the hook
-            self._again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            self._again = threading.Timer(0.05, os.kill, (os.getpid(), self._signal))
             self._again.daemon = True
             self._again.start()
 
     @contextmanager
     def handling(self) -> Iterator[None]:
-        """SIGINT and SIGTERM go to ``on_signal`` within the block."""
-        previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        """SIGINT and SIGTERM go to ``on_signal`` within the block. A Ctrl-C ignored stays ignored,
+        as Python leaves it: a shell starts a command run with ``&`` so, for the terminal's Ctrl-C to
+        stop the foreground command alone."""
+        signals = [sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN]
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in signals}
         hook = sys.unraisablehook
         if hook != self._unraisable:  # not this block's own, nested: it would pass others to itself
             self._hook = hook
@@ -196,7 +202,7 @@ def stop_with_parent(patience: float = WORKER_PATIENCE) -> None:
 
     def watch() -> None:
         parent.join()
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)  # heeded as Ctrl-C is, even where Ctrl-C is ignored
         time.sleep(patience)
         os._exit(130)
 
@@ -234,8 +240,9 @@ def interrupts_ignored() -> Iterator[None]:
 def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess], grace: float = WORKER_GRACE,
                  patience: float = WORKER_PATIENCE) -> None:
     """After Ctrl-C: a terminal's reached the workers as well and they stop within ``grace``
-    seconds; a ``kill -INT`` of the parent alone did not, so it is passed on to them, and a
-    worker still running ``patience`` seconds later is killed.
+    seconds; a ``kill -INT`` or SIGTERM of the parent alone did not, so it is passed on to them (as
+    SIGTERM, which they heed where Ctrl-C is ignored), and a worker still running ``patience``
+    seconds later is killed.
 
     Within the grace another interrupt is ignored: ``timeout -s INT`` sends its signal to the parent
     twice (to it and to its process group), and a parent that stopped waiting there reported the
@@ -247,7 +254,7 @@ def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess], grace
             process.join(max(0.0, deadline - time.monotonic()))
     alive = [process for process in processes if process.is_alive()]
     for process in alive:
-        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + patience
     try:
         for process in alive:
@@ -280,10 +287,12 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
 
     Workers are spawned (fork and torch's threads do not mix) and start with Ctrl-C ignored: one
     that arrived while a worker still imported torch printed that import's traceback. A worker
-    stopped that way learns it from ``stop`` once started; a later Ctrl-C reaches it as usual."""
+    stopped that way learns it from ``stop`` once started; a later Ctrl-C reaches it as usual, unless
+    this process ignores Ctrl-C: then its workers do too."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    processes = [context.Process(target=_worker_main, args=(stop, target, a)) for a in args]
+    interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # not so in a job run with ``&``
+    processes = [context.Process(target=_worker_main, args=(stop, interruptible, target, a)) for a in args]
     with terminate_as_interrupt():
         try:
             start_shielded(processes)
@@ -301,9 +310,12 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
     return processes
 
 
-def _worker_main(stop: multiprocessing.synchronize.Event, target: Callable[..., None], args: tuple) -> None:
+def _worker_main(stop: multiprocessing.synchronize.Event, interruptible: bool, target: Callable[..., None],
+                 args: tuple) -> None:
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if interruptible:  # started ignored (``start_shielded``)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # the parent's way to stop it (``stop_workers``)
         if not stop.is_set():  # else the run was stopped while this worker started
             target(*args)
     except KeyboardInterrupt:  # the target's own work is stored or handed back; the parent reports

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.processes import signals_deferred
+from benchmark.processes import Interrupts, signals_deferred
 
 # A worker whose start-up (it imports this module, as a real worker imports torch) takes long
 # enough for Ctrl-C to arrive in the middle of it.
@@ -128,19 +128,50 @@ if __name__ == "__main__":
 """
 
 
+def start_recording(cwd: Path, ctrl_c: signal.Handlers) -> subprocess.Popen:
+    """The parent of two ``RECORDING_WORKER``s, in a session of its own, with Ctrl-C's disposition
+    ``ctrl_c``, once both work."""
+    (cwd / "recording_worker.py").write_text(textwrap.dedent(RECORDING_WORKER))
+    (cwd / "parent.py").write_text(textwrap.dedent(RECORDING_PARENT))
+    (cwd / "stored").mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(Path(__file__).parents[1])])}
+    process = subprocess.Popen([sys.executable, "parent.py", str(cwd / "stored")], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, ctrl_c))
+    assert [process.stdout.readline() for _ in range(2)] == ["working\n"] * 2
+    return process
+
+
 def test_a_signal_sent_twice_as_timeout_does_waits_for_the_workers_to_store_their_work(tmp_path):
     # `timeout -s INT` signals the parent and then its process group: the second signal cut the parent's
     # wait short, and it reported the workers' trials as running while they were storing them.
-    (tmp_path / "recording_worker.py").write_text(textwrap.dedent(RECORDING_WORKER))
-    (tmp_path / "parent.py").write_text(textwrap.dedent(RECORDING_PARENT))
-    (tmp_path / "stored").mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
-    process = subprocess.Popen([sys.executable, "parent.py", str(tmp_path / "stored")], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert [process.stdout.readline() for _ in range(2)] == ["working\n"] * 2
+    process = start_recording(tmp_path, signal.SIG_DFL)
     os.kill(process.pid, signal.SIGINT)
     time.sleep(0.2)  # a moment later, as a second Ctrl-C would come: the same for the parent's wait
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130 and err == "2 stored\n"
+
+
+def test_workers_of_a_run_that_ignores_ctrl_c_ignore_it_and_stop_on_its_sigterm(tmp_path):
+    process = start_recording(tmp_path, signal.SIG_IGN)  # as a shell script starts `benchmark run ... &`
+    os.killpg(process.pid, signal.SIGINT)  # the terminal's Ctrl-C, meant for the script's foreground command
+    time.sleep(2)  # a worker that heeded it would have stored its work within a second
+    assert process.poll() is None and not os.listdir(tmp_path / "stored")
+    process.terminate()  # the run is stopped its own way: passed on as a signal the workers heed
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and err == "2 stored\n"
+
+
+def test_interrupts_leave_an_ignored_ctrl_c_ignored():
+    interrupts = Interrupts()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts.handling():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not interrupts.requested
+            assert signal.getsignal(signal.SIGTERM) == interrupts.on_signal
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
