@@ -445,7 +445,7 @@ def _check_keys(table: dict, allowed: set[str]) -> None:
 
 
 def load_suite_file(path: Path) -> Suite:
-    """A suite from TOML: top-level name/dataset/limit/folds/seed, [train], [[configurations]].
+    """A suite from TOML: a top-level ``name`` and ``TOP_KEYS``, [train], [[configurations]].
 
     A configuration without ``method`` expands to that model's thesis grid.
     """
@@ -506,9 +506,11 @@ def suite_name(name_or_path: str) -> str:
 
 
 def get_suite(name_or_path: str) -> Suite:
-    """A built-in suite by name, or a suite TOML file by path (.toml in any case, or any file that exists)."""
+    """A built-in suite by name, or a suite TOML file by path (.toml in any case, as ``report`` and
+    ``prior`` tell one)."""
     suites = builtin_suites()
-    if name_or_path not in suites and (is_suite_file(name_or_path) or Path(name_or_path).exists()):
+    if is_suite_file(name_or_path):
         return load_suite_file(Path(name_or_path))
-    check_choice("suite", name_or_path, suites, ", or a path to a .toml file")
+    named_file = " (a suite file's name ends in .toml)" if Path(name_or_path).is_file() else ""
+    check_choice("suite", name_or_path, suites, ", or a path to a .toml file" + named_file)
     return suites[name_or_path]

@@ -258,6 +258,15 @@ def test_a_valid_suite_file_loads(tmp_path):
     assert [c.id for c in get_suite(str(path)).configurations] == ["vae/1/baseline"]
 
 
+def test_a_suite_file_without_the_toml_suffix_is_refused_saying_so(tmp_path):
+    # run read it while report and prior took its path for a suite's name, so its results went unfound
+    path = tmp_path / "mine"
+    path.write_text('name = "mine"\n' + VALID_TABLE)
+    with raises(f"unknown suite {str(path)!r}; choose one of: smoke, quick, full, or a path to a .toml file "
+                "(a suite file's name ends in .toml)"):
+        get_suite(str(path))
+
+
 # --------------------------------------------------------------------------- statistics, ensembles, balancing
 
 
