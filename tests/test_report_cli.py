@@ -104,6 +104,10 @@ def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path, capsys):
                   "--reports-dir", str(tmp_path / "out2"), "--no-figures") == 0
     assert (tmp_path / "out2" / "smoke" / "table.csv").exists()
     assert "warning: Mine.TOML lists 6 configuration(s) the results do not have" in capsys.readouterr().out
+    # named by its file and by its name: one report, not the same one written twice
+    assert report(tmp_path, "--suite", "mine.toml", "--suite", "smoke", "--results-dir", str(smoke_run / "results"),
+                  "--reports-dir", str(tmp_path / "out3"), "--no-figures") == 0
+    assert capsys.readouterr().out.count("smoke: ") == 1
 
 
 def test_report_shows_a_few_missing_configurations_and_points_to_the_full_list(smoke_run, tmp_path, capsys):

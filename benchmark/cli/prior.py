@@ -20,7 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "a configuration's row, and refuses to mix rows made with other settings; Ctrl-C keeps the "
                     "configurations finished, and a rerun trains every one anew unless --config names some); "
                     "`report` then adds a Prior NLL column and generated-image figures.")
-    prior.add_argument("--suite", required=True, help="a suite that `run` finished (its results CSV must exist)")
+    prior.add_argument("--suite", required=True,
+                       help="a suite that `run` finished, by name or .toml file (its results CSV must exist)")
     prior.add_argument("--config", dest="configs", nargs="+", action="extend", metavar="CONFIG_ID",
                        help="only these VQ-VAE configurations, e.g. vq-vae/1/baseline (repeatable)")
     prior.add_argument("--fold", type=int, help="the fold to use (default: the lowest fold COMPLETE in every VQ-VAE "

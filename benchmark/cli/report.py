@@ -19,8 +19,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         "comparison.tex (where a method has its baseline) and, for a partial suite, "
                                         "missing.txt. Without --suite, every suite in --results-dir (one that "
                                         "cannot be reported is skipped, saying why). Safe to rerun.")
-    report.add_argument("--suite", action="append", help="suite name (repeatable; default: every suite in "
-                                                         "--results-dir)")
+    report.add_argument("--suite", action="append",
+                        help="a suite's name or its .toml file (repeatable; default: every suite in --results-dir)")
     report.add_argument("--results-dir", type=Path, default=Path("results"),
                         help="where `run` exported the results (default results/)")
     report.add_argument("--reports-dir", type=Path, default=Path("reports"),
@@ -44,7 +44,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.studies import StudyPlace
 
     files = {suite_name(s): s for s in args.suite or [] if is_suite_file(s)}  # name → the file given
-    suites = [suite_name(s) for s in args.suite] if args.suite else available_suites(args.results_dir)
+    # a suite named twice (by name and by its file, say) is reported once
+    suites = list(dict.fromkeys(map(suite_name, args.suite))) if args.suite else available_suites(args.results_dir)
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for suite in suites:  # every report's folder, before the first report is written
