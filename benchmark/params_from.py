@@ -9,7 +9,7 @@ import optuna
 
 from benchmark.checks import did_you_mean
 from benchmark.search_space import SearchSettings, configuration_for
-from benchmark.storage import open_for_reading, version_problem
+from benchmark.storage import looking_at, open_for_reading, version_problem
 from benchmark.studies import StudyPlace, best_trial, load_existing_study, suite_of
 from benchmark.suites import SearchBest, SearchKey, Suite, search_key
 
@@ -38,8 +38,8 @@ def search_study_names(place: StudyPlace) -> list[str]:
     """The search studies in ``place``."""
     names = set()
     for url in place.files():
-        storage = open_for_reading(url)
-        studies = [] if storage is None else storage.get_all_studies()  # their attributes, not their trials
+        with looking_at(url) as storage:
+            studies = [] if storage is None else storage.get_all_studies()  # their attributes, not their trials
         names.update(s.study_name for s in studies if _is_search(s.user_attrs.get("settings")))
     return sorted(names)
 

@@ -19,9 +19,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+Summary = TypeVar("Summary")
 
 WORKER_GRACE = 3.0  # seconds workers get to stop on their own after Ctrl-C
 WORKER_PATIENCE = 60.0  # seconds after which a worker whose interrupt was lost is ended
+
+
+class Interrupted(KeyboardInterrupt, Generic[Summary]):
+    """Ctrl-C or SIGTERM, raised once the work done is stored; carries the command's summary of it."""
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__()
+        self.summary = summary
 
 
 class Interrupts:

@@ -20,8 +20,8 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, go_on_with, recorded_command, save_checkpoint
-from benchmark.processes import (Interrupts, busy_load, check_workers, crowded_note, run_workers, stop_with_parent,
-                                 usable_cores, worker_exits, worker_id)
+from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
+                                 stop_with_parent, usable_cores, worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
 from benchmark.storage import (
     METRICS_VERSION,
@@ -32,7 +32,6 @@ from benchmark.storage import (
     fail_stale_trials,
     finished_elsewhere,
     first_written,
-    grace_for,
     heartbeat_note,
     opened_as_agreed,
     optuna_errors_only,
@@ -58,12 +57,8 @@ EXPORT_SHARE = 0.05
 LONG_ON_CPU = 2 * 3600.0
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run, raised once the finished units are exported; carries the summary."""
-
-    def __init__(self, summary: RunSummary) -> None:
-        super().__init__()
-        self.summary = summary
+class RunInterrupted(Interrupted[RunSummary]):
+    """Ctrl-C or SIGTERM during a run, raised once the finished units are exported."""
 
 
 def training_pool(suite: Suite) -> torch.Tensor:
@@ -486,7 +481,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     if command:
         first_written(study, "command", command)
     beat_note = heartbeat_note(study.study_name, heartbeat, store.heartbeat_interval)
-    store = replace(store, heartbeat_interval=heartbeat, grace_period=grace_for(heartbeat))
+    store = replace(store, heartbeat_interval=heartbeat)
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
     unlisted = unlisted_configurations(study, suite)
     results = store.results_dir / f"{suite.name}.csv"

@@ -50,8 +50,8 @@ from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.checks import check_choice, field_problems, problems_of, raise_problems
 from benchmark.config import TRAIN_CHECKS, Configuration
 from benchmark.cv import fold_indices
-from benchmark.processes import (Interrupts, check_workers, crowded_note, run_workers, stop_with_parent, usable_cores,
-                                 worker_exits, worker_id)
+from benchmark.processes import (Interrupted, Interrupts, check_workers, crowded_note, run_workers, stop_with_parent,
+                                 usable_cores, worker_exits, worker_id)
 from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.storage import (
     StoreConfig,
@@ -124,8 +124,7 @@ def make_pruner(settings: SearchSettings, options: SearchOptions) -> optuna.prun
 def open_search_study(settings: SearchSettings, storage_url: str, study_name: str,
                       options: SearchOptions = SearchOptions()) -> optuna.Study:
     """Create or load the study; refuse one that was made with other settings."""
-    store = StoreConfig(storage=storage_url, heartbeat_interval=options.heartbeat,
-                        grace_period=grace_for(options.heartbeat))
+    store = StoreConfig(storage=storage_url, heartbeat_interval=options.heartbeat)
     storage = open_storage(storage_url, store)
     # The sampler is not seeded: workers on several machines must not propose the same points
     # (training is seeded, so each trial is still reproducible from its parameters).
@@ -156,8 +155,8 @@ def settled(trials: list[FrozenTrial]) -> int:
     return sum(counts_toward_budget(t) and t.state != TrialState.RUNNING for t in trials)
 
 
-def budget_used(study: optuna.Study) -> int:
-    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
+def budget_used(trials: list[FrozenTrial]) -> int:
+    return sum(counts_toward_budget(t) for t in trials)
 
 
 class _Objective:
@@ -276,7 +275,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
             fail_stale_trials(study)  # a killed worker's trial becomes FAIL and is queued again
             fail_orphans(study, grace_for(options.heartbeat))
             trials = study.get_trials(deepcopy=False)
-            used = min(sum(counts_toward_budget(t) for t in trials), options.trials)
+            used = min(budget_used(trials), options.trials)
             done = min(settled(trials), options.trials)  # the bar's count: not the trials other workers are running
             objective.eta.progress(objective.eta_key, 0.0)  # no trial in training: the last one is settled now
             objective.eta.settle(str(slot) for slot in range(done))
@@ -338,12 +337,8 @@ class SearchSummary:
     to_go: int = 0  # trials still to finish before the study has --trials (a killed worker's are still RUNNING)
 
 
-class SearchInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during a search, raised once the workers have stopped; carries the summary."""
-
-    def __init__(self, summary: SearchSummary) -> None:
-        super().__init__()
-        self.summary = summary
+class SearchInterrupted(Interrupted[SearchSummary]):
+    """Ctrl-C or SIGTERM during a search, raised once the workers have stopped."""
 
 
 def new_study_note(name: str, storage_url: str) -> str | None:
@@ -403,7 +398,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                                settings.batch_size, settings.epochs)
     if note:
         print(note + " (SoftAdapt's own β, softadapt_beta, has no effect on the results)", file=sys.stderr)
-    used = budget_used(study)
+    used = budget_used(study.get_trials(deepcopy=False))
     cost = ""
     if device.type == "cpu" and used < options.trials:  # the defaults (100 epochs, all images) are a GPU's work
         trial = settings.folds * fold_seconds(settings.family, settings.config, settings.method, settings.dataset,

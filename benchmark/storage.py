@@ -69,7 +69,6 @@ class StoreConfig:
     results_dir: Path = Path("results")
     artifacts_dir: Path | None = None   # default <results_dir>/<suite>/artifacts
     heartbeat_interval: int = 10
-    grace_period: int = 30
 
     def __post_init__(self) -> None:
         for name in ("studies_dir", "results_dir", "artifacts_dir"):  # frozen: a str becomes a Path once, here
@@ -77,10 +76,15 @@ class StoreConfig:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         check_heartbeat(self.heartbeat_interval)
 
+    @property
+    def grace_period(self) -> int:
+        """Seconds without a heartbeat before this worker takes another for dead."""
+        return grace_for(self.heartbeat_interval)
+
     def url(self, suite: str) -> str:
         if self.storage:
             return self.storage
-        return f"sqlite:///{(self.studies_dir / f'{suite}.db').as_posix()}"
+        return sqlite_url(self.studies_dir / f"{suite}.db")
 
     def artifacts(self, suite: str) -> Path:
         return self.artifacts_dir or self.results_dir / suite / "artifacts"
@@ -114,6 +118,10 @@ def optuna_errors_only() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(previous)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.as_posix()}"
 
 
 def grace_for(heartbeat: int) -> int:
@@ -500,18 +508,28 @@ def open_for_reading(url: str) -> RDBStorage | None:
     return open_storage(url, StoreConfig(storage=url))
 
 
+@contextmanager
+def looking_at(url: str) -> Iterator[RDBStorage | None]:
+    """``open_for_reading(url)`` for a look, its connections closed after the block (a run or a
+    PostgreSQL server's connection limit should not meet them)."""
+    storage = open_for_reading(url)
+    try:
+        yield storage
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
+
+
 def stored_attr(url: str, study: str, key: str) -> object | None:
     """``study``'s user attribute ``key`` in ``url`` (its ``settings``, the ``command`` of its first
     run), or None where there is no such study or attribute yet; creates nothing."""
-    storage = open_for_reading(url)
-    if storage is None:
-        return None
-    try:
-        return optuna.load_study(study_name=study, storage=storage).user_attrs.get(key)
-    except KeyError:
-        return None
-    finally:
-        storage.engine.dispose()  # a look, before the run opens the storage it works with
+    with looking_at(url) as storage:
+        if storage is None:
+            return None
+        try:
+            return optuna.load_study(study_name=study, storage=storage).user_attrs.get(key)
+        except KeyError:
+            return None
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -540,7 +558,7 @@ def fail_orphans(study: optuna.Study, grace_period: float) -> int:
             try:
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 failed += 1
-            except Exception:  # another worker failed it first
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
                 pass
     return failed
 

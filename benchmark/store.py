@@ -143,7 +143,7 @@ def unit_states(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
     return by_unit
 
 
-def is_settled(trials: list[FrozenTrial]) -> bool:
+def is_accounted_for(trials: list[FrozenTrial]) -> bool:
     """Done, failed for a recorded reason (diverged), or already queued or running."""
     return any(trial_status(t) in ("complete", "failed", "waiting", "running") for t in trials)
 
@@ -156,7 +156,7 @@ def enqueue_missing(study: optuna.Study, keys: list[str]) -> int:
     in the runner makes sure it is still trained once.
     """
     states = unit_states(study)
-    missing = [k for k in keys if not is_settled(states.get(k, []))]
+    missing = [k for k in keys if not is_accounted_for(states.get(k, []))]
     for key in missing:
         study.enqueue_trial({UNIT_PARAM: key})
     return len(missing)

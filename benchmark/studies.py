@@ -27,8 +27,8 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.checks import did_you_mean
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, describe_ranges
-from benchmark.storage import (StoreError, open_for_reading, password_hidden, safe_url, same_storage, sqlite_file,
-                               status_counts, trial_status)
+from benchmark.storage import (StoreError, looking_at, open_for_reading, password_hidden, safe_url, same_storage,
+                               sqlite_file, sqlite_url, status_counts, trial_status)
 from benchmark.store import held_configurations
 from benchmark.tables import text_table
 
@@ -45,17 +45,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def study_names(url: str) -> list[str]:
-    storage = open_for_reading(url)
-    return [] if storage is None else sorted(optuna.get_all_study_names(storage))
+    with looking_at(url) as storage:
+        return [] if storage is None else sorted(optuna.get_all_study_names(storage))
 
 
 def file_name(study_name: str) -> str:
     """``study_name`` with the characters that cannot be in a file or folder name replaced."""
     return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in study_name)
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path.as_posix()}"
 
 
 def study_files(studies_dir: Path = STUDIES_DIR) -> list[str]:
@@ -225,18 +221,18 @@ def list_all_studies(folder: Path = STUDIES_DIR) -> tuple[list[StudyRow], list[s
 
 def list_studies(url: str) -> list[StudyRow]:
     """A row per study at ``url``."""
-    storage = open_for_reading(url)
-    if storage is None:
-        raise no_file(url)
     rows = []
-    for name in sorted(optuna.get_all_study_names(storage)):
-        study = optuna.load_study(study_name=name, storage=storage)
-        counts = status_counts(study.get_trials(deepcopy=False))
-        suite = suite_of(study)
-        ranked = [] if suite else ranked_trials(study)
-        rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
-                             counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
-                             counts["waiting"], tuple(ranked[0].values) if ranked else None, suite))
+    with looking_at(url) as storage:
+        if storage is None:
+            raise no_file(url)
+        for name in sorted(optuna.get_all_study_names(storage)):
+            study = optuna.load_study(study_name=name, storage=storage)
+            counts = status_counts(study.get_trials(deepcopy=False))
+            suite = suite_of(study)
+            ranked = [] if suite else ranked_trials(study)
+            rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
+                                 counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
+                                 counts["waiting"], tuple(ranked[0].values) if ranked else None, suite))
     return rows
 
 

@@ -92,12 +92,14 @@ def _draw(study: optuna.Study, plots: dict[str, tuple], out_dir: Path, objective
                     notes.append(f"{name} skipped: {str(err).strip().splitlines()[0]}")
                     continue
             figure = np.ravel(axes)[0].figure
-            _legible(figure, name, objective)
-            if name == "history" and history_note:
-                ax = np.ravel(axes)[0]
-                ax.set_title(f"{ax.get_title()}\n{history_note}")
-            written += save_figure(figure, out_dir / name)
-            plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
+            try:
+                _legible(figure, name, objective)
+                if name == "history" and history_note:
+                    ax = np.ravel(axes)[0]
+                    ax.set_title(f"{ax.get_title()}\n{history_note}")
+                written += save_figure(figure, out_dir / name)
+            finally:
+                plt.close(figure)  # Optuna draws on pyplot figures, which pyplot keeps until closed
     return written, notes
 
 

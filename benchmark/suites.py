@@ -18,9 +18,9 @@ from benchmark.models import METHODS, MODEL_CONFIGS, model_config
 # The Single decoder's exponents in the thesis's table (section 4.3; the text drops them from its Parameters
 # column, the thesis's LaTeX source prints them: Exponent=40 and Exponent=60).
 THESIS_EXPONENTS = (40.0, 60.0)
-# Training images per second on a 2-core laptop CPU at batch 128 (baseline), the cost of each
+# Training images per second on a 2-core cloud CPU at batch 128 (baseline), the cost of each
 # method relative to the baseline, and a fixed cost per unit (validation, storage, checkpoint):
-# fitted to the seconds of each unit of a `quick` run on the Intel Xeon (AVX-512, float32).
+# fitted to the seconds of each unit of a `quick` run on an Intel Xeon (AVX-512, float32).
 CPU_IMAGES_PER_SECOND = {("vae", 1): 2700, ("vae", 2): 3400, ("vq-vae", 1): 6400, ("vq-vae", 2): 250,
                          ("vq-vae", 3): 150}
 METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.25}

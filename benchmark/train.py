@@ -16,8 +16,6 @@ from benchmark.memory import keep_freed_memory
 from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.models.cpu_convs import use_cpu_convs
 
-METRICS = ("recon", "latent", "recon_cond", "total")
-
 
 class DivergedError(RuntimeError):
     """Training produced a NaN or infinite loss."""

@@ -18,7 +18,7 @@ from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, check_workers, exit_warnings
 from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
-from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, grace_for, safe_url, same_storage,
+from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, safe_url, same_storage,
                                setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<suite>.db), "
+    parser.add_argument("--storage", help="Optuna storage URL (default: <suite>.db under --studies-dir), "
                                           "e.g. postgresql://user:pass@host/db to share work across machines")
     parser.add_argument("--studies-dir", type=Path, help=STUDIES_DIR_HELP)
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results are exported (default results/)")
@@ -47,8 +47,7 @@ def store_config(args: argparse.Namespace) -> StoreConfig:
     return StoreConfig(storage=place.storage, studies_dir=place.folder, results_dir=args.results_dir,
                        # Absolute: the results record where each checkpoint is, for `report` run elsewhere.
                        artifacts_dir=args.artifacts_dir.absolute() if args.artifacts_dir else None,
-                       heartbeat_interval=getattr(args, "heartbeat", 10),
-                       grace_period=grace_for(getattr(args, "heartbeat", 10)))
+                       heartbeat_interval=args.heartbeat)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
