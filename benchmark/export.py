@@ -11,6 +11,7 @@ import math
 import shlex
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 import pandas as pd
@@ -31,18 +32,35 @@ METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon
                   "latent_train", "recon_mean_image")
 
 
+class _RecordingStore(FileSystemArtifactStore):
+    """Optuna's file store, noting the artifact it wrote: ``upload_artifact`` writes the file before
+    it records it with the trial, and leaves it when that fails."""
+
+    written: str | None = None
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        super().write(artifact_id, content_body)
+        self.written = artifact_id
+
+
 def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, artifacts: Path,
                     model_state: dict, info: dict) -> str:
-    """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id."""
+    """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id. A unit
+    taken over by another worker meanwhile (``UpdateFinishedTrialError``) leaves no file behind."""
     artifacts.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"state_dict": model_state, "info": {**info, "metrics_version": METRICS_VERSION}}, buffer)
     # Unique, not by trial id: suites sharing an --artifacts-dir number their trials alike.
     tmp = artifacts / f".upload-{trial._trial_id}-{uuid.uuid4().hex}.pt"
     tmp.write_bytes(buffer.getvalue())
+    store = _RecordingStore(str(artifacts))
     try:
-        return optuna.artifacts.upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)),
-                                                file_path=str(tmp), study_or_trial=trial, storage=storage)
+        return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp), study_or_trial=trial,
+                                                storage=storage)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        if store.written is not None:  # up to 140 MB that nothing would ever read
+            store.remove(store.written)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
