@@ -142,6 +142,7 @@ class _Worker:
         """Train unit ``key`` in ``trial``, a trial of it this worker claimed."""
         trial.set_user_attr("worker", worker_id())
         if self._claim_is_duplicate(trial, key):
+            trial.set_user_attr("surplus", trial.number)  # `studies show` counts it so, not as a pruned unit
             raise optuna.TrialPruned(f"unit {key} is already done, failed for good, or running")
         config_id, fold = parse_unit(key)
         self._label(trial._trial_id, config_id, fold)

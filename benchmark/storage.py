@@ -570,12 +570,13 @@ def trial_status(trial: FrozenTrial) -> str:
     a search prunes such a trial, so that its sampler learns from it).
     ``interrupted``: FAIL without one (Ctrl-C, a killed worker, or an error whose traceback went
     to the worker's stderr); such a trial does not use up the search budget.
-    ``surplus``: FAIL with user attribute ``surplus`` (its number), a search trial that found the budget used up
-    by earlier ones and never trained; not among ``STATUSES``, as only racing search workers make one.
+    ``surplus``: user attribute ``surplus`` (its number), a trial that never trained: a search's (FAIL) that
+    found the budget used up by earlier ones, or a suite's (PRUNED) copy of a unit that runs started together
+    queued twice; not among ``STATUSES``, as only racing workers make one.
     """
+    if trial.user_attrs.get("surplus") == trial.number:
+        return "surplus"
     if trial.state == TrialState.FAIL:
-        if trial.user_attrs.get("surplus") == trial.number:
-            return "surplus"
         return "failed" if "error" in trial.user_attrs else "interrupted"
     if trial.state == TrialState.PRUNED and "error" in trial.user_attrs:
         return "failed"
