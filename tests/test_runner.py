@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import weakref
 from pathlib import Path
@@ -30,7 +31,7 @@ from benchmark.export import load_checkpoint
 from benchmark.files import write_whole
 from benchmark.processes import crowded_note
 from benchmark.runner import Heartbeats, Interrupts, _Worker, long_on_cpu_note
-from benchmark.storage import METRICS_VERSION, StoreConfig
+from benchmark.storage import METRICS_VERSION, StoreConfig, status_counts
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
                              unit_states)
 from benchmark.suites import get_suite
@@ -224,6 +225,8 @@ def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_r
     worker = _Worker(suite, store, show_progress=False, images=torch.rand(40, 1, 32, 32))
     worker._train_claimed(copy._trial_id, key)
     assert [t.state for t in unit_states(study)[key]] == [first, TrialState.PRUNED]
+    # a copy, not a unit the run pruned (a suite prunes none): `studies show` counts it as surplus
+    assert status_counts(study.get_trials())["surplus"] == 1 and status_counts(study.get_trials())["pruned"] == 0
 
 
 def test_a_sibling_claim_that_loses_a_units_trial_does_not_take_its_copy(tmp_path, monkeypatch):
@@ -346,6 +349,32 @@ def test_ctrl_c_exports_the_finished_units_and_says_so_in_one_line(tmp_path, wor
     assert f"done {done}, failed 0, not finished {30 - done} of 30 units" in out  # the summary, as at the end
 
 
+@pytest.mark.parametrize("step", ["enqueue_missing", "export"])
+def test_sigterm_before_training_or_in_the_last_export_stops_the_run_as_ctrl_c_does(tmp_path, step):
+    # Before its training (the dataset's load, the study's opening) or in its final export, SIGTERM killed
+    # the run with no word and exit code 143, where Ctrl-C gave 130 and the line saying what is kept
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1))
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        import benchmark.runner
+
+        step = benchmark.runner.{step}
+        def terminated(*args, **kwargs):  # as `timeout` or Slurm ends the run at that step
+            os.kill(os.getpid(), signal.SIGTERM)
+            return step(*args, **kwargs)
+
+        benchmark.runner.{step} = terminated
+        from benchmark.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, "run", "--suite", "small.toml", "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.endswith("interrupted: finished work is stored; run the same command again to resume\n")
+
+
 def test_workers_stop_when_their_parent_is_killed(tmp_path):
     process = smoke_run_until(tmp_path, 2, "--workers", "2")
     workers = worker_pids(process.pid)
@@ -382,6 +411,9 @@ def test_a_worker_whose_unit_was_taken_over_discards_its_result_and_goes_on(tmp_
     exported = pd.read_csv(tmp_path / "results" / "small.csv").set_index(["config_id", "fold"])
     row = exported.loc[parse_unit(paused[0])]  # the unit's complete trial, not the one taken from it
     assert row["state"] == "COMPLETE" and math.isfinite(row["recon"])
+    # and the weights it had trained went with its result: every file left is a unit's checkpoint
+    assert sorted(path.name for path in (tmp_path / "results" / "small" / "artifacts").iterdir()) == sorted(
+        Path(path).name for path in exported["checkpoint"])
 
 
 def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_done(smoke_run, tmp_path, capsys,

@@ -2,7 +2,7 @@
 
 Each command lives in its own module with ``add_parsers(subparsers)``; handlers return an
 exit code. User errors (``ValueError``) and file-system errors (``OSError``: a path that cannot be
-written, a full disk) print one line and exit with code 2. Ctrl-C exits with 130 and one line
+written, a full disk) print one line and exit with code 2. Ctrl-C or SIGTERM exits with 130 and one line
 saying what is kept: `run` and `search` store finished work and resume it; `bench` and `prior`
 keep less and catch the interrupt themselves to say so.
 """
@@ -21,6 +21,7 @@ import matplotlib
 
 from benchmark.checks import did_you_mean
 from benchmark.cli import bench, prior, report, run, search
+from benchmark.processes import terminate_as_interrupt
 
 
 # What Ctrl-C leaves, for commands that do not say so themselves (run says it once it has started).
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmark") -> in
     args.argv = given  # `run` records the command that started it
     matplotlib.use("Agg")  # figures go to files, never to a window (Optuna's plots draw through pyplot)
     try:
-        code = args.handler(args)
+        with terminate_as_interrupt():  # SIGTERM (timeout, Slurm, systemd) stops a command as Ctrl-C does, at any point
+            code = args.handler(args)
         sys.stdout.flush()  # output piped to a reader that stopped fails here, not at exit with a traceback
         return code
     except ValueError as err:

@@ -38,7 +38,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from benchmark.processes import terminate_as_interrupt
     from benchmark.report import InterruptedOnceWritten, write_report
     from benchmark.results import ReportError, available_suites
     from benchmark.studies import StudyPlace
@@ -54,9 +53,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     searches_in = StudyPlace(args.search_storage) if args.search_storage else None
     for suite in suites:
         try:
-            with terminate_as_interrupt():  # SIGTERM (timeout, Slurm) drops the report being built, as Ctrl-C does
-                summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                                       checkpoints=not args.no_checkpoints, searches_in=searches_in)
+            summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
+                                   checkpoints=not args.no_checkpoints, searches_in=searches_in)
         except InterruptedOnceWritten as interrupt:
             rest = suites[suites.index(suite) + 1:]
             raise InterruptedOnceWritten(f"{interrupt}; not reported: {', '.join(rest)} (run the same command again)"
