@@ -327,6 +327,11 @@ def _worker_main(stop: multiprocessing.synchronize.Event, interruptible: bool, t
         if interruptible:  # started ignored (``start_shielded``)
             signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # the parent's way to stop it (``stop_workers``)
+        from tqdm import tqdm
+
+        # tqdm's default lock is a multiprocessing semaphore of this process alone (a spawned worker shares
+        # none), which a killed worker leaks: the run then ended with the resource tracker's warning
+        tqdm.set_lock(threading.RLock())
         if not stop.is_set():  # else the run was stopped while this worker started
             target(*args)
     except KeyboardInterrupt:  # the target's own work is stored or handed back; the parent reports

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import worker_pids
 
 from benchmark.processes import Interrupts, signals_deferred
 
@@ -175,3 +176,39 @@ def test_interrupts_leave_an_ignored_ctrl_c_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+BAR_WORKER = """
+import os
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+
+def work():
+    tqdm(total=1, file=sys.stderr)  # as a run's or search's worker shows its progress
+    os.write(1, b"working\\n")
+    time.sleep(60)
+"""
+
+BAR_PARENT = """
+import bar_worker
+from benchmark.processes import run_workers
+
+if __name__ == "__main__":
+    run_workers(bar_worker.work, [()])
+"""
+
+
+def test_a_killed_worker_leaves_no_leaked_semaphore_warning(tmp_path):
+    (tmp_path / "bar_worker.py").write_text(textwrap.dedent(BAR_WORKER))
+    (tmp_path / "parent.py").write_text(textwrap.dedent(BAR_PARENT))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+    process = subprocess.Popen([sys.executable, "parent.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "working\n"
+    (worker,) = worker_pids(process.pid)
+    os.kill(worker, signal.SIGKILL)  # out of memory, or a user's kill -9
+    _, err = process.communicate(timeout=60)  # and the resource tracker's, which writes here as it ends
+    assert process.returncode == 0 and "leaked" not in err, err
