@@ -94,7 +94,8 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
                f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
-        raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}); run it first: {how}")
+        raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}; a run exports them once it "
+                          f"has finished a unit); run it first: {how}")
     results = _read_csv(path, "a results CSV", as_written=TEXT_COLUMNS)
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "

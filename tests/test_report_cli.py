@@ -55,7 +55,8 @@ def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
     assert report(tmp_path, "--suite", "nothing") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no results for suite 'nothing' in results/ (suites with "
-                                               "results: none yet); run it first: ")
+                                               "results: none yet; a run exports them once it has finished a unit); "
+                                               "run it first: ")
     assert not (tmp_path / "reports" / "nothing").exists()
 
 
