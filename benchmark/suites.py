@@ -34,7 +34,7 @@ IMAGE_SIDES = {"celeba": 64}  # the throughput above is of 32×32 images; a step
 def fold_seconds(family: str, config: int, method: str, dataset: str, limit: int | None, folds: int,
                  epochs: int) -> float:
     """Estimated seconds of one fold of model ``family``/``config`` trained with ``method`` on a
-    2-core laptop CPU, from measured training throughput."""
+    2-core cloud CPU, from its measured training throughput."""
     # --limit counts training images, at most the dataset's (a larger one takes them all)
     pool = TRAINING_IMAGES.get(dataset)
     images = (min(limit, pool) if limit and pool else limit) or pool or FOLDER_IMAGES
@@ -174,13 +174,13 @@ class Suite:
                 + (" in bf16" if self.train.precision == "bf16" else ""))
 
     def unit_seconds(self) -> dict[str, float]:
-        """Estimated seconds of one unit (fold) of each configuration on a 2-core laptop CPU;
+        """Estimated seconds of one unit (fold) of each configuration on a 2-core cloud CPU;
         their ratios also weight the progress ETA (a VQ-VAE 3 unit costs about twenty Gaussian VAE units)."""
         return {c.id: fold_seconds(c.family, c.config, c.method.method, self.dataset, self.limit, self.folds,
                                    self.train.epochs) for c in self.configurations}
 
     def cpu_seconds(self, config_ids: Iterable[str] | None = None) -> float:
-        """Estimated seconds on a 2-core laptop CPU of units of the configurations ``config_ids``
+        """Estimated seconds on a 2-core cloud CPU of units of the configurations ``config_ids``
         names, an id for each unit (``unit_seconds``); without them, of every unit of the suite."""
         seconds = self.unit_seconds()
         if config_ids is None:
