@@ -488,6 +488,29 @@ def test_folder_channels_come_from_every_image_not_the_kept_ones(tmp_path: Path)
     assert torch.cat([data.train, data.test]).amax() > 0.9  # the palette image's values came through
 
 
+def test_folder_composites_transparent_pixels_on_black(tmp_path: Path) -> None:
+    # Converting dropped the alpha: a transparent pixel came out in the colour it hides
+    pixels = np.zeros((8, 8, 4), dtype=np.uint8)
+    pixels[:, :4] = (255, 0, 0, 0)  # transparent over a hidden red
+    pixels[:, 4:] = (0, 0, 255, 128)  # half-covering blue
+    (tmp_path / "colour").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(pixels, mode="RGBA").save(tmp_path / "colour" / name)
+    data = load_dataset(f"folder:{tmp_path / 'colour'}", test_fraction=0.5, image_size=8)
+    image = data.train[0]
+    assert float(image[:, :, :4].max()) == 0.0 and float(image[:2].max()) == 0.0
+    assert torch.allclose(image[2, :, 4:], torch.full((8, 4), 128 / 255))
+    grey = np.zeros((8, 8, 2), dtype=np.uint8)
+    grey[..., 0], grey[:, :4, 1], grey[:, 4:, 1] = 200, 0, 255  # grey + alpha: transparent left, opaque right
+    (tmp_path / "grey").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(grey, mode="LA").save(tmp_path / "grey" / name)
+    data = load_dataset(f"folder:{tmp_path / 'grey'}", test_fraction=0.5, image_size=8)
+    assert data.channels == 1
+    assert float(data.train[0, 0, :, :4].max()) == 0.0 and torch.allclose(data.train[0, 0, :, 4:],
+                                                                          torch.full((8, 4), 200 / 255))
+
+
 def test_folder_photos_stand_upright_by_their_exif_orientation(tmp_path: Path) -> None:
     # Stored 64 wide x 32 high, left half white; EXIF 6 says "turn 90 degrees clockwise to view",
     # which puts the white half on top of a 32 x 64 portrait.

@@ -78,15 +78,21 @@ def open_image(path: Path, dataset: str, draft_size: int | None = None) -> Image
 
 
 def to_8bit(image: Image.Image, grey: bool) -> Image.Image:
-    """Convert to "L" (``grey``) or "RGB", scaling 16/32-bit greyscale instead of clipping.
+    """Convert to "L" (``grey``) or "RGB", scaling 16/32-bit greyscale instead of clipping, and
+    compositing transparent pixels on black.
 
     Pillow's own ``I``/``I;16`` -> ``L`` conversion clips every value above 255, which
-    would turn a 16-bit PNG almost entirely white.
+    would turn a 16-bit PNG almost entirely white; and its conversion drops the alpha, which
+    leaves the colour that a transparent pixel hides (often noise an editor left). Black is the
+    zero that padding gives too.
     """
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode != "F" else max(float(values.max()), 1.0)
         image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if "A" in image.getbands() or "transparency" in image.info:  # RGBA, LA, PA, or a palette's transparent index
+        image = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (0, 0, 0, 255)), image)
     return image.convert("L" if grey else "RGB")
 
 
