@@ -267,6 +267,15 @@ def test_a_suite_file_without_the_toml_suffix_is_refused_saying_so(tmp_path):
         get_suite(str(path))
 
 
+def test_a_run_of_such_a_file_that_an_earlier_version_recorded_is_told_the_same(tmp_path, capsys):
+    # not sent back to the command it recorded, which is the one refused
+    (tmp_path / "mine").write_text('name = "mine"\n' + VALID_TABLE)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "mine_meta.json").write_text(json.dumps({"command": "python -m benchmark run --suite mine"}))
+    assert cli(tmp_path, "run", "--suite", "mine") == 2
+    assert one_line_error(capsys).endswith("or a path to a .toml file (a suite file's name ends in .toml)")
+
+
 # --------------------------------------------------------------------------- statistics, ensembles, balancing
 
 

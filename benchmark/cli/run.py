@@ -274,6 +274,8 @@ def suite_or_run(name: str, store: StoreConfig) -> Suite:
     try:
         return get_suite(name)
     except ValueError as err:
+        if Path(name).is_file():  # a suite file without .toml, as the error says; a run of it recorded this command
+            raise
         if command := recorded_command(name, store):
             raise ValueError(f"{name!r} is the name a run is filed under, not a suite: {go_on_with(command)}") from None
         if (store.studies_dir / f"{name}.db").exists() or (store.results_dir / f"{name}.csv").exists():
