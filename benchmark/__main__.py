@@ -1,15 +1,18 @@
 """``python -m benchmark`` and the ``mtvae-bench`` command.
 
-The commands import torch, which takes seconds: a Ctrl-C then exits with one line, not the
-import's traceback (nothing has started).
+The commands import torch, which takes seconds: a Ctrl-C or SIGTERM then exits with one line,
+not the import's traceback (nothing has started).
 """
 
 import sys
 
+from benchmark.processes import terminate_as_interrupt
+
 
 def _main(prog: str | None = None) -> int:
     try:
-        from benchmark.cli import main
+        with terminate_as_interrupt():
+            from benchmark.cli import main
     except KeyboardInterrupt:
         print("interrupted before the command started", file=sys.stderr)
         return 130

@@ -222,7 +222,12 @@ def stop_with_parent(patience: float = WORKER_PATIENCE) -> None:
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``KeyboardInterrupt`` within the block, as Ctrl-C does."""
+    """SIGTERM raises ``KeyboardInterrupt`` within the block, as Ctrl-C does; not where it is
+    ignored, nor off the main thread (which signals never reach)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield
@@ -298,8 +303,9 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
 
     Workers are spawned (fork and torch's threads do not mix) and start with Ctrl-C ignored: one
     that arrived while a worker still imported torch printed that import's traceback. A worker
-    stopped that way learns it from ``stop`` once started; a later Ctrl-C reaches it as usual, unless
-    this process ignores Ctrl-C: then its workers do too."""
+    stopped that way learns it from ``stop`` once started, or, still starting after the grace of
+    ``stop_workers``, is ended by its SIGTERM (it holds no work yet); a later Ctrl-C reaches it as
+    usual, unless this process ignores Ctrl-C: then its workers do too."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # not so in a job run with ``&``

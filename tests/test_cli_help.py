@@ -52,12 +52,13 @@ def test_help_of_the_real_entry_point_exits_0_with_nothing_on_stderr(tmp_path):
     assert all(name in done.stdout for name in COMMANDS[1:] if " " not in name)
 
 
-def test_ctrl_c_while_the_commands_import_is_one_line(tmp_path):
-    # Importing torch takes seconds; a Ctrl-C then printed the import's traceback.
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_while_the_commands_import_is_one_line(tmp_path, sent):
+    # Importing torch takes seconds; a Ctrl-C then printed the import's traceback, and SIGTERM killed it unsaid.
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(0.2)  # Python handles SIGINT by then; torch takes longer to import
-    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.2)  # Python handles both by then; torch takes longer to import
+    os.killpg(process.pid, sent)
     out, err = process.communicate(timeout=60)
     assert (process.returncode, out, err) == (130, "", "interrupted before the command started\n")
 

@@ -3,13 +3,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import worker_pids
 
-from benchmark.processes import Interrupts, signals_deferred
+from benchmark.processes import Interrupts, signals_deferred, terminate_as_interrupt
 
 # A worker whose start-up (it imports this module, as a real worker imports torch) takes long
 # enough for Ctrl-C to arrive in the middle of it.
@@ -70,7 +71,7 @@ def test_ctrl_c_while_workers_start_stops_them_without_a_traceback(tmp_path):
 
 def test_an_interrupt_of_the_parent_alone_while_workers_start_stops_them(tmp_path):
     process = start(tmp_path)
-    os.kill(process.pid, signal.SIGINT)  # kill -INT: passed on to the workers, which ignore it while they start
+    os.kill(process.pid, signal.SIGINT)  # kill -INT: passed on to the workers, which ignore Ctrl-C while they start
     assert ended_interrupted(process, 20)
 
 
@@ -212,3 +213,25 @@ def test_a_killed_worker_leaves_no_leaked_semaphore_warning(tmp_path):
     os.kill(worker, signal.SIGKILL)  # out of memory, or a user's kill -9
     _, err = process.communicate(timeout=60)  # and the resource tracker's, which writes here as it ends
     assert process.returncode == 0 and "leaked" not in err, err
+
+
+def test_sigterm_as_an_interrupt_leaves_an_ignored_one_ignored_and_other_threads_be():
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a launcher that wants it ignored sets it
+    try:
+        with terminate_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    errors = []
+
+    def off_the_main_thread():  # main() called from a thread: signal.signal would raise there
+        try:
+            with terminate_as_interrupt():
+                pass
+        except ValueError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=off_the_main_thread)
+    thread.start()
+    thread.join()
+    assert errors == []
