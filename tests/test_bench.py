@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import fields, replace
@@ -86,7 +87,7 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts this process's threads in Linux's /proc")
 def test_sending_images_to_the_naive_process_starts_no_thread_team_here():
-    """A tensor pickled for the naive process is copied in parallel on the executor's feeder thread,
+    """A tensor pickled for the naive process is copied in parallel on the pool's task thread,
     which starts a second OpenMP team in this process: with more OpenMP threads than cores libgomp
     stops spinning, and our timed loop ran at half speed (seen on 2 cores)."""
     def native_threads() -> int:  # OS threads that are not Python threads: OpenMP's, among others
@@ -96,7 +97,7 @@ def test_sending_images_to_the_naive_process_starts_no_thread_team_here():
     configuration = bench_configuration("vq-vae", 1, "baseline")
     torch.mm(torch.rand(256, 256), torch.rand(256, 256))  # this thread's own team exists before counting
     with plain_process() as naive:
-        naive.submit(os.getpid).result()  # the executor's own threads exist before counting
+        naive.apply(os.getpid)  # the pool's own threads exist before counting
         before = native_threads()
         row = bench_one(configuration, images, 1, 0, 64, torch.device("cpu"), MatmulPeak("cpu", 1, 1.0, None), naive)
         assert native_threads() == before
@@ -543,3 +544,44 @@ def test_bench_warns_when_other_work_shared_the_cores_while_it_timed():
     assert busy_note(*why, load=4.6, cpus=2) == (
         "warning: the machine was busy while bench timed (load average 4.6 on 2 cores): other work took cores from "
         "it, so its figures are low and its speed-ups unsteady; rerun it on an idle machine")
+
+
+SLOW_NAIVE = """
+import os
+import time
+
+
+def naive_train(*args):  # a naive timing that takes long, as VQ-VAE 3's does on a CPU
+    os.write(1, b"naive\\n")
+    time.sleep(60)
+"""
+
+BENCH = """
+import sys
+
+import slow_naive
+import benchmark.bench.throughput
+from benchmark.cli import main
+
+if __name__ == "__main__":  # not in the naive process, which imports this module again
+    benchmark.bench.throughput.naive_train = slow_naive.naive_train
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_the_naive_timing_stops_the_bench_at_once(tmp_path):
+    # SIGTERM to the bench alone (`timeout`, Slurm) left the naive process timing: the bench waited for it
+    (tmp_path / "slow_naive.py").write_text(textwrap.dedent(SLOW_NAIVE))
+    (tmp_path / "bench.py").write_text(textwrap.dedent(BENCH))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+    process = subprocess.Popen([sys.executable, "bench.py", "bench", "--families", "vq-vae:1", "--methods", "baseline",
+                                "--steps", "1", "--warmup", "0", "--batch", "8", "--peak-size", "64", "--device", "cpu",
+                                "--out", str(tmp_path / "out"), "--quiet"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while process.stdout.readline() != "naive\n":
+        assert process.poll() is None, process.stderr.read()
+    stopped = time.monotonic()
+    process.terminate()
+    _, err = process.communicate(timeout=90)
+    assert process.returncode == 130 and "interrupted: nothing was written" in err, err
+    assert time.monotonic() - stopped < 20  # not the naive timing's 60 s

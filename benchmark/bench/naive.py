@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.pool
+import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -87,7 +88,10 @@ def naive_train(configuration: Configuration, images: torch.Tensor | np.ndarray,
     return time.perf_counter() - started
 
 
-def plain_process() -> ProcessPoolExecutor:
+def plain_process() -> multiprocessing.pool.Pool:
     """A fresh Python process for the naive loop: a user's own script, untouched by the process
-    settings our training path makes (``benchmark.memory.keep_freed_memory``)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    settings our training path makes (``benchmark.memory.keep_freed_memory``). Used in a ``with``,
+    it is killed when the block ends, so that a bench stopped by SIGTERM does not wait for its
+    timing; a Ctrl-C stops the bench, not it (its traceback would only add noise)."""
+    return multiprocessing.get_context("spawn").Pool(1, initializer=signal.signal,
+                                                      initargs=(signal.SIGINT, signal.SIG_IGN))

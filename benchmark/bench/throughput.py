@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import queue
 import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -263,7 +263,7 @@ def _tiled(images: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, warmup: int, batch: int,
-              device: torch.device, peak: MatmulPeak, naive: Executor | None = None, seed: int = 0,
+              device: torch.device, peak: MatmulPeak, naive: multiprocessing.pool.Pool | None = None, seed: int = 0,
               repeats: int = 1, precision: str = "auto", workers: int = 1) -> BenchRow:
     """One row: FLOPs per image, ours and (when given ``naive``, the process to run it in, see
     ``plain_process``) naive images/s (best of ``repeats``), achieved FLOP/s.
@@ -290,12 +290,12 @@ def bench_one(configuration: Configuration, images: torch.Tensor, steps: int, wa
                                             device, seed, precision))
         if naive is not None:
             # As a numpy array: pickling a large tensor shares its storage with a parallel copy run
-            # from the executor's feeder thread, which gives that thread an OpenMP team of its own;
+            # from the pool's task thread, which gives that thread an OpenMP team of its own;
             # with more OpenMP threads than cores libgomp stops spinning, and every later parallel
             # region of this process sleeps and wakes its threads (measured: our small models at
-            # half speed while the executor lives).
-            naive_s = min(naive_s, naive.submit(naive_train, configuration, images.numpy(), steps, warmup, batch,
-                                                device, seed).result())
+            # half speed while the process lives).
+            naive_s = min(naive_s, naive.apply(naive_train, (configuration, images.numpy(), steps, warmup, batch,
+                                                             device, seed)))
     naive_s = naive_s if naive is not None else math.nan
     ours_ips = workers * steps * batch / ours_s
     naive_ips = steps * batch / naive_s
