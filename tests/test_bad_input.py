@@ -271,7 +271,8 @@ def test_a_run_of_such_a_file_that_an_earlier_version_recorded_is_told_the_same(
     # not sent back to the command it recorded, which is the one refused
     (tmp_path / "mine").write_text('name = "mine"\n' + VALID_TABLE)
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "mine_meta.json").write_text(json.dumps({"command": "python -m benchmark run --suite mine"}))
+    recorded = {"command": "python -m benchmark run --suite mine"}
+    (tmp_path / "results" / "mine_meta.json").write_text(json.dumps(recorded))
     assert cli(tmp_path, "run", "--suite", "mine") == 2
     assert one_line_error(capsys).endswith("or a path to a .toml file (a suite file's name ends in .toml)")
 
