@@ -202,6 +202,7 @@ class StudyRow:
     interrupted: int   # FAIL without a reason: Ctrl-C or a killed worker
     running: int
     waiting: int       # not started: a suite's units yet to train, or a search's queued trials
+    surplus: int       # never trained: a search's beyond its budget, a suite's copy of a unit queued twice
     best: tuple[float, ...] | None
     suite: str | None = None  # a run's study: its trials are the suite's units, not points of a search
     file: str | None = None   # the SQLite file it is in, where a folder's are listed
@@ -232,7 +233,8 @@ def list_studies(url: str) -> list[StudyRow]:
             ranked = [] if suite else ranked_trials(study)
             rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
                                  counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
-                                 counts["waiting"], tuple(ranked[0].values) if ranked else None, suite))
+                                 counts["waiting"], counts.get("surplus", 0),
+                                 tuple(ranked[0].values) if ranked else None, suite))
     return rows
 
 
@@ -248,10 +250,10 @@ def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     names = Counter(r.name for r in rows)
     table = [[r.name + (f" ({r.file})" if names[r.name] > 1 and r.file else ""),
               "– (suite run)" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed,
-              r.interrupted, r.running, r.waiting, ", ".join(_number(v) for v in r.best) if r.best else "–"]
-             for r in rows]
+              r.interrupted, r.running, r.waiting, r.surplus,
+              ", ".join(_number(v) for v in r.best) if r.best else "–"] for r in rows]
     return text_table(table, ("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
-                              "waiting", "best"), ("left", "left", *["right"] * 6, "left"))
+                              "waiting", "surplus", "best"), ("left", "left", *["right"] * 7, "left"))
 
 
 def _params_text(params: dict) -> str:

@@ -140,7 +140,7 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     study = load(cwd)
     assert cli(cwd, "studies", "list") == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith(NAME))
-    assert line.split() == [NAME, "minimize", "3", "1", "0", "0", "0", "0", f"{study.best_value:.6g}"]
+    assert line.split() == [NAME, "minimize", "3", "1", "0", "0", "0", "0", "0", f"{study.best_value:.6g}"]
 
     assert cli(cwd, "studies", "show", NAME) == 0
     out = capsys.readouterr().out
@@ -791,9 +791,9 @@ def test_studies_list_and_show_tell_interrupted_from_failed_trials(tmp_path, cap
     assert cli(tmp_path, "studies", "list") == 0
     header, alignment, rows = text_table(capsys.readouterr().out.splitlines())
     assert header == ["study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running", "waiting",
-                      "best"]
-    assert alignment == ["left", "left", *["right"] * 6, "left"]  # counts as numbers, the best values as text
-    assert rows == [[NAME, "minimize", "1", "1", "1", "1", "1", "0", "0.5"]]
+                      "surplus", "best"]
+    assert alignment == ["left", "left", *["right"] * 7, "left"]  # counts as numbers, the best values as text
+    assert rows == [[NAME, "minimize", "1", "1", "1", "1", "1", "0", "0", "0.5"]]
     assert cli(tmp_path, "studies", "show", NAME) == 0
     out = capsys.readouterr().out
     assert ("5 trials (complete 1, pruned 1, failed 1, interrupted 1, running 1, waiting 0)"
