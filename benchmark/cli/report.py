@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmark.files import check_folder
-from benchmark.suites import get_suite, is_suite_file, suite_name
+from benchmark.suites import get_suite, is_suite_file
 
 SHOWN_MISSING = 5  # on the terminal; missing.txt lists them all
 
@@ -42,9 +42,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.results import ReportError, available_suites
     from benchmark.studies import StudyPlace
 
-    files = {suite_name(s): s for s in args.suite or [] if is_suite_file(s)}  # name → the file given
+    given = {path: get_suite(path) for path in args.suite or [] if is_suite_file(path)}  # each file read once
+    files = {suite.name: (path, suite) for path, suite in given.items()}  # name → the file given and its suite
     # a suite named twice (by name and by its file, say) is reported once
-    suites = list(dict.fromkeys(map(suite_name, args.suite))) if args.suite else available_suites(args.results_dir)
+    suites = (list(dict.fromkeys(given[s].name if s in given else s for s in args.suite)) if args.suite
+              else available_suites(args.results_dir))
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for suite in suites:  # every report's folder, before the first report is written
@@ -75,11 +77,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"  ... and {more} more configuration{'s' * (more != 1)} short of folds: "
                   f"{summary.out_dir / 'missing.txt'}")
         if suite in files:  # its results are the last export's, which may be another file's listing
-            unexported = [c.id for c in get_suite(files[suite]).configurations if c.id not in summary.configurations]
+            path, listed = files[suite]
+            unexported = [c.id for c in listed.configurations if c.id not in summary.configurations]
             if unexported:
-                print(f"  warning: {files[suite]} lists {len(unexported)} configuration(s) the results do not have "
+                print(f"  warning: {path} lists {len(unexported)} configuration(s) the results do not have "
                       f"({', '.join(unexported[:3])}{' …' * (len(unexported) > 3)}): the last run to export them listed "
-                      f"others; `python -m benchmark run --suite {files[suite]}` trains what is missing and exports "
+                      f"others; `python -m benchmark run --suite {path}` trains what is missing and exports "
                       "them")
         for caveat in summary.caveats:
             print(f"  caveat: {caveat}")
