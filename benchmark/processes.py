@@ -283,6 +283,18 @@ def stop_workers(processes: Sequence[multiprocessing.process.BaseProcess], grace
             process.join()
 
 
+def heeds_ctrl_c() -> bool:
+    """Whether this process heeds Ctrl-C: a shell starts a command run with ``&`` with it ignored,
+    and its workers then ignore it too (``heed_ctrl_c``)."""
+    return signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+
+
+def heed_ctrl_c(parent_heeds: bool) -> None:
+    """In a worker started by ``start_shielded`` (Ctrl-C ignored): heed it again where the parent does."""
+    if parent_heeds:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def start_shielded(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
     """Start spawned ``processes`` with Ctrl-C ignored, so that one arriving while they still import
     torch prints no import traceback; each sets its own handler once started. A worker inherits an
@@ -308,8 +320,7 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
     usual, unless this process ignores Ctrl-C: then its workers do too."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # not so in a job run with ``&``
-    processes = [context.Process(target=_worker_main, args=(stop, interruptible, target, a)) for a in args]
+    processes = [context.Process(target=_worker_main, args=(stop, heeds_ctrl_c(), target, a)) for a in args]
     with terminate_as_interrupt():
         try:
             start_shielded(processes)
@@ -327,11 +338,10 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
     return processes
 
 
-def _worker_main(stop: multiprocessing.synchronize.Event, interruptible: bool, target: Callable[..., None],
+def _worker_main(stop: multiprocessing.synchronize.Event, parent_heeds: bool, target: Callable[..., None],
                  args: tuple) -> None:
     try:
-        if interruptible:  # started ignored (``start_shielded``)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        heed_ctrl_c(parent_heeds)
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # the parent's way to stop it (``stop_workers``)
         from tqdm import tqdm
 

@@ -56,8 +56,8 @@ from benchmark.checks import check_choice, first_line
 from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
-from benchmark.processes import (interrupts_ignored, signal_name, start_shielded, terminate_as_interrupt,
-                                 usable_cores)
+from benchmark.processes import (heed_ctrl_c, heeds_ctrl_c, interrupts_ignored, signal_name, start_shielded,
+                                 terminate_as_interrupt, usable_cores)
 from benchmark.tables import text_table
 from benchmark.train import device_name, new_model, resolve_device, train_fold, training_device
 
@@ -185,13 +185,11 @@ def ours_train(configuration: Configuration, images: torch.Tensor, steps: int, w
 
 
 def _worker_train(index: int, configuration: Configuration, images: torch.Tensor, steps: int, warmup: int,
-                  batch: int, seed: int, precision: str, threads: int, interruptible: bool, barrier, spans) -> None:
+                  batch: int, seed: int, precision: str, threads: int, parent_heeds: bool, barrier, spans) -> None:
     """Process ``index`` of ``ours_parallel``: warm up, wait for the others, time one fold. It puts on
     ``spans`` its index with its (start, end), its error's first line (a bug's traceback printed first),
-    or None after Ctrl-C, which ends it without a traceback. ``interruptible``: the parent heeds Ctrl-C
-    (a shell runs a command started with ``&`` with it ignored, and so its workers)."""
-    if interruptible:  # started ignored (``start_shielded``)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    or None after Ctrl-C, which ends it without a traceback. ``parent_heeds``: Ctrl-C (``heeds_ctrl_c``)."""
+    heed_ctrl_c(parent_heeds)
     try:
         torch.set_num_threads(threads)
         config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
@@ -222,9 +220,8 @@ def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int
     context = multiprocessing.get_context("spawn")
     threads = max(1, usable_cores() // workers)  # as `run --workers` shares them
     barrier, spans = context.Barrier(workers), context.Queue()
-    interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     processes = [context.Process(target=_worker_train, args=(i, configuration, images, steps, warmup, batch, seed,
-                                                             precision, threads, interruptible, barrier, spans))
+                                                             precision, threads, heeds_ctrl_c(), barrier, spans))
                  for i in range(workers)]
     times: dict[int, tuple[float, float]] = {}
     with terminate_as_interrupt():
