@@ -9,8 +9,8 @@ trains on unseen: the next run takes its unit or trial up again.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
-import multiprocessing.synchronize
 import os
 import signal
 import socket
@@ -319,7 +319,9 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
     ``stop_workers``, is ended by its SIGTERM (it holds no work yet); a later Ctrl-C reaches it as
     usual, unless this process ignores Ctrl-C: then its workers do too."""
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
+    # a flag in shared memory, not an Event: an Event's five semaphores outlived a parent killed by
+    # ``kill -9``, and the resource tracker warned of them as leaked
+    stop = context.RawValue(ctypes.c_bool, False)
     processes = [context.Process(target=_worker_main, args=(stop, heeds_ctrl_c(), target, a)) for a in args]
     with terminate_as_interrupt():
         try:
@@ -329,16 +331,16 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
         except KeyboardInterrupt:
             started = [p for p in processes if p.pid is not None]
             try:
-                stop.set()
+                stop.value = True
                 stop_workers(started)
             except KeyboardInterrupt:  # a second signal that came before stop_workers could ignore it
-                stop.set()
+                stop.value = True
                 stop_workers(started)
             raise
     return processes
 
 
-def _worker_main(stop: multiprocessing.synchronize.Event, parent_heeds: bool, target: Callable[..., None],
+def _worker_main(stop: ctypes.c_bool, parent_heeds: bool, target: Callable[..., None],
                  args: tuple) -> None:
     try:
         heed_ctrl_c(parent_heeds)
@@ -348,7 +350,7 @@ def _worker_main(stop: multiprocessing.synchronize.Event, parent_heeds: bool, ta
         # tqdm's default lock is a multiprocessing semaphore of this process alone (a spawned worker shares
         # none), which a killed worker leaks: the run then ended with the resource tracker's warning
         tqdm.set_lock(threading.RLock())
-        if not stop.is_set():  # else the run was stopped while this worker started
+        if not stop.value:  # else the run was stopped while this worker started
             target(*args)
     except KeyboardInterrupt:  # the target's own work is stored or handed back; the parent reports
         pass

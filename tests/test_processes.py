@@ -186,9 +186,12 @@ import time
 
 from tqdm.auto import tqdm
 
+from benchmark.processes import stop_with_parent
+
 
 def work():
-    tqdm(total=1, file=sys.stderr)  # as a run's or search's worker shows its progress
+    stop_with_parent()  # as a run's or search's worker does
+    tqdm(total=1, file=sys.stderr)  # and shows its progress
     os.write(1, b"working\\n")
     time.sleep(60)
 """
@@ -202,7 +205,8 @@ if __name__ == "__main__":
 """
 
 
-def test_a_killed_worker_leaves_no_leaked_semaphore_warning(tmp_path):
+@pytest.mark.parametrize("killed", ["worker", "parent"])
+def test_a_killed_process_leaves_no_leaked_semaphore_warning(tmp_path, killed):
     (tmp_path / "bar_worker.py").write_text(textwrap.dedent(BAR_WORKER))
     (tmp_path / "parent.py").write_text(textwrap.dedent(BAR_PARENT))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
@@ -210,9 +214,11 @@ def test_a_killed_worker_leaves_no_leaked_semaphore_warning(tmp_path):
                                stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "working\n"
     (worker,) = worker_pids(process.pid)
-    os.kill(worker, signal.SIGKILL)  # out of memory, or a user's kill -9
-    _, err = process.communicate(timeout=60)  # and the resource tracker's, which writes here as it ends
-    assert process.returncode == 0 and "leaked" not in err, err
+    os.kill(worker if killed == "worker" else process.pid, signal.SIGKILL)  # out of memory, or a user's kill -9
+    # the pipe ends once the worker and the resource tracker, which warns as it ends, have ended too
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == (0 if killed == "worker" else -signal.SIGKILL)
+    assert "leaked" not in err, err
 
 
 def test_sigterm_as_an_interrupt_leaves_an_ignored_one_ignored_and_other_threads_be():
