@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import text_table, worker_pids, write_mnist
+from conftest import stopped, text_table, worker_pids, write_mnist
 from scipy import stats
 from torch import nn
 
@@ -585,3 +585,47 @@ def test_sigterm_during_the_naive_timing_stops_the_bench_at_once(tmp_path):
     _, err = process.communicate(timeout=90)
     assert process.returncode == 130 and "interrupted: nothing was written" in err, err
     assert time.monotonic() - stopped < 20  # not the naive timing's 60 s
+
+
+SLOW_OURS = """
+import os
+import time
+
+
+def timed_fold(*args):  # a worker's timing that takes long
+    os.write(1, b"ours\\n")
+    time.sleep(60)
+"""
+
+BENCH_SLOW_OURS = """
+import sys
+
+import slow_ours
+import benchmark.bench.throughput
+from benchmark.cli import main
+
+benchmark.bench.throughput._timed_fold = slow_ours.timed_fold  # in the workers too, which import this module
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("timing", ["naive", "ours"])
+def test_a_bench_killed_by_kill_9_leaves_no_timing_running(tmp_path, timing):
+    # its naive process or its workers went on training for minutes, a core each, for nobody
+    (tmp_path / "slow_naive.py").write_text(textwrap.dedent(SLOW_NAIVE))
+    (tmp_path / "slow_ours.py").write_text(textwrap.dedent(SLOW_OURS))
+    (tmp_path / "bench.py").write_text(textwrap.dedent(BENCH if timing == "naive" else BENCH_SLOW_OURS))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+    args = ["--workers", "2", "--no-naive"] if timing == "ours" else []
+    process = subprocess.Popen([sys.executable, "bench.py", "bench", "--families", "vq-vae:1", "--methods", "baseline",
+                                "--steps", "1", "--warmup", "0", "--batch", "8", "--peak-size", "64", "--device", "cpu",
+                                "--out", str(tmp_path / "out"), "--quiet", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while process.stdout.readline() != f"{timing}\n":
+        assert process.poll() is None, process.stderr.read()
+    children = worker_pids(process.pid)
+    process.kill()
+    process.wait()
+    assert children and stopped(children, timeout=20)  # not the timing's 60 s

@@ -17,6 +17,7 @@ from benchmark.bench.peak import _sync
 from benchmark.conditioning import PixelSampler, exact_grid
 from benchmark.config import Configuration
 from benchmark.models import MultitaskVAE
+from benchmark.processes import stop_with_parent
 from benchmark.train import new_model
 
 
@@ -93,5 +94,9 @@ def plain_process() -> multiprocessing.pool.Pool:
     settings our training path makes (``benchmark.memory.keep_freed_memory``). Used in a ``with``,
     it is killed when the block ends, so that a bench stopped by SIGTERM does not wait for its
     timing; a Ctrl-C stops the bench, not it (its traceback would only add noise)."""
-    return multiprocessing.get_context("spawn").Pool(1, initializer=signal.signal,
-                                                      initargs=(signal.SIGINT, signal.SIG_IGN))
+    return multiprocessing.get_context("spawn").Pool(1, initializer=_start_plain)
+
+
+def _start_plain() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_with_parent()  # a bench ended by kill -9 left its timing running for minutes

@@ -57,7 +57,7 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
 from benchmark.processes import (heed_ctrl_c, heeds_ctrl_c, interrupts_ignored, signal_name, start_shielded,
-                                 terminate_as_interrupt, usable_cores)
+                                 stop_with_parent, terminate_as_interrupt, usable_cores)
 from benchmark.tables import text_table
 from benchmark.train import device_name, new_model, resolve_device, train_fold, training_device
 
@@ -190,6 +190,7 @@ def _worker_train(index: int, configuration: Configuration, images: torch.Tensor
     ``spans`` its index with its (start, end), its error's first line (a bug's traceback printed first),
     or None after Ctrl-C, which ends it without a traceback. ``parent_heeds``: Ctrl-C (``heeds_ctrl_c``)."""
     heed_ctrl_c(parent_heeds)
+    stop_with_parent()  # a bench ended by kill -9 left its workers training for minutes
     try:
         torch.set_num_threads(threads)
         config = TrainConfig(epochs=1, batch_size=batch, device="cpu", precision=precision)
