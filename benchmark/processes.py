@@ -19,7 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 Summary = TypeVar("Summary")
 
@@ -307,6 +310,17 @@ def start_shielded(processes: Sequence[multiprocessing.process.BaseProcess]) -> 
             process.start()
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def shared_with_workers(images: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
+    """``images`` moved into shared memory, which spawned workers given them map rather than each
+    loading and holding a copy of its own (CelebA's training split is 8 GB as float32); None, and a
+    note, where ``/dev/shm`` has no room for them (a container's is 64 MB unless ``--shm-size``)."""
+    try:
+        return images.share_memory_(), None
+    except RuntimeError as err:  # torch: "unable to allocate shared memory(shm) ...: No space left on device"
+        return None, (f"note: each worker process loads the dataset itself and holds its own copy "
+                      f"({images.nbytes / 2**20:,.0f} MiB): shared memory has no room for it ({err})")
 
 
 def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[multiprocessing.process.BaseProcess]:

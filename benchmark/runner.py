@@ -21,7 +21,7 @@ from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import export, export_note, go_on_with, recorded_command, save_checkpoint
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
-                                 stop_with_parent, usable_cores, worker_exits, worker_id)
+                                 shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
 from benchmark.storage import (
     METRICS_VERSION,
@@ -428,10 +428,10 @@ def _work_until_interrupted(worker: _Worker) -> None:
 
 
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
-                     fold_parallel: bool, threads: int, command: str | None) -> None:
+                     fold_parallel: bool, threads: int, command: str | None, images: torch.Tensor | None) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    worker = _Worker(suite, store, position, show_progress, fold_parallel, command=command)
+    worker = _Worker(suite, store, position, show_progress, fold_parallel, images, command)
     stop_with_parent()
     _work_until_interrupted(worker)  # Ctrl-C reaches every worker; the parent exports and says so, once
 
@@ -508,8 +508,11 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command))
         else:
             threads = max(1, usable_cores() // workers)
+            shared, note = shared_with_workers(images)
+            if note:
+                print(note, file=sys.stderr)
             failures, killed = worker_exits(run_workers(_work_in_process, [
-                (suite, store, i, show_progress, together, threads, command) for i in range(workers)]))
+                (suite, store, i, show_progress, together, threads, command, shared) for i in range(workers)]))
     except KeyboardInterrupt:
         interrupted = True
     else:

@@ -50,8 +50,8 @@ from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.checks import check_choice, field_problems, problems_of, raise_problems
 from benchmark.config import TRAIN_CHECKS, Configuration
 from benchmark.cv import fold_indices
-from benchmark.processes import (Interrupted, Interrupts, check_workers, crowded_note, run_workers, stop_with_parent,
-                                 usable_cores, worker_exits, worker_id)
+from benchmark.processes import (Interrupted, Interrupts, check_workers, crowded_note, run_workers,
+                                 shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
 from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.storage import (
     StoreConfig,
@@ -260,7 +260,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
     # the trials' user attributes and the summary, and unexpected errors still propagate.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_search_study(settings, storage_url, study_name, options)
-    if images is None:  # a worker process: the parent has loaded (and downloaded) the data already
+    if images is None:  # a worker process without shared memory: the parent has loaded (and downloaded) the data
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
                bar_format=BAR_FORMAT,
@@ -428,7 +428,10 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         if options.workers == 1:
             _work(settings, storage_url, name, options, 0, images)
         else:
-            processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i)
+            shared, note = shared_with_workers(images)
+            if note:
+                print(note, file=sys.stderr)
+            processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i, shared)
                                                        for i in range(options.workers)])
             worker_failures, killed = worker_exits(processes)
     except KeyboardInterrupt:

@@ -64,6 +64,14 @@ def idle_machine(monkeypatch):
     monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (0.0, 0.0, 0.0))
 
 
+def no_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sharing a tensor fails as torch's does in a container's 64 MB ``/dev/shm``."""
+    def no_room(self):
+        raise RuntimeError("unable to allocate shared memory(shm) for file </torch_1_2_0>: No space left on device (28)")
+
+    monkeypatch.setattr(torch.Tensor, "share_memory_", no_room)
+
+
 def run_cli(cwd: Path, *args: str) -> int:
     return cli(cwd, "run", *args, "--quiet")
 

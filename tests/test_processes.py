@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import worker_pids
+import torch
+from conftest import no_shared_memory, worker_pids
 
-from benchmark.processes import Interrupts, signals_deferred, terminate_as_interrupt
+from benchmark.processes import Interrupts, shared_with_workers, signals_deferred, terminate_as_interrupt
 
 # A worker whose start-up (it imports this module, as a real worker imports torch) takes long
 # enough for Ctrl-C to arrive in the middle of it.
@@ -241,3 +242,37 @@ def test_sigterm_as_an_interrupt_leaves_an_ignored_one_ignored_and_other_threads
     thread.start()
     thread.join()
     assert errors == []
+
+
+SHARING_WORKER = """
+def work(images, index):
+    images[index] = index + 1  # seen by the parent only where the worker maps the parent's memory
+"""
+
+SHARING_PARENT = """
+import torch
+
+import sharing_worker
+from benchmark.processes import run_workers, shared_with_workers
+
+if __name__ == "__main__":
+    images, note = shared_with_workers(torch.zeros(2))
+    run_workers(sharing_worker.work, [(images, 0), (images, 1)])
+    print(images.tolist(), note)
+"""
+
+
+def test_workers_map_the_images_shared_with_them_instead_of_holding_copies(tmp_path):
+    (tmp_path / "sharing_worker.py").write_text(textwrap.dedent(SHARING_WORKER))
+    (tmp_path / "parent.py").write_text(textwrap.dedent(SHARING_PARENT))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+    done = subprocess.run([sys.executable, "parent.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout == "[1.0, 2.0] None\n", done.stderr
+
+
+def test_images_shared_memory_has_no_room_for_are_left_for_each_worker_to_load(monkeypatch):
+    no_shared_memory(monkeypatch)
+    assert shared_with_workers(torch.zeros(3, 1024, 1024)) == (None, (
+        "note: each worker process loads the dataset itself and holds its own copy (12 MiB): shared memory has no "
+        "room for it (unable to allocate shared memory(shm) for file </torch_1_2_0>: No space left on device (28))"))

@@ -15,12 +15,14 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from conftest import cli, miss_the_first_look, one_line_error, one_torch_thread, stopped, text_table, worker_pids
+from conftest import (cli, miss_the_first_look, no_shared_memory, one_line_error, one_torch_thread, stopped, text_table,
+                      worker_pids)
 from optuna.trial import TrialState
 
 import benchmark.train
 from benchmark.balancing import BalanceConfig
 from benchmark.config import Configuration, MethodConfig
+from benchmark.data import load_dataset
 from benchmark.processes import signal_name
 from benchmark.search import SearchOptions, counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
@@ -531,11 +533,28 @@ def test_the_sampler_learns_to_avoid_parameters_that_diverged(fake_training):
     assert [sum(t.constraints.values()) > 0 for t in study.trials] == [t in diverged for t in study.trials]
 
 
+@pytest.mark.parametrize("room", [True, False])
+def test_a_searchs_workers_are_given_its_images_in_shared_memory_or_load_them_where_there_is_no_room(
+        tmp_path, capsys, monkeypatch, room):
+    given = []
+    monkeypatch.setattr("benchmark.search.run_workers", lambda target, args: given.extend(a[-1] for a in args) or [])
+    if not room:
+        no_shared_memory(monkeypatch)
+    search_cli(tmp_path, "--trials", "2", "--workers", "2")
+    note = "note: each worker process loads the dataset itself and holds its own copy"
+    assert (note in capsys.readouterr().err) == (not room)
+    if room:
+        pool = load_dataset("mnist5k", limit=200).train
+        assert len(given) == 2 and all(images.is_shared() and torch.equal(images, pool) for images in given)
+    else:
+        assert given == [None, None]
+
+
 @pytest.mark.parametrize("trials, left_running, code", [(2, False, 0), (3, False, 1), (2, True, 1)])
 def test_a_killed_worker_is_named_by_its_signal_and_fails_the_search_only_with_trials_to_go(
         tmp_path, fake_training, monkeypatch, capsys, trials, left_running, code):
     def workers(target, args):  # worker 0 trains its trials here; worker 1 was killed by SIGKILL
-        settings, url, name, options, _ = args[0]
+        settings, url, name, options, *_ = args[0]
         done = 1 if left_running else 2
         benchmark.search._work(settings, url, name, replace(options, trials=done), 0, torch.zeros(20, 1, 32, 32))
         if left_running:  # the killed worker's trial: RUNNING until a live worker or the next run fails it
