@@ -72,6 +72,26 @@ def no_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.Tensor, "share_memory_", no_room)
 
 
+def given_to_workers(monkeypatch: pytest.MonkeyPatch, run_workers: str, room: bool) -> list:
+    """What each worker is given as its images once ``run_workers`` (the name patched: it starts none)
+    is called; without ``room``, sharing memory fails (``no_shared_memory``)."""
+    given = []
+    monkeypatch.setattr(run_workers, lambda target, args: given.extend(a[-1] for a in args) or [])
+    if not room:
+        no_shared_memory(monkeypatch)
+    return given
+
+
+def check_given(given: list, pool: torch.Tensor, room: bool, err: str) -> None:
+    """Two workers were given ``pool`` in shared memory, or, without ``room``, nothing and a note."""
+    note = "note: each worker process loads the dataset itself and holds its own copy"
+    assert (note in err) == (not room), err
+    if room:
+        assert len(given) == 2 and all(images.is_shared() and torch.equal(images, pool) for images in given)
+    else:
+        assert given == [None, None]
+
+
 def run_cli(cwd: Path, *args: str) -> int:
     return cli(cwd, "run", *args, "--quiet")
 

@@ -21,7 +21,8 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import cli, miss_the_first_look, no_shared_memory, one_line_error, run_cli, stopped, worker_pids
+from conftest import (check_given, cli, given_to_workers, miss_the_first_look, one_line_error, run_cli, stopped,
+                      worker_pids)
 from optuna.trial import TrialState
 
 from benchmark.cli.run import command_line
@@ -998,18 +999,9 @@ def test_a_runs_workers_are_given_its_images_in_shared_memory_or_load_them_where
         tmp_path, capsys, monkeypatch, room):
     # each worker loaded and held a copy of its own: 3 × 8 GB for CelebA with --workers 2
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
-    given = []
-    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: given.extend(a[-1] for a in args) or [])
-    if not room:
-        no_shared_memory(monkeypatch)
+    given = given_to_workers(monkeypatch, "benchmark.runner.run_workers", room)
     assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "2") == 1  # the stand-in trained nothing
-    note = "note: each worker process loads the dataset itself and holds its own copy"
-    assert (note in capsys.readouterr().err) == (not room)
-    if room:
-        pool = load_dataset("mnist5k", limit=120).train
-        assert len(given) == 2 and all(images.is_shared() and torch.equal(images, pool) for images in given)
-    else:
-        assert given == [None, None]
+    check_given(given, load_dataset("mnist5k", limit=120).train, room, capsys.readouterr().err)
 
 
 def test_workers_that_were_killed_or_failed_are_named_when_the_run_ends(tmp_path, capsys, monkeypatch):

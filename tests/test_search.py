@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from conftest import (cli, miss_the_first_look, no_shared_memory, one_line_error, one_torch_thread, stopped, text_table,
-                      worker_pids)
+from conftest import (check_given, cli, given_to_workers, miss_the_first_look, one_line_error, one_torch_thread, stopped,
+                      text_table, worker_pids)
 from optuna.trial import TrialState
 
 import benchmark.train
@@ -536,18 +536,9 @@ def test_the_sampler_learns_to_avoid_parameters_that_diverged(fake_training):
 @pytest.mark.parametrize("room", [True, False])
 def test_a_searchs_workers_are_given_its_images_in_shared_memory_or_load_them_where_there_is_no_room(
         tmp_path, capsys, monkeypatch, room):
-    given = []
-    monkeypatch.setattr("benchmark.search.run_workers", lambda target, args: given.extend(a[-1] for a in args) or [])
-    if not room:
-        no_shared_memory(monkeypatch)
+    given = given_to_workers(monkeypatch, "benchmark.search.run_workers", room)
     search_cli(tmp_path, "--trials", "2", "--workers", "2")
-    note = "note: each worker process loads the dataset itself and holds its own copy"
-    assert (note in capsys.readouterr().err) == (not room)
-    if room:
-        pool = load_dataset("mnist5k", limit=200).train
-        assert len(given) == 2 and all(images.is_shared() and torch.equal(images, pool) for images in given)
-    else:
-        assert given == [None, None]
+    check_given(given, load_dataset("mnist5k", limit=200).train, room, capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("trials, left_running, code", [(2, False, 0), (3, False, 1), (2, True, 1)])
