@@ -67,7 +67,8 @@ def idle_machine(monkeypatch):
 def no_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sharing a tensor fails as torch's does in a container's 64 MB ``/dev/shm``."""
     def no_room(self):
-        raise RuntimeError("unable to allocate shared memory(shm) for file </torch_1_2_0>: No space left on device (28)")
+        raise RuntimeError("unable to allocate shared memory(shm) for file </torch_1_2_0>: "
+                           "No space left on device (28)")
 
     monkeypatch.setattr(torch.Tensor, "share_memory_", no_room)
 

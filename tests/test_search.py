@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
-from conftest import (check_given, cli, given_to_workers, miss_the_first_look, one_line_error, one_torch_thread, stopped,
-                      text_table, worker_pids)
+from conftest import (check_given, cli, given_to_workers, miss_the_first_look, one_line_error, one_torch_thread,
+                      stopped, text_table, worker_pids)
 from optuna.trial import TrialState
 
 import benchmark.train
