@@ -13,6 +13,8 @@ import importlib.util
 import json
 import random
 import shlex
+import shutil
+import sys
 import time
 import warnings
 from collections import Counter
@@ -339,7 +341,15 @@ def delete_hint(study: str, url: str) -> str:
     """The command that removes a study (Optuna's own CLI), for messages that suggest starting over."""
     shown = safe_url(url)
     password = " (with the password in place of ***)" if shown != url and password_hidden(shown) else ""
-    return f"`optuna delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`{password}"
+    return (f"`{optuna_command()} delete-study --storage {shlex.quote(shown)} --study-name {shlex.quote(study)}`"
+            f"{password}")
+
+
+def optuna_command() -> str:
+    """Optuna's CLI as a shell finds it: ``optuna`` where it is on PATH, else the script installed beside
+    this Python (a virtual environment used without activating it; Optuna has no ``python -m optuna``)."""
+    beside = Path(sys.executable).parent / "optuna"
+    return shlex.quote(str(beside)) if shutil.which("optuna") is None and beside.is_file() else "optuna"
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -20,6 +20,7 @@ from benchmark.storage import (
     differing_settings_message,
     fail_orphans,
     open_storage,
+    optuna_command,
     settings_differ,
     upgraded,
     version_problem,
@@ -268,7 +269,7 @@ def test_a_shared_study_refuses_folds_another_files_run_trained_before_their_mod
            "a file without those configurations goes on with the rest; for a separate run, give it a --name of its own")
     where = f"study 'suite-smoke' in sqlite:///{tmp_path}/smoke.db"
     assert str(refused.value).startswith(f"{where} holds 1 fold of vq-vae/1/multidecoder/uniform {old}")
-    assert "`optuna delete-study --storage" in str(refused.value)
+    assert f"`{optuna_command()} delete-study --storage" in str(refused.value)
     # Failed for good (diverged) is settled as well, never trained again; a unit that recorded no version is the study's
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, system_attrs={"fixed_params": {
         UNIT_PARAM: "vq-vae/1/baseline#0"}}, user_attrs={"error": "diverged"}))
@@ -306,3 +307,16 @@ def test_a_checkpoint_upload_leaves_another_suites_upload_of_the_same_trial_id_a
     saved = torch.load(others.parent / artifact, weights_only=True)
     assert torch.equal(saved["state_dict"]["w"], weights["w"]) and saved["info"]["family"] == "vae"
     assert sorted(p.name for p in others.parent.iterdir()) == sorted([others.name, artifact])
+
+
+def test_the_start_over_hint_names_optuna_as_the_shell_finds_it(tmp_path, monkeypatch):
+    # run by the virtual environment's python without activating it, the hint's `optuna` was "command not found"
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "optuna").write_text("#!/bin/sh\n")
+    (venv / "optuna").chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(venv / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    assert optuna_command() == str(venv / "optuna")
+    monkeypatch.setenv("PATH", str(venv))  # activated
+    assert optuna_command() == "optuna"
