@@ -138,9 +138,12 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
     assert "warning" not in capsys.readouterr().out
     assert (tmp_path / "reports" / "tuned-tuned" / "figures" / "optuna" / name / "history.png").is_file()
-    assert cli(tmp_path, "studies", "list", "--studies-dir", "other") == 0  # the run's study is in mine/
-    assert (f"note: study suite-tuned-tuned (exported to results/) is in sqlite:///{tmp_path}/mine/tuned-tuned.db, "
-            "not under other/") in capsys.readouterr().err
+    # a mistyped folder is an error, not an empty list; the run's study is in mine/
+    assert cli(tmp_path, "studies", "list", "--studies-dir", "other") == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.endswith("\nerror: no folder other (from --studies-dir)\n")
+    assert captured.err.startswith(f"note: study suite-tuned-tuned (exported to results/) is in "
+                                   f"sqlite:///{tmp_path}/mine/tuned-tuned.db, not under other/")
     # a search made before `search` took --studies-dir is under studies/: a run with one finds it there too
     (tmp_path / "studies").mkdir()
     (tmp_path / "mine" / f"{name}.db").rename(tmp_path / "studies" / f"{name}.db")

@@ -239,13 +239,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     from benchmark.studies import format_study_list, list_all_studies, list_studies, unlisted_studies
 
     place = study_place(args)
+    missing = args.studies_dir is not None and not args.studies_dir.is_dir()  # a mistyped path: no empty list
     rows, skipped = (list_studies(place.storage), []) if place.storage else list_all_studies(place.folder)
-    print(format_study_list(rows, place))
+    if not missing:
+        print(format_study_list(rows, place))
     for reason in skipped:
         print(f"warning: skipped {reason}", file=sys.stderr)
     if not place.storage:
         for note in unlisted_studies((row.name for row in rows), place.folder):
             print(f"note: {note}", file=sys.stderr)
+    if missing:
+        raise ValueError(f"no folder {args.studies_dir} (from --studies-dir)")
     return 0
 
 
