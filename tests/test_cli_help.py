@@ -80,7 +80,20 @@ def test_the_installed_command_names_itself_in_its_usage(monkeypatch, capsys):
     (("run", "--suite", "smoke", "--epoch", "3"), "unrecognized arguments: --epoch 3 (did you mean '--epochs'?)"),
     (("search", "--famly", "vae", "--config", "1", "--method", "baseline"), "unrecognized arguments: --famly "
                                                                             "(did you mean '--family'?)"),
-    (("run",), "the following arguments are required: --suite"),  # nothing mistyped: the missing one
+    (("run",), "the following arguments are required: --suite (see"),  # nothing mistyped: the missing one
+    # arguments in the wrong place: where they go
+    (("run", "smoke"), "the following arguments are required: --suite (did you mean `--suite smoke`?)"),
+    (("report", "smoke"), "unrecognized arguments: smoke (did you mean `--suite smoke`?)"),
+    (("report", "--suite", "a", "b"), "unrecognized arguments: b (did you mean `--suite b`?)"),  # it repeats
+    (("run", "--suite", "smoke", "extra"), "unrecognized arguments: extra (see"),  # run takes one
+    (("suites", "--suite", "smoke"), "unrecognized arguments: --suite (it takes the suite alone: "
+                                     "`python -m benchmark suites smoke`)"),
+    (("suites", "--suite=smoke"), "unrecognized arguments: --suite=smoke (it takes the suite alone: "
+                                  "`python -m benchmark suites smoke`)"),
+    (("--quiet", "run", "--suite", "smoke"), "unrecognized arguments: --quiet (an option of run: give it after the "
+                                             "command, `python -m benchmark run --quiet ...`) (see `python -m "
+                                             "benchmark --help`)"),
+    (("--verison",), "unrecognized arguments: --verison (did you mean '--version'?)"),
 ])
 def test_a_mistyped_option_is_named_with_the_one_meant_not_as_a_missing_required_one(tmp_path, capsys, args, said):
     with pytest.raises(SystemExit) as stop:

@@ -55,9 +55,28 @@ class _Parser(argparse.ArgumentParser):
                     if arg.startswith("--") and arg.split("=")[0] not in self._option_string_actions]
         if mistyped and message.startswith("the following arguments are required"):
             message = f"unrecognized arguments: {' '.join(mistyped)}"
-        if mistyped and message.startswith("unrecognized arguments"):
-            message += did_you_mean(mistyped[0], self._option_string_actions)
+        elif message == "the following arguments are required: --suite" and self._given \
+                and not self._given[0].startswith("-"):  # `run smoke`
+            message += f" (did you mean `--suite {self._given[0]}`?)"
+        if message.startswith("unrecognized arguments"):
+            message += ((did_you_mean(mistyped[0], self._option_string_actions) if mistyped else "")
+                        or self._placement(message.split(": ", 1)[1].split()[0]))
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+    def _placement(self, stray: str) -> str:
+        """Where an argument this command does not take belongs: ``report smoke`` means ``--suite smoke``,
+        ``suites --suite smoke`` the suite alone."""
+        if not stray.startswith("-"):
+            suite = self._option_string_actions.get("--suite")
+            given = any(arg.split("=")[0] == "--suite" for arg in self._given)
+            wanted = suite is not None and (not given or isinstance(suite, argparse._AppendAction))  # report's repeats
+            return f" (did you mean `--suite {stray}`?)" if wanted else ""
+        name = stray.split("=")[0]
+        positional = [a for a in self._actions if not a.option_strings and (a.metavar or a.dest).lower() == name[2:]]
+        if not positional:
+            return ""
+        given = self._given[self._given.index(stray) + 1:] if "=" not in stray else [stray.split("=", 1)[1]]
+        return f" (it takes the {name[2:]} alone: `{self.prog} {given[0] if given else name[2:].upper()}`)"
 
 
 def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -67,6 +86,15 @@ def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPars
             for command in action.choices.values():
                 yield command
                 yield from _commands(command)
+
+
+def _before_its_command(parser: argparse.ArgumentParser, given: list[str]) -> str:
+    """For a command's option given before the command (``--quiet run``): where it goes."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    command = next((arg for arg in given[1:] if arg in commands), None)
+    if command is None or given[0].split("=")[0] not in commands[command]._option_string_actions:
+        return ""
+    return f" (an option of {command}: give it after the command, `{parser.prog} {command} {given[0]} ...`)"
 
 
 def build_parser(prog: str = "python -m benchmark") -> argparse.ArgumentParser:
@@ -84,7 +112,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmark") -> in
     parser = build_parser(prog)
     given = list(sys.argv[1:] if argv is None else argv)
     if given and given[0].startswith("-") and given[0] not in parser._option_string_actions:
-        parser.error(f"unrecognized arguments: {given[0]}")  # not "COMMAND is required", for a mistyped --help
+        # not "COMMAND is required", for a mistyped --help
+        parser.error(f"unrecognized arguments: {given[0]}" + (_before_its_command(parser, given)
+                                                              or did_you_mean(given[0], parser._option_string_actions)))
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would name the top-level help; the command's own help lists its options
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
