@@ -16,8 +16,9 @@ from benchmark.suites import Suite
 
 @dataclass
 class RunSummary:
-    """A run's end: units done (``done_before`` of them when it started), failed for good and not
-    finished; its seconds, its results file, and the reason each failed unit gave."""
+    """A run's end: units done (``trained`` of them by this run, the rest before it or by others at the
+    same time), failed for good and not finished; its seconds, its results file, and the reason each
+    failed unit gave."""
 
     done: int
     failed: int
@@ -28,7 +29,7 @@ class RunSummary:
     workers: int = 1  # worker processes the run started, and how those that did not end well ended
     worker_failures: int = 0
     workers_killed: list[str] = field(default_factory=list)
-    done_before: int = 0
+    trained: int = 0
 
 
 def settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> tuple[int, dict[str, str]]:
@@ -84,6 +85,10 @@ def _listing(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float) -> RunSummary:
-    done, errors = settled_units(unit_states(study), suite)
-    return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors)
+def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: float, run_id: str) -> RunSummary:
+    """Where the study's units stand after run ``run_id`` (the ``run`` its workers record with each unit)."""
+    states = unit_states(study)
+    done, errors = settled_units(states, suite)
+    trained = sum(any(trial_status(t) == "complete" and t.user_attrs.get("run") == run_id for t in states.get(key, []))
+                  for key in unit_keys(suite))
+    return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors, trained=trained)

@@ -6,6 +6,7 @@ import contextlib
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -103,10 +104,13 @@ class _Worker:
     """Trains the units it claims; one instance per process."""
 
     def __init__(self, suite: Suite, store: StoreConfig, position: int | None = None, show_progress: bool = True,
-                 fold_parallel: bool = False, images: torch.Tensor | None = None, command: str | None = None) -> None:
+                 fold_parallel: bool = False, images: torch.Tensor | None = None, command: str | None = None,
+                 run_id: str | None = None) -> None:
         """position: the worker's number among a run's ``--workers`` (its progress bar's line and
-        name), None for a run's only worker. command: the run's, for the exports it makes (``export``)."""
+        name), None for a run's only worker. command: the run's, for the exports it makes (``export``).
+        run_id: the run's, recorded with each unit it trains (``summarise_run`` counts them)."""
         self.suite, self.store, self.fold_parallel, self.command = suite, store, fold_parallel, command
+        self.run_id = run_id
         # The run's first worker exports while it trains: more would read the whole study as often again.
         self.exports, self.export_failed = position in (None, 0), False
         self.exported, self.export_seconds = time.monotonic(), 0.0
@@ -196,7 +200,7 @@ class _Worker:
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
-                            "recon_mean_image": self._mean_image_recon(fold), "stacked": stacked,
+                            "recon_mean_image": self._mean_image_recon(fold), "stacked": stacked, "run": self.run_id,
                             **self.trained_on}.items():
             storage.set_trial_user_attr(trial_id, name, value)
 
@@ -428,10 +432,11 @@ def _work_until_interrupted(worker: _Worker) -> None:
 
 
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
-                     fold_parallel: bool, threads: int, command: str | None, images: torch.Tensor | None) -> None:
+                     fold_parallel: bool, threads: int, command: str | None, run_id: str,
+                     images: torch.Tensor | None) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    worker = _Worker(suite, store, position, show_progress, fold_parallel, images, command)
+    worker = _Worker(suite, store, position, show_progress, fold_parallel, images, command, run_id)
     stop_with_parent()
     _work_until_interrupted(worker)  # Ctrl-C reaches every worker; the parent exports and says so, once
 
@@ -502,17 +507,17 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device)):
         if line:
             print(line, file=sys.stderr)
-    failures, killed = 0, []
+    failures, killed, run_id = 0, [], uuid.uuid4().hex
     try:
         if workers == 1:
-            _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command))
+            _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command, run_id))
         else:
             threads = max(1, usable_cores() // workers)
             shared, note = shared_with_workers(images)
             if note:
                 print(note, file=sys.stderr)
             failures, killed = worker_exits(run_workers(_work_in_process, [
-                (suite, store, i, show_progress, together, threads, command, shared) for i in range(workers)]))
+                (suite, store, i, show_progress, together, threads, command, run_id, shared) for i in range(workers)]))
     except KeyboardInterrupt:
         interrupted = True
     else:
@@ -520,12 +525,11 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     finally:  # also when interrupted: the units finished so far are exported and can be reported
         results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]),
                             command=_command_to_record(study, suite, store, command, done_before + len(failed)))
-    summary = summarise_run(study, suite, results, time.perf_counter() - started)
+    summary = summarise_run(study, suite, results, time.perf_counter() - started, run_id)
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile
         print(unlisted_note(study, now, results), file=sys.stderr)
-    summary = replace(summary, workers=workers, worker_failures=failures, workers_killed=killed,
-                      done_before=done_before)
+    summary = replace(summary, workers=workers, worker_failures=failures, workers_killed=killed)
     if interrupted:
         raise RunInterrupted(summary)
     return summary

@@ -177,6 +177,24 @@ def test_two_workers_share_a_suite_without_duplicates(tmp_path):
     assert len(pd.read_csv(tmp_path / "results" / "small.csv")) == 10
 
 
+def test_a_run_says_how_many_units_it_trained_of_those_done_with_another_run_beside_it(tmp_path, capsys,
+                                                                                        monkeypatch):
+    # two runs sharing a study each said "done 4", though each trained a part
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    work = _Worker.work
+
+    def another_run_beside(self):  # as this run starts, another one trains a unit
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[0]
+        self.study._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+        self.study._storage.set_trial_user_attr(waiting._trial_id, "run", "another")
+        self.study._storage.set_trial_state_values(waiting._trial_id, TrialState.COMPLETE, [0.5])
+        work(self)
+
+    monkeypatch.setattr(_Worker, "work", another_run_beside)
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    assert capsys.readouterr().out.startswith("done 4 (3 by this run), failed 0, not finished 0 of 4 units in ")
+
+
 def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once_done(tmp_path):
     """Two machines starting a shared study at once can enqueue a unit twice; stacking folds
     must not take its second trial when the first is already running or done."""
@@ -430,7 +448,7 @@ def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_do
     out, err = capsys.readouterr()
     assert "beat every 1 s, so this run does too, not every 7 s" in err
     assert "resuming: 30 of 30 units already done; 0 not finished" in err
-    assert out.startswith("done 30 (0 new), failed 0, not finished 0 of 30 units in ")  # none trained by this run
+    assert out.startswith("done 30 (0 by this run), failed 0, not finished 0 of 30 units in ")
 
 
 def test_ctrl_c_cuts_training_short_and_waits_elsewhere_for_the_next_check():
@@ -565,7 +583,7 @@ def test_configurations_added_to_a_suite_file_join_its_study_and_the_done_units_
     out, err = capsys.readouterr()
     assert ("resuming: 2 of 4 units already done; 2 not finished (including the 2 units of 1 configuration new to "
             "the study: vae/1/multidecoder/exact)") in err
-    assert out.startswith("done 4 (2 new), failed 0, not finished 0 of 4 units in ")
+    assert out.startswith("done 4 (2 by this run), failed 0, not finished 0 of 4 units in ")
     study = study_of(tmp_path, "small")
     assert {t.number: t.value for t in study.trials if t.number in trained} == trained  # not trained again
     assert len(study.trials) == 4

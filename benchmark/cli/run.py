@@ -318,8 +318,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def print_summary(summary: RunSummary, suite: Suite) -> None:
     from benchmark.cv import fold_label
 
-    new = f" ({summary.done - summary.done_before} new)" if summary.done_before else ""  # a resumed run's own
-    print(f"done {summary.done}{new}, failed {summary.failed}, not finished {summary.missing} of {suite.units} "
+    # a resumed run's own, or a run's share of what runs at the same time on its storage trained
+    own = f" ({summary.trained} by this run)" if summary.trained != summary.done else ""
+    print(f"done {summary.done}{own}, failed {summary.failed}, not finished {summary.missing} of {suite.units} "
           f"units in {summary.seconds:.0f} s; results: {summary.results}")
     for key, reason in summary.errors.items():
         config_id, fold = parse_unit(key)
@@ -329,5 +330,5 @@ def print_summary(summary: RunSummary, suite: Suite) -> None:
         print(line, file=sys.stderr)
     busy = busy_note("this run trained", "its units' training times (`seconds`, the report's cost column) are high",
                      processes=summary.workers)
-    if busy and summary.done > summary.done_before:
+    if busy and summary.trained:
         print(busy, file=sys.stderr)
