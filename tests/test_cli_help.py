@@ -94,6 +94,13 @@ def test_the_installed_command_names_itself_in_its_usage(monkeypatch, capsys):
                                              "command, `python -m benchmark run --quiet ...`) (see `python -m "
                                              "benchmark --help`)"),
     (("--verison",), "unrecognized arguments: --verison (did you mean '--version'?)"),
+    (("suites", "smoke", "--suite", "quick"), "unrecognized arguments: --suite quick (it takes the suite alone: "
+                                              "`python -m benchmark suites smoke quick`)"),
+    (("report", "smoke", "quick"), "unrecognized arguments: smoke quick (did you mean `--suite smoke --suite quick`?)"),
+    (("run", "my suite.toml"), "the following arguments are required: --suite (did you mean `--suite 'my "
+                               "suite.toml'`?)"),
+    (("--command", "run"), "unrecognized arguments: --command (see"),  # a stray the top level cannot place
+    (("studies", "--name", "show", "x"), "unrecognized arguments: --name (see `python -m benchmark studies show"),
 ])
 def test_a_mistyped_option_is_named_with_the_one_meant_not_as_a_missing_required_one(tmp_path, capsys, args, said):
     with pytest.raises(SystemExit) as stop:

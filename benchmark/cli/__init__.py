@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -44,10 +45,12 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self._given: list[str] = []
+        self._unknown: list[str] = []
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         self._given = list(sys.argv[1:] if args is None else args)  # a subcommand's parser gets its own part
-        return super().parse_known_args(args, namespace)
+        namespace, self._unknown = super().parse_known_args(args, namespace)
+        return namespace, self._unknown
 
     def error(self, message: str) -> NoReturn:
         # A mistyped option (--siute) is the cause of the required one's absence: name it instead.
@@ -57,26 +60,29 @@ class _Parser(argparse.ArgumentParser):
             message = f"unrecognized arguments: {' '.join(mistyped)}"
         elif message == "the following arguments are required: --suite" and self._given \
                 and not self._given[0].startswith("-"):  # `run smoke`
-            message += f" (did you mean `--suite {self._given[0]}`?)"
+            message += f" (did you mean `--suite {shlex.quote(self._given[0])}`?)"
         if message.startswith("unrecognized arguments"):
             message += ((did_you_mean(mistyped[0], self._option_string_actions) if mistyped else "")
-                        or self._placement(message.split(": ", 1)[1].split()[0]))
+                        or (self._placement(self._unknown) if self._unknown else ""))
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
-    def _placement(self, stray: str) -> str:
-        """Where an argument this command does not take belongs: ``report smoke`` means ``--suite smoke``,
+    def _placement(self, strays: list[str]) -> str:
+        """Where the arguments this command did not take belong: ``report smoke`` means ``--suite smoke``,
         ``suites --suite smoke`` the suite alone."""
-        if not stray.startswith("-"):
+        if not strays[0].startswith("-"):
             suite = self._option_string_actions.get("--suite")
-            given = any(arg.split("=")[0] == "--suite" for arg in self._given)
-            wanted = suite is not None and (not given or isinstance(suite, argparse._AppendAction))  # report's repeats
-            return f" (did you mean `--suite {stray}`?)" if wanted else ""
-        name = stray.split("=")[0]
-        positional = [a for a in self._actions if not a.option_strings and (a.metavar or a.dest).lower() == name[2:]]
-        if not positional:
+            repeats = isinstance(suite, argparse._AppendAction)  # report's
+            if suite is None or (not repeats and any(arg.split("=")[0] == "--suite" for arg in self._given)):
+                return ""
+            names = [stray for stray in strays if not stray.startswith("-")][:None if repeats else 1]
+            return f" (did you mean `{' '.join(f'--suite {shlex.quote(name)}' for name in names)}`?)"
+        option = strays[0].split("=")[0]
+        if not any(not a.option_strings and (a.metavar or a.dest).lower() == option[2:] for a in self._actions):
             return ""
-        given = self._given[self._given.index(stray) + 1:] if "=" not in stray else [stray.split("=", 1)[1]]
-        return f" (it takes the {name[2:]} alone: `{self.prog} {given[0] if given else name[2:].upper()}`)"
+        values = [arg.removeprefix(option + "=") for arg in self._given
+                  if not arg.startswith("-") or arg.startswith(option + "=")]
+        shown = " ".join(shlex.quote(value) for value in values) or option[2:].upper()
+        return f" (it takes the {option[2:]} alone: `{self.prog} {shown}`)"
 
 
 def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
