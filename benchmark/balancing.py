@@ -92,7 +92,8 @@ def idle_softadapt_note(balances: Iterable[BalanceConfig], train_images: int, ba
     idle = sorted({b.update_every for b in balances if b.softadapt and max(b.update_every, 2) >= steps})
     if not idle:
         return None
-    return (f"note: SoftAdapt re-weights every {idle[0]} steps, but a fold trains only {steps} step{'s' * (steps != 1)} here "
+    return (f"note: SoftAdapt re-weights every {idle[0]} step{'s' * (idle[0] != 1)}, but a fold trains only "
+            f"{steps} step{'s' * (steps != 1)} here "
             f"({epochs} epoch{'s' * (epochs != 1)} of {train_images} images at batch {batch_size}): its configurations keep "
             f"uniform weights")
 

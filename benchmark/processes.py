@@ -315,12 +315,13 @@ def start_shielded(processes: Sequence[multiprocessing.process.BaseProcess]) -> 
 def shared_with_workers(images: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
     """``images`` moved into shared memory, which spawned workers given them map rather than each
     loading and holding a copy of its own (CelebA's training split is 8 GB as float32); None, and a
-    note, where ``/dev/shm`` has no room for them (a container's is 64 MB unless ``--shm-size``)."""
+    note, where that fails, mostly as ``/dev/shm`` has no room for them (a container's is 64 MB
+    unless ``--shm-size``)."""
     try:
         return images.share_memory_(), None
     except RuntimeError as err:  # torch: "unable to allocate shared memory(shm) ...: No space left on device"
         return None, (f"note: each worker process loads the dataset itself and holds its own copy "
-                      f"({images.nbytes / 2**20:,.0f} MiB): shared memory has no room for it ({err})")
+                      f"({images.nbytes / 2**20:,.0f} MiB): it could not be put in shared memory ({err})")
 
 
 def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[multiprocessing.process.BaseProcess]:

@@ -86,15 +86,13 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     if not path.is_file():
         available = available_suites(results_dir)
         known = f"suites with results: {', '.join(available) or 'none yet'}"
-        where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
         if "," in suite:  # a list, as --objectives takes one: no suite's name holds a comma
-            each = " ".join(f"--suite {shlex.quote(name.strip())}" for name in suite.split(",") if name.strip())
-            raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}): --suite names one suite; "
-                              f"for a report of each, `python -m benchmark report {each}{where}`")
+            raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}): --suite names one suite")
         builtin = suite in builtin_suites()
         typo = did_you_mean(suite, available)
         if typo and not builtin:
             raise ReportError(f"no results for suite {suite!r}{typo} in {results_dir}/; {known}")
+        where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
         how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
                f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
                f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")

@@ -98,7 +98,8 @@ def test_a_fold_too_short_for_a_softadapt_update_is_noted():
     # 100 steps: the update after the last one weighs no step
     assert "only 100 steps" in idle_softadapt_note([softadapt], train_images=1000, batch_size=100, epochs=10)
     every = BalanceConfig(softadapt=True, update_every=1)  # the first update needs two steps' losses
-    assert "only 2 steps" in idle_softadapt_note([every], train_images=2, batch_size=1, epochs=1)
+    assert "every 1 step, but a fold trains only 2 steps" in idle_softadapt_note([every], train_images=2, batch_size=1,
+                                                                                 epochs=1)
     assert "only 1 step here (1 epoch of 40 images" in idle_softadapt_note([softadapt], train_images=40, batch_size=128,
                                                                            epochs=1)
     assert idle_softadapt_note([every], train_images=3, batch_size=1, epochs=1) is None

@@ -58,6 +58,9 @@ def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
                                                "results: none yet; a run exports them once it has finished a unit); "
                                                "run it first: ")
     assert not (tmp_path / "reports" / "nothing").exists()
+    assert report(tmp_path, "--suite", "smoke,smoke-bf") == 2  # a list, as --objectives takes one
+    assert capsys.readouterr().err == ("error: --suite names one suite: give each its own, --suite smoke "
+                                       "--suite smoke-bf\n")
 
 
 def test_report_from_another_folder_finds_the_checkpoints(smoke_run, tmp_path, capsys):

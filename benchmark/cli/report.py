@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.results import ReportError, available_suites
     from benchmark.studies import StudyPlace
 
+    for listed in args.suite or []:
+        if "," in listed and not is_suite_file(listed):  # a list, as --objectives takes one
+            each = " ".join(f"--suite {shlex.quote(name.strip())}" for name in listed.split(",") if name.strip())
+            raise ReportError(f"--suite names one suite: give each its own, {each}")
     given = {path: get_suite(path) for path in args.suite or [] if is_suite_file(path)}  # each file read once
     files = {suite.name: (path, suite) for path, suite in given.items()}  # name → the file given and its suite
     # a suite named twice (by name and by its file, say) is reported once
