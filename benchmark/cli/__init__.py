@@ -60,7 +60,7 @@ class _Parser(argparse.ArgumentParser):
             message = f"unrecognized arguments: {' '.join(mistyped)}"
         elif message == "the following arguments are required: --suite" and self._given \
                 and not self._given[0].startswith("-"):  # `run smoke`
-            message += f" (did you mean `--suite {shlex.quote(self._given[0])}`?)"
+            message += self._placement(self._given[:1])
         if message.startswith("unrecognized arguments"):
             message += ((did_you_mean(mistyped[0], self._option_string_actions) if mistyped else "")
                         or (self._placement(self._unknown) if self._unknown else ""))
