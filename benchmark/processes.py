@@ -312,16 +312,17 @@ def start_shielded(processes: Sequence[multiprocessing.process.BaseProcess]) -> 
             signal.signal(signal.SIGINT, previous)
 
 
-def shared_with_workers(images: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
+def shared_with_workers(images: torch.Tensor) -> torch.Tensor | None:
     """``images`` moved into shared memory, which spawned workers given them map rather than each
-    loading and holding a copy of its own (CelebA's training split is 8 GB as float32); None, and a
-    note, where that fails, mostly as ``/dev/shm`` has no room for them (a container's is 64 MB
+    loading and holding a copy of its own (CelebA's training split is 8 GB as float32); None, said on
+    stderr, where that fails, mostly as ``/dev/shm`` has no room for them (a container's is 64 MB
     unless ``--shm-size``)."""
     try:
-        return images.share_memory_(), None
+        return images.share_memory_()
     except RuntimeError as err:  # torch: "unable to allocate shared memory(shm) ...: No space left on device"
-        return None, (f"note: each worker process loads the dataset itself and holds its own copy "
-                      f"({images.nbytes / 2**20:,.0f} MiB): it could not be put in shared memory ({err})")
+        print(f"note: each worker process loads the dataset itself and holds its own copy "
+              f"({images.nbytes / 2**20:,.0f} MiB): it could not be put in shared memory ({err})", file=sys.stderr)
+        return None
 
 
 def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[multiprocessing.process.BaseProcess]:

@@ -513,9 +513,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command, run_id))
         else:
             threads = max(1, usable_cores() // workers)
-            shared, note = shared_with_workers(images)
-            if note:
-                print(note, file=sys.stderr)
+            shared = shared_with_workers(images)
             failures, killed = worker_exits(run_workers(_work_in_process, [
                 (suite, store, i, show_progress, together, threads, command, run_id, shared) for i in range(workers)]))
     except KeyboardInterrupt:

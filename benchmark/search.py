@@ -428,9 +428,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         if options.workers == 1:
             _work(settings, storage_url, name, options, 0, images)
         else:
-            shared, note = shared_with_workers(images)
-            if note:
-                print(note, file=sys.stderr)
+            shared = shared_with_workers(images)
             processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i, shared)
                                                        for i in range(options.workers)])
             worker_failures, killed = worker_exits(processes)
