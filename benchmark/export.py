@@ -5,6 +5,7 @@ kept in Optuna's artifact store (``save_checkpoint``) and read back for reports 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -17,7 +18,8 @@ import optuna
 import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.trial import FrozenTrial
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
@@ -45,8 +47,8 @@ class _RecordingStore(FileSystemArtifactStore):
 
 def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, artifacts: Path,
                     model_state: dict, info: dict) -> str:
-    """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id. A unit
-    taken over by another worker meanwhile (``UpdateFinishedTrialError``) leaves no file behind."""
+    """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id. An upload
+    that fails (the unit taken over by another worker meanwhile, Ctrl-C) leaves no file behind."""
     artifacts.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"state_dict": model_state, "info": {**info, "metrics_version": METRICS_VERSION}}, buffer)
@@ -57,12 +59,28 @@ def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, ar
     try:
         return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp), study_or_trial=trial,
                                                 storage=storage)
-    except optuna.exceptions.UpdateFinishedTrialError:
+    except BaseException:
         if store.written is not None:  # up to 140 MB that nothing would ever read
             store.remove(store.written)
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def discard_checkpoints(storage: optuna.storages.BaseStorage, trial_id: int, artifacts: Path) -> None:
+    """Remove the weights uploaded for a trial that ended without completing (interrupted, or taken over,
+    between its upload and its end): its unit trains again, and nothing would read them. Best effort: a
+    storage that cannot be read leaves them, and the error that ended the trial is the one to report."""
+    try:
+        trial = storage.get_trial(trial_id)
+        complete = trial.state == TrialState.COMPLETE
+        metas = [] if complete else optuna.artifacts.get_all_artifact_meta(trial, storage=storage)
+    except Exception:
+        return
+    store = FileSystemArtifactStore(str(artifacts))
+    for meta in metas:
+        with contextlib.suppress(ArtifactNotFound):
+            store.remove(meta.artifact_id)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE, dict]:

@@ -20,7 +20,8 @@ from benchmark.checks import check_choice, first_line
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
-from benchmark.export import export, export_note, go_on_with, recorded_command, save_checkpoint
+from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
+                              save_checkpoint)
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
                                  shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
@@ -264,6 +265,7 @@ class _Worker:
                 return
             except BaseException:  # Ctrl-C, or an error that `work` reports: the unit is queued again
                 self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                discard_checkpoints(self.study._storage, trial_id, self.store.artifacts(self.suite.name))
                 raise
         self.study.tell(trial, value)
 
@@ -290,6 +292,7 @@ class _Worker:
                             self._record(trial_id, config_id, other_fold, result, len(folds))
                             storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result.metrics["recon"]])
                     except optuna.exceptions.UpdateFinishedTrialError:
+                        discard_checkpoints(storage, trial_id, self.store.artifacts(self.suite.name))
                         self._taken_over(unit_key(config_id, other_fold))
                     unsettled.remove(trial_id)
                     self.bar.update()
@@ -299,6 +302,7 @@ class _Worker:
                 for trial_id in unsettled:
                     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                         storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                    discard_checkpoints(storage, trial_id, self.store.artifacts(self.suite.name))
                 if isinstance(err, torch.OutOfMemoryError):
                     raise ValueError(f"out of memory training the {len(folds)} folds of {config_id} stacked on "
                                      f"{self.trained_on['device']}: use --fold-parallel off") from None

@@ -726,6 +726,28 @@ def test_out_of_memory_is_one_line_and_every_unit_it_held_goes_back_to_the_queue
     assert set(complete_per_unit(study_of(tmp_path, "small")).values()) == {1}
 
 
+@pytest.mark.parametrize("fold_parallel", ["on", "off"])
+def test_ctrl_c_between_a_units_upload_and_its_end_leaves_no_weights_behind(tmp_path, capsys, monkeypatch,
+                                                                            fold_parallel):
+    # The unit is queued again and trains anew: its first weights, up to 140 MB, were kept for nobody.
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=3, w1=1.0))
+    artifacts = tmp_path / "results" / "small" / "artifacts"
+
+    def ctrl_c_once_uploaded():
+        assert list(artifacts.glob("*")), "the weights are uploaded before the unit's attributes"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("benchmark.runner.busy_load", ctrl_c_once_uploaded)
+    assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", fold_parallel) == 130
+    assert list(artifacts.glob("*")) == []
+    assert TrialState.RUNNING not in [t.state for t in study_of(tmp_path, "small").get_trials()]
+    monkeypatch.undo()
+    assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", fold_parallel, "--heartbeat", "1") == 0
+    exported = pd.read_csv(tmp_path / "results" / "small.csv")
+    assert (exported["state"] == "COMPLETE").all()
+    assert sorted(path.name for path in artifacts.iterdir()) == sorted(Path(p).name for p in exported["checkpoint"])
+
+
 def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
     # An uncaught error ended the heartbeat thread: another worker then took the unit over mid-training.
     class Flaky:

@@ -309,6 +309,26 @@ def test_a_checkpoint_upload_leaves_another_suites_upload_of_the_same_trial_id_a
     assert sorted(p.name for p in others.parent.iterdir()) == sorted([others.name, artifact])
 
 
+def test_ctrl_c_while_a_checkpoint_is_recorded_with_its_trial_leaves_no_file(tmp_path, monkeypatch):
+    # Optuna writes the file, then records it with the trial: stopped between the two, the file was left.
+    import torch
+
+    from benchmark.export import save_checkpoint
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
+    trial = study.ask()
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study._storage, "set_trial_system_attr", ctrl_c)
+    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(study._storage.get_trial(trial._trial_id), study._storage, tmp_path / "artifacts",
+                        {"w": torch.arange(3.0)}, info)
+    assert list((tmp_path / "artifacts").iterdir()) == []
+
+
 def test_the_start_over_hint_names_optuna_as_the_shell_finds_it(tmp_path, monkeypatch):
     # run by the virtual environment's python without activating it, the hint's `optuna` was "command not found"
     venv = tmp_path / "venv" / "bin"
