@@ -42,7 +42,8 @@ from benchmark.processes import signals_deferred
 from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
-from benchmark.stats import COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text, summarise
+from benchmark.stats import (COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text,
+                             reference_baseline, summarise)
 from benchmark.storage import METRICS_VERSION, changes_to, gone, password_hidden, since_changes
 from benchmark.studies import StudyPlace
 from benchmark.study_plots import plot_dir, plot_study
@@ -108,10 +109,13 @@ def build_table(suite: SuiteResults) -> pd.DataFrame:
     # the difference (e.g. only the SoftAdapt β differs): then the label names the config id.
     same = table.duplicated(["family", "config", "method", "parameters"], keep=False)
     table.loc[same, "parameters"] += " (" + table.loc[same, "config_id"] + ")"
+    references = [reference_baseline(family, config, rows) for (family, config), rows in
+                  table.groupby(["family", "config"])]
     keys = pd.DataFrame({
         "family": table["family"].map(lambda f: FAMILIES.index(f) if f in FAMILIES else len(FAMILIES)),
         "config": table["config"],
         "method": table["method"].map(lambda m: METHODS.index(m) if m in METHODS else len(METHODS)),
+        "other": ~table["config_id"].isin(references),  # the baseline that the rest are compared with leads
         "sampling": table["sampling"].map(lambda s: SAMPLING_ORDER.index(s) if s in SAMPLING_ORDER else 9),
         "softadapt": table["softadapt"].astype(bool),
         "exponent": table["exponent"], "count": table["count"], "parameters": table["parameters"]})

@@ -437,6 +437,14 @@ def test_both_latex_tables_rule_off_each_model_and_config(rows):
         assert sum(line.startswith(("\\midrule", "\\cmidrule")) for line in body) == 3
 
 
+def test_the_baseline_the_others_are_compared_with_leads_its_models_rows(rows):
+    # Sorted by their labels, "W₁=1, β=0.5" came before the plain baseline's "–"
+    other = rows[rows["config_id"] == "vae/1/baseline"].assign(config_id="vae/1/baseline/w=1,1,0.5", beta=0.5)
+    table = build_table(SuiteResults("demo", pd.concat([other, rows]), None, {"folds": FOLDS}))
+    assert list(table["config_id"][:3]) == ["vae/1/baseline", "vae/1/baseline/w=1,1,0.5",
+                                            "vae/1/multidecoder/exact/softadapt"]
+
+
 def test_a_suite_of_baselines_has_no_comparison_files(tmp_path, rows):
     out = tmp_path / "out"
     write_report(write_suite(tmp_path / "all", rows), "demo", out, figures=False)
