@@ -168,12 +168,6 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
             "whose password is not kept; give its storage with --search-storage") in capsys.readouterr().out
 
 
-def test_params_from_an_unknown_study_is_one_line_exit_2(tmp_path, capsys):
-    (tmp_path / "tuned.toml").write_text(SUITE)
-    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "nope", "--quiet") == 2
-    assert capsys.readouterr().err.strip().startswith("error: ")
-
-
 def searched(studies: Path, name: str, settings: SearchSettings) -> None:
     """A search study ``name`` in ``studies/<name>.db``, as `search` leaves it, with one complete trial."""
     studies.mkdir(exist_ok=True)

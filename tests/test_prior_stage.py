@@ -245,10 +245,14 @@ def test_rerunning_one_configuration_replaces_its_row_and_keeps_the_settings_of_
         assert cli(prior_run, "prior", "--suite", "smoke", *config, *FAST, *other) == 2
         assert "made with other settings" in one_line_error(capsys)
         pd.testing.assert_frame_equal(read(prior_run, "smoke_prior.csv"), before)
+    changed = before["config_id"] == "vq-vae/1/baseline"
+    # Seeded, the new row equals the old one: one marked so tells a replaced row from a kept one.
+    marked = before.copy()
+    marked.loc[changed, "val_nll_nats"] = 99.0
+    marked.to_csv(prior_run / "results" / "smoke_prior.csv", index=False)
     assert cli(prior_run, "prior", "--suite", "smoke", *config, *FAST) == 0
     after = read(prior_run, "smoke_prior.csv")
     assert list(after["config_id"]) == list(before["config_id"])          # same rows, same order
-    changed = after["config_id"] == "vq-vae/1/baseline"
     columns = ["fold", "val_nll_nats", "best_epoch", "n_train", "n_val", "epochs", "hidden"]
     pd.testing.assert_frame_equal(after.loc[changed, columns], before.loc[changed, columns])  # seeded: the same
     pd.testing.assert_frame_equal(after[~changed], before[~changed])

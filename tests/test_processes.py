@@ -222,9 +222,17 @@ def test_a_killed_process_leaves_no_leaked_semaphore_warning(tmp_path, killed):
     assert "leaked" not in err, err
 
 
-def test_sigterm_as_an_interrupt_leaves_an_ignored_one_ignored_and_other_threads_be():
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a launcher that wants it ignored sets it
+def test_sigterm_is_an_interrupt_in_the_block_but_an_ignored_one_stays_ignored_and_other_threads_be():
+    def elsewhere(*args):  # the handler before the block; not the default, which would end pytest
+        pass
+
+    previous = signal.signal(signal.SIGTERM, elsewhere)
     try:
+        with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # a handler runs between bytecodes: the signal arrives here at the latest
+        assert signal.getsignal(signal.SIGTERM) is elsewhere
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a launcher that wants it ignored sets it
         with terminate_as_interrupt():
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:

@@ -668,6 +668,7 @@ def test_multidecoder_with_softadapt_searches_its_beta(tmp_path, fake_training):
     assert cli(tmp_path, "search", "--model", "vq-vae", "--config", "1", "--method", "multidecoder", "--sampling",
                "uniform", "--softadapt", "--trials", "2", *SMALL) == 0
     study = load(tmp_path, "search-vq-vae-1-multidecoder-uniform-softadapt")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert all(set(t.params) == {"softadapt_beta"} and 1e-5 <= t.params["softadapt_beta"] <= 1e-1
                for t in study.trials)
 
@@ -964,8 +965,7 @@ def test_an_unrecognized_argument_points_to_its_commands_help(tmp_path, capsys, 
     assert one_line_error(capsys).endswith(f"(see `python -m benchmark {helped} --help`)")
 
 
-@pytest.mark.parametrize("args, unknown", [(("run", "--suite", "smoke", "--epoch", "3"), "--epoch 3"),
-                                          (("studies", "list", "--stor", "x.db"), "--stor x.db"),
+@pytest.mark.parametrize("args, unknown", [(("studies", "list", "--stor", "x.db"), "--stor x.db"),
                                           (("--hel",), "--hel")])
 def test_options_are_spelled_out_not_abbreviated(tmp_path, capsys, args, unknown):
     with pytest.raises(SystemExit) as stop:
@@ -983,8 +983,6 @@ def test_version(tmp_path, capsys):
 def test_unknown_names_are_one_line(tmp_path, capsys):
     assert cli(tmp_path, "search", "--family", "gan", "--config", "1", "--method", "single") == 2
     assert "vae, vq-vae" in one_line_error(capsys)
-    assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "single") == 2
-    assert "--sampling" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize("method, offered, refused", [

@@ -48,7 +48,7 @@ def test_short_training_lowers_validation_reconstruction(digits, configuration):
     if configuration.method.method == "baseline":
         assert math.isnan(result.metrics["recon_cond"])
     else:
-        assert last["recon_cond"] < before["recon_cond"]
+        assert last["recon_cond"] < 0.8 * before["recon_cond"]  # the encoder alone lowers it about 1%
 
 
 def test_same_seed_gives_the_same_fold_on_cpu(digits):
@@ -103,9 +103,11 @@ def test_bf16_precision_trains_under_autocast_on_cpu_and_learns_as_float32_does(
                                                                          precision=precision), seed=3)
             for precision in ("fp32", "bf16")}
     assert runs["bf16"].metrics != runs["fp32"].metrics  # bf16 really ran
-    # same seed, same data: bf16 rounding moves the result a little, not the learning
-    assert runs["bf16"].metrics["recon"] == pytest.approx(runs["fp32"].metrics["recon"], rel=0.15)
-    assert runs["bf16"].history[-1]["recon"] < runs["bf16"].history[0]["recon"] * 1.05
+    # same seed, same data: bf16 rounding moves the result a little, not the learning. The last epoch's, as
+    # the best is the first here, which an optimizer that stopped stepping after it would match as well.
+    first, last = runs["bf16"].history[0]["recon"], runs["bf16"].history[-1]["recon"]
+    assert last == pytest.approx(runs["fp32"].history[-1]["recon"], rel=0.05)
+    assert last < 0.9 * first
     assert all(t.dtype == torch.float32 for t in runs["bf16"].state_dict.values() if t.is_floating_point())
 
 
@@ -393,5 +395,3 @@ def test_bad_training_settings_raise_clear_errors():
         TrainConfig(device="cuda:x")  # torch.device would raise a RuntimeError on a GPU machine
     with pytest.raises(ValueError, match="unknown precision 'fp16'; choose one of: auto, fp32, bf16"):
         TrainConfig(precision="fp16")
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; choose one of: mnist5k"):
-        load_dataset("imagenet")
