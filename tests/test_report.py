@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -145,10 +146,17 @@ def test_corrected_ttest_degenerate_cases_do_not_warn():
     assert np.isnan(empty.p) and np.isnan(empty.mean)
 
 
+def test_a_difference_that_is_not_finite_is_dropped_as_a_missing_one():
+    finite = corrected_resampled_ttest([0.1, 0.2, 0.3], 80, 20, k=2, repeats=2)
+    assert corrected_resampled_ttest([0.1, 0.2, 0.3, math.inf], 80, 20, k=2, repeats=2) == finite
+    assert finite.n == 3
+
+
 def test_holm_step_down():
     assert holm([0.01, 0.02, 0.03, 0.04, 0.05]) == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])
     adjusted = holm([0.01, 0.04, 0.03, np.nan, 0.9])
     assert adjusted[:3] == pytest.approx([0.04, 0.09, 0.09]) and np.isnan(adjusted[3]) and adjusted[4] == 0.9
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped: 2 × 0.6 is no probability
 
 
 def test_format_mean_var_matches_the_thesis_and_keeps_small_means_apart():
@@ -203,6 +211,37 @@ def test_a_method_is_paired_with_the_baseline_by_fold_number_not_by_row_order(ro
     assert line["n_pairs"] == 3
     assert line["mean_diff"] == pytest.approx(d.mean())
     assert line["p"] == pytest.approx(corrected_resampled_ttest(d, N_TRAIN, N_VAL, FOLDS).p)
+
+
+def test_a_comparison_short_of_folds_describes_the_baseline_on_the_paired_folds_alone(rows):
+    method_id = "vq-vae/1/multidecoder/uniform"
+    short = rows[~((rows["config_id"] == method_id) & (rows["fold"] >= 3))]  # folds 0, 1, 2 of 5
+    line = compare_with_baseline(short, k=FOLDS).set_index(["config_id", "metric"]).loc[(method_id, "recon")]
+    base = rows[rows["config_id"] == "vq-vae/1/baseline"].set_index("fold")["recon"]
+    method = rows[rows["config_id"] == method_id].set_index("fold")["recon"]
+    paired = base[[0, 1, 2]]
+    assert line["baseline_mean"] == pytest.approx(paired.mean())
+    assert line["rel_change"] == pytest.approx((method[[0, 1, 2]] - paired).mean() / paired.mean())
+
+
+def test_results_without_set_sizes_are_tested_with_the_k_fold_ratio(rows):
+    # Older exports record no n_train/n_val: a 5-fold split's validation fold is a quarter of its training set.
+    comparison = compare_with_baseline(rows.drop(columns=["n_train", "n_val"]), k=FOLDS)
+    line = comparison.set_index(["config_id", "metric"]).loc[("vq-vae/1/multidecoder/uniform", "recon")]
+    method = rows[rows["config_id"] == "vq-vae/1/multidecoder/uniform"].sort_values("fold")["recon"].to_numpy()
+    base = rows[rows["config_id"] == "vq-vae/1/baseline"].sort_values("fold")["recon"].to_numpy()
+    assert line["p"] == pytest.approx(corrected_resampled_ttest(method - base, FOLDS - 1, 1, FOLDS).p, rel=1e-12)
+
+
+def test_with_repeats_a_comparison_is_complete_on_all_k_times_r_pairs_only(rows):
+    repeated = pd.concat([rows, make_rows(seed=1).assign(fold=lambda f: f["fold"] + FOLDS)], ignore_index=True)
+    method_id = "vq-vae/1/multidecoder/uniform"
+    one_repeat = repeated[~((repeated["config_id"] == method_id) & (repeated["fold"] >= FOLDS))]
+    for k in (FOLDS, None):  # given, or counted from the folds: 10 folds over 2 repeats are k = 5
+        comparison = compare_with_baseline(one_repeat, k=k, repeats=2).set_index(["config_id", "metric"])
+        short, full = comparison.loc[(method_id, "recon")], comparison.loc[("vq-vae/1/single/gaussian/a=20", "recon")]
+        assert short["n_pairs"] == FOLDS and np.isnan(short["p_holm"]) and not short["significant"]
+        assert full["n_pairs"] == 2 * FOLDS and np.isfinite(full["p_holm"])
 
 
 def test_a_unit_exported_twice_counts_once_with_its_last_values(rows):
@@ -647,7 +686,7 @@ def test_table_md_shows_the_same_numbers_and_marks(report):
 def test_the_tables_show_the_epochs_the_folds_kept(rows):
     """A comparison of rows that kept other epochs is one of training lengths too: the tables show it."""
     rows = rows.copy()
-    rows.loc[(rows["config_id"] == "vq-vae/1/baseline") & (rows["fold"] < 3), "best_epoch"] = 1
+    rows.loc[(rows["config_id"] == "vq-vae/1/baseline") & (rows["fold"] < 1), "best_epoch"] = 1  # 1, 3, 3, 3, 3
     table = build_table(SuiteResults("demo", rows, None, {"folds": FOLDS}))
     assert display_table(table)[0]["Epoch"].to_list() == ["3", "3", "3", "1–3", "3", "3"]
     assert "Epoch: the epochs the folds kept, lowest–highest" in markdown_table(table)
@@ -783,6 +822,15 @@ def test_folds_that_diverged_without_overflowing_are_named_in_the_caveats(tmp_pa
                        "2): validation KL 6.32e+10" in flagged[0]
     assert "KL is above 5,678 nats (more than storing the 1×32×32 8-bit image verbatim costs)" in flagged[0]
     assert not any("diverged" in note for note in caveats(SuiteResults("demo", pair, None, {"folds": 2})))
+
+
+def test_a_model_config_whose_median_is_zero_has_no_fold_looking_diverged(rows):
+    # 1,000 × a zero median would flag every fold above zero: a VQ loss of 0.001 is no divergence.
+    still = rows.copy()
+    vq = still["family"] == "vq-vae"
+    still.loc[vq, "latent"] = 0.0
+    still.loc[vq & (still["fold"] == 0), "latent"] = 1e-3
+    assert not any("diverged" in note for note in caveats(SuiteResults("demo", still, None, {"folds": FOLDS})))
 
 
 def test_conditioned_reconstruction_is_ranked_only_among_rows_observing_as_many_pixels(rows):
