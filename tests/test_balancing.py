@@ -138,3 +138,8 @@ def test_softadapt_without_its_beta_says_where_to_take_it():
 def test_bad_balance_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BalanceConfig(**kwargs)
+
+
+def test_a_weight_of_zero_is_allowed_as_documented():  # a term switched off, e.g. β = 0: a plain autoencoder
+    assert BalanceConfig(w1=0.0, w2=0.0, beta=0.0, softadapt_beta=None).fixed_weights(("recon", "recon_cond")) == {
+        "recon": 0.0, "recon_cond": 0.0}

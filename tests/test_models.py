@@ -30,6 +30,13 @@ def mask_for(method: str, batch: int, size: int) -> torch.Tensor | None:
     return sampler.sample(batch, torch.Generator().manual_seed(0), "cpu")
 
 
+def test_a_residual_layer_adds_its_block_to_its_input():
+    layer = ResidualLayer(4)
+    x = torch.randn(2, 4, 5, 5)
+    conv3, conv1 = layer.block[1], layer.block[3]
+    assert torch.allclose(layer(x), x + conv1(torch.relu(conv3(torch.relu(x)))))
+
+
 @pytest.mark.parametrize("family, config", GRID)
 @pytest.mark.parametrize("method", ["baseline", "multidecoder", "single"])
 @pytest.mark.parametrize("channels, size", [(1, 32), (3, 64)])

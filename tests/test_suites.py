@@ -241,6 +241,7 @@ def test_unit_seed_golden_values():
 
 def test_fold_indices_golden_values():
     assert as_lists(fold_indices(10, 5, seed=0)) == FOLDS_10_5_0
+    assert sorted(len(val) for _, val in fold_indices(5, 5)) == [1] * 5  # as few images as folds: one each
     assert as_lists(fold_indices(6, 2, seed=1, repeats=2)) == FOLDS_6_2_1_REPEATS_2
 
 

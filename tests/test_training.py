@@ -290,6 +290,53 @@ def test_validation_metrics_are_deterministic(digits):
     assert evaluate(model, val, sampler, weights, seed=3) == evaluate(model, val, sampler, weights, seed=3)
 
 
+def test_validation_averages_over_images_not_over_batches(digits):
+    # A 1,000-image fold validates as batches of 512 and 488: the mean of their means weighs them alike.
+    _, val = digits
+    torch.manual_seed(0)
+    model = build_model("vq-vae", 1, "baseline")  # no noise, no masks: the same per image in any batch
+    weights = {"recon": 1.0, "latent": 1.0}
+    whole, batched = evaluate(model, val[:100], None, weights), evaluate(model, val[:100], None, weights, batch_size=64)
+    assert batched == pytest.approx(whole, rel=1e-5, nan_ok=True)
+
+
+def test_an_epochs_training_total_is_the_mean_of_its_steps_losses(digits, monkeypatch):
+    train, val = digits
+    combine, losses = benchmark.train.LossBalancer.combine, []
+
+    def recorded(self, terms):
+        loss = combine(self, terms)
+        losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(benchmark.train.LossBalancer, "combine", recorded)
+    result = train_fold(Configuration("vae", 1), train[:80], val[:32], TrainConfig(epochs=1, batch_size=32,
+                                                                                 device="cpu"), seed=0)
+    assert len(losses) == 3  # 32 + 32 + 16 images
+    assert result.history[0]["train_total"] == pytest.approx(np.mean(losses), rel=1e-6)
+
+
+def test_a_training_loss_that_is_not_finite_fails_the_fold_though_validation_is(digits):
+    # Stacked folds zero a diverged fold's loss (its weights stay finite): its training loss tells.
+    train, val = digits
+    configuration = Configuration("vae", 1)
+    model = build_model("vae", 1, "baseline")
+    fold = benchmark.train.FoldRun(configuration, model, train[:64], val[:32], TrainConfig(device="cpu"), seed=0)
+    with pytest.raises(benchmark.train.DivergedError, match=r"loss diverged at epoch 1 \(train inf, validation "):
+        fold.end_epoch(1, math.inf, model)
+
+
+def test_softadapt_folds_are_judged_on_the_fixed_objective_not_on_its_weights_of_the_moment(digits):
+    # The best epoch is chosen on the total: at SoftAdapt's weights, each fold would be judged on another scale.
+    train, val = digits
+    configuration = Configuration("vae", 1, MethodConfig("multidecoder", "uniform",
+                                                         balance=BalanceConfig(softadapt=True)))
+    result = train_fold(configuration, train[:64], val[:32], TrainConfig(epochs=1, batch_size=32, device="cpu"),
+                        seed=0)
+    row = result.history[0]
+    assert row["total"] == pytest.approx(row["recon_train"] + row["recon_cond_train"] + row["latent_train"], rel=1e-6)
+
+
 def test_gaussian_validation_decodes_a_sampled_z_as_the_elbo_does(digits):
     """Validation measures the ELBO's reconstruction term, E_q[log p(x|z)], with seeded noise:
     a narrow posterior gives the decode of μ, a wide one reconstructs worse and depends on the seed."""
