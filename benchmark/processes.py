@@ -370,3 +370,8 @@ def _worker_main(stop: ctypes.c_bool, parent_heeds: bool, target: Callable[..., 
             target(*args)
     except KeyboardInterrupt:  # the target's own work is stored or handed back; the parent reports
         pass
+    finally:
+        # Done: a Ctrl-C now would only interrupt the exit handlers (tqdm's, torch's), printing a traceback
+        # each; one that does not end is killed by the parent (``stop_workers``).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

@@ -206,6 +206,36 @@ if __name__ == "__main__":
 """
 
 
+EXITING_WORKER = """
+import atexit
+import os
+import time
+
+
+def slow_exit():  # as tqdm's and torch's exit handlers take their time
+    os.write(1, b"exiting\\n")
+    time.sleep(3)
+
+
+def work():
+    atexit.register(slow_exit)
+"""
+
+
+def test_a_ctrl_c_while_a_worker_that_is_done_exits_prints_no_traceback(tmp_path):
+    # Ctrl-C at the very end of a run interrupted the workers' exit handlers, a traceback each.
+    (tmp_path / "exiting_worker.py").write_text(textwrap.dedent(EXITING_WORKER))
+    (tmp_path / "parent.py").write_text(textwrap.dedent(BAR_PARENT.replace("bar_worker", "exiting_worker")))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+    process = subprocess.Popen([sys.executable, "parent.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "exiting\n"
+    (worker,) = worker_pids(process.pid)
+    os.kill(worker, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and err == ""
+
+
 @pytest.mark.parametrize("killed", ["worker", "parent"])
 def test_a_killed_process_leaves_no_leaked_semaphore_warning(tmp_path, killed):
     (tmp_path / "bar_worker.py").write_text(textwrap.dedent(BAR_WORKER))
