@@ -9,7 +9,10 @@ import contextlib
 import io
 import json
 import math
+import os
+import re
 import shlex
+import shutil
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +22,7 @@ import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, build_model
@@ -34,28 +37,51 @@ METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon
                   "latent_train", "recon_mean_image")
 
 
+# The files of an upload in progress, named by study and trial, so that those of a worker killed meanwhile are
+# known for its (``sweep_checkpoints``): suites sharing an --artifacts-dir number their trials alike.
+UPLOAD_FILE = re.compile(r"\.upload-(?P<study>.+)-(?P<trial>\d+)-[0-9a-f-]{32,36}\.(pt|partial)")
+
+
+def _upload_prefix(study: str, trial_id: int) -> str:
+    return f".upload-{study}-{trial_id}-"
+
+
 class _RecordingStore(FileSystemArtifactStore):
     """Optuna's file store, noting the artifact it wrote: ``upload_artifact`` writes the file before
-    it records it with the trial, and leaves it when that fails."""
+    it records it with the trial, and leaves it when that fails. It writes under a name of the trial's
+    and renames it once whole: a worker killed meanwhile leaves a file known as its, not one cut short."""
 
     written: str | None = None
 
+    def __init__(self, artifacts: Path, prefix: str) -> None:
+        super().__init__(str(artifacts))
+        self.artifacts, self.prefix = artifacts, prefix
+
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        super().write(artifact_id, content_body)
+        partial = self.artifacts / f"{self.prefix}{artifact_id}.partial"
+        try:
+            with open(partial, "wb") as file:
+                shutil.copyfileobj(content_body, file)
+            os.replace(partial, self.artifacts / artifact_id)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         self.written = artifact_id
 
 
-def save_checkpoint(trial: FrozenTrial, storage: optuna.storages.BaseStorage, artifacts: Path,
-                    model_state: dict, info: dict) -> str:
-    """Upload a unit's best-epoch weights to Optuna's artifact store; returns the artifact id. An upload
-    that fails (the unit taken over by another worker meanwhile, Ctrl-C) leaves no file behind."""
+def save_checkpoint(study: optuna.Study, trial_id: int, artifacts: Path, model_state: dict, info: dict) -> str:
+    """Upload a unit's best-epoch weights to Optuna's artifact store, with trial ``trial_id`` of ``study``;
+    returns the artifact id. An upload that fails (the unit taken over by another worker meanwhile, Ctrl-C)
+    leaves no file behind."""
     artifacts.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"state_dict": model_state, "info": {**info, "metrics_version": METRICS_VERSION}}, buffer)
-    # Unique, not by trial id: suites sharing an --artifacts-dir number their trials alike.
-    tmp = artifacts / f".upload-{trial._trial_id}-{uuid.uuid4().hex}.pt"
+    storage = study._storage
+    trial = storage.get_trial(trial_id)
+    prefix = _upload_prefix(study.study_name, trial_id)
+    tmp = artifacts / f"{prefix}{uuid.uuid4().hex}.pt"
     tmp.write_bytes(buffer.getvalue())
-    store = _RecordingStore(str(artifacts))
+    store = _RecordingStore(artifacts, prefix)
     try:
         return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp), study_or_trial=trial,
                                                 storage=storage)
@@ -81,6 +107,26 @@ def discard_checkpoints(storage: optuna.storages.BaseStorage, trial_id: int, art
     for meta in metas:
         with contextlib.suppress(ArtifactNotFound):
             store.remove(meta.artifact_id)
+
+
+def sweep_checkpoints(study: optuna.Study, artifacts: Path) -> None:
+    """Remove from ``artifacts`` the files of ``study`` that no unit will read, which a worker killed outright
+    (SIGKILL, out of memory) between its upload and its unit's end leaves: the weights of its trial, which
+    failed for it later (``fail_stale_trials``), and the copies its retry inherited, and the files of
+    uploads it left unfinished. Those of a trial still running or waiting, here or on another machine, stay."""
+    if not artifacts.is_dir():
+        return
+    names = [path.name for path in artifacts.iterdir()]  # before the trials: a file of one started since is kept
+    storage = study._storage
+    trials = study.get_trials(deepcopy=False)
+    live = {t._trial_id for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+    uploaded = {meta.artifact_id for t in trials if t._trial_id not in live
+                for meta in optuna.artifacts.get_all_artifact_meta(t, storage=storage)}
+    unread = uploaded - {t.user_attrs.get("artifact") for t in trials if t.state == TrialState.COMPLETE}
+    for name in names:
+        upload = UPLOAD_FILE.fullmatch(name)
+        if name in unread or upload and upload["study"] == study.study_name and int(upload["trial"]) not in live:
+            (artifacts / name).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE, dict]:

@@ -21,7 +21,7 @@ from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
-                              save_checkpoint)
+                              save_checkpoint, sweep_checkpoints)
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
                                  shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
@@ -197,7 +197,7 @@ class _Worker:
         info = {**self.by_id[config_id].flat(), "fold": fold, "image_shape": list(self.images.shape[1:]),
                 "metrics": result.metrics, "dataset": self.suite.dataset}
         folder = self.store.artifacts(self.suite.name)
-        artifact = save_checkpoint(storage.get_trial(trial_id), storage, folder, result.state_dict, info)
+        artifact = save_checkpoint(self.study, trial_id, folder, result.state_dict, info)
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
                             "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
@@ -527,6 +527,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     finally:  # also when interrupted: the units finished so far are exported and can be reported
         results, _ = export(study, suite, store, image_shape=tuple(images.shape[1:]),
                             command=_command_to_record(study, suite, store, command, done_before + len(failed)))
+    if not interrupted:  # its units settled: what killed workers left behind can go
+        try:
+            sweep_checkpoints(study, store.artifacts(suite.name))
+        except Exception as err:  # a storage gone, a folder not writable: only space is lost
+            print(f"warning: removing the checkpoint files that no unit reads failed ({first_line(err)})",
+                  file=sys.stderr)
     summary = summarise_run(study, suite, results, time.perf_counter() - started, run_id)
     now = unlisted_configurations(study, suite)
     if set(now) - set(unlisted):  # another file's run added units meanwhile

@@ -745,6 +745,32 @@ def test_ctrl_c_between_a_units_upload_and_its_end_leaves_no_weights_behind(tmp_
     assert sorted(path.name for path in artifacts.iterdir()) == sorted(Path(p).name for p in exported["checkpoint"])
 
 
+def test_a_run_killed_between_a_units_upload_and_its_end_leaves_no_weights_once_resumed(tmp_path):
+    # SIGKILL (out of memory) runs no handler: the resume that finishes the suite removes what it left.
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    code = textwrap.dedent("""
+        import os, signal, sys
+        import benchmark.runner
+
+        def killed(*args):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        benchmark.runner.busy_load = killed
+        from benchmark.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, "run", "--suite", "small.toml", "--heartbeat", "1", "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    artifacts = tmp_path / "results" / "small" / "artifacts"
+    assert len(list(artifacts.iterdir())) == 1  # the weights of the unit it was recording
+    assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
+    exported = pd.read_csv(tmp_path / "results" / "small.csv")
+    assert (exported["state"] == "COMPLETE").all()
+    assert sorted(path.name for path in artifacts.iterdir()) == sorted(Path(p).name for p in exported["checkpoint"])
+
+
 def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
     # An uncaught error ended the heartbeat thread: another worker then took the unit over mid-training.
     class Flaky:

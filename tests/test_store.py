@@ -302,7 +302,7 @@ def test_a_checkpoint_upload_leaves_another_suites_upload_of_the_same_trial_id_a
     others.write_bytes(b"the other suite's weights")
     info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
     weights = {"w": torch.arange(3.0)}
-    artifact = save_checkpoint(study._storage.get_trial(trial._trial_id), study._storage, others.parent, weights, info)
+    artifact = save_checkpoint(study, trial._trial_id, others.parent, weights, info)
     assert others.read_bytes() == b"the other suite's weights"
     saved = torch.load(others.parent / artifact, weights_only=True)
     assert torch.equal(saved["state_dict"]["w"], weights["w"]) and saved["info"]["family"] == "vae"
@@ -324,9 +324,43 @@ def test_ctrl_c_while_a_checkpoint_is_recorded_with_its_trial_leaves_no_file(tmp
     monkeypatch.setattr(study._storage, "set_trial_system_attr", ctrl_c)
     info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(study._storage.get_trial(trial._trial_id), study._storage, tmp_path / "artifacts",
+        save_checkpoint(study, trial._trial_id, tmp_path / "artifacts",
                         {"w": torch.arange(3.0)}, info)
     assert list((tmp_path / "artifacts").iterdir()) == []
+
+
+def test_a_sweep_removes_the_files_of_trials_that_ended_without_them_and_keeps_the_rest(tmp_path):
+    # What workers killed outright leave: weights uploaded for trials failed later, the copies a retry
+    # inherits (Optuna copies the artifacts with the trial), and uploads cut short.
+    import torch
+
+    from benchmark.export import save_checkpoint, sweep_checkpoints
+
+    study = optuna.create_study(study_name="suite-s", storage=f"sqlite:///{tmp_path / 'a.db'}")
+    artifacts = tmp_path / "artifacts"
+    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
+
+    def uploaded(trial_id: int) -> str:
+        return save_checkpoint(study, trial_id, artifacts, {"w": torch.arange(3.0)}, info)
+
+    dead, running, retried = study.ask(), study.ask(), study.ask()
+    uploaded(dead._trial_id)
+    running_weights = uploaded(running._trial_id)
+    uploaded(retried._trial_id)  # as inherited from the trial it retries
+    kept = uploaded(retried._trial_id)
+    study._storage.set_trial_state_values(dead._trial_id, TrialState.FAIL)  # as fail_stale_trials does
+    retried.set_user_attr("artifact", kept)
+    study.tell(retried, 1.0)
+    leftovers = {f".upload-suite-s-{dead._trial_id}-{'a' * 32}.pt": False,  # its own upload, cut short
+                 f".upload-suite-s-{dead._trial_id}-{'b' * 8}-{'c' * 4}-{'d' * 4}-{'e' * 4}-{'f' * 12}.partial": False,
+                 f".upload-suite-s-{running._trial_id}-{'a' * 32}.pt": True,  # one in progress elsewhere
+                 f".upload-suite-s2-{dead._trial_id}-{'a' * 32}.pt": True,  # another suite's, sharing the folder
+                 "notes.txt": True}
+    for name in leftovers:
+        (artifacts / name).write_text("")
+    sweep_checkpoints(study, artifacts)
+    assert sorted(path.name for path in artifacts.iterdir()) == sorted(
+        [running_weights, kept, *(name for name, stays in leftovers.items() if stays)])
 
 
 def test_the_start_over_hint_names_optuna_as_the_shell_finds_it(tmp_path, monkeypatch):
