@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -41,6 +42,10 @@ METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon
 # known for its (``sweep_checkpoints``): suites sharing an --artifacts-dir number their trials alike.
 UPLOAD_FILE = re.compile(r"\.upload-(?P<study>.+)-(?P<trial>\d+)-"
                          r"([0-9a-f]{32}\.pt|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.partial)")
+
+
+# Seconds without a write after which an upload's files are a dead worker's: a live one writes on.
+UPLOAD_QUIET = 60
 
 
 def _upload_prefix(study: str, trial_id: int) -> str:
@@ -86,9 +91,13 @@ def save_checkpoint(study: optuna.Study, trial_id: int, artifacts: Path, model_s
     try:
         return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp), study_or_trial=trial,
                                                 storage=storage)
-    except BaseException:
+    except BaseException as err:
         if store.written is not None:  # up to 140 MB that nothing would ever read
             store.remove(store.written)
+        # Its files removed by a run that finished the suite (``sweep_checkpoints``): the trial was failed for a
+        # worker gone silent (a machine asleep), and its unit trained elsewhere.
+        if isinstance(err, FileNotFoundError) and storage.get_trial(trial_id).state != TrialState.RUNNING:
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} finished elsewhere") from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -106,28 +115,39 @@ def discard_checkpoints(storage: optuna.storages.BaseStorage, trial_id: int, art
         return
     store = FileSystemArtifactStore(str(artifacts))
     for meta in metas:
-        with contextlib.suppress(ArtifactNotFound):
+        with contextlib.suppress(ArtifactNotFound, OSError):
             store.remove(meta.artifact_id)
 
 
 def sweep_checkpoints(study: optuna.Study, artifacts: Path) -> None:
     """Remove from ``artifacts`` the files of ``study`` that no unit will read, which a worker killed outright
-    (SIGKILL, out of memory) between its upload and its unit's end leaves: the weights of its trial, which
-    failed for it later (``fail_stale_trials``), and the copies its retry inherited, and the files of
-    uploads it left unfinished. Those of a trial still running or waiting, here or on another machine, stay."""
+    (SIGKILL, out of memory) between its upload and its unit's end leaves: the weights recorded with its trial,
+    which failed for it later (``fail_stale_trials``), and the files of uploads it left unfinished. Those of a
+    trial still running or waiting, here or on another machine, stay,
+    as do uploads written to in the last ``UPLOAD_QUIET`` seconds (a study of the same name in another storage
+    may share the folder, its trials numbered alike)."""
     if not artifacts.is_dir():
         return
     names = [path.name for path in artifacts.iterdir()]  # before the trials: a file of one started since is kept
-    storage = study._storage
     trials = study.get_trials(deepcopy=False)
     live = {t._trial_id for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
-    uploaded = {meta.artifact_id for t in trials if t._trial_id not in live
-                for meta in optuna.artifacts.get_all_artifact_meta(t, storage=storage)}
+    # Recorded with the trials that ended without completing (a retry copies them, from a trial that stays).
+    uploaded = {meta.artifact_id for t in trials if t.state in (TrialState.FAIL, TrialState.PRUNED)
+                for meta in optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)}
     unread = uploaded - {t.user_attrs.get("artifact") for t in trials if t.state == TrialState.COMPLETE}
     for name in names:
         upload = UPLOAD_FILE.fullmatch(name)
-        if name in unread or upload and upload["study"] == study.study_name and int(upload["trial"]) not in live:
+        if name in unread or (upload and upload["study"] == study.study_name and int(upload["trial"]) not in live
+                              and _quiet(artifacts / name)):
             (artifacts / name).unlink(missing_ok=True)
+
+
+def _quiet(path: Path) -> bool:
+    """Whether nothing has written to ``path`` for ``UPLOAD_QUIET`` seconds (False once it is gone)."""
+    try:
+        return path.stat().st_mtime < time.time() - UPLOAD_QUIET
+    except FileNotFoundError:
+        return False
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[MultitaskVAE, dict]:

@@ -1,6 +1,7 @@
 """The store: the claim of a waiting unit (one worker, never two) and opening a storage."""
 
 import dataclasses
+import os
 import socket
 import time
 from pathlib import Path
@@ -329,6 +330,7 @@ def test_ctrl_c_while_a_checkpoint_is_recorded_with_its_trial_leaves_no_file(tmp
     assert list((tmp_path / "artifacts").iterdir()) == []
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sweep_removes_the_files_of_trials_that_ended_without_them_and_keeps_the_rest(tmp_path):
     # What workers killed outright leave: weights uploaded for trials failed later, the copies a retry
     # inherits (Optuna copies the artifacts with the trial), and uploads cut short.
@@ -343,24 +345,58 @@ def test_a_sweep_removes_the_files_of_trials_that_ended_without_them_and_keeps_t
     def uploaded(trial_id: int) -> str:
         return save_checkpoint(study, trial_id, artifacts, {"w": torch.arange(3.0)}, info)
 
-    dead, running, retried = study.ask(), study.ask(), study.ask()
-    uploaded(dead._trial_id)
+    storage = study._storage
+    dead, running = study.ask(), study.ask()
+    dead.set_user_attr("artifact", uploaded(dead._trial_id))
     running_weights = uploaded(running._trial_id)
-    uploaded(retried._trial_id)  # as inherited from the trial it retries
+    storage.set_trial_state_values(dead._trial_id, TrialState.FAIL)  # as fail_stale_trials does, and retries it
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, storage.get_trial(dead._trial_id))
+    retried = study.get_trials(states=(TrialState.WAITING,))[0]
+    storage.set_trial_state_values(retried._trial_id, TrialState.RUNNING)
     kept = uploaded(retried._trial_id)
-    study._storage.set_trial_state_values(dead._trial_id, TrialState.FAIL)  # as fail_stale_trials does
-    retried.set_user_attr("artifact", kept)
-    study.tell(retried, 1.0)
-    leftovers = {f".upload-suite-s-{dead._trial_id}-{'a' * 32}.pt": False,  # its own upload, cut short
-                 f".upload-suite-s-{dead._trial_id}-{'b' * 8}-{'c' * 4}-{'d' * 4}-{'e' * 4}-{'f' * 12}.partial": False,
-                 f".upload-suite-s-{running._trial_id}-{'a' * 32}.pt": True,  # one in progress elsewhere
-                 f".upload-suite-s2-{dead._trial_id}-{'a' * 32}.pt": True,  # another suite's, sharing the folder
-                 "notes.txt": True}
-    for name in leftovers:
+    storage.set_trial_user_attr(retried._trial_id, "artifact", kept)
+    storage.set_trial_state_values(retried._trial_id, TrialState.COMPLETE, [1.0])
+    hour_ago = time.time() - 3600
+    # name: (last written, whether it stays)
+    leftovers = {f".upload-suite-s-{dead._trial_id}-{'a' * 32}.pt": (hour_ago, False),  # its upload, cut short
+                 f".upload-suite-s-{dead._trial_id}-{'b' * 8}-{'c' * 4}-{'d' * 4}-{'e' * 4}-{'f' * 12}.partial":
+                     (hour_ago, False),
+                 f".upload-suite-s-{running._trial_id}-{'a' * 32}.pt": (hour_ago, True),  # in progress elsewhere
+                 f".upload-suite-s-2-{dead._trial_id}-{'a' * 32}.pt": (hour_ago, True),  # another suite's
+                 # a study of the same name in another storage, its trials numbered alike, writing now
+                 f".upload-suite-s-{dead._trial_id}-{'d' * 32}.pt": (time.time(), True),
+                 "notes.txt": (hour_ago, True)}
+    for name, (written, _) in leftovers.items():
         (artifacts / name).write_text("")
+        os.utime(artifacts / name, (written, written))
     sweep_checkpoints(study, artifacts)
     assert sorted(path.name for path in artifacts.iterdir()) == sorted(
-        [running_weights, kept, *(name for name, stays in leftovers.items() if stays)])
+        [running_weights, kept, *(name for name, (_, stays) in leftovers.items() if stays)])
+
+
+def test_an_upload_whose_files_a_sweep_removed_is_a_trial_taken_over(tmp_path, monkeypatch):
+    # A worker asleep past the grace period wakes mid-upload: a run that finished the suite meanwhile swept
+    # its files, as its trial had been failed; "No such file" ended the run where "taken over" goes on.
+    import torch
+
+    from benchmark.export import save_checkpoint
+
+    study = optuna.create_study(study_name="suite-s", storage=f"sqlite:///{tmp_path / 'a.db'}")
+    replace = os.replace
+
+    def swept_first(source, target):
+        Path(source).unlink()
+        replace(source, target)
+
+    monkeypatch.setattr("benchmark.export.os.replace", swept_first)
+    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
+    failed, running = study.ask(), study.ask()
+    study._storage.set_trial_state_values(failed._trial_id, TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        save_checkpoint(study, failed._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+    with pytest.raises(FileNotFoundError):  # its trial still its own: something else removed them
+        save_checkpoint(study, running._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+    assert list((tmp_path / "artifacts").iterdir()) == []
 
 
 def test_the_start_over_hint_names_optuna_as_the_shell_finds_it(tmp_path, monkeypatch):
