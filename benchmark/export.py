@@ -53,26 +53,20 @@ def _upload_prefix(study: str, trial_id: int) -> str:
 
 
 class _RecordingStore(FileSystemArtifactStore):
-    """Optuna's file store, noting the artifact it wrote: ``upload_artifact`` writes the file before
-    it records it with the trial, and leaves it when that fails. It writes under a name of the trial's
-    and renames it once whole: a worker killed meanwhile leaves a file known as its, not one cut short."""
+    """Optuna's file store, writing an artifact under a name of its trial's (``_upload_prefix``), which
+    ``save_checkpoint`` gives the artifact's own once the trial records it: ``upload_artifact`` writes the
+    file first, and a worker killed before the record would leave a file that no trial names."""
 
-    written: str | None = None
+    written: Path | None = None
 
     def __init__(self, artifacts: Path, prefix: str) -> None:
         super().__init__(str(artifacts))
         self.artifacts, self.prefix = artifacts, prefix
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        partial = self.artifacts / f"{self.prefix}{artifact_id}.partial"
-        try:
-            with open(partial, "wb") as file:
-                shutil.copyfileobj(content_body, file)
-            os.replace(partial, self.artifacts / artifact_id)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        self.written = artifact_id
+        self.written = self.artifacts / f"{self.prefix}{artifact_id}.partial"
+        with open(self.written, "wb") as file:
+            shutil.copyfileobj(content_body, file)
 
 
 def save_checkpoint(study: optuna.Study, trial_id: int, artifacts: Path, model_state: dict, info: dict) -> str:
@@ -89,11 +83,13 @@ def save_checkpoint(study: optuna.Study, trial_id: int, artifacts: Path, model_s
     tmp.write_bytes(buffer.getvalue())
     store = _RecordingStore(artifacts, prefix)
     try:
-        return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp), study_or_trial=trial,
-                                                storage=storage)
+        artifact = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp), study_or_trial=trial,
+                                                    storage=storage)
+        os.replace(store.written, artifacts / artifact)
+        return artifact
     except BaseException as err:
         if store.written is not None:  # up to 140 MB that nothing would ever read
-            store.remove(store.written)
+            store.written.unlink(missing_ok=True)
         # Its files removed by a run that finished the suite (``sweep_checkpoints``): the trial was failed for a
         # worker gone silent (a machine asleep), and its unit trained elsewhere.
         if isinstance(err, FileNotFoundError) and storage.get_trial(trial_id).state != TrialState.RUNNING:

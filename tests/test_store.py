@@ -382,21 +382,48 @@ def test_an_upload_whose_files_a_sweep_removed_is_a_trial_taken_over(tmp_path, m
     from benchmark.export import save_checkpoint
 
     study = optuna.create_study(study_name="suite-s", storage=f"sqlite:///{tmp_path / 'a.db'}")
-    replace = os.replace
+    replace, asleep = os.replace, []
 
-    def swept_first(source, target):
+    def swept_while_asleep(source, target):  # once recorded with its trial, before the file takes its name
+        if asleep:
+            study._storage.set_trial_state_values(asleep[0], TrialState.FAIL)  # taken for dead
         Path(source).unlink()
         replace(source, target)
 
-    monkeypatch.setattr("benchmark.export.os.replace", swept_first)
+    monkeypatch.setattr("benchmark.export.os.replace", swept_while_asleep)
     info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
-    failed, running = study.ask(), study.ask()
-    study._storage.set_trial_state_values(failed._trial_id, TrialState.FAIL)
+    sleeper, other = study.ask(), study.ask()
+    asleep.append(sleeper._trial_id)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        save_checkpoint(study, failed._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+        save_checkpoint(study, sleeper._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+    asleep.clear()
     with pytest.raises(FileNotFoundError):  # its trial still its own: something else removed them
-        save_checkpoint(study, running._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+        save_checkpoint(study, other._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
     assert list((tmp_path / "artifacts").iterdir()) == []
+
+
+def test_a_worker_killed_before_its_upload_is_recorded_leaves_a_file_of_its_trials(tmp_path, monkeypatch):
+    # Optuna writes the file, then records it with the trial: a file under the artifact's own name, which
+    # no trial named, could not be told from a unit's weights.
+    import torch
+
+    from benchmark.export import UPLOAD_FILE, save_checkpoint
+
+    study = optuna.create_study(study_name="suite-s", storage=f"sqlite:///{tmp_path / 'a.db'}")
+    trial = study.ask()
+
+    def killed(*args):
+        raise SystemExit("killed")  # where a SIGKILL would end the process: no handler runs after it
+
+    monkeypatch.setattr(study._storage, "set_trial_system_attr", killed)
+    monkeypatch.setattr("pathlib.Path.unlink", lambda *args, **kwargs: None)  # nor any clean-up
+    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
+    with pytest.raises(SystemExit):
+        save_checkpoint(study, trial._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+    monkeypatch.undo()
+    left = [UPLOAD_FILE.fullmatch(path.name) for path in (tmp_path / "artifacts").iterdir()]
+    assert len(left) == 2 and all(match and (match["study"], int(match["trial"])) == ("suite-s", trial._trial_id)
+                                  for match in left)
 
 
 def test_the_start_over_hint_names_optuna_as_the_shell_finds_it(tmp_path, monkeypatch):
