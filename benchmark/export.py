@@ -38,8 +38,8 @@ METRIC_COLUMNS = ("best_epoch", "recon", "latent", "recon_cond", "total", "recon
                   "latent_train", "recon_mean_image")
 
 
-# The files of an upload in progress, named by study and trial, so that those of a worker killed meanwhile are
-# known for its (``sweep_checkpoints``): suites sharing an --artifacts-dir number their trials alike.
+# The files of an upload in progress, named by study and trial, so that those a worker killed meanwhile leaves
+# are known as its trial's (``sweep_checkpoints``): suites sharing an --artifacts-dir number their trials alike.
 UPLOAD_FILE = re.compile(r"\.upload-(?P<study>.+)-(?P<trial>\d+)-"
                          r"([0-9a-f]{32}\.pt|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.partial)")
 
