@@ -21,8 +21,6 @@ from typing import BinaryIO
 import optuna
 import pandas as pd
 import torch
-from optuna.artifacts import FileSystemArtifactStore
-from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from benchmark.files import write_whole
@@ -52,16 +50,15 @@ def _upload_prefix(study: str, trial_id: int) -> str:
     return f".upload-{study}-{trial_id}-"
 
 
-class _RecordingStore(FileSystemArtifactStore):
-    """Optuna's file store, writing an artifact under a name of its trial's (``_upload_prefix``), which
-    ``save_checkpoint`` gives the artifact's own once the trial records it: ``upload_artifact`` writes the
-    file first, and a worker killed before the record would leave a file that no trial names."""
-
-    written: Path | None = None
+class _RecordingStore:
+    """An artifact store for ``upload_artifact`` that writes an artifact under a name of its trial's
+    (``_upload_prefix``), which ``save_checkpoint`` gives the artifact's own, as Optuna's file store names
+    it, once the trial records it: ``upload_artifact`` writes the file first, and a worker killed before the
+    record would leave a file that no trial names."""
 
     def __init__(self, artifacts: Path, prefix: str) -> None:
-        super().__init__(str(artifacts))
         self.artifacts, self.prefix = artifacts, prefix
+        self.written: Path | None = None
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         self.written = self.artifacts / f"{self.prefix}{artifact_id}.partial"
@@ -109,10 +106,9 @@ def discard_checkpoints(storage: optuna.storages.BaseStorage, trial_id: int, art
         metas = [] if complete else optuna.artifacts.get_all_artifact_meta(trial, storage=storage)
     except Exception:
         return
-    store = FileSystemArtifactStore(str(artifacts))
     for meta in metas:
-        with contextlib.suppress(ArtifactNotFound, OSError):
-            store.remove(meta.artifact_id)
+        with contextlib.suppress(OSError):
+            (artifacts / meta.artifact_id).unlink(missing_ok=True)
 
 
 def sweep_checkpoints(study: optuna.Study, artifacts: Path) -> None:
