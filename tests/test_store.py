@@ -289,33 +289,35 @@ def test_a_study_touched_by_two_changes_names_both():
     assert ", and in which VQ-VAE 1 applied its activation twice" in problem
 
 
+def saved_weights(study: optuna.Study, trial_id: int, artifacts: Path) -> str:
+    """``save_checkpoint`` of weights w = [0, 1, 2] with trial ``trial_id`` of ``study``, as a run saves a unit's."""
+    import torch
+
+    from benchmark.export import save_checkpoint
+
+    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
+    return save_checkpoint(study, trial_id, artifacts, {"w": torch.arange(3.0)}, info)
+
+
 def test_a_checkpoint_upload_leaves_another_suites_upload_of_the_same_trial_id_alone(tmp_path):
     # Suites sharing an --artifacts-dir number their trials alike: a temporary name by trial id let one
     # run overwrite, and then delete, the other's weights on their way to its study.
     import torch
-
-    from benchmark.export import save_checkpoint
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
     trial = study.ask()
     others = tmp_path / "artifacts" / f".upload-{trial._trial_id}.pt"
     others.parent.mkdir()
     others.write_bytes(b"the other suite's weights")
-    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
-    weights = {"w": torch.arange(3.0)}
-    artifact = save_checkpoint(study, trial._trial_id, others.parent, weights, info)
+    artifact = saved_weights(study, trial._trial_id, others.parent)
     assert others.read_bytes() == b"the other suite's weights"
     saved = torch.load(others.parent / artifact, weights_only=True)
-    assert torch.equal(saved["state_dict"]["w"], weights["w"]) and saved["info"]["family"] == "vae"
+    assert torch.equal(saved["state_dict"]["w"], torch.arange(3.0)) and saved["info"]["family"] == "vae"
     assert sorted(p.name for p in others.parent.iterdir()) == sorted([others.name, artifact])
 
 
 def test_ctrl_c_while_a_checkpoint_is_recorded_with_its_trial_leaves_no_file(tmp_path, monkeypatch):
     # Optuna writes the file, then records it with the trial: stopped between the two, the file was left.
-    import torch
-
-    from benchmark.export import save_checkpoint
-
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
     trial = study.ask()
 
@@ -323,10 +325,8 @@ def test_ctrl_c_while_a_checkpoint_is_recorded_with_its_trial_leaves_no_file(tmp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(study._storage, "set_trial_system_attr", ctrl_c)
-    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(study, trial._trial_id, tmp_path / "artifacts",
-                        {"w": torch.arange(3.0)}, info)
+        saved_weights(study, trial._trial_id, tmp_path / "artifacts")
     assert list((tmp_path / "artifacts").iterdir()) == []
 
 
@@ -334,16 +334,13 @@ def test_ctrl_c_while_a_checkpoint_is_recorded_with_its_trial_leaves_no_file(tmp
 def test_a_sweep_removes_the_files_of_trials_that_ended_without_them_and_keeps_the_rest(tmp_path):
     # What workers killed outright leave: weights uploaded for trials failed later, the copies a retry
     # inherits (Optuna copies the artifacts with the trial), and uploads cut short.
-    import torch
-
-    from benchmark.export import save_checkpoint, sweep_checkpoints
+    from benchmark.export import sweep_checkpoints
 
     study = optuna.create_study(study_name="suite-s", storage=f"sqlite:///{tmp_path / 'a.db'}")
     artifacts = tmp_path / "artifacts"
-    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
 
     def uploaded(trial_id: int) -> str:
-        return save_checkpoint(study, trial_id, artifacts, {"w": torch.arange(3.0)}, info)
+        return saved_weights(study, trial_id, artifacts)
 
     storage = study._storage
     dead, running = study.ask(), study.ask()
@@ -377,10 +374,6 @@ def test_a_sweep_removes_the_files_of_trials_that_ended_without_them_and_keeps_t
 def test_an_upload_whose_files_a_sweep_removed_is_a_trial_taken_over(tmp_path, monkeypatch):
     # A worker asleep past the grace period wakes mid-upload: a run that finished the suite meanwhile swept
     # its files, as its trial had been failed; "No such file" ended the run where "taken over" goes on.
-    import torch
-
-    from benchmark.export import save_checkpoint
-
     study = optuna.create_study(study_name="suite-s", storage=f"sqlite:///{tmp_path / 'a.db'}")
     replace, asleep = os.replace, []
 
@@ -391,23 +384,20 @@ def test_an_upload_whose_files_a_sweep_removed_is_a_trial_taken_over(tmp_path, m
         replace(source, target)
 
     monkeypatch.setattr("benchmark.export.os.replace", swept_while_asleep)
-    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
     sleeper, other = study.ask(), study.ask()
     asleep.append(sleeper._trial_id)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        save_checkpoint(study, sleeper._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+        saved_weights(study, sleeper._trial_id, tmp_path / "artifacts")
     asleep.clear()
     with pytest.raises(FileNotFoundError):  # its trial still its own: something else removed them
-        save_checkpoint(study, other._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+        saved_weights(study, other._trial_id, tmp_path / "artifacts")
     assert list((tmp_path / "artifacts").iterdir()) == []
 
 
 def test_a_worker_killed_before_its_upload_is_recorded_leaves_a_file_of_its_trials(tmp_path, monkeypatch):
     # Optuna writes the file, then records it with the trial: a file under the artifact's own name, which
     # no trial named, could not be told from a unit's weights.
-    import torch
-
-    from benchmark.export import UPLOAD_FILE, save_checkpoint
+    from benchmark.export import UPLOAD_FILE
 
     study = optuna.create_study(study_name="suite-s", storage=f"sqlite:///{tmp_path / 'a.db'}")
     trial = study.ask()
@@ -417,9 +407,8 @@ def test_a_worker_killed_before_its_upload_is_recorded_leaves_a_file_of_its_tria
 
     monkeypatch.setattr(study._storage, "set_trial_system_attr", killed)
     monkeypatch.setattr("pathlib.Path.unlink", lambda *args, **kwargs: None)  # nor any clean-up
-    info = {"family": "vae", "config": 1, "method": "baseline", "image_shape": [1, 32, 32]}
     with pytest.raises(SystemExit):
-        save_checkpoint(study, trial._trial_id, tmp_path / "artifacts", {"w": torch.arange(3.0)}, info)
+        saved_weights(study, trial._trial_id, tmp_path / "artifacts")
     monkeypatch.undo()
     left = [UPLOAD_FILE.fullmatch(path.name) for path in (tmp_path / "artifacts").iterdir()]
     assert len(left) == 2 and all(match and (match["study"], int(match["trial"])) == ("suite-s", trial._trial_id)
