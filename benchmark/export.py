@@ -235,6 +235,22 @@ def _checkpoint(attrs: dict, folder: Path) -> str:
     return str(existing_path(str(folder / attrs["artifact"]), saved))
 
 
+def link_checkpoint(attrs: dict, source: Path, folder: Path) -> dict:
+    """A copy of ``attrs``, those of a unit taken from another run (``benchmark.reuse``) whose artifacts folder is
+    ``source``, with its weights linked into ``folder``, this run's: they then stay when that run's folder is
+    removed, and take no more space. Where no link can be made (another file system), they are read where they are."""
+    if "artifact" not in attrs:
+        return dict(attrs)
+    saved, target = Path(_checkpoint(attrs, source)), folder / attrs["artifact"]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not target.exists():  # a folder both runs share (--artifacts-dir) holds it already
+            os.link(saved, target)
+    except OSError:
+        return {**attrs, "artifact_dir": str(saved.parent.absolute())}
+    return {**attrs, "artifact_dir": str(folder.absolute())}
+
+
 def _replace(path: Path, text: str) -> None:
     # runs of two versions of a suite file may export at once, and a report must never read half a file
     write_whole(path, lambda partial: partial.write_text(text))

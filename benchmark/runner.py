@@ -24,6 +24,7 @@ from benchmark.export import (discard_checkpoints, export, export_note, go_on_wi
                               save_checkpoint, sweep_checkpoints)
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
                                  shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
+from benchmark.reuse import take_units
 from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
 from benchmark.storage import (
     METRICS_VERSION,
@@ -497,7 +498,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     results = store.results_dir / f"{suite.name}.csv"
     for line in (*notes, precision_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
                  export_note(suite, store), resume_line(study, suite, store.grace_period),
-                 unlisted_note(study, unlisted, results)):
+                 unlisted_note(study, unlisted, results), take_units(study, suite, store, len(images))):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))

@@ -107,6 +107,9 @@ class Suite:
     params_from: tuple[tuple[str, str], ...] = ()  # (config id, Optuna study its parameters came from)
     # (study of params_from, its storage as safe_url): where `report` finds them; not a setting
     search_storages: tuple[tuple[str, str], ...] = ()
+    # a tuned suite's run takes the units of configurations it does not tune from the run filed under this
+    # name, the suite's own (``benchmark.reuse``); not a setting
+    untuned: str | None = None
 
     def __post_init__(self) -> None:
         raise_problems(self._problems())
@@ -214,7 +217,8 @@ class Suite:
             theirs = next(found.configuration.id for found in best.values() if found.study == unused[0])
             raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes (its best is "
                              f"{theirs})" + (f": {'; '.join(held)}" if held else ""))
-        return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations), params_from=tuple(sources))
+        return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations),
+                       params_from=tuple(sources), untuned=self.name)
 
     def _held_otherwise(self, best: dict[SearchKey, SearchBest]) -> list[tuple[str, str, list[str]]]:
         """(configuration id, study, settings) for each configuration that a search of ``best`` covers by its

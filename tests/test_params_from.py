@@ -1,18 +1,23 @@
 """`run --params-from`: a suite trained with the best parameters of a search study."""
 
 
+import errno
 import json
+import os
 import shlex
+import shutil
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from pandas.testing import assert_frame_equal
 from conftest import cli, one_line_error, text_table
 from optuna.trial import TrialState
 
 from benchmark.cli import build_parser
 from benchmark.cli.search import _checked
+from benchmark.export import link_checkpoint, load_checkpoint
 from benchmark.params_from import study_settings
 from benchmark.search_space import ParamRange, SearchSettings
 from benchmark.storage import versioned
@@ -317,3 +322,55 @@ def test_the_search_command_of_a_studys_settings_gives_those_settings(settings):
     assert args.study_name == "my-study" and _checked(args)[0] == settings
     assert shlex.split(settings.command("my study"))[-2:] == ["--study-name", "my study"]  # a name made before checks
     assert "--study-name" not in settings.command(settings.default_study_name())
+
+
+def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tmp_path, capsys):
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    out, err = capsys.readouterr()
+    assert ("taking 2 units of 1 configuration from run 'tuned', which trained them with this run's settings: they "
+            "are not trained again") in err
+    assert out.startswith("done 4 (2 by this run), failed 0, not finished 0 of 4 units")
+    untuned, tuned = (pd.read_csv(tmp_path / "results" / f"{name}.csv").set_index(["config_id", "fold"])
+                      for name in ("tuned", "tuned-tuned"))
+    baseline = untuned[untuned["method"] == "baseline"]
+    taken = tuned.loc[baseline.index]
+    columns = ["recon", "latent", "total", "best_epoch", "seconds", "trial"]
+    assert_frame_equal(taken[columns].drop(columns="trial"), baseline[columns].drop(columns="trial"))
+    # its weights linked into this run's folder, so that removing the other run's results keeps them
+    for path, theirs in zip(taken["checkpoint"], baseline["checkpoint"]):
+        assert Path(path).parent == Path("results/tuned-tuned/artifacts")
+        assert (tmp_path / path).stat().st_ino == (tmp_path / theirs).stat().st_ino
+    shutil.rmtree(tmp_path / "results" / "tuned")
+    model, info = load_checkpoint(tmp_path / taken["checkpoint"].iloc[0])
+    assert info["config_id"] == baseline.index[0][0] and info["fold"] == baseline.index[0][1]
+    # a resumed tuned run has nothing left to take; a tuned run with other training takes nothing
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    assert "taking" not in capsys.readouterr().err
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--seed", "1", "--name", "seed1",
+               "--quiet") == 0
+    out, err = capsys.readouterr()
+    assert ("note: study 'suite-tuned' in sqlite:///studies/tuned.db was made with other settings (seed 0 there, 1 "
+            "now): this run trains the configurations it does not tune as well, rather than take their units from run "
+            "'tuned'") in err
+    assert out.startswith("done 4, failed 0")  # all four trained by this run
+
+
+def test_weights_taken_from_another_file_system_are_read_where_they_are(tmp_path, monkeypatch):
+    source, folder = tmp_path / "theirs", tmp_path / "mine"
+    source.mkdir()
+    (source / "id").write_bytes(b"weights")
+    attrs = {"artifact": "id", "artifact_dir": "/gone/since", "recon": 1.0}
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    assert link_checkpoint(attrs, source, folder) == {**attrs, "artifact_dir": str(source)}
+    assert not (folder / "id").exists()
+    monkeypatch.undo()
+    assert link_checkpoint(attrs, source, folder) == {**attrs, "artifact_dir": str(folder)}
+    assert (folder / "id").read_bytes() == b"weights"
