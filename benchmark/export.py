@@ -202,7 +202,8 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
                     "n_val": attrs.get("n_val"), "stacked": attrs.get("stacked"),
                     "device": attrs.get("device", ""), "torch": attrs.get("torch", ""),
                     "error": attrs.get("error", ""),
-                    "checkpoint": _checkpoint(attrs, config.artifacts(suite.name)),
+                    "checkpoint": str(saved_checkpoint(attrs, config.artifacts(suite.name))) if "artifact" in attrs
+                    else "", "taken_from": attrs.get("taken_from", ""),
                     "params_from": tuned.get(config_id, "")})
         rows.append(row)
         for epoch_row in attrs.get("history", []):
@@ -225,14 +226,12 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
     return results_path, history_path
 
 
-def _checkpoint(attrs: dict, folder: Path) -> str:
-    """Where a unit's weights are: in ``folder``, this run's artifacts folder, or else where the run
-    that trained the unit saved them (another --artifacts-dir); "" for a unit without weights."""
-    if "artifact" not in attrs:
-        return ""
+def saved_checkpoint(attrs: dict, folder: Path) -> Path:
+    """Where the weights of a unit with ``attrs`` are: in ``folder``, this run's artifacts folder, or else where
+    the run that trained the unit saved them (another --artifacts-dir)."""
     # A folder every machine sees may be mounted elsewhere on each: this run's path comes first.
     saved = Path(attrs.get("artifact_dir", folder)) / attrs["artifact"]
-    return str(existing_path(str(folder / attrs["artifact"]), saved))
+    return Path(existing_path(str(folder / attrs["artifact"]), saved))
 
 
 def link_checkpoint(attrs: dict, source: Path, folder: Path) -> dict:
@@ -241,7 +240,7 @@ def link_checkpoint(attrs: dict, source: Path, folder: Path) -> dict:
     removed, and take no more space. Where no link can be made (another file system), they are read where they are."""
     if "artifact" not in attrs:
         return dict(attrs)
-    saved, target = Path(_checkpoint(attrs, source)), folder / attrs["artifact"]
+    saved, target = saved_checkpoint(attrs, source), folder / attrs["artifact"]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not target.exists():  # a folder both runs share (--artifacts-dir) holds it already

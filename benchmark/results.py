@@ -28,7 +28,8 @@ from benchmark.suites import RESULTS_SUFFIXES, builtin_suites
 
 REQUIRED = ("config_id", "family", "config", "method", "fold", "state", "recon", "latent")
 # variant: SoftAdapt's; device and torch: what each unit trained on
-TEXT_COLUMNS = ("sampling", "variant", "device", "torch", "error", "checkpoint", "params_from")
+TEXT_COLUMNS = ("sampling", "variant", "device", "torch", "error", "checkpoint", "params_from",
+                "taken_from")
 NUMERIC_COLUMNS = ("exponent", "count", "w1", "w2", "beta", "softadapt_beta", "best_epoch", "recon", "latent",
                    "recon_cond", "total", "recon_train", "recon_cond_train", "latent_train", "recon_mean_image",
                    "seconds", "busy_load", "n_train", "n_val", "stacked")

@@ -10,13 +10,16 @@ search tuned, not all 45.
 
 from __future__ import annotations
 
-import optuna
-from optuna.trial import TrialState
+from pathlib import Path
 
-from benchmark.export import link_checkpoint
-from benchmark.storage import (StoreConfig, changes_to, differing_settings_message, looking_at, settings_differ,
-                               trial_status, upgraded, versioned)
-from benchmark.store import UNIT_PARAM, parse_unit, study_name, unit_keys, unit_states
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from benchmark.checks import first_line
+from benchmark.export import link_checkpoint, saved_checkpoint
+from benchmark.storage import (METRICS_VERSION, StoreConfig, changes_to, differing_settings_message, looking_at,
+                               safe_url, settings_differ, trial_status, upgraded, versioned)
+from benchmark.store import parse_unit, study_name, unit_keys, unit_states
 from benchmark.suites import Suite
 
 # Settings in which a run differs from the one it takes units from; the units' own configurations are compared.
@@ -24,59 +27,74 @@ NOT_COMPARED = ("suite", "configurations", "params_from")
 
 
 def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: int) -> str | None:
-    """Copy into ``study`` the units of ``suite``'s configurations that it does not tune and that the run filed
-    under ``suite.untuned`` completed with the same settings on ``images`` training images, where ``study``
-    has none of them settled or in training. Returns a line saying what was taken, or why nothing could be;
-    None where that run has no study here or nothing is left to take."""
+    """Complete the waiting units of ``study`` whose configuration ``suite`` does not tune and that the run filed
+    under ``suite.untuned`` completed with the same settings on ``images`` training images, with that run's
+    results and weights. Returns a line saying what was taken, or why nothing could be; None where nothing is
+    left to take or that run has no study here.
+
+    A unit is claimed as a worker claims it (its waiting trial set running, which one caller only can), so that
+    runs started together take each unit once."""
     source = suite.untuned
-    if source is None or source == suite.name:
+    tuned, states = dict(suite.params_from), unit_states(study)
+    waiting = {key: trial for key in unit_keys(suite) if parse_unit(key)[0] not in tuned
+               and (trial := next((t for t in states.get(key, []) if t.state == TrialState.WAITING), None))
+               and not any(trial_status(t) in ("complete", "failed") for t in states[key])}
+    if source is None or source == suite.name or not waiting:
         return None
     url, name = store.url(source), study_name(source)
-    with looking_at(url) as storage:
-        try:
-            other = None if storage is None else optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            other = None
-        stored = None if other is None else other.user_attrs.get("settings")
-        if stored is None:
-            return None
-        # A unit is checked against its own metrics version below: a study of an earlier version may hold units
-        # that no later change touched.
-        compared = {**versioned(suite.settings()), **{key: stored.get(key) for key in NOT_COMPARED},
-                    "metrics_version": upgraded(stored).get("metrics_version")}
-        unlike = f"this run trains the configurations it does not tune as well, rather than take their units from run " \
-                 f"{source!r}"
-        if settings_differ(upgraded(stored), compared):
-            return f"note: {differing_settings_message(name, url, stored, compared)}: {unlike}"
-        split = other.user_attrs.get("training_images")
-        if split != images:
-            return (f"note: study {name!r} split {'an unrecorded number of' if split is None else f'{split:,}'} "
-                    f"training images into its folds and these data have {images:,}: {unlike}")
-        copies = _copies(study, suite, unit_states(other), stored.get("metrics_version", 1), name, store)
-    study.add_trials(copies)
-    if not copies:
+    unlike = f"this run trains the configurations it does not tune as well, rather than take their units from run " \
+             f"{source!r}"
+    try:
+        with looking_at(url) as storage:
+            try:
+                other = None if storage is None else optuna.load_study(study_name=name, storage=storage)
+            except KeyError:
+                other = None
+            stored = None if other is None else other.user_attrs.get("settings")
+            if stored is None:
+                return None
+            compared = {**versioned(suite.settings()), **{key: stored.get(key) for key in NOT_COMPARED}}
+            if settings_differ(upgraded(stored), compared):
+                return f"note: {differing_settings_message(name, url, stored, compared)}: {unlike}"
+            split = other.user_attrs.get("training_images")
+            if split != images:
+                return (f"note: study {name!r} split {'an unrecorded number of' if split is None else f'{split:,}'} "
+                        f"training images into its folds and these data have {images:,}: {unlike}")
+            done = _done(unit_states(other), list(waiting), stored.get("metrics_version", 1),
+                         store.artifacts(source))
+    except Exception as err:  # a storage out of reach or damaged: training them is what a run did before
+        return f"note: reading study {name!r} in {safe_url(url)} failed ({first_line(err)}): {unlike}"
+    taken = []
+    for key, trial in done.items():
+        claim = waiting[key]._trial_id
+        if not study._storage.set_trial_state_values(claim, TrialState.RUNNING):
+            continue  # a run started together took it
+        attrs = link_checkpoint(trial.user_attrs, store.artifacts(source), store.artifacts(suite.name))
+        for attr, value in {**attrs, "taken_from": source}.items():
+            study._storage.set_trial_user_attr(claim, attr, value)
+        study._storage.set_trial_state_values(claim, TrialState.COMPLETE, [trial.value])
+        taken.append(key)
+    if not taken:
         return None
-    configurations = len({parse_unit(trial.system_attrs["fixed_params"][UNIT_PARAM])[0] for trial in copies})
-    return (f"taking {len(copies)} units of {configurations} configuration{'s' * (configurations != 1)} from run "
-            f"{source!r}, which trained them with this run's settings: they are not trained again")
+    configurations = len({parse_unit(key)[0] for key in taken})
+    return (f"taking {len(taken)} unit{'s' * (len(taken) != 1)} of {configurations} configuration"
+            f"{'s' * (configurations != 1)} from run {source!r}, which trained them with this run's settings: they "
+            "are not trained again")
 
 
-def _copies(study: optuna.Study, suite: Suite, theirs: dict[str, list[optuna.trial.FrozenTrial]], version: int,
-            name: str, store: StoreConfig) -> list[optuna.trial.FrozenTrial]:
-    """The trials that copy units of ``theirs`` (``unit_states`` of study ``name``, of metrics version ``version``)
-    into ``study``: those of configurations neither run tuned, done by this version's metrics, and not settled
-    or in training in ``study``; their weights are linked into this run's artifacts folder."""
-    tuned, mine = dict(suite.params_from), unit_states(study)
-    copies = []
-    for key in unit_keys(suite):
+def _done(theirs: dict[str, list[FrozenTrial]], keys: list[str], version: int, artifacts: Path
+          ) -> dict[str, FrozenTrial]:
+    """The trials of ``theirs`` (``unit_states`` of a study of metrics version ``version``, whose weights are in
+    ``artifacts``) that completed units of ``keys`` untuned, by this version's metrics, and whose weights are
+    there to take: a unit without them trains again, not to lose its figures."""
+    done = {}
+    for key in keys:
         config_id = parse_unit(key)[0]
-        if config_id in tuned or any(trial_status(t) in ("complete", "failed", "running") for t in mine.get(key, [])):
-            continue
-        done = next((t for t in theirs.get(key, []) if t.state == TrialState.COMPLETE and "params_from" not in
-                     t.user_attrs and not changes_to([config_id], t.user_attrs.get("metrics_version", version))), None)
-        if done is not None:
-            attrs = link_checkpoint(done.user_attrs, store.artifacts(suite.untuned), store.artifacts(suite.name))
-            attrs["taken_from"] = f"{name} #{done.number}"
-            copies.append(optuna.trial.create_trial(value=done.value, user_attrs=attrs,
-                                                    system_attrs={"fixed_params": {UNIT_PARAM: key}}))
-    return copies
+        for trial in theirs.get(key, []):
+            unit_version = trial.user_attrs.get("metrics_version", version)
+            if (trial.state == TrialState.COMPLETE and "params_from" not in trial.user_attrs
+                    and unit_version <= METRICS_VERSION and not changes_to([config_id], unit_version)
+                    and ("artifact" not in trial.user_attrs or saved_checkpoint(trial.user_attrs, artifacts).exists())):
+                done[key] = trial
+                break
+    return done

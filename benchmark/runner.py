@@ -498,10 +498,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     results = store.results_dir / f"{suite.name}.csv"
     for line in (*notes, precision_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
                  export_note(suite, store), resume_line(study, suite, store.grace_period),
-                 unlisted_note(study, unlisted, results), take_units(study, suite, store, len(images))):
+                 unlisted_note(study, unlisted, results)):
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))
+    if taken := take_units(study, suite, store, len(images)):
+        print(taken, file=sys.stderr)
     note = idle_softadapt_note((c.balance for c in suite.configurations), min(len(t) for t, _ in folds),
                                suite.train.batch_size, suite.train.epochs)
     # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take

@@ -4,6 +4,7 @@
 import errno
 import json
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -15,12 +16,13 @@ from pandas.testing import assert_frame_equal
 from conftest import cli, one_line_error, text_table
 from optuna.trial import TrialState
 
+from benchmark import reuse, runner
 from benchmark.cli import build_parser
 from benchmark.cli.search import _checked
 from benchmark.export import link_checkpoint, load_checkpoint
 from benchmark.params_from import study_settings
 from benchmark.search_space import ParamRange, SearchSettings
-from benchmark.storage import versioned
+from benchmark.storage import METRICS_VERSION, versioned
 
 SUITE = """
 name = "tuned"
@@ -338,8 +340,12 @@ def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tm
                       for name in ("tuned", "tuned-tuned"))
     baseline = untuned[untuned["method"] == "baseline"]
     taken = tuned.loc[baseline.index]
-    columns = ["recon", "latent", "total", "best_epoch", "seconds", "trial"]
-    assert_frame_equal(taken[columns].drop(columns="trial"), baseline[columns].drop(columns="trial"))
+    columns = ["recon", "latent", "total", "best_epoch", "seconds"]
+    assert_frame_equal(taken[columns], baseline[columns])
+    assert (taken["taken_from"] == "tuned").all() and tuned.drop(baseline.index)["taken_from"].isna().all()
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
+    assert ("; 2 of 4 units taken from run `tuned`, which trained them with these settings by its own command."
+            in (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text())
     # its weights linked into this run's folder, so that removing the other run's results keeps them
     for path, theirs in zip(taken["checkpoint"], baseline["checkpoint"]):
         assert Path(path).parent == Path("results/tuned-tuned/artifacts")
@@ -347,16 +353,71 @@ def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tm
     shutil.rmtree(tmp_path / "results" / "tuned")
     model, info = load_checkpoint(tmp_path / taken["checkpoint"].iloc[0])
     assert info["config_id"] == baseline.index[0][0] and info["fold"] == baseline.index[0][1]
-    # a resumed tuned run has nothing left to take; a tuned run with other training takes nothing
+    # a resumed tuned run has nothing left to take, nor a word on it
+    capsys.readouterr()
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
-    assert "taking" not in capsys.readouterr().err
+    assert "tuned'" not in capsys.readouterr().err.split("(the best of study 'a')")[1]
+    # a tuned run with other training, or whose untuned run another version made or nothing can read, takes nothing
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--seed", "1", "--name", "seed1",
                "--quiet") == 0
     out, err = capsys.readouterr()
+    unlike = (": this run trains the configurations it does not tune as well, rather than take their units from run "
+              "'tuned'")
     assert ("note: study 'suite-tuned' in sqlite:///studies/tuned.db was made with other settings (seed 0 there, 1 "
-            "now): this run trains the configurations it does not tune as well, rather than take their units from run "
-            "'tuned'") in err
+            f"now){unlike}") in err
     assert out.startswith("done 4, failed 0")  # all four trained by this run
+    study = optuna.load_study(study_name="suite-tuned", storage=f"sqlite:///{tmp_path / 'studies' / 'tuned'}.db")
+    study.set_user_attr("training_images", 151)  # a folder dataset that gained an image since, say
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--name", "more", "--quiet") == 0
+    assert f"note: study 'suite-tuned' split 151 training images into its folds and these data have 150{unlike}" \
+        in capsys.readouterr().err
+    study.set_user_attr("training_images", 150)
+    study.set_user_attr("settings", {**study.user_attrs["settings"], "metrics_version": METRICS_VERSION + 1})
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--name", "later", "--quiet") == 0
+    assert ("note: study 'suite-tuned' in sqlite:///studies/tuned.db was made by a later version of mtvae-bench, "
+            f"whose validation metrics are not comparable with this version's{unlike}") in capsys.readouterr().err
+    (tmp_path / "studies" / "tuned.db").write_bytes(b"not a database")
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--name", "unread", "--quiet") == 0
+    assert re.search(r"note: reading study 'suite-tuned' in sqlite:///studies/tuned.db failed \(.+\)"
+                     + re.escape(unlike), capsys.readouterr().err)
+
+
+def test_runs_started_together_take_each_unit_once_and_a_unit_without_its_weights_trains(tmp_path, capsys,
+                                                                                        monkeypatch):
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
+    untuned = pd.read_csv(tmp_path / "results" / "tuned.csv")
+    baseline = untuned[untuned["method"] == "baseline"]
+    (tmp_path / baseline["checkpoint"].iloc[0]).unlink()
+    # Another run, started together, claims the units between this one's look at them and its claim.
+    others = []
+
+    def interleaved(study, suite, store, images):
+        found = reuse._done
+
+        def then_the_other(*args):
+            monkeypatch.setattr(reuse, "_done", found)
+            others.append(reuse.take_units(study, suite, store, images))
+            return found(*args)
+
+        monkeypatch.setattr(reuse, "_done", then_the_other)
+        return reuse.take_units(study, suite, store, images)
+
+    monkeypatch.setattr(runner, "take_units", interleaved)
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    assert others == ["taking 1 unit of 1 configuration from run 'tuned', which trained them with this run's "
+                      "settings: they are not trained again"]
+    out, err = capsys.readouterr()
+    assert "taking" not in err and out.startswith("done 4 (3 by this run)")
+    study = optuna.load_study(study_name="suite-tuned-tuned",
+                              storage=f"sqlite:///{tmp_path / 'studies' / 'tuned-tuned'}.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # no unit twice, none pruned as surplus
+    tuned = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv").set_index(["config_id", "fold"])
+    taken = tuned.loc[list(zip(baseline["config_id"], baseline["fold"])), "taken_from"]
+    assert taken.isna().iloc[0] and taken.iloc[1] == "tuned"  # the unit without weights trained here
+    assert all((tmp_path / path).exists() for path in tuned["checkpoint"])
 
 
 def test_weights_taken_from_another_file_system_are_read_where_they_are(tmp_path, monkeypatch):
@@ -374,3 +435,23 @@ def test_weights_taken_from_another_file_system_are_read_where_they_are(tmp_path
     monkeypatch.undo()
     assert link_checkpoint(attrs, source, folder) == {**attrs, "artifact_dir": str(folder)}
     assert (folder / "id").read_bytes() == b"weights"
+
+
+def test_a_unit_is_taken_only_done_untuned_by_this_versions_metrics_and_with_its_weights(tmp_path):
+    (tmp_path / "w").write_bytes(b"weights")
+    current = {"metrics_version": METRICS_VERSION, "artifact": "w", "artifact_dir": str(tmp_path)}
+
+    def trial(state=TrialState.COMPLETE, **attrs):
+        return optuna.trial.create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None,
+                                         user_attrs={**current, **attrs})
+
+    cases = {"vae/1/baseline#0": [trial(state=TrialState.FAIL), trial()],  # its second trial completed it
+             "vae/1/baseline#1": [trial(metrics_version=METRICS_VERSION + 1)],  # a later version's
+             "vae/1/baseline#2": [trial(params_from="a")],  # tuned there
+             "vq-vae/1/baseline#0": [trial(metrics_version=3)],  # VQ-VAE 1 changed in version 4
+             "vq-vae/2/baseline#0": [trial(metrics_version=3)],  # untouched since
+             "vae/2/baseline#0": [trial(artifact="gone")],  # without its weights
+             "vae/2/baseline#1": [trial(state=TrialState.WAITING)]}
+    done = reuse._done(cases, list(cases), METRICS_VERSION, tmp_path / "elsewhere")
+    taken = {"vae/1/baseline#0": cases["vae/1/baseline#0"][1], "vq-vae/2/baseline#0": cases["vq-vae/2/baseline#0"][0]}
+    assert {key: id(trial) for key, trial in done.items()} == {key: id(trial) for key, trial in taken.items()}
