@@ -234,20 +234,14 @@ def saved_checkpoint(attrs: dict, folder: Path) -> Path:
     return Path(existing_path(str(folder / attrs["artifact"]), saved))
 
 
-def link_checkpoint(attrs: dict, source: Path, folder: Path) -> dict:
-    """A copy of ``attrs``, those of a unit taken from another run (``benchmark.reuse``) whose artifacts folder is
-    ``source``, with its weights linked into ``folder``, this run's: they then stay when that run's folder is
-    removed, and take no more space. Where no link can be made (another file system), they are read where they are."""
-    if "artifact" not in attrs:
-        return dict(attrs)
-    saved, target = saved_checkpoint(attrs, source), folder / attrs["artifact"]
-    try:
+def link_checkpoint(saved: Path, folder: Path) -> None:
+    """Link the weights ``saved`` in another run's artifacts folder, those of a unit taken from it
+    (``benchmark.reuse``), into ``folder``, this run's: they then stay when that run's folder is removed, and
+    take no more space. Where no link can be made (another file system), they are read where they are."""
+    with contextlib.suppress(OSError):
         folder.mkdir(parents=True, exist_ok=True)
-        if not target.exists():  # a folder both runs share (--artifacts-dir) holds it already
-            os.link(saved, target)
-    except OSError:
-        return {**attrs, "artifact_dir": str(saved.parent.absolute())}
-    return {**attrs, "artifact_dir": str(folder.absolute())}
+        if not (folder / saved.name).exists():  # a folder both runs share (--artifacts-dir) holds it already
+            os.link(saved, folder / saved.name)
 
 
 def _replace(path: Path, text: str) -> None:

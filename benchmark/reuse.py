@@ -17,8 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.checks import first_line
 from benchmark.export import link_checkpoint, saved_checkpoint
-from benchmark.storage import (METRICS_VERSION, StoreConfig, changes_to, differing_settings_message, looking_at,
-                               safe_url, settings_differ, trial_status, upgraded, versioned)
+from benchmark.storage import (METRICS_VERSION, StoreConfig, changes_to, complete_waiting, differing_settings_message,
+                               looking_at, safe_url, settings_differ, trial_status, upgraded, versioned)
 from benchmark.store import parse_unit, study_name, unit_keys, unit_states
 from benchmark.suites import Suite
 
@@ -32,13 +32,14 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
     results and weights. Returns a line saying what was taken, or why nothing could be; None where nothing is
     left to take or that run has no study here.
 
-    A unit is claimed as a worker claims it (its waiting trial set running, which one caller only can), so that
-    runs started together take each unit once."""
+    A unit's oldest waiting trial is completed in one transaction, which one caller only can, so that runs
+    started together take each unit once, and one stopped midway leaves each unit whole or waiting."""
     source = suite.untuned
     tuned, states = dict(suite.params_from), unit_states(study)
     waiting = {key: trial for key in unit_keys(suite) if parse_unit(key)[0] not in tuned
                and (trial := next((t for t in states.get(key, []) if t.state == TrialState.WAITING), None))
-               and not any(trial_status(t) in ("complete", "failed") for t in states[key])}
+               and not any(trial_status(t) in ("complete", "failed") or t.state == TrialState.RUNNING
+                           for t in states[key])}
     if source is None or source == suite.name or not waiting:
         return None
     url, name = store.url(source), study_name(source)
@@ -66,14 +67,14 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
         return f"note: reading study {name!r} in {safe_url(url)} failed ({first_line(err)}): {unlike}"
     taken = []
     for key, trial in done.items():
-        claim = waiting[key]._trial_id
-        if not study._storage.set_trial_state_values(claim, TrialState.RUNNING):
-            continue  # a run started together took it
-        attrs = link_checkpoint(trial.user_attrs, store.artifacts(source), store.artifacts(suite.name))
-        for attr, value in {**attrs, "taken_from": source}.items():
-            study._storage.set_trial_user_attr(claim, attr, value)
-        study._storage.set_trial_state_values(claim, TrialState.COMPLETE, [trial.value])
-        taken.append(key)
+        attrs = {**trial.user_attrs, "taken_from": source}
+        saved = saved_checkpoint(attrs, store.artifacts(source)) if "artifact" in attrs else None
+        if saved is not None:  # read there until linked into this run's folder, which is looked in first
+            attrs["artifact_dir"] = str(saved.parent.absolute())
+        if complete_waiting(study, waiting[key]._trial_id, trial.value, attrs):  # else a run started together took it
+            taken.append(key)
+            if saved is not None:
+                link_checkpoint(saved, store.artifacts(suite.name))
     if not taken:
         return None
     configurations = len({parse_unit(key)[0] for key in taken})

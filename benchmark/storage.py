@@ -27,7 +27,8 @@ from typing import TypeVar
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb.models import StudyUserAttributeModel, TrialHeartbeatModel, TrialModel
+from optuna.storages._rdb.models import (StudyUserAttributeModel, TrialHeartbeatModel, TrialModel,
+                                         TrialUserAttributeModel, TrialValueModel)
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -429,6 +430,23 @@ class ClaimingStorage(RDBStorage):
         with self.engine.begin() as connection:
             return connection.execute(claim).rowcount == 1
 
+    def complete_waiting(self, trial_id: int, value: float, user_attrs: dict) -> bool:
+        """Complete WAITING trial ``trial_id`` with ``value`` and ``user_attrs`` in one transaction; False, and
+        nothing written, where another caller claimed it first."""
+        now = datetime.now()
+        done = (update(TrialModel).where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
+                .values(state=TrialState.COMPLETE, datetime_start=now, datetime_complete=now))
+        stored, kind = TrialValueModel.value_to_stored_repr(value)
+        with self.engine.begin() as connection:
+            if connection.execute(done).rowcount != 1:
+                return False
+            connection.execute(insert(TrialValueModel).values(trial_id=trial_id, objective=0, value=stored,
+                                                              value_type=kind))
+            connection.execute(insert(TrialUserAttributeModel), [{"trial_id": trial_id, "key": key,
+                                                                   "value_json": json.dumps(attr)}
+                                                                  for key, attr in user_attrs.items()])
+        return True
+
     def beating(self, trial_ids: Iterable[int]) -> set[int]:
         """The trials of ``trial_ids`` that have sent a heartbeat."""
         query = select(TrialHeartbeatModel.trial_id).where(TrialHeartbeatModel.trial_id.in_(list(trial_ids)))
@@ -540,6 +558,12 @@ def stored_attr(url: str, study: str, key: str) -> object | None:
             return optuna.load_study(study_name=study, storage=storage).user_attrs.get(key)
         except KeyError:
             return None
+
+
+def complete_waiting(study: optuna.Study, trial_id: int, value: float, user_attrs: dict) -> bool:
+    """Complete a WAITING trial of ``study`` whole, or not at all where another caller claimed it first: a unit
+    taken from another run (``benchmark.reuse``) is never left half recorded, nor taken twice."""
+    return _claiming_storage(study).complete_waiting(trial_id, value, user_attrs)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

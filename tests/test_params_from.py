@@ -19,10 +19,12 @@ from optuna.trial import TrialState
 from benchmark import reuse, runner
 from benchmark.cli import build_parser
 from benchmark.cli.search import _checked
-from benchmark.export import link_checkpoint, load_checkpoint
+from benchmark.export import link_checkpoint, load_checkpoint, saved_checkpoint
 from benchmark.params_from import study_settings
 from benchmark.search_space import ParamRange, SearchSettings
 from benchmark.storage import METRICS_VERSION, versioned
+
+os_link = os.link
 
 SUITE = """
 name = "tuned"
@@ -424,17 +426,42 @@ def test_weights_taken_from_another_file_system_are_read_where_they_are(tmp_path
     source, folder = tmp_path / "theirs", tmp_path / "mine"
     source.mkdir()
     (source / "id").write_bytes(b"weights")
-    attrs = {"artifact": "id", "artifact_dir": "/gone/since", "recon": 1.0}
+    attrs = {"artifact": "id", "artifact_dir": str(source)}
 
     def cross_device(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", cross_device)
-    assert link_checkpoint(attrs, source, folder) == {**attrs, "artifact_dir": str(source)}
-    assert not (folder / "id").exists()
-    monkeypatch.undo()
-    assert link_checkpoint(attrs, source, folder) == {**attrs, "artifact_dir": str(folder)}
-    assert (folder / "id").read_bytes() == b"weights"
+    link_checkpoint(source / "id", folder)
+    assert saved_checkpoint(attrs, folder) == source / "id"
+    monkeypatch.setattr(os, "link", os_link)
+    link_checkpoint(source / "id", folder)
+    assert saved_checkpoint(attrs, folder) == folder / "id" and (folder / "id").read_bytes() == b"weights"
+
+
+def test_a_run_stopped_while_taking_units_leaves_each_whole_or_waiting(tmp_path, capsys, monkeypatch):
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
+
+    def stopped(saved, folder):  # Ctrl-C right after the first unit was taken, before its weights are linked
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reuse, "link_checkpoint", stopped)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 130
+    study = optuna.load_study(study_name="suite-tuned-tuned",
+                              storage=f"sqlite:///{tmp_path / 'studies' / 'tuned-tuned'}.db")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "WAITING", "WAITING", "WAITING"]
+    monkeypatch.setattr(reuse, "link_checkpoint", link_checkpoint)
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    out, err = capsys.readouterr()
+    assert "taking 1 unit of 1 configuration from run 'tuned'" in err and out.startswith("done 4 (2 by this run)")
+    tuned = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv")
+    taken = tuned[tuned["taken_from"] == "tuned"]
+    # the first unit's weights, never linked, are read where that run saved them
+    assert {(tmp_path / path).parent for path in taken["checkpoint"]} == {
+        tmp_path / "results" / name / "artifacts" for name in ("tuned", "tuned-tuned")}
 
 
 def test_a_unit_is_taken_only_done_untuned_by_this_versions_metrics_and_with_its_weights(tmp_path):
