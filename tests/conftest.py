@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: one real smoke run that several test modules inspect, and what
-more than one module needs (the CLI in-process, MNIST files, figure checks, blob images, text tables)."""
+more than one module needs (the CLI in-process, MNIST files, figure checks, blob images, text tables,
+search studies)."""
 
 import collections
 import contextlib
@@ -17,7 +18,8 @@ import torch
 from PIL import Image
 
 from benchmark.cli import main
-from benchmark.storage import StoreConfig, open_storage, stored_attr
+from benchmark.search_space import SearchSettings
+from benchmark.storage import StoreConfig, open_storage, stored_attr, versioned
 
 
 def cli(cwd: Path, *args: str) -> int:
@@ -212,3 +214,35 @@ def miss_the_first_look(monkeypatch, target: str) -> list[str]:
 
     monkeypatch.setattr(target, before_the_other_made_it)
     return looks
+
+
+def searched(studies: Path, name: str, settings: SearchSettings) -> None:
+    """A search study ``name`` in ``studies/<name>.db``, as `search` leaves it, with one complete trial."""
+    studies.mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
+    study.set_user_attr("settings", versioned(settings.to_dict()))
+    distributions = {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log)
+                     for k, r in settings.ranges.items()}
+    params = {k: (r.low * r.high) ** 0.5 for k, r in settings.ranges.items()}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=0.1))
+
+
+# A suite of two configurations that a search of `vae 1 single gaussian` tunes one of, quick to run.
+TUNED_SUITE = """
+name = "tuned"
+limit = 150
+folds = 2
+[train]
+epochs = 1
+batch_size = 32
+[[configurations]]
+family = "vae"
+config = 1
+method = "single"
+sampling = "gaussian"
+exponent = 40
+[[configurations]]
+family = "vae"
+config = 1
+method = "baseline"
+"""

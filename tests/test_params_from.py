@@ -13,7 +13,8 @@ import optuna
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
-from conftest import cli, one_line_error, text_table
+from conftest import TUNED_SUITE as SUITE
+from conftest import cli, one_line_error, searched, text_table
 from optuna.trial import TrialState
 
 from benchmark import reuse, runner
@@ -25,25 +26,6 @@ from benchmark.search_space import ParamRange, SearchSettings
 from benchmark.storage import METRICS_VERSION, versioned
 
 os_link = os.link
-
-SUITE = """
-name = "tuned"
-limit = 150
-folds = 2
-[train]
-epochs = 1
-batch_size = 32
-[[configurations]]
-family = "vae"
-config = 1
-method = "single"
-sampling = "gaussian"
-exponent = 40
-[[configurations]]
-family = "vae"
-config = 1
-method = "baseline"
-"""
 
 
 def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(tmp_path, capsys):
@@ -175,17 +157,6 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     assert cli(tmp_path, "report", "--suite", "old", "--no-checkpoints") == 0
     assert (f"warning: no Optuna plots of search {name!r}: the run read it from postgresql://me:***@db.example/optuna, "
             "whose password is not kept; give its storage with --search-storage") in capsys.readouterr().out
-
-
-def searched(studies: Path, name: str, settings: SearchSettings) -> None:
-    """A search study ``name`` in ``studies/<name>.db``, as `search` leaves it, with one complete trial."""
-    studies.mkdir(exist_ok=True)
-    study = optuna.create_study(study_name=name, storage=f"sqlite:///{studies / name}.db")
-    study.set_user_attr("settings", versioned(settings.to_dict()))
-    distributions = {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log)
-                     for k, r in settings.ranges.items()}
-    params = {k: (r.low * r.high) ** 0.5 for k, r in settings.ranges.items()}
-    study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=0.1))
 
 
 def suite_study(studies: Path, suite: str) -> None:

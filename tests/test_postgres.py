@@ -21,8 +21,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import times_claimed
+from conftest import TUNED_SUITE, cli, searched, times_claimed
 
+from benchmark.search_space import SearchSettings
 from benchmark.storage import storage_driver_url, trial_status
 
 TRIALS = 4
@@ -127,3 +128,23 @@ def test_racing_workers_claim_every_waiting_trial_exactly_once_on_postgresql(pos
     counts = times_claimed(postgres_url)
     assert len(counts) == 60
     assert set(counts.values()) == {1}
+
+
+def test_a_tuned_run_takes_the_suites_own_units_whole_on_postgresql(postgres_url, tmp_path, capsys):
+    # one transaction writes the trial's state, value (an enum column here) and attributes
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(TUNED_SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--storage", postgres_url, "--quiet") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--storage", postgres_url,
+               "--quiet") == 0
+    assert "taking 2 units of 1 configuration from run 'tuned'" in capsys.readouterr().err
+    storage = storage_driver_url(postgres_url)
+    theirs, ours = (optuna.load_study(study_name=name, storage=storage)
+                    for name in ("suite-tuned", "suite-tuned-tuned"))
+    taken = [t for t in ours.trials if t.user_attrs.get("taken_from") == "tuned"]
+    assert len(taken) == 2 and all(t.state == TrialState.COMPLETE for t in taken)
+    source = {t.user_attrs["fold"]: t for t in theirs.trials if t.user_attrs["config_id"] == "vae/1/baseline"}
+    for trial in taken:
+        assert trial.value == source[trial.user_attrs["fold"]].value
+        assert trial.user_attrs["metrics"] == source[trial.user_attrs["fold"]].user_attrs["metrics"]
