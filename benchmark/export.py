@@ -179,7 +179,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
     by_id = {c.id: c for c in suite.configurations}
     # from the suite, not the trials: a tuned row is labelled before any fold of it has run
     tuned = dict(suite.params_from)
-    states = unit_states(study)
+    states, artifacts = unit_states(study), config.artifacts(suite.name)
     rows, history = [], []
     for key in unit_keys(suite):
         config_id, fold = parse_unit(key)
@@ -202,8 +202,8 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
                     "n_val": attrs.get("n_val"), "stacked": attrs.get("stacked"),
                     "device": attrs.get("device", ""), "torch": attrs.get("torch", ""),
                     "error": attrs.get("error", ""),
-                    "checkpoint": str(saved_checkpoint(attrs, config.artifacts(suite.name))) if "artifact" in attrs
-                    else "", "taken_from": attrs.get("taken_from", ""),
+                    "checkpoint": str(saved_checkpoint(attrs, artifacts)) if "artifact" in attrs else "",
+                    "taken_from": attrs.get("taken_from", ""),
                     "params_from": tuned.get(config_id, "")})
         rows.append(row)
         for epoch_row in attrs.get("history", []):
