@@ -431,8 +431,7 @@ def test_a_worker_whose_unit_was_taken_over_discards_its_result_and_goes_on(tmp_
     row = exported.loc[parse_unit(paused[0])]  # the unit's complete trial, not the one taken from it
     assert row["state"] == "COMPLETE" and math.isfinite(row["recon"])
     # and the weights it had trained went with its result: every file left is a unit's checkpoint
-    assert sorted(path.name for path in (tmp_path / "results" / "small" / "artifacts").iterdir()) == sorted(
-        Path(path).name for path in exported["checkpoint"])
+    only_units_weights(tmp_path / "results" / "small" / "artifacts", exported)
 
 
 def test_workers_of_one_study_agree_on_the_heartbeat_and_a_rerun_says_what_is_done(smoke_run, tmp_path, capsys,
@@ -742,6 +741,11 @@ def test_ctrl_c_between_a_units_upload_and_its_end_leaves_no_weights_behind(tmp_
     assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", fold_parallel, "--heartbeat", "1") == 0
     exported = pd.read_csv(tmp_path / "results" / "small.csv")
     assert (exported["state"] == "COMPLETE").all()
+    only_units_weights(artifacts, exported)
+
+
+def only_units_weights(artifacts: Path, exported: pd.DataFrame) -> None:
+    """Every file in ``artifacts`` is the checkpoint of a unit of ``exported`` (a results CSV), and each unit's is."""
     assert sorted(path.name for path in artifacts.iterdir()) == sorted(Path(p).name for p in exported["checkpoint"])
 
 
@@ -768,7 +772,7 @@ def test_a_run_killed_between_a_units_upload_and_its_end_leaves_no_weights_once_
     assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
     exported = pd.read_csv(tmp_path / "results" / "small.csv")
     assert (exported["state"] == "COMPLETE").all()
-    assert sorted(path.name for path in artifacts.iterdir()) == sorted(Path(p).name for p in exported["checkpoint"])
+    only_units_weights(artifacts, exported)
 
 
 def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
