@@ -194,7 +194,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
                "state": state, "trial": trial.number if trial else None}
         attrs = trial.user_attrs if trial else {}
         if state != "COMPLETE":  # a retry of a killed worker's trial starts with its attributes, half recorded ones too
-            attrs = {"error": attrs["error"]} if "error" in attrs else {}
+            attrs = {key: attrs[key] for key in ("error", "taken_from") if key in attrs}
         metrics = attrs.get("metrics", {})
         row.update({k: metrics.get(k, attrs.get(k, math.nan)) for k in METRIC_COLUMNS})
         row.update({"seconds": attrs.get("seconds", math.nan), "busy_load": attrs.get("busy_load"),

@@ -17,8 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.checks import first_line
 from benchmark.export import link_checkpoint, saved_checkpoint
-from benchmark.storage import (METRICS_VERSION, StoreConfig, changes_to, complete_waiting, differing_settings_message,
-                               looking_at, safe_url, settings_differ, trial_status, upgraded, versioned)
+from benchmark.storage import (METRICS_VERSION, StoreConfig, changes_to, differing_settings_message, looking_at,
+                               safe_url, settings_differ, settle_waiting, trial_status, upgraded, versioned)
 from benchmark.store import parse_unit, study_name, unit_keys, unit_states
 from benchmark.suites import Suite
 
@@ -27,12 +27,12 @@ NOT_COMPARED = ("suite", "configurations", "params_from")
 
 
 def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: int) -> str | None:
-    """Complete the waiting units of ``study`` whose configuration ``suite`` does not tune and that the run filed
-    under ``suite.untuned`` completed with the same settings on ``images`` training images, with that run's
-    results and weights. Returns a line saying what was taken, or why nothing could be; None where nothing is
-    left to take or that run has no study here.
+    """Settle the waiting units of ``study`` whose configuration ``suite`` does not tune and that the run filed
+    under ``suite.untuned`` settled (done, or failed for good) with the same settings on ``images`` training
+    images, with that run's results and weights. Returns a line saying what was taken, or why nothing could be;
+    None where nothing is left to take or that run has no study here.
 
-    A unit's oldest waiting trial is completed in one transaction, which one caller only can, so that runs
+    A unit's oldest waiting trial is finished in one transaction, which one caller only can, so that runs
     started together take each unit once, and one stopped midway leaves each unit whole or waiting."""
     source = suite.untuned
     tuned, states = dict(suite.params_from), unit_states(study)
@@ -71,14 +71,17 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
         saved = saved_checkpoint(attrs, store.artifacts(source)) if "artifact" in attrs else None
         if saved is not None:  # read there until linked into this run's folder, which is looked in first
             attrs["artifact_dir"] = str(saved.parent.absolute())
-        if complete_waiting(study, waiting[key]._trial_id, trial.value, attrs):  # else a run started together took it
-            taken.append(key)
-            if saved is not None:
-                link_checkpoint(saved, store.artifacts(suite.name))
+        if not settle_waiting(study, waiting[key]._trial_id, trial.state, trial.value, attrs):
+            continue  # a run started together took it
+        taken.append(key)
+        if saved is not None:
+            link_checkpoint(saved, store.artifacts(suite.name))
     if not taken:
         return None
     configurations = len({parse_unit(key)[0] for key in taken})
-    return (f"taking {len(taken)} unit{'s' * (len(taken) != 1)} of {configurations} configuration"
+    failed = sum(trial_status(done[key]) == "failed" for key in taken)
+    failed_text = f" ({failed} failed for good there)" if failed else ""
+    return (f"taking {len(taken)} unit{'s' * (len(taken) != 1)}{failed_text} of {configurations} configuration"
             f"{'s' * (configurations != 1)} from run {source!r}, which trained them with this run's settings: they "
             "are not trained again")
 
@@ -86,16 +89,18 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
 def _done(theirs: dict[str, list[FrozenTrial]], keys: list[str], version: int, artifacts: Path
           ) -> dict[str, FrozenTrial]:
     """The trials of ``theirs`` (``unit_states`` of a study of metrics version ``version``, whose weights are in
-    ``artifacts``) that completed units of ``keys`` untuned, by this version's metrics, and whose weights are
-    there to take: a unit without them trains again, not to lose its figures."""
+    ``artifacts``) that settled units of ``keys`` untuned, by this version's metrics: done, with their weights
+    there to take (a unit without them trains again, not to lose its figures), or else failed for good (diverged,
+    as the same unit would here)."""
     done = {}
     for key in keys:
         config_id = parse_unit(key)[0]
-        for trial in theirs.get(key, []):
-            unit_version = trial.user_attrs.get("metrics_version", version)
-            if (trial.state == TrialState.COMPLETE and "params_from" not in trial.user_attrs
-                    and unit_version <= METRICS_VERSION and not changes_to([config_id], unit_version)
-                    and ("artifact" not in trial.user_attrs or saved_checkpoint(trial.user_attrs, artifacts).exists())):
-                done[key] = trial
-                break
+        settled = [trial for trial in theirs.get(key, []) if "params_from" not in trial.user_attrs
+                   and (unit_version := trial.user_attrs.get("metrics_version", version)) <= METRICS_VERSION
+                   and not changes_to([config_id], unit_version)]
+        complete = [trial for trial in settled if trial.state == TrialState.COMPLETE and
+                    ("artifact" not in trial.user_attrs or saved_checkpoint(trial.user_attrs, artifacts).exists())]
+        failed = [trial for trial in settled if trial_status(trial) == "failed"]
+        if complete or failed:
+            done[key] = (complete or failed)[0]
     return done

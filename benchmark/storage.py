@@ -430,18 +430,19 @@ class ClaimingStorage(RDBStorage):
         with self.engine.begin() as connection:
             return connection.execute(claim).rowcount == 1
 
-    def complete_waiting(self, trial_id: int, value: float, user_attrs: dict) -> bool:
-        """Complete WAITING trial ``trial_id`` with ``value`` and ``user_attrs`` in one transaction; False, and
-        nothing written, where another caller claimed it first."""
+    def settle_waiting(self, trial_id: int, state: TrialState, value: float | None, user_attrs: dict) -> bool:
+        """Finish WAITING trial ``trial_id`` in ``state`` (with ``value`` where given) and ``user_attrs`` in one
+        transaction; False, and nothing written, where another caller claimed it first."""
         now = datetime.now()
         done = (update(TrialModel).where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
-                .values(state=TrialState.COMPLETE, datetime_start=now, datetime_complete=now))
-        stored, kind = TrialValueModel.value_to_stored_repr(value)
+                .values(state=state, datetime_start=now, datetime_complete=now))
         with self.engine.begin() as connection:
             if connection.execute(done).rowcount != 1:
                 return False
-            connection.execute(insert(TrialValueModel).values(trial_id=trial_id, objective=0, value=stored,
-                                                              value_type=kind))
+            if value is not None:
+                stored, kind = TrialValueModel.value_to_stored_repr(value)
+                connection.execute(insert(TrialValueModel).values(trial_id=trial_id, objective=0, value=stored,
+                                                                  value_type=kind))
             connection.execute(insert(TrialUserAttributeModel), [{"trial_id": trial_id, "key": key,
                                                                    "value_json": json.dumps(attr)}
                                                                   for key, attr in user_attrs.items()])
@@ -560,10 +561,11 @@ def stored_attr(url: str, study: str, key: str) -> object | None:
             return None
 
 
-def complete_waiting(study: optuna.Study, trial_id: int, value: float, user_attrs: dict) -> bool:
-    """Complete a WAITING trial of ``study`` whole, or not at all where another caller claimed it first: a unit
-    taken from another run (``benchmark.reuse``) is never left half recorded, nor taken twice."""
-    return _claiming_storage(study).complete_waiting(trial_id, value, user_attrs)
+def settle_waiting(study: optuna.Study, trial_id: int, state: TrialState, value: float | None,
+                   user_attrs: dict) -> bool:
+    """Finish WAITING trial ``trial_id`` of ``study`` whole, or not at all where another caller claimed it first:
+    a unit taken from another run (``benchmark.reuse``) is never left half recorded, nor taken twice."""
+    return _claiming_storage(study).settle_waiting(trial_id, state, value, user_attrs)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -20,10 +20,12 @@ from optuna.trial import TrialState
 from benchmark import reuse, runner
 from benchmark.cli import build_parser
 from benchmark.cli.search import _checked
+from benchmark.cv import unit_seed
 from benchmark.export import link_checkpoint, load_checkpoint, saved_checkpoint
 from benchmark.params_from import study_settings
 from benchmark.search_space import ParamRange, SearchSettings
 from benchmark.storage import METRICS_VERSION, versioned
+from benchmark.train import DivergedError
 
 os_link = os.link
 
@@ -435,7 +437,7 @@ def test_a_run_stopped_while_taking_units_leaves_each_whole_or_waiting(tmp_path,
         tmp_path / "results" / name / "artifacts" for name in ("tuned", "tuned-tuned")}
 
 
-def test_a_unit_is_taken_only_done_untuned_by_this_versions_metrics_and_with_its_weights(tmp_path):
+def test_a_unit_is_taken_only_settled_untuned_by_this_versions_metrics_and_with_its_weights(tmp_path):
     (tmp_path / "w").write_bytes(b"weights")
     current = {"metrics_version": METRICS_VERSION, "artifact": "w", "artifact_dir": str(tmp_path)}
 
@@ -449,7 +451,35 @@ def test_a_unit_is_taken_only_done_untuned_by_this_versions_metrics_and_with_its
              "vq-vae/1/baseline#0": [trial(metrics_version=3)],  # VQ-VAE 1 changed in version 4
              "vq-vae/2/baseline#0": [trial(metrics_version=3)],  # untouched since
              "vae/2/baseline#0": [trial(artifact="gone")],  # without its weights
-             "vae/2/baseline#1": [trial(state=TrialState.WAITING)]}
+             "vae/2/baseline#1": [trial(state=TrialState.WAITING)],
+             "vae/2/baseline#2": [trial(state=TrialState.FAIL)],  # interrupted: to train again
+             "vae/2/baseline#3": [trial(state=TrialState.FAIL, error="diverged")],  # failed for good
+             "vae/2/baseline#4": [trial(state=TrialState.FAIL, error="diverged"), trial()]}  # done by a later trial
     done = reuse._done(cases, list(cases), METRICS_VERSION, tmp_path / "elsewhere")
-    taken = {"vae/1/baseline#0": cases["vae/1/baseline#0"][1], "vq-vae/2/baseline#0": cases["vq-vae/2/baseline#0"][0]}
+    taken = {"vae/1/baseline#0": cases["vae/1/baseline#0"][1], "vq-vae/2/baseline#0": cases["vq-vae/2/baseline#0"][0],
+             "vae/2/baseline#3": cases["vae/2/baseline#3"][0], "vae/2/baseline#4": cases["vae/2/baseline#4"][1]}
     assert {key: id(trial) for key, trial in done.items()} == {key: id(trial) for key, trial in taken.items()}
+
+
+def test_a_unit_that_diverged_in_the_suites_own_run_is_taken_as_failed(tmp_path, capsys, monkeypatch):
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    trained = runner.train_fold
+
+    def diverging(configuration, *args):
+        if configuration.method.method == "baseline" and args[3] == unit_seed(0, "vae/1/baseline", 1):
+            raise DivergedError("loss diverged at epoch 1 (train nan, validation nan)")
+        return trained(configuration, *args)
+
+    monkeypatch.setattr(runner, "train_fold", diverging)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 1
+    monkeypatch.setattr(runner, "train_fold", trained)
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 1
+    out, err = capsys.readouterr()
+    assert "taking 2 units (1 failed for good there) of 1 configuration from run 'tuned'" in err
+    assert out.startswith("done 3 (2 by this run), failed 1, not finished 0 of 4 units")
+    assert "failed vae/1/baseline fold 1 (2nd of 2): loss diverged at epoch 1 (train nan, validation nan)" in out
+    row = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv").set_index(["config_id", "fold"]).loc[
+        ("vae/1/baseline", 1)]
+    assert row["state"] == "FAIL" and row["taken_from"] == "tuned" and row["error"].startswith("loss diverged")
