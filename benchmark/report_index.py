@@ -58,10 +58,11 @@ def setup_text(suite: SuiteResults) -> str:
         texts.append(f"{low:,}{f'–{high:,}' if high != low else ''} validation images per fold")
     if meta.get("command"):
         texts.append(f"run by `{meta['command']}`")
-    taken = done["taken_from"][done["taken_from"] != ""] if "taken_from" in done else []
+    units = suite.results  # those failed for good too
+    taken = units["taken_from"][units["taken_from"] != ""] if "taken_from" in units else []
     if len(taken):  # by ``benchmark.reuse``
         runs = ", ".join(f"`{run}`" for run in sorted(set(taken)))
-        texts.append(f"{len(taken)} of {len(done)} units taken from run {runs}, which trained them with these "
+        texts.append(f"{len(taken)} of {len(units)} units taken from run {runs}, which trained them with these "
                      "settings by its own command")
     return "; ".join(texts) + "." if texts else ""
 

@@ -255,10 +255,16 @@ def find_missing(suite: SuiteResults) -> list[MissingUnits]:
         rows = results[results["config_id"] == config_id]
         finished = set(rows.loc[rows["state"] == "COMPLETE", "fold"])
         open_rows = rows[~rows["fold"].isin(finished)].drop_duplicates("fold", keep="last").sort_values("fold")
-        failed = tuple((int(r.fold), str(r.error)) for r in open_rows.itertuples() if r.state == "FAIL")
+        failed = tuple((int(r.fold), _failure(r)) for r in open_rows.itertuples() if r.state == "FAIL")
         pending = tuple((int(r.fold), str(r.state)) for r in open_rows.itertuples() if r.state != "FAIL")
         missing.append(MissingUnits(config_id, count, expected, failed, pending))
     return missing
+
+
+def _failure(row: tuple) -> str:
+    """A failed unit's error, with the run it was taken from (``benchmark.reuse``) where it was."""
+    taken = getattr(row, "taken_from", "")
+    return f"{row.error} (taken from run {taken})" if taken else str(row.error)
 
 
 def meta_path(results_dir: Path, suite: str) -> Path:

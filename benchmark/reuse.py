@@ -35,16 +35,18 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
     A unit's oldest waiting trial is finished in one transaction, which one caller only can, so that runs
     started together take each unit once, and one stopped midway leaves each unit whole or waiting."""
     source = suite.untuned
+    if source is None or source == suite.name:
+        return None
     tuned, states = dict(suite.params_from), unit_states(study)
     waiting = {key: trial for key in unit_keys(suite) if parse_unit(key)[0] not in tuned
                and (trial := next((t for t in states.get(key, []) if t.state == TrialState.WAITING), None))
                and not any(trial_status(t) in ("complete", "failed") or t.state == TrialState.RUNNING
                            for t in states[key])}
-    if source is None or source == suite.name or not waiting:
+    if not waiting:
         return None
     url, name = store.url(source), study_name(source)
-    unlike = f"this run trains the configurations it does not tune as well, rather than take their units from run " \
-             f"{source!r}"
+    unlike = (f"this run trains the configurations it does not tune as well, rather than take their units from run "
+              f"{source!r}")
     try:
         with looking_at(url) as storage:
             try:
@@ -61,12 +63,12 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
             if split != images:
                 return (f"note: study {name!r} split {'an unrecorded number of' if split is None else f'{split:,}'} "
                         f"training images into its folds and these data have {images:,}: {unlike}")
-            done = _done(unit_states(other), list(waiting), stored.get("metrics_version", 1),
+            settled = _settled(unit_states(other), list(waiting), stored.get("metrics_version", 1),
                          store.artifacts(source))
     except Exception as err:  # a storage out of reach or damaged: training them is what a run did before
         return f"note: reading study {name!r} in {safe_url(url)} failed ({first_line(err)}): {unlike}"
     taken = []
-    for key, trial in done.items():
+    for key, trial in settled.items():
         attrs = {**trial.user_attrs, "taken_from": source}
         saved = saved_checkpoint(attrs, store.artifacts(source)) if "artifact" in attrs else None
         if saved is not None:  # read there until linked into this run's folder, which is looked in first
@@ -79,20 +81,20 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
     if not taken:
         return None
     configurations = len({parse_unit(key)[0] for key in taken})
-    failed = sum(trial_status(done[key]) == "failed" for key in taken)
+    failed = sum(trial_status(settled[key]) == "failed" for key in taken)
     failed_text = f" ({failed} failed for good there)" if failed else ""
     return (f"taking {len(taken)} unit{'s' * (len(taken) != 1)}{failed_text} of {configurations} configuration"
             f"{'s' * (configurations != 1)} from run {source!r}, which trained them with this run's settings: they "
             "are not trained again")
 
 
-def _done(theirs: dict[str, list[FrozenTrial]], keys: list[str], version: int, artifacts: Path
+def _settled(theirs: dict[str, list[FrozenTrial]], keys: list[str], version: int, artifacts: Path
           ) -> dict[str, FrozenTrial]:
     """The trials of ``theirs`` (``unit_states`` of a study of metrics version ``version``, whose weights are in
     ``artifacts``) that settled units of ``keys`` untuned, by this version's metrics: done, with their weights
     there to take (a unit without them trains again, not to lose its figures), or else failed for good (diverged,
     as the same unit would here)."""
-    done = {}
+    found = {}
     for key in keys:
         config_id = parse_unit(key)[0]
         settled = [trial for trial in theirs.get(key, []) if "params_from" not in trial.user_attrs
@@ -102,5 +104,5 @@ def _done(theirs: dict[str, list[FrozenTrial]], keys: list[str], version: int, a
                     ("artifact" not in trial.user_attrs or saved_checkpoint(trial.user_attrs, artifacts).exists())]
         failed = [trial for trial in settled if trial_status(trial) == "failed"]
         if complete or failed:
-            done[key] = (complete or failed)[0]
-    return done
+            found[key] = (complete or failed)[0]
+    return found

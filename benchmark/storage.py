@@ -30,7 +30,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb.models import (StudyUserAttributeModel, TrialHeartbeatModel, TrialModel,
                                          TrialUserAttributeModel, TrialValueModel)
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
 
@@ -439,6 +439,8 @@ class ClaimingStorage(RDBStorage):
         with self.engine.begin() as connection:
             if connection.execute(done).rowcount != 1:
                 return False
+            # A retry of a killed worker's trial waits with that trial's attributes (Optuna copies them): replaced.
+            connection.execute(delete(TrialUserAttributeModel).where(TrialUserAttributeModel.trial_id == trial_id))
             if value is not None:
                 stored, kind = TrialValueModel.value_to_stored_repr(value)
                 connection.execute(insert(TrialValueModel).values(trial_id=trial_id, objective=0, value=stored,

@@ -24,7 +24,7 @@ from benchmark.cv import unit_seed
 from benchmark.export import link_checkpoint, load_checkpoint, saved_checkpoint
 from benchmark.params_from import study_settings
 from benchmark.search_space import ParamRange, SearchSettings
-from benchmark.storage import METRICS_VERSION, versioned
+from benchmark.storage import METRICS_VERSION, StoreConfig, open_storage, settle_waiting, versioned
 from benchmark.train import DivergedError
 
 os_link = os.link
@@ -369,14 +369,14 @@ def test_runs_started_together_take_each_unit_once_and_a_unit_without_its_weight
     others = []
 
     def interleaved(study, suite, store, images):
-        found = reuse._done
+        found = reuse._settled
 
         def then_the_other(*args):
-            monkeypatch.setattr(reuse, "_done", found)
+            monkeypatch.setattr(reuse, "_settled", found)
             others.append(reuse.take_units(study, suite, store, images))
             return found(*args)
 
-        monkeypatch.setattr(reuse, "_done", then_the_other)
+        monkeypatch.setattr(reuse, "_settled", then_the_other)
         return reuse.take_units(study, suite, store, images)
 
     monkeypatch.setattr(runner, "take_units", interleaved)
@@ -455,7 +455,7 @@ def test_a_unit_is_taken_only_settled_untuned_by_this_versions_metrics_and_with_
              "vae/2/baseline#2": [trial(state=TrialState.FAIL)],  # interrupted: to train again
              "vae/2/baseline#3": [trial(state=TrialState.FAIL, error="diverged")],  # failed for good
              "vae/2/baseline#4": [trial(state=TrialState.FAIL, error="diverged"), trial()]}  # done by a later trial
-    done = reuse._done(cases, list(cases), METRICS_VERSION, tmp_path / "elsewhere")
+    done = reuse._settled(cases, list(cases), METRICS_VERSION, tmp_path / "elsewhere")
     taken = {"vae/1/baseline#0": cases["vae/1/baseline#0"][1], "vq-vae/2/baseline#0": cases["vq-vae/2/baseline#0"][0],
              "vae/2/baseline#3": cases["vae/2/baseline#3"][0], "vae/2/baseline#4": cases["vae/2/baseline#4"][1]}
     assert {key: id(trial) for key, trial in done.items()} == {key: id(trial) for key, trial in taken.items()}
@@ -483,3 +483,21 @@ def test_a_unit_that_diverged_in_the_suites_own_run_is_taken_as_failed(tmp_path,
     row = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv").set_index(["config_id", "fold"]).loc[
         ("vae/1/baseline", 1)]
     assert row["state"] == "FAIL" and row["taken_from"] == "tuned" and row["error"].startswith("loss diverged")
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
+    report = tmp_path / "reports" / "tuned-tuned"
+    assert "; 2 of 4 units taken from run `tuned`, which trained them" in (report / "index.md").read_text()
+    assert ("vae/1/baseline: 1/2 folds complete; fold 1 FAIL: loss diverged at epoch 1 (train nan, validation nan) "
+            "(taken from run tuned)") in (report / "missing.txt").read_text()
+
+
+def test_a_waiting_retry_is_settled_with_the_taken_units_attributes_alone(tmp_path):
+    study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{tmp_path / 's.db'}", StoreConfig()))
+    study.enqueue_trial({"unit": "vae/1/baseline#0"})
+    trial_id = study.trials[0]._trial_id
+    for key, value in {"worker": "killed", "fold": 3}.items():  # as Optuna's retry of a dead worker's trial has them
+        study._storage.set_trial_user_attr(trial_id, key, value)
+    assert settle_waiting(study, trial_id, TrialState.COMPLETE, 0.5, {"fold": 0, "taken_from": "tuned"})
+    assert not settle_waiting(study, trial_id, TrialState.COMPLETE, 0.7, {"fold": 1})  # taken once
+    trial = study.trials[0]
+    assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.5)
+    assert trial.user_attrs == {"fold": 0, "taken_from": "tuned"}
