@@ -296,7 +296,7 @@ def _moved_best_notes(meta: dict, searches: Searches) -> list[str]:
         if now != config_id:
             notes.append(f"search `{name}` has found another best since this run took its parameters: trial "
                          f"#{best.number}, `{now}`, where the table's row trained `{config_id}`; run the same "
-                         "command again to train the new best beside it")
+                         "command again to train the new best in its place (the study keeps this one's units)")
     return notes
 
 

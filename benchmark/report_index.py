@@ -62,8 +62,8 @@ def setup_text(suite: SuiteResults) -> str:
     taken = units["taken_from"][units["taken_from"] != ""] if "taken_from" in units else []
     if len(taken):  # by ``benchmark.reuse``
         runs = ", ".join(f"`{run}`" for run in sorted(set(taken)))
-        texts.append(f"{len(taken)} of {len(units)} units taken from run {runs}, which trained them with these "
-                     "settings by its own command")
+        texts.append(f"{len(taken)} of {len(units)} units taken from run {runs}, which had trained them with the "
+                     "same settings")
     return "; ".join(texts) + "." if texts else ""
 
 

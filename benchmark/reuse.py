@@ -63,8 +63,8 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
             if split != images:
                 return (f"note: study {name!r} split {'an unrecorded number of' if split is None else f'{split:,}'} "
                         f"training images into its folds and these data have {images:,}: {unlike}")
-            settled = _settled(unit_states(other), list(waiting), stored.get("metrics_version", 1),
-                         store.artifacts(source))
+            settled, gone = _settled(unit_states(other), list(waiting), stored.get("metrics_version", 1),
+                                     store.artifacts(source))
     except Exception as err:  # a storage out of reach or damaged: training them is what a run did before
         return f"note: reading study {name!r} in {safe_url(url)} failed ({first_line(err)}): {unlike}"
     taken = []
@@ -78,31 +78,37 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
         taken.append(key)
         if saved is not None:
             link_checkpoint(saved, store.artifacts(suite.name))
+    units = f"unit{'s' * (gone != 1)} that run {source!r} trained with this run's settings"
+    weightless = (f"{gone} {units} train{'s' * (gone == 1)} again, {'its' if gone == 1 else 'their'} weights gone "
+                  f"from {store.artifacts(source)}")
     if not taken:
-        return None
+        return f"note: {weightless}" if gone else None
     configurations = len({parse_unit(key)[0] for key in taken})
     failed = sum(trial_status(settled[key]) == "failed" for key in taken)
     failed_text = f" ({failed} failed for good there)" if failed else ""
     return (f"taking {len(taken)} unit{'s' * (len(taken) != 1)}{failed_text} of {configurations} configuration"
             f"{'s' * (configurations != 1)} from run {source!r}, which trained them with this run's settings: they "
-            "are not trained again")
+            "are not trained again" + (f"; {weightless}" if gone else ""))
 
 
 def _settled(theirs: dict[str, list[FrozenTrial]], keys: list[str], version: int, artifacts: Path
-          ) -> dict[str, FrozenTrial]:
+             ) -> tuple[dict[str, FrozenTrial], int]:
     """The trials of ``theirs`` (``unit_states`` of a study of metrics version ``version``, whose weights are in
     ``artifacts``) that settled units of ``keys`` untuned, by this version's metrics: done, with their weights
-    there to take (a unit without them trains again, not to lose its figures), or else failed for good (diverged,
-    as the same unit would here)."""
-    found = {}
+    there to take, or else failed for good (diverged, as the same unit would here); and the number of units done
+    there whose weights are gone, which train again rather than lose their figures."""
+    found, gone = {}, 0
     for key in keys:
         config_id = parse_unit(key)[0]
         settled = [trial for trial in theirs.get(key, []) if "params_from" not in trial.user_attrs
                    and (unit_version := trial.user_attrs.get("metrics_version", version)) <= METRICS_VERSION
                    and not changes_to([config_id], unit_version)]
-        complete = [trial for trial in settled if trial.state == TrialState.COMPLETE and
-                    ("artifact" not in trial.user_attrs or saved_checkpoint(trial.user_attrs, artifacts).exists())]
+        done = [trial for trial in settled if trial.state == TrialState.COMPLETE]
+        complete = [trial for trial in done
+                    if "artifact" not in trial.user_attrs or saved_checkpoint(trial.user_attrs, artifacts).exists()]
         failed = [trial for trial in settled if trial_status(trial) == "failed"]
         if complete or failed:
             found[key] = (complete or failed)[0]
-    return found
+        elif done:
+            gone += 1
+    return found, gone

@@ -319,7 +319,7 @@ def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tm
     assert_frame_equal(taken[columns], baseline[columns])
     assert (taken["taken_from"] == "tuned").all() and tuned.drop(baseline.index)["taken_from"].isna().all()
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
-    assert ("; 2 of 4 units taken from run `tuned`, which trained them with these settings by its own command."
+    assert ("; 2 of 4 units taken from run `tuned`, which had trained them with the same settings."
             in (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text())
     # its weights linked into this run's folder, so that removing the other run's results keeps them
     for path, theirs in zip(taken["checkpoint"], baseline["checkpoint"]):
@@ -382,10 +382,12 @@ def test_runs_started_together_take_each_unit_once_and_a_unit_without_its_weight
     monkeypatch.setattr(runner, "take_units", interleaved)
     capsys.readouterr()
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    weightless = ("1 unit that run 'tuned' trained with this run's settings trains again, its weights gone from "
+                  "results/tuned/artifacts")
     assert others == ["taking 1 unit of 1 configuration from run 'tuned', which trained them with this run's "
-                      "settings: they are not trained again"]
+                      f"settings: they are not trained again; {weightless}"]
     out, err = capsys.readouterr()
-    assert "taking" not in err and out.startswith("done 4 (3 by this run)")
+    assert "taking" not in err and f"note: {weightless}" in err and out.startswith("done 4 (3 by this run)")
     study = optuna.load_study(study_name="suite-tuned-tuned",
                               storage=f"sqlite:///{tmp_path / 'studies' / 'tuned-tuned'}.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # no unit twice, none pruned as surplus
@@ -455,10 +457,11 @@ def test_a_unit_is_taken_only_settled_untuned_by_this_versions_metrics_and_with_
              "vae/2/baseline#2": [trial(state=TrialState.FAIL)],  # interrupted: to train again
              "vae/2/baseline#3": [trial(state=TrialState.FAIL, error="diverged")],  # failed for good
              "vae/2/baseline#4": [trial(state=TrialState.FAIL, error="diverged"), trial()]}  # done by a later trial
-    done = reuse._settled(cases, list(cases), METRICS_VERSION, tmp_path / "elsewhere")
+    done, gone = reuse._settled(cases, list(cases), METRICS_VERSION, tmp_path / "elsewhere")
     taken = {"vae/1/baseline#0": cases["vae/1/baseline#0"][1], "vq-vae/2/baseline#0": cases["vq-vae/2/baseline#0"][0],
              "vae/2/baseline#3": cases["vae/2/baseline#3"][0], "vae/2/baseline#4": cases["vae/2/baseline#4"][1]}
     assert {key: id(trial) for key, trial in done.items()} == {key: id(trial) for key, trial in taken.items()}
+    assert gone == 1  # vae/2/baseline#0, which trains again
 
 
 def test_a_unit_that_diverged_in_the_suites_own_run_is_taken_as_failed(tmp_path, capsys, monkeypatch):
@@ -485,7 +488,7 @@ def test_a_unit_that_diverged_in_the_suites_own_run_is_taken_as_failed(tmp_path,
     assert row["state"] == "FAIL" and row["taken_from"] == "tuned" and row["error"].startswith("loss diverged")
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
     report = tmp_path / "reports" / "tuned-tuned"
-    assert "; 2 of 4 units taken from run `tuned`, which trained them" in (report / "index.md").read_text()
+    assert "; 2 of 4 units taken from run `tuned`, which had trained them" in (report / "index.md").read_text()
     assert ("vae/1/baseline: 1/2 folds complete; fold 1 FAIL: loss diverged at epoch 1 (train nan, validation nan) "
             "(taken from run tuned)") in (report / "missing.txt").read_text()
 
