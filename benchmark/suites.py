@@ -240,8 +240,9 @@ class Suite:
             tuned = search_key(by_id[config_id])
             replaced = [c.id for c in base.configurations if search_key(c) == tuned and c.id != config_id
                         and not best[tuned].held_otherwise(c, base.image_side)]
-            merged = (f"; the {len(replaced)} are trained as this one, so the suite has {len(replaced) - 1} "
-                      "configuration(s) fewer") if len(replaced) > 1 else ""
+            fewer = len(replaced) - 1
+            merged = (f"; these {len(replaced)} are one configuration now, so the suite has {fewer} configuration"
+                      f"{'s' * (fewer != 1)} fewer") if fewer else ""
             notes.append(f"note: {', '.join(replaced) or config_id} → {config_id} (the best of study {study!r})"
                          f"{merged}")
         return notes + [f"note: study {study!r} did not tune {config_id}: it has {', '.join(settings)}, so it "

@@ -302,7 +302,7 @@ def test_best_configurations_rebuild_the_best_trial(searched, monkeypatch):
     assert len(merged.configurations) == len(full.configurations) - 1
     assert merged.replacement_notes(full, found) == [
         f"note: vae/1/single/gaussian/a=40, vae/1/single/gaussian/a=60 → {configuration.id} (the best of study "
-        f"{NAME!r}); the 2 are trained as this one, so the suite has 1 configuration(s) fewer"]
+        f"{NAME!r}); these 2 are one configuration now, so the suite has 1 configuration fewer"]
     baselines = replace(smoke, configurations=tuple(c for c in smoke.configurations if c.method.method == "baseline"))
     with pytest.raises(ValueError, match=re.escape(f"has no configuration that study '{NAME}' tunes (its best is "
                                                    f"{configuration.id})")):
@@ -324,7 +324,7 @@ def test_params_from_keeps_a_configuration_whose_settings_its_search_held_otherw
     assert tuned.configurations == (best, counted, normalized) and tuned.params_from == ((best.id, "s"),)
     assert tuned.replacement_notes(suite, found) == [
         "note: vae/1/multidecoder/uniform, vae/1/multidecoder/uniform/k=64 → vae/1/multidecoder/uniform/w=2,0.5,0.3 "
-        "(the best of study 's'); the 2 are trained as this one, so the suite has 1 configuration(s) fewer",
+        "(the best of study 's'); these 2 are one configuration now, so the suite has 1 configuration fewer",
         "note: study 's' did not tune vae/1/multidecoder/uniform/k=200: it has count 200 (the search's: 64), "
         "so it trains with its own parameters"]
     with pytest.raises(ValueError, match=re.escape(
