@@ -105,10 +105,10 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
     if tuned:
         lines += ["## Tuned parameters", "",
                   "These configurations use the best parameters of an Optuna search. The search chose them on "
-                  "these images, so their scores here are optimistic (selection bias). Another `--seed` gives "
-                  "new folds (and, for datasets without an official test split or with `--limit`, a partly "
-                  "different training pool), which lessens the bias but does not remove it; only images that "
-                  "the search never saw (nested cross-validation) would.", ""]
+                  "these images, so their scores here are optimistic (selection bias). A `--seed` other than "
+                  "the search's gives new folds (and, for datasets without an official test split or with "
+                  "`--limit`, a partly different training pool), which lessens the bias but does not remove it; "
+                  "only images that the search never saw (nested cross-validation) would.", ""]
         plotted = {path.parent.name for path in files if path.parent.parent.name == OPTUNA_FIGURES}
         lines += [f"- `{config_id}`: from study `{study}` (its Optuna plots: "
                   + (f"`figures/{OPTUNA_FIGURES}/{file_name(study)}/`, below)" if file_name(study) in plotted else
