@@ -282,6 +282,10 @@ def describe_study(study: optuna.Study) -> str:
     if suite:
         held = held_configurations(study)
         lines.append(f"units of {len(held)} configuration{'s' * (len(held) != 1)}: {', '.join(held)}")
+        taken = Counter(t.user_attrs["taken_from"] for t in trials if "taken_from" in t.user_attrs)
+        if taken:  # by a tuned run (``benchmark.reuse``): trials of units trained elsewhere
+            lines.append("taken from other runs, not trained here: " + ", ".join(
+                f"{n} unit{'s' * (n != 1)} from run {run!r}" for run, n in sorted(taken.items())))
         if study.user_attrs.get("command"):
             lines.append(f"started by: {study.user_attrs['command']}")
         return "\n".join([*lines, suite_note(suite)])

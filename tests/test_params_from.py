@@ -27,7 +27,7 @@ from benchmark.search_space import ParamRange, SearchSettings
 from benchmark.storage import METRICS_VERSION, StoreConfig, open_storage, settle_waiting, versioned
 from benchmark.train import DivergedError
 
-os_link = os.link
+os_link = os.link  # the real one, put back where a test fakes another file system
 
 
 def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(tmp_path, capsys):
@@ -318,6 +318,9 @@ def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tm
     columns = ["recon", "latent", "total", "best_epoch", "seconds"]
     assert_frame_equal(taken[columns], baseline[columns])
     assert (taken["taken_from"] == "tuned").all() and tuned.drop(baseline.index)["taken_from"].isna().all()
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "show", "suite-tuned-tuned") == 0
+    assert "\ntaken from other runs, not trained here: 2 units from run 'tuned'\n" in capsys.readouterr().out
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
     assert ("; 2 of 4 units taken from run `tuned`, which had trained them with the same settings."
             in (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text())
