@@ -19,7 +19,7 @@ from benchmark.checks import first_line
 from benchmark.export import link_checkpoint, saved_checkpoint
 from benchmark.storage import (METRICS_VERSION, StoreConfig, changes_to, differing_settings_message, looking_at,
                                safe_url, settings_differ, settle_waiting, trial_status, upgraded, versioned)
-from benchmark.store import parse_unit, study_name, unit_keys, unit_states
+from benchmark.store import claimable, parse_unit, study_name, unit_keys, unit_states
 from benchmark.suites import Suite
 
 # Settings in which a run differs from the one it takes units from; the units' own configurations are compared.
@@ -38,10 +38,8 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
     if source is None or source == suite.name:
         return None
     tuned, states = dict(suite.params_from), unit_states(study)
-    waiting = {key: trial for key in unit_keys(suite) if parse_unit(key)[0] not in tuned
-               and (trial := next((t for t in states.get(key, []) if t.state == TrialState.WAITING), None))
-               and not any(trial_status(t) in ("complete", "failed") or t.state == TrialState.RUNNING
-                           for t in states[key])}
+    waiting = {key: trial for key in unit_keys(suite)
+               if parse_unit(key)[0] not in tuned and (trial := claimable(states.get(key, [])))}
     if not waiting:
         return None
     url, name = store.url(source), study_name(source)

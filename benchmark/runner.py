@@ -44,8 +44,8 @@ from benchmark.storage import (
     versioned,
 )
 from benchmark.results import read_meta
-from benchmark.store import (SEPARATE_RUN, enqueue_missing, open_suite_study, parse_unit, study_name, unit_key,
-                             unit_keys, unit_states, unlisted_configurations)
+from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, open_suite_study, parse_unit, study_name,
+                             unit_key, unit_keys, unit_states, unlisted_configurations)
 from benchmark.progress import BAR_FORMAT, CostEta, duration
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
@@ -229,11 +229,7 @@ class _Worker:
             other_id, other_fold = parse_unit(key)
             if other_id != config_id or other_fold == fold or len(self.folds[other_fold][0]) != size:
                 continue
-            if any(t.state == TrialState.RUNNING or trial_status(t) in ("complete", "failed") for t in trials):
-                continue  # a second trial of a unit enqueued twice: the unit is settled or in training
-            # Its oldest waiting trial only: a newer one is a copy (enqueued twice), which the
-            # worker that wins the oldest would be training as well.
-            waiting = next((t for t in trials if t.state == TrialState.WAITING), None)
+            waiting = claimable(trials)
             if waiting is not None and storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
                 storage.set_trial_user_attr(waiting._trial_id, "worker", worker_id())
                 self._label(waiting._trial_id, config_id, other_fold)

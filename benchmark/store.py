@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.storage import (StoreConfig, StoreError, changes_to, check_settings, delete_hint,
                                open_storage, safe_url, settings_differ, since_changes, trial_status, upgraded,
@@ -141,6 +141,15 @@ def unit_states(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
         if key is not None:
             by_unit.setdefault(key, []).append(trial)
     return by_unit
+
+
+def claimable(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The trial to claim of a unit's ``trials`` (``unit_states``): its oldest waiting one, unless the unit is
+    done, failed for good or in training. A newer waiting trial is a copy (the unit enqueued twice), which the
+    worker that wins the oldest would be training as well."""
+    if any(t.state == TrialState.RUNNING or trial_status(t) in ("complete", "failed") for t in trials):
+        return None
+    return next((t for t in trials if t.state == TrialState.WAITING), None)
 
 
 def is_accounted_for(trials: list[FrozenTrial]) -> bool:
