@@ -272,8 +272,9 @@ def describe_study(study: optuna.Study) -> str:
                                                                   for n, d in zip(names, study.directions))
     lines = [f"study {study.study_name}: {len(trials)} trial{'s' * (len(trials) != 1)} ({counts}){objectives}"]
     if isinstance(settings, dict):
-        # A suite study's configurations are those its units were enqueued for: its files may have grown.
-        hidden = ("ranges", "configurations") if suite else ("ranges",)
+        # A suite study's configurations are those its units were enqueued for (its files may have grown), and its
+        # tuned ones those its units were trained as: a rerun may train a search's new best. Both read from trials.
+        hidden = ("ranges", "configurations", "params_from") if suite else ("ranges",)
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k not in hidden))
         if isinstance(settings.get("ranges"), dict):
             lines.append("ranges: " + describe_ranges({k: ParamRange(**r) for k, r in settings["ranges"].items()}))
@@ -282,6 +283,9 @@ def describe_study(study: optuna.Study) -> str:
     if suite:
         held = held_configurations(study)
         lines.append(f"units of {len(held)} configuration{'s' * (len(held) != 1)}: {', '.join(held)}")
+        tuned = {t.user_attrs["config_id"]: t.user_attrs["params_from"] for t in trials if "params_from" in t.user_attrs}
+        if tuned:
+            lines.append("tuned: " + ", ".join(f"{config} from search {search!r}" for config, search in tuned.items()))
         taken = Counter(t.user_attrs["taken_from"] for t in trials if "taken_from" in t.user_attrs)
         if taken:  # by a tuned run (``benchmark.reuse``): trials of units trained elsewhere
             lines.append("taken from other runs, not trained here: " + ", ".join(

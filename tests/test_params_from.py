@@ -301,6 +301,27 @@ def test_the_search_command_of_a_studys_settings_gives_those_settings(settings):
     assert "--study-name" not in settings.command(settings.default_study_name())
 
 
+def test_studies_show_names_each_configuration_a_suite_study_trained_tuned_a_search_s_new_best_too(tmp_path, capsys):
+    # It showed the first run's params_from among the settings, not the new best a rerun had trained.
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    search = optuna.load_study(study_name="a", storage=f"sqlite:///{tmp_path / 'studies' / 'a.db'}")
+    first = search.best_trial
+    search.add_trial(optuna.trial.create_trial(params={k: d.low for k, d in first.distributions.items()},
+                                               distributions=first.distributions, value=first.value - 0.05))
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    results = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv")
+    now = results.loc[results["params_from"] == "a", "config_id"].unique()
+    capsys.readouterr()
+    assert cli(tmp_path, "studies", "show", "suite-tuned-tuned") == 0
+    lines = capsys.readouterr().out.splitlines()
+    tuned = [line for line in lines if line.startswith("tuned: ")]
+    assert len(now) == 1 and len(tuned) == 1 and tuned[0].endswith(f", {now[0]} from search 'a'")
+    assert tuned[0].count(" from search 'a'") == 2
+    assert not any("params_from" in line for line in lines)
+
+
 def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tmp_path, capsys):
     searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
     (tmp_path / "tuned.toml").write_text(SUITE)
