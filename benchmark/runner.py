@@ -25,7 +25,8 @@ from benchmark.export import (discard_checkpoints, export, export_note, go_on_wi
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
                                  shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
 from benchmark.reuse import take_units
-from benchmark.run_status import RunSummary, resume_line, settled_units, summarise_run, unlisted_note
+from benchmark.run_status import (RunSummary, configurations_to_train, resume_line, settled_units, summarise_run,
+                                  unlisted_note)
 from benchmark.storage import (
     METRICS_VERSION,
     StoreConfig,
@@ -500,11 +501,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     enqueue_missing(study, unit_keys(suite))
     if taken := take_units(study, suite, store, len(images)):
         print(taken, file=sys.stderr)
-    note = idle_softadapt_note((c.balance for c in suite.configurations), min(len(t) for t, _ in folds),
-                               suite.train.batch_size, suite.train.epochs)
     # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take
     # up again): each spare one would load torch and the data to find none.
     states = unit_states(study)
+    to_train = configurations_to_train(states, suite)  # not those done before, or taken: no note on them
+    note = idle_softadapt_note((c.balance for c in suite.configurations if c.id in to_train),
+                               min(len(t) for t, _ in folds), suite.train.batch_size, suite.train.epochs)
     done_before, failed = settled_units(states, suite)
     workers = max(1, min(workers, suite.units - done_before - len(failed)))
     for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device)):
