@@ -1,11 +1,11 @@
-"""Units a tuned run takes from the suite's own run instead of training them again.
+"""Units a run takes from a run of the same suite instead of training them again.
 
 ``run --params-from`` files the suite under a name of its own (``<suite>-tuned``) and trains the
 configurations its searches tune with their best parameters; the others are the suite's own, which the
-run filed under the suite's name may have trained already. A unit's folds and seed depend on its
-configuration alone, so where that run trained with the same settings on as many images, its units are
-this run's and are copied, not trained again: a `full` suite's tuned run trains the few configurations a
-search tuned, not all 45.
+run filed under the suite's name may have trained already, or may train later. A unit's folds and seed
+depend on its configuration alone, so where the other run trained it with the same settings on as many
+images, its unit is this run's and is copied, not trained again: a `full` suite's tuned run trains the few
+configurations a search tuned, not all 45, and the suite's own run after it those few only.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ NOT_COMPARED = ("suite", "configurations", "params_from")
 
 def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: int) -> str | None:
     """Settle the waiting units of ``study`` whose configuration ``suite`` does not tune and that the run filed
-    under ``suite.untuned`` settled (done, or failed for good) with the same settings on ``images`` training
-    images, with that run's results and weights. Returns a line saying what was taken, or why nothing could be;
-    None where nothing is left to take or that run has no study here.
+    under ``suite.takes_from`` settled untuned (done, or failed for good) with the same settings on ``images``
+    training images, with that run's results and weights. Returns a line saying what was taken, or, for a tuned
+    run, which expects to take units, why nothing could be; None where nothing is left to take or that run has
+    no study here.
 
     A unit's oldest waiting trial is finished in one transaction, which one caller only can, so that runs
     started together take each unit once, and one stopped midway leaves each unit whole or waiting."""
-    source = suite.untuned
+    source = suite.takes_from
     if source is None or source == suite.name:
         return None
     tuned, states = dict(suite.params_from), unit_states(study)
@@ -44,7 +45,7 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
         return None
     url, name = store.url(source), study_name(source)
     unlike = (f"this run trains the configurations it does not tune as well, rather than take their units from run "
-              f"{source!r}")
+              f"{source!r}" if tuned else f"this run trains its units, rather than take them from run {source!r}")
     try:
         with looking_at(url) as storage:
             try:
@@ -55,12 +56,14 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
             if stored is None:
                 return None
             compared = {**versioned(suite.settings()), **{key: stored.get(key) for key in NOT_COMPARED}}
+            # A tuned run with other settings than the suite's own is said to take nothing; a suite's run with
+            # other settings than its tuned run's (another --seed, say) never meant to take anything.
             if settings_differ(upgraded(stored), compared):
-                return f"note: {differing_settings_message(name, url, stored, compared)}: {unlike}"
+                return f"note: {differing_settings_message(name, url, stored, compared)}: {unlike}" if tuned else None
             split = other.user_attrs.get("training_images")
             if split != images:
                 return (f"note: study {name!r} split {'an unrecorded number of' if split is None else f'{split:,}'} "
-                        f"training images into its folds and these data have {images:,}: {unlike}")
+                        f"training images into its folds and these data have {images:,}: {unlike}" if tuned else None)
             settled, gone = _settled(unit_states(other), list(waiting), stored.get("metrics_version", 1),
                                      store.artifacts(source))
     except Exception as err:  # a storage out of reach or damaged: training them is what a run did before

@@ -82,6 +82,11 @@ SPLIT_CHECKS: FieldChecks = {
 }
 
 
+def tuned_name(suite: str) -> str:
+    """The name a suite's run with ``--params-from`` is filed under, without a ``--name``."""
+    return f"{suite}-tuned"
+
+
 def split_problems(limit: int | None, folds: int) -> list[str]:
     """The problem of a ``limit`` of fewer training images than ``folds``, each right on its own."""
     if limit is not None and limit < folds:
@@ -107,9 +112,9 @@ class Suite:
     params_from: tuple[tuple[str, str], ...] = ()  # (config id, Optuna study its parameters came from)
     # (study of params_from, its storage as safe_url): where `report` finds them; not a setting
     search_storages: tuple[tuple[str, str], ...] = ()
-    # a tuned suite's run takes the units of configurations it does not tune from the run filed under this
-    # name, the suite's own (``benchmark.reuse``); not a setting
-    untuned: str | None = None
+    # the run whose settled units this suite's run takes rather than train them again (``benchmark.reuse``): a
+    # tuned suite's own run, for the configurations it does not tune, or an untuned one's tuned run; not a setting
+    takes_from: str | None = None
 
     def __post_init__(self) -> None:
         raise_problems(self._problems())
@@ -217,8 +222,8 @@ class Suite:
             theirs = next(found.configuration.id for found in best.values() if found.study == unused[0])
             raise ValueError(f"suite {self.name!r} has no configuration that study {unused[0]!r} tunes (its best is "
                              f"{theirs})" + (f": {'; '.join(held)}" if held else ""))
-        return replace(self, name=f"{self.name}-tuned", configurations=tuple(configurations),
-                       params_from=tuple(sources), untuned=self.name)
+        return replace(self, name=tuned_name(self.name), configurations=tuple(configurations),
+                       params_from=tuple(sources), takes_from=self.name)
 
     def _held_otherwise(self, best: dict[SearchKey, SearchBest]) -> list[tuple[str, str, list[str]]]:
         """(configuration id, study, settings) for each configuration that a search of ``best`` covers by its

@@ -381,6 +381,30 @@ def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tm
                      + re.escape(unlike), capsys.readouterr().err)
 
 
+def test_the_suites_own_run_after_its_tuned_one_takes_the_units_that_one_did_not_tune(tmp_path, capsys):
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
+    capsys.readouterr()
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
+    out, err = capsys.readouterr()
+    assert ("taking 2 units of 1 configuration from run 'tuned-tuned', which trained them with this run's settings: "
+            "they are not trained again") in err
+    assert out.startswith("done 4 (2 by this run), failed 0, not finished 0 of 4 units")
+    tuned, untuned = (pd.read_csv(tmp_path / "results" / f"{name}.csv").set_index(["config_id", "fold"])
+                      for name in ("tuned-tuned", "tuned"))
+    baseline = tuned[tuned["method"] == "baseline"]
+    columns = ["recon", "latent", "total", "best_epoch", "seconds"]
+    assert_frame_equal(untuned.loc[baseline.index, columns], baseline[columns])
+    assert (untuned.loc[baseline.index, "taken_from"] == "tuned-tuned").all()
+    single = untuned.drop(baseline.index)  # the suite's own Single decoder, which the tuned run did not train
+    assert len(single) == 2 and single["taken_from"].isna().all() and not set(single.index) & set(tuned.index)
+    # another seed gives other units: the tuned run's are not this run's, and it never meant to take them
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--seed", "1", "--name", "seed1", "--quiet") == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("done 4, failed 0") and "tuned-tuned" not in err
+
+
 def test_runs_started_together_take_each_unit_once_and_a_unit_without_its_weights_trains(tmp_path, capsys,
                                                                                         monkeypatch):
     searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))

@@ -22,7 +22,7 @@ from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, safe_
                                setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
-from benchmark.suites import PixelCountError, Suite, builtin_suites, get_suite, is_suite_file
+from benchmark.suites import PixelCountError, Suite, builtin_suites, get_suite, is_suite_file, tuned_name
 from benchmark.tables import text_table
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
         notes = suite.replacement_notes(base, best) + tuning_notes(args.params_from, searches, suite)
+    else:  # a run after its suite's tuned one takes the units that one did not tune
+        suite = replace(suite, takes_from=tuned_name(suite.name))
     if args.name and is_suite_file(args.name):
         raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
                          "a suite file's run is filed under the file's `name`)")
