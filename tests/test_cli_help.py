@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, one_line_error
 
 from benchmark.__main__ import script
 from benchmark.cli import build_parser
@@ -54,12 +55,23 @@ def test_help_of_the_real_entry_point_exits_0_with_nothing_on_stderr(tmp_path):
     assert listed == [name for name in COMMANDS[1:] if " " not in name]
 
 
+def _catches(pid: int, sent: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``sent`` (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)
+    return bool(caught >> (sent - 1) & 1)
+
+
 @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_while_the_commands_import_is_one_line(tmp_path, sent):
     # Importing torch takes seconds; a Ctrl-C then printed the import's traceback, and SIGTERM killed it unsaid.
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(0.2)  # Python handles both by then; torch takes longer to import
+    # Once it catches SIGTERM it is in the import (which takes seconds), where both are handled: a fixed wait
+    # came too early on a busy machine.
+    deadline = time.monotonic() + 60
+    while not _catches(process.pid, signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.01)
     os.killpg(process.pid, sent)
     out, err = process.communicate(timeout=60)
     assert (process.returncode, out, err) == (130, "", "interrupted before the command started\n")
@@ -109,3 +121,36 @@ def test_a_mistyped_option_is_named_with_the_one_meant_not_as_a_missing_required
         cli(tmp_path, *args)
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {said}")
+
+
+@pytest.mark.parametrize("args, said", [
+    (("run", "--suite", "quick", "--suite=smoke"),
+     "--suite given twice (quick, smoke): `python -m benchmark run` takes one suite, give each its own command (see "
+     "`python -m benchmark run"),
+    (("run", "--suite", "smoke", "--epochs", "1", "--epochs", "2", "--epochs", "3"),
+     "--epochs given 3 times (1, 2, 3): give it once"),
+    (("run", "--suite", "smoke", "--params-from", "a", "b", "--quiet", "--params-from", "c"),
+     "--params-from given twice: list its values after one, `--params-from a b c`"),
+    (("bench", "--methods", "baseline", "--methods", "single"),
+     "--methods given twice: list its values after one, `--methods baseline single` (see `python -m benchmark bench"),
+])
+def test_an_option_of_one_value_given_twice_with_two_is_refused_not_the_last_kept(tmp_path, capsys, args, said):
+    # argparse kept the last alone: `run --suite quick --suite smoke` trained smoke, without a word on quick.
+    with pytest.raises(SystemExit) as stop:
+        cli(tmp_path, *args)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {said}")
+
+
+def test_a_list_of_suites_given_to_run_is_refused_as_one_suite_per_command(tmp_path, capsys):
+    # It said "unknown suite 'quick,smoke'", as if a suite of that name were meant.
+    assert cli(tmp_path, "run", "--suite", "quick,smoke") == 2
+    assert one_line_error(capsys) == ("error: --suite quick,smoke: `python -m benchmark run` takes one suite, give "
+                                      "each its own command")
+
+
+def test_an_option_given_again_with_the_same_value_or_after_a_double_dash_is_taken():
+    args = build_parser().parse_args(["run", "--suite", "smoke", "--suite=smoke", "--epochs", "2", "--epochs", "2"])
+    assert (args.suite, args.epochs) == ("smoke", 2)
+    args = build_parser().parse_args(["suites", "--", "--suite", "--suite"])  # values after --, no options
+    assert args.suites == ["--suite", "--suite"]

@@ -50,7 +50,39 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         self._given = list(sys.argv[1:] if args is None else args)  # a subcommand's parser gets its own part
         namespace, self._unknown = super().parse_known_args(args, namespace)
+        self._refuse_repeated()
         return namespace, self._unknown
+
+    def _refuse_repeated(self) -> None:
+        """Refuse an option that keeps one value, or one list, given again with another (``run --suite quick
+        --suite smoke``, ``--params-from a --params-from b``): argparse keeps the last one alone, silently."""
+        given = self._given[:self._given.index("--")] if "--" in self._given else self._given
+        for action in self._actions:
+            if type(action) is not argparse._StoreAction or not action.option_strings:
+                continue
+            values = [value for i, arg in enumerate(given) if (value := self._value_at(action, given, i)) is not None]
+            if len(set(values)) < 2:
+                continue
+            option = action.option_strings[-1]
+            times = "twice" if len(values) == 2 else f"{len(values)} times"
+            if action.nargs == "+":
+                listed = " ".join(dict.fromkeys(item for value in values for item in value))
+                self.error(f"{option} given {times}: list its values after one, `{option} {listed}`")
+            each = f": `{self.prog}` takes one suite, give each its own command" if action.dest == "suite" else ""
+            self.error(f"{option} given {times} ({', '.join(v[0] for v in values)}){each or ': give it once'}")
+
+    @staticmethod
+    def _value_at(action: argparse.Action, given: list[str], i: int) -> tuple[str, ...] | None:
+        """The value ``action``'s option takes at ``given[i]``, as a tuple; None where it is not there."""
+        option, equals, value = given[i].partition("=")
+        if option not in action.option_strings:
+            return None
+        if equals:
+            return (value,)
+        if action.nargs != "+":
+            return tuple(given[i + 1:i + 2])
+        rest = given[i + 1:]
+        return tuple(rest[:next((j for j, arg in enumerate(rest) if arg.startswith("-")), len(rest))])
 
     def error(self, message: str) -> NoReturn:
         # A mistyped option (--siute) is the cause of the required one's absence: name it instead.
