@@ -273,7 +273,7 @@ def describe_study(study: optuna.Study) -> str:
     lines = [f"study {study.study_name}: {len(trials)} trial{'s' * (len(trials) != 1)} ({counts}){objectives}"]
     if isinstance(settings, dict):
         # A suite study's configurations are those its units were enqueued for (its files may have grown), and its
-        # tuned ones those its units were trained as: a rerun may train a search's new best. Both read from trials.
+        # tuned ones those its units were trained as too (a rerun may train a search's new best): read from trials.
         hidden = ("ranges", "configurations", "params_from") if suite else ("ranges",)
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k not in hidden))
         if isinstance(settings.get("ranges"), dict):
@@ -283,7 +283,9 @@ def describe_study(study: optuna.Study) -> str:
     if suite:
         held = held_configurations(study)
         lines.append(f"units of {len(held)} configuration{'s' * (len(held) != 1)}: {', '.join(held)}")
-        tuned = {t.user_attrs["config_id"]: t.user_attrs["params_from"] for t in trials if "params_from" in t.user_attrs}
+        stored = settings.get("params_from") if isinstance(settings, dict) else None
+        trained = {t.user_attrs["config_id"]: t.user_attrs["params_from"] for t in trials if "params_from" in t.user_attrs}
+        tuned = {**(stored if isinstance(stored, dict) else {}), **trained}  # the first run's, trained or not yet
         if tuned:
             lines.append("tuned: " + ", ".join(f"{config} from search {search!r}" for config, search in tuned.items()))
         taken = Counter(t.user_attrs["taken_from"] for t in trials if "taken_from" in t.user_attrs)

@@ -152,5 +152,5 @@ def test_a_list_of_suites_given_to_run_is_refused_as_one_suite_per_command(tmp_p
 def test_an_option_given_again_with_the_same_value_or_after_a_double_dash_is_taken():
     args = build_parser().parse_args(["run", "--suite", "smoke", "--suite=smoke", "--epochs", "2", "--epochs", "2"])
     assert (args.suite, args.epochs) == ("smoke", 2)
-    args = build_parser().parse_args(["suites", "--", "--suite", "--suite"])  # values after --, no options
-    assert args.suites == ["--suite", "--suite"]
+    args = build_parser().parse_args(["studies", "show", "--storage", "a", "--", "--storage"])  # a value after --
+    assert (args.storage, args.name) == ("a", "--storage")

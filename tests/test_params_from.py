@@ -25,6 +25,7 @@ from benchmark.export import link_checkpoint, load_checkpoint, saved_checkpoint
 from benchmark.params_from import study_settings
 from benchmark.search_space import ParamRange, SearchSettings
 from benchmark.storage import METRICS_VERSION, StoreConfig, open_storage, settle_waiting, versioned
+from benchmark.studies import describe_study
 from benchmark.train import DivergedError
 
 os_link = os.link  # the real one, put back where a test fakes another file system
@@ -320,6 +321,10 @@ def test_studies_show_names_each_configuration_a_suite_study_trained_tuned_a_sea
     assert len(now) == 1 and len(tuned) == 1 and tuned[0].endswith(f", {now[0]} from search 'a'")
     assert tuned[0].count(" from search 'a'") == 2
     assert not any("params_from" in line for line in lines)
+    # a study none of whose tuned units has started yet: the tuned configurations its first run stored
+    fresh = optuna.create_study(study_name="suite-fresh", storage=f"sqlite:///{tmp_path / 'fresh.db'}")
+    fresh.set_user_attr("settings", {"suite": "fresh", "params_from": {"vae/1/single/gaussian/a=9": "a"}})
+    assert "\ntuned: vae/1/single/gaussian/a=9 from search 'a'\n" in describe_study(fresh)
 
 
 def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tmp_path, capsys):
@@ -399,10 +404,12 @@ def test_the_suites_own_run_after_its_tuned_one_takes_the_units_that_one_did_not
     assert (untuned.loc[baseline.index, "taken_from"] == "tuned-tuned").all()
     single = untuned.drop(baseline.index)  # the suite's own Single decoder, which the tuned run did not train
     assert len(single) == 2 and single["taken_from"].isna().all() and not set(single.index) & set(tuned.index)
-    # another seed gives other units: the tuned run's are not this run's, and it never meant to take them
-    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--seed", "1", "--name", "seed1", "--quiet") == 0
-    out, err = capsys.readouterr()
-    assert out.startswith("done 4, failed 0") and "tuned-tuned" not in err
+    # A run under a --name of its own is not the suite's own run: it trains its units, the same settings or not
+    # (another --device, say), and says nothing of the tuned run's.
+    for name_and_options in (["--name", "replica"], ["--seed", "1", "--name", "seed1"]):
+        assert cli(tmp_path, "run", "--suite", "tuned.toml", *name_and_options, "--quiet") == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("done 4, failed 0") and "tuned-tuned" not in err
 
 
 def test_runs_started_together_take_each_unit_once_and_a_unit_without_its_weights_trains(tmp_path, capsys,

@@ -115,7 +115,7 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
         notes = suite.replacement_notes(base, best) + tuning_notes(args.params_from, searches, suite)
-    else:  # a run after its suite's tuned one takes the units that one did not tune
+    elif args.name in (None, suite.name):  # the suite's own run, after its tuned one, takes what that did not tune
         suite = replace(suite, takes_from=tuned_name(suite.name))
     if args.name and is_suite_file(args.name):
         raise ValueError(f"--name {args.name}: a name to file the run under, not a .toml file (without --name, "
