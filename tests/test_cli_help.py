@@ -127,14 +127,15 @@ def test_a_mistyped_option_is_named_with_the_one_meant_not_as_a_missing_required
     (("run", "--suite", "quick", "--suite=smoke"),
      "--suite given twice (quick, smoke): `python -m benchmark run` takes one suite, give each its own command (see "
      "`python -m benchmark run"),
-    (("run", "--suite", "smoke", "--epochs", "1", "--epochs", "2", "--epochs", "3"),
-     "--epochs given 3 times (1, 2, 3): give it once"),
+    (("prior", "--suite", "a", "--suite", "b", "--suite", "a"),
+     "--suite given 3 times (a, b, a): `python -m benchmark prior` takes one suite, give each its own command"),
     (("run", "--suite", "smoke", "--params-from", "a", "b", "--quiet", "--params-from", "c"),
      "--params-from given twice: list its values after one, `--params-from a b c`"),
     (("bench", "--methods", "baseline", "--methods", "single"),
      "--methods given twice: list its values after one, `--methods baseline single` (see `python -m benchmark bench"),
 ])
-def test_an_option_of_one_value_given_twice_with_two_is_refused_not_the_last_kept(tmp_path, capsys, args, said):
+def test_a_list_option_or_a_commands_one_suite_given_twice_is_refused_not_the_last_kept(tmp_path, capsys, args,
+                                                                                          said):
     # argparse kept the last alone: `run --suite quick --suite smoke` trained smoke, without a word on quick.
     with pytest.raises(SystemExit) as stop:
         cli(tmp_path, *args)
@@ -149,8 +150,8 @@ def test_a_list_of_suites_given_to_run_is_refused_as_one_suite_per_command(tmp_p
                                       "each its own command")
 
 
-def test_an_option_given_again_with_the_same_value_or_after_a_double_dash_is_taken():
-    args = build_parser().parse_args(["run", "--suite", "smoke", "--suite=smoke", "--epochs", "2", "--epochs", "2"])
-    assert (args.suite, args.epochs) == ("smoke", 2)
+def test_a_suite_given_again_alike_or_after_a_double_dash_is_taken_and_another_option_given_again_overrides():
+    args = build_parser().parse_args(["run", "--suite", "smoke", "--suite=smoke", "--epochs", "2", "--epochs", "3"])
+    assert (args.suite, args.epochs) == ("smoke", 3)  # a script's defaults, then the caller's
     args = build_parser().parse_args(["studies", "show", "--storage", "a", "--", "--storage"])  # a value after --
     assert (args.storage, args.name) == ("a", "--storage")

@@ -54,11 +54,12 @@ class _Parser(argparse.ArgumentParser):
         return namespace, self._unknown
 
     def _refuse_repeated(self) -> None:
-        """Refuse an option that keeps one value, or one list, given again with another (``run --suite quick
-        --suite smoke``, ``--params-from a --params-from b``): argparse keeps the last one alone, silently."""
+        """Refuse a list option given again with another list (``--params-from a --params-from b``), and a
+        command's one ``--suite`` given again with another (``report`` takes several): argparse keeps the last
+        alone, silently, where both were meant. Another option given again overrides, as is usual."""
         given = self._given[:self._given.index("--")] if "--" in self._given else self._given
         for action in self._actions:
-            if type(action) is not argparse._StoreAction or not action.option_strings:
+            if type(action) is not argparse._StoreAction or (action.nargs != "+" and action.dest != "suite"):
                 continue
             values = [value for i, arg in enumerate(given) if (value := self._value_at(action, given, i)) is not None]
             if len(set(values)) < 2:
@@ -68,8 +69,8 @@ class _Parser(argparse.ArgumentParser):
             if action.nargs == "+":
                 listed = " ".join(dict.fromkeys(item for value in values for item in value))
                 self.error(f"{option} given {times}: list its values after one, `{option} {listed}`")
-            each = f": `{self.prog}` takes one suite, give each its own command" if action.dest == "suite" else ""
-            self.error(f"{option} given {times} ({', '.join(v[0] for v in values)}){each or ': give it once'}")
+            self.error(f"{option} given {times} ({', '.join(v[0] for v in values)}): `{self.prog}` takes one suite, "
+                       "give each its own command")
 
     @staticmethod
     def _value_at(action: argparse.Action, given: list[str], i: int) -> tuple[str, ...] | None:
