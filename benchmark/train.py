@@ -238,7 +238,8 @@ class FoldRun:
         """Validate, record the epoch, keep the weights if it is the best so far."""
         metrics = _validation_metrics(model, self.val_x, self.sampler, self.nominal, VAL_BATCH, self.seed + 3)
         if not all(math.isfinite(v) for v in (train_loss, metrics["total"])):
-            raise DivergedError(f"loss diverged at epoch {epoch} (train {train_loss}, validation {metrics['total']})")
+            raise DivergedError(f"loss diverged at epoch {epoch} (train {train_loss:.4g}, validation "
+                                f"{metrics['total']:.4g})")
         row = {"epoch": epoch, "train_total": train_loss, **metrics,
                **{f"w_{name}": weight for name, weight in self.balancer.applied.items()}}
         self.history.append(row)
