@@ -398,6 +398,15 @@ def refused_run_advice(name: str, store: StoreConfig, command: str | None, diffe
     return first + SEPARATE_RUN
 
 
+def stacked_on_cpu_note(together: bool, device: torch.device) -> str | None:
+    """``--fold-parallel on`` on a CPU: the same numbers, but its stacked kernels train slower than one fold at a
+    time (``auto`` stacks on CUDA only), which a user who asked for it is told before it starts."""
+    if not together or device.type != "cpu":
+        return None
+    return ("note: --fold-parallel on stacks folds on a CPU, where they train slower than one by one (`python -m "
+            "benchmark bench --ensemble 5` measures it here); --workers uses spare cores")
+
+
 def long_on_cpu_note(suite: Suite, states: dict[str, list[optuna.trial.FrozenTrial]],
                      device: torch.device) -> str | None:
     """On a CPU, a run whose units left take over ``LONG_ON_CPU`` by ``suites``' estimate says so
@@ -509,7 +518,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                                min(len(t) for t, _ in folds), suite.train.batch_size, suite.train.epochs)
     done_before, failed = settled_units(states, suite)
     workers = max(1, min(workers, suite.units - done_before - len(failed)))
-    for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device)):
+    for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device),
+                 stacked_on_cpu_note(together, device)):
         if line:
             print(line, file=sys.stderr)
     failures, killed, run_id = 0, [], uuid.uuid4().hex
