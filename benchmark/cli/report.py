@@ -52,6 +52,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     # a suite named twice (by name and by its file, say) is reported once
     suites = (list(dict.fromkeys(given[s].name if s in given else s for s in args.suite)) if args.suite
               else available_suites(args.results_dir))
+    if not suites and not args.results_dir.is_dir():
+        raise ReportError(f"no folder {args.results_dir}/: run `python -m benchmark run --suite smoke` first, or give "
+                          "--results-dir the folder a run exported its results to (results/ where it ran)")
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for suite in suites:  # every report's folder, before the first report is written
