@@ -177,7 +177,7 @@ def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys)
     assert cli(tmp_path, "studies", "list") == 0
     captured = capsys.readouterr()
     assert [row[0] for row in text_table(captured.out.splitlines())[2]] == ["alpha", "mu", "zeta"]
-    assert captured.err.startswith(f"warning: skipped cannot open storage 'sqlite:///{Path('studies') / '0-junk.db'}'")
+    assert captured.err.startswith(f"warning: skipped: cannot open storage 'sqlite:///{Path('studies') / '0-junk.db'}'")
 
 
 def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsys):

@@ -244,7 +244,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not missing:
         print(format_study_list(rows, place))
     for reason in skipped:
-        print(f"warning: skipped {reason}", file=sys.stderr)
+        print(f"warning: skipped: {reason}", file=sys.stderr)
     if not place.storage:
         for note in unlisted_studies((row.name for row in rows), place.folder):
             print(f"note: {note}", file=sys.stderr)
