@@ -142,16 +142,22 @@ def unlisted_studies(listed: Iterable[str], folder: Path = STUDIES_DIR) -> list[
     return [f"study {name} (exported to results/) is in {url}, not under {folder}/: "
             + ("`studies list --storage` with that URL and its password" if password_hidden(url)
                else f"`studies list --storage {shlex.quote(url)}`") + " lists it"
-            for name, url in recorded_storages().items() if name not in listed and _unlooked(url, folder)]
+            for name, url in recorded_storages().items() if name not in listed and _unlooked(name, url, folder)]
 
 
-def _unlooked(url: str, folder: Path) -> bool:
-    """Whether ``list_all_studies(folder)`` did not look in ``url``: a server's storage, or a SQLite
-    file outside ``folder`` (not one in there, listed or skipped as damaged, nor one that is gone)."""
+def _unlooked(name: str, url: str, folder: Path) -> bool:
+    """Whether ``list_all_studies(folder)`` did not look in ``url`` for study ``name``: a server's storage, or a
+    SQLite file outside ``folder`` that holds it (not one in there, listed or skipped as damaged, nor one that is
+    gone, or whose study was deleted)."""
     if not url.startswith("sqlite:///"):
         return True
     path = sqlite_file(url)
-    return path is not None and path.is_file() and path.resolve().parent != folder.resolve()
+    if path is None or not path.is_file() or path.resolve().parent == folder.resolve():
+        return False
+    try:
+        return name in study_names(url)
+    except Exception:  # damaged: it may well hold it, which `studies list --storage` then says it cannot read
+        return True
 
 
 def objective_names(study: optuna.Study) -> list[str]:

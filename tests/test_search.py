@@ -1039,6 +1039,11 @@ def test_a_study_kept_elsewhere_by_its_run_is_pointed_to(tmp_path, capsys):
     assert listed.out == "no studies in studies/\n"
     assert listed.err == (f"note: study suite-alt1 (exported to results/) is in {alt}, not under studies/: "
                           f"`studies list --storage {alt}` lists it\n")
+    shutil.copy(tmp_path / "alt" / "alt1.db", tmp_path / "kept.db")
+    optuna.delete_study(study_name="suite-alt1", storage=f"sqlite:///{tmp_path / 'alt' / 'alt1.db'}")
+    assert cli(tmp_path, "studies", "list") == 0
+    assert capsys.readouterr().err == ""  # the study deleted as optuna's error says to: nothing to point to
+    shutil.move(tmp_path / "kept.db", tmp_path / "alt" / "alt1.db")
     # A run of that name in another storage would replace its results with a new study's: refused.
     alt1 = ["run", "--suite", "smoke", "--name", "alt1", "--limit", "100", "--epochs", "1", "--folds", "2", "--quiet"]
     exported = (tmp_path / "results" / "alt1.csv").read_bytes()
