@@ -136,9 +136,19 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     if suite := suite_of(study):
         raise StoreError(f"study {study_name!r} in {safe_url(storage_url)} holds the units of suite {suite!r}, not a "
                          "search: give the search another --study-name")
-    check_settings(study, storage_url, versioned(settings.to_dict()),
-                   "use another --study-name or --storage, or remove that study")
+    check_settings(study, storage_url, versioned(settings.to_dict()), lambda differing: _refused_advice(study))
     return study
+
+
+def _refused_advice(study: optuna.Study) -> str:
+    """What a search refused a study made with other settings can do: continue it with the `search` command its
+    stored settings give, or search elsewhere."""
+    elsewhere = "use another --study-name or --storage, or remove that study"
+    try:
+        command = SearchSettings.from_dict(study.user_attrs["settings"]).command(study.study_name)
+    except (KeyError, TypeError, ValueError):  # settings this version cannot read: the message names them
+        return elsewhere
+    return f"continue it with `{command}` (and this command's other options), or {elsewhere}"
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:

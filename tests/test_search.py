@@ -133,6 +133,9 @@ def test_settings_must_match_to_resume(searched, capsys):
     assert search_cli(cwd, "--trials", "5", "--epochs", "2") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "other settings (epochs 1 there, 2 now)" in err
+    command = SearchSettings.from_dict(load(cwd).user_attrs["settings"]).command(NAME)
+    assert f"; continue it with `{command}` (and this command's other options), or use another --study-name" in err
+    assert "--epochs 1" in command  # the study's
     assert f"optuna delete-study --storage sqlite:///studies/{NAME}.db --study-name {NAME}" in err
     assert len(load(cwd).trials) == 4
 
