@@ -521,6 +521,9 @@ def get_suite(name_or_path: str) -> Suite:
     suites = builtin_suites()
     if is_suite_file(name_or_path):
         return load_suite_file(Path(name_or_path))
-    named_file = " (a suite file's name ends in .toml)" if Path(name_or_path).is_file() else ""
+    path = Path(name_or_path)
+    named_file = " (a suite file's name ends in .toml)" if path.is_file() else ""
+    if not named_file and path.suffix and path.with_suffix(".toml").is_file():  # mine.tml, mine.tomll
+        named_file = f" (did you mean {path.with_suffix('.toml')}?)"
     check_choice("suite", name_or_path, suites, ", or a path to a .toml file" + named_file)
     return suites[name_or_path]

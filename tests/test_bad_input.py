@@ -267,6 +267,14 @@ def test_a_suite_file_without_the_toml_suffix_is_refused_saying_so(tmp_path):
         get_suite(str(path))
 
 
+def test_a_mistyped_suffix_of_a_suite_file_is_named_with_the_file_meant(tmp_path):
+    (tmp_path / "mine.toml").write_text('name = "mine"\n' + VALID_TABLE)
+    for typed in ("mine.tml", "mine.tomll"):
+        with raises(f"unknown suite {str(tmp_path / typed)!r}; choose one of: smoke, quick, full, or a path to a .toml "
+                    f"file (did you mean {tmp_path / 'mine.toml'}?)"):
+            get_suite(str(tmp_path / typed))
+
+
 def test_a_run_of_such_a_file_that_an_earlier_version_recorded_is_told_the_same(tmp_path, capsys):
     # not sent back to the command it recorded, which is the one refused
     (tmp_path / "mine").write_text('name = "mine"\n' + VALID_TABLE)
