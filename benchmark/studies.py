@@ -290,12 +290,13 @@ def describe_study(study: optuna.Study) -> str:
         held = held_configurations(study)
         lines.append(f"units of {len(held)} configuration{'s' * (len(held) != 1)}: {', '.join(held)}")
         stored = settings.get("params_from") if isinstance(settings, dict) else None
-        trained = {t.user_attrs["config_id"]: t.user_attrs["params_from"] for t in trials if "params_from" in t.user_attrs}
+        trained = {t.user_attrs["config_id"]: t.user_attrs["params_from"] for t in trials
+                   if "params_from" in t.user_attrs}
         tuned = {**(stored if isinstance(stored, dict) else {}), **trained}  # the first run's, trained or not yet
         if tuned:
             lines.append("tuned: " + ", ".join(f"{config} from search {search!r}" for config, search in tuned.items()))
         taken = Counter(t.user_attrs["taken_from"] for t in trials if "taken_from" in t.user_attrs)
-        if taken:  # by a tuned run (``benchmark.reuse``): trials of units trained elsewhere
+        if taken:  # by a run of the same suite, tuned or not (``benchmark.reuse``): units trained in the other
             lines.append("taken from other runs, not trained here: " + ", ".join(
                 f"{n} unit{'s' * (n != 1)} from run {run!r}" for run, n in sorted(taken.items())))
         if study.user_attrs.get("command"):
