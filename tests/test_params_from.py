@@ -327,18 +327,26 @@ def test_studies_show_names_each_configuration_a_suite_study_trained_tuned_a_sea
     assert "\ntuned: vae/1/single/gaussian/a=9 from search 'a'\n" in describe_study(fresh)
 
 
+def ran_taking_the_baseline(cwd: Path, capsys, args: list[str], source: str, taker: str
+                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`run` of the tuned suite with ``args``, filed as ``taker``, after run ``source``: it takes the baseline's 2
+    units from ``source`` and trains the other 2. Both runs' results, indexed by unit."""
+    capsys.readouterr()
+    assert cli(cwd, "run", "--suite", "tuned.toml", *args, "--quiet") == 0
+    out, err = capsys.readouterr()
+    assert (f"taking 2 units of 1 configuration from run {source!r}, which trained them with this run's settings: "
+            "they are not trained again") in err
+    assert out.startswith("done 4 (2 by this run), failed 0, not finished 0 of 4 units")
+    theirs, ours = (pd.read_csv(cwd / "results" / f"{name}.csv").set_index(["config_id", "fold"])
+                    for name in (source, taker))
+    return theirs, ours
+
+
 def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tmp_path, capsys):
     searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
     (tmp_path / "tuned.toml").write_text(SUITE)
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
-    capsys.readouterr()
-    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
-    out, err = capsys.readouterr()
-    assert ("taking 2 units of 1 configuration from run 'tuned', which trained them with this run's settings: they "
-            "are not trained again") in err
-    assert out.startswith("done 4 (2 by this run), failed 0, not finished 0 of 4 units")
-    untuned, tuned = (pd.read_csv(tmp_path / "results" / f"{name}.csv").set_index(["config_id", "fold"])
-                      for name in ("tuned", "tuned-tuned"))
+    untuned, tuned = ran_taking_the_baseline(tmp_path, capsys, ["--params-from", "a"], "tuned", "tuned-tuned")
     baseline = untuned[untuned["method"] == "baseline"]
     taken = tuned.loc[baseline.index]
     columns = ["recon", "latent", "total", "best_epoch", "seconds"]
@@ -390,14 +398,7 @@ def test_the_suites_own_run_after_its_tuned_one_takes_the_units_that_one_did_not
     searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
     (tmp_path / "tuned.toml").write_text(SUITE)
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--quiet") == 0
-    capsys.readouterr()
-    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--quiet") == 0
-    out, err = capsys.readouterr()
-    assert ("taking 2 units of 1 configuration from run 'tuned-tuned', which trained them with this run's settings: "
-            "they are not trained again") in err
-    assert out.startswith("done 4 (2 by this run), failed 0, not finished 0 of 4 units")
-    tuned, untuned = (pd.read_csv(tmp_path / "results" / f"{name}.csv").set_index(["config_id", "fold"])
-                      for name in ("tuned-tuned", "tuned"))
+    tuned, untuned = ran_taking_the_baseline(tmp_path, capsys, [], "tuned-tuned", "tuned")
     baseline = tuned[tuned["method"] == "baseline"]
     columns = ["recon", "latent", "total", "best_epoch", "seconds"]
     assert_frame_equal(untuned.loc[baseline.index, columns], baseline[columns])
