@@ -386,9 +386,15 @@ def test_cli_bench_refuses_bf16_on_a_cpu_without_bf16_kernels(tmp_path, capsys, 
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_bench_rejects_zero_workers(tmp_path, capsys):
-    assert main(["bench", "--workers", "0", "--out", str(tmp_path)]) == 2
-    assert "workers must be an integer >= 1, got 0" in capsys.readouterr().err
+@pytest.mark.parametrize("args, said", [
+    (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+    (["--steps", "0"], "--steps must be an integer >= 1, got 0"),  # named as run names its flags, not "steps"
+    (["--warmup", "-1"], "--warmup must be an integer >= 0, got -1"),
+    (["--peak-size", "0"], "--peak-size: peak matrix size must be >= 1, got 0"),
+])
+def test_cli_bench_names_the_flag_of_a_number_out_of_range(tmp_path, capsys, args, said):
+    assert main(["bench", *args, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"
 
 
 def test_cli_bench_rejects_a_one_fold_ensemble_before_benchmarking(tmp_path, capsys):

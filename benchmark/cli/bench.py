@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.checks import flagged
 from benchmark.config import PRECISIONS
 from benchmark.files import check_folder
 from benchmark.processes import busy_note
@@ -71,6 +72,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=cmd_bench)
 
 
+# The first word of ``run_bench``'s message on a number out of range → the field of its flag.
+FLAGGED_NUMBERS = {name: name for name in ("steps", "warmup", "batch", "repeats", "workers", "seed")} | {
+    "peak": "peak_size"}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Nothing is stored until a stage finishes: Ctrl-C says which files (if any) this run wrote."""
     written: list[Path] = []
@@ -112,11 +118,17 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     # A folder that cannot be written fails now, not after the timings (made once they are done).
     check_folder("--out", args.out)
     progress = None if args.quiet else _stderr
-    result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
-                       batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
-                       seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, precision=args.precision,
-                       workers=args.workers, data_root=args.data_root, download=args.download,
-                       progress=progress, notes=_stderr)
+    try:
+        result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
+                           batch=args.batch, device=args.device, dataset=args.dataset, naive=not args.no_naive,
+                           seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, precision=args.precision,
+                           workers=args.workers, data_root=args.data_root, download=args.download,
+                           progress=progress, notes=_stderr)
+    except ValueError as err:  # a number the library names as its argument: said of the flag that gave it
+        flag = FLAGGED_NUMBERS.get(str(err).split(" ", 1)[0])
+        if flag:
+            raise ValueError(flagged(str(err), flag)) from None
+        raise
     print(format_table(result))
     if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
         _stderr(note)
