@@ -115,6 +115,10 @@ def test_the_installed_command_names_itself_in_its_usage(monkeypatch, capsys):
                                "suite.toml'`?)"),
     (("--command", "run"), "unrecognized arguments: --command (see"),  # a stray the top level cannot place
     (("studies", "--name", "show", "x"), "unrecognized arguments: --name (see `python -m benchmark studies show"),
+    (("studies", "show", "--suite", "my run"), "unrecognized arguments: --suite (a run's study is named after its "
+                                               "suite: `python -m benchmark studies show 'suite-my run'`)"),
+    (("studies", "plot", "--suite=mine"), "unrecognized arguments: --suite (a run's study is named after its suite: "
+                                          "`python -m benchmark studies plot suite-mine`)"),
 ])
 def test_a_mistyped_option_is_named_with_the_one_meant_not_as_a_missing_required_one(tmp_path, capsys, args, said):
     with pytest.raises(SystemExit) as stop:

@@ -95,8 +95,9 @@ class _Parser(argparse.ArgumentParser):
                 and not self._given[0].startswith("-"):  # `run smoke`
             message += self._placement(self._given[:1])
         if message.startswith("unrecognized arguments"):
+            strays = self._unknown or mistyped  # none known where argparse stopped first (a required one missing)
             message += ((did_you_mean(mistyped[0], self._option_string_actions) if mistyped else "")
-                        or (self._placement(self._unknown) if self._unknown else ""))
+                        or (self._placement(strays) if strays else ""))
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
     def _placement(self, strays: list[str]) -> str:
@@ -110,10 +111,13 @@ class _Parser(argparse.ArgumentParser):
             names = [stray for stray in strays if not stray.startswith("-")][:None if repeats else 1]
             return f" (did you mean `{' '.join(f'--suite {shlex.quote(name)}' for name in names)}`?)"
         option = strays[0].split("=")[0]
-        if not any(not a.option_strings and (a.metavar or a.dest).lower() == option[2:] for a in self._actions):
-            return ""
         values = [arg.removeprefix(option + "=") for arg in self._given
                   if not arg.startswith("-") or arg.startswith(option + "=")]
+        if option == "--suite" and any(a.dest == "name" and not a.option_strings for a in self._actions):
+            study = shlex.quote(f"suite-{values[0] if values else 'NAME'}")  # `studies show --suite mine`
+            return f" (a run's study is named after its suite: `{self.prog} {study}`)"
+        if not any(not a.option_strings and (a.metavar or a.dest).lower() == option[2:] for a in self._actions):
+            return ""
         shown = " ".join(shlex.quote(value) for value in values) or option[2:].upper()
         return f" (it takes the {option[2:]} alone: `{self.prog} {shown}`)"
 
