@@ -115,6 +115,9 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
         raise ValueError(f"fold {fold} does not exist: suite {suite!r} has folds 0 to {units - 1}")
     named = list(dict.fromkeys(config_ids or ()))
     for config_id in named:
+        if config_id in order and config_id not in vq:
+            raise ValueError(f"{config_id!r} is a Gaussian VAE configuration of suite {suite!r}: the prior is a "
+                             f"VQ-VAE's second stage; its VQ-VAE configurations: {', '.join(vq)}")
         check_choice(f"VQ-VAE configuration of suite {suite!r}:", config_id, vq)
     done = completed(results)
     done = done[(done["checkpoint"] != "") & done["recon"].notna()]

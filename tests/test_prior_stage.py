@@ -475,7 +475,11 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
     # not "finish it": no run makes a fold the suite does not have
     (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
     (("--config", "vq-vae/1/baselin"), "error: unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/1/baselin' "
-                                       "(did you mean 'vq-vae/1/baseline'?); choose one of: vq-vae/1/baseline, ")])
+                                       "(did you mean 'vq-vae/1/baseline'?); choose one of: vq-vae/1/baseline, "),
+    # it said "unknown VQ-VAE configuration", as if the id were mistyped
+    (("--config", "vae/1/baseline"),
+     "error: 'vae/1/baseline' is a Gaussian VAE configuration of suite 'smoke': the prior is a VQ-VAE's second stage; "
+     "its VQ-VAE configurations: vq-vae/1/baseline, ")])
 def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args, message):
     assert cli(smoke_run, "prior", "--suite", "smoke", *args, "--quiet") == 2
     assert one_line_error(capsys).startswith(message)
