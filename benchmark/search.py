@@ -75,6 +75,7 @@ from benchmark.storage import (
     trial_status,
     versioned,
 )
+from benchmark.params_from import study_settings
 from benchmark.search_space import SearchSettings, configuration_for, describe_ranges
 from benchmark.suites import fold_seconds
 from benchmark.studies import best_trial, default_storage, lead_objective, study_names, suite_of
@@ -145,8 +146,8 @@ def _refused_advice(study: optuna.Study) -> str:
     stored settings give, or search elsewhere."""
     elsewhere = "use another --study-name or --storage, or remove that study"
     try:
-        command = SearchSettings.from_dict(study.user_attrs["settings"]).command(study.study_name)
-    except (KeyError, TypeError, ValueError):  # settings this version cannot read: the message names them
+        command = study_settings(study).command(study.study_name)
+    except (TypeError, ValueError):  # settings this version cannot read: the message names them
         return elsewhere
     return f"continue it with `{command}` (and this command's other options), or {elsewhere}"
 

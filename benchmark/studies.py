@@ -289,7 +289,7 @@ def describe_study(study: optuna.Study) -> str:
     if suite:
         held = held_configurations(study)
         lines.append(f"units of {len(held)} configuration{'s' * (len(held) != 1)}: {', '.join(held)}")
-        stored = settings.get("params_from") if isinstance(settings, dict) else None
+        stored = settings.get("params_from")  # a suite study's settings are a dict: they name its suite
         trained = {t.user_attrs["config_id"]: t.user_attrs["params_from"] for t in trials
                    if "params_from" in t.user_attrs}
         tuned = {**(stored if isinstance(stored, dict) else {}), **trained}  # the first run's, trained or not yet
