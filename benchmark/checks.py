@@ -106,3 +106,13 @@ def flagged(message: str, key: str) -> str:
     flag = f"--{key.replace('_', '-')}"
     first, _, rest = message.partition(" ")
     return f"{flag} {rest}" if first in (key, flag) else f"{flag}: {message}"
+
+
+def said_of_flags(error: ValueError, flags: dict[str, str]) -> ValueError:
+    """``error`` of a library function said to the command line user: each message that begins with
+    an argument in ``flags`` said of that argument's flag (``flagged``), the others as they are."""
+    def said(message: str) -> str:
+        name = message.split(" ", 1)[0]
+        return flagged(message, flags[name]) if name in flags else message
+
+    return error if all(said(m) == m for m in messages(error)) else problems_error(list(map(said, messages(error))))

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.checks import raise_problems
 from benchmark.models import eval_mode
 
 
@@ -53,12 +54,12 @@ class PriorConfig:
     kernel: int = 5
 
     def __post_init__(self) -> None:
-        if self.num_codes < 2:
-            raise ValueError(f"num_codes must be >= 2 (a prior over one code is trivial), got {self.num_codes}")
-        if self.hidden < 1 or self.layers < 1:
-            raise ValueError(f"hidden and layers must be >= 1, got hidden={self.hidden}, layers={self.layers}")
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ValueError(f"kernel must be a positive odd integer, got {self.kernel}")
+        raise_problems(
+            ([] if self.num_codes >= 2 else
+             [f"num_codes must be >= 2 (a prior over one code is trivial), got {self.num_codes}"])
+            + [f"{name} must be >= 1, got {value}" for name, value in (("hidden", self.hidden), ("layers", self.layers))
+               if value < 1]
+            + ([] if self.kernel >= 1 and self.kernel % 2 else [f"kernel must be a positive odd integer, got {self.kernel}"]))
 
 
 def _gate(x: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.checks import check_choice, first_line
+from benchmark.checks import check_choice, first_line, problems_of, raise_problems
 from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.files import write_whole
@@ -372,15 +372,15 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     is updated after each configuration, so an interrupted stage keeps what it finished.
     ``on_result`` receives each new CSV row as it is written.
     """
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"need --epochs >= 1, --batch-size >= 1, --lr > 0; got {epochs}, {batch_size}, {lr}")
-    if samples < 0 or not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"need --samples >= 0 and a finite --temperature > 0; got {samples}, {temperature}")
-    PriorConfig(2, hidden, layers, kernel)  # validates the sizes now rather than after the first encoding
+    raise_problems(
+        [f"{name} must be >= {least}, got {value}" for name, value, least in (
+            ("epochs", epochs, 1), ("batch_size", batch_size, 1), ("samples", samples, 0),
+            ("fold", 0 if fold is None else fold, 0)) if value < least]
+        + [f"{name} must be a finite number > 0, got {value}" for name, value in (("lr", lr), ("temperature", temperature))
+           if not (math.isfinite(value) and value > 0)]
+        + problems_of(PriorConfig, 2, hidden, layers, kernel))  # the sizes now rather than after the first encoding
     torch_device = resolve_device(device)
     results_dir = Path(results_dir)
-    if fold is not None and fold < 0:
-        raise ValueError(f"need --fold >= 0; got {fold}")
     targets, skipped, data = select_targets(results_dir, suite, config_ids, fold)
     meta = data.meta
     settings = {"fold": targets[0].fold, "epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden,

@@ -390,7 +390,7 @@ def test_cli_bench_refuses_bf16_on_a_cpu_without_bf16_kernels(tmp_path, capsys, 
     (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
     (["--steps", "0"], "--steps must be an integer >= 1, got 0"),  # named as run names its flags, not "steps"
     (["--warmup", "-1"], "--warmup must be an integer >= 0, got -1"),
-    (["--peak-size", "0"], "--peak-size: peak matrix size must be >= 1, got 0"),
+    (["--peak-size", "0"], "--peak-size must be >= 1, got 0"),
 ])
 def test_cli_bench_names_the_flag_of_a_number_out_of_range(tmp_path, capsys, args, said):
     assert main(["bench", *args, "--out", str(tmp_path)]) == 2

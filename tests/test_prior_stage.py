@@ -469,11 +469,16 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
 
 @pytest.mark.parametrize("args, message", [
     (("--device", "tpu"), "error: unknown device 'tpu'; choose one of: "),
-    (("--epochs", "0"), "error: need --epochs >= 1, --batch-size >= 1, --lr > 0; got 0, 128, 0.001"),
-    (("--samples", "-1"), "error: need --samples >= 0 and a finite --temperature > 0; got -1, 1.0"),
-    (("--fold", "-1"), "error: need --fold >= 0; got -1"),
+    # said as `run` says them, each of its flag ("need --epochs >= 1, --batch-size >= 1, --lr > 0; got 0, 128, ...")
+    (("--epochs", "0"), "error: --epochs must be >= 1, got 0"),
+    (("--samples", "-1", "--temperature", "nan"),
+     "error: 2 problems: --samples must be >= 0, got -1 | --temperature must be a finite number > 0, got nan"),
+    (("--fold", "-1"), "error: --fold must be >= 0, got -1"),
+    (("--batch-size", "0", "--lr", "0", "--layers", "0", "--kernel", "4"),
+     "error: 4 problems: --batch-size must be >= 1, got 0 | --lr must be a finite number > 0, got 0.0 | "
+     "--layers must be >= 1, got 0 | --kernel must be a positive odd integer, got 4"),
     # not "finish it": no run makes a fold the suite does not have
-    (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
+    (("--fold", "7"), "error: --fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
     (("--config", "vq-vae/1/baselin"), "error: unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/1/baselin' "
                                        "(did you mean 'vq-vae/1/baseline'?); choose one of: vq-vae/1/baseline, "),
     # it said "unknown VQ-VAE configuration", as if the id were mistyped

@@ -367,7 +367,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
     for name, value, minimum in (("repeats", repeats, 1), ("workers", workers, 1), ("seed", seed, 0)):
         _check_count(name, value, minimum)
     if peak_size is not None and peak_size < 1:
-        raise ValueError(f"peak matrix size must be >= 1, got {peak_size!r}")
+        raise ValueError(f"peak_size must be >= 1, got {peak_size!r}")
     models, chosen, torch_device, images = _prepare(families, methods, steps, warmup, batch, device, precision,
                                                     dataset, data_root, download)
     if workers > 1 and torch_device.type != "cpu":

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.checks import flagged
+from benchmark.checks import said_of_flags
 from benchmark.config import PRECISIONS
 from benchmark.files import check_folder
 from benchmark.processes import busy_note
@@ -72,9 +72,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=cmd_bench)
 
 
-# The first word of ``run_bench``'s message on a number out of range → the field of its flag.
-FLAGGED_NUMBERS = {name: name for name in ("steps", "warmup", "batch", "repeats", "workers", "seed")} | {
-    "peak": "peak_size"}
+# The first word of ``run_bench``'s message on a number out of range, its argument → the field of its flag
+FLAGGED_NUMBERS = {name: name for name in ("steps", "warmup", "batch", "repeats", "workers", "seed", "peak_size")}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -125,10 +124,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                            workers=args.workers, data_root=args.data_root, download=args.download,
                            progress=progress, notes=_stderr)
     except ValueError as err:  # a number the library names as its argument: said of the flag that gave it
-        flag = FLAGGED_NUMBERS.get(str(err).split(" ", 1)[0])
-        if flag:
-            raise ValueError(flagged(str(err), flag)) from None
-        raise
+        raise said_of_flags(err, FLAGGED_NUMBERS) from None
     print(format_table(result))
     if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
         _stderr(note)
