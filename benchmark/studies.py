@@ -266,6 +266,12 @@ def _params_text(params: dict) -> str:
     return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def _setting(value: object) -> str:
+    """A stored setting as its flag takes it (``objectives=recon,latent``), not as Python writes it; "unset" for
+    None (a `limit` of every image, say), as the refusal of other settings says it."""
+    return "unset" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def describe_study(study: optuna.Study) -> str:
     """Settings, best parameters, the top trials and the per-fold values of the best trial."""
     names = objective_names(study)
@@ -281,7 +287,7 @@ def describe_study(study: optuna.Study) -> str:
         # A suite study's configurations are those its units were enqueued for (its files may have grown), and its
         # tuned ones those its units were trained as too (a rerun may train a search's new best): read from trials.
         hidden = ("ranges", "configurations", "params_from") if suite else ("ranges",)
-        lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k not in hidden))
+        lines.append("settings: " + ", ".join(f"{k}={_setting(v)}" for k, v in settings.items() if k not in hidden))
         if isinstance(settings.get("ranges"), dict):
             lines.append("ranges: " + describe_ranges({k: ParamRange(**r) for k, r in settings["ranges"].items()}))
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials
