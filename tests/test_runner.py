@@ -824,7 +824,7 @@ def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
      "unknown key 'method' (it belongs in a [[configurations]] table)"),
     ('name = "t"\n[train]\nprecision = "fp16"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
      "unknown precision 'fp16'"),
-    ('name = "t"\n[[configurations]]\nfamily = "vae3"\nconfig = 1\n', "unknown model 'vae3'"),
+    ('name = "t"\n[[configurations]]\nfamily = "vae3"\nconfig = 1\n', "unknown model family 'vae3'"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 7\nmethod = "baseline"\n', "unknown vae config 7"),
     ('name = "t"\n[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "single"\nsampling = "exact"\n'
      'exponent = 20\n', "not the exact grid"),

@@ -927,7 +927,7 @@ def test_a_new_study_name_that_cannot_name_files_or_an_unmakeable_storage_file_i
      "exact grid (its count is fixed) | --folds must be >= 2 for cross-validation, got 1"),
     # a config is checked of a known family; a problem of two values is said as it is
     (dict(family="gan", config=7, method="single", limit=3),
-     "3 problems: --family: unknown model 'gan'; choose one of: vae, vq-vae | method 'single' needs a sampling: "
+     "3 problems: --family: unknown model family 'gan'; choose one of: vae, vq-vae | method 'single' needs a sampling: "
      "uniform or gaussian (give it with --sampling) | 3 training images (limit) cannot be split into 5 folds"),
     (dict(config=7, method="baseline", objectives=("recon_cond",), seed=2**32, lr=0.0),
      "4 problems: --config: unknown vae config 7; choose one of: 1, 2 | the baseline has no conditioned decoder: "

@@ -32,7 +32,7 @@ MODEL_CONFIGS: dict[str, dict[int, GaussianConfig | VQConfig]] = {
 
 def model_config(family: str, config: int) -> GaussianConfig | VQConfig:
     """The SPEC table's configuration ``config`` of ``family``."""
-    check_choice("model", family, FAMILIES)
+    check_choice("model family", family, FAMILIES)
     check_choice(f"{family} config", config, MODEL_CONFIGS[family])
     return MODEL_CONFIGS[family][config]
 
