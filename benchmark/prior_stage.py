@@ -297,25 +297,41 @@ def _current_rows(results_dir: Path, suite: str, results: pd.DataFrame) -> pd.Da
 
 
 def check_kept_rows(results_dir: Path, suite: str, results: pd.DataFrame, replaced: Iterable[str],
-                    settings: dict) -> None:
+                    settings: dict) -> str | None:
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
-    were made with other ones: the Prior NLL column would compare them as if alike. (Rows about
-    to be replaced that were made with other settings go with the first new row, ``_update_csv``.)"""
+    were made with other ones: the Prior NLL column would compare them as if alike. Rows about to be
+    replaced that were made with other settings go with the first new row (``_update_csv``): the
+    note returned says which, for a rerun not to replace them without a word."""
     old = _current_rows(results_dir, suite, results)
     if old is None:
-        return
+        return None
     path, replaced = prior_csv_path(results_dir, suite), old["config_id"].isin(list(replaced))
     kept = old[~replaced]
-    if not kept.empty and not all(key in kept and kept[key].notna().all() for key in SETTINGS):
+    if not kept.empty and not _with_settings(kept):
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made by an earlier version, which "
                          "chose each one's fold and epoch on its validation score; rerun without --config to replace "
                          "every configuration's, or remove that file")
-    differing = [f"{key} {', '.join(f'{v:g}' for v in sorted(set(kept[key])))} there, {settings[key]:g} now"
-                 for key in SETTINGS if not _made_with(kept, {key: settings[key]}).all()]
-    if differing:
+    if differing := _differing(kept, settings):
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made with other settings "
-                         f"({'; '.join(differing)}); give these the same settings, rerun without --config to replace "
+                         f"({differing}); give these the same settings, rerun without --config to replace "
                          "every configuration's, or remove that file")
+    stale = old[replaced & ~_made_with(old, settings)]
+    if stale.empty:
+        return None
+    made = f"with other settings ({_differing(stale, settings)})" if _with_settings(stale) else "by an earlier version"
+    return (f"the priors of {', '.join(stale['config_id'])} in {path} were made {made}: they go when the first "
+            "new prior is stored")
+
+
+def _with_settings(rows: pd.DataFrame) -> bool:
+    """Whether every prior row records its settings (a row of an earlier version records none)."""
+    return all(key in rows and rows[key].notna().all() for key in SETTINGS)
+
+
+def _differing(rows: pd.DataFrame, settings: dict) -> str:
+    """The settings in which ``rows`` differ from ``settings`` ("hidden 32 there, 64 now"), or ""."""
+    return "; ".join(f"{key} {', '.join(f'{v:g}' for v in sorted(set(rows[key])))} there, {settings[key]:g} now"
+                     for key in SETTINGS if not _made_with(rows, {key: settings[key]}).all())
 
 
 def _update_csv(results_dir: Path, suite: str, results: pd.DataFrame, rows: list[dict], order: list[str],
@@ -386,7 +402,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     settings = {"fold": targets[0].fold, "epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden,
                 "layers": layers, "kernel": kernel}
     replaced = [t.config_id for t in targets]
-    check_kept_rows(results_dir, suite, data.results, replaced, settings)
+    if note := check_kept_rows(results_dir, suite, data.results, replaced, settings):
+        print(f"note: {note}", file=sys.stderr)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     from benchmark.export import load_checkpoint
 

@@ -288,7 +288,10 @@ def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(smoke_r
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     with pytest.raises(ValueError, match="made by an earlier version.*rerun without --config"):
         check_kept_rows(results, "smoke", runs, ["vq-vae/1/single/gaussian/a=40"], settings)
-    check_kept_rows(results, "smoke", runs, ["vq-vae/1/baseline"], settings)  # all its rows replaced: fine
+    # all its rows replaced: fine, with a note
+    assert check_kept_rows(results, "smoke", runs, ["vq-vae/1/baseline"], settings) == (
+        f"the priors of vq-vae/1/baseline in {results / 'smoke_prior.csv'} were made by an earlier version: they go "
+        "when the first new prior is stored")
 
 
 def linked_results(smoke_run, tmp_path) -> None:
@@ -420,9 +423,14 @@ def test_ctrl_c_after_rows_made_with_other_settings_were_removed_says_so(smoke_r
     monkeypatch.setattr(benchmark.prior_stage, "train_prior", interrupted_after_one)
     args = ("--epochs", "1", "--hidden", "8", "--layers", "2", "--samples", "0", "--quiet")
     assert cli(tmp_path, "prior", "--suite", "smoke", *args) == 130
+    err = capsys.readouterr().err
+    # before training, a rerun with other settings says that it replaces the earlier priors (it did so silently)
+    assert err.startswith(f"note: the priors of {', '.join(vq)} in results/smoke_prior.csv were made with other "
+                          "settings (epochs 30 there, 1 now; hidden 64 there, 8 now; layers 8 there, 2 now): they go "
+                          "when the first new prior is stored\n")
     # It said only that the first one's prior was stored, though the others' earlier rows had gone with it.
     assert (f"the one in progress is lost, and the earlier rows of {', '.join(vq[1:])}, made with other settings or "
-            "of other weights, are removed.") in capsys.readouterr().err
+            "of other weights, are removed.") in err
     assert list(read(tmp_path, "smoke_prior.csv")["config_id"]) == vq[:1]
 
 
@@ -500,8 +508,11 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
     runs = load_suite(results, "smoke").results
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     other = {**settings, "hidden": 32}
-    for new in (settings, other):  # checking writes nothing: a Ctrl-C before the first row loses nothing
-        check_kept_rows(results, "smoke", runs, ["a", "b"], new)
+    for new, note in ((settings, None), (other, f"the priors of a, b in {results / 'smoke_prior.csv'} were made with "
+                                                 "other settings (hidden 64 there, 32 now): they go when the first new "
+                                                 "prior is stored")):
+        # checking writes nothing: a Ctrl-C before the first row loses nothing; a rerun's own rows go without a note
+        assert check_kept_rows(results, "smoke", runs, ["a", "b"], new) == note
         assert list(read_prior(results, "smoke")["config_id"]) == ["a", "b"]
     row = {"config_id": "b", "fold": 0, "val_nll_nats": 2.0, "prior_path": ""}
     _update_csv(results, "smoke", runs, [{**row, **settings}], ["a", "b"], ["a", "b"], settings)
