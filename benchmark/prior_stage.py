@@ -47,7 +47,7 @@ from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
                              frequency_nats, train_prior)
-from benchmark.progress import BAR_FORMAT
+from benchmark.progress import progress_bar
 from benchmark.results import (SuiteResults, checkpoint_file, current_priors, existing_path, load_suite,
                                prior_csv_path, read_prior, run_dataset, safe_name)
 from benchmark.train import resolve_device
@@ -409,8 +409,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
 
     pool = training_pool(meta)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
-    with tqdm(total=len(targets), desc=f"prior {suite}", unit="config", dynamic_ncols=True, bar_format=BAR_FORMAT,
-              disable=not show_progress) as bar:  # closed on Ctrl-C too: a message then starts a line
+    # closed on Ctrl-C too: a message then starts a line
+    with progress_bar(len(targets), f"prior {suite}", "config", show_progress) as bar:
         # tqdm's ETA moves once a configuration ends; this one, from every prior epoch trained so far
         stage_started, trained = time.perf_counter(), {"epochs": 0}
         for index, target in enumerate(targets, start=1):

@@ -2,15 +2,71 @@
 
 from __future__ import annotations
 
+import math
+import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any, TextIO
 
 from tqdm import tqdm
+from tqdm.auto import tqdm as shown_tqdm
 
 # The bars of run, search and prior: tqdm's own rate and ETA left out, as each long command gives its
 # own ETA, from the cost of the work left, in the postfix.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+# A terminal's cursor moves, which tqdm writes to stack several bars
+_CURSOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class LogLines:
+    """The stream of a tqdm bar where nothing is redrawn in place (a log file, a pipe): the bar's state as a
+    plain line when it starts, at most every ``interval`` seconds after, and when it closes, without the
+    carriage returns, padding and cursor moves of each redraw that a file would keep as they are."""
+
+    def __init__(self, stream: TextIO, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream, self.interval, self.clock = stream, interval, clock
+        self.state, self.shown, self.shown_at = "", "", -math.inf
+
+    @property
+    def encoding(self) -> str | None:  # tqdm asks, to choose its bar's characters
+        return getattr(self.stream, "encoding", None)
+
+    def write(self, text: str) -> int:
+        cleaned = _CURSOR.sub("", text)
+        if "\r" in cleaned:  # a redraw: the bar's new state, or blanks where tqdm clears it
+            self.state = cleaned.rsplit("\r", 1)[1].strip() or self.state
+            if self.clock() - self.shown_at >= self.interval:
+                self._show()
+        elif "\n" in cleaned:  # the bar closing: its last state
+            self._show()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def _show(self) -> None:
+        if self.state and self.state != self.shown:
+            self.stream.write(self.state + "\n")
+            self.stream.flush()
+            self.shown, self.shown_at = self.state, self.clock()
+
+
+def redrawn(stream: TextIO) -> bool:
+    """Whether a bar on ``stream`` is redrawn in place: on a terminal, or in a notebook."""
+    return stream.isatty() or "ipykernel" in sys.modules
+
+
+def progress_bar(total: int, desc: str, unit: str, show: bool = True, position: int = 0) -> tqdm:
+    """The bar of a long command on stderr, in ``BAR_FORMAT``: redrawn in place on a terminal or in a
+    notebook, the bars of several workers each at its ``position``; elsewhere (a log, a pipe) written
+    through ``LogLines``, each bar on lines of its own."""
+    options: dict[str, Any] = dict(total=total, desc=desc, unit=unit, bar_format=BAR_FORMAT, disable=not show)
+    if redrawn(sys.stderr):
+        return shown_tqdm(**options, position=position, dynamic_ncols=True)
+    return tqdm(**options, leave=True, ascii=True, file=LogLines(sys.stderr))
 
 
 def duration(seconds: float) -> str:

@@ -47,7 +47,7 @@ from benchmark.storage import (
 from benchmark.results import read_meta
 from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, open_suite_study, parse_unit, study_name,
                              unit_key, unit_keys, unit_states, unlisted_configurations)
-from benchmark.progress import BAR_FORMAT, CostEta, duration
+from benchmark.progress import CostEta, duration, progress_bar
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
                              resolve_device, train_fold, training_device)
@@ -129,9 +129,8 @@ class _Worker:
         self.interrupts = Interrupts()
         seconds = suite.unit_seconds()
         self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
-        self.bar = tqdm(total=len(self.keys), position=position or 0, unit="unit", dynamic_ncols=True,
-                        bar_format=BAR_FORMAT,
-                        desc=suite.name + ("" if position is None else f" w{position}"), disable=not show_progress)
+        self.bar = progress_bar(len(self.keys), suite.name + ("" if position is None else f" w{position}"), "unit",
+                                show_progress, position or 0)
 
     def _claim_is_duplicate(self, trial: optuna.Trial, key: str) -> bool:
         # Concurrent enqueues can queue a unit twice: train it only in the oldest live trial, and not

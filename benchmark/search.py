@@ -52,7 +52,7 @@ from benchmark.config import TRAIN_CHECKS, Configuration
 from benchmark.cv import fold_indices
 from benchmark.processes import (Interrupted, Interrupts, check_workers, crowded_note, run_workers,
                                  shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
-from benchmark.progress import BAR_FORMAT, CostEta, duration
+from benchmark.progress import CostEta, duration, progress_bar
 from benchmark.storage import (
     StoreConfig,
     StoreError,
@@ -263,8 +263,6 @@ def _work(settings: SearchSettings, storage_url: str, study_name: str, options: 
 
 def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
                    position: int, images, interrupts: Interrupts) -> None:
-    from tqdm.auto import tqdm
-
     from benchmark.data import load_dataset
 
     # Optuna would log every failed trial with a traceback (Ctrl-C included); the reasons are in
@@ -273,9 +271,8 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
     study = open_search_study(settings, storage_url, study_name, options)
     if images is None:  # a worker process without shared memory: the parent has loaded (and downloaded) the data
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
-    bar = tqdm(total=options.trials, position=position, unit="trial", dynamic_ncols=True,
-               bar_format=BAR_FORMAT,
-               desc=study_name + (f" w{position}" if options.workers > 1 else ""), disable=not options.show_progress)
+    bar = progress_bar(options.trials, study_name + (f" w{position}" if options.workers > 1 else ""), "trial",
+                       options.show_progress, position)
     objective = _Objective(settings, options, images, bar, interrupts)
     objective.best = best_text(study)  # a study resumed has one already
     deadline = time.monotonic() + options.timeout if options.timeout else math.inf

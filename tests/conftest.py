@@ -203,6 +203,13 @@ def one_torch_thread():
         torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def terminal(monkeypatch) -> None:
+    """Captured stderr taken for a terminal, where a progress bar is redrawn at each change, not written
+    as a line a minute (``benchmark.progress.LogLines``)."""
+    monkeypatch.setattr("benchmark.progress.redrawn", lambda stream: True)
+
+
 def miss_the_first_look(monkeypatch, target: str) -> list[str]:
     """Patch ``target`` (a module's ``stored_attr``) to find nothing the first time, as when another
     process makes the study between a command's look and its opening it; returns the keys looked up."""

@@ -355,10 +355,12 @@ def test_current_priors_keep_the_rows_of_weights_the_results_hold():
 def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
     linked_results(smoke_run, tmp_path)
     assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "4", *FAST) == 2  # --kernel reaches the prior
-    assert one_line_error(capsys) == "error: kernel must be a positive odd integer, got 4"
-    assert cli(tmp_path, "prior", "--suite", "smoke", "--lr", "inf", *FAST) == 2
+    assert one_line_error(capsys) == "error: --kernel must be a positive odd integer, got 4"
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--lr", "inf", *FAST) == 2  # refused before training
+    assert one_line_error(capsys) == "error: --lr must be a finite number > 0, got inf"
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--lr", "1e30", *FAST) == 2
     assert one_line_error(capsys) == ("error: vq-vae/1/baseline: the prior's loss diverged: its held-out NLL was not "
-                                      "finite after any of its 2 epochs; a lower --lr (now inf) may fit")
+                                      "finite after any of its 2 epochs; a lower --lr (now 1e+30) may fit")
     assert not (tmp_path / "results" / "smoke_prior.csv").exists()
 
 

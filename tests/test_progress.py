@@ -1,9 +1,11 @@
-"""The run's ETA: units weighted by their estimated cost, only this session's work sets the rate."""
+"""The run's ETA: units weighted by their estimated cost, only this session's work sets the rate; bars in a log."""
+
+import io
 
 import pytest
 from tqdm import tqdm
 
-from benchmark.progress import CostEta
+from benchmark.progress import CostEta, LogLines, progress_bar
 from benchmark.suites import get_suite
 
 
@@ -60,3 +62,32 @@ def test_time_spent_waiting_for_a_dead_worker_s_unit_does_not_set_the_rate(clock
     now[0] += 10.0
     eta.progress("a", 0.5)
     assert str(eta) == tqdm.format_interval(10 / 0.5 * 1.5)
+
+
+def test_a_bar_in_a_log_is_a_plain_line_at_start_at_most_every_interval_and_at_its_end(clock):
+    now, tick = clock
+    log = io.StringIO()
+    bar = tqdm(total=4, desc="run", bar_format="{desc}: {n}/{total}{postfix}", mininterval=0,
+               file=LogLines(log, interval=60, clock=tick))
+    for seconds, postfix in ((10, "epoch 1"), (59, "epoch 2"), (70, "epoch 3"), (80, "epoch 4")):
+        now[0] = 100 + seconds
+        bar.set_postfix_str(postfix, refresh=False)
+        bar.update()
+        tqdm.write("a finished line", file=log)  # the way runner and search print beside their bar
+    bar.close()
+    # not each redraw after a carriage return, padded, which a file keeps as written
+    assert log.getvalue().splitlines() == ["run: 0/4", "a finished line", "a finished line", "run: 3/4, epoch 3",
+                                           "a finished line", "a finished line", "run: 4/4, epoch 4"]
+
+
+def test_progress_bar_writes_lines_where_stderr_is_no_terminal(capsys):
+    bar = progress_bar(3, "smoke", "unit")
+    bar.update(3)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    assert err.splitlines()[0].startswith("smoke:   0%|") and err.splitlines()[-1].startswith("smoke: 100%|##########| 3/3")
+    quiet = progress_bar(3, "smoke", "unit", show=False)
+    quiet.update(3)
+    quiet.close()
+    assert capsys.readouterr().err == ""

@@ -185,7 +185,7 @@ def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys)
     assert captured.err.startswith(f"warning: skipped: cannot open storage 'sqlite:///{Path('studies') / '0-junk.db'}'")
 
 
-def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsys):
+def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsys, terminal):
     assert cli(tmp_path, "search", "--family", "vae", "--config", "1", "--method", "baseline", "--trials", "1",
                "--limit", "120", "--epochs", "2", "--folds", "2", "--device", "cpu") == 0
     lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
@@ -206,7 +206,8 @@ def test_a_search_on_a_cpu_estimates_its_trials_time_before_it_starts(tmp_path, 
     assert "est." not in capsys.readouterr().err  # nothing to go
 
 
-def test_the_progress_bar_counts_finished_trials_not_another_workers_running_one(tmp_path, fake_training, capsys):
+def test_the_progress_bar_counts_finished_trials_not_another_workers_running_one(tmp_path, fake_training, capsys,
+                                                                                 terminal):
     (tmp_path / "studies").mkdir()
     study = optuna.create_study(study_name=NAME, storage=db(tmp_path))
     study.tell(study.ask(), 0.5)
