@@ -86,7 +86,8 @@ def test_progress_bar_writes_lines_where_stderr_is_no_terminal(capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b" not in err
-    assert err.splitlines()[0].startswith("smoke:   0%|") and err.splitlines()[-1].startswith("smoke: 100%|##########| 3/3")
+    lines = err.splitlines()
+    assert lines[0].startswith("smoke:   0%|") and lines[-1].startswith("smoke: 100%|##########| 3/3")
     quiet = progress_bar(3, "smoke", "unit", show=False)
     quiet.update(3)
     quiet.close()
