@@ -4,6 +4,7 @@ The commands import torch, which takes seconds: a Ctrl-C or SIGTERM then exits w
 not the import's traceback (nothing has started).
 """
 
+import os
 import sys
 
 from benchmark.processes import terminate_as_interrupt
@@ -14,8 +15,11 @@ def _main(prog: str | None = None) -> int:
         with terminate_as_interrupt():
             from benchmark.cli import main
     except KeyboardInterrupt:
-        print("interrupted before the command started", file=sys.stderr)
-        return 130
+        print("interrupted before the command started", file=sys.stderr, flush=True)
+        # Not a return: CPython marks a KeyboardInterrupt raised in code that a C extension runs as it is
+        # imported (torch's) as unhandled, even once caught here, and then ends by SIGINT, not with 130.
+        # Nothing has started that would need cleaning up.
+        os._exit(130)
     return main() if prog is None else main(prog=prog)
 
 
