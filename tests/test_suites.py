@@ -21,6 +21,7 @@ from PIL import Image
 from benchmark.checks import Problems
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import DEFAULT_BETA
+from benchmark.progress import duration
 from benchmark.suites import builtin_suites, get_suite
 
 # The thesis grid of one model (SPEC.md, "The full suite"; thesis section 4.3: 9 rows per model
@@ -124,6 +125,26 @@ def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: unknown suite 'smokee' (did you mean 'smoke'?); choose one of: smoke, quick, full, or a path to a "
         ".toml file")
+
+
+
+def test_suites_gives_the_cost_of_a_run_with_run_s_size_options(capsys):
+    assert cli(Path.cwd(), "suites", "--epochs", "4", "--limit", "500", "--folds", "4") == 0
+    out = capsys.readouterr().out.splitlines()
+    _, _, rows = text_table(out[:-1])
+    assert [row[:5] for row in rows] == [["smoke", "6", "4", "24", "4"], ["quick", "45", "4", "180", "4"],
+                                         ["full", "45", "4", "180", "4"]]
+    assert {row[5] for row in rows} == {"500"}
+    quick = get_suite("quick").override(epochs=4, limit=500, folds=4)
+    assert rows[1][6] == duration(quick.cpu_seconds()) != duration(get_suite("quick").cpu_seconds())
+    assert out[-1] == "(with --epochs 4, --folds 4, --limit 500; a description gives its suite's own)"
+    assert cli(Path.cwd(), "suites", "smoke", "--repeats", "2") == 0
+    listing = capsys.readouterr().out.split("\n\n")[1]
+    assert listing.startswith("smoke: its configurations, each trained on 10 folds")
+    # as `run` refuses them, by their flags, all at once
+    assert cli(Path.cwd(), "suites", "--epochs", "0", "--folds", "1") == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: 2 problems: --folds must be >= 2 for cross-validation, got 1 | --epochs must be >= 1, got 0")
 
 
 # ---------------------------------------------------------------- the full suite = the thesis grid

@@ -94,6 +94,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                            "estimated cost")
     suites.add_argument("suites", nargs="*", metavar="SUITE", help="a built-in suite or a suite TOML file "
                                                                    "(default: every built-in suite)")
+    # the options of `run` that change a suite's size and cost, for the cost of a run given them
+    suites.add_argument("--epochs", type=int, help="as `run --epochs`: the cost with these epochs per fold")
+    suites.add_argument("--folds", type=int, help="as `run --folds`")
+    suites.add_argument("--repeats", type=int, help="as `run --repeats`")
+    suites.add_argument("--limit", type=int, help="as `run --limit`: the cost on at most this many training images")
     suites.set_defaults(handler=cmd_suites)
 
 
@@ -258,12 +263,18 @@ def cmd_suites(args: argparse.Namespace) -> int:
     for name, suite in zip(args.suites, named):
         if clash := builtin_name_clash(name, suite):
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
+    shown = [overridden(suite, epochs=args.epochs, folds=args.folds, repeats=args.repeats, limit=args.limit)
+             for suite in named or builtin_suites().values()]
     table = [[suite.name, len(suite.configurations), suite.folds, suite.units, suite.train.epochs, suite.limit or "all",
               duration(suite.cpu_seconds()), suite.description]
-             for suite in named or builtin_suites().values()]
+             for suite in shown]
     print(text_table(table, ("suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU",
                              "description"), ("left", *["right"] * 6, "left")))
-    for suite in named:  # a suite asked for by name: what it trains, too
+    given = [f"--{key} {value}" for key, value in (("epochs", args.epochs), ("folds", args.folds),
+                                                    ("repeats", args.repeats), ("limit", args.limit)) if value]
+    if given:  # the descriptions are of the suites as their files give them
+        print(f"(with {', '.join(given)}; a description gives its suite's own)")
+    for suite in shown if named else ():  # a suite asked for by name: what it trains, too
         print(f"\n{suite.name}: its configurations, each trained on {suite.folds * suite.repeats} folds "
               "(est. 2-core CPU per fold)")
         listing = text_table([[config_id, duration(unit)] for config_id, unit in suite.unit_seconds().items()],
