@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import time
@@ -12,6 +13,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 from tqdm.auto import tqdm as shown_tqdm
+
+from benchmark.checks import check_choice
 
 # The bars of run, search and prior: tqdm's own rate and ETA left out, as each long command gives its
 # own ETA, from the cost of the work left, in the postfix.
@@ -23,12 +26,13 @@ _CURSOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 class LogLines:
     """The stream of a tqdm bar where nothing is redrawn in place (a log file, a pipe): the bar's state as a
-    plain line when it starts, at most every ``interval`` seconds after, and when it closes, without the
-    carriage returns, padding and cursor moves of each redraw that a file would keep as they are."""
+    plain line when it starts and at its first redraw (which has a resumed run's count, set once the bar
+    exists), then at most every ``interval`` seconds, and when it closes; without the carriage returns,
+    padding and cursor moves of each redraw, which a file would keep as they are."""
 
     def __init__(self, stream: TextIO, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream, self.interval, self.clock = stream, interval, clock
-        self.state, self.shown, self.shown_at = "", "", -math.inf
+        self.state, self.shown, self.shown_at, self.redraws = "", "", -math.inf, 0
 
     @property
     def encoding(self) -> str | None:  # tqdm asks, to choose its bar's characters
@@ -38,7 +42,8 @@ class LogLines:
         cleaned = _CURSOR.sub("", text)
         if "\r" in cleaned:  # a redraw: the bar's new state, or blanks where tqdm clears it
             self.state = cleaned.rsplit("\r", 1)[1].strip() or self.state
-            if self.clock() - self.shown_at >= self.interval:
+            self.redraws += 1
+            if self.redraws <= 2 or self.clock() - self.shown_at >= self.interval:
                 self._show()
         elif "\n" in cleaned:  # the bar closing: its last state
             self._show()
@@ -54,19 +59,29 @@ class LogLines:
             self.shown, self.shown_at = self.state, self.clock()
 
 
+# How bars are drawn, where the guess from the stream is wrong: "bar" under `| tee` on a terminal, or in a
+# notebook cell that runs the command; "lines" for a terminal's output kept as a log (`script`, say)
+PROGRESS_VARIABLE = "MTVAE_BENCH_PROGRESS"
+
+
 def redrawn(stream: TextIO) -> bool:
-    """Whether a bar on ``stream`` is redrawn in place: on a terminal, or in a notebook."""
+    """Whether a bar on ``stream`` is redrawn in place: as ``PROGRESS_VARIABLE`` says, else on a terminal
+    or in a notebook."""
+    chosen = os.environ.get(PROGRESS_VARIABLE, "")
+    if chosen:
+        check_choice(f"{PROGRESS_VARIABLE} value", chosen, ("bar", "lines"))
+        return chosen == "bar"
     return stream.isatty() or "ipykernel" in sys.modules
 
 
 def progress_bar(total: int, desc: str, unit: str, show: bool = True, position: int = 0) -> tqdm:
-    """The bar of a long command on stderr, in ``BAR_FORMAT``: redrawn in place on a terminal or in a
-    notebook, the bars of several workers each at its ``position``; elsewhere (a log, a pipe) written
-    through ``LogLines``, each bar on lines of its own."""
+    """The bar of a long command on stderr, in ``BAR_FORMAT``: redrawn in place (``redrawn``), the bars
+    of several workers each at its ``position``; else written through ``LogLines``, each bar on lines
+    of its own (at position 0: a bar below another is written after a newline, which would end it)."""
     options: dict[str, Any] = dict(total=total, desc=desc, unit=unit, bar_format=BAR_FORMAT, disable=not show)
     if redrawn(sys.stderr):
         return shown_tqdm(**options, position=position, dynamic_ncols=True)
-    return tqdm(**options, leave=True, ascii=True, file=LogLines(sys.stderr))
+    return tqdm(**options, position=0, leave=True, ascii=True, file=LogLines(sys.stderr))
 
 
 def duration(seconds: float) -> str:

@@ -1,6 +1,7 @@
 """The run's ETA: units weighted by their estimated cost, only this session's work sets the rate; bars in a log."""
 
 import io
+import re
 
 import pytest
 from tqdm import tqdm
@@ -74,21 +75,47 @@ def test_a_bar_in_a_log_is_a_plain_line_at_start_at_most_every_interval_and_at_i
         bar.set_postfix_str(postfix, refresh=False)
         bar.update()
         tqdm.write("a finished line", file=log)  # the way runner and search print beside their bar
+    bar.clear()  # blanks, as tqdm writes them on a terminal: no line of their own, nor the state's loss
     bar.close()
-    # not each redraw after a carriage return, padded, which a file keeps as written
-    assert log.getvalue().splitlines() == ["run: 0/4", "a finished line", "a finished line", "run: 3/4, epoch 3",
-                                           "a finished line", "a finished line", "run: 4/4, epoch 4"]
+    # not each redraw after a carriage return, padded, which a file keeps as written; the first redraw at once
+    assert log.getvalue().splitlines() == ["run: 0/4", "run: 1/4, epoch 1", "a finished line", "a finished line",
+                                           "run: 3/4, epoch 3", "a finished line", "a finished line",
+                                           "run: 4/4, epoch 4"]
 
 
-def test_progress_bar_writes_lines_where_stderr_is_no_terminal(capsys):
+def test_a_resumed_run_s_count_is_in_the_log_at_once_not_a_minute_later(clock):
+    now, tick = clock
+    log = io.StringIO()
+    bar = tqdm(total=6, desc="run", bar_format="{desc}: {n}/{total}", file=LogLines(log, clock=tick))
+    now[0] += 1
+    bar.n = 4  # as runner and search set the units done in earlier sessions, once they look
+    bar.refresh()
+    assert log.getvalue().splitlines() == ["run: 0/6", "run: 4/6"]  # it said 0/6 for a minute
+
+
+def test_progress_bar_writes_lines_where_stderr_is_no_terminal(capsys, monkeypatch):
     bar = progress_bar(3, "smoke", "unit")
+    inner = progress_bar(2, "inner", "step")  # a second bar open at once: tqdm puts it below, after a newline
+    for step in range(4):
+        inner.set_postfix_str(f"step {step}")  # a redraw each
+    inner.close()
     bar.update(3)
     bar.close()
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b" not in err
     lines = err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["smoke", "inner", "inner", "inner", "smoke"]  # not each redraw
     assert lines[0].startswith("smoke:   0%|") and lines[-1].startswith("smoke: 100%|##########| 3/3")
     quiet = progress_bar(3, "smoke", "unit", show=False)
     quiet.update(3)
     quiet.close()
     assert capsys.readouterr().err == ""
+    monkeypatch.setenv("MTVAE_BENCH_PROGRESS", "bar")  # e.g. under `| tee`: redrawn all the same
+    bar = progress_bar(3, "smoke", "unit")
+    bar.update(3)
+    bar.close()
+    assert "\r" in capsys.readouterr().err
+    monkeypatch.setenv("MTVAE_BENCH_PROGRESS", "line")
+    with pytest.raises(ValueError, match=re.escape("unknown MTVAE_BENCH_PROGRESS value 'line' (did you mean 'lines'?); "
+                                                   "choose one of: bar, lines")):
+        progress_bar(3, "smoke", "unit")

@@ -124,6 +124,21 @@ def test_report_takes_a_suite_file_for_its_name(smoke_run, tmp_path, capsys):
     assert capsys.readouterr().out.count("smoke: ") == 1
 
 
+def test_a_suite_file_s_results_beside_it_not_here_are_pointed_to(tmp_path, capsys):
+    project = tmp_path / "project"
+    (project / "results").mkdir(parents=True)
+    (project / "mine.toml").write_text('name = "mine"\n[[configurations]]\nfamily = "vae"\nconfig = 1\n')
+    (project / "results" / "mine.csv").write_text("config_id\n")  # its run was in project/
+    (project / "sub").mkdir()
+    assert report(project / "sub", "--suite", "../mine.toml") == 2
+    # it said that there were no results and to run the suite first, though a run had exported them
+    assert one_line_error(capsys) == (
+        "error: no results for suite 'mine' in results/, but ../results/ beside ../mine.toml has them: add "
+        "`--results-dir ../results` (a run exports to results/ in the folder it ran in)")
+    assert report(project, "--suite", "mine.toml") == 2  # there, they are found (and, here, found empty)
+    assert "suite 'mine' has no results yet" in one_line_error(capsys)
+
+
 def test_report_shows_a_few_missing_configurations_and_points_to_the_full_list(smoke_run, tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()
