@@ -4,7 +4,7 @@ one message shape for a value of the wrong kind, and for a name that is not amon
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 
@@ -108,11 +108,11 @@ def flagged(message: str, key: str) -> str:
     return f"{flag} {rest}" if first in (key, flag) else f"{flag}: {message}"
 
 
-def said_of_flags(error: ValueError, flags: dict[str, str]) -> ValueError:
+def said_of_flags(error: ValueError, names: Collection[str]) -> ValueError:
     """``error`` of a library function said to the command line user: each message that begins with
-    an argument in ``flags`` said of that argument's flag (``flagged``), the others as they are."""
+    one of the argument ``names`` said of the flag of that name (``flagged``), the others as they are."""
     def said(message: str) -> str:
         name = message.split(" ", 1)[0]
-        return flagged(message, flags[name]) if name in flags else message
+        return flagged(message, name) if name in names else message
 
     return error if all(said(m) == m for m in messages(error)) else problems_error(list(map(said, messages(error))))

@@ -54,12 +54,14 @@ class PriorConfig:
     kernel: int = 5
 
     def __post_init__(self) -> None:
-        raise_problems(
-            ([] if self.num_codes >= 2 else
-             [f"num_codes must be >= 2 (a prior over one code is trivial), got {self.num_codes}"])
-            + [f"{name} must be >= 1, got {value}" for name, value in (("hidden", self.hidden), ("layers", self.layers))
-               if value < 1]
-            + ([] if self.kernel >= 1 and self.kernel % 2 else [f"kernel must be a positive odd integer, got {self.kernel}"]))
+        problems = []
+        if self.num_codes < 2:
+            problems.append(f"num_codes must be >= 2 (a prior over one code is trivial), got {self.num_codes}")
+        problems += [f"{name} must be >= 1, got {value}" for name, value in (("hidden", self.hidden),
+                                                                             ("layers", self.layers)) if value < 1]
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            problems.append(f"kernel must be a positive odd integer, got {self.kernel}")
+        raise_problems(problems)
 
 
 def _gate(x: torch.Tensor) -> torch.Tensor:

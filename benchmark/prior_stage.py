@@ -311,27 +311,49 @@ def check_kept_rows(results_dir: Path, suite: str, results: pd.DataFrame, replac
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made by an earlier version, which "
                          "chose each one's fold and epoch on its validation score; rerun without --config to replace "
                          "every configuration's, or remove that file")
-    if differing := _differing(kept, settings):
+    if not kept.empty and (differing := _differing(kept, settings)):
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made with other settings "
                          f"({differing}); give these the same settings, rerun without --config to replace "
                          "every configuration's, or remove that file")
-    stale = old[replaced & ~_made_with(old, settings)]
-    if stale.empty:
+    stale = old[_stale(old, replaced, settings)]
+    other, earlier = stale[_recorded(stale)], stale[~_recorded(stale)]
+    said = []
+    if not other.empty:
+        said.append(f"of {', '.join(other['config_id'])} were made with other settings ({_differing(other, settings)})")
+    if not earlier.empty:
+        said.append(f"of {', '.join(earlier['config_id'])} {'' if said else 'were made '}by an earlier version")
+    if not said:
         return None
-    made = f"with other settings ({_differing(stale, settings)})" if _with_settings(stale) else "by an earlier version"
-    return (f"the priors of {', '.join(stale['config_id'])} in {path} were made {made}: they go when the first "
-            "new prior is stored")
+    return f"the priors in {path} {', and those '.join(said)}: the first new prior stored replaces them"
+
+
+def _stale(old: pd.DataFrame, replaced: pd.Series, settings: dict) -> pd.Series:
+    """Which of the ``old`` prior rows go with the stage's first new row: those of its configurations
+    (``replaced``) made with other settings."""
+    return replaced & ~_made_with(old, settings)
+
+
+def _recorded(rows: pd.DataFrame) -> pd.Series:
+    """Which prior rows record their settings (a row of an earlier version records none)."""
+    recorded = pd.Series(True, index=rows.index)
+    for key in SETTINGS:
+        recorded &= rows[key].notna() if key in rows else False
+    return recorded
 
 
 def _with_settings(rows: pd.DataFrame) -> bool:
-    """Whether every prior row records its settings (a row of an earlier version records none)."""
-    return all(key in rows and rows[key].notna().all() for key in SETTINGS)
+    """Whether every prior row records its settings."""
+    return bool(_recorded(rows).all())
 
 
 def _differing(rows: pd.DataFrame, settings: dict) -> str:
-    """The settings in which ``rows`` differ from ``settings`` ("hidden 32 there, 64 now"), or ""."""
-    return "; ".join(f"{key} {', '.join(f'{v:g}' for v in sorted(set(rows[key])))} there, {settings[key]:g} now"
-                     for key in SETTINGS if not _made_with(rows, {key: settings[key]}).all())
+    """The settings in which prior rows that record theirs differ from ``settings`` ("hidden 32 there,
+    64 now": the values of the rows that differ), or ""."""
+    changes = []
+    for key in SETTINGS:
+        if there := sorted(set(rows.loc[~rows[key].eq(settings[key]), key])):
+            changes.append(f"{key} {', '.join(f'{v:g}' for v in there)} there, {settings[key]:g} now")
+    return "; ".join(changes)
 
 
 def _update_csv(results_dir: Path, suite: str, results: pd.DataFrame, rows: list[dict], order: list[str],
@@ -345,7 +367,7 @@ def _update_csv(results_dir: Path, suite: str, results: pd.DataFrame, rows: list
     old = _current_rows(results_dir, suite, results)
     new = pd.DataFrame(rows, columns=list(PRIOR_COLUMNS))
     if old is not None:
-        stale = old["config_id"].isin(list(replaced)) & ~_made_with(old, settings)
+        stale = _stale(old, old["config_id"].isin(list(replaced)), settings)
         new = pd.concat([old[~old["config_id"].isin(new["config_id"]) & ~stale], new], ignore_index=True)
     rank = {c: i for i, c in enumerate(order)}
     _write_csv(new.sort_values("config_id", key=lambda ids: ids.map(lambda c: rank.get(c, len(rank))), kind="stable"),
@@ -377,24 +399,32 @@ class PriorStageSummary:
     skipped: list[str] = field(default_factory=list)
 
 
+def check_arguments(*, epochs: int, batch_size: int, lr: float, samples: int, temperature: float, hidden: int,
+                    layers: int, kernel: int, fold: int | None) -> None:
+    """``run_prior_stage``'s numbers: all their problems at once, each message beginning with its argument."""
+    problems = [f"{name} must be >= {least}, got {value}" for name, value, least in (
+        ("epochs", epochs, 1), ("batch_size", batch_size, 1), ("samples", samples, 0),
+        ("fold", 0 if fold is None else fold, 0)) if value < least]
+    problems += [f"{name} must be a finite number > 0, got {value}" for name, value in (
+        ("lr", lr), ("temperature", temperature)) if not (math.isfinite(value) and value > 0)]
+    raise_problems(problems + problems_of(PriorConfig, 2, hidden, layers, kernel))
+
+
 def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None, *, epochs: int = 30,
                     batch_size: int = 128, lr: float = 1e-3, device: str = "auto", samples: int = 8,
                     temperature: float = 1.0, hidden: int = 64, layers: int = 8, kernel: int = 5,
                     fold: int | None = None, show_progress: bool = True,
-                    on_result: Callable[[dict], None] | None = None) -> PriorStageSummary:
+                    on_result: Callable[[dict], None] | None = None,
+                    notes: Callable[[str], None] | None = None) -> PriorStageSummary:
     """Fit, score and store the prior of every VQ-VAE configuration of a finished run (see module doc).
 
     Every argument and every target is checked before anything is trained or written.  The CSV
     is updated after each configuration, so an interrupted stage keeps what it finished.
-    ``on_result`` receives each new CSV row as it is written.
+    ``on_result`` receives each new CSV row as it is written; ``notes`` a note on the earlier rows
+    this stage replaces, before training.
     """
-    raise_problems(
-        [f"{name} must be >= {least}, got {value}" for name, value, least in (
-            ("epochs", epochs, 1), ("batch_size", batch_size, 1), ("samples", samples, 0),
-            ("fold", 0 if fold is None else fold, 0)) if value < least]
-        + [f"{name} must be a finite number > 0, got {value}" for name, value in (("lr", lr), ("temperature", temperature))
-           if not (math.isfinite(value) and value > 0)]
-        + problems_of(PriorConfig, 2, hidden, layers, kernel))  # the sizes now rather than after the first encoding
+    check_arguments(epochs=epochs, batch_size=batch_size, lr=lr, samples=samples, temperature=temperature,
+                    hidden=hidden, layers=layers, kernel=kernel, fold=fold)
     torch_device = resolve_device(device)
     results_dir = Path(results_dir)
     targets, skipped, data = select_targets(results_dir, suite, config_ids, fold)
@@ -402,8 +432,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     settings = {"fold": targets[0].fold, "epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden,
                 "layers": layers, "kernel": kernel}
     replaced = [t.config_id for t in targets]
-    if note := check_kept_rows(results_dir, suite, data.results, replaced, settings):
-        print(f"note: {note}", file=sys.stderr)
+    if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings)) and notes:
+        notes(note)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     from benchmark.export import load_checkpoint
 

@@ -267,8 +267,8 @@ def _params_text(params: dict) -> str:
 
 
 def _setting(value: object) -> str:
-    """A stored setting as its flag takes it (``objectives=recon,latent``), not as Python writes it; "unset" for
-    None (a `limit` of every image, say), as the refusal of other settings says it."""
+    """A stored setting as a reader types it (``objectives=recon,latent``), not as Python writes it
+    (``['recon', 'latent']``); "unset" for None (a `limit` of every image, say)."""
     return "unset" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 

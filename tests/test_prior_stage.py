@@ -290,8 +290,8 @@ def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(smoke_r
         check_kept_rows(results, "smoke", runs, ["vq-vae/1/single/gaussian/a=40"], settings)
     # all its rows replaced: fine, with a note
     assert check_kept_rows(results, "smoke", runs, ["vq-vae/1/baseline"], settings) == (
-        f"the priors of vq-vae/1/baseline in {results / 'smoke_prior.csv'} were made by an earlier version: they go "
-        "when the first new prior is stored")
+        f"the priors in {results / 'smoke_prior.csv'} of vq-vae/1/baseline were made by an earlier version: the first "
+        "new prior stored replaces them")
 
 
 def linked_results(smoke_run, tmp_path) -> None:
@@ -427,9 +427,9 @@ def test_ctrl_c_after_rows_made_with_other_settings_were_removed_says_so(smoke_r
     assert cli(tmp_path, "prior", "--suite", "smoke", *args) == 130
     err = capsys.readouterr().err
     # before training, a rerun with other settings says that it replaces the earlier priors (it did so silently)
-    assert err.startswith(f"note: the priors of {', '.join(vq)} in results/smoke_prior.csv were made with other "
-                          "settings (epochs 30 there, 1 now; hidden 64 there, 8 now; layers 8 there, 2 now): they go "
-                          "when the first new prior is stored\n")
+    assert err.startswith(f"note: the priors in results/smoke_prior.csv of {', '.join(vq)} were made with other "
+                          "settings (epochs 30 there, 1 now; hidden 64 there, 8 now; layers 8 there, 2 now): the first "
+                          "new prior stored replaces them\n")
     # It said only that the first one's prior was stored, though the others' earlier rows had gone with it.
     assert (f"the one in progress is lost, and the earlier rows of {', '.join(vq[1:])}, made with other settings or "
             "of other weights, are removed.") in err
@@ -488,7 +488,7 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
      "error: 4 problems: --batch-size must be >= 1, got 0 | --lr must be a finite number > 0, got 0.0 | "
      "--layers must be >= 1, got 0 | --kernel must be a positive odd integer, got 4"),
     # not "finish it": no run makes a fold the suite does not have
-    (("--fold", "7"), "error: --fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
+    (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
     (("--config", "vq-vae/1/baselin"), "error: unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/1/baselin' "
                                        "(did you mean 'vq-vae/1/baseline'?); choose one of: vq-vae/1/baseline, "),
     # it said "unknown VQ-VAE configuration", as if the id were mistyped
@@ -510,9 +510,9 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
     runs = load_suite(results, "smoke").results
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     other = {**settings, "hidden": 32}
-    for new, note in ((settings, None), (other, f"the priors of a, b in {results / 'smoke_prior.csv'} were made with "
-                                                 "other settings (hidden 64 there, 32 now): they go when the first new "
-                                                 "prior is stored")):
+    for new, note in ((settings, None), (other, f"the priors in {results / 'smoke_prior.csv'} of a, b were made with "
+                                                 "other settings (hidden 64 there, 32 now): the first new prior stored "
+                                                 "replaces them")):
         # checking writes nothing: a Ctrl-C before the first row loses nothing; a rerun's own rows go without a note
         assert check_kept_rows(results, "smoke", runs, ["a", "b"], new) == note
         assert list(read_prior(results, "smoke")["config_id"]) == ["a", "b"]
@@ -522,3 +522,10 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
     # Other settings: the first new row takes the other old one with it (a Ctrl-C now leaves no old row).
     _update_csv(results, "smoke", runs, [{**row, **other}], ["a", "b"], ["a", "b"], other)
     assert list(read_prior(results, "smoke")["config_id"]) == ["b"]
+    # rows of each kind: each named as it was made, with only the values that differ (not "hidden 32, 64 there")
+    mixed = old.assign(config_id=["a", "b"], hidden=[32, 64])
+    pd.concat([mixed, pd.DataFrame({"config_id": ["c"], "fold": [0], "val_nll_nats": [3.2]})]).to_csv(
+        results / "smoke_prior.csv", index=False)
+    assert check_kept_rows(results, "smoke", runs, ["a", "b", "c"], settings) == (
+        f"the priors in {results / 'smoke_prior.csv'} of a were made with other settings (hidden 32 there, 64 now), "
+        "and those of c by an earlier version: the first new prior stored replaces them")

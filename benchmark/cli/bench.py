@@ -72,8 +72,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=cmd_bench)
 
 
-# The first word of ``run_bench``'s message on a number out of range, its argument → the field of its flag
-FLAGGED_NUMBERS = {name: name for name in ("steps", "warmup", "batch", "repeats", "workers", "seed", "peak_size")}
+# ``run_bench``'s numbers, each given by the flag of its name
+FLAGGED_NUMBERS = ("steps", "warmup", "batch", "repeats", "workers", "seed", "peak_size")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -9,9 +9,8 @@ from pathlib import Path
 from benchmark.checks import said_of_flags
 from benchmark.suites import suite_name
 
-# The first word of ``run_prior_stage``'s message on a number out of range, its argument → the field of its flag
-PRIOR_NUMBERS = {name: name for name in ("epochs", "batch_size", "lr", "samples", "temperature", "fold", "hidden",
-                                         "layers", "kernel")}
+# ``run_prior_stage``'s numbers, each given by the flag of its name
+PRIOR_NUMBERS = ("epochs", "batch_size", "lr", "samples", "temperature", "hidden", "layers", "kernel", "fold")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -81,7 +80,7 @@ def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> 
 
     from tqdm.auto import tqdm
 
-    from benchmark.prior_stage import prior_dir, run_prior_stage
+    from benchmark.prior_stage import check_arguments, prior_dir, run_prior_stage
     from benchmark.results import read_prior
 
     earlier = read_prior(args.results_dir, args.suite)
@@ -98,13 +97,14 @@ def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> 
                    f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train (a tenth of them held "
                    f"out to choose the epoch) / {row['n_val']} val code maps, {row['seconds']:.1f} s", file=sys.stdout)
 
+    numbers = {name: getattr(args, name) for name in PRIOR_NUMBERS}
     try:
-        summary = run_prior_stage(args.results_dir, args.suite, args.configs, epochs=args.epochs,
-                                  batch_size=args.batch_size, lr=args.lr, device=args.device, samples=args.samples,
-                                  temperature=args.temperature, hidden=args.hidden, layers=args.layers,
-                                  kernel=args.kernel, fold=args.fold, show_progress=not args.quiet, on_result=show)
-    except ValueError as err:  # a number the stage names as its argument: said of the flag that gave it
+        check_arguments(**numbers)
+    except ValueError as err:  # each number named as its argument: said of the flag that gave it
         raise said_of_flags(err, PRIOR_NUMBERS) from None
+    summary = run_prior_stage(args.results_dir, args.suite, args.configs, **numbers, device=args.device,
+                              show_progress=not args.quiet, on_result=show,
+                              notes=lambda note: print(f"note: {note}", file=sys.stderr))
     for reason in summary.skipped:
         print(f"  skipped {reason}", file=sys.stderr)
     if summary.rows:
