@@ -69,8 +69,7 @@ class _Parser(argparse.ArgumentParser):
             if action.nargs == "+":
                 listed = " ".join(dict.fromkeys(item for value in values for item in value))
                 self.error(f"{option} given {times}: list its values after one, `{option} {listed}`")
-            self.error(f"{option} given {times} ({', '.join(v[0] for v in values)}): `{self.prog}` takes one suite, "
-                       "give each its own command")
+            self.error(f"{option} given {times} ({', '.join(v[0] for v in values)}): {run.one_suite(self.prog)}")
 
     @staticmethod
     def _value_at(action: argparse.Action, given: list[str], i: int) -> tuple[str, ...] | None:

@@ -136,10 +136,15 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
     return suite, notes + ([unused] if unused else [])
 
 
+def one_suite(prog: str) -> str:
+    """Why command ``prog`` refuses two suites at once."""
+    return f"`{prog}` takes one suite, give each its own command"
+
+
 def _with_overrides(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, Suite]:
     """The suite ``run``'s arguments name, as its file or name gives it and with their overrides, checked."""
     if "," in args.suite and not is_suite_file(args.suite) and not Path(args.suite).exists():  # a list, as report's
-        raise ValueError(f"--suite {args.suite}: `{args.parser.prog}` takes one suite, give each its own command")
+        raise ValueError(f"--suite {args.suite}: {one_suite(args.parser.prog)}")
     suite = suite_or_run(args.suite, store)
     if not args.name and (clash := builtin_name_clash(args.suite, suite)):
         raise ValueError(f"{clash}; give the file a name of its own, or the run --name")
