@@ -64,14 +64,20 @@ class LogLines:
 PROGRESS_VARIABLE = "MTVAE_BENCH_PROGRESS"
 
 
-def redrawn(stream: TextIO) -> bool:
-    """Whether a bar on ``stream`` is redrawn in place: as ``PROGRESS_VARIABLE`` says, else on a terminal
-    or in a notebook."""
+def chosen_progress() -> str:
+    """How ``PROGRESS_VARIABLE`` asks bars to be drawn ("bar", "lines"), or "" where it is not set;
+    a ``ValueError`` for another value (the commands check it before they start)."""
     chosen = os.environ.get(PROGRESS_VARIABLE, "")
     if chosen:
         check_choice(f"{PROGRESS_VARIABLE} value", chosen, ("bar", "lines"))
-        return chosen == "bar"
-    return stream.isatty() or "ipykernel" in sys.modules
+    return chosen
+
+
+def redrawn(stream: TextIO) -> bool:
+    """Whether a bar on ``stream`` is redrawn in place: as ``PROGRESS_VARIABLE`` says, else on a terminal
+    or in a notebook."""
+    chosen = chosen_progress()
+    return chosen == "bar" if chosen else stream.isatty() or "ipykernel" in sys.modules
 
 
 def progress_bar(total: int, desc: str, unit: str, show: bool = True, position: int = 0) -> tqdm:

@@ -4,6 +4,7 @@ import io
 import re
 
 import pytest
+from conftest import cli
 from tqdm import tqdm
 
 from benchmark.progress import CostEta, LogLines, progress_bar
@@ -119,3 +120,11 @@ def test_progress_bar_writes_lines_where_stderr_is_no_terminal(capsys, monkeypat
     with pytest.raises(ValueError, match=re.escape("unknown MTVAE_BENCH_PROGRESS value 'line' (did you mean 'lines'?); "
                                                    "choose one of: bar, lines")):
         progress_bar(3, "smoke", "unit")
+
+
+def test_a_mistyped_progress_variable_stops_a_command_before_it_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MTVAE_BENCH_PROGRESS", "line")
+    assert cli(tmp_path, "run", "--suite", "smoke") == 2  # not once the run's study and its bar are made
+    assert capsys.readouterr().err == ("error: unknown MTVAE_BENCH_PROGRESS value 'line' (did you mean 'lines'?); "
+                                       "choose one of: bar, lines\n")
+    assert not list(tmp_path.iterdir())

@@ -23,6 +23,7 @@ import matplotlib
 from benchmark.checks import did_you_mean
 from benchmark.cli import bench, prior, report, run, search
 from benchmark.processes import terminate_as_interrupt
+from benchmark.progress import chosen_progress
 
 
 # What Ctrl-C leaves, for commands that do not say so themselves (run says it once it has started).
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmark") -> in
     args.argv = given  # `run` records the command that started it
     matplotlib.use("Agg")  # figures go to files, never to a window (Optuna's plots draw through pyplot)
     try:
+        chosen_progress()  # a mistyped value stops the command before it starts, not once its bar is made
         with terminate_as_interrupt():  # SIGTERM (timeout, Slurm, systemd) stops a command as Ctrl-C does, at any point
             code = args.handler(args)
         sys.stdout.flush()  # output piped to a reader that stopped fails here, not at exit with a traceback
