@@ -15,6 +15,7 @@ def _main(prog: str | None = None) -> int:
         with terminate_as_interrupt():
             from benchmark.cli import main
     except KeyboardInterrupt:
+        sys.stdout.flush()
         print("interrupted before the command started", file=sys.stderr, flush=True)
         # Not a return: CPython marks a KeyboardInterrupt raised in code that a C extension runs as it is
         # imported (torch's) as unhandled, even once caught here, and then ends by SIGINT, not with 130.

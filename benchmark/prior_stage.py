@@ -317,14 +317,14 @@ def check_kept_rows(results_dir: Path, suite: str, results: pd.DataFrame, replac
                          "every configuration's, or remove that file")
     stale = old[_stale(old, replaced, settings)]
     other, earlier = stale[_recorded(stale)], stale[~_recorded(stale)]
-    said = []
-    if not other.empty:
-        said.append(f"of {', '.join(other['config_id'])} were made with other settings ({_differing(other, settings)})")
-    if not earlier.empty:
-        said.append(f"of {', '.join(earlier['config_id'])} {'' if said else 'were made '}by an earlier version")
-    if not said:
+    made = [(other, f"with other settings ({_differing(other, settings)})")] if not other.empty else []
+    made += [(earlier, "by an earlier version")] if not earlier.empty else []
+    if not made:
         return None
-    return f"the priors in {path} {', and those '.join(said)}: the first new prior stored replaces them"
+    (rows, how), *rest = made
+    return (f"the priors of {', '.join(rows['config_id'])} in {path} were made {how}"
+            + "".join(f", and those of {', '.join(rows['config_id'])} {how}" for rows, how in rest)
+            + ": the first new prior stored replaces them")
 
 
 def _stale(old: pd.DataFrame, replaced: pd.Series, settings: dict) -> pd.Series:

@@ -290,7 +290,7 @@ def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(smoke_r
         check_kept_rows(results, "smoke", runs, ["vq-vae/1/single/gaussian/a=40"], settings)
     # all its rows replaced: fine, with a note
     assert check_kept_rows(results, "smoke", runs, ["vq-vae/1/baseline"], settings) == (
-        f"the priors in {results / 'smoke_prior.csv'} of vq-vae/1/baseline were made by an earlier version: the first "
+        f"the priors of vq-vae/1/baseline in {results / 'smoke_prior.csv'} were made by an earlier version: the first "
         "new prior stored replaces them")
 
 
@@ -427,7 +427,7 @@ def test_ctrl_c_after_rows_made_with_other_settings_were_removed_says_so(smoke_r
     assert cli(tmp_path, "prior", "--suite", "smoke", *args) == 130
     err = capsys.readouterr().err
     # before training, a rerun with other settings says that it replaces the earlier priors (it did so silently)
-    assert err.startswith(f"note: the priors in results/smoke_prior.csv of {', '.join(vq)} were made with other "
+    assert err.startswith(f"note: the priors of {', '.join(vq)} in results/smoke_prior.csv were made with other "
                           "settings (epochs 30 there, 1 now; hidden 64 there, 8 now; layers 8 there, 2 now): the first "
                           "new prior stored replaces them\n")
     # It said only that the first one's prior was stored, though the others' earlier rows had gone with it.
@@ -510,7 +510,7 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
     runs = load_suite(results, "smoke").results
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     other = {**settings, "hidden": 32}
-    for new, note in ((settings, None), (other, f"the priors in {results / 'smoke_prior.csv'} of a, b were made with "
+    for new, note in ((settings, None), (other, f"the priors of a, b in {results / 'smoke_prior.csv'} were made with "
                                                  "other settings (hidden 64 there, 32 now): the first new prior stored "
                                                  "replaces them")):
         # checking writes nothing: a Ctrl-C before the first row loses nothing; a rerun's own rows go without a note
@@ -527,5 +527,5 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
     pd.concat([mixed, pd.DataFrame({"config_id": ["c"], "fold": [0], "val_nll_nats": [3.2]})]).to_csv(
         results / "smoke_prior.csv", index=False)
     assert check_kept_rows(results, "smoke", runs, ["a", "b", "c"], settings) == (
-        f"the priors in {results / 'smoke_prior.csv'} of a were made with other settings (hidden 32 there, 64 now), "
+        f"the priors of a in {results / 'smoke_prior.csv'} were made with other settings (hidden 32 there, 64 now), "
         "and those of c by an earlier version: the first new prior stored replaces them")

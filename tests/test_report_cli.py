@@ -133,7 +133,7 @@ def test_a_suite_file_s_results_beside_it_not_here_are_pointed_to(tmp_path, caps
     assert report(project / "sub", "--suite", "../mine.toml") == 2
     # it said that there were no results and to run the suite first, though a run had exported them
     assert one_line_error(capsys) == (
-        "error: no results for suite 'mine' in results/, but ../results/ beside ../mine.toml has them: add "
+        "error: no results for suite 'mine' in results/, but ../results/ beside ../mine.toml has them: give "
         "`--results-dir ../results` (a run exports to results/ in the folder it ran in)")
     assert report(project, "--suite", "mine.toml") == 2  # there, they are found (and, here, found empty)
     assert "suite 'mine' has no results yet" in one_line_error(capsys)

@@ -137,7 +137,9 @@ def test_suites_gives_the_cost_of_a_run_with_run_s_size_options(capsys):
     assert {row[5] for row in rows} == {"500"}
     quick = get_suite("quick").override(epochs=4, limit=500, folds=4)
     assert rows[1][6] == duration(quick.cpu_seconds()) != duration(get_suite("quick").cpu_seconds())
-    assert out[-1] == "(with --epochs 4, --folds 4, --limit 500; a description gives its suite's own)"
+    assert out[-1] == "(with --epochs 4, --folds 4, --limit 500; the descriptions give each suite as it is defined)"
+    assert cli(Path.cwd(), "suites", "smoke", "--limit", "100000") == 0  # all of mnist5k's 4,000, as estimated
+    assert text_table(capsys.readouterr().out.split("\n\n")[0].splitlines()[:-1])[2][0][5] == "all"
     assert cli(Path.cwd(), "suites", "smoke", "--repeats", "2") == 0
     listing = capsys.readouterr().out.split("\n\n")[1]
     assert listing.startswith("smoke: its configurations, each trained on 10 folds")

@@ -62,8 +62,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not (args.results_dir / f"{name}.csv").is_file() and (beside / f"{name}.csv").is_file() and \
                 beside.resolve() != args.results_dir.resolve():
             raise ReportError(f"no results for suite {name!r} in {args.results_dir}/, but {beside}/ beside {path} has "
-                              f"them: add `--results-dir {shlex.quote(str(beside))}` (a run exports to results/ in the "
-                              "folder it ran in)")
+                              f"them: give `--results-dir {shlex.quote(str(beside))}` (a run exports to results/ in "
+                              "the folder it ran in)")
     for suite in suites:  # every report's folder, before the first report is written
         check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
     skipped: list[str] = []
