@@ -1,4 +1,5 @@
-"""The time left of a run, each unit of work weighted by its estimated cost."""
+"""The progress of the long commands: their bars, redrawn on a terminal and plain lines in a log, and the
+time left of a run, each unit of work weighted by its estimated cost."""
 
 from __future__ import annotations
 
