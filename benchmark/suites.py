@@ -90,7 +90,7 @@ def tuned_name(suite: str) -> str:
 def split_problems(limit: int | None, folds: int) -> list[str]:
     """The problem of a ``limit`` of fewer training images than ``folds``, each right on its own."""
     if limit is not None and limit < folds:
-        return [f"{limit} training images (limit) cannot be split into {folds} folds"]
+        return [f"{limit} training image{'s' * (limit != 1)} (limit) cannot be split into {folds} folds"]
     return []
 
 

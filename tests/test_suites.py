@@ -589,6 +589,8 @@ def test_a_bad_command_line_override_is_named_by_its_flag(tmp_path, capsys):
     # a problem of two values, not of one flag's alone, is said as it is; one a flag brings alone is the flag's
     assert cli(tmp_path, "run", "--suite", "smoke", "--limit", "4", "--folds", "6") == 2
     assert one_line_error(capsys) == "error: 4 training images (limit) cannot be split into 6 folds"
+    assert cli(tmp_path, "run", "--suite", "smoke", "--limit", "1") == 2
+    assert one_line_error(capsys) == "error: --limit: 1 training image (limit) cannot be split into 5 folds"
     assert cli(tmp_path, "run", "--suite", "smoke", "--limit", "4", "--device", "gpu") == 2
     assert one_line_error(capsys) == ("error: 2 problems: --limit: 4 training images (limit) cannot be split into 5 "
                                       "folds | --device: unknown device 'gpu'; choose one of: auto, cpu, cuda, cuda:N")
