@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -31,13 +32,17 @@ FOLDER_IMAGES = 48_000  # a folder's, unknown until it is read
 IMAGE_SIDES = {"celeba": 64}  # the throughput above is of 32×32 images; a step's cost grows with the pixels
 
 
+def limited(dataset: str, limit: int | None) -> int | None:
+    """The training images ``limit`` takes of ``dataset``: itself, or None (all of them) where there is
+    none or it is at or above the dataset's count (a larger one takes them all)."""
+    return limit if limit and limit < TRAINING_IMAGES.get(dataset, math.inf) else None
+
+
 def fold_seconds(family: str, config: int, method: str, dataset: str, limit: int | None, folds: int,
                  epochs: int) -> float:
     """Estimated seconds of one fold of model ``family``/``config`` trained with ``method`` on a
     2-core cloud CPU, from its measured training throughput."""
-    # --limit counts training images, at most the dataset's (a larger one takes them all)
-    pool = TRAINING_IMAGES.get(dataset)
-    images = (min(limit, pool) if limit and pool else limit) or pool or FOLDER_IMAGES
+    images = limited(dataset, limit) or TRAINING_IMAGES.get(dataset) or FOLDER_IMAGES
     per_fold = images * (folds - 1) / folds * epochs * (IMAGE_SIDES.get(dataset, 32) / 32) ** 2
     return per_fold / CPU_IMAGES_PER_SECOND[(family, config)] * METHOD_COST[method] + SECONDS_PER_UNIT
 

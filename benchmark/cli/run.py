@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, safe_
                                setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
-from benchmark.suites import (TRAINING_IMAGES, PixelCountError, Suite, builtin_suites, get_suite, is_suite_file,
+from benchmark.suites import (PixelCountError, Suite, builtin_suites, get_suite, is_suite_file, limited,
                               tuned_name)
 from benchmark.tables import text_table
 
@@ -270,17 +269,14 @@ def cmd_suites(args: argparse.Namespace) -> int:
     for name, suite in zip(args.suites, named):
         if clash := builtin_name_clash(name, suite):
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
-    shown = [overridden(suite, epochs=args.epochs, folds=args.folds, repeats=args.repeats, limit=args.limit)
-             for suite in named or builtin_suites().values()]
-    # a limit at or above the dataset's training images takes them all, as the estimate does
+    sizes = {"epochs": args.epochs, "folds": args.folds, "repeats": args.repeats, "limit": args.limit}
+    shown = [overridden(suite, **sizes) for suite in named or builtin_suites().values()]
     table = [[suite.name, len(suite.configurations), suite.folds, suite.units, suite.train.epochs,
-              "all" if not suite.limit or suite.limit >= TRAINING_IMAGES.get(suite.dataset, math.inf) else suite.limit,
-              duration(suite.cpu_seconds()), suite.description]
+              limited(suite.dataset, suite.limit) or "all", duration(suite.cpu_seconds()), suite.description]
              for suite in shown]
     print(text_table(table, ("suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU",
                              "description"), ("left", *["right"] * 6, "left")))
-    given = [f"--{key} {value}" for key, value in (("epochs", args.epochs), ("folds", args.folds),
-                                                    ("repeats", args.repeats), ("limit", args.limit)) if value]
+    given = [f"--{key} {value}" for key, value in sizes.items() if value]
     if given:  # the descriptions are of the suites as their files give them
         print(f"(with {', '.join(given)}; the descriptions give each suite as it is defined)")
     for suite in shown if named else ():  # a suite asked for by name: what it trains, too
