@@ -332,10 +332,11 @@ def _changes(key: str, there: object, now: object) -> list[str]:
     return [f"{key} {setting_text(there)} there, {setting_text(now)} now"]
 
 
-def setting_text(value: object) -> str:
-    """A setting as a message shows it: JSON, but "unset" for None (a `limit` of every image, say)."""
-    text = "unset" if value is None else json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def setting_text(value: object, width: int | None = 60) -> str:
+    """A setting as a reader types it (``objectives=recon,latent``), not as Python or JSON write it
+    (``['recon', 'latent']``); "unset" for None (a `limit` of every image, say); cut at ``width``."""
+    text = "unset" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 
 def delete_hint(study: str, url: str) -> str:

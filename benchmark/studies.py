@@ -28,7 +28,7 @@ from benchmark.checks import did_you_mean
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, describe_ranges
 from benchmark.storage import (StoreError, looking_at, open_for_reading, password_hidden, safe_url, same_storage,
-                               sqlite_file, sqlite_url, status_counts, trial_status)
+                               setting_text, sqlite_file, sqlite_url, status_counts, trial_status)
 from benchmark.store import held_configurations
 from benchmark.tables import text_table
 
@@ -266,12 +266,6 @@ def _params_text(params: dict) -> str:
     return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def _setting(value: object) -> str:
-    """A stored setting as a reader types it (``objectives=recon,latent``), not as Python writes it
-    (``['recon', 'latent']``); "unset" for None (a `limit` of every image, say)."""
-    return "unset" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
 def describe_study(study: optuna.Study) -> str:
     """Settings, best parameters, the top trials and the per-fold values of the best trial."""
     names = objective_names(study)
@@ -286,8 +280,10 @@ def describe_study(study: optuna.Study) -> str:
     if isinstance(settings, dict):
         # A suite study's configurations are those its units were enqueued for (its files may have grown), and its
         # tuned ones those its units were trained as too (a rerun may train a search's new best): read from trials.
-        hidden = ("ranges", "configurations", "params_from") if suite else ("ranges",)
-        lines.append("settings: " + ", ".join(f"{k}={_setting(v)}" for k, v in settings.items() if k not in hidden))
+        # The metrics version is the tool's, not a setting a user gives: a study of another is refused by name.
+        hidden = ("ranges", "metrics_version") + (("configurations", "params_from") if suite else ())
+        lines.append("settings: " + ", ".join(f"{k}={setting_text(v, width=None)}" for k, v in settings.items()
+                                              if k not in hidden))
         if isinstance(settings.get("ranges"), dict):
             lines.append("ranges: " + describe_ranges({k: ParamRange(**r) for k, r in settings["ranges"].items()}))
     lines.extend(f"trial #{t.number} failed: {t.user_attrs['error']}" for t in trials

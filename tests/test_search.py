@@ -154,6 +154,7 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     assert f"best parameters: exponent={best.params['exponent']:.6g}, beta={best.params['beta']:.6g}" in out
     settings = next(line for line in out.splitlines() if line.startswith("settings: ")).split(", ")
     assert "objectives=recon" in settings and "[" not in ", ".join(settings)  # as --objectives takes it, not ['recon']
+    assert "epochs=1" in settings and not any(s.startswith("metrics_version=") for s in settings)
     ranked = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
     header, alignment, top = text_table(out.split("top 3 trials:\n")[1].split("\n\n")[0].splitlines())
     assert header == ["trial", "recon", "parameters"] and alignment == ["right", "right", "left"]

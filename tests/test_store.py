@@ -180,8 +180,8 @@ def test_a_settings_mismatch_names_the_entries_that_differ_not_a_cut_long_value(
               "configurations": ["vae/1/baseline", "vae/1/single/gaussian/a=20"], "epochs": 3}
     message = differing_settings_message("s", "sqlite:///x.db", stored, wanted)
     assert message == ("study 's' in sqlite:///x.db was made with other settings ("
-                       'configurations ["vae/1/single/uniform/a=40"] there only, '
-                       'configurations ["vae/1/single/gaussian/a=20"] now only, ranges.w2.high 20.0 there, 3.0 now)')
+                       'configurations vae/1/single/uniform/a=40 there only, '
+                       'configurations vae/1/single/gaussian/a=20 now only, ranges.w2.high 20.0 there, 3.0 now)')
     reordered = {**stored, "configurations": stored["configurations"][::-1]}
     assert message.startswith("study") and "(configurations in another order)" in differing_settings_message(
         "s", "sqlite:///x.db", stored, reordered)
