@@ -397,6 +397,15 @@ def test_cli_bench_names_the_flag_of_a_number_out_of_range(tmp_path, capsys, arg
     assert capsys.readouterr().err == f"error: {said}\n"
 
 
+def test_cli_bench_says_an_error_of_the_timings_as_it_is_not_of_a_flag(tmp_path, capsys, monkeypatch):
+    def fails(*args):  # an error met while timing, not a refused argument, though it begins with "batch"
+        raise ValueError("batch norm needs more than one value per channel")
+
+    monkeypatch.setattr("benchmark.bench.throughput.measure_matmul_peak", fails)
+    assert main(["bench", "--steps", "1", "--warmup", "0", "--families", "vae:1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "error: batch norm needs more than one value per channel"
+
+
 def test_cli_bench_rejects_a_one_fold_ensemble_before_benchmarking(tmp_path, capsys):
     assert main(["bench", "--ensemble", "1", "--out", str(tmp_path)]) == 2
     assert "at least 2 folds" in capsys.readouterr().err

@@ -73,6 +73,11 @@ FEW_STEPS = 10  # below it a fold's fixed costs pass about 5 % of ours's timed r
 THROUGHPUT_CSV, ENSEMBLE_CSV = "throughput.csv", "ensemble.csv"  # the files `bench` writes into --out
 
 
+class BenchArgumentError(ValueError):
+    """A refused argument of ``run_bench`` or ``run_ensemble_bench``, its message beginning with the
+    argument's name: the CLI says it of the flag of that name, and no other error it meets in the timings."""
+
+
 class BenchWorkerError(ValueError):
     """A process of ``ours_parallel`` failed or was killed; the message is one line (the CLI's
     ``error:`` line, as for a run's out-of-memory)."""
@@ -146,7 +151,7 @@ def parse_methods(methods: Iterable[str] | None) -> list[str]:
 
 def _check_count(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise BenchArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def bench_configuration(family: str, config: int, method: str) -> Configuration:
@@ -325,7 +330,7 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
 
     images = load_dataset(dataset, data_root, download=download).train
     if batch > len(images):  # the timed steps would hold steps × batch copies of the images in memory
-        raise ValueError(f"batch {batch} is more than the {len(images):,} training images of {dataset}; give at "
+        raise BenchArgumentError(f"batch {batch} is more than the {len(images):,} training images of {dataset}; give at "
                          f"most {len(images)}")
     return models, chosen, torch_device, images
 
@@ -367,11 +372,11 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
     for name, value, minimum in (("repeats", repeats, 1), ("workers", workers, 1), ("seed", seed, 0)):
         _check_count(name, value, minimum)
     if peak_size is not None and peak_size < 1:
-        raise ValueError(f"peak_size must be >= 1, got {peak_size!r}")
+        raise BenchArgumentError(f"peak_size must be >= 1, got {peak_size!r}")
     models, chosen, torch_device, images = _prepare(families, methods, steps, warmup, batch, device, precision,
                                                     dataset, data_root, download)
     if workers > 1 and torch_device.type != "cpu":
-        raise ValueError("workers > 1 is measured on the CPU only (--device cpu)")
+        raise BenchArgumentError("workers > 1 is measured on the CPU only (--device cpu)")
     for note in setting_notes(steps, naive, peak_size, torch_device, warmup) if notes else ():
         notes(note)
     peak = measure_matmul_peak(torch_device, peak_size)

@@ -96,6 +96,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     from benchmark.bench import (
         ENSEMBLE_CSV,
+        BenchArgumentError,
         format_ensemble_table,
         format_table,
         run_bench,
@@ -123,7 +124,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
                            seed=args.seed, repeats=args.repeats, peak_size=args.peak_size, precision=args.precision,
                            workers=args.workers, data_root=args.data_root, download=args.download,
                            progress=progress, notes=_stderr)
-    except ValueError as err:  # a number the library names as its argument: said of the flag that gave it
+    except BenchArgumentError as err:  # a number the library names as its argument: said of the flag that gave it
         raise said_of_flags(err, FLAGGED_NUMBERS) from None
     print(format_table(result))
     if note := busy_note("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine"):
