@@ -21,6 +21,6 @@ from benchmark.bench.throughput import (
     write_throughput,
 )
 
-__all__ = ["ENSEMBLE_CSV", "BenchArgumentError", "BenchRow", "BenchWorkerError", "EnsembleRow", "MatmulPeak", "bench_configuration",
-           "bench_one", "format_ensemble_table", "format_table", "naive_masks", "plain_process", "run_bench",
-           "run_ensemble_bench", "training_flops", "write_csv", "write_throughput"]
+__all__ = ["ENSEMBLE_CSV", "BenchArgumentError", "BenchRow", "BenchWorkerError", "EnsembleRow", "MatmulPeak",
+           "bench_configuration", "bench_one", "format_ensemble_table", "format_table", "naive_masks", "plain_process",
+           "run_bench", "run_ensemble_bench", "training_flops", "write_csv", "write_throughput"]

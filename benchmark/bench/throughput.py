@@ -330,8 +330,8 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
 
     images = load_dataset(dataset, data_root, download=download).train
     if batch > len(images):  # the timed steps would hold steps × batch copies of the images in memory
-        raise BenchArgumentError(f"batch {batch} is more than the {len(images):,} training images of {dataset}; give at "
-                         f"most {len(images)}")
+        raise BenchArgumentError(f"batch {batch} is more than the {len(images):,} training images of {dataset}; "
+                                 f"give at most {len(images)}")
     return models, chosen, torch_device, images
 
 
