@@ -47,7 +47,7 @@ from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
                              frequency_nats, train_prior)
-from benchmark.progress import progress_bar
+from benchmark.progress import chosen_progress, progress_bar
 from benchmark.results import (SuiteResults, checkpoint_file, current_priors, existing_path, load_suite,
                                prior_csv_path, read_prior, run_dataset, safe_name)
 from benchmark.train import resolve_device
@@ -425,6 +425,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     """
     check_arguments(epochs=epochs, batch_size=batch_size, lr=lr, samples=samples, temperature=temperature,
                     hidden=hidden, layers=layers, kernel=kernel, fold=fold)
+    chosen_progress()  # a mistyped value fails before anything is trained, not once the bar is made
     torch_device = resolve_device(device)
     results_dir = Path(results_dir)
     targets, skipped, data = select_targets(results_dir, suite, config_ids, fold)

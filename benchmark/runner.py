@@ -47,7 +47,7 @@ from benchmark.storage import (
 from benchmark.results import read_meta
 from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, open_suite_study, parse_unit, study_name,
                              unit_key, unit_keys, unit_states, unlisted_configurations)
-from benchmark.progress import CostEta, duration, progress_bar
+from benchmark.progress import CostEta, chosen_progress, duration, progress_bar
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
                              resolve_device, train_fold, training_device)
@@ -479,6 +479,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     """
     check_workers(workers)
     check_choice("fold-parallel mode", fold_parallel, ("auto", "on", "off"))
+    chosen_progress()  # a mistyped value fails before the study is touched, not in each worker's first bar
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
     asked = suite
     agreed = _with_agreed_precision(asked, store, device, fold_parallel)  # and one the study refuses, before data loads

@@ -52,7 +52,7 @@ from benchmark.config import TRAIN_CHECKS, Configuration
 from benchmark.cv import fold_indices
 from benchmark.processes import (Interrupted, Interrupts, check_workers, crowded_note, run_workers,
                                  shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
-from benchmark.progress import CostEta, duration, progress_bar
+from benchmark.progress import CostEta, chosen_progress, duration, progress_bar
 from benchmark.storage import (
     StoreConfig,
     StoreError,
@@ -371,6 +371,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     from benchmark.train import agreed_precision, training_device
 
     started = time.perf_counter()
+    chosen_progress()  # a mistyped value fails before the study is made, not in each worker's first bar
     name = study_name or settings.default_study_name()
     storage_url = storage_url or default_storage(name)
     # Load the data first: missing dataset files must not leave an empty study behind.

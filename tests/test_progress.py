@@ -7,7 +7,12 @@ import pytest
 from conftest import cli
 from tqdm import tqdm
 
+from benchmark.prior_stage import run_prior_stage
 from benchmark.progress import CostEta, LogLines, progress_bar
+from benchmark.runner import run_suite
+from benchmark.search import run_search
+from benchmark.search_space import SearchSettings
+from benchmark.storage import StoreConfig
 from benchmark.suites import get_suite
 
 
@@ -128,3 +133,15 @@ def test_a_mistyped_progress_variable_stops_a_command_before_it_starts(tmp_path,
     assert capsys.readouterr().err == ("error: unknown MTVAE_BENCH_PROGRESS value 'line' (did you mean 'lines'?); "
                                        "choose one of: bar, lines\n")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("start", [
+    lambda folder: run_suite(get_suite("smoke"), StoreConfig(studies_dir=folder / "studies", results_dir=folder)),
+    lambda folder: run_search(SearchSettings("vae", 1, "baseline", limit=200), f"sqlite:///{folder / 's.db'}"),
+    lambda folder: run_prior_stage(folder, "smoke"),
+], ids=["run_suite", "run_search", "run_prior_stage"])
+def test_a_mistyped_progress_variable_stops_a_library_call_before_it_starts(tmp_path, monkeypatch, start):
+    monkeypatch.setenv("MTVAE_BENCH_PROGRESS", "line")
+    with pytest.raises(ValueError, match="unknown MTVAE_BENCH_PROGRESS value 'line'"):
+        start(tmp_path)
+    assert not list(tmp_path.iterdir())  # no study, no results: not once its bar is made
