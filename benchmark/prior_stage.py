@@ -335,10 +335,7 @@ def _stale(old: pd.DataFrame, replaced: pd.Series, settings: dict) -> pd.Series:
 
 def _recorded(rows: pd.DataFrame) -> pd.Series:
     """Which prior rows record their settings (a row of an earlier version records none)."""
-    recorded = pd.Series(True, index=rows.index)
-    for key in SETTINGS:
-        recorded &= rows[key].notna() if key in rows else False
-    return recorded
+    return rows.reindex(columns=list(SETTINGS)).notna().all(axis=1)
 
 
 def _with_settings(rows: pd.DataFrame) -> bool:
@@ -377,10 +374,7 @@ def _update_csv(results_dir: Path, suite: str, results: pd.DataFrame, rows: list
 
 def _made_with(rows: pd.DataFrame, settings: dict) -> pd.Series:
     """Which prior rows record these settings (a row of an earlier version records none)."""
-    alike = pd.Series(True, index=rows.index)
-    for key, value in settings.items():
-        alike &= rows[key].eq(value) if key in rows else False
-    return alike
+    return rows.reindex(columns=list(settings)).eq(pd.Series(settings)).all(axis=1)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
