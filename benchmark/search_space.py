@@ -40,7 +40,9 @@ class ParamRange:
     log: bool = True
 
     def check(self, name: str) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"range for {name} must have finite bounds, got {self.low:g}:{self.high:g}")
+        if self.low >= self.high:
             raise ValueError(f"empty range for {name}: {self.low:g}:{self.high:g} (low must be < high)")
         positive = self.log or name in ("exponent", "softadapt_beta")  # log scale, or power(a) needs a > 0
         if self.low < 0 or (positive and self.low == 0):

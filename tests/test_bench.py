@@ -406,9 +406,10 @@ def test_cli_bench_says_an_error_of_the_timings_as_it_is_not_of_a_flag(tmp_path,
     assert capsys.readouterr().err.splitlines()[-1] == "error: batch norm needs more than one value per channel"
 
 
-def test_cli_bench_rejects_a_one_fold_ensemble_before_benchmarking(tmp_path, capsys):
-    assert main(["bench", "--ensemble", "1", "--out", str(tmp_path)]) == 2
-    assert "at least 2 folds" in capsys.readouterr().err
+@pytest.mark.parametrize("folds", ["1", "0"])  # 0 was taken as no --ensemble, and removed an earlier ensemble.csv
+def test_cli_bench_rejects_an_ensemble_of_under_two_folds_before_benchmarking(tmp_path, capsys, folds):
+    assert main(["bench", "--ensemble", folds, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --ensemble needs at least 2 folds, got {folds}\n"
     assert not (tmp_path / "throughput.csv").exists()
 
 

@@ -840,6 +840,7 @@ def test_help_gives_the_default_study_name_with_other_objectives(tmp_path, monke
 @pytest.mark.parametrize("bad, message", [
     (["--range", "exponent=60:10"], "empty range for exponent"),
     (["--range", "beta=-1:10"], "must be > 0"),
+    (["--range", "beta=1:inf"], "--range for beta must have finite bounds, got 1:inf"),  # not "empty range"
     (["--range", "exponent=10-60"], "bad range"),
     (["--range", "w1=1:2"], "it tunes: exponent, beta"),
     (["--objectives", "recon,nope"], "bad objectives"),

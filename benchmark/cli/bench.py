@@ -63,7 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--seed", type=int, default=0, help="seed of the models' initial weights and of training "
                                                          "(default 0; the figures hardly depend on it)")
     bench.add_argument("--no-naive", action="store_true", help="skip the naive reference loop")
-    bench.add_argument("--ensemble", type=int, metavar="FOLDS", default=0,
+    bench.add_argument("--ensemble", type=int, metavar="FOLDS",
                        help="also time FOLDS folds trained one by one against the same folds stacked as one "
                             "vectorised ensemble (what `run --fold-parallel` does); writes OUT/ensemble.csv")
     bench.add_argument("--out", type=Path, default=Path("reports/bench"),
@@ -108,7 +108,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
     from benchmark.ensemble import stacking_problem
     from benchmark.train import training_device
 
-    if args.ensemble and args.ensemble < 2:  # before the long main benchmark, not after it
+    if args.ensemble is not None and args.ensemble < 2:  # before the long main benchmark, not after it
         raise ValueError(f"--ensemble needs at least 2 folds, got {args.ensemble}")
     if args.ensemble:
         settings = TrainConfig(device=args.device, precision=args.precision)
