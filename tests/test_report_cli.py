@@ -68,6 +68,9 @@ def test_a_report_of_every_suite_without_results_says_whether_their_folder_is_th
     assert one_line_error(capsys) == ("error: no folder nowhere/: run `python -m benchmark run --suite smoke` first, "
                                       "or give --results-dir the folder a run exported its results to (results/ where "
                                       "it ran)")
+    assert report(tmp_path, "--suite", "smoke", "--results-dir", "nowhere") == 2  # it said "run it first"
+    assert one_line_error(capsys) == ("error: no folder nowhere/ (--results-dir): give the folder a run exported its "
+                                      "results to (results/ where it ran)")
     (tmp_path / "results").mkdir()
     assert report(tmp_path) == 2
     assert one_line_error(capsys) == "error: no results in results/; run `python -m benchmark run --suite smoke` first"

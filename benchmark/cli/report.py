@@ -64,6 +64,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ReportError(f"no results for suite {name!r} in {args.results_dir}/, but {beside}/ beside {path} has "
                               f"them: give `--results-dir {shlex.quote(str(beside))}` (a run exports to results/ in "
                               "the folder it ran in)")
+    if not args.results_dir.is_dir() and args.results_dir != Path("results"):  # a mistyped path, not "run it first"
+        raise ReportError(f"no folder {args.results_dir}/ (--results-dir): give the folder a run exported its "
+                          "results to (results/ where it ran)")
     for suite in suites:  # every report's folder, before the first report is written
         check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
     skipped: list[str] = []
