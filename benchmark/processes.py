@@ -172,6 +172,12 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def worker_threads(workers: int) -> int:
+    """The torch threads of each of ``workers`` processes: the usable cores shared among them (N
+    workers × all cores each would thrash)."""
+    return max(1, usable_cores() // workers)
+
+
 def _machine_cpus() -> int:
     return os.cpu_count() or 1  # the load average is the machine's, whatever our affinity
 
@@ -195,6 +201,18 @@ def busy_note(during: str, consequence: str, load: float | None = None, cpus: in
         return None
     return (f"warning: the machine was busy while {during} (load average {load:.1f} on {cpus} cores): other work "
             f"took cores from it, so {consequence}")
+
+
+def shared_threads_note(threads: int, load: float | None = None, cpus: int | None = None) -> str | None:
+    """A note before CPU training, where other work already holds the machine's cores: each step split
+    over ``threads`` threads waits for the slowest, whose core the other work holds (on 2 busy cores,
+    5 times slower than one thread)."""
+    cpus = cpus or _machine_cpus()
+    if threads < 2 or (load := busy_load(load, cpus)) is None:
+        return None
+    return (f"note: the machine is busy (load average {load:.1f} on {cpus} cores): each training step is split "
+            f"over {threads} threads, which wait for one another while other work holds their cores; on a shared "
+            "machine, OMP_NUM_THREADS=1 before the command trains several times faster")
 
 
 def crowded_note(workers: int, cores: int | None = None) -> str | None:

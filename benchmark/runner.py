@@ -23,7 +23,8 @@ from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
                               save_checkpoint, sweep_checkpoints)
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
-                                 shared_with_workers, stop_with_parent, usable_cores, worker_exits, worker_id)
+                                 shared_threads_note, shared_with_workers, stop_with_parent, worker_exits, worker_id,
+                                 worker_threads)
 from benchmark.reuse import take_units
 from benchmark.run_status import (RunSummary, configurations_to_train, resume_line, settled_units, summarise_run,
                                   unlisted_note)
@@ -517,9 +518,12 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     note = idle_softadapt_note((c.balance for c in suite.configurations if c.id in to_train),
                                min(len(t) for t, _ in folds), suite.train.batch_size, suite.train.epochs)
     done_before, failed = settled_units(states, suite)
-    workers = max(1, min(workers, suite.units - done_before - len(failed)))
+    left = suite.units - done_before - len(failed)
+    workers, trains_on_cpu = max(1, min(workers, left)), left > 0 and device.type == "cpu"
+    threads = worker_threads(workers)
     for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device),
-                 stacked_on_cpu_note(together, device)):
+                 stacked_on_cpu_note(together, device),
+                 trains_on_cpu and shared_threads_note(torch.get_num_threads() if workers == 1 else threads)):
         if line:
             print(line, file=sys.stderr)
     failures, killed, run_id = 0, [], uuid.uuid4().hex
@@ -527,7 +531,6 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         if workers == 1:
             _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command, run_id))
         else:
-            threads = max(1, usable_cores() // workers)
             shared = shared_with_workers(images)
             failures, killed = worker_exits(run_workers(_work_in_process, [
                 (suite, store, i, show_progress, together, threads, command, run_id, shared) for i in range(workers)]))

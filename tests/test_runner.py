@@ -30,7 +30,7 @@ from benchmark.cv import fold_indices, fold_label
 from benchmark.data import load_dataset
 from benchmark.export import load_checkpoint
 from benchmark.files import write_whole
-from benchmark.processes import crowded_note
+from benchmark.processes import crowded_note, shared_threads_note
 from benchmark.runner import Heartbeats, Interrupts, _Worker, long_on_cpu_note
 from benchmark.storage import METRICS_VERSION, StoreConfig, status_counts
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
@@ -1114,6 +1114,15 @@ def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():
                                         "turns and slow each other down; --workers 2 is the most that helps here")
 
 
+def test_threads_that_wait_for_cores_other_work_holds_are_a_note_before_training():
+    assert shared_threads_note(2, load=2.9, cpus=2) is None  # our own work keeps about one per core busy
+    assert shared_threads_note(1, load=9.0, cpus=2) is None  # one thread waits for no other
+    assert shared_threads_note(2, load=4.6, cpus=2) == (
+        "note: the machine is busy (load average 4.6 on 2 cores): each training step is split over 2 threads, which "
+        "wait for one another while other work holds their cores; on a shared machine, OMP_NUM_THREADS=1 before the "
+        "command trains several times faster")
+
+
 def test_a_long_run_on_a_cpu_says_what_its_units_left_cost_before_it_starts():
     full, cpu = get_suite("full"), torch.device("cpu")
     keys = unit_keys(full)
@@ -1175,8 +1184,11 @@ def test_a_run_on_a_busy_machine_warns_that_its_training_times_are_high(tmp_path
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (9.0, 9.0, 9.0))
     monkeypatch.setattr("benchmark.processes.os.cpu_count", lambda: 2)
-    assert run_cli(tmp_path, "--suite", "small.toml") == 0
-    assert capsys.readouterr().err.endswith(
+    monkeypatch.setattr("benchmark.runner.torch.get_num_threads", lambda: 2)
+    assert run_cli(tmp_path, "--suite", "small.toml", "--device", "cpu") == 0
+    err = capsys.readouterr().err
+    assert "note: the machine is busy (load average 9.0 on 2 cores): each training step is split over 2" in err
+    assert err.endswith(
         "warning: the machine was busy while this run trained (load average 9.0 on 2 cores): other work took cores "
         "from it, so its units' training times (`seconds`, the report's cost column) are high\n")
     assert run_cli(tmp_path, "--suite", "small.toml") == 0

@@ -128,6 +128,15 @@ def test_a_rerun_beats_at_the_study_s_interval(searched, capsys):
     assert load(cwd).user_attrs["heartbeat"] == 10
 
 
+def test_a_search_on_a_busy_machine_says_its_threads_wait_for_cores(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr("benchmark.processes.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 2)
+    assert search_cli(tmp_path, "--trials", "1") == 0
+    assert "note: the machine is busy (load average 9.0 on 2 cores): each training step is split over 2 threads" \
+           in capsys.readouterr().err
+
+
 def test_settings_must_match_to_resume(searched, capsys):
     cwd, _ = searched
     assert search_cli(cwd, "--trials", "5", "--epochs", "2") == 2

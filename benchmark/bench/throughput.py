@@ -57,7 +57,7 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.files import write_whole
 from benchmark.models import METHODS, MODEL_CONFIGS
 from benchmark.processes import (heed_ctrl_c, heeds_ctrl_c, interrupts_ignored, signal_name, start_shielded,
-                                 stop_with_parent, terminate_as_interrupt, usable_cores)
+                                 stop_with_parent, terminate_as_interrupt, usable_cores, worker_threads)
 from benchmark.tables import text_table
 from benchmark.train import device_name, new_model, resolve_device, train_fold, training_device
 
@@ -224,7 +224,7 @@ def ours_parallel(configuration: Configuration, images: torch.Tensor, steps: int
     ``BenchWorkerError`` when one fails, KeyboardInterrupt when one is interrupted (or this process
     gets SIGTERM); the others are then killed (they keep nothing)."""
     context = multiprocessing.get_context("spawn")
-    threads = max(1, usable_cores() // workers)  # as `run --workers` shares them
+    threads = worker_threads(workers)  # as `run --workers` shares them
     barrier, spans = context.Barrier(workers), context.Queue()
     processes = [context.Process(target=_worker_train, args=(i, configuration, images, steps, warmup, batch, seed,
                                                              precision, threads, heeds_ctrl_c(), barrier, spans))
