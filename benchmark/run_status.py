@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from benchmark.storage import trial_status
+from benchmark.storage import safe_url, trial_status
 from benchmark.store import parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
 
@@ -70,6 +70,12 @@ def resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str |
             f"{grace_period:g} s after its last heartbeat)") if running else ""
     return (f"resuming: {done} of {suite.units} units already done{failed}; "
             f"{suite.units - done - len(errors)} not finished{added}{live}")
+
+
+def new_study_line(study: optuna.Study, url: str, results: Path) -> str:
+    """Where a run that finds no earlier units keeps them and exports them: a run started in another
+    folder (or with a mistyped --storage) starts anew there, and says so before it trains."""
+    return f"new study {study.study_name!r} in {safe_url(url)}; its results go to {results}"
 
 
 def unlisted_note(study: optuna.Study, unlisted: list[str], results: Path) -> str | None:

@@ -26,8 +26,8 @@ from benchmark.processes import (Interrupted, Interrupts, busy_load, check_worke
                                  shared_threads_note, shared_with_workers, stop_with_parent, worker_exits, worker_id,
                                  worker_threads)
 from benchmark.reuse import take_units
-from benchmark.run_status import (RunSummary, configurations_to_train, resume_line, settled_units, summarise_run,
-                                  unlisted_note)
+from benchmark.run_status import (RunSummary, configurations_to_train, new_study_line, resume_line, settled_units,
+                                  summarise_run, unlisted_note)
 from benchmark.storage import (
     METRICS_VERSION,
     StoreConfig,
@@ -504,7 +504,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     unlisted = unlisted_configurations(study, suite)
     results = store.results_dir / f"{suite.name}.csv"
     for line in (*notes, precision_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
-                 export_note(suite, store), resume_line(study, suite, store.grace_period),
+                 export_note(suite, store),
+                 resume_line(study, suite, store.grace_period) or new_study_line(study, store.url(suite.name), results),
                  unlisted_note(study, unlisted, results)):
         if line:
             print(line, file=sys.stderr)

@@ -157,10 +157,15 @@ def test_the_idle_softadapt_note_is_said_of_configurations_the_run_trains_only(t
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0).replace("w1 = 1.0", "softadapt = true"))
     idle = "note: SoftAdapt re-weights every 100 steps, but a fold trains only 1 step here"
     assert run_cli(tmp_path, "--suite", "small.toml") == 0
-    assert idle in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert idle in err
+    # where a run that finds no earlier units keeps them: from another folder it starts anew, and says where
+    new = f"new study 'suite-small' in sqlite:///{Path('studies') / 'small.db'}; its results go to " \
+          f"{Path('results') / 'small.csv'}"
+    assert new in err.splitlines()
     assert run_cli(tmp_path, "--suite", "small.toml") == 0
     err = capsys.readouterr().err
-    assert "resuming: 4 of 4 units already done" in err and idle not in err
+    assert "resuming: 4 of 4 units already done" in err and idle not in err and "new study" not in err
 
 
 def test_each_unit_records_its_metrics_version_and_whether_other_work_kept_the_machine_busy(tmp_path, monkeypatch,
