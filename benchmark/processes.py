@@ -178,6 +178,14 @@ def worker_threads(workers: int) -> int:
     return max(1, usable_cores() // workers)
 
 
+def training_threads(workers: int) -> int:
+    """The torch threads each of ``workers`` processes trains with: one keeps torch's own (a thread per
+    core, or OMP_NUM_THREADS), several share the usable cores (``worker_threads``)."""
+    import torch
+
+    return torch.get_num_threads() if workers == 1 else worker_threads(workers)
+
+
 def _machine_cpus() -> int:
     return os.cpu_count() or 1  # the load average is the machine's, whatever our affinity
 

@@ -23,8 +23,8 @@ from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
                               save_checkpoint, sweep_checkpoints)
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
-                                 shared_threads_note, shared_with_workers, stop_with_parent, worker_exits, worker_id,
-                                 worker_threads)
+                                 shared_threads_note, shared_with_workers, stop_with_parent, training_threads,
+                                 worker_exits, worker_id, worker_threads)
 from benchmark.reuse import take_units
 from benchmark.run_status import (RunSummary, configurations_to_train, new_study_line, resume_line, settled_units,
                                   summarise_run, unlisted_note)
@@ -521,10 +521,9 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     done_before, failed = settled_units(states, suite)
     left = suite.units - done_before - len(failed)
     workers, trains_on_cpu = max(1, min(workers, left)), left > 0 and device.type == "cpu"
-    threads = worker_threads(workers)
     for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device),
                  stacked_on_cpu_note(together, device),
-                 trains_on_cpu and shared_threads_note(torch.get_num_threads() if workers == 1 else threads)):
+                 trains_on_cpu and shared_threads_note(training_threads(workers))):
         if line:
             print(line, file=sys.stderr)
     failures, killed, run_id = 0, [], uuid.uuid4().hex
@@ -532,7 +531,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         if workers == 1:
             _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command, run_id))
         else:
-            shared = shared_with_workers(images)
+            threads, shared = worker_threads(workers), shared_with_workers(images)
             failures, killed = worker_exits(run_workers(_work_in_process, [
                 (suite, store, i, show_progress, together, threads, command, run_id, shared) for i in range(workers)]))
     except KeyboardInterrupt:

@@ -51,8 +51,8 @@ from benchmark.checks import check_choice, field_problems, problems_of, raise_pr
 from benchmark.config import TRAIN_CHECKS, Configuration
 from benchmark.cv import fold_indices
 from benchmark.processes import (Interrupted, Interrupts, check_workers, crowded_note, run_workers,
-                                 shared_threads_note, shared_with_workers, stop_with_parent, worker_exits, worker_id,
-                                 worker_threads)
+                                 shared_threads_note, shared_with_workers, stop_with_parent, training_threads,
+                                 worker_exits, worker_id, worker_threads)
 from benchmark.progress import CostEta, chosen_progress, duration, progress_bar
 from benchmark.storage import (
     StoreConfig,
@@ -368,8 +368,6 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials; in
     ``storage_url``, by default the study's own SQLite file (``studies.default_storage``)."""
-    import torch
-
     from benchmark.data import limit_note, load_dataset, unused_source_note
     from benchmark.train import agreed_precision, training_device
 
@@ -400,8 +398,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     # Messages only after every check, so that an error stays the only line.
     for line in (elsewhere, precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
                  unused_source_note(settings.dataset, options.data_root, options.download),
-                 crowded_note(options.workers), device.type == "cpu" and shared_threads_note(
-                     torch.get_num_threads() if options.workers == 1 else worker_threads(options.workers))):
+                 crowded_note(options.workers),
+                 device.type == "cpu" and shared_threads_note(training_threads(options.workers))):
         if line:
             print(line, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":
