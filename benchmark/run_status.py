@@ -73,7 +73,7 @@ def resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str |
 
 
 def new_study_line(study: optuna.Study, url: str, results: Path) -> str:
-    """Where a run that finds no earlier units keeps them and exports them: a run started in another
+    """Where a run that makes its study keeps its units and exports them: a run started in another
     folder (or with a mistyped --storage) starts anew there, and says so before it trains."""
     return f"new study {study.study_name!r} in {safe_url(url)}; its results go to {results}"
 

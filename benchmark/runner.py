@@ -490,6 +490,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     suite.check_pixel_counts(images.shape[-1])  # e.g. a pixel count k larger than these images have
     store.check_folders(suite.name)
+    # a study is new where none stores its settings yet, not where it has no finished unit (an interrupted first run's)
+    new = stored_attr(store.url(suite.name), study_name(suite), "settings") is None
     suite, study, precision_note = opened_as_agreed(
         agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
         lambda chosen: open_suite_study(chosen, store,
@@ -504,8 +506,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     unlisted = unlisted_configurations(study, suite)
     results = store.results_dir / f"{suite.name}.csv"
     for line in (*notes, precision_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
-                 export_note(suite, store),
-                 resume_line(study, suite, store.grace_period) or new_study_line(study, store.url(suite.name), results),
+                 export_note(suite, store), new and new_study_line(study, store.url(suite.name), results),
+                 resume_line(study, suite, store.grace_period),
                  unlisted_note(study, unlisted, results)):
         if line:
             print(line, file=sys.stderr)

@@ -157,15 +157,10 @@ def test_the_idle_softadapt_note_is_said_of_configurations_the_run_trains_only(t
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0).replace("w1 = 1.0", "softadapt = true"))
     idle = "note: SoftAdapt re-weights every 100 steps, but a fold trains only 1 step here"
     assert run_cli(tmp_path, "--suite", "small.toml") == 0
-    err = capsys.readouterr().err
-    assert idle in err
-    # where a run that finds no earlier units keeps them: from another folder it starts anew, and says where
-    new = f"new study 'suite-small' in sqlite:///{Path('studies') / 'small.db'}; its results go to " \
-          f"{Path('results') / 'small.csv'}"
-    assert new in err.splitlines()
+    assert idle in capsys.readouterr().err
     assert run_cli(tmp_path, "--suite", "small.toml") == 0
     err = capsys.readouterr().err
-    assert "resuming: 4 of 4 units already done" in err and idle not in err and "new study" not in err
+    assert "resuming: 4 of 4 units already done" in err and idle not in err
 
 
 def test_each_unit_records_its_metrics_version_and_whether_other_work_kept_the_machine_busy(tmp_path, monkeypatch,
@@ -654,6 +649,20 @@ def test_a_run_ends_when_its_own_units_are_done_whatever_else_the_study_holds(tm
             "configurations only") in capsys.readouterr().err
     waiting = study_of(tmp_path, "small").get_trials(states=(TrialState.WAITING,))
     assert [unit_of(t) for t in waiting] == [unit_key("vq-vae/2/baseline", 0)]  # left for a run that lists it
+
+
+def test_a_run_says_where_it_keeps_a_new_study_and_not_of_one_it_finds(tmp_path, capsys):
+    head, first, second = SMALL_SUITE.format(folds=2, w1=1.0).split("[[configurations]]")
+    (tmp_path / "small.toml").write_text(head + "[[configurations]]" + first)
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    new = (f"new study 'suite-small' in sqlite:///{Path('studies') / 'small.db'}; its results go to "
+           f"{Path('results') / 'small.csv'}")
+    assert new in capsys.readouterr().err.splitlines()  # from another folder it starts anew, and says where
+    # A file of that name with another configuration finds no unit of its own in the study, which is not new.
+    (tmp_path / "small.toml").write_text(head + "[[configurations]]" + second)
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    err = capsys.readouterr().err
+    assert "new study" not in err and "also holds the units of 1 configuration" in err
 
 
 def test_a_variant_run_under_its_own_name_keeps_the_suites_results(tmp_path, capsys):
