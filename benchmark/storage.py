@@ -333,9 +333,19 @@ def _changes(key: str, there: object, now: object) -> list[str]:
 
 
 def setting_text(value: object, width: int | None = 60) -> str:
-    """A setting as a reader types it (``objectives=recon,latent``), not as Python or JSON write it
-    (``['recon', 'latent']``); "unset" for None (a `limit` of every image, say); cut at ``width``."""
-    text = "unset" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    """A setting as a reader types it (``objectives=recon,latent``, ``log=true``), not as Python or JSON
+    write it (``['recon', 'latent']``, ``True``); "unset" for None (a `limit` of every image, say); a
+    table as its ``key=value`` pairs; cut at ``width``."""
+    if value is None:
+        text = "unset"
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, list):
+        text = ",".join(setting_text(v, None) for v in value)
+    elif isinstance(value, dict):
+        text = " ".join(f"{k}={setting_text(v, None)}" for k, v in value.items())
+    else:
+        text = str(value)
     return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 

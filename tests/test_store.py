@@ -187,6 +187,15 @@ def test_a_settings_mismatch_names_the_entries_that_differ_not_a_cut_long_value(
         "s", "sqlite:///x.db", stored, reordered)
 
 
+def test_a_settings_mismatch_writes_values_as_a_reader_types_them():
+    stored = {"ranges": {"beta": {"low": 0.1, "high": 10.0, "log": True}}, "softadapt": False, "limit": None,
+              "objectives": ["recon"]}
+    wanted = {"ranges": {}, "softadapt": True, "limit": 200, "objectives": ["recon", "latent"]}
+    assert differing_settings_message("s", "sqlite:///x.db", stored, wanted) == (
+        "study 's' in sqlite:///x.db was made with other settings (limit unset there, 200 now, objectives latent now "
+        "only, ranges.beta low=0.1 high=10.0 log=true there, unset now, softadapt false there, true now)")
+
+
 def test_a_study_made_before_it_stored_a_setting_counts_at_the_value_it_trained_with():
     """A search stores its weight decay since it took --weight-decay; every search before trained at 0.01."""
     stored = {"epochs": 3, "metrics_version": METRICS_VERSION}
