@@ -47,12 +47,14 @@ def first_line(error: BaseException) -> str:
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the one of ``names`` closest to a mistyped ``name``, or ""."""
     names = list(names)
-    # The one it is in other case (SMOKE), else the one that it begins (vq-vae/1/single for
-    # vq-vae/1/single/gaussian/a=40), else the closest at 0.8, not difflib's 0.6: 'gpu' is no typo of
-    # 'cpu', nor '12' of '2'
+    # The one it is in other case (SMOKE; none where several are: Study, STUDY), else the one that it
+    # begins (vq-vae/1/single for vq-vae/1/single/gaussian/a=40), else the closest at 0.8, not
+    # difflib's 0.6: 'gpu' is no typo of 'cpu', nor '12' of '2'
     cased = [n for n in names if isinstance(n, str) and n.casefold() == name.casefold()]
     begun = [n for n in names if isinstance(n, str) and n.startswith(name)] if name else []
-    close = cased[:1] or (begun if len(begun) == 1 else difflib.get_close_matches(name, names, n=1, cutoff=0.8))
+    if len(cased) > 1:
+        return ""
+    close = cased or (begun if len(begun) == 1 else difflib.get_close_matches(name, names, n=1, cutoff=0.8))
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -174,8 +174,11 @@ def usable_cores() -> int:
 
 def worker_threads(workers: int) -> int:
     """The torch threads of each of ``workers`` processes: the usable cores shared among them (N
-    workers × all cores each would thrash)."""
-    return max(1, usable_cores() // workers)
+    workers × all cores each would thrash), or fewer where OMP_NUM_THREADS asks for fewer, as torch
+    takes it in one process."""
+    share = max(1, usable_cores() // workers)
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(asked)) if asked.isdigit() and int(asked) >= 1 else share
 
 
 def training_threads(workers: int) -> int:

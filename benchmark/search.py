@@ -398,8 +398,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     # Messages only after every check, so that an error stays the only line.
     for line in (elsewhere, precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
                  unused_source_note(settings.dataset, options.data_root, options.download),
-                 crowded_note(options.workers),
-                 device.type == "cpu" and shared_threads_note(training_threads(options.workers))):
+                 crowded_note(options.workers)):
         if line:
             print(line, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":
@@ -412,6 +411,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     used = budget_used(study.get_trials(deepcopy=False))
     cost = ""
     if device.type == "cpu" and used < options.trials:  # the defaults (100 epochs, all images) are a GPU's work
+        if busy := shared_threads_note(training_threads(options.workers)):
+            print(busy, file=sys.stderr)
         trial = settings.folds * fold_seconds(settings.family, settings.config, settings.method, settings.dataset,
                                               settings.limit, settings.folds, settings.epochs)
         to_go = options.trials - used

@@ -202,7 +202,9 @@ def test_a_method_without_its_kind_of_pixel_count_is_refused(make, message):
     (lambda: check_choice("configuration", "vq-vae/1/single", ["vq-vae/1/baseline", "vq-vae/1/single/gaussian/a=40"]),
      "unknown configuration 'vq-vae/1/single' (did you mean 'vq-vae/1/single/gaussian/a=40'?); choose one of: "
      "vq-vae/1/baseline, vq-vae/1/single/gaussian/a=40"),
-    # a name in capitals is far from its lower case for difflib: "unknown suite 'SMOKE'" gave no hint
+    # a name in capitals is far from its lower case for difflib: "unknown suite 'SMOKE'" gave no hint; of
+    # several in other case, none is the one meant
+    (lambda: check_choice("study", "study", ["Study", "STUDY"]), "unknown study 'study'; choose one of: Study, STUDY"),
     (lambda: get_suite("SMOKE"),
      "unknown suite 'SMOKE' (did you mean 'smoke'?); choose one of: smoke, quick, full, or a path to a .toml file"),
     (lambda: SearchSettings("vae", 1, "single", "uniform", ranges=dict([parse_range("exponant=1:10")])),

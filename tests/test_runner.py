@@ -30,7 +30,7 @@ from benchmark.cv import fold_indices, fold_label
 from benchmark.data import load_dataset
 from benchmark.export import load_checkpoint
 from benchmark.files import write_whole
-from benchmark.processes import crowded_note, shared_threads_note
+from benchmark.processes import crowded_note, shared_threads_note, worker_threads
 from benchmark.runner import Heartbeats, Interrupts, _Worker, long_on_cpu_note
 from benchmark.storage import METRICS_VERSION, StoreConfig, status_counts
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
@@ -1135,6 +1135,15 @@ def test_threads_that_wait_for_cores_other_work_holds_are_a_note_before_training
         "note: the machine is busy (load average 4.6 on 2 cores): each training step is split over 2 threads, which "
         "wait for one another while other work holds their cores; on a shared machine, OMP_NUM_THREADS=1 before the "
         "command trains several times faster")
+
+
+def test_workers_share_the_cores_and_take_fewer_threads_where_omp_num_threads_asks(monkeypatch):
+    monkeypatch.setattr("benchmark.processes.usable_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [worker_threads(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    for asked, threads in (("1", 1), ("2", 2), ("16", 4), ("0", 4), ("many", 4)):
+        monkeypatch.setenv("OMP_NUM_THREADS", asked)  # the busy CPU note's advice holds with --workers too
+        assert worker_threads(2) == threads
 
 
 def test_a_long_run_on_a_cpu_says_what_its_units_left_cost_before_it_starts():

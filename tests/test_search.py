@@ -135,6 +135,8 @@ def test_a_search_on_a_busy_machine_says_its_threads_wait_for_cores(tmp_path, ca
     assert search_cli(tmp_path, "--trials", "1") == 0
     assert "note: the machine is busy (load average 9.0 on 2 cores): each training step is split over 2 threads" \
            in capsys.readouterr().err
+    assert search_cli(tmp_path, "--trials", "1") == 0
+    assert "busy" not in capsys.readouterr().err  # it trains nothing
 
 
 def test_settings_must_match_to_resume(searched, capsys):
