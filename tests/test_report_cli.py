@@ -64,13 +64,14 @@ def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_a_report_of_every_suite_without_results_says_whether_their_folder_is_there(tmp_path, capsys):
-    assert report(tmp_path, "--results-dir", "nowhere") == 2  # it said "no results in nowhere/; run ... first"
-    assert one_line_error(capsys) == ("error: no folder nowhere/: run `python -m benchmark run --suite smoke` first, "
+    assert report(tmp_path) == 2  # it said "no results in results/; run ... first"
+    assert one_line_error(capsys) == ("error: no folder results/: run `python -m benchmark run --suite smoke` first, "
                                       "or give --results-dir the folder a run exported its results to (results/ where "
                                       "it ran)")
-    assert report(tmp_path, "--suite", "smoke", "--results-dir", "nowhere") == 2  # it said "run it first"
-    assert one_line_error(capsys) == ("error: no folder nowhere/ (--results-dir): give the folder a run exported its "
-                                      "results to (results/ where it ran)")
+    for suite in ((), ("--suite", "smoke")):  # a folder given, and not there: mistyped, not one to "run it first" into
+        assert report(tmp_path, *suite, "--results-dir", "nowhere") == 2
+        assert one_line_error(capsys) == ("error: no folder nowhere/ (--results-dir): give the folder a run exported "
+                                          "its results to (results/ where it ran)")
     (tmp_path / "results").mkdir()
     assert report(tmp_path) == 2
     assert one_line_error(capsys) == "error: no results in results/; run `python -m benchmark run --suite smoke` first"

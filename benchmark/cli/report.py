@@ -52,11 +52,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     # a suite named twice (by name and by its file, say) is reported once
     suites = (list(dict.fromkeys(given[s].name if s in given else s for s in args.suite)) if args.suite
               else available_suites(args.results_dir))
-    if not suites and not args.results_dir.is_dir():
-        raise ReportError(f"no folder {args.results_dir}/: run `python -m benchmark run --suite smoke` first, or give "
-                          "--results-dir the folder a run exported its results to (results/ where it ran)")
-    if not suites:
-        raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for name, (path, _) in files.items():
         beside = Path(path).parent / "results"  # where a run of the file in its own folder exported them
         if not (args.results_dir / f"{name}.csv").is_file() and (beside / f"{name}.csv").is_file() and \
@@ -67,6 +62,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.results_dir.is_dir() and args.results_dir != Path("results"):  # a mistyped path, not "run it first"
         raise ReportError(f"no folder {args.results_dir}/ (--results-dir): give the folder a run exported its "
                           "results to (results/ where it ran)")
+    if not suites and not args.results_dir.is_dir():
+        raise ReportError(f"no folder {args.results_dir}/: run `python -m benchmark run --suite smoke` first, or give "
+                          "--results-dir the folder a run exported its results to (results/ where it ran)")
+    if not suites:
+        raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for suite in suites:  # every report's folder, before the first report is written
         check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
     skipped: list[str] = []
