@@ -27,8 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmark.checks import did_you_mean
 from benchmark.results import read_meta
 from benchmark.search_space import ParamRange, describe_ranges
-from benchmark.storage import (StoreError, looking_at, open_for_reading, password_hidden, safe_url, same_storage,
-                               setting_text, sqlite_file, sqlite_url, status_counts, trial_status)
+from benchmark.storage import (METRICS_VERSION, StoreError, looking_at, open_for_reading, password_hidden, safe_url,
+                               same_storage, setting_text, sqlite_file, sqlite_url, status_counts, trial_status,
+                               upgraded)
 from benchmark.store import held_configurations
 from benchmark.tables import text_table
 
@@ -280,8 +281,10 @@ def describe_study(study: optuna.Study) -> str:
     if isinstance(settings, dict):
         # A suite study's configurations are those its units were enqueued for (its files may have grown), and its
         # tuned ones those its units were trained as too (a rerun may train a search's new best): read from trials.
-        # The metrics version is the tool's, not a setting a user gives: a study of another is refused by name.
-        hidden = ("ranges", "metrics_version") + (("configurations", "params_from") if suite else ())
+        # The metrics version is the tool's, not a setting a user gives: shown only of a study this version
+        # does not read as its own (which a run or search refuses).
+        current = upgraded(settings).get("metrics_version") == METRICS_VERSION
+        hidden = ("ranges",) + ("metrics_version",) * current + (("configurations", "params_from") if suite else ())
         lines.append("settings: " + ", ".join(f"{k}={setting_text(v, width=None)}" for k, v in settings.items()
                                               if k not in hidden))
         if isinstance(settings.get("ranges"), dict):

@@ -26,10 +26,10 @@ from benchmark.data import load_dataset
 from benchmark.processes import signal_name
 from benchmark.search import SearchOptions, counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
-from benchmark.storage import status_counts, trial_status
+from benchmark.storage import status_counts, trial_status, versioned
 from benchmark.params_from import (best_configurations, load_search_study, study_settings, training_differences,
                                    tuning_notes)
-from benchmark.studies import StudyPlace, file_name, load_existing_study
+from benchmark.studies import StudyPlace, describe_study, file_name, load_existing_study
 from benchmark.study_plots import plot_study
 from benchmark.progress import duration
 from benchmark.suites import SearchBest, fold_seconds, get_suite, search_key
@@ -177,6 +177,14 @@ def test_studies_list_and_show_print_the_study(searched, capsys):
     assert [row[1] for row in folds] == [f"{v:.6g}" for v in best.user_attrs["fold_recon"]]
     assert [row[2] for row in folds] == [f"{v:.6g}" for v in best.user_attrs["fold_latent"]]
     assert [row[4] for row in folds] == [str(e) for e in best.user_attrs["fold_best_epoch"]]
+
+
+def test_studies_show_names_the_metrics_version_only_of_a_study_this_version_refuses():
+    study, settings = optuna.create_study(study_name="s"), SearchSettings("vae", 1, "baseline").to_dict()
+    study.set_user_attr("settings", versioned(settings))
+    assert "metrics_version" not in describe_study(study)  # the tool's, not a setting the user gave
+    study.set_user_attr("settings", {**settings, "metrics_version": 1})
+    assert ", metrics_version=1" in describe_study(study).splitlines()[1]
 
 
 def test_studies_list_orders_the_studies_of_every_file_by_name(tmp_path, capsys):
