@@ -363,7 +363,7 @@ MULTIDECODER = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multid
     ('[[configurations]]\nfamily = "vae"\nconfig = 7\nmethod = "baseline"\n',
      "unknown vae config 7; choose one of: 1, 2"),
     ('[[configurations]]\nfamily = "VAE"\nconfig = 1\nmethod = "baseline"\n',
-     "unknown model family 'VAE'; choose one of: vae, vq-vae"),
+     "unknown model family 'VAE' (did you mean 'vae'?); choose one of: vae, vq-vae"),
     ('[[configurations]]\nfamily = ["vae"]\nconfig = 1\n', "family must be a name, got ['vae']"),
     # SoftAdapt weighs the terms itself: the weights given are named, and nothing else is asked of a new file
     (MULTIDECODER + "softadapt = true\nw1 = 2\n",
