@@ -932,10 +932,13 @@ def test_a_worker_under_auto_follows_a_study_another_machine_made_in_another_pre
     monkeypatch.setattr("benchmark.train.native_bf16", lambda device: True)
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     assert run_cli(tmp_path, "--suite", "small.toml", "--precision", "bf16") == 0  # the other machine's (a GPU's)
+    capsys.readouterr()
     looks = miss_the_first_look(monkeypatch, "benchmark.runner.stored_attr")
     assert run_cli(tmp_path, "--suite", "small.toml") == 0  # auto: fp32 on this CPU, had it made the study
-    assert "note: study 'suite-small' trains in bf16, as its first run did, so this run does too" in capsys.readouterr().err
-    assert looks == ["settings", "settings"]
+    err = capsys.readouterr().err
+    assert "note: study 'suite-small' trains in bf16, as its first run did, so this run does too" in err
+    assert "new study" not in err  # the other machine made it
+    assert looks == ["settings"] * 3  # the precision's, whether the study is new, the precision's once it is open
 
 
 def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run, tmp_path, capsys):
