@@ -414,7 +414,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         if busy := shared_threads_note(training_threads(options.workers)):
             print(busy, file=sys.stderr)
         trial = settings.folds * fold_seconds(settings.family, settings.config, settings.method, settings.dataset,
-                                              settings.limit, settings.folds, settings.epochs)
+                                              len(images), settings.folds, settings.epochs)
         to_go = options.trials - used
         cost = f" (est. 2-core CPU: {duration(trial)} a trial, {duration(trial * to_go)} for the {to_go} to go)"
     done = f"{used}/{options.trials} trials" if used <= options.trials else f"{used} trials (--trials {options.trials})"

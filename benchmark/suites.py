@@ -11,8 +11,9 @@ from pathlib import Path
 from benchmark.balancing import BalanceConfig
 from benchmark.checks import (FieldChecks, check_choice, check_kind, did_you_mean, field_problems, messages,
                               problems_error, problems_of, raise_problems)
-from benchmark.config import (FIXED_IMAGE_SIDE, Configuration, MethodConfig, TrainConfig, check_dataset_name,
-                              second_decoder_weight_problem, softadapt_weights_problem)
+from benchmark.config import (FIXED_IMAGE_SIDE, FOLDER_PREFIX, Configuration, MethodConfig, TrainConfig,
+                              check_dataset_name, second_decoder_weight_problem, softadapt_weights_problem)
+from benchmark.data.folder import folder_training_images
 from benchmark.files import check_name
 from benchmark.models import METHODS, MODEL_CONFIGS, model_config
 
@@ -28,21 +29,38 @@ METHOD_COST = {"baseline": 1.0, "multidecoder": 1.7, "single": 1.25}
 SECONDS_PER_UNIT = 0.1
 # The images each dataset's folds split: its official training split, or all but the held-out fifth.
 TRAINING_IMAGES = {"mnist5k": 4_000, "digits": 1_438, "mnist": 60_000, "cifar10": 50_000, "celeba": 162_770}
-FOLDER_IMAGES = 48_000  # a folder's, unknown until it is read
+FOLDER_IMAGES = 48_000  # a folder's that cannot be counted here (a run's on another machine)
 IMAGE_SIDES = {"celeba": 64}  # the throughput above is of 32×32 images; a step's cost grows with the pixels
+
+
+def training_images(dataset: str) -> int | None:
+    """The images ``dataset``'s folds split (its training split): a folder's counted, None where it
+    cannot be (no such folder here)."""
+    if dataset.startswith(FOLDER_PREFIX):
+        return folder_training_images(Path(dataset.removeprefix(FOLDER_PREFIX)).expanduser())
+    return TRAINING_IMAGES[dataset]
 
 
 def limited(dataset: str, limit: int | None) -> int | None:
     """The training images ``limit`` takes of ``dataset``: itself, or None (all of them) where there is
     none or it is at or above the dataset's count (a larger one takes them all)."""
-    return limit if limit and limit < TRAINING_IMAGES.get(dataset, math.inf) else None
+    return limit if limit and limit < (training_images(dataset) or math.inf) else None
 
 
-def fold_seconds(family: str, config: int, method: str, dataset: str, limit: int | None, folds: int,
+def pool_images(dataset: str, limit: int | None) -> int:
+    """The images a run's folds split: ``dataset``'s training images, at most ``limit``; FOLDER_IMAGES
+    for a folder that cannot be counted here."""
+    total = training_images(dataset)
+    if total is None:
+        return limit or FOLDER_IMAGES
+    return min(limit, total) if limit else total
+
+
+def fold_seconds(family: str, config: int, method: str, dataset: str, images: int, folds: int,
                  epochs: int) -> float:
     """Estimated seconds of one fold of model ``family``/``config`` trained with ``method`` on a
-    2-core cloud CPU, from its measured training throughput."""
-    images = limited(dataset, limit) or TRAINING_IMAGES.get(dataset) or FOLDER_IMAGES
+    2-core cloud CPU, from its measured training throughput, where the folds split ``images``
+    of ``dataset`` (``pool_images``)."""
     per_fold = images * (folds - 1) / folds * epochs * (IMAGE_SIDES.get(dataset, 32) / 32) ** 2
     return per_fold / CPU_IMAGES_PER_SECOND[(family, config)] * METHOD_COST[method] + SECONDS_PER_UNIT
 
@@ -189,7 +207,8 @@ class Suite:
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core cloud CPU;
         their ratios also weight the progress ETA (a VQ-VAE 3 unit costs about twenty Gaussian VAE units)."""
-        return {c.id: fold_seconds(c.family, c.config, c.method.method, self.dataset, self.limit, self.folds,
+        images = pool_images(self.dataset, self.limit)
+        return {c.id: fold_seconds(c.family, c.config, c.method.method, self.dataset, images, self.folds,
                                    self.train.epochs) for c in self.configurations}
 
     def cpu_seconds(self, config_ids: Iterable[str] | None = None) -> float:

@@ -219,7 +219,8 @@ def test_the_progress_bar_has_an_eta_before_the_first_trial_ends(tmp_path, capsy
 
 def test_a_search_on_a_cpu_estimates_its_trials_time_before_it_starts(tmp_path, fake_training, capsys):
     assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:5") == 0
-    one = 5 * fold_seconds("vae", 1, "single", "mnist5k", 200, 5, 1)
+    # of the 20 training images loaded (the fake dataset's), not of the 200 that --limit asks for
+    one = 5 * fold_seconds("vae", 1, "single", "mnist5k", 20, 5, 1)
     assert f"2 trials (est. 2-core CPU: {duration(one)} a trial, {duration(2 * one)} for the 2 to go)" in \
         capsys.readouterr().err
     assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:5") == 0

@@ -22,7 +22,7 @@ from benchmark.checks import Problems
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import DEFAULT_BETA
 from benchmark.progress import duration
-from benchmark.suites import builtin_suites, get_suite
+from benchmark.suites import builtin_suites, get_suite, limited
 
 # The thesis grid of one model (SPEC.md, "The full suite"; thesis section 4.3: 9 rows per model
 # and config): (method, sampling, SoftAdapt, exponent). The text's section 4.3 table drops the
@@ -98,6 +98,23 @@ def test_the_cpu_estimate_of_smoke_by_hand():
     assert single.cpu_seconds([ids[0]]) == pytest.approx(400 * 4 / 5 * 2 * 4 / 2700 + 0.1, rel=1e-9)
     assert replace(single, limit=None).cpu_seconds([ids[0]]) == pytest.approx(
         162_770 * 4 / 5 * 2 * 4 / 2700 + 0.1, rel=1e-9)
+
+
+def test_the_cpu_estimate_of_a_folder_counts_its_images(tmp_path):
+    for i in range(10):
+        Image.new("L", (40, 30), i).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    ids = [c.id for c in get_suite("smoke").configurations]
+    # 10 images, 2 held out as the test split: 8 split into 5 folds, whatever the suite's limit of 400
+    folder = get_suite("smoke").override(dataset=f"folder:{tmp_path}")
+    assert folder.cpu_seconds([ids[0]]) == pytest.approx(8 * 4 / 5 * 2 / 2700 + 0.1, rel=1e-9)
+    assert limited(folder.dataset, folder.limit) is None  # `suites` says it takes them all
+    assert limited(folder.dataset, 5) == 5
+    # a folder not here (a run's on another machine) is taken to hold 48,000 training images, or the limit
+    elsewhere = folder.override(dataset=f"folder:{tmp_path / 'elsewhere'}")
+    assert elsewhere.cpu_seconds([ids[0]]) == pytest.approx(400 * 4 / 5 * 2 / 2700 + 0.1, rel=1e-9)
+    assert replace(elsewhere, limit=None).cpu_seconds([ids[0]]) == pytest.approx(48_000 * 4 / 5 * 2 / 2700 + 0.1,
+                                                                                  rel=1e-9)
 
 
 def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):

@@ -9,7 +9,7 @@ import torch
 
 from .dataset import Dataset, DatasetNotFoundError
 from .images import centre_square_resize, open_image, peek_greyscale, to_8bit, uint8_to_unit
-from .splits import limit_indices, split_indices
+from .splits import TEST_FRACTION, held_out_count, limit_indices, split_indices
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 DEFAULT_FOLDER_SIZE = 32
@@ -24,6 +24,13 @@ def find_images(root: Path) -> list[Path]:
         and path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
     )
+
+
+def folder_training_images(root: Path) -> int | None:
+    """How many images under ``root`` its folds split (all but the default test split); None where
+    there is no folder or too few images to split."""
+    found = len(find_images(root)) if root.is_dir() else 0
+    return found - held_out_count(found, TEST_FRACTION) if found >= 2 else None
 
 
 def folder_labels(root: Path, paths: list[Path]) -> np.ndarray | None:

@@ -9,6 +9,7 @@ from benchmark.config import FIXED_IMAGE_SIDE, FOLDER_PREFIX, check_dataset_name
 from .dataset import Dataset
 from .embedded import load_digits, load_mnist5k
 from .folder import load_folder
+from .splits import TEST_FRACTION
 from .torchvision_sets import load_celeba, load_cifar10, load_mnist
 
 # Datasets read from --data-root through torchvision, with their fetch hint.
@@ -44,7 +45,7 @@ def load_dataset(
     download: bool = False,
     limit: int | None = None,
     seed: int = 0,
-    test_fraction: float = 0.2,
+    test_fraction: float = TEST_FRACTION,
     image_size: int | None = None,
 ) -> Dataset:
     """Load a dataset by name as float32 ``(N, C, H, W)`` tensors in ``[0, 1]``.

@@ -16,6 +16,15 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
+# The share of a dataset without a split of its own held out as its test split (mnist5k, digits, folders).
+TEST_FRACTION = 0.2
+
+
+def held_out_count(n: int, test_fraction: float) -> int:
+    """The test split's size of ``n`` items: ``round(test_fraction * n)``, clamped so both sides keep one."""
+    return min(max(1, round(test_fraction * n)), n - 1)
+
+
 def split_indices(
     n: int, labels: np.ndarray | None, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +36,7 @@ def split_indices(
     """
     if n < 2:
         raise ValueError(f"need at least 2 images to make a train/test split, found {n}")
-    n_test = min(max(1, round(test_fraction * n)), n - 1)
+    n_test = held_out_count(n, test_fraction)
     stratify = None
     if labels is not None:
         _, counts = np.unique(labels, return_counts=True)
