@@ -26,12 +26,12 @@ from benchmark.suites import Suite
 NOT_COMPARED = ("suite", "configurations", "params_from")
 
 
-def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: int) -> str | None:
+def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: int, digest: str) -> str | None:
     """Settle the waiting units of ``study`` whose configuration ``suite`` does not tune and that the run filed
     under ``suite.takes_from`` settled untuned (done, or failed for good) with the same settings on ``images``
-    training images, with that run's results and weights. Returns a line saying what was taken, or, for a tuned
-    run, which expects to take units, why nothing could be; None where nothing is left to take or that run has
-    no study here.
+    training images of pixels ``digest`` (``pixel_digest``), with that run's results and weights. Returns a line
+    saying what was taken, or, for a tuned run, which expects to take units, why nothing could be; None where
+    nothing is left to take or that run has no study here.
 
     A unit's oldest waiting trial is finished in one transaction, which one caller only can, so that runs
     started together take each unit once, and one stopped midway leaves each unit whole or waiting."""
@@ -64,6 +64,9 @@ def take_units(study: optuna.Study, suite: Suite, store: StoreConfig, images: in
             if split != images:
                 return (f"note: study {name!r} split {'an unrecorded number of' if split is None else f'{split:,}'} "
                         f"training images into its folds and these data have {images:,}: {unlike}" if tuned else None)
+            if other.user_attrs.get("images_digest", digest) != digest:  # a study made before digests: the count
+                return (f"note: study {name!r} split other training images into its folds than these (as many, with "
+                        f"other pixels): {unlike}" if tuned else None)
             settled, gone = _settled(unit_states(other), list(waiting), stored.get("metrics_version", 1),
                                      store.artifacts(source))
     except Exception as err:  # a storage out of reach or damaged: training them is what a run did before

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from benchmark.balancing import idle_softadapt_note
 from benchmark.checks import check_choice, first_line
 from benchmark.cv import fold_indices, fold_label, unit_seed
-from benchmark.data import limit_note, load_dataset
+from benchmark.data import limit_note, load_dataset, pixel_digest
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
                               save_checkpoint, sweep_checkpoints)
@@ -32,7 +32,7 @@ from benchmark.storage import (
     METRICS_VERSION,
     StoreConfig,
     agree_heartbeat,
-    check_pool_size,
+    check_pool,
     fail_orphans,
     fail_stale_trials,
     finished_elsewhere,
@@ -496,7 +496,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
         lambda chosen: open_suite_study(chosen, store,
                                         lambda differing: refused_run_advice(chosen.name, store, command, differing)))
-    check_pool_size(study, len(images), "put the earlier images back, or run these under a --name of its own")
+    digest = pixel_digest(images)
+    check_pool(study, len(images), digest, "put the earlier images back, or run these under a --name of its own")
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)
@@ -512,7 +513,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         if line:
             print(line, file=sys.stderr)
     enqueue_missing(study, unit_keys(suite))
-    if taken := take_units(study, suite, store, len(images)):
+    if taken := take_units(study, suite, store, len(images), digest):
         print(taken, file=sys.stderr)
     # No more workers than units to train (waiting, or running: elsewhere, or a killed run's, to take
     # up again): each spare one would load torch and the data to find none.

@@ -59,7 +59,7 @@ from benchmark.storage import (
     StoreError,
     agree_heartbeat,
     check_heartbeat,
-    check_pool_size,
+    check_pool,
     check_settings,
     fail_orphans,
     fail_stale_trials,
@@ -368,7 +368,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                options: SearchOptions = SearchOptions()) -> SearchSummary:
     """Run (or continue) a search until its study has ``options.trials`` trials; in
     ``storage_url``, by default the study's own SQLite file (``studies.default_storage``)."""
-    from benchmark.data import limit_note, load_dataset, unused_source_note
+    from benchmark.data import limit_note, load_dataset, pixel_digest, unused_source_note
     from benchmark.train import agreed_precision, training_device
 
     started = time.perf_counter()
@@ -391,7 +391,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     precision, study, precision_note = opened_as_agreed(
         agreed(), agreed, lambda precision: open_search_study(replace(settings, precision=precision), storage_url, name, options))
     settings = replace(settings, precision=precision)
-    check_pool_size(study, len(images), "put the earlier images back, or search these under another --study-name")
+    check_pool(study, len(images), pixel_digest(images),
+               "put the earlier images back, or search these under another --study-name")
     heartbeat = agree_heartbeat(study, options.heartbeat)
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)

@@ -143,16 +143,22 @@ def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
     return int(first_written(study, "heartbeat", heartbeat))
 
 
-def check_pool_size(study: optuna.Study, images: int, advice: str) -> None:
-    """Refuse training images of another number than ``study`` first split into its folds (a folder
-    dataset that gained or lost images since, another copy of the data on a machine sharing the
-    storage): the folds, a function of that number and the seed, would be other folds, and units
-    trained on them would be paired by fold number with the study's earlier ones."""
+def check_pool(study: optuna.Study, images: int, digest: str, advice: str) -> None:
+    """Refuse training images other than those ``study`` first split into its folds: of another number
+    (a folder dataset that gained or lost images since, another copy of the data on a machine sharing
+    the storage), or with other pixels (``pixel_digest``: other files of the same count, or the same in
+    another order). The folds would be other folds, and units trained on them would be paired by fold
+    number with the study's earlier ones. A study made before digests were stored takes this one."""
     first = int(first_written(study, "training_images", images))
     if first != images:
         raise StoreError(f"study {study.study_name!r} split {first:,} training images into its folds and these data "
                          f"have {images:,}: folds made now would not be those its results were trained on, and no "
                          f"comparison could pair them; {advice}")
+    if first_written(study, "images_digest", digest) != digest:
+        raise StoreError(f"study {study.study_name!r} split other training images into its folds than these: as "
+                         f"many ({images:,}), with other pixels (files changed or renamed since, or decoded by "
+                         f"another version of Pillow): folds made now would not be those its results were trained "
+                         f"on, and no comparison could pair them; {advice}")
 
 
 def first_written(study: optuna.Study, key: str, value: object) -> object:

@@ -18,7 +18,7 @@ import torch
 from conftest import write_idx_images, write_idx_labels, write_mnist
 from PIL import Image
 
-from benchmark.data import DATASET_NAMES, Dataset, DatasetNotFoundError, limit_note, load_dataset
+from benchmark.data import DATASET_NAMES, Dataset, DatasetNotFoundError, limit_note, load_dataset, pixel_digest
 from benchmark.data.splits import subset_indices
 
 
@@ -607,3 +607,16 @@ def test_a_limit_above_the_dataset_is_noted_once_all_images_are_used() -> None:
     assert limit_note("digits", 100_000, 1_437) == (
         "note: limit 100,000 is more than the 1,437 training images of digits; all of them are used")
     assert limit_note("digits", 1_437, 1_437) is None and limit_note("digits", None, 10) is None
+
+
+def test_the_pixel_digest_tells_other_pixels_and_another_order_apart_but_not_float_noise():
+    pool = load_dataset("mnist5k", limit=300).train
+    digest = pixel_digest(pool)
+    assert len(digest) == 64 and pixel_digest(pool.clone()) == digest
+    # a float below half an 8-bit level off (another machine's arithmetic) reads as the same pixels
+    assert pixel_digest((pool + 0.4 / 255).clamp(0, 1)) == digest
+    assert pixel_digest(pool[torch.arange(len(pool)).roll(1)]) != digest  # the same images in another order
+    changed = pool.clone()
+    changed[7, 0, 16, 16] = 1 - changed[7, 0, 16, 16]  # one pixel of one image
+    assert pixel_digest(changed) != digest
+    assert pixel_digest(pool[:-1]) != digest

@@ -384,6 +384,12 @@ def test_a_tuned_run_takes_the_units_it_does_not_tune_from_the_suites_own_run(tm
     assert f"note: study 'suite-tuned' split 151 training images into its folds and these data have 150{unlike}" \
         in capsys.readouterr().err
     study.set_user_attr("training_images", 150)
+    digest = study.user_attrs["images_digest"]
+    study.set_user_attr("images_digest", "0" * 64)  # as many images, other pixels (files replaced since, say)
+    assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--name", "other", "--quiet") == 0
+    assert (f"note: study 'suite-tuned' split other training images into its folds than these (as many, with other "
+            f"pixels){unlike}") in capsys.readouterr().err
+    study.set_user_attr("images_digest", digest)
     study.set_user_attr("settings", {**study.user_attrs["settings"], "metrics_version": METRICS_VERSION + 1})
     assert cli(tmp_path, "run", "--suite", "tuned.toml", "--params-from", "a", "--name", "later", "--quiet") == 0
     assert ("note: study 'suite-tuned' in sqlite:///studies/tuned.db was made by a later version of mtvae-bench, "
@@ -424,16 +430,16 @@ def test_runs_started_together_take_each_unit_once_and_a_unit_without_its_weight
     # Another run, started together, claims the units between this one's look at them and its claim.
     others = []
 
-    def interleaved(study, suite, store, images):
+    def interleaved(study, suite, store, images, digest):
         found = reuse._settled
 
         def then_the_other(*args):
             monkeypatch.setattr(reuse, "_settled", found)
-            others.append(reuse.take_units(study, suite, store, images))
+            others.append(reuse.take_units(study, suite, store, images, digest))
             return found(*args)
 
         monkeypatch.setattr(reuse, "_settled", then_the_other)
-        return reuse.take_units(study, suite, store, images)
+        return reuse.take_units(study, suite, store, images, digest)
 
     monkeypatch.setattr(runner, "take_units", interleaved)
     capsys.readouterr()

@@ -1025,6 +1025,40 @@ def test_a_run_on_data_that_gained_images_since_its_study_began_is_refused(tmp_p
         "images back, or run these under a --name of its own")
 
 
+def test_a_run_on_as_many_images_with_other_pixels_is_refused(tmp_path, capsys):
+    # A folder whose files were replaced (or renamed into another order) kept its count, and a run trained on them
+    # was reported beside, and paired with, the folds trained on the earlier images.
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+
+    def write(shade: int) -> None:
+        for i in range(12):
+            pixels = np.full((8, 8), (shade + 7 * i) % 256, dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / f"{i}.png")
+
+    write(0)
+    (tmp_path / "tiny.toml").write_text('name = "tiny"\ndataset = "folder:images"\nfolds = 2\n[train]\nepochs = 1\n'
+                                        '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "baseline"\n')
+    assert run_cli(tmp_path, "--suite", "tiny.toml") == 0
+    before = (tmp_path / "results" / "tiny.csv").read_bytes()
+    write(100)
+    with (tmp_path / "tiny.toml").open("a") as suite:  # and the suite gained a configuration
+        suite.write('[[configurations]]\nfamily = "vae"\nconfig = 2\nmethod = "baseline"\n')
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--suite", "tiny.toml") == 2
+    assert one_line_error(capsys) == (
+        "error: study 'suite-tiny' split other training images into its folds than these: as many (10), with other "
+        "pixels (files changed or renamed since, or decoded by another version of Pillow): folds made now would not "
+        "be those its results were trained on, and no comparison could pair them; put the earlier images back, or "
+        "run these under a --name of its own")
+    assert (tmp_path / "results" / "tiny.csv").read_bytes() == before
+    study = optuna.load_study(study_name="suite-tiny", storage=f"sqlite:///{tmp_path / 'studies' / 'tiny.db'}")
+    assert len(study.trials) == 2  # the first run's two folds, nothing of VAE 2 queued
+    write(0)  # the images put back: the run goes on
+    assert run_cli(tmp_path, "--suite", "tiny.toml") == 0
+
+
 def test_a_storage_file_whose_folder_cannot_be_made_is_refused_by_its_option(tmp_path, capsys):
     # It said "error: File exists: afile", naming no option.
     (tmp_path / "afile").write_text("")

@@ -491,6 +491,17 @@ def test_a_search_on_data_with_another_number_of_images_is_refused(tmp_path, fak
     assert len(load(tmp_path).trials) == 1
 
 
+def test_a_search_on_as_many_images_with_other_pixels_is_refused(tmp_path, fake_training, monkeypatch, capsys):
+    assert search_cli(tmp_path, "--trials", "1", "--range", "beta=0.1:2") == 0
+    monkeypatch.setattr("benchmark.data.load_dataset",
+                        lambda *args, **kwargs: SimpleNamespace(train=torch.full((20, 1, 32, 32), 0.5)))
+    capsys.readouterr()
+    assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:2") == 2
+    assert one_line_error(capsys).startswith(
+        f"error: study '{NAME}' split other training images into its folds than these: as many (20), with other pixels")
+    assert len(load(tmp_path).trials) == 1
+
+
 def test_a_new_study_beside_one_of_its_name_in_the_default_place_gets_a_note(tmp_path, fake_training, capsys):
     # A mistyped --storage started the search over in a new file, silently.
     optuna.logging.set_verbosity(optuna.logging.INFO)

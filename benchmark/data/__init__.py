@@ -8,8 +8,8 @@
 
 from benchmark.config import DATASET_NAMES, FOLDER_PREFIX, check_dataset_name
 
-from .dataset import Dataset, DatasetNotFoundError
+from .dataset import Dataset, DatasetNotFoundError, pixel_digest
 from .registry import limit_note, load_dataset, unused_source_note
 
 __all__ = ["DATASET_NAMES", "FOLDER_PREFIX", "Dataset", "DatasetNotFoundError", "check_dataset_name", "limit_note",
-           "load_dataset", "unused_source_note"]
+           "load_dataset", "pixel_digest", "unused_source_note"]
