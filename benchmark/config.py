@@ -17,11 +17,18 @@ DEVICES = ("auto", "cpu", "cuda")
 # auto: bf16 autocast on CUDA (Ampere and later), float32 on CPU. bf16 on a CPU with AVX-512 BF16 (or AMX) trains
 # faster but changes the numbers, so there it is a choice, not the default.
 PRECISIONS = ("auto", "fp32", "bf16")
-# Datasets whose images have one size whatever the options: a suite's pixel counts are checked
-# against it before a run (other datasets' images are measured once loaded).
+# Datasets whose images have one size whatever the options.
 FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
+# The sides CelebA's and a folder's images are resized to unless an image_size is given (a suite and a search give none).
+CELEBA_IMAGE_SIDE = 64
+FOLDER_IMAGE_SIDE = 32
 DATASET_NAMES: tuple[str, ...] = ("mnist5k", "digits", "mnist", "cifar10", "celeba")
 FOLDER_PREFIX = "folder:"
+
+
+def default_image_side(dataset: str) -> int:
+    """The side of ``dataset``'s images loaded without an image_size, as a suite's and a search's are."""
+    return FIXED_IMAGE_SIDE.get(dataset) or (CELEBA_IMAGE_SIDE if dataset == "celeba" else FOLDER_IMAGE_SIDE)
 
 
 def check_dataset_name(name: str) -> None:

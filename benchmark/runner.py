@@ -481,6 +481,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     check_workers(workers)
     check_choice("fold-parallel mode", fold_parallel, ("auto", "on", "off"))
     chosen_progress()  # a mistyped value fails before the study is touched, not in each worker's first bar
+    suite.check_pixel_counts()  # e.g. a pixel count k larger than the images have, before they load
     device = training_device(suite.train)  # a bad device or precision is reported before the study is touched
     asked = suite
     agreed = _with_agreed_precision(asked, store, device, fold_parallel)  # and one the study refuses, before data loads
@@ -488,7 +489,6 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     started = time.perf_counter()
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
-    suite.check_pixel_counts(images.shape[-1])  # e.g. a pixel count k larger than these images have
     store.check_folders(suite.name)
     # a study is new where none stores its settings yet, not where it has no finished unit (an interrupted first run's)
     new = stored_attr(store.url(suite.name), study_name(suite), "settings") is None

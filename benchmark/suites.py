@@ -11,8 +11,8 @@ from pathlib import Path
 from benchmark.balancing import BalanceConfig
 from benchmark.checks import (FieldChecks, check_choice, check_kind, did_you_mean, field_problems, messages,
                               problems_error, problems_of, raise_problems)
-from benchmark.config import (FIXED_IMAGE_SIDE, FOLDER_PREFIX, Configuration, MethodConfig, TrainConfig,
-                              check_dataset_name, second_decoder_weight_problem, softadapt_weights_problem)
+from benchmark.config import (FOLDER_PREFIX, Configuration, MethodConfig, TrainConfig,
+                              check_dataset_name, default_image_side, second_decoder_weight_problem, softadapt_weights_problem)
 from benchmark.data.folder import folder_training_images
 from benchmark.files import check_name
 from benchmark.models import METHODS, MODEL_CONFIGS, model_config
@@ -30,7 +30,6 @@ SECONDS_PER_UNIT = 0.1
 # The images each dataset's folds split: its official training split, or all but the held-out fifth.
 TRAINING_IMAGES = {"mnist5k": 4_000, "digits": 1_438, "mnist": 60_000, "cifar10": 50_000, "celeba": 162_770}
 FOLDER_IMAGES = 48_000  # a folder's that cannot be counted here (a run's on another machine)
-IMAGE_SIDES = {"celeba": 64}  # the throughput above is of 32×32 images; a step's cost grows with the pixels
 
 
 def training_images(dataset: str) -> int | None:
@@ -61,7 +60,8 @@ def fold_seconds(family: str, config: int, method: str, dataset: str, images: in
     """Estimated seconds of one fold of model ``family``/``config`` trained with ``method`` on a
     2-core cloud CPU, from its measured training throughput, where the folds split ``images``
     of ``dataset`` (``pool_images``)."""
-    per_fold = images * (folds - 1) / folds * epochs * (IMAGE_SIDES.get(dataset, 32) / 32) ** 2
+    # the throughput above is of 32×32 images; a step's cost grows with the pixels
+    per_fold = images * (folds - 1) / folds * epochs * (default_image_side(dataset) / 32) ** 2
     return per_fold / CPU_IMAGES_PER_SECOND[(family, config)] * METHOD_COST[method] + SECONDS_PER_UNIT
 
 
@@ -180,19 +180,17 @@ class Suite:
                 "params_from": dict(self.params_from)}
 
     @property
-    def image_side(self) -> int | None:
-        """The side of the dataset's images where it is fixed whatever the options (``FIXED_IMAGE_SIDE``)."""
-        return FIXED_IMAGE_SIDE.get(self.dataset)
+    def image_side(self) -> int:
+        """The side of the images a run of the suite loads (``default_image_side``)."""
+        return default_image_side(self.dataset)
 
-    def check_pixel_counts(self, side: int | None = None) -> None:
-        """Refuse a pixel count k larger than an image of ``side``² pixels; by default the suite's
-        dataset's, where that size is fixed (``FIXED_IMAGE_SIDE``; a run gives other datasets' once
-        it has loaded their images)."""
-        side = side or self.image_side
+    def check_pixel_counts(self) -> None:
+        """Refuse a pixel count k larger than an image of the suite's has pixels (``image_side``²)."""
+        side = self.image_side
         problems = [f"configuration {configuration.id}: on {self.dataset}'s {side}×{side} images, {problem}"
-                    for configuration in (self.configurations if side else ())
+                    for configuration in self.configurations
                     for problem in problems_of(configuration.method.sampler, side)]
-        if problems:  # all at once: the images of a folder or of CelebA may take long to load again
+        if problems:  # all at once, to be mended in one edit
             raise PixelCountError(str(problems_error(problems)))
 
     def headline(self) -> str:

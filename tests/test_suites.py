@@ -551,19 +551,19 @@ def test_suites_checks_a_files_dataset_and_name_as_run_does(tmp_path, capsys):
     assert not (tmp_path / "studies").exists()
 
 
-@pytest.mark.parametrize("dataset, count, refused", [
-    ("digits", 1025, True), ("cifar10", 1024, False),
-    ("celeba", 4096, False), ("folder:images", 5000, False),  # sized by their loading: checked by `run`
+@pytest.mark.parametrize("dataset, count, side", [
+    ("digits", 1025, 32), ("cifar10", 1024, None), ("celeba", 4096, None), ("celeba", 4097, 64),
+    ("folder:images", 1025, 32),  # resized to 32 × 32 as they load: said before they do
 ])
 def test_a_pixel_count_is_checked_against_the_image_size_of_the_suite_s_dataset(tmp_path, capsys, dataset, count,
-                                                                                  refused):
+                                                                                  side):
     (tmp_path / "count.toml").write_text(f'dataset = "{dataset}"\n{MULTIDECODER}count = {count}\n')
-    assert cli(tmp_path, "suites", "count.toml") == (2 if refused else 0)
-    if refused:  # said by `suites`, not first by `run` once the images are loaded
+    assert cli(tmp_path, "suites", "count.toml") == (2 if side else 0)
+    if side:  # said by `suites`, not first by `run` once the images are loaded
         assert one_line_error(capsys) == (f"error: suite file count.toml: configuration "
                                           f"vae/1/multidecoder/uniform/k={count}: on "
-                                          f"{dataset}'s 32×32 images, pixel count k must be at most the image's "
-                                          f"D = H·W = 1024 pixels, got {count}")
+                                          f"{dataset}'s {side}×{side} images, pixel count k must be at most the "
+                                          f"image's D = H·W = {side * side} pixels, got {count}")
 
 
 def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path, capsys):
@@ -576,7 +576,7 @@ def test_the_pixel_counts_are_checked_against_the_dataset_the_run_uses(tmp_path,
     assert "celeba: dataset files missing" in one_line_error(capsys)  # ...but the run's are celeba's
 
 
-def test_a_pixel_count_found_too_large_once_the_images_load_is_named_by_its_file(tmp_path, capsys):
+def test_a_pixel_count_too_large_for_a_folder_s_images_is_named_by_its_file(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     for i in range(10):  # resized to 32 × 32 as they load
         Image.fromarray(np.full((40, 40), 25 * i, dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
@@ -586,7 +586,7 @@ def test_a_pixel_count_found_too_large_once_the_images_load_is_named_by_its_file
     assert one_line_error(capsys) == ("error: suite file count.toml: configuration vae/1/multidecoder/uniform/k=2000: "
                                       "on folder:images's 32×32 images, pixel count k must be at most the image's "
                                       "D = H·W = 1024 pixels, got 2000")
-    # every configuration's at once: the images load again for each attempt
+    # every configuration's at once, to be mended in one edit
     (tmp_path / "count.toml").write_text(f'dataset = "folder:images"\n{MULTIDECODER}count = 2000\n'
                                          f'{MULTIDECODER}count = 3000\n')
     assert cli(tmp_path, "run", "--suite", "count.toml", "--name", "mine") == 2

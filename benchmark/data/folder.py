@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.config import FOLDER_IMAGE_SIDE
+
 from .dataset import Dataset, DatasetNotFoundError
 from .images import centre_square_resize, open_image, peek_greyscale, to_8bit, uint8_to_unit
 from .splits import TEST_FRACTION, held_out_count, limit_indices, split_indices
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
-DEFAULT_FOLDER_SIZE = 32
 
 
 def find_images(root: Path) -> list[Path]:
@@ -90,7 +91,7 @@ def load_folder(
     # those a --limit or --seed keeps, so read the modes from the headers first (the kept ones
     # first: a colour image among them ends the search); then convert each image to L/RGB
     # *before* resizing (Pillow resizes palette images with nearest-neighbour only).
-    size = DEFAULT_FOLDER_SIZE if image_size is None else image_size
+    size = FOLDER_IMAGE_SIDE if image_size is None else image_size
     kept = np.concatenate([train_idx, test_idx])
     others = np.setdiff1d(np.arange(len(paths)), kept)
     grey = all(peek_greyscale(paths[i], spec) for i in np.concatenate([kept, others]))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from benchmark.checks import first_line
+from benchmark.config import CELEBA_IMAGE_SIDE
 
 from .dataset import Dataset, DatasetNotFoundError
 from .images import centre_square_resize, open_image, pad_to, uint8_to_unit
@@ -218,7 +219,7 @@ def load_celeba(
         return [files[i] for i in subset_indices(len(files), k, None, seed, stream)]
 
     folder = root / "celeba" / "img_align_celeba"
-    size = 64 if image_size is None else image_size
+    size = CELEBA_IMAGE_SIDE if image_size is None else image_size
     return Dataset(
         name="celeba",
         train=_decode_faces(folder, pick(train_files, n_train, 1), size),
