@@ -236,6 +236,14 @@ def test_an_output_folder_that_is_a_file_is_one_line_and_exit_2(smoke_run, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_mistyped_suite_named_after_another_writes_neither_report(smoke_run, tmp_path, capsys):
+    # `--suite smoke --suite smok` wrote smoke's report, then refused smok
+    assert report(tmp_path, "--suite", "smoke", "--suite", "smok", "--results-dir", str(smoke_run / "results"),
+                  "--no-figures") == 2
+    assert one_line_error(capsys).startswith("error: no results for suite 'smok' (did you mean 'smoke'?)")
+    assert not (tmp_path / "reports").exists()
+
+
 def test_ctrl_c_during_a_report_says_it_was_dropped(smoke_run, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -40,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import InterruptedOnceWritten, write_report
-    from benchmark.results import ReportError, available_suites
+    from benchmark.results import ReportError, available_suites, check_has_results
     from benchmark.studies import StudyPlace
 
     for listed in args.suite or []:
@@ -67,8 +67,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                           "--results-dir the folder a run exported its results to (results/ where it ran)")
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
-    for suite in suites:  # every report's folder, before the first report is written
+    for suite in suites:  # every report's folder, and every named suite's results, before the first report is written
         check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
+        if args.suite:
+            check_has_results(args.results_dir, suite)
     skipped: list[str] = []
     searches_in = StudyPlace(args.search_storage) if args.search_storage else None
     for suite in suites:
