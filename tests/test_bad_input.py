@@ -391,3 +391,17 @@ def test_a_studies_folder_that_cannot_be_written_is_refused(tmp_path):
             StoreConfig(studies_dir=studies, results_dir=tmp_path / "results").check_folders("s")
     finally:
         studies.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", [["run", "--suite", "smoke"], ["studies", "list"], ["studies", "show", "x"],
+                                     ["search", "--family", "vae", "--config", "1", "--method", "baseline"]])
+@pytest.mark.parametrize("storage, message", [
+    ("", "--storage is empty: give a storage URL, or leave it out for the SQLite files under --studies-dir"),
+    ("studies/x.db", "--storage studies/x.db is not a URL: for a SQLite file give sqlite:///studies/x.db, or a "
+                     "database's, e.g. postgresql://user@host/db"),
+])
+def test_a_storage_that_is_no_url_is_refused_with_the_url_meant(tmp_path, capsys, command, storage, message):
+    # An empty one was taken as none (the studies went to studies/), a path failed in SQLAlchemy's words.
+    assert cli(tmp_path, *command, "--storage", storage) == 2
+    assert one_line_error(capsys) == f"error: {message}"
+    assert list(tmp_path.iterdir()) == []
