@@ -63,6 +63,16 @@ def check_heartbeat(seconds: int) -> None:
         raise ValueError(f"--heartbeat must be >= 1 second, got {seconds}")
 
 
+def check_storage_option(flag: str, url: str | None, default: str) -> None:
+    """``ValueError`` for a storage option ``flag`` given empty (taken as none, it would use ``default``) or
+    given a path rather than a URL, naming the URL meant."""
+    if url is not None and not url.strip():
+        raise ValueError(f"{flag} is empty: give a storage URL, or leave it out for {default}")
+    if url and "://" not in url:
+        raise ValueError(f"{flag} {url} is not a URL: for a SQLite file give sqlite:///{url}, or a database's, "
+                         "e.g. postgresql://user@host/db")
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """Where units, results and checkpoints live."""

@@ -405,3 +405,11 @@ def test_a_storage_that_is_no_url_is_refused_with_the_url_meant(tmp_path, capsys
     assert cli(tmp_path, *command, "--storage", storage) == 2
     assert one_line_error(capsys) == f"error: {message}"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["run", "--suite", "smoke", "--params-from", "s"], ["report"]])
+def test_a_search_storage_that_is_no_url_is_refused_with_the_url_meant(tmp_path, capsys, command):
+    assert cli(tmp_path, *command, "--search-storage", "studies/s.db") == 2
+    assert one_line_error(capsys) == ("error: --search-storage studies/s.db is not a URL: for a SQLite file give "
+                                      "sqlite:///studies/s.db, or a database's, e.g. postgresql://user@host/db")
+    assert list(tmp_path.iterdir()) == []

@@ -41,8 +41,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import InterruptedOnceWritten, write_report
     from benchmark.results import ReportError, available_suites, check_has_results
+    from benchmark.storage import check_storage_option
     from benchmark.studies import StudyPlace
 
+    check_storage_option("--search-storage", args.search_storage, "the searches each run recorded")
     for listed in args.suite or []:
         if "," in listed and not is_suite_file(listed):  # a list, as --objectives takes one
             each = " ".join(f"--suite {shlex.quote(name.strip())}" for name in listed.split(",") if name.strip())

@@ -18,7 +18,7 @@ from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, check_workers, exit_warnings
 from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
-from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, safe_url, same_storage,
+from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, check_storage_option, safe_url, same_storage,
                                setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
@@ -110,6 +110,7 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
     filed = None if args.name or args.params_from else _filed_note(args.suite, base, suite, store)
     notes = [filed] if filed else []
     if args.params_from:
+        check_storage_option("--search-storage", args.search_storage, "the searches under --studies-dir")
         searches = _search_place(args.params_from, args.search_storage, store.studies_dir)
         try:
             best = best_configurations(args.params_from, searches)

@@ -15,7 +15,7 @@ from benchmark.config import PRECISIONS
 from benchmark.files import check_folder, check_name
 from benchmark.processes import exit_warnings
 from benchmark.search import SearchSummary
-from benchmark.storage import check_storage_folder
+from benchmark.storage import check_storage_folder, check_storage_option
 from benchmark.studies import STUDIES_DIR, StudyPlace, study_names
 
 if TYPE_CHECKING:
@@ -136,12 +136,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def study_place(args: argparse.Namespace) -> StudyPlace:
     """Where the command's studies are: ``--storage``, or the SQLite files under ``--studies-dir``."""
-    if args.storage is not None and not args.storage.strip():  # taken as no --storage, it put studies elsewhere
-        raise ValueError("--storage is empty: give a storage URL, or leave it out for the SQLite files under "
-                         "--studies-dir")
-    if args.storage and "://" not in args.storage:
-        raise ValueError(f"--storage {args.storage} is not a URL: for a SQLite file give "
-                         f"sqlite:///{args.storage}, or a database's, e.g. postgresql://user@host/db")
+    check_storage_option("--storage", args.storage, "the SQLite files under --studies-dir")
     if args.storage and args.studies_dir:
         raise ValueError("--studies-dir is where SQLite studies go without --storage: give one or the other")
     return StudyPlace(args.storage, args.studies_dir or STUDIES_DIR)
