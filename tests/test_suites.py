@@ -117,6 +117,19 @@ def test_the_cpu_estimate_of_a_folder_counts_its_images(tmp_path):
                                                                                   rel=1e-9)
 
 
+def test_suites_says_of_a_folder_not_here_what_its_estimate_assumes(tmp_path, capsys):
+    (tmp_path / "far.toml").write_text('name = "far"\ndataset = "folder:nowhere"\n[[configurations]]\nfamily = "vae"\n'
+                                       'config = 1\n')
+    assert cli(tmp_path, "suites", "far.toml") == 0
+    assert capsys.readouterr().err == ("note: folder:nowhere is no folder of images here: far's estimate is of "
+                                       "48,000 training images\n")
+    (tmp_path / "nowhere").mkdir()
+    for i in range(5):
+        Image.new("L", (8, 8), i).save(tmp_path / "nowhere" / f"{i}.png")
+    assert cli(tmp_path, "suites", "far.toml") == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
     (tmp_path / "mine.toml").write_text('name = "mine"\nlimit = 2000\n[train]\nepochs = 10\n'
                                         '[[configurations]]\nfamily = "vae"\nconfig = 1\n')

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from benchmark.checks import flagged, messages, problems_error, problems_of
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
-from benchmark.config import PRECISIONS
+from benchmark.config import FOLDER_PREFIX, PRECISIONS
 from benchmark.export import go_on_with, recorded_command
 from benchmark.params_from import NotASearch, best_configurations, tuning_notes
 from benchmark.processes import busy_note, check_workers, exit_warnings
@@ -22,8 +22,8 @@ from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, check
                                setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
-from benchmark.suites import (PixelCountError, Suite, builtin_suites, get_suite, is_suite_file, limited,
-                              tuned_name)
+from benchmark.suites import (PixelCountError, Suite, builtin_suites, get_suite, is_suite_file, limited, pool_images,
+                              training_images, tuned_name)
 from benchmark.tables import text_table
 
 if TYPE_CHECKING:
@@ -280,6 +280,10 @@ def cmd_suites(args: argparse.Namespace) -> int:
     given = [f"--{key} {value}" for key, value in sizes.items() if value]
     if given:  # the descriptions are of the suites as their files give them
         print(f"(with {', '.join(given)}; the descriptions give each suite as it is defined)")
+    for suite in shown:  # a folder on another machine, or a mistyped path, which `run` would refuse
+        if suite.dataset.startswith(FOLDER_PREFIX) and training_images(suite.dataset) is None:
+            print(f"note: {suite.dataset} is no folder of images here: {suite.name}'s estimate is of "
+                  f"{pool_images(suite.dataset, suite.limit):,} training images", file=sys.stderr)
     for suite in shown if named else ():  # a suite asked for by name: what it trains, too
         print(f"\n{suite.name}: its configurations, each trained on {suite.folds * suite.repeats} folds "
               "(est. 2-core CPU per fold)")
