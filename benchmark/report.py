@@ -39,6 +39,7 @@ from benchmark.models import FAMILIES, FAMILY_TITLES, METHODS, weight_count
 from benchmark.params_from import load_search_study
 from benchmark.prior_stage import prior_figures
 from benchmark.processes import signals_deferred
+from benchmark.progress import progress_bar
 from benchmark.report_index import OPTUNA_FIGURES, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
@@ -58,6 +59,7 @@ from benchmark.tables import (
 
 if TYPE_CHECKING:
     import torch
+    from tqdm import tqdm
 
     from benchmark.caveats import Searches
     from benchmark.models import MultitaskVAE
@@ -275,9 +277,11 @@ def _stored_model(path: str) -> MultitaskVAE:
 
 
 def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, images: torch.Tensor,
-                        load_model: Callable[[str], MultitaskVAE], results_dir: Path) -> tuple[list[Path], list[str]]:
+                        load_model: Callable[[str], MultitaskVAE], results_dir: Path,
+                        bar: tqdm) -> tuple[list[Path], list[str]]:
     """Reconstruction grid (and error vs observed pixels for conditioned models) of the first
-    COMPLETE fold with a checkpoint of every configuration; failures become warnings."""
+    COMPLETE fold with a checkpoint of every configuration, each a step of ``bar``; failures become
+    warnings."""
     from benchmark.figures import configuration_title, error_vs_observed, reconstruction_grid
 
     paths, warnings, missing = [], [], []
@@ -286,6 +290,7 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
     first = done.drop_duplicates("config_id").set_index("config_id")
     size = images.shape[-1]
     for config_id in [c for c in order if c in first.index]:  # the table's order
+        bar.set_postfix_str(config_id)
         row = first.loc[config_id]
         name = safe_name(config_id)
         path = checkpoint_file(row["checkpoint"], results_dir, suite.suite)
@@ -308,6 +313,8 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
                                            trained=sampler, **named)
         except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
             warnings.append(f"{config_id}: no checkpoint figures from {path} ({type(error).__name__}: {error})")
+        finally:
+            bar.update()
     if missing:
         place = artifacts_beside(results_dir, suite.suite)
         warnings.append(f"no checkpoint figures of {len(missing)} configuration{'s' * (len(missing) > 1)} "
@@ -319,7 +326,7 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
 
 def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True, checkpoints: bool = True,
                  images: torch.Tensor | None = None, load_model: Callable[[str], MultitaskVAE] | None = None,
-                 searches_in: StudyPlace | None = None) -> ReportSummary:
+                 searches_in: StudyPlace | None = None, progress: bool = False) -> ReportSummary:
     """Read ``results_dir/<suite>{.csv,_history.csv,_meta.json}`` and write the report to ``out_dir``.
 
     figures: draw the validation curves and, on ``images`` (N, C, H, W) in [0, 1] (default: the
@@ -331,7 +338,8 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     storage the run read it from, where that is at hand, else from studies/). Raises
     ``ReportError`` before writing anything when the suite is unknown or empty. The report is
     built in a hidden folder in ``out_dir`` and moved in when whole, so an interrupted one leaves
-    an earlier report as it was. Returns what was written and what is missing.
+    an earlier report as it was. ``progress``: a bar of the figures drawn, on stderr. Returns what was
+    written and what is missing.
     """
     data = load_suite(results_dir, suite)
     out_dir = Path(out_dir)
@@ -342,7 +350,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
         try:
             summary = _build(data, Path(results_dir), staging, figures=figures, checkpoints=checkpoints,
-                             images=images, load_model=load_model, searches_in=searches_in)
+                             images=images, load_model=load_model, searches_in=searches_in, progress=progress)
             _install(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -370,7 +378,7 @@ def _other_version(data: SuiteResults) -> str | None:
 
 def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: bool, checkpoints: bool,
            images: torch.Tensor | None, load_model: Callable[[str], MultitaskVAE] | None,
-           searches_in: StudyPlace | None) -> ReportSummary:
+           searches_in: StudyPlace | None, progress: bool = False) -> ReportSummary:
     """The report of ``data``, written into the empty folder ``out_dir`` (``write_report``'s arguments)."""
     suite = data.suite
     table = build_table(data)
@@ -411,34 +419,47 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
         from benchmark.figures import sampling_types, validation_curves
 
         directory.mkdir(exist_ok=True)
-        if data.history is not None and not data.history.empty:
-            files += validation_curves(data.history, data.results, directory)
-        elif data.history_problem:
-            warnings.append(f"validation curves skipped: {data.history_problem}")
-        else:
-            history = results_dir / f"{suite}_history.csv"
-            warnings.append(f"{'no validation history in' if history.is_file() else 'no'} {history.name}: "
-                            "validation curves skipped")
-        if images is None and "dataset" in data.meta:
-            try:
-                images = run_dataset(data.meta).test[:TEST_IMAGES]
-            except ValueError as error:  # e.g. a GPU machine's dataset that is not on this one
-                warnings.append(f"no sampling or checkpoint figures: {error}")
-        if checkpoints and load_model is None:
-            load_model = _stored_model
-        if images is not None:
-            files += sampling_types(images, images.shape[-1], directory / "sampling_types")
+        # a step each: the curves, the sampling types, each configuration's checkpoint, the prior's, the searches'
+        steps = 2 + len(table) * checkpoints + (data.prior is not None) + bool(searches)
+        with progress_bar(steps, f"report {suite}", "figure", show=progress) as bar:
+            bar.set_postfix_str("validation curves")
+            if data.history is not None and not data.history.empty:
+                files += validation_curves(data.history, data.results, directory)
+            elif data.history_problem:
+                warnings.append(f"validation curves skipped: {data.history_problem}")
+            else:
+                history = results_dir / f"{suite}_history.csv"
+                warnings.append(f"{'no validation history in' if history.is_file() else 'no'} {history.name}: "
+                                "validation curves skipped")
+            bar.update()
+            bar.set_postfix_str("sampling types")
+            if images is None and "dataset" in data.meta:
+                try:
+                    images = run_dataset(data.meta).test[:TEST_IMAGES]
+                except ValueError as error:  # e.g. a GPU machine's dataset that is not on this one
+                    warnings.append(f"no sampling or checkpoint figures: {error}")
+            if checkpoints and load_model is None:
+                load_model = _stored_model
+            if images is not None:
+                files += sampling_types(images, images.shape[-1], directory / "sampling_types")
+            bar.update()
             if checkpoints:
-                paths, problems = _checkpoint_figures(data, list(table["config_id"]), directory, images, load_model,
-                                                        results_dir)
-                files += paths
-                warnings += problems
-        if data.prior is not None:  # images decoded from the prior samples that `prior` stored
-            paths, problems = prior_figures(results_dir, suite, data.prior, list(table["config_id"]), directory)
-            files, warnings = files + paths, warnings + problems
-        if searches:
-            paths, problems = _search_plots(searches, directory, searches_in)
-            files, warnings = files + paths, warnings + problems
+                if images is not None:
+                    paths, problems = _checkpoint_figures(data, list(table["config_id"]), directory, images,
+                                                            load_model, results_dir, bar)
+                    files += paths
+                    warnings += problems
+                bar.update(2 + len(table) - bar.n)  # the configurations without weights to draw from
+            if data.prior is not None:  # images decoded from the prior samples that `prior` stored
+                bar.set_postfix_str("prior samples")
+                paths, problems = prior_figures(results_dir, suite, data.prior, list(table["config_id"]), directory)
+                files, warnings = files + paths, warnings + problems
+                bar.update()
+            if searches:
+                bar.set_postfix_str("Optuna plots")
+                paths, problems = _search_plots(searches, directory, searches_in)
+                files, warnings = files + paths, warnings + problems
+                bar.update()
 
     unreachable = [name for name, search in searches.items() if isinstance(search, ValueError)]
     if unreachable and not figures:  # with figures, the missing Optuna plots name them and the way to them

@@ -51,6 +51,18 @@ def test_report_on_a_smoke_run_matches_the_per_fold_results(smoke_run):
         assert_figure(path.with_suffix(".pdf"))
 
 
+def test_report_counts_the_figures_it_draws_on_stderr_unless_quiet(smoke_run, tmp_path, capsys):
+    assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path)) == 0
+    lines = capsys.readouterr().err.splitlines()  # a log's lines: stderr is no terminal here
+    # the curves, the sampling types and each of the 6 configurations' checkpoints
+    assert lines[0].startswith("report smoke:   0%|") and lines[0].endswith("| 0/8 [00:00]")
+    assert lines[-1].startswith("report smoke: 100%|##########| 8/8 [")
+    assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path), "--quiet") == 0
+    assert capsys.readouterr().err == ""
+    assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path), "--no-checkpoints") == 0
+    assert capsys.readouterr().err.splitlines()[-1].startswith("report smoke: 100%|##########| 2/2 [")
+
+
 def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
     assert report(tmp_path, "--suite", "nothing") == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -35,6 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="storage of the searches whose parameters a run took (--params-from), for their "
                              "Optuna plots (default: the storage the run read each from; studies/ for a run of "
                              "an earlier version)")
+    report.add_argument("--quiet", action="store_true", help="no progress bar of the figures drawn")
     report.set_defaults(handler=cmd_report)
 
 
@@ -78,7 +79,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for suite in suites:
         try:
             summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
-                                   checkpoints=not args.no_checkpoints, searches_in=searches_in)
+                                   checkpoints=not args.no_checkpoints, searches_in=searches_in,
+                                   progress=not args.quiet)
         except InterruptedOnceWritten as interrupt:
             rest = suites[suites.index(suite) + 1:]
             raise InterruptedOnceWritten(f"{interrupt}; not reported: {', '.join(rest)} (run the same command again)"
