@@ -21,19 +21,23 @@ from benchmark.checks import check_choice
 # own ETA, from the cost of the work left, in the postfix.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
+# What tqdm writes before a bar's postfix
+POSTFIX = ", "
 # A terminal's cursor moves, which tqdm writes to stack several bars
 _CURSOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class LogLines:
     """The stream of a tqdm bar where nothing is redrawn in place (a log file, a pipe): the bar's state as a
-    plain line when it starts and at its first redraw (which has a resumed run's count, set once the bar
-    exists), then at most every ``interval`` seconds, and when it closes; without the carriage returns,
-    padding and cursor moves of each redraw, which a file would keep as they are."""
+    plain line when it starts, at its first redraw (which has a resumed run's count, set once the bar
+    exists) and at the first with a postfix (what a run trains: configuration, fold, epoch, ETA), then at
+    most every ``interval`` seconds, and when it closes; without the carriage returns, padding and cursor
+    moves of each redraw, which a file would keep as they are."""
 
     def __init__(self, stream: TextIO, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream, self.interval, self.clock = stream, interval, clock
         self.state, self.shown, self.shown_at, self.redraws = "", "", -math.inf, 0
+        self.postfix_shown = False
 
     @property
     def encoding(self) -> str | None:  # tqdm asks, to choose its bar's characters
@@ -44,7 +48,8 @@ class LogLines:
         if "\r" in cleaned:  # a redraw: the bar's new state, or blanks where tqdm clears it
             self.state = cleaned.rsplit("\r", 1)[1].strip() or self.state
             self.redraws += 1
-            if self.redraws <= 2 or self.clock() - self.shown_at >= self.interval:
+            first_postfix = not self.postfix_shown and POSTFIX in self.state
+            if self.redraws <= 2 or first_postfix or self.clock() - self.shown_at >= self.interval:
                 self._show()
         elif "\n" in cleaned:  # the bar closing: its last state
             self._show()
@@ -58,6 +63,7 @@ class LogLines:
             self.stream.write(self.state + "\n")
             self.stream.flush()
             self.shown, self.shown_at = self.state, self.clock()
+            self.postfix_shown = self.postfix_shown or POSTFIX in self.state
 
 
 # How bars are drawn, where the guess from the stream is wrong: "bar" under `| tee` on a terminal, or in a

@@ -145,3 +145,15 @@ def test_a_mistyped_progress_variable_stops_a_library_call_before_it_starts(tmp_
     with pytest.raises(ValueError, match="unknown MTVAE_BENCH_PROGRESS value 'line'"):
         start(tmp_path)
     assert not list(tmp_path.iterdir())  # no study, no results: not once its bar is made
+
+
+def test_what_a_run_trains_is_in_the_log_once_it_is_first_said_not_a_minute_later(clock):
+    # A smoke run (under a minute) logged only "0/30" and "30/30": the first configuration, fold and epoch never.
+    now, tick = clock
+    log = io.StringIO()
+    bar = tqdm(total=30, desc="smoke", bar_format="{desc}: {n}/{total}{postfix}", file=LogLines(log, clock=tick))
+    bar.refresh()  # the runner's look at the units done before: none
+    for postfix in ("config 1/6 | epoch 0/2", "config 1/6 | epoch 1/2", "config 1/6 | epoch 2/2"):
+        now[0] += 1  # a second an epoch
+        bar.set_postfix_str(postfix)
+    assert log.getvalue().splitlines() == ["smoke: 0/30", "smoke: 0/30, config 1/6 | epoch 0/2"]  # then a minute
