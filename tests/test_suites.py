@@ -130,6 +130,21 @@ def test_suites_says_of_a_folder_not_here_what_its_estimate_assumes(tmp_path, ca
     assert capsys.readouterr().err == ""
 
 
+def test_suites_estimates_a_suite_on_another_dataset_as_run_would_train_it(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    for i in range(10):
+        Image.new("L", (8, 8), i).save(tmp_path / "mine" / f"{i}.png")
+    assert cli(tmp_path, "suites", "smoke", "--dataset", "folder:mine") == 0
+    table, _ = capsys.readouterr().out.split("\n\n")
+    _, _, rows = text_table(table.splitlines()[:3])
+    # the folder's 8 training images, not smoke's 400 of mnist5k
+    assert rows[0][6] == duration(get_suite("smoke").override(dataset=f"folder:{tmp_path / 'mine'}").cpu_seconds())
+    assert rows[0][6] != duration(get_suite("smoke").cpu_seconds())
+    assert cli(tmp_path, "suites", "--dataset", "mnistt") == 2
+    assert one_line_error(capsys) == ("error: --dataset: unknown dataset 'mnistt' (did you mean 'mnist'?); choose "
+                                      "one of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH")
+
+
 def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):
     (tmp_path / "mine.toml").write_text('name = "mine"\nlimit = 2000\n[train]\nepochs = 10\n'
                                         '[[configurations]]\nfamily = "vae"\nconfig = 1\n')

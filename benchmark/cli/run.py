@@ -100,6 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     suites.add_argument("--folds", type=int, help="as `run --folds`")
     suites.add_argument("--repeats", type=int, help="as `run --repeats`")
     suites.add_argument("--limit", type=int, help="as `run --limit`: the cost on at most this many training images")
+    suites.add_argument("--dataset", help="as `run --dataset`: the cost on this dataset's images (a folder's counted)")
     suites.set_defaults(handler=cmd_suites)
 
 
@@ -266,12 +267,13 @@ def command_line(argv: list[str]) -> str:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    named = [checked(suite_or_run(name, StoreConfig()), name) for name in args.suites]
+    sizes = {"epochs": args.epochs, "folds": args.folds, "repeats": args.repeats, "limit": args.limit,
+             "dataset": args.dataset}
+    named = [checked(overridden(suite_or_run(name, StoreConfig()), **sizes), name) for name in args.suites]
     for name, suite in zip(args.suites, named):
         if clash := builtin_name_clash(name, suite):
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
-    sizes = {"epochs": args.epochs, "folds": args.folds, "repeats": args.repeats, "limit": args.limit}
-    shown = [overridden(suite, **sizes) for suite in named or builtin_suites().values()]
+    shown = named or [overridden(suite, **sizes) for suite in builtin_suites().values()]
     table = [[suite.name, len(suite.configurations), suite.folds, suite.units, suite.train.epochs,
               limited(suite.dataset, suite.limit) or "all", duration(suite.cpu_seconds()), suite.description]
              for suite in shown]
