@@ -79,9 +79,10 @@ def available_suites(results_dir: Path) -> list[str]:
     return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith(RESULTS_SUFFIXES))
 
 
-def check_has_results(results_dir: Path, suite: str) -> Path:
-    """The results CSV of ``suite`` in ``results_dir``; ``ReportError`` where there is none, naming the
-    suites that have one (a mistyped name's match among them), or how to make it."""
+def load_suite(results_dir: Path, suite: str) -> SuiteResults:
+    """Read the runner's three files for ``suite``; raises ``ReportError`` when the suite is
+    unknown, empty, has no COMPLETE unit or lacks required columns."""
+    results_dir = Path(results_dir)
     path = results_dir / f"{suite}.csv"
     if not path.is_file():
         available = available_suites(results_dir)
@@ -98,14 +99,6 @@ def check_has_results(results_dir: Path, suite: str) -> Path:
                f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
         raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}; a run exports them once it "
                           f"has finished a unit); run it first: {how}")
-    return path
-
-
-def load_suite(results_dir: Path, suite: str) -> SuiteResults:
-    """Read the runner's three files for ``suite``; raises ``ReportError`` when the suite is
-    unknown, empty, has no COMPLETE unit or lacks required columns."""
-    results_dir = Path(results_dir)
-    path = check_has_results(results_dir, suite)
     results = _read_csv(path, "a results CSV", as_written=TEXT_COLUMNS)
     if results.empty:
         raise ReportError(f"suite {suite!r} has no results yet ({path} "

@@ -254,6 +254,13 @@ def test_a_mistyped_suite_named_after_another_writes_neither_report(smoke_run, t
                   "--no-figures") == 2
     assert one_line_error(capsys).startswith("error: no results for suite 'smok' (did you mean 'smoke'?)")
     assert not (tmp_path / "reports").exists()
+    # nor one whose results cannot be read (a crashed run's empty export, say)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "empty.csv").write_text("")
+    shutil.copy(smoke_run / "results" / "smoke.csv", tmp_path / "results")
+    assert report(tmp_path, "--suite", "smoke", "--suite", "empty", "--no-figures") == 2
+    assert one_line_error(capsys) == "error: suite 'empty' has no results yet (results/empty.csv is empty)"
+    assert not (tmp_path / "reports").exists()
 
 
 def test_ctrl_c_during_a_report_says_it_was_dropped(smoke_run, tmp_path, capsys, monkeypatch):

@@ -41,7 +41,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import InterruptedOnceWritten, write_report
-    from benchmark.results import ReportError, available_suites, check_has_results
+    from benchmark.results import ReportError, available_suites, load_suite
     from benchmark.storage import check_storage_option
     from benchmark.studies import StudyPlace
 
@@ -72,8 +72,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
     for suite in suites:  # every report's folder, and every named suite's results, before the first report is written
         check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
-        if args.suite:
-            check_has_results(args.results_dir, suite)
+        if args.suite:  # one that cannot be reported (no results, or unreadable ones) is an error
+            load_suite(args.results_dir, suite)
     skipped: list[str] = []
     searches_in = StudyPlace(args.search_storage) if args.search_storage else None
     for suite in suites:
