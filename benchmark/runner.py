@@ -497,7 +497,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
         lambda chosen: open_suite_study(chosen, store,
                                         lambda differing: refused_run_advice(chosen.name, store, command, differing)))
     digest = pixel_digest(images)
-    check_pool(study, len(images), digest, "put the earlier images back, or run these under a --name of its own")
+    pool_note = check_pool(study, len(images), digest,
+                           "put the earlier images back, or run these under a --name of its own")
     heartbeat = agree_heartbeat(study, store.heartbeat_interval)
     if command:
         first_written(study, "command", command)
@@ -506,7 +507,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     print(suite.headline(), file=sys.stderr)  # after every check: an error stays the only line
     unlisted = unlisted_configurations(study, suite)
     results = store.results_dir / f"{suite.name}.csv"
-    for line in (*notes, precision_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
+    for line in (*notes, precision_note, pool_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
                  export_note(suite, store), new and new_study_line(study, store.url(suite.name), results),
                  resume_line(study, suite, store.grace_period),
                  unlisted_note(study, unlisted, results)):

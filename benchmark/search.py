@@ -391,13 +391,13 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     precision, study, precision_note = opened_as_agreed(
         agreed(), agreed, lambda precision: open_search_study(replace(settings, precision=precision), storage_url, name, options))
     settings = replace(settings, precision=precision)
-    check_pool(study, len(images), pixel_digest(images),
-               "put the earlier images back, or search these under another --study-name")
+    pool_note = check_pool(study, len(images), pixel_digest(images),
+                           "put the earlier images back, or search these under another --study-name")
     heartbeat = agree_heartbeat(study, options.heartbeat)
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
-    for line in (elsewhere, precision_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
+    for line in (elsewhere, precision_note, pool_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
                  unused_source_note(settings.dataset, options.data_root, options.download),
                  crowded_note(options.workers)):
         if line:

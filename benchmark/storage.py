@@ -153,22 +153,30 @@ def agree_heartbeat(study: optuna.Study, heartbeat: int) -> int:
     return int(first_written(study, "heartbeat", heartbeat))
 
 
-def check_pool(study: optuna.Study, images: int, digest: str, advice: str) -> None:
+def check_pool(study: optuna.Study, images: int, digest: str, advice: str) -> str | None:
     """Refuse training images other than those ``study`` first split into its folds: of another number
     (a folder dataset that gained or lost images since, another copy of the data on a machine sharing
     the storage), or with other pixels (``pixel_digest``: other files of the same count, or the same in
     another order). The folds would be other folds, and units trained on them would be paired by fold
-    number with the study's earlier ones. A study made before digests were stored takes this one."""
+    number with the study's earlier ones. A study made before digests were stored takes this one: a note
+    says so where it holds finished work, whose images cannot be compared."""
     first = int(first_written(study, "training_images", images))
     if first != images:
         raise StoreError(f"study {study.study_name!r} split {first:,} training images into its folds and these data "
                          f"have {images:,}: folds made now would not be those its results were trained on, and no "
                          f"comparison could pair them; {advice}")
+    unchecked = "images_digest" not in study.user_attrs and study.get_trials(deepcopy=False,
+                                                                            states=(TrialState.COMPLETE,))
     if first_written(study, "images_digest", digest) != digest:
         raise StoreError(f"study {study.study_name!r} split other training images into its folds than these: as "
-                         f"many ({images:,}), with other pixels (files changed or renamed since, or decoded by "
-                         f"another version of Pillow): folds made now would not be those its results were trained "
-                         f"on, and no comparison could pair them; {advice}")
+                         f"many ({images:,}), with other pixels (a folder's files changed or renamed since, or images "
+                         f"decoded by another version of Pillow or torchvision): folds made now would not be those "
+                         f"its results were trained on, and no comparison could pair them; {advice}")
+    if unchecked:
+        return (f"note: study {study.study_name!r} was made before studies kept a digest of their images: these "
+                "cannot be compared with those its finished work was trained on (as many), and are checked from now "
+                "on")
+    return None
 
 
 def first_written(study: optuna.Study, key: str, value: object) -> object:

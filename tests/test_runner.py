@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import optuna
+import sqlalchemy
 import pandas as pd
 import pytest
 import torch
@@ -1049,14 +1050,28 @@ def test_a_run_on_as_many_images_with_other_pixels_is_refused(tmp_path, capsys):
     assert run_cli(tmp_path, "--suite", "tiny.toml") == 2
     assert one_line_error(capsys) == (
         "error: study 'suite-tiny' split other training images into its folds than these: as many (10), with other "
-        "pixels (files changed or renamed since, or decoded by another version of Pillow): folds made now would not "
-        "be those its results were trained on, and no comparison could pair them; put the earlier images back, or "
-        "run these under a --name of its own")
+        "pixels (a folder's files changed or renamed since, or images decoded by another version of Pillow or "
+        "torchvision): folds made now would not be those its results were trained on, and no comparison could pair "
+        "them; put the earlier images back, or run these under a --name of its own")
     assert (tmp_path / "results" / "tiny.csv").read_bytes() == before
     study = optuna.load_study(study_name="suite-tiny", storage=f"sqlite:///{tmp_path / 'studies' / 'tiny.db'}")
     assert len(study.trials) == 2  # the first run's two folds, nothing of VAE 2 queued
     write(0)  # the images put back: the run goes on
     assert run_cli(tmp_path, "--suite", "tiny.toml") == 0
+    # a study made before studies kept a digest takes these images, saying that they could not be compared
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies' / 'tiny.db'}")
+    with storage.engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DELETE FROM study_user_attributes WHERE key = 'images_digest'"))
+    write(100)
+    with (tmp_path / "tiny.toml").open("a") as suite:
+        suite.write('[[configurations]]\nfamily = "vae"\nconfig = 2\nmethod = "multidecoder"\nsampling = "exact"\n')
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--suite", "tiny.toml") == 0
+    assert ("note: study 'suite-tiny' was made before studies kept a digest of their images: these cannot be compared "
+            "with those its finished work was trained on (as many), and are checked from now on") in \
+        capsys.readouterr().err
+    assert run_cli(tmp_path, "--suite", "tiny.toml") == 0
+    assert "digest" not in capsys.readouterr().err  # said once: the study keeps these images' digest
 
 
 def test_a_storage_file_whose_folder_cannot_be_made_is_refused_by_its_option(tmp_path, capsys):

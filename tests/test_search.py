@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
+import sqlalchemy
 import pytest
 import torch
 from conftest import (check_given, cli, given_to_workers, miss_the_first_look, one_line_error, one_torch_thread,
@@ -500,6 +501,12 @@ def test_a_search_on_as_many_images_with_other_pixels_is_refused(tmp_path, fake_
     assert one_line_error(capsys).startswith(
         f"error: study '{NAME}' split other training images into its folds than these: as many (20), with other pixels")
     assert len(load(tmp_path).trials) == 1
+    # a study made before studies kept a digest takes these, and says that they could not be compared
+    storage = optuna.storages.RDBStorage(db(tmp_path))
+    with storage.engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DELETE FROM study_user_attributes WHERE key = 'images_digest'"))
+    assert search_cli(tmp_path, "--trials", "2", "--range", "beta=0.1:2") == 0
+    assert f"note: study '{NAME}' was made before studies kept a digest of their images" in capsys.readouterr().err
 
 
 def test_a_new_study_beside_one_of_its_name_in_the_default_place_gets_a_note(tmp_path, fake_training, capsys):
