@@ -221,6 +221,7 @@ def export(study: optuna.Study, suite: Suite, config: StoreConfig, image_shape: 
             "search_storages": dict(suite.search_storages),
             "image_size": image_shape[-1] if image_shape else None,
             "image_channels": image_shape[0] if image_shape else None,
+            "images_digest": study.user_attrs.get("images_digest"),
             "command": command or study.user_attrs.get("command")}
     _replace(meta_path(config.results_dir, suite.name), json.dumps(meta, indent=2))
     return results_path, history_path

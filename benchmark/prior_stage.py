@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from benchmark.checks import check_choice, first_line, problems_of, raise_problems
 from benchmark.conditioning import PixelSampler
 from benchmark.cv import fold_indices, unit_seed
+from benchmark.data import pixel_digest
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
@@ -157,8 +158,14 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
 
 
 def training_pool(meta: dict) -> torch.Tensor:
-    """The images the runner split into folds: the training part of the run's dataset."""
-    return run_dataset(meta).train
+    """The images the runner split into folds: the training part of the run's dataset; a ``ValueError``
+    where they are other pixels than the run's study split (``pixel_digest``, exported since studies keep it)."""
+    pool = run_dataset(meta).train
+    if meta.get("images_digest") not in (None, pixel_digest(pool)):
+        raise ValueError(f"the {meta['dataset']} images here are not those run {meta.get('suite')!r} split into its "
+                         "folds (as many, with other pixels): the folds rebuilt from them would be others; put "
+                         "those images back")
+    return pool
 
 
 def fold_split(pool: torch.Tensor, meta: dict, fold: int, expected: tuple[int | None, int | None] = (None, None)

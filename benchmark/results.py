@@ -170,7 +170,8 @@ META_KINDS = (("folds", int, "an integer >= 2", 2),
               ("image_channels", (int, type(None)), "an integer >= 1 or null", 1),
               ("lr", (int, float), "a number", None), ("dataset", str, "a name", None),
               ("data_root", (str, type(None)), "a path or null", None), ("configurations", list, "a list", None),
-              ("params_from", dict, "an object of names", None), ("search_storages", dict, "an object of URLs", None))
+              ("params_from", dict, "an object of names", None), ("search_storages", dict, "an object of URLs", None),
+              ("images_digest", (str, type(None)), "a SHA-256 or null", None))
 
 
 def _check_meta(meta: object, path: Path) -> None:

@@ -25,7 +25,7 @@ from benchmark.balancing import BalanceConfig
 from benchmark.checks import check_choice
 from benchmark.conditioning import PixelSampler, conditioning, exact_grid
 from benchmark.config import Configuration, MethodConfig, TrainConfig
-from benchmark.data import Dataset, load_dataset
+from benchmark.data import Dataset, load_dataset, pixel_digest
 from benchmark.ensemble import train_folds_together
 from benchmark.export import load_checkpoint
 from benchmark.models import build_model
@@ -85,6 +85,14 @@ def test_the_tiny_run_splits_into_the_recorded_5_and_5_images():
     """The counts the mismatch tests change are the real ones: unchanged, the split passes."""
     train, val = fold_split(training_pool(META), META, 0, (5, 5))
     assert (len(train), len(val)) == (5, 5)
+
+
+def test_a_prior_on_as_many_images_with_other_pixels_than_the_run_split_is_refused():
+    pool = training_pool(META)
+    assert torch.equal(training_pool({**META, "images_digest": pixel_digest(pool)}), pool)
+    with raises("the mnist5k images here are not those run 'tiny' split into its folds (as many, with other pixels): "
+                "the folds rebuilt from them would be others; put those images back"):
+        training_pool({**META, "suite": SUITE, "images_digest": pixel_digest(pool.flip(0))})
 
 
 @pytest.mark.parametrize("counts, part, got, recorded", [

@@ -9,11 +9,13 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
 from conftest import assert_figure, cli, one_line_error
 
+from benchmark.data import load_dataset, pixel_digest
 from benchmark.export import load_checkpoint
 from benchmark.report import write_report
 from benchmark.train import device_name, resolve_device
@@ -180,6 +182,10 @@ def test_weights_go_to_the_artifacts_dir_and_the_report_finds_them(tmp_path, cap
     assert sorted(folds["checkpoint"]) == sorted(str(p) for p in stored)
     meta = json.loads((tmp_path / "results" / "one_meta.json").read_text())
     assert (meta["image_channels"], meta["image_size"]) == (1, 32)  # MNIST padded to 32 × 32
+    # the study's digest of the pixels its folds split, which `prior` compares with the images it rebuilds them from
+    study = optuna.load_study(study_name="suite-one", storage=f"sqlite:///{tmp_path / 'studies' / 'one.db'}")
+    assert meta["images_digest"] == study.user_attrs["images_digest"] == pixel_digest(
+        load_dataset("mnist5k", limit=100).train)
     assert report(tmp_path, "--suite", "one") == 0
     assert pd.read_csv(tmp_path / "reports" / "one" / "table.csv")["weights"].tolist() == [
         sum(p.numel() for p in load_checkpoint(stored[0])[0].parameters())]
