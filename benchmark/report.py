@@ -460,6 +460,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
                 paths, problems = _search_plots(searches, directory, searches_in)
                 files, warnings = files + paths, warnings + problems
                 bar.update()
+            bar.set_postfix_str("", refresh=False)  # its last line: all drawn, not the last one drawn
 
     unreachable = [name for name, search in searches.items() if isinstance(search, ValueError)]
     if unreachable and not figures:  # with figures, the missing Optuna plots name them and the way to them

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 import shlex
 import shutil
 import sys
@@ -69,6 +70,9 @@ def check_storage_option(flag: str, url: str | None, default: str) -> None:
     if url is not None and not url.strip():
         raise ValueError(f"{flag} is empty: give a storage URL, or leave it out for {default}")
     if url and "://" not in url:
+        if re.match(r"[A-Za-z][\w+.-]*:", url):  # a scheme without the //: sqlite:x.db
+            raise ValueError(f"{flag} {url} is not a URL: a storage URL reads scheme://…, e.g. "
+                             "sqlite:///studies/x.db or postgresql://user@host/db")
         raise ValueError(f"{flag} {url} is not a URL: for a SQLite file give sqlite:///{url}, or a database's, "
                          "e.g. postgresql://user@host/db")
 

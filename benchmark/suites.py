@@ -6,6 +6,7 @@ import math
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 from benchmark.balancing import BalanceConfig
@@ -34,22 +35,22 @@ FOLDER_IMAGES = 48_000  # a folder's that cannot be counted here (a run's on ano
 
 def training_images(dataset: str) -> int | None:
     """The images ``dataset``'s folds split (its training split): a folder's counted, None where it
-    cannot be (no such folder here)."""
+    cannot be (no such folder here, or too few images in it to split)."""
     if dataset.startswith(FOLDER_PREFIX):
-        return folder_training_images(Path(dataset.removeprefix(FOLDER_PREFIX)).expanduser())
+        folder = dataset.removeprefix(FOLDER_PREFIX)
+        return folder_training_images(Path(folder).expanduser()) if folder else None
     return TRAINING_IMAGES[dataset]
 
 
-def limited(dataset: str, limit: int | None) -> int | None:
-    """The training images ``limit`` takes of ``dataset``: itself, or None (all of them) where there is
-    none or it is at or above the dataset's count (a larger one takes them all)."""
-    return limit if limit and limit < (training_images(dataset) or math.inf) else None
+def limited(total: int | None, limit: int | None) -> int | None:
+    """The training images ``limit`` takes of a dataset's ``total`` (``training_images``): itself, or None
+    (all of them) where there is none or it is at or above the total (a larger one takes them all)."""
+    return limit if limit and limit < (total or math.inf) else None
 
 
-def pool_images(dataset: str, limit: int | None) -> int:
-    """The images a run's folds split: ``dataset``'s training images, at most ``limit``; FOLDER_IMAGES
-    for a folder that cannot be counted here."""
-    total = training_images(dataset)
+def pool_images(total: int | None, limit: int | None) -> int:
+    """The images a run's folds split: a dataset's ``total`` training images (``training_images``), at most
+    ``limit``; FOLDER_IMAGES where they could not be counted."""
     if total is None:
         return limit or FOLDER_IMAGES
     return min(limit, total) if limit else total
@@ -179,6 +180,11 @@ class Suite:
                 "configurations": [c.id for c in self.configurations],
                 "params_from": dict(self.params_from)}
 
+    @cached_property
+    def dataset_images(self) -> int | None:
+        """The training images of the suite's dataset (``training_images``), a folder's files counted once."""
+        return training_images(self.dataset)
+
     @property
     def image_side(self) -> int:
         """The side of the images a run of the suite loads (``default_image_side``)."""
@@ -205,7 +211,7 @@ class Suite:
     def unit_seconds(self) -> dict[str, float]:
         """Estimated seconds of one unit (fold) of each configuration on a 2-core cloud CPU;
         their ratios also weight the progress ETA (a VQ-VAE 3 unit costs about twenty Gaussian VAE units)."""
-        images = pool_images(self.dataset, self.limit)
+        images = pool_images(self.dataset_images, self.limit)
         return {c.id: fold_seconds(c.family, c.config, c.method.method, self.dataset, images, self.folds,
                                    self.train.epochs) for c in self.configurations}
 

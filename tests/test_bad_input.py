@@ -407,6 +407,8 @@ def test_a_studies_folder_that_cannot_be_written_is_refused(tmp_path):
     ("", "--storage is empty: give a storage URL, or leave it out for the SQLite files under --studies-dir"),
     ("studies/x.db", "--storage studies/x.db is not a URL: for a SQLite file give sqlite:///studies/x.db, or a "
                      "database's, e.g. postgresql://user@host/db"),
+    ("sqlite:x.db", "--storage sqlite:x.db is not a URL: a storage URL reads scheme://…, e.g. "
+                    "sqlite:///studies/x.db or postgresql://user@host/db"),
 ])
 def test_a_storage_that_is_no_url_is_refused_with_the_url_meant(tmp_path, capsys, command, storage, message):
     # An empty one was taken as none (the studies went to studies/), a path failed in SQLAlchemy's words.
@@ -420,4 +422,11 @@ def test_a_search_storage_that_is_no_url_is_refused_with_the_url_meant(tmp_path,
     assert cli(tmp_path, *command, "--search-storage", "studies/s.db") == 2
     assert one_line_error(capsys) == ("error: --search-storage studies/s.db is not a URL: for a SQLite file give "
                                       "sqlite:///studies/s.db, or a database's, e.g. postgresql://user@host/db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_search_storage_without_params_from_is_refused(tmp_path, capsys):
+    # it was taken as none, and the run trained
+    assert cli(tmp_path, "run", "--suite", "smoke", "--search-storage", "") == 2
+    assert one_line_error(capsys).startswith("error: --search-storage is where the --params-from studies are")
     assert list(tmp_path.iterdir()) == []

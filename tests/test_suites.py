@@ -22,6 +22,7 @@ from benchmark.checks import Problems
 from benchmark.cv import fold_indices, unit_seed
 from benchmark.models import DEFAULT_BETA
 from benchmark.progress import duration
+from benchmark import suites
 from benchmark.suites import builtin_suites, get_suite, limited
 
 # The thesis grid of one model (SPEC.md, "The full suite"; thesis section 4.3: 9 rows per model
@@ -100,7 +101,10 @@ def test_the_cpu_estimate_of_smoke_by_hand():
         162_770 * 4 / 5 * 2 * 4 / 2700 + 0.1, rel=1e-9)
 
 
-def test_the_cpu_estimate_of_a_folder_counts_its_images(tmp_path):
+def test_the_cpu_estimate_of_a_folder_counts_its_images(tmp_path, monkeypatch):
+    counted = []
+    monkeypatch.setattr("benchmark.suites.folder_training_images",
+                        lambda root, count=suites.folder_training_images: counted.append(root) or count(root))
     for i in range(10):
         Image.new("L", (40, 30), i).save(tmp_path / f"{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
@@ -108,8 +112,9 @@ def test_the_cpu_estimate_of_a_folder_counts_its_images(tmp_path):
     # 10 images, 2 held out as the test split: 8 split into 5 folds, whatever the suite's limit of 400
     folder = get_suite("smoke").override(dataset=f"folder:{tmp_path}")
     assert folder.cpu_seconds([ids[0]]) == pytest.approx(8 * 4 / 5 * 2 / 2700 + 0.1, rel=1e-9)
-    assert limited(folder.dataset, folder.limit) is None  # `suites` says it takes them all
-    assert limited(folder.dataset, 5) == 5
+    assert folder.dataset_images == 8 and limited(folder.dataset_images, folder.limit) is None  # `suites`: all
+    assert limited(folder.dataset_images, 5) == 5
+    assert len(counted) == 1  # once a suite: a folder of CelebA's size takes seconds to list
     # a folder not here (a run's on another machine) is taken to hold 48,000 training images, or the limit
     elsewhere = folder.override(dataset=f"folder:{tmp_path / 'elsewhere'}")
     assert elsewhere.cpu_seconds([ids[0]]) == pytest.approx(400 * 4 / 5 * 2 / 2700 + 0.1, rel=1e-9)
@@ -121,8 +126,8 @@ def test_suites_says_of_a_folder_not_here_what_its_estimate_assumes(tmp_path, ca
     (tmp_path / "far.toml").write_text('name = "far"\ndataset = "folder:nowhere"\n[[configurations]]\nfamily = "vae"\n'
                                        'config = 1\n')
     assert cli(tmp_path, "suites", "far.toml") == 0
-    assert capsys.readouterr().err == ("note: folder:nowhere is no folder of images here: far's estimate is of "
-                                       "48,000 training images\n")
+    assert capsys.readouterr().err == ("note: folder:nowhere holds no images to split here (no such folder, or "
+                                       "fewer than two images): far's estimate is of 48,000 training images\n")
     (tmp_path / "nowhere").mkdir()
     for i in range(5):
         Image.new("L", (8, 8), i).save(tmp_path / "nowhere" / f"{i}.png")

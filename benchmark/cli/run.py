@@ -23,7 +23,7 @@ from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, check
 from benchmark.store import parse_unit, study_name
 from benchmark.studies import StudyPlace, study_names
 from benchmark.suites import (PixelCountError, Suite, builtin_suites, get_suite, is_suite_file, limited, pool_images,
-                              training_images, tuned_name)
+                              tuned_name)
 from benchmark.tables import text_table
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
             print(f"warning: {clash}: `run --suite {name}` needs a --name", file=sys.stderr)
     shown = named or [overridden(suite, **sizes) for suite in builtin_suites().values()]
     table = [[suite.name, len(suite.configurations), suite.folds, suite.units, suite.train.epochs,
-              limited(suite.dataset, suite.limit) or "all", duration(suite.cpu_seconds()), suite.description]
+              limited(suite.dataset_images, suite.limit) or "all", duration(suite.cpu_seconds()), suite.description]
              for suite in shown]
     print(text_table(table, ("suite", "configs", "folds", "units", "epochs", "images", "est. 2-core CPU",
                              "description"), ("left", *["right"] * 6, "left")))
@@ -283,9 +283,10 @@ def cmd_suites(args: argparse.Namespace) -> int:
     if given:  # the descriptions are of the suites as their files give them
         print(f"(with {', '.join(given)}; the descriptions give each suite as it is defined)")
     for suite in shown:  # a folder on another machine, or a mistyped path, which `run` would refuse
-        if suite.dataset.startswith(FOLDER_PREFIX) and training_images(suite.dataset) is None:
-            print(f"note: {suite.dataset} is no folder of images here: {suite.name}'s estimate is of "
-                  f"{pool_images(suite.dataset, suite.limit):,} training images", file=sys.stderr)
+        if suite.dataset.startswith(FOLDER_PREFIX) and suite.dataset_images is None:
+            print(f"note: {suite.dataset} holds no images to split here (no such folder, or fewer than two "
+                  f"images): {suite.name}'s estimate is of {pool_images(None, suite.limit):,} training images",
+                  file=sys.stderr)
     for suite in shown if named else ():  # a suite asked for by name: what it trains, too
         print(f"\n{suite.name}: its configurations, each trained on {suite.folds * suite.repeats} folds "
               "(est. 2-core CPU per fold)")
@@ -320,7 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         place, own = None, messages(err)
     own += [*problems_of(check_heartbeat, args.heartbeat), *problems_of(check_workers, args.workers)]
-    if args.search_storage and not args.params_from:
+    if args.search_storage is not None and not args.params_from:
         own.append("--search-storage is where the --params-from studies are: give it with --params-from")
     if own:  # said with the overrides' problems, so that all are mended at once
         # The suite looked up where the run's studies are, when known: a name a run is filed under is named so
