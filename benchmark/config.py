@@ -19,7 +19,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 # Datasets whose images have one size whatever the options.
 FIXED_IMAGE_SIDE = {"mnist5k": 32, "digits": 32, "mnist": 32, "cifar10": 32}
-# The sides CelebA's and a folder's images are resized to unless an image_size is given (a suite and a search give none).
+# The sides CelebA's and a folder's images are resized to without an image_size (a suite and a search give none).
 CELEBA_IMAGE_SIDE = 64
 FOLDER_IMAGE_SIDE = 32
 DATASET_NAMES: tuple[str, ...] = ("mnist5k", "digits", "mnist", "cifar10", "celeba")

@@ -163,8 +163,8 @@ def training_pool(meta: dict) -> torch.Tensor:
     pool = run_dataset(meta).train
     if meta.get("images_digest") not in (None, pixel_digest(pool)):
         raise ValueError(f"the {meta['dataset']} images here are not those run {meta.get('suite')!r} split into its "
-                         "folds (as many, with other pixels): the folds rebuilt from them would be others; put "
-                         "those images back")
+                         "folds (other files, or the same in another order or of another number): the folds rebuilt "
+                         "from them would be others; put those images back")
     return pool
 
 

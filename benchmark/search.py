@@ -397,8 +397,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     beat_note = heartbeat_note(name, heartbeat, options.heartbeat, "trial")
     options = replace(options, heartbeat=heartbeat)
     # Messages only after every check, so that an error stays the only line.
-    for line in (elsewhere, precision_note, pool_note, limit_note(settings.dataset, settings.limit, len(images)), beat_note,
-                 unused_source_note(settings.dataset, options.data_root, options.download),
+    for line in (elsewhere, precision_note, pool_note, limit_note(settings.dataset, settings.limit, len(images)),
+                 beat_note, unused_source_note(settings.dataset, options.data_root, options.download),
                  crowded_note(options.workers)):
         if line:
             print(line, file=sys.stderr)

@@ -12,8 +12,8 @@ from pathlib import Path
 from benchmark.balancing import BalanceConfig
 from benchmark.checks import (FieldChecks, check_choice, check_kind, did_you_mean, field_problems, messages,
                               problems_error, problems_of, raise_problems)
-from benchmark.config import (FOLDER_PREFIX, Configuration, MethodConfig, TrainConfig,
-                              check_dataset_name, default_image_side, second_decoder_weight_problem, softadapt_weights_problem)
+from benchmark.config import (FOLDER_PREFIX, Configuration, MethodConfig, TrainConfig, check_dataset_name,
+                              default_image_side, second_decoder_weight_problem, softadapt_weights_problem)
 from benchmark.data.folder import folder_training_images
 from benchmark.files import check_name
 from benchmark.models import METHODS, MODEL_CONFIGS, model_config

@@ -90,8 +90,9 @@ def test_the_tiny_run_splits_into_the_recorded_5_and_5_images():
 def test_a_prior_on_as_many_images_with_other_pixels_than_the_run_split_is_refused():
     pool = training_pool(META)
     assert torch.equal(training_pool({**META, "images_digest": pixel_digest(pool)}), pool)
-    with raises("the mnist5k images here are not those run 'tiny' split into its folds (as many, with other pixels): "
-                "the folds rebuilt from them would be others; put those images back"):
+    with raises("the mnist5k images here are not those run 'tiny' split into its folds (other files, or the same in "
+                "another order or of another number): the folds rebuilt from them would be others; put those images "
+                "back"):
         training_pool({**META, "suite": SUITE, "images_digest": pixel_digest(pool.flip(0))})
 
 

@@ -18,10 +18,10 @@ class DatasetNotFoundError(ValueError):
 
 
 def pixel_digest(images: torch.Tensor) -> str:
-    """SHA-256 of ``images`` (floats in [0, 1] made from 8-bit pixels) as those 8-bit values, in
-    their order: it tells a pool of training images from another of the same count (other files
-    under a folder, or the same in another order, which makes other folds). Read in chunks, as a
-    CelebA pool as bytes would be another 2 GB."""
+    """SHA-256 of ``images`` (floats in [0, 1]) rounded to 8-bit values, in their order: it tells a pool
+    of training images from another of the same count (other files under a folder, or the same in
+    another order, which makes other folds), and a float's last bits do not change it. Read in chunks,
+    as a CelebA pool as bytes would be another 2 GB."""
     digest = hashlib.sha256(repr(tuple(images.shape)).encode())
     for chunk in images.split(1024):
         digest.update(chunk.mul(255).round_().to(torch.uint8).numpy().tobytes())
