@@ -118,7 +118,7 @@ class _Worker:
         # The run's first worker exports while it trains: more would read the whole study as often again.
         self.exports, self.export_failed = position in (None, 0), False
         self.exported, self.export_seconds = time.monotonic(), 0.0
-        self.study = open_suite_study(suite, store)
+        self.study = open_suite_study(suite, store)[0]
         self.images = training_pool(suite) if images is None else images
         self.folds = fold_indices(len(self.images), suite.folds, suite.seed, suite.repeats)
         self.mean_image_recon: dict[int, float] = {}  # per fold, which every configuration shares
@@ -490,9 +490,8 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     images = training_pool(suite)  # a missing dataset is reported before the study is touched
     folds = fold_indices(len(images), suite.folds, suite.seed, suite.repeats)
     store.check_folders(suite.name)
-    # a study is new where none stores its settings yet, not where it has no finished unit (an interrupted first run's)
-    new = stored_attr(store.url(suite.name), study_name(suite), "settings") is None
-    suite, study, precision_note = opened_as_agreed(
+    # made: new where this run stored its settings, not where it has no finished unit (an interrupted first run's)
+    suite, (study, made), precision_note = opened_as_agreed(
         agreed, lambda: _with_agreed_precision(asked, store, device, fold_parallel),
         lambda chosen: open_suite_study(chosen, store,
                                         lambda differing: refused_run_advice(chosen.name, store, command, differing)))
@@ -508,7 +507,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     unlisted = unlisted_configurations(study, suite)
     results = store.results_dir / f"{suite.name}.csv"
     for line in (*notes, precision_note, pool_note, limit_note(suite.dataset, suite.limit, len(images)), beat_note,
-                 export_note(suite, store), new and new_study_line(study, store.url(suite.name), results),
+                 export_note(suite, store), made and new_study_line(study, store.url(suite.name), results),
                  resume_line(study, suite, store.grace_period),
                  unlisted_note(study, unlisted, results)):
         if line:

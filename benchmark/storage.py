@@ -190,9 +190,14 @@ def first_written(study: optuna.Study, key: str, value: object) -> object:
     insert that the database refuses when the attribute exists, never an overwrite. ``study`` is
     opened on an ``open_storage`` storage.
     """
-    if key not in study.user_attrs:
-        _claiming_storage(study).add_study_user_attr(study._study_id, key, value)
+    stored_first(study, key, value)
     return study.user_attrs[key]
+
+
+def stored_first(study: optuna.Study, key: str, value: object) -> bool:
+    """Set the study's user attribute ``key`` to ``value`` unless a worker set it before (``first_written``);
+    whether this call set it."""
+    return key not in study.user_attrs and _claiming_storage(study).add_study_user_attr(study._study_id, key, value)
 
 
 def opened_as_agreed(first: tuple[Agreed, str | None], agree: Callable[[], tuple[Agreed, str | None]],
@@ -280,15 +285,18 @@ def version_problem(study: str, url: str, stored: dict) -> str | None:
             f"version of mtvae-bench, {since_changes(changes)}")
 
 
-def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str | Callable[[list[str]], str]) -> None:
+def check_settings(study: optuna.Study, url: str, wanted: dict, advice: str | Callable[[list[str]], str]) -> bool:
     """Store ``wanted`` as the settings of a new study; refuse a study made with other ones,
     with ``advice`` (or what it returns for the settings that differ, asked only then) on what to
-    do instead and the command that removes the study."""
-    stored = upgraded(first_written(study, "settings", wanted))
+    do instead and the command that removes the study. Whether this call stored them: of runs
+    started together on no study, one makes it."""
+    made = stored_first(study, "settings", wanted)
+    stored = upgraded(study.user_attrs["settings"])
     if differing := settings_differ(stored, wanted):
         raise StoreError(differing_settings_message(study.study_name, url, stored, wanted)
                          + f"; {advice(differing) if callable(advice) else advice}: "
                          + delete_hint(study.study_name, url))
+    return made
 
 
 def finished_elsewhere(error: BaseException) -> bool:
@@ -495,15 +503,16 @@ class ClaimingStorage(RDBStorage):
         with self.engine.connect() as connection:
             return set(connection.execute(query).scalars())
 
-    def add_study_user_attr(self, study_id: int, key: str, value: object) -> None:
+    def add_study_user_attr(self, study_id: int, key: str, value: object) -> bool:
         """Store a study attribute unless it exists (the table's unique key refuses a second
-        insert). Optuna's own setter overwrites."""
+        insert; Optuna's own setter overwrites); whether it was stored."""
         row = insert(StudyUserAttributeModel).values(study_id=study_id, key=key, value_json=json.dumps(value))
         try:
             with self.engine.begin() as connection:
                 connection.execute(row)
         except IntegrityError:  # another worker stored it first
-            pass
+            return False
+        return True
 
 
 def storage_driver_url(url: str) -> str:

@@ -47,10 +47,10 @@ SEPARATE_RUN = ("for a separate run, give it a --name of its own (or another --s
 
 
 def open_suite_study(suite: Suite, config: StoreConfig,
-                     advice: Callable[[list[str]], str] = lambda differing: SEPARATE_RUN) -> optuna.Study:
-    """Create or load the suite's study; refuse one made with other settings, touching nothing, with
-    ``advice`` for the settings that differ. A study is a pool of units: a suite that lists other
-    configurations (``shares_units``) uses it."""
+                     advice: Callable[[list[str]], str] = lambda differing: SEPARATE_RUN) -> tuple[optuna.Study, bool]:
+    """Create or load the suite's study, and whether this call made it (stored its settings); refuse one
+    made with other settings, touching nothing, with ``advice`` for the settings that differ. A study is
+    a pool of units: a suite that lists other configurations (``shares_units``) uses it."""
     storage = open_storage(config.url(suite.name), config)
     name = study_name(suite)
     settings = versioned(suite.settings())
@@ -63,11 +63,10 @@ def open_suite_study(suite: Suite, config: StoreConfig,
         if outdated := outdated_units(study, suite, stored.get("metrics_version", 1)):
             raise StoreError(_outdated_message(name, config.url(suite.name), outdated)
                              + f"; {advice(['metrics_version'])}: " + delete_hint(name, config.url(suite.name)))
-        return study
+        return study, False
     # Refused: name what differs besides the configurations listed, which are no reason.
     compared = settings if stored is None else _as_listed(upgraded(stored), settings)
-    check_settings(study, config.url(suite.name), compared, advice)
-    return study
+    return study, check_settings(study, config.url(suite.name), compared, advice)
 
 
 def _as_listed(stored: dict, wanted: dict) -> dict:

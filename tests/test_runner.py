@@ -212,7 +212,7 @@ def test_a_unit_enqueued_twice_is_not_claimed_as_a_sibling_while_it_runs_or_once
     must not take its second trial when the first is already running or done."""
     suite = get_suite("smoke").override(folds=5)
     store = StoreConfig(studies_dir=tmp_path)
-    study = open_suite_study(suite, store)
+    study, _ = open_suite_study(suite, store)
     enqueue_missing(study, unit_keys(suite))
     config_id = suite.configurations[0].id
     for fold in (1, 2, 3):
@@ -240,7 +240,7 @@ def test_the_copy_of_a_unit_enqueued_twice_is_pruned_untrained_while_the_first_r
         tmp_path, monkeypatch, first):
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path)
-    study = open_suite_study(suite, store)
+    study, _ = open_suite_study(suite, store)
     key = unit_keys(suite)[0]
     study.enqueue_trial({UNIT_PARAM: key})
     study.enqueue_trial({UNIT_PARAM: key})  # the other machine's copy
@@ -265,7 +265,7 @@ def test_a_sibling_claim_that_loses_a_units_trial_does_not_take_its_copy(tmp_pat
     enqueued beside it would be the same unit trained twice."""
     suite = get_suite("smoke").override(folds=3)
     store = StoreConfig(studies_dir=tmp_path)
-    study = open_suite_study(suite, store)
+    study, _ = open_suite_study(suite, store)
     enqueue_missing(study, unit_keys(suite))
     config_id = suite.configurations[0].id
     study.enqueue_trial({UNIT_PARAM: unit_key(config_id, 1)})  # the other machine's copy
@@ -303,7 +303,7 @@ def test_an_interrupted_unit_is_trained_again_before_the_units_after_it(tmp_path
     does, would leave its configuration a fold short until the whole suite had run."""
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path)
-    study = open_suite_study(suite, store)
+    study, _ = open_suite_study(suite, store)
     keys = unit_keys(suite)
     enqueue_missing(study, keys)
     first = unit_states(study)[keys[0]][0]._trial_id
@@ -939,7 +939,7 @@ def test_a_worker_under_auto_follows_a_study_another_machine_made_in_another_pre
     err = capsys.readouterr().err
     assert "note: study 'suite-small' trains in bf16, as its first run did, so this run does too" in err
     assert "new study" not in err  # the other machine made it
-    assert looks == ["settings"] * 3  # the precision's, whether the study is new, the precision's once it is open
+    assert looks == ["settings"] * 2  # the precision's, and again once the study refused it
 
 
 def test_a_study_made_by_an_earlier_version_is_refused_and_left_alone(smoke_run, tmp_path, capsys):

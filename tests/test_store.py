@@ -23,6 +23,7 @@ from benchmark.storage import (
     open_storage,
     optuna_command,
     settings_differ,
+    stored_first,
     upgraded,
     version_problem,
 )
@@ -71,10 +72,23 @@ def test_a_database_server_that_never_answers_is_a_clear_error_not_a_hang(monkey
     assert time.monotonic() - started < 20 and "secret" not in str(error.value)
 
 
+def test_opening_a_suite_s_study_says_whether_it_made_it(tmp_path):
+    # Runs started together on no study all found none before they opened it, and each said it made it.
+    suite = get_suite("smoke").override(folds=2)
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    first, made = open_suite_study(suite, store)
+    assert made and first.user_attrs["settings"]["folds"] == 2
+    assert open_suite_study(suite, store)[1] is False
+    # one that found no settings before it stored its own, after another's were stored: not made by it
+    other = optuna.load_study(study_name="suite-smoke", storage=open_storage(store.url("smoke"), store))
+    assert stored_first(other, "settings", {"folds": 3}) is False
+    assert other.user_attrs["settings"]["folds"] == 2
+
+
 def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
-    study = open_suite_study(suite, store)
+    study, _ = open_suite_study(suite, store)
     keys = unit_keys(suite)
     study.enqueue_trial({UNIT_PARAM: keys[0]})
     trial_id = unit_states(study)[keys[0]][0]._trial_id
@@ -95,7 +109,7 @@ def test_a_unit_not_complete_exports_no_metrics_that_a_killed_attempt_left(tmp_p
     # recorded its unit left metrics and a history that the export showed beside a WAITING state.
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
-    study = open_suite_study(suite, store)
+    study, _ = open_suite_study(suite, store)
     keys = unit_keys(suite)
     for key in keys[:2]:
         study.enqueue_trial({UNIT_PARAM: key})
@@ -117,7 +131,7 @@ def test_a_tuned_configuration_is_labelled_before_any_of_its_folds_ran(tmp_path)
     smoke = get_suite("smoke").override(folds=2)
     tuned = dataclasses.replace(smoke, name="smoke-tuned", params_from=((smoke.configurations[2].id, "search-x"),))
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
-    table = pd.read_csv(export(open_suite_study(tuned, store), tuned, store)[0], keep_default_na=False)
+    table = pd.read_csv(export(open_suite_study(tuned, store)[0], tuned, store)[0], keep_default_na=False)
     assert (table["state"] == "MISSING").all()
     assert table.groupby("config_id", sort=False)["params_from"].unique().map(list).tolist() == \
         [[""], [""], ["search-x"], [""], [""], [""]]
@@ -127,7 +141,7 @@ def test_a_run_on_another_storage_says_that_its_export_replaces_the_others(tmp_p
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
     assert export_note(suite, store) is None  # nothing exported yet
-    export(open_suite_study(suite, store), suite, store)
+    export(open_suite_study(suite, store)[0], suite, store)
     assert export_note(suite, store) is None  # the same storage: its own export
     monkeypatch.chdir(tmp_path)
     assert export_note(suite, StoreConfig(studies_dir=Path("."), results_dir=tmp_path)) is None  # by a relative path
@@ -260,7 +274,7 @@ def test_a_shared_study_refuses_folds_another_files_run_trained_before_their_mod
     smoke = get_suite("smoke").override(folds=2)
     vae_only = dataclasses.replace(smoke, configurations=smoke.configurations[:3])
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
-    study = open_suite_study(vae_only, store)
+    study, _ = open_suite_study(vae_only, store)
     study.set_user_attr("settings", {**study.user_attrs["settings"], "metrics_version": 3})
 
     def done(key: str, **user_attrs) -> None:
