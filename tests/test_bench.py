@@ -200,6 +200,11 @@ def test_a_negative_seed_is_refused_before_any_timing(monkeypatch):
 def test_without_warm_up_on_a_gpu_the_naive_loops_set_up_is_noted():
     cuda = torch.device("cuda")
     assert any("--warmup 0" in note for note in setting_notes(20, True, None, cuda, warmup=0))
+    # worker processes, each fresh, time their first step's set-up too (a quarter of the img/s, measured)
+    cpu = torch.device("cpu")
+    assert any("each of the 2 worker processes" in note for note in setting_notes(20, False, None, cpu, 0, workers=2))
+    assert not any("worker" in note for note in setting_notes(20, False, None, cpu, 1, workers=2)
+                   + setting_notes(20, False, None, cpu, 0, workers=1))
     assert not any("--warmup" in note for note in setting_notes(20, True, None, cuda, warmup=1)
                    + setting_notes(20, False, None, cuda, warmup=0) + setting_notes(20, True, None, torch.device("cpu"),
                                                                                     warmup=0))
@@ -239,7 +244,7 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     assert code == 0
     printed, err = capsys.readouterr()
     assert "ours img/s" in printed and "matmul peak" in printed
-    assert ("note: at --steps 1, a fold's fixed costs (building the model, a validation pass) weigh on ours's "
+    assert ("note: at --steps 1, a fold's fixed costs (building the model, a validation pass) weigh on our loop's "
             "figures: its img/s, % of peak read low; time 10 steps or more") in err  # no naive to speak of
     assert ("note: --peak-size 64 is below the default on cpu (2048): small products run below the machine's peak, "
             "so % of peak reads high") in err
@@ -260,7 +265,7 @@ def test_a_few_steps_note_comes_before_the_timings_and_names_naive_when_it_runs(
     monkeypatch.setattr("benchmark.bench.throughput.measure_matmul_peak", interrupted)
     assert main(["bench", "--steps", "5", "--out", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.splitlines()[0] == (
-        "note: at --steps 5, a fold's fixed costs (building the model, a validation pass) weigh on ours's figures, "
+        "note: at --steps 5, a fold's fixed costs (building the model, a validation pass) weigh on our loop's figures, "
         "while naive's clock starts after its warm-up: its img/s, % of peak and speed-up read low; time 10 steps or "
         "more (more on a GPU, whose steps are quicker)")
     assert main(["bench", "--peak-size", "2048", "--out", str(tmp_path / "out")]) == 130
@@ -321,7 +326,7 @@ def test_cli_bench_times_worker_processes_training_at_once(tmp_path, capsys):
                  "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
                  "--workers", "2", "--precision", "fp32", "--out", str(out)])
     assert code == 0
-    assert "2 worker process(es) for ours" in capsys.readouterr().out
+    assert "2 worker processes for ours" in capsys.readouterr().out
     row = next(csv.DictReader((out / "throughput.csv").open()))
     assert (row["workers"], row["precision"]) == ("2", "fp32")
     # two processes each trained 2 steps of 8 images within the measured span

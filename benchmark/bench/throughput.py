@@ -69,7 +69,7 @@ if TYPE_CHECKING:  # folds imports this module; write_csv only names its row typ
 BENCH_SAMPLING = {"baseline": None, "multidecoder": "uniform", "single": "uniform"}
 BENCH_EXPONENT = 40.0  # the single decoder's power-law exponent (the thesis's)
 VAL_IMAGES = 32        # the timed train_fold's validation set: tiny, so it does not distort the timing
-FEW_STEPS = 10  # below it a fold's fixed costs pass about 5 % of ours's timed region (2.5 % at 20 steps on CPU)
+FEW_STEPS = 10  # below it a fold's fixed costs pass about 5 % of our loop's timed region (2.5 % at 20 steps on CPU)
 THROUGHPUT_CSV, ENSEMBLE_CSV = "throughput.csv", "ensemble.csv"  # the files `bench` writes into --out
 
 
@@ -336,14 +336,15 @@ def _prepare(families: Sequence[str] | None, methods: Sequence[str] | None, step
 
 
 def setting_notes(steps: int, naive: bool, peak_size: int | None, device: torch.device,
-                  warmup: int = 1) -> list[str]:
-    """What the settings do to the figures: at few steps a fold's fixed costs weigh on ours's, a
-    peak matrix smaller than ``device``'s default measures a low peak, and on a GPU without warm-up
-    the naive process times its first step's set-up, which ours has done counting FLOPs."""
+                  warmup: int = 1, workers: int = 1) -> list[str]:
+    """What the settings do to the figures: at few steps a fold's fixed costs weigh on our loop's, a
+    peak matrix smaller than ``device``'s default measures a low peak, and without warm-up the
+    naive process on a GPU, or ``workers`` processes, time their first step's set-up, which ours
+    in this process has done counting FLOPs."""
     notes = []
     if steps < FEW_STEPS:
         notes.append(f"note: at --steps {steps}, a fold's fixed costs (building the model, a validation pass) weigh "
-                     "on ours's figures" + (", while naive's clock starts after its warm-up" if naive else "")
+                     "on our loop's figures" + (", while naive's clock starts after its warm-up" if naive else "")
                      + f": its img/s, % of peak{' and speed-up' if naive else ''} read low; time {FEW_STEPS} "
                      "steps or more (more on a GPU, whose steps are quicker)")
     default = default_peak_size(device)
@@ -353,6 +354,9 @@ def setting_notes(steps: int, naive: bool, peak_size: int | None, device: torch.
     if naive and warmup == 0 and device.type == "cuda":
         notes.append("note: at --warmup 0 the naive loop, in a fresh process, times its first step's set-up (CUDA "
                      "libraries, kernel choice), which ours did before its clock started: the speed-up reads high")
+    if workers > 1 and warmup == 0:
+        notes.append(f"note: at --warmup 0 each of the {workers} worker processes times its first step's set-up "
+                     "(allocations, kernel choice): our loop's img/s and % of peak read low; warm up 1 step or more")
     return notes
 
 
@@ -377,7 +381,7 @@ def run_bench(families: Sequence[str] | None = None, methods: Sequence[str] | No
                                                     dataset, data_root, download)
     if workers > 1 and torch_device.type != "cpu":
         raise BenchArgumentError("workers > 1 is measured on the CPU only (--device cpu)")
-    for note in setting_notes(steps, naive, peak_size, torch_device, warmup) if notes else ():
+    for note in setting_notes(steps, naive, peak_size, torch_device, warmup, workers) if notes else ():
         notes(note)
     peak = measure_matmul_peak(torch_device, peak_size)
     if progress:
@@ -409,7 +413,7 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def pct_peak(row: BenchRow) -> float:
-    """Ours's FLOP/s as a percentage of the peak of the precision it trained in."""
+    """Our loop's FLOP/s as a percentage of the peak of the precision it trained in."""
     return row.pct_peak_bf16 if row.precision == "bf16" and not math.isnan(row.pct_peak_bf16) else row.pct_peak_fp32
 
 
@@ -429,7 +433,10 @@ def format_table(result: BenchResult) -> str:
                                      if bf16 else "; % peak is of the float32 peak"),
            (f"{s['steps']} timed steps after {s['warmup']} warm-up (best of {s['repeats']}), batch {s['batch']}, "
             f"{s['dataset']}, device {s.get('device_name', s['device'])}, precision {s['precision']}, "
-            f"{s['workers']} worker process(es) for ours, {s['threads']} torch threads, torch {s['torch']}")]
+            f"{s['workers']} worker process{'es' * (s['workers'] != 1)} for ours, {s['threads']} torch "
+            f"thread{'s' * (s['threads'] != 1)}, torch {s['torch']}"),
+           "ours: this package's training loop (`run`'s); naive: the plainest PyTorch loop (a DataLoader over a "
+           "TensorDataset, masks made per image in Python)"]
     if any(pct_peak(r) > 100 for r in result.rows):
         out.append(("note: a rate above the peak means a peak measured low on a busy machine; " if bf16 else
                     "note: a rate above the float32 peak means bf16, or a peak measured low on a busy machine; ")
