@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,13 +57,17 @@ def test_report_on_a_smoke_run_matches_the_per_fold_results(smoke_run):
 def test_report_counts_the_figures_it_draws_on_stderr_unless_quiet(smoke_run, tmp_path, capsys):
     assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path)) == 0
     lines = capsys.readouterr().err.splitlines()  # a log's lines: stderr is no terminal here
-    # the curves, the sampling types and each of the 6 configurations' checkpoints
-    assert lines[0].startswith("report smoke:   0%|") and lines[0].endswith("| 0/8 [00:00]")
-    assert lines[-1].startswith("report smoke: 100%|##########| 8/8 [")
+    # the curves, the sampling types, each of the 6 configurations' checkpoints, and the prior's samples where
+    # `prior` ran on this run (its tests share the smoke run)
+    steps = 2 + 6 + (smoke_run / "results" / "smoke_prior.csv").is_file()
+    assert lines[0].startswith("report smoke:   0%|") and lines[0].endswith(f"| 0/{steps} [00:00]")
+    assert re.fullmatch(rf"report smoke: 100%\|#+\| {steps}/{steps} \[\d\d:\d\d\]", lines[-1])
     assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path), "--quiet") == 0
     assert capsys.readouterr().err == ""
     assert report(smoke_run, "--suite", "smoke", "--reports-dir", str(tmp_path), "--no-checkpoints") == 0
-    assert capsys.readouterr().err.splitlines()[-1].startswith("report smoke: 100%|##########| 2/2 [")
+    without_checkpoints = steps - 6  # the curves, the sampling types and the prior's samples
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"report smoke: 100%|##########| {without_checkpoints}/{without_checkpoints} [")
 
 
 def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
