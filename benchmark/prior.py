@@ -208,7 +208,13 @@ def frequency_nats(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tens
 
 
 class PriorDivergedError(ValueError):
-    """The prior's held-out NLL was not finite at any epoch: nothing was learnt to keep."""
+    """The prior's held-out NLL was not finite at any epoch, or at its best far above a uniform prior's:
+    nothing was learnt to keep."""
+
+
+# A best held-out NLL above this many times a uniform prior's (ln K nats a code) is a blown-up loss: a
+# PixelCNN starts near ln K, and any that learnt something is below it.
+DIVERGED_TIMES_UNIFORM = 10
 
 
 def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor | np.ndarray,
@@ -267,7 +273,12 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
     if not math.isfinite(best["held_out_nll"]):
         raise PriorDivergedError(f"the prior's loss diverged: its held-out NLL was not finite after any of its "
                                  f"{epochs} epoch{'s' * (epochs != 1)}; a lower --lr (now {lr:g}) may fit")
+    uniform = math.log(config.num_codes)
+    if best["held_out_nll"] > DIVERGED_TIMES_UNIFORM * uniform:  # finite, yet far worse than guessing
+        raise PriorDivergedError(f"the prior's loss diverged: its best held-out NLL, {best['held_out_nll']:.4g} nats "
+                                 f"a code, is over {DIVERGED_TIMES_UNIFORM} times a uniform prior's (ln K = "
+                                 f"{uniform:.4g}); a lower --lr (now {lr:g}) may fit")
     model.load_state_dict(best_state)
     model.eval()
     return PriorResult(model=model, val_nll_nats=best["val_nll"], val_bits_per_code=best["val_bits_per_code"],
-                       uniform_nats=math.log(config.num_codes), best_epoch=best["epoch"], history=history)
+                       uniform_nats=uniform, best_epoch=best["epoch"], history=history)

@@ -228,3 +228,14 @@ def test_code_perplexity_counts_the_codes_in_effect_used():
     # half the maps on one code, the rest spread evenly over 8 others: exp(ln 2 / 2 + ln 16 / 2) = 4√2
     codes = torch.cat([torch.zeros(64, dtype=torch.long), torch.arange(1, 9).repeat(8)])
     assert code_perplexity(codes) == pytest.approx(4 * math.sqrt(2))
+
+
+def test_a_prior_whose_loss_blows_up_but_stays_finite_is_an_error_too():
+    # --lr 1e4 stored an NLL of 2e15 nats a code, which the report called a prior "still falling"
+    codes = torch.randint(0, 4, (40, 4, 4), generator=torch.Generator().manual_seed(0))
+    config = PriorConfig(num_codes=4, hidden=8, layers=2, kernel=3)
+    with pytest.raises(PriorDivergedError, match=r"^the prior's loss diverged: its best held-out NLL, [\d.e+]+ nats a "
+                                                 r"code, is over 10 times a uniform prior's \(ln K = 1\.386\); a lower "
+                                                 r"--lr \(now 10000\) may fit$"):
+        train_prior(codes[:32], codes[32:], config, epochs=2, batch_size=16, lr=1e4)
+    assert train_prior(codes[:32], codes[32:], config, epochs=2, batch_size=16).val_nll_nats < 10 * math.log(4)
