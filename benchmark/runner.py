@@ -365,8 +365,9 @@ class _Worker:
                     continue  # other workers claimed them since the count: count again
                 elif running:
                     self.bar.set_postfix_str(
-                        f"waiting for {running} unit(s) in training elsewhere; a dead worker's unit is taken up "
-                        f"again after {self.store.grace_period} s without a heartbeat", refresh=True)
+                        f"waiting for {running} unit{'s' * (running != 1)} that other workers train (this run's or "
+                        f"another's); one whose worker died is taken up again after {self.store.grace_period} s "
+                        "without a heartbeat", refresh=True)
                     # Others are busy, or died: look again soon, so that the run ends within a second of
                     # its last unit (one query of the study per second and waiting worker, at the tail only).
                     with self.eta.waiting(), self.interrupts.immediate():
