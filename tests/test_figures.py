@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import blobs
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from benchmark.conditioning import PixelSampler
 from benchmark.figures import (CURVES_NOTE, UNOBSERVED, configuration_title, error_vs_observed, observed_error,
@@ -265,9 +267,10 @@ def test_checkpoint_figures_name_the_configuration_and_fold(tmp_path, images, sa
         state="COMPLETE", checkpoint=lambda frame: frame["family"] + "+" + frame["method"], softadapt=False,
         params_from="")
     suite = SuiteResults("demo", rows, None, {"folds": 2})
+    bar = tqdm(total=2, file=io.StringIO())  # report's progress bar: a step a configuration
     paths, warnings = _checkpoint_figures(suite, list(rows["config_id"]), tmp_path, images,
-                                          lambda path: model(*Path(path).name.split("+")), tmp_path)
-    assert not warnings
+                                          lambda path: model(*Path(path).name.split("+")), tmp_path, bar)
+    assert not warnings and bar.n == 2
     exact = saved["error_vs_observed_vae_1_multidecoder_exact"]
     assert exact.axes[0].get_title().startswith("Gaussian VAE 1 · Multidecoder: exact\nfold 1 model")
     assert "exact" in set(pd.read_csv(tmp_path / "error_vs_observed_vae_1_multidecoder_exact.csv")["sampling"])
