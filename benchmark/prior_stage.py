@@ -161,7 +161,7 @@ def training_pool(meta: dict) -> torch.Tensor:
     """The images the runner split into folds: the training part of the run's dataset; a ``ValueError``
     where they are other pixels than the run's study split (``pixel_digest``, exported since studies keep it)."""
     pool = run_dataset(meta).train
-    if meta.get("images_digest") not in (None, pixel_digest(pool)):
+    if (split := meta.get("images_digest")) is not None and pixel_digest(pool) != split:  # none in older exports
         raise ValueError(f"the {meta['dataset']} images here are not those run {meta.get('suite')!r} split into its "
                          "folds (other files, or the same in another order or of another number): the folds rebuilt "
                          "from them would be others; put those images back")

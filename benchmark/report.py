@@ -326,7 +326,8 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
 
 def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool = True, checkpoints: bool = True,
                  images: torch.Tensor | None = None, load_model: Callable[[str], MultitaskVAE] | None = None,
-                 searches_in: StudyPlace | None = None, progress: bool = False) -> ReportSummary:
+                 searches_in: StudyPlace | None = None, progress: bool = False,
+                 results: SuiteResults | None = None) -> ReportSummary:
     """Read ``results_dir/<suite>{.csv,_history.csv,_meta.json}`` and write the report to ``out_dir``.
 
     figures: draw the validation curves and, on ``images`` (N, C, H, W) in [0, 1] (default: the
@@ -338,10 +339,11 @@ def write_report(results_dir: Path, suite: str, out_dir: Path, *, figures: bool 
     storage the run read it from, where that is at hand, else from studies/). Raises
     ``ReportError`` before writing anything when the suite is unknown or empty. The report is
     built in a hidden folder in ``out_dir`` and moved in when whole, so an interrupted one leaves
-    an earlier report as it was. ``progress``: a bar of the figures drawn, on stderr. Returns what was
-    written and what is missing.
+    an earlier report as it was. ``progress``: a bar of the figures drawn, on stderr. ``results``: the
+    suite's files as ``load_suite`` read them, where the caller has (read here otherwise). Returns what
+    was written and what is missing.
     """
-    data = load_suite(results_dir, suite)
+    data = load_suite(results_dir, suite) if results is None else results
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Built in a hidden folder of out_dir (its file system, whatever links lead there) and moved in

@@ -70,17 +70,17 @@ def cmd_report(args: argparse.Namespace) -> int:
                           "--results-dir the folder a run exported its results to (results/ where it ran)")
     if not suites:
         raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
-    for suite in suites:  # every report's folder, and every named suite's results, before the first report is written
+    for suite in suites:  # every report's folder before the first report is written
         check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
-        if args.suite:  # one that cannot be reported (no results, or unreadable ones) is an error
-            load_suite(args.results_dir, suite)
+    # and every named suite's results: one that cannot be reported (none, or unreadable ones) is an error
+    loaded = {suite: load_suite(args.results_dir, suite) for suite in suites} if args.suite else {}
     skipped: list[str] = []
     searches_in = StudyPlace(args.search_storage) if args.search_storage else None
     for suite in suites:
         try:
             summary = write_report(args.results_dir, suite, args.reports_dir / suite, figures=not args.no_figures,
                                    checkpoints=not args.no_checkpoints, searches_in=searches_in,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, results=loaded.get(suite))
         except InterruptedOnceWritten as interrupt:
             rest = suites[suites.index(suite) + 1:]
             raise InterruptedOnceWritten(f"{interrupt}; not reported: {', '.join(rest)} (run the same command again)"
