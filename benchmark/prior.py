@@ -41,7 +41,7 @@ from benchmark.models import eval_mode
 
 
 __all__ = ["PriorConfig", "GatedPixelCNN", "PriorDivergedError", "PriorResult", "code_perplexity", "frequency_nats",
-           "train_prior"]
+           "train_prior", "widest_kernel"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,9 @@ class PriorConfig:
             problems.append(f"num_codes must be >= 2 (a prior over one code is trivial), got {self.num_codes}")
         problems += [f"{name} must be >= 1, got {value}" for name, value in (("hidden", self.hidden),
                                                                              ("layers", self.layers)) if value < 1]
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            problems.append(f"kernel must be a positive odd integer, got {self.kernel}")
+        if self.kernel < 3 or self.kernel % 2 == 0:
+            # at 1 no layer widens the context: a code sees only the code above it and the one to its left
+            problems.append(f"kernel must be an odd integer >= 3, got {self.kernel}")
         raise_problems(problems)
 
 
@@ -217,6 +218,11 @@ class PriorDivergedError(ValueError):
 DIVERGED_TIMES_UNIFORM = 10
 
 
+def widest_kernel(height: int, width: int) -> int:
+    """Widest useful kernel for h×w code maps: half of it (k // 2) already reaches every earlier code."""
+    return 2 * max(height, width) - 1
+
+
 def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor | np.ndarray,
                 config: PriorConfig, epochs: int = 30, batch_size: int = 128, lr: float = 1e-3,
                 seed: int = 0, device: torch.device | str = "cpu",
@@ -236,6 +242,9 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
                          "and one validation code map")
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    if config.kernel > (widest := widest_kernel(*train.shape[-2:])):
+        raise ValueError(f"kernel {config.kernel} is wider than {train.shape[-2]}×{train.shape[-1]} code maps can use: "
+                         f"past {widest} its extra weights read only padding, so give a kernel of at most {widest}")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     device = torch.device(device)

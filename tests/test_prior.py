@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
-                             frequency_nats, train_prior)
+                             frequency_nats, train_prior, widest_kernel)
 
 K, H, W = 7, 8, 8
 
@@ -61,6 +61,26 @@ def test_each_position_sees_its_entire_past_and_nothing_else(model):
     expected = torch.ones(H * W, H * W, dtype=torch.bool).triu(diagonal=1)  # [p, q]: p < q
     wrong = (depends != expected).nonzero().tolist()
     assert not wrong, f"(source, target) raster pairs with wrong dependency: {wrong[:10]}"
+
+
+def test_the_widest_kernel_is_the_narrowest_whose_one_layer_sees_every_earlier_code():
+    def sees(kernel: int) -> torch.Tensor:  # [p]: the last position's logits depend on code p
+        torch.manual_seed(0)
+        one_layer = GatedPixelCNN(PriorConfig(num_codes=K, hidden=8, layers=1, kernel=kernel)).double().eval()
+        return perturbed_deltas(one_layer, [(p // W, p % W) for p in range(H * W - 1)])[:, H - 1, W - 1] > 0
+
+    assert widest_kernel(H, W) == 15 and widest_kernel(3, 5) == widest_kernel(5, 3) == 9
+    assert sees(widest_kernel(H, W)).all()
+    assert not sees(widest_kernel(H, W) - 2).all()
+
+
+def test_a_kernel_wider_than_the_code_maps_can_use_is_refused_before_training():
+    codes = torch.randint(0, 4, (20, 3, 5), generator=torch.Generator().manual_seed(0))
+    train_prior(codes[:16], codes[16:], PriorConfig(num_codes=4, hidden=4, layers=1, kernel=9), epochs=1)
+    with pytest.raises(ValueError) as error:
+        train_prior(codes[:16], codes[16:], PriorConfig(num_codes=4, hidden=4, layers=1, kernel=11), epochs=1)
+    assert str(error.value) == ("kernel 11 is wider than 3×5 code maps can use: past 9 its extra weights read only "
+                                "padding, so give a kernel of at most 9")
 
 
 def test_logits_shape_and_nll_of_untrained_model_is_near_uniform(model):
@@ -173,7 +193,8 @@ def test_bad_codes_raise_clear_errors(model, codes, message):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(num_codes=1), "num_codes"), (dict(num_codes=0), "num_codes"),
-    (dict(num_codes=4, kernel=4), "kernel"), (dict(num_codes=4, layers=0), "layers"),
+    (dict(num_codes=4, kernel=4), "kernel"), (dict(num_codes=4, kernel=1), "kernel must be an odd integer >= 3"),
+    (dict(num_codes=4, layers=0), "layers"),
 ])
 def test_bad_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -355,7 +355,10 @@ def test_current_priors_keep_the_rows_of_weights_the_results_hold():
 def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
     linked_results(smoke_run, tmp_path)
     assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "4", *FAST) == 2  # --kernel reaches the prior
-    assert one_line_error(capsys) == "error: --kernel must be a positive odd integer, got 4"
+    assert one_line_error(capsys) == "error: --kernel must be an odd integer >= 3, got 4"
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "99", *FAST) == 2  # refused before training
+    assert one_line_error(capsys) == ("error: --kernel 99 is wider than 8×8 code maps can use: past 15 its extra "
+                                      "weights read only padding, so give a kernel of at most 15")
     assert cli(tmp_path, "prior", "--suite", "smoke", "--lr", "inf", *FAST) == 2  # refused before training
     assert one_line_error(capsys) == "error: --lr must be a finite number > 0, got inf"
     assert cli(tmp_path, "prior", "--suite", "smoke", "--lr", "1e30", *FAST) == 2
@@ -486,7 +489,7 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
     (("--fold", "-1"), "error: --fold must be >= 0, got -1"),
     (("--batch-size", "0", "--lr", "0", "--layers", "0", "--kernel", "4"),
      "error: 4 problems: --batch-size must be >= 1, got 0 | --lr must be a finite number > 0, got 0.0 | "
-     "--layers must be >= 1, got 0 | --kernel must be a positive odd integer, got 4"),
+     "--layers must be >= 1, got 0 | --kernel must be an odd integer >= 3, got 4"),
     # not "finish it": no run makes a fold the suite does not have
     (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
     (("--config", "vq-vae/1/baselin"), "error: unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/1/baselin' "

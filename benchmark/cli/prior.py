@@ -37,7 +37,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prior.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     prior.add_argument("--hidden", type=int, default=64, help="PixelCNN channels (default 64)")
     prior.add_argument("--layers", type=int, default=8, help="gated layers (default 8)")
-    prior.add_argument("--kernel", type=int, default=5, help="side of the PixelCNN's convolutions, odd (default 5)")
+    prior.add_argument("--kernel", type=int, default=5, help="side of the PixelCNN's convolutions, odd, >= 3 and at most "
+                       "twice the code maps' side less one (default 5)")
     prior.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     prior.add_argument("--samples", type=int, default=8,
                        help="images generated per configuration for the report's figures (default 8; 0: none)")
@@ -102,9 +103,12 @@ def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> 
         check_arguments(**numbers)
     except ValueError as err:  # each number named as its argument: said of the flag that gave it
         raise said_of_flags(err, PRIOR_NUMBERS) from None
-    summary = run_prior_stage(args.results_dir, args.suite, args.configs, **numbers, device=args.device,
-                              show_progress=not args.quiet, on_result=show,
-                              notes=lambda note: print(f"note: {note}", file=sys.stderr))
+    try:
+        summary = run_prior_stage(args.results_dir, args.suite, args.configs, **numbers, device=args.device,
+                                  show_progress=not args.quiet, on_result=show,
+                                  notes=lambda note: print(f"note: {note}", file=sys.stderr))
+    except ValueError as err:  # a kernel too wide for the code maps is known once they are encoded
+        raise said_of_flags(err, ("kernel",)) from None
     for reason in summary.skipped:
         print(f"  skipped {reason}", file=sys.stderr)
     if summary.rows:
