@@ -242,9 +242,10 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
                          "and one validation code map")
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
-    if config.kernel > (widest := widest_kernel(*train.shape[-2:])):
-        raise ValueError(f"kernel {config.kernel} is wider than {train.shape[-2]}×{train.shape[-1]} code maps can use: "
-                         f"past {widest} its extra weights read only padding, so give a kernel of at most {widest}")
+    height, width = train.shape[-2:]
+    if config.kernel > (widest := widest_kernel(height, width)):
+        raise ValueError(f"kernel {config.kernel} is wider than {height}×{width} code maps can use: past {widest} "
+                         f"its extra weights read only padding, so give a kernel of at most {widest}")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     device = torch.device(device)

@@ -37,8 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prior.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     prior.add_argument("--hidden", type=int, default=64, help="PixelCNN channels (default 64)")
     prior.add_argument("--layers", type=int, default=8, help="gated layers (default 8)")
-    prior.add_argument("--kernel", type=int, default=5, help="side of the PixelCNN's convolutions, odd, >= 3 and at most "
-                       "twice the code maps' side less one (default 5)")
+    prior.add_argument("--kernel", type=int, default=5,
+                       help="side of the PixelCNN's convolutions: odd, from 3 to twice the code maps' side less one "
+                            "(default 5)")
     prior.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     prior.add_argument("--samples", type=int, default=8,
                        help="images generated per configuration for the report's figures (default 8; 0: none)")
