@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,10 +37,26 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def cpu_model() -> str:
+    """The CPU's model as the system names it (``AMD EPYC``), or ``''`` where it does not."""
+    try:
+        with open("/proc/cpuinfo") as info:  # Linux; platform.processor() there is only the architecture
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor()
+
+
 def device_name(device: torch.device) -> str:
-    """``cpu``, or the GPU's model (``cuda: NVIDIA H100 80GB HBM3``): what a reader of the results
-    needs to weigh their training times."""
-    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+    """The GPU's model (``cuda: NVIDIA H100 80GB HBM3``), or the CPU's with the vector instructions
+    PyTorch's kernels use on it (``cpu: AMD EPYC (AVX512)``): what a reader of the results needs to
+    weigh their training times."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type != "cpu":
+        return device.type
+    model = cpu_model()
+    return f"cpu: {model} ({torch.backends.cpu.get_cpu_capability()})" if model else "cpu"
 
 
 def native_bf16(device: torch.device) -> bool:

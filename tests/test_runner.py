@@ -62,7 +62,7 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
     assert (table["state"] == "COMPLETE").all()
     assert table["recon"].between(0, 1).all()
     assert (table["n_train"] == 4 * table["n_val"]).all()  # train and validation are not swapped
-    trained_on = device_name(resolve_device("auto"))  # "cpu" here; a GPU machine's model where it has one
+    trained_on = device_name(resolve_device("auto"))  # the CPU's model here; the GPU's where there is one
     assert (table["device"] == trained_on).all() and (table["torch"] == torch.__version__).all()
     # by hand: the mean of fold 2's training images taken as each of its validation images' reconstruction
     images = load_dataset(suite.dataset, limit=suite.limit, seed=suite.seed).train

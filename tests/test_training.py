@@ -15,7 +15,7 @@ from benchmark.config import Configuration, MethodConfig, TrainConfig
 from benchmark.data import load_dataset
 from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.suites import thesis_grid
-from benchmark.train import agreed_precision, evaluate, native_bf16, resolve_device, train_fold
+from benchmark.train import agreed_precision, device_name, evaluate, native_bf16, resolve_device, train_fold
 
 
 @pytest.fixture(scope="module")
@@ -433,6 +433,22 @@ def test_a_gpu_this_machine_lacks_is_named_with_those_it_has(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match=r"'cuda:2' asked for, but this machine has 2 GPU\(s\): cuda:0 to cuda:1"):
         resolve_device("cuda:2")
+
+
+def test_a_cpu_is_named_by_its_model_and_the_instructions_torch_uses(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
+                                                                         *a, **k))
+    assert device_name(torch.device("cpu")) == "cpu: AMD EPYC 9654 96-Core Processor (AVX2)"
+    cpuinfo.unlink()  # not Linux: the system's name for the processor, if it has one
+    monkeypatch.setattr(benchmark.train.platform, "processor", lambda: "arm")
+    assert device_name(torch.device("cpu")) == "cpu: arm (AVX2)"
+    monkeypatch.setattr(benchmark.train.platform, "processor", lambda: "")
+    assert device_name(torch.device("cpu")) == "cpu"
 
 
 def test_bad_training_settings_raise_clear_errors():
