@@ -284,6 +284,10 @@ def save_prior(path: Path, result: PriorResult, info: dict, samples: dict[str, t
     """Weights, prior config, provenance and samples in one file (written whole, then renamed)."""
     payload = {"state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
                "config": asdict(result.model.config), "info": info, "samples": samples or {}}
+    return _save_payload(path, payload)
+
+
+def _save_payload(path: Path, payload: dict) -> Path:
     write_whole(path, lambda partial: torch.save(payload, partial))
     return path
 
@@ -411,6 +415,36 @@ def check_arguments(*, epochs: int, batch_size: int, lr: float, samples: int, te
     raise_problems(problems + problems_of(PriorConfig, 2, hidden, layers, kernel))
 
 
+def _prior_seed(meta: dict, target: PriorTarget) -> int:
+    """The seed of a configuration's prior: its initialisation, shuffling and samples."""
+    return unit_seed(int(meta.get("seed", 0)), f"prior:{target.config_id}", target.fold)
+
+
+def _load_vq(target: PriorTarget, device: torch.device) -> MultitaskVAE:
+    """The trained VQ-VAE of ``target``; a one-line ``ValueError`` for weights that cannot be loaded or are
+    another configuration's."""
+    from benchmark.export import load_checkpoint
+
+    try:
+        model, info = load_checkpoint(target.checkpoint, device=str(device))
+    except (RuntimeError, KeyError, OSError, ValueError) as error:  # e.g. weights of an older model
+        raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
+                         f"{first_line(error)}") from None
+    if info.get("config_id", target.config_id) != target.config_id:
+        raise ValueError(f"checkpoint {target.checkpoint} holds {info['config_id']}, not {target.config_id} "
+                         "(swapped or overwritten since the run?): put its own weights back")
+    return model
+
+
+def _draw(model: MultitaskVAE, prior: GatedPixelCNN, val_images: torch.Tensor, target: PriorTarget, meta: dict,
+          samples: int, temperature: float) -> dict[str, torch.Tensor]:
+    """``draw_samples`` with the configuration's seed, and one conditioning seed for the suite's fold: every
+    configuration's figure shows the same real images and masks."""
+    shared = unit_seed(int(meta.get("seed", 0)), "prior:conditioning", target.fold)
+    return draw_samples(model, prior, val_images, samples, seed=_prior_seed(meta, target), temperature=temperature,
+                        conditioning_seed=shared)
+
+
 def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None, *, epochs: int = 30,
                     batch_size: int = 128, lr: float = 1e-3, device: str = "auto", samples: int = 8,
                     temperature: float = 1.0, hidden: int = 64, layers: int = 8, kernel: int = 5,
@@ -437,8 +471,6 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings)) and notes:
         notes(note)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
-    from benchmark.export import load_checkpoint
-
     pool = training_pool(meta)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
     # closed on Ctrl-C too: a message then starts a line
@@ -449,19 +481,11 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             started = time.perf_counter()
             prefix = f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})"
             bar.set_postfix_str(f"{prefix} | encoding", refresh=True)
-            try:
-                model, info = load_checkpoint(target.checkpoint, device=str(torch_device))
-            except (RuntimeError, KeyError, OSError, ValueError) as error:  # e.g. weights of an older model
-                reason = first_line(error)
-                raise ValueError(f"cannot load the checkpoint of {target.config_id} ({target.checkpoint}): "
-                                 f"{reason}") from None
-            if info.get("config_id", target.config_id) != target.config_id:
-                raise ValueError(f"checkpoint {target.checkpoint} holds {info['config_id']}, not {target.config_id} "
-                                 "(swapped or overwritten since the run?): put its own weights back")
+            model = _load_vq(target, torch_device)
             train_x, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
             train_codes, val_codes = encode_codes(model, train_x), encode_codes(model, val_x)
             config = PriorConfig(_quantizer(model).codebook.num_embeddings, hidden, layers, kernel)
-            seed = unit_seed(int(meta.get("seed", 0)), f"prior:{target.config_id}", target.fold)
+            seed = _prior_seed(meta, target)
 
             def on_epoch(record: dict, prefix: str = prefix) -> None:
                 trained["epochs"] += 1
@@ -478,11 +502,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             drawn = None
             if samples:
                 bar.set_postfix_str(f"{prefix} | sampling {samples}", refresh=True)
-                # One seed for the suite's fold: every configuration's rows show the same images and masks.
-                shared = unit_seed(int(meta.get("seed", 0)), "prior:conditioning", target.fold)
                 try:
-                    drawn = draw_samples(model, result.model, val_x, samples, seed=seed, temperature=temperature,
-                                         conditioning_seed=shared)
+                    drawn = _draw(model, result.model, val_x, target, meta, samples, temperature)
                 except RuntimeError as error:  # e.g. out of GPU memory: the prior trained is kept all the same
                     reason = first_line(error)
                     bar.write(f"warning: {target.config_id}: no samples drawn ({reason}); its prior is stored "
@@ -504,6 +525,68 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
             summary.rows.append(row)
             if on_result is not None:
                 on_result(row)
+            bar.update(1)
+    return summary
+
+
+def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None, *, samples: int = 8,
+                   temperature: float = 1.0, device: str = "auto", show_progress: bool = True,
+                   on_result: Callable[[dict], None] | None = None) -> PriorStageSummary:
+    """New samples from the priors ``run_prior_stage`` stored (of every configuration, or of those named),
+    drawn at ``temperature`` without training anything: for the report's figures at another temperature.
+
+    The draw is seeded as the stage's, so at the stage's temperature it gives the same images. Each prior's
+    file, and its row's ``temperature``, is rewritten as it is done: an interrupted redraw leaves every
+    configuration with the samples its row describes. ``on_result`` receives each rewritten row.
+    """
+    raise_problems([f"samples must be >= 1 (images to draw), got {samples}"] * (samples < 1)
+                   + [f"temperature must be a finite number > 0, got {temperature}"]
+                   * (not (math.isfinite(temperature) and temperature > 0)))
+    chosen_progress()
+    torch_device = resolve_device(device)
+    results_dir, path = Path(results_dir), prior_csv_path(results_dir, suite)
+    stored = read_prior(results_dir, suite)
+    if stored is None:
+        raise ValueError(f"suite {suite!r} has no priors to draw from ({path} is not there): "
+                         f"train them with `python -m benchmark prior --suite {suite}`")
+    data = load_suite(results_dir, suite)
+    rows, _ = current_priors(stored, data.results)
+    named = list(dict.fromkeys(config_ids or ()))
+    train = f"python -m benchmark prior --suite {suite}"
+    if rows.empty:
+        raise ValueError(f"{path} holds no prior of the weights this run of suite {suite!r} holds: train them "
+                         f"with `{train}`")
+    if unknown := [c for c in named if c not in set(rows["config_id"])]:
+        raise ValueError(f"{path} holds no prior of {', '.join(unknown)} fitted to this run's weights (it holds "
+                         f"those of {', '.join(rows['config_id'])}): `{train} --config {unknown[0]}` trains one")
+    rows = rows[rows["config_id"].isin(named)] if named else rows
+    targets = [target for fold in dict.fromkeys(rows["fold"].astype(int))
+               for target in select_targets(results_dir, suite, list(rows.loc[rows["fold"] == fold, "config_id"]),
+                                            fold)[0]]
+    pool, meta = training_pool(data.meta), data.meta
+    summary = PriorStageSummary(path)
+    with progress_bar(len(targets), f"redraw {suite}", "config", show_progress) as bar:
+        for index, target in enumerate(targets, start=1):
+            bar.set_postfix_str(f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})", refresh=True)
+            row = rows[rows["config_id"] == target.config_id].iloc[0]
+            file = existing_path(row["prior_path"], prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt")
+            try:
+                prior, payload = load_prior(file, torch_device)
+            except (OSError, RuntimeError, KeyError, ValueError) as error:
+                raise ValueError(f"cannot load the prior of {target.config_id} ({file}): {first_line(error)}; "
+                                 f"train it again with `python -m benchmark prior --suite {suite} --config "
+                                 f"{target.config_id}`") from None
+            model = _load_vq(target, torch_device)
+            _, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
+            payload["samples"] = _draw(model, prior, val_x, target, meta, samples, temperature)
+            payload["info"]["temperature"] = temperature
+            _save_payload(file, payload)
+            now = read_prior(results_dir, suite)  # as written by now, so that no other row changes
+            now.loc[now["config_id"] == target.config_id, "temperature"] = temperature
+            _write_csv(now, path)
+            summary.rows.append(now[now["config_id"] == target.config_id].iloc[0].to_dict())
+            if on_result is not None:
+                on_result(summary.rows[-1])
             bar.update(1)
     return summary
 
@@ -545,5 +628,5 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
 
 
 __all__ = ["PRIOR_COLUMNS", "PriorStageSummary", "PriorTarget", "decode_conditioned", "draw_samples", "encode_codes",
-           "fold_split", "generate", "load_prior", "prior_dir", "prior_figures", "run_prior_stage", "save_prior",
-           "select_targets", "training_pool"]
+           "fold_split", "generate", "load_prior", "prior_dir", "prior_figures", "redraw_samples", "run_prior_stage",
+           "save_prior", "select_targets", "training_pool"]

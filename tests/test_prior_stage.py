@@ -324,6 +324,54 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
     assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(c for c in vq if c != "vq-vae/1/baseline")
 
 
+def test_redraw_draws_the_stored_samples_again_at_their_temperature_and_new_ones_at_another(prior_run, tmp_path,
+                                                                                            capsys):
+    linked_results(prior_run, tmp_path)
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--quiet") == 2  # no prior yet
+    assert one_line_error(capsys) == ("error: suite 'smoke' has no priors to draw from (results/smoke_prior.csv is "
+                                      "not there): train them with `python -m benchmark prior --suite smoke`")
+    shutil.copy(prior_run / "results" / "smoke_prior.csv", tmp_path / "results" / "smoke_prior.csv")
+    shutil.copytree(prior_run / "results" / "smoke" / "priors", tmp_path / "results" / "smoke" / "priors")
+    before = read(tmp_path, "smoke_prior.csv")
+    stored = {c: load_prior(tmp_path / p)[1]["samples"] for c, p in zip(before["config_id"], before["prior_path"])}
+    # seeded as the stage drew them: at its temperature, the same images
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--samples", "4", "--temperature", "0.5",
+               "--quiet") == 0
+    first = f"{before['config_id'][0]} (fold 0): 4 new samples at temperature 0.5"
+    assert capsys.readouterr().out.splitlines()[0] == first
+    for config_id, path in zip(before["config_id"], before["prior_path"]):
+        again = load_prior(tmp_path / path)[1]["samples"]
+        assert again.keys() == stored[config_id].keys() and all(torch.equal(again[k], stored[config_id][k])
+                                                                 for k in again)
+    pd.testing.assert_frame_equal(read(tmp_path, "smoke_prior.csv"), before)
+    one = before["config_id"][1]
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--config", one, "--samples", "3", "--temperature",
+               "2", "--quiet") == 0
+    after = read(tmp_path, "smoke_prior.csv")
+    changed = before["config_id"] == one
+    assert after.loc[changed, "temperature"].tolist() == [2.0] and (after.loc[~changed, "temperature"] == 0.5).all()
+    pd.testing.assert_frame_equal(after.drop(columns="temperature"), before.drop(columns="temperature"))
+    _, payload = load_prior(tmp_path / before.loc[changed, "prior_path"].iloc[0])
+    assert payload["info"]["temperature"] == 2.0 and len(payload["samples"]["images"]) == 3
+    assert not torch.equal(payload["samples"]["codes"], stored[one]["codes"][:3])
+    trained = load_prior(prior_run / before.loc[changed, "prior_path"].iloc[0])[1]["state_dict"]
+    torch.testing.assert_close(payload["state_dict"], trained, rtol=0, atol=0)  # the prior itself untouched
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--epochs", "3", "--kernel", "3"),
+     "--redraw trains nothing, so --epochs, --kernel would do nothing: leave them out"),
+    (("--samples", "0",), "--samples must be >= 1 (images to draw), got 0"),
+    (("--config", "vq-vae/9/baseline"), "results/smoke_prior.csv holds no prior of vq-vae/9/baseline fitted to this "
+     "run's weights (it holds those of "),
+])
+def test_bad_redraws_are_one_line_and_exit_2(prior_run, capsys, args, message):
+    before = read(prior_run, "smoke_prior.csv")
+    assert cli(prior_run, "prior", "--suite", "smoke", "--redraw", *args, "--quiet") == 2
+    assert one_line_error(capsys).startswith(f"error: {message}")
+    pd.testing.assert_frame_equal(read(prior_run, "smoke_prior.csv"), before)
+
+
 def test_a_sampling_error_keeps_the_trained_prior(smoke_run, tmp_path, capsys, monkeypatch):
     # It lost the configuration's prior, trained a moment before, with a traceback.
     def out_of_memory(*args, **kwargs):

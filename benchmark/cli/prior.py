@@ -46,13 +46,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prior.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
     prior.add_argument("--results-dir", type=Path, default=Path("results"),
                        help="where `run` exported the suite's results and weights (default results/)")
+    prior.add_argument("--redraw", action="store_true",
+                       help="train nothing: draw --samples new images (at --temperature) from the priors stored, "
+                            "for the report's figures")
     prior.add_argument("--quiet", action="store_true", help="no progress bar")
-    prior.set_defaults(handler=cmd_prior)
+    prior.set_defaults(handler=cmd_prior, parser=prior)
 
 
 def cmd_prior(args: argparse.Namespace) -> int:
     """Each configuration's prior and CSV row are stored as it finishes; Ctrl-C says which were."""
     args.suite = suite_name(args.suite)
+    if args.redraw:
+        return _redraw(args)
     finished: list[str] = []
     before: list[str] = []  # the configurations of the CSV's rows before the stage
     try:
@@ -115,3 +120,38 @@ def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> 
     if summary.rows:
         print(f"results: {summary.csv}; priors in {prior_dir(args.results_dir, args.suite)}")
     return 0 if summary.rows else 1
+
+
+# what only training uses: given with --redraw, they would be ignored
+TRAINING_ONLY = ("epochs", "batch_size", "lr", "hidden", "layers", "kernel", "fold")
+
+
+def _redraw(args: argparse.Namespace) -> int:
+    """``prior --redraw``: new samples from the stored priors; Ctrl-C keeps those already redrawn."""
+    given = [f"--{name.replace('_', '-')}" for name in TRAINING_ONLY
+             if getattr(args, name) != args.parser.get_default(name)]
+    if given:
+        raise ValueError(f"--redraw trains nothing, so {', '.join(given)} would do nothing: leave "
+                         f"{'them' if len(given) > 1 else 'it'} out")
+    from benchmark.prior_stage import prior_dir, redraw_samples
+
+    done: list[str] = []
+
+    def show(row: dict) -> None:
+        done.append(row["config_id"])
+        print(f"{row['config_id']} (fold {row['fold']}): {args.samples} new samples at temperature "
+              f"{args.temperature:g}", file=sys.stdout)
+
+    try:
+        redraw_samples(args.results_dir, args.suite, args.configs, samples=args.samples,
+                       temperature=args.temperature, device=args.device, show_progress=not args.quiet,
+                       on_result=show)
+    except ValueError as err:
+        raise said_of_flags(err, ("samples", "temperature")) from None
+    except KeyboardInterrupt:
+        kept = (f"the samples of {', '.join(done)} are redrawn" if done else "no samples were redrawn")
+        print(f"interrupted: {kept}; the others keep their earlier ones", file=sys.stderr)
+        return 130
+    print(f"samples in {prior_dir(args.results_dir, args.suite)}; `python -m benchmark report --suite {args.suite}` "
+          "draws their figures")
+    return 0
