@@ -41,7 +41,8 @@ def completed(results: pd.DataFrame) -> pd.DataFrame:
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Per configuration: the parameters, then for each metric ``<m>_mean``, ``<m>_var``
-    (ddof=0), ``<m>_std`` (= sqrt of that variance) and ``<m>_n`` (finite COMPLETE values),
+    (ddof=0; NaN for fewer than two values), ``<m>_std`` (= sqrt of that variance) and ``<m>_n``
+    (finite COMPLETE values),
     plus ``n`` (COMPLETE folds), ``seconds_mean`` and ``best_epoch_min``/``_max`` (the epochs the
     folds kept: each fold's lowest validation total).
 
@@ -57,9 +58,10 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     for metric in METRICS:
         values = grouped[metric]
         columns[f"{metric}_mean"] = values.mean()
-        columns[f"{metric}_var"] = values.var(ddof=0)
-        columns[f"{metric}_std"] = np.sqrt(columns[f"{metric}_var"])
         columns[f"{metric}_n"] = values.count()
+        # one fold has no spread to measure: NaN, not pandas' 0 (which reads as folds that agreed)
+        columns[f"{metric}_var"] = values.var(ddof=0).where(columns[f"{metric}_n"] > 1)
+        columns[f"{metric}_std"] = np.sqrt(columns[f"{metric}_var"])
     if "seconds" in done.columns:
         columns["seconds_mean"] = grouped["seconds"].mean()
     if "best_epoch" in done.columns:

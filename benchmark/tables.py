@@ -83,7 +83,7 @@ def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                                        table["parameters"]], names=list(INDEX_TITLES))
     cells, bold = {}, {}
     for metric in METRICS:
-        text = [format_mean_var(m, v if k > 1 else math.nan) + (f" (n={k})" if 0 < k < n else "")
+        text = [format_mean_var(m, v) + (f" (n={k})" if 0 < k < n else "")
                 for m, v, k, n in zip(table[f"{metric}_mean"], table[f"{metric}_var"], table[f"{metric}_n"],
                                       table["n"])]
         flag = table.get(f"{metric}_significant", pd.Series(False, index=table.index)).fillna(False).astype(bool)

@@ -33,7 +33,7 @@ from benchmark.storage import METRICS_VERSION
 from benchmark.tables import (COMPARISON_TITLES, INDEX_TITLES, _signed, comparison_cells, comparison_latex,
                               comparison_markdown, comparison_note, display_table, latex_table, markdown_table)
 from benchmark.stats import (compare_with_baseline, completed, corrected_resampled_ttest, format_mean_var, holm,
-                             parameter_text)
+                             parameter_text, summarise)
 
 FOLDS, N_TRAIN, N_VAL = 5, 400, 100
 # (config_id, family, config, method, sampling, exponent, softadapt); the config ids follow the runner.
@@ -381,6 +381,15 @@ def test_a_damaged_prior_csv_is_an_error_naming_it_that_a_plain_report_skips(tmp
 
 # ---------------------------------------------------------------- tables
 
+def test_one_fold_has_no_variance_rather_than_zero(rows):
+    # pandas gives one value a variance of 0: the table CSV said the folds agreed where one had finished
+    one = rows[(rows["config_id"] != "vae/1/baseline") | (rows["fold"] == 2)]
+    line = summarise(one).set_index("config_id").loc["vae/1/baseline"]
+    assert line["n"] == line["recon_n"] == 1
+    assert line["recon_mean"] == one.loc[one["config_id"] == "vae/1/baseline", "recon"].item()
+    assert np.isnan(line["recon_var"]) and np.isnan(line["recon_std"])
+
+
 def test_table_csv_has_one_row_per_configuration_with_hand_computed_statistics(report, rows):
     summary, out = report
     table = pd.read_csv(out / "table.csv")
@@ -396,6 +405,7 @@ def test_table_csv_has_one_row_per_configuration_with_hand_computed_statistics(r
             assert line[f"{metric}_n"] == FOLDS
     baseline = table.set_index("config_id").loc["vae/1/baseline"]
     assert np.isnan(baseline["recon_cond_mean"]) and baseline["recon_cond_n"] == 0
+    assert np.isnan(baseline["recon_cond_var"]) and np.isnan(baseline["recon_cond_std"])
     assert np.isnan(baseline["parameters"])  # none: an empty cell, not the display tables' "–"
     assert np.isnan(baseline["recon_p"])  # no comparison of a baseline with itself
     # Untested: neither significant nor not, and no pairs (not 0 of them).
