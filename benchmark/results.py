@@ -40,6 +40,10 @@ class ReportError(ValueError):
     """A suite that cannot be reported (unknown, empty, malformed); the message is one line."""
 
 
+class NothingDoneYet(ReportError):
+    """A suite whose run has finished no unit yet: nothing is wrong with it, it is only early."""
+
+
 @dataclass(frozen=True)
 class MissingUnits:
     """A configuration with fewer COMPLETE folds than the suite expects."""
@@ -101,7 +105,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
                           f"has finished a unit); run it first: {how}")
     results = _read_csv(path, "a results CSV", as_written=TEXT_COLUMNS)
     if results.empty:
-        raise ReportError(f"suite {suite!r} has no results yet ({path} "
+        raise NothingDoneYet(f"suite {suite!r} has no results yet ({path} "
                           f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
     _check_columns(results, REQUIRED, path, "a results export")
     for column in TEXT_COLUMNS:
@@ -118,8 +122,9 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         every_failed = (results["state"] == "FAIL").all()
         advice = ("; a rerun would fail them again: train the suite with other settings under a --name of its own "
                   "(a lower lr in a suite file, for a loss that diverged)" if every_failed else "")
-        raise ReportError(f"suite {suite!r} has no completed units yet ({states})"
-                          + (f"; first error: {first}" if first else "") + advice)
+        early = NothingDoneYet if not every_failed else ReportError
+        raise early(f"suite {suite!r} has no completed units yet ({states})"
+                    + (f"; first error: {first}" if first else "") + advice)
 
     path = meta_path(results_dir, suite)
     meta: dict = {}

@@ -210,6 +210,13 @@ def test_report_of_every_suite_skips_one_with_nothing_done_yet(smoke_run, tmp_pa
     captured = capsys.readouterr()
     assert "started: skipped: suite 'started' has no completed units yet (30 WAITING)" in captured.err
     assert (tmp_path / "reports" / "smoke" / "table.csv").exists()
+    # one whose results cannot be read is skipped too, but the exit status says so, for a script to see
+    (results / "cut.csv").write_text("config_id,fold,state\nvae/1/baseline,0,COMP")
+    assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"cut: skipped: {results / 'cut.csv'} does not end with a newline")
+    assert err[-1] == "not reported: cut (why: above)" and "started: skipped: " in "".join(err)
+    (results / "cut.csv").unlink()
     # Named, it is an error; alone, there is nothing to report.
     assert report(tmp_path, "--results-dir", str(results), "--suite", "started", "--no-figures") == 2
     (results / "smoke.csv").unlink()

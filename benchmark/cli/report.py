@@ -19,7 +19,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         "table.csv, table.tex, table.md, index.md, figures/, comparison.md and "
                                         "comparison.tex (where a method has its baseline) and, for a partial suite, "
                                         "missing.txt. Without --suite, every suite in --results-dir (one that "
-                                        "cannot be reported is skipped, saying why). Safe to rerun.")
+                                        "cannot be reported is skipped, saying why; the exit status is then 1, or 0 "
+                                        "where it has only finished no unit yet). Safe to rerun.")
     report.add_argument("--suite", action="append",
                         help="a suite's name or its .toml file (repeatable; default: every suite in --results-dir)")
     report.add_argument("--results-dir", type=Path, default=Path("results"),
@@ -41,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import InterruptedOnceWritten, write_report
-    from benchmark.results import ReportError, available_suites, load_suite
+    from benchmark.results import NothingDoneYet, ReportError, available_suites, load_suite
     from benchmark.storage import check_storage_option
     from benchmark.studies import StudyPlace
 
@@ -75,6 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     # and every named suite's results: one that cannot be reported (none, or unreadable ones) is an error
     loaded = {suite: load_suite(args.results_dir, suite) for suite in suites} if args.suite else {}
     skipped: list[str] = []
+    broken: list[str] = []
     searches_in = StudyPlace(args.search_storage) if args.search_storage else None
     for suite in suites:
         try:
@@ -91,6 +93,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             # Every suite in the folder: one that has nothing to report yet must not stop the others.
             print(f"{suite}: skipped: {error}", file=sys.stderr)
             skipped.append(suite)
+            if not isinstance(error, NothingDoneYet):  # e.g. unreadable results: the exit status says so too
+                broken.append(suite)
             continue
         count = len(summary.configurations)
         print(f"{suite}: {count} configuration{'s' * (count != 1)}, {len(summary.files)} files in {summary.out_dir}")
@@ -114,4 +118,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"  warning: {warning}")
     if len(skipped) == len(suites):
         raise ReportError(f"nothing to report: every suite in {args.results_dir}/ was skipped (why: above)")
+    if broken:
+        print(f"not reported: {', '.join(broken)} (why: above)", file=sys.stderr)
+        return 1
     return 0
