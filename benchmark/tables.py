@@ -61,7 +61,7 @@ def _best_rows(table: pd.DataFrame, metric: str) -> pd.Series:
     """True where the row has the lowest ``metric`` mean of its (family, config).
 
     The conditioned reconstruction depends on how many pixels a decoder observes, so it is
-    ranked only among rows that observe the same number: one method with the same constant k
+    ranked only among rows that sample the same number: one method with the same constant k
     (Multidecoder) or power-law exponent (Single decoder). A row is bold only beside another
     ranked one. Only configurations with every fold done, each with a value, are ranked: means over other
     folds do not compare. The latent term is not ranked: the lowest KL is a collapsed posterior,
