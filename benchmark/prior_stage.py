@@ -578,7 +578,11 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
                                  f"{target.config_id}`") from None
             model = _load_vq(target, torch_device)
             _, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
-            payload["samples"] = _draw(model, prior, val_x, target, meta, samples, temperature)
+            try:
+                payload["samples"] = _draw(model, prior, val_x, target, meta, samples, temperature)
+            except RuntimeError as error:  # e.g. out of GPU memory: its earlier samples are kept
+                raise ValueError(f"{target.config_id}: no samples drawn ({first_line(error)}); its earlier ones are "
+                                 "kept (fewer --samples may fit)") from None
             payload["info"]["temperature"] = temperature
             _save_payload(file, payload)
             now = read_prior(results_dir, suite)  # as written by now, so that no other row changes

@@ -106,7 +106,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     results = _read_csv(path, "a results CSV", as_written=TEXT_COLUMNS)
     if results.empty:
         raise NothingDoneYet(f"suite {suite!r} has no results yet ({path} "
-                          f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
+                             f"{'is empty' if path.stat().st_size == 0 else 'holds no rows'})")
     _check_columns(results, REQUIRED, path, "a results export")
     for column in TEXT_COLUMNS:
         results[column] = results[column].astype(object).fillna("").astype(str) if column in results else ""

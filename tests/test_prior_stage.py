@@ -372,6 +372,21 @@ def test_bad_redraws_are_one_line_and_exit_2(prior_run, capsys, args, message):
     pd.testing.assert_frame_equal(read(prior_run, "smoke_prior.csv"), before)
 
 
+def test_a_sampling_error_in_a_redraw_is_one_line_and_keeps_the_earlier_samples(prior_run, capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr("benchmark.prior_stage.draw_samples", out_of_memory)
+    before = read(prior_run, "smoke_prior.csv")
+    file = prior_run / before["prior_path"][0]
+    stored = file.read_bytes()
+    assert cli(prior_run, "prior", "--suite", "smoke", "--redraw", "--temperature", "3", "--quiet") == 2
+    assert one_line_error(capsys) == (f"error: {before['config_id'][0]}: no samples drawn (CUDA out of memory. "
+                                      "Tried to allocate 2.00 GiB); its earlier ones are kept (fewer --samples may fit)")
+    assert file.read_bytes() == stored
+    pd.testing.assert_frame_equal(read(prior_run, "smoke_prior.csv"), before)
+
+
 def test_a_sampling_error_keeps_the_trained_prior(smoke_run, tmp_path, capsys, monkeypatch):
     # It lost the configuration's prior, trained a moment before, with a traceback.
     def out_of_memory(*args, **kwargs):
