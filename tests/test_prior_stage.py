@@ -382,7 +382,8 @@ def test_a_sampling_error_in_a_redraw_is_one_line_and_keeps_the_earlier_samples(
     stored = file.read_bytes()
     assert cli(prior_run, "prior", "--suite", "smoke", "--redraw", "--temperature", "3", "--quiet") == 2
     assert one_line_error(capsys) == (f"error: {before['config_id'][0]}: no samples drawn (CUDA out of memory. "
-                                      "Tried to allocate 2.00 GiB); its earlier ones are kept (fewer --samples may fit)")
+                                      "Tried to allocate 2.00 GiB); its earlier ones are kept (fewer --samples may "
+                                      "fit)")
     assert file.read_bytes() == stored
     pd.testing.assert_frame_equal(read(prior_run, "smoke_prior.csv"), before)
 
