@@ -193,21 +193,28 @@ def _machine_cpus() -> int:
     return os.cpu_count() or 1  # the load average is the machine's, whatever our affinity
 
 
-def busy_load(load: float | None = None, cpus: int | None = None, processes: int = 1) -> float | None:
+def our_load(workers: int) -> int:
+    """The load average a run of ``workers`` processes keeps up by itself: its training threads, at
+    most one per core, and at least one per process (processes beyond the cores take turns, and the
+    load counts those waiting)."""
+    return max(min(_machine_cpus(), training_threads(workers) * workers), workers)
+
+
+def busy_load(load: float | None = None, cpus: int | None = None, ours: int | None = None) -> float | None:
     """The last minute's load average when other work shares the machine's cores with ours (over
-    1.5 per core: our own work keeps about one per core busy, or one per process when ``processes``
-    outnumber the cores), else None."""
+    ``ours``, the load our own work keeps up (``our_load``; default one per core), by half a load
+    per core more), else None."""
     load = os.getloadavg()[0] if load is None else load
     cpus = cpus or _machine_cpus()
-    return load if load > 1.5 * max(cpus, processes) else None
+    return load if load > (cpus if ours is None else ours) + 0.5 * cpus else None
 
 
 def busy_note(during: str, consequence: str, load: float | None = None, cpus: int | None = None,
-              processes: int = 1) -> str | None:
+              ours: int | None = None) -> str | None:
     """A warning when other work shared the machine's cores ``during`` ours (``busy_load``), saying
     its ``consequence``."""
     cpus = cpus or _machine_cpus()
-    load = busy_load(load, cpus, processes)
+    load = busy_load(load, cpus, ours)
     if load is None:
         return None
     return (f"warning: the machine was busy while {during} (load average {load:.1f} on {cpus} cores): other work "

@@ -22,9 +22,9 @@ from benchmark.data import limit_note, load_dataset, pixel_digest
 from benchmark.ensemble import stacking_problem, train_folds_together
 from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
                               save_checkpoint, sweep_checkpoints)
-from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, run_workers,
-                                 shared_threads_note, shared_with_workers, stop_with_parent, training_threads,
-                                 worker_exits, worker_id, worker_threads)
+from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, our_load,
+                                 run_workers, shared_threads_note, shared_with_workers, stop_with_parent,
+                                 training_threads, worker_exits, worker_id, worker_threads)
 from benchmark.reuse import take_units
 from benchmark.run_status import (RunSummary, configurations_to_train, new_study_line, resume_line, settled_units,
                                   summarise_run, unlisted_note)
@@ -109,12 +109,13 @@ class _Worker:
 
     def __init__(self, suite: Suite, store: StoreConfig, position: int | None = None, show_progress: bool = True,
                  fold_parallel: bool = False, images: torch.Tensor | None = None, command: str | None = None,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, ours: int | None = None) -> None:
         """position: the worker's number among a run's ``--workers`` (its progress bar's line and
         name), None for a run's only worker. command: the run's, for the exports it makes (``export``).
-        run_id: the run's, recorded with each unit it trains (``summarise_run`` counts them)."""
+        run_id: the run's, recorded with each unit it trains (``summarise_run`` counts them). ours: the
+        load the run's workers keep up by themselves (``our_load``), above which a unit records the load."""
         self.suite, self.store, self.fold_parallel, self.command = suite, store, fold_parallel, command
-        self.run_id = run_id
+        self.run_id, self.ours = run_id, ours
         # The run's first worker exports while it trains: more would read the whole study as often again.
         self.exports, self.export_failed = position in (None, 0), False
         self.exported, self.export_seconds = time.monotonic(), 0.0
@@ -202,7 +203,7 @@ class _Worker:
         artifact = save_checkpoint(self.study, trial_id, folder, result.state_dict, info)
         for name, value in {"artifact": artifact, "artifact_dir": str(folder.absolute()), "metrics": result.metrics,
                             "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
-                            "busy_load": busy_load(), "n_train": result.n_train, "n_val": result.n_val,
+                            "busy_load": busy_load(ours=self.ours), "n_train": result.n_train, "n_val": result.n_val,
                             "recon_mean_image": self._mean_image_recon(fold), "stacked": stacked, "run": self.run_id,
                             **self.trained_on}.items():
             storage.set_trial_user_attr(trial_id, name, value)
@@ -444,11 +445,11 @@ def _work_until_interrupted(worker: _Worker) -> None:
 
 
 def _work_in_process(suite: Suite, store: StoreConfig, position: int, show_progress: bool,
-                     fold_parallel: bool, threads: int, command: str | None, run_id: str,
+                     fold_parallel: bool, threads: int, command: str | None, run_id: str, ours: int,
                      images: torch.Tensor | None) -> None:
     torch.set_num_threads(threads)  # share the cores: N workers × all cores each would thrash
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    worker = _Worker(suite, store, position, show_progress, fold_parallel, images, command, run_id)
+    worker = _Worker(suite, store, position, show_progress, fold_parallel, images, command, run_id, ours)
     stop_with_parent()
     _work_until_interrupted(worker)  # Ctrl-C reaches every worker; the parent exports and says so, once
 
@@ -530,14 +531,16 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                  trains_on_cpu and shared_threads_note(training_threads(workers))):
         if line:
             print(line, file=sys.stderr)
-    failures, killed, run_id = 0, [], uuid.uuid4().hex
+    failures, killed, run_id, ours = 0, [], uuid.uuid4().hex, our_load(workers)
     try:
         if workers == 1:
-            _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command, run_id))
+            _work_until_interrupted(_Worker(suite, store, None, show_progress, together, images, command, run_id,
+                                            ours))
         else:
             threads, shared = worker_threads(workers), shared_with_workers(images)
             failures, killed = worker_exits(run_workers(_work_in_process, [
-                (suite, store, i, show_progress, together, threads, command, run_id, shared) for i in range(workers)]))
+                (suite, store, i, show_progress, together, threads, command, run_id, ours, shared)
+                for i in range(workers)]))
     except KeyboardInterrupt:
         interrupted = True
     else:

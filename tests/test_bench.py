@@ -562,7 +562,7 @@ def test_a_full_disk_is_one_line_and_other_os_errors_without_a_path_keep_their_t
 def test_bench_warns_when_other_work_shared_the_cores_while_it_timed():
     why = ("bench timed", "its figures are low and its speed-ups unsteady; rerun it on an idle machine")
     assert busy_note(*why, load=2.9, cpus=2) is None  # bench itself keeps about one per core busy
-    assert busy_note(*why, load=5.9, cpus=2, processes=4) is None  # workers beyond the cores take one each
+    assert busy_note(*why, load=4.9, cpus=2, ours=4) is None  # workers beyond the cores keep up one each
     assert busy_note(*why, load=4.6, cpus=2) == (
         "warning: the machine was busy while bench timed (load average 4.6 on 2 cores): other work took cores from "
         "it, so its figures are low and its speed-ups unsteady; rerun it on an idle machine")

@@ -31,7 +31,7 @@ from benchmark.cv import fold_indices, fold_label
 from benchmark.data import load_dataset
 from benchmark.export import load_checkpoint
 from benchmark.files import write_whole
-from benchmark.processes import crowded_note, shared_threads_note, worker_threads
+from benchmark.processes import busy_load, crowded_note, our_load, shared_threads_note, worker_threads
 from benchmark.runner import Heartbeats, Interrupts, _Worker, long_on_cpu_note
 from benchmark.storage import METRICS_VERSION, StoreConfig, status_counts
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
@@ -1172,6 +1172,28 @@ def test_a_damaged_study_file_is_one_line_saying_what_to_do(tmp_path, capsys):
     assert error.startswith(f"error: cannot open storage 'sqlite:///{Path('studies') / 'small.db'}': ")
     assert error.endswith("; the file is damaged: restore a copy, or move it aside (with a suite's exported results) "
                           "and run again to start anew (its finished work is lost)")
+
+
+def test_the_load_a_run_keeps_up_by_itself_is_its_threads_at_most_one_per_core_and_one_per_worker(monkeypatch):
+    monkeypatch.setattr("benchmark.processes._machine_cpus", lambda: 2)
+    monkeypatch.setattr("benchmark.processes.training_threads", lambda workers: 1)  # OMP_NUM_THREADS=1
+    assert [our_load(n) for n in (1, 2, 8)] == [1, 2, 8]
+    monkeypatch.setattr("benchmark.processes.training_threads", lambda workers: 2 // workers or 1)
+    assert [our_load(n) for n in (1, 2, 8)] == [2, 2, 8]
+    assert busy_load(2.9, cpus=2, ours=1) == 2.9  # one thread of ours: other work holds about two cores
+    assert busy_load(1.9, cpus=2, ours=1) is None
+    assert busy_load(2.9, cpus=2) is None  # our threads on every core
+
+
+def test_a_run_on_one_thread_records_other_work_that_holds_the_other_core(tmp_path, monkeypatch, capsys):
+    # Under OMP_NUM_THREADS=1, a job holding both cores of 2 went unflagged: it was taken for our own threads.
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr("benchmark.processes.training_threads", lambda workers: 1)
+    monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (cores + 0.6, 0.0, 0.0))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    assert "warning: the machine was busy while this run trained" in capsys.readouterr().err
+    assert (pd.read_csv(tmp_path / "results" / "small.csv")["busy_load"] == cores + 0.6).all()
 
 
 def test_more_workers_than_cores_is_a_warning_naming_the_most_that_helps():

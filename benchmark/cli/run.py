@@ -15,7 +15,7 @@ from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import FOLDER_PREFIX, PRECISIONS
 from benchmark.export import go_on_with, recorded_command
 from benchmark.params_from import NotASearch, best_configurations, tuning_notes
-from benchmark.processes import busy_note, check_workers, exit_warnings
+from benchmark.processes import busy_note, check_workers, exit_warnings, our_load
 from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
 from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, check_storage_option, safe_url, same_storage,
@@ -355,6 +355,6 @@ def print_summary(summary: RunSummary, suite: Suite) -> None:
                               "a unit they left unfinished is trained again by a worker still running or by the next run"):
         print(line, file=sys.stderr)
     busy = busy_note("this run trained", "its units' training times (`seconds`, the report's cost column) are high",
-                     processes=summary.workers)
+                     ours=our_load(summary.workers))
     if busy and summary.trained:
         print(busy, file=sys.stderr)
