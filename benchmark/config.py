@@ -84,6 +84,11 @@ class MethodConfig:
             problems.append(softadapt_weights_problem({name: value for name, value in weights if value != 1.0}))
         if self.method != "multidecoder" and b.w2 != 1.0:
             problems.append(second_decoder_weight_problem(self.method))
+        if not b.softadapt and all(value == 0 for _, value in weights):  # a negative one is named by its own check
+            zero = " and ".join(f"{name} = 0" for name, _ in weights)
+            problems.append(f"{zero} leave{'s' * (len(weights) == 1)} no reconstruction term: no decoder would learn, "
+                            f"and the epoch would be chosen on the latent term alone; give "
+                            f"{' or '.join(name for name, _ in weights)} > 0")
         if self.method == "baseline":
             if self.sampling is not None or self.exponent is not None or self.count is not None:
                 problems.append("the baseline takes no sampling, exponent or count")

@@ -436,6 +436,11 @@ MULTIDECODER = '[[configurations]]\nfamily = "vae"\nconfig = 1\nmethod = "multid
      "weighed by w1"),
     (MULTIDECODER + "count = 0\n", "count k = 0 gives the Multidecoder's second decoder no pixel to condition "
      "on, so it learns what the first does: give k >= 1, or no count for the exact grid's"),
+    # a loss of the latent term alone: no decoder learns, yet the run trained and the report ranked it
+    (MULTIDECODER + "w1 = 0\nw2 = 0.0\n", "w1 = 0 and w2 = 0 leave no reconstruction term: no decoder would learn, "
+     "and the epoch would be chosen on the latent term alone; give w1 or w2 > 0"),
+    (BASELINE + "w1 = 0\n", "w1 = 0 leaves no reconstruction term: no decoder would learn, and the epoch would be "
+     "chosen on the latent term alone; give w1 > 0"),
 ])
 def test_a_bad_configuration_is_named_by_its_file_and_place(tmp_path, capsys, table, message):
     (tmp_path / "bad.toml").write_text(BASELINE + table)
