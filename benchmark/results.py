@@ -335,14 +335,19 @@ def current_priors(prior: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataF
     done = completed(results)
     held = {(config_id, int(fold)): Path(checkpoint).name
             for config_id, fold, checkpoint in zip(done["config_id"], done["fold"], done["checkpoint"]) if checkpoint}
-    kept, lines = [], []
+    kept, lines, listed = [], [], set(results["config_id"])
     for config_id, fold, name in zip(prior["config_id"], prior["fold"], prior["checkpoint"]):
         now = held.get((config_id, int(fold)))
         kept.append(not name or now == name)
-        if not kept[-1]:
-            why = (f"fitted to other weights of fold {int(fold)} ({name}, of an earlier run) than these results hold"
-                   if now else f"these results hold no weights of fold {int(fold)} of it")
-            lines.append(f"prior of {config_id} left out: {why}; run `prior` again for this run's")
+        if kept[-1]:
+            continue
+        if config_id not in listed:  # its run's suite file lists it no longer: no `prior` of this run can fit it
+            lines.append(f"prior of {config_id} left out: these results do not hold {config_id} at all (the run that "
+                         "exported them did not list it)")
+            continue
+        why = (f"fitted to other weights of fold {int(fold)} ({name}, of an earlier run) than these results hold"
+               if now else f"these results hold no weights of fold {int(fold)} of it")
+        lines.append(f"prior of {config_id} left out: {why}; run `prior` again for this run's")
     return prior[pd.Series(kept, index=prior.index, dtype=bool)], lines
 
 

@@ -406,14 +406,16 @@ def test_a_sampling_error_keeps_the_trained_prior(smoke_run, tmp_path, capsys, m
 def test_current_priors_keep_the_rows_of_weights_the_results_hold():
     results = pd.DataFrame({"config_id": ["a", "c", "d"], "fold": [0, 0, 0], "state": ["COMPLETE"] * 3,
                             "checkpoint": ["art/1.pt", "art/4.pt", ""]})
-    prior = pd.DataFrame({"config_id": ["a", "a", "b", "c"], "fold": [0, 1, 0, 0],
-                          "checkpoint": ["1.pt", "2.pt", "", "3.pt"]})  # b: a row of an earlier version
+    prior = pd.DataFrame({"config_id": ["a", "a", "b", "c", "e"], "fold": [0, 1, 0, 0, 0],
+                          "checkpoint": ["1.pt", "2.pt", "", "3.pt", "5.pt"]})  # b: a row of an earlier version
     kept, lines = current_priors(prior, results)
     assert kept.index.tolist() == [0, 2]
     assert lines == [
         "prior of a left out: these results hold no weights of fold 1 of it; run `prior` again for this run's",
         "prior of c left out: fitted to other weights of fold 0 (3.pt, of an earlier run) than these results hold; "
-        "run `prior` again for this run's"]
+        "run `prior` again for this run's",
+        # a suite file that no longer lists e: `prior` could not fit it, so it is not asked for
+        "prior of e left out: these results do not hold e at all (the run that exported them did not list it)"]
 
 
 def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
