@@ -32,9 +32,10 @@ from optuna.storages._rdb.models import (StudyUserAttributeModel, TrialHeartbeat
                                          TrialUserAttributeModel, TrialValueModel)
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 from sqlalchemy.engine import make_url
 
+from benchmark.checks import first_line
 from benchmark.files import check_folder
 
 CONNECT_TIMEOUT = 10  # seconds to wait for a database server to answer
@@ -75,6 +76,18 @@ def check_storage_option(flag: str, url: str | None, default: str) -> None:
                              "sqlite:///studies/x.db or postgresql://user@host/db")
         raise ValueError(f"{flag} {url} is not a URL: for a SQLite file give sqlite:///{url}, or a database's, "
                          "e.g. postgresql://user@host/db")
+    if url:
+        try:
+            make_url(url).get_dialect()  # loads the dialect's module only: no driver, no connection
+        except NoSuchModuleError:
+            kind = url.split("://", 1)[0]
+            if kind == "postgres":  # Heroku's and others' spelling
+                raise ValueError(f"{flag} {safe_url(url)}: SQLAlchemy names PostgreSQL postgresql://, not "
+                                 "postgres://") from None
+            raise ValueError(f"{flag} {safe_url(url)}: SQLAlchemy knows no database {kind!r}; give "
+                             "sqlite:///FILE or postgresql://user@host/db") from None
+        except (ArgumentError, ValueError) as error:  # e.g. a port that is not a number
+            raise ValueError(f"{flag} {safe_url(url)} is not a URL SQLAlchemy can read: {first_line(error)}") from None
 
 
 @dataclass(frozen=True)

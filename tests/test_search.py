@@ -1242,7 +1242,7 @@ def test_studies_list_of_a_sqlite_file_that_is_not_there_is_an_error(tmp_path, c
     assert not (tmp_path / "typo").exists()
     # Heroku's spelling of PostgreSQL URLs: SQLAlchemy said "Can't load plugin: sqlalchemy.dialects:postgres"
     assert cli(tmp_path, "studies", "list", "--storage", "postgres://me:secret@db/bench") == 2
-    assert one_line_error(capsys) == ("error: storage 'postgres://me:***@db/bench': SQLAlchemy names PostgreSQL "
+    assert one_line_error(capsys) == ("error: --storage postgres://me:***@db/bench: SQLAlchemy names PostgreSQL "
                                       "postgresql://, not postgres://")
 
 
