@@ -525,8 +525,10 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
                                min(len(t) for t, _ in folds), suite.train.batch_size, suite.train.epochs)
     done_before, failed = settled_units(states, suite)
     left = suite.units - done_before - len(failed)
-    workers, trains_on_cpu = max(1, min(workers, left)), left > 0 and device.type == "cpu"
-    for line in (note, crowded_note(workers), long_on_cpu_note(suite, states, device),
+    asked, workers, trains_on_cpu = workers, max(1, min(workers, left)), left > 0 and device.type == "cpu"
+    fewer = (f"note: {workers} worker process{'es' * (workers > 1)}, not {asked}: the suite has {left} "
+             f"unit{'s' * (left > 1)} left to train" if 0 < left < asked else None)
+    for line in (note, fewer, crowded_note(workers), long_on_cpu_note(suite, states, device),
                  stacked_on_cpu_note(together, device),
                  trains_on_cpu and shared_threads_note(training_threads(workers))):
         if line:

@@ -1152,6 +1152,15 @@ def test_a_runs_workers_are_given_its_images_in_shared_memory_or_load_them_where
     check_given(given, load_dataset("mnist5k", limit=120).train, room, capsys.readouterr().err)
 
 
+def test_a_run_says_it_starts_fewer_workers_than_asked_where_fewer_units_are_left(tmp_path, capsys, monkeypatch):
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    started = []
+    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: started.extend(args) or [])
+    assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "8") == 1  # the stand-in trained nothing
+    assert len(started) == 4
+    assert "note: 4 worker processes, not 8: the suite has 4 units left to train" in capsys.readouterr().err
+
+
 def test_workers_that_were_killed_or_failed_are_named_when_the_run_ends(tmp_path, capsys, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     ended = [SimpleNamespace(exitcode=-signal.SIGKILL), SimpleNamespace(exitcode=1), SimpleNamespace(exitcode=0)]
