@@ -306,5 +306,5 @@ def prior_cells(table: pd.DataFrame) -> list[str]:
     """"NLL (fold k, perplexity P)" in nats per code, "–" for rows without a prior (Gaussian VAEs)."""
     perplexities = table.get("prior_code_perplexity", pd.Series(math.nan, index=table.index))
     return ["–" if pd.isna(nll) else
-            f"{nll:.3f} (fold {int(fold)}" + ("" if pd.isna(perplexity) else f", perplexity {perplexity:.3g}") + ")"
+            f"{nll:.3f} (fold {int(fold)}" + ("" if pd.isna(perplexity) else f", perplexity {perplexity:.1f}") + ")"
             for nll, fold, perplexity in zip(table["prior_nll_nats"], table["prior_fold"], perplexities)]

@@ -218,7 +218,7 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkey
         assert row["prior_fold"] == prior.loc[config_id, "fold"]
         assert 1 <= row["prior_code_perplexity"] <= K
         assert (f"{row['prior_nll_nats']:.3f} (fold {int(row['prior_fold'])}, perplexity "
-                f"{row['prior_code_perplexity']:.3g})") in markdown  # 2.26, not 2
+                f"{row['prior_code_perplexity']:.1f})") in markdown  # 2.3, not 2: as `prior` and the caveats say it
         assert_figure(figure, min_width=300)
         assert_figure(figure.with_suffix(".pdf"))
     # Gaussian VAE rows have no prior: a – in its column.
