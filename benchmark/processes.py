@@ -201,12 +201,13 @@ def our_load(workers: int) -> int:
 
 
 def busy_load(load: float | None = None, cpus: int | None = None, ours: int | None = None) -> float | None:
-    """The last minute's load average when other work shares the machine's cores with ours (over
-    ``ours``, the load our own work keeps up (``our_load``; default one per core), by half a load
-    per core more), else None."""
+    """The last minute's load average when other work takes cores from ours, else None: over the
+    cores (or ``ours``, the load our own work keeps up (``our_load``; default one per core), where
+    that is more), by half a load per core of ours. Work that leaves cores free takes none."""
     load = os.getloadavg()[0] if load is None else load
     cpus = cpus or _machine_cpus()
-    return load if load > (cpus if ours is None else ours) + 0.5 * cpus else None
+    ours = cpus if ours is None else ours
+    return load if load > max(cpus, ours) + 0.5 * min(ours, cpus) else None
 
 
 def busy_note(during: str, consequence: str, load: float | None = None, cpus: int | None = None,

@@ -1190,8 +1190,10 @@ def test_the_load_a_run_keeps_up_by_itself_is_its_threads_at_most_one_per_core_a
     monkeypatch.setattr("benchmark.processes.training_threads", lambda workers: 2 // workers or 1)
     assert [our_load(n) for n in (1, 2, 8)] == [2, 2, 8]
     assert busy_load(2.9, cpus=2, ours=1) == 2.9  # one thread of ours: other work holds about two cores
-    assert busy_load(1.9, cpus=2, ours=1) is None
+    assert busy_load(1.9, cpus=2, ours=1) is None  # and here one, leaving ours a core of its own
     assert busy_load(2.9, cpus=2) is None  # our threads on every core
+    assert busy_load(41, cpus=64, ours=1) is None and busy_load(64, cpus=64, ours=4) is None  # cores left free
+    assert busy_load(66.5, cpus=64, ours=4) == 66.5
 
 
 def test_a_run_on_one_thread_records_other_work_that_holds_the_other_core(tmp_path, monkeypatch, capsys):
