@@ -59,9 +59,8 @@ class PriorConfig:
             problems.append(f"num_codes must be >= 2 (a prior over one code is trivial), got {self.num_codes}")
         problems += [f"{name} must be >= 1, got {value}" for name, value in (("hidden", self.hidden),
                                                                              ("layers", self.layers)) if value < 1]
-        if self.kernel < 3 or self.kernel % 2 == 0:
-            # at 1 no layer widens the context: a code sees only the code above it and the one to its left
-            problems.append(f"kernel must be an odd integer >= 3, got {self.kernel}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            problems.append(f"kernel must be a positive odd integer, got {self.kernel}")
         raise_problems(problems)
 
 

@@ -412,6 +412,9 @@ def check_arguments(*, epochs: int, batch_size: int, lr: float, samples: int, te
         ("fold", 0 if fold is None else fold, 0)) if value < least]
     problems += [f"{name} must be a finite number > 0, got {value}" for name, value in (
         ("lr", lr), ("temperature", temperature)) if not (math.isfinite(value) and value > 0)]
+    if kernel == 1:  # a prior stored with it still loads: PriorConfig takes it
+        problems.append("kernel must be >= 3: at 1 no layer widens the context, each code seeing only the code "
+                        "above it and the one to its left")
     raise_problems(problems + problems_of(PriorConfig, 2, hidden, layers, kernel))
 
 

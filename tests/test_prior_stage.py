@@ -22,6 +22,7 @@ from sklearn.model_selection import KFold
 import benchmark.figures
 from benchmark.caveats import prior_notes
 from benchmark.export import load_checkpoint
+from benchmark.prior import GatedPixelCNN, PriorConfig, PriorResult
 from benchmark.prior_stage import (
     _update_csv,
     check_kept_rows,
@@ -31,6 +32,7 @@ from benchmark.prior_stage import (
     fold_split,
     generate,
     load_prior,
+    save_prior,
     select_targets,
     training_pool,
 )
@@ -403,6 +405,15 @@ def test_a_sampling_error_keeps_the_trained_prior(smoke_run, tmp_path, capsys, m
     assert payload["samples"] == {}
 
 
+def test_a_prior_of_kernel_1_stored_before_it_was_refused_still_loads(tmp_path):
+    # only a new stage refuses kernel 1 (`check_arguments`): the report still draws an earlier prior's samples
+    stored = GatedPixelCNN(PriorConfig(num_codes=4, hidden=4, layers=1, kernel=1))
+    save_prior(tmp_path / "p.pt", PriorResult(stored, 1.0, 1.0, math.log(4), 1), {"method": "baseline"}, None)
+    model, _ = load_prior(tmp_path / "p.pt")
+    assert model.config.kernel == 1
+    torch.testing.assert_close(model.state_dict(), stored.state_dict(), rtol=0, atol=0)
+
+
 def test_current_priors_keep_the_rows_of_weights_the_results_hold():
     results = pd.DataFrame({"config_id": ["a", "c", "d"], "fold": [0, 0, 0], "state": ["COMPLETE"] * 3,
                             "checkpoint": ["art/1.pt", "art/4.pt", ""]})
@@ -421,7 +432,7 @@ def test_current_priors_keep_the_rows_of_weights_the_results_hold():
 def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
     linked_results(smoke_run, tmp_path)
     assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "4", *FAST) == 2  # --kernel reaches the prior
-    assert one_line_error(capsys) == "error: --kernel must be an odd integer >= 3, got 4"
+    assert one_line_error(capsys) == "error: --kernel must be a positive odd integer, got 4"
     assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "99", *FAST) == 2  # refused before training
     assert one_line_error(capsys) == ("error: --kernel 99 is wider than 8×8 code maps can use: past 15 its extra "
                                       "weights read only padding, so give a kernel of at most 15")
@@ -553,9 +564,11 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
     (("--samples", "-1", "--temperature", "nan"),
      "error: 2 problems: --samples must be >= 0, got -1 | --temperature must be a finite number > 0, got nan"),
     (("--fold", "-1"), "error: --fold must be >= 0, got -1"),
+    (("--kernel", "1"), "error: --kernel must be >= 3: at 1 no layer widens the context, each code seeing only the "
+                        "code above it and the one to its left"),
     (("--batch-size", "0", "--lr", "0", "--layers", "0", "--kernel", "4"),
      "error: 4 problems: --batch-size must be >= 1, got 0 | --lr must be a finite number > 0, got 0.0 | "
-     "--layers must be >= 1, got 0 | --kernel must be an odd integer >= 3, got 4"),
+     "--layers must be >= 1, got 0 | --kernel must be a positive odd integer, got 4"),
     # not "finish it": no run makes a fold the suite does not have
     (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
     (("--config", "vq-vae/1/baselin"), "error: unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/1/baselin' "
