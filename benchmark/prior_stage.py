@@ -49,8 +49,8 @@ from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
                              frequency_nats, train_prior)
 from benchmark.progress import chosen_progress, progress_bar
-from benchmark.results import (SuiteResults, checkpoint_file, current_priors, existing_path, load_suite,
-                               prior_csv_path, read_prior, run_dataset, safe_name)
+from benchmark.results import (SuiteResults, checkpoint_file, current_priors, load_suite, prior_csv_path, read_prior,
+                               run_dataset, safe_name)
 from benchmark.train import resolve_device
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
@@ -88,6 +88,38 @@ def _count(value: object) -> int | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
 
 
+def vq_configurations(data: SuiteResults, suite: str) -> list[str]:
+    """The VQ-VAE configurations of a run, in suite order; a ``ValueError`` where it has none."""
+    order = list(dict.fromkeys([*data.meta["configurations"], *data.results["config_id"]]))
+    family = data.results.drop_duplicates("config_id").set_index("config_id")["family"]
+    vq = [c for c in order if family.get(c, "vq-vae" if c.startswith("vq-vae/") else "") == "vq-vae"]
+    if not vq:
+        raise ValueError(f"suite {suite!r} has no VQ-VAE configuration (the prior is a VQ-VAE's second stage); "
+                         f"its configurations: {', '.join(order)}")
+    return vq
+
+
+def check_named(data: SuiteResults, suite: str, config_ids: Iterable[str] | None) -> list[str]:
+    """``config_ids`` once each, in the order given; a ``ValueError`` for one that is not a VQ-VAE
+    configuration of the run (a Gaussian VAE's is named as such)."""
+    vq = vq_configurations(data, suite)
+    named = list(dict.fromkeys(config_ids or ()))
+    for config_id in named:
+        if config_id in set(data.results["config_id"]) | set(data.meta["configurations"]) and config_id not in vq:
+            raise ValueError(f"{config_id!r} is a Gaussian VAE configuration of suite {suite!r}: the prior is a "
+                             f"VQ-VAE's second stage; its VQ-VAE configurations: {', '.join(vq)}")
+        check_choice(f"VQ-VAE configuration of suite {suite!r}:", config_id, vq)
+    return named
+
+
+def prior_file(results_dir: Path, suite: str, config_id: str, stored: str = "") -> Path:
+    """Where a configuration's prior is: in ``prior_dir`` of these results (the stage writes it there),
+    else at the path its row ``stored`` (as written from where the stage ran), where that is a file.
+    These results' own come first: a stored relative path may name another results folder's file."""
+    here = prior_dir(results_dir, suite) / f"{safe_name(config_id)}.pt"
+    return here if here.exists() or not (stored and Path(stored).is_file()) else Path(stored)
+
+
 def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None,
                    fold: int | None = None) -> tuple[list[PriorTarget], list[str], SuiteResults]:
     """One fold of every VQ-VAE configuration of ``suite`` (or of those named): ``fold``, or by
@@ -105,21 +137,11 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     results_dir = Path(results_dir)
     data = load_suite(results_dir, suite)
     results, meta = data.results, data.meta
-    order = list(dict.fromkeys([*meta["configurations"], *results["config_id"]]))
-    family = results.drop_duplicates("config_id").set_index("config_id")["family"]
-    vq = [c for c in order if family.get(c, "vq-vae" if c.startswith("vq-vae/") else "") == "vq-vae"]
-    if not vq:
-        raise ValueError(f"suite {suite!r} has no VQ-VAE configuration (the prior is a VQ-VAE's second stage); "
-                         f"its configurations: {', '.join(order)}")
+    vq = vq_configurations(data, suite)
     units = int(meta.get("folds") or 0) * int(meta.get("repeats") or 1)
     if fold is not None and units and fold >= units:  # one that no run of the suite will ever finish
         raise ValueError(f"fold {fold} does not exist: suite {suite!r} has folds 0 to {units - 1}")
-    named = list(dict.fromkeys(config_ids or ()))
-    for config_id in named:
-        if config_id in order and config_id not in vq:
-            raise ValueError(f"{config_id!r} is a Gaussian VAE configuration of suite {suite!r}: the prior is a "
-                             f"VQ-VAE's second stage; its VQ-VAE configurations: {', '.join(vq)}")
-        check_choice(f"VQ-VAE configuration of suite {suite!r}:", config_id, vq)
+    named = check_named(data, suite, config_ids)
     done = completed(results)
     done = done[(done["checkpoint"] != "") & done["recon"].notna()]
     folds = {c: set(done.loc[done["config_id"] == c, "fold"].astype(int)) for c in vq}
@@ -553,12 +575,12 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
         raise ValueError(f"suite {suite!r} has no priors to draw from ({path} is not there): "
                          f"train them with `python -m benchmark prior --suite {suite}`")
     data = load_suite(results_dir, suite)
-    rows, _ = current_priors(stored, data.results)
-    named = list(dict.fromkeys(config_ids or ()))
+    named = check_named(data, suite, config_ids)
+    rows, reasons = current_priors(stored, data.results)
     train = f"python -m benchmark prior --suite {suite}"
     if rows.empty:
-        raise ValueError(f"{path} holds no prior of the weights this run of suite {suite!r} holds: train them "
-                         f"with `{train}`")
+        raise ValueError(f"{path} holds no prior of the weights this run of suite {suite!r} holds "
+                         f"({'; '.join(reasons)}): train them with `{train}`")
     if unknown := [c for c in named if c not in set(rows["config_id"])]:
         raise ValueError(f"{path} holds no prior of {', '.join(unknown)} fitted to this run's weights (it holds "
                          f"those of {', '.join(rows['config_id'])}): `{train} --config {unknown[0]}` trains one")
@@ -571,25 +593,26 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     with progress_bar(len(targets), f"redraw {suite}", "config", show_progress) as bar:
         for index, target in enumerate(targets, start=1):
             bar.set_postfix_str(f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})", refresh=True)
-            row = rows[rows["config_id"] == target.config_id].iloc[0]
-            file = existing_path(row["prior_path"], prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt")
+            file = prior_file(results_dir, suite, target.config_id,
+                              rows.loc[rows["config_id"] == target.config_id, "prior_path"].iloc[0])
             try:
-                prior, payload = load_prior(file, torch_device)
+                prior, payload = load_prior(file)  # on the CPU: the file keeps CPU tensors, whatever draws
             except (OSError, RuntimeError, KeyError, ValueError) as error:
                 raise ValueError(f"cannot load the prior of {target.config_id} ({file}): {first_line(error)}; "
-                                 f"train it again with `python -m benchmark prior --suite {suite} --config "
-                                 f"{target.config_id}`") from None
+                                 f"train it again with `{train} --config {target.config_id}`") from None
             model = _load_vq(target, torch_device)
             _, val_x = fold_split(pool, meta, target.fold, (target.n_train, target.n_val))
             try:
-                payload["samples"] = _draw(model, prior, val_x, target, meta, samples, temperature)
+                payload["samples"] = _draw(model, prior.to(torch_device), val_x, target, meta, samples, temperature)
             except RuntimeError as error:  # e.g. out of GPU memory: its earlier samples are kept
                 raise ValueError(f"{target.config_id}: no samples drawn ({first_line(error)}); its earlier ones are "
                                  "kept (fewer --samples may fit)") from None
             payload["info"]["temperature"] = temperature
-            _save_payload(file, payload)
             now = read_prior(results_dir, suite)  # as written by now, so that no other row changes
+            # float: a library call may have written an integer; none in an earlier version's CSV
+            now["temperature"] = now.get("temperature", pd.Series(math.nan, index=now.index)).astype(float)
             now.loc[now["config_id"] == target.config_id, "temperature"] = temperature
+            _save_payload(file, payload)  # then the row at once: only two renames apart
             _write_csv(now, path)
             summary.rows.append(now[now["config_id"] == target.config_id].iloc[0].to_dict())
             if on_result is not None:
@@ -611,9 +634,8 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
     rows = prior.drop_duplicates("config_id", keep="last").set_index("config_id")
     for config_id in [c for c in order if c in rows.index]:
         name = safe_name(config_id)
-        fallback = prior_dir(results_dir, suite) / f"{name}.pt"
         try:
-            _, payload = load_prior(existing_path(rows.loc[config_id, "prior_path"], fallback))
+            _, payload = load_prior(prior_file(results_dir, suite, config_id, rows.loc[config_id, "prior_path"]))
             samples, method = payload.get("samples") or {}, payload["info"].get("method", "baseline")
             if "images" not in samples:
                 warnings.append(f"{config_id}: no generated images stored (rerun `prior` with --samples > 0)")
@@ -635,5 +657,5 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
 
 
 __all__ = ["PRIOR_COLUMNS", "PriorStageSummary", "PriorTarget", "decode_conditioned", "draw_samples", "encode_codes",
-           "fold_split", "generate", "load_prior", "prior_dir", "prior_figures", "redraw_samples", "run_prior_stage",
-           "save_prior", "select_targets", "training_pool"]
+           "check_named", "fold_split", "generate", "load_prior", "prior_dir", "prior_figures", "prior_file",
+           "redraw_samples", "run_prior_stage", "save_prior", "select_targets", "training_pool", "vq_configurations"]

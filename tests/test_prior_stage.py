@@ -360,12 +360,37 @@ def test_redraw_draws_the_stored_samples_again_at_their_temperature_and_new_ones
     torch.testing.assert_close(payload["state_dict"], trained, rtol=0, atol=0)  # the prior itself untouched
 
 
+def test_a_redraw_rewrites_the_priors_of_its_results_folder_not_those_a_stored_path_names_from_here(prior_run,
+                                                                                                     tmp_path, capsys):
+    # The CSV's prior_path is relative to where the stage ran: from a folder with results of its own, the redraw
+    # rewrote that folder's prior and the other folder's row.
+    for folder in (tmp_path, tmp_path / "elsewhere"):
+        linked_results(prior_run, folder)
+        shutil.copytree(prior_run / "results" / "smoke" / "priors", folder / "results" / "smoke" / "priors")
+        # as a library call with temperature=2 writes it: integers, which a float did not fit
+        read(prior_run, "smoke_prior.csv").assign(temperature=2).to_csv(folder / "results" / "smoke_prior.csv",
+                                                                        index=False)
+    here = {path: path.read_bytes() for path in (tmp_path / "results" / "smoke" / "priors").iterdir()}
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--results-dir", "elsewhere/results",
+               "--temperature", "0.7", "--quiet") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == ("samples in elsewhere/results/smoke/priors; `python -m "
+                                                        "benchmark report --suite smoke --results-dir "
+                                                        "elsewhere/results` draws their figures")
+    assert {path: path.read_bytes() for path in here} == here
+    assert (read(tmp_path / "elsewhere", "smoke_prior.csv")["temperature"] == 0.7).all()
+    assert all(load_prior(path)[1]["info"]["temperature"] == 0.7
+               for path in (tmp_path / "elsewhere" / "results" / "smoke" / "priors").iterdir())
+
+
 @pytest.mark.parametrize("args, message", [
     (("--epochs", "3", "--kernel", "3"),
      "--redraw trains nothing, so --epochs, --kernel would do nothing: leave them out"),
     (("--samples", "0",), "--samples must be >= 1 (images to draw), got 0"),
-    (("--config", "vq-vae/9/baseline"), "results/smoke_prior.csv holds no prior of vq-vae/9/baseline fitted to this "
-     "run's weights (it holds those of "),
+    (("--lr", "0.001"), "--redraw trains nothing, so --lr would do nothing: leave it out"),  # the default, given
+    (("--config", "vq-vae/9/baseline"), "unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/9/baseline'"),
+    # not "`prior --config vae/1/baseline` trains one", which prior refuses
+    (("--config", "vae/1/baseline"), "'vae/1/baseline' is a Gaussian VAE configuration of suite 'smoke': the prior is "
+     "a VQ-VAE's second stage"),
 ])
 def test_bad_redraws_are_one_line_and_exit_2(prior_run, capsys, args, message):
     before = read(prior_run, "smoke_prior.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="train nothing: draw --samples new images (at --temperature) from the priors stored, "
                             "for the report's figures")
     prior.add_argument("--quiet", action="store_true", help="no progress bar")
-    prior.set_defaults(handler=cmd_prior, parser=prior)
+    prior.set_defaults(handler=cmd_prior)
 
 
 def cmd_prior(args: argparse.Namespace) -> int:
@@ -128,30 +129,35 @@ TRAINING_ONLY = ("epochs", "batch_size", "lr", "hidden", "layers", "kernel", "fo
 
 def _redraw(args: argparse.Namespace) -> int:
     """``prior --redraw``: new samples from the stored priors; Ctrl-C keeps those already redrawn."""
-    given = [f"--{name.replace('_', '-')}" for name in TRAINING_ONLY
-             if getattr(args, name) != args.parser.get_default(name)]
+    flags = [f"--{name.replace('_', '-')}" for name in TRAINING_ONLY]
+    given = [flag for flag in flags if any(arg == flag or arg.startswith(f"{flag}=") for arg in args.argv)]
     if given:
         raise ValueError(f"--redraw trains nothing, so {', '.join(given)} would do nothing: leave "
                          f"{'them' if len(given) > 1 else 'it'} out")
+    from tqdm.auto import tqdm
+
     from benchmark.prior_stage import prior_dir, redraw_samples
 
     done: list[str] = []
 
     def show(row: dict) -> None:
         done.append(row["config_id"])
-        print(f"{row['config_id']} (fold {row['fold']}): {args.samples} new samples at temperature "
-              f"{args.temperature:g}", file=sys.stdout)
+        tqdm.write(f"{row['config_id']} (fold {row['fold']}): {args.samples} new samples at temperature "
+                   f"{args.temperature:g}", file=sys.stdout)
 
     try:
         redraw_samples(args.results_dir, args.suite, args.configs, samples=args.samples,
                        temperature=args.temperature, device=args.device, show_progress=not args.quiet,
                        on_result=show)
     except ValueError as err:
-        raise said_of_flags(err, ("samples", "temperature")) from None
+        error = said_of_flags(err, ("samples", "temperature"))
+        raise ValueError(f"{error} (the samples of {', '.join(done)} were redrawn before it)") if done else error \
+            from None
     except KeyboardInterrupt:
         kept = (f"the samples of {', '.join(done)} are redrawn" if done else "no samples were redrawn")
         print(f"interrupted: {kept}; the others keep their earlier ones", file=sys.stderr)
         return 130
-    print(f"samples in {prior_dir(args.results_dir, args.suite)}; `python -m benchmark report --suite {args.suite}` "
-          "draws their figures")
+    where = "" if args.results_dir == Path("results") else f" --results-dir {shlex.quote(str(args.results_dir))}"
+    print(f"samples in {prior_dir(args.results_dir, args.suite)}; `python -m benchmark report --suite {args.suite}"
+          f"{where}` draws their figures")
     return 0
