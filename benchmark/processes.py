@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -187,6 +189,20 @@ def training_threads(workers: int) -> int:
     import torch
 
     return torch.get_num_threads() if workers == 1 else worker_threads(workers)
+
+
+CPUINFO = Path("/proc/cpuinfo")  # Linux's description of the CPU; other systems have none
+
+
+def cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` (``vendor_id``, ``model name``) in Linux's description of the CPU;
+    '' where it gives none, None on a system without one."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return None
+    found = re.search(rf"^{re.escape(field)}\s*:[ \t]*(.*?)\s*$", text, re.MULTILINE)
+    return found.group(1) if found else ""
 
 
 def _machine_cpus() -> int:

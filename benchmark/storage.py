@@ -84,7 +84,7 @@ def check_storage_option(flag: str, url: str | None, default: str) -> None:
             if kind == "postgres":  # Heroku's and others' spelling
                 raise ValueError(f"{flag} {safe_url(url)}: SQLAlchemy names PostgreSQL postgresql://, not "
                                  "postgres://") from None
-            raise ValueError(f"{flag} {safe_url(url)}: SQLAlchemy knows no database {kind!r}; give "
+            raise ValueError(f"{flag} {safe_url(url)}: SQLAlchemy knows no database or driver {kind!r}; give "
                              "sqlite:///FILE or postgresql://user@host/db") from None
         except (ArgumentError, ValueError) as error:  # e.g. a port that is not a number
             raise ValueError(f"{flag} {safe_url(url)} is not a URL SQLAlchemy can read: {first_line(error)}") from None

@@ -16,6 +16,7 @@ from benchmark.config import Configuration, TrainConfig, check_device
 from benchmark.memory import keep_freed_memory
 from benchmark.models import MultitaskVAE, build_model, eval_mode
 from benchmark.models.cpu_convs import use_cpu_convs
+from benchmark.processes import cpuinfo
 
 
 class DivergedError(RuntimeError):
@@ -39,12 +40,7 @@ def resolve_device(device: str) -> torch.device:
 
 def cpu_model() -> str:
     """The CPU's model as the system names it (``AMD EPYC``), or ``''`` where it does not."""
-    try:
-        with open("/proc/cpuinfo") as info:  # Linux; platform.processor() there is only the architecture
-            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor()
+    return cpuinfo("model name") or platform.processor()  # on Linux that is only the architecture
 
 
 def device_name(device: torch.device) -> str:

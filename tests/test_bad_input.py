@@ -411,8 +411,8 @@ def test_a_studies_folder_that_cannot_be_written_is_refused(tmp_path):
     ("sqlite:x.db", "--storage sqlite:x.db is not a URL: a storage URL reads scheme://…, e.g. "
                     "sqlite:///studies/x.db or postgresql://user@host/db"),
     # SQLAlchemy's words were "Can't load plugin: sqlalchemy.dialects:foo" and "invalid literal for int() …"
-    ("foo://me:secret@host/db", "--storage foo://me:***@host/db: SQLAlchemy knows no database 'foo'; give "
-                                "sqlite:///FILE or postgresql://user@host/db"),
+    ("foo://me:secret@host/db", "--storage foo://me:***@host/db: SQLAlchemy knows no database or driver 'foo'; "
+                                "give sqlite:///FILE or postgresql://user@host/db"),
     ("postgresql://me:secret@host:port/db", "--storage host:port/db is not a URL SQLAlchemy can read: invalid "
                                             "literal for int() with base 10: 'port'"),
 ])

@@ -439,14 +439,13 @@ def test_a_cpu_is_named_by_its_model_and_the_instructions_torch_uses(monkeypatch
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n\n"
                        "processor\t: 1\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
+    monkeypatch.setattr("benchmark.processes.CPUINFO", cpuinfo)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
-                                                                         *a, **k))
     assert device_name(torch.device("cpu")) == "cpu: AMD EPYC 9654 96-Core Processor (AVX2)"
-    cpuinfo.unlink()  # not Linux: the system's name for the processor, if it has one
-    monkeypatch.setattr(benchmark.train.platform, "processor", lambda: "arm")
-    assert device_name(torch.device("cpu")) == "cpu: arm (AVX2)"
+    cpuinfo.write_text("processor\t: 0\nCPU part\t: 0xd0c\n")  # Linux on ARM names no model: the architecture
+    monkeypatch.setattr(benchmark.train.platform, "processor", lambda: "aarch64")
+    assert device_name(torch.device("cpu")) == "cpu: aarch64 (AVX2)"
+    cpuinfo.unlink()  # no /proc/cpuinfo, nor a name from the system
     monkeypatch.setattr(benchmark.train.platform, "processor", lambda: "")
     assert device_name(torch.device("cpu")) == "cpu"
 

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import functools
 import platform
-import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmark.processes import cpuinfo
 
 TAP_SUM_MAX_PIXELS = 4
 GATHER_MAX_PIXELS = 16
@@ -82,12 +82,8 @@ def _channels_last_pixels(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 @functools.cache
 def cpu_vendor() -> str:
     """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``); '' where the system does not say."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()  # Windows: "Intel64 Family 6 ..., GenuineIntel"
-    found = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.MULTILINE)
-    return found.group(1) if found else ""
+    vendor = cpuinfo("vendor_id")
+    return platform.processor() if vendor is None else vendor  # Windows: "Intel64 Family 6 ..., GenuineIntel"
 
 
 def onednn_products() -> bool:
