@@ -70,7 +70,8 @@ def test_run_bench_writes_csv_with_positive_numbers(tiny_result, tmp_path):
         assert int(row["steps"]) == 2 and int(row["batch"]) == 16
         # the precision that ran (auto on a CPU: fp32), and the load it was timed under, for a reader of the CSV
         assert row["precision"] == "fp32" and float(row["load_avg"]) >= 0
-    assert "device cpu, precision fp32," in format_table(tiny_result)  # the one that ran, as the rows say
+    # the one that ran, as the rows say, and the CPU's model
+    assert f"device {device_name(torch.device('cpu'))}, precision fp32," in format_table(tiny_result)
     peak = tiny_result.peak
     # no bf16 peak on a CPU without bf16 kernels: it would take minutes and mean nothing
     dtypes = ("float32", "bfloat16") if native_bf16(torch.device("cpu")) else ("float32",)
