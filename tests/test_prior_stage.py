@@ -382,6 +382,32 @@ def test_a_redraw_rewrites_the_priors_of_its_results_folder_not_those_a_stored_p
                for path in (tmp_path / "elsewhere" / "results" / "smoke" / "priors").iterdir())
 
 
+def test_ctrl_c_in_a_redraw_keeps_the_samples_redrawn_and_says_which(prior_run, tmp_path, capsys, monkeypatch):
+    import benchmark.prior_stage
+
+    linked_results(prior_run, tmp_path)
+    shutil.copy(prior_run / "results" / "smoke_prior.csv", tmp_path / "results" / "smoke_prior.csv")
+    shutil.copytree(prior_run / "results" / "smoke" / "priors", tmp_path / "results" / "smoke" / "priors")
+    draw, calls = benchmark.prior_stage.draw_samples, []
+
+    def ctrl_c_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr("benchmark.prior_stage.draw_samples", ctrl_c_on_the_second)
+    first, second = read(tmp_path, "smoke_prior.csv")["config_id"][:2]
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--temperature", "3", "--quiet") == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (f"interrupted: the samples of {first} are redrawn; the "
+                                                        "others keep their earlier ones")
+    after = read(tmp_path, "smoke_prior.csv").set_index("config_id")["temperature"]
+    assert after[first] == 3.0 and (after.drop(first) == 0.5).all()
+    for config_id, temperature in ((first, 3.0), (second, 0.5)):
+        _, payload = load_prior(tmp_path / "results" / "smoke" / "priors" / f"{safe_name(config_id)}.pt")
+        assert payload["info"]["temperature"] == temperature
+
+
 @pytest.mark.parametrize("args, message", [
     (("--epochs", "3", "--kernel", "3"),
      "--redraw trains nothing, so --epochs, --kernel would do nothing: leave them out"),
