@@ -41,7 +41,7 @@ from benchmark.models import eval_mode
 
 
 __all__ = ["PriorConfig", "GatedPixelCNN", "PriorDivergedError", "PriorResult", "code_perplexity", "frequency_nats",
-           "train_prior", "widest_kernel"]
+           "check_kernel_width", "train_prior", "widest_kernel"]
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,13 @@ def widest_kernel(height: int, width: int) -> int:
     return 2 * max(height, width) - 1
 
 
+def check_kernel_width(kernel: int, height: int, width: int) -> None:
+    """A ``ValueError`` for a kernel wider than ``widest_kernel`` of h×w code maps."""
+    if kernel > (widest := widest_kernel(height, width)):
+        raise ValueError(f"kernel {kernel} is wider than {height}×{width} code maps can use: past {widest} "
+                         f"its extra weights read only padding, so give a kernel of at most {widest}")
+
+
 def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor | np.ndarray,
                 config: PriorConfig, epochs: int = 30, batch_size: int = 128, lr: float = 1e-3,
                 seed: int = 0, device: torch.device | str = "cpu",
@@ -241,10 +248,7 @@ def train_prior(train_codes: torch.Tensor | np.ndarray, val_codes: torch.Tensor 
                          "and one validation code map")
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
-    height, width = train.shape[-2:]
-    if config.kernel > (widest := widest_kernel(height, width)):
-        raise ValueError(f"kernel {config.kernel} is wider than {height}×{width} code maps can use: past {widest} "
-                         f"its extra weights read only padding, so give a kernel of at most {widest}")
+    check_kernel_width(config.kernel, *train.shape[-2:])
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     device = torch.device(device)

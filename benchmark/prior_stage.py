@@ -46,8 +46,8 @@ from benchmark.cv import fold_indices, unit_seed
 from benchmark.data import pixel_digest
 from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
-from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, code_perplexity,
-                             frequency_nats, train_prior)
+from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, check_kernel_width,
+                             code_perplexity, frequency_nats, train_prior)
 from benchmark.progress import chosen_progress, progress_bar
 from benchmark.results import (SuiteResults, checkpoint_file, current_priors, load_suite, prior_csv_path, read_prior,
                                run_dataset, safe_name)
@@ -61,6 +61,7 @@ PRIOR_COLUMNS = ("config_id", "fold", "val_nll_nats", "val_bits_per_code", "unif
                  "code_perplexity", "epochs", "best_epoch", "n_train", "n_val", "prior_path", "checkpoint", "seconds",
                  "batch_size", "lr", "hidden", "layers", "kernel", "temperature")
 OBSERVED_PIXELS = 16      # pixels of a real image given to the conditioned decoder in the figures
+MAX_SAMPLES = 32          # generated images per configuration: a figure of more columns is unreadable
 CONDITIONED_IMAGES = 3    # real validation images, one figure row each
 
 
@@ -112,12 +113,11 @@ def check_named(data: SuiteResults, suite: str, config_ids: Iterable[str] | None
     return named
 
 
-def prior_file(results_dir: Path, suite: str, config_id: str, stored: str = "") -> Path:
-    """Where a configuration's prior is: in ``prior_dir`` of these results (the stage writes it there),
-    else at the path its row ``stored`` (as written from where the stage ran), where that is a file.
-    These results' own come first: a stored relative path may name another results folder's file."""
-    here = prior_dir(results_dir, suite) / f"{safe_name(config_id)}.pt"
-    return here if here.exists() or not (stored and Path(stored).is_file()) else Path(stored)
+def prior_file(results_dir: Path, suite: str, config_id: str) -> Path:
+    """Where a configuration's prior is: in ``prior_dir`` of these results, where the stage writes it.
+    Not at its row's ``prior_path``, as written from where the stage ran: from another folder, that
+    may name another results folder's file."""
+    return prior_dir(results_dir, suite) / f"{safe_name(config_id)}.pt"
 
 
 def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | None = None,
@@ -432,12 +432,21 @@ def check_arguments(*, epochs: int, batch_size: int, lr: float, samples: int, te
     problems = [f"{name} must be >= {least}, got {value}" for name, value, least in (
         ("epochs", epochs, 1), ("batch_size", batch_size, 1), ("samples", samples, 0),
         ("fold", 0 if fold is None else fold, 0)) if value < least]
-    problems += [f"{name} must be a finite number > 0, got {value}" for name, value in (
-        ("lr", lr), ("temperature", temperature)) if not (math.isfinite(value) and value > 0)]
-    if kernel == 1:  # a prior stored with it still loads: PriorConfig takes it
-        problems.append("kernel must be >= 3: at 1 no layer widens the context, each code seeing only the code "
-                        "above it and the one to its left")
-    raise_problems(problems + problems_of(PriorConfig, 2, hidden, layers, kernel))
+    problems += _sample_problems(samples, temperature) + [f"lr must be a finite number > 0, got {lr}"] * (
+        not (math.isfinite(lr) and lr > 0))
+    # stricter than PriorConfig, which loads a prior stored with kernel 1
+    kernel_ok = kernel >= 3 and kernel % 2 == 1
+    problems += [] if kernel_ok else [f"kernel must be odd and >= 3 (at 1 no layer widens the context: a code sees "
+                                      f"only the code above it and the one to its left), got {kernel}"]
+    raise_problems(problems + problems_of(PriorConfig, 2, hidden, layers, kernel if kernel_ok else 3))
+
+
+def _sample_problems(samples: int, temperature: float) -> list[str]:
+    """What is wrong with a number of samples to draw (at most ``MAX_SAMPLES``) and their temperature."""
+    problems = [f"samples must be at most {MAX_SAMPLES} (a column of the figure each), got {samples}"] * (
+        samples > MAX_SAMPLES)
+    return problems + [f"temperature must be a finite number > 0, got {temperature}"] * (
+        not (math.isfinite(temperature) and temperature > 0))
 
 
 def _prior_seed(meta: dict, target: PriorTarget) -> int:
@@ -492,11 +501,13 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     meta = data.meta
     settings = {"fold": targets[0].fold, "epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden,
                 "layers": layers, "kernel": kernel}
+    pool = training_pool(meta)
+    # the code maps' size, of the first configuration (train_prior checks each): before a note or a prior
+    check_kernel_width(kernel, *encode_codes(_load_vq(targets[0], torch_device), pool[:1]).shape[-2:])
     replaced = [t.config_id for t in targets]
     if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings)) and notes:
         notes(note)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
-    pool = training_pool(meta)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
     # closed on Ctrl-C too: a message then starts a line
     with progress_bar(len(targets), f"prior {suite}", "config", show_progress) as bar:
@@ -533,10 +544,11 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
                     reason = first_line(error)
                     bar.write(f"warning: {target.config_id}: no samples drawn ({reason}); its prior is stored "
                               "without them (fewer --samples may fit)", file=sys.stderr)
-            path = prior_dir(results_dir, suite) / f"{safe_name(target.config_id)}.pt"
+            path = prior_file(results_dir, suite, target.config_id)
             save_prior(path, result, {"config_id": target.config_id, "method": target.method, "fold": target.fold,
                                       "checkpoint": str(target.checkpoint), "epochs": epochs, "best_epoch": result.best_epoch,
-                                      "val_nll_nats": result.val_nll_nats, "temperature": temperature,
+                                      "val_nll_nats": result.val_nll_nats,
+                                      "temperature": temperature if samples else None,
                                       "code_shape": list(train_codes.shape[1:])}, drawn)
             row = {"config_id": target.config_id, "val_nll_nats": result.val_nll_nats,
                    "val_bits_per_code": result.val_bits_per_code, "uniform_nats": result.uniform_nats,
@@ -565,8 +577,7 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     configuration with the samples its row describes. ``on_result`` receives each rewritten row.
     """
     raise_problems([f"samples must be >= 1 (images to draw), got {samples}"] * (samples < 1)
-                   + [f"temperature must be a finite number > 0, got {temperature}"]
-                   * (not (math.isfinite(temperature) and temperature > 0)))
+                   + _sample_problems(samples, temperature))
     chosen_progress()
     torch_device = resolve_device(device)
     results_dir, path = Path(results_dir), prior_csv_path(results_dir, suite)
@@ -593,8 +604,7 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     with progress_bar(len(targets), f"redraw {suite}", "config", show_progress) as bar:
         for index, target in enumerate(targets, start=1):
             bar.set_postfix_str(f"config {index}/{len(targets)} {target.config_id} (fold {target.fold})", refresh=True)
-            file = prior_file(results_dir, suite, target.config_id,
-                              rows.loc[rows["config_id"] == target.config_id, "prior_path"].iloc[0])
+            file = prior_file(results_dir, suite, target.config_id)
             try:
                 prior, payload = load_prior(file)  # on the CPU: the file keeps CPU tensors, whatever draws
             except (OSError, RuntimeError, KeyError, ValueError) as error:
@@ -635,10 +645,11 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
     for config_id in [c for c in order if c in rows.index]:
         name = safe_name(config_id)
         try:
-            _, payload = load_prior(prior_file(results_dir, suite, config_id, rows.loc[config_id, "prior_path"]))
+            _, payload = load_prior(prior_file(results_dir, suite, config_id))
             samples, method = payload.get("samples") or {}, payload["info"].get("method", "baseline")
             if "images" not in samples:
-                warnings.append(f"{config_id}: no generated images stored (rerun `prior` with --samples > 0)")
+                warnings.append(f"{config_id}: no generated images stored (`prior --redraw` draws them without "
+                                "training)")
                 continue
             # Row labels say which decoder made the row; the single decoder has no "decoder 1".
             first, cond = ("empty mask", "") if method == "single" else ("decoder 1", "decoder 2: ")

@@ -357,10 +357,14 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
     if not path.is_file() or not path.stat().st_size:
         return None
     text = ("prior_path", "checkpoint")  # checkpoint: absent from the exports of earlier versions
-    frame = _read_csv(path, "a `prior` export", dtype=dict.fromkeys(text, str)).rename(columns=OLD_NAMES)
-    _check_columns(frame, ("config_id", "fold", "val_nll_nats"), path, "a `prior` export")
-    for column in frame.columns.drop(["config_id", *text], errors="ignore"):
-        frame[column] = _numbers(frame, column, path)
+    try:
+        frame = _read_csv(path, "a `prior` export", dtype=dict.fromkeys(text, str)).rename(columns=OLD_NAMES)
+        _check_columns(frame, ("config_id", "fold", "val_nll_nats"), path, "a `prior` export")
+        for column in frame.columns.drop(["config_id", *text], errors="ignore"):
+            frame[column] = _numbers(frame, column, path)
+    except ReportError as error:  # `prior` reads it too, so it cannot be the command that mends it
+        raise ReportError(f"{error}; or remove it: `python -m benchmark prior --suite {suite}` then trains every "
+                          "prior anew") from None
     for column in text:
         frame[column] = frame[column].fillna("").astype(str) if column in frame else ""
     return frame

@@ -339,7 +339,7 @@ def test_redraw_draws_the_stored_samples_again_at_their_temperature_and_new_ones
     # seeded as the stage drew them: at its temperature, the same images
     assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--samples", "4", "--temperature", "0.5",
                "--quiet") == 0
-    first = f"{before['config_id'][0]} (fold 0): 4 new samples at temperature 0.5"
+    first = f"{before['config_id'][0]} (fold 0): 4 samples at temperature 0.5"
     assert capsys.readouterr().out.splitlines()[0] == first
     for config_id, path in zip(before["config_id"], before["prior_path"]):
         again = load_prior(tmp_path / path)[1]["samples"]
@@ -483,7 +483,8 @@ def test_current_priors_keep_the_rows_of_weights_the_results_hold():
 def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsys):
     linked_results(smoke_run, tmp_path)
     assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "4", *FAST) == 2  # --kernel reaches the prior
-    assert one_line_error(capsys) == "error: --kernel must be a positive odd integer, got 4"
+    assert one_line_error(capsys) == ("error: --kernel must be odd and >= 3 (at 1 no layer widens the context: a "
+                                      "code sees only the code above it and the one to its left), got 4")
     assert cli(tmp_path, "prior", "--suite", "smoke", "--kernel", "99", *FAST) == 2  # refused before training
     assert one_line_error(capsys) == ("error: --kernel 99 is wider than 8×8 code maps can use: past 15 its extra "
                                       "weights read only padding, so give a kernel of at most 15")
@@ -493,6 +494,15 @@ def test_a_prior_that_diverges_is_one_line_and_exit_2(smoke_run, tmp_path, capsy
     assert one_line_error(capsys) == ("error: vq-vae/1/baseline: the prior's loss diverged: its held-out NLL was not "
                                       "finite after any of its 2 epochs; a lower --lr (now 1e+30) may fit")
     assert not (tmp_path / "results" / "smoke_prior.csv").exists()
+
+
+def test_a_kernel_too_wide_is_refused_before_the_note_on_rows_it_would_replace(prior_run, capsys):
+    # the note said the first new prior would replace the rows of kernel 5; then the width was refused
+    before = read(prior_run, "smoke_prior.csv")
+    assert cli(prior_run, "prior", "--suite", "smoke", *FAST, "--kernel", "17") == 2
+    err = capsys.readouterr().err
+    assert "note:" not in err and err.splitlines()[-1].startswith("error: --kernel 17 is wider than 8×8 code maps")
+    pd.testing.assert_frame_equal(read(prior_run, "smoke_prior.csv"), before)
 
 
 @pytest.mark.parametrize("finished", [0, 1])
@@ -615,11 +625,13 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
     (("--samples", "-1", "--temperature", "nan"),
      "error: 2 problems: --samples must be >= 0, got -1 | --temperature must be a finite number > 0, got nan"),
     (("--fold", "-1"), "error: --fold must be >= 0, got -1"),
-    (("--kernel", "1"), "error: --kernel must be >= 3: at 1 no layer widens the context, each code seeing only the "
-                        "code above it and the one to its left"),
-    (("--batch-size", "0", "--lr", "0", "--layers", "0", "--kernel", "4"),
+    (("--kernel", "1"), "error: --kernel must be odd and >= 3 (at 1 no layer widens the context: a code sees only "
+                        "the code above it and the one to its left), got 1"),
+    (("--samples", "33"), "error: --samples must be at most 32 (a column of the figure each), got 33"),
+    (("--batch-size", "0", "--lr", "0", "--layers", "0", "--kernel", "-3"),
      "error: 4 problems: --batch-size must be >= 1, got 0 | --lr must be a finite number > 0, got 0.0 | "
-     "--layers must be >= 1, got 0 | --kernel must be a positive odd integer, got 4"),
+     "--kernel must be odd and >= 3 (at 1 no layer widens the context: a code sees only the code above it and the "
+     "one to its left), got -3 | --layers must be >= 1, got 0"),
     # not "finish it": no run makes a fold the suite does not have
     (("--fold", "7"), "error: fold 7 does not exist: suite 'smoke' has folds 0 to 4"),
     (("--config", "vq-vae/1/baselin"), "error: unknown VQ-VAE configuration of suite 'smoke': 'vq-vae/1/baselin' "

@@ -373,7 +373,8 @@ def test_a_damaged_prior_csv_is_an_error_naming_it_that_a_plain_report_skips(tmp
     with pytest.raises(ReportError, match=f"{re.escape(str(prior))} is not a `prior` export: Error tokenizing"):
         write_report(results, "demo", tmp_path / "out", figures=False)
     prior.write_text("config_id,fold,val_nll_nats,prior_path\nvq-vae/1/baseline,0,abc,p.pt\n")
-    with pytest.raises(ReportError, match=r"column 'val_nll_nats' holds values that are not numbers \(line 2: 'abc'\)"):
+    with pytest.raises(ReportError, match=r"column 'val_nll_nats' holds values that are not numbers \(line 2: 'abc'\)"
+                                          r"; or remove it: `python -m benchmark prior --suite demo` then trains"):
         write_report(results, "demo", tmp_path / "out", figures=False)
     assert cli(tmp_path, "report", "--no-figures") == 2  # every suite skipped, this one with its reason
     assert "demo: skipped: " in capsys.readouterr().err

@@ -43,13 +43,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "(default 5)")
     prior.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     prior.add_argument("--samples", type=int, default=8,
-                       help="images generated per configuration for the report's figures (default 8; 0: none)")
+                       help="images generated per configuration for the report's figures (default 8, at most "
+                            "32; 0: none)")
     prior.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
     prior.add_argument("--results-dir", type=Path, default=Path("results"),
                        help="where `run` exported the suite's results and weights (default results/)")
     prior.add_argument("--redraw", action="store_true",
-                       help="train nothing: draw --samples new images (at --temperature) from the priors stored, "
-                            "for the report's figures")
+                       help="train nothing: draw --samples images (at --temperature) from the priors stored, for "
+                            "the report's figures; seeded as the stage drew them, so another temperature or count "
+                            "gives other images, the same ones the same")
     prior.add_argument("--quiet", action="store_true", help="no progress bar")
     prior.set_defaults(handler=cmd_prior)
 
@@ -142,7 +144,7 @@ def _redraw(args: argparse.Namespace) -> int:
 
     def show(row: dict) -> None:
         done.append(row["config_id"])
-        tqdm.write(f"{row['config_id']} (fold {row['fold']}): {args.samples} new samples at temperature "
+        tqdm.write(f"{row['config_id']} (fold {row['fold']}): {args.samples} samples at temperature "
                    f"{args.temperature:g}", file=sys.stdout)
 
     try:
@@ -154,8 +156,9 @@ def _redraw(args: argparse.Namespace) -> int:
         raise ValueError(f"{error} (the samples of {', '.join(done)} were redrawn before it)") if done else error \
             from None
     except KeyboardInterrupt:
-        kept = (f"the samples of {', '.join(done)} are redrawn" if done else "no samples were redrawn")
-        print(f"interrupted: {kept}; the others keep their earlier ones", file=sys.stderr)
+        kept = (f"the samples of {', '.join(done)} are redrawn; the others keep their earlier ones" if done else
+                "no samples were redrawn: every prior keeps its earlier ones")
+        print(f"interrupted: {kept}", file=sys.stderr)
         return 130
     where = "" if args.results_dir == Path("results") else f" --results-dir {shlex.quote(str(args.results_dir))}"
     print(f"samples in {prior_dir(args.results_dir, args.suite)}; `python -m benchmark report --suite {args.suite}"
