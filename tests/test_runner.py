@@ -759,7 +759,7 @@ def test_ctrl_c_between_a_units_upload_and_its_end_leaves_no_weights_behind(tmp_
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=3, w1=1.0))
     artifacts = tmp_path / "results" / "small" / "artifacts"
 
-    def ctrl_c_once_uploaded():
+    def ctrl_c_once_uploaded(**busy_load_kwargs):
         assert list(artifacts.glob("*")), "the weights are uploaded before the unit's attributes"
         raise KeyboardInterrupt
 
@@ -786,7 +786,7 @@ def test_a_run_killed_between_a_units_upload_and_its_end_leaves_no_weights_once_
         import os, signal, sys
         import benchmark.runner
 
-        def killed(*args):
+        def killed(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
 
         benchmark.runner.busy_load = killed
