@@ -12,6 +12,8 @@ from benchmark.suites import suite_name
 
 # ``run_prior_stage``'s numbers, each given by the flag of its name
 PRIOR_NUMBERS = ("epochs", "batch_size", "lr", "samples", "temperature", "hidden", "layers", "kernel", "fold")
+# those only training uses: given with --redraw, they would do nothing
+TRAINING_ONLY = ("epochs", "batch_size", "lr", "hidden", "layers", "kernel", "fold")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -125,10 +127,6 @@ def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> 
     return 0 if summary.rows else 1
 
 
-# what only training uses: given with --redraw, they would be ignored
-TRAINING_ONLY = ("epochs", "batch_size", "lr", "hidden", "layers", "kernel", "fold")
-
-
 def _redraw(args: argparse.Namespace) -> int:
     """``prior --redraw``: new samples from the stored priors; Ctrl-C keeps those already redrawn."""
     flags = [f"--{name.replace('_', '-')}" for name in TRAINING_ONLY]
@@ -153,8 +151,9 @@ def _redraw(args: argparse.Namespace) -> int:
                        on_result=show)
     except ValueError as err:
         error = said_of_flags(err, ("samples", "temperature"))
-        raise ValueError(f"{error} (the samples of {', '.join(done)} were redrawn before it)") if done else error \
-            from None
+        if done:
+            error = ValueError(f"{error} (the samples of {', '.join(done)} were redrawn before it)")
+        raise error from None
     except KeyboardInterrupt:
         kept = (f"the samples of {', '.join(done)} are redrawn; the others keep their earlier ones" if done else
                 "no samples were redrawn: every prior keeps its earlier ones")
