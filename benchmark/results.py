@@ -71,7 +71,7 @@ class SuiteResults:
     meta: dict
     prior: pd.DataFrame | None = None   # <suite>_prior.csv, once the VQ-VAE prior stage has run: its current rows
     history_problem: str | None = None  # why <suite>_history.csv could not be read (history is None)
-    prior_problems: tuple[str, ...] = ()  # the rows of <suite>_prior.csv left out (``current_priors``)
+    prior_problems: tuple[str, ...] = ()  # <suite>_prior.csv's rows left out (``current_priors``), or why all were
 
     @property
     def expected_folds(self) -> int:
@@ -139,7 +139,10 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
     meta.setdefault("repeats", 1)
     meta.setdefault("configurations", list(pd.unique(results["config_id"])))
     history, problem = _read_history(results_dir / f"{suite}_history.csv")
-    prior, left_out = read_prior(results_dir, suite), []
+    try:
+        prior, left_out = read_prior(results_dir, suite), []
+    except ReportError as error:  # the report goes on without its priors, as it does without its curves
+        prior, left_out = None, [f"priors left out: {error}"]
     if prior is not None:
         prior, left_out = current_priors(prior, results)
     return SuiteResults(suite, results, history, meta, prior if prior is None or len(prior) else None, problem,

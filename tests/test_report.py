@@ -366,18 +366,20 @@ def test_a_results_csv_cut_short_is_an_error_not_a_cut_number(tmp_path, rows):
     assert write_report(results, "demo", tmp_path / "out", figures=False).missing
 
 
-def test_a_damaged_prior_csv_is_an_error_naming_it_that_a_plain_report_skips(tmp_path, rows, capsys):
+def test_a_damaged_prior_csv_leaves_the_priors_out_of_the_report_saying_why(tmp_path, rows, capsys):
+    # it stopped the whole report, where a damaged history only drops the curves
     results = write_suite(tmp_path / "results", rows)
     prior = results / "demo_prior.csv"
-    prior.write_text('garbage,"unterminated\n')
-    with pytest.raises(ReportError, match=f"{re.escape(str(prior))} is not a `prior` export: Error tokenizing"):
-        write_report(results, "demo", tmp_path / "out", figures=False)
-    prior.write_text("config_id,fold,val_nll_nats,prior_path\nvq-vae/1/baseline,0,abc,p.pt\n")
-    with pytest.raises(ReportError, match=r"column 'val_nll_nats' holds values that are not numbers \(line 2: 'abc'\)"
-                                          r"; or remove it: `python -m benchmark prior --suite demo` then trains"):
-        write_report(results, "demo", tmp_path / "out", figures=False)
-    assert cli(tmp_path, "report", "--no-figures") == 2  # every suite skipped, this one with its reason
-    assert "demo: skipped: " in capsys.readouterr().err
+    for text, why in (('garbage,"unterminated\n', "is not a `prior` export: Error tokenizing"),
+                      ("config_id,fold,val_nll_nats,prior_path\nvq-vae/1/baseline,0,abc,p.pt\n",
+                       r"column 'val_nll_nats' holds values that are not numbers \(line 2: 'abc'\)")):
+        prior.write_text(text)
+        warnings = write_report(results, "demo", tmp_path / "out", figures=False).warnings
+        left_out = f"priors left out: {re.escape(str(prior))}.*{why}.*; or remove it: `python -m benchmark prior "
+        assert any(re.match(left_out + "--suite demo` then trains every prior anew$", w) for w in warnings), warnings
+        assert "prior_nll_nats" not in pd.read_csv(tmp_path / "out" / "table.csv")
+    assert cli(tmp_path, "report", "--no-figures") == 0
+    assert "warning: priors left out: " in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- tables
