@@ -326,8 +326,11 @@ def artifacts_beside(results_dir: Path, suite: str) -> Path:
 
 
 def checkpoint_file(recorded: str, results_dir: Path, suite: str) -> Path:
-    """A checkpoint that ``results/<suite>.csv`` records, found also from another working folder."""
-    return existing_path(recorded, artifacts_beside(results_dir, suite) / Path(recorded).name)
+    """A checkpoint that ``results/<suite>.csv`` records: the one beside these results where it is there, else
+    where it was recorded (``--artifacts-dir``). Beside first: a relative recorded path, taken from another
+    working folder, may name another results folder's weights of the same name."""
+    beside = artifacts_beside(results_dir, suite) / Path(recorded).name
+    return beside if recorded and beside.is_file() else Path(recorded)
 
 
 def current_priors(prior: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

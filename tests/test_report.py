@@ -28,7 +28,7 @@ from benchmark.figures import error_vs_observed, reconstruction_grid, validation
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
 from benchmark.report import LOCK_FILE, InterruptedOnceWritten, _install, build_table, write_report
 from benchmark.report_index import FIGURE_KINDS, setup_text
-from benchmark.results import ReportError, SuiteResults, load_suite
+from benchmark.results import ReportError, SuiteResults, checkpoint_file, load_suite
 from benchmark.storage import METRICS_VERSION
 from benchmark.tables import (COMPARISON_TITLES, INDEX_TITLES, _signed, comparison_cells, comparison_latex,
                               comparison_markdown, comparison_note, display_table, latex_table, markdown_table)
@@ -364,6 +364,19 @@ def test_a_results_csv_cut_short_is_an_error_not_a_cut_number(tmp_path, rows):
         write_report(results, "demo", tmp_path / "out", figures=False)
     (results / "demo.csv").write_text(cut[:cut.rindex("\n") + 1])  # cut at a line's end: that unit is missing
     assert write_report(results, "demo", tmp_path / "out", figures=False).missing
+
+
+def test_a_checkpoint_is_taken_beside_the_results_read_before_a_path_recorded_from_here(tmp_path, monkeypatch):
+    # a report of a copy, made from the folder of the original, drew the original's weights of that name
+    monkeypatch.chdir(tmp_path)
+    recorded = "results/demo/artifacts/7.pt"
+    for folder in ("results", "copy"):
+        (tmp_path / folder / "demo" / "artifacts").mkdir(parents=True)
+        (tmp_path / folder / "demo" / "artifacts" / "7.pt").write_text(folder)
+    assert checkpoint_file(recorded, Path("copy"), "demo").read_text() == "copy"
+    assert checkpoint_file(recorded, Path("results"), "demo").read_text() == "results"
+    shared = tmp_path / "shared" / "7.pt"  # under --artifacts-dir: only where it was recorded
+    assert checkpoint_file(str(shared), Path("elsewhere"), "demo") == shared
 
 
 def test_a_damaged_prior_csv_leaves_the_priors_out_of_the_report_saying_why(tmp_path, rows, capsys):
