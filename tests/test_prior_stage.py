@@ -625,6 +625,8 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
     (("--samples", "-1", "--temperature", "nan"),
      "error: 2 problems: --samples must be >= 0, got -1 | --temperature must be a finite number > 0, got nan"),
     (("--fold", "-1"), "error: --fold must be >= 0, got -1"),
+    (("--samples", "0", "--temperature", "1"), "error: --temperature is the samples' temperature: with --samples 0 "
+                                               "none are drawn, so it would do nothing: leave it out"),
     (("--kernel", "1"), "error: --kernel must be odd and >= 3 (at 1 no layer widens the context: a code sees only "
                         "the code above it and the one to its left), got 1"),
     (("--samples", "33"), "error: --samples must be at most 32 (a column of the figure each), got 33"),

@@ -109,6 +109,9 @@ def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> 
                    f"best epoch {row['best_epoch']}/{row['epochs']}, {row['n_train']} train (a tenth of them held "
                    f"out to choose the epoch) / {row['n_val']} val code maps, {row['seconds']:.1f} s", file=sys.stdout)
 
+    if args.samples == 0 and _given(args, ("temperature",)):
+        raise ValueError("--temperature is the samples' temperature: with --samples 0 none are drawn, so it would "
+                         "do nothing: leave it out")
     numbers = {name: getattr(args, name) for name in PRIOR_NUMBERS}
     try:
         check_arguments(**numbers)
@@ -127,11 +130,15 @@ def _prior(args: argparse.Namespace, finished: list[str], before: list[str]) -> 
     return 0 if summary.rows else 1
 
 
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The flags of ``names`` given on the command line, at any value (the default's too)."""
+    flags = [f"--{name.replace('_', '-')}" for name in names]
+    return [flag for flag in flags if any(arg == flag or arg.startswith(f"{flag}=") for arg in args.argv)]
+
+
 def _redraw(args: argparse.Namespace) -> int:
     """``prior --redraw``: new samples from the stored priors; Ctrl-C keeps those already redrawn."""
-    flags = [f"--{name.replace('_', '-')}" for name in TRAINING_ONLY]
-    given = [flag for flag in flags if any(arg == flag or arg.startswith(f"{flag}=") for arg in args.argv)]
-    if given:
+    if given := _given(args, TRAINING_ONLY):
         raise ValueError(f"--redraw trains nothing, so {', '.join(given)} would do nothing: leave "
                          f"{'them' if len(given) > 1 else 'it'} out")
     from tqdm.auto import tqdm
