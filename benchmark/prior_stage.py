@@ -100,17 +100,19 @@ def vq_configurations(data: SuiteResults, suite: str) -> list[str]:
     return vq
 
 
-def check_named(data: SuiteResults, suite: str, config_ids: Iterable[str] | None) -> list[str]:
-    """``config_ids`` once each, in the order given; a ``ValueError`` for one that is not a VQ-VAE
-    configuration of the run (a Gaussian VAE's is named as such)."""
+def check_named(data: SuiteResults, suite: str, config_ids: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    """The run's VQ-VAE configurations (``vq_configurations``) and ``config_ids`` once each, in the order
+    given; a ``ValueError`` for one that is not a VQ-VAE configuration of the run (a Gaussian VAE's is
+    named as such)."""
     vq = vq_configurations(data, suite)
     named = list(dict.fromkeys(config_ids or ()))
+    listed = set(data.results["config_id"]) | set(data.meta["configurations"])
     for config_id in named:
-        if config_id in set(data.results["config_id"]) | set(data.meta["configurations"]) and config_id not in vq:
+        if config_id in listed and config_id not in vq:
             raise ValueError(f"{config_id!r} is a Gaussian VAE configuration of suite {suite!r}: the prior is a "
                              f"VQ-VAE's second stage; its VQ-VAE configurations: {', '.join(vq)}")
         check_choice(f"VQ-VAE configuration of suite {suite!r}:", config_id, vq)
-    return named
+    return vq, named
 
 
 def prior_file(results_dir: Path, suite: str, config_id: str) -> Path:
@@ -137,11 +139,10 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     results_dir = Path(results_dir)
     data = load_suite(results_dir, suite)
     results, meta = data.results, data.meta
-    vq = vq_configurations(data, suite)
+    vq, named = check_named(data, suite, config_ids)
     units = int(meta.get("folds") or 0) * int(meta.get("repeats") or 1)
     if fold is not None and units and fold >= units:  # one that no run of the suite will ever finish
         raise ValueError(f"fold {fold} does not exist: suite {suite!r} has folds 0 to {units - 1}")
-    named = check_named(data, suite, config_ids)
     done = completed(results)
     done = done[(done["checkpoint"] != "") & done["recon"].notna()]
     folds = {c: set(done.loc[done["config_id"] == c, "fold"].astype(int)) for c in vq}
@@ -586,7 +587,7 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
         raise ValueError(f"suite {suite!r} has no priors to draw from ({path} is not there): "
                          f"train them with `python -m benchmark prior --suite {suite}`")
     data = load_suite(results_dir, suite)
-    named = check_named(data, suite, config_ids)
+    _, named = check_named(data, suite, config_ids)
     rows, reasons = current_priors(stored, data.results)
     train = f"python -m benchmark prior --suite {suite}"
     if rows.empty:

@@ -65,6 +65,10 @@ def check_heartbeat(seconds: int) -> None:
         raise ValueError(f"--heartbeat must be >= 1 second, got {seconds}")
 
 
+# Heroku's and others' spelling of a PostgreSQL URL, postgres://, which SQLAlchemy does not take
+POSTGRES_SPELLING = "SQLAlchemy names PostgreSQL postgresql://, not postgres://"
+
+
 def check_storage_option(flag: str, url: str | None, default: str) -> None:
     """``ValueError`` for a storage option ``flag`` given empty (taken as none, it would use ``default``) or
     given a path rather than a URL, naming the URL meant."""
@@ -81,9 +85,8 @@ def check_storage_option(flag: str, url: str | None, default: str) -> None:
             make_url(url).get_dialect()  # loads the dialect's module only: no driver, no connection
         except NoSuchModuleError:
             kind = url.split("://", 1)[0]
-            if kind == "postgres":  # Heroku's and others' spelling
-                raise ValueError(f"{flag} {safe_url(url)}: SQLAlchemy names PostgreSQL postgresql://, not "
-                                 "postgres://") from None
+            if kind == "postgres":
+                raise ValueError(f"{flag} {safe_url(url)}: {POSTGRES_SPELLING}") from None
             raise ValueError(f"{flag} {safe_url(url)}: SQLAlchemy knows no database or driver {kind!r}; give "
                              "sqlite:///FILE or postgresql://user@host/db") from None
         except (ArgumentError, ValueError) as error:  # e.g. a port that is not a number
@@ -547,8 +550,8 @@ def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
     fail on a unique constraint or an existing table, and succeed once the winner is done.
     """
     url = storage_driver_url(url)
-    if url.startswith("postgres://"):  # Heroku's and others' spelling, which SQLAlchemy does not take
-        raise StoreError(f"storage {safe_url(url)!r}: SQLAlchemy names PostgreSQL postgresql://, not postgres://")
+    if url.startswith("postgres://"):
+        raise StoreError(f"storage {safe_url(url)!r}: {POSTGRES_SPELLING}")
     if in_memory(url):
         raise StoreError(f"storage {url!r} is an in-memory SQLite database, which each connection (each worker, "
                          "each heartbeat) sees empty and which is gone when the run ends: give a file, e.g. "
