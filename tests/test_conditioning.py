@@ -31,6 +31,13 @@ def test_uniform_gives_exactly_k_distinct_locations(k):
     assert (masks.flatten(1).sum(1) == k).all()
 
 
+@pytest.mark.parametrize("k", [1, 50])
+def test_uniform_observes_every_pixel_equally_often(k):
+    sampler, g = PixelSampler("uniform", 32, count=k), gen()
+    hits = sum(sampler.sample(4096 // k, g, "cpu").sum(0).flatten() for _ in range(10))  # 40 per pixel expected
+    assert stats.chisquare(hits.numpy()).pvalue > 1e-3  # uniform over one half of the image: p < 1e-300
+
+
 def test_uniform_is_new_at_every_call():
     sampler = PixelSampler("uniform", 32, count=20)
     g = gen()
@@ -94,6 +101,20 @@ def test_power_law_mean_count_matches_d_over_a_plus_1_floored(a):
     assert counts.mean().item() == pytest.approx(sampler.mean_count, rel=0.01)
     assert 1024 / (a + 1) - 0.5 <= sampler.mean_count < 1024 / (a + 1)
     assert counts.min() >= 0 and counts.max() <= 1024
+
+
+@pytest.mark.parametrize("a", [2.0, 40.0])
+def test_power_law_counts_follow_the_law_of_floor_of_1_minus_x_times_d(a):
+    # X ~ Power(a): P(X <= x) = x^a, so P(k >= j) = (1 - j/D)^a and P(k = j) is a difference of two
+    d, n = 1024, 100_000
+    counts = PixelSampler("uniform", 32, exponent=a).sample_counts(n, gen(), torch.device("cpu")).numpy()
+    j = np.arange(d + 1)
+    expected = n * ((1 - j / d) ** a - np.clip(1 - (j + 1) / d, 0, None) ** a)
+    observed = np.bincount(counts, minlength=d + 1)
+    enough = int(np.argmax(expected < 5))  # P(k = j) falls with j: pool the tail from the first sparse count
+    observed = np.append(observed[:enough], observed[enough:].sum())
+    expected = np.append(expected[:enough], expected[enough:].sum())
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "gaussian"])

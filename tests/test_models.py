@@ -156,6 +156,18 @@ def test_straight_through_estimator_copies_decoder_gradients_to_the_encoder():
         model.latent_model.quantizer.codebook.weight.grad.abs().sum() == 0
 
 
+def test_straight_through_passes_z_qs_gradient_to_z_e_unchanged_and_none_to_the_codebook():
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(128, 16)
+    z_e = torch.randn(2, 16, 8, 8, requires_grad=True)
+    code = quantizer(z_e)
+    assert torch.allclose(code.z, quantizer.lookup(code.parts["codes"]), atol=1e-6)  # forward: the nearest codes
+    upstream = torch.randn_like(code.z)
+    (code.z * upstream).sum().backward()
+    assert torch.equal(z_e.grad, upstream)  # backward: the identity, as if z_q were z_e
+    assert quantizer.codebook.weight.grad is None
+
+
 def test_a_vq_vaes_beta_weighs_the_commitment_term_alone():
     """The thesis's VQ loss, codebook + β·commitment: β scales the encoder's pull towards its code,
     not the codebook's towards the encoder; the VQ loss is reported at the paper's β = 0.25."""

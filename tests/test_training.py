@@ -283,12 +283,32 @@ def test_evaluation_builds_no_autograd_graph(digits):
     assert tracked and not any(tracked)
 
 
-def test_validation_metrics_are_deterministic(digits):
+def test_validation_metrics_are_deterministic_and_follow_the_seed(digits):
     _, val = digits
     model = build_model("vae", 1, "single")
     sampler = MethodConfig("single", "uniform", exponent=20.0).sampler(32)
     weights = {"recon": 1.0, "latent": 1.0}
-    assert evaluate(model, val, sampler, weights, seed=3) == evaluate(model, val, sampler, weights, seed=3)
+    metrics = evaluate(model, val, sampler, weights, seed=3)
+    assert metrics == evaluate(model, val, sampler, weights, seed=3)
+    other = evaluate(model, val, sampler, weights, seed=4)  # other masks and other noise
+    assert other["recon"] != metrics["recon"] and other["recon_cond"] != metrics["recon_cond"]
+
+
+@pytest.mark.parametrize("method", ["multidecoder", "single"])
+def test_validation_scores_each_decoder_on_its_own_output_under_the_seeded_masks(digits, method):
+    val = digits[1][:64]
+    torch.manual_seed(0)
+    model = build_model("vq-vae", 1, method)  # no reparameterisation noise: z is the encoder's alone
+    sampler = PixelSampler("uniform", 32, exponent=20.0)
+    metrics = evaluate(model, val, sampler, {"recon": 1.0, "latent": 1.0}, seed=3)
+    masks = sampler.sample(len(val), torch.Generator().manual_seed(3), "cpu")
+    with torch.no_grad(), eval_mode(model):
+        z = model.encode(val).z
+        plain = ((model.decode(z) - val) ** 2).mean().item()
+        conditioned = ((model.decode(z, val, masks, conditioned=True) - val) ** 2).mean().item()
+    assert metrics["recon"] == pytest.approx(plain, rel=1e-5)
+    assert metrics["recon_cond"] == pytest.approx(conditioned, rel=1e-5)
+    assert abs(conditioned - plain) > 1e-4 * plain  # ten times the tolerance: swapping the two would be seen
 
 
 def test_validation_averages_over_images_not_over_batches(digits):
