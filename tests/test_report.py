@@ -173,14 +173,16 @@ def test_format_mean_var_matches_the_thesis_and_keeps_small_means_apart():
 
 
 def test_compare_with_baseline_pairs_on_fold_and_adjusts_within_model_config(rows):
+    rows = rows.assign(n_train=300, n_val=100)  # recorded sizes, not the 5-fold ratio 4:1 that stands in for none
     comparison = compare_with_baseline(rows, k=FOLDS)
     assert len(comparison) == 4 * 2  # 4 non-baseline configurations × (recon, latent)
     row = comparison.set_index(["config_id", "metric"]).loc[("vq-vae/1/multidecoder/uniform", "recon")]
     method = rows[rows["config_id"] == "vq-vae/1/multidecoder/uniform"].sort_values("fold")
     base = rows[rows["config_id"] == "vq-vae/1/baseline"].sort_values("fold")
     d = method["recon"].to_numpy() - base["recon"].to_numpy()
-    expected = corrected_resampled_ttest(d, N_TRAIN, N_VAL, FOLDS)
-    assert row["mean_diff"] == pytest.approx(d.mean()) and row["p"] == pytest.approx(expected.p)
+    t = d.mean() / np.sqrt((1 / 5 + 100 / 300) * d.var(ddof=1))
+    assert row["mean_diff"] == pytest.approx(d.mean()) and row["t"] == pytest.approx(t)
+    assert row["p"] == pytest.approx(2 * sps.t.sf(abs(t), 4))
     assert row["rel_change"] == pytest.approx(d.mean() / base["recon"].mean())
     assert row["rel_change"] == pytest.approx(-0.10, abs=0.01)
     assert bool(row["significant"])
@@ -210,7 +212,12 @@ def test_a_method_is_paired_with_the_baseline_by_fold_number_not_by_row_order(ro
     d = np.array([method.set_index("fold").loc[fold, "recon"] - by_fold[fold] for fold in (1, 2, 3)])
     assert line["n_pairs"] == 3
     assert line["mean_diff"] == pytest.approx(d.mean())
-    assert line["p"] == pytest.approx(corrected_resampled_ttest(d, N_TRAIN, N_VAL, FOLDS).p)
+    # the variance of a mean of the 3 differences done: 1/3, not 1/5, with 2 degrees of freedom
+    se = np.sqrt((1 / 3 + N_VAL / N_TRAIN) * d.var(ddof=1))
+    assert line["t"] == pytest.approx(d.mean() / se)
+    assert line["p"] == pytest.approx(2 * sps.t.sf(abs(d.mean() / se), 2))
+    half = sps.t.ppf(0.975, 2) * se
+    assert (line["ci_low"], line["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
 
 
 def test_a_comparison_short_of_folds_describes_the_baseline_on_the_paired_folds_alone(rows):

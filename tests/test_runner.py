@@ -72,6 +72,12 @@ def test_smoke_suite_trains_every_configuration_on_five_folds(smoke_run):
     history = pd.read_csv(smoke_run / "results" / "smoke_history.csv")
     assert len(history) == 30 * suite.train.epochs
     assert {"recon", "latent", "recon_cond", "total"} <= set(history.columns)
+    # each unit's row is its history at the epoch of the lowest validation total
+    lowest = history.loc[history.groupby(["config_id", "fold"])["total"].idxmin()]
+    best = table.merge(lowest, on=["config_id", "fold"], suffixes=("", "_history"))
+    assert len(best) == 30 and (best["best_epoch"] == best["epoch"]).all()
+    for metric in ("recon", "latent", "recon_cond", "total"):
+        assert best[metric].to_numpy() == pytest.approx(best[f"{metric}_history"].to_numpy(), nan_ok=True)
     assert all(Path(smoke_run / p).exists() for p in table["checkpoint"])
 
 
@@ -100,14 +106,29 @@ def smoke_run_until(cwd: Path, units: int, *args: str) -> subprocess.Popen:
     return process
 
 
+def wait_until_training(cwd: Path, process: subprocess.Popen) -> None:
+    """Returns once the run in ``process`` trains a unit: a RUNNING trial labelled with its unit."""
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        with sqlite3.connect(cwd / "studies" / "smoke.db", timeout=30) as con:
+            if con.execute("select count(*) from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
+                           "where t.state = 'RUNNING' and a.key = 'config_id'").fetchone()[0]:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the run trained no further unit: {process.communicate() if process.poll() else ''}")
+
+
 def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path, capsys):
     process = smoke_run_until(tmp_path, 8)
+    wait_until_training(tmp_path, process)  # a unit takes seconds: the kill lands inside it
     process.send_signal(signal.SIGKILL)
     process.wait()
     study = study_of(tmp_path, "smoke")
     finished_before = {k for k, n in complete_per_unit(study).items() if n == 1}
     assert 8 <= len(finished_before) < 30
-    killed_in_training = any(t.state == TrialState.RUNNING for t in study.trials)
+    killed = [unit_key(t.user_attrs["config_id"], t.user_attrs["fold"])
+              for t in study.trials if t.state == TrialState.RUNNING]
+    assert len(killed) == 1
     # exported while it trained: a report after the kill shows finished units, as the study holds them
     exported = pd.read_csv(tmp_path / "results" / "smoke.csv")
     done = exported[exported["state"] == "COMPLETE"]
@@ -121,12 +142,13 @@ def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path, c
     assert run_cli(tmp_path, "--suite", "smoke", "--heartbeat", "1") == 0
     # a quiet run says why it may wait for the killed worker's unit
     said = "1 in training elsewhere, or on a worker that died: such a unit is taken up again 5 s after"
-    assert (said in capsys.readouterr().err) == killed_in_training
+    assert said in capsys.readouterr().err
     study = study_of(tmp_path, "smoke")
     states = unit_states(study)
     assert set(complete_per_unit(study).values()) == {1} and len(states) == 30
     for key in finished_before:  # finished units are never retrained
         assert len(states[key]) == 1
+    assert [t.state for t in states[killed[0]]] == [TrialState.FAIL, TrialState.COMPLETE]  # retried once
     resumed = pd.read_csv(tmp_path / "results" / "smoke.csv").sort_values(["config_id", "fold"])
     straight = pd.read_csv(smoke_run / "results" / "smoke.csv").sort_values(["config_id", "fold"])
     pd.testing.assert_frame_equal(resumed[["config_id", "fold", *METRICS]].reset_index(drop=True),
@@ -185,7 +207,10 @@ def test_two_workers_share_a_suite_without_duplicates(tmp_path):
     study = study_of(tmp_path, "small")
     assert set(complete_per_unit(study).values()) == {1} and len(complete_per_unit(study)) == 10
     trained = [t for t in study.get_trials() if "metrics" in t.user_attrs]
-    assert len(trained) == 10  # no unit trained by both workers
+    assert len(trained) == 10 and len({(t.user_attrs["config_id"], t.user_attrs["fold"]) for t in trained}) == 10
+    # a trial claimed by both workers is trained twice, so its weights are uploaded twice
+    assert [len(optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)) for t in trained] == [1] * 10
+    assert len(list((tmp_path / "results" / "small" / "artifacts").iterdir())) == 10
     assert len(pd.read_csv(tmp_path / "results" / "small.csv")) == 10
 
 

@@ -1,6 +1,7 @@
 """The store: the claim of a waiting unit (one worker, never two) and opening a storage."""
 
 import dataclasses
+import errno
 import os
 import socket
 import time
@@ -85,7 +86,7 @@ def test_opening_a_suite_s_study_says_whether_it_made_it(tmp_path):
     assert other.user_attrs["settings"]["folds"] == 2
 
 
-def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
+def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path, monkeypatch):
     suite = get_suite("smoke").override(folds=2)
     store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
     study, _ = open_suite_study(suite, store)
@@ -99,7 +100,20 @@ def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path):
     # Integer columns with gaps (no trial yet) print as integers, not as 0.0
     text = pd.read_csv(tmp_path / "smoke.csv", dtype=str, keep_default_na=False)
     assert text.loc[0, "trial"] == "0" and text.loc[1, "trial"] == ""
-    # Each file is written aside and renamed into place: nothing half-written is left behind.
+    # Each file is written aside and renamed into place: a disk that fills half-way through leaves the last one
+    history, write_text = (tmp_path / "smoke_history.csv").read_bytes(), Path.write_text
+
+    def full_disk(path: Path, text: str) -> int:
+        if "history" not in path.name:
+            return write_text(path, text)
+        write_text(path, text[:20])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="smoke_history.csv"):
+        export(study, suite, store)
+    monkeypatch.undo()
+    assert (tmp_path / "smoke_history.csv").read_bytes() == history
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(".db")) == [
         "smoke.csv", "smoke_history.csv", "smoke_meta.json"]
 
