@@ -3,13 +3,15 @@ each one found best, and a note when one searched with other training than the r
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import optuna
+from optuna.trial import TrialState
 
 from benchmark.checks import did_you_mean
 from benchmark.search_space import SearchSettings, configuration_for
-from benchmark.storage import looking_at, open_for_reading, version_problem
+from benchmark.storage import looking_at, open_for_reading, trial_status, version_problem
+from benchmark.store import parse_unit, unit_states
 from benchmark.studies import StudyPlace, best_trial, load_existing_study, suite_of
 from benchmark.suites import SearchBest, SearchKey, Suite, search_key
 
@@ -91,6 +93,43 @@ def best_configurations(study_names: list[str], place: StudyPlace = StudyPlace()
                              "takes the parameters of one search, so name one of them")
         found[key] = SearchBest(configuration, name, frozenset(settings.ranges))
     return found
+
+
+def begun_bests(best: dict[SearchKey, SearchBest], place: StudyPlace, run_url: str, run_study: str
+                ) -> tuple[dict[SearchKey, SearchBest], list[str]]:
+    """``best`` with a search's best replaced by the configuration of it that run study ``run_study`` (in
+    ``run_url``) has begun and not finished, and a note for each: every machine that runs one command trains
+    one configuration, though the search goes on meanwhile; once that one is done, the command takes the new
+    best. Of several begun, the one queued last."""
+    with looking_at(run_url) as storage:
+        try:
+            study = None if storage is None else optuna.load_study(study_name=run_study, storage=storage)
+        except KeyError:
+            study = None
+        states = {} if study is None else unit_states(study)
+    begun: dict[str, int] = {}  # config id → its last trial's number, of the configurations with a unit unsettled
+    for key, trials in states.items():
+        if not any(trial_status(t) in ("complete", "failed") for t in trials):
+            config_id = parse_unit(key)[0]
+            begun[config_id] = max(begun.get(config_id, -1), *(t.number for t in trials))
+    if not begun:
+        return best, []
+    kept, notes = dict(best), []
+    for key, found in best.items():
+        if found.configuration.id in begun:
+            continue
+        search, settings = load_search_study(place, found.study)
+        configurations = {c.id: c for t in search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                          if (c := configuration_for(settings, t.params)).id in begun}
+        if not configurations:
+            continue
+        configuration = configurations[max(configurations, key=begun.__getitem__)]
+        kept[key] = replace(found, configuration=configuration, began=True)
+        notes.append(f"note: study {found.study!r} has found another best since this run began, "
+                     f"{found.configuration.id} (trial #{best_trial(search).number}); this run trains "
+                     f"{configuration.id} on, whose units are not all done, as every machine that joins it does. "
+                     "The same command trains the new best once they are")
+    return kept, notes
 
 
 def _unfinished_advice(study: optuna.Study, settings: SearchSettings, place: StudyPlace) -> str:

@@ -276,7 +276,8 @@ class Suite:
             fewer = len(replaced) - 1
             merged = (f"; these {len(replaced)} are one configuration now, so the suite has {fewer} configuration"
                       f"{'s' * (fewer != 1)} fewer") if fewer else ""
-            notes.append(f"note: {', '.join(replaced) or config_id} → {config_id} (the best of study {study!r})"
+            when = " when this run began" if best[tuned].began else ""
+            notes.append(f"note: {', '.join(replaced) or config_id} → {config_id} (the best of study {study!r}{when})"
                          f"{merged}")
         return notes + [f"note: study {study!r} did not tune {config_id}: it has {', '.join(settings)}, so it "
                         "trains with its own parameters" for config_id, study, settings in base._held_otherwise(best)]
@@ -304,11 +305,13 @@ SearchKey = tuple[str, int, str, str | None, bool]
 @dataclass(frozen=True)
 class SearchBest:
     """What a search found: its best configuration, its study, and the parameters it tuned (``w1``, ``w2``,
-    ``beta``, ``softadapt_beta``, ``exponent``); it held every other setting at the configuration's value."""
+    ``beta``, ``softadapt_beta``, ``exponent``); it held every other setting at the configuration's value.
+    ``began``: the configuration is the best a run began with, which the search has bettered since."""
 
     configuration: Configuration
     study: str
     tuned: frozenset[str]
+    began: bool = False
 
     def held_otherwise(self, configuration: Configuration, side: int | None = None) -> list[str]:
         """The settings of ``configuration`` (one of this search's key) that the search held at other values,

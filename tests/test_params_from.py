@@ -23,7 +23,7 @@ from benchmark.cli.search import _checked
 from benchmark.cv import unit_seed
 from benchmark.export import link_checkpoint, load_checkpoint, saved_checkpoint
 from benchmark.params_from import study_settings
-from benchmark.search_space import ParamRange, SearchSettings
+from benchmark.search_space import ParamRange, SearchSettings, configuration_for
 from benchmark.storage import METRICS_VERSION, StoreConfig, open_storage, settle_waiting, versioned
 from benchmark.studies import describe_study
 from benchmark.train import DivergedError
@@ -325,6 +325,42 @@ def test_studies_show_names_each_configuration_a_suite_study_trained_tuned_a_sea
     fresh = optuna.create_study(study_name="suite-fresh", storage=f"sqlite:///{tmp_path / 'fresh.db'}")
     fresh.set_user_attr("settings", {"suite": "fresh", "params_from": {"vae/1/single/gaussian/a=9": "a"}})
     assert "\ntuned: vae/1/single/gaussian/a=9 from search 'a'\n" in describe_study(fresh)
+
+
+def test_a_run_finishes_the_best_it_began_before_it_takes_a_searchs_new_one(tmp_path, capsys, monkeypatch):
+    # Machines that started one `run --params-from` command while the search went on trained other configurations
+    searched(tmp_path / "studies", "a", SearchSettings("vae", 1, "single", "gaussian"))
+    (tmp_path / "tuned.toml").write_text(SUITE)
+    command = ["run", "--suite", "tuned.toml", "--params-from", "a", "--quiet"]
+    train_fold, trained = runner.train_fold, []
+
+    def stopped_after_one(*args, **kwargs):  # Ctrl-C in the second unit: the tuned configuration is half done
+        if trained:
+            raise KeyboardInterrupt
+        trained.append(args[0].id)
+        return train_fold(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_fold", stopped_after_one)
+    assert cli(tmp_path, *command) == 130
+    monkeypatch.setattr(runner, "train_fold", train_fold)
+    search = optuna.load_study(study_name="a", storage=f"sqlite:///{tmp_path / 'studies' / 'a.db'}")
+    first = search.best_trial
+    search.add_trial(optuna.trial.create_trial(params={k: d.low for k, d in first.distributions.items()},
+                                               distributions=first.distributions, value=first.value - 0.05))
+    new = configuration_for(study_settings(search), search.best_trial.params).id
+    capsys.readouterr()
+    assert cli(tmp_path, *command) == 0
+    err = capsys.readouterr().err
+    assert f"→ {trained[0]} (the best of study 'a' when this run began)" in err
+    assert (f"note: study 'a' has found another best since this run began, {new} (trial #1); this run trains "
+            f"{trained[0]} on, whose units are not all done, as every machine that joins it does. The same command "
+            "trains the new best once they are") in err
+    tuned = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv").query("params_from == 'a'")
+    assert set(tuned["config_id"]) == {trained[0]} and (tuned["state"] == "COMPLETE").all() and len(tuned) == 2
+    assert cli(tmp_path, *command) == 0  # done: the same command takes the new best
+    assert "has found another best" not in capsys.readouterr().err
+    tuned = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv").query("params_from == 'a'")
+    assert set(tuned["config_id"]) == {new} and (tuned["state"] == "COMPLETE").all() and len(tuned) == 2
 
 
 def ran_taking_the_baseline(cwd: Path, capsys, args: list[str], source: str, taker: str

@@ -14,7 +14,7 @@ from benchmark.checks import flagged, messages, problems_error, problems_of
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import FOLDER_PREFIX, PRECISIONS
 from benchmark.export import go_on_with, recorded_command
-from benchmark.params_from import NotASearch, best_configurations, tuning_notes
+from benchmark.params_from import NotASearch, begun_bests, best_configurations, tuning_notes
 from benchmark.processes import busy_note, check_workers, exit_warnings, our_load
 from benchmark.progress import duration
 from benchmark.results import read_meta, tuned_from
@@ -119,10 +119,12 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
             if args.search_storage:
                 raise
             raise ValueError(f"{err}; for one kept elsewhere, --studies-dir DIR or --search-storage URL") from None
+        filed = args.name or tuned_name(suite.name)
+        best, begun = begun_bests(best, searches, store.url(filed), study_name(filed))
         base, suite = suite, suite.with_best_params(best)
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
-        notes = suite.replacement_notes(base, best) + tuning_notes(args.params_from, searches, suite)
+        notes = suite.replacement_notes(base, best) + begun + tuning_notes(args.params_from, searches, suite)
     elif args.name in (None, suite.name):  # the suite's own run, after its tuned one, takes what that did not tune
         suite = replace(suite, takes_from=tuned_name(suite.name))
     if args.name and is_suite_file(args.name):
