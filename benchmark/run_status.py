@@ -52,16 +52,16 @@ def configurations_to_train(states: dict[str, list[optuna.trial.FrozenTrial]], s
 
 
 def resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str | None:
-    """What earlier runs left of this suite's units, when they left anything; units in training say
-    why the run may wait for them (a killed worker's unit is only known dead once its heartbeat is
-    old), and configurations the study has no unit of yet are named."""
+    """What earlier runs left of this suite's units, when they queued any (a run stopped before its first unit
+    was done too); units in training say why the run may wait for them (a killed worker's unit is only known
+    dead once its heartbeat is old), and configurations the study has no unit of yet are named."""
     states = unit_states(study)
     done, errors = settled_units(states, suite)
     mine = {key: states.get(key, []) for key in unit_keys(suite)}
+    if not any(mine.values()):
+        return None
     running = sum(not any(trial_status(t) == "complete" for t in trials) and
                   any(t.state == TrialState.RUNNING for t in trials) for trials in mine.values())
-    if not done + len(errors) + running:
-        return None
     failed = f", {len(errors)} failed for good" if errors else ""
     new = [c.id for c in suite.configurations if not any(mine[key] for key in unit_keys(suite, c.id))]
     added = (f" (including the {len(new) * suite.folds * suite.repeats} units of {_count(new, 'configuration')} "

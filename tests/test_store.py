@@ -28,7 +28,8 @@ from benchmark.storage import (
     upgraded,
     version_problem,
 )
-from benchmark.store import UNIT_PARAM, open_suite_study, shares_units, unit_keys, unit_states
+from benchmark.run_status import resume_line
+from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, shares_units, unit_keys, unit_states
 from benchmark.suites import get_suite
 
 
@@ -116,6 +117,14 @@ def test_the_export_tells_an_interrupted_unit_from_one_never_started(tmp_path, m
     assert (tmp_path / "smoke_history.csv").read_bytes() == history
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(".db")) == [
         "smoke.csv", "smoke_history.csv", "smoke_meta.json"]
+
+
+def test_a_rerun_of_a_run_stopped_before_any_unit_was_done_says_it_resumes(tmp_path):
+    suite = get_suite("smoke").override(folds=2)
+    study, _ = open_suite_study(suite, StoreConfig(studies_dir=tmp_path, results_dir=tmp_path))
+    assert resume_line(study, suite, 50) is None  # nothing queued: a new run
+    enqueue_missing(study, unit_keys(suite))
+    assert resume_line(study, suite, 50) == f"resuming: 0 of {suite.units} units already done; {suite.units} not finished"
 
 
 def test_a_unit_not_complete_exports_no_metrics_that_a_killed_attempt_left(tmp_path):
