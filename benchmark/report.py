@@ -319,7 +319,8 @@ def _checkpoint_figures(suite: SuiteResults, order: list[str], directory: Path, 
         place = artifacts_beside(results_dir, suite.suite)
         warnings.append(f"no checkpoint figures of {len(missing)} configuration{'s' * (len(missing) > 1)} "
                         f"({', '.join(missing)}): their best-epoch weights are neither where {suite.suite}.csv "
-                        f"records them nor in {place} (moved or deleted since the run?); --no-checkpoints makes "
+                        f"records them nor in {place} (moved or deleted since the run, or saved on another machine: "
+                        "machines running one suite share a folder as --artifacts-dir); --no-checkpoints makes "
                         "the report without them")
     return paths, warnings
 
