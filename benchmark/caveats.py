@@ -295,8 +295,9 @@ def _moved_best_notes(meta: dict, searches: Searches) -> list[str]:
         now = configuration_for(search[1], best.params).id
         if now != config_id:
             notes.append(f"search `{name}` has found another best since this run took its parameters: trial "
-                         f"#{best.number}, `{now}`, where the table's row trained `{config_id}`; run the same "
-                         "command again to train the new best in its place (the study keeps this one's units)")
+                         f"#{best.number}, `{now}`, where the table's row trained `{config_id}`; once that one's "
+                         "units are all done, the same command trains the new best in its place (the study keeps "
+                         "this one's units)")
     return notes
 
 

@@ -10,9 +10,10 @@ from optuna.trial import TrialState
 
 from benchmark.checks import did_you_mean
 from benchmark.search_space import SearchSettings, configuration_for
-from benchmark.storage import looking_at, open_for_reading, trial_status, version_problem
-from benchmark.store import parse_unit, unit_states
+from benchmark.storage import looking_at, open_for_reading, version_problem
+from benchmark.store import is_settled, parse_unit, unit_states
 from benchmark.studies import StudyPlace, best_trial, load_existing_study, suite_of
+from benchmark.config import Configuration
 from benchmark.suites import SearchBest, SearchKey, Suite, search_key
 
 
@@ -109,7 +110,7 @@ def begun_bests(best: dict[SearchKey, SearchBest], place: StudyPlace, run_url: s
         states = {} if study is None else unit_states(study)
     begun: dict[str, int] = {}  # config id → its last trial's number, of the configurations with a unit unsettled
     for key, trials in states.items():
-        if not any(trial_status(t) in ("complete", "failed") for t in trials):
+        if not is_settled(trials):
             config_id = parse_unit(key)[0]
             begun[config_id] = max(begun.get(config_id, -1), *(t.number for t in trials))
     if not begun:
@@ -119,8 +120,10 @@ def begun_bests(best: dict[SearchKey, SearchBest], place: StudyPlace, run_url: s
         if found.configuration.id in begun:
             continue
         search, settings = load_search_study(place, found.study)
-        configurations = {c.id: c for t in search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                          if (c := configuration_for(settings, t.params)).id in begun}
+        configurations: dict[str, Configuration] = {}  # the first trial's of an id (ids round weights to 6 digits)
+        for trial in search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if (configuration := configuration_for(settings, trial.params)).id in begun:
+                configurations.setdefault(configuration.id, configuration)
         if not configurations:
             continue
         configuration = configurations[max(configurations, key=begun.__getitem__)]
@@ -128,7 +131,7 @@ def begun_bests(best: dict[SearchKey, SearchBest], place: StudyPlace, run_url: s
         notes.append(f"note: study {found.study!r} has found another best since this run began, "
                      f"{found.configuration.id} (trial #{best_trial(search).number}); this run trains "
                      f"{configuration.id} on, whose units are not all done, as every machine that joins it does. "
-                     "The same command trains the new best once they are")
+                     "The same command trains the new best once they are; a --name of its own trains it now")
     return kept, notes
 
 

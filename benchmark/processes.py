@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import signal
@@ -131,9 +132,10 @@ def signals_deferred() -> Iterator[None]:
         signal.raise_signal(arrived[0])
 
 
-def worker_id() -> str:
-    """``host:pid``: which process trained a trial, as its ``worker`` user attribute records."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(pid: int | None = None) -> str:
+    """``host:pid``: which process trained a trial, as its ``worker`` user attribute records; this one's,
+    or process ``pid``'s of this machine."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def signal_name(number: int) -> str:
@@ -378,9 +380,12 @@ def shared_with_workers(images: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[multiprocessing.process.BaseProcess]:
-    """Run ``target(*a)`` for each ``a`` in ``args`` in a worker process of its own and wait for them;
-    on Ctrl-C or SIGTERM, stop them first and re-raise. Returns the processes, with their exit codes.
+def run_workers(target: Callable[..., None], args: Sequence[tuple],
+                ended: Callable[[multiprocessing.process.BaseProcess], None] | None = None
+                ) -> list[multiprocessing.process.BaseProcess]:
+    """Run ``target(*a)`` for each ``a`` in ``args`` in a worker process of its own and wait for them,
+    calling ``ended`` with each as it ends while the others go on; on Ctrl-C or SIGTERM (or an error of
+    ``ended``), stop them first and re-raise. Returns the processes, with their exit codes.
 
     Workers are spawned (fork and torch's threads do not mix) and start with Ctrl-C ignored: one
     that arrived while a worker still imported torch printed that import's traceback. A worker
@@ -395,9 +400,15 @@ def run_workers(target: Callable[..., None], args: Sequence[tuple]) -> list[mult
     with terminate_as_interrupt():
         try:
             start_shielded(processes)
-            for process in processes:
-                process.join()
-        except KeyboardInterrupt:
+            running = list(processes)
+            while running:
+                multiprocessing.connection.wait([process.sentinel for process in running])
+                for process in [process for process in running if not process.is_alive()]:
+                    process.join()
+                    running.remove(process)
+                    if ended is not None:
+                        ended(process)
+        except BaseException:
             started = [p for p in processes if p.pid is not None]
             try:
                 stop.value = True

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmark.storage import safe_url, trial_status
-from benchmark.store import parse_unit, unit_keys, unit_states
+from benchmark.store import is_settled, parse_unit, unit_keys, unit_states
 from benchmark.suites import Suite
 
 
@@ -47,8 +47,7 @@ def settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suit
 
 def configurations_to_train(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> set[str]:
     """Ids of the configurations of ``suite`` with a unit neither done nor failed for good in ``states``."""
-    return {parse_unit(key)[0] for key in unit_keys(suite)
-            if not any(trial_status(t) in ("complete", "failed") for t in states.get(key, []))}
+    return {parse_unit(key)[0] for key in unit_keys(suite) if not is_settled(states.get(key, []))}
 
 
 def resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str | None:

@@ -40,14 +40,15 @@ from benchmark.storage import (
     heartbeat_note,
     opened_as_agreed,
     optuna_errors_only,
+    release_if_killed,
     stored_attr,
     taken_over_message,
     trial_status,
     versioned,
 )
 from benchmark.results import read_meta
-from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, open_suite_study, parse_unit, study_name,
-                             unit_key, unit_keys, unit_states, unlisted_configurations)
+from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, is_settled, open_suite_study, parse_unit,
+                             study_name, unit_key, unit_keys, unit_states, unlisted_configurations)
 from benchmark.progress import CostEta, chosen_progress, duration, progress_bar
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
@@ -216,6 +217,7 @@ class _Worker:
         storage.set_trial_user_attr(trial_id, "fold", fold)
         # Done or failed for good, a unit is this version's: a study shared with later files tells it from older ones.
         storage.set_trial_user_attr(trial_id, "metrics_version", METRICS_VERSION)
+        storage.set_trial_user_attr(trial_id, "run", self.run_id)  # with ``worker``, whose trials a killed one left
         if config_id in self.params_from:
             storage.set_trial_user_attr(trial_id, "params_from", self.params_from[config_id])
 
@@ -382,7 +384,7 @@ class _Worker:
 
 def settled_keys(keys: list[str], states: dict[str, list[optuna.trial.FrozenTrial]]) -> list[str]:
     """The units of ``keys`` done, or failed for good, in ``states`` (``unit_states``)."""
-    return [k for k in keys if any(trial_status(t) in ("complete", "failed") for t in states.get(k, []))]
+    return [k for k in keys if is_settled(states.get(k, []))]
 
 
 def refused_run_advice(name: str, store: StoreConfig, command: str | None, differing: list[str]) -> str:
@@ -542,7 +544,7 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
             threads, shared = worker_threads(workers), shared_with_workers(images)
             failures, killed = worker_exits(run_workers(_work_in_process, [
                 (suite, store, i, show_progress, together, threads, command, run_id, ours, shared)
-                for i in range(workers)]))
+                for i in range(workers)], ended=lambda process: release_if_killed(study, process, run_id)))
     except KeyboardInterrupt:
         interrupted = True
     else:

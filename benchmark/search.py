@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -69,6 +70,7 @@ from benchmark.storage import (
     open_storage,
     opened_as_agreed,
     optuna_errors_only,
+    release_if_killed,
     safe_url,
     status_counts,
     stored_attr,
@@ -174,8 +176,9 @@ def budget_used(trials: list[FrozenTrial]) -> int:
 class _Objective:
     """Trains one trial's configuration over every fold; reports the running mean for pruning."""
 
-    def __init__(self, settings: SearchSettings, options: SearchOptions, images, bar, interrupts: Interrupts) -> None:
-        self.settings, self.images, self.bar, self.interrupts = settings, images, bar, interrupts
+    def __init__(self, settings: SearchSettings, options: SearchOptions, images, bar, interrupts: Interrupts,
+                 run_id: str) -> None:
+        self.settings, self.images, self.bar, self.interrupts, self.run_id = settings, images, bar, interrupts, run_id
         # Each trial of the budget weighs the same, and this worker's trial in training counts by its
         # epochs done, so the ETA moves within the first trial (pruned trials end early: until some
         # have, it runs high). Finished trials fill the budget from slot 0, so this worker's trial
@@ -207,6 +210,7 @@ class _Objective:
         from benchmark.train import DivergedError, train_fold
 
         trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr("run", self.run_id)  # with ``worker``, whose trials a killed one left
         # A waiting trial (a killed worker's, queued again) takes a slot too: a worker with budget left pops it.
         earlier = sum((counts_toward_budget(t) or t.state == TrialState.WAITING) and t.number < trial.number
                       for t in trial.study.get_trials(deepcopy=False))
@@ -254,16 +258,16 @@ def best_text(study: optuna.Study) -> str:
 
 
 def _work(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
-          position: int = 0, images=None) -> None:
+          position: int = 0, run_id: str = "", images=None) -> None:
     """One worker: start trials until the budget is used up or the timeout has passed; Ctrl-C and
     SIGTERM stop it (a ``KeyboardInterrupt``) while it trains or waits, never inside a storage call."""
     interrupts = Interrupts()
     with interrupts.handling():
-        _work_handling(settings, storage_url, study_name, options, position, images, interrupts)
+        _work_handling(settings, storage_url, study_name, options, position, images, interrupts, run_id)
 
 
 def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
-                   position: int, images, interrupts: Interrupts) -> None:
+                   position: int, images, interrupts: Interrupts, run_id: str) -> None:
     from benchmark.data import load_dataset
 
     # Optuna would log every failed trial with a traceback (Ctrl-C included); the reasons are in
@@ -274,7 +278,7 @@ def _work_handling(settings: SearchSettings, storage_url: str, study_name: str, 
         images = load_dataset(settings.dataset, options.data_root, limit=settings.limit, seed=settings.seed).train
     bar = progress_bar(options.trials, study_name + (f" w{position}" if options.workers > 1 else ""), "trial",
                        options.show_progress, position)
-    objective = _Objective(settings, options, images, bar, interrupts)
+    objective = _Objective(settings, options, images, bar, interrupts, run_id)
     objective.best = best_text(study)  # a study resumed has one already
     deadline = time.monotonic() + options.timeout if options.timeout else math.inf
     first_look = True
@@ -439,11 +443,13 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
         return summary()
     try:
         if options.workers == 1:
-            _work(settings, storage_url, name, options, 0, images)
+            _work(settings, storage_url, name, options, images=images)
         else:
             shared = shared_with_workers(images)
-            processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i, shared)
-                                                       for i in range(options.workers)])
+            run_id = uuid.uuid4().hex
+            processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i, run_id, shared)
+                                                       for i in range(options.workers)],
+                                    ended=lambda process: release_if_killed(study, process, run_id))
             worker_failures, killed = worker_exits(processes)
     except KeyboardInterrupt:
         raise SearchInterrupted(summary()) from None

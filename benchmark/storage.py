@@ -9,8 +9,10 @@ worker's trial into FAIL and re-enqueue it.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import multiprocessing.process
 import random
 import re
 import shlex
@@ -20,7 +22,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from benchmark.checks import first_line
 from benchmark.files import check_folder
+from benchmark.processes import worker_id
 
 CONNECT_TIMEOUT = 10  # seconds to wait for a database server to answer
 STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
@@ -639,6 +642,28 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def release_if_killed(study: optuna.Study, process: multiprocessing.process.BaseProcess, run_id: str) -> None:
+    """A worker process of run ``run_id`` that ended killed outright (SIGKILL: the out-of-memory killer) leaves
+    its trials RUNNING, which the other workers would take up only once their heartbeat is old: failed now and
+    queued again, as ``fail_stale_trials`` does, they are taken up at once. The run's id as well as the worker's
+    ``host:pid``, which containers sharing a host name may both have. Best effort: the heartbeat hands them out
+    later all the same."""
+    if process.exitcode is None or process.exitcode >= 0:
+        return
+    storage, worker = study._storage, worker_id(process.pid)
+    callback = storage.get_heartbeat_stale_trial_callback()
+    try:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:  # a storage out of reach
+        return
+    for trial in trials:
+        if trial.user_attrs.get("worker") != worker or trial.user_attrs.get("run") != run_id:
+            continue
+        with suppress(Exception):  # finished meanwhile (UpdateFinishedTrialError), or a storage gone
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL) and callback is not None:
+                callback(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
 
 
 def fail_orphans(study: optuna.Study, grace_period: float) -> int:

@@ -151,6 +151,11 @@ def claimable(trials: list[FrozenTrial]) -> FrozenTrial | None:
     return next((t for t in trials if t.state == TrialState.WAITING), None)
 
 
+def is_settled(trials: list[FrozenTrial]) -> bool:
+    """A unit's ``trials`` (``unit_states``) done, or failed for a recorded reason (diverged)."""
+    return any(trial_status(t) in ("complete", "failed") for t in trials)
+
+
 def is_accounted_for(trials: list[FrozenTrial]) -> bool:
     """Done, failed for a recorded reason (diverged), or already queued or running."""
     return any(trial_status(t) in ("complete", "failed", "waiting", "running") for t in trials)

@@ -79,7 +79,7 @@ def given_to_workers(monkeypatch: pytest.MonkeyPatch, run_workers: str, room: bo
     """What each worker is given as its images once ``run_workers`` (the name patched: it starts none)
     is called; without ``room``, sharing memory fails (``no_shared_memory``)."""
     given = []
-    monkeypatch.setattr(run_workers, lambda target, args: given.extend(a[-1] for a in args) or [])
+    monkeypatch.setattr(run_workers, lambda target, args, ended: given.extend(a[-1] for a in args) or [])
     if not room:
         no_shared_memory(monkeypatch)
     return given

@@ -98,7 +98,8 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     tuned_id = single["config_id"].iloc[0]
     assert f"caveat: search `{name}` has found another best since this run took its parameters: trial #{now.number}, " \
            f"`{tuned_id.split('/a=')[0]}/a=" in capsys.readouterr().out
-    assert f"where the table's row trained `{tuned_id}`; run the same command again" in (out / "index.md").read_text()
+    assert f"where the table's row trained `{tuned_id}`; once that one's units are all done, the same command trains " \
+           "the new best" in (out / "index.md").read_text()
 
 
 def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_path, capsys):
@@ -354,7 +355,7 @@ def test_a_run_finishes_the_best_it_began_before_it_takes_a_searchs_new_one(tmp_
     assert f"→ {trained[0]} (the best of study 'a' when this run began)" in err
     assert (f"note: study 'a' has found another best since this run began, {new} (trial #1); this run trains "
             f"{trained[0]} on, whose units are not all done, as every machine that joins it does. The same command "
-            "trains the new best once they are") in err
+            "trains the new best once they are; a --name of its own trains it now") in err
     tuned = pd.read_csv(tmp_path / "results" / "tuned-tuned.csv").query("params_from == 'a'")
     assert set(tuned["config_id"]) == {trained[0]} and (tuned["state"] == "COMPLETE").all() and len(tuned) == 2
     assert cli(tmp_path, *command) == 0  # done: the same command takes the new best

@@ -125,8 +125,8 @@ def test_weights_gone_since_the_run_are_one_warning_that_says_how_to_report_with
     gone = [w for w in summary.warnings if "checkpoint" in w]
     assert gone == [f"no checkpoint figures of 6 configurations ({', '.join(summary.configurations)}): their "
                     "best-epoch weights are neither where smoke.csv records them nor in "
-                    f"{tmp_path / 'results' / 'smoke' / 'artifacts'} (moved or deleted since the run, or saved on another "
-                    "machine: machines running one suite share a folder as --artifacts-dir); "
+                    f"{tmp_path / 'results' / 'smoke' / 'artifacts'} (moved or deleted since the run, or saved on "
+                    "another machine: machines running one suite share a folder as --artifacts-dir); "
                     "--no-checkpoints makes the report without them"]
 
 

@@ -1,5 +1,6 @@
 """The suite runner end to end: smoke suite, resume after SIGKILL, two workers, NaN units, bad input."""
 
+import contextlib
 import errno
 import json
 import math
@@ -33,7 +34,7 @@ from benchmark.export import load_checkpoint
 from benchmark.files import write_whole
 from benchmark.processes import busy_load, crowded_note, our_load, shared_threads_note, worker_threads
 from benchmark.runner import Heartbeats, Interrupts, _Worker, long_on_cpu_note
-from benchmark.storage import METRICS_VERSION, StoreConfig, status_counts
+from benchmark.storage import METRICS_VERSION, StoreConfig, status_counts, trial_status
 from benchmark.store import (UNIT_PARAM, enqueue_missing, open_suite_study, parse_unit, unit_key, unit_keys, unit_of,
                              unit_states)
 from benchmark.suites import get_suite
@@ -440,6 +441,43 @@ def test_workers_stop_when_their_parent_is_killed(tmp_path):
     assert stopped(workers), "orphaned workers kept training"
     assert run_cli(tmp_path, "--suite", "smoke", "--heartbeat", "1") == 0  # and their units are taken up again
     assert set(complete_per_unit(study_of(tmp_path, "smoke")).values()) == {1}
+
+
+def test_a_worker_killed_outright_has_its_unit_taken_up_at_once_not_after_the_heartbeat_wait(tmp_path):
+    # An out-of-memory kill of one worker left its unit waiting out the grace (5 beats, here 5 minutes)
+    (tmp_path / "long.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0).replace("limit = 120", "limit = 600")
+                                        .replace("epochs = 1", "epochs = 3").replace('"small"', '"long"'))
+    command = [sys.executable, "-m", "benchmark", "run", "--suite", "long.toml", "--workers", "2", "--heartbeat", "60",
+               "--quiet"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db, deadline, victim = tmp_path / "studies" / "long.db", time.time() + 120, None
+    while victim is None and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+        if not db.exists():
+            continue
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+            try:
+                found = con.execute(  # labelled with its run, the last of its claim's attributes
+                    "select a.trial_id, a.value_json from trials t join trial_user_attributes a on a.trial_id = "
+                    "t.trial_id join trial_user_attributes r on r.trial_id = t.trial_id where t.state = 'RUNNING' "
+                    "and a.key = 'worker' and r.key = 'run'").fetchone()
+            except sqlite3.OperationalError:  # Optuna's tables not made yet
+                continue
+            if found:
+                victim = found
+                os.kill(int(json.loads(found[1]).rsplit(":", 1)[1]), signal.SIGKILL)
+    try:
+        assert victim is not None, process.communicate()
+        _, err = process.communicate(timeout=150)  # without the release, 300 s
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "1 of 2 worker processes were killed (SIGKILL)" in err
+    study = study_of(tmp_path, "long")
+    assert set(complete_per_unit(study).values()) == {1} and len(complete_per_unit(study)) == 4
+    killed = study._storage.get_trial(victim[0])
+    assert killed.state == TrialState.FAIL
+    tried = [t.state for t in unit_states(study)[unit_of(killed)] if trial_status(t) != "surplus"]
+    assert tried == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_a_worker_whose_unit_was_taken_over_discards_its_result_and_goes_on(tmp_path, monkeypatch, capsys):
@@ -1153,7 +1191,7 @@ def test_a_full_disk_warns_once_while_training_goes_on_then_is_one_line(tmp_path
 def test_a_run_starts_no_more_workers_than_units_to_train(tmp_path, capsys, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     started = []
-    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: started.append(len(args)) or [])
+    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args, ended: started.append(len(args)) or [])
     monkeypatch.setattr("benchmark.processes.usable_cores", lambda: 2)
     assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "8") == 1  # the stand-in trained nothing
     assert started == [4]  # 2 configurations × 2 folds
@@ -1180,7 +1218,7 @@ def test_a_runs_workers_are_given_its_images_in_shared_memory_or_load_them_where
 def test_a_run_says_it_starts_fewer_workers_than_asked_where_fewer_units_are_left(tmp_path, capsys, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     started = []
-    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: started.extend(args) or [])
+    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args, ended: started.extend(args) or [])
     assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "8") == 1  # the stand-in trained nothing
     assert len(started) == 4
     assert "note: 4 worker processes, not 8: the suite has 4 units left to train" in capsys.readouterr().err
@@ -1188,8 +1226,8 @@ def test_a_run_says_it_starts_fewer_workers_than_asked_where_fewer_units_are_lef
 
 def test_workers_that_were_killed_or_failed_are_named_when_the_run_ends(tmp_path, capsys, monkeypatch):
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
-    ended = [SimpleNamespace(exitcode=-signal.SIGKILL), SimpleNamespace(exitcode=1), SimpleNamespace(exitcode=0)]
-    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args: ended)
+    exits = [SimpleNamespace(exitcode=-signal.SIGKILL), SimpleNamespace(exitcode=1), SimpleNamespace(exitcode=0)]
+    monkeypatch.setattr("benchmark.runner.run_workers", lambda target, args, ended: exits)
     assert run_cli(tmp_path, "--suite", "small.toml", "--workers", "3") == 1
     err = capsys.readouterr().err
     assert ("warning: 1 of 3 worker processes were killed (SIGKILL); a unit they left unfinished is trained again "

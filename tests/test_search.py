@@ -430,6 +430,34 @@ def test_a_killed_worker_s_trial_is_retried_on_rerun(tmp_path, one_thread):
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+def test_a_search_worker_killed_outright_has_its_trial_retried_at_once_not_after_the_heartbeat_wait(tmp_path):
+    command = [sys.executable, "-m", "benchmark", "search", "--family", "vae", "--config", "1", "--method", "single",
+               "--sampling", "gaussian", *SMALL, "--trials", "3", "--heartbeat", "60", "--workers", "2"]
+    parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+        try:
+            running = [t for t in load(tmp_path).get_trials(states=(TrialState.RUNNING,))
+                       if "config_id" in t.user_attrs]  # its parameters drawn: a retry has them
+        except Exception:  # the study does not exist yet
+            continue
+        if running and len(running[0].user_attrs.get("fold_recon", [])) <= 3:  # mid-trial: two folds to go
+            os.kill(int(running[0].user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+            killed = running[0]
+    try:
+        assert killed is not None, parent.communicate()
+        _, err = parent.communicate(timeout=150)  # without the release, the heartbeat wait alone is 300 s
+    finally:
+        parent.kill()
+    assert parent.returncode == 0 and "1 of 2 worker processes were killed (SIGKILL)" in err
+    trials = load(tmp_path).get_trials()
+    assert trials[killed.number].state == TrialState.FAIL
+    retried = [t for t in trials if t.number > killed.number and t.params == killed.params]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
 @pytest.mark.parametrize("stop", ["term", "kill"])
 def test_search_workers_stop_with_their_parent_and_their_trials_are_not_left_running(tmp_path, stop):
     command = [sys.executable, "-m", "benchmark", "search", "--family", "vae", "--config", "1", "--method", "single",
@@ -546,7 +574,7 @@ def bare_objective(settings: SearchSettings, trials: int) -> benchmark.search._O
     """The search's objective on 20 blank images, without a progress bar: for ``study.optimize``."""
     return benchmark.search._Objective(settings, SearchOptions(trials=trials, device="cpu"), torch.zeros(20, 1, 32, 32),
                                        SimpleNamespace(set_postfix_str=lambda *a, **k: None),
-                                       benchmark.search.Interrupts())
+                                       benchmark.search.Interrupts(), "run")
 
 
 def test_a_trial_is_not_pruned_after_its_last_fold(fake_training):
@@ -589,10 +617,10 @@ def test_a_searchs_workers_are_given_its_images_in_shared_memory_or_load_them_wh
 @pytest.mark.parametrize("trials, left_running, code", [(2, False, 0), (3, False, 1), (2, True, 1)])
 def test_a_killed_worker_is_named_by_its_signal_and_fails_the_search_only_with_trials_to_go(
         tmp_path, fake_training, monkeypatch, capsys, trials, left_running, code):
-    def workers(target, args):  # worker 0 trains its trials here; worker 1 was killed by SIGKILL
+    def workers(target, args, ended):  # worker 0 trains its trials here; worker 1 was killed by SIGKILL
         settings, url, name, options, *_ = args[0]
         done = 1 if left_running else 2
-        benchmark.search._work(settings, url, name, replace(options, trials=done), 0, torch.zeros(20, 1, 32, 32))
+        benchmark.search._work(settings, url, name, replace(options, trials=done), images=torch.zeros(20, 1, 32, 32))
         if left_running:  # the killed worker's trial: RUNNING until a live worker or the next run fails it
             optuna.load_study(study_name=name, storage=url).ask()
         return [SimpleNamespace(exitcode=0), SimpleNamespace(exitcode=-9)]

@@ -124,7 +124,8 @@ def test_a_rerun_of_a_run_stopped_before_any_unit_was_done_says_it_resumes(tmp_p
     study, _ = open_suite_study(suite, StoreConfig(studies_dir=tmp_path, results_dir=tmp_path))
     assert resume_line(study, suite, 50) is None  # nothing queued: a new run
     enqueue_missing(study, unit_keys(suite))
-    assert resume_line(study, suite, 50) == f"resuming: 0 of {suite.units} units already done; {suite.units} not finished"
+    units = suite.units
+    assert resume_line(study, suite, 50) == f"resuming: 0 of {units} units already done; {units} not finished"
 
 
 def test_a_unit_not_complete_exports_no_metrics_that_a_killed_attempt_left(tmp_path):

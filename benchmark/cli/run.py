@@ -120,11 +120,11 @@ def resolve_suite(args: argparse.Namespace, store: StoreConfig) -> tuple[Suite, 
                 raise
             raise ValueError(f"{err}; for one kept elsewhere, --studies-dir DIR or --search-storage URL") from None
         filed = args.name or tuned_name(suite.name)
-        best, begun = begun_bests(best, searches, store.url(filed), study_name(filed))
+        best, kept_notes = begun_bests(best, searches, store.url(filed), study_name(filed))
         base, suite = suite, suite.with_best_params(best)
         suite = replace(suite, search_storages=tuple((name, safe_url(absolute_url(searches.url(name))))
                                                      for name in args.params_from))
-        notes = suite.replacement_notes(base, best) + begun + tuning_notes(args.params_from, searches, suite)
+        notes = suite.replacement_notes(base, best) + kept_notes + tuning_notes(args.params_from, searches, suite)
     elif args.name in (None, suite.name):  # the suite's own run, after its tuned one, takes what that did not tune
         suite = replace(suite, takes_from=tuned_name(suite.name))
     if args.name and is_suite_file(args.name):
