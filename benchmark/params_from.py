@@ -9,11 +9,11 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmark.checks import did_you_mean
+from benchmark.config import Configuration
 from benchmark.search_space import SearchSettings, configuration_for
 from benchmark.storage import looking_at, open_for_reading, version_problem
 from benchmark.store import is_settled, parse_unit, unit_states
 from benchmark.studies import StudyPlace, best_trial, load_existing_study, suite_of
-from benchmark.config import Configuration
 from benchmark.suites import SearchBest, SearchKey, Suite, search_key
 
 

@@ -258,7 +258,7 @@ def best_text(study: optuna.Study) -> str:
 
 
 def _work(settings: SearchSettings, storage_url: str, study_name: str, options: SearchOptions,
-          position: int = 0, run_id: str = "", images=None) -> None:
+          position: int, run_id: str, images=None) -> None:
     """One worker: start trials until the budget is used up or the timeout has passed; Ctrl-C and
     SIGTERM stop it (a ``KeyboardInterrupt``) while it trains or waits, never inside a storage call."""
     interrupts = Interrupts()
@@ -441,12 +441,12 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
               f"{options.trials}; raise "
               "--trials to run more", file=sys.stderr)
         return summary()
+    run_id = uuid.uuid4().hex
     try:
         if options.workers == 1:
-            _work(settings, storage_url, name, options, images=images)
+            _work(settings, storage_url, name, options, 0, run_id, images)
         else:
             shared = shared_with_workers(images)
-            run_id = uuid.uuid4().hex
             processes = run_workers(_work_in_process, [(settings, storage_url, name, options, i, run_id, shared)
                                                        for i in range(options.workers)],
                                     ended=lambda process: release_if_killed(study, process, run_id))

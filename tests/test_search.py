@@ -620,7 +620,7 @@ def test_a_killed_worker_is_named_by_its_signal_and_fails_the_search_only_with_t
     def workers(target, args, ended):  # worker 0 trains its trials here; worker 1 was killed by SIGKILL
         settings, url, name, options, *_ = args[0]
         done = 1 if left_running else 2
-        benchmark.search._work(settings, url, name, replace(options, trials=done), images=torch.zeros(20, 1, 32, 32))
+        benchmark.search._work(settings, url, name, replace(options, trials=done), 0, "run", torch.zeros(20, 1, 32, 32))
         if left_running:  # the killed worker's trial: RUNNING until a live worker or the next run fails it
             optuna.load_study(study_name=name, storage=url).ask()
         return [SimpleNamespace(exitcode=0), SimpleNamespace(exitcode=-9)]
