@@ -146,7 +146,7 @@ def claimable(trials: list[FrozenTrial]) -> FrozenTrial | None:
     """The trial to claim of a unit's ``trials`` (``unit_states``): its oldest waiting one, unless the unit is
     done, failed for good or in training. A newer waiting trial is a copy (the unit enqueued twice), which the
     worker that wins the oldest would be training as well."""
-    if any(t.state == TrialState.RUNNING or trial_status(t) in ("complete", "failed") for t in trials):
+    if is_settled(trials) or any(t.state == TrialState.RUNNING for t in trials):
         return None
     return next((t for t in trials if t.state == TrialState.WAITING), None)
 

@@ -107,21 +107,30 @@ def smoke_run_until(cwd: Path, units: int, *args: str) -> subprocess.Popen:
     return process
 
 
-def wait_until_training(cwd: Path, process: subprocess.Popen) -> None:
-    """Returns once the run in ``process`` trains a unit: a RUNNING trial labelled with its unit."""
+def wait_until_training(db: Path, process: subprocess.Popen) -> tuple[int, str]:
+    """Once the run in ``process``, whose study is in ``db``, trains a unit: the trial id and ``worker`` of a
+    RUNNING trial labelled with its run, the last of a claim's labels."""
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        with sqlite3.connect(cwd / "studies" / "smoke.db", timeout=30) as con:
-            if con.execute("select count(*) from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
-                           "where t.state = 'RUNNING' and a.key = 'config_id'").fetchone()[0]:
-                return
         time.sleep(0.05)
+        if not db.exists():
+            continue
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+            try:
+                found = con.execute(
+                    "select a.trial_id, a.value_json from trials t join trial_user_attributes a on a.trial_id = "
+                    "t.trial_id join trial_user_attributes r on r.trial_id = t.trial_id where t.state = 'RUNNING' "
+                    "and a.key = 'worker' and r.key = 'run'").fetchone()
+            except sqlite3.OperationalError:  # Optuna's tables not made yet
+                continue
+        if found:
+            return found[0], json.loads(found[1])
     raise AssertionError(f"the run trained no further unit: {process.communicate() if process.poll() else ''}")
 
 
 def test_killed_run_resumes_without_training_a_unit_twice(smoke_run, tmp_path, capsys):
     process = smoke_run_until(tmp_path, 8)
-    wait_until_training(tmp_path, process)  # a unit takes seconds: the kill lands inside it
+    wait_until_training(tmp_path / "studies" / "smoke.db", process)  # a unit takes seconds: the kill lands inside it
     process.send_signal(signal.SIGKILL)
     process.wait()
     study = study_of(tmp_path, "smoke")
@@ -450,31 +459,16 @@ def test_a_worker_killed_outright_has_its_unit_taken_up_at_once_not_after_the_he
     command = [sys.executable, "-m", "benchmark", "run", "--suite", "long.toml", "--workers", "2", "--heartbeat", "60",
                "--quiet"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db, deadline, victim = tmp_path / "studies" / "long.db", time.time() + 120, None
-    while victim is None and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-        if not db.exists():
-            continue
-        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
-            try:
-                found = con.execute(  # labelled with its run, the last of its claim's attributes
-                    "select a.trial_id, a.value_json from trials t join trial_user_attributes a on a.trial_id = "
-                    "t.trial_id join trial_user_attributes r on r.trial_id = t.trial_id where t.state = 'RUNNING' "
-                    "and a.key = 'worker' and r.key = 'run'").fetchone()
-            except sqlite3.OperationalError:  # Optuna's tables not made yet
-                continue
-            if found:
-                victim = found
-                os.kill(int(json.loads(found[1]).rsplit(":", 1)[1]), signal.SIGKILL)
     try:
-        assert victim is not None, process.communicate()
+        victim, worker = wait_until_training(tmp_path / "studies" / "long.db", process)
+        os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
         _, err = process.communicate(timeout=150)  # without the release, 300 s
     finally:
         process.kill()
     assert process.returncode == 0 and "1 of 2 worker processes were killed (SIGKILL)" in err
     study = study_of(tmp_path, "long")
     assert set(complete_per_unit(study).values()) == {1} and len(complete_per_unit(study)) == 4
-    killed = study._storage.get_trial(victim[0])
+    killed = study._storage.get_trial(victim)
     assert killed.state == TrialState.FAIL
     tried = [t.state for t in unit_states(study)[unit_of(killed)] if trial_status(t) != "surplus"]
     assert tried == [TrialState.FAIL, TrialState.COMPLETE]
