@@ -453,6 +453,10 @@ def test_a_search_worker_killed_outright_has_its_trial_retried_at_once_not_after
     assert parent.returncode == 0 and "1 of 2 worker processes were killed (SIGKILL)" in err
     trials = load(tmp_path).get_trials()
     assert trials[killed.number].state == TrialState.FAIL
+    # Its parameters as stored, not as polled: Optuna reads a trial's parameters and its attributes in two
+    # SELECTs, so the poll may have seen config_id and not yet the last parameter.
+    retried = [t for t in trials if t.number > killed.number and t.params == trials[killed.number].params]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
