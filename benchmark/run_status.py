@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from benchmark.storage import safe_url, trial_status
-from benchmark.store import is_settled, parse_unit, unit_keys, unit_states
+from benchmark.store import is_settled, parse_unit, unit_keys, unit_states, unit_status
 from benchmark.suites import Suite
 
 
@@ -37,11 +36,11 @@ def settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suit
     done, errors = 0, {}
     for key in unit_keys(suite):
         trials = states.get(key, [])
-        reasons = [t.user_attrs["error"] for t in trials if trial_status(t) == "failed"]
-        if any(trial_status(t) == "complete" for t in trials):
+        status = unit_status(trials)
+        if status == "done":
             done += 1
-        elif reasons:
-            errors[key] = reasons[-1]
+        elif status == "failed":
+            errors[key] = [t.user_attrs["error"] for t in trials if trial_status(t) == "failed"][-1]
     return done, errors
 
 
@@ -59,8 +58,7 @@ def resume_line(study: optuna.Study, suite: Suite, grace_period: float) -> str |
     mine = {key: states.get(key, []) for key in unit_keys(suite)}
     if not any(mine.values()):
         return None
-    running = sum(not any(trial_status(t) == "complete" for t in trials) and
-                  any(t.state == TrialState.RUNNING for t in trials) for trials in mine.values())
+    running = sum(unit_status(trials) == "running" for trials in mine.values())
     failed = f", {len(errors)} failed for good" if errors else ""
     new = [c.id for c in suite.configurations if not any(mine[key] for key in unit_keys(suite, c.id))]
     added = (f" (including the {len(new) * suite.folds * suite.repeats} units of {_count(new, 'configuration')} "

@@ -151,9 +151,21 @@ def claimable(trials: list[FrozenTrial]) -> FrozenTrial | None:
     return next((t for t in trials if t.state == TrialState.WAITING), None)
 
 
+UNIT_STATUSES = ("done", "failed", "running", "waiting", "interrupted")
+
+
+def unit_status(trials: list[FrozenTrial]) -> str:
+    """One of ``UNIT_STATUSES``: where a unit's ``trials`` (``unit_states``) leave it, whatever copies and retries
+    it has: done, failed for good (a recorded reason: diverged), in training, queued, or only interrupted (Ctrl-C,
+    a killed worker), which the next run queues again."""
+    statuses = {trial_status(t) for t in trials}
+    return next((unit for unit, trial in (("done", "complete"), ("failed", "failed"), ("running", "running"),
+                                          ("waiting", "waiting")) if trial in statuses), "interrupted")
+
+
 def is_settled(trials: list[FrozenTrial]) -> bool:
     """A unit's ``trials`` (``unit_states``) done, or failed for a recorded reason (diverged)."""
-    return any(trial_status(t) in ("complete", "failed") for t in trials)
+    return unit_status(trials) in ("done", "failed")
 
 
 def is_accounted_for(trials: list[FrozenTrial]) -> bool:

@@ -30,7 +30,7 @@ from benchmark.search_space import ParamRange, describe_ranges
 from benchmark.storage import (METRICS_VERSION, StoreError, looking_at, open_for_reading, password_hidden, safe_url,
                                same_storage, setting_text, sqlite_file, sqlite_url, status_counts, trial_status,
                                upgraded)
-from benchmark.store import held_configurations
+from benchmark.store import UNIT_STATUSES, held_configurations, unit_states, unit_status
 from benchmark.tables import text_table
 
 TOP = 5
@@ -277,7 +277,12 @@ def describe_study(study: optuna.Study) -> str:
     # A run's study minimises nothing: its units' losses are in its table, not an objective.
     objectives = "" if suite else "; objective(s): " + ", ".join(f"{n} ({d.name.lower()})"
                                                                   for n, d in zip(names, study.directions))
-    lines = [f"study {study.study_name}: {len(trials)} trial{'s' * (len(trials) != 1)} ({counts}){objectives}"]
+    held = f"{len(trials)} trial{'s' * (len(trials) != 1)} ({counts})"
+    if suite:  # a unit retried after Ctrl-C or a killed worker has several trials: where the units stand comes first
+        units = Counter(unit_status(unit) for unit in unit_states(study).values())
+        held = (f"{units.total()} unit{'s' * (units.total() != 1)} ("
+                + ", ".join(f"{status} {units[status]}" for status in UNIT_STATUSES) + f") in {held}")
+    lines = [f"study {study.study_name}: {held}{objectives}"]
     if isinstance(settings, dict):
         # A suite study's configurations are those its units were enqueued for (its files may have grown), and its
         # tuned ones those its units were trained as too (a rerun may train a search's new best): read from trials.

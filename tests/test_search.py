@@ -1251,7 +1251,8 @@ def test_studies_show_a_suite_study_as_units_not_a_search(smoke_run, tmp_path, c
     assert cli(tmp_path, "studies", "show", "suite-smoke", "--storage", url) == 0
     shown = capsys.readouterr().out
     assert "a suite study" in shown and "report --suite smoke" in shown and "best trial" not in shown
-    assert shown.splitlines()[0] == ("study suite-smoke: 30 trials (complete 30, pruned 0, failed 0, interrupted 0, "
+    assert shown.splitlines()[0] == ("study suite-smoke: 30 units (done 30, failed 0, running 0, waiting 0, "
+                                     "interrupted 0) in 30 trials (complete 30, pruned 0, failed 0, interrupted 0, "
                                      "running 0, waiting 0)")  # no objective it minimises
     assert listed[1] == "– (suite run)"
     assert "units of 6 configurations: vae/1/baseline, vae/1/multidecoder/uniform, " in shown

@@ -29,7 +29,9 @@ from benchmark.storage import (
     version_problem,
 )
 from benchmark.run_status import resume_line
-from benchmark.store import UNIT_PARAM, enqueue_missing, open_suite_study, shares_units, unit_keys, unit_states
+from benchmark.store import (UNIT_PARAM, UNIT_STATUSES, enqueue_missing, open_suite_study, shares_units, unit_keys,
+                             unit_states, unit_status)
+from benchmark.studies import describe_study
 from benchmark.suites import get_suite
 
 
@@ -126,6 +128,38 @@ def test_a_rerun_of_a_run_stopped_before_any_unit_was_done_says_it_resumes(tmp_p
     enqueue_missing(study, unit_keys(suite))
     units = suite.units
     assert resume_line(study, suite, 50) == f"resuming: 0 of {units} units already done; {units} not finished"
+
+
+def test_studies_show_counts_a_suite_study_s_units_once_however_often_they_were_retried(tmp_path):
+    # It counted trials alone: a unit interrupted twice and then done read as two interrupted and one complete.
+    suite = get_suite("smoke").override(folds=2)
+    study, _ = open_suite_study(suite, StoreConfig(studies_dir=tmp_path, results_dir=tmp_path))
+    keys = unit_keys(suite)
+    storage = study._storage
+
+    def attempt(key: str, state: TrialState, error: str | None = None) -> None:
+        study.enqueue_trial({UNIT_PARAM: key})
+        trial_id = unit_states(study)[key][-1]._trial_id
+        if state != TrialState.WAITING:
+            storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+        if error:
+            storage.set_trial_user_attr(trial_id, "error", error)
+        if state.is_finished():
+            storage.set_trial_state_values(trial_id, state, [0.0] if state == TrialState.COMPLETE else None)
+
+    for state in (TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE):  # interrupted twice, then done
+        attempt(keys[0], state)
+    attempt(keys[1], TrialState.FAIL)
+    attempt(keys[1], TrialState.FAIL, "loss diverged at epoch 1")  # interrupted, then failed for good
+    attempt(keys[2], TrialState.FAIL)
+    attempt(keys[2], TrialState.RUNNING)  # its retry in training
+    attempt(keys[3], TrialState.WAITING)
+    attempt(keys[4], TrialState.FAIL)  # interrupted: the next run queues it again
+    attempt(keys[4], TrialState.FAIL)
+    assert [unit_status(unit_states(study)[key]) for key in keys[:5]] == list(UNIT_STATUSES)
+    assert describe_study(study).splitlines()[0] == (
+        "study suite-smoke: 5 units (done 1, failed 1, running 1, waiting 1, interrupted 1) in 10 trials "
+        "(complete 1, pruned 0, failed 1, interrupted 6, running 1, waiting 1)")
 
 
 def test_a_unit_not_complete_exports_no_metrics_that_a_killed_attempt_left(tmp_path):
