@@ -257,6 +257,8 @@ class _Worker:
         trial = optuna.Trial(self.study, trial_id)
         with Heartbeats(self.study._storage, [trial_id], self.store.heartbeat_interval):
             try:
+                # Now, not once the unit is told: results/ then showed a live run's unit in training as WAITING.
+                self._export_when_due()
                 value = self.objective(trial, key)
             except optuna.TrialPruned:
                 self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
@@ -363,7 +365,6 @@ class _Worker:
                         if not finished_elsewhere(err):
                             raise
                         self._taken_over(claim[1])
-                    self._export_when_due()
                 elif waiting:
                     continue  # other workers claimed them since the count: count again
                 elif running:

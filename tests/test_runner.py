@@ -333,6 +333,26 @@ def test_a_runs_first_worker_exports_when_exporting_has_taken_at_most_5_percent_
     assert exports == [0.0, 21.5]
 
 
+def test_a_live_export_shows_the_unit_in_training_as_running(tmp_path, monkeypatch):
+    # Exported once a unit was told, before the next one was claimed, the unit in training read WAITING.
+    suite = get_suite("smoke").override(folds=2)
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    monkeypatch.setattr("benchmark.runner.EXPORT_SHARE", math.inf)  # every unit exports
+    worker = _Worker(suite, store, show_progress=False, images=torch.rand(40, 1, 32, 32))
+    seen = []
+
+    def objective(trial, key):
+        table = pd.read_csv(tmp_path / "smoke.csv")
+        seen.append(list(table["state"][:3]))
+        return 0.0
+
+    worker.objective = objective
+    enqueue_missing(worker.study, worker.keys)
+    for _ in range(2):
+        worker._train_claimed(*worker._claim_next(unit_states(worker.study)))
+    assert seen == [["RUNNING", "WAITING", "WAITING"], ["COMPLETE", "RUNNING", "WAITING"]]
+
+
 def test_an_interrupted_unit_is_trained_again_before_the_units_after_it(tmp_path):
     """Its new trial is the newest in the study; taking the oldest waiting trial, as Optuna
     does, would leave its configuration a fold short until the whole suite had run."""
