@@ -74,16 +74,21 @@ def training_pool(suite: Suite) -> torch.Tensor:
 
 
 class Heartbeats:
-    """Keeps the trials that this worker claimed marked alive (see ``fail_stale_trials``, ``fail_orphans``)."""
+    """Keeps the trials that this worker claimed marked alive (see ``fail_stale_trials``, ``fail_orphans``).
+    After beats were missed (a machine paused or asleep, a storage out of reach), ``lost`` holds those of the
+    trials that another worker took over meanwhile, so that training them can stop."""
 
     def __init__(self, storage, trial_ids: list[int], interval: int) -> None:
         self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
+        self.lost: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
         warned = False
+        beaten = time.time()  # the wall clock: a sleeping machine's monotonic clock stands still
         while True:
+            missed = False
             for trial_id in self.trial_ids:
                 try:
                     self.storage.record_heartbeat(trial_id)
@@ -92,7 +97,12 @@ class Heartbeats:
                         reason = first_line(err)
                         tqdm.write(f"warning: a heartbeat to the study failed ({reason}); training goes on and "
                                    f"beats again every {self.interval} s", file=sys.stderr)
-                    warned = True
+                    warned = missed = True
+            if not missed:
+                if time.time() - beaten > 2 * self.interval:  # one query, only after a gap
+                    with contextlib.suppress(Exception):
+                        self.lost = [t for t in self.trial_ids if self.storage.get_trial(t).state.is_finished()]
+                beaten = time.time()
             if self._stop.wait(self.interval):
                 return
 
@@ -130,6 +140,7 @@ class _Worker:
         self.params_from = dict(suite.params_from)
         self.order = [c.id for c in suite.configurations]
         self.interrupts = Interrupts()
+        self.beats: Heartbeats | None = None  # those of the unit in training
         seconds = suite.unit_seconds()
         self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
         self.bar = progress_bar(len(self.keys), suite.name + ("" if position is None else f" w{position}"), "unit",
@@ -186,6 +197,8 @@ class _Worker:
 
         def on_epoch(epoch: int, row: dict | None) -> None:
             self.interrupts.check()  # one that fell into a callback that swallows exceptions
+            if self.beats is not None and self.beats.lost:  # its result would be discarded: stop now
+                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {self.beats.lost[0]} was taken over")
             losses = f" | val recon {row['recon']:.4g} latent {row['latent']:.4g}" if row else ""
             self.eta.progress(unit_key(config_id, fold), epoch / epochs)
             self.bar.set_postfix_str(f"ETA {self.eta} | config {index}/{len(self.order)} {config_id} | {fold_text} "
@@ -255,7 +268,7 @@ class _Worker:
     def _train_claimed(self, trial_id: int, key: str) -> None:
         """Run ``objective`` on a trial of unit ``key`` this worker claimed, and tell the study how it ended."""
         trial = optuna.Trial(self.study, trial_id)
-        with Heartbeats(self.study._storage, [trial_id], self.store.heartbeat_interval):
+        with Heartbeats(self.study._storage, [trial_id], self.store.heartbeat_interval) as self.beats:
             try:
                 # Now, not once the unit is told: results/ then showed a live run's unit in training as WAITING.
                 self._export_when_due()

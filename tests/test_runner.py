@@ -901,6 +901,56 @@ def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
                                        "0.02 s\n")
 
 
+def test_heartbeats_after_a_gap_find_the_trials_another_worker_took_over_meanwhile():
+    class Paused:  # the second round of beats comes late, as on a machine that slept; trial 2 was failed then
+        beats = 0
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            self.beats += 1
+            if self.beats == 3:
+                time.sleep(0.2)
+
+        def get_trial(self, trial_id: int):
+            return SimpleNamespace(state=TrialState.FAIL if trial_id == 2 else TrialState.RUNNING)
+
+    with Heartbeats(Paused(), [1, 2], 0.05) as beats:
+        time.sleep(0.1)
+        assert beats.lost == []  # beats on time: the trials are not even read
+        time.sleep(0.4)
+    assert beats.lost == [2]
+
+
+def test_a_worker_stops_training_a_unit_taken_over_while_it_was_paused_at_its_next_epoch(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from benchmark import runner
+
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    train, paused, clock = runner.train_fold, [], [0.0]
+    clocks = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+    monkeypatch.setattr(runner, "time", SimpleNamespace(**{**clocks, "time": lambda: time.time() + clock[0]}))
+
+    def train_while_paused(*args):
+        on_epoch = args[-1]
+        if paused:
+            return train(*args)
+        study = study_of(tmp_path, "small")
+        running = study.get_trials(states=(TrialState.RUNNING,))[0]
+        study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)  # another worker's stale check
+        paused.append(unit_of(running))
+        clock[0] = 60.0  # the machine slept a minute
+        for epoch in range(1, 50):  # an epoch a tenth of a second: within a beat or two, the worker learns it
+            time.sleep(0.1)
+            on_epoch(epoch, None)
+        pytest.fail("the worker trained a unit taken over to its end")
+
+    monkeypatch.setattr(runner, "train_fold", train_while_paused)
+    assert run_cli(tmp_path, "--suite", "small.toml", "--heartbeat", "1") == 0
+    assert f"unit {paused[0]}: another worker took it over" in capsys.readouterr().err
+    study = study_of(tmp_path, "small")
+    assert set(complete_per_unit(study).values()) == {1} and len(complete_per_unit(study)) == 4
+    assert [t.state for t in unit_states(study)[paused[0]]] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
 @pytest.mark.parametrize("text, message", [
     ('name = "t"\nfold = 3\n[[configurations]]\nfamily = "vae"\nconfig = 1\n',
      "unknown key 'fold' (did you mean 'folds'?)"),
