@@ -52,7 +52,7 @@ from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, is_settle
 from benchmark.progress import CostEta, chosen_progress, duration, progress_bar
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
-                             resolve_device, train_fold, training_device)
+                             resolve_device, train_fold, training_device, warm_up)
 
 # While a run trains, its first worker exports whenever exporting has taken at most this share of the
 # time since the last export: a run killed outright (SIGKILL, out of memory) leaves results/
@@ -141,6 +141,7 @@ class _Worker:
         self.order = [c.id for c in suite.configurations]
         self.interrupts = Interrupts()
         self.beats: Heartbeats | None = None  # those of the unit in training
+        self.warmed = False  # this process has trained a step (``warm_up``)
         seconds = suite.unit_seconds()
         self.eta = CostEta({key: seconds[parse_unit(key)[0]] for key in self.keys})
         self.bar = progress_bar(len(self.keys), suite.name + ("" if position is None else f" w{position}"), "unit",
@@ -166,6 +167,10 @@ class _Worker:
             raise optuna.TrialPruned(f"unit {key} is already done, failed for good, or running")
         config_id, fold = parse_unit(key)
         self._label(trial._trial_id, config_id, fold)
+        if not self.warmed:  # before the first unit's clock starts, not inside it
+            with self.interrupts.immediate():
+                warm_up(self.by_id[config_id], self.images, self.suite.train)
+            self.warmed = True
         siblings = self._claim_siblings(config_id, fold) if self.fold_parallel else []
         if siblings:
             return self._train_together(trial, config_id, fold, siblings)

@@ -901,6 +901,24 @@ def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
                                        "0.02 s\n")
 
 
+def test_a_worker_warms_up_once_before_the_clock_of_its_first_unit_starts(tmp_path, monkeypatch):
+    # A process's first training paid about 1 s of one-off costs inside its first unit's seconds, so the
+    # configuration trained first (a baseline) looked dearer than bigger models in small suites.
+    from benchmark import runner
+
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    events, warm, train = [], runner.warm_up, runner.train_fold
+
+    def recorded(name, function):
+        return lambda configuration, *args: events.append((name, configuration.id)) or function(configuration, *args)
+
+    monkeypatch.setattr(runner, "warm_up", recorded("warm", warm))
+    monkeypatch.setattr(runner, "train_fold", recorded("train", train))
+    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    first, second = "vq-vae/1/baseline", events[-1][1]
+    assert events == [("warm", first), ("train", first), ("train", first), ("train", second), ("train", second)]
+
+
 def test_heartbeats_after_a_gap_find_the_trials_another_worker_took_over_meanwhile():
     class Paused:  # the second round of beats comes late, as on a machine that slept; trial 2 was failed then
         beats = 0
