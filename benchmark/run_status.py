@@ -29,6 +29,7 @@ class RunSummary:
     worker_failures: int = 0
     workers_killed: list[str] = field(default_factory=list)
     trained: int = 0
+    busy_loads: list[float] = field(default_factory=list)  # of the units it trained, those other work slowed
 
 
 def settled_units(states: dict[str, list[optuna.trial.FrozenTrial]], suite: Suite) -> tuple[int, dict[str, str]]:
@@ -98,6 +99,8 @@ def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: flo
     """Where the study's units stand after run ``run_id`` (the ``run`` its workers record with each unit)."""
     states = unit_states(study)
     done, errors = settled_units(states, suite)
-    trained = sum(any(trial_status(t) == "complete" and t.user_attrs.get("run") == run_id for t in states.get(key, []))
-                  for key in unit_keys(suite))
-    return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors, trained=trained)
+    mine = [t for key in unit_keys(suite) for t in states.get(key, [])  # a unit is complete in one trial at most
+            if trial_status(t) == "complete" and t.user_attrs.get("run") == run_id]
+    busy = [t.user_attrs["busy_load"] for t in mine if t.user_attrs.get("busy_load") is not None]
+    return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors,
+                      trained=len(mine), busy_loads=busy)

@@ -356,7 +356,8 @@ def print_summary(summary: RunSummary, suite: Suite) -> None:
     for line in exit_warnings(summary.workers, summary.worker_failures, summary.workers_killed,
                               "a unit they left unfinished is trained again by a worker still running or by the next run"):
         print(line, file=sys.stderr)
-    busy = busy_note("this run trained", "its units' training times (`seconds`, the report's cost column) are high",
-                     ours=our_load(summary.workers))
-    if busy and summary.trained:
+    # The loads its units recorded, as the report's caveat reads them; not the load as it ends (after Ctrl-C, say)
+    if summary.busy_loads and (busy := busy_note(
+            f"this run trained {len(summary.busy_loads)} of its {summary.trained} units", "their training times "
+            "(`seconds`, the report's cost column) are high", load=max(summary.busy_loads), ours=our_load(summary.workers))):
         print(busy, file=sys.stderr)
