@@ -35,6 +35,8 @@ def check_dataset_name(name: str) -> None:
     """``ValueError`` for a name that is none of ``DATASET_NAMES`` nor ``folder:PATH``."""
     if not name.startswith(FOLDER_PREFIX):
         check_choice("dataset", name, DATASET_NAMES, f", {FOLDER_PREFIX}PATH")
+    elif name == FOLDER_PREFIX:  # `suites` too, which takes a path it cannot see for one on another machine
+        raise ValueError(f"dataset {name!r} names no folder; use {FOLDER_PREFIX}PATH")
 
 
 def softadapt_weights_problem(weights: dict[str, float]) -> str:

@@ -148,6 +148,8 @@ def test_suites_estimates_a_suite_on_another_dataset_as_run_would_train_it(tmp_p
     assert cli(tmp_path, "suites", "--dataset", "mnistt") == 2
     assert one_line_error(capsys) == ("error: --dataset: unknown dataset 'mnistt' (did you mean 'mnist'?); choose "
                                       "one of: mnist5k, digits, mnist, cifar10, celeba, folder:PATH")
+    assert cli(tmp_path, "suites", "smoke", "--dataset", "folder:") == 2  # it estimated 400 images, as of a folder
+    assert one_line_error(capsys) == "error: --dataset 'folder:' names no folder; use folder:PATH"
 
 
 def test_suites_describes_the_suite_files_and_names_given(tmp_path, capsys):

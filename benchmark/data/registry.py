@@ -66,20 +66,16 @@ def load_dataset(
     ``ValueError``) when a dataset's files are missing, with a one-line explanation.
     """
     _check_arguments(limit, test_fraction, image_size, seed)
-
+    check_dataset_name(name)
     if name.startswith(FOLDER_PREFIX):
-        folder = name[len(FOLDER_PREFIX):]
-        if not folder:
-            raise ValueError(f"dataset {name!r} names no folder; use {FOLDER_PREFIX}PATH")
         return load_folder(
             name,
-            Path(folder).expanduser().absolute(),
+            Path(name[len(FOLDER_PREFIX):]).expanduser().absolute(),
             image_size=image_size,
             limit=limit,
             seed=seed,
             test_fraction=test_fraction,
         )
-    check_dataset_name(name)
     native = FIXED_IMAGE_SIDE.get(name)  # image_size may only restate it
     if native is not None and image_size not in (None, native):
         raise ValueError(f"dataset {name!r} has a fixed image size of {native}; got image_size={image_size}")
