@@ -199,17 +199,18 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 @dataclass(frozen=True)
 class StudyRow:
-    """One line of ``studies list``."""
+    """One line of ``studies list``: a search's trials, or a suite run's units (each once, however often it
+    was retried: ``unit_status``), which are neither pruned nor surplus (None)."""
 
     name: str
     directions: tuple[str, ...]
     complete: int
-    pruned: int
+    pruned: int | None
     failed: int        # with a recorded reason (diverged)
     interrupted: int   # FAIL without a reason: Ctrl-C or a killed worker
     running: int
     waiting: int       # not started: a suite's units yet to train, or a search's queued trials
-    surplus: int       # never trained: a search's beyond its budget, a suite's copy of a unit queued twice
+    surplus: int | None  # never trained: a search's trials beyond its budget
     best: tuple[float, ...] | None
     suite: str | None = None  # a run's study: its trials are the suite's units, not points of a search
     file: str | None = None   # the SQLite file it is in, where a folder's are listed
@@ -235,18 +236,25 @@ def list_studies(url: str) -> list[StudyRow]:
             raise no_file(url)
         for name in sorted(optuna.get_all_study_names(storage)):
             study = optuna.load_study(study_name=name, storage=storage)
-            counts = status_counts(study.get_trials(deepcopy=False))
-            suite = suite_of(study)
-            ranked = [] if suite else ranked_trials(study)
-            rows.append(StudyRow(name, tuple(d.name.lower() for d in study.directions), counts["complete"],
-                                 counts["pruned"], counts["failed"], counts["interrupted"], counts["running"],
-                                 counts["waiting"], counts.get("surplus", 0),
-                                 tuple(ranked[0].values) if ranked else None, suite))
+            directions = tuple(d.name.lower() for d in study.directions)
+            if suite := suite_of(study):
+                units = Counter(unit_status(unit) for unit in unit_states(study).values())
+                rows.append(StudyRow(name, directions, units["done"], None, units["failed"], units["interrupted"],
+                                     units["running"], units["waiting"], None, None, suite))
+                continue
+            counts, ranked = status_counts(study.get_trials(deepcopy=False)), ranked_trials(study)
+            rows.append(StudyRow(name, directions, counts["complete"], counts["pruned"], counts["failed"],
+                                 counts["interrupted"], counts["running"], counts["waiting"], counts.get("surplus", 0),
+                                 tuple(ranked[0].values) if ranked else None))
     return rows
 
 
 def _number(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
+
+
+def _count(value: int | None) -> int | str:
+    return "–" if value is None else value
 
 
 def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
@@ -256,8 +264,8 @@ def format_study_list(rows: list[StudyRow], place: StudyPlace) -> str:
     # files (a search given another --storage) says which file each row is in.
     names = Counter(r.name for r in rows)
     table = [[r.name + (f" ({r.file})" if names[r.name] > 1 and r.file else ""),
-              "– (suite run)" if r.suite else ",".join(r.directions), r.complete, r.pruned, r.failed,
-              r.interrupted, r.running, r.waiting, r.surplus,
+              "– (suite run)" if r.suite else ",".join(r.directions), r.complete, _count(r.pruned), r.failed,
+              r.interrupted, r.running, r.waiting, _count(r.surplus),
               ", ".join(_number(v) for v in r.best) if r.best else "–"] for r in rows]
     return text_table(table, ("study", "direction(s)", "complete", "pruned", "failed", "interrupted", "running",
                               "waiting", "surplus", "best"), ("left", "left", *["right"] * 7, "left"))

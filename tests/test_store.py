@@ -31,7 +31,7 @@ from benchmark.storage import (
 from benchmark.run_status import resume_line
 from benchmark.store import (UNIT_PARAM, UNIT_STATUSES, enqueue_missing, open_suite_study, shares_units, unit_keys,
                              unit_states, unit_status)
-from benchmark.studies import describe_study
+from benchmark.studies import describe_study, list_studies
 from benchmark.suites import get_suite
 
 
@@ -130,10 +130,11 @@ def test_a_rerun_of_a_run_stopped_before_any_unit_was_done_says_it_resumes(tmp_p
     assert resume_line(study, suite, 50) == f"resuming: 0 of {units} units already done; {units} not finished"
 
 
-def test_studies_show_counts_a_suite_study_s_units_once_however_often_they_were_retried(tmp_path):
+def test_studies_list_and_show_count_a_suite_study_s_units_once_however_often_they_were_retried(tmp_path):
     # It counted trials alone: a unit interrupted twice and then done read as two interrupted and one complete.
     suite = get_suite("smoke").override(folds=2)
-    study, _ = open_suite_study(suite, StoreConfig(studies_dir=tmp_path, results_dir=tmp_path))
+    store = StoreConfig(studies_dir=tmp_path, results_dir=tmp_path)
+    study, _ = open_suite_study(suite, store)
     keys = unit_keys(suite)
     storage = study._storage
 
@@ -160,6 +161,9 @@ def test_studies_show_counts_a_suite_study_s_units_once_however_often_they_were_
     assert describe_study(study).splitlines()[0] == (
         "study suite-smoke: 5 units (done 1, failed 1, running 1, waiting 1, interrupted 1) in 10 trials "
         "(complete 1, pruned 0, failed 1, interrupted 6, running 1, waiting 1)")
+    (row,) = list_studies(store.url("smoke"))  # `studies list`: the units, neither pruned nor surplus
+    assert (row.complete, row.failed, row.running, row.waiting, row.interrupted, row.pruned, row.surplus) == (
+        1, 1, 1, 1, 1, None, None)
 
 
 def test_a_unit_not_complete_exports_no_metrics_that_a_killed_attempt_left(tmp_path):
