@@ -15,7 +15,8 @@ from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.cv import fold_label
 from benchmark.params_from import TRAINING_SETTINGS, training_changes, training_differences
 from benchmark.results import SuiteResults
-from benchmark.stats import DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds, reference_baseline
+from benchmark.stats import (DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds, format_mean_var,
+                             reference_baseline)
 
 if TYPE_CHECKING:
     import optuna
@@ -82,8 +83,8 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
             ["recon", "recon_mean_image"]].mean()
         blank = means[means["recon"] >= means["recon_mean_image"]]
         if len(blank):
-            listed = ", ".join(f"{config_id} ({row.recon:.4g} ≥ {row.recon_mean_image:.4g})"
-                               for config_id, row in blank.iterrows())
+            listed = ", ".join(f"{config_id} ({format_mean_var(row.recon, None)} ≥ "  # as the table writes means
+                               f"{format_mean_var(row.recon_mean_image, None)})" for config_id, row in blank.iterrows())
             notes.append(f"configurations that reconstruct no better than the mean training image does (its "
                          f"per-pixel MSE as every validation image's reconstruction): {listed}; they learnt nothing "
                          "of each image, so their rows and comparisons say little: train longer (`--epochs`).")

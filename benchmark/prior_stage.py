@@ -635,15 +635,16 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
 # --------------------------------------------------------------------------- for the report
 
 
-def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: list[str],
+def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, titles: dict[str, str],
                   directory: Path) -> tuple[list[Path], list[str]]:
-    """``generated_<name>.{png,pdf}`` from the samples stored with each prior, in table order;
-    problems (a missing file, no samples stored) become warnings."""
+    """``generated_<name>.{png,pdf}`` from the samples stored with each prior, for the configurations of
+    ``titles`` (config id → the figures' name of it, ``configuration_title``) in its order; problems (a missing
+    file, no samples stored) become warnings."""
     from benchmark.figures import generated_grid
 
     paths, warnings = [], []
     rows = prior.drop_duplicates("config_id", keep="last").set_index("config_id")
-    for config_id in [c for c in order if c in rows.index]:
+    for config_id in [c for c in titles if c in rows.index]:
         name = safe_name(config_id)
         try:
             _, payload = load_prior(prior_file(results_dir, suite, config_id))
@@ -661,8 +662,8 @@ def prior_figures(results_dir: Path, suite: str, prior: pd.DataFrame, order: lis
             paths += generated_grid(samples["images"], directory / f"generated_{name}",
                                     conditioned=samples.get("conditioned"), real=samples.get("real"),
                                     masks=samples.get("masks"), row_labels=labels,
-                                    title=f"{config_id}: samples of the prior at temperature {temperature:g} "
-                                          f"(fold {rows.loc[config_id, 'fold']})")
+                                    title=f"{titles[config_id]}\nsamples of the prior at "
+                                          f"temperature {temperature:g} (fold {rows.loc[config_id, 'fold']})")
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             warnings.append(f"{config_id}: no generated images ({type(error).__name__}: {error})")
     return paths, warnings

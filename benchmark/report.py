@@ -40,7 +40,7 @@ from benchmark.params_from import load_search_study
 from benchmark.prior_stage import prior_figures
 from benchmark.processes import signals_deferred
 from benchmark.progress import progress_bar
-from benchmark.report_index import OPTUNA_FIGURES, index_text
+from benchmark.report_index import OPTUNA_FIGURES, count_range, index_text
 from benchmark.results import (MissingUnits, SuiteResults, artifacts_beside, checkpoint_file, find_missing, load_suite,
                                run_dataset, safe_name)
 from benchmark.stats import (COMPARED, compare_with_baseline, comparison_wide, completed, parameter_text,
@@ -160,7 +160,7 @@ def model_weights(table: pd.DataFrame, channels: int | None, image_size: int | N
 def _training_text(suite: SuiteResults) -> str:
     """``1,000 training images per fold, 3 epochs, batch 32``: a smoke run must not read as a full one."""
     meta, done = suite.meta, completed(suite.results)
-    parts = [f"{round(done['n_train'].mean()):,} training images per fold" if done["n_train"].notna().any() else "",
+    parts = [f"{count_range(done['n_train'])} training images per fold" if done["n_train"].notna().any() else "",
              f"{meta['epochs']} epoch{'s' * (meta['epochs'] != 1)}" if meta.get("epochs") else "",
              f"batch {meta['batch_size']}" if meta.get("batch_size") else ""]
     return ", ".join(p for p in parts if p)
@@ -419,7 +419,7 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
     directory = out_dir / "figures"
     searches = _load_searches(data.meta, searches_in)
     if figures:
-        from benchmark.figures import sampling_types, validation_curves
+        from benchmark.figures import configuration_title, sampling_types, validation_curves
 
         directory.mkdir(exist_ok=True)
         # a step each: the curves, the sampling types, each configuration's checkpoint, the prior's, the searches'
@@ -455,7 +455,9 @@ def _build(data: SuiteResults, results_dir: Path, out_dir: Path, *, figures: boo
                 bar.update(2 + len(table) - bar.n)  # the configurations without weights to draw from
             if data.prior is not None:  # images decoded from the prior samples that `prior` stored
                 bar.set_postfix_str("prior samples")
-                paths, problems = prior_figures(results_dir, suite, data.prior, list(table["config_id"]), directory)
+                rows = data.results.drop_duplicates("config_id").set_index("config_id")
+                titles = {config_id: configuration_title(rows.loc[config_id]) for config_id in table["config_id"]}
+                paths, problems = prior_figures(results_dir, suite, data.prior, titles, directory)
                 files, warnings = files + paths, warnings + problems
                 bar.update()
             if searches:

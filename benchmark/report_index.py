@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from benchmark.prior_stage import OBSERVED_PIXELS
 from benchmark.results import MissingUnits, SuiteResults
 from benchmark.stats import completed
@@ -54,8 +56,7 @@ def setup_text(suite: SuiteResults) -> str:
                      + (f", {unrecorded} of {len(done)} units unrecorded" if unrecorded else ""))
     texts = [f"Trained with {' '.join(parts)}"] if parts else []
     if done["n_val"].notna().any():
-        low, high = int(done["n_val"].min()), int(done["n_val"].max())
-        texts.append(f"{low:,}{f'–{high:,}' if high != low else ''} validation images per fold")
+        texts.append(f"{count_range(done['n_val'])} validation images per fold")
     if meta.get("command"):
         texts.append(f"run by `{meta['command']}`")
     units = suite.results  # those failed for good too
@@ -65,6 +66,12 @@ def setup_text(suite: SuiteResults) -> str:
         texts.append(f"{len(taken)} of {len(units)} units taken from run {runs}, which had trained them with the "
                      "same settings")
     return "; ".join(texts) + "." if texts else ""
+
+
+def count_range(counts: pd.Series) -> str:
+    """``1,000``, or ``2–3`` where the folds' counts differ (folds of a size that does not divide evenly)."""
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low:,}{f'–{high:,}' if high != low else ''}"
 
 
 def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: list[MissingUnits],

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.checks import check_kind, did_you_mean
+from benchmark.checks import check_kind, did_you_mean, problems_of
 from benchmark.data import Dataset, load_dataset
+from benchmark.files import check_name
 from benchmark.stats import completed
 from benchmark.storage import StoreConfig
 from benchmark.suites import RESULTS_SUFFIXES, builtin_suites
@@ -98,9 +99,10 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         if typo and not builtin:
             raise ReportError(f"no results for suite {suite!r}{typo} in {results_dir}/; {known}")
         where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
+        variant = (f", or with `--name {shlex.quote(suite)}` for a variant of a built-in suite"
+                   if not problems_of(check_name, suite, "suite name") else "")  # a name a run can give
         how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
-               f"`python -m benchmark run --suite FILE.toml{where}` for a suite file, or with "
-               f"`--name {shlex.quote(suite)}` for a variant of a built-in suite")
+               f"`python -m benchmark run --suite FILE.toml{where}` for a suite file{variant}")
         raise ReportError(f"no results for suite {suite!r} in {results_dir}/ ({known}; a run exports them once it "
                           f"has finished a unit); run it first: {how}")
     results = _read_csv(path, "a results CSV", as_written=TEXT_COLUMNS)

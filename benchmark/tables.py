@@ -22,7 +22,8 @@ TEX_TITLES = {"Reconstruction loss": r"\shortstack{Reconstruction\\loss}", "KL /
 INDEX_TITLES = ("Model", "Config", "Method", "Parameters")
 FOOTNOTE = ("† differs from the baseline of the same model and config (p < 0.05): corrected resampled "
             "t-test (Nadeau & Bengio, 2003) on the paired per-fold differences, Holm-adjusted over the "
-            "methods of one model config, per metric; tested only where both have every fold done. "
+            "methods of one model config, per metric; tested only where both have every fold done (a method "
+            "short of folds still counts in Holm's family, as p = 1: it was one of the planned comparisons). "
             "Bold: lowest mean within a model config (a ranking, not a test), among two or more "
             "configurations with every fold done; for the "
             "conditioned reconstruction, among the rows that sample the same number of pixels (one "
@@ -44,7 +45,8 @@ COMPARISON_NOTE = ("Difference: mean over folds of the method minus the baseline
                    "on fold; negative is a lower loss. 95% interval and p: corrected resampled t-test "
                    "(Nadeau & Bengio, 2003), the interval per comparison (not adjusted: one that excludes 0 "
                    "beside a p (Holm) of 0.05 or more is not significant), p Holm-adjusted over the methods "
-                   "of one model config per metric, and only where both have every fold done (– otherwise). "
+                   "of one model config per metric, and only where both have every fold done (– otherwise; such a "
+                   "comparison still counts in Holm's family, as p = 1). "
                    "Change: the difference relative to the baseline's mean. † p (Holm) < 0.05.")
 PRIOR_NOTE = (" Prior NLL: validation negative log-likelihood of a VQ-VAE's code maps under a Gated "
               "PixelCNN prior fitted to the training codes of one fold, the same fold for every row "

@@ -198,8 +198,9 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkey
     assert labels["generated_vq-vae_1_single_gaussian_a_40"][1] == "16 uniform px of image 1"
     assert labels["generated_vq-vae_1_multidecoder_uniform"][:2] == ["decoder 1", "decoder 2: 16 uniform px of image 1"]
     # the temperature the samples were drawn at, which the CSV records beside the NLL
-    assert titles["generated_vq-vae_1_baseline"] == ("vq-vae/1/baseline: samples of the prior at temperature 0.5 "
-                                                     "(fold 0)")
+    assert titles["generated_vq-vae_1_baseline"] == ("VQ-VAE 1 · Baseline\nsamples of the prior at temperature 0.5 "
+                                                     "(fold 0)")  # the configuration as the other figures name it
+    assert titles["generated_vq-vae_1_single_gaussian_a_40"].startswith("VQ-VAE 1 · Single decoder: gaussian, a=40\n")
     assert (read(prior_run, "smoke_prior.csv")["temperature"] == 0.5).all()
     index = (prior_run / "reports" / "smoke" / "index.md").read_text()
     assert "16 uniformly drawn pixels of a validation image" in index

@@ -26,7 +26,7 @@ from scipy import stats as sps
 from benchmark.caveats import caveats
 from benchmark.figures import error_vs_observed, reconstruction_grid, validation_curves
 from benchmark.models import DEFAULT_BETA, build_model, weight_count
-from benchmark.report import LOCK_FILE, InterruptedOnceWritten, _install, build_table, write_report
+from benchmark.report import LOCK_FILE, InterruptedOnceWritten, _caption, _install, build_table, write_report
 from benchmark.report_index import FIGURE_KINDS, setup_text
 from benchmark.results import ReportError, SuiteResults, checkpoint_file, load_suite
 from benchmark.storage import METRICS_VERSION
@@ -619,9 +619,12 @@ def test_the_latent_column_is_never_bold(rows):
     assert not bold["KL / VQ loss"].any() and bold["Reconstruction loss"].any()
 
 
-def test_the_caption_says_how_much_the_suite_trained(report):
+def test_the_caption_says_how_much_the_suite_trained(report, rows):
     _, out = report
     assert f"{N_TRAIN} training images per fold, 3 epochs" in (out / "table.tex").read_text()
+    uneven = rows.assign(n_train=np.where(rows["fold"] == 0, N_TRAIN - 1, N_TRAIN))  # it gave the mean, rounded
+    assert _caption(SuiteResults("demo", uneven, None, {"folds": FOLDS})).endswith(
+        f"({FOLDS} folds; {N_TRAIN - 1}–{N_TRAIN} training images per fold): mean ± variance over folds.")
 
 
 def _markdown_rows(markdown: str) -> tuple[list[str], list[str], list[list[str]]]:
@@ -1091,7 +1094,7 @@ def test_configurations_no_better_than_the_mean_image_get_a_caveat(rows):
     baseline = blank[(blank["config_id"] == "vae/1/baseline") & (blank["fold"] > 0)]
     assert notes == [f"configurations that reconstruct no better than the mean training image does (its per-pixel "
                      f"MSE as every validation image's reconstruction): vae/1/baseline "
-                     f"({baseline['recon'].mean():.4g} ≥ {baseline['recon_mean_image'].mean():.4g}); they learnt "
+                     f"({baseline['recon'].mean():.4f} ≥ {baseline['recon_mean_image'].mean():.4f}); they learnt "
                      "nothing of each image, so their rows and comparisons say little: train longer (`--epochs`)."]
     assert not any("mean training image" in n for n in caveats(SuiteResults("demo", rows, None, {"folds": FOLDS})))
 

@@ -76,7 +76,11 @@ def test_report_of_an_unknown_suite_is_one_line_and_exit_2(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: no results for suite 'nothing' in results/ (suites with "
                                                "results: none yet; a run exports them once it has finished a unit); "
                                                "run it first: ")
+    assert err[0].endswith("a suite file, or with `--name nothing` for a variant of a built-in suite")
     assert not (tmp_path / "reports" / "nothing").exists()
+    assert report(tmp_path, "--suite", "../etc") == 2  # not a name a run can give
+    assert capsys.readouterr().err.endswith("run it first: `python -m benchmark run --suite FILE.toml` for a suite "
+                                            "file\n")
     assert report(tmp_path, "--suite", "smoke,smoke-bf") == 2  # a list, as --objectives takes one
     assert capsys.readouterr().err == ("error: --suite names one suite: give each its own, --suite smoke "
                                        "--suite smoke-bf\n")
