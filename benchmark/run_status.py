@@ -99,8 +99,10 @@ def summarise_run(study: optuna.Study, suite: Suite, results: Path, seconds: flo
     """Where the study's units stand after run ``run_id`` (the ``run`` its workers record with each unit)."""
     states = unit_states(study)
     done, errors = settled_units(states, suite)
-    mine = [t for key in unit_keys(suite) for t in states.get(key, [])  # a unit is complete in one trial at most
-            if trial_status(t) == "complete" and t.user_attrs.get("run") == run_id]
+    mine = []  # a trial per unit: both copies of a unit queued twice may finish (ids committed out of order)
+    for key in unit_keys(suite):
+        mine += [t for t in states.get(key, [])
+                 if trial_status(t) == "complete" and t.user_attrs.get("run") == run_id][:1]
     busy = [t.user_attrs["busy_load"] for t in mine if t.user_attrs.get("busy_load") is not None]
     return RunSummary(done, len(errors), suite.units - done - len(errors), seconds, results, errors,
                       trained=len(mine), busy_loads=busy)

@@ -249,7 +249,7 @@ def diverged_folds(results: pd.DataFrame, kl_bound: float = math.inf) -> pd.Data
     return out.drop(columns="order").reset_index(drop=True)
 
 
-def format_mean_var(mean: float, var: float) -> str:
+def format_mean_var(mean: float, var: float | None) -> str:
     """Thesis number style: ``13.9709 ± 9.2e-01`` (variance to 2 significant digits in
     scientific notation). The mean has 4 decimals from 0.1 up and 3 significant digits below
     (``0.00250``, ``0.000736``), where 4 decimals would print different means alike; ``–`` when

@@ -9,6 +9,7 @@ can grow. The storage itself (opening it, heartbeats, trial statuses, stored set
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import optuna
@@ -151,7 +152,9 @@ def claimable(trials: list[FrozenTrial]) -> FrozenTrial | None:
     return next((t for t in trials if t.state == TrialState.WAITING), None)
 
 
-UNIT_STATUSES = ("done", "failed", "running", "waiting", "interrupted")
+# A unit's status, first match: the status of a trial of it that gives it (``trial_status``).
+_BY_TRIAL = {"done": "complete", "failed": "failed", "running": "running", "waiting": "waiting"}
+UNIT_STATUSES = (*_BY_TRIAL, "interrupted")
 
 
 def unit_status(trials: list[FrozenTrial]) -> str:
@@ -159,8 +162,12 @@ def unit_status(trials: list[FrozenTrial]) -> str:
     it has: done, failed for good (a recorded reason: diverged), in training, queued, or only interrupted (Ctrl-C,
     a killed worker), which the next run queues again."""
     statuses = {trial_status(t) for t in trials}
-    return next((unit for unit, trial in (("done", "complete"), ("failed", "failed"), ("running", "running"),
-                                          ("waiting", "waiting")) if trial in statuses), "interrupted")
+    return next((unit for unit, trial in _BY_TRIAL.items() if trial in statuses), "interrupted")
+
+
+def unit_counts(study: optuna.Study) -> Counter[str]:
+    """How many of ``study``'s units have each of ``UNIT_STATUSES``."""
+    return Counter(unit_status(trials) for trials in unit_states(study).values())
 
 
 def is_settled(trials: list[FrozenTrial]) -> bool:
@@ -170,7 +177,7 @@ def is_settled(trials: list[FrozenTrial]) -> bool:
 
 def is_accounted_for(trials: list[FrozenTrial]) -> bool:
     """Done, failed for a recorded reason (diverged), or already queued or running."""
-    return any(trial_status(t) in ("complete", "failed", "waiting", "running") for t in trials)
+    return unit_status(trials) != "interrupted"
 
 
 def enqueue_missing(study: optuna.Study, keys: list[str]) -> int:

@@ -30,7 +30,7 @@ from benchmark.search_space import ParamRange, describe_ranges
 from benchmark.storage import (METRICS_VERSION, StoreError, looking_at, open_for_reading, password_hidden, safe_url,
                                same_storage, setting_text, sqlite_file, sqlite_url, status_counts, trial_status,
                                upgraded)
-from benchmark.store import UNIT_STATUSES, held_configurations, unit_states, unit_status
+from benchmark.store import UNIT_STATUSES, held_configurations, unit_counts
 from benchmark.tables import text_table
 
 TOP = 5
@@ -238,7 +238,7 @@ def list_studies(url: str) -> list[StudyRow]:
             study = optuna.load_study(study_name=name, storage=storage)
             directions = tuple(d.name.lower() for d in study.directions)
             if suite := suite_of(study):
-                units = Counter(unit_status(unit) for unit in unit_states(study).values())
+                units = unit_counts(study)
                 rows.append(StudyRow(name, directions, units["done"], None, units["failed"], units["interrupted"],
                                      units["running"], units["waiting"], None, None, suite))
                 continue
@@ -287,7 +287,7 @@ def describe_study(study: optuna.Study) -> str:
                                                                   for n, d in zip(names, study.directions))
     held = f"{len(trials)} trial{'s' * (len(trials) != 1)} ({counts})"
     if suite:  # a unit retried after Ctrl-C or a killed worker has several trials: where the units stand comes first
-        units = Counter(unit_status(unit) for unit in unit_states(study).values())
+        units = unit_counts(study)
         held = (f"{units.total()} unit{'s' * (units.total() != 1)} ("
                 + ", ".join(f"{status} {units[status]}" for status in UNIT_STATUSES) + f") in {held}")
     lines = [f"study {study.study_name}: {held}{objectives}"]
