@@ -78,18 +78,18 @@ class Heartbeats:
     After beats were missed (a machine paused or asleep, a storage out of reach), ``lost`` holds those of the
     trials that another worker took over meanwhile, so that training them can stop."""
 
-    def __init__(self, storage, trial_ids: list[int], interval: int) -> None:
-        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
+    def __init__(self, storage, trial_ids: list[int], interval: int, grace: float) -> None:
+        self.storage, self.trial_ids, self.interval, self.grace = storage, trial_ids, interval, grace
         self.lost: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
-        warned = False
+        warned, suspect_until = False, 0.0
         beaten = time.time()  # the wall clock: a sleeping machine's monotonic clock stands still
         while True:
             missed = False
-            for trial_id in self.trial_ids:
+            for trial_id in list(self.trial_ids):  # a copy: the siblings' list shrinks as they are stored
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as err:  # a dropped connection, a locked database: the next beat may get through
@@ -98,11 +98,14 @@ class Heartbeats:
                         tqdm.write(f"warning: a heartbeat to the study failed ({reason}); training goes on and "
                                    f"beats again every {self.interval} s", file=sys.stderr)
                     warned = missed = True
+            now = time.time()
             if not missed:
-                if time.time() - beaten > 2 * self.interval:  # one query, only after a gap
-                    with contextlib.suppress(Exception):
-                        self.lost = [t for t in self.trial_ids if self.storage.get_trial(t).state.is_finished()]
-                beaten = time.time()
+                if now - beaten > 2 * self.interval:  # beats missed: others may take the trials over, for a grace
+                    suspect_until = now + self.grace  # after a stale look at them that came before this beat
+                beaten = now
+            if now < suspect_until:  # the trials' states are read then only
+                with contextlib.suppress(Exception):  # a storage still out of reach: the next round reads again
+                    self.lost = [t for t in list(self.trial_ids) if self.storage.get_trial(t).state.is_finished()]
             if self._stop.wait(self.interval):
                 return
 
@@ -167,6 +170,9 @@ class _Worker:
             raise optuna.TrialPruned(f"unit {key} is already done, failed for good, or running")
         config_id, fold = parse_unit(key)
         self._label(trial._trial_id, config_id, fold)
+        # Now, the unit labelled (a killed worker's is released by it) and not yet told: once it was told,
+        # results/ showed a live run's unit in training as WAITING.
+        self._export_when_due()
         if not self.warmed:  # before the first unit's clock starts, not inside it
             with self.interrupts.immediate():
                 warm_up(self.by_id[config_id], self.images, self.suite.train)
@@ -273,21 +279,24 @@ class _Worker:
     def _train_claimed(self, trial_id: int, key: str) -> None:
         """Run ``objective`` on a trial of unit ``key`` this worker claimed, and tell the study how it ended."""
         trial = optuna.Trial(self.study, trial_id)
-        with Heartbeats(self.study._storage, [trial_id], self.store.heartbeat_interval) as self.beats:
-            try:
-                # Now, not once the unit is told: results/ then showed a live run's unit in training as WAITING.
-                self._export_when_due()
-                value = self.objective(trial, key)
-            except optuna.TrialPruned:
-                self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                return
-            except DivergedError:  # its reason is recorded: the unit stays failed
-                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                return
-            except BaseException:  # Ctrl-C, or an error that `work` reports: the unit is queued again
-                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                discard_checkpoints(self.study._storage, trial_id, self.store.artifacts(self.suite.name))
-                raise
+        self.beats = Heartbeats(self.study._storage, [trial_id], self.store.heartbeat_interval,
+                                self.store.grace_period)
+        try:
+            with self.beats:
+                try:
+                    value = self.objective(trial, key)
+                except optuna.TrialPruned:
+                    self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                    return
+                except DivergedError:  # its reason is recorded: the unit stays failed
+                    self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    return
+                except BaseException:  # Ctrl-C, or an error that `work` reports: the unit is queued again
+                    self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    discard_checkpoints(self.study._storage, trial_id, self.store.artifacts(self.suite.name))
+                    raise
+        finally:
+            self.beats = None
         self.study.tell(trial, value)
 
     def _train_together(self, trial: optuna.Trial, config_id: str, fold: int, siblings: list[tuple[int, int]]) -> float:
@@ -297,7 +306,7 @@ class _Worker:
         progress = {i: self._progress(config_id, f) for i, f in enumerate(folds)}
         unsettled = [trial_id for trial_id, _ in siblings]
         # The siblings beat until each is stored (an upload to a busy storage can take a while).
-        with Heartbeats(storage, unsettled, self.store.heartbeat_interval):
+        with Heartbeats(storage, unsettled, self.store.heartbeat_interval, self.store.grace_period):
             try:
                 with self.interrupts.immediate():
                     results = train_folds_together(self.by_id[config_id], self.images, [self.folds[f] for f in folds],

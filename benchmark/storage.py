@@ -329,7 +329,7 @@ def finished_elsewhere(error: BaseException) -> bool:
 def taken_over_message(what: str, grace: int) -> str:
     """What a worker says when ``finished_elsewhere``; ``what`` names its unit or trial."""
     return (f"{what}: another worker took it over, as this one sent no heartbeat for {grace} s (was the "
-            "machine paused or asleep?); its copy is trained again and this result is discarded")
+            "machine paused or asleep?); its copy is trained again, and this worker's training of it is dropped")
 
 
 def heartbeat_note(study: str, agreed: int, asked: int, work: str = "unit") -> str | None:

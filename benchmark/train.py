@@ -319,4 +319,7 @@ def warm_up(configuration: Configuration, images: torch.Tensor, train_config: Tr
         train_fold(configuration, batch, batch[:1], replace(train_config, epochs=1), seed=0)
     except DivergedError:  # one step of an unlucky start: the costs are paid all the same
         pass
+    except torch.OutOfMemoryError:  # the unit's own training says so, with what to do about it
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 

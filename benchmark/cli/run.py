@@ -358,6 +358,7 @@ def print_summary(summary: RunSummary, suite: Suite) -> None:
         print(line, file=sys.stderr)
     # The loads its units recorded, as the report's caveat reads them; not the load as it ends (after Ctrl-C, say)
     if summary.busy_loads and (busy := busy_note(
-            f"this run trained {len(summary.busy_loads)} of its {summary.trained} units", "their training times "
-            "(`seconds`, the report's cost column) are high", load=max(summary.busy_loads), ours=our_load(summary.workers))):
+            f"this run trained {len(summary.busy_loads)} of its {summary.trained} units",
+            "their training times (`seconds`, the report's cost column) are high", load=max(summary.busy_loads),
+            ours=our_load(summary.workers))):
         print(busy, file=sys.stderr)
