@@ -147,9 +147,9 @@ def claimable(trials: list[FrozenTrial]) -> FrozenTrial | None:
     """The trial to claim of a unit's ``trials`` (``unit_states``): its oldest waiting one, unless the unit is
     done, failed for good or in training. A newer waiting trial is a copy (the unit enqueued twice), which the
     worker that wins the oldest would be training as well."""
-    if is_settled(trials) or any(t.state == TrialState.RUNNING for t in trials):
+    if unit_status(trials) != "waiting":
         return None
-    return next((t for t in trials if t.state == TrialState.WAITING), None)
+    return next(t for t in trials if t.state == TrialState.WAITING)
 
 
 # A unit's status, first match: the status of a trial of it that gives it (``trial_status``).
