@@ -6,7 +6,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -307,19 +307,3 @@ def train_fold(configuration: Configuration, train_images: torch.Tensor, val_ima
         if on_epoch is not None:
             on_epoch(epoch, row)
     return fold.result()
-
-
-def warm_up(configuration: Configuration, images: torch.Tensor, train_config: TrainConfig) -> None:
-    """Train ``configuration`` for one step on a batch of ``images`` and throw it away. A process's first
-    training pays one-off costs (its kernels' set-up, the allocator's first blocks: about 1 s on a CPU, on a
-    GPU its context) that would otherwise count in the ``seconds`` of its first unit and make that
-    configuration look dearer. Each fold seeds its own generators, so no later fold changes."""
-    batch = images[:train_config.batch_size]
-    try:
-        train_fold(configuration, batch, batch[:1], replace(train_config, epochs=1), seed=0)
-    except DivergedError:  # one step of an unlucky start: the costs are paid all the same
-        pass
-    except torch.OutOfMemoryError:  # the unit's own training says so, with what to do about it
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-

@@ -913,22 +913,28 @@ def test_a_failed_heartbeat_warns_once_and_the_beats_go_on(capsys):
                                        "0.02 s\n")
 
 
-def test_a_worker_warms_up_once_before_the_clock_of_its_first_unit_starts(tmp_path, monkeypatch):
+@pytest.mark.parametrize("parallel", ["off", "on"])
+def test_a_worker_warms_up_once_before_the_clock_of_its_first_unit_starts(tmp_path, monkeypatch, parallel):
     # A process's first training paid about 1 s of one-off costs inside its first unit's seconds, so the
-    # configuration trained first (a baseline) looked dearer than bigger models in small suites.
+    # configuration trained first (a baseline) looked dearer than bigger models in small suites. Folds
+    # trained together warm up together: the ensemble's first step has costs of its own.
     from benchmark import runner
 
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
-    events, warm, train = [], runner.warm_up, runner.train_fold
+    events = []
 
     def recorded(name, function):
-        return lambda configuration, *args: events.append((name, configuration.id)) or function(configuration, *args)
+        return lambda configuration, *args, **kwargs: (events.append((name, configuration.id))
+                                                      or function(configuration, *args, **kwargs))
 
-    monkeypatch.setattr(runner, "warm_up", recorded("warm", warm))
-    monkeypatch.setattr(runner, "train_fold", recorded("train", train))
-    assert run_cli(tmp_path, "--suite", "small.toml") == 0
+    monkeypatch.setattr(runner, "warm_up", recorded("warm", runner.warm_up))
+    monkeypatch.setattr(runner, "train_fold", recorded("alone", runner.train_fold))
+    monkeypatch.setattr(runner, "train_folds_together", recorded("together", runner.train_folds_together))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", parallel) == 0
     first, second = "vq-vae/1/baseline", "vae/1/multidecoder/exact"
-    assert events == [("warm", first), ("train", first), ("train", first), ("train", second), ("train", second)]
+    units = ["alone", "alone"] if parallel == "off" else ["together"]  # two folds: one ensemble
+    assert events == ([("warm", first), (units[0], first)] + [(unit, first) for unit in units]
+                      + [(unit, second) for unit in units])
 
 
 def test_heartbeats_after_a_gap_find_the_trials_another_worker_took_over_meanwhile():
