@@ -36,7 +36,7 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
     """What limits the numbers, read from the run itself: methods without their baseline, comparisons
     on few paired folds, folds that diverged without failing, methods and their baseline not tuned
     alike, folds still improving at their last epoch (not converged), folds of one configuration
-    timed far apart, SoftAdapt
+    timed far apart, priors that say little and VQ-VAE configurations without one, SoftAdapt
     configurations that trained too few steps to re-weight, and the ``searches`` (``run
     --params-from``) that tuned parameters with other training than the run's."""
     meta, done, notes = suite.meta, completed(suite.results), []
@@ -95,7 +95,7 @@ def caveats(suite: SuiteResults, searches: Searches | None = None) -> list[str]:
                      "table.csv) are high, so compare costs of units trained alone.")
     notes += _unsteady_times_notes(done)
     if suite.prior is not None:
-        notes += prior_notes(suite.prior)
+        notes += prior_notes(suite.prior) + _priorless_notes(suite, done)
     if done["softadapt"].astype(bool).any() and epochs and meta.get("batch_size") and done["n_train"].notna().any():
         # A results CSV does not record SoftAdapt's period: the suites train at BalanceConfig's.
         idle = idle_softadapt_note([BalanceConfig(softadapt=True)], int(done["n_train"].min()),
@@ -214,6 +214,19 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
                          "few codes in use are easy to predict, so a low prior NLL there does not mean a better "
                          "prior: compare priors together with their perplexities.")
     return notes
+
+
+def _priorless_notes(suite: SuiteResults, done: pd.DataFrame) -> list[str]:
+    """Where the prior stage has run, the VQ-VAE configurations with folds done that have no prior (a stage
+    stopped before them, or one whose prior was left out): their Prior NLL is – as a Gaussian VAE's is."""
+    vq = done.loc[done["family"] == "vq-vae", "config_id"].unique()
+    missing = [config_id for config_id in vq if config_id not in set(suite.prior["config_id"])]
+    if not missing:
+        return []
+    return [f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(missing)}; the prior stage "
+            "stopped before them or left them out (it said why). `python -m benchmark prior --suite "
+            f"{suite.suite} --config {' '.join(missing)}`, with the settings the other priors were made with, "
+            "fits them."]
 
 
 def _pairing_note(suite: SuiteResults) -> str | None:

@@ -53,6 +53,10 @@ def read(run, name: str) -> pd.DataFrame:
     return pd.read_csv(run / "results" / name)
 
 
+def read_index(run) -> str:
+    return (run / "reports" / "smoke" / "index.md").read_text()
+
+
 def best_folds(results: pd.DataFrame) -> pd.DataFrame:
     """By hand: the fold 0 row of each VQ-VAE configuration (every fold of the smoke run is COMPLETE)."""
     vq = results[(results["family"] == "vq-vae") & (results["state"] == "COMPLETE")]
@@ -202,7 +206,7 @@ def test_report_has_the_prior_nll_column_and_generated_figures(prior_run, monkey
                                                      "(fold 0)")  # the configuration as the other figures name it
     assert titles["generated_vq-vae_1_single_gaussian_a_40"].startswith("VQ-VAE 1 · Single decoder: gaussian, a=40\n")
     assert (read(prior_run, "smoke_prior.csv")["temperature"] == 0.5).all()
-    index = (prior_run / "reports" / "smoke" / "index.md").read_text()
+    index = read_index(prior_run)
     assert "16 uniformly drawn pixels of a validation image" in index
     out = prior_run / "reports" / "smoke"
     table = pd.read_csv(out / "table.csv").set_index("config_id")
@@ -545,6 +549,18 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
             f"(uniform: ln K = {math.log(K):.4f}) = {row['val_bits_per_code']:.4f} bits/code "
             f"(uniform: log2 K = 7.0000); the training codes' frequencies alone: {row['frequency_nats']:.4f} "
             f"nats/code; code perplexity {row['code_perplexity']:.1f} of K = {K}; ") in out
+    # the report says why the others' Prior NLL is –, and the command it gives fits them
+    others = [c for c in dict.fromkeys(read(tmp_path, "smoke.csv")["config_id"]) if c.startswith("vq-vae/")
+              and c != config_id]
+    assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    fit = f"python -m benchmark prior --suite smoke --config {' '.join(others)}"
+    assert (f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(others)}; the prior stage "
+            f"stopped before them or left them out (it said why). `{fit}`") in read_index(tmp_path)
+    monkeypatch.setattr(benchmark.prior_stage, "train_prior", train)
+    assert cli(tmp_path, *fit.split()[3:], *args) == 0
+    assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    assert "without a prior" not in read_index(tmp_path)
+    assert len(read(tmp_path, "smoke_prior.csv")) == 3
 
 
 def test_ctrl_c_after_rows_made_with_other_settings_were_removed_says_so(smoke_run, tmp_path, capsys, monkeypatch):
