@@ -87,13 +87,28 @@ def redrawn(stream: TextIO) -> bool:
     return chosen == "bar" if chosen else stream.isatty() or "ipykernel" in sys.modules
 
 
+UNSIZED_TERMINAL = os.terminal_size((80, 24))  # the size bars take on a terminal that reports none
+
+
+def unsized(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal that reports no width or no height (0)."""
+    try:
+        return 0 in os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # no terminal, or a stream without a file (a notebook's)
+        return False
+
+
 def progress_bar(total: int, desc: str, unit: str, show: bool = True, position: int = 0) -> tqdm:
     """The bar of a long command on stderr, in ``BAR_FORMAT``: redrawn in place (``redrawn``), the bars
     of several workers each at its ``position``; else written through ``LogLines``, each bar on lines
     of its own (at position 0: a bar below another is written after a newline, which would end it)."""
     options: dict[str, Any] = dict(total=total, desc=desc, unit=unit, bar_format=BAR_FORMAT, disable=not show)
     if redrawn(sys.stderr):
-        return shown_tqdm(**options, position=position, dynamic_ncols=True)
+        # tqdm takes a terminal's reported size less one (a full line would wrap): 0 × 0 (``docker exec -t``,
+        # some CI terminals) hid every bar
+        shape = dict(ncols=UNSIZED_TERMINAL.columns - 1, nrows=UNSIZED_TERMINAL.lines - 1) \
+            if unsized(sys.stderr) else dict(dynamic_ncols=True)
+        return shown_tqdm(**options, position=position, **shape)
     return tqdm(**options, position=0, leave=True, ascii=True, file=LogLines(sys.stderr))
 
 

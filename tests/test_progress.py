@@ -1,7 +1,10 @@
 """The run's ETA: units weighted by their estimated cost, only this session's work sets the rate; bars in a log."""
 
 import io
+import os
+import pty
 import re
+import sys
 
 import pytest
 from conftest import cli
@@ -125,6 +128,24 @@ def test_progress_bar_writes_lines_where_stderr_is_no_terminal(capsys, monkeypat
     with pytest.raises(ValueError, match=re.escape("unknown MTVAE_BENCH_PROGRESS value 'line' (did you mean 'lines'?); "
                                                    "choose one of: bar, lines")):
         progress_bar(3, "smoke", "unit")
+
+
+def test_a_terminal_that_reports_no_size_shows_the_bar_at_80_columns(monkeypatch):
+    # tqdm takes a terminal's size less one: in a 0 × 0 one (`docker exec -t`) a run showed no progress at all
+    monkeypatch.delenv("MTVAE_BENCH_PROGRESS", raising=False)
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w") as terminal:
+            assert tuple(os.get_terminal_size(terminal.fileno())) == (0, 0)  # a new pseudo-terminal's
+            monkeypatch.setattr(sys, "stderr", terminal)
+            bar = progress_bar(3, "smoke", "unit")
+            bar.update(3)
+            bar.close()
+        shown = os.read(master, 1 << 16).decode()
+    finally:
+        os.close(master)
+    last = shown.strip().split("\r")[-1]
+    assert last.startswith("smoke: 100%|") and last.endswith("| 3/3 [00:00]") and len(last) == 79
 
 
 def test_a_mistyped_progress_variable_stops_a_command_before_it_starts(tmp_path, capsys, monkeypatch):
