@@ -289,9 +289,16 @@ def test_cifar10_reads_pickled_batches(tmp_path: Path, monkeypatch: pytest.Monke
     test = rng.integers(0, 256, size=(2, 3072), dtype=np.uint8)
     write_cifar(tmp_path, batches, test)
 
-    # Without the official md5s torchvision refuses the files: that is a missing-data error.
-    with pytest.raises(DatasetNotFoundError, match="cifar10"):
+    # Without the official md5s torchvision refuses the files, as "not found or corrupted": they are there
+    altered = "data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, batches.meta"
+    with pytest.raises(DatasetNotFoundError, match=re.escape(
+            f"cifar10: {altered} in {tmp_path / 'cifar-10-batches-py'} differ from the official release (torchvision "
+            "checks each file's MD5): a download cut short, or files of another version. Fetch them again")):
         load_dataset("cifar10", data_root=tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").rename(tmp_path / "meta")
+    with pytest.raises(DatasetNotFoundError, match="cifar10: dataset files missing or unreadable"):
+        load_dataset("cifar10", data_root=tmp_path)
+    (tmp_path / "meta").rename(tmp_path / "cifar-10-batches-py" / "batches.meta")
 
     import torchvision.datasets.cifar
 
@@ -352,6 +359,10 @@ def write_celeba(root: Path, partitions: list[int]) -> list[str]:
 def test_celeba_reads_aligned_faces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     partitions = [0, 2, 0, 1, 0, 2]  # train: faces 0, 2, 4; valid: 3; test: 1, 5
     names = write_celeba(tmp_path, partitions)
+    with pytest.raises(DatasetNotFoundError, match=re.escape(
+            "celeba: list_attr_celeba.txt, identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt, "
+            f"list_eval_partition.txt in {tmp_path / 'celeba'} differ from the official release")):
+        load_dataset("celeba", data_root=tmp_path)
     import torchvision.datasets.celeba
 
     monkeypatch.setattr(torchvision.datasets.celeba, "check_integrity", ignore_md5)

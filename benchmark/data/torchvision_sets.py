@@ -62,6 +62,32 @@ def _missing_message(dataset: str, root: Path, download: bool, reason: str) -> s
     )
 
 
+def _checksummed(dataset: str) -> list[tuple[str, str]]:
+    """The files of ``dataset`` whose MD5 torchvision checks against the official release's: (name, md5)."""
+    if dataset == "cifar10":
+        from torchvision.datasets import CIFAR10
+
+        return [(name, md5) for name, md5 in CIFAR10.train_list + CIFAR10.test_list] + [
+            (CIFAR10.meta["filename"], CIFAR10.meta["md5"])]
+    if dataset == "celeba":
+        from torchvision.datasets import CelebA
+
+        # as torchvision, which lets the archive go once the images are extracted
+        return [(name, md5) for _, md5, name in CelebA.file_list if Path(name).suffix not in (".zip", ".7z")]
+    return []
+
+
+def _altered(dataset: str, root: Path) -> list[str]:
+    """Where every file of ``dataset`` that torchvision checks is there, those that fail its MD5 check
+    (its one message, "not found or corrupted", said them missing); [] where one is missing."""
+    from torchvision.datasets.utils import check_integrity
+
+    folder, files = root / _LAYOUT[dataset][0], _checksummed(dataset)
+    if not all((folder / name).is_file() for name, _ in files):
+        return []
+    return [name for name, md5 in files if not check_integrity(str(folder / name), md5)]
+
+
 def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) -> T:
     """Run a torchvision constructor, re-raising its not-found/download errors as one clear line. The
     folders a failed download made and left empty are removed: they would look like a dataset half there."""
@@ -77,6 +103,11 @@ def _open(dataset: str, root: Path, download: bool, factory: Callable[[], T]) ->
         for path in missing if download else ():
             with contextlib.suppress(OSError):  # not empty: the download left a file there
                 path.rmdir()
+        if not download and (altered := _altered(dataset, root)):
+            raise DatasetNotFoundError(
+                f"{dataset}: {', '.join(altered)} in {folder} differ from the official release (torchvision checks "
+                "each file's MD5): a download cut short, or files of another version. Fetch them again with "
+                "--download on a machine with internet, or place the official files there.") from None
         # torchvision's advice names its Python argument; our message gives the CLI's instead.
         reason = first_line(err).split(". You can use download=True")[0].rstrip(".")
         raise DatasetNotFoundError(_missing_message(dataset, root, download, reason)) from None
