@@ -558,10 +558,15 @@ def test_folder_class_subfolders_give_labels_and_stratify(tmp_path: Path) -> Non
     assert limited.train_labels is not None and sorted(limited.train_labels.tolist()) == [0, 1]
 
 
-def test_folder_missing_or_empty(tmp_path: Path) -> None:
+def test_folder_missing_or_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nope"
-    with pytest.raises(DatasetNotFoundError, match=str(missing)):
+    with pytest.raises(DatasetNotFoundError, match=f"{missing} does not exist or is not a directory$"):
         load_dataset(f"folder:{missing}")
+    monkeypatch.chdir(tmp_path)  # a suite file's folder is not where a relative path is looked for: say where
+    with pytest.raises(DatasetNotFoundError, match=re.escape(
+            f"folder:nope: folder {missing} does not exist or is not a directory (a relative path, in a suite file "
+            "too, is taken from the folder the command runs in)")):
+        load_dataset("folder:nope")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("x")
     with pytest.raises(DatasetNotFoundError, match="no images"):

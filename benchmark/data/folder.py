@@ -67,7 +67,9 @@ def load_folder(
     from class subfolders, if any.
     """
     if not path.is_dir():
-        raise DatasetNotFoundError(f"{spec}: folder {path} does not exist or is not a directory")
+        relative = "" if Path(spec.split(":", 1)[1]).expanduser().is_absolute() else \
+            " (a relative path, in a suite file too, is taken from the folder the command runs in)"
+        raise DatasetNotFoundError(f"{spec}: folder {path} does not exist or is not a directory{relative}")
     paths = find_images(path)
     if not paths:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
