@@ -20,7 +20,8 @@ def fold_indices(n: int, folds: int = 5, seed: int = 0, repeats: int = 1) -> lis
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if n < folds:
-        raise ValueError(f"{n} training images cannot be split into {folds} folds")
+        raise ValueError(f"{n} training images cannot be split into {folds} folds: give more images (a dataset's "
+                         "test split, held out, is not among them) or fewer --folds")
     splitter = (KFold(n_splits=folds, shuffle=True, random_state=seed) if repeats == 1
                 else RepeatedKFold(n_splits=folds, n_repeats=repeats, random_state=seed))
     return list(splitter.split(np.arange(n)))

@@ -324,7 +324,8 @@ def test_fold_indices_golden_values():
     (dict(n=100, folds=5, seed=None), "the folds' seed must be an integer, got None"),  # None: other folds each call
     (dict(n=100, folds=1), "cross-validation needs at least 2 folds, got 1"),
     (dict(n=100, folds=5, repeats=0), "repeats must be >= 1, got 0"),
-    (dict(n=4, folds=5), "4 training images cannot be split into 5 folds")])
+    (dict(n=4, folds=5), "4 training images cannot be split into 5 folds: give more images (a dataset's test split, "
+                         "held out, is not among them) or fewer --folds")])
 def test_fold_indices_refuses_bad_input(args, message):
     with pytest.raises(ValueError) as raised:
         fold_indices(**args)
