@@ -242,9 +242,11 @@ def test_cli_bench_prints_table_and_writes_csv(tmp_path, capsys):
     (out / "ensemble.csv").write_text("family,folds\nvae,5\n")  # an earlier --ensemble run's
     code = main(["bench", "--families", "vq-vae:1", "--methods", "baseline", "--steps", "1", "--warmup", "0",
                  "--batch", "8", "--device", "cpu", "--peak-size", "64", "--no-naive", "--quiet",
-                 "--out", str(out)])
+                 "--out", str(out), "--data-root", "nowhere"])
     assert code == 0
     printed, err = capsys.readouterr()
+    assert ("note: --data-root not used: mnist5k ships with the package (mnist, cifar10, celeba come from "
+            "--data-root)") in err
     assert "ours img/s" in printed and "matmul peak" in printed
     assert ("note: at --steps 1, a fold's fixed costs (building the model, a validation pass) weigh on our loop's "
             "figures: its img/s, % of peak read low; time 10 steps or more") in err  # no naive to speak of

@@ -105,6 +105,7 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
         write_throughput,
     )
     from benchmark.config import TrainConfig
+    from benchmark.data import unused_source_note
     from benchmark.ensemble import stacking_problem
     from benchmark.train import training_device
 
@@ -117,6 +118,8 @@ def _bench(args: argparse.Namespace, written: list[Path]) -> int:
             raise ValueError(f"{problem}; leave out --ensemble, or use --precision fp32")
     # A folder that cannot be written fails now, not after the timings (made once they are done).
     check_folder("--out", args.out)
+    if note := unused_source_note(args.dataset, args.data_root, args.download):
+        _stderr(note)
     progress = None if args.quiet else _stderr
     try:
         result = run_bench(families=args.families, methods=args.methods, steps=args.steps, warmup=args.warmup,
