@@ -42,6 +42,8 @@ from benchmark.files import check_folder
 from benchmark.processes import worker_id
 
 CONNECT_TIMEOUT = 10  # seconds to wait for a database server to answer
+# libpq's words for a server that could not be reached at all
+UNREACHED = ("Connection refused", "timeout expired", "No route to host", "Network is unreachable")
 STATUSES = ("complete", "pruned", "failed", "interrupted", "running", "waiting")
 # What losing the race to create Optuna's tables looks like (PostgreSQL, SQLite).
 CREATION_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint", "IntegrityError")
@@ -552,7 +554,6 @@ def open_storage(url: str, config: StoreConfig) -> ClaimingStorage:
     Workers started together on an empty database race to create Optuna's tables; the losers
     fail on a unique constraint or an existing table, and succeed once the winner is done.
     """
-    url = storage_driver_url(url)
     if url.startswith("postgres://"):
         raise StoreError(f"storage {safe_url(url)!r}: {POSTGRES_SPELLING}")
     if in_memory(url):
@@ -579,6 +580,7 @@ def in_memory(url: str) -> bool:
 
 
 def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
+    driver_url = storage_driver_url(url)
     engine_kwargs: dict = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("postgresql"):  # libpq waits for ever on a host that accepts and never answers
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
@@ -587,16 +589,49 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental, but are what resume rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return ClaimingStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+            return ClaimingStorage(driver_url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
                                    grace_period=config.grace_period,
                                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         damaged = url.startswith("sqlite:///") and any(s in reason for s in ("malformed", "not a database"))
         advice = ("; the file is damaged: restore a copy, or move it aside (with a suite's exported results) and run "
-                  "again to start anew (its finished work is lost)") if damaged else ""
-        raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason.replace(url, safe_url(url))}"
-                         + advice) from None
+                  "again to start anew (its finished work is lost)") if damaged else _server_advice(url, reason)
+        for shown in (driver_url, url):
+            reason = reason.replace(shown, safe_url(shown))
+        raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason}{advice}") from None
+
+
+def _server_advice(url: str, reason: str) -> str:
+    """What to check when a PostgreSQL server could not be reached or refused us, from libpq's ``reason``."""
+    if not url.startswith("postgresql"):
+        return ""
+    parsed = make_url(url)
+    server = f"-h {parsed.host or 'localhost'} -p {parsed.port or 5432}"
+    if "could not translate host name" in reason:
+        return "; check the host name in the URL"
+    if any(sign in reason for sign in UNREACHED):
+        return (f"; check that a PostgreSQL server runs there and takes TCP connections from this machine (its "
+                f"listen_addresses and pg_hba.conf, a firewall): `pg_isready {server}` tells")
+    if "password authentication failed" in reason:
+        return "; check the user and password in the URL"
+    if re.search(r'database ".*" does not exist', reason):
+        user = f" -U {parsed.username}" if parsed.username else ""
+        return f"; create it on the server first (`createdb {server}{user} {parsed.database}`), or name one that exists"
+    return ""
+    parsed = make_url(url)
+    if any(sign in reason for sign in UNREACHED):
+        return (f"; check that a PostgreSQL server runs there and takes TCP connections from this machine (its "
+                f"listen_addresses and pg_hba.conf, a firewall): `pg_isready -h {parsed.host or 'localhost'} -p "
+                f"{parsed.port or 5432}` tells")
+    if "could not translate host name" in reason:
+        return "; check the host name in the URL"
+    if "password authentication failed" in reason:
+        return "; check the user and password in the URL"
+    if re.search(r'database ".*" does not exist', reason):
+        return (f"; create it on the server first (`createdb -h {parsed.host or 'localhost'} {parsed.database}`), "
+                "or name one that exists")
+    return ""
 
 
 def open_for_reading(url: str) -> RDBStorage | None:

@@ -21,7 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import TUNED_SUITE, cli, searched, times_claimed
+from conftest import TUNED_SUITE, cli, one_line_error, searched, times_claimed
 
 from benchmark.search_space import SearchSettings
 from benchmark.storage import storage_driver_url, trial_status
@@ -148,3 +148,13 @@ def test_a_tuned_run_takes_the_suites_own_units_whole_on_postgresql(postgres_url
     for trial in taken:
         assert trial.value == source[trial.user_attrs["fold"]].value
         assert trial.user_attrs["metrics"] == source[trial.user_attrs["fold"]].user_attrs["metrics"]
+
+
+def test_a_database_the_server_lacks_is_one_line_that_says_how_to_make_it(postgres_url, tmp_path, capsys):
+    url = postgres_url.removesuffix("/search") + "/nodb"
+    assert cli(tmp_path, "studies", "list", "--storage", url) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"error: cannot open storage {url!r}: (psycopg2.OperationalError) ")
+    port = url.split(":")[2].split("/")[0]
+    assert line.endswith(f'database "nodb" does not exist; create it on the server first (`createdb -h 127.0.0.1 '
+                         f"-p {port} -U postgres nodb`), or name one that exists")

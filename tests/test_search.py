@@ -1175,6 +1175,8 @@ def test_unreachable_storage_is_one_line(tmp_path, capsys):
         line = one_line_error(capsys)
         # The reason is the refused connection, not a missing driver (psycopg2 is used for postgresql://).
         assert "cannot open storage" in line and "connection" in line.lower() and "import" not in line
+        assert line.endswith("; check that a PostgreSQL server runs there and takes TCP connections from this machine "
+                             "(its listen_addresses and pg_hba.conf, a firewall): `pg_isready -h 127.0.0.1 -p 1` tells")
     assert search_cli(tmp_path, "--trials", "1", "--storage", url) == 2
     assert "cannot open storage" in one_line_error(capsys)
 
