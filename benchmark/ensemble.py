@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from benchmark.config import Configuration, TrainConfig
 from benchmark.memory import keep_freed_memory
-from benchmark.train import DivergedError, FoldResult, FoldRun, check_images, new_model, training_device
+from benchmark.train import (DivergedError, FoldResult, FoldRun, check_images, new_model, train_fold,
+                             training_device)
 
 
 def can_stack(splits: list[tuple]) -> bool:
@@ -103,3 +105,22 @@ def train_folds_together(configuration: Configuration, images: torch.Tensor, spl
             if on_epoch is not None:
                 on_epoch(i, epoch, row)
     return [failed.get(i) or fold.result() for i, fold in enumerate(folds)]
+
+
+def warm_up(configuration: Configuration, images: torch.Tensor, train_config: TrainConfig, stacked: int = 1) -> None:
+    """Train ``configuration`` for one step on a batch of ``images`` and throw it away: alone, or as an
+    ensemble of ``stacked`` folds (``train_folds_together``, whose first step has costs of its own). A
+    process's first training pays one-off costs (its kernels' set-up, the allocator's first blocks: about
+    1 s on a CPU, on a GPU its context) that would otherwise count in the ``seconds`` of its first unit
+    and make that configuration look dearer. Each fold seeds its own generators, so no later fold changes."""
+    batch, step = images[:train_config.batch_size], replace(train_config, epochs=1)
+    try:
+        if stacked > 1:  # each fold validates on the batch's first image
+            train_folds_together(configuration, batch, [(range(len(batch)), [0])] * stacked, step, [0] * stacked)
+        else:
+            train_fold(configuration, batch, batch[:1], step, seed=0)
+    except DivergedError:  # one step of an unlucky start: the costs are paid all the same
+        pass
+    except torch.OutOfMemoryError:  # the unit's own training says so, with what to do about it
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -17,10 +17,9 @@ from tqdm.auto import tqdm
 
 from benchmark.balancing import idle_softadapt_note
 from benchmark.checks import check_choice, first_line
-from benchmark.config import Configuration, TrainConfig
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset, pixel_digest
-from benchmark.ensemble import stacking_problem, train_folds_together
+from benchmark.ensemble import stacking_problem, train_folds_together, warm_up
 from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
                               save_checkpoint, sweep_checkpoints)
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, our_load,
@@ -72,25 +71,6 @@ def training_pool(suite: Suite) -> torch.Tensor:
     """The images the suite's folds split (the dataset's training split)."""
     return load_dataset(suite.dataset, suite.data_root, download=suite.download, limit=suite.limit,
                         seed=suite.seed).train
-
-
-def warm_up(configuration: Configuration, images: torch.Tensor, train_config: TrainConfig, stacked: int = 1) -> None:
-    """Train ``configuration`` for one step on a batch of ``images`` and throw it away: alone, or as an
-    ensemble of ``stacked`` folds (``train_folds_together``, whose first step has costs of its own). A
-    process's first training pays one-off costs (its kernels' set-up, the allocator's first blocks: about
-    1 s on a CPU, on a GPU its context) that would otherwise count in the ``seconds`` of its first unit
-    and make that configuration look dearer. Each fold seeds its own generators, so no later fold changes."""
-    batch, step = images[:train_config.batch_size], replace(train_config, epochs=1)
-    try:
-        if stacked > 1:  # each fold validates on the batch's first image
-            train_folds_together(configuration, batch, [(range(len(batch)), [0])] * stacked, step, [0] * stacked)
-        else:
-            train_fold(configuration, batch, batch[:1], step, seed=0)
-    except DivergedError:  # one step of an unlucky start: the costs are paid all the same
-        pass
-    except torch.OutOfMemoryError:  # the unit's own training says so, with what to do about it
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 class Heartbeats:

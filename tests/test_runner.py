@@ -918,7 +918,7 @@ def test_a_worker_warms_up_once_before_the_clock_of_its_first_unit_starts(tmp_pa
     # A process's first training paid about 1 s of one-off costs inside its first unit's seconds, so the
     # configuration trained first (a baseline) looked dearer than bigger models in small suites. Folds
     # trained together warm up together: the ensemble's first step has costs of its own.
-    from benchmark import runner
+    from benchmark import ensemble, runner
 
     (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
     events = []
@@ -928,12 +928,13 @@ def test_a_worker_warms_up_once_before_the_clock_of_its_first_unit_starts(tmp_pa
                                                       or function(configuration, *args, **kwargs))
 
     monkeypatch.setattr(runner, "warm_up", recorded("warm", runner.warm_up))
-    monkeypatch.setattr(runner, "train_fold", recorded("alone", runner.train_fold))
-    monkeypatch.setattr(runner, "train_folds_together", recorded("together", runner.train_folds_together))
+    for module, how in ((runner, ""), (ensemble, "warm ")):  # the runner's units, and the warm-up's step
+        monkeypatch.setattr(module, "train_fold", recorded(how + "alone", ensemble.train_fold))
+        monkeypatch.setattr(module, "train_folds_together", recorded(how + "together", ensemble.train_folds_together))
     assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", parallel) == 0
     first, second = "vq-vae/1/baseline", "vae/1/multidecoder/exact"
     units = ["alone", "alone"] if parallel == "off" else ["together"]  # two folds: one ensemble
-    assert events == ([("warm", first), (units[0], first)] + [(unit, first) for unit in units]
+    assert events == ([("warm", first), ("warm " + units[0], first)] + [(unit, first) for unit in units]
                       + [(unit, second) for unit in units])
 
 
