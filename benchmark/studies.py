@@ -137,13 +137,33 @@ def recorded_storages(results_dir: Path = Path("results")) -> dict[str, str]:
 
 
 def unlisted_studies(listed: Iterable[str], folder: Path = STUDIES_DIR) -> list[str]:
-    """A note for each study that a run exported under results/ but that is not among ``listed``
-    (those under ``folder``): a run with another --studies-dir or a --storage put it elsewhere."""
-    listed = set(listed)
-    return [f"study {name} (exported to results/) is in {url}, not under {folder}/: "
-            + ("`studies list --storage` with that URL and its password" if password_hidden(url)
-               else f"`studies list --storage {shlex.quote(url)}`") + " lists it"
-            for name, url in recorded_storages().items() if name not in listed and _unlooked(name, url, folder)]
+    """A note on the studies that runs exported under results/ but that are not among ``listed`` (those under
+    ``folder``): a run with another --studies-dir or a --storage put them elsewhere. One note per place: the
+    SQLite files of one folder (a mistyped --studies-dir printed a line for each study of the right one) or
+    one server's storage."""
+    listed, places = set(listed), {}
+    for name, url in recorded_storages().items():
+        if name not in listed and _unlooked(name, url, folder):
+            path = sqlite_file(url)
+            places.setdefault(url if path is None else path.resolve().parent, []).append((name, url))
+    notes = []
+    for place, studies in places.items():
+        if len(studies) == 1:
+            (name, url), = studies
+            notes.append(f"study {name} (exported to results/) is in {url}, not under {folder}/: "
+                         + _listing(url) + " lists it")
+        else:
+            where, how = ((f"SQLite files in {place}/", f"`studies list --studies-dir {shlex.quote(str(place))}`")
+                          if isinstance(place, Path) else (place, _listing(place)))
+            notes.append(f"studies {', '.join(name for name, _ in studies)} (exported to results/) are in {where}, "
+                         f"not under {folder}/: {how} lists them")
+    return notes
+
+
+def _listing(url: str) -> str:
+    """The command that lists the studies of storage ``url``, its password left for the user to give."""
+    return ("`studies list --storage` with that URL and its password" if password_hidden(url)
+            else f"`studies list --storage {shlex.quote(url)}`")
 
 
 def _unlooked(name: str, url: str, folder: Path) -> bool:

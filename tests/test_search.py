@@ -1,5 +1,6 @@
 """Optuna search: k-fold trials, pruning, resume, studies list/show/plot, best configurations, bad input, help."""
 
+import json
 import math
 import os
 import re
@@ -1091,6 +1092,24 @@ def test_a_study_place_names_the_options_that_find_a_study_again(tmp_path, monke
     assert place.flags("s", place.url("s")) == f" --studies-dir '{mine}'"
     assert place.flags("s", "sqlite:///studies/s.db") == ""  # the default needs no option
     assert place.flags("s", "postgresql://me:secret@host/db") == " --storage 'postgresql://me:***@host/db'"
+
+
+def test_studies_kept_in_another_folder_are_pointed_to_in_one_note(tmp_path, capsys):
+    # a mistyped --studies-dir printed a note for every study of the right folder before its error
+    alt, results = tmp_path / "alt", tmp_path / "results"
+    alt.mkdir()
+    results.mkdir()
+    for name in ("a", "b", "c"):
+        url = f"sqlite:///{alt / name}.db"
+        optuna.create_study(study_name=f"suite-{name}", storage=url)
+        (results / f"{name}_meta.json").write_text(json.dumps({"study": f"suite-{name}", "storage": url}))
+    assert cli(tmp_path, "studies", "list", "--studies-dir", "nodir") == 2
+    assert capsys.readouterr().err == (
+        f"note: studies suite-a, suite-b, suite-c (exported to results/) are in SQLite files in {alt}/, not under "
+        f"nodir/: `studies list --studies-dir {alt}` lists them\nerror: no folder nodir (from --studies-dir)\n")
+    assert cli(tmp_path, "studies", "list", "--studies-dir", str(alt)) == 0
+    listed = capsys.readouterr()
+    assert all(f"suite-{name}" in listed.out for name in "abc") and listed.err == ""
 
 
 def test_unknown_study_lists_the_available_ones(searched, capsys):
