@@ -462,6 +462,24 @@ def test_sigterm_before_training_or_in_the_last_export_stops_the_run_as_ctrl_c_d
     assert done.stderr.endswith("interrupted: finished work is stored; run the same command again to resume\n")
 
 
+def test_an_interrupt_once_every_unit_has_ended_does_not_ask_to_resume(tmp_path, capsys, monkeypatch):
+    # a SIGTERM in a run's last seconds said "run the same command again to resume" beside "not finished 0"
+    from benchmark import runner
+
+    work = runner._work_until_interrupted
+
+    def then_interrupted(worker):
+        work(worker)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_work_until_interrupted", then_interrupted)
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--quiet") == 130
+    out, err = capsys.readouterr()
+    assert "done 4, failed 0, not finished 0 of 4 units" in out
+    assert err.endswith("\ninterrupted once every unit had ended: nothing is left to resume\n")
+
+
 def test_workers_stop_when_their_parent_is_killed(tmp_path):
     process = smoke_run_until(tmp_path, 2, "--workers", "2")
     workers = worker_pids(process.pid)

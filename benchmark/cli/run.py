@@ -41,6 +41,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 INTERRUPTED = "interrupted: finished work is stored; run the same command again to resume"
+ENDED_ANYWAY = "interrupted once every unit had ended: nothing is left to resume"
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
@@ -337,7 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             fold_parallel=args.fold_parallel, notes=notes, command=command_line(args.argv))
     except RunInterrupted as stop:
         print_summary(stop.summary, suite)
-        print(INTERRUPTED, file=sys.stderr)
+        print(INTERRUPTED if stop.summary.missing else ENDED_ANYWAY, file=sys.stderr)
         return 130
     print_summary(summary, suite)
     return 0 if summary.missing == 0 and summary.failed == 0 else 1  # scripts can tell a clean run
