@@ -173,16 +173,12 @@ class _Worker:
         # Now, the unit labelled (a killed worker's is released by it) and not yet told: once it was told,
         # results/ showed a live run's unit in training as WAITING.
         self._export_when_due()
-        if not self.warmed:  # before the first unit's clock starts, not inside it
-            with self.interrupts.immediate():
-                warm_up(self.by_id[config_id], self.images, self.suite.train,
-                        len(self.folds) if self.fold_parallel else 1)
-            self.warmed = True
         siblings = self._claim_siblings(config_id, fold) if self.fold_parallel else []
         if siblings:
             return self._train_together(trial, config_id, fold, siblings)
         try:
             with self.interrupts.immediate():
+                self._warm_up(config_id, 1)
                 result = train_fold(self.by_id[config_id], *self._split(fold), self.suite.train,
                                     unit_seed(self.suite.seed, config_id, fold), self._progress(config_id, fold))
         except DivergedError as err:
@@ -193,6 +189,13 @@ class _Worker:
                              "give the suite a smaller [train] batch_size, or free the device") from None
         self._record(trial._trial_id, config_id, fold, result)
         return result.metrics["recon"]
+
+    def _warm_up(self, config_id: str, stacked: int) -> None:
+        """Once per process, before the clock of its first unit starts (not inside it): ``warm_up`` as that
+        unit trains, alone or as an ensemble of ``stacked`` folds."""
+        if not self.warmed:
+            warm_up(self.by_id[config_id], self.images, self.suite.train, stacked)
+            self.warmed = True
 
     def _split(self, fold: int) -> tuple:
         train_idx, val_idx = self.folds[fold]
@@ -310,6 +313,7 @@ class _Worker:
         with Heartbeats(storage, unsettled, self.store.heartbeat_interval, self.store.grace_period):
             try:
                 with self.interrupts.immediate():
+                    self._warm_up(config_id, len(folds))  # its siblings beat meanwhile
                     results = train_folds_together(self.by_id[config_id], self.images, [self.folds[f] for f in folds],
                                                    self.suite.train,
                                                    [unit_seed(self.suite.seed, config_id, f) for f in folds],

@@ -942,8 +942,11 @@ def test_a_worker_warms_up_once_before_the_clock_of_its_first_unit_starts(tmp_pa
     events = []
 
     def recorded(name, function):
-        return lambda configuration, *args, **kwargs: (events.append((name, configuration.id))
-                                                      or function(configuration, *args, **kwargs))
+        def call(configuration, *args, **kwargs):
+            stacked = f" ×{len(args[1])}" if name.endswith("together") else ""  # its folds' splits
+            events.append((name + stacked, configuration.id))
+            return function(configuration, *args, **kwargs)
+        return call
 
     monkeypatch.setattr(runner, "warm_up", recorded("warm", runner.warm_up))
     for module, how in ((runner, ""), (ensemble, "warm ")):  # the runner's units, and the warm-up's step
@@ -951,7 +954,7 @@ def test_a_worker_warms_up_once_before_the_clock_of_its_first_unit_starts(tmp_pa
         monkeypatch.setattr(module, "train_folds_together", recorded(how + "together", ensemble.train_folds_together))
     assert run_cli(tmp_path, "--suite", "small.toml", "--fold-parallel", parallel) == 0
     first, second = "vq-vae/1/baseline", "vae/1/multidecoder/exact"
-    units = ["alone", "alone"] if parallel == "off" else ["together"]  # two folds: one ensemble
+    units = ["alone", "alone"] if parallel == "off" else ["together ×2"]  # two folds: one ensemble
     assert events == ([("warm", first), ("warm " + units[0], first)] + [(unit, first) for unit in units]
                       + [(unit, second) for unit in units])
 
