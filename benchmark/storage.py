@@ -589,16 +589,16 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental, but are what resume rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return ClaimingStorage(driver_url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
-                                   grace_period=config.grace_period,
+            return ClaimingStorage(driver_url, engine_kwargs=engine_kwargs,
+                                   heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period,
                                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         damaged = url.startswith("sqlite:///") and any(s in reason for s in ("malformed", "not a database"))
         advice = ("; the file is damaged: restore a copy, or move it aside (with a suite's exported results) and run "
                   "again to start anew (its finished work is lost)") if damaged else _server_advice(url, reason)
-        for shown in (driver_url, url):
-            reason = reason.replace(shown, safe_url(shown))
+        for given in (driver_url, url):  # the URL as the user gave it, its password hidden
+            reason = reason.replace(given, safe_url(url))
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason}{advice}") from None
 
 
@@ -607,29 +607,19 @@ def _server_advice(url: str, reason: str) -> str:
     if not url.startswith("postgresql"):
         return ""
     parsed = make_url(url)
-    server = f"-h {parsed.host or 'localhost'} -p {parsed.port or 5432}"
+    # no host: libpq's Unix socket on this machine
+    server = (f"-h {shlex.quote(parsed.host)} " if parsed.host else "") + f"-p {parsed.port or 5432}"
     if "could not translate host name" in reason:
-        return "; check the host name in the URL"
-    if any(sign in reason for sign in UNREACHED):
-        return (f"; check that a PostgreSQL server runs there and takes TCP connections from this machine (its "
-                f"listen_addresses and pg_hba.conf, a firewall): `pg_isready {server}` tells")
+        return "; check the host name in the URL (a password holding @ is written %40 there)"
+    if any(sign in reason for sign in UNREACHED) or not parsed.host and "No such file or directory" in reason:
+        how = ("takes TCP connections from this machine (its listen_addresses and pg_hba.conf, a firewall)"
+               if parsed.host else "listens on its Unix socket on this machine")
+        return f"; check that a PostgreSQL server runs there and {how}: `pg_isready {server}` tells"
     if "password authentication failed" in reason:
         return "; check the user and password in the URL"
     if re.search(r'database ".*" does not exist', reason):
-        user = f" -U {parsed.username}" if parsed.username else ""
-        return f"; create it on the server first (`createdb {server}{user} {parsed.database}`), or name one that exists"
-    return ""
-    parsed = make_url(url)
-    if any(sign in reason for sign in UNREACHED):
-        return (f"; check that a PostgreSQL server runs there and takes TCP connections from this machine (its "
-                f"listen_addresses and pg_hba.conf, a firewall): `pg_isready -h {parsed.host or 'localhost'} -p "
-                f"{parsed.port or 5432}` tells")
-    if "could not translate host name" in reason:
-        return "; check the host name in the URL"
-    if "password authentication failed" in reason:
-        return "; check the user and password in the URL"
-    if re.search(r'database ".*" does not exist', reason):
-        return (f"; create it on the server first (`createdb -h {parsed.host or 'localhost'} {parsed.database}`), "
+        user = f" -U {shlex.quote(parsed.username)}" if parsed.username else ""
+        return (f"; create it on the server first (`createdb {server}{user} {shlex.quote(parsed.database or '')}`), "
                 "or name one that exists")
     return ""
 
