@@ -141,12 +141,13 @@ def unlisted_studies(listed: Iterable[str], folder: Path = STUDIES_DIR) -> list[
     ``folder``): a run with another --studies-dir or a --storage put them elsewhere. One note per place: the
     SQLite files of one folder (a mistyped --studies-dir printed a line for each study of the right one) or
     one server's storage."""
-    listed, places = set(listed), {}
+    listed = set(listed)
+    places: dict[str | Path, list[tuple[str, str]]] = {}
     for name, url in recorded_storages().items():
         if name not in listed and _unlooked(name, url, folder):
-            path = sqlite_file(url)
-            places.setdefault(url if path is None else path.resolve().parent, []).append((name, url))
-    notes = []
+            path = sqlite_file(url)  # `--studies-dir` lists a folder's .db files, not others
+            places.setdefault(path.resolve().parent if path and path.suffix == ".db" else url, []).append((name, url))
+    notes: list[str] = []
     for place, studies in places.items():
         if len(studies) == 1:
             (name, url), = studies

@@ -1099,14 +1099,17 @@ def test_studies_kept_in_another_folder_are_pointed_to_in_one_note(tmp_path, cap
     alt, results = tmp_path / "alt", tmp_path / "results"
     alt.mkdir()
     results.mkdir()
-    for name in ("a", "b", "c"):
-        url = f"sqlite:///{alt / name}.db"
+    for name, suffix in (("a", "db"), ("b", "db"), ("c", "db"), ("d", "sqlite")):
+        url = f"sqlite:///{alt / name}.{suffix}"
         optuna.create_study(study_name=f"suite-{name}", storage=url)
         (results / f"{name}_meta.json").write_text(json.dumps({"study": f"suite-{name}", "storage": url}))
     assert cli(tmp_path, "studies", "list", "--studies-dir", "nodir") == 2
+    other = f"sqlite:///{alt / 'd.sqlite'}"  # --studies-dir lists .db files alone
     assert capsys.readouterr().err == (
         f"note: studies suite-a, suite-b, suite-c (exported to results/) are in SQLite files in {alt}/, not under "
-        f"nodir/: `studies list --studies-dir {alt}` lists them\nerror: no folder nodir (from --studies-dir)\n")
+        f"nodir/: `studies list --studies-dir {alt}` lists them\n"
+        f"note: study suite-d (exported to results/) is in {other}, not under nodir/: `studies list --storage {other}` "
+        "lists it\nerror: no folder nodir (from --studies-dir)\n")
     assert cli(tmp_path, "studies", "list", "--studies-dir", str(alt)) == 0
     listed = capsys.readouterr()
     assert all(f"suite-{name}" in listed.out for name in "abc") and listed.err == ""
