@@ -92,9 +92,9 @@ UNSIZED_TERMINAL = os.terminal_size((80, 24))  # the size bars take on a termina
 
 def unsized(stream: TextIO) -> bool:
     """Whether ``stream`` is a terminal that reports no width or no height (0)."""
-    try:
-        return 0 in os.get_terminal_size(stream.fileno())
-    except (OSError, ValueError, AttributeError):  # no terminal, or a stream without a file (a notebook's)
+    try:  # a notebook's stream is no terminal, whatever the file behind it
+        return stream.isatty() and 0 in os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # no terminal, or a stream without a file
         return False
 
 

@@ -136,7 +136,8 @@ def test_a_terminal_that_reports_no_size_shows_the_bar_at_80_columns(monkeypatch
     master, slave = pty.openpty()
     try:
         with open(slave, "w") as terminal:
-            assert tuple(os.get_terminal_size(terminal.fileno())) == (0, 0)  # a new pseudo-terminal's
+            if tuple(os.get_terminal_size(terminal.fileno())) != (0, 0):  # a new pseudo-terminal's, on Linux
+                pytest.skip("a new pseudo-terminal here reports a size")
             monkeypatch.setattr(sys, "stderr", terminal)
             bar = progress_bar(3, "smoke", "unit")
             bar.update(3)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.config import FOLDER_IMAGE_SIDE
+from benchmark.config import FOLDER_IMAGE_SIDE, FOLDER_PREFIX
 
 from .dataset import Dataset, DatasetNotFoundError
 from .images import centre_square_resize, open_image, peek_greyscale, to_8bit, uint8_to_unit
@@ -67,7 +67,7 @@ def load_folder(
     from class subfolders, if any.
     """
     if not path.is_dir():
-        relative = "" if Path(spec.split(":", 1)[1]).expanduser().is_absolute() else \
+        relative = "" if Path(spec.removeprefix(FOLDER_PREFIX)).expanduser().is_absolute() else \
             " (a relative path, in a suite file too, is taken from the folder the command runs in)"
         raise DatasetNotFoundError(f"{spec}: folder {path} does not exist or is not a directory{relative}")
     paths = find_images(path)
