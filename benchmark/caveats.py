@@ -217,16 +217,31 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
 
 
 def _priorless_notes(suite: SuiteResults, done: pd.DataFrame) -> list[str]:
-    """Where the prior stage has run, the VQ-VAE configurations with folds done that have no prior (a stage
-    stopped before them, or one whose prior was left out): their Prior NLL is – as a Gaussian VAE's is."""
-    vq = done.loc[done["family"] == "vq-vae", "config_id"].unique()
-    missing = [config_id for config_id in vq if config_id not in set(suite.prior["config_id"])]
-    if not missing:
-        return []
-    return [f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(missing)}; the prior stage "
-            "stopped before them or left them out (it said why). `python -m benchmark prior --suite "
-            f"{suite.suite} --config {' '.join(missing)}`, with the settings the other priors were made with, "
-            "fits them."]
+    """Where the prior stage has run, the VQ-VAE configurations with folds done that have no prior, and whose
+    prior was not left out (``suite.prior_problems`` names those): their Prior NLL is – as a Gaussian VAE's is.
+    Those whose fold of the priors is not done cannot have one until the run finishes it."""
+    fitted, vq = set(suite.prior["config_id"]), done[done["family"] == "vq-vae"]
+    missing = [config_id for config_id in vq["config_id"].unique() if config_id not in fitted
+               and not any(line.startswith(f"prior of {config_id} left out") for line in suite.prior_problems)]
+    folds = suite.prior["fold"].dropna()
+    fold = int(folds.iloc[0]) if len(folds) else None  # one for every prior: a stage refuses to mix them
+    unfit = [config_id for config_id in missing
+             if fold is not None and not ((vq["config_id"] == config_id) & (vq["fold"] == fold)).any()]
+    fit = [config_id for config_id in missing if config_id not in unfit]
+
+    def command(config_ids: list[str]) -> str:
+        return f"`python -m benchmark prior --suite {suite.suite} --config {' '.join(config_ids)}`"
+
+    notes = []
+    if fit:
+        notes.append(f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(fit)}; the prior "
+                     f"stage stopped before them or was not asked for them. {command(fit)}, with the settings the "
+                     "other priors were made with, fits them.")
+    if unfit:
+        notes.append(f"VQ-VAE configurations without a prior, so with no Prior NLL (–), whose fold {fold} (the one "
+                     f"every prior is fitted on) is not done: {', '.join(unfit)}; run the suite again to finish it, "
+                     f"then {command(unfit)}.")
+    return notes
 
 
 def _pairing_note(suite: SuiteResults) -> str | None:

@@ -555,7 +555,7 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
     assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
     fit = f"python -m benchmark prior --suite smoke --config {' '.join(others)}"
     assert (f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(others)}; the prior stage "
-            f"stopped before them or left them out (it said why). `{fit}`") in read_index(tmp_path)
+            f"stopped before them or was not asked for them. `{fit}`") in read_index(tmp_path)
     monkeypatch.setattr(benchmark.prior_stage, "train_prior", train)
     assert cli(tmp_path, *fit.split()[3:], *args) == 0
     assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0

@@ -1099,6 +1099,29 @@ def test_configurations_no_better_than_the_mean_image_get_a_caveat(rows):
     assert not any("mean training image" in n for n in caveats(SuiteResults("demo", rows, None, {"folds": FOLDS})))
 
 
+def test_vq_vae_configurations_without_a_prior_get_a_caveat_that_says_what_fits_them(rows):
+    # their Prior NLL was – with no word why: a prior stage stopped before them, or their fold of the priors not done
+    vq = [config[0] for config in CONFIGS if config[1] == "vq-vae"]
+    prior = pd.DataFrame({"config_id": [vq[0]], "fold": [1], "val_nll_nats": [3.0]})
+    unfinished = (rows["config_id"] == vq[2]) & (rows["fold"] == 1)
+    short = rows.assign(state=np.where(unfinished, "FAIL", rows["state"]))
+
+    def notes(problems: tuple[str, ...] = ()) -> list[str]:
+        suite = SuiteResults("demo", short, None, {"folds": FOLDS}, prior, prior_problems=problems)
+        return [note for note in caveats(suite) if "without a prior" in note]
+
+    assert notes() == [
+        f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {vq[1]}; the prior stage stopped before them "
+        f"or was not asked for them. `python -m benchmark prior --suite demo --config {vq[1]}`, with the settings the "
+        "other priors were made with, fits them.",
+        f"VQ-VAE configurations without a prior, so with no Prior NLL (–), whose fold 1 (the one every prior is fitted "
+        f"on) is not done: {vq[2]}; run the suite again to finish it, then `python -m benchmark prior --suite demo "
+        f"--config {vq[2]}`."]
+    # one whose prior was left out is named there, with what to do: not again here
+    left_out = f"prior of {vq[1]} left out: these results hold no weights of fold 1 of it; run `prior` again"
+    assert not any(vq[1] in note for note in notes((left_out,)))
+
+
 def test_a_baseline_without_a_fold_done_gets_a_caveat(rows):
     # Its methods' comparisons were left out of the report without a word, though bold still ranked them.
     failed = rows.assign(state=np.where(rows["config_id"] == "vae/1/baseline", "FAIL", rows["state"]))
