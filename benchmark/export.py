@@ -250,11 +250,6 @@ def _replace(path: Path, text: str) -> None:
     write_whole(path, lambda partial: partial.write_text(text))
 
 
-def go_on_with(command: str) -> str:
-    """How a refusal points to the run filed under a name: the command that run recorded."""
-    return f"to go on with it, run the command it recorded: `{command}`"
-
-
 def recorded_command(name: str, store: StoreConfig) -> str | None:
     """The command of the run filed under ``name``: the last run's to export it (its metadata), or
     the study's first run's when no run has exported yet. When files listing other configurations

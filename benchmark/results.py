@@ -122,8 +122,10 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         states = ", ".join(f"{n} {state}" for state, n in results["state"].value_counts().items())
         first = next((e for e in results.get("error", []) if e), "")
         every_failed = (results["state"] == "FAIL").all()
+        command = read_meta(results_dir, suite).get("command")
         advice = ("; a rerun would fail them again: train the suite with other settings under a --name of its own "
-                  "(a lower lr in a suite file, for a loss that diverged)" if every_failed else "")
+                  "(a lower lr in a suite file, for a loss that diverged)" if every_failed else
+                  f"; {go_on_with(command)}" if command else "")
         early = NothingDoneYet if not every_failed else ReportError
         raise early(f"suite {suite!r} has no completed units yet ({states})"
                     + (f"; first error: {first}" if first else "") + advice)
@@ -280,6 +282,11 @@ def _failure(row: tuple) -> str:
 
 def meta_path(results_dir: Path, suite: str) -> Path:
     return Path(results_dir) / f"{suite}_meta.json"
+
+
+def go_on_with(command: str) -> str:
+    """How a refusal points to the run filed under a name: the command that run recorded."""
+    return f"to go on with it, run the command it recorded: `{command}`"
 
 
 def read_meta(results_dir: Path, suite: str) -> dict:

@@ -20,7 +20,7 @@ from benchmark.checks import check_choice, first_line
 from benchmark.cv import fold_indices, fold_label, unit_seed
 from benchmark.data import limit_note, load_dataset, pixel_digest
 from benchmark.ensemble import stacking_problem, train_folds_together, warm_up
-from benchmark.export import (discard_checkpoints, export, export_note, go_on_with, recorded_command,
+from benchmark.export import (discard_checkpoints, export, export_note, recorded_command,
                               save_checkpoint, sweep_checkpoints)
 from benchmark.processes import (Interrupted, Interrupts, busy_load, check_workers, crowded_note, our_load,
                                  run_workers, shared_threads_note, shared_with_workers, stop_with_parent,
@@ -46,7 +46,7 @@ from benchmark.storage import (
     trial_status,
     versioned,
 )
-from benchmark.results import read_meta
+from benchmark.results import go_on_with, read_meta
 from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, is_settled, open_suite_study, parse_unit,
                              study_name, unit_key, unit_keys, unit_states, unlisted_configurations)
 from benchmark.progress import CostEta, chosen_progress, duration, progress_bar

@@ -213,8 +213,13 @@ def test_report_of_every_suite_skips_one_with_nothing_done_yet(smoke_run, tmp_pa
     waiting.to_csv(results / "started.csv", index=False)  # e.g. `run --suite full` stopped in its first unit
     assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 0
     captured = capsys.readouterr()
-    assert "started: skipped: suite 'started' has no completed units yet (30 WAITING)" in captured.err
+    assert "started: skipped: suite 'started' has no completed units yet (30 WAITING)\n" in captured.err
     assert (tmp_path / "reports" / "smoke" / "table.csv").exists()
+    # where its run recorded its command, the report says how to go on with it
+    (results / "started_meta.json").write_text(json.dumps({"command": "python -m benchmark run --suite full"}))
+    assert report(tmp_path, "--suite", "started", "--results-dir", str(results), "--no-figures") == 2
+    assert capsys.readouterr().err == ("error: suite 'started' has no completed units yet (30 WAITING); to go on with "
+                                       "it, run the command it recorded: `python -m benchmark run --suite full`\n")
     # one whose results cannot be read is skipped too, but the exit status says so, for a script to see
     (results / "cut.csv").write_text("config_id,fold,state\nvae/1/baseline,0,COMP")
     assert report(tmp_path, "--results-dir", str(results), "--no-figures") == 1

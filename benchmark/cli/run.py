@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from benchmark.checks import flagged, messages, problems_error, problems_of
 from benchmark.cli.search import STUDIES_DIR_HELP, study_place
 from benchmark.config import FOLDER_PREFIX, PRECISIONS
-from benchmark.export import go_on_with, recorded_command
+from benchmark.export import recorded_command
 from benchmark.params_from import NotASearch, begun_bests, best_configurations, tuning_notes
 from benchmark.processes import busy_note, check_workers, exit_warnings, our_load
 from benchmark.progress import duration
-from benchmark.results import read_meta, tuned_from
+from benchmark.results import go_on_with, read_meta, tuned_from
 from benchmark.storage import (StoreConfig, absolute_url, check_heartbeat, check_storage_option, safe_url, same_storage,
                                setting_text, settings_differ, versioned)
 from benchmark.store import parse_unit, study_name
