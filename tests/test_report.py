@@ -1111,9 +1111,9 @@ def test_vq_vae_configurations_without_a_prior_get_a_caveat_that_says_what_fits_
         return [note for note in caveats(suite) if "without a prior" in note]
 
     assert notes() == [
-        f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {vq[1]}; the prior stage stopped before them "
-        f"or was not asked for them. `python -m benchmark prior --suite demo --config {vq[1]}`, with the settings the "
-        "other priors were made with, fits them.",
+        f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {vq[1]}; the prior stage stopped before "
+        f"them or was not asked for them. `python -m benchmark prior --suite demo --config {vq[1]}`, with the settings "
+        "the other priors were made with, fits them.",
         f"VQ-VAE configurations without a prior, so with no Prior NLL (–), whose fold 1 (the one every prior is fitted "
         f"on) is not done: {vq[2]}; run the suite again to finish it, then `python -m benchmark prior --suite demo "
         f"--config {vq[2]}`."]
