@@ -52,7 +52,7 @@ from benchmark.store import (SEPARATE_RUN, claimable, enqueue_missing, is_settle
 from benchmark.progress import CostEta, chosen_progress, duration, progress_bar
 from benchmark.suites import Suite
 from benchmark.train import (DivergedError, FoldResult, agreed_precision, device_name, mean_image_recon,
-                             resolve_device, train_fold, training_device)
+                             resolve_device, train_fold, training_device, whole_batch_note)
 
 # While a run trains, its first worker exports whenever exporting has taken at most this share of the
 # time since the last export: a run killed outright (SIGKILL, out of memory) leaves results/
@@ -556,14 +556,16 @@ def run_suite(suite: Suite, store: StoreConfig, workers: int = 1, show_progress:
     # up again): each spare one would load torch and the data to find none.
     states = unit_states(study)
     to_train = configurations_to_train(states, suite)  # not those done before, or taken: no note on them
+    smallest = min(len(t) for t, _ in folds)  # a fold's training images
+    batch = whole_batch_note(suite.train.batch_size, smallest) if to_train else None
     note = idle_softadapt_note((c.balance for c in suite.configurations if c.id in to_train),
-                               min(len(t) for t, _ in folds), suite.train.batch_size, suite.train.epochs)
+                               smallest, suite.train.batch_size, suite.train.epochs)
     done_before, failed = settled_units(states, suite)
     left = suite.units - done_before - len(failed)
     asked, workers, trains_on_cpu = workers, max(1, min(workers, left)), left > 0 and device.type == "cpu"
     fewer = (f"note: {workers} worker process{'es' * (workers > 1)}, not {asked}: the suite has {left} "
              f"unit{'s' * (left > 1)} left to train" if 0 < left < asked else None)
-    for line in (note, fewer, crowded_note(workers), long_on_cpu_note(suite, states, device),
+    for line in (batch, note, fewer, crowded_note(workers), long_on_cpu_note(suite, states, device),
                  stacked_on_cpu_note(together, device),
                  trains_on_cpu and shared_threads_note(training_threads(workers))):
         if line:

@@ -373,7 +373,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     """Run (or continue) a search until its study has ``options.trials`` trials; in
     ``storage_url``, by default the study's own SQLite file (``studies.default_storage``)."""
     from benchmark.data import limit_note, load_dataset, pixel_digest, unused_source_note
-    from benchmark.train import agreed_precision, training_device
+    from benchmark.train import agreed_precision, training_device, whole_batch_note
 
     started = time.perf_counter()
     chosen_progress()  # a mistyped value fails before the study is made, not in each worker's first bar
@@ -409,6 +409,8 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
     if settings.multi_objective and options.pruner != "none":
         print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
     train_images = len(images) - math.ceil(len(images) / settings.folds)  # the smallest training fold
+    if note := whole_batch_note(settings.batch_size, train_images):
+        print(note, file=sys.stderr)
     note = idle_softadapt_note([BalanceConfig(softadapt=settings.softadapt)], train_images,
                                settings.batch_size, settings.epochs)
     if note:

@@ -195,6 +195,15 @@ def _validation_metrics(model: MultitaskVAE, images: torch.Tensor, sampler: Pixe
     }
 
 
+def whole_batch_note(batch_size: int, train_images: int) -> str | None:
+    """A note when a fold has fewer training images than a batch: each epoch is then one step on all of
+    them, not the batch the settings name (a small --limit with the default batch size)."""
+    if batch_size <= train_images:
+        return None
+    return (f"note: batch size {batch_size} is more than a fold's {train_images} training images: each epoch is one "
+            f"step on all {train_images}")
+
+
 def mean_image_recon(train_images: torch.Tensor, val_images: torch.Tensor) -> float:
     """Per-pixel MSE of the training images' mean taken as every validation image's reconstruction:
     what a model that learnt nothing of each image scores (the scale of ``recon``)."""

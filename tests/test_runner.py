@@ -1143,6 +1143,18 @@ def test_a_limit_above_the_dataset_says_that_all_images_are_used(tmp_path, capsy
     assert ("note: --data-root not used: digits ships with the package (mnist, cifar10, celeba come from "
             "--data-root)") in err
     assert pd.read_csv(tmp_path / "results" / "all.csv")[["n_train", "n_val"]].sum(axis=1).eq(1_438).all()
+    assert "batch size" not in err  # 719 training images a fold, at batch 128
+
+
+def test_folds_smaller_than_a_batch_are_noted_while_they_are_trained(tmp_path, capsys):
+    # a small --limit at the default batch size trained one step an epoch, with no word of it
+    (tmp_path / "small.toml").write_text(SMALL_SUITE.format(folds=2, w1=1.0))
+    assert run_cli(tmp_path, "--suite", "small.toml", "--quiet") == 0
+    smallest = int(pd.read_csv(tmp_path / "results" / "small.csv")["n_train"].min())
+    assert (f"note: batch size 128 is more than a fold's {smallest} training images: each epoch is one step on all "
+            f"{smallest}\n") in capsys.readouterr().err
+    assert run_cli(tmp_path, "--suite", "small.toml", "--quiet") == 0  # nothing left to train: nothing to note
+    assert "batch size" not in capsys.readouterr().err
 
 
 def test_a_folder_that_cannot_be_written_is_refused_by_its_option_before_a_study_exists(tmp_path, capsys):

@@ -1094,6 +1094,12 @@ def test_a_study_place_names_the_options_that_find_a_study_again(tmp_path, monke
     assert place.flags("s", "postgresql://me:secret@host/db") == " --storage 'postgresql://me:***@host/db'"
 
 
+def test_a_search_whose_folds_are_smaller_than_a_batch_notes_it(tmp_path, capsys):
+    assert search_cli(tmp_path, "--trials", "1", "--limit", "100") == 0  # 100 images to split: 80 a fold
+    assert ("note: batch size 128 is more than a fold's 80 training images: each epoch is one step on all 80\n"
+            in capsys.readouterr().err)
+
+
 def test_studies_kept_in_another_folder_are_pointed_to_in_one_note(tmp_path, capsys):
     # a mistyped --studies-dir printed a note for every study of the right folder before its error
     alt, results = tmp_path / "alt", tmp_path / "results"
