@@ -35,7 +35,7 @@ from optuna.storages._rdb.models import (StudyUserAttributeModel, TrialHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from benchmark.checks import first_line
 from benchmark.files import check_folder
@@ -463,9 +463,17 @@ def safe_url(url: str) -> str:
     if url.startswith("sqlite:"):  # no password; rendering would percent-encode an '@' or '%' of its path
         return url
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:  # not a URL SQLAlchemy can parse: say nothing of it that could be secret
         return url.split("@")[-1]
+    if _password_tail(parsed):
+        parsed = parsed.set(host=parsed.host.rpartition("@")[2])
+    return parsed.render_as_string(hide_password=True)
+
+
+def _password_tail(parsed: URL) -> str:
+    """The part of a password written with an unencoded @ that SQLAlchemy took for the host's start."""
+    return (parsed.host or "").rpartition("@")[0]
 
 
 def password_hidden(url: str) -> bool:
@@ -599,6 +607,8 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
                   "again to start anew (its finished work is lost)") if damaged else _server_advice(url, reason)
         for given in (driver_url, url):  # the URL as the user gave it, its password hidden
             reason = reason.replace(given, safe_url(url))
+        if tail := _password_tail(make_url(url)):  # libpq names that host
+            reason = reason.replace(f"{tail}@", "***@")
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason}{advice}") from None
 
 
@@ -609,6 +619,8 @@ def _server_advice(url: str, reason: str) -> str:
     parsed = make_url(url)
     # no host: libpq's Unix socket on this machine
     server = (f"-h {shlex.quote(parsed.host)} " if parsed.host else "") + f"-p {parsed.port or 5432}"
+    if _password_tail(parsed):
+        return "; the password holds an @, which a URL writes as %40"
     if "could not translate host name" in reason:
         return "; check the host name in the URL (a password holding @ is written %40 there)"
     if any(sign in reason for sign in UNREACHED) or not parsed.host and "No such file or directory" in reason:
