@@ -221,8 +221,8 @@ def _priorless_notes(suite: SuiteResults, done: pd.DataFrame) -> list[str]:
     prior was not left out (``suite.prior_problems`` names those): their Prior NLL is – as a Gaussian VAE's is.
     Those whose fold of the priors is not done cannot have one until the run finishes it."""
     fitted, vq = set(suite.prior["config_id"]), done[done["family"] == "vq-vae"]
-    missing = [config_id for config_id in vq["config_id"].unique() if config_id not in fitted
-               and not any(line.startswith(f"prior of {config_id} left out") for line in suite.prior_problems)]
+    missing = [config_id for config_id in vq["config_id"].unique()
+               if config_id not in fitted and config_id not in suite.priors_left_out]
     folds = suite.prior["fold"].dropna()
     fold = int(folds.iloc[0]) if len(folds) else None  # one for every prior: a stage refuses to mix them
     unfit = [config_id for config_id in missing

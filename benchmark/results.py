@@ -73,6 +73,7 @@ class SuiteResults:
     prior: pd.DataFrame | None = None   # <suite>_prior.csv, once the VQ-VAE prior stage has run: its current rows
     history_problem: str | None = None  # why <suite>_history.csv could not be read (history is None)
     prior_problems: tuple[str, ...] = ()  # <suite>_prior.csv's rows left out (``current_priors``), or why all were
+    priors_left_out: frozenset[str] = frozenset()  # the configurations of those rows
 
     @property
     def expected_folds(self) -> int:
@@ -147,10 +148,13 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         prior, left_out = read_prior(results_dir, suite), []
     except ReportError as error:  # the report goes on without its priors, as it does without its curves
         prior, left_out = None, [f"priors left out: {error}"]
+    left_ids: frozenset[str] = frozenset()
     if prior is not None:
-        prior, left_out = current_priors(prior, results)
+        stored = prior
+        prior, left_out = current_priors(stored, results)
+        left_ids = frozenset(stored["config_id"]) - frozenset(prior["config_id"])
     return SuiteResults(suite, results, history, meta, prior if prior is None or len(prior) else None, problem,
-                        tuple(left_out))
+                        tuple(left_out), left_ids)
 
 
 HISTORY_COLUMNS = ("config_id", "fold", "epoch", "latent", "recon")  # what every validation curves figure draws on

@@ -320,8 +320,11 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
     runs.loc[anew, "checkpoint"] = str(Path(runs.loc[anew, "checkpoint"].iloc[0]).with_name("new-run-weights"))
     runs.to_csv(results / "smoke.csv", index=False)
     assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    out = capsys.readouterr().out
     assert (f"warning: prior of vq-vae/1/baseline left out: fitted to other weights of fold 0 ({old_name}, of an "
-            "earlier run) than these results hold; run `prior` again for this run's") in capsys.readouterr().out
+            "earlier run) than these results hold; run `prior` again for this run's") in out
+    assert load_suite(results, "smoke").priors_left_out == {"vq-vae/1/baseline"}
+    assert "without a prior" not in out  # named once, with what to do
     table = pd.read_csv(tmp_path / "reports" / "smoke" / "table.csv").set_index("config_id")
     vq = [c for c in table.index if c.startswith("vq-vae/")]
     assert table.loc[vq, "prior_nll_nats"].isna().tolist() == [c == "vq-vae/1/baseline" for c in vq]

@@ -1106,8 +1106,8 @@ def test_vq_vae_configurations_without_a_prior_get_a_caveat_that_says_what_fits_
     unfinished = (rows["config_id"] == vq[2]) & (rows["fold"] == 1)
     short = rows.assign(state=np.where(unfinished, "FAIL", rows["state"]))
 
-    def notes(problems: tuple[str, ...] = ()) -> list[str]:
-        suite = SuiteResults("demo", short, None, {"folds": FOLDS}, prior, prior_problems=problems)
+    def notes(left_out: frozenset[str] = frozenset()) -> list[str]:
+        suite = SuiteResults("demo", short, None, {"folds": FOLDS}, prior, priors_left_out=left_out)
         return [note for note in caveats(suite) if "without a prior" in note]
 
     assert notes() == [
@@ -1118,8 +1118,7 @@ def test_vq_vae_configurations_without_a_prior_get_a_caveat_that_says_what_fits_
         f"on) is not done: {vq[2]}; run the suite again to finish it, then `python -m benchmark prior --suite demo "
         f"--config {vq[2]}`."]
     # one whose prior was left out is named there, with what to do: not again here
-    left_out = f"prior of {vq[1]} left out: these results hold no weights of fold 1 of it; run `prior` again"
-    assert not any(vq[1] in note for note in notes((left_out,)))
+    assert not any(vq[1] in note for note in notes(frozenset({vq[1]})))
 
 
 def test_a_baseline_without_a_fold_done_gets_a_caveat(rows):
