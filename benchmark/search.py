@@ -408,14 +408,17 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
             print(line, file=sys.stderr)
     if settings.multi_objective and options.pruner != "none":
         print("note: Optuna cannot prune multi-objective trials; this search runs without a pruner", file=sys.stderr)
+    used = budget_used(study.get_trials(deepcopy=False))
+    # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over)
+    idle = used >= options.trials and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,
+                                                                                   TrialState.WAITING))
     train_images = len(images) - math.ceil(len(images) / settings.folds)  # the smallest training fold
-    if note := whole_batch_note(settings.batch_size, train_images):
+    if not idle and (note := whole_batch_note(settings.batch_size, train_images)):
         print(note, file=sys.stderr)
     note = idle_softadapt_note([BalanceConfig(softadapt=settings.softadapt)], train_images,
                                settings.batch_size, settings.epochs)
-    if note:
+    if not idle and note:
         print(note + " (SoftAdapt's own β, softadapt_beta, has no effect on the results)", file=sys.stderr)
-    used = budget_used(study.get_trials(deepcopy=False))
     cost = ""
     if device.type == "cpu" and used < options.trials:  # the defaults (100 epochs, all images) are a GPU's work
         if busy := shared_threads_note(training_threads(options.workers)):
@@ -437,8 +440,7 @@ def run_search(settings: SearchSettings, storage_url: str | None = None, study_n
                              time.perf_counter() - started, [t for t in trials if trial_status(t) == "failed"],
                              worker_failures, killed, max(0, options.trials - settled(trials)))
 
-    # Nothing to run or to wait for (a RUNNING trial may be a dead worker's, to take over): say so, also with --quiet.
-    if used >= options.trials and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    if idle:  # say so, also with --quiet
         print(f"note: study {name} already has {used} trial{'s' * (used != 1)} that count toward --trials "
               f"{options.trials}; raise "
               "--trials to run more", file=sys.stderr)

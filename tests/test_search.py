@@ -1098,6 +1098,8 @@ def test_a_search_whose_folds_are_smaller_than_a_batch_notes_it(tmp_path, capsys
     assert search_cli(tmp_path, "--trials", "1", "--limit", "100") == 0  # 100 images to split: 80 a fold
     assert ("note: batch size 128 is more than a fold's 80 training images: each epoch is one step on all 80\n"
             in capsys.readouterr().err)
+    assert search_cli(tmp_path, "--trials", "1", "--limit", "100") == 0  # nothing left to train: no word of it
+    assert "batch size" not in capsys.readouterr().err
 
 
 def test_studies_kept_in_another_folder_are_pointed_to_in_one_note(tmp_path, capsys):
