@@ -14,6 +14,7 @@ import pandas as pd
 from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.cv import fold_label
 from benchmark.params_from import TRAINING_SETTINGS, training_changes, training_differences
+from benchmark.prior_stage import settings_flags
 from benchmark.results import SuiteResults
 from benchmark.stats import (DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds, format_mean_var,
                              reference_baseline)
@@ -229,14 +230,17 @@ def _priorless_notes(suite: SuiteResults, done: pd.DataFrame) -> list[str]:
              if fold is not None and not ((vq["config_id"] == config_id) & (vq["fold"] == fold)).any()]
     fit = [config_id for config_id in missing if config_id not in unfit]
 
+    flags = settings_flags(suite.prior)  # None for rows of an earlier version, which record none
+
     def command(config_ids: list[str]) -> str:
-        return f"`python -m benchmark prior --suite {suite.suite} --config {' '.join(config_ids)}`"
+        return (f"`python -m benchmark prior --suite {suite.suite} --config {' '.join(config_ids)}"
+                f"{f' {flags}' if flags else ''}`")
 
     notes = []
     if fit:
         notes.append(f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(fit)}; the prior "
-                     f"stage stopped before them or was not asked for them. {command(fit)}, with the settings the "
-                     "other priors were made with, fits them.")
+                     f"stage stopped before them or was not asked for them. {command(fit)} fits them"
+                     f"{' with the settings of the other priors' if flags else ''}.")
     if unfit:
         notes.append(f"VQ-VAE configurations without a prior, so with no Prior NLL (–), whose fold {fold} (the one "
                      f"every prior is fitted on) is not done: {', '.join(unfit)}; run the suite again to finish it, "

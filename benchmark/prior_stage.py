@@ -331,24 +331,27 @@ def _current_rows(results_dir: Path, suite: str, results: pd.DataFrame) -> pd.Da
 
 
 def check_kept_rows(results_dir: Path, suite: str, results: pd.DataFrame, replaced: Iterable[str],
-                    settings: dict) -> str | None:
+                    settings: dict, named: bool = True) -> str | None:
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
-    were made with other ones: the Prior NLL column would compare them as if alike. Rows about to be
-    replaced that were made with other settings go with the first new row (``_update_csv``): the
-    note returned says which, for a rerun not to replace them without a word."""
+    were made with other ones: the Prior NLL column would compare them as if alike. Those rows are of
+    configurations left out of a stage that ``named`` some (``--config``), or else skipped by it, their
+    fold not done. Rows about to be replaced that were made with other settings go with the first new
+    row (``_update_csv``): the note returned says which, for a rerun not to replace them without a word."""
     old = _current_rows(results_dir, suite, results)
     if old is None:
         return None
     path, replaced = prior_csv_path(results_dir, suite), old["config_id"].isin(list(replaced))
     kept = old[~replaced]
+    # what replaces them too: a stage of every configuration, or one whose fold of them is done
+    whole = ("rerun without --config to replace every configuration's" if named else
+             f"finish fold {settings['fold']} of {'them' if len(kept) > 1 else 'it'} first (this stage skips "
+             f"{'them' if len(kept) > 1 else 'it'})")
     if not kept.empty and not _with_settings(kept):
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made by an earlier version, which "
-                         "chose each one's fold and epoch on its validation score; rerun without --config to replace "
-                         "every configuration's, or remove that file")
+                         f"chose each one's fold and epoch on its validation score; {whole}, or remove that file")
     if not kept.empty and (differing := _differing(kept, settings)):
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made with other settings "
-                         f"({differing}); give these the same settings, rerun without --config to replace "
-                         "every configuration's, or remove that file")
+                         f"({differing}); give these the same settings, {whole}, or remove that file")
     stale = old[_stale(old, replaced, settings)]
     other, earlier = stale[_recorded(stale)], stale[~_recorded(stale)]
     made = [(other, f"with other settings ({_differing(other, settings)})")] if not other.empty else []
@@ -375,6 +378,14 @@ def _recorded(rows: pd.DataFrame) -> pd.Series:
 def _with_settings(rows: pd.DataFrame) -> bool:
     """Whether every prior row records its settings."""
     return bool(_recorded(rows).all())
+
+
+def settings_flags(rows: pd.DataFrame) -> str | None:
+    """The `prior` options that make a new prior agree with ``rows`` (``check_kept_rows``), or None where
+    they do not all record one value of each setting."""
+    if rows.empty or not _with_settings(rows) or (rows[list(SETTINGS)].nunique() > 1).any():
+        return None
+    return " ".join(f"--{key.replace('_', '-')} {rows[key].iloc[0]:g}" for key in SETTINGS)
 
 
 def _differing(rows: pd.DataFrame, settings: dict) -> str:
@@ -506,7 +517,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     # the code maps' size, of the first configuration (train_prior checks each): before a note or a prior
     check_kernel_width(kernel, *encode_codes(_load_vq(targets[0], torch_device), pool[:1]).shape[-2:])
     replaced = [t.config_id for t in targets]
-    if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings)) and notes:
+    if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings, bool(config_ids))) and notes:
         notes(note)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -332,6 +333,20 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
     other = next(c for c in vq if c != "vq-vae/1/baseline")
     assert cli(tmp_path, "prior", "--suite", "smoke", "--config", other, *FAST) == 0
     assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(c for c in vq if c != "vq-vae/1/baseline")
+
+
+def test_the_report_gives_a_prior_command_that_fits_a_missing_prior_as_the_others(prior_run, tmp_path, capsys):
+    # it said "with the settings the other priors were made with" and left them out: copied, it was refused
+    linked_results(prior_run, tmp_path)
+    stored = read(prior_run, "smoke_prior.csv")
+    missing = stored["config_id"].iloc[-1]
+    stored.iloc[:-1].to_csv(tmp_path / "results" / "smoke_prior.csv", index=False)
+    assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    caveat = next(line for line in capsys.readouterr().out.splitlines() if "without a prior" in line)
+    command = caveat.split("`")[1]
+    assert command.startswith(f"python -m benchmark prior --suite smoke --config {missing} --fold 0 --epochs 2 ")
+    assert cli(tmp_path, *shlex.split(command.removeprefix("python -m benchmark ")), "--quiet") == 0
+    assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(stored["config_id"])
 
 
 def test_redraw_draws_the_stored_samples_again_at_their_temperature_and_new_ones_at_another(prior_run, tmp_path,
@@ -665,6 +680,22 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(smoke_run, tmp_path, capsys
 def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args, message):
     assert cli(smoke_run, "prior", "--suite", "smoke", *args, "--quiet") == 2
     assert one_line_error(capsys).startswith(message)
+
+
+def test_kept_rows_of_other_settings_name_what_replaces_them(smoke_run, tmp_path):
+    # a stage of every configuration was told to "rerun without --config" where it skipped one, its fold not done
+    linked_results(smoke_run, tmp_path)
+    results = tmp_path / "results"
+    settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
+    pd.DataFrame([{"config_id": "a", "val_nll_nats": 3.0, "prior_path": "", **settings}]).to_csv(
+        results / "smoke_prior.csv", index=False)
+    runs, path = load_suite(results, "smoke").results, results / "smoke_prior.csv"
+    for named, whole in ((False, "finish fold 1 of it first (this stage skips it)"),
+                         (True, "rerun without --config to replace every configuration's")):
+        with pytest.raises(ValueError) as error:
+            check_kept_rows(results, "smoke", runs, ["b"], {**settings, "fold": 1}, named)
+        assert str(error.value) == (f"{path} holds priors of a made with other settings (fold 0 there, 1 now); give "
+                                    f"these the same settings, {whole}, or remove that file")
 
 
 def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_row(smoke_run, tmp_path):

@@ -1102,7 +1102,9 @@ def test_configurations_no_better_than_the_mean_image_get_a_caveat(rows):
 def test_vq_vae_configurations_without_a_prior_get_a_caveat_that_says_what_fits_them(rows):
     # their Prior NLL was – with no word why: a prior stage stopped before them, or their fold of the priors not done
     vq = [config[0] for config in CONFIGS if config[1] == "vq-vae"]
-    prior = pd.DataFrame({"config_id": [vq[0]], "fold": [1], "val_nll_nats": [3.0]})
+    settings = {"epochs": 25, "batch_size": 128, "lr": 1e-3, "hidden": 32, "layers": 4, "kernel": 5}
+    prior = pd.DataFrame({"config_id": [vq[0]], "fold": [1], "val_nll_nats": [3.0],
+                          **{key: [value] for key, value in settings.items()}})
     unfinished = (rows["config_id"] == vq[2]) & (rows["fold"] == 1)
     short = rows.assign(state=np.where(unfinished, "FAIL", rows["state"]))
 
@@ -1110,13 +1112,16 @@ def test_vq_vae_configurations_without_a_prior_get_a_caveat_that_says_what_fits_
         suite = SuiteResults("demo", short, None, {"folds": FOLDS}, prior, priors_left_out=left_out)
         return [note for note in caveats(suite) if "without a prior" in note]
 
+    flags = "--fold 1 --epochs 25 --batch-size 128 --lr 0.001 --hidden 32 --layers 4 --kernel 5"
     assert notes() == [
         f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {vq[1]}; the prior stage stopped before "
-        f"them or was not asked for them. `python -m benchmark prior --suite demo --config {vq[1]}`, with the settings "
-        "the other priors were made with, fits them.",
+        f"them or was not asked for them. `python -m benchmark prior --suite demo --config {vq[1]} {flags}` fits them "
+        "with the settings of the other priors.",
         f"VQ-VAE configurations without a prior, so with no Prior NLL (–), whose fold 1 (the one every prior is fitted "
         f"on) is not done: {vq[2]}; run the suite again to finish it, then `python -m benchmark prior --suite demo "
-        f"--config {vq[2]}`."]
+        f"--config {vq[2]} {flags}`."]
+    prior = prior.drop(columns=list(settings))  # an earlier version's rows record no settings: none to give
+    assert f"`python -m benchmark prior --suite demo --config {vq[1]}` fits them." in notes()[0]
     # one whose prior was left out is named there, with what to do: not again here
     assert not any(vq[1] in note for note in notes(frozenset({vq[1]})))
 
