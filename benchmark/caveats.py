@@ -175,7 +175,7 @@ def _unequal_tuning_notes(suite: SuiteResults) -> list[str]:
 def prior_notes(prior: pd.DataFrame) -> list[str]:
     """Caveats on the prior NLL column: priors still improving at their last epoch, priors worse
     than the codes' frequencies alone predict, and codebooks used at a small fraction of their codes (few codes are easy
-    to predict: a low NLL there says little of the prior)."""
+    to predict: a low NLL there says little of the prior); and on the generated images: temperatures that differ."""
     notes = []
     if {"best_epoch", "epochs"} <= set(prior):
         last = prior[prior["best_epoch"] >= prior["epochs"]]
@@ -214,6 +214,10 @@ def prior_notes(prior: pd.DataFrame) -> list[str]:
             notes.append(f"codebooks used at a perplexity under {COLLAPSED_CODEBOOK:.0%} of their codes: {listed}; "
                          "few codes in use are easy to predict, so a low prior NLL there does not mean a better "
                          "prior: compare priors together with their perplexities.")
+    if "temperature" in prior and prior["temperature"].nunique() > 1:  # a --redraw or --config of its own
+        drawn = "; ".join(f"{t:g}: {', '.join(rows['config_id'])}" for t, rows in prior.groupby("temperature"))
+        notes.append(f"generated images drawn at different temperatures ({drawn}); a lower one gives sharper, less "
+                     "varied images, so compare the grids at one (`prior --redraw --temperature`).")
     return notes
 
 

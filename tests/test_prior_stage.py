@@ -183,6 +183,11 @@ def test_the_report_warns_of_priors_still_improving_and_of_collapsed_codebooks(p
     assert "earlier version" not in prior_notes(table[table["config_id"] != "b"])[1]
     assert "under 10% of their codes: c (4.2 of 128); few codes" in notes[2] and len(notes) == 3
     assert "d (" not in notes[1]
+    # grids side by side at other temperatures, said only in each one's title
+    assert prior_notes(table.assign(temperature=[1.0, 0.3, 1.0, 0.3]))[-1] == (
+        "generated images drawn at different temperatures (0.3: b, d; 1: a, c); a lower one gives sharper, less "
+        "varied images, so compare the grids at one (`prior --redraw --temperature`).")
+    assert len(prior_notes(table.assign(temperature=0.5))) == 3
     # one epoch is always the last one kept: the caveat says what that means
     assert prior_notes(table.assign(epochs=1, best_epoch=1))[0] == (
         "4 of 4 priors trained one epoch, so longer prior training (`prior --epochs`) would likely lower their NLL.")
