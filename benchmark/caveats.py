@@ -314,7 +314,7 @@ def _tuning_notes(meta: dict, searches: Searches) -> list[str]:
         differ = training_differences(there, here)
         if differ:
             found.append(f"search `{name}` trained otherwise than this run ({training_changes(there, here, differ)}): "
-                         "its best parameters were chosen for that training, and need not be the best for this one")
+                         "its best parameters were chosen for that training, and need not be the best for this one.")
     return found
 
 
@@ -334,7 +334,7 @@ def _moved_best_notes(meta: dict, searches: Searches) -> list[str]:
             notes.append(f"search `{name}` has found another best since this run took its parameters: trial "
                          f"#{best.number}, `{now}`, where the table's row trained `{config_id}`; once that one's "
                          "units are all done, the same command trains the new best in its place (the study keeps "
-                         "this one's units)")
+                         "this one's units).")
     return notes
 
 

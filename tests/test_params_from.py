@@ -59,7 +59,7 @@ def test_run_uses_the_best_parameters_of_a_search_and_says_where_they_came_from(
     assert f"`{single['config_id'].iloc[0]}`: from study `{name}`" in index and "optimistic" in index
     assert index.index("## Tuned parameters") < index.index("## Results")  # the selection bias before the numbers
     assert (f"- search `{name}` trained otherwise than this run (batch_size 128 → 32): its best parameters were "
-            "chosen for that training, and need not be the best for this one") in index  # a reviewer sees it too
+            "chosen for that training, and need not be the best for this one.\n") in index  # a reviewer sees it too
     assert "has found another best" not in index  # the search's best is the row's
     # with figures, the report draws the search's Optuna plots (SPEC: the report's figures include them)
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
