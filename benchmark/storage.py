@@ -35,7 +35,7 @@ from optuna.storages._rdb.models import (StudyUserAttributeModel, TrialHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from benchmark.checks import first_line
 from benchmark.files import check_folder
@@ -72,6 +72,7 @@ def check_heartbeat(seconds: int) -> None:
 
 # Heroku's and others' spelling of a PostgreSQL URL, postgres://, which SQLAlchemy does not take
 POSTGRES_SPELLING = "SQLAlchemy names PostgreSQL postgresql://, not postgres://"
+AT_IN_PASSWORD = "the password holds an @, which a URL writes as %40 (and a : as %3A, a / as %2F)"
 
 
 def check_storage_option(flag: str, url: str | None, default: str) -> None:
@@ -85,6 +86,8 @@ def check_storage_option(flag: str, url: str | None, default: str) -> None:
                              "sqlite:///studies/x.db or postgresql://user@host/db")
         raise ValueError(f"{flag} {url} is not a URL: for a SQLite file give sqlite:///{url}, or a database's, "
                          "e.g. postgresql://user@host/db")
+    if url and unencoded_at(url):  # before SQLAlchemy reads it: its error would quote part of the password
+        raise ValueError(f"{flag} {safe_url(url)}: {AT_IN_PASSWORD}")
     if url:
         try:
             make_url(url).get_dialect()  # loads the dialect's module only: no driver, no connection
@@ -462,18 +465,25 @@ def safe_url(url: str) -> str:
     """The storage URL without its password, for messages and exported metadata."""
     if url.startswith("sqlite:"):  # no password; rendering would percent-encode an '@' or '%' of its path
         return url
+    if unencoded_at(url):  # SQLAlchemy would take the password's end for the host: all up to the last @ goes
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.split(':', 1)[0]}:***@{rest.rpartition('@')[2]}"
     try:
         parsed = make_url(url)
     except Exception:  # not a URL SQLAlchemy can parse: say nothing of it that could be secret
         return url.split("@")[-1]
-    if _password_tail(parsed):
-        parsed = parsed.set(host=parsed.host.rpartition("@")[2])
-    return parsed.render_as_string(hide_password=True)
+    if "password" not in parsed.query:
+        return parsed.render_as_string(hide_password=True)
+    # libpq takes a password there too: hidden as *** (rendering would percent-encode the stars)
+    hidden = parsed.update_query_dict({"password": "***"}).render_as_string(hide_password=True)
+    return hidden.replace("password=%2A%2A%2A", "password=***")
 
 
-def _password_tail(parsed: URL) -> str:
-    """The part of a password written with an unencoded @ that SQLAlchemy took for the host's start."""
-    return (parsed.host or "").rpartition("@")[0]
+def unencoded_at(url: str) -> bool:
+    """Whether a storage URL's password holds an @ not written %40: SQLAlchemy ends the password at the
+    first @ and reads the rest as the host (or cannot read the URL at all)."""
+    credentials = url.partition("://")[2].rpartition("@")[0]
+    return not url.startswith("sqlite:") and ":" in credentials.split("@")[0] and "@" in credentials
 
 
 def password_hidden(url: str) -> bool:
@@ -588,6 +598,8 @@ def in_memory(url: str) -> bool:
 
 
 def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
+    if unencoded_at(url):
+        raise StoreError(f"cannot open storage {safe_url(url)!r}: {AT_IN_PASSWORD}")
     driver_url = storage_driver_url(url)
     engine_kwargs: dict = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("postgresql"):  # libpq waits for ever on a host that accepts and never answers
@@ -607,8 +619,6 @@ def _open_storage_once(url: str, config: StoreConfig) -> ClaimingStorage:
                   "again to start anew (its finished work is lost)") if damaged else _server_advice(url, reason)
         for given in (driver_url, url):  # the URL as the user gave it, its password hidden
             reason = reason.replace(given, safe_url(url))
-        if tail := _password_tail(make_url(url)):  # libpq names that host
-            reason = reason.replace(f"{tail}@", "***@")
         raise StoreError(f"cannot open storage {safe_url(url)!r}: {reason}{advice}") from None
 
 
@@ -619,8 +629,6 @@ def _server_advice(url: str, reason: str) -> str:
     parsed = make_url(url)
     # no host: libpq's Unix socket on this machine
     server = (f"-h {shlex.quote(parsed.host)} " if parsed.host else "") + f"-p {parsed.port or 5432}"
-    if _password_tail(parsed):
-        return "; the password holds an @, which a URL writes as %40"
     if "could not translate host name" in reason:
         return "; check the host name in the URL (a password holding @ is written %40 there)"
     if any(sign in reason for sign in UNREACHED) or not parsed.host and "No such file or directory" in reason:

@@ -28,7 +28,8 @@ from benchmark.data import load_dataset
 from benchmark.processes import signal_name
 from benchmark.search import SearchOptions, counts_toward_budget
 from benchmark.search_space import ParamRange, SearchSettings, configuration_for, parse_range
-from benchmark.storage import safe_url, status_counts, trial_status, versioned
+from benchmark.storage import (StoreConfig, StoreError, open_storage, safe_url, status_counts, trial_status,
+                               versioned)
 from benchmark.params_from import (best_configurations, load_search_study, study_settings, training_differences,
                                    tuning_notes)
 from benchmark.studies import StudyPlace, describe_study, file_name, load_existing_study
@@ -1211,13 +1212,21 @@ def test_unreachable_storage_is_one_line(tmp_path, capsys):
     assert "cannot open storage" in one_line_error(capsys)
 
 
-def test_a_password_with_an_unencoded_at_is_hidden_whole_and_named_as_the_cause(tmp_path, capsys):
-    # SQLAlchemy ends the password at its first @ and takes "ss@127.0.0.1" for the host
-    assert safe_url("postgresql://nobody:p@ss@127.0.0.1:1/x") == "postgresql://nobody:***@127.0.0.1:1/x"
-    assert cli(tmp_path, "studies", "list", "--storage", "postgresql://nobody:p@ss@127.0.0.1:1/x") == 2
-    line = one_line_error(capsys)
-    assert line.startswith("error: cannot open storage 'postgresql://nobody:***@127.0.0.1:1/x': ") and "ss@" not in line
-    assert line.endswith("; the password holds an @, which a URL writes as %40")
+@pytest.mark.parametrize("url", ["postgresql://nobody:p@ss@127.0.0.1:1/x", "postgresql://nobody:p@ss/w@127.0.0.1:1/x",
+                                 "postgresql://nobody:p@ss:w@127.0.0.1:1/x", "postgresql://nobody:p@@127.0.0.1:1/x"])
+def test_a_password_with_an_unencoded_at_is_hidden_whole_and_named_as_the_cause(tmp_path, capsys, url):
+    # SQLAlchemy ends the password at its first @: it read "ss@127.0.0.1" as the host, and libpq's error or its own
+    # ("invalid literal for int(): 'w@127.0.0.1:1'") showed the password's end
+    assert safe_url(url) == "postgresql://nobody:***@127.0.0.1:1/x"
+    assert cli(tmp_path, "studies", "list", "--storage", url) == 2
+    assert one_line_error(capsys) == ("error: --storage postgresql://nobody:***@127.0.0.1:1/x: the password holds an "
+                                      "@, which a URL writes as %40 (and a : as %3A, a / as %2F)")
+    with pytest.raises(StoreError, match="^cannot open storage 'postgresql://nobody:\\*\\*\\*@127.0.0.1:1/x': the "
+                                         "password holds an @"):
+        open_storage(url, StoreConfig(storage=url))
+    # an @ in the query, and a password given there
+    assert safe_url("postgresql://me@host/db?application_name=a@b") == "postgresql://me@host/db?application_name=a%40b"
+    assert safe_url("postgresql://me@host/db?password=secret") == "postgresql://me@host/db?password=***"
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
