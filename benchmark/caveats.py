@@ -234,17 +234,20 @@ def _priorless_notes(suite: SuiteResults, done: pd.DataFrame) -> list[str]:
              if fold is not None and not ((vq["config_id"] == config_id) & (vq["fold"] == fold)).any()]
     fit = [config_id for config_id in missing if config_id not in unfit]
 
-    flags = settings_flags(suite.prior)  # None for rows of an earlier version, which record none
+    # None where the other priors record no one set of settings (an earlier version's): a prior of
+    # these cannot join them, so the command fits every prior again
+    flags = settings_flags(suite.prior)
 
     def command(config_ids: list[str]) -> str:
-        return (f"`python -m benchmark prior --suite {suite.suite} --config {' '.join(config_ids)}"
-                f"{f' {flags}' if flags else ''}`")
+        return (f"`python -m benchmark prior --suite {suite.suite} --config {' '.join(config_ids)} {flags}`" if flags
+                else f"`python -m benchmark prior --suite {suite.suite}`")
 
     notes = []
     if fit:
+        fits = ("fits them with the settings of the other priors" if flags else "fits them, and the others again: "
+                "those record no one set of settings that a new prior could share")
         notes.append(f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(fit)}; the prior "
-                     f"stage stopped before them or was not asked for them. {command(fit)} fits them"
-                     f"{' with the settings of the other priors' if flags else ''}.")
+                     f"stage stopped before them or was not asked for them. {command(fit)} {fits}.")
     if unfit:
         notes.append(f"VQ-VAE configurations without a prior, so with no Prior NLL (–), whose fold {fold} (the one "
                      f"every prior is fitted on) is not done: {', '.join(unfit)}; run the suite again to finish it, "

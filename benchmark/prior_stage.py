@@ -331,7 +331,7 @@ def _current_rows(results_dir: Path, suite: str, results: pd.DataFrame) -> pd.Da
 
 
 def check_kept_rows(results_dir: Path, suite: str, results: pd.DataFrame, replaced: Iterable[str],
-                    settings: dict, named: bool = True) -> str | None:
+                    settings: dict, *, named: bool) -> str | None:
     """Refuse to add priors made with ``settings`` to a CSV whose other rows (those not ``replaced``)
     were made with other ones: the Prior NLL column would compare them as if alike. Those rows are of
     configurations left out of a stage that ``named`` some (``--config``), or else skipped by it, their
@@ -381,11 +381,17 @@ def _with_settings(rows: pd.DataFrame) -> bool:
 
 
 def settings_flags(rows: pd.DataFrame) -> str | None:
-    """The `prior` options that make a new prior agree with ``rows`` (``check_kept_rows``), or None where
-    they do not all record one value of each setting."""
+    """The `prior` options that make a new prior agree with ``rows`` (``check_kept_rows``) and draw its
+    samples at their temperature, or None where they do not all record one value of each setting."""
     if rows.empty or not _with_settings(rows) or (rows[list(SETTINGS)].nunique() > 1).any():
         return None
-    return " ".join(f"--{key.replace('_', '-')} {rows[key].iloc[0]:g}" for key in SETTINGS)
+    # exact values: the settings are compared exactly, and argparse reads no 1e+06 as an int
+    flags = [f"--{key.replace('_', '-')} {float(rows[key].iloc[0])!r}" if key == "lr" else
+             f"--{key.replace('_', '-')} {int(rows[key].iloc[0])}" for key in SETTINGS]
+    drawn = rows["temperature"].dropna().unique() if "temperature" in rows else ()
+    if len(drawn) == 1:
+        flags.append(f"--temperature {float(drawn[0])!r}")
+    return " ".join(flags)
 
 
 def _differing(rows: pd.DataFrame, settings: dict) -> str:
@@ -506,6 +512,7 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     """
     check_arguments(epochs=epochs, batch_size=batch_size, lr=lr, samples=samples, temperature=temperature,
                     hidden=hidden, layers=layers, kernel=kernel, fold=fold)
+    config_ids = list(config_ids or ())  # none named: every configuration
     chosen_progress()  # a mistyped value fails before anything is trained, not once the bar is made
     torch_device = resolve_device(device)
     results_dir = Path(results_dir)
@@ -517,7 +524,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     # the code maps' size, of the first configuration (train_prior checks each): before a note or a prior
     check_kernel_width(kernel, *encode_codes(_load_vq(targets[0], torch_device), pool[:1]).shape[-2:])
     replaced = [t.config_id for t in targets]
-    if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings, bool(config_ids))) and notes:
+    if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings, named=bool(config_ids))) \
+            and notes:
         notes(note)
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))

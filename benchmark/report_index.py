@@ -112,8 +112,9 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
     if tuned:
         lines += ["## Tuned parameters", "",
                   "These configurations use the best parameters of an Optuna search. The search chose them by "
-                  "their validation scores on this dataset's training images, which these folds use again, so "
-                  "their scores here are optimistic (selection bias). A `--seed` other than "
+                  "their validation scores on images that these folds use again (where it searched this dataset: "
+                  "a caveat names a search that trained otherwise), so their scores here are optimistic "
+                  "(selection bias). A `--seed` other than "
                   "the search's gives new folds (and, for datasets without an official test split or with "
                   "`--limit`, a partly different training pool), which lessens the bias but does not remove it; "
                   "only images that the search never saw (nested cross-validation) would.", ""]

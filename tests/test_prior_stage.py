@@ -300,9 +300,9 @@ def test_a_prior_csv_written_before_the_bits_per_code_rename_still_reads(smoke_r
     # Its rows record no settings: priors made now are not mixed with them.
     settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
     with pytest.raises(ValueError, match="made by an earlier version.*rerun without --config"):
-        check_kept_rows(results, "smoke", runs, ["vq-vae/1/single/gaussian/a=40"], settings)
+        check_kept_rows(results, "smoke", runs, ["vq-vae/1/single/gaussian/a=40"], settings, named=True)
     # all its rows replaced: fine, with a note
-    assert check_kept_rows(results, "smoke", runs, ["vq-vae/1/baseline"], settings) == (
+    assert check_kept_rows(results, "smoke", runs, ["vq-vae/1/baseline"], settings, named=False) == (
         f"the priors of vq-vae/1/baseline in {results / 'smoke_prior.csv'} were made by an earlier version: the first "
         "new prior stored replaces them")
 
@@ -352,6 +352,9 @@ def test_the_report_gives_a_prior_command_that_fits_a_missing_prior_as_the_other
     assert command.startswith(f"python -m benchmark prior --suite smoke --config {missing} --fold 0 --epochs 2 ")
     assert cli(tmp_path, *shlex.split(command.removeprefix("python -m benchmark ")), "--quiet") == 0
     assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(stored["config_id"])
+    assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    out = capsys.readouterr().out  # its samples drawn at the others' temperature too
+    assert "without a prior" not in out and "different temperatures" not in out
 
 
 def test_redraw_draws_the_stored_samples_again_at_their_temperature_and_new_ones_at_another(prior_run, tmp_path,
@@ -576,11 +579,12 @@ def test_ctrl_c_keeps_the_finished_priors_and_says_what_a_rerun_does(smoke_run, 
     others = [c for c in dict.fromkeys(read(tmp_path, "smoke.csv")["config_id"]) if c.startswith("vq-vae/")
               and c != config_id]
     assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
-    fit = f"python -m benchmark prior --suite smoke --config {' '.join(others)}"
+    fit = (f"python -m benchmark prior --suite smoke --config {' '.join(others)} --fold {row['fold']} --epochs 1 "
+           "--batch-size 128 --lr 0.001 --hidden 8 --layers 2 --kernel 5")  # no --temperature: no samples drawn
     assert (f"VQ-VAE configurations without a prior, so with no Prior NLL (–): {', '.join(others)}; the prior stage "
-            f"stopped before them or was not asked for them. `{fit}`") in read_index(tmp_path)
+            f"stopped before them or was not asked for them. `{fit}` fits them") in read_index(tmp_path)
     monkeypatch.setattr(benchmark.prior_stage, "train_prior", train)
-    assert cli(tmp_path, *fit.split()[3:], *args) == 0
+    assert cli(tmp_path, *fit.split()[3:], "--samples", "0", "--quiet") == 0
     assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
     assert "without a prior" not in read_index(tmp_path)
     assert len(read(tmp_path, "smoke_prior.csv")) == 3
@@ -687,20 +691,24 @@ def test_bad_options_are_one_line_and_exit_2(smoke_run, capsys, args, message):
     assert one_line_error(capsys).startswith(message)
 
 
-def test_kept_rows_of_other_settings_name_what_replaces_them(smoke_run, tmp_path):
+def test_kept_rows_of_other_settings_name_what_replaces_them(prior_run, tmp_path, capsys):
     # a stage of every configuration was told to "rerun without --config" where it skipped one, its fold not done
-    linked_results(smoke_run, tmp_path)
-    results = tmp_path / "results"
-    settings = {"fold": 0, "epochs": 30, "batch_size": 128, "lr": 1e-3, "hidden": 64, "layers": 8, "kernel": 5}
-    pd.DataFrame([{"config_id": "a", "val_nll_nats": 3.0, "prior_path": "", **settings}]).to_csv(
-        results / "smoke_prior.csv", index=False)
-    runs, path = load_suite(results, "smoke").results, results / "smoke_prior.csv"
-    for named, whole in ((False, "finish fold 1 of it first (this stage skips it)"),
-                         (True, "rerun without --config to replace every configuration's")):
-        with pytest.raises(ValueError) as error:
-            check_kept_rows(results, "smoke", runs, ["b"], {**settings, "fold": 1}, named)
-        assert str(error.value) == (f"{path} holds priors of a made with other settings (fold 0 there, 1 now); give "
-                                    f"these the same settings, {whole}, or remove that file")
+    linked_results(prior_run, tmp_path)
+    path = tmp_path / "results" / "smoke_prior.csv"
+    shutil.copy(prior_run / "results" / "smoke_prior.csv", path)
+    runs, ids = read(tmp_path, "smoke.csv"), list(read(prior_run, "smoke_prior.csv")["config_id"])
+    runs.loc[(runs["config_id"] == ids[0]) & (runs["fold"] == 1), "state"] = "FAIL"
+    runs.to_csv(tmp_path / "results" / "smoke.csv", index=False)
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--fold", "1", *FAST) == 2  # the priors are on fold 0
+    assert one_line_error(capsys) == (
+        f"error: {Path('results') / 'smoke_prior.csv'} holds priors of {ids[0]} made with other settings (fold 0 "
+        "there, 1 now); give these the same settings, finish fold 1 of it first (this stage skips it), or remove "
+        "that file")
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--fold", "1", "--config", ids[1], *FAST) == 2
+    assert one_line_error(capsys).endswith(
+        f"holds priors of {', '.join(i for i in ids if i != ids[1])} made with other settings (fold 0 there, 1 now); "
+        "give these the same settings, rerun without --config to replace every configuration's, or remove that file")
+    assert read(tmp_path, "smoke_prior.csv").equals(read(prior_run, "smoke_prior.csv"))
 
 
 def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_row(smoke_run, tmp_path):
@@ -717,7 +725,7 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
                                                  "other settings (hidden 64 there, 32 now): the first new prior stored "
                                                  "replaces them")):
         # checking writes nothing: a Ctrl-C before the first row loses nothing; a rerun's own rows go without a note
-        assert check_kept_rows(results, "smoke", runs, ["a", "b"], new) == note
+        assert check_kept_rows(results, "smoke", runs, ["a", "b"], new, named=False) == note
         assert list(read_prior(results, "smoke")["config_id"]) == ["a", "b"]
     row = {"config_id": "b", "fold": 0, "val_nll_nats": 2.0, "prior_path": ""}
     _update_csv(results, "smoke", runs, [{**row, **settings}], ["a", "b"], ["a", "b"], settings)
@@ -729,6 +737,6 @@ def test_a_full_rerun_with_other_settings_removes_the_old_rows_with_its_first_ro
     mixed = old.assign(config_id=["a", "b"], hidden=[32, 64])
     pd.concat([mixed, pd.DataFrame({"config_id": ["c"], "fold": [0], "val_nll_nats": [3.2]})]).to_csv(
         results / "smoke_prior.csv", index=False)
-    assert check_kept_rows(results, "smoke", runs, ["a", "b", "c"], settings) == (
+    assert check_kept_rows(results, "smoke", runs, ["a", "b", "c"], settings, named=False) == (
         f"the priors of a in {results / 'smoke_prior.csv'} were made with other settings (hidden 32 there, 64 now), "
         "and those of c by an earlier version: the first new prior stored replaces them")
