@@ -481,8 +481,8 @@ def safe_url(url: str) -> str:
 
 def unencoded_at(url: str) -> bool:
     """Whether a storage URL's password holds an @ not written %40: SQLAlchemy ends the password at the
-    first @ and reads the rest as the host (or cannot read the URL at all)."""
-    credentials = url.partition("://")[2].rpartition("@")[0]
+    first @ and reads the rest as the host (or cannot read the URL at all). An @ of the query is not one."""
+    credentials = url.partition("://")[2].split("?", 1)[0].rpartition("@")[0]
     return not url.startswith("sqlite:") and ":" in credentials.split("@")[0] and "@" in credentials
 
 

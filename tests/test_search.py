@@ -1225,7 +1225,8 @@ def test_a_password_with_an_unencoded_at_is_hidden_whole_and_named_as_the_cause(
                                          "password holds an @"):
         open_storage(url, StoreConfig(storage=url))
     # an @ in the query, and a password given there
-    assert safe_url("postgresql://me@host/db?application_name=a@b") == "postgresql://me@host/db?application_name=a%40b"
+    assert safe_url("postgresql://me:pw@host/db?application_name=a@b") == ("postgresql://me:***@host/db?"
+                                                                           "application_name=a%40b")
     assert safe_url("postgresql://me@host/db?password=secret") == "postgresql://me@host/db?password=***"
 
 
