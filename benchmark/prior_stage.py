@@ -48,6 +48,7 @@ from benchmark.files import write_whole
 from benchmark.models import MultitaskVAE, eval_mode
 from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, PriorResult, check_kernel_width,
                              code_perplexity, frequency_nats, train_prior)
+from benchmark.processes import shared_threads_note
 from benchmark.progress import chosen_progress, progress_bar
 from benchmark.results import (SuiteResults, checkpoint_file, current_priors, load_suite, prior_csv_path, read_prior,
                                run_dataset, safe_name)
@@ -527,6 +528,8 @@ def run_prior_stage(results_dir: Path, suite: str, config_ids: Iterable[str] | N
     if (note := check_kept_rows(results_dir, suite, data.results, replaced, settings, named=bool(config_ids))) \
             and notes:
         notes(note)
+    if notes and torch_device.type == "cpu" and (busy := shared_threads_note(torch.get_num_threads())):
+        notes(busy.removeprefix("note: "))
     summary = PriorStageSummary(prior_csv_path(results_dir, suite), skipped=skipped)
     order = list(dict.fromkeys([*meta["configurations"], *(t.config_id for t in targets)]))
     # closed on Ctrl-C too: a message then starts a line

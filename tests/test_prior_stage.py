@@ -357,6 +357,19 @@ def test_the_report_gives_a_prior_command_that_fits_a_missing_prior_as_the_other
     assert "without a prior" not in out and "different temperatures" not in out
 
 
+def test_a_prior_stage_on_a_busy_machine_says_its_threads_wait_for_cores(prior_run, tmp_path, capsys, monkeypatch):
+    linked_results(prior_run, tmp_path)
+    monkeypatch.setattr("benchmark.processes.os.getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr("benchmark.processes.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 2)
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--config", "vq-vae/1/baseline", *FAST) == 0
+    assert "note: the machine is busy (load average 9.0 on 2 cores): each training step is split over 2 threads" \
+        in capsys.readouterr().err
+    monkeypatch.setattr("torch.get_num_threads", lambda: 1)  # OMP_NUM_THREADS=1: nothing to wait for
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--config", "vq-vae/1/baseline", *FAST) == 0
+    assert "busy" not in capsys.readouterr().err
+
+
 def test_redraw_draws_the_stored_samples_again_at_their_temperature_and_new_ones_at_another(prior_run, tmp_path,
                                                                                             capsys):
     linked_results(prior_run, tmp_path)
