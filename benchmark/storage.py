@@ -630,7 +630,7 @@ def _server_advice(url: str, reason: str) -> str:
     # no host: libpq's Unix socket on this machine
     server = (f"-h {shlex.quote(parsed.host)} " if parsed.host else "") + f"-p {parsed.port or 5432}"
     if "could not translate host name" in reason:
-        return "; check the host name in the URL (a password holding @ is written %40 there)"
+        return "; check the host name in the URL"  # an @ of the password was refused before (``unencoded_at``)
     if any(sign in reason for sign in UNREACHED) or not parsed.host and "No such file or directory" in reason:
         how = ("takes TCP connections from this machine (its listen_addresses and pg_hba.conf, a firewall)"
                if parsed.host else "listens on its Unix socket on this machine")
