@@ -344,9 +344,9 @@ def check_kept_rows(results_dir: Path, suite: str, results: pd.DataFrame, replac
     path, replaced = prior_csv_path(results_dir, suite), old["config_id"].isin(list(replaced))
     kept = old[~replaced]
     # what replaces them too: a stage of every configuration, or one whose fold of them is done
+    them = "them" if len(kept) > 1 else "it"
     whole = ("rerun without --config to replace every configuration's" if named else
-             f"finish fold {settings['fold']} of {'them' if len(kept) > 1 else 'it'} first (this stage skips "
-             f"{'them' if len(kept) > 1 else 'it'})")
+             f"finish fold {settings['fold']} of {them} first (this stage skips {them})")
     if not kept.empty and not _with_settings(kept):
         raise ValueError(f"{path} holds priors of {', '.join(kept['config_id'])} made by an earlier version, which "
                          f"chose each one's fold and epoch on its validation score; {whole}, or remove that file")

@@ -150,9 +150,9 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         prior, left_out = None, [f"priors left out: {error}"]
     left_ids: frozenset[str] = frozenset()
     if prior is not None:
-        stored = prior
-        prior, left_out = current_priors(stored, results)
-        left_ids = frozenset(stored["config_id"]) - frozenset(prior["config_id"])
+        left_ids = frozenset(prior["config_id"])
+        prior, left_out = current_priors(prior, results)
+        left_ids -= frozenset(prior["config_id"])
     return SuiteResults(suite, results, history, meta, prior if prior is None or len(prior) else None, problem,
                         tuple(left_out), left_ids)
 
