@@ -15,7 +15,7 @@ from benchmark.balancing import BalanceConfig, idle_softadapt_note
 from benchmark.cv import fold_label
 from benchmark.params_from import TRAINING_SETTINGS, training_changes, training_differences
 from benchmark.prior_stage import settings_flags
-from benchmark.results import SuiteResults
+from benchmark.results import SuiteResults, results_dir_flag
 from benchmark.stats import (DIVERGED_FACTOR, compare_with_baseline, completed, diverged_folds, format_mean_var,
                              reference_baseline)
 
@@ -239,8 +239,8 @@ def _priorless_notes(suite: SuiteResults, done: pd.DataFrame) -> list[str]:
     flags = settings_flags(suite.prior)
 
     def command(config_ids: list[str]) -> str:
-        return (f"`python -m benchmark prior --suite {suite.suite} --config {' '.join(config_ids)} {flags}`" if flags
-                else f"`python -m benchmark prior --suite {suite.suite}`")
+        stage = f"python -m benchmark prior --suite {suite.suite}{results_dir_flag(suite.results_dir)}"
+        return f"`{stage} --config {' '.join(config_ids)} {flags}`" if flags else f"`{stage}`"
 
     notes = []
     if fit:

@@ -51,7 +51,7 @@ from benchmark.prior import (GatedPixelCNN, PriorConfig, PriorDivergedError, Pri
 from benchmark.processes import shared_threads_note
 from benchmark.progress import chosen_progress, progress_bar
 from benchmark.results import (SuiteResults, checkpoint_file, current_priors, load_suite, prior_csv_path, read_prior,
-                               run_dataset, safe_name)
+                               results_dir_flag, run_dataset, safe_name)
 from benchmark.train import resolve_device
 
 # What decides a prior's NLL besides its configuration; the rows of one CSV must agree on them.
@@ -605,13 +605,12 @@ def redraw_samples(results_dir: Path, suite: str, config_ids: Iterable[str] | No
     torch_device = resolve_device(device)
     results_dir, path = Path(results_dir), prior_csv_path(results_dir, suite)
     stored = read_prior(results_dir, suite)
+    train = f"python -m benchmark prior --suite {suite}{results_dir_flag(results_dir)}"
     if stored is None:
-        raise ValueError(f"suite {suite!r} has no priors to draw from ({path} is not there): "
-                         f"train them with `python -m benchmark prior --suite {suite}`")
+        raise ValueError(f"suite {suite!r} has no priors to draw from ({path} is not there): train them with `{train}`")
     data = load_suite(results_dir, suite)
     _, named = check_named(data, suite, config_ids)
     rows, reasons = current_priors(stored, data.results)
-    train = f"python -m benchmark prior --suite {suite}"
     if rows.empty:
         raise ValueError(f"{path} holds no prior of the weights this run of suite {suite!r} holds "
                          f"({'; '.join(reasons)}): train them with `{train}`")

@@ -74,10 +74,17 @@ class SuiteResults:
     history_problem: str | None = None  # why <suite>_history.csv could not be read (history is None)
     prior_problems: tuple[str, ...] = ()  # <suite>_prior.csv's rows left out (``current_priors``), or why all were
     priors_left_out: frozenset[str] = frozenset()  # the configurations of those rows
+    results_dir: Path = Path("results")  # where these were read from, for the commands the report gives
 
     @property
     def expected_folds(self) -> int:
         return int(self.meta["folds"]) * int(self.meta.get("repeats", 1) or 1)
+
+
+def results_dir_flag(results_dir: Path) -> str:
+    """`` --results-dir DIR`` where ``results_dir`` is not the default (results/), else "": what a command
+    that a message gives needs to find these results."""
+    return "" if Path(results_dir) == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
 
 
 def available_suites(results_dir: Path) -> list[str]:
@@ -99,7 +106,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         typo = did_you_mean(suite, available)
         if typo and not builtin:
             raise ReportError(f"no results for suite {suite!r}{typo} in {results_dir}/; {known}")
-        where = "" if results_dir == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
+        where = results_dir_flag(results_dir)
         variant = (f", or with `--name {shlex.quote(suite)}` for a variant of a built-in suite"
                    if not problems_of(check_name, suite, "suite name") else "")  # a name a run can give
         how = (f"`python -m benchmark run --suite {suite}{where}`" if builtin else
@@ -154,7 +161,7 @@ def load_suite(results_dir: Path, suite: str) -> SuiteResults:
         prior, left_out = current_priors(prior, results)
         left_ids -= frozenset(prior["config_id"])
     return SuiteResults(suite, results, history, meta, prior if prior is None or len(prior) else None, problem,
-                        tuple(left_out), left_ids)
+                        tuple(left_out), left_ids, results_dir)
 
 
 HISTORY_COLUMNS = ("config_id", "fold", "epoch", "latent", "recon")  # what every validation curves figure draws on
@@ -382,8 +389,8 @@ def read_prior(results_dir: Path, suite: str) -> pd.DataFrame | None:
         for column in frame.columns.drop(["config_id", *text], errors="ignore"):
             frame[column] = _numbers(frame, column, path)
     except ReportError as error:  # `prior` reads it too, so it cannot be the command that mends it
-        raise ReportError(f"{error}; or remove it: `python -m benchmark prior --suite {suite}` then trains every "
-                          "prior anew") from None
+        raise ReportError(f"{error}; or remove it: `python -m benchmark prior --suite {suite}"
+                          f"{results_dir_flag(results_dir)}` then trains every prior anew") from None
     for column in text:
         frame[column] = frame[column].fillna("").astype(str) if column in frame else ""
     return frame

@@ -340,19 +340,24 @@ def test_a_prior_of_weights_the_results_no_longer_hold_is_left_out_and_then_remo
     assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(c for c in vq if c != "vq-vae/1/baseline")
 
 
-def test_the_report_gives_a_prior_command_that_fits_a_missing_prior_as_the_others(prior_run, tmp_path, capsys):
-    # it said "with the settings the other priors were made with" and left them out: copied, it was refused
-    linked_results(prior_run, tmp_path)
+@pytest.mark.parametrize("folder", ["", "elsewhere"])
+def test_the_report_gives_a_prior_command_that_fits_a_missing_prior_as_the_others(prior_run, tmp_path, capsys,
+                                                                                   folder):
+    # it said "with the settings the other priors were made with" and left them out: copied, it was refused;
+    # and it left out a --results-dir other than the default, so that the copy looked in results/
+    linked_results(prior_run, tmp_path / folder)
+    where = ("--results-dir", f"{folder}/results") if folder else ()
     stored = read(prior_run, "smoke_prior.csv")
     missing = stored["config_id"].iloc[-1]
-    stored.iloc[:-1].to_csv(tmp_path / "results" / "smoke_prior.csv", index=False)
-    assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    stored.iloc[:-1].to_csv(tmp_path / folder / "results" / "smoke_prior.csv", index=False)
+    assert cli(tmp_path, "report", "--suite", "smoke", *where, "--no-figures") == 0
     caveat = next(line for line in capsys.readouterr().out.splitlines() if "without a prior" in line)
     command = caveat.split("`")[1]
-    assert command.startswith(f"python -m benchmark prior --suite smoke --config {missing} --fold 0 --epochs 2 ")
+    assert command.startswith(shlex.join(["python", "-m", "benchmark", "prior", "--suite", "smoke", *where,
+                                          "--config", missing, "--fold", "0", "--epochs", "2"]))
     assert cli(tmp_path, *shlex.split(command.removeprefix("python -m benchmark ")), "--quiet") == 0
-    assert sorted(read(tmp_path, "smoke_prior.csv")["config_id"]) == sorted(stored["config_id"])
-    assert cli(tmp_path, "report", "--suite", "smoke", "--no-figures") == 0
+    assert sorted(read(tmp_path / folder, "smoke_prior.csv")["config_id"]) == sorted(stored["config_id"])
+    assert cli(tmp_path, "report", "--suite", "smoke", *where, "--no-figures") == 0
     out = capsys.readouterr().out  # its samples drawn at the others' temperature too
     assert "without a prior" not in out and "different temperatures" not in out
 
@@ -376,6 +381,10 @@ def test_redraw_draws_the_stored_samples_again_at_their_temperature_and_new_ones
     assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--quiet") == 2  # no prior yet
     assert one_line_error(capsys) == ("error: suite 'smoke' has no priors to draw from (results/smoke_prior.csv is "
                                       "not there): train them with `python -m benchmark prior --suite smoke`")
+    linked_results(prior_run, tmp_path / "elsewhere")
+    assert cli(tmp_path, "prior", "--suite", "smoke", "--redraw", "--results-dir", "elsewhere/results", "--quiet") == 2
+    assert one_line_error(capsys).endswith("train them with `python -m benchmark prior --suite smoke --results-dir "
+                                           "elsewhere/results`")
     shutil.copy(prior_run / "results" / "smoke_prior.csv", tmp_path / "results" / "smoke_prior.csv")
     shutil.copytree(prior_run / "results" / "smoke" / "priors", tmp_path / "results" / "smoke" / "priors")
     before = read(tmp_path, "smoke_prior.csv")

@@ -396,7 +396,8 @@ def test_a_damaged_prior_csv_leaves_the_priors_out_of_the_report_saying_why(tmp_
         prior.write_text(text)
         warnings = write_report(results, "demo", tmp_path / "out", figures=False).warnings
         left_out = f"priors left out: {re.escape(str(prior))}.*{why}.*; or remove it: `python -m benchmark prior "
-        assert any(re.match(left_out + "--suite demo` then trains every prior anew$", w) for w in warnings), warnings
+        assert any(re.match(left_out + f"--suite demo --results-dir {re.escape(str(results))}` then trains every "
+                            "prior anew$", w) for w in warnings), warnings
         assert "prior_nll_nats" not in pd.read_csv(tmp_path / "out" / "table.csv")
     assert cli(tmp_path, "report", "--no-figures") == 0
     assert "warning: priors left out: " in capsys.readouterr().out
