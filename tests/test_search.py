@@ -1103,6 +1103,16 @@ def test_a_search_whose_folds_are_smaller_than_a_batch_notes_it(tmp_path, capsys
     assert "batch size" not in capsys.readouterr().err
 
 
+def test_a_search_whose_softadapt_never_reweights_notes_it_while_trials_remain(tmp_path, capsys):
+    # one step a fold: SoftAdapt's first update needs two steps' losses
+    assert search_cli(tmp_path, "--trials", "1", "--limit", "100", "--softadapt") == 0
+    assert ("note: SoftAdapt re-weights every 100 steps, but a fold trains only 1 step here (1 epoch of 80 images "
+            "at batch 128): its configurations keep uniform weights (SoftAdapt's own β, softadapt_beta, has no "
+            "effect on the results)\n") in capsys.readouterr().err
+    assert search_cli(tmp_path, "--trials", "1", "--limit", "100", "--softadapt") == 0
+    assert "SoftAdapt re-weights" not in capsys.readouterr().err
+
+
 def test_studies_kept_in_another_folder_are_pointed_to_in_one_note(tmp_path, capsys):
     # a mistyped --studies-dir printed a note for every study of the right folder before its error
     alt, results = tmp_path / "alt", tmp_path / "results"
