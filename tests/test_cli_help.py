@@ -119,6 +119,14 @@ def test_the_installed_command_names_itself_in_its_usage(monkeypatch, capsys):
                                                "suite: `python -m benchmark studies show 'suite-my run'`)"),
     (("studies", "plot", "--suite=mine"), "unrecognized arguments: --suite (a run's study is named after its suite: "
                                           "`python -m benchmark studies plot suite-mine`)"),
+    # the other options kept, and their values not taken for suites
+    (("suites", "--suite", "sub/my.toml", "--limit", "100"), "unrecognized arguments: --suite (it takes the suite "
+                                                             "alone: `python -m benchmark suites sub/my.toml --limit "
+                                                             "100`)"),
+    (("studies", "show", "--studies-dir", "out/st", "--suite=mine"), "unrecognized arguments: --suite (a run's "
+     "study is named after its suite: `python -m benchmark studies show --studies-dir out/st suite-mine`)"),
+    (("studies", "plot", "--suite", "mine", "--out", "figs"), "unrecognized arguments: --suite (a run's study is "
+     "named after its suite: `python -m benchmark studies plot suite-mine --out figs`)"),
 ])
 def test_a_mistyped_option_is_named_with_the_one_meant_not_as_a_missing_required_one(tmp_path, capsys, args, said):
     with pytest.raises(SystemExit) as stop:

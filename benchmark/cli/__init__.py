@@ -111,15 +111,23 @@ class _Parser(argparse.ArgumentParser):
             names = [stray for stray in strays if not stray.startswith("-")][:None if repeats else 1]
             return f" (did you mean `{' '.join(f'--suite {shlex.quote(name)}' for name in names)}`?)"
         option = strays[0].split("=")[0]
-        values = [arg.removeprefix(option + "=") for arg in self._given
-                  if not arg.startswith("-") or arg.startswith(option + "=")]
-        if option == "--suite" and any(a.dest == "name" and not a.option_strings for a in self._actions):
-            study = shlex.quote(f"suite-{values[0] if values else 'NAME'}")  # `studies show --suite mine`
-            return f" (a run's study is named after its suite: `{self.prog} {study}`)"
-        if not any(not a.option_strings and (a.metavar or a.dest).lower() == option[2:] for a in self._actions):
+        study = option == "--suite" and any(a.dest == "name" and not a.option_strings for a in self._actions)
+        if not study and not any(not a.option_strings and (a.metavar or a.dest).lower() == option[2:]
+                                 for a in self._actions):
             return ""
-        shown = " ".join(shlex.quote(value) for value in values) or option[2:].upper()
-        return f" (it takes the {option[2:]} alone: `{self.prog} {shown}`)"
+        # The command as given, each `--suite X` made the positional X (`studies show --suite mine`: suite-mine);
+        # the other options and their values kept
+        args, given = [], iter(self._given)
+        for arg in given:
+            name, equals, value = arg.partition("=")
+            if name != option:
+                args.append(arg)
+                continue
+            value = value if equals else next(given, option[2:].upper())
+            args.append(f"suite-{value}" if study else value)
+        if study:
+            return f" (a run's study is named after its suite: `{self.prog} {shlex.join(args)}`)"
+        return f" (it takes the {option[2:]} alone: `{self.prog} {shlex.join(args)}`)"
 
 
 def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
