@@ -157,7 +157,7 @@ def select_targets(results_dir: Path, suite: str, config_ids: Iterable[str] | No
         fold = min(common, default=0)
     targets, skipped = [], []
     # a run filed under a --name goes on only with the command that started it, which it recorded
-    resume = meta.get("command") or f"python -m benchmark run --suite {suite}"
+    resume = meta.get("command") or f"python -m benchmark run --suite {suite}{results_dir_flag(results_dir)}"
     for config_id in [c for c in vq if not named or c in named]:
         rows = done[(done["config_id"] == config_id) & (done["fold"] == fold)]
         if rows.empty:

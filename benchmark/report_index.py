@@ -3,6 +3,7 @@ run was, what limits its numbers, a line on each table and figure, what is missi
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,8 @@ import pandas as pd
 from benchmark.prior_stage import OBSERVED_PIXELS
 from benchmark.results import MissingUnits, SuiteResults
 from benchmark.stats import completed
-from benchmark.studies import file_name
+from benchmark.storage import password_hidden
+from benchmark.studies import StudyPlace, file_name
 
 OPTUNA_FIGURES = "optuna"  # the folder of the tuning searches' plots, one folder a study
 FIGURE_KINDS = {  # index.md's one line on each kind of figure, in ``report.FIGURE_PATTERNS`` order
@@ -68,6 +70,13 @@ def setup_text(suite: SuiteResults) -> str:
     return "; ".join(texts) + "." if texts else ""
 
 
+def _plot_command(study: str, meta: dict) -> str:
+    """`studies plot` of a search a run took parameters from, with the storage the run read it from."""
+    url = (meta.get("search_storages") or {}).get(study)  # absent from the exports of earlier versions: studies/
+    command = f"`python -m benchmark studies plot {shlex.quote(study)}{StudyPlace().flags(study, url) if url else ''}`"
+    return command + (" with the password in place of ***" if url and password_hidden(url) else "")
+
+
 def count_range(counts: pd.Series) -> str:
     """``1,000``, or ``2–3`` where the folds' counts differ (folds of a size that does not divide evenly)."""
     low, high = int(counts.min()), int(counts.max())
@@ -121,7 +130,7 @@ def index_text(suite: SuiteResults, files: list[Path], out_dir: Path, missing: l
         plotted = {path.parent.name for path in files if path.parent.parent.name == OPTUNA_FIGURES}
         lines += [f"- `{config_id}`: from study `{study}` (its Optuna plots: "
                   + (f"`figures/{OPTUNA_FIGURES}/{file_name(study)}/`, below)" if file_name(study) in plotted else
-                     f"`python -m benchmark studies plot {study}`)") for config_id, study in tuned.items()] + [""]
+                     f"{_plot_command(study, meta)})") for config_id, study in tuned.items()] + [""]
     if warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     # After all that says what the numbers can and cannot be read as

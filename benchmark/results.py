@@ -87,6 +87,17 @@ def results_dir_flag(results_dir: Path) -> str:
     return "" if Path(results_dir) == Path("results") else f" --results-dir {shlex.quote(str(results_dir))}"
 
 
+def recorded_option(command: str | None, option: str) -> str | None:
+    """The value a recorded command (``run``'s, in its metadata or study) gives ``option``, or None. The
+    parser takes options spelled out alone (no abbreviations), so a token is the option or is not."""
+    tokens = shlex.split(command or "")
+    for token, following in zip(tokens, [*tokens[1:], None]):
+        name, equals, value = token.partition("=")
+        if name == option:
+            return value if equals else following
+    return None
+
+
 def available_suites(results_dir: Path) -> list[str]:
     """Suites with a results CSV in ``results_dir``."""
     return sorted(p.stem for p in Path(results_dir).glob("*.csv") if not p.stem.endswith(RESULTS_SUFFIXES))

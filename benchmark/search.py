@@ -81,7 +81,7 @@ from benchmark.storage import (
 from benchmark.params_from import study_settings
 from benchmark.search_space import SearchSettings, configuration_for, describe_ranges
 from benchmark.suites import fold_seconds
-from benchmark.studies import best_trial, default_storage, lead_objective, study_names, suite_of
+from benchmark.studies import StudyPlace, best_trial, default_storage, lead_objective, study_names, suite_of
 
 PRUNERS = ("median", "none")
 
@@ -140,16 +140,18 @@ def open_search_study(settings: SearchSettings, storage_url: str, study_name: st
     if suite := suite_of(study):
         raise StoreError(f"study {study_name!r} in {safe_url(storage_url)} holds the units of suite {suite!r}, not a "
                          "search: give the search another --study-name")
-    check_settings(study, storage_url, versioned(settings.to_dict()), lambda differing: _refused_advice(study))
+    check_settings(study, storage_url, versioned(settings.to_dict()),
+                   lambda differing: _refused_advice(study, storage_url))
     return study
 
 
-def _refused_advice(study: optuna.Study) -> str:
+def _refused_advice(study: optuna.Study, storage_url: str) -> str:
     """What a search refused a study made with other settings can do: continue it with the `search` command its
-    stored settings give, or search elsewhere."""
+    stored settings give (with the storage it is in), or search elsewhere."""
     elsewhere = "use another --study-name or --storage, or remove that study"
+    name = study.study_name
     try:
-        command = study_settings(study).command(study.study_name)
+        command = study_settings(study).command(name) + StudyPlace().flags(name, storage_url)
     except (TypeError, ValueError):  # settings this version cannot read: the message names them
         return elsewhere
     return f"continue it with `{command}` (and this command's other options), or {elsewhere}"

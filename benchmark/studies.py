@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.checks import did_you_mean
-from benchmark.results import read_meta
+from benchmark.results import read_meta, recorded_option, results_dir_flag
 from benchmark.search_space import ParamRange, describe_ranges
 from benchmark.storage import (METRICS_VERSION, StoreError, looking_at, open_for_reading, password_hidden, safe_url,
                                same_storage, setting_text, sqlite_file, sqlite_url, status_counts, trial_status,
@@ -87,10 +87,13 @@ class StudyPlace:
 
     def flags(self, study_name: str, url: str) -> str:
         """The options that find study ``study_name`` at ``url`` again from here, e.g. `` --storage URL``."""
-        if url == default_storage(study_name):
+        if same_storage(default_storage(study_name), url):  # a SQLite file named by either path
             return ""
-        if url == default_storage(study_name, self.folder):
+        if same_storage(default_storage(study_name, self.folder), url):
             return f" --studies-dir {shlex.quote(str(self.folder))}"
+        path = sqlite_file(url)
+        if path is not None and path.name == f"{file_name(study_name)}.db":  # its own file, in another folder
+            return f" --studies-dir {shlex.quote(str(path.parent))}"
         return f" --storage {shlex.quote(safe_url(url))}"
 
     def __str__(self) -> str:
@@ -196,9 +199,13 @@ def suite_of(study: optuna.Study) -> str | None:
     return settings.get("suite") if isinstance(settings, dict) else None
 
 
-def suite_note(suite: str) -> str:
+def suite_note(study: optuna.Study) -> str:
+    """What a suite's study is, and the `report` of its run (in the --results-dir its first run's command gave)."""
+    suite, command = suite_of(study), study.user_attrs.get("command")
+    results_dir = recorded_option(command, "--results-dir")
+    where = results_dir_flag(Path(results_dir)) if results_dir else ""
     return (f"a suite study: each trial is one (configuration, fold) unit of suite {suite!r}, not a point of a "
-            f"search, so no trial is best; its table: python -m benchmark report --suite {suite}")
+            f"search, so no trial is best; its table: python -m benchmark report --suite {suite}{where}")
 
 
 def lead_objective(study: optuna.Study) -> int:
@@ -340,7 +347,7 @@ def describe_study(study: optuna.Study) -> str:
                 f"{n} unit{'s' * (n != 1)} from run {run!r}" for run, n in sorted(taken.items())))
         if study.user_attrs.get("command"):
             lines.append(f"started by: {study.user_attrs['command']}")
-        return "\n".join([*lines, suite_note(suite)])
+        return "\n".join([*lines, suite_note(study)])
     ranked = ranked_trials(study)
     if not ranked:
         lines.append("no complete trial yet")

@@ -36,7 +36,7 @@ def plot_study(study: optuna.Study, out_dir: Path) -> tuple[list[Path], list[str
     plots: dict[str, tuple] = {}
     notes: list[str] = []
     if suite_of(study):  # a request that cannot be met: an error, not a note
-        raise ValueError(f"no Optuna plots for {suite_note(suite_of(study))}")
+        raise ValueError(f"no Optuna plots for {suite_note(study)}")
     intermediate = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
     if not complete:  # pruned trials only, say: their folds' running means still show where the search went
         if not intermediate:

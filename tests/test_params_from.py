@@ -133,6 +133,13 @@ def test_searches_kept_in_a_studies_dir_are_found_by_studies_run_and_report(tmp_
     assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-checkpoints") == 0
     assert "warning" not in capsys.readouterr().out
     assert (tmp_path / "reports" / "tuned-tuned" / "figures" / "optuna" / name / "history.png").is_file()
+    # without them, index.md gives the command that draws them: it left out the folder, so copied it found none
+    assert cli(tmp_path, "report", "--suite", "tuned-tuned", "--no-figures") == 0
+    index = (tmp_path / "reports" / "tuned-tuned" / "index.md").read_text()
+    command = re.search(r"its Optuna plots: `python -m benchmark (studies plot .*?)`", index).group(1)
+    assert command == f"studies plot {name} --studies-dir {shlex.quote(str(tmp_path / 'mine'))}"
+    assert cli(tmp_path, *shlex.split(command)) == 0
+    capsys.readouterr()
     # a mistyped folder is an error, not an empty list; the run's study is in mine/
     assert cli(tmp_path, "studies", "list", "--studies-dir", "other") == 2
     captured = capsys.readouterr()

@@ -284,6 +284,11 @@ def test_the_fold_is_common_to_the_configurations_and_can_be_chosen(smoke_run, t
     command = json.loads((results / "smoke_meta.json").read_text())["command"]  # the one that started the run
     assert command.startswith("python -m benchmark run --suite smoke")
     assert skipped == [f"vq-vae/1/baseline: fold 1 is not COMPLETE with a checkpoint; finish it with `{command}`"]
+    meta = json.loads((results / "smoke_meta.json").read_text())
+    del meta["command"]  # an export of an earlier version: the run command of this folder's suite
+    (results / "smoke_meta.json").write_text(json.dumps(meta))
+    assert select_targets(results, "smoke", fold=1)[1][0].endswith(
+        f"finish it with `python -m benchmark run --suite smoke --results-dir {shlex.quote(str(results))}`")
     table.loc[(table["config_id"] == "vq-vae/1/single/gaussian/a=40") & (table["fold"] >= 2), "state"] = "FAIL"
     table.to_csv(results / "smoke.csv", index=False)
     with pytest.raises(ValueError, match="no fold is COMPLETE in every VQ-VAE configuration .*--fold"):

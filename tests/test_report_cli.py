@@ -98,6 +98,10 @@ def test_a_report_of_every_suite_without_results_says_whether_their_folder_is_th
     (tmp_path / "results").mkdir()
     assert report(tmp_path) == 2
     assert one_line_error(capsys) == "error: no results in results/; run `python -m benchmark run --suite smoke` first"
+    (tmp_path / "out" / "empty").mkdir(parents=True)  # the run it gives exports there, where this report looks
+    assert report(tmp_path, "--results-dir", "out/empty") == 2
+    assert one_line_error(capsys) == ("error: no results in out/empty/; run `python -m benchmark run --suite smoke "
+                                      "--results-dir out/empty` first")
 
 
 def test_report_from_another_folder_finds_the_checkpoints(smoke_run, tmp_path, capsys):
@@ -120,6 +124,29 @@ def test_write_report_from_a_notebook_draws_what_the_command_draws(smoke_run, tm
     assert not summary.warnings
     tables_only = write_report(smoke_run / "results", "smoke", tmp_path / "tables", checkpoints=False)
     assert not any(path.name.startswith(("reconstruction_", "error_vs")) for path in tables_only.files)
+
+
+def test_a_suite_file_grown_since_its_run_is_reported_with_the_run_that_trains_the_rest_in_its_folders(
+        smoke_run, tmp_path, capsys):
+    # the command given left out --results-dir and the study's folder: copied, it trained the whole file anew
+    # in results/ and studies/
+    results = tmp_path / "out" / "res"
+    results.mkdir(parents=True)
+    shutil.copy(smoke_run / "results" / "smoke.csv", results)
+    meta = json.loads((smoke_run / "results" / "smoke_meta.json").read_text())
+    recorded = "python -m benchmark run --suite sub/my.toml --results-dir out/res --studies-dir out/st --quiet"
+    (results / "smoke_meta.json").write_text(json.dumps({**meta, "command": recorded}))
+    (tmp_path / "sub").mkdir()
+    grown = 'name = "smoke"\n[[configurations]]\nfamily = "vae"\nconfig = 2\n'
+    for path in ("sub/my.toml", "sub/other.toml"):
+        (tmp_path / path).write_text(grown)
+    for path, command in (("sub/my.toml", recorded),  # the file that run ran: its command, as recorded
+                          ("sub/other.toml", "python -m benchmark run --suite sub/other.toml --results-dir out/res")):
+        assert report(tmp_path, "--suite", path, "--results-dir", "out/res", "--no-figures") == 0
+        warning = next(line for line in capsys.readouterr().out.splitlines() if "the results do not have" in line)
+        assert warning.startswith(f"  warning: {path} lists ")
+        assert warning.endswith(f"the last run to export them listed others; `{command}` trains what is missing and "
+                                "exports them")
 
 
 def test_weights_gone_since_the_run_are_one_warning_that_says_how_to_report_without_them(smoke_run, tmp_path):

@@ -5,6 +5,7 @@ import math
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from benchmark.storage import (StoreConfig, StoreError, open_storage, safe_url, 
                                versioned)
 from benchmark.params_from import (best_configurations, load_search_study, study_settings, training_differences,
                                    tuning_notes)
-from benchmark.studies import StudyPlace, describe_study, file_name, load_existing_study
+from benchmark.studies import StudyPlace, describe_study, file_name, load_existing_study, suite_note
 from benchmark.study_plots import plot_study
 from benchmark.progress import duration
 from benchmark.suites import SearchBest, fold_seconds, get_suite, search_key
@@ -152,6 +153,17 @@ def test_settings_must_match_to_resume(searched, capsys):
     assert "--epochs 1" in command  # the study's
     assert f"optuna delete-study --storage sqlite:///studies/{NAME}.db --study-name {NAME}" in err
     assert len(load(cwd).trials) == 4
+
+
+def test_a_search_refused_for_its_settings_gives_the_command_that_continues_it_where_it_is(tmp_path, capsys):
+    # the command left out --studies-dir: copied, it began a new search under studies/
+    assert search_cli(tmp_path, "--trials", "1", "--limit", "100", "--studies-dir", "out/st") == 0
+    capsys.readouterr()
+    assert search_cli(tmp_path, "--trials", "1", "--limit", "100", "--studies-dir", "out/st", "--epochs", "2") == 2
+    command = re.search(r"continue it with `python -m benchmark (.*?)`", one_line_error(capsys)).group(1)
+    assert command.endswith(" --studies-dir out/st")
+    assert cli(tmp_path, *shlex.split(command), "--trials", "1", "--quiet") == 0
+    assert "already has 1 trial" in capsys.readouterr().err and not (tmp_path / "studies").exists()
 
 
 def test_studies_list_and_show_print_the_study(searched, capsys):
@@ -1093,6 +1105,23 @@ def test_a_study_place_names_the_options_that_find_a_study_again(tmp_path, monke
     assert place.flags("s", place.url("s")) == f" --studies-dir '{mine}'"
     assert place.flags("s", "sqlite:///studies/s.db") == ""  # the default needs no option
     assert place.flags("s", "postgresql://me:secret@host/db") == " --storage 'postgresql://me:***@host/db'"
+    # the default's file named by its absolute path, as an export records it; a study's own file elsewhere
+    assert place.flags("s", f"sqlite:///{tmp_path}/studies/s.db") == ""
+    assert StudyPlace().flags("s", "sqlite:///out/st/s.db") == " --studies-dir out/st"
+    assert StudyPlace().flags("s", "sqlite:///out/st/other.db") == " --storage sqlite:///out/st/other.db"
+
+
+def test_a_suite_studys_note_gives_the_report_of_the_results_folder_its_run_was_given():
+    study = optuna.create_study()
+    study.set_user_attr("settings", {"suite": "mine"})
+    assert suite_note(study).endswith("; its table: python -m benchmark report --suite mine")  # no command recorded
+    for command, where in (("python -m benchmark run --suite sub/my.toml --results-dir 'out/my res' --quiet",
+                            " --results-dir 'out/my res'"),
+                           ("python -m benchmark run --suite=sub/my.toml --results-dir=out", " --results-dir out"),
+                           ("python -m benchmark run --suite sub/my.toml --results-dir results", ""),
+                           ("python -m benchmark run --suite sub/my.toml --name v", "")):
+        study.set_user_attr("command", command)
+        assert suite_note(study).endswith(f"; its table: python -m benchmark report --suite mine{where}")
 
 
 def test_a_search_whose_folds_are_smaller_than_a_batch_notes_it(tmp_path, capsys):

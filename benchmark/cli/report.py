@@ -42,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import InterruptedOnceWritten, write_report
-    from benchmark.results import NothingDoneYet, ReportError, available_suites, load_suite
+    from benchmark.results import NothingDoneYet, ReportError, available_suites, load_suite, results_dir_flag
     from benchmark.storage import check_storage_option
     from benchmark.studies import StudyPlace
 
@@ -70,7 +70,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ReportError(f"no folder {args.results_dir}/: run `python -m benchmark run --suite smoke` first, or give "
                           "--results-dir the folder a run exported its results to (results/ where it ran)")
     if not suites:
-        raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke` first")
+        raise ReportError(f"no results in {args.results_dir}/; run `python -m benchmark run --suite smoke"
+                          f"{results_dir_flag(args.results_dir)}` first")
     for suite in suites:  # every report's folder before the first report is written
         check_folder("--reports-dir", args.reports_dir, args.reports_dir / suite)
     # and every named suite's results: one that cannot be reported (none, or unreadable ones) is an error
@@ -110,8 +111,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             if unexported:
                 print(f"  warning: {path} lists {len(unexported)} configuration(s) the results do not have "
                       f"({', '.join(unexported[:3])}{' …' * (len(unexported) > 3)}): the last run to export them listed "
-                      f"others; `python -m benchmark run --suite {path}` trains what is missing and exports "
-                      "them")
+                      f"others; `{_run_of(path, suite, args.results_dir)}` trains what is missing and exports them")
         for caveat in summary.caveats:
             print(f"  caveat: {caveat}")
         for warning in summary.warnings:
@@ -122,3 +122,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"not reported: {', '.join(broken)} (why: above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_of(path: str, suite: str, results_dir: Path) -> str:
+    """The `run` that trains what suite file ``path`` lists and the results of ``suite`` lack: the command
+    their last export recorded (with the folders and storage of its study) where it ran this same file,
+    else the file's own."""
+    from benchmark.results import read_meta, recorded_option, results_dir_flag
+
+    command = read_meta(results_dir, suite).get("command")
+    ran = recorded_option(command, "--suite")
+    if command and ran and Path(ran).resolve() == Path(path).resolve():
+        return command
+    return f"python -m benchmark run --suite {shlex.quote(path)}{results_dir_flag(results_dir)}"
